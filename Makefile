@@ -1,0 +1,44 @@
+# Two commands on a fresh machine: `make demo` and `make test` (each sets everything up).
+PYTHON ?= python3
+VENV ?= .venv
+# A CPU build of torch; this machine has it on local disk. Elsewhere override, e.g.
+# make demo TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu124"
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+DEMO_RUN ?= runs/demo
+
+.PHONY: demo test venv data lint clean
+
+$(VENV)/.deps-stamp: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q -e ".[dev]"
+	touch $@
+
+# The editable install records this checkout's path; re-point it when the venv is shared.
+venv: $(VENV)/.deps-stamp
+	@$(PY) -c "import vaekit, pathlib, sys; sys.exit(pathlib.Path(vaekit.__file__).resolve().is_relative_to(pathlib.Path('src').resolve()) is False)" 2>/dev/null \
+		|| $(PIP) install -q --no-deps --no-build-isolation -e .
+
+data: venv
+	@$(VENV)/bin/vaekit data fetch fashion-mnist --no-download 2>/dev/null \
+		|| { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		     && { apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 \
+		          || { apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null; }; }; } \
+		|| true
+	$(VENV)/bin/vaekit data fetch fashion-mnist
+
+demo: data
+	$(VENV)/bin/vaekit train --config fashion-mlp --out $(DEMO_RUN) --overwrite
+	$(VENV)/bin/vaekit evaluate $(DEMO_RUN)
+	@echo "demo run: $(DEMO_RUN) (samples.png, reconstructions.png, metrics.jsonl, model.safetensors)"
+
+test: venv
+	$(PY) -m pytest
+
+lint: venv
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info

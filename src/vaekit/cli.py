@@ -1,0 +1,291 @@
+"""The `vaekit` command: parses arguments, calls the library, prints. Nothing else lives here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+
+COMMON_HELP = "RUN is a run directory written by `vaekit train` (or hf://OWNER/NAME)"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line naming the fix, not a usage dump."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    from .config import iter_fields
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for key, f, typ in iter_fields():
+        section = key.partition(".")[0] if "." in key else "general"
+        group = groups.setdefault(section, parser.add_argument_group(f"{section} options"))
+        names = [f"--{key}"]
+        if f.metadata.get("flag"):
+            names.insert(0, f.metadata["flag"])
+        default = f.default if f.default is not dataclasses_missing() else f.default_factory()
+        help_text = f"{f.metadata['help']} (default: {default!r})"
+        kwargs: dict[str, Any] = {"dest": f"cfg:{key}", "default": argparse.SUPPRESS,
+                                  "help": help_text.replace("%", "%%")}
+        if typ is bool:
+            kwargs.update(nargs="?", const="true", metavar="BOOL")
+        else:
+            kwargs["metavar"] = key.rpartition(".")[2].upper()
+        group.add_argument(*names, **kwargs)
+
+
+def dataclasses_missing() -> Any:
+    import dataclasses
+    return dataclasses.MISSING
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="vaekit", description="Variational autoencoders: train, evaluate, "
+                    "sample, reconstruct and interpolate.")
+    parser.add_argument("--version", action="version", version=f"vaekit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+
+    p = sub.add_parser("train", help="train a VAE (every config option is a flag)",
+                       description="Train a VAE. Options come from --config (a YAML file or a "
+                       "preset name), then from flags; every config field is a dotted flag.")
+    p.add_argument("--config", help="YAML file or preset name (see `vaekit presets`)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its "
+                   "last saved state")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    _add_config_flags(p)
+
+    p = sub.add_parser("evaluate", help="test-set negative ELBO, reconstruction and KL",
+                       description=f"Evaluate a trained model on its test set. {COMMON_HELP}.")
+    p.add_argument("run")
+    p.add_argument("--iw-samples", type=int, default=0, metavar="K",
+                   help="also estimate log p(x) by importance sampling with K samples")
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the numbers as JSON")
+
+    p = sub.add_parser("sample", help="decode samples from the prior into a PNG grid")
+    p.add_argument("run")
+    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--label", help="class-conditional models: class index or name")
+    p.add_argument("--out", help="PNG path (default: RUN/samples.png)")
+
+    p = sub.add_parser("reconstruct", help="originals above, reconstructions below")
+    p.add_argument("run")
+    p.add_argument("--n", type=int, default=16)
+    p.add_argument("--out", help="PNG path (default: RUN/reconstructions.png)")
+
+    p = sub.add_parser("interpolate", help="decode a path between test images' posterior means")
+    p.add_argument("run")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--pairs", type=int, default=4)
+    p.add_argument("--method", choices=("linear", "slerp"), default="linear")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="PNG path (default: RUN/interpolation.png)")
+
+    p = sub.add_parser("data", help="fetch or list datasets")
+    data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", parser_class=Parser)
+    f = data_sub.add_parser("fetch", help="find or download a named dataset")
+    f.add_argument("name")
+    f.add_argument("--root", default="", help="data directory (default: $VAEKIT_DATA or "
+                   "~/.cache/vaekit)")
+    f.add_argument("--no-download", action="store_true", help="only look for local files")
+    data_sub.add_parser("list", help="named datasets and where they are found")
+
+    sub.add_parser("presets", help="list the configuration presets shipped with vaekit")
+    return parser
+
+
+def _positive(name: str, value: int) -> None:
+    from .errors import ConfigError
+    if value < 1:
+        raise ConfigError(f"--{name} must be at least 1; got {value}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .train import train
+    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:")}
+    config = load_config(args.config, overrides)
+    run_dir = train(config, resume=args.resume, overwrite=args.overwrite)
+    print(f"run written to {run_dir}: config.yaml, metrics.jsonl, model.safetensors, "
+          f"samples.png, reconstructions.png")
+    print(f"next: vaekit evaluate {run_dir}")
+    return 0
+
+
+def _load_run(run: str) -> tuple[Any, Any]:
+    """The model and its test set."""
+    from .checkpoint import load
+    from .data import load_data
+    model = load(run)
+    cfg = model.run_config
+    data = load_data(cfg.data, seed=cfg.train.seed, progress=False)
+    return model, data
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+    _positive("batch-size", args.batch_size)
+    if args.iw_samples < 0:
+        _positive("iw-samples", args.iw_samples)
+    model, data = _load_run(args.run)
+    y = data.y_test if model.conditional else None
+    stats = evaluate(model, data.x_test, y, batch_size=args.batch_size, seed=args.seed,
+                     iw_samples=args.iw_samples, progress=not args.json)
+    if args.json:
+        print(json.dumps(stats, indent=2, sort_keys=True))
+        return 0
+    print(f"test set: {stats['n']} examples of {data.name}, nats per example")
+    print(f"  negative ELBO   {stats['nelbo']:10.3f}   ({stats['nelbo_bits_per_dim']:.4f} "
+          "bits/dim)")
+    print(f"  reconstruction  {stats['recon']:10.3f}")
+    print(f"  KL              {stats['kl']:10.3f}")
+    if "log_px" in stats:
+        print(f"  log p(x), K={stats['iw_samples']:<5} {stats['log_px']:10.3f} "
+              f"+- {stats['log_px_stderr']:.3f} (importance-weighted estimate)")
+    return 0
+
+
+def _out_path(args: argparse.Namespace, default: str) -> Path:
+    return Path(args.out) if args.out else Path(args.run) / default
+
+
+def _label(model: Any, label: str | None) -> int | None:
+    from .errors import ConfigError
+    if label is None:
+        return None
+    if not model.conditional:
+        raise ConfigError("--label needs a class-conditional model (model.conditional: true)")
+    names = list(getattr(model, "class_names", []))
+    if label in names:
+        return names.index(label)
+    if label.isdigit() and int(label) < model.num_classes:
+        return int(label)
+    raise ConfigError(f"--label {label!r} is not a class of this model; classes: "
+                      f"{', '.join(names) or model.num_classes}")
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import viz
+    from .checkpoint import load
+    from .errors import ConfigError
+    _positive("n", args.n)
+    model = load(args.run)
+    label = _label(model, args.label)
+    if model.conditional and label is None:
+        raise ConfigError("this model is class-conditional: pass --label (a class name or index)")
+    images = model.sample(args.n, label, generator=torch.Generator().manual_seed(args.seed))
+    out = viz.save_grid(_out_path(args, "samples.png"), images, nrow=8,
+                        scale=viz.auto_scale(model.input_shape[1]))
+    print(out)
+    return 0
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import viz
+    from .data import to_float
+    _positive("n", args.n)
+    model, data = _load_run(args.run)
+    n = min(args.n, data.x_test.shape[0])
+    x = to_float(data.x_test[:n])
+    y = data.y_test[:n] if model.conditional else None
+    images = torch.cat([x, model.reconstruct(x, y)])
+    out = viz.save_grid(_out_path(args, "reconstructions.png"), images, nrow=n,
+                        scale=viz.auto_scale(model.input_shape[1]))
+    print(out)
+    return 0
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import viz
+    from .data import to_float
+    _positive("steps", args.steps)
+    _positive("pairs", args.pairs)
+    model, data = _load_run(args.run)
+    g = torch.Generator().manual_seed(args.seed)
+    idx = torch.randperm(data.x_test.shape[0], generator=g)[: 2 * args.pairs]
+    if idx.numel() < 2:
+        from .errors import DataError
+        raise DataError("interpolation needs at least two test images")
+    pairs = idx.numel() // 2
+    x = to_float(data.x_test[idx])
+    y = data.y_test[idx] if model.conditional else None
+    path = model.interpolate(x[:pairs], x[pairs:2 * pairs], args.steps, args.method,
+                             None if y is None else y[:pairs], None if y is None else
+                             y[pairs:2 * pairs])  # (P, steps, C, H, W)
+    out = viz.save_grid(_out_path(args, "interpolation.png"), path.flatten(0, 1),
+                        nrow=args.steps, scale=viz.auto_scale(model.input_shape[1]))
+    print(out)
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from .data import sources
+    if args.data_command == "fetch":
+        directory = sources.fetch(args.name, args.root, download=not args.no_download)
+        print(directory)
+        return 0
+    for name in sources.DATASET_NAMES:
+        if name == "noise":
+            print("noise           generated on the fly (no files)")
+            continue
+        found = sources.find_local(name)
+        where = str(found) if found else "not found (vaekit data fetch " + name + ")"
+        print(f"{name:15} {where}")
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from .config import load_config, preset_names
+    for name in preset_names():
+        cfg = load_config(name)
+        print(f"{name:18} data={cfg.data.name} arch={cfg.model.arch} latent={cfg.model.latent_dim}"
+              f" likelihood={cfg.model.likelihood}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample,
+            "reconstruct": cmd_reconstruct, "interpolate": cmd_interpolate, "data": cmd_data,
+            "presets": cmd_presets}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if args.command == "data" and args.data_command is None:
+        parser.error("data needs an action: fetch NAME or list")
+    from .errors import TrainingInterrupted, VaekitError
+    try:
+        return COMMANDS[args.command](args)
+    except TrainingInterrupted as e:
+        print(f"vaekit: {e}", file=sys.stderr)
+        return e.exit_code
+    except VaekitError as e:
+        print(f"vaekit {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("vaekit: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

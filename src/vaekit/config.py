@@ -1,0 +1,336 @@
+"""Typed configuration: the single source of every option.
+
+Each field carries its documentation in `metadata["help"]`; the CLI builds its flags
+and `--help` from these dataclasses, and the docs' configuration reference is
+generated from them, so an option is defined exactly once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+
+def opt(default: Any, help: str, *, flag: str | None = None, choices: tuple[str, ...] = (),
+        min: float | None = None, exclusive_min: bool = False) -> Any:
+    """A config field with its documentation, an optional short CLI flag and its constraints."""
+    meta = {"help": help, "flag": flag, "choices": choices, "min": min,
+            "exclusive_min": exclusive_min}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DataConfig:
+    name: str = opt("fashion-mnist", "dataset: mnist, fashion-mnist, noise, a path to an .npz "
+                    "file (x_train, optional x_test/y_train/y_test) or to a folder of images",
+                    flag="--data")
+    root: str = opt("", "where named datasets are looked for and downloaded to "
+                    "(empty: $VAEKIT_DATA, else ~/.cache/vaekit)")
+    download: bool = opt(True, "download a named dataset (SHA-256 verified) when no local copy "
+                         "is found")
+    binarize: str = opt("none", "Bernoulli data: 'none' uses intensities in [0, 1] as targets; "
+                        "'dynamic' draws fresh binary pixels for every batch",
+                        choices=("none", "dynamic"))
+    image_size: int = opt(64, "folders: images are resized on the shorter side and centre-"
+                          "cropped to this size", min=8)
+    channels: int = opt(0, "folders: 1 (grayscale) or 3 (RGB); 0 picks RGB", min=0)
+    test_fraction: float = opt(0.1, "fraction held out as the test set when the data has no "
+                               "test split", min=0.0)
+    split_seed: int = opt(0, "seed of the train/test split of data without a test split")
+    limit_train: int = opt(0, "use only the first N training examples (0: all)", min=0)
+    limit_test: int = opt(0, "use only the first N test examples (0: all)", min=0)
+    noise_examples: int = opt(4096, "noise dataset: number of training examples", min=1)
+    strict: bool = opt(False, "folders: an unreadable image is an error instead of being "
+                       "skipped", flag="--strict")
+    cache_dir: str = opt("", "folders: where the decoded uint8 cache goes (empty: beside the "
+                         "data if writable, else ~/.cache/vaekit/folders)")
+
+
+@dataclass
+class ModelConfig:
+    arch: str = opt("mlp", "encoder/decoder family", choices=("mlp", "conv"))
+    hidden: list[int] = opt([400], "MLP: hidden layer sizes of the encoder (the decoder "
+                            "mirrors them)", min=1)
+    activation: str = opt("relu", "MLP: activation function",
+                          choices=("relu", "tanh", "elu", "gelu", "silu", "softplus",
+                                   "leaky_relu"))
+    channels: list[int] = opt([32, 64, 128, 256], "conv: channels per resolution level (one "
+                              "stride-2 downsampling per level)", min=1)
+    blocks_per_level: int = opt(1, "conv: residual blocks per level", min=0)
+    latent_dim: int = opt(20, "size of the latent vector z", flag="--latent-dim", min=1)
+    likelihood: str = opt("bernoulli", "p(x|z): bernoulli (BCE on logits), gaussian (MSE) or "
+                          "laplace (L1)", choices=("bernoulli", "gaussian", "laplace"))
+    obs_scale: float = opt(1.0, "gaussian: the fixed standard deviation; laplace: the fixed "
+                           "scale", min=0.0, exclusive_min=True)
+    learn_scale: bool = opt(False, "gaussian/laplace: the decoder also predicts a per-pixel "
+                            "log-scale instead of using obs_scale")
+    conditional: bool = opt(False, "class-conditional VAE: a label embedding enters the "
+                            "encoder and the decoder")
+    label_dim: int = opt(16, "conditional: size of the label embedding", min=1)
+
+
+@dataclass
+class LossConfig:
+    beta: float = opt(1.0, "weight on the KL term (1: the ELBO)", min=0.0)
+    kl_warmup_steps: int = opt(0, "ramp beta linearly from 0 over this many steps", min=0)
+    free_bits: float = opt(0.0, "per-dimension KL floor in nats (Kingma et al. 2016)", min=0.0)
+    iw_samples: int = opt(1, "train on the IWAE bound with K samples (1: the ELBO)", min=1)
+    perceptual: str = opt("none", "perceptual loss on the reconstruction mean",
+                          choices=("none", "lpips-vgg", "lpips-alex"))
+    perceptual_weight: float = opt(1.0, "weight of the perceptual loss", min=0.0)
+
+
+@dataclass
+class OptimConfig:
+    name: str = opt("adam", "optimizer", choices=("adam", "adamw", "adagrad", "sgd"))
+    lr: float = opt(1e-3, "learning rate", flag="--lr", min=0.0, exclusive_min=True)
+    weight_decay: float = opt(0.0, "weight decay", min=0.0)
+    schedule: str = opt("constant", "learning-rate schedule over the whole run",
+                        choices=("constant", "cosine"))
+    warmup_steps: int = opt(0, "linear learning-rate warm-up steps", min=0)
+    grad_clip: float = opt(0.0, "clip the gradient norm to this value (0: no clipping)",
+                           min=0.0)
+    fused: bool = opt(True, "use the fused optimizer kernel where torch has one")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = opt(10, "passes over the training set", flag="--epochs", min=1)
+    batch_size: int = opt(128, "global minibatch size", flag="--batch-size", min=1)
+    seed: int = opt(0, "seed of every random draw of the run", flag="--seed")
+    device: str = opt("auto", "cpu, cuda, cuda:N or auto (cuda when available)",
+                      flag="--device")
+    precision: str = opt("fp32", "matmul precision: fp32, bf16 autocast, or fp16 autocast "
+                         "with a gradient scaler (CUDA)", choices=("fp32", "bf16", "fp16"))
+    threads: int = opt(0, "CPU threads for torch (0: torch's default)", min=0)
+    out: str = opt("", "run directory (empty: runs/<name>-<time>)", flag="--out")
+    checkpoint_every: int = opt(0, "also save the resumable state every N steps (0: at the "
+                                "end of each epoch only)", min=0)
+    max_skipped: int = opt(20, "stop after this many consecutive non-finite updates", min=1)
+    eval_batch_size: int = opt(1000, "batch size of test-set evaluation", min=1)
+    eval_every: int = opt(1, "evaluate the test set every N epochs (the last epoch always)",
+                          min=1)
+    progress: bool = opt(True, "show progress bars")
+    tracker: list[str] = opt([], "extra trackers besides metrics.jsonl: wandb, tensorboard")
+    wandb_project: str = opt("vaekit", "wandb: project name")
+    run_name: str = opt("", "tracker run name (empty: the run directory's name)")
+    log_images_every: int = opt(0, "trackers: log sample/reconstruction images every N steps "
+                                "(0: at the end of each epoch)", min=0)
+
+
+@dataclass
+class Config:
+    name: str = opt("vaekit", "name of the preset or experiment; the default run directory "
+                    "starts with it")
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if f.name != "name"}
+
+
+def _section_class(name: str) -> type:
+    return {"data": DataConfig, "model": ModelConfig, "loss": LossConfig,
+            "optim": OptimConfig, "train": TrainConfig}[name]
+
+
+def iter_fields() -> typing.Iterator[tuple[str, dataclasses.Field[Any], type]]:
+    """Every leaf option as (dotted key, field, python type), in declaration order."""
+    hints = typing.get_type_hints(Config)
+    yield "name", next(f for f in dataclasses.fields(Config) if f.name == "name"), hints["name"]
+    for section in ("data", "model", "loss", "optim", "train"):
+        cls = _section_class(section)
+        sub_hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            yield f"{section}.{f.name}", f, sub_hints[f.name]
+
+
+def _suggest(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def coerce(key: str, value: Any, typ: Any) -> Any:
+    """Convert a YAML or command-line value to the field's type, or fail naming the key."""
+    origin = typing.get_origin(typ)
+    if origin is list:
+        (item_type,) = typing.get_args(typ)
+        if isinstance(value, str):
+            text = value.strip().strip("[]")
+            value = [] if not text else [v.strip() for v in text.split(",")]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
+        return [coerce(key, v, item_type) for v in value]
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "no", "0", "off"):
+            return False
+        raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
+    if typ is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+    if typ is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
+    raise TypeError(f"unsupported config type {typ} for {key}")  # a bug, not a user error
+
+
+def _check(key: str, value: Any, f: dataclasses.Field[Any]) -> None:
+    meta = f.metadata
+    values = value if isinstance(value, list) else [value]
+    for v in values:
+        if meta.get("choices") and v not in meta["choices"]:
+            raise ConfigError(f"config key '{key}' must be one of "
+                              f"{', '.join(meta['choices'])}; got {v!r}")
+        lo = meta.get("min")
+        if lo is not None and isinstance(v, (int, float)):
+            if v < lo or (meta.get("exclusive_min") and v == lo):
+                bound = f"> {lo:g}" if meta.get("exclusive_min") else f">= {lo:g}"
+                raise ConfigError(f"config key '{key}' must be {bound}; got {v!r}")
+
+
+def validate(config: Config) -> Config:
+    """Check every field's type and range, and the combinations that cannot work."""
+    for key, f, typ in iter_fields():
+        section, _, leaf = key.rpartition(".")
+        obj = getattr(config, section) if section else config
+        value = coerce(key, getattr(obj, leaf), typ)
+        _check(key, value, f)
+        setattr(obj, leaf, value)
+    if config.model.arch == "mlp" and not config.model.hidden:
+        raise ConfigError("config key 'model.hidden' must list at least one layer size")
+    if config.data.test_fraction >= 1.0:
+        raise ConfigError("config key 'data.test_fraction' must be below 1; got "
+                          f"{config.data.test_fraction}")
+    if config.data.binarize == "dynamic" and config.model.likelihood != "bernoulli":
+        raise ConfigError("config key 'data.binarize' is 'dynamic' but model.likelihood is "
+                          f"'{config.model.likelihood}'; dynamic binarization needs bernoulli")
+    if config.data.channels not in (0, 1, 3):
+        raise ConfigError(f"config key 'data.channels' must be 0, 1 or 3; got "
+                          f"{config.data.channels}")
+    for name in config.train.tracker:
+        if name not in ("wandb", "tensorboard", "mlflow"):
+            raise ConfigError(f"config key 'train.tracker' lists unknown tracker {name!r}; "
+                              "choose from wandb, tensorboard, mlflow")
+    return config
+
+
+def _merge(config: Config, data: dict[str, Any], source: str) -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of config sections, got "
+                          f"{type(data).__name__}")
+    known = ["name", *SECTIONS]
+    for key, value in data.items():
+        if key == "name":
+            config.name = coerce("name", value, str)
+            continue
+        if key not in SECTIONS:
+            raise ConfigError(f"{source}: unknown config key '{key}'{_suggest(str(key), known)}")
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: config key '{key}' must be a mapping of options")
+        section = getattr(config, key)
+        hints = typing.get_type_hints(type(section))
+        names = [f.name for f in dataclasses.fields(section)]
+        for leaf, v in value.items():
+            if leaf not in names:
+                raise ConfigError(f"{source}: unknown config key '{key}.{leaf}'"
+                                  f"{_suggest(str(leaf), names)}")
+            setattr(section, leaf, coerce(f"{key}.{leaf}", v, hints[leaf]))
+
+
+def from_dict(data: dict[str, Any], source: str = "config") -> Config:
+    config = Config()
+    _merge(config, data, source)
+    return validate(config)
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("vaekit.configs").iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def resolve_config_path(name_or_path: str) -> Path:
+    """A YAML path, or the name of a preset shipped with vaekit (`fashion-mlp`)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    if os.sep not in name_or_path and not name_or_path.endswith((".yaml", ".yml")):
+        candidate = resources.files("vaekit.configs").joinpath(f"{name_or_path}.yaml")
+        if candidate.is_file():
+            return Path(str(candidate))
+    raise ConfigError(f"config {name_or_path!r} is neither a YAML file nor a preset; presets: "
+                      f"{', '.join(preset_names())}")
+
+
+def load_config(name_or_path: str | None = None, overrides: dict[str, Any] | None = None
+                ) -> Config:
+    """Load a preset or YAML file, apply dotted overrides {'train.epochs': 3}, validate."""
+    config = Config()
+    if name_or_path:
+        path = resolve_config_path(name_or_path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            reason = str(e).splitlines()[0]
+            raise ConfigError(f"config {path} is not valid YAML: {reason}") from None
+        _merge(config, data or {}, str(path))
+    apply_overrides(config, overrides or {})
+    return validate(config)
+
+
+def apply_overrides(config: Config, overrides: dict[str, Any]) -> None:
+    fields = {key: (f, typ) for key, f, typ in iter_fields()}
+    for key, value in overrides.items():
+        if key not in fields:
+            raise ConfigError(f"unknown config key '{key}'{_suggest(key, list(fields))}")
+        section, _, leaf = key.rpartition(".")
+        obj = getattr(config, section) if section else config
+        setattr(obj, leaf, coerce(key, value, fields[key][1]))

@@ -1,0 +1,1 @@
+"""Presets shipped with vaekit (found by name: `--config fashion-mlp`)."""

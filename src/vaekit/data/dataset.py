@@ -1,0 +1,140 @@
+"""The in-memory dataset every source produces, and the batching the training loop uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+
+
+@dataclass
+class Dataset:
+    """Images as uint8 tensors (N, C, H, W); labels as int64 tensors (N,) or None.
+
+    Storage may be a memory-mapped file; batches are gathered by index and become
+    float in [0, 1] on the training device (see `to_float`).
+    """
+
+    name: str
+    x_train: torch.Tensor  # (N, C, H, W) uint8
+    x_test: torch.Tensor  # (M, C, H, W) uint8
+    y_train: torch.Tensor | None = None  # (N,) int64
+    y_test: torch.Tensor | None = None  # (M,) int64
+    class_names: list[str] = field(default_factory=list)
+    info: dict[str, object] = field(default_factory=dict)  # split, skipped files, cache path...
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        c, h, w = self.x_train.shape[1:]
+        return int(c), int(h), int(w)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def limit(self, train: int = 0, test: int = 0) -> Dataset:
+        """The first `train` / `test` examples (0 keeps all)."""
+        def cut(t: torch.Tensor | None, n: int) -> torch.Tensor | None:
+            return t if t is None or n <= 0 else t[:n]
+        return Dataset(self.name, cut(self.x_train, train), cut(self.x_test, test),  # type: ignore[arg-type]
+                       cut(self.y_train, train), cut(self.y_test, test),
+                       list(self.class_names), dict(self.info))
+
+
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float32 in [0, 1]; float input passes through."""
+    if x.dtype == torch.uint8:
+        return x.float().div_(255.0)
+    return x.float()
+
+
+def as_uint8_images(array: np.ndarray, source: str) -> np.ndarray:
+    """Validate an image array and bring it to uint8 (N, C, H, W).
+
+    Accepts (N, H, W), (N, C, H, W), (N, H, W, C) or flattened square (N, H*W),
+    with C in {1, 3}; uint8 0-255 or float in [0, 1]. Anything else is a `DataError`
+    naming `source`.
+    """
+    if array.dtype == object:
+        raise DataError(f"{source} holds Python objects, not numbers; save plain numeric arrays")
+    if array.ndim == 2:
+        side = int(round(np.sqrt(array.shape[1])))
+        if side * side != array.shape[1]:
+            raise DataError(f"{source}: a 2-D array must hold flattened square images; shape "
+                            f"{array.shape} does not")
+        array = array.reshape(-1, 1, side, side)
+    elif array.ndim == 3:
+        array = array[:, None]
+    elif array.ndim == 4:
+        if array.shape[1] not in (1, 3) and array.shape[-1] in (1, 3):
+            array = np.ascontiguousarray(array.transpose(0, 3, 1, 2))
+        if array.shape[1] not in (1, 3):
+            raise DataError(f"{source}: images must have 1 or 3 channels; shape {array.shape}")
+    else:
+        raise DataError(f"{source}: expected images shaped (N, H, W), (N, C, H, W) or "
+                        f"(N, H, W, C); got shape {array.shape}")
+    if array.shape[0] == 0:
+        raise DataError(f"{source} holds no images")
+    if array.dtype == np.uint8:
+        return np.ascontiguousarray(array)
+    if array.dtype.kind in "iu":
+        if array.min() < 0 or array.max() > 255:
+            raise DataError(f"{source}: integer images must lie in 0-255; found "
+                            f"{array.min()}..{array.max()}")
+        return np.ascontiguousarray(array.astype(np.uint8))
+    if array.dtype.kind == "f":
+        if not np.isfinite(array).all():
+            raise DataError(f"{source} contains NaN or infinite values")
+        lo, hi = float(array.min()), float(array.max())
+        if lo < 0.0 or hi > 1.0:
+            raise DataError(f"{source}: float images must lie in [0, 1] (found {lo:g}..{hi:g}); "
+                            "divide 0-255 data by 255 or save it as uint8")
+        return np.ascontiguousarray(np.rint(array * 255.0).astype(np.uint8))
+    raise DataError(f"{source}: unsupported dtype {array.dtype}; use uint8 or float")
+
+
+def as_labels(array: np.ndarray, n: int, source: str) -> np.ndarray:
+    if array.dtype == object or array.dtype.kind not in "iu":
+        raise DataError(f"{source}: labels must be integers; got dtype {array.dtype}")
+    array = array.reshape(-1)
+    if array.shape[0] != n:
+        raise DataError(f"{source}: {array.shape[0]} labels for {n} images")
+    if n and array.min() < 0:
+        raise DataError(f"{source}: labels must be >= 0")
+    return array.astype(np.int64)
+
+
+def split(x: np.ndarray, y: np.ndarray | None, fraction: float, seed: int
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, dict]:
+    """Hold out `fraction` of (x, y) as a test set, by a seeded permutation."""
+    n = x.shape[0]
+    n_test = int(round(n * fraction))
+    if n_test < 1 or n - n_test < 1:
+        raise DataError(f"cannot split {n} examples with test_fraction={fraction}: both sides "
+                        "need at least one example")
+    perm = np.random.default_rng(seed).permutation(n)
+    test_idx, train_idx = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+    info = {"split": {"test_fraction": fraction, "seed": seed, "train": int(n - n_test),
+                      "test": int(n_test)}}
+    return (x[train_idx], x[test_idx], None if y is None else y[train_idx],
+            None if y is None else y[test_idx], info)
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The shuffled order of epoch `epoch`: a pure function of (seed, epoch).
+
+    Deriving it instead of drawing from a running generator lets a run resumed
+    mid-epoch, and every DDP rank, compute exactly the same order.
+    """
+    g = torch.Generator().manual_seed((seed * 1_000_003 + epoch * 7_919 + 12_345) % 2**63)
+    return torch.randperm(n, generator=g)
+
+
+def batch_indices(perm: torch.Tensor, batch_size: int, drop_last: bool = True
+                  ) -> list[torch.Tensor]:
+    n = perm.numel()
+    stop = (n // batch_size) * batch_size if drop_last and n >= batch_size else n
+    return [perm[i:i + batch_size] for i in range(0, stop, batch_size)]

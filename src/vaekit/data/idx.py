@@ -1,0 +1,57 @@
+"""IDX files (the MNIST format): a magic number, dimensions, then raw big-endian values."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+
+# The third byte of the magic number names the element type (LeCun's IDX description).
+_DTYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
+           0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file, gzipped or not, checking the header against the payload size."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except FileNotFoundError:
+        raise DataError(f"IDX file {path} does not exist") from None
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"IDX file {path} is truncated or not valid gzip ({e}); "
+                        "delete it and fetch the dataset again") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES or raw[3] == 0:
+        raise DataError(f"{path} is not an IDX file (bad magic number); "
+                        "delete it and fetch the dataset again")
+    dtype, ndim = _DTYPES[raw[2]], raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"IDX file {path} is truncated inside its header; "
+                        "delete it and fetch the dataset again")
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise DataError(f"IDX file {path} holds {len(raw) - header} data bytes but its header "
+                        f"says {expected} (shape {shape}); it is truncated or corrupt, "
+                        "delete it and fetch the dataset again")
+    array = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+    return array.astype(dtype.newbyteorder("="), copy=True)
+
+
+def write_idx(path: str | Path, array: np.ndarray) -> None:
+    """Write an IDX file (gzipped when the name ends in .gz); used by tests and tools."""
+    codes = {v.newbyteorder("="): k for k, v in _DTYPES.items()}
+    array = np.asarray(array)
+    code = codes[array.dtype.newbyteorder("=")]
+    header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    payload = header + array.astype(_DTYPES[code]).tobytes()
+    data = gzip.compress(payload, compresslevel=1) if str(path).endswith(".gz") else payload
+    Path(path).write_bytes(data)

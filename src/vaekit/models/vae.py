@@ -1,0 +1,191 @@
+"""The variational autoencoder: encoder -> q(z|x), reparameterized z, decoder -> p(x|z)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .. import losses
+from ..config import ModelConfig
+from .mlp import MLPDecoder, MLPEncoder
+
+
+@dataclass
+class VAEOutput:
+    mu: torch.Tensor  # (B, D) posterior mean
+    logvar: torch.Tensor  # (B, D) posterior log-variance
+    z: torch.Tensor  # (B, D) a reparameterized sample
+    params: torch.Tensor  # (B, C*k, H, W) likelihood parameters (Bernoulli: logits)
+
+
+class VAE(nn.Module):
+    """A VAE with a diagonal Gaussian posterior, an N(0, I) prior and a pixel likelihood.
+
+    Inputs are float tensors (N, C, H, W) in [0, 1]. `decode` returns the likelihood's
+    parameters: Bernoulli logits, or Gaussian / Laplace locations; with a learned scale,
+    the log-scales follow as C more channels.
+    """
+
+    def __init__(self, cfg: ModelConfig, input_shape: tuple[int, int, int],
+                 num_classes: int = 0) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.num_classes = num_classes
+        self.latent_dim = cfg.latent_dim
+        self.likelihood = cfg.likelihood
+        self.learn_scale = cfg.learn_scale and cfg.likelihood != "bernoulli"
+        params_per_pixel = 2 if self.learn_scale else 1
+        cond_dim = 0
+        if cfg.conditional:
+            if num_classes < 1:
+                raise ValueError("a conditional VAE needs labelled data (num_classes >= 1)")
+            self.label_embedding = nn.Embedding(num_classes, cfg.label_dim)
+            cond_dim = cfg.label_dim
+        self.conditional = cfg.conditional
+        if cfg.arch == "mlp":
+            self.encoder: nn.Module = MLPEncoder(self.input_shape, cfg.hidden, cfg.activation,
+                                                 cond_dim)
+            self.decoder: nn.Module = MLPDecoder(self.input_shape, cfg.hidden, cfg.activation,
+                                                 cfg.latent_dim + cond_dim, params_per_pixel)
+        else:
+            from .conv import ConvDecoder, ConvEncoder
+            self.encoder = ConvEncoder(self.input_shape, cfg, cond_dim)
+            self.decoder = ConvDecoder(self.input_shape, cfg, cfg.latent_dim + cond_dim,
+                                       params_per_pixel)
+        features = self.encoder.out_features
+        self.mu_head = nn.Linear(features, cfg.latent_dim)
+        self.logvar_head = nn.Linear(features, cfg.latent_dim)  # log sigma^2, never sigma^2
+
+    # -- the two halves -------------------------------------------------------------------
+    def _cond(self, y: torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor | None:
+        if not self.conditional:
+            return None
+        if y is None:
+            raise ValueError("this VAE is class-conditional: pass labels y")
+        y = torch.as_tensor(y, device=device).long().reshape(-1)
+        if y.numel() == 1 and n > 1:
+            y = y.expand(n)
+        return self.label_embedding(y)
+
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(z|x): the posterior mean and log-variance, each (B, D), in float32."""
+        h = self.encoder(x, self._cond(y, x.shape[0], x.device))  # (B, F)
+        return self.mu_head(h).float(), losses.clamp_logvar(self.logvar_head(h))
+
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """p(x|z): the likelihood's parameters (B, C*k, H, W)."""
+        cond = self._cond(y, z.shape[0], z.device)
+        if cond is not None:
+            z = torch.cat([z, cond.to(z.dtype)], dim=1)
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> VAEOutput:
+        mu, logvar = self.encode(x, y)
+        z = losses.reparameterize(mu, logvar, generator)
+        return VAEOutput(mu, logvar, z, self.decode(z, y))
+
+    # -- the likelihood -------------------------------------------------------------------
+    def _split(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | float]:
+        c = self.input_shape[0]
+        if self.learn_scale:
+            return params[:, :c], params[:, c:]
+        log_scale = math.log(self.cfg.obs_scale)
+        return params, (2.0 * log_scale if self.likelihood == "gaussian" else log_scale)
+
+    def log_likelihood(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """log p(x|z) per example (B,), summed over pixels."""
+        loc, scale = self._split(params)
+        if self.likelihood == "bernoulli":
+            return losses.log_bernoulli(x, loc)
+        if self.likelihood == "gaussian":
+            return losses.log_gaussian(x, loc, scale)
+        return losses.log_laplace(x, loc, scale)
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        """The image a parameter tensor stands for, in [0, 1] (B, C, H, W)."""
+        loc, _ = self._split(params)
+        if self.likelihood == "bernoulli":
+            return torch.sigmoid(loc.float())
+        return loc.float().clamp(0.0, 1.0)
+
+    # -- objectives -----------------------------------------------------------------------
+    def elbo_terms(self, x: torch.Tensor, y: torch.Tensor | None = None,
+                   generator: torch.Generator | None = None,
+                   out: VAEOutput | None = None) -> tuple[losses.ELBOTerms, torch.Tensor]:
+        """Per-example -log p(x|z) and KL, and the per-dimension KL (B, D)."""
+        out = out if out is not None else self(x, y, generator)
+        kl_per_dim = losses.kl_standard_normal(out.mu, out.logvar)
+        terms = losses.ELBOTerms(recon=-self.log_likelihood(x, out.params),
+                                 kl=kl_per_dim.sum(1))
+        return terms, kl_per_dim
+
+    def log_importance_weights(self, x: torch.Tensor, k: int, y: torch.Tensor | None = None,
+                               generator: torch.Generator | None = None) -> torch.Tensor:
+        """log p(x, z_k) - log q(z_k|x) for z_k ~ q(z|x), as (K, B), all K in one batch."""
+        b = x.shape[0]
+        mu, logvar = self.encode(x, y)
+        z = losses.reparameterize(mu, logvar, generator, samples=k)  # (K, B, D)
+        y_rep = None if y is None else torch.as_tensor(y, device=x.device).repeat(k)
+        params = self.decode(z.reshape(k * b, -1), y_rep)  # (K*B, C*k, H, W)
+        x_rep = x.unsqueeze(0).expand(k, *x.shape).reshape(k * b, *x.shape[1:])
+        log_px_z = self.log_likelihood(x_rep, params).view(k, b)
+        return log_px_z + losses.log_standard_normal(z) - losses.log_normal_diag(z, mu, logvar)
+
+    # -- what a user does with a trained model -------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int, y: torch.Tensor | int | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """n images decoded from z ~ N(0, I): the means of p(x|z), (n, C, H, W)."""
+        device = next(self.parameters()).device
+        z = torch.randn((n, self.latent_dim), generator=generator, device=device)
+        if y is not None:
+            y = torch.as_tensor(y, device=device).long().reshape(-1).expand(n)
+        return self.mean(self.decode(z, y))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Decode the posterior mean of each image: (N, C, H, W) in [0, 1]."""
+        mu, _ = self.encode(x, y)
+        return self.mean(self.decode(mu, y))
+
+    @torch.no_grad()
+    def interpolate(self, x1: torch.Tensor, x2: torch.Tensor, steps: int = 10,
+                    method: str = "linear", y1: torch.Tensor | None = None,
+                    y2: torch.Tensor | None = None) -> torch.Tensor:
+        """Decode `steps` points between the posterior means of x1 and x2.
+
+        x1, x2: (N, C, H, W) or (C, H, W). Returns (N, steps, C, H, W). `method` is
+        'linear' or 'slerp' (spherical, which keeps points at the prior's typical radius).
+        """
+        if x1.dim() == 3:
+            x1, x2 = x1.unsqueeze(0), x2.unsqueeze(0)
+        mu1, _ = self.encode(x1, y1)
+        mu2, _ = self.encode(x2, y2)
+        t = torch.linspace(0.0, 1.0, steps, device=mu1.device).view(1, steps, 1)
+        if method == "linear":
+            z = (1 - t) * mu1.unsqueeze(1) + t * mu2.unsqueeze(1)  # (N, steps, D)
+        elif method == "slerp":
+            z = slerp(mu1.unsqueeze(1), mu2.unsqueeze(1), t)
+        else:
+            raise ValueError(f"unknown interpolation {method!r}: use 'linear' or 'slerp'")
+        n = x1.shape[0]
+        y = None if y1 is None else torch.as_tensor(y1).repeat_interleave(steps)
+        images = self.mean(self.decode(z.reshape(n * steps, -1), y))
+        return images.view(n, steps, *images.shape[1:])
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation between a and b (..., D); linear where they are parallel."""
+    a_n = a / a.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+    b_n = b / b.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+    omega = torch.acos((a_n * b_n).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
+    so = torch.sin(omega)
+    linear = (1 - t) * a + t * b
+    spherical = (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / so.clamp_min(1e-8)
+    return torch.where(so.abs() < 1e-4, linear, spherical)

@@ -1,0 +1,435 @@
+"""The training loop: one readable function, `train(config) -> run directory`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from . import checkpoint, fileio, objectives, viz
+from .config import Config, validate
+from .data import Dataset, batch_indices, epoch_permutation, load_data, to_float
+from .errors import ConfigError, DataError, TrainingDiverged, TrainingInterrupted, VaekitError
+from .evaluate import elbo_stats
+from .models import VAE
+from .tracking import Tracker
+
+RUN_FILES = ("config.yaml", checkpoint.CONFIG_FILE, checkpoint.MODEL_FILE, checkpoint.STATE_FILE,
+             "metrics.jsonl", "samples.png", "reconstructions.png", "report.html")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"config key 'train.device' has unknown device {name!r}; use cpu, "
+                          "cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name} was asked for but CUDA is not available here; "
+                          "use --device cpu or auto")
+    return device
+
+
+# -- distributed: torchrun sets RANK / WORLD_SIZE / LOCAL_RANK ------------------------------
+class Dist:
+    """This process's place in a torchrun job (rank 0 of 1 without torchrun)."""
+
+    def __init__(self) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.enabled = self.world > 1 and "RANK" in os.environ
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def setup(self, device: torch.device) -> torch.device:
+        if not self.enabled:
+            return device
+        import torch.distributed as td
+        if device.type == "cuda":
+            device = torch.device("cuda", self.local_rank)
+            torch.cuda.set_device(device)
+        if not td.is_initialized():
+            td.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        return device
+
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """True on every rank if `flag` is true on any rank."""
+        if not self.enabled:
+            return flag
+        import torch.distributed as td
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        td.all_reduce(t, op=td.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
+    def teardown(self) -> None:
+        if self.enabled:
+            import torch.distributed as td
+            if td.is_initialized():
+                td.destroy_process_group()
+
+
+# -- signals: the handler only sets a flag; the loop saves at the next step boundary --------
+class StopFlag:
+    def __init__(self) -> None:
+        self.signum = 0
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[StopFlag]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def handler(signum: int, frame: Any) -> None:
+            self.signum = signum
+
+        for s in previous:
+            signal.signal(s, handler)
+        try:
+            yield self
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+
+# -- run directory --------------------------------------------------------------------------
+def prepare_run_dir(config: Config, resume: bool, overwrite: bool) -> Path:
+    out = config.train.out or f"runs/{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = Path(out)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir} is a file; choose a directory")
+    holds_run = run_dir.is_dir() and any((run_dir / f).exists() for f in RUN_FILES)
+    if resume:
+        if not (run_dir / checkpoint.STATE_FILE).is_file():
+            raise ConfigError(f"--resume: {run_dir} holds no resume state "
+                              f"({checkpoint.STATE_FILE}); start it without --resume")
+    elif holds_run:
+        if not overwrite:
+            raise ConfigError(f"--out {run_dir} already holds a run; pass --resume to continue "
+                              "it, --overwrite to replace it, or choose another --out")
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+        for name in ("tensorboard", "wandb", "images"):
+            shutil.rmtree(run_dir / name, ignore_errors=True)
+    return run_dir
+
+
+def make_optimizer(model: torch.nn.Module, config: Config, device: torch.device
+                   ) -> torch.optim.Optimizer:
+    o = config.optim
+    params = [p for p in model.parameters() if p.requires_grad]
+    kinds: dict[str, Any] = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+                             "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}
+    kwargs: dict[str, Any] = {"lr": o.lr, "weight_decay": o.weight_decay}
+    if o.fused and o.name in ("adam", "adamw", "adagrad", "sgd"):
+        try:  # fused kernels: one launch for all parameters (measured faster on CPU too)
+            return kinds[o.name](params, fused=True, **kwargs)
+        except (RuntimeError, TypeError, ValueError):
+            pass
+    return kinds[o.name](params, **kwargs)
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, config: Config, total_steps: int
+                  ) -> torch.optim.lr_scheduler.LambdaLR:
+    import math
+    warm, kind = config.optim.warmup_steps, config.optim.schedule
+
+    def factor(step: int) -> float:
+        if warm and step < warm:
+            return (step + 1) / warm
+        if kind == "cosine":
+            progress = min(1.0, (step - warm) / max(1, total_steps - warm))
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+    state = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(generator: torch.Generator, state: dict[str, Any]) -> None:
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+_RESUME_FREE = ("train.epochs", "train.out", "train.progress", "train.tracker",
+                "train.checkpoint_every", "train.eval_every", "train.run_name",
+                "train.log_images_every", "train.max_skipped", "train.threads")
+
+
+def _check_resume_config(saved: dict[str, Any], config: Config, run_dir: Path) -> None:
+    now = config.to_dict()
+    diffs = []
+    for section, values in now.items():
+        if not isinstance(values, dict):
+            continue
+        for key, value in values.items():
+            dotted = f"{section}.{key}"
+            if dotted not in _RESUME_FREE and saved.get(section, {}).get(key) != value:
+                diffs.append(f"{dotted}: {saved.get(section, {}).get(key)!r} -> {value!r}")
+    if diffs:
+        raise ConfigError(f"--resume: the config differs from the run in {run_dir} ("
+                          f"{'; '.join(diffs[:6])}); resume with the run's own config.yaml")
+
+
+def check_data(data: Dataset, config: Config) -> None:
+    """Refuse data a model cannot use, before any training step."""
+    for name, x in (("x_train", data.x_train), ("x_test", data.x_test)):
+        if x.dtype != torch.uint8:
+            raise DataError(f"{data.name}:{name} must be stored as uint8 images")
+        if x.shape[0] == 0:
+            raise DataError(f"{data.name}:{name} holds no images")
+    if config.model.conditional and data.y_train is None:
+        raise DataError(f"model.conditional needs labels, but {data.name} has none")
+    if data.y_train is not None and data.num_classes and int(data.y_train.max()) >= \
+            data.num_classes:
+        raise DataError(f"{data.name}: label {int(data.y_train.max())} is out of range for "
+                        f"{data.num_classes} classes")
+
+
+def train(config: Config, *, resume: bool = False, overwrite: bool = False,
+          data: Dataset | None = None) -> Path:
+    """Train a VAE as `config` says and return its run directory.
+
+    The run directory holds config.yaml, metrics.jsonl, config.json + model.safetensors,
+    the resumable state.pt, and sample and reconstruction PNGs. SIGINT/SIGTERM save the
+    state at the next step boundary and raise `TrainingInterrupted`.
+    """
+    config = validate(config)
+    dist = Dist()
+    t = config.train
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    device = dist.setup(resolve_device(t.device))
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)  # denormals cost ~100x on x86; measured in benchmarks/
+    if t.precision == "fp16" and device.type != "cuda":
+        raise ConfigError("train.precision fp16 needs CUDA; use bf16 on the CPU")
+    if t.batch_size % dist.world:
+        raise ConfigError(f"train.batch_size {t.batch_size} must be divisible by the "
+                          f"{dist.world} processes")
+    run_dir = prepare_run_dir(config, resume, overwrite) if dist.main else Path(
+        config.train.out or ".")
+    show = t.progress and dist.main
+    try:
+        if data is None:
+            data = load_data(config.data, seed=t.seed, progress=show)
+        check_data(data, config)
+        return _train(config, data, run_dir, device, dist, resume, show)
+    finally:
+        dist.teardown()
+
+
+def _train(config: Config, data: Dataset, run_dir: Path, device: torch.device, dist: Dist,
+           resume: bool, show: bool) -> Path:
+    t = config.train
+    torch.manual_seed(t.seed)
+    model = VAE(config.model, data.shape, data.num_classes if config.model.conditional else 0)
+    model.to(device)
+    if config.model.arch == "conv":
+        model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, config, device)
+    n_train = data.x_train.shape[0]
+    steps_per_epoch = len(batch_indices(torch.arange(n_train), t.batch_size))
+    schedule = make_schedule(optimizer, config, steps_per_epoch * t.epochs)
+    scaler = torch.amp.GradScaler("cuda", enabled=t.precision == "fp16")
+    generator = torch.Generator(device=device).manual_seed(t.seed)
+    perceptual = None
+    if config.loss.perceptual != "none":
+        from .perceptual import build_perceptual
+        perceptual = build_perceptual(config.loss.perceptual, device)
+
+    start_epoch, start_step, global_step, skipped_total = 0, 0, 0, 0
+    state_path = run_dir / checkpoint.STATE_FILE
+    if resume:
+        state = checkpoint.load_state(state_path)
+        _check_resume_config(state["config"], config, run_dir)
+        checkpoint.check_state_dict(model, state["model"], str(state_path))
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        if "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
+        _set_rng_state(generator, state["rng"])
+        start_epoch, start_step = int(state["epoch"]), int(state["step_in_epoch"])
+        global_step, skipped_total = int(state["global_step"]), int(state["skipped_updates"])
+        if start_epoch >= t.epochs:
+            raise ConfigError(f"--resume: the run in {run_dir} already finished {start_epoch} "
+                              f"epochs; raise --epochs to train further")
+        if show:
+            print(f"resuming {run_dir} at epoch {start_epoch + 1}, step {start_step}",
+                  file=sys.stderr)
+
+    net: torch.nn.Module = model
+    if dist.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    if dist.main:
+        fileio.write_text(run_dir / "config.yaml", config.to_yaml())
+    tracker = Tracker(run_dir, config, enabled=dist.main, resume=resume)
+    x_train = data.x_train.to(device)  # moved once; batches are gathered on the device
+    y_train = data.y_train.to(device) if data.y_train is not None else None
+    binarize = config.data.binarize == "dynamic"
+    params = [p for p in model.parameters() if p.requires_grad]
+    clip = config.optim.grad_clip or float("inf")  # inf: measure the norm, clip nothing
+    consecutive_skips = 0
+
+    def save_state(epoch: int, step_in_epoch: int) -> None:
+        if not dist.main:
+            return
+        checkpoint.save_state(state_path, {
+            "format": 1, "config": config.to_dict(), "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+            "scaler": scaler.state_dict(), "rng": _rng_state(generator), "epoch": epoch,
+            "step_in_epoch": step_in_epoch, "global_step": global_step,
+            "skipped_updates": skipped_total})
+
+    stop = StopFlag()
+    with stop.installed():
+        for epoch in range(start_epoch, t.epochs):
+            batches = batch_indices(epoch_permutation(n_train, t.seed, epoch), t.batch_size)
+            first = start_step if epoch == start_epoch else 0
+            model.train()
+            sums = torch.zeros(4, dtype=torch.float64)  # nelbo, recon, kl, count
+            started = time.perf_counter()
+            bar = tqdm(total=len(batches), initial=first, disable=not show, leave=False,
+                       desc=f"epoch {epoch + 1}/{t.epochs}", unit="step")
+            step_in_epoch = first
+            for step_in_epoch in range(first, len(batches)):
+                if dist.any(stop.signum != 0, device):
+                    save_state(epoch, step_in_epoch)
+                    bar.close()
+                    tracker.close()
+                    code = 128 + (stop.signum or signal.SIGINT)
+                    raise TrainingInterrupted(
+                        f"interrupted at epoch {epoch + 1}, step {step_in_epoch}; state saved "
+                        f"in {run_dir}. Resume with: vaekit train --config "
+                        f"{run_dir / 'config.yaml'} --out {run_dir} --resume", code)
+                idx = batches[step_in_epoch].to(device)
+                if dist.enabled:
+                    idx = idx[dist.rank::dist.world]  # a disjoint shard of the global batch
+                x = to_float(x_train[idx])  # (B, C, H, W) float in [0, 1]
+                if binarize:
+                    x = torch.bernoulli(x, generator=generator)
+                y = y_train[idx] if y_train is not None else None
+                with _autocast(device, t.precision):
+                    terms = objectives.compute(net if dist.enabled else model, x, y,
+                                               config.loss, global_step, generator, perceptual)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(terms.loss).backward()
+                scaler.unscale_(optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
+                if torch.isfinite(grad_norm) and torch.isfinite(terms.loss):
+                    scaler.step(optimizer)
+                    scaler.update()
+                    consecutive_skips = 0
+                    sums += torch.stack([terms.nelbo.double().cpu(), terms.recon.double().cpu(),
+                                         terms.kl.double().cpu(),
+                                         torch.tensor(1.0, dtype=torch.float64)])
+                else:  # never write NaN into the weights (openai/vdvae's guard)
+                    skipped_total += 1
+                    consecutive_skips += 1
+                    scaler.update()
+                    if consecutive_skips >= t.max_skipped:
+                        bar.close()
+                        tracker.close()
+                        raise TrainingDiverged(
+                            f"training diverged: {consecutive_skips} consecutive non-finite "
+                            f"updates up to step {global_step}; the last good checkpoint in "
+                            f"{run_dir} is kept. Lower --lr or set optim.grad_clip")
+                schedule.step()
+                global_step += 1
+                if show and (step_in_epoch % 20 == 0 or step_in_epoch == len(batches) - 1):
+                    rate = (step_in_epoch - first + 1) * t.batch_size / max(
+                        time.perf_counter() - started, 1e-9)
+                    bar.set_postfix(loss=f"{float(terms.loss.detach()):.2f}", samples_s=f"{rate:,.0f}",
+                                    refresh=False)
+                bar.update(1)
+                if t.checkpoint_every and global_step % t.checkpoint_every == 0:
+                    save_state(epoch, step_in_epoch + 1)
+            bar.close()
+            seconds = time.perf_counter() - started
+            done = sums[3].item()
+            record: dict[str, Any] = {
+                "epoch": epoch + 1, "step": global_step, "seconds": seconds,
+                "samples_per_s": (len(batches) - first) * t.batch_size / max(seconds, 1e-9),
+                "train_nelbo": sums[0].item() / done if done else float("nan"),
+                "train_recon": sums[1].item() / done if done else float("nan"),
+                "train_kl": sums[2].item() / done if done else float("nan"),
+                "skipped_updates": skipped_total, "lr": schedule.get_last_lr()[0]}
+            if dist.main and ((epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs):
+                model.eval()
+                test = elbo_stats(model, data.x_test, data.y_test if model.conditional else None,
+                                  t.eval_batch_size, seed=t.seed)
+                record.update({f"test_{k}": v for k, v in test.items()})
+            if dist.main:
+                tracker.log_epoch(record)
+                checkpoint.save_model(run_dir, model, config, data.class_names)
+                save_state(epoch + 1, 0)
+                if show:
+                    test_part = (f", test -ELBO {record['test_nelbo']:.2f}"
+                                 if "test_nelbo" in record else "")
+                    print(f"epoch {epoch + 1}/{t.epochs}: train -ELBO "
+                          f"{record['train_nelbo']:.2f}{test_part} nats, "
+                          f"{record['samples_per_s']:,.0f} samples/s", file=sys.stderr)
+                images = write_images(model, data, run_dir, seed=t.seed)
+                tracker.log_images(images, global_step)
+    tracker.close()
+    return run_dir
+
+
+@torch.no_grad()
+def write_images(model: VAE, data: Dataset, run_dir: Path, seed: int = 0, n: int = 64
+                 ) -> dict[str, Any]:
+    """samples.png (prior samples) and reconstructions.png (originals above, recons below)."""
+    model.eval()
+    device = next(model.parameters()).device
+    g = torch.Generator(device=device).manual_seed(seed)
+    y = None
+    if model.conditional:
+        y = torch.arange(n, device=device) % max(1, model.num_classes)
+    samples = model.sample(n, y, generator=g)
+    k = min(8, data.x_test.shape[0])
+    x = to_float(data.x_test[:k].to(device))
+    yk = data.y_test[:k].to(device) if model.conditional and data.y_test is not None else None
+    recon = model.reconstruct(x, yk)
+    scale = viz.auto_scale(model.input_shape[1])
+    grid_samples = viz.make_grid(samples, nrow=8)
+    grid_recon = viz.make_grid(torch.cat([x, recon]), nrow=k)
+    fileio.write_bytes(run_dir / "samples.png", viz.png_bytes(viz.to_pil(grid_samples, scale)))
+    fileio.write_bytes(run_dir / "reconstructions.png",
+                       viz.png_bytes(viz.to_pil(grid_recon, scale)))
+    return {"samples": grid_samples, "reconstructions": grid_recon}
+
+
+__all__ = ["VaekitError", "train", "write_images"]

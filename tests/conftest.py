@@ -1,0 +1,62 @@
+"""Shared fixtures: tiny configs on the noise dataset, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import vaekit
+from vaekit.config import Config, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(out: Path | str, **overrides: object) -> Config:
+    """A model and dataset small enough to train in well under a second."""
+    base = {"data.name": "noise", "data.noise_examples": 256, "model.hidden": [32],
+            "model.latent_dim": 4, "train.epochs": 1, "train.batch_size": 64,
+            "train.progress": False, "train.out": str(out), "train.eval_batch_size": 128}
+    base.update(overrides)
+    return load_config(None, base)
+
+
+@pytest.fixture
+def tiny(tmp_path: Path):
+    def make(name: str = "run", **overrides: object) -> Config:
+        return tiny_config(tmp_path / name, **overrides)
+    return make
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny trained run shared by read-only tests."""
+    out = tmp_path_factory.mktemp("shared") / "run"
+    return vaekit.train(tiny_config(out, **{"train.epochs": 2}))
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
+            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `python -m vaekit ARGS` as a user would, in a fresh process."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "vaekit", *args], capture_output=True,
+                          text=True, env=full_env, timeout=timeout, cwd=cwd)
+
+
+def assert_clean_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    """A user error: non-zero exit, one line on stderr naming the problem, no traceback."""
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
