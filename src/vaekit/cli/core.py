@@ -1,4 +1,4 @@
-"""The `vaekit` command: parses arguments, calls the library, prints. Nothing else lives here."""
+"""The core commands. Like every cli module: parse, call the library, print; nothing else."""
 
 from __future__ import annotations
 
@@ -9,20 +9,13 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from .parser import Parser
 
 COMMON_HELP = "RUN is a run directory written by `vaekit train` (or hf://OWNER/NAME)"
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line naming the fix, not a usage dump."""
-
-    def error(self, message: str) -> typing.NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    from .config import iter_fields
+    from ..config import iter_fields
     groups: dict[str, argparse._ArgumentGroup] = {}
     for key, f, typ in iter_fields():
         section = key.partition(".")[0] if "." in key else "general"
@@ -46,12 +39,8 @@ def dataclasses_missing() -> Any:
     return dataclasses.MISSING
 
 
-def build_parser() -> Parser:
-    parser = Parser(prog="vaekit", description="Variational autoencoders: train, evaluate, "
-                    "sample, reconstruct and interpolate.")
-    parser.add_argument("--version", action="version", version=f"vaekit {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """The core commands: train, evaluate, sample, reconstruct, interpolate, data, presets."""
     p = sub.add_parser("train", help="train a VAE (every config option is a flag)",
                        description="Train a VAE. Options come from --config (a YAML file or a "
                        "preset name), then from flags; every config field is a dotted flag.")
@@ -100,18 +89,17 @@ def build_parser() -> Parser:
     data_sub.add_parser("list", help="named datasets and where they are found")
 
     sub.add_parser("presets", help="list the configuration presets shipped with vaekit")
-    return parser
 
 
 def _positive(name: str, value: int) -> None:
-    from .errors import ConfigError
+    from ..errors import ConfigError
     if value < 1:
         raise ConfigError(f"--{name} must be at least 1; got {value}")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .train import train
+    from ..config import load_config
+    from ..train import train
     overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:")}
     config = load_config(args.config, overrides)
     run_dir = train(config, resume=args.resume, overwrite=args.overwrite)
@@ -123,8 +111,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _load_run(run: str) -> tuple[Any, Any]:
     """The model and its test set."""
-    from .checkpoint import load
-    from .data import load_data
+    from ..checkpoint import load
+    from ..data import load_data
     model = load(run)
     cfg = model.run_config
     data = load_data(cfg.data, seed=cfg.train.seed, progress=False)
@@ -132,7 +120,7 @@ def _load_run(run: str) -> tuple[Any, Any]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate
+    from ..evaluate import evaluate
     _positive("batch-size", args.batch_size)
     if args.iw_samples < 0:
         _positive("iw-samples", args.iw_samples)
@@ -159,7 +147,7 @@ def _out_path(args: argparse.Namespace, default: str) -> Path:
 
 
 def _label(model: Any, label: str | None) -> int | None:
-    from .errors import ConfigError
+    from ..errors import ConfigError
     if label is None:
         return None
     if not model.conditional:
@@ -176,9 +164,9 @@ def _label(model: Any, label: str | None) -> int | None:
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
-    from . import viz
-    from .checkpoint import load
-    from .errors import ConfigError
+    from .. import viz
+    from ..checkpoint import load
+    from ..errors import ConfigError
     _positive("n", args.n)
     model = load(args.run)
     label = _label(model, args.label)
@@ -194,8 +182,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     import torch
 
-    from . import viz
-    from .data import to_float
+    from .. import viz
+    from ..data import to_float
     _positive("n", args.n)
     model, data = _load_run(args.run)
     n = min(args.n, data.x_test.shape[0])
@@ -211,15 +199,15 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 def cmd_interpolate(args: argparse.Namespace) -> int:
     import torch
 
-    from . import viz
-    from .data import to_float
+    from .. import viz
+    from ..data import to_float
     _positive("steps", args.steps)
     _positive("pairs", args.pairs)
     model, data = _load_run(args.run)
     g = torch.Generator().manual_seed(args.seed)
     idx = torch.randperm(data.x_test.shape[0], generator=g)[: 2 * args.pairs]
     if idx.numel() < 2:
-        from .errors import DataError
+        from ..errors import DataError
         raise DataError("interpolation needs at least two test images")
     pairs = idx.numel() // 2
     x = to_float(data.x_test[idx])
@@ -234,7 +222,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from .data import sources
+    from ..data import sources
     if args.data_command == "fetch":
         directory = sources.fetch(args.name, args.root, download=not args.no_download)
         print(directory)
@@ -250,7 +238,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
-    from .config import load_config, preset_names
+    from ..config import load_config, preset_names
     for name in preset_names():
         cfg = load_config(name)
         print(f"{name:18} data={cfg.data.name} arch={cfg.model.arch} latent={cfg.model.latent_dim}"
@@ -261,31 +249,3 @@ def cmd_presets(args: argparse.Namespace) -> int:
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample,
             "reconstruct": cmd_reconstruct, "interpolate": cmd_interpolate, "data": cmd_data,
             "presets": cmd_presets}
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
-    if args.command == "data" and args.data_command is None:
-        parser.error("data needs an action: fetch NAME or list")
-    from .errors import TrainingInterrupted, VaekitError
-    try:
-        return COMMANDS[args.command](args)
-    except TrainingInterrupted as e:
-        print(f"vaekit: {e}", file=sys.stderr)
-        return e.exit_code
-    except VaekitError as e:
-        print(f"vaekit {args.command}: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("vaekit: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,58 @@
+"""The `vaekit` command. Each module registers its subcommands; `main` dispatches.
+
+Every command only parses arguments, calls the library and prints. A user error
+(`VaekitError`) ends in one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from .. import __version__
+from . import core
+from .parser import Parser
+
+# modules that register subcommands: each has register(sub) and a COMMANDS dict
+MODULES = [core]
+
+
+def build_parser() -> tuple[Parser, dict[str, Callable[[argparse.Namespace], int]]]:
+    parser = Parser(prog="vaekit", description="Variational autoencoders: train, evaluate, "
+                    "sample, reconstruct, interpolate and inspect.")
+    parser.add_argument("--version", action="version", version=f"vaekit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {}
+    for module in MODULES:
+        module.register(sub)
+        commands.update(module.COMMANDS)
+    return parser, commands
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, commands = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # name the subcommand whose flags were mistyped
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        target = sub.choices.get(args.command, parser) if args.command else parser
+        target.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if args.command == "data" and args.data_command is None:
+        parser.error("data needs an action: fetch NAME or list")
+    from ..errors import TrainingInterrupted, VaekitError
+    try:
+        return commands[args.command](args)
+    except TrainingInterrupted as e:
+        print(f"vaekit: {e}", file=sys.stderr)
+        return e.exit_code
+    except VaekitError as e:
+        print(f"vaekit {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("vaekit: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
