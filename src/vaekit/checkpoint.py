@@ -144,6 +144,9 @@ def load_state(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no resume state at {path}; start the run without --resume")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is damage
+        raise CheckpointError(f"checkpoint {path} is incomplete or corrupt (not a torch "
+                              "archive); delete it, or restart the run with --overwrite")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

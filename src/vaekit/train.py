@@ -25,7 +25,10 @@ from .models import VAE
 from .tracking import Tracker
 
 RUN_FILES = ("config.yaml", checkpoint.CONFIG_FILE, checkpoint.MODEL_FILE, checkpoint.STATE_FILE,
-             "metrics.jsonl", "samples.png", "reconstructions.png", "report.html")
+             "metrics.jsonl", "samples.png", "reconstructions.png", "report.html",
+             # pictures of `vaekit report` and the picture commands (figures.FILES)
+             "interpolation.png", "interpolation_linear.png", "interpolation_slerp.png",
+             "manifold.png", "latents.png", "curves.png", "kl.png")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -114,6 +117,9 @@ def prepare_run_dir(config: Config, resume: bool, overwrite: bool) -> Path:
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir} is a file; choose a directory")
     holds_run = run_dir.is_dir() and any((run_dir / f).exists() for f in RUN_FILES)
+    if run_dir.is_dir() and (resume or overwrite):  # left by a killed run; never loaded
+        for stale in run_dir.glob(f"{fileio.TMP_PREFIX}*"):
+            stale.unlink(missing_ok=True)
     if resume:
         if not (run_dir / checkpoint.STATE_FILE).is_file():
             raise ConfigError(f"--resume: {run_dir} holds no resume state "
@@ -245,8 +251,20 @@ def train(config: Config, *, resume: bool = False, overwrite: bool = False,
             data = load_data(config.data, seed=t.seed, progress=show)
         check_data(data, config)
         return _train(config, data, run_dir, device, dist, resume, show)
+    except RuntimeError as e:  # torch.OutOfMemoryError is a RuntimeError too
+        if not _is_out_of_memory(e):
+            raise
+        raise VaekitError(f"out of memory on {device} with --batch-size {t.batch_size}: try a "
+                          f"smaller batch (e.g. --batch-size {max(1, t.batch_size // 2)}) or a "
+                          "smaller model; the last saved checkpoint is kept") from None
     finally:
         dist.teardown()
+
+
+def _is_out_of_memory(error: RuntimeError) -> bool:
+    text = str(error).lower()
+    return isinstance(error, torch.OutOfMemoryError) or any(
+        s in text for s in ("out of memory", "not enough memory", "can't allocate memory"))
 
 
 def _train(config: Config, data: Dataset, run_dir: Path, device: torch.device, dist: Dist,
@@ -266,7 +284,9 @@ def _train(config: Config, data: Dataset, run_dir: Path, device: torch.device, d
     perceptual = None
     if config.loss.perceptual != "none":
         from .perceptual import build_perceptual
-        perceptual = build_perceptual(config.loss.perceptual, device)
+        perceptual = build_perceptual(config.loss.perceptual, device,
+                                      config.loss.perceptual_backbone_weights,
+                                      config.loss.perceptual_lin_weights, seed=t.seed)
 
     start_epoch, start_step, global_step, skipped_total = 0, 0, 0, 0
     state_path = run_dir / checkpoint.STATE_FILE
@@ -352,6 +372,7 @@ def _train(config: Config, data: Dataset, run_dir: Path, device: torch.device, d
                 if torch.isfinite(grad_norm) and torch.isfinite(terms.loss):
                     scaler.step(optimizer)
                     scaler.update()
+                    schedule.step()  # the schedule counts applied updates
                     consecutive_skips = 0
                     sums += torch.stack([terms.nelbo.double().cpu(), terms.recon.double().cpu(),
                                          terms.kl.double().cpu(),
@@ -367,7 +388,6 @@ def _train(config: Config, data: Dataset, run_dir: Path, device: torch.device, d
                             f"training diverged: {consecutive_skips} consecutive non-finite "
                             f"updates up to step {global_step}; the last good checkpoint in "
                             f"{run_dir} is kept. Lower --lr or set optim.grad_clip")
-                schedule.step()
                 global_step += 1
                 if show and (step_in_epoch % 20 == 0 or step_in_epoch == len(batches) - 1):
                     rate = (step_in_epoch - first + 1) * t.batch_size / max(
