@@ -412,8 +412,24 @@ def test_large_cache_is_memory_mapped(tmp_path: Path, monkeypatch: pytest.Monkey
         warnings.simplefilter("error")
         big = load_folder(root, cfg(root), progress=False, ram_budget=0)
         small = load_folder(root, cfg(root), progress=False)
-    assert modes == ["c", None]
+    assert modes == ["c", "c", "c", None]  # the cache, then its train and test split files
     assert torch.equal(big.x_train, first.x_train) and torch.equal(small.x_train, first.x_train)
+    assert torch.equal(big.x_test, first.x_test)
+    # above the budget, train and test stay on disk: memory-mapped split files, not RAM copies
+    splits = sorted(p.name for p in Path(str(first.info["cache"])).parent.glob("*-split-*.npy"))
+    assert len(splits) == 2 and splits[0].endswith("-test.npy")
+    assert _mapped_file(big.x_train.data_ptr()).endswith("-train.npy")
+    assert _mapped_file(big.x_test.data_ptr()).endswith("-test.npy")
+
+
+def _mapped_file(address: int) -> str:
+    """The file mapped at `address` in this process (from /proc/self/maps), or ''."""
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        span, *rest = line.split()
+        lo, hi = (int(v, 16) for v in span.split("-"))
+        if lo <= address < hi:
+            return rest[-1] if len(rest) >= 5 else ""
+    return ""
 
 
 def test_a_corrupt_cache_is_rebuilt(tmp_path: Path) -> None:
@@ -455,3 +471,4 @@ def test_make_shapes_command_line(tmp_path: Path, capsys: pytest.CaptureFixture)
     assert len(list(tmp_path.glob("*/*.png"))) == 6
     assert "wrote 6 images" in capsys.readouterr().out
     assert sys.modules.get("make_shapes") is None  # loaded from its path, not installed
+

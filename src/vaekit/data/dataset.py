@@ -107,18 +107,22 @@ def as_labels(array: np.ndarray, n: int, source: str) -> np.ndarray:
     return array.astype(np.int64)
 
 
-def split(x: np.ndarray, y: np.ndarray | None, fraction: float, seed: int
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, dict]:
-    """Hold out `fraction` of (x, y) as a test set, by a seeded permutation."""
-    n = x.shape[0]
+def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Sorted train and test row indices holding out `fraction` of n, by a seeded permutation."""
     n_test = int(round(n * fraction))
     if n_test < 1 or n - n_test < 1:
         raise DataError(f"cannot split {n} examples with test_fraction={fraction}: both sides "
                         "need at least one example")
     perm = np.random.default_rng(seed).permutation(n)
-    test_idx, train_idx = np.sort(perm[:n_test]), np.sort(perm[n_test:])
     info = {"split": {"test_fraction": fraction, "seed": seed, "train": int(n - n_test),
                       "test": int(n_test)}}
+    return np.sort(perm[n_test:]), np.sort(perm[:n_test]), info
+
+
+def split(x: np.ndarray, y: np.ndarray | None, fraction: float, seed: int
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, dict]:
+    """Hold out `fraction` of (x, y) as a test set (see `split_indices`)."""
+    train_idx, test_idx, info = split_indices(x.shape[0], fraction, seed)
     return (x[train_idx], x[test_idx], None if y is None else y[train_idx],
             None if y is None else y[test_idx], info)
 

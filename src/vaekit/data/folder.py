@@ -34,7 +34,7 @@ from tqdm import tqdm
 from ..config import DataConfig
 from ..errors import DataError
 from ..fileio import atomic_open, write_json
-from .dataset import Dataset, split
+from .dataset import Dataset, split, split_indices
 
 EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
 CACHE_DIRNAME = ".vaekit-cache"
@@ -84,7 +84,12 @@ def load_folder(path: str | Path, cfg: DataConfig, progress: bool = True, *,
         print(f"vaekit: skipped {len(skipped)} unreadable image{plural} in {root}", file=sys.stderr)
 
     y, class_names = _labels(root, meta["files"])
-    x_train, x_test, y_train, y_test, split_info = split(x, y, cfg.test_fraction, cfg.split_seed)
+    if isinstance(x, np.memmap) and cache is not None:  # too big for RAM: split on disk
+        x_train, x_test, y_train, y_test, split_info = _split_on_disk(
+            x, y, cfg, cache.with_suffix(""), ram_budget)
+    else:
+        x_train, x_test, y_train, y_test, split_info = split(x, y, cfg.test_fraction,
+                                                             cfg.split_seed)
     info: dict[str, object] = {
         "source": "folder", "path": str(root), "images": int(x.shape[0]), "skipped": skipped,
         "ignored_non_images": ignored, "cache": None if cache is None else str(cache),
@@ -270,6 +275,34 @@ def _build(root: Path, files: list[str], dirs: list[Path], key: str, cfg: DataCo
     return np.stack(rows), _meta(key, kept, skipped, shape), None
 
 
+def _split_on_disk(x: np.ndarray, y: np.ndarray | None, cfg: DataConfig, stem: Path,
+                   ram_budget: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None,
+                                             np.ndarray | None, dict]:
+    """The same split as `dataset.split`, written once as two memory-mapped .npy files.
+
+    Indexing a memmap with an index array copies it into RAM; the split files let train
+    and test stay on disk, gathered row by row into the page cache as batches need them.
+    """
+    train_rows, test_rows, info = split_indices(x.shape[0], cfg.test_fraction, cfg.split_seed)
+    parts = {"train": train_rows, "test": test_rows}
+    tag = f"{stem.name}-split-{cfg.test_fraction:g}-{cfg.split_seed}"
+    arrays = {}
+    for name, rows in parts.items():
+        path = stem.parent / f"{tag}-{name}.npy"
+        if not path.is_file():
+            with atomic_open(path, "wb") as f:
+                stream = _NpyStream(f, tuple(x.shape[1:]))  # type: ignore[arg-type]
+                chunk = max(1, ram_budget // (8 * max(1, int(np.prod(x.shape[1:])))))
+                for start in range(0, len(rows), chunk):
+                    for row in x[rows[start:start + chunk]]:
+                        stream.add(row)
+                stream.finish()
+        arrays[name] = np.load(path, mmap_mode="c", allow_pickle=False)
+    y_train = None if y is None else y[parts["train"]]
+    y_test = None if y is None else y[parts["test"]]
+    return arrays["train"], arrays["test"], y_train, y_test, info
+
+
 class _NpyStream:
     """Rows streamed into an .npy file whose fixed-size header gets the final count at the end.
 
@@ -380,3 +413,7 @@ def _prune(d: Path, key: str, meta: dict) -> None:
             for q in (p.with_suffix(".json"), p.with_suffix(".npy")):
                 with contextlib.suppress(FileNotFoundError):
                     q.unlink()
+    for p in d.glob("*-split-*.npy"):  # on-disk splits of entries that are gone
+        if not (d / f"{p.name.split('-', 1)[0]}.npy").exists():
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
