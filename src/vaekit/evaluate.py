@@ -1,17 +1,28 @@
-"""Honest evaluation: the test-set ELBO and its terms, and the importance-weighted log p(x)."""
+"""Honest evaluation: the test-set ELBO and its terms, the importance-weighted log p(x), and
+the image and latent metrics of `vaekit evaluate` (one dict, the same numbers the CLI prints)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import losses
 from .data.dataset import to_float
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .models import VAE
+
+# Decoded values (likelihood parameters) per forward pass of the log p(x) estimate: large
+# enough for efficient matmuls, small enough that a pass's temporaries stay in the caches
+# (measured in benchmarks/eval_speed.py); a pass then holds ~5 such tensors (~80 MB).
+DEFAULT_BUDGET = 4_000_000
+PRECISIONS = ("fp32", "bf16")
 
 
 def check_input(x: torch.Tensor, model: VAE, source: str = "input") -> torch.Tensor:
@@ -34,6 +45,10 @@ def _batches(n: int, batch_size: int) -> list[slice]:
     return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
 
 
+def _device_of(model: VAE, device: torch.device | str | None) -> torch.device:
+    return torch.device(device) if device is not None else next(model.parameters()).device
+
+
 @torch.no_grad()
 def elbo_stats(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None,
                batch_size: int = 1000, seed: int = 0,
@@ -42,7 +57,7 @@ def elbo_stats(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None,
 
     The draw of z is seeded, so the same model and data always give the same numbers.
     """
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = _device_of(model, device)
     g = torch.Generator(device=device).manual_seed(seed)
     total = {"nelbo": 0.0, "recon": 0.0, "kl": 0.0}
     n = x.shape[0]
@@ -56,64 +71,215 @@ def elbo_stats(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None,
     return {k: v / max(n, 1) for k, v in total.items()}
 
 
-@torch.no_grad()
-def iw_log_px(model: VAE, x: torch.Tensor, k: int, y: torch.Tensor | None = None,
-              seed: int = 0, budget: int = 2_000_000, progress: bool = False,
-              device: torch.device | str | None = None) -> torch.Tensor:
-    """Per-example importance-weighted estimate of log p(x) with K samples, (N,) in float64.
+# -- the importance-weighted estimate of log p(x) ---------------------------------------------
+@dataclass
+class IWEstimate:
+    """Per-example results of importance sampling with K samples, each (N,) float64."""
 
-    log p(x) ~ log (1/K) sum_k p(x, z_k) / q(z_k|x), z_k ~ q(z|x) (Burda et al. 2015),
-    computed with logsumexp. Examples and samples are batched together: each forward pass
-    decodes about `budget` / (pixels) latent vectors, so memory stays bounded.
+    log_px: torch.Tensor  # log (1/K) sum_k w_k: the IW estimate (a lower bound in expectation)
+    elbo: torch.Tensor  # (1/K) sum_k log w_k over the same samples: never above log_px
+    ess: torch.Tensor  # effective sample size (sum w)^2 / sum w^2, in [1, K]
+
+
+def _example_noise(index: int, k: int, d: int, seed: int, device: torch.device
+                   ) -> torch.Tensor:
+    """eps ~ N(0, I) of one example, (K, D): seeded by (seed, index) alone, so an example's
+    estimate does not depend on its batch, the memory budget or the other examples."""
+    # the CPU generator keeps 32 bits of its seed: an odd multiplier makes (index -> seed)
+    # one-to-one within a seed, and the seed shifts the whole sequence
+    g = torch.Generator(device=device).manual_seed(
+        (index * 0x9E3779B1 + seed * 0x85EBCA77 + 0x165667B1) % 2**32)
+    return torch.randn((k, d), generator=g, device=device)
+
+
+def log_likelihood_broadcast(model: VAE, x: torch.Tensor, params: torch.Tensor
+                             ) -> torch.Tensor:
+    """log p(x|z) for K decodings of each of B images: x (B, C, H, W), params (K*B, ...)
+    ordered sample-major; returns (K, B).
+
+    Bernoulli: log p = sum_j x_j l_j - softplus(l_j), the same value as losses.log_bernoulli
+    (tests/test_evaluate.py checks it) computed against a broadcast x, without a (K*B)-row
+    copy of x and in two passes over the logits instead of BCE's five.
     """
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    g = torch.Generator(device=device).manual_seed(seed)
-    pixels = math.prod(model.input_shape)
-    rows = max(1, budget // pixels)  # decoded vectors per forward pass
-    n = x.shape[0]
-    out = torch.empty(n, dtype=torch.float64)
-    if rows >= k:  # several examples per pass, all K samples each
-        per_pass, k_chunk = max(1, rows // k), k
-    else:  # one example per pass, K split into chunks
-        per_pass, k_chunk = 1, rows
-    bar = tqdm(total=n * k, disable=not progress, unit="sample", desc=f"log p(x), K={k}",
-               leave=False)
+    b = x.shape[0]
+    k = params.shape[0] // b
+    if model.likelihood == "bernoulli":
+        logits = params.float().view(k, b, -1)  # (K, B, P)
+        xf = x.float().flatten(1)  # (B, P)
+        data_term = torch.einsum("kbp,bp->kb", logits, xf)
+        return data_term - F.softplus(logits).sum(-1)
+    x_rep = x.unsqueeze(0).expand(k, *x.shape).reshape(k * b, *x.shape[1:])
+    return model.log_likelihood(x_rep, params).view(k, b)
+
+
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+@torch.no_grad()
+def importance_sampling(model: VAE, x: torch.Tensor, k: int, y: torch.Tensor | None = None,
+                        *, seed: int = 0, budget: int = DEFAULT_BUDGET,
+                        precision: str = "fp32", progress: bool = False,
+                        device: torch.device | str | None = None) -> IWEstimate:
+    """log p(x) ~ log (1/K) sum_k p(x, z_k) / q(z_k|x), z_k ~ q(z|x) (Burda et al. 2015).
+
+    Examples and samples are batched together: each pass decodes about `budget` values, as
+    several examples with all K samples or, for large K, one example's samples in chunks.
+    Weights are summed with logsumexp in float64. `precision` 'bf16' runs the decoder under
+    bf16 autocast (faster on CPUs with AMX; the error is measured in benchmarks/).
+    """
+    if k < 1:
+        raise ConfigError(f"the number of importance samples K must be at least 1; got {k}")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    device = _device_of(model, device)
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)  # softplus of very negative logits is denormal: ~100x
+    out_numel = math.prod(model.input_shape) * (2 if model.learn_scale else 1)
+    rows = max(1, budget // out_numel)  # decoded vectors per pass
+    per_pass, k_chunk = (max(1, rows // k), k) if rows >= k else (1, rows)
+    n, d = x.shape[0], model.latent_dim
+    result = IWEstimate(*(torch.empty(n, dtype=torch.float64) for _ in range(3)))
+    bar = tqdm(total=n * k, disable=not progress, unit="sample", unit_scale=True,
+               desc=f"log p(x), K={k}", leave=False)
     for s in _batches(n, per_pass):
         xb = to_float(x[s].to(device))
-        yb = None if y is None else y[s].to(device)
+        b = xb.shape[0]
+        yb = None if y is None else torch.as_tensor(y[s], device=device).long()
+        mu, logvar = model.encode(xb, yb)  # (B, D) each
+        eps = torch.stack([_example_noise(i, k, d, seed, device)
+                           for i in range(s.start, s.stop)], 1)  # (K, B, D)
         chunks = []
         for start in range(0, k, k_chunk):
             kk = min(k_chunk, k - start)
-            chunks.append(model.log_importance_weights(xb, kk, yb, g).double())
-            bar.update(kk * xb.shape[0])
-        out[s] = losses.iw_bound(torch.cat(chunks, 0)).cpu()
+            z = mu + torch.exp(0.5 * logvar) * eps[start:start + kk]  # (kk, B, D)
+            with _autocast(device, precision):
+                params = model.decode(z.reshape(kk * b, d),
+                                      None if yb is None else yb.repeat(kk))
+            log_w = (log_likelihood_broadcast(model, xb, params)
+                     + losses.log_standard_normal(z) - losses.log_normal_diag(z, mu, logvar))
+            chunks.append(log_w.double())  # (kk, B)
+            bar.update(kk * b)
+        log_w = torch.cat(chunks, 0)  # (K, B)
+        lse = torch.logsumexp(log_w, 0)
+        result.log_px[s] = (lse - math.log(k)).cpu()
+        result.elbo[s] = log_w.mean(0).cpu()
+        result.ess[s] = torch.exp(2 * lse - torch.logsumexp(2 * log_w, 0)).cpu()
     bar.close()
-    return out
+    return result
 
 
+def iw_log_px(model: VAE, x: torch.Tensor, k: int, y: torch.Tensor | None = None,
+              seed: int = 0, budget: int = DEFAULT_BUDGET, progress: bool = False,
+              device: torch.device | str | None = None, precision: str = "fp32"
+              ) -> torch.Tensor:
+    """Per-example importance-weighted estimate of log p(x) with K samples, (N,) float64."""
+    return importance_sampling(model, x, k, y, seed=seed, budget=budget, precision=precision,
+                               progress=progress, device=device).log_px
+
+
+def _mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
+    n = values.numel()
+    mean = float(values.mean())
+    return mean, float(values.std(unbiased=True) / math.sqrt(n)) if n > 1 else 0.0
+
+
+# -- everything `vaekit evaluate` reports ----------------------------------------------------
 def evaluate(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, *,
              batch_size: int = 1000, seed: int = 0, iw_samples: int = 0,
-             progress: bool = False) -> dict[str, Any]:
-    """Test-set numbers in nats per example: the same ones `vaekit evaluate` prints.
+             progress: bool = False, budget: int = DEFAULT_BUDGET, precision: str = "fp32",
+             image_metrics: bool = True, latent_metrics: bool = True,
+             fid: str | torch.nn.Module | None = None, fid_samples: int = 10_000,
+             fid_weights: str | None = None) -> dict[str, Any]:
+    """Test-set numbers, nats per example: the same ones `vaekit evaluate` prints.
 
-    Returns nelbo, recon, kl, n; with `iw_samples` = K > 0 also log_px (the importance-
-    weighted estimate) and its standard error over examples; bits/dim for 8-bit data.
+    Always: n, nelbo, recon, kl (one z-sample each, seeded) and nelbo_bits_per_dim. With
+    `iw_samples` K > 0: log_px (the importance-weighted estimate) and its standard error
+    over examples, iw_elbo (the ELBO on the same K samples), iw_ess and nll_bits_per_dim.
+    `image_metrics`: mse, psnr, ssim of posterior-mean reconstructions. `latent_metrics`:
+    kl_per_dim and active_units (Burda et al. 2015). `fid`: 'inception', 'random' or a
+    feature network (see `metrics.fid`). `seconds` is the wall time of each part.
     """
+    from . import metrics
+
     was_training = model.training
     model.eval()
+    seconds: dict[str, float] = {}
     try:
         xf = check_input(x, model)
+        dims = math.prod(model.input_shape)
+        started = time.perf_counter()
         stats: dict[str, Any] = elbo_stats(model, xf, y, batch_size, seed)
         stats["n"] = int(xf.shape[0])
-        dims = math.prod(model.input_shape)
-        stats["nelbo_bits_per_dim"] = stats["nelbo"] / (dims * math.log(2))
+        stats["nelbo_bits_per_dim"] = metrics.bits_per_dim(stats["nelbo"], dims,
+                                                           model.likelihood)
+        seconds["elbo"] = time.perf_counter() - started
         if iw_samples > 0:
-            log_px = iw_log_px(model, xf, iw_samples, y, seed=seed + 1, progress=progress)
+            started = time.perf_counter()
+            iw = importance_sampling(model, xf, iw_samples, y, seed=seed + 1, budget=budget,
+                                     precision=precision, progress=progress)
             stats["iw_samples"] = iw_samples
-            stats["log_px"] = float(log_px.mean())
-            stats["log_px_stderr"] = float(log_px.std(unbiased=True) / math.sqrt(len(log_px))
-                                           ) if len(log_px) > 1 else 0.0
-            stats["nll_bits_per_dim"] = -stats["log_px"] / (dims * math.log(2))
+            stats["log_px"], stats["log_px_stderr"] = _mean_and_stderr(iw.log_px)
+            stats["iw_elbo"] = float(iw.elbo.mean())
+            stats["iw_ess"] = float(iw.ess.mean())
+            stats["nll_bits_per_dim"] = metrics.bits_per_dim(-stats["log_px"], dims,
+                                                             model.likelihood)
+            if precision != "fp32":
+                stats["iw_precision"] = precision
+            seconds["log_px"] = time.perf_counter() - started
+        if image_metrics:
+            started = time.perf_counter()
+            stats.update(metrics.reconstruction_metrics(model, xf, y, batch_size))
+            seconds["image_metrics"] = time.perf_counter() - started
+        if latent_metrics:
+            started = time.perf_counter()
+            stats["kl_per_dim"] = metrics.kl_per_dimension(model, xf, y, batch_size).tolist()
+            au = metrics.active_units(model, xf, y, batch_size=batch_size)
+            stats["active_units"] = au.count
+            stats["activity"] = au.activity.tolist()
+            seconds["latent_metrics"] = time.perf_counter() - started
+        if fid is not None:
+            started = time.perf_counter()
+            stats["fid"] = metrics.fid(model, xf, y, feature=fid, n=fid_samples, seed=seed,
+                                       batch_size=batch_size, weights=fid_weights)
+            stats["fid_features"] = fid if isinstance(fid, str) else type(fid).__name__
+            seconds["fid"] = time.perf_counter() - started
     finally:
         model.train(was_training)
+    stats["seconds"] = seconds
     return stats
+
+
+def summary(stats: dict[str, Any], dataset: str = "the test set") -> str:
+    """The lines `vaekit evaluate` prints for a result of `evaluate`."""
+    lines = [f"test set: {stats['n']} examples of {dataset}, nats per example",
+             f"  negative ELBO      {stats['nelbo']:11.3f}   "
+             f"({stats['nelbo_bits_per_dim']:.4f} bits/dim)",
+             f"  reconstruction     {stats['recon']:11.3f}",
+             f"  KL                 {stats['kl']:11.3f}"]
+    if "log_px" in stats:
+        k = stats["iw_samples"]
+        lines.append(f"  log p(x), K={k:<6} {stats['log_px']:11.3f} +- "
+                     f"{stats['log_px_stderr']:.3f}   ({stats['nll_bits_per_dim']:.4f} bits/dim;"
+                     f" importance-weighted, standard error over examples)")
+        lines.append(f"    same samples:    ELBO {stats['iw_elbo']:.3f}, effective sample size "
+                     f"{stats['iw_ess']:.1f} of {k}")
+    if "mse" in stats:
+        lines.append(f"  reconstructions    MSE {stats['mse']:.5f} per pixel, PSNR "
+                     f"{stats['psnr']:.2f} dB, SSIM {stats['ssim']:.4f}")
+    if "kl_per_dim" in stats:
+        kl = stats["kl_per_dim"]
+        lines.append(f"  active units       {stats['active_units']} of {len(kl)} "
+                     "(Cov_x E_q[z_d] > 0.01, Burda et al. 2015)")
+        order = sorted(range(len(kl)), key=lambda i: -kl[i])
+        shown = ", ".join(f"z{i} {kl[i]:.2f}" for i in order[:8])
+        more = f", ... ({len(kl) - 8} more)" if len(kl) > 8 else ""
+        lines.append(f"  KL per dimension   {shown}{more}")
+    if "fid" in stats:
+        lines.append(f"  FID                {stats['fid']:11.3f}   (prior samples vs test set, "
+                     f"{stats['fid_features']} features)")
+    total = sum(stats.get("seconds", {}).values())
+    lines.append(f"evaluated in {total:.1f} s")
+    return "\n".join(lines)

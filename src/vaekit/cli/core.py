@@ -50,11 +50,23 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     _add_config_flags(p)
 
-    p = sub.add_parser("evaluate", help="test-set negative ELBO, reconstruction and KL",
+    p = sub.add_parser("evaluate", help="test-set ELBO, log p(x), image and latent metrics",
                        description=f"Evaluate a trained model on its test set. {COMMON_HELP}.")
     p.add_argument("run")
     p.add_argument("--iw-samples", type=int, default=0, metavar="K",
                    help="also estimate log p(x) by importance sampling with K samples")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="decoder precision of the log p(x) estimate (bf16: faster on CPUs "
+                   "with AMX, within ~0.01 nats; see benchmarks/eval_speed.py)")
+    p.add_argument("--budget", type=int, default=None, metavar="VALUES",
+                   help="decoded values per pass of the log p(x) estimate (memory budget)")
+    p.add_argument("--fid", nargs="?", const="inception", choices=("inception", "random"),
+                   help="also the FID of prior samples against the test set, with the "
+                   "Inception network (needs vaekit[inception] and its weights) or a seeded "
+                   "random feature network (comparable only between vaekit runs)")
+    p.add_argument("--fid-samples", type=int, default=10000, metavar="N")
+    p.add_argument("--fid-weights", metavar="PATH", help="a local copy of the Inception "
+                   "weights (pt_inception-2015-12-05-6726825d.pth)")
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
@@ -124,21 +136,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _positive("batch-size", args.batch_size)
     if args.iw_samples < 0:
         _positive("iw-samples", args.iw_samples)
+    from ..evaluate import DEFAULT_BUDGET, summary
+    _positive("fid-samples", args.fid_samples)
+    if args.budget is not None:
+        _positive("budget", args.budget)
     model, data = _load_run(args.run)
     y = data.y_test if model.conditional else None
     stats = evaluate(model, data.x_test, y, batch_size=args.batch_size, seed=args.seed,
-                     iw_samples=args.iw_samples, progress=not args.json)
+                     iw_samples=args.iw_samples, progress=not args.json,
+                     budget=args.budget or DEFAULT_BUDGET, precision=args.precision,
+                     fid=args.fid, fid_samples=args.fid_samples, fid_weights=args.fid_weights)
     if args.json:
         print(json.dumps(stats, indent=2, sort_keys=True))
         return 0
-    print(f"test set: {stats['n']} examples of {data.name}, nats per example")
-    print(f"  negative ELBO   {stats['nelbo']:10.3f}   ({stats['nelbo_bits_per_dim']:.4f} "
-          "bits/dim)")
-    print(f"  reconstruction  {stats['recon']:10.3f}")
-    print(f"  KL              {stats['kl']:10.3f}")
-    if "log_px" in stats:
-        print(f"  log p(x), K={stats['iw_samples']:<5} {stats['log_px']:10.3f} "
-              f"+- {stats['log_px_stderr']:.3f} (importance-weighted estimate)")
+    print(summary(stats, data.name))
     return 0
 
 

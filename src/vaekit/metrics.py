@@ -1,0 +1,255 @@
+"""Numbers beyond the bound: bits per dimension, reconstruction MSE / PSNR / SSIM, KL per
+latent dimension, active units, and FID of prior samples (torchmetrics, an optional extra)."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import losses
+from .data.dataset import to_float
+from .errors import ConfigError
+from .models import VAE
+
+INCEPTION_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"  # the file torch-fidelity loads
+
+
+def bits_per_dim(nats: float, dims: int, likelihood: str = "bernoulli") -> float:
+    """Nats per example -> bits per dimension: nats / (D ln 2).
+
+    Bernoulli likelihoods are probabilities of discrete pixels. Gaussian and Laplace are
+    densities over [0, 1]; the probability of an 8-bit pixel's bin (width 1/256) is about
+    density / 256, so they get log2(256) = 8 more bits per dimension.
+    """
+    bits = nats / (dims * math.log(2.0))
+    return bits if likelihood == "bernoulli" else bits + 8.0
+
+
+# -- image metrics ---------------------------------------------------------------------------
+def mse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean squared error per image, (N,)."""
+    return (x.double() - y.double()).pow(2).flatten(1).mean(1)
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Peak signal-to-noise ratio per image in dB, (N,); identical images give 100 dB."""
+    return 10.0 * torch.log10(data_range ** 2 / mse(x, y).clamp_min(1e-10 * data_range ** 2))
+
+
+def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """A normalised 1-D Gaussian window (size,), float64."""
+    t = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-t.pow(2) / (2 * sigma ** 2))
+    return g / g.sum()
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, *, window: int = 11, sigma: float = 1.5,
+         k1: float = 0.01, k2: float = 0.03, data_range: float = 1.0) -> torch.Tensor:
+    """Structural similarity per image (Wang et al. 2004), (N,), for x, y (N, C, H, W).
+
+    Local means, variances and covariance are Gaussian-weighted (window 11, sigma 1.5) over
+    'valid' positions, as in the authors' reference code; the SSIM map is averaged over
+    positions and channels. Images smaller than the window use the largest odd window that
+    fits. Computed in float64: E[x^2] - E[x]^2 cancels badly in float32.
+    """
+    if x.shape != y.shape or x.dim() != 4:
+        raise ValueError(f"ssim expects two (N, C, H, W) tensors of one shape; got "
+                         f"{tuple(x.shape)} and {tuple(y.shape)}")
+    size = min(window, x.shape[-2], x.shape[-1])
+    size -= 1 - size % 2  # odd
+    c = x.shape[1]
+    g = gaussian_window(size, sigma).to(x.device)
+    gh = g.view(1, 1, 1, size).expand(c, 1, 1, size)
+    gv = g.view(1, 1, size, 1).expand(c, 1, size, 1)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:  # separable, depthwise, 'valid'
+        return F.conv2d(F.conv2d(t, gh, groups=c), gv, groups=c)
+
+    x, y = x.double(), y.double()
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x.pow(2)
+    var_y = blur(y * y) - mu_y.pow(2)
+    cov = blur(x * y) - mu_x * mu_y
+    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
+        (mu_x.pow(2) + mu_y.pow(2) + c1) * (var_x + var_y + c2))
+    return ssim_map.flatten(1).mean(1)
+
+
+def _device(model: VAE) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _labels(y: torch.Tensor | None, s: slice, device: torch.device) -> torch.Tensor | None:
+    return None if y is None else torch.as_tensor(y[s], device=device).long()
+
+
+@torch.no_grad()
+def reconstruction_metrics(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None,
+                           batch_size: int = 1000) -> dict[str, float]:
+    """mse (per pixel), psnr (dB) and ssim of the decoded posterior means, averaged over
+    images (x uint8 or float in [0, 1])."""
+    device = _device(model)
+    sums = torch.zeros(3, dtype=torch.float64)
+    for i in range(0, x.shape[0], batch_size):
+        s = slice(i, i + batch_size)
+        xb = to_float(x[s].to(device))
+        recon = model.reconstruct(xb, _labels(y, s, device))
+        sums += torch.stack([mse(xb, recon).sum(), psnr(xb, recon).sum(),
+                             ssim(xb, recon).sum()]).cpu()
+    sums /= max(1, x.shape[0])
+    return {"mse": float(sums[0]), "psnr": float(sums[1]), "ssim": float(sums[2])}
+
+
+# -- the latent space -----------------------------------------------------------------------
+@torch.no_grad()
+def posterior(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None,
+              batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    """The posterior mean and log-variance of every image in x: two (N, D) on the CPU."""
+    device = _device(model)
+    mus, logvars = [], []
+    for i in range(0, x.shape[0], batch_size):
+        s = slice(i, i + batch_size)
+        mu, logvar = model.encode(to_float(x[s].to(device)), _labels(y, s, device))
+        mus.append(mu.cpu())
+        logvars.append(logvar.cpu())
+    if not mus:
+        empty = torch.zeros(0, model.latent_dim)
+        return empty, empty
+    return torch.cat(mus), torch.cat(logvars)
+
+
+def kl_per_dimension(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None,
+                     batch_size: int = 1000) -> torch.Tensor:
+    """Mean KL(q(z_d|x) || p(z_d)) over x for each latent dimension d, nats: (D,) float64.
+
+    The dimensions sum to the KL term of the ELBO (closed form, no sampling).
+    """
+    mu, logvar = posterior(model, x, y, batch_size)
+    if mu.shape[0] == 0:
+        return torch.zeros(model.latent_dim, dtype=torch.float64)
+    return losses.kl_standard_normal(mu, logvar).double().mean(0)
+
+
+class ActiveUnits(NamedTuple):
+    """Burda et al. (2015): unit d is active when A_d = Cov_x(E_q[z_d|x]) > threshold."""
+
+    activity: torch.Tensor  # (D,) float64: the variance over x of each posterior mean
+    count: int  # how many exceed the threshold
+
+
+def active_units(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None,
+                 threshold: float = 0.01, batch_size: int = 1000) -> ActiveUnits:
+    """The activity of each latent unit over images x, and the number of active units."""
+    mu, _ = posterior(model, x, y, batch_size)
+    if mu.shape[0] < 2:
+        return ActiveUnits(torch.zeros(model.latent_dim, dtype=torch.float64), 0)
+    activity = mu.double().var(0, unbiased=False)
+    return ActiveUnits(activity, int((activity > threshold).sum()))
+
+
+# -- FID ------------------------------------------------------------------------------------
+class RandomFeatures(nn.Module):
+    """A seeded, randomly initialised conv net: a feature network for FID when the Inception
+    weights are not available. Its scores compare models with each other, never with
+    published FIDs."""
+
+    def __init__(self, channels: int = 1, num_features: int = 64, seed: int = 0) -> None:
+        super().__init__()
+        self.num_features = num_features
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.net = nn.Sequential(
+                nn.Conv2d(channels, 32, 3, stride=2, padding=1), nn.ReLU(),
+                nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
+                nn.Conv2d(64, num_features, 3, stride=2, padding=1), nn.ReLU(),
+                nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            for layer in self.net:
+                if isinstance(layer, nn.Conv2d):  # variance-preserving: features of order 1
+                    nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+                    nn.init.zeros_(layer.bias)  # type: ignore[arg-type]
+        self.requires_grad_(False)
+        self.eval()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images (N, C, H, W), uint8 or float in [0, 1] -> features (N, num_features)."""
+        return self.net(to_float(images))
+
+
+def _torchmetrics_fid() -> type:
+    try:
+        from torchmetrics.image.fid import FrechetInceptionDistance
+    except ImportError:
+        raise ConfigError("FID needs torchmetrics: pip install 'vaekit[metrics]'") from None
+    return FrechetInceptionDistance
+
+
+def _inception_metric(weights: str | None) -> nn.Module:
+    fid_cls = _torchmetrics_fid()
+    try:
+        return fid_cls(feature=2048, normalize=False, feature_extractor_weights_path=weights)
+    except ModuleNotFoundError:
+        raise ConfigError("FID with the Inception network needs torch-fidelity (pip install "
+                          "'vaekit[inception]'); or use the random feature network "
+                          "(--fid random)") from None
+    except Exception as e:  # a failed download surfaces as many types; all mean "no weights"
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"the Inception weights could not be loaded ({reason}); pass "
+                          f"--fid-weights PATH to a local {INCEPTION_WEIGHTS}, or use "
+                          "--fid random") from None
+
+
+def fid_images(real: torch.Tensor, fake: torch.Tensor, feature: str | nn.Module = "random",
+               batch_size: int = 500, weights: str | None = None, seed: int = 0) -> float:
+    """Frechet distance between the feature statistics of two image sets (N, C, H, W).
+
+    `feature`: 'inception' (torchmetrics' InceptionV3, 2048 features; `weights` is a local
+    copy of its weights), 'random' (`RandomFeatures(seed=seed)`) or any nn.Module mapping
+    images in [0, 1] to (N, F) features.
+    """
+    if feature == "inception":
+        metric = _inception_metric(weights)
+
+        def prepare(t: torch.Tensor) -> torch.Tensor:  # InceptionV3 wants 3-channel uint8
+            t = (to_float(t) * 255.0).round().to(torch.uint8)
+            return t.expand(-1, 3, -1, -1) if t.shape[1] == 1 else t
+    else:
+        if feature == "random":
+            feature = RandomFeatures(real.shape[1], seed=seed)
+        if not isinstance(feature, nn.Module):
+            raise ConfigError(f"FID feature network {feature!r} is unknown; use 'inception', "
+                              "'random' or an nn.Module")
+        metric = _torchmetrics_fid()(feature=feature, normalize=True)
+        prepare = to_float
+    metric = metric.to(real.device)
+    with torch.no_grad():
+        for images, is_real in ((real, True), (fake, False)):
+            for i in range(0, images.shape[0], batch_size):
+                metric.update(prepare(images[i:i + batch_size]), real=is_real)
+        return float(metric.compute())
+
+
+@torch.no_grad()
+def fid(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, *,
+        feature: str | nn.Module = "inception", n: int = 10_000, seed: int = 0,
+        batch_size: int = 500, weights: str | None = None) -> float:
+    """FID of n prior samples against (up to) n images of x. A class-conditional model
+    samples with the labels y of those images, so both sets have the same class mix."""
+    if x.shape[0] < 2 or n < 2:
+        raise ConfigError("FID needs at least 2 real images and 2 samples")
+    real = x[:n]
+    n = real.shape[0]
+    if model.conditional and y is None:
+        raise ConfigError("FID of a class-conditional model needs the test labels")
+    g = torch.Generator(device=_device(model)).manual_seed(seed)
+    fake = []
+    for i in range(0, n, batch_size):
+        m = min(batch_size, n - i)
+        labels = None if y is None or not model.conditional else _labels(
+            y, slice(i, i + m), _device(model))
+        fake.append(model.sample(m, labels, generator=g).cpu())
+    return fid_images(real, torch.cat(fake), feature, batch_size, weights, seed)
