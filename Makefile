@@ -33,6 +33,8 @@ demo: data
 	$(VENV)/bin/vaekit train --config fashion-mlp --out $(DEMO_RUN) --overwrite
 	$(VENV)/bin/vaekit evaluate $(DEMO_RUN)
 	@echo "demo run: $(DEMO_RUN) (samples.png, reconstructions.png, metrics.jsonl, model.safetensors)"
+	$(VENV)/bin/vaekit report $(DEMO_RUN)
+	@echo "report: $(DEMO_RUN)/report.html (open it in a browser); latent explorer: $(VENV)/bin/vaekit explore $(DEMO_RUN)"
 
 test: venv
 	$(PY) -m pytest

@@ -11,11 +11,11 @@ import sys
 from collections.abc import Callable
 
 from .. import __version__
-from . import core
+from . import core, inspect
 from .parser import Parser
 
 # modules that register subcommands: each has register(sub) and a COMMANDS dict
-MODULES = [core]
+MODULES = [core, inspect]
 
 
 def build_parser() -> tuple[Parser, dict[str, Callable[[argparse.Namespace], int]]]:

@@ -1,0 +1,393 @@
+"""`vaekit explore RUN`: a latent explorer in the browser, served by the standard library.
+
+One slider per latent dimension (the most active first) drives the decoder; a button
+encodes a random test image into the sliders; a strip interpolates between two images.
+The server binds 127.0.0.1 by default and treats every request as hostile: sizes are
+capped, numbers are checked, sockets time out, and every failure is a 4xx with a one-line
+message (a bug is a 500 without a traceback), so a browser tab can never wedge it.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import json
+import re
+import socket
+import sys
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import torch
+
+from . import figures, metrics, viz
+from .data.dataset import to_float
+from .errors import VaekitError
+from .explore_page import PAGE
+from .models import VAE
+
+MAX_SLIDERS = 16  # more sliders than this are no longer a usable interface
+MAX_BODY = 1024  # bytes of request body read and discarded; the API takes none
+Z_LIMIT = 100.0  # |z_d| beyond this is far outside the prior: refused, not decoded
+MAX_STEPS = 32
+SOCKET_TIMEOUT = 10.0  # seconds a connection may stay silent (slow or stalled clients)
+NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+INDEX = re.compile(r"\d{1,9}")
+ROUTES = ("/", "/info", "/decode", "/encode", "/image", "/interpolate")
+
+
+class BadRequest(Exception):
+    """A request the client got wrong: answered with `status` and the message."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Explorer:
+    """The model side of the explorer: validated decode, encode and interpolate, as PNG."""
+
+    def __init__(self, model: VAE, x_test: torch.Tensor, y_test: torch.Tensor | None = None,
+                 class_names: list[str] | None = None, rank_images: int = 1000) -> None:
+        if x_test.shape[0] < 1:
+            raise VaekitError("the explorer needs at least one test image")
+        self.model = model.eval()
+        self.x = x_test
+        self.y = y_test
+        self.class_names = list(class_names or [])
+        self.lock = threading.Lock()  # one decode at a time: the model is shared
+        x, y = x_test[:rank_images], None if y_test is None else y_test[:rank_images]
+        self.kl = [float(v) for v in metrics.kl_per_dimension(model, x, y)]
+        self.order = figures.most_active_dims(model, x, model.latent_dim, y)
+        self.max_query = 512 + 24 * model.latent_dim  # room for every z_d with 20 digits
+
+    def info(self) -> dict[str, Any]:
+        m = self.model
+        return {"latent_dim": m.latent_dim, "shown": self.order[:MAX_SLIDERS],
+                "order": self.order, "kl": self.kl, "image_shape": list(m.input_shape),
+                "n_test": int(self.x.shape[0]), "conditional": bool(m.conditional),
+                "num_classes": int(m.num_classes), "class_names": self.class_names,
+                "z_limit": Z_LIMIT, "max_steps": MAX_STEPS}
+
+    def _png(self, images: torch.Tensor, nrow: int) -> bytes:
+        return viz.png_bytes(viz.to_pil(viz.make_grid(images, nrow=nrow, padding=0)))
+
+    def _label(self, label: int | None, n: int) -> torch.Tensor | None:
+        if not self.model.conditional:
+            if label is not None:
+                raise BadRequest("label: this model is not class-conditional")
+            return None
+        return torch.full((n,), label or 0, dtype=torch.long)
+
+    @torch.no_grad()
+    def decode(self, z: list[float], label: int | None = None) -> bytes:
+        zt = torch.tensor([z], dtype=torch.float32)
+        with self.lock:
+            image = self.model.mean(self.model.decode(zt, self._label(label, 1)))
+        return self._png(image, 1)
+
+    @torch.no_grad()
+    def encode(self, index: int) -> dict[str, Any]:
+        x = to_float(self.x[index:index + 1])
+        y = None if self.y is None else int(self.y[index])
+        with self.lock:
+            mu, _ = self.model.encode(x, self._label(y, 1) if self.model.conditional else None)
+        return {"index": index, "z": [round(float(v), 5) for v in mu[0]], "label": y}
+
+    def image(self, index: int) -> bytes:
+        return self._png(to_float(self.x[index:index + 1]), 1)
+
+    @torch.no_grad()
+    def interpolate(self, a: int, b: int, steps: int, method: str) -> bytes:
+        xa, xb = to_float(self.x[a:a + 1]), to_float(self.x[b:b + 1])
+        ya = yb = None
+        if self.model.conditional and self.y is not None:
+            ya, yb = self.y[a:a + 1], self.y[b:b + 1]
+        with self.lock:
+            path = self.model.interpolate(xa, xb, steps, method, ya, yb)  # (1, S, C, H, W)
+        return self._png(path[0], steps)
+
+
+# -- parsing: strict, with messages that say what was wrong -------------------------------
+def _one(params: dict[str, list[str]], name: str, required: bool = True) -> str | None:
+    values = params.get(name)
+    if not values:
+        if required:
+            raise BadRequest(f"missing parameter '{name}'")
+        return None
+    if len(values) > 1:
+        raise BadRequest(f"parameter '{name}' is given {len(values)} times; give it once")
+    return values[0]
+
+
+def parse_index(params: dict[str, list[str]], name: str, n: int, required: bool = True
+                ) -> int | None:
+    text = _one(params, name, required)
+    if text is None:
+        return None
+    if not INDEX.fullmatch(text) or int(text) >= n:
+        raise BadRequest(f"'{name}' must be a whole number from 0 to {n - 1}; got {text[:40]!r}")
+    return int(text)
+
+
+def parse_z(text: str, dim: int) -> list[float]:
+    """A comma-separated latent vector: exactly `dim` finite decimal numbers within Z_LIMIT."""
+    parts = text.split(",") if text else []
+    if len(parts) != dim:
+        raise BadRequest(f"z has {len(parts)} values; this model's latent space has {dim} "
+                         "dimensions")
+    z = []
+    for i, part in enumerate(parts):
+        part = part.strip()
+        if not NUMBER.fullmatch(part):
+            raise BadRequest(f"z[{i}] = {part[:40]!r} is not a finite decimal number")
+        value = float(part)
+        if not abs(value) <= Z_LIMIT:  # also catches overflow to inf (1e999)
+            raise BadRequest(f"z[{i}] = {part[:40]} is outside [-{Z_LIMIT:g}, {Z_LIMIT:g}]")
+        z.append(value)
+    return z
+
+
+def _check_params(params: dict[str, list[str]], allowed: tuple[str, ...], route: str) -> None:
+    for name in params:
+        if name not in allowed:
+            expected = ", ".join(allowed) or "none"
+            raise BadRequest(f"unknown parameter {name[:40]!r} for {route}; expected: "
+                             f"{expected}")
+
+
+# -- the HTTP side ----------------------------------------------------------------------
+class Handler(BaseHTTPRequestHandler):
+    """Routes GET requests to the Explorer; everything else is a 4xx with a message."""
+
+    server_version = "vaekit-explore"
+    timeout = SOCKET_TIMEOUT  # StreamRequestHandler sets it on the socket
+    explorer: Explorer  # set on the subclass `make_server` builds
+
+    def handle_one_request(self) -> None:
+        # http.server's own version, with our limits: a shorter request line, 405 instead
+        # of 501 for unknown methods, 408 when a client stalls, no HTTP/0.9
+        self.command, self.requestline, self.request_version = "", "", "HTTP/1.0"
+        try:
+            line = self.rfile.readline(self.explorer.max_query + 64)
+            if not line:
+                self.close_connection = True
+                return
+            self.raw_requestline = line
+            if len(line) > self.explorer.max_query + 32 or not line.endswith(b"\n"):
+                self.send_error(414, f"request line too long (limit "
+                                     f"{self.explorer.max_query} bytes)")
+                return
+            if not self.parse_request():
+                return
+            if self.request_version == "HTTP/0.9":
+                self.request_version = "HTTP/1.0"
+                self.send_error(400, "HTTP/0.9 requests are not supported")
+                return
+            if self.command not in ("GET", "HEAD"):
+                self.send_error(405, f"method {self.command[:20]} is not allowed; use GET")
+                return
+            self.do_GET()
+            self.wfile.flush()
+        except TimeoutError:
+            self.close_connection = True
+            try:
+                self.send_error(408, f"request not received within {self.timeout:g} s")
+            except OSError:
+                pass
+
+    def send_error(self, code: int, message: str | None = None,
+                   explain: str | None = None) -> None:
+        """A plain-text error with one line, always with a status line and headers."""
+        if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"  # else http.server writes a bare body
+        text = (message or self.responses.get(code, ("error",))[0]).replace("\n", " ")
+        body = f"error {code}: {text}\n".encode("utf-8", "replace")
+        self.log_error("%d %s", code, text)
+        self.close_connection = True
+        self.send_response(code)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        if code == 405:
+            self.send_header("Allow", "GET, HEAD")
+        self.end_headers()
+        if getattr(self, "command", "") != "HEAD" and code >= 200:
+            self.wfile.write(body)
+        self._drain()
+
+    def _drain(self, limit: int = 1 << 20) -> None:
+        """Half-close, then read what the client still sends, so that closing the socket
+        with unread data does not reset the connection before the client reads the error."""
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(0.5)
+            got = 0
+            while got < limit:
+                chunk = self.rfile.read1(65536)
+                if not chunk:
+                    break
+                got += len(chunk)
+        except OSError:
+            pass
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if getattr(self.server, "verbose", False):
+            super().log_message(format, *args)
+
+    def _reply(self, body: bytes, content_type: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        if content_type.startswith("text/html"):
+            self.send_header("Content-Security-Policy",
+                             "default-src 'self'; img-src 'self' blob: data:; "
+                             "script-src 'unsafe-inline'; style-src 'unsafe-inline'")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _check_request(self) -> None:
+        length = self.headers.get("Content-Length")
+        if self.headers.get("Transfer-Encoding"):
+            raise BadRequest("request bodies are not accepted; send parameters in the query "
+                             "string", 413)
+        if length is not None:
+            if not re.fullmatch(r"\d{1,30}", length.strip()):
+                raise BadRequest(f"Content-Length {length[:20]!r} is not a number")
+            if int(length) > MAX_BODY:
+                raise BadRequest(f"request body of {int(length)} bytes is too large (limit "
+                                 f"{MAX_BODY}); this API takes its parameters in the URL", 413)
+            self.rfile.read(int(length))  # small: drain it so the reply is not reset
+        if getattr(self.server, "loopback_only", False):
+            host = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]").lower()
+            if host not in ("127.0.0.1", "localhost", "::1", ""):
+                # a page on another site that resolves its name to 127.0.0.1 (DNS rebinding)
+                raise BadRequest(f"Host {host[:60]!r} is not served here; open "
+                                 "http://127.0.0.1:PORT/", 421)
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        try:
+            self._check_request()
+            url = urllib.parse.urlsplit(self.path)
+            try:
+                params = urllib.parse.parse_qs(url.query, keep_blank_values=True,
+                                               strict_parsing=bool(url.query),
+                                               max_num_fields=8, errors="strict")
+            except (ValueError, UnicodeDecodeError) as e:
+                raise BadRequest(f"malformed query string ({str(e)[:80]})") from None
+            self._route(url.path, params)
+        except BadRequest as e:
+            self.send_error(e.status, str(e))
+        except TimeoutError:
+            try:
+                self.send_error(408, f"request body not received within {self.timeout:g} s")
+            except OSError:
+                self.close_connection = True
+        except ConnectionError:
+            self.close_connection = True
+        except Exception as e:  # a bug: say so, without a traceback for the client
+            self.log_error("internal error on %s: %r", self.path[:200], e)
+            self.send_error(500, f"internal error ({type(e).__name__}); see the server log")
+
+    def _route(self, path: str, params: dict[str, list[str]]) -> None:
+        ex = self.explorer
+        n = int(ex.x.shape[0])
+        allowed = {"/": (), "/index.html": (), "/info": (), "/favicon.ico": (),
+                   "/decode": ("z", "label"), "/encode": ("index",), "/image": ("index",),
+                   "/interpolate": ("a", "b", "steps", "method")}
+        if path not in allowed:
+            raise BadRequest(f"no such page {path[:80]!r}; the explorer serves "
+                             f"{', '.join(ROUTES)}", 404)
+        _check_params(params, allowed[path], path)
+        if path in ("/", "/index.html"):
+            self._reply(PAGE.encode("utf-8"), "text/html; charset=utf-8")
+        elif path == "/favicon.ico":
+            self._reply(b"", "image/x-icon")
+        elif path == "/info":
+            self._reply(json.dumps(ex.info()).encode(), "application/json")
+        elif path == "/decode":
+            z = parse_z(_one(params, "z") or "", ex.model.latent_dim)
+            if "label" in params and not ex.model.conditional:
+                raise BadRequest("label: this model is not class-conditional")
+            label = parse_index(params, "label", max(1, ex.model.num_classes), required=False)
+            self._reply(ex.decode(z, label), "image/png")
+        elif path == "/encode":
+            index = parse_index(params, "index", n)
+            self._reply(json.dumps(ex.encode(index)).encode(), "application/json")
+        elif path == "/image":
+            self._reply(ex.image(parse_index(params, "index", n)), "image/png")
+        else:
+            a, b = parse_index(params, "a", n), parse_index(params, "b", n)
+            steps_text = _one(params, "steps", required=False) or "10"
+            if not INDEX.fullmatch(steps_text) or not 2 <= int(steps_text) <= MAX_STEPS:
+                raise BadRequest(f"'steps' must be a whole number from 2 to {MAX_STEPS}; got "
+                                 f"{steps_text[:20]!r}")
+            method = _one(params, "method", required=False) or "linear"
+            if method not in ("linear", "slerp"):
+                raise BadRequest(f"'method' must be linear or slerp; got {method[:20]!r}")
+            self._reply(ex.interpolate(a, b, int(steps_text), method), "image/png")  # type: ignore[arg-type]
+
+
+class ExplorerServer(ThreadingHTTPServer):
+    daemon_threads = True  # a stuck client never keeps the process alive
+    verbose = False
+    loopback_only = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            return  # the client went away: nothing to report
+        print(f"vaekit explore: error serving {client_address[0]}: {exc!r}", file=sys.stderr)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def make_server(explorer: Explorer, host: str = "127.0.0.1", port: int = 8000,
+                verbose: bool = False) -> ExplorerServer:
+    """A bound, not yet serving, server (port 0 picks a free port: see server_address)."""
+    handler = type("ExplorerHandler", (Handler,), {"explorer": explorer})
+    try:
+        server = ExplorerServer((host, port), handler)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise VaekitError(f"port {port} on {host} is in use; pass --port with another "
+                              "number (0 picks a free one)") from None
+        raise VaekitError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+    server.verbose = verbose
+    server.loopback_only = _is_loopback(host)
+    return server
+
+
+def serve(run: str, host: str = "127.0.0.1", port: int = 8000, verbose: bool = False) -> None:
+    """Load RUN and its test set, and serve the explorer until interrupted."""
+    from .checkpoint import load
+    from .data import load_data
+    model = load(run)
+    cfg = model.run_config
+    data = load_data(cfg.data, seed=cfg.train.seed, progress=False)
+    server = make_server(Explorer(model, data.x_test, data.y_test, data.class_names), host,
+                         port, verbose)
+    bound = server.server_address[1]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"latent explorer for {run}: http://{shown}:{bound}/  (Ctrl-C stops it)",
+          flush=True)
+    if not server.loopback_only:
+        print(f"warning: listening on {host}: anyone who can reach this machine can use it",
+              file=sys.stderr)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()

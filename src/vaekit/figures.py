@@ -1,0 +1,234 @@
+"""The pictures of a trained model: manifold, interpolations, latent scatter, curves, KL.
+
+Each function returns a tensor of images or a PIL image; `write_all` writes them as PNGs
+into the run directory (atomically, through fileio). Charts come from `charts`, grids
+from `viz`, so this module only decides what to draw.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from . import fileio, metrics, viz
+from .charts import bar_chart, line_chart, scatter_plot
+from .data.dataset import to_float
+from .models import VAE
+
+__all__ = ["FILES", "bar_chart", "interpolation", "kl_chart", "latent_scatter", "line_chart",
+           "manifold", "manifold_latents", "most_active_dims", "pca_2d", "save_png",
+           "scatter_plot", "training_curves", "write_all"]
+
+# what `write_all` writes into a run directory, by figure name
+FILES = {"interpolation_linear": "interpolation_linear.png",
+         "interpolation_slerp": "interpolation_slerp.png", "manifold": "manifold.png",
+         "latents": "latents.png", "curves": "curves.png", "kl": "kl.png"}
+
+
+def save_png(path: str | Path, image: Image.Image) -> Path:
+    """Write a PIL image as a PNG, atomically."""
+    fileio.write_bytes(path, viz.png_bytes(image))
+    return Path(path)
+
+
+def _device(model: VAE) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _labels(model: VAE, y: torch.Tensor | None, n: int) -> torch.Tensor | None:
+    """Labels to condition on: the given ones, or class 0 for a conditional model."""
+    if not model.conditional:
+        return None
+    if y is None:
+        return torch.zeros(n, dtype=torch.long, device=_device(model))
+    return y.to(_device(model))
+
+
+def most_active_dims(model: VAE, x: torch.Tensor, k: int = 2,
+                     y: torch.Tensor | None = None) -> list[int]:
+    """The k latent dimensions with the largest KL over x, most active first."""
+    kl = metrics.kl_per_dimension(model, x, y)
+    order = torch.argsort(kl, descending=True, stable=True)
+    return [int(i) for i in order[:k]]
+
+
+def manifold_latents(n: int, latent_dim: int, dims: Sequence[int] = (0, 1)) -> torch.Tensor:
+    """The latent grid of Kingma & Welling's Appendix A: (n*n, latent_dim).
+
+    Linearly spaced coordinates of the unit square, (i + 0.5) / n, go through the inverse
+    Gaussian CDF, so that each cell covers the same prior mass. Columns vary dims[0] from
+    low to high (left to right), rows vary dims[1] from high to low (top to bottom, as a
+    y axis reads); every other dimension stays at 0, the prior's mode.
+    """
+    a, b = dims
+    p = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    values = torch.distributions.Normal(0.0, 1.0).icdf(p).float()  # (n,) increasing
+    z = torch.zeros(n, n, latent_dim)
+    z[:, :, a] = values.view(1, n)
+    z[:, :, b] = values.flip(0).view(n, 1)
+    return z.view(n * n, latent_dim)
+
+
+@torch.no_grad()
+def manifold(model: VAE, n: int = 20, dims: Sequence[int] | None = None,
+             x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
+    """The learned data manifold: images decoded over an n x n latent grid, (n*n, C, H, W).
+
+    A 2-D latent space is drawn whole. With more dimensions, `dims` names the two to vary;
+    without it they are the two most active over the images x. Tile the result with
+    `viz.make_grid(images, nrow=n)`.
+    """
+    if dims is None:
+        if model.latent_dim == 1:
+            raise ValueError("a manifold needs a latent space of at least 2 dimensions")
+        if model.latent_dim == 2:
+            dims = (0, 1)
+        elif x is None:
+            raise ValueError("with more than 2 latent dimensions, pass dims or images x to "
+                             "pick the two most active dimensions from")
+        else:
+            dims = most_active_dims(model, x, 2, y)
+    if len(dims) != 2 or len(set(dims)) != 2 or not all(0 <= d < model.latent_dim
+                                                         for d in dims):
+        raise ValueError(f"dims must be two different latent dimensions in "
+                         f"[0, {model.latent_dim}); got {list(dims)}")
+    z = manifold_latents(n, model.latent_dim, dims).to(_device(model))
+    return model.mean(model.decode(z, _labels(model, None, z.shape[0]))).cpu()
+
+
+@torch.no_grad()
+def interpolation(model: VAE, x: torch.Tensor, pairs: int = 4, steps: int = 10,
+                  method: str = "linear", seed: int = 0,
+                  y: torch.Tensor | None = None) -> torch.Tensor:
+    """Paths between the posterior means of random pairs of images: (pairs*steps, C, H, W).
+
+    The pairs are drawn with `seed`, so linear and spherical paths join the same images.
+    """
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(x.shape[0], generator=g)[: 2 * pairs]
+    pairs = idx.numel() // 2
+    if pairs < 1:
+        raise ValueError("interpolation needs at least two images")
+    a, b = idx[:pairs], idx[pairs:2 * pairs]
+    xf = to_float(x[idx].to(_device(model)))
+    ya = yb = None
+    if model.conditional:
+        ya, yb = _labels(model, None if y is None else y[a], pairs), \
+            _labels(model, None if y is None else y[b], pairs)
+    path = model.interpolate(xf[:pairs], xf[pairs:], steps, method, ya, yb)
+    return path.flatten(0, 1).cpu()  # (P*steps, C, H, W)
+
+
+def pca_2d(z: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
+    """Project (N, D) onto its two principal axes: (N, 2) and the variance share of each."""
+    z = z.double()
+    if z.shape[1] <= 2:
+        pad = torch.zeros(z.shape[0], 2 - z.shape[1], dtype=z.dtype)
+        return torch.cat([z, pad], 1).float(), [1.0, 0.0][: 2]
+    centred = z - z.mean(0, keepdim=True)
+    _, s, vh = torch.linalg.svd(centred, full_matrices=False)
+    var = s.pow(2)
+    share = (var[:2] / var.sum().clamp_min(1e-12)).tolist()
+    # fix each axis's sign so the picture does not flip between runs of the same model
+    axes = vh[:2]
+    signs = torch.sign(axes[torch.arange(2), axes.abs().argmax(1)])
+    return (centred @ (axes * signs.unsqueeze(1)).T).float(), share
+
+
+def latent_scatter(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None,
+                   class_names: Sequence[str] = ()) -> Image.Image:
+    """Posterior means of x coloured by label; PCA to 2-D when the latent has more dims."""
+    mu, _ = metrics.posterior(model, x, y)
+    if model.latent_dim > 2:
+        points, share = pca_2d(mu)
+        title = f"posterior means of {len(mu)} test images (PCA of {model.latent_dim} dims)"
+        xlabel = f"principal component 1 ({share[0]:.0%} of variance)"
+        ylabel = f"principal component 2 ({share[1]:.0%})"
+    else:
+        points = pca_2d(mu)[0] if model.latent_dim == 1 else mu
+        title = f"posterior means of {len(mu)} test images"
+        xlabel, ylabel = "z1", ("z2" if model.latent_dim == 2 else "(1-D latent)")
+    groups = None if y is None else [int(v) for v in y[: len(mu)]]
+    names = list(class_names) or ([str(i) for i in range(max(groups) + 1)] if groups else [])
+    return scatter_plot(points.tolist(), groups, names, title, xlabel, ylabel)
+
+
+def _series(records: list[dict[str, Any]], key: str) -> list[tuple[float, float]]:
+    out = []
+    for i, r in enumerate(records):
+        v = r.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            out.append((float(r.get("epoch", i + 1)), float(v)))
+    return out
+
+
+def training_curves(records: list[dict[str, Any]]) -> Image.Image | None:
+    """Negative ELBO, reconstruction and KL per epoch, train and test, side by side.
+
+    `records` are metrics.jsonl lines (`tracking.read_metrics`); None when they hold no
+    curve to draw.
+    """
+    panels = []
+    for term, title in (("nelbo", "negative ELBO"), ("recon", "reconstruction -log p(x|z)"),
+                        ("kl", "KL(q(z|x) || p(z))")):
+        series = {name: pts for name in ("train", "test")
+                  if (pts := _series(records, f"{name}_{term}"))}
+        if series:
+            panels.append(line_chart(series, title, "epoch", "nats per example",
+                                     size=(480, 340)))
+    if not panels:
+        return None
+    out = Image.new("RGB", (sum(p.width for p in panels), panels[0].height), "white")
+    left = 0
+    for p in panels:
+        out.paste(p, (left, 0))
+        left += p.width
+    return out
+
+
+def kl_chart(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None,
+             threshold: float = 0.01) -> Image.Image:
+    """A bar per latent dimension: its mean KL over x; inactive units (Burda et al. 2015:
+    Cov_x(E_q[z_d|x]) <= threshold) in grey."""
+    kl = metrics.kl_per_dimension(model, x, y).tolist()
+    units = metrics.active_units(model, x, y, threshold=threshold)
+    active = (units.activity > threshold).tolist()
+    title = f"KL per latent dimension (blue: active units, {units.count} of {len(kl)})"
+    return bar_chart(kl, title, "latent dimension", "KL (nats per example)", highlight=active)
+
+
+def write_all(run_dir: str | Path, model: VAE, x: torch.Tensor, y: torch.Tensor | None = None,
+              class_names: Sequence[str] = (), records: list[dict[str, Any]] | None = None,
+              seed: int = 0, n_manifold: int = 20) -> dict[str, Path]:
+    """Write every figure this module draws into run_dir; returns {figure name: path}.
+
+    x, y: test images (uint8 or [0, 1] floats) and labels, used for interpolations, the
+    scatter, the KL bars and the choice of the manifold's two dimensions.
+    """
+    run_dir = Path(run_dir)
+    scale = viz.auto_scale(model.input_shape[1])
+    written: dict[str, Path] = {}
+
+    def grid(images: torch.Tensor, nrow: int) -> Image.Image:
+        return viz.to_pil(viz.make_grid(images, nrow=nrow), scale)
+
+    for method in ("linear", "slerp"):
+        name = f"interpolation_{method}"
+        images = interpolation(model, x, method=method, seed=seed, y=y)
+        written[name] = save_png(run_dir / FILES[name], grid(images, 10))
+    if model.latent_dim >= 2:
+        images = manifold(model, n_manifold, x=x, y=y)
+        written["manifold"] = save_png(run_dir / FILES["manifold"],
+                                       viz.to_pil(viz.make_grid(images, nrow=n_manifold)))
+    written["latents"] = save_png(run_dir / FILES["latents"],
+                                  latent_scatter(model, x, y, class_names))
+    curves = training_curves(records or [])
+    if curves is not None:
+        written["curves"] = save_png(run_dir / FILES["curves"], curves)
+    written["kl"] = save_png(run_dir / FILES["kl"], kl_chart(model, x, y))
+    return written

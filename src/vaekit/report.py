@@ -1,0 +1,213 @@
+"""`vaekit report RUN`: one self-contained HTML page with the numbers and pictures of a run.
+
+Every image is embedded as a data: URI and the styles are inline, so the file opens
+anywhere, offline, and can be mailed or archived on its own: no network, no CDN, no script.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from . import __version__, checkpoint, figures, fileio, tracking
+from .errors import ConfigError, DataError
+
+REPORT_FILE = "report.html"
+
+# metric key -> (label, what it means); other numeric keys are shown under their own name
+METRIC_LABELS = {
+    "nelbo": ("negative ELBO", "nats per example, an upper bound on -log p(x)"),
+    "recon": ("reconstruction", "-E_q[log p(x|z)], nats per example"),
+    "kl": ("KL(q(z|x) || p(z))", "nats per example"),
+    "log_px": ("log p(x)", "importance-weighted estimate, nats per example"),
+    "iw_elbo": ("ELBO on the same samples", "the mean of the K importance weights' logs"),
+    "iw_ess": ("effective sample size", "of the K importance weights, mean per image"),
+    "nelbo_bits_per_dim": ("negative ELBO", "bits per dimension"),
+    "nll_bits_per_dim": ("-log p(x)", "bits per dimension, importance-weighted"),
+    "active_units": ("active units", "Cov_x(E_q[z_d]) > 0.01 (Burda et al. 2015)"),
+    "mse": ("reconstruction MSE", "per pixel, posterior mean decoded"),
+    "psnr": ("PSNR", "dB"),
+    "ssim": ("SSIM", "structural similarity"),
+    "fid": ("FID", "prior samples against the test set"),
+    "n": ("test images", "evaluated"),
+}
+HIDDEN = {"iw_samples", "log_px_stderr", "seconds", "kl_per_dim", "activity"}
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#222;
+background:#fafafa}
+main{max-width:1100px;margin:0 auto;padding:24px}
+h1{font-size:1.6em;margin:0 0 4px}h2{font-size:1.2em;margin:32px 0 8px;border-bottom:1px solid
+#ddd;padding-bottom:4px}
+.sub{color:#666;margin:0 0 16px}
+table{border-collapse:collapse;background:#fff}
+td,th{padding:4px 12px;border-bottom:1px solid #eee;text-align:left;vertical-align:top}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.note{color:#777;font-size:.9em}
+figure{margin:12px 0 24px;background:#fff;padding:12px;border:1px solid #e4e4e4;
+display:inline-block;max-width:100%;box-sizing:border-box}
+figure img{max-width:100%;height:auto;display:block}
+img.px{image-rendering:pixelated}
+figcaption{color:#555;font-size:.9em;margin-top:6px;max-width:760px}
+pre{background:#fff;border:1px solid #e4e4e4;padding:12px;overflow:auto;font-size:.85em}
+"""
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _figure(name: str, png: bytes, caption: str, pixelated: bool = False) -> str:
+    cls = ' class="px"' if pixelated else ""
+    return (f'<figure id="fig-{html.escape(name)}"><img{cls} alt="{html.escape(name)}" '
+            f'src="{_data_uri(png)}"><figcaption>{html.escape(caption)}</figcaption></figure>')
+
+
+def _number(value: float) -> str:
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()
+                                  and abs(value) < 1e9):
+        return f"{int(value):,}"
+    if not math.isfinite(value):
+        return str(value)
+    return f"{value:,.4f}" if abs(value) < 10 else f"{value:,.2f}"
+
+
+def metrics_rows(stats: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The metrics table as (label, value, note) rows, known metrics first."""
+    rows = []
+    keys = [k for k in METRIC_LABELS if k in stats] + sorted(
+        k for k in stats if k not in METRIC_LABELS and k not in HIDDEN)
+    for key in keys:
+        value = stats[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue  # per-dimension lists and the like have their own figure
+        label, note = METRIC_LABELS.get(key, (key.replace("_", " "), ""))
+        text = _number(value)
+        if key == "log_px":
+            label = f"log p(x), K = {stats.get('iw_samples', '?')}"
+            if "log_px_stderr" in stats:
+                text += f" ± {stats['log_px_stderr']:.3f}"
+        rows.append((label, text, note))
+    return rows
+
+
+def _table(rows: list[tuple[str, str, str]]) -> str:
+    body = "".join(f"<tr><th>{html.escape(a)}</th><td class=num>{html.escape(b)}</td>"
+                   f"<td class=note>{html.escape(c)}</td></tr>" for a, b, c in rows)
+    return f"<table>{body}</table>"
+
+
+def _epoch_table(records: list[dict[str, Any]]) -> str:
+    cols = [c for c in ("epoch", "train_nelbo", "test_nelbo", "train_recon", "train_kl",
+                        "test_kl", "samples_per_s", "skipped_updates")
+            if any(c in r for r in records)]
+    if not records or not cols:
+        return ""
+    shown = records if len(records) <= 12 else records[:3] + records[-9:]
+    head = "".join(f"<th>{html.escape(c.replace('_', ' '))}</th>" for c in cols)
+    rows = []
+    for r in shown:
+        cells = "".join("<td class=num>" + (_number(r[c]) if isinstance(r.get(c), (int, float))
+                                             else "") + "</td>" for c in cols)
+        rows.append(f"<tr>{cells}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def build_report(run: str | Path, *, out_dir: str | Path | None = None, iw_samples: int = 100,
+                 max_test: int = 1000, seed: int = 0, batch_size: int = 1000,
+                 progress: bool = False) -> Path:
+    """Evaluate the run, write its pictures and RUN/report.html; returns the report's path.
+
+    `iw_samples` (K of the log p(x) estimate, 0 to skip) and `max_test` (how many test
+    images to evaluate) trade precision for time; the figures use the same images.
+    """
+    from .data import load_data
+    from .evaluate import evaluate
+    from .train import write_images
+
+    if iw_samples < 0 or max_test < 1 or batch_size < 1:
+        raise ConfigError(f"report: --iw-samples must be >= 0 and --max-test, --batch-size "
+                          f">= 1; got {iw_samples}, {max_test}, {batch_size}")
+    if out_dir is None and str(run).startswith("hf://"):
+        raise ConfigError(f"{run} is a downloaded model: pass --out DIR for its report")
+    run_dir = checkpoint.resolve(run)
+    out = Path(out_dir) if out_dir is not None else run_dir
+    model = checkpoint.load(run_dir)
+    cfg = model.run_config
+    data = load_data(cfg.data, seed=cfg.train.seed, progress=progress)
+    if data.x_test is None or data.x_test.shape[0] < 2:
+        raise DataError(f"the test set of {data.name} holds fewer than 2 images; a report "
+                        "needs at least 2")
+    x = data.x_test[:max_test]
+    y = None if data.y_test is None else data.y_test[:max_test]
+    started = time.perf_counter()
+    stats = evaluate(model, x, y if model.conditional else None, batch_size=batch_size,
+                     seed=seed, iw_samples=iw_samples, progress=progress)
+    eval_seconds = time.perf_counter() - started
+    records = tracking.read_metrics(run_dir)
+    written = {"samples": out / "samples.png", "reconstructions": out / "reconstructions.png"}
+    write_images(model, data, out, seed=seed)
+    written.update(figures.write_all(out, model, x, y, data.class_names, records, seed=seed))
+
+    k = stats.get("iw_samples")
+    dims = model.latent_dim
+    manifold_caption = (
+        "The learned manifold: images decoded over a 20 x 20 grid of the 2-D latent space, "
+        "coordinates spaced evenly in probability and mapped through the inverse Gaussian "
+        "CDF (Kingma & Welling, Appendix A)." if dims == 2 else
+        f"The learned manifold over the two most active of {dims} latent dimensions (the "
+        "others at 0), on a grid spaced evenly in probability and mapped through the "
+        "inverse Gaussian CDF (Kingma & Welling, Appendix A).")
+    captions = {
+        "samples": ("Prior samples: z ~ N(0, I) decoded to the mean of p(x|z).", True),
+        "reconstructions": ("Test images (top) and their reconstructions from the posterior "
+                            "mean (bottom).", True),
+        "interpolation_linear": ("Linear interpolation between the posterior means of pairs "
+                                 "of test images (one pair per row).", True),
+        "interpolation_slerp": ("Spherical interpolation (slerp) between the same pairs: "
+                                "the path keeps to the prior's typical radius.", True),
+        "manifold": (manifold_caption, True),
+        "latents": ("Posterior means of test images, coloured by label" +
+                    (" (PCA to 2-D)." if dims > 2 else "."), False),
+        "kl": ("Mean KL per latent dimension over the test images; grey bars are inactive "
+               "units, whose posterior stays at the prior.", False),
+        "curves": ("Training curves from metrics.jsonl, per epoch.", False),
+    }
+    order = ["samples", "reconstructions", "interpolation_linear", "interpolation_slerp",
+             "manifold", "latents", "kl"]
+    pictures = "".join(_figure(name, Path(written[name]).read_bytes(), *captions[name])
+                       for name in order if name in written)
+    curves = (_figure("curves", Path(written["curves"]).read_bytes(), *captions["curves"])
+              if "curves" in written else "<p class=note>No metrics.jsonl in this run.</p>")
+    iw_note = (f"log p(x) estimated with K = {k} importance samples per image"
+               if k else "no importance-weighted estimate (--iw-samples 0)")
+    title = f"vaekit report: {run_dir.name}"
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)}</title><style>{CSS}</style></head>
+<body><main>
+<h1>{html.escape(title)}</h1>
+<p class=sub>{html.escape(cfg.name)} on {html.escape(data.name)}: {cfg.model.arch} VAE,
+{dims}-D latent space, {html.escape(cfg.model.likelihood)} likelihood.
+Written {time.strftime('%Y-%m-%d %H:%M')} by vaekit {__version__}.</p>
+<h2>Test-set metrics</h2>
+{_table(metrics_rows(stats))}
+<p class=note>{stats.get('n', len(x))} test images, seed {seed}; {html.escape(iw_note)};
+evaluated in {eval_seconds:.1f} s.</p>
+<h2>Training curves</h2>
+{curves}
+{_epoch_table(records)}
+<h2>Pictures</h2>
+{pictures}
+<h2>Configuration</h2>
+<pre>{html.escape(cfg.to_yaml())}</pre>
+</main></body></html>
+"""
+    path = out / REPORT_FILE
+    fileio.write_text(path, page)
+    return path
