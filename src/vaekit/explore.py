@@ -16,6 +16,7 @@ import re
 import socket
 import sys
 import threading
+import traceback
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -211,6 +212,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/plain; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Connection", "close")
+        self.send_header("X-Content-Type-Options", "nosniff")
         if code == 405:
             self.send_header("Allow", "GET, HEAD")
         self.end_headers()
@@ -291,8 +293,9 @@ class Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
         except ConnectionError:
             self.close_connection = True
-        except Exception as e:  # a bug: say so, without a traceback for the client
-            self.log_error("internal error on %s: %r", self.path[:200], e)
+        except Exception as e:  # a bug: the traceback goes to the server's log, not the client
+            print(f"vaekit explore: internal error on {self.path[:200]}", file=sys.stderr)
+            traceback.print_exc(file=sys.stderr)
             self.send_error(500, f"internal error ({type(e).__name__}); see the server log")
 
     def _route(self, path: str, params: dict[str, list[str]]) -> None:
