@@ -107,22 +107,12 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> VAE:
 
 
 def resolve(path: str | Path) -> Path:
-    """A local directory for `path`; `hf://OWNER/NAME` is fetched from the Hugging Face Hub."""
-    text = str(path)
-    if text.startswith("hf://"):
-        try:
-            from huggingface_hub import snapshot_download
-        except ImportError:
-            raise CheckpointError(f"{text} needs the Hugging Face Hub client: "
-                                  "pip install 'vaekit[hub]'") from None
-        repo_id = text.removeprefix("hf://").strip("/")
-        try:
-            return Path(snapshot_download(repo_id, allow_patterns=[CONFIG_FILE, MODEL_FILE,
-                                                                    "README.md", "*.png"]))
-        except Exception as e:  # the hub client raises many types; all mean "not available"
-            raise CheckpointError(f"could not fetch {text} from the Hugging Face Hub "
-                                  f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-                                  ) from None
+    """A local directory for `path`; `hf://OWNER/NAME[@REVISION]` comes from the Hugging Face
+    Hub (through huggingface_hub's cache: config.json, model.safetensors, card and images only).
+    """
+    if str(path).startswith("hf://"):
+        from .hub import download  # the hub module imports this one
+        return download(str(path))
     run_dir = Path(path)
     if not run_dir.exists():
         raise CheckpointError(f"run directory {run_dir} does not exist")

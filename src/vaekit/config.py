@@ -123,8 +123,11 @@ class TrainConfig:
     eval_every: int = opt(1, "evaluate the test set every N epochs (the last epoch always)",
                           min=1)
     progress: bool = opt(True, "show progress bars")
-    tracker: list[str] = opt([], "extra trackers besides metrics.jsonl: wandb, tensorboard")
+    tracker: list[str] = opt([], "extra trackers besides metrics.jsonl: wandb, tensorboard, "
+                             "mlflow")
     wandb_project: str = opt("vaekit", "wandb: project name")
+    mlflow_experiment: str = opt("vaekit", "mlflow: experiment name (the store is "
+                                 "$MLFLOW_TRACKING_URI, else ./mlruns)")
     run_name: str = opt("", "tracker run name (empty: the run directory's name)")
     log_images_every: int = opt(0, "trackers: log sample/reconstruction images every N steps "
                                 "(0: at the end of each epoch)", min=0)

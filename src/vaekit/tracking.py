@@ -1,7 +1,8 @@
-"""Where metrics go: metrics.jsonl always; wandb and TensorBoard when asked (lazy imports)."""
+"""Where metrics go: metrics.jsonl always; wandb, TensorBoard and MLflow when asked (lazily)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import time
@@ -10,11 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from . import fileio
+from . import __version__, fileio
 from .config import Config
 from .errors import ConfigError
 
 METRICS_FILE = "metrics.jsonl"
+MLFLOW_DIR = "mlruns"  # the default store, in the current directory: mlflow.db + artifacts
+MLFLOW_RUN_FILE = "mlflow.json"  # in the run directory: where its MLflow run is, for --resume
 
 
 def _clean(value: Any) -> Any:
@@ -40,7 +43,7 @@ class Tracker:
             elif kind == "tensorboard":
                 self.backends.append(_tensorboard(run_dir))
             elif kind == "mlflow":
-                self.backends.append(_mlflow(config, name))
+                self.backends.append(_mlflow(config, run_dir, name, resume))
 
     def log_epoch(self, record: dict[str, Any]) -> None:
         """Append one JSON line per epoch; scalars also go to every backend."""
@@ -131,31 +134,84 @@ def _tensorboard(run_dir: Path) -> _TensorBoardBackend:
 
 
 class _MlflowBackend:
-    def __init__(self, mlflow: Any) -> None:
-        self.mlflow = mlflow
+    """One MLflow run, driven through MlflowClient: no global active run to leak or clash."""
+
+    def __init__(self, client: Any, run_id: str) -> None:
+        self.client, self.run_id = client, run_id
 
     def scalars(self, scalars: dict[str, float], step: int) -> None:
-        self.mlflow.log_metrics({k: float(v) for k, v in scalars.items()}, step=step)
+        from mlflow.entities import Metric
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step)
+                                                    for k, v in scalars.items()])
 
     def images(self, images: dict[str, np.ndarray], step: int) -> None:
-        for k, v in images.items():
-            self.mlflow.log_image(v, f"{k}_{step:08d}.png")
+        for k, v in images.items():  # (H, W, C) uint8 grids
+            image = v[..., 0] if v.ndim == 3 and v.shape[2] == 1 else v
+            self.client.log_image(self.run_id, image, f"images/{k}_step{step:08d}.png")
 
     def close(self) -> None:
-        self.mlflow.end_run()
+        self.client.set_terminated(self.run_id, "FINISHED")
 
 
-def _mlflow(config: Config, name: str) -> _MlflowBackend:
-    try:
-        import mlflow
-    except ImportError:
-        raise _missing("mlflow", "mlflow") from None
-    mlflow.start_run(run_name=name)
-    flat: dict[str, Any] = {}
+def mlflow_tracking_uri() -> str:
+    """$MLFLOW_TRACKING_URI (or mlflow.set_tracking_uri) if set, else ./mlruns/mlflow.db.
+
+    A sqlite store, because MLflow 3 refuses the plain-file ./mlruns store unless
+    MLFLOW_ALLOW_FILE_STORE is set; its artifacts go to ./mlruns/<experiment>/<run>/.
+    """
+    import mlflow
+    if mlflow.is_tracking_uri_set():
+        return str(mlflow.get_tracking_uri())
+    root = Path(MLFLOW_DIR).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def _mlflow_params(config: Config) -> dict[str, str]:
+    flat: dict[str, str] = {}
     for section, values in config.to_dict().items():
         if isinstance(values, dict):
-            flat.update({f"{section}.{k}": v for k, v in values.items()})
+            flat.update({f"{section}.{k}": str(v) for k, v in values.items()})
         else:
-            flat[section] = values
-    mlflow.log_params(flat)
-    return _MlflowBackend(mlflow)
+            flat[section] = str(values)
+    return flat
+
+
+def _mlflow(config: Config, run_dir: Path, name: str, resume: bool) -> _MlflowBackend:
+    try:
+        import mlflow  # noqa: F401  (first: its submodules may be cached without it)
+        from mlflow.entities import Param
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+    except ImportError:
+        raise _missing("mlflow", "mlflow") from None
+    uri = mlflow_tracking_uri()
+    if uri.startswith("sqlite:") and importlib.util.find_spec("sqlalchemy") is None:
+        raise _missing("mlflow", "mlflow")  # mlflow-skinny alone has no sqlite store
+    record = run_dir / MLFLOW_RUN_FILE
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        if resume and record.is_file():  # continue the same MLflow run
+            saved = json.loads(record.read_text(encoding="utf-8"))
+            if saved.get("tracking_uri") == uri:
+                client.update_run(saved["run_id"], status="RUNNING")
+                return _MlflowBackend(client, saved["run_id"])
+        experiment = client.get_experiment_by_name(config.train.mlflow_experiment)
+        experiment_id = (experiment.experiment_id if experiment else
+                         client.create_experiment(config.train.mlflow_experiment))
+        run = client.create_run(experiment_id, run_name=name,
+                                tags={"vaekit.version": __version__,
+                                      "vaekit.run_dir": str(run_dir.resolve())})
+        run_id = run.info.run_id
+        client.log_batch(run_id, params=[Param(k, v) for k, v in
+                                         _mlflow_params(config).items()])
+        if (run_dir / "config.yaml").is_file():
+            client.log_artifact(run_id, str(run_dir / "config.yaml"))
+    except MlflowException as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"--tracker mlflow: the MLflow store {uri} cannot be used "
+                          f"({reason}); check MLFLOW_TRACKING_URI") from None
+    fileio.write_json(record, {"tracking_uri": uri, "experiment_id": experiment_id,
+                               "run_id": run_id})
+    return _MlflowBackend(client, run_id)

@@ -11,11 +11,11 @@ import sys
 from collections.abc import Callable
 
 from .. import __version__
-from . import core, inspect
+from . import core, hub, inspect
 from .parser import Parser
 
 # modules that register subcommands: each has register(sub) and a COMMANDS dict
-MODULES = [core, inspect]
+MODULES = [core, inspect, hub]
 
 
 def build_parser() -> tuple[Parser, dict[str, Callable[[argparse.Namespace], int]]]:

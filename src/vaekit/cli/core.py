@@ -154,7 +154,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _out_path(args: argparse.Namespace, default: str) -> Path:
-    return Path(args.out) if args.out else Path(args.run) / default
+    if args.out:
+        return Path(args.out)
+    if str(args.run).startswith("hf://"):  # a Hub model: write here, not into its cache
+        return Path(default)
+    return Path(args.run) / default
 
 
 def _label(model: Any, label: str | None) -> int | None:
