@@ -163,6 +163,18 @@ def test_an_example_does_not_depend_on_the_budget(trained: tuple[vaekit.VAE, tor
     assert not torch.allclose(small, iw_log_px(model, x, 50, seed=5), atol=1e-4)
 
 
+def test_parallel_passes_give_the_same_estimate_and_restore_threads(
+        trained: tuple[vaekit.VAE, torch.Tensor]) -> None:
+    model, x = trained
+    threads = torch.get_num_threads()
+    serial = importance_sampling(model, x[:40], 30, seed=2, budget=784 * 60, workers=1)
+    parallel = importance_sampling(model, x[:40], 30, seed=2, budget=784 * 60, workers=3)
+    assert torch.get_num_threads() == threads
+    assert not parallel.log_px.requires_grad  # no_grad holds inside the worker threads
+    for a, b in ((serial.log_px, parallel.log_px), (serial.ess, parallel.ess)):
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-4)
+
+
 def test_broadcast_bernoulli_likelihood_matches_the_model(trained: tuple[vaekit.VAE,
                                                                           torch.Tensor]) -> None:
     model, x = trained

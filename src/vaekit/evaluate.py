@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,25 +119,40 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-@torch.no_grad()
+@contextlib.contextmanager
+def _single_threaded_ops(workers: int) -> Any:
+    """With several CPU workers, run each op on one thread (restored afterwards): passes
+    then run side by side and never wait at an intra-op barrier, which on a shared machine
+    made two-thread ops 2-4x slower than one thread (measured in benchmarks/)."""
+    before = torch.get_num_threads()
+    if workers > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if workers > 1:
+            torch.set_num_threads(before)
+
+
 def importance_sampling(model: VAE, x: torch.Tensor, k: int, y: torch.Tensor | None = None,
                         *, seed: int = 0, budget: int = DEFAULT_BUDGET,
                         precision: str = "fp32", progress: bool = False,
-                        device: torch.device | str | None = None) -> IWEstimate:
+                        device: torch.device | str | None = None, workers: int = 0
+                        ) -> IWEstimate:
     """log p(x) ~ log (1/K) sum_k p(x, z_k) / q(z_k|x), z_k ~ q(z|x) (Burda et al. 2015).
 
     Examples and samples are batched together: each pass decodes about `budget` values, as
     several examples with all K samples or, for large K, one example's samples in chunks.
-    Weights are summed with logsumexp in float64. `precision` 'bf16' runs the decoder under
-    bf16 autocast (faster on CPUs with AMX; the error is measured in benchmarks/).
+    Weights are summed with logsumexp in float64. On the CPU, `workers` passes (default:
+    torch's thread count) run at once, each single-threaded. `precision` 'bf16' runs the
+    decoder under bf16 autocast (faster on CPUs with AMX; its error is in benchmarks/).
     """
     if k < 1:
         raise ConfigError(f"the number of importance samples K must be at least 1; got {k}")
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     device = _device_of(model, device)
-    if device.type == "cpu":
-        torch.set_flush_denormal(True)  # softplus of very negative logits is denormal: ~100x
+    workers = 1 if device.type != "cpu" else workers or torch.get_num_threads()
     out_numel = math.prod(model.input_shape) * (2 if model.learn_scale else 1)
     rows = max(1, budget // out_numel)  # decoded vectors per pass
     per_pass, k_chunk = (max(1, rows // k), k) if rows >= k else (1, rows)
@@ -144,40 +160,53 @@ def importance_sampling(model: VAE, x: torch.Tensor, k: int, y: torch.Tensor | N
     result = IWEstimate(*(torch.empty(n, dtype=torch.float64) for _ in range(3)))
     bar = tqdm(total=n * k, disable=not progress, unit="sample", unit_scale=True,
                desc=f"log p(x), K={k}", leave=False)
-    for s in _batches(n, per_pass):
-        xb = to_float(x[s].to(device))
-        b = xb.shape[0]
-        yb = None if y is None else torch.as_tensor(y[s], device=device).long()
-        mu, logvar = model.encode(xb, yb)  # (B, D) each
-        eps = torch.stack([_example_noise(i, k, d, seed, device)
-                           for i in range(s.start, s.stop)], 1)  # (K, B, D)
-        chunks = []
-        for start in range(0, k, k_chunk):
-            kk = min(k_chunk, k - start)
-            z = mu + torch.exp(0.5 * logvar) * eps[start:start + kk]  # (kk, B, D)
-            with _autocast(device, precision):
-                params = model.decode(z.reshape(kk * b, d),
-                                      None if yb is None else yb.repeat(kk))
-            log_w = (log_likelihood_broadcast(model, xb, params)
-                     + losses.log_standard_normal(z) - losses.log_normal_diag(z, mu, logvar))
-            chunks.append(log_w.double())  # (kk, B)
-            bar.update(kk * b)
-        log_w = torch.cat(chunks, 0)  # (K, B)
-        lse = torch.logsumexp(log_w, 0)
-        result.log_px[s] = (lse - math.log(k)).cpu()
-        result.elbo[s] = log_w.mean(0).cpu()
-        result.ess[s] = torch.exp(2 * lse - torch.logsumexp(2 * log_w, 0)).cpu()
+
+    def one_pass(s: slice) -> None:  # examples s: all K samples, in chunks of k_chunk
+        if device.type == "cpu":  # per thread: softplus of very negative logits is denormal
+            torch.set_flush_denormal(True)
+        with torch.no_grad():  # grad mode is per thread
+            xb = to_float(x[s].to(device))
+            b = xb.shape[0]
+            yb = None if y is None else torch.as_tensor(y[s], device=device).long()
+            mu, logvar = model.encode(xb, yb)  # (B, D) each
+            eps = torch.stack([_example_noise(i, k, d, seed, device)
+                               for i in range(s.start, s.stop)], 1)  # (K, B, D)
+            chunks = []
+            for start in range(0, k, k_chunk):
+                kk = min(k_chunk, k - start)
+                z = mu + torch.exp(0.5 * logvar) * eps[start:start + kk]  # (kk, B, D)
+                with _autocast(device, precision):
+                    params = model.decode(z.reshape(kk * b, d),
+                                          None if yb is None else yb.repeat(kk))
+                log_w = (log_likelihood_broadcast(model, xb, params) + losses.log_standard_normal(z)
+                         - losses.log_normal_diag(z, mu, logvar))
+                chunks.append(log_w.double())  # (kk, B)
+                bar.update(kk * b)
+            log_w = torch.cat(chunks, 0)  # (K, B)
+            lse = torch.logsumexp(log_w, 0)
+            result.log_px[s] = (lse - math.log(k)).cpu()
+            result.elbo[s] = log_w.mean(0).cpu()
+            result.ess[s] = torch.exp(2 * lse - torch.logsumexp(2 * log_w, 0)).cpu()
+
+    passes = _batches(n, per_pass)
+    with _single_threaded_ops(workers):
+        if workers > 1 and len(passes) > 1:
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(one_pass, passes))  # list(): re-raises a worker's exception
+        else:
+            for s in passes:
+                one_pass(s)
     bar.close()
     return result
 
 
 def iw_log_px(model: VAE, x: torch.Tensor, k: int, y: torch.Tensor | None = None,
               seed: int = 0, budget: int = DEFAULT_BUDGET, progress: bool = False,
-              device: torch.device | str | None = None, precision: str = "fp32"
-              ) -> torch.Tensor:
+              device: torch.device | str | None = None, precision: str = "fp32",
+              workers: int = 0) -> torch.Tensor:
     """Per-example importance-weighted estimate of log p(x) with K samples, (N,) float64."""
     return importance_sampling(model, x, k, y, seed=seed, budget=budget, precision=precision,
-                               progress=progress, device=device).log_px
+                               progress=progress, device=device, workers=workers).log_px
 
 
 def _mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import typing
 from pathlib import Path
@@ -58,8 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="decoder precision of the log p(x) estimate (bf16: faster on CPUs "
                    "with AMX, within ~0.01 nats; see benchmarks/eval_speed.py)")
-    p.add_argument("--budget", type=int, default=None, metavar="VALUES",
-                   help="decoded values per pass of the log p(x) estimate (memory budget)")
+    p.add_argument("--pass-size", type=int, default=None, metavar="VALUES",
+                   help="decoded values per forward pass of the log p(x) estimate: bounds "
+                   "its memory at ~20 bytes each (default 4000000)")
     p.add_argument("--fid", nargs="?", const="inception", choices=("inception", "random"),
                    help="also the FID of prior samples against the test set, with the "
                    "Inception network (needs vaekit[inception] and its weights) or a seeded "
@@ -115,6 +117,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:")}
     config = load_config(args.config, overrides)
     run_dir = train(config, resume=args.resume, overwrite=args.overwrite)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return 0
     print(f"run written to {run_dir}: config.yaml, metrics.jsonl, model.safetensors, "
           f"samples.png, reconstructions.png")
     print(f"next: vaekit evaluate {run_dir}")
@@ -138,13 +142,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         _positive("iw-samples", args.iw_samples)
     from ..evaluate import DEFAULT_BUDGET, summary
     _positive("fid-samples", args.fid_samples)
-    if args.budget is not None:
-        _positive("budget", args.budget)
+    if args.pass_size is not None:
+        _positive("pass-size", args.pass_size)
     model, data = _load_run(args.run)
     y = data.y_test if model.conditional else None
     stats = evaluate(model, data.x_test, y, batch_size=args.batch_size, seed=args.seed,
                      iw_samples=args.iw_samples, progress=not args.json,
-                     budget=args.budget or DEFAULT_BUDGET, precision=args.precision,
+                     budget=args.pass_size or DEFAULT_BUDGET, precision=args.precision,
                      fid=args.fid, fid_samples=args.fid_samples, fid_weights=args.fid_weights)
     if args.json:
         print(json.dumps(stats, indent=2, sort_keys=True))
