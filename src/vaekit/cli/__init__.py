@@ -11,11 +11,11 @@ import sys
 from collections.abc import Callable
 
 from .. import __version__
-from . import core, hub, inspect
+from . import core, hub, inspect, reproduce
 from .parser import Parser
 
 # modules that register subcommands: each has register(sub) and a COMMANDS dict
-MODULES = [core, inspect, hub]
+MODULES = [core, inspect, reproduce, hub]
 
 
 def build_parser() -> tuple[Parser, dict[str, Callable[[argparse.Namespace], int]]]:
