@@ -90,6 +90,11 @@ class LossConfig:
     perceptual: str = opt("none", "perceptual loss on the reconstruction mean",
                           choices=("none", "lpips-vgg", "lpips-alex"))
     perceptual_weight: float = opt(1.0, "weight of the perceptual loss", min=0.0)
+    perceptual_backbone_weights: str = opt("", "LPIPS: torchvision's VGG16/AlexNet weights "
+                                           "file (empty: the torch hub cache; 'random': a "
+                                           "random backbone, for tests only)")
+    perceptual_lin_weights: str = opt("", "LPIPS: the linear-layer weights file (empty: the "
+                                      "one in the lpips package; 'random': for tests only)")
 
 
 @dataclass
@@ -129,8 +134,9 @@ class TrainConfig:
     mlflow_experiment: str = opt("vaekit", "mlflow: experiment name (the store is "
                                  "$MLFLOW_TRACKING_URI, else ./mlruns)")
     run_name: str = opt("", "tracker run name (empty: the run directory's name)")
-    log_images_every: int = opt(0, "trackers: log sample/reconstruction images every N steps "
-                                "(0: at the end of each epoch)", min=0)
+    log_images_every: int = opt(0, "trackers: also log sample/reconstruction images and the "
+                                "step's loss every N steps (0: at each epoch's end only)",
+                                min=0)
 
 
 @dataclass

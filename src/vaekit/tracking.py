@@ -1,10 +1,17 @@
-"""Where metrics go: metrics.jsonl always; wandb, TensorBoard and MLflow when asked (lazily)."""
+"""Where metrics go: metrics.jsonl always; wandb, TensorBoard and MLflow when asked.
+
+Each optional backend is imported only when a run asks for it; a missing package is one
+`ConfigError` line naming the extra to install. Every backend receives the same things:
+the config once, scalars (per epoch, and per step every `train.log_images_every`
+steps) and the sample / reconstruction grids (uint8 arrays (H, W, C)).
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import math
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -16,8 +23,10 @@ from .config import Config
 from .errors import ConfigError
 
 METRICS_FILE = "metrics.jsonl"
+WANDB_ID_FILE = "wandb_run_id"  # so that --resume continues the same wandb run
 MLFLOW_DIR = "mlruns"  # the default store, in the current directory: mlflow.db + artifacts
 MLFLOW_RUN_FILE = "mlflow.json"  # in the run directory: where its MLflow run is, for --resume
+_NOT_SCALARS = ("time",)  # in metrics.jsonl, but a wall-clock stamp is no metric to plot
 
 
 def _clean(value: Any) -> Any:
@@ -26,24 +35,50 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _scalars(record: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in record.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in _NOT_SCALARS
+            and math.isfinite(float(v))}
+
+
+def _image(array: Any) -> np.ndarray:
+    """A uint8 (H, W) or (H, W, 3) array: what every backend's image call accepts."""
+    a = np.asarray(array)
+    if a.dtype != np.uint8:
+        a = (np.clip(a.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return a[..., 0] if a.ndim == 3 and a.shape[-1] == 1 else a
+
+
 class Tracker:
     """Fan metrics and images out to metrics.jsonl and any configured trackers."""
 
     def __init__(self, run_dir: Path, config: Config, enabled: bool = True,
                  resume: bool = False) -> None:
-        self.run_dir = run_dir
+        self.run_dir = Path(run_dir)
         self.enabled = enabled
         self.backends: list[Any] = []
         if not enabled:
             return
-        name = config.train.run_name or run_dir.name
-        for kind in config.train.tracker:
-            if kind == "wandb":
-                self.backends.append(_wandb(config, run_dir, name, resume))
-            elif kind == "tensorboard":
-                self.backends.append(_tensorboard(run_dir))
-            elif kind == "mlflow":
-                self.backends.append(_mlflow(config, run_dir, name, resume))
+        name = config.train.run_name or self.run_dir.name
+        try:
+            for kind in dict.fromkeys(config.train.tracker):  # each backend once
+                if kind == "wandb":
+                    self.backends.append(_wandb(config, self.run_dir, name, resume))
+                elif kind == "tensorboard":
+                    self.backends.append(_tensorboard(config, self.run_dir))
+                elif kind == "mlflow":
+                    self.backends.append(_mlflow(config, self.run_dir, name, resume))
+                else:
+                    raise ConfigError(f"--train.tracker {kind!r} is unknown; choose from "
+                                      "wandb, tensorboard, mlflow")
+        except BaseException:
+            self.close()  # never leave a started backend behind
+            raise
+
+    @property
+    def active(self) -> bool:
+        """True when some backend besides metrics.jsonl listens (images are worth making)."""
+        return bool(self.backends)
 
     def log_epoch(self, record: dict[str, Any]) -> None:
         """Append one JSON line per epoch; scalars also go to every backend."""
@@ -52,25 +87,27 @@ class Tracker:
         record = {k: _clean(v) for k, v in record.items()}
         record.setdefault("time", time.time())
         fileio.append_line(self.run_dir / METRICS_FILE, json.dumps(record, sort_keys=True))
-        self.log_scalars({k: v for k, v in record.items() if isinstance(v, (int, float))},
-                         step=int(record.get("step", 0)))
+        self.log_scalars(record, step=int(record.get("step", 0)))
 
-    def log_scalars(self, scalars: dict[str, float], step: int) -> None:
-        if not self.enabled:
+    def log_scalars(self, scalars: dict[str, Any], step: int) -> None:
+        """Numbers to every backend (not to metrics.jsonl, which holds one line per epoch)."""
+        if not self.enabled or not self.backends:
             return
+        values = _scalars(scalars)
         for backend in self.backends:
-            backend.scalars(scalars, step)
+            backend.scalars(values, step)
 
-    def log_images(self, images: dict[str, np.ndarray], step: int) -> None:
-        if not self.enabled:
+    def log_images(self, images: dict[str, Any], step: int) -> None:
+        if not self.enabled or not self.backends:
             return
+        arrays = {k: _image(v) for k, v in images.items()}
         for backend in self.backends:
-            backend.images(images, step)
+            backend.images(arrays, step)
 
     def close(self) -> None:
-        for backend in self.backends:
+        backends, self.backends = self.backends, []
+        for backend in backends:
             backend.close()
-        self.backends = []
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -80,10 +117,18 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _missing(kind: str, extra: str) -> ConfigError:
-    return ConfigError(f"--tracker {kind} needs the {kind} package: pip install 'vaekit[{extra}]'")
+def _missing(kind: str) -> ConfigError:
+    return ConfigError(f"--train.tracker {kind} needs the {kind} package: pip install "
+                       f"'vaekit[{kind}]' (or drop {kind} from train.tracker)")
 
 
+def _failed(kind: str, error: BaseException, fix: str) -> ConfigError:
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return ConfigError(f"--train.tracker {kind} could not start ({type(error).__name__}: "
+                       f"{first}); {fix}")
+
+
+# -- Weights & Biases ------------------------------------------------------------------------
 class _WandbBackend:
     def __init__(self, run: Any, wandb: Any) -> None:
         self.run, self.wandb = run, wandb
@@ -92,7 +137,8 @@ class _WandbBackend:
         self.run.log(scalars, step=step)
 
     def images(self, images: dict[str, np.ndarray], step: int) -> None:
-        self.run.log({k: self.wandb.Image(v) for k, v in images.items()}, step=step)
+        self.run.log({k: self.wandb.Image(v, caption=f"step {step}") for k, v in images.items()},
+                     step=step)
 
     def close(self) -> None:
         self.run.finish()
@@ -102,13 +148,23 @@ def _wandb(config: Config, run_dir: Path, name: str, resume: bool) -> _WandbBack
     try:
         import wandb
     except ImportError:
-        raise _missing("wandb", "wandb") from None
-    run = wandb.init(project=config.train.wandb_project, name=name, dir=str(run_dir),
-                     config=config.to_dict(), resume="allow" if resume else None,
-                     id=f"{name}".replace("/", "-") if resume else None)
+        raise _missing("wandb") from None
+    id_file = run_dir / WANDB_ID_FILE
+    run_id = id_file.read_text().strip() if resume and id_file.is_file() else ""
+    if not run_id:
+        run_id = secrets.token_hex(4)  # wandb's own ids are 8 lowercase alphanumerics too
+        fileio.write_text(id_file, run_id + "\n")
+    try:
+        run = wandb.init(project=config.train.wandb_project, name=name, id=run_id,
+                         dir=str(run_dir), config=config.to_dict(),
+                         resume="allow" if resume else None, reinit="finish_previous")
+    except Exception as e:  # wandb raises many types (login, network, usage): all user-side
+        raise _failed("wandb", e, "run `wandb login`, or set WANDB_MODE=offline to log to "
+                      f"{run_dir / 'wandb'} and `wandb sync` it later") from None
     return _WandbBackend(run, wandb)
 
 
+# -- TensorBoard -----------------------------------------------------------------------------
 class _TensorBoardBackend:
     def __init__(self, writer: Any) -> None:
         self.writer = writer
@@ -116,21 +172,29 @@ class _TensorBoardBackend:
     def scalars(self, scalars: dict[str, float], step: int) -> None:
         for k, v in scalars.items():
             self.writer.add_scalar(k, v, step)
+        self.writer.flush()
 
     def images(self, images: dict[str, np.ndarray], step: int) -> None:
         for k, v in images.items():
-            self.writer.add_image(k, v, step, dataformats="HWC")
+            self.writer.add_image(k, v, step, dataformats="HWC" if v.ndim == 3 else "HW")
+        self.writer.flush()
 
     def close(self) -> None:
         self.writer.close()
 
 
-def _tensorboard(run_dir: Path) -> _TensorBoardBackend:
+def _tensorboard(config: Config, run_dir: Path) -> _TensorBoardBackend:
     try:
+        import tensorboard  # noqa: F401  (torch's writer needs it; checked first for the message)
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise _missing("tensorboard", "tensorboard") from None
-    return _TensorBoardBackend(SummaryWriter(log_dir=str(run_dir / "tensorboard")))
+        raise _missing("tensorboard") from None
+    writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+    writer.add_text("config", "```yaml\n" + config.to_yaml() + "```", 0)
+    return _TensorBoardBackend(writer)
+
+
+# -- MLflow ----------------------------------------------------------------------------------
 
 
 class _MlflowBackend:
@@ -185,10 +249,10 @@ def _mlflow(config: Config, run_dir: Path, name: str, resume: bool) -> _MlflowBa
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
     except ImportError:
-        raise _missing("mlflow", "mlflow") from None
+        raise _missing("mlflow") from None
     uri = mlflow_tracking_uri()
     if uri.startswith("sqlite:") and importlib.util.find_spec("sqlalchemy") is None:
-        raise _missing("mlflow", "mlflow")  # mlflow-skinny alone has no sqlite store
+        raise _missing("mlflow")  # mlflow-skinny alone has no sqlite store
     record = run_dir / MLFLOW_RUN_FILE
     try:
         client = MlflowClient(tracking_uri=uri)

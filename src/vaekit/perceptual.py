@@ -1,0 +1,230 @@
+"""LPIPS perceptual distance (Zhang et al. 2018), differentiable, without importing `lpips`.
+
+The `lpips` package imports torchvision, which cannot be imported beside every torch build
+(the CPU build here is one), so this module computes LPIPS itself and reads only weight
+files:
+
+- the backbone (VGG16 or AlexNet convolutional features) has torchvision's layout and
+  state_dict keys (`features.0.weight`, ...), so torchvision's ImageNet weights load as
+  they are: from `loss.perceptual_backbone_weights` (a file path), else from the torch
+  hub cache where torchvision saves them (`$TORCH_HOME/hub/checkpoints/vgg16-397923af.pth`
+  or `alexnet-owt-7be5be79.pth`);
+- the learned 1x1 "linear" layers (LPIPS v0.1) come from the .pth files shipped inside
+  the installed `lpips` package (`pip install 'vaekit[lpips]'`, or `pip install --no-deps
+  lpips` where torchvision would not import: only its files are read, never its code),
+  or from `loss.perceptual_lin_weights` (a file path).
+
+Either source may be `random` (seeded random initialisation): that keeps the whole code
+path, gradients included, for tests and offline smoke runs, but is no perceptual metric.
+Missing weights are one `VaekitError` naming the file and how to get it; nothing is ever
+downloaded. The distance: inputs in [0, 1] go to [-1, 1] and through LPIPS's scaling
+layer; at five layers, features are unit-normalised over channels, squared differences
+are weighted by the 1x1 layer and averaged over space; the five terms are summed.
+Gradients flow into the first argument (the reconstruction): nothing here runs under
+no_grad, and the network's own parameters are frozen.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+# torchvision's `features` layers: ints are 3x3 (VGG) conv widths, "M" a 2x2 max-pool
+_VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
+# LPIPS taps the ReLU outputs at these indices of `features` (relu1_2 ... relu5_3)
+_TAPS = {"vgg": (3, 8, 15, 22, 29), "alex": (1, 4, 7, 9, 11)}
+_CHANNELS = {"vgg": (64, 128, 256, 512, 512), "alex": (64, 192, 384, 256, 256)}
+_MIN_SIZE = {"vgg": 16, "alex": 31}  # smaller images vanish before the last tap
+TORCHVISION_FILES = {"vgg": "vgg16-397923af.pth", "alex": "alexnet-owt-7be5be79.pth"}
+RANDOM = "random"
+
+
+def vgg16_features() -> nn.Sequential:
+    """torchvision's `vgg16().features` up to relu5_3 (the final pool is never tapped)."""
+    layers: list[nn.Module] = []
+    c_in = 3
+    for v in _VGG16:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            layers += [nn.Conv2d(c_in, int(v), 3, padding=1), nn.ReLU()]
+            c_in = int(v)
+    return nn.Sequential(*layers)
+
+
+def alexnet_features() -> nn.Sequential:
+    """torchvision's `alexnet().features` up to the fifth ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(3, 64, 11, stride=4, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
+        nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
+        nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(256, 256, 3, padding=1), nn.ReLU())
+
+
+class LPIPS(nn.Module):
+    """d(x_recon, x) per example (B,), for images (B, 1|3, H, W) in [0, 1]."""
+
+    def __init__(self, net: str = "vgg") -> None:
+        super().__init__()
+        if net not in _TAPS:
+            raise ConfigError(f"LPIPS backbone {net!r} is unknown; use vgg or alex")
+        self.net = net
+        self.features = vgg16_features() if net == "vgg" else alexnet_features()
+        self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in _CHANNELS[net])
+        self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1))
+        self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1))
+        self.requires_grad_(False)  # frozen: gradients reach the input, not these weights
+        self.eval()
+
+    def taps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The five tapped activations of x (B, 3, H, W), already scaled."""
+        out, last = [], max(_TAPS[self.net])
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in _TAPS[self.net]:
+                out.append(x)
+            if i == last:
+                break
+        return out
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)  # grayscale: the same image in R, G and B
+        x = (2.0 * x - 1.0 - self.shift) / self.scale  # [0, 1] -> [-1, 1] -> LPIPS scaling
+        return x.contiguous(memory_format=torch.channels_last)
+
+    def forward(self, x_recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] not in (1, 3):
+            raise ConfigError(f"LPIPS needs 1- or 3-channel images; these have {x.shape[1]}")
+        if min(x.shape[-2:]) < _MIN_SIZE[self.net]:
+            raise ConfigError(f"loss.perceptual lpips-{self.net} needs images of at least "
+                              f"{_MIN_SIZE[self.net]} px; these are {tuple(x.shape[-2:])}"
+                              + ("; use lpips-vgg" if self.net == "alex" else ""))
+        taps0, taps1 = self.taps(self._prepare(x_recon)), self.taps(self._prepare(x))
+        total = torch.zeros(x.shape[0], device=x.device, dtype=torch.float32)
+        for f0, f1, lin in zip(taps0, taps1, self.lins, strict=True):
+            f0, f1 = _unit(f0.float()), _unit(f1.float())  # (B, C, h, w), norms in float32
+            d = lin((f0 - f1).pow(2))  # (B, 1, h, w)
+            total = total + d.mean(dim=(1, 2, 3))
+        return total  # (B,)
+
+
+def _unit(f: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
+    """Normalise each position's feature vector to unit length (LPIPS's normalize_tensor)."""
+    return f / (f.pow(2).sum(dim=1, keepdim=True).sqrt() + eps)
+
+
+def _load(path: Path, what: str) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"{what} {path} is not a readable torch weights file ({first})"
+                          ) from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"],
+                                                                        dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ConfigError(f"{what} {path} does not hold a state_dict")
+    return state
+
+
+def _fill(module: nn.Module, state: dict[str, torch.Tensor], prefix: str, path: Path,
+          what: str) -> None:
+    """Copy `prefix`-keyed tensors into `module`, failing clearly on a missing or odd one."""
+    own = module.state_dict()
+    sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    bad = [k for k in own if k not in sub or tuple(sub[k].shape) != tuple(own[k].shape)]
+    if bad:
+        raise ConfigError(f"{what} {path} does not fit (e.g. {prefix}{bad[0]} is missing or "
+                          "has another shape); use the file torchvision / lpips ship")
+    module.load_state_dict({k: sub[k] for k in own}, strict=True)
+
+
+def hub_checkpoint(net: str) -> Path:
+    """Where torchvision keeps the backbone weights it downloads."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_FILES[net]
+
+
+def lpips_package_file(net: str) -> Path | None:
+    """The LPIPS v0.1 linear-layer weights inside the installed `lpips` package, if any."""
+    try:
+        spec = importlib.util.find_spec("lpips")  # locates the package without importing it
+    except (ImportError, ValueError):  # ValueError: a module object without a spec
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        path = Path(location) / "weights" / "v0.1" / f"{net}.pth"
+        if path.is_file():
+            return path
+    return None
+
+
+def _load_backbone(model: LPIPS, source: str, generator: torch.Generator) -> None:
+    if source == RANDOM:
+        for m in model.features:
+            if isinstance(m, nn.Conv2d):  # torchvision's VGG init
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu",
+                                        generator=generator)
+                nn.init.zeros_(m.bias)
+        return
+    path = Path(source).expanduser() if source else hub_checkpoint(model.net)
+    if not path.is_file():
+        where = (f"loss.perceptual_backbone_weights {path} does not exist" if source else
+                 f"the LPIPS backbone weights are not in {path}")
+        raise ConfigError(f"{where}; copy torchvision's {TORCHVISION_FILES[model.net]} there "
+                          "(from a machine that can download it), or set "
+                          "loss.perceptual_backbone_weights to its path")
+    _fill(model.features, _load(path, "LPIPS backbone"), "features.", path, "LPIPS backbone")
+
+
+def _load_lins(model: LPIPS, source: str, generator: torch.Generator) -> None:
+    if source == RANDOM:
+        for lin in model.lins:  # non-negative, like the trained layers
+            with torch.no_grad():
+                lin.weight.copy_(torch.rand(lin.weight.shape, generator=generator)
+                                 / lin.weight.shape[1])
+        return
+    path = Path(source).expanduser() if source else lpips_package_file(model.net)
+    if path is None:
+        raise ConfigError("loss.perceptual needs the LPIPS layer weights from the lpips "
+                          "package: pip install 'vaekit[lpips]' (or pip install --no-deps "
+                          "lpips), or set loss.perceptual_lin_weights to a file")
+    if not path.is_file():
+        raise ConfigError(f"loss.perceptual_lin_weights {path} does not exist; point it at "
+                          f"lpips's weights/v0.1/{model.net}.pth")
+    state = _load(path, "LPIPS layer weights")
+    # lpips names them lin0.model.1.weight ... (a Dropout sits at model.0)
+    state = {f"{k.split('.')[0][3:]}.weight": v for k, v in state.items()
+             if k.startswith("lin") and k.endswith(".weight")}
+    _fill(model.lins, state, "", path, "LPIPS layer weights")
+
+
+def build_perceptual(name: str, device: torch.device | str = "cpu",
+                     backbone_weights: str = "", lin_weights: str = "", seed: int = 0
+                     ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The perceptual distance `name` ('lpips-vgg' or 'lpips-alex') as (x_recon, x) -> (B,).
+
+    `backbone_weights` / `lin_weights`: a file path, '' (the standard place, see the module
+    docstring) or 'random' (seeded by `seed`; keeps the code path, measures nothing).
+    """
+    if name not in ("lpips-vgg", "lpips-alex"):
+        raise ConfigError(f"loss.perceptual {name!r} is unknown; use lpips-vgg or lpips-alex")
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # layer construction must not move the global RNG
+        model = LPIPS(name.removeprefix("lpips-"))
+    _load_backbone(model, backbone_weights, generator)
+    _load_lins(model, lin_weights, generator)
+    return model.to(device).to(memory_format=torch.channels_last)
+
+
+__all__ = ["LPIPS", "build_perceptual", "hub_checkpoint", "lpips_package_file"]

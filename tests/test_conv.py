@@ -1,0 +1,279 @@
+"""The convolutional encoder/decoder, its GroupNorm, the conv presets and conditional sampling."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import vaekit
+from conftest import assert_clean_error, run_cli, tiny_config
+from vaekit.config import ModelConfig, load_config, resolve_config_path
+from vaekit.data import Dataset
+from vaekit.errors import ConfigError
+from vaekit.models import VAE
+from vaekit.models.conv import ConvDecoder, ConvEncoder, GroupNorm, _GroupNormAct, level_sizes
+
+
+def _conv(channels: list[int], **kw: object) -> ModelConfig:
+    return ModelConfig(arch="conv", channels=channels, latent_dim=kw.pop("latent_dim", 6),  # type: ignore[arg-type]
+                       **kw)  # type: ignore[arg-type]
+
+
+def _n_params(m: torch.nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+@pytest.mark.parametrize(("shape", "channels"), [
+    ((1, 28, 28), [8, 16, 16, 16]),  # MNIST-like: 28 -> 14 -> 7 -> 4 -> 2, no padding
+    ((3, 32, 32), [8, 16]),
+    ((3, 48, 40), [8, 8, 16]),  # non-square, not a power of two
+    ((1, 100, 100), [4, 8, 8]),
+    ((3, 256, 256), [4, 4, 4, 4, 8]),
+])
+@pytest.mark.parametrize("params_per_pixel", [1, 2])
+def test_decoder_returns_the_input_size_for_any_size(shape: tuple[int, int, int],
+                                                     channels: list[int],
+                                                     params_per_pixel: int) -> None:
+    cfg = _conv(channels, blocks_per_level=1)
+    enc = ConvEncoder(shape, cfg, cond_dim=0)
+    dec = ConvDecoder(shape, cfg, in_features=5, params_per_pixel=params_per_pixel)
+    x = torch.rand(2, *shape, generator=torch.Generator().manual_seed(0))
+    h = enc(x)
+    assert h.shape == (2, enc.out_features)
+    out = dec(torch.randn(2, 5))
+    assert out.shape == (2, shape[0] * params_per_pixel, shape[1], shape[2])
+    assert torch.isfinite(out).all()
+
+
+def test_level_sizes_halve_rounding_up() -> None:
+    assert level_sizes(28, 28, 4) == [(28, 28), (14, 14), (7, 7), (4, 4), (2, 2)]
+    assert level_sizes(48, 40, 3) == [(48, 40), (24, 20), (12, 10), (6, 5)]
+
+
+def test_too_many_levels_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"6 levels, too many for 28x28 images.*at most 5"):
+        VAE(_conv([4] * 6), (1, 28, 28))
+    VAE(_conv([4] * 5), (1, 28, 28))  # 28 -> ... -> 1 still has a last level worth having
+
+
+def test_blocks_per_level_adds_residual_blocks() -> None:
+    shape = (3, 32, 32)
+    plain, deep = VAE(_conv([8, 16], blocks_per_level=0), shape), VAE(
+        _conv([8, 16], blocks_per_level=2), shape)
+    blocks = sum(type(m).__name__ == "ResBlock" for m in deep.modules())
+    assert blocks == 2 * 2 * 2  # two per level, in the encoder and in the decoder
+    assert _n_params(deep) > _n_params(plain)
+    assert not any(type(m).__name__ == "ResBlock" for m in plain.modules())
+
+
+@pytest.mark.parametrize("size", [(5, 7), (32, 32)])  # the two forward paths (see conv.py)
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("act", [False, True])
+def test_group_norm_matches_torch_in_value_and_gradient(size: tuple[int, int],
+                                                        layout: torch.memory_format,
+                                                        act: bool) -> None:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 8, *size, generator=g, dtype=torch.float64).to(memory_format=layout)
+    w = torch.randn(8, generator=g, dtype=torch.float64)
+    b = torch.randn(8, generator=g, dtype=torch.float64)
+    gy = torch.randn(2, 8, *size, generator=g, dtype=torch.float64)
+    ours_in = [t.clone().requires_grad_(True) for t in (x, w, b)]
+    ref_in = [t.clone().requires_grad_(True) for t in (x, w, b)]
+    ours = _GroupNormAct.apply(*ours_in, 4, 1e-5, act)
+    ref = F.group_norm(ref_in[0], 4, ref_in[1], ref_in[2], 1e-5)
+    ref = F.silu(ref) if act else ref
+    assert ours.is_contiguous(memory_format=layout)  # the layout it came in
+    torch.testing.assert_close(ours, ref)
+    ours.backward(gy)
+    ref.backward(gy)
+    for a, r in zip(ours_in, ref_in, strict=True):
+        torch.testing.assert_close(a.grad, r.grad)
+    assert ours_in[0].grad.is_contiguous(memory_format=layout)
+
+
+def test_group_norm_gradcheck() -> None:
+    x = torch.randn(2, 4, 3, 3, dtype=torch.float64).to(memory_format=torch.channels_last)
+    w, b = torch.randn(4, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda *t: _GroupNormAct.apply(*t, 2, 1e-5, True),
+                                    [t.requires_grad_(True) for t in (x, w, b)])
+
+
+def test_group_norm_in_bf16_stays_close_to_float32() -> None:
+    norm = GroupNorm(8, 32, act=True)
+    x = torch.randn(4, 32, 16, 16).to(memory_format=torch.channels_last)
+    y = norm(x.bfloat16())
+    assert y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=torch.channels_last)
+    ref = F.silu(F.group_norm(x, 8, norm.weight, norm.bias))
+    assert (y.float() - ref).abs().max() < 0.05  # bf16 keeps ~3 significant digits
+    y.float().sum().backward()
+    assert norm.weight.grad is not None and norm.weight.grad.dtype == torch.float32
+
+
+def test_channels_last_gives_the_same_model() -> None:
+    torch.manual_seed(0)
+    model = VAE(_conv([8, 16], blocks_per_level=1), (3, 30, 30)).eval()
+    x = torch.rand(3, 3, 30, 30)
+    mu, logvar = model.encode(x)
+    params = model.decode(mu)
+    model.to(memory_format=torch.channels_last)
+    mu2, logvar2 = model.encode(x)
+    torch.testing.assert_close(mu2, mu, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(logvar2, logvar, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(model.decode(mu), params, atol=1e-5, rtol=1e-4)
+
+
+def test_conditional_conv_encoder_and_decoder_see_the_label() -> None:
+    torch.manual_seed(0)
+    model = VAE(_conv([8, 16], conditional=True, label_dim=4), (1, 28, 28), num_classes=3)
+    assert model.encoder.out_features == model.encoder.flat_features + 4
+    x = torch.rand(2, 1, 28, 28)
+    mu0, _ = model.encode(x, torch.tensor([0, 0]))
+    mu1, _ = model.encode(x, torch.tensor([1, 1]))
+    assert not torch.allclose(mu0, mu1)
+    z = torch.randn(2, 6)
+    assert not torch.allclose(model.decode(z, torch.tensor([0, 0])),
+                              model.decode(z, torch.tensor([2, 2])))
+    with pytest.raises(ValueError, match="conditional"):
+        model.encode(x)
+
+
+def test_bf16_autocast_keeps_the_posterior_and_kl_in_float32() -> None:
+    torch.manual_seed(0)
+    model = VAE(_conv([8, 16], blocks_per_level=1, likelihood="gaussian", learn_scale=True),
+                (3, 32, 32)).to(memory_format=torch.channels_last)
+    x = torch.rand(4, 3, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x, generator=torch.Generator().manual_seed(0))
+        terms, kl_per_dim = model.elbo_terms(x, out=out)
+    assert out.params.dtype == torch.bfloat16  # the network itself runs in bf16
+    assert out.mu.dtype == out.logvar.dtype == kl_per_dim.dtype == torch.float32
+    assert terms.recon.dtype == torch.float32
+    loss = (terms.recon + terms.kl).mean()
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_conv_vae_trains_in_bf16_and_round_trips_through_a_checkpoint(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path / "run", **{
+        "model.arch": "conv", "model.channels": [8, 16], "model.blocks_per_level": 1,
+        "model.latent_dim": 4, "train.epochs": 3, "train.precision": "bf16",
+        "optim.lr": 0.003})
+    run = vaekit.train(cfg)
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert records[-1]["train_nelbo"] < records[0]["train_nelbo"]  # it learns
+    model = vaekit.load(run)
+    x = torch.rand(2, 1, 28, 28)
+    again = vaekit.load(run)
+    torch.testing.assert_close(model.reconstruct(x), again.reconstruct(x))
+    assert model.cfg.arch == "conv"
+
+
+# -- presets ----------------------------------------------------------------------------------
+FACES128_PARAMS = 12_122_947
+
+
+def test_faces128_preset_is_the_stated_system() -> None:
+    cfg = load_config("faces128")
+    model = VAE(cfg.model, (3, cfg.data.image_size, cfg.data.image_size))
+    assert _n_params(model) == FACES128_PARAMS
+    text = resolve_config_path("faces128").read_text()
+    assert f"{FACES128_PARAMS:,}" in text  # the comment states the exact count
+    assert (cfg.data.image_size, cfg.data.channels) == (128, 3)
+    assert cfg.model.likelihood == "laplace" and cfg.loss.beta == 0.02
+    assert cfg.loss.perceptual == "lpips-vgg"
+    assert cfg.loss.perceptual_weight == 128 * 128 * 3
+
+
+def _write_folder(root: Path, n: int, size: int) -> Path:
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        label = ("a", "b")[i % 2]
+        (root / label).mkdir(parents=True, exist_ok=True)
+        coarse = rng.integers(0, 256, (size // 16, size // 16, 3), dtype=np.uint8)
+        image = np.kron(coarse, np.ones((16, 16, 1), dtype=np.uint8))
+        Image.fromarray(image).save(root / label / f"{i:03d}.png")
+    return root
+
+
+def test_faces128_runs_end_to_end_on_a_folder(tmp_path: Path) -> None:
+    folder = _write_folder(tmp_path / "faces", 6, 128)
+    out = tmp_path / "run"
+    result = run_cli("train", "--config", "faces128", "--data", str(folder), "--out", str(out),
+                     "--epochs", "1", "--batch-size", "4", "--data.test_fraction", "0.34",
+                     "--train.progress", "false", "--train.eval_batch_size", "4",
+                     "--loss.perceptual_backbone_weights", "random",
+                     "--loss.perceptual_lin_weights", "random", timeout=300)
+    assert result.returncode == 0, result.stderr
+    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["step"] == 1 and math.isfinite(record["test_nelbo"])
+    model = vaekit.load(out)
+    assert model.input_shape == (3, 128, 128) and _n_params(model) == FACES128_PARAMS
+    assert model.class_names == ["a", "b"]
+
+
+def test_shapes64_preset_is_a_small_conv_model() -> None:
+    cfg = load_config("shapes64")
+    assert cfg.model.arch == "conv" and cfg.data.image_size == 64
+    assert _n_params(VAE(cfg.model, (3, 64, 64))) < 5_000_000
+
+
+# -- class-conditional sampling from the CLI ---------------------------------------------------
+@pytest.fixture(scope="module")
+def conditional_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny conditional conv VAE on the noise images, its 10 labels renamed."""
+    from vaekit.data.sources import make_noise
+    cfg = tiny_config(tmp_path_factory.mktemp("cond") / "run", **{
+        "model.arch": "conv", "model.channels": [8, 16], "model.conditional": True,
+        "model.label_dim": 4, "train.epochs": 2})
+    noise = make_noise(cfg.data, seed=0)
+    names = [f"class-{chr(ord('a') + i)}" for i in range(10)]
+    data = Dataset("noise", noise.x_train, noise.x_test, noise.y_train, noise.y_test, names)
+    return vaekit.train(cfg, data=data)
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """`vaekit ARGS` in this process: (exit status, stderr)."""
+    from vaekit.cli import main
+    code = main(list(args))
+    return code, capsys.readouterr().err
+
+
+def test_sample_a_class_by_name_or_by_index(conditional_run: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    paths = {}
+    for key, label in (("name", "class-d"), ("index", "3"), ("other", "class-h")):
+        paths[key] = tmp_path / f"{key}.png"
+        code, err = _cli(capsys, "sample", str(conditional_run), "--label", label, "--n", "8",
+                         "--seed", "1", "--out", str(paths[key]))
+        assert code == 0, err
+    images = {k: np.asarray(Image.open(p)) for k, p in paths.items()}
+    assert np.array_equal(images["name"], images["index"])  # class-d is class 3
+    assert not np.array_equal(images["name"], images["other"])  # the label steers the decoder
+
+
+@pytest.mark.parametrize(("args", "needles"), [
+    (("--label", "class-z"), ("--label 'class-z' is not a class", "class-a, class-b")),
+    (("--label", "10"), ("--label '10' is not a class",)),
+    ((), ("class-conditional: pass --label",)),
+])
+def test_sample_a_label_the_model_lacks_is_one_clear_line(
+        conditional_run: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...],
+        needles: tuple[str, ...]) -> None:
+    code, err = _cli(capsys, "sample", str(conditional_run), *args)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1 and len(lines) == 1 and "Traceback" not in err, err
+    assert all(n in lines[0] for n in needles), lines[0]
+
+
+def test_sample_cli_error_in_a_fresh_process(conditional_run: Path) -> None:
+    assert_clean_error(run_cli("sample", str(conditional_run), "--label", "class-z"),
+                       "class-z")
