@@ -66,7 +66,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="also the FID of prior samples against the test set, with the "
                    "Inception network (needs vaekit[inception] and its weights) or a seeded "
                    "random feature network (comparable only between vaekit runs)")
-    p.add_argument("--fid-samples", type=int, default=10000, metavar="N")
+    p.add_argument("--fid-samples", type=int, default=10000, metavar="N",
+                   help="prior samples, and test images, the FID compares (default 10000)")
     p.add_argument("--fid-weights", metavar="PATH", help="a local copy of the Inception "
                    "weights (pt_inception-2015-12-05-6726825d.pth)")
     p.add_argument("--batch-size", type=int, default=1000)
