@@ -239,6 +239,14 @@ def evaluate(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, *,
     try:
         xf = check_input(x, model)
         dims = math.prod(model.input_shape)
+        fid_stats: dict[str, Any] = {}
+        if fid is not None:  # first: a missing extra or missing weights fail before the rest
+            started = time.perf_counter()
+            fid_stats["fid"] = metrics.fid(model, xf, y, feature=fid, n=fid_samples,
+                                           seed=seed, batch_size=batch_size,
+                                           weights=fid_weights)
+            fid_stats["fid_features"] = fid if isinstance(fid, str) else type(fid).__name__
+            seconds["fid"] = time.perf_counter() - started
         started = time.perf_counter()
         stats: dict[str, Any] = elbo_stats(model, xf, y, batch_size, seed)
         stats["n"] = int(xf.shape[0])
@@ -269,14 +277,9 @@ def evaluate(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, *,
             stats["active_units"] = au.count
             stats["activity"] = au.activity.tolist()
             seconds["latent_metrics"] = time.perf_counter() - started
-        if fid is not None:
-            started = time.perf_counter()
-            stats["fid"] = metrics.fid(model, xf, y, feature=fid, n=fid_samples, seed=seed,
-                                       batch_size=batch_size, weights=fid_weights)
-            stats["fid_features"] = fid if isinstance(fid, str) else type(fid).__name__
-            seconds["fid"] = time.perf_counter() - started
     finally:
         model.train(was_training)
+    stats.update(fid_stats)
     stats["seconds"] = seconds
     return stats
 
