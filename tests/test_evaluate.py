@@ -4,6 +4,7 @@ and `evaluate` / `vaekit evaluate` reporting every number."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -259,5 +260,5 @@ def test_cli_evaluate_prints_and_emits_the_same_numbers(trained_run: Path) -> No
         assert needle in text, text
     assert_clean_error(run_cli("evaluate", str(trained_run), "--fid-samples", "0"),
                        "--fid-samples")
-    # no torch-fidelity or no Inception weights here: one line that names the way out
-    assert_clean_error(run_cli("evaluate", str(trained_run), "--fid"), "--fid random")
+    if importlib.util.find_spec("torch_fidelity") is None:  # the Inception path cannot run
+        assert_clean_error(run_cli("evaluate", str(trained_run), "--fid"), "--fid random")
