@@ -117,8 +117,10 @@ class TrainConfig:
     seed: int = opt(0, "seed of every random draw of the run", flag="--seed")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto (cuda when available)",
                       flag="--device")
-    precision: str = opt("fp32", "matmul precision: fp32, bf16 autocast, or fp16 autocast "
-                         "with a gradient scaler (CUDA)", choices=("fp32", "bf16", "fp16"))
+    precision: str = opt("fp32", "matmul precision: fp32, bf16 autocast, fp16 autocast "
+                         "with a gradient scaler (CUDA), or auto (bf16 where the hardware "
+                         "runs it natively: AMX/AVX512-BF16 CPUs, bf16 GPUs; else fp32)",
+                         choices=("fp32", "bf16", "fp16", "auto"))
     threads: int = opt(0, "CPU threads for torch (0: torch's default)", min=0)
     out: str = opt("", "run directory (empty: runs/<name>-<time>)", flag="--out")
     checkpoint_every: int = opt(0, "also save the resumable state every N steps (0: at the "

@@ -31,13 +31,16 @@ def kl_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 
 def reparameterize(mu: torch.Tensor, logvar: torch.Tensor,
-                   generator: torch.Generator | None = None, samples: int = 0) -> torch.Tensor:
+                   generator: torch.Generator | None = None, samples: int = 0,
+                   eps: torch.Tensor | None = None) -> torch.Tensor:
     """z = mu + exp(0.5 * logvar) * eps, eps ~ N(0, I): the reparameterization trick.
 
-    With `samples` = K > 0 the result has a leading sample axis: (K, B, D).
+    With `samples` = K > 0 the result has a leading sample axis: (K, B, D). `eps` given
+    (shaped like mu) replaces the draw: DDP ranks pass their rows of the global batch's.
     """
-    shape = mu.shape if samples == 0 else (samples, *mu.shape)
-    eps = torch.randn(shape, generator=generator, device=mu.device, dtype=torch.float32)
+    if eps is None:
+        shape = mu.shape if samples == 0 else (samples, *mu.shape)
+        eps = torch.randn(shape, generator=generator, device=mu.device, dtype=torch.float32)
     return mu.float() + torch.exp(0.5 * clamp_logvar(logvar)) * eps
 
 

@@ -9,9 +9,9 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from tqdm.auto import tqdm
@@ -19,11 +19,14 @@ from tqdm.auto import tqdm
 from . import checkpoint, fileio, objectives, viz
 from .config import Config, validate
 from .data import Dataset, batch_indices, epoch_permutation, load_data, to_float
+from .data.dataset import gather, resident
 from .errors import ConfigError, DataError, TrainingDiverged, TrainingInterrupted, VaekitError
 from .evaluate import elbo_stats
 from .models import VAE
 from .tracking import Tracker
 
+T = TypeVar("T")
+SYNC_EVERY = 25  # steps between reads of the step records (the only host syncs on GPU)
 RUN_FILES = ("config.yaml", checkpoint.CONFIG_FILE, checkpoint.MODEL_FILE, checkpoint.STATE_FILE,
              "metrics.jsonl", "samples.png", "reconstructions.png", "report.html",
              # pictures of `vaekit report` and the picture commands (figures.FILES)
@@ -79,10 +82,47 @@ class Dist:
         td.all_reduce(t, op=td.ReduceOp.MAX)
         return bool(t.item() > 0)
 
-    def teardown(self) -> None:
+    def max_(self, t: torch.Tensor) -> torch.Tensor:
+        """t, in place, as its elementwise maximum over the ranks."""
         if self.enabled:
             import torch.distributed as td
+            td.all_reduce(t, op=td.ReduceOp.MAX)
+        return t
+
+    def mean_(self, t: torch.Tensor) -> torch.Tensor:
+        """t, in place, as its mean over the ranks (equal shards: the global-batch mean)."""
+        if self.enabled:
+            import torch.distributed as td
+            td.all_reduce(t, op=td.ReduceOp.SUM)
+            t /= self.world
+        return t
+
+    def share(self, make: Callable[[], T]) -> T:
+        """make() run on rank 0 only; every rank gets its result, or raises its error."""
+        if not self.enabled:
+            return make()
+        import torch.distributed as td
+        box: list[Any] = [None]
+        if self.main:
+            try:
+                box[0] = make()
+            except VaekitError as e:
+                box[0] = e
+        td.broadcast_object_list(box, src=0)
+        if isinstance(box[0], VaekitError):
+            raise box[0]
+        return box[0]
+
+    def teardown(self, finished: bool = False) -> None:
+        """Leave the process group; `finished` ranks first wait for each other."""
+        if self.enabled:
+            import gc
+
+            import torch.distributed as td
             if td.is_initialized():
+                if finished:  # rank 0 may still be writing; leave together
+                    td.barrier()
+                gc.collect()  # free the DDP reducer (and its hold on the group) first
                 td.destroy_process_group()
 
 
@@ -150,6 +190,14 @@ def make_optimizer(model: torch.nn.Module, config: Config, device: torch.device
     return kinds[o.name](params, **kwargs)
 
 
+def _grad_norm(params: list[torch.nn.Parameter], clip: float) -> torch.Tensor:
+    """The total gradient norm, left on the device; clips the gradients to it when > 0."""
+    if clip > 0:
+        return torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
+    grads = [p.grad for p in params if p.grad is not None]
+    return torch.nn.utils.get_total_norm(grads, foreach=True)  # no multiply-by-1 pass
+
+
 def make_schedule(optimizer: torch.optim.Optimizer, config: Config, total_steps: int
                   ) -> torch.optim.lr_scheduler.LambdaLR:
     import math
@@ -164,6 +212,19 @@ def make_schedule(optimizer: torch.optim.Optimizer, config: Config, total_steps:
         return 1.0
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' -> 'bf16' where bf16 matmuls run natively (faster than fp32), else 'fp32'."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    try:  # emulated bf16 (no AMX / AVX512-BF16) is slower than fp32
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return "fp32"
+    return "bf16" if "amx_bf16" in flags or "avx512_bf16" in flags else "fp32"
 
 
 def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
@@ -235,22 +296,25 @@ def train(config: Config, *, resume: bool = False, overwrite: bool = False,
     t = config.train
     if t.threads:
         torch.set_num_threads(t.threads)
+    if t.batch_size % dist.world:
+        raise ConfigError(f"train.batch_size {t.batch_size} must be divisible by the "
+                          f"{dist.world} processes")
     device = dist.setup(resolve_device(t.device))
     if device.type == "cpu":
         torch.set_flush_denormal(True)  # denormals cost ~100x on x86; measured in benchmarks/
     if t.precision == "fp16" and device.type != "cuda":
+        dist.teardown()
         raise ConfigError("train.precision fp16 needs CUDA; use bf16 on the CPU")
-    if t.batch_size % dist.world:
-        raise ConfigError(f"train.batch_size {t.batch_size} must be divisible by the "
-                          f"{dist.world} processes")
-    run_dir = prepare_run_dir(config, resume, overwrite) if dist.main else Path(
-        config.train.out or ".")
+    # rank 0 names and prepares the run directory (its default name has a timestamp)
+    run_dir = dist.share(lambda: prepare_run_dir(config, resume, overwrite))
     show = t.progress and dist.main
     try:
         if data is None:
             data = load_data(config.data, seed=t.seed, progress=show)
         check_data(data, config)
-        return _train(config, data, run_dir, device, dist, resume, show)
+        run = _train(config, data, run_dir, device, dist, resume, show)
+        dist.teardown(finished=True)
+        return run
     except RuntimeError as e:  # torch.OutOfMemoryError is a RuntimeError too
         if not _is_out_of_memory(e):
             raise
@@ -279,7 +343,8 @@ def _train(config: Config, data: Dataset, run_dir: Path, device: torch.device, d
     n_train = data.x_train.shape[0]
     steps_per_epoch = len(batch_indices(torch.arange(n_train), t.batch_size))
     schedule = make_schedule(optimizer, config, steps_per_epoch * t.epochs)
-    scaler = torch.amp.GradScaler("cuda", enabled=t.precision == "fp16")
+    precision = resolve_precision(t.precision, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
     generator = torch.Generator(device=device).manual_seed(t.seed)
     perceptual = None
     if config.loss.perceptual != "none":
@@ -309,22 +374,63 @@ def _train(config: Config, data: Dataset, run_dir: Path, device: torch.device, d
             print(f"resuming {run_dir} at epoch {start_epoch + 1}, step {start_step}",
                   file=sys.stderr)
 
-    net: torch.nn.Module = model
+    # the objective is a module so that DDP wraps the whole forward pass (and its hooks)
+    net: torch.nn.Module = objectives.Objective(model, config.loss, perceptual)
     if dist.enabled:
         net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            net, device_ids=[device.index] if device.type == "cuda" else None)
+    shard = (dist.rank, dist.world) if dist.enabled else None
 
     if dist.main:
         fileio.write_text(run_dir / "config.yaml", config.to_yaml())
     tracker = Tracker(run_dir, config, enabled=dist.main, resume=resume)
-    x_train = data.x_train.to(device)  # moved once; batches are gathered on the device
-    y_train = data.y_train.to(device) if data.y_train is not None else None
+    x_train = resident(data.x_train, device)  # moved once when it fits; gathered there
+    y_train = data.y_train.to(x_train.device) if data.y_train is not None else None
     binarize = config.data.binarize == "dynamic"
     params = [p for p in model.parameters() if p.requires_grad]
-    clip = config.optim.grad_clip or float("inf")  # inf: measure the norm, clip nothing
+    # on a GPU, reading the skip flag every step would stall the queue: fused kernels take
+    # it as a tensor (found_inf) instead; on the CPU reading it is free, found_inf is not
+    skip_on_device = (device.type != "cpu" and bool(optimizer.defaults.get("fused"))
+                      and not scaler.is_enabled())
     consecutive_skips = 0
+    pending: list[torch.Tensor] = []  # per-step records still on the device
+    sums = [0.0] * 5  # this epoch's nelbo, recon, kl, grad norm, applied updates
+    bar = tqdm(disable=True)
+
+    def flush() -> None:
+        """Read the pending steps' records (one sync): sums, skipped updates, divergence."""
+        nonlocal skipped_total, consecutive_skips
+        if not pending:
+            return
+        rows = dist.mean_(torch.stack(pending).double()).tolist()  # global-batch means
+        pending.clear()
+        skipped = 0
+        for i, (_loss, nelbo, recon, kl, norm, bad) in enumerate(rows):
+            if not bad:
+                consecutive_skips = 0
+                for j, v in enumerate((nelbo, recon, kl, norm, 1.0)):
+                    sums[j] += v
+                continue
+            skipped += 1  # never written into the weights (openai/vdvae's guard)
+            consecutive_skips += 1
+            if consecutive_skips >= t.max_skipped:
+                bar.close()
+                tracker.close()
+                raise TrainingDiverged(
+                    f"training diverged: {consecutive_skips} consecutive non-finite updates "
+                    f"up to step {global_step - len(rows) + i + 1}; the last good checkpoint "
+                    f"in {run_dir} is kept. Lower --lr or set optim.grad_clip")
+        skipped_total += skipped
+        if skipped and skip_on_device:  # the schedule counts applied updates only
+            schedule.last_epoch -= skipped + 1
+            schedule.step()
+        bar.update(len(rows))
+        if show:
+            rate = (bar.n - first) * t.batch_size / max(time.perf_counter() - started, 1e-9)
+            bar.set_postfix(loss=f"{rows[-1][0]:.2f}", samples_s=f"{rate:,.0f}", refresh=False)
 
     def save_state(epoch: int, step_in_epoch: int) -> None:
+        flush()
         if not dist.main:
             return
         checkpoint.save_state(state_path, {
@@ -337,10 +443,11 @@ def _train(config: Config, data: Dataset, run_dir: Path, device: torch.device, d
     stop = StopFlag()
     with stop.installed():
         for epoch in range(start_epoch, t.epochs):
-            batches = batch_indices(epoch_permutation(n_train, t.seed, epoch), t.batch_size)
+            order = epoch_permutation(n_train, t.seed, epoch).to(x_train.device)
+            batches = batch_indices(order, t.batch_size)
             first = start_step if epoch == start_epoch else 0
             model.train()
-            sums = torch.zeros(4, dtype=torch.float64)  # nelbo, recon, kl, count
+            sums[:] = [0.0] * 5
             started = time.perf_counter()
             bar = tqdm(total=len(batches), initial=first, disable=not show, leave=False,
                        desc=f"epoch {epoch + 1}/{t.epochs}", unit="step")
@@ -355,57 +462,48 @@ def _train(config: Config, data: Dataset, run_dir: Path, device: torch.device, d
                         f"interrupted at epoch {epoch + 1}, step {step_in_epoch}; state saved "
                         f"in {run_dir}. Resume with: vaekit train --config "
                         f"{run_dir / 'config.yaml'} --out {run_dir} --resume", code)
-                idx = batches[step_in_epoch].to(device)
-                if dist.enabled:
-                    idx = idx[dist.rank::dist.world]  # a disjoint shard of the global batch
-                x = to_float(x_train[idx])  # (B, C, H, W) float in [0, 1]
+                idx = batches[step_in_epoch]
+                x = gather(x_train, idx, device)  # (B, C, H, W) float in [0, 1]
                 if binarize:
                     x = torch.bernoulli(x, generator=generator)
-                y = y_train[idx] if y_train is not None else None
-                with _autocast(device, t.precision):
-                    terms = objectives.compute(net if dist.enabled else model, x, y,
-                                               config.loss, global_step, generator, perceptual)
+                y = y_train[idx].to(device) if y_train is not None else None
+                if dist.enabled:  # this rank's disjoint shard, binarized as one process would
+                    x = x[dist.rank::dist.world]
+                    y = y[dist.rank::dist.world] if y is not None else None
+                with _autocast(device, precision):
+                    terms = net(x, y, global_step, generator, shard)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(terms.loss).backward()
                 scaler.unscale_(optimizer)
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
-                if torch.isfinite(grad_norm) and torch.isfinite(terms.loss):
+                grad_norm = _grad_norm(params, config.optim.grad_clip)
+                # 1.0 when the loss or the gradient is not finite: then no update may happen
+                bad = dist.max_((~torch.isfinite(terms.loss.detach() + grad_norm)).float())
+                if skip_on_device:
+                    optimizer.found_inf = bad  # type: ignore[attr-defined]
+                    optimizer.step()
+                    schedule.step()  # flush() takes back the steps that turn out skipped
+                elif not bad.item():  # CPU, unfused optimizers, fp16's scaler
                     scaler.step(optimizer)
-                    scaler.update()
                     schedule.step()  # the schedule counts applied updates
-                    consecutive_skips = 0
-                    sums += torch.stack([terms.nelbo.double().cpu(), terms.recon.double().cpu(),
-                                         terms.kl.double().cpu(),
-                                         torch.tensor(1.0, dtype=torch.float64)])
-                else:  # never write NaN into the weights (openai/vdvae's guard)
-                    skipped_total += 1
-                    consecutive_skips += 1
-                    scaler.update()
-                    if consecutive_skips >= t.max_skipped:
-                        bar.close()
-                        tracker.close()
-                        raise TrainingDiverged(
-                            f"training diverged: {consecutive_skips} consecutive non-finite "
-                            f"updates up to step {global_step}; the last good checkpoint in "
-                            f"{run_dir} is kept. Lower --lr or set optim.grad_clip")
+                scaler.update()
+                pending.append(torch.stack([terms.loss.detach(), terms.nelbo, terms.recon,
+                                            terms.kl, grad_norm, bad]))
                 global_step += 1
-                if show and (step_in_epoch % 20 == 0 or step_in_epoch == len(batches) - 1):
-                    rate = (step_in_epoch - first + 1) * t.batch_size / max(
-                        time.perf_counter() - started, 1e-9)
-                    bar.set_postfix(loss=f"{float(terms.loss.detach()):.2f}", samples_s=f"{rate:,.0f}",
-                                    refresh=False)
-                bar.update(1)
                 if t.checkpoint_every and global_step % t.checkpoint_every == 0:
                     save_state(epoch, step_in_epoch + 1)
+                elif len(pending) >= SYNC_EVERY:
+                    flush()
+            flush()
             bar.close()
             seconds = time.perf_counter() - started
-            done = sums[3].item()
+            done = sums[4]
             record: dict[str, Any] = {
                 "epoch": epoch + 1, "step": global_step, "seconds": seconds,
                 "samples_per_s": (len(batches) - first) * t.batch_size / max(seconds, 1e-9),
-                "train_nelbo": sums[0].item() / done if done else float("nan"),
-                "train_recon": sums[1].item() / done if done else float("nan"),
-                "train_kl": sums[2].item() / done if done else float("nan"),
+                "train_nelbo": sums[0] / done if done else float("nan"),
+                "train_recon": sums[1] / done if done else float("nan"),
+                "train_kl": sums[2] / done if done else float("nan"),
+                "train_grad_norm": sums[3] / done if done else float("nan"),
                 "skipped_updates": skipped_total, "lr": schedule.get_last_lr()[0]}
             if dist.main and ((epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs):
                 model.eval()

@@ -47,8 +47,36 @@ class Dataset:
 def to_float(x: torch.Tensor) -> torch.Tensor:
     """uint8 (N, C, H, W) -> float32 in [0, 1]; float input passes through."""
     if x.dtype == torch.uint8:
-        return x.float().div_(255.0)
+        return x.div(255.0)  # one pass: uint8 / float promotes to float32 (= x.float() / 255)
     return x.float()
+
+
+def resident(x: torch.Tensor, device: torch.device, max_fraction: float = 0.5) -> torch.Tensor:
+    """x on `device` once, when it fits; else x where it is (batches then travel one by one).
+
+    On CUDA the copy must leave room for training: at most `max_fraction` of the free
+    memory. Memory-mapped folder caches larger than that stay on the host.
+    """
+    if x.device == device or device.type != "cuda":
+        return x.to(device)
+    free, _ = torch.cuda.mem_get_info(device)
+    if x.numel() * x.element_size() <= max_fraction * free:
+        return x.to(device)
+    return x
+
+
+def gather(x: torch.Tensor, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Images x[idx] as float32 in [0, 1] on `device`, (B, C, H, W).
+
+    `index_select` copies whole rows (~15x faster than advanced indexing on CPU). Host
+    data bound for a GPU goes through page-locked memory so the copy runs asynchronously.
+    """
+    if x.device == device:
+        return to_float(x.index_select(0, idx))
+    rows = x.index_select(0, idx.to(x.device))
+    if device.type == "cuda":
+        rows = rows.pin_memory()
+    return to_float(rows.to(device, non_blocking=True))
 
 
 def as_uint8_images(array: np.ndarray, source: str) -> np.ndarray:

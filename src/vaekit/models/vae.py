@@ -85,9 +85,10 @@ class VAE(nn.Module):
         return self.decoder(z)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> VAEOutput:
+                generator: torch.Generator | None = None,
+                eps: torch.Tensor | None = None) -> VAEOutput:
         mu, logvar = self.encode(x, y)
-        z = losses.reparameterize(mu, logvar, generator)
+        z = losses.reparameterize(mu, logvar, generator, eps=eps)
         return VAEOutput(mu, logvar, z, self.decode(z, y))
 
     # -- the likelihood -------------------------------------------------------------------
@@ -126,11 +127,12 @@ class VAE(nn.Module):
         return terms, kl_per_dim
 
     def log_importance_weights(self, x: torch.Tensor, k: int, y: torch.Tensor | None = None,
-                               generator: torch.Generator | None = None) -> torch.Tensor:
+                               generator: torch.Generator | None = None,
+                               eps: torch.Tensor | None = None) -> torch.Tensor:
         """log p(x, z_k) - log q(z_k|x) for z_k ~ q(z|x), as (K, B), all K in one batch."""
         b = x.shape[0]
         mu, logvar = self.encode(x, y)
-        z = losses.reparameterize(mu, logvar, generator, samples=k)  # (K, B, D)
+        z = losses.reparameterize(mu, logvar, generator, samples=k, eps=eps)  # (K, B, D)
         y_rep = None if y is None else torch.as_tensor(y, device=x.device).repeat(k)
         params = self.decode(z.reshape(k * b, -1), y_rep)  # (K*B, C*k, H, W)
         x_rep = x.unsqueeze(0).expand(k, *x.shape).reshape(k * b, *x.shape[1:])

@@ -1,0 +1,89 @@
+"""The CUDA paths of training: data moved to the GPU once (or fed through pinned memory
+when it does not fit), bf16 and fp16 autocast, and the non-finite guard on the device.
+
+These run only where CUDA is present; on a CPU-only machine every test here is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import vaekit
+from vaekit import objectives
+from vaekit.data.dataset import gather, resident
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
+                                reason="needs a CUDA GPU; this machine has none (CPU-only torch)")
+CUDA = torch.device("cuda")
+
+
+def _records(run: Path) -> list[dict]:
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_training_data_is_moved_to_the_gpu_once_when_it_fits() -> None:
+    x = torch.randint(0, 256, (64, 1, 8, 8), dtype=torch.uint8)
+    on_gpu = resident(x, CUDA)
+    assert on_gpu.device.type == "cuda" and torch.equal(on_gpu.cpu(), x)
+    idx = torch.tensor([3, 1, 60], device=CUDA)
+    batch = gather(on_gpu, idx, CUDA)
+    assert batch.device.type == "cuda" and batch.dtype == torch.float32
+    assert torch.equal(batch.cpu(), x[[3, 1, 60]].float() / 255)
+
+
+def test_data_too_big_for_the_gpu_stays_on_the_host_and_goes_through_pinned_memory(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    x = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (x.numel(), x.numel()))
+    host = resident(x, CUDA)  # would take all the free memory: stays where it is
+    assert host.device.type == "cpu"
+    pinned = []
+    original = torch.Tensor.pin_memory
+
+    def spy(self: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        out = original(self, *args, **kwargs)
+        pinned.append(out.is_pinned())
+        return out
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", spy)
+    batch = gather(host, torch.tensor([5, 0, 63]), CUDA)
+    torch.cuda.synchronize()
+    assert pinned == [True] and batch.device.type == "cuda"
+    assert torch.equal(batch.cpu(), x[[5, 0, 63]].float() / 255)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_training_on_the_gpu_learns_in_every_precision(tiny, precision: str) -> None:
+    run = vaekit.train(tiny(precision, **{"train.device": "cuda", "train.precision": precision,
+                                          "train.epochs": 3}))
+    records = _records(run)
+    assert records[-1]["train_nelbo"] < records[0]["train_nelbo"]
+    assert records[-1]["skipped_updates"] <= 2  # fp16: the scaler may overflow at first
+    model = vaekit.load(run)
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values())
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_non_finite_steps_on_the_gpu_are_skipped_and_counted(
+        tiny, monkeypatch: pytest.MonkeyPatch, precision: str) -> None:
+    # fp32 takes the skip decision on the device (fused Adam's found_inf), fp16 the scaler's
+    original = objectives.compute
+    calls = []
+
+    def nan_on_odd_steps(*args: object, **kwargs: object) -> objectives.StepTerms:
+        calls.append(1)
+        terms = original(*args, **kwargs)
+        if len(calls) % 2:
+            terms.loss = terms.loss * float("nan")
+        return terms
+
+    monkeypatch.setattr(objectives, "compute", nan_on_odd_steps)
+    run = vaekit.train(tiny("nan", **{"train.device": "cuda", "train.precision": precision,
+                                      "train.epochs": 2}))
+    assert _records(run)[-1]["skipped_updates"] >= 4  # 4 steps per epoch, every other NaN
+    model = vaekit.load(run)
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values())
