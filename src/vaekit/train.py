@@ -493,6 +493,13 @@ def _train(config: Config, data: Dataset, run_dir: Path, device: torch.device, d
                     save_state(epoch, step_in_epoch + 1)
                 elif len(pending) >= SYNC_EVERY:
                     flush()
+                if t.log_images_every and global_step % t.log_images_every == 0 and \
+                        tracker.active:  # trackers only: metrics.jsonl stays one line per epoch
+                    tracker.log_scalars({k: float(getattr(terms, k).detach()) for k in
+                                         ("loss", "nelbo", "recon", "kl")}, global_step)
+                    tracker.log_images(write_images(model, data, run_dir, seed=t.seed),
+                                       global_step)
+                    model.train()
             flush()
             bar.close()
             seconds = time.perf_counter() - started
