@@ -1,0 +1,103 @@
+"""Write docs/configuration.md from the config dataclasses, so the reference cannot drift.
+
+    python -m vaekit.docgen > docs/configuration.md
+
+tests/test_docs.py fails when the checked-in page differs from this output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any
+
+from . import config as cfg
+
+SECTION_TITLES = {
+    "name": "Top level",
+    "data": "`data`: what to train on",
+    "model": "`model`: the encoder, decoder and likelihood",
+    "loss": "`loss`: the objective",
+    "optim": "`optim`: the optimizer and its schedule",
+    "train": "`train`: the loop, the device, the run directory and trackers",
+}
+
+
+def _type_name(typ: Any) -> str:
+    if typing.get_origin(typ) is list:
+        return f"list[{typing.get_args(typ)[0].__name__}]"
+    return str(typ.__name__)
+
+
+def _default(f: dataclasses.Field[Any]) -> str:
+    if f.default is not dataclasses.MISSING:
+        value = f.default
+    else:
+        value = f.default_factory()  # type: ignore[misc]  # every non-default field has one
+    if isinstance(value, bool):
+        return "`true`" if value else "`false`"
+    if isinstance(value, list):
+        return "`[" + ", ".join(str(v) for v in value) + "]`"
+    if value == "":
+        return '`""`'
+    return f"`{value}`"
+
+
+def _constraints(f: dataclasses.Field[Any]) -> str:
+    meta = f.metadata
+    parts = []
+    if meta.get("choices"):
+        parts.append("one of " + ", ".join(f"`{c}`" for c in meta["choices"]))
+    if meta.get("min") is not None:
+        parts.append(("> " if meta.get("exclusive_min") else ">= ") + f"{meta['min']:g}")
+    return "; ".join(parts)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def render() -> str:
+    """The whole configuration reference as Markdown."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "<!-- Generated from src/vaekit/config.py by `python -m vaekit.docgen`; do not edit. -->",
+        "",
+        "Every option of a run, in one place. A preset or a YAML file (`--config NAME|PATH`)",
+        "sets some of them; every option is also a command-line flag, `--SECTION.FIELD VALUE`",
+        "(`--optim.schedule cosine`), and some have a short flag too. In Python, pass the same",
+        'dotted keys: `vaekit.load_config("noise-demo", {"train.epochs": 2})`. Lists are',
+        "written `--model.hidden 512,256` on the command line. The resolved configuration of",
+        "a run is saved as `RUN/config.yaml`.",
+        "",
+    ]
+    section = None
+    for key, f, typ in cfg.iter_fields():
+        head = key.split(".")[0] if "." in key else "name"
+        if head != section:
+            section = head
+            if lines[-1]:
+                lines.append("")
+            lines += [f"## {SECTION_TITLES[head]}", ""]
+            lines += ["| option | type | default | flag | constraints | meaning |"]
+            lines += ["|---|---|---|---|---|---|"]
+        flag = f"`{f.metadata['flag']}`" if f.metadata.get("flag") else ""
+        row = [
+            f"`{key}`",
+            _type_name(typ),
+            _default(f),
+            flag,
+            _constraints(f),
+            _cell(f.metadata["help"]),
+        ]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def main() -> None:
+    print(render(), end="")
+
+
+if __name__ == "__main__":
+    main()
