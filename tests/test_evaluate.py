@@ -253,7 +253,7 @@ def test_cli_evaluate_prints_and_emits_the_same_numbers(trained_run: Path) -> No
     data = load_data(model.run_config.data, seed=model.run_config.train.seed)
     api = vaekit.evaluate(model, data.x_test, iw_samples=5)
     for key in ("nelbo", "log_px", "log_px_stderr", "mse", "ssim", "active_units"):
-        assert stats[key] == pytest.approx(api[key], rel=1e-9), key
+        assert stats[key] == pytest.approx(api[key], rel=1e-6), key  # float32 sums
     text = run_cli("evaluate", str(trained_run), "--iw-samples", "5").stdout
     for needle in ("negative ELBO", "log p(x), K=5", f"{stats['log_px']:.3f}", "active units",
                    "SSIM", "KL per dimension"):
