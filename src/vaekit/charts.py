@@ -48,7 +48,8 @@ def nice_ticks(lo: float, hi: float, count: int = 5, integer: bool = False) -> l
     if integer:
         step = max(1.0, step)
     first = math.floor(lo / step + 1e-9) * step
-    ticks, v = [], first
+    ticks: list[float] = []
+    v = first
     while v <= hi + step * 1e-6 or len(ticks) < 2:
         ticks.append(round(v, 12))
         v += step
@@ -161,7 +162,7 @@ class Axes:
 
     def finish(self) -> Image.Image:
         return self.image.resize((self.image.width // SS, self.image.height // SS),
-                                 Image.LANCZOS)
+                                 Image.Resampling.LANCZOS)
 
 
 def _limits(values: Sequence[float], pad: float = 0.05) -> tuple[float, float]:

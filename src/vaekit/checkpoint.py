@@ -101,8 +101,8 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> VAE:
     model = VAE(config.model, tuple(meta["input_shape"]), meta["num_classes"])
     check_state_dict(model, tensors, str(run_dir / MODEL_FILE))
     model.load_state_dict(tensors, strict=True)
-    model.run_config = config  # type: ignore[assignment]
-    model.class_names = list(meta["class_names"])  # type: ignore[assignment]
+    model.run_config = config
+    model.class_names = list(meta["class_names"])
     return model.to(device).eval()
 
 

@@ -177,6 +177,13 @@ def iter_fields() -> typing.Iterator[tuple[str, dataclasses.Field[Any], type]]:
             yield f"{section}.{f.name}", f, sub_hints[f.name]
 
 
+def default_of(f: dataclasses.Field[Any]) -> Any:
+    """A field's default value (a fresh list for list fields)."""
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
 def _suggest(key: str, known: list[str]) -> str:
     close = difflib.get_close_matches(key, known, n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""

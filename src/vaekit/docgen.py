@@ -30,10 +30,7 @@ def _type_name(typ: Any) -> str:
 
 
 def _default(f: dataclasses.Field[Any]) -> str:
-    if f.default is not dataclasses.MISSING:
-        value = f.default
-    else:
-        value = f.default_factory()  # type: ignore[misc]  # every non-default field has one
+    value = cfg.default_of(f)
     if isinstance(value, bool):
         return "`true`" if value else "`false`"
     if isinstance(value, list):

@@ -19,7 +19,7 @@ import threading
 import traceback
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 
@@ -123,6 +123,11 @@ def _one(params: dict[str, list[str]], name: str, required: bool = True) -> str 
     return values[0]
 
 
+@overload
+def parse_index(params: dict[str, list[str]], name: str, n: int,
+                required: Literal[True] = True) -> int: ...
+@overload
+def parse_index(params: dict[str, list[str]], name: str, n: int, required: bool) -> int | None: ...
 def parse_index(params: dict[str, list[str]], name: str, n: int, required: bool = True
                 ) -> int | None:
     text = _one(params, name, required)
@@ -334,7 +339,7 @@ class Handler(BaseHTTPRequestHandler):
             method = _one(params, "method", required=False) or "linear"
             if method not in ("linear", "slerp"):
                 raise BadRequest(f"'method' must be linear or slerp; got {method[:20]!r}")
-            self._reply(ex.interpolate(a, b, int(steps_text), method), "image/png")  # type: ignore[arg-type]
+            self._reply(ex.interpolate(a, b, int(steps_text), method), "image/png")
 
 
 class ExplorerServer(ThreadingHTTPServer):

@@ -69,7 +69,7 @@ def log_gaussian(x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor | flo
     """log N(x; mean, exp(logvar)) summed per example; a fixed logvar makes it a scaled MSE."""
     if not torch.is_tensor(logvar):
         logvar = torch.tensor(float(logvar), device=x.device)
-    logvar = clamp_logvar(logvar)  # type: ignore[arg-type]
+    logvar = clamp_logvar(logvar)
     sq = (x.float() - mean.float()).pow(2)
     return -0.5 * (sq * torch.exp(-logvar) + logvar + LOG_2PI).flatten(1).sum(1)
 
@@ -79,7 +79,7 @@ def log_laplace(x: torch.Tensor, loc: torch.Tensor, logscale: torch.Tensor | flo
     """log Laplace(x; loc, exp(logscale)) summed per example; a fixed scale makes it an L1."""
     if not torch.is_tensor(logscale):
         logscale = torch.tensor(float(logscale), device=x.device)
-    logscale = logscale.float().clamp(0.5 * LOGVAR_MIN, 0.5 * LOGVAR_MAX)  # type: ignore[union-attr]
+    logscale = logscale.float().clamp(0.5 * LOGVAR_MIN, 0.5 * LOGVAR_MAX)
     absdiff = (x.float() - loc.float()).abs()
     return -(absdiff * torch.exp(-logscale) + logscale + math.log(2.0)).flatten(1).sum(1)
 

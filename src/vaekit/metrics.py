@@ -4,7 +4,9 @@ latent dimension, active units, and FID of prior samples (torchmetrics, an optio
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +16,9 @@ from . import losses
 from .data.dataset import to_float
 from .errors import ConfigError
 from .models import VAE
+
+if TYPE_CHECKING:  # the [metrics] extra, imported at run time only when FID is asked for
+    from torchmetrics.image.fid import FrechetInceptionDistance
 
 INCEPTION_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"  # the file torch-fidelity loads
 
@@ -135,11 +140,15 @@ def kl_per_dimension(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None,
     return losses.kl_standard_normal(mu, logvar).double().mean(0)
 
 
-class ActiveUnits(NamedTuple):
+@dataclass(frozen=True)
+class ActiveUnits:
     """Burda et al. (2015): unit d is active when A_d = Cov_x(E_q[z_d|x]) > threshold."""
 
     activity: torch.Tensor  # (D,) float64: the variance over x of each posterior mean
     count: int  # how many exceed the threshold
+
+    def __iter__(self) -> Iterator[torch.Tensor | int]:  # unpacks as (activity, count)
+        return iter((self.activity, self.count))
 
 
 def active_units(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None,
@@ -180,7 +189,7 @@ class RandomFeatures(nn.Module):
         return self.net(to_float(images))
 
 
-def _torchmetrics_fid() -> type:
+def _torchmetrics_fid() -> type[FrechetInceptionDistance]:
     try:
         from torchmetrics.image.fid import FrechetInceptionDistance
     except ImportError:
@@ -188,7 +197,7 @@ def _torchmetrics_fid() -> type:
     return FrechetInceptionDistance
 
 
-def _inception_metric(weights: str | None) -> nn.Module:
+def _inception_metric(weights: str | None) -> FrechetInceptionDistance:
     fid_cls = _torchmetrics_fid()
     try:
         return fid_cls(feature=2048, normalize=False, feature_extractor_weights_path=weights)
@@ -211,12 +220,15 @@ def fid_images(real: torch.Tensor, fake: torch.Tensor, feature: str | nn.Module 
     copy of its weights), 'random' (`RandomFeatures(seed=seed)`) or any nn.Module mapping
     images in [0, 1] to (N, F) features.
     """
+    prepare: Callable[[torch.Tensor], torch.Tensor]
     if feature == "inception":
         metric = _inception_metric(weights)
 
-        def prepare(t: torch.Tensor) -> torch.Tensor:  # InceptionV3 wants 3-channel uint8
+        def inception_input(t: torch.Tensor) -> torch.Tensor:  # InceptionV3: 3-channel uint8
             t = (to_float(t) * 255.0).round().to(torch.uint8)
             return t.expand(-1, 3, -1, -1) if t.shape[1] == 1 else t
+
+        prepare = inception_input
     else:
         if feature == "random":
             feature = RandomFeatures(real.shape[1], seed=seed)

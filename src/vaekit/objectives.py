@@ -46,17 +46,18 @@ def compute(model: VAE, x: torch.Tensor, y: torch.Tensor | None, cfg: LossConfig
     `shard` = (rank, world): x holds rows rank::world of a global batch (DDP); the noise
     is then drawn for the global batch (see `shard_noise`).
     """
-    sharded = shard is not None and shard[1] > 1
+    if shard is not None and shard[1] == 1:
+        shard = None  # one process: the plain noise
     b, d = x.shape[0], model.latent_dim
     if cfg.iw_samples > 1:
         k = cfg.iw_samples
-        eps = shard_noise((k, b, d), 1, shard, generator, x.device) if sharded else None
+        eps = shard_noise((k, b, d), 1, shard, generator, x.device) if shard else None
         log_w = model.log_importance_weights(x, k, y, generator, eps)  # (K, B)
         loss = -losses.iw_bound(log_w).mean()
         nelbo = -log_w.mean()
         return StepTerms(loss, nelbo.detach(), torch.full_like(nelbo, float("nan")),
                          torch.full_like(nelbo, float("nan")))
-    eps = shard_noise((b, d), 0, shard, generator, x.device) if sharded else None
+    eps = shard_noise((b, d), 0, shard, generator, x.device) if shard else None
     out = model(x, y, generator, eps)
     terms, kl_per_dim = model.elbo_terms(x, y, out=out)
     recon, kl = terms.recon.mean(), terms.kl.mean()

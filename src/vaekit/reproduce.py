@@ -167,7 +167,8 @@ def figure2(curves: dict[int, list[dict[str, float]]], dataset: str) -> Image.Im
                          "lower bound (nats)" if i == 0 else "", xlim, (lo - pad, hi + pad),
                          size=(340, 320), xticks=xticks)
         colour = charts.PALETTE[i % len(charts.PALETTE)]
-        light = tuple((c + 255) // 2 for c in colour)  # train: a lighter tint, dashed
+        r, g, b = ((c + 255) // 2 for c in colour)  # train: a lighter tint, dashed
+        light = (r, g, b)
         for split in ("test", "train"):
             pts = [(ax.px(math.log10(p["samples"])), ax.py(p[f"{split}_bound"]))
                    for p in curve if math.isfinite(p[f"{split}_bound"])]

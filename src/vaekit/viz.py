@@ -34,7 +34,7 @@ def make_grid(images: torch.Tensor | np.ndarray, nrow: int = 8, padding: int = 2
 def to_pil(array: np.ndarray, scale: int = 1) -> Image.Image:
     image = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
     if scale > 1:
-        image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+        image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
     return image
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
-import typing
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,7 @@ COMMON_HELP = "RUN is a run directory written by `vaekit train` (or hf://OWNER/N
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    from ..config import iter_fields
+    from ..config import default_of, iter_fields
     groups: dict[str, argparse._ArgumentGroup] = {}
     for key, f, typ in iter_fields():
         section = key.partition(".")[0] if "." in key else "general"
@@ -24,7 +22,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         names = [f"--{key}"]
         if f.metadata.get("flag"):
             names.insert(0, f.metadata["flag"])
-        default = f.default if f.default is not dataclasses_missing() else f.default_factory()
+        default = default_of(f)
         help_text = f"{f.metadata['help']} (default: {default!r})"
         kwargs: dict[str, Any] = {"dest": f"cfg:{key}", "default": argparse.SUPPRESS,
                                   "help": help_text.replace("%", "%%")}
@@ -35,12 +33,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         group.add_argument(*names, **kwargs)
 
 
-def dataclasses_missing() -> Any:
-    import dataclasses
-    return dataclasses.MISSING
-
-
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The core commands: train, evaluate, sample, reconstruct, interpolate, data, presets."""
     p = sub.add_parser("train", help="train a VAE (every config option is a flag)",
                        description="Train a VAE. Options come from --config (a YAML file or a "

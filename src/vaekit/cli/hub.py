@@ -6,7 +6,7 @@ import argparse
 import sys
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The Hub commands: push (loading is `hf://OWNER/NAME` wherever a RUN is taken)."""
     p = sub.add_parser(
         "push",

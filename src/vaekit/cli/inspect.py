@@ -9,7 +9,7 @@ from typing import Any
 from .core import COMMON_HELP, _load_run, _positive
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """report, explore, and the pictures: manifold, latents, curves, kl."""
     p = sub.add_parser("report", help="write RUN/report.html: metrics, pictures, curves, config",
                        description="Evaluate a run and write one self-contained HTML page "

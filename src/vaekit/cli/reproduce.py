@@ -8,7 +8,7 @@ import json
 PAPERS = ("kingma2013",)
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """reproduce"""
     p = sub.add_parser("reproduce", help="re-run a paper's experiment: kingma2013 (Figure 2, "
                        "Appendix A)",

@@ -69,6 +69,7 @@ def load_folder(path: str | Path, cfg: DataConfig, progress: bool = True, *,
     key = cache_key(files, cfg.image_size, mode, limit)
     dirs = _cache_dirs(root, cfg)
 
+    cache: Path | None
     hit = next((r for d in dirs if (r := _read_cache(d, key, ram_budget)) is not None), None)
     if hit is not None:
         x, meta, cache = hit
@@ -291,7 +292,7 @@ def _split_on_disk(x: np.ndarray, y: np.ndarray | None, cfg: DataConfig, stem: P
         path = stem.parent / f"{tag}-{name}.npy"
         if not path.is_file():
             with atomic_open(path, "wb") as f:
-                stream = _NpyStream(f, tuple(x.shape[1:]))  # type: ignore[arg-type]
+                stream = _NpyStream(f, tuple(x.shape[1:]))
                 chunk = max(1, ram_budget // (8 * max(1, int(np.prod(x.shape[1:])))))
                 for start in range(0, len(rows), chunk):
                     for row in x[rows[start:start + chunk]]:

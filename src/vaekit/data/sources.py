@@ -222,8 +222,12 @@ def load_npz(path: Path, cfg: DataConfig) -> Dataset:
     if (y_train is None) != (y_test is None):
         y_train = y_test = None
     num_classes = 0 if y_train is None else int(max(y_train.max(), y_test.max())) + 1  # type: ignore[union-attr]
-    to_t = lambda a: None if a is None else torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
-    return Dataset(path.stem, to_t(x_train), to_t(x_test), to_t(y_train), to_t(y_test),
+    def to_t(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a))
+
+    return Dataset(path.stem, to_t(x_train), to_t(x_test),
+                   None if y_train is None else to_t(y_train),
+                   None if y_test is None else to_t(y_test),
                    [str(i) for i in range(num_classes)], info)
 
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .. import losses
-from ..config import ModelConfig
+from ..config import Config, ModelConfig
 from .mlp import MLPDecoder, MLPEncoder
 
 
@@ -29,11 +29,15 @@ class VAE(nn.Module):
     the log-scales follow as C more channels.
     """
 
+    run_config: Config  # set by `vaekit.load`: the configuration of the run that trained it
+    class_names: list[str]  # set by `vaekit.load`: the dataset's label names, if any
+
     def __init__(self, cfg: ModelConfig, input_shape: tuple[int, int, int],
                  num_classes: int = 0) -> None:
         super().__init__()
         self.cfg = cfg
-        self.input_shape = tuple(int(s) for s in input_shape)
+        c, h, w = (int(s) for s in input_shape)
+        self.input_shape = (c, h, w)
         self.num_classes = num_classes
         self.latent_dim = cfg.latent_dim
         self.likelihood = cfg.likelihood
