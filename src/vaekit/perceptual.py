@@ -36,8 +36,8 @@ from torch import nn
 
 from .errors import ConfigError
 
-# torchvision's `features` layers: ints are 3x3 (VGG) conv widths, "M" a 2x2 max-pool
-_VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
+# torchvision's `features` layers: 3x3 (VGG) conv widths, 0 a 2x2 max-pool
+_VGG16 = [64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512]
 # LPIPS taps the ReLU outputs at these indices of `features` (relu1_2 ... relu5_3)
 _TAPS = {"vgg": (3, 8, 15, 22, 29), "alex": (1, 4, 7, 9, 11)}
 _CHANNELS = {"vgg": (64, 128, 256, 512, 512), "alex": (64, 192, 384, 256, 256)}
@@ -50,12 +50,12 @@ def vgg16_features() -> nn.Sequential:
     """torchvision's `vgg16().features` up to relu5_3 (the final pool is never tapped)."""
     layers: list[nn.Module] = []
     c_in = 3
-    for v in _VGG16:
-        if v == "M":
+    for width in _VGG16:
+        if width == 0:
             layers.append(nn.MaxPool2d(2, 2))
         else:
-            layers += [nn.Conv2d(c_in, int(v), 3, padding=1), nn.ReLU()]
-            c_in = int(v)
+            layers += [nn.Conv2d(c_in, width, 3, padding=1), nn.ReLU()]
+            c_in = width
     return nn.Sequential(*layers)
 
 
@@ -71,6 +71,9 @@ def alexnet_features() -> nn.Sequential:
 
 class LPIPS(nn.Module):
     """d(x_recon, x) per example (B,), for images (B, 1|3, H, W) in [0, 1]."""
+
+    shift: torch.Tensor
+    scale: torch.Tensor
 
     def __init__(self, net: str = "vgg") -> None:
         super().__init__()
@@ -172,7 +175,7 @@ def lpips_package_file(net: str) -> Path | None:
 def _load_backbone(model: LPIPS, source: str, generator: torch.Generator) -> None:
     if source == RANDOM:
         for m in model.features:
-            if isinstance(m, nn.Conv2d):  # torchvision's VGG init
+            if isinstance(m, nn.Conv2d) and m.bias is not None:  # torchvision's VGG init
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu",
                                         generator=generator)
                 nn.init.zeros_(m.bias)
@@ -190,9 +193,9 @@ def _load_backbone(model: LPIPS, source: str, generator: torch.Generator) -> Non
 def _load_lins(model: LPIPS, source: str, generator: torch.Generator) -> None:
     if source == RANDOM:
         for lin in model.lins:  # non-negative, like the trained layers
+            weight = lin.get_parameter("weight")
             with torch.no_grad():
-                lin.weight.copy_(torch.rand(lin.weight.shape, generator=generator)
-                                 / lin.weight.shape[1])
+                weight.copy_(torch.rand(weight.shape, generator=generator) / weight.shape[1])
         return
     path = Path(source).expanduser() if source else lpips_package_file(model.net)
     if path is None:
@@ -224,7 +227,8 @@ def build_perceptual(name: str, device: torch.device | str = "cpu",
         model = LPIPS(name.removeprefix("lpips-"))
     _load_backbone(model, backbone_weights, generator)
     _load_lins(model, lin_weights, generator)
-    return model.to(device).to(memory_format=torch.channels_last)
+    model.to(device)
+    return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
 
 __all__ = ["LPIPS", "build_perceptual", "hub_checkpoint", "lpips_package_file"]

@@ -12,6 +12,7 @@ concatenated with z, see `VAE.decode`).
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +40,7 @@ class _GroupNormAct(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                 groups: int, eps: float, act: bool) -> torch.Tensor:
         n, c = x.shape[:2]
         hw = math.prod(x.shape[2:])
@@ -52,7 +53,7 @@ class _GroupNormAct(torch.autograd.Function):
         return (F.silu(y) if act else y).contiguous(memory_format=fmt)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor):
         x, weight, mean, rstd, y = ctx.saved_tensors
         if ctx.act:  # in y's layout: elementwise ops on mixed layouts are slow
             grad = torch.ops.aten.silu_backward(grad.contiguous(memory_format=_layout(y)), y)
@@ -146,8 +147,13 @@ class ConvEncoder(nn.Module):
         self.cond_dim = cond_dim
         self.out_features = self.flat_features + cond_dim
 
+    @property
+    def stem(self) -> nn.Conv2d:
+        """The first conv: its weights' layout is the model's (channels_last or not)."""
+        return cast(nn.Conv2d, cast(nn.Sequential, self.body[0])[0])
+
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        if self.body[0][0].weight.is_contiguous(memory_format=torch.channels_last):
+        if self.stem.weight.is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)  # match the weights' layout
         h = self.body(x).flatten(1)  # (B, C_L * H_L * W_L)
         if self.cond_dim:
@@ -184,7 +190,8 @@ class ConvDecoder(nn.Module):
         if self.head.weight.is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)
         for level, size in zip(self.levels, reversed(self.sizes[:-1]), strict=True):
-            x = level["blocks"](x)
+            blocks, up = level.values()  # type: ignore[operator]
+            x = blocks(x)
             x = F.interpolate(x, size=size, mode="nearest")  # exact size: odd sizes round-trip
-            x = level["up"](x)
+            x = up(x)
         return self.head(x)  # (B, C*k, H, W)
