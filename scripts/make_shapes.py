@@ -18,8 +18,9 @@ from PIL import Image, ImageDraw
 SHAPES = ("circle", "square", "triangle")
 
 
-def make_shapes(out_dir: str | Path, n: int = 3000, size: int = 64, seed: int = 0
-                ) -> dict[str, int]:
+def make_shapes(
+    out_dir: str | Path, n: int = 3000, size: int = 64, seed: int = 0
+) -> dict[str, int]:
     """Write `n` PNGs (shapes taken in turn) into out_dir/<shape>/; return the count per shape."""
     out = Path(out_dir)
     for shape in SHAPES:
@@ -42,8 +43,13 @@ def make_shapes(out_dir: str | Path, n: int = 3000, size: int = 64, seed: int = 
             draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour)
         else:
             k = 4 if shape == "square" else 3
-            pts = [(cx + r * math.cos(angle + 2 * math.pi * j / k),
-                    cy + r * math.sin(angle + 2 * math.pi * j / k)) for j in range(k)]
+            pts = [
+                (
+                    cx + r * math.cos(angle + 2 * math.pi * j / k),
+                    cy + r * math.sin(angle + 2 * math.pi * j / k),
+                )
+                for j in range(k)
+            ]
             draw.polygon(pts, fill=colour)
         im.reduce(scale).save(out / shape / f"{i:0{width}d}.png", compress_level=1)
         counts[shape] += 1

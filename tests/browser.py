@@ -24,24 +24,40 @@ from typing import Any
 import pytest
 
 # what a closed-network machine needs: no sandbox as root, no GPU, no background traffic
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", "--window-size=1280,1000"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1280,1000",
+]
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
 
 def _find() -> tuple[str | None, str | None]:
     browser = os.environ.get("VAEKIT_CHROMIUM") or next(
-        (p for name in BROWSERS if (p := shutil.which(name))), None)
+        (p for name in BROWSERS if (p := shutil.which(name))), None
+    )
     driver = os.environ.get("VAEKIT_CHROMEDRIVER") or shutil.which("chromedriver")
     return browser, driver
 
 
 def _apt_install() -> str:
     """Install chromium and chromium-driver with apt-get; '' on success, else the reason."""
-    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium",
-           "chromium-driver"]
+    cmd = [
+        "apt-get",
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        "chromium",
+        "chromium-driver",
+    ]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     try:
         if subprocess.run(cmd, capture_output=True, env=env, timeout=900).returncode == 0:
@@ -65,8 +81,10 @@ def ensure_chromium() -> tuple[str, str]:
             return browser, driver
     else:
         reason = "not root with apt-get, so they cannot be installed here"
-    pytest.skip("browser tests need headless Chromium: install the Debian packages chromium "
-                f"and chromium-driver ({reason or 'installed, but not found on PATH'})")
+    pytest.skip(
+        "browser tests need headless Chromium: install the Debian packages chromium "
+        f"and chromium-driver ({reason or 'installed, but not found on PATH'})"
+    )
 
 
 def _free_port() -> int:
@@ -86,8 +104,9 @@ class Browser:
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.profile = tempfile.mkdtemp(prefix="vaekit-chromium-")
-        self.driver = subprocess.Popen([driver, f"--port={self.port}"],
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.driver = subprocess.Popen(
+            [driver, f"--port={self.port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         self.session = ""
         try:
             deadline = time.monotonic() + timeout
@@ -100,10 +119,15 @@ class Browser:
                 if time.monotonic() > deadline or self.driver.poll() is not None:
                     raise WebDriverError(f"chromedriver did not start on port {self.port}")
                 time.sleep(0.1)
-            options = {"binary": browser,
-                       "args": [*CHROMIUM_FLAGS, f"--user-data-dir={self.profile}"]}
-            caps = {"capabilities": {"alwaysMatch": {"browserName": "chrome",
-                                                     "goog:chromeOptions": options}}}
+            options = {
+                "binary": browser,
+                "args": [*CHROMIUM_FLAGS, f"--user-data-dir={self.profile}"],
+            }
+            caps = {
+                "capabilities": {
+                    "alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": options}
+                }
+            }
             self.session = self._call("POST", "/session", caps, timeout=timeout)["sessionId"]
         except BaseException:
             self.close()
@@ -111,15 +135,17 @@ class Browser:
 
     def _call(self, method: str, path: str, body: Any = None, timeout: float = 30.0) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.base + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.base + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 payload = json.loads(response.read() or b"{}")
         except urllib.error.HTTPError as e:
             detail = json.loads(e.read() or b"{}").get("value", {})
-            raise WebDriverError(f"{method} {path}: {detail.get('error')}: "
-                                 f"{str(detail.get('message', ''))[:500]}") from None
+            raise WebDriverError(
+                f"{method} {path}: {detail.get('error')}: {str(detail.get('message', ''))[:500]}"
+            ) from None
         return payload.get("value")
 
     def _session(self, method: str, path: str, body: Any = None) -> Any:

@@ -18,9 +18,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def tiny_config(out: Path | str, **overrides: object) -> Config:
     """A model and dataset small enough to train in well under a second."""
-    base = {"data.name": "noise", "data.noise_examples": 256, "model.hidden": [32],
-            "model.latent_dim": 4, "train.epochs": 1, "train.batch_size": 64,
-            "train.progress": False, "train.out": str(out), "train.eval_batch_size": 128}
+    base = {
+        "data.name": "noise",
+        "data.noise_examples": 256,
+        "model.hidden": [32],
+        "model.latent_dim": 4,
+        "train.epochs": 1,
+        "train.batch_size": 64,
+        "train.progress": False,
+        "train.out": str(out),
+        "train.eval_batch_size": 128,
+    }
     base.update(overrides)
     return load_config(None, base)
 
@@ -29,6 +37,7 @@ def tiny_config(out: Path | str, **overrides: object) -> Config:
 def tiny(tmp_path: Path):
     def make(name: str = "run", **overrides: object) -> Config:
         return tiny_config(tmp_path / name, **overrides)
+
     return make
 
 
@@ -39,12 +48,19 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return vaekit.train(tiny_config(out, **{"train.epochs": 2}))
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
-            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run `python -m vaekit ARGS` as a user would, in a fresh process."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "vaekit", *args], capture_output=True,
-                          text=True, env=full_env, timeout=timeout, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "vaekit", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=cwd,
+    )
 
 
 def assert_clean_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:

@@ -10,8 +10,22 @@ from PIL import Image
 
 from conftest import assert_clean_error, run_cli
 
-TINY = ["--data", "noise", "--data.noise_examples", "256", "--model.hidden", "32",
-        "--latent-dim", "4", "--epochs", "1", "--batch-size", "64", "--train.progress", "false"]
+TINY = [
+    "--data",
+    "noise",
+    "--data.noise_examples",
+    "256",
+    "--model.hidden",
+    "32",
+    "--latent-dim",
+    "4",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "64",
+    "--train.progress",
+    "false",
+]
 
 
 def test_train_evaluate_sample_reconstruct_interpolate(tmp_path: Path) -> None:
@@ -22,15 +36,19 @@ def test_train_evaluate_sample_reconstruct_interpolate(tmp_path: Path) -> None:
     result = run_cli("evaluate", str(run), "--json")
     assert result.returncode == 0, result.stderr
     stats = json.loads(result.stdout)
-    assert stats["nelbo"] == stats["recon"] + stats["kl"] or abs(
-        stats["nelbo"] - stats["recon"] - stats["kl"]) < 1e-6 * stats["nelbo"]
+    assert (
+        stats["nelbo"] == stats["recon"] + stats["kl"]
+        or abs(stats["nelbo"] - stats["recon"] - stats["kl"]) < 1e-6 * stats["nelbo"]
+    )
     last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert abs(stats["nelbo"] - last["test_nelbo"]) < 1e-4 * last["test_nelbo"]
     text = run_cli("evaluate", str(run))
     assert "negative ELBO" in text.stdout and "KL" in text.stdout
 
     out = tmp_path / "s.png"
-    assert run_cli("sample", str(run), "--n", "10", "--seed", "3", "--out", str(out)).returncode == 0
+    assert (
+        run_cli("sample", str(run), "--n", "10", "--seed", "3", "--out", str(out)).returncode == 0
+    )
     again = tmp_path / "s2.png"
     run_cli("sample", str(run), "--n", "10", "--seed", "3", "--out", str(again))
     assert out.read_bytes() == again.read_bytes()  # seeded
@@ -51,10 +69,16 @@ def test_help_shows_config_docs() -> None:
 
 def test_user_mistakes_are_one_clean_line(tmp_path: Path) -> None:
     assert_clean_error(run_cli("train", "--no-such-flag"), "--no-such-flag")
-    assert_clean_error(run_cli("train", *TINY, "--latent-dim", "0", "--out", str(tmp_path / "a")),
-                       "model.latent_dim")
-    assert_clean_error(run_cli("train", *TINY, "--data", str(tmp_path / "missing.npz"),
-                               "--out", str(tmp_path / "b")), "missing.npz")
+    assert_clean_error(
+        run_cli("train", *TINY, "--latent-dim", "0", "--out", str(tmp_path / "a")),
+        "model.latent_dim",
+    )
+    assert_clean_error(
+        run_cli(
+            "train", *TINY, "--data", str(tmp_path / "missing.npz"), "--out", str(tmp_path / "b")
+        ),
+        "missing.npz",
+    )
     assert_clean_error(run_cli("train", "--config", str(tmp_path / "nope.yaml")), "nope.yaml")
     assert_clean_error(run_cli("evaluate", str(tmp_path / "no-run")), "no-run")
     assert_clean_error(run_cli("data", "fetch", "cifar-1000"), "cifar-1000")

@@ -24,22 +24,27 @@ def test_kingma2013_preset_is_the_papers_model() -> None:
 
 
 def test_overrides_are_typed() -> None:
-    c = load_config("noise-demo", {"train.epochs": "7", "model.hidden": "64,32",
-                                   "optim.fused": "false", "optim.lr": "3e-4"})
+    c = load_config(
+        "noise-demo",
+        {"train.epochs": "7", "model.hidden": "64,32", "optim.fused": "false", "optim.lr": "3e-4"},
+    )
     assert c.train.epochs == 7 and c.model.hidden == [64, 32]
     assert c.optim.fused is False and c.optim.lr == pytest.approx(3e-4)
 
 
-@pytest.mark.parametrize("overrides, needle", [
-    ({"model.latent_dim": 0}, "model.latent_dim"),
-    ({"train.batch_size": -4}, "train.batch_size"),
-    ({"model.hidden": [64, -1]}, "model.hidden"),
-    ({"train.epochs": "many"}, "train.epochs"),
-    ({"model.likelihood": "poisson"}, "model.likelihood"),
-    ({"optim.lr": 0}, "optim.lr"),
-    ({"model.latnet_dim": 3}, "did you mean 'model.latent_dim'"),
-    ({"data.binarize": "dynamic", "model.likelihood": "gaussian"}, "data.binarize"),
-])
+@pytest.mark.parametrize(
+    "overrides, needle",
+    [
+        ({"model.latent_dim": 0}, "model.latent_dim"),
+        ({"train.batch_size": -4}, "train.batch_size"),
+        ({"model.hidden": [64, -1]}, "model.hidden"),
+        ({"train.epochs": "many"}, "train.epochs"),
+        ({"model.likelihood": "poisson"}, "model.likelihood"),
+        ({"optim.lr": 0}, "optim.lr"),
+        ({"model.latnet_dim": 3}, "did you mean 'model.latent_dim'"),
+        ({"data.binarize": "dynamic", "model.likelihood": "gaussian"}, "data.binarize"),
+    ],
+)
 def test_bad_options_name_the_key(overrides: dict, needle: str) -> None:
     with pytest.raises(ConfigError, match=None) as err:
         load_config("noise-demo", overrides)

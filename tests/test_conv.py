@@ -22,25 +22,32 @@ from vaekit.models.conv import ConvDecoder, ConvEncoder, GroupNorm, _GroupNormAc
 
 
 def _conv(channels: list[int], **kw: object) -> ModelConfig:
-    return ModelConfig(arch="conv", channels=channels, latent_dim=kw.pop("latent_dim", 6),  # type: ignore[arg-type]
-                       **kw)  # type: ignore[arg-type]
+    return ModelConfig(
+        arch="conv",
+        channels=channels,
+        latent_dim=kw.pop("latent_dim", 6),  # type: ignore[arg-type]
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 def _n_params(m: torch.nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 
 
-@pytest.mark.parametrize(("shape", "channels"), [
-    ((1, 28, 28), [8, 16, 16, 16]),  # MNIST-like: 28 -> 14 -> 7 -> 4 -> 2, no padding
-    ((3, 32, 32), [8, 16]),
-    ((3, 48, 40), [8, 8, 16]),  # non-square, not a power of two
-    ((1, 100, 100), [4, 8, 8]),
-    ((3, 256, 256), [4, 4, 4, 4, 8]),
-])
+@pytest.mark.parametrize(
+    ("shape", "channels"),
+    [
+        ((1, 28, 28), [8, 16, 16, 16]),  # MNIST-like: 28 -> 14 -> 7 -> 4 -> 2, no padding
+        ((3, 32, 32), [8, 16]),
+        ((3, 48, 40), [8, 8, 16]),  # non-square, not a power of two
+        ((1, 100, 100), [4, 8, 8]),
+        ((3, 256, 256), [4, 4, 4, 4, 8]),
+    ],
+)
 @pytest.mark.parametrize("params_per_pixel", [1, 2])
-def test_decoder_returns_the_input_size_for_any_size(shape: tuple[int, int, int],
-                                                     channels: list[int],
-                                                     params_per_pixel: int) -> None:
+def test_decoder_returns_the_input_size_for_any_size(
+    shape: tuple[int, int, int], channels: list[int], params_per_pixel: int
+) -> None:
     cfg = _conv(channels, blocks_per_level=1)
     enc = ConvEncoder(shape, cfg, cond_dim=0)
     dec = ConvDecoder(shape, cfg, in_features=5, params_per_pixel=params_per_pixel)
@@ -65,8 +72,10 @@ def test_too_many_levels_is_a_config_error() -> None:
 
 def test_blocks_per_level_adds_residual_blocks() -> None:
     shape = (3, 32, 32)
-    plain, deep = VAE(_conv([8, 16], blocks_per_level=0), shape), VAE(
-        _conv([8, 16], blocks_per_level=2), shape)
+    plain, deep = (
+        VAE(_conv([8, 16], blocks_per_level=0), shape),
+        VAE(_conv([8, 16], blocks_per_level=2), shape),
+    )
     blocks = sum(type(m).__name__ == "ResBlock" for m in deep.modules())
     assert blocks == 2 * 2 * 2  # two per level, in the encoder and in the decoder
     assert _n_params(deep) > _n_params(plain)
@@ -76,9 +85,9 @@ def test_blocks_per_level_adds_residual_blocks() -> None:
 @pytest.mark.parametrize("size", [(5, 7), (32, 32)])  # the two forward paths (see conv.py)
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("act", [False, True])
-def test_group_norm_matches_torch_in_value_and_gradient(size: tuple[int, int],
-                                                        layout: torch.memory_format,
-                                                        act: bool) -> None:
+def test_group_norm_matches_torch_in_value_and_gradient(
+    size: tuple[int, int], layout: torch.memory_format, act: bool
+) -> None:
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, 8, *size, generator=g, dtype=torch.float64).to(memory_format=layout)
     w = torch.randn(8, generator=g, dtype=torch.float64)
@@ -101,8 +110,10 @@ def test_group_norm_matches_torch_in_value_and_gradient(size: tuple[int, int],
 def test_group_norm_gradcheck() -> None:
     x = torch.randn(2, 4, 3, 3, dtype=torch.float64).to(memory_format=torch.channels_last)
     w, b = torch.randn(4, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
-    assert torch.autograd.gradcheck(lambda *t: _GroupNormAct.apply(*t, 2, 1e-5, True),
-                                    [t.requires_grad_(True) for t in (x, w, b)])
+    assert torch.autograd.gradcheck(
+        lambda *t: _GroupNormAct.apply(*t, 2, 1e-5, True),
+        [t.requires_grad_(True) for t in (x, w, b)],
+    )
 
 
 def test_group_norm_in_bf16_stays_close_to_float32() -> None:
@@ -138,16 +149,18 @@ def test_conditional_conv_encoder_and_decoder_see_the_label() -> None:
     mu1, _ = model.encode(x, torch.tensor([1, 1]))
     assert not torch.allclose(mu0, mu1)
     z = torch.randn(2, 6)
-    assert not torch.allclose(model.decode(z, torch.tensor([0, 0])),
-                              model.decode(z, torch.tensor([2, 2])))
+    assert not torch.allclose(
+        model.decode(z, torch.tensor([0, 0])), model.decode(z, torch.tensor([2, 2]))
+    )
     with pytest.raises(ValueError, match="conditional"):
         model.encode(x)
 
 
 def test_bf16_autocast_keeps_the_posterior_and_kl_in_float32() -> None:
     torch.manual_seed(0)
-    model = VAE(_conv([8, 16], blocks_per_level=1, likelihood="gaussian", learn_scale=True),
-                (3, 32, 32)).to(memory_format=torch.channels_last)
+    model = VAE(
+        _conv([8, 16], blocks_per_level=1, likelihood="gaussian", learn_scale=True), (3, 32, 32)
+    ).to(memory_format=torch.channels_last)
     x = torch.rand(4, 3, 32, 32)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(x, generator=torch.Generator().manual_seed(0))
@@ -162,10 +175,18 @@ def test_bf16_autocast_keeps_the_posterior_and_kl_in_float32() -> None:
 
 
 def test_conv_vae_trains_in_bf16_and_round_trips_through_a_checkpoint(tmp_path: Path) -> None:
-    cfg = tiny_config(tmp_path / "run", **{
-        "model.arch": "conv", "model.channels": [8, 16], "model.blocks_per_level": 1,
-        "model.latent_dim": 4, "train.epochs": 3, "train.precision": "bf16",
-        "optim.lr": 0.003})
+    cfg = tiny_config(
+        tmp_path / "run",
+        **{
+            "model.arch": "conv",
+            "model.channels": [8, 16],
+            "model.blocks_per_level": 1,
+            "model.latent_dim": 4,
+            "train.epochs": 3,
+            "train.precision": "bf16",
+            "optim.lr": 0.003,
+        },
+    )
     run = vaekit.train(cfg)
     lines = (run / "metrics.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
@@ -207,11 +228,30 @@ def _write_folder(root: Path, n: int, size: int) -> Path:
 def test_faces128_runs_end_to_end_on_a_folder(tmp_path: Path) -> None:
     folder = _write_folder(tmp_path / "faces", 6, 128)
     out = tmp_path / "run"
-    result = run_cli("train", "--config", "faces128", "--data", str(folder), "--out", str(out),
-                     "--epochs", "1", "--batch-size", "4", "--data.test_fraction", "0.34",
-                     "--train.progress", "false", "--train.eval_batch_size", "4",
-                     "--loss.perceptual_backbone_weights", "random",
-                     "--loss.perceptual_lin_weights", "random", timeout=300)
+    result = run_cli(
+        "train",
+        "--config",
+        "faces128",
+        "--data",
+        str(folder),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--data.test_fraction",
+        "0.34",
+        "--train.progress",
+        "false",
+        "--train.eval_batch_size",
+        "4",
+        "--loss.perceptual_backbone_weights",
+        "random",
+        "--loss.perceptual_lin_weights",
+        "random",
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["step"] == 1 and math.isfinite(record["test_nelbo"])
@@ -232,9 +272,17 @@ def test_shapes64_preset_is_the_stated_small_conv_model() -> None:
 def conditional_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny conditional conv VAE on the noise images, its 10 labels renamed."""
     from vaekit.data.sources import make_noise
-    cfg = tiny_config(tmp_path_factory.mktemp("cond") / "run", **{
-        "model.arch": "conv", "model.channels": [8, 16], "model.conditional": True,
-        "model.label_dim": 4, "train.epochs": 2})
+
+    cfg = tiny_config(
+        tmp_path_factory.mktemp("cond") / "run",
+        **{
+            "model.arch": "conv",
+            "model.channels": [8, 16],
+            "model.conditional": True,
+            "model.label_dim": 4,
+            "train.epochs": 2,
+        },
+    )
     noise = make_noise(cfg.data, seed=0)
     names = [f"class-{chr(ord('a') + i)}" for i in range(10)]
     data = Dataset("noise", noise.x_train, noise.x_test, noise.y_train, noise.y_test, names)
@@ -244,31 +292,50 @@ def conditional_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
     """`vaekit ARGS` in this process: (exit status, stderr)."""
     from vaekit.cli import main
+
     code = main(list(args))
     return code, capsys.readouterr().err
 
 
-def test_sample_a_class_by_name_or_by_index(conditional_run: Path, tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_sample_a_class_by_name_or_by_index(
+    conditional_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     paths = {}
     for key, label in (("name", "class-d"), ("index", "3"), ("other", "class-h")):
         paths[key] = tmp_path / f"{key}.png"
-        code, err = _cli(capsys, "sample", str(conditional_run), "--label", label, "--n", "8",
-                         "--seed", "1", "--out", str(paths[key]))
+        code, err = _cli(
+            capsys,
+            "sample",
+            str(conditional_run),
+            "--label",
+            label,
+            "--n",
+            "8",
+            "--seed",
+            "1",
+            "--out",
+            str(paths[key]),
+        )
         assert code == 0, err
     images = {k: np.asarray(Image.open(p)) for k, p in paths.items()}
     assert np.array_equal(images["name"], images["index"])  # class-d is class 3
     assert not np.array_equal(images["name"], images["other"])  # the label steers the decoder
 
 
-@pytest.mark.parametrize(("args", "needles"), [
-    (("--label", "class-z"), ("--label 'class-z' is not a class", "class-a, class-b")),
-    (("--label", "10"), ("--label '10' is not a class",)),
-    ((), ("class-conditional: pass --label",)),
-])
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (("--label", "class-z"), ("--label 'class-z' is not a class", "class-a, class-b")),
+        (("--label", "10"), ("--label '10' is not a class",)),
+        ((), ("class-conditional: pass --label",)),
+    ],
+)
 def test_sample_a_label_the_model_lacks_is_one_clear_line(
-        conditional_run: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...],
-        needles: tuple[str, ...]) -> None:
+    conditional_run: Path,
+    capsys: pytest.CaptureFixture[str],
+    args: tuple[str, ...],
+    needles: tuple[str, ...],
+) -> None:
     code, err = _cli(capsys, "sample", str(conditional_run), *args)
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 1 and len(lines) == 1 and "Traceback" not in err, err
@@ -276,5 +343,4 @@ def test_sample_a_label_the_model_lacks_is_one_clear_line(
 
 
 def test_sample_cli_error_in_a_fresh_process(conditional_run: Path) -> None:
-    assert_clean_error(run_cli("sample", str(conditional_run), "--label", "class-z"),
-                       "class-z")
+    assert_clean_error(run_cli("sample", str(conditional_run), "--label", "class-z"), "class-z")

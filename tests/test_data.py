@@ -21,12 +21,17 @@ def write_fake_named(directory: Path, n_train: int = 50, n_test: int = 20) -> No
     """The four IDX files of an MNIST-like dataset, small and gzipped."""
     rng = np.random.default_rng(0)
     directory.mkdir(parents=True, exist_ok=True)
-    write_idx(directory / "train-images-idx3-ubyte.gz",
-              rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8))
-    write_idx(directory / "train-labels-idx1-ubyte.gz",
-              rng.integers(0, 10, n_train, dtype=np.uint8))
-    write_idx(directory / "t10k-images-idx3-ubyte.gz",
-              rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8))
+    write_idx(
+        directory / "train-images-idx3-ubyte.gz",
+        rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+    )
+    write_idx(
+        directory / "train-labels-idx1-ubyte.gz", rng.integers(0, 10, n_train, dtype=np.uint8)
+    )
+    write_idx(
+        directory / "t10k-images-idx3-ubyte.gz",
+        rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+    )
     write_idx(directory / "t10k-labels-idx1-ubyte.gz", rng.integers(0, 10, n_test, dtype=np.uint8))
 
 
@@ -66,8 +71,9 @@ def test_truncated_and_malformed_idx_name_the_file(tmp_path: Path) -> None:
         read_idx(tmp_path / "head.idx")
 
 
-def test_named_dataset_found_in_vaekit_data(no_system_data: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_named_dataset_found_in_vaekit_data(
+    no_system_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = no_system_data / "vdata"
     write_fake_named(root / "fashion-mnist")
     monkeypatch.setenv("VAEKIT_DATA", str(root))
@@ -88,21 +94,30 @@ def test_offline_without_files_says_what_to_install(no_system_data: Path) -> Non
 def test_download_verifies_sha256(no_system_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     mirror = no_system_data / "mirror"
     write_fake_named(mirror)
-    digests = {f: hashlib.sha256((mirror / f).read_bytes()).hexdigest()
-               for f in sources.NamedDataset.files}
+    digests = {
+        f: hashlib.sha256((mirror / f).read_bytes()).hexdigest() for f in sources.NamedDataset.files
+    }
     spec = sources.NAMED["mnist"]
-    good = sources.NamedDataset("mnist", (mirror.as_uri() + "/",), digests, spec.class_names,
-                                None, spec.citation)
+    good = sources.NamedDataset(
+        "mnist", (mirror.as_uri() + "/",), digests, spec.class_names, None, spec.citation
+    )
     monkeypatch.setitem(sources.NAMED, "mnist", good)
     root = no_system_data / "root"
     directory = sources.fetch("mnist", str(root), progress=False)
     assert directory == root / "mnist"
-    assert (directory / "t10k-labels-idx1-ubyte.gz").read_bytes() == \
-        (mirror / "t10k-labels-idx1-ubyte.gz").read_bytes()
+    assert (directory / "t10k-labels-idx1-ubyte.gz").read_bytes() == (
+        mirror / "t10k-labels-idx1-ubyte.gz"
+    ).read_bytes()
     assert not list(directory.glob(".tmp-*"))
 
-    bad = sources.NamedDataset("mnist", (mirror.as_uri() + "/",),
-                               {f: "0" * 64 for f in digests}, spec.class_names, None, "")
+    bad = sources.NamedDataset(
+        "mnist",
+        (mirror.as_uri() + "/",),
+        {f: "0" * 64 for f in digests},
+        spec.class_names,
+        None,
+        "",
+    )
     monkeypatch.setitem(sources.NAMED, "mnist", bad)
     with pytest.raises(DataError, match="SHA-256"):
         sources.fetch("mnist", str(no_system_data / "root2"), progress=False)
@@ -120,23 +135,42 @@ def test_npz_uint8_and_float_with_and_without_test_split(tmp_path: Path) -> None
     assert data.x_train.shape[0] + data.x_test.shape[0] == 40 and data.x_test.shape[0] == 4
     assert data.info["split"]["seed"] == 0
     xf = x.astype(np.float32) / 255
-    data = sources.load_data(DataConfig(name=str(_npz(tmp_path / "b.npz", x_train=xf,
-                                                      x_test=xf[:5], y_train=np.arange(40),
-                                                      y_test=np.arange(5)))))
+    data = sources.load_data(
+        DataConfig(
+            name=str(
+                _npz(
+                    tmp_path / "b.npz",
+                    x_train=xf,
+                    x_test=xf[:5],
+                    y_train=np.arange(40),
+                    y_test=np.arange(5),
+                )
+            )
+        )
+    )
     assert torch.equal(data.x_train[:, 0], torch.from_numpy(x))
     assert data.y_test.tolist() == [0, 1, 2, 3, 4] and data.num_classes == 40
 
 
-@pytest.mark.parametrize("make, needle", [
-    (lambda p: _npz(p, x_train=np.full((4, 8, 8), 200.0, dtype=np.float32)), "[0, 1]"),
-    (lambda p: _npz(p, x_train=np.zeros((4, 8, 8, 5), dtype=np.uint8)), "channels"),
-    (lambda p: _npz(p, y_train=np.zeros(4)), "no array 'x_train'"),
-    (lambda p: _npz(p, x_train=np.zeros((4, 8, 8), np.uint8), x_test=np.zeros((2, 9, 9), np.uint8)),
-     "must match"),
-    (lambda p: _npz(p, x_train=np.zeros((4, 8, 8), np.uint8), y_train=np.zeros(3, np.int64)),
-     "3 labels for 4 images"),
-    (lambda p: _npz(p, x_train=np.array([None, 1], dtype=object)), "Python objects"),
-])
+@pytest.mark.parametrize(
+    "make, needle",
+    [
+        (lambda p: _npz(p, x_train=np.full((4, 8, 8), 200.0, dtype=np.float32)), "[0, 1]"),
+        (lambda p: _npz(p, x_train=np.zeros((4, 8, 8, 5), dtype=np.uint8)), "channels"),
+        (lambda p: _npz(p, y_train=np.zeros(4)), "no array 'x_train'"),
+        (
+            lambda p: _npz(
+                p, x_train=np.zeros((4, 8, 8), np.uint8), x_test=np.zeros((2, 9, 9), np.uint8)
+            ),
+            "must match",
+        ),
+        (
+            lambda p: _npz(p, x_train=np.zeros((4, 8, 8), np.uint8), y_train=np.zeros(3, np.int64)),
+            "3 labels for 4 images",
+        ),
+        (lambda p: _npz(p, x_train=np.array([None, 1], dtype=object)), "Python objects"),
+    ],
+)
 def test_bad_npz_files_are_clear_errors(tmp_path: Path, make, needle: str) -> None:
     path = make(tmp_path / "bad.npz")
     with pytest.raises(DataError) as err:
@@ -160,8 +194,9 @@ def test_noise_is_seeded_and_learnable_shape() -> None:
     a = sources.load_data(DataConfig(name="noise", noise_examples=64), seed=1)
     b = sources.load_data(DataConfig(name="noise", noise_examples=64), seed=1)
     assert torch.equal(a.x_train, b.x_train) and a.x_train.shape == (64, 1, 28, 28)
-    assert torch.equal(a.x_train[:, :, ::4, ::4].repeat_interleave(4, 2).repeat_interleave(4, 3),
-                       a.x_train)  # 7x7 structure upsampled
+    assert torch.equal(
+        a.x_train[:, :, ::4, ::4].repeat_interleave(4, 2).repeat_interleave(4, 3), a.x_train
+    )  # 7x7 structure upsampled
 
 
 def test_epoch_order_is_a_pure_function_of_seed_and_epoch() -> None:

@@ -25,26 +25,64 @@ import vaekit
 
 ROOT = Path(__file__).resolve().parents[1]
 ATOL, RTOL = 1e-5, 1e-4
-ARGS = ["--data", "noise", "--data.noise_examples", "256", "--data.binarize", "dynamic",
-        "--model.hidden", "32", "--latent-dim", "4", "--batch-size", "32",
-        "--train.progress", "false", "--train.threads", "1"]  # 8 steps per epoch
+ARGS = [
+    "--data",
+    "noise",
+    "--data.noise_examples",
+    "256",
+    "--data.binarize",
+    "dynamic",
+    "--model.hidden",
+    "32",
+    "--latent-dim",
+    "4",
+    "--batch-size",
+    "32",
+    "--train.progress",
+    "false",
+    "--train.threads",
+    "1",
+]  # 8 steps per epoch
 
 
 def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "vaekit", "train", *ARGS, *args],
-        capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "vaekit",
+            "train",
+            *ARGS,
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return result
 
 
 def one_process(out: Path, epochs: int) -> Path:
-    overrides = {"data.name": "noise", "data.noise_examples": 256, "data.binarize": "dynamic",
-                 "model.hidden": [32], "model.latent_dim": 4, "train.batch_size": 32,
-                 "train.progress": False, "train.threads": 1, "train.epochs": epochs,
-                 "train.out": str(out)}
+    overrides = {
+        "data.name": "noise",
+        "data.noise_examples": 256,
+        "data.binarize": "dynamic",
+        "model.hidden": [32],
+        "model.latent_dim": 4,
+        "train.batch_size": 32,
+        "train.progress": False,
+        "train.threads": 1,
+        "train.epochs": epochs,
+        "train.out": str(out),
+    }
     return vaekit.train(vaekit.load_config(None, overrides))
 
 
@@ -78,8 +116,9 @@ def test_two_gloo_processes_match_one_process_and_write_one_run_dir(tmp_path: Pa
     single = one_process(tmp_path / "single", epochs=1)
     assert_same_training(ddp, single)
     torch.manual_seed(0)  # the trainer's initialisation (train.seed 0)
-    start = vaekit.VAE(vaekit.load_config(None, {"model.hidden": [32],
-                                                 "model.latent_dim": 4}).model, (1, 28, 28))
+    start = vaekit.VAE(
+        vaekit.load_config(None, {"model.hidden": [32], "model.latent_dim": 4}).model, (1, 28, 28)
+    )
     moved = max((weights(ddp)[k] - v).abs().max().item() for k, v in start.state_dict().items())
     assert moved > 100 * ATOL  # it trained: the tolerance is far below one step's change
 

@@ -153,8 +153,7 @@ def test_k1_is_the_single_sample_elbo(trained: tuple[vaekit.VAE, torch.Tensor]) 
     assert torch.allclose(est.ess, torch.ones_like(est.ess))
 
 
-def test_an_example_does_not_depend_on_the_budget(trained: tuple[vaekit.VAE, torch.Tensor]
-                                                  ) -> None:
+def test_an_example_does_not_depend_on_the_budget(trained: tuple[vaekit.VAE, torch.Tensor]) -> None:
     model, x = trained
     x = x[:12]
     pixels = 28 * 28
@@ -165,7 +164,8 @@ def test_an_example_does_not_depend_on_the_budget(trained: tuple[vaekit.VAE, tor
 
 
 def test_parallel_passes_give_the_same_estimate_and_restore_threads(
-        trained: tuple[vaekit.VAE, torch.Tensor]) -> None:
+    trained: tuple[vaekit.VAE, torch.Tensor],
+) -> None:
     model, x = trained
     threads = torch.get_num_threads()
     serial = importance_sampling(model, x[:40], 30, seed=2, budget=784 * 60, workers=1)
@@ -176,8 +176,9 @@ def test_parallel_passes_give_the_same_estimate_and_restore_threads(
         assert torch.allclose(a, b, rtol=1e-6, atol=1e-4)
 
 
-def test_broadcast_bernoulli_likelihood_matches_the_model(trained: tuple[vaekit.VAE,
-                                                                          torch.Tensor]) -> None:
+def test_broadcast_bernoulli_likelihood_matches_the_model(
+    trained: tuple[vaekit.VAE, torch.Tensor],
+) -> None:
     model, x = trained
     x = x[:5]
     params = torch.randn(3 * 5, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 4
@@ -188,8 +189,9 @@ def test_broadcast_bernoulli_likelihood_matches_the_model(trained: tuple[vaekit.
 
 
 @pytest.mark.parametrize("likelihood, learn_scale", [("gaussian", True), ("laplace", False)])
-def test_other_likelihoods_match_the_model_importance_weights(likelihood: str,
-                                                              learn_scale: bool) -> None:
+def test_other_likelihoods_match_the_model_importance_weights(
+    likelihood: str, learn_scale: bool
+) -> None:
     cfg = ModelConfig(hidden=[16], latent_dim=3, likelihood=likelihood, learn_scale=learn_scale)
     model = vaekit.VAE(cfg, (1, 6, 6)).eval()
     x = torch.rand(4, 1, 6, 6, generator=torch.Generator().manual_seed(0))
@@ -255,10 +257,15 @@ def test_cli_evaluate_prints_and_emits_the_same_numbers(trained_run: Path) -> No
     for key in ("nelbo", "log_px", "log_px_stderr", "mse", "ssim", "active_units"):
         assert stats[key] == pytest.approx(api[key], rel=1e-6), key  # float32 sums
     text = run_cli("evaluate", str(trained_run), "--iw-samples", "5").stdout
-    for needle in ("negative ELBO", "log p(x), K=5", f"{stats['log_px']:.3f}", "active units",
-                   "SSIM", "KL per dimension"):
+    for needle in (
+        "negative ELBO",
+        "log p(x), K=5",
+        f"{stats['log_px']:.3f}",
+        "active units",
+        "SSIM",
+        "KL per dimension",
+    ):
         assert needle in text, text
-    assert_clean_error(run_cli("evaluate", str(trained_run), "--fid-samples", "0"),
-                       "--fid-samples")
+    assert_clean_error(run_cli("evaluate", str(trained_run), "--fid-samples", "0"), "--fid-samples")
     if importlib.util.find_spec("torch_fidelity") is None:  # the Inception path cannot run
         assert_clean_error(run_cli("evaluate", str(trained_run), "--fid"), "--fid random")

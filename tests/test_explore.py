@@ -52,9 +52,13 @@ def server(explorer: explore.Explorer) -> Iterator[explore.ExplorerServer]:
     srv.server_close()
 
 
-def get(server: explore.ExplorerServer, path: str, method: str = "GET",
-        headers: dict[str, str] | None = None, body: bytes | None = None
-        ) -> tuple[int, str, bytes]:
+def get(
+    server: explore.ExplorerServer,
+    path: str,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+) -> tuple[int, str, bytes]:
     conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
     try:
         conn.request(method, path, body=body, headers=headers or {})
@@ -100,18 +104,22 @@ def status_of(reply: bytes) -> int:
 
 
 # -- the API --------------------------------------------------------------------------------
-def test_explorer_serves_page_info_and_images(server: explore.ExplorerServer,
-                                              explorer: explore.Explorer) -> None:
+def test_explorer_serves_page_info_and_images(
+    server: explore.ExplorerServer, explorer: explore.Explorer
+) -> None:
     status, ctype, body = get(server, "/")
-    assert status == 200 and ctype.startswith("text/html") and b"id=\"sliders\"" in body
+    assert status == 200 and ctype.startswith("text/html") and b'id="sliders"' in body
     assert b"http://" not in body and b"https://" not in body  # nothing fetched from outside
     status, _, body = get(server, "/info")
     info = json.loads(body)
     assert info["latent_dim"] == 4 and sorted(info["shown"]) == [0, 1, 2, 3]
     kl = info["kl"]
     assert [kl[d] for d in info["shown"]] == sorted(kl, reverse=True)  # most active first
-    for path in ("/decode?z=0,0,0,0", "/image?index=3",
-                 "/interpolate?a=0&b=5&steps=7&method=slerp"):
+    for path in (
+        "/decode?z=0,0,0,0",
+        "/image?index=3",
+        "/interpolate?a=0&b=5&steps=7&method=slerp",
+    ):
         status, ctype, body = get(server, path)
         assert status == 200 and ctype == "image/png", path
         with Image.open(io.BytesIO(body)) as image:
@@ -123,15 +131,17 @@ def test_explorer_serves_page_info_and_images(server: explore.ExplorerServer,
     assert z == pytest.approx(expected.tolist(), abs=1e-4)
 
 
-def test_explorer_decodes_what_the_model_decodes(server: explore.ExplorerServer,
-                                                 explorer: explore.Explorer) -> None:
+def test_explorer_decodes_what_the_model_decodes(
+    server: explore.ExplorerServer, explorer: explore.Explorer
+) -> None:
     a = get(server, "/decode?z=0,0,0,0")[2]
     b = get(server, "/decode?z=2.5,-1,0.5,3")[2]
     assert a != b
     pixels = torch.from_numpy(np.asarray(Image.open(io.BytesIO(b)), dtype=np.float32))
     with torch.no_grad():
-        model_image = explorer.model.mean(explorer.model.decode(
-            torch.tensor([[2.5, -1.0, 0.5, 3.0]])))
+        model_image = explorer.model.mean(
+            explorer.model.decode(torch.tensor([[2.5, -1.0, 0.5, 3.0]]))
+        )
     assert torch.allclose(pixels.flatten() / 255, model_image.flatten(), atol=1 / 255 + 1e-6)
 
 
@@ -143,7 +153,8 @@ def test_explorer_ranks_many_dimensions_and_caps_the_sliders(tmp_path: Path) -> 
     assert len(info["shown"]) == explore.MAX_SLIDERS and len(info["order"]) == 40
     assert info["shown"] == info["order"][: explore.MAX_SLIDERS]
     assert min(info["kl"][d] for d in info["shown"]) >= max(
-        info["kl"][d] for d in info["order"][explore.MAX_SLIDERS:])
+        info["kl"][d] for d in info["order"][explore.MAX_SLIDERS :]
+    )
 
 
 def test_explorer_handles_concurrent_requests(server: explore.ExplorerServer) -> None:
@@ -155,51 +166,73 @@ def test_explorer_handles_concurrent_requests(server: explore.ExplorerServer) ->
 
 
 # -- robustness: every bad request is a 4xx with a one-line message (issue 6, item 20) ------
-@pytest.mark.parametrize("z,needle", [
-    ("nan,0,0,0", "z[0]"), ("0,inf,0,0", "z[1]"), ("0,0,-inf,0", "z[2]"),
-    ("0,0,0,1e999", "outside"), ("0,0,0,101", "outside"), ("abc,0,0,0", "not a finite"),
-    ("1_0,0,0,0", "not a finite"), ("0x1,0,0,0", "not a finite"), (",,,", "not a finite"),
-    ("0,0,0", "has 3 values"), ("0,0,0,0,0", "has 5 values"), ("", "has 0 values"),
-])
-def test_explorer_bad_numbers_are_400(server: explore.ExplorerServer, z: str,
-                                      needle: str) -> None:
+@pytest.mark.parametrize(
+    "z,needle",
+    [
+        ("nan,0,0,0", "z[0]"),
+        ("0,inf,0,0", "z[1]"),
+        ("0,0,-inf,0", "z[2]"),
+        ("0,0,0,1e999", "outside"),
+        ("0,0,0,101", "outside"),
+        ("abc,0,0,0", "not a finite"),
+        ("1_0,0,0,0", "not a finite"),
+        ("0x1,0,0,0", "not a finite"),
+        (",,,", "not a finite"),
+        ("0,0,0", "has 3 values"),
+        ("0,0,0,0,0", "has 5 values"),
+        ("", "has 0 values"),
+    ],
+)
+def test_explorer_bad_numbers_are_400(server: explore.ExplorerServer, z: str, needle: str) -> None:
     assert_4xx(*[get(server, f"/decode?z={z}")[i] for i in (0, 2)], 400, needle)
 
 
-@pytest.mark.parametrize("path,code,needle", [
-    ("/nope", 404, "no such page"), ("/../../etc/passwd", 404, "no such page"),
-    ("/decode", 400, "missing parameter 'z'"),
-    ("/decode?z=0,0,0,0&z=1,1,1,1", 400, "given 2 times"),
-    ("/decode?z=0,0,0,0&evil=1", 400, "unknown parameter"),
-    ("/decode?z=0,0,0,0&label=1", 400, "not class-conditional"),
-    ("/decode?z=%ff,0,0,0", 400, "malformed query"), ("/decode?z", 400, "malformed query"),
-    ("/decode?" + "&".join(f"p{i}=1" for i in range(20)), 400, "malformed query"),
-    ("/encode?index=-1", 400, "whole number"), ("/encode?index=1.5", 400, "whole number"),
-    ("/encode?index=99999999", 400, "whole number"), ("/image?index=x", 400, "whole number"),
-    ("/interpolate?a=0&b=1&steps=1", 400, "'steps'"),
-    ("/interpolate?a=0&b=1&steps=1000", 400, "'steps'"),
-    ("/interpolate?a=0&b=1&method=cubic", 400, "'method'"),
-    ("/interpolate?a=0", 400, "missing parameter 'b'"),
-])
+@pytest.mark.parametrize(
+    "path,code,needle",
+    [
+        ("/nope", 404, "no such page"),
+        ("/../../etc/passwd", 404, "no such page"),
+        ("/decode", 400, "missing parameter 'z'"),
+        ("/decode?z=0,0,0,0&z=1,1,1,1", 400, "given 2 times"),
+        ("/decode?z=0,0,0,0&evil=1", 400, "unknown parameter"),
+        ("/decode?z=0,0,0,0&label=1", 400, "not class-conditional"),
+        ("/decode?z=%ff,0,0,0", 400, "malformed query"),
+        ("/decode?z", 400, "malformed query"),
+        ("/decode?" + "&".join(f"p{i}=1" for i in range(20)), 400, "malformed query"),
+        ("/encode?index=-1", 400, "whole number"),
+        ("/encode?index=1.5", 400, "whole number"),
+        ("/encode?index=99999999", 400, "whole number"),
+        ("/image?index=x", 400, "whole number"),
+        ("/interpolate?a=0&b=1&steps=1", 400, "'steps'"),
+        ("/interpolate?a=0&b=1&steps=1000", 400, "'steps'"),
+        ("/interpolate?a=0&b=1&method=cubic", 400, "'method'"),
+        ("/interpolate?a=0", 400, "missing parameter 'b'"),
+    ],
+)
 def test_explorer_malformed_queries_and_unknown_routes_are_4xx(
-        server: explore.ExplorerServer, path: str, code: int, needle: str) -> None:
+    server: explore.ExplorerServer, path: str, code: int, needle: str
+) -> None:
     status, ctype, body = get(server, path)
     assert ctype.startswith("text/plain")
     assert_4xx(status, body, code, needle)
 
 
-@pytest.mark.parametrize("request_bytes,code", [
-    (b"GARBAGE\r\n\r\n", 400),  # no method, path or version
-    (b"GET /\r\n\r\n", 400),  # HTTP/0.9
-    (b"GET / HTTP/1.x\r\nHost: 127.0.0.1\r\n\r\n", 400),  # bad version
-    (b"BREW /pot HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 405),  # unknown method, not 501
-    (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nno colon here\r\n\r\n", 200),  # lenient header
-    (b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(150)) + b"\r\n", 431),
-    (b"GET / HTTP/1.1\r\nX-Long: " + b"a" * 70000 + b"\r\n\r\n", 431),
-    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400),  # TLS, of sorts
-])
-def test_explorer_malformed_requests_get_4xx(server: explore.ExplorerServer,
-                                             request_bytes: bytes, code: int) -> None:
+@pytest.mark.parametrize(
+    "request_bytes,code",
+    [
+        (b"GARBAGE\r\n\r\n", 400),  # no method, path or version
+        (b"GET /\r\n\r\n", 400),  # HTTP/0.9
+        (b"GET / HTTP/1.x\r\nHost: 127.0.0.1\r\n\r\n", 400),  # bad version
+        (b"BREW /pot HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 405),  # unknown method, not 501
+        (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nno colon here\r\n\r\n", 200),  # lenient header
+        (b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(150)) + b"\r\n", 431),
+        (b"GET / HTTP/1.1\r\nX-Long: " + b"a" * 70000 + b"\r\n\r\n", 431),
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400),  # TLS, of sorts
+    ],
+)
+def test_explorer_malformed_requests_get_4xx(
+    server: explore.ExplorerServer, request_bytes: bytes, code: int
+) -> None:
     reply = raw(server, request_bytes)
     assert status_of(reply) == code, reply[:300]
     assert b"Traceback" not in reply
@@ -212,7 +245,7 @@ def test_explorer_huge_request_line_is_414(server: explore.ExplorerServer) -> No
 
 
 def test_explorer_huge_payloads_are_413(server: explore.ExplorerServer) -> None:
-    head = (b"GET /info HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000000000\r\n\r\n")
+    head = b"GET /info HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000000000\r\n\r\n"
     reply = raw(server, head + b"x" * 200_000)
     assert status_of(reply) == 413 and b"too large" in reply
     chunked = b"GET /info HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -231,8 +264,11 @@ def test_explorer_stalled_clients_time_out(explorer: explore.Explorer) -> None:
     srv.RequestHandlerClass.timeout = 0.5  # type: ignore[attr-defined]
     try:
         started = time.monotonic()
-        for partial in (b"GET /info HT", b"GET /info HTTP/1.1\r\nHost: 127",
-                        b"GET /info HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc"):
+        for partial in (
+            b"GET /info HT",
+            b"GET /info HTTP/1.1\r\nHost: 127",
+            b"GET /info HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc",
+        ):
             reply = raw(srv, partial, wait=5)  # sends part of a request, then nothing
             assert status_of(reply) == 408, reply
         assert time.monotonic() - started < 6
@@ -243,10 +279,11 @@ def test_explorer_stalled_clients_time_out(explorer: explore.Explorer) -> None:
 
 
 def test_explorer_internal_errors_are_500_without_traceback(
-        server: explore.ExplorerServer, explorer: explore.Explorer,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    server: explore.ExplorerServer, explorer: explore.Explorer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken(*args: object) -> bytes:
         raise RuntimeError("secret detail")
+
     monkeypatch.setattr(explorer, "decode", broken)
     status, _, body = get(server, "/decode?z=0,0,0,0")
     assert status == 500 and b"RuntimeError" in body
@@ -254,8 +291,10 @@ def test_explorer_internal_errors_are_500_without_traceback(
 
 
 def test_explorer_binds_loopback_by_default_and_refuses_foreign_hosts(
-        explorer: explore.Explorer, server: explore.ExplorerServer) -> None:
+    explorer: explore.Explorer, server: explore.ExplorerServer
+) -> None:
     import inspect
+
     assert inspect.signature(explore.make_server).parameters["host"].default == "127.0.0.1"
     assert inspect.signature(explore.serve).parameters["host"].default == "127.0.0.1"
     assert server.server_address[0] == "127.0.0.1" and server.loopback_only
@@ -287,8 +326,7 @@ def test_explorer_conditional_model_takes_a_label(tmp_path: Path) -> None:
         a = get(srv, "/decode?z=0,0,0,0&label=1")
         b = get(srv, "/decode?z=0,0,0,0&label=7")
         assert a[0] == b[0] == 200 and a[2] != b[2]
-        assert_4xx(*[get(srv, "/decode?z=0,0,0,0&label=10")[i] for i in (0, 2)], 400,
-                   "'label'")
+        assert_4xx(*[get(srv, "/decode?z=0,0,0,0&label=10")[i] for i in (0, 2)], 400, "'label'")
         assert json.loads(get(srv, "/encode?index=0")[2])["label"] == int(data.y_test[0])
     finally:
         srv.shutdown()
@@ -298,9 +336,13 @@ def test_explorer_conditional_model_takes_a_label(tmp_path: Path) -> None:
 # -- the command ----------------------------------------------------------------------------
 def test_explorer_command_serves_until_interrupted(trained_run: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.Popen([sys.executable, "-m", "vaekit", "explore", str(trained_run),
-                             "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vaekit", "explore", str(trained_run), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         line = proc.stdout.readline()  # type: ignore[union-attr]
         assert "http://127.0.0.1:" in line, line + proc.stderr.read()  # type: ignore[union-attr]
@@ -315,45 +357,59 @@ def test_explorer_command_serves_until_interrupted(trained_run: Path) -> None:
     assert proc.returncode == 130 and "Traceback" not in err, err
 
 
-def test_explorer_command_refuses_a_bad_port(trained_run: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_explorer_command_refuses_a_bad_port(
+    trained_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["explore", str(trained_run), "--port", "70000"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--port must be from 0 to 65535" in err
 
 
 # -- the page, end to end -------------------------------------------------------------------
-def test_explorer_page_slider_moves_the_decoded_image(server: explore.ExplorerServer,
-                                                      browser: Browser) -> None:  # noqa: F811
+def test_explorer_page_slider_moves_the_decoded_image(
+    server: explore.ExplorerServer,
+    browser: Browser,  # noqa: F811 (the fixture imported above)
+) -> None:
     host, port = server.server_address[:2]
     browser.get(f"http://{host}:{port}/")
-    ready = ('const i = document.getElementById("decoded"); return window.explorer && '
-             'window.explorer.decodes > 0 && i.dataset.state === "ready" && i.naturalWidth > 0')
+    ready = (
+        'const i = document.getElementById("decoded"); return window.explorer && '
+        'window.explorer.decodes > 0 && i.dataset.state === "ready" && i.naturalWidth > 0'
+    )
     browser.wait_for(ready)
-    dims = browser.execute('return Array.from(document.querySelectorAll("#sliders input"))'
-                           '.map(s => s.dataset.dim)')
+    dims = browser.execute(
+        'return Array.from(document.querySelectorAll("#sliders input")).map(s => s.dataset.dim)'
+    )
     info = json.loads(get(server, "/info")[2])
     assert [int(d) for d in dims] == info["shown"]  # one slider each, most active first
     before = Image.open(io.BytesIO(browser.element_screenshot("#decoded"))).convert("L")
-    dim = browser.execute('const s = document.querySelector("#sliders input"); s.value = "3.5";'
-                          's.dispatchEvent(new Event("input")); return Number(s.dataset.dim)')
-    browser.wait_for(f'const i = document.getElementById("decoded"); return i.dataset.state '
-                     f'=== "ready" && i.dataset.z.slice(2).split("&")[0].split(",")[{dim}] '
-                     f'=== "3.5000"')
+    dim = browser.execute(
+        'const s = document.querySelector("#sliders input"); s.value = "3.5";'
+        's.dispatchEvent(new Event("input")); return Number(s.dataset.dim)'
+    )
+    browser.wait_for(
+        f'const i = document.getElementById("decoded"); return i.dataset.state '
+        f'=== "ready" && i.dataset.z.slice(2).split("&")[0].split(",")[{dim}] '
+        f'=== "3.5000"'
+    )
     after = Image.open(io.BytesIO(browser.element_screenshot("#decoded"))).convert("L")
     assert before.size == after.size and before.width >= 200  # drawn large, pixelated
     assert ImageChops.difference(before, after).getbbox() is not None  # the image changed
     # the button encodes a test image: the sliders take its posterior mean
     decodes = browser.execute("return window.explorer.decodes")
     browser.execute('document.getElementById("encode").click()')
-    browser.wait_for(f'return window.explorer.decodes > {decodes} && '
-                     'document.getElementById("decoded").dataset.state === "ready"')
+    browser.wait_for(
+        f"return window.explorer.decodes > {decodes} && "
+        'document.getElementById("decoded").dataset.state === "ready"'
+    )
     caption = browser.execute('return document.getElementById("encoded-caption").textContent')
     index = int(caption.split()[2])
     z = json.loads(get(server, f"/encode?index={index}")[2])["z"]
-    shown = browser.execute(f'return {json.dumps(info["shown"])}.map(d => window.explorer.z[d])')
+    shown = browser.execute(f"return {json.dumps(info['shown'])}.map(d => window.explorer.z[d])")
     assert shown == pytest.approx([z[d] for d in info["shown"]], abs=1e-4)
     # the interpolation strip rendered, and the page shows no error
-    browser.wait_for('const s = document.getElementById("strip"); return s.dataset.state === '
-                     '"ready" && s.naturalWidth === 10 * 28')
+    browser.wait_for(
+        'const s = document.getElementById("strip"); return s.dataset.state === '
+        '"ready" && s.naturalWidth === 10 * 28'
+    )
     assert browser.execute('return document.getElementById("error").textContent') == ""

@@ -28,8 +28,7 @@ def images(n: int = 12, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (n, 1, 8, 8), generator=g, dtype=torch.uint8)
 
 
-def colour_pixels(image: Image.Image, colour: tuple[int, int, int], tol: int = 40
-                  ) -> np.ndarray:
+def colour_pixels(image: Image.Image, colour: tuple[int, int, int], tol: int = 40) -> np.ndarray:
     """(row, col) of every pixel within `tol` of `colour`."""
     a = np.asarray(image.convert("RGB")).astype(int)
     return np.argwhere(np.abs(a - np.array(colour)).sum(-1) < tol)
@@ -39,8 +38,10 @@ def colour_pixels(image: Image.Image, colour: tuple[int, int, int], tol: int = 4
 def test_manifold_latents_follow_the_inverse_gaussian_cdf() -> None:
     n = 4
     z = figures.manifold_latents(n, 5, dims=(3, 1)).view(n, n, 5)  # (row, col, D)
-    expected = [torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor((i + 0.5) / n)).item()
-                for i in range(n)]
+    expected = [
+        torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor((i + 0.5) / n)).item()
+        for i in range(n)
+    ]
     assert z[0, :, 3].tolist() == pytest.approx(expected, abs=1e-6)  # left to right: rising
     assert z[:, 0, 1].tolist() == pytest.approx(expected[::-1], abs=1e-6)  # top row highest
     assert torch.all(z[:, :, [0, 2, 4]] == 0)  # every other dimension at the prior's mode
@@ -105,8 +106,9 @@ def test_pca_2d_finds_the_axis_of_largest_variance() -> None:
 
 
 def test_scatter_colours_each_group_where_its_points_are() -> None:
-    points = [(-1.0 + 0.01 * i, 0.0) for i in range(30)] + [(1.0 - 0.01 * i, 0.0)
-                                                              for i in range(30)]
+    points = [(-1.0 + 0.01 * i, 0.0) for i in range(30)] + [
+        (1.0 - 0.01 * i, 0.0) for i in range(30)
+    ]
     groups = [0] * 30 + [1] * 30
     image = charts.scatter_plot(points, groups, ["left", "right"], "t", "x", "y")
     mid = image.width * 0.45  # the plot's centre is left of the image's (legend at right)
@@ -157,9 +159,18 @@ def test_bar_chart_bar_heights_are_proportional_to_values() -> None:
 
 
 def test_training_curves_draw_three_panels_from_metrics_records() -> None:
-    records = [{"epoch": e, "train_nelbo": 200 - e, "train_recon": 180 - e, "train_kl": 20.0,
-                "test_nelbo": 205 - e, "test_recon": 185 - e, "test_kl": 20.0}
-               for e in range(1, 5)]
+    records = [
+        {
+            "epoch": e,
+            "train_nelbo": 200 - e,
+            "train_recon": 180 - e,
+            "train_kl": 20.0,
+            "test_nelbo": 205 - e,
+            "test_recon": 185 - e,
+            "test_kl": 20.0,
+        }
+        for e in range(1, 5)
+    ]
     image = figures.training_curves(records)
     assert image is not None and image.width == 3 * 480
     assert figures.training_curves([]) is None
@@ -170,10 +181,18 @@ def test_training_curves_draw_three_panels_from_metrics_records() -> None:
 def test_write_all_writes_every_figure_as_a_png(trained_run: Path, tmp_path: Path) -> None:
     from vaekit.data import load_data
     from vaekit.tracking import read_metrics
+
     model = vaekit.load(trained_run)
     data = load_data(model.run_config.data, seed=0, progress=False)
-    written = figures.write_all(tmp_path, model, data.x_test, data.y_test, data.class_names,
-                                read_metrics(trained_run), n_manifold=5)
+    written = figures.write_all(
+        tmp_path,
+        model,
+        data.x_test,
+        data.y_test,
+        data.class_names,
+        read_metrics(trained_run),
+        n_manifold=5,
+    )
     assert set(written) == set(figures.FILES)
     for name, path in written.items():
         assert path == tmp_path / figures.FILES[name]
@@ -184,12 +203,18 @@ def test_write_all_writes_every_figure_as_a_png(trained_run: Path, tmp_path: Pat
         assert image.size == (5 * 30 + 2, 5 * 30 + 2)
 
 
-@pytest.mark.parametrize("command,name", [("manifold", "manifold.png"),
-                                          ("latents", "latents.png"),
-                                          ("curves", "curves.png"), ("kl", "kl.png")])
-def test_picture_commands_write_their_png(trained_run: Path, tmp_path: Path, command: str,
-                                          name: str, capsys: pytest.CaptureFixture[str]
-                                          ) -> None:
+@pytest.mark.parametrize(
+    "command,name",
+    [
+        ("manifold", "manifold.png"),
+        ("latents", "latents.png"),
+        ("curves", "curves.png"),
+        ("kl", "kl.png"),
+    ],
+)
+def test_picture_commands_write_their_png(
+    trained_run: Path, tmp_path: Path, command: str, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / name
     extra = ["--n", "4"] if command == "manifold" else []
     assert main([command, str(trained_run), "--out", str(out), *extra]) == 0

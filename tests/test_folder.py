@@ -28,8 +28,12 @@ def cfg(path: Path, **kw: object) -> DataConfig:
     return DataConfig(**{**base, **kw})  # type: ignore[arg-type]
 
 
-def rgb(path: Path, colour: tuple[int, int, int] = (10, 20, 30), size: tuple[int, int] = (8, 8),
-        fmt: str | None = None) -> Path:
+def rgb(
+    path: Path,
+    colour: tuple[int, int, int] = (10, 20, 30),
+    size: tuple[int, int] = (8, 8),
+    fmt: str | None = None,
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", size, colour).save(path, format=fmt)
     return path
@@ -64,6 +68,7 @@ def one(tmp_path: Path, make, **kw: object) -> np.ndarray:  # noqa: ANN001
 
 # ---- folders and labels ------------------------------------------------------------------
 
+
 def test_flat_folder_is_unlabelled(tmp_path: Path) -> None:
     for i in range(8):
         rgb(tmp_path / f"{i}.png", (i * 30, 0, 0), size=(12, 12))
@@ -94,8 +99,9 @@ def test_subfolders_become_sorted_labels(tmp_path: Path) -> None:
     assert torch.equal(again.y_train, ds.y_train)  # type: ignore[arg-type]
 
 
-def test_top_level_images_beside_classes_mean_unlabelled(tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture) -> None:
+def test_top_level_images_beside_classes_mean_unlabelled(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     for name in ("a/1.png", "a/2.png", "b/1.png", "b/2.png", "loose.png"):
         rgb(tmp_path / name)
     ds = load_folder(tmp_path, cfg(tmp_path), progress=False)
@@ -120,6 +126,7 @@ def test_hidden_files_and_folders_are_ignored(tmp_path: Path) -> None:
 
 
 # ---- colour modes, bit depths, geometry ----------------------------------------------------
+
 
 def test_rgba_is_composited_on_white(tmp_path: Path) -> None:
     a = np.zeros((8, 8, 4), dtype=np.uint8)
@@ -149,8 +156,7 @@ def test_16_bit_png_keeps_contrast(tmp_path: Path, mode: str) -> None:
 
 def test_32_bit_tiff_with_16_bit_values_is_scaled(tmp_path: Path) -> None:
     a = np.array([[65535, 32768], [257, 0]], dtype=np.int32)
-    x = one(tmp_path, lambda p: Image.fromarray(a).save(p, format="TIFF"), image_size=2,
-            mode="L")
+    x = one(tmp_path, lambda p: Image.fromarray(a).save(p, format="TIFF"), image_size=2, mode="L")
     assert stored(tmp_path / "img") == "I"
     assert x[0].tolist() == [[255, 128], [1, 0]]
 
@@ -160,6 +166,7 @@ def test_palette_image(tmp_path: Path) -> None:
         im = Image.new("P", (8, 8), 1)
         im.putpalette([0, 0, 0, 10, 200, 30] + [0] * 762)
         im.save(p, format="PNG")
+
     x = one(tmp_path, make)
     assert (x == np.array([10, 200, 30])[:, None, None]).all()
 
@@ -169,6 +176,7 @@ def test_palette_transparency_becomes_white(tmp_path: Path) -> None:
         im = Image.new("P", (8, 8), 1)
         im.putpalette([0, 0, 0, 10, 200, 30] + [0] * 762)
         im.save(p, format="PNG", transparency=1)
+
     assert (one(tmp_path, make) == 255).all()
 
 
@@ -218,8 +226,12 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
     a[:, :8] = 0  # stored: left half black
     exif = Image.Exif()
     exif[0x0112] = 6  # display rotated 90 degrees clockwise: the black half goes to the top
-    x = one(tmp_path, lambda p: Image.fromarray(a).save(p, "JPEG", exif=exif, quality=95),
-            image_size=16, mode="L")
+    x = one(
+        tmp_path,
+        lambda p: Image.fromarray(a).save(p, "JPEG", exif=exif, quality=95),
+        image_size=16,
+        mode="L",
+    )
     plain = stored(tmp_path / "img", "pixels")
     assert plain[:, :4].mean() < 20 and plain[:, 12:].mean() > 235  # the file as stored
     assert x[0, :4].mean() < 20 and x[0, 12:].mean() > 235  # top black, bottom white
@@ -227,8 +239,7 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
 
 def test_gif_first_frame(tmp_path: Path) -> None:
     frames = [Image.new("RGB", (8, 8), c) for c in ((255, 0, 0), (0, 0, 255))]
-    x = one(tmp_path, lambda p: frames[0].save(p, "GIF", save_all=True,
-                                               append_images=frames[1:]))
+    x = one(tmp_path, lambda p: frames[0].save(p, "GIF", save_all=True, append_images=frames[1:]))
     assert stored(tmp_path / "img", "n_frames") == 2
     assert (x[0] > 240).all() and (x[2] < 15).all()
 
@@ -244,6 +255,7 @@ def test_other_formats_and_upper_case_extensions(tmp_path: Path, ext: str) -> No
 
 # ---- bad files --------------------------------------------------------------------------
 
+
 def bad_folder(tmp_path: Path) -> tuple[Path, Path]:
     for i in range(4):
         rgb(tmp_path / f"{i}.png")
@@ -256,8 +268,9 @@ def bad_folder(tmp_path: Path) -> tuple[Path, Path]:
     return corrupt, truncated
 
 
-def test_unreadable_files_are_skipped_and_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                capsys: pytest.CaptureFixture) -> None:
+def test_unreadable_files_are_skipped_and_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     corrupt, truncated = bad_folder(tmp_path)
     monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)  # must not let it through
     ds = load_folder(tmp_path, cfg(tmp_path), progress=False)
@@ -330,6 +343,7 @@ def test_decompression_bomb_is_refused_by_path(tmp_path: Path, limit: int) -> No
 
 # ---- the cache --------------------------------------------------------------------------
 
+
 def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
     real = folder.decode_image
@@ -337,6 +351,7 @@ def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     def spy(path: Path, *args: object, **kw: object) -> np.ndarray:
         calls.append(Path(path).name)
         return real(path, *args, **kw)  # type: ignore[arg-type]
+
     monkeypatch.setattr(folder, "decode_image", spy)
     return calls
 
@@ -356,6 +371,7 @@ def test_second_load_comes_from_the_cache(tmp_path: Path, monkeypatch: pytest.Mo
 
     def boom(*args: object, **kw: object) -> None:
         raise AssertionError("decoded on a cache hit")
+
     monkeypatch.setattr(folder, "decode_image", boom)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # e.g. torch's warning on non-writable arrays
@@ -406,8 +422,9 @@ def test_large_cache_is_memory_mapped(tmp_path: Path, monkeypatch: pytest.Monkey
     first = load_folder(root, cfg(root), progress=False)
     modes: list[object] = []
     real = np.load
-    monkeypatch.setattr(folder.np, "load", lambda *a, **kw: modes.append(kw.get("mmap_mode"))
-                        or real(*a, **kw))
+    monkeypatch.setattr(
+        folder.np, "load", lambda *a, **kw: modes.append(kw.get("mmap_mode")) or real(*a, **kw)
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         big = load_folder(root, cfg(root), progress=False, ram_budget=0)
@@ -444,6 +461,7 @@ def test_a_corrupt_cache_is_rebuilt(tmp_path: Path) -> None:
 
 # ---- the demo data ----------------------------------------------------------------------
 
+
 def load_make_shapes():  # noqa: ANN201
     spec = importlib.util.spec_from_file_location("make_shapes", ROOT / "scripts/make_shapes.py")
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
@@ -454,7 +472,10 @@ def load_make_shapes():  # noqa: ANN201
 def test_make_shapes_writes_a_labelled_folder(tmp_path: Path) -> None:
     make_shapes = load_make_shapes().make_shapes
     assert make_shapes(tmp_path / "a", n=30, size=16, seed=1) == {
-        "circle": 10, "square": 10, "triangle": 10}
+        "circle": 10,
+        "square": 10,
+        "triangle": 10,
+    }
     ds = load_folder(tmp_path / "a", cfg(tmp_path / "a", image_size=16), progress=False)
     assert ds.class_names == ["circle", "square", "triangle"] and ds.info["images"] == 30
     y = torch.cat([ds.y_train, ds.y_test])  # type: ignore[list-item]
@@ -471,4 +492,3 @@ def test_make_shapes_command_line(tmp_path: Path, capsys: pytest.CaptureFixture)
     assert len(list(tmp_path.glob("*/*.png"))) == 6
     assert "wrote 6 images" in capsys.readouterr().out
     assert sys.modules.get("make_shapes") is None  # loaded from its path, not installed
-

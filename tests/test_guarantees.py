@@ -30,8 +30,20 @@ from vaekit.cli import main
 from vaekit.data.idx import write_idx
 from vaekit.errors import CheckpointError, TrainingDiverged, TrainingInterrupted, VaekitError
 
-TINY = ["--data.noise_examples", "256", "--model.hidden", "32", "--latent-dim", "4",
-        "--epochs", "1", "--batch-size", "64", "--train.progress", "false"]
+TINY = [
+    "--data.noise_examples",
+    "256",
+    "--model.hidden",
+    "32",
+    "--latent-dim",
+    "4",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "64",
+    "--train.progress",
+    "false",
+]
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
@@ -57,15 +69,24 @@ def write_png(path: Path, size: tuple[int, int] = (20, 16), mode: str = "RGB") -
 
 # -- inputs -----------------------------------------------------------------------------
 def test_case01_corrupt_image_is_skipped_with_a_count_or_an_error_with_strict(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     folder = tmp_path / "imgs"
     for i in range(6):
         write_png(folder / f"ok{i}.png")
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     good = write_png(folder / "cut.png", (64, 64)).read_bytes()
     (folder / "cut.png").write_bytes(good[: len(good) // 2])
-    args = ["train", "--data", str(folder), "--data.image_size", "8", *TINY,
-            "--out", str(tmp_path / "run")]
+    args = [
+        "train",
+        "--data",
+        str(folder),
+        "--data.image_size",
+        "8",
+        *TINY,
+        "--out",
+        str(tmp_path / "run"),
+    ]
     code, err = cli(capsys, *args)
     assert code == 0
     assert "broken.png" in err and "cut.png" in err and "skipped 2" in err
@@ -74,18 +95,27 @@ def test_case01_corrupt_image_is_skipped_with_a_count_or_an_error_with_strict(
 
 
 def test_case02_empty_folder_or_only_non_images_is_a_clear_error(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "empty").mkdir()
     (tmp_path / "text").mkdir()
     (tmp_path / "text" / "notes.txt").write_text("hello")
     for folder in ("empty", "text"):
-        code, err = cli(capsys, "train", "--data", str(tmp_path / folder), *TINY,
-                        "--out", str(tmp_path / f"run-{folder}"))
+        code, err = cli(
+            capsys,
+            "train",
+            "--data",
+            str(tmp_path / folder),
+            *TINY,
+            "--out",
+            str(tmp_path / f"run-{folder}"),
+        )
         one_line_error(code, err, folder)
 
 
 def test_case03_mixed_modes_and_sizes_are_converted_and_16_bit_keeps_contrast(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     folder = tmp_path / "mixed"
     write_png(folder / "rgb.png", (30, 20))
     write_png(folder / "gray.png", (17, 40), "L")
@@ -94,9 +124,11 @@ def test_case03_mixed_modes_and_sizes_are_converted_and_16_bit_keeps_contrast(
     Image.new("CMYK", (22, 22), (0, 255, 255, 0)).save(folder / "cmyk.jpg")
     Image.fromarray(np.full((16, 16), 65535, dtype=np.uint16)).save(folder / "white16.png")
     Image.fromarray(np.full((16, 16), 32896, dtype=np.uint16)).save(folder / "mid16.png")
-    cfg = vaekit.load_config(None, {"data.name": str(folder), "data.image_size": 8,
-                                    "data.test_fraction": 0.2})
+    cfg = vaekit.load_config(
+        None, {"data.name": str(folder), "data.image_size": 8, "data.test_fraction": 0.2}
+    )
     from vaekit.data import load_data
+
     data = load_data(cfg.data, progress=False)
     x = torch.cat([data.x_train, data.x_test])
     assert x.shape == (7, 3, 8, 8) and x.dtype == torch.uint8
@@ -108,19 +140,24 @@ def test_case03_mixed_modes_and_sizes_are_converted_and_16_bit_keeps_contrast(
 def test_case04_decompression_bomb_is_refused_with_its_path(tmp_path: Path) -> None:
     from vaekit.config import DataConfig
     from vaekit.data.folder import load_folder
+
     folder = tmp_path / "bomb"
     for i in range(3):
         write_png(folder / f"small{i}.png", (10, 10))
     write_png(folder / "huge.png", (400, 400))
-    data = load_folder(folder, DataConfig(name=str(folder), image_size=8, test_fraction=0.34),
-                       progress=False, max_pixels=20_000)
+    data = load_folder(
+        folder,
+        DataConfig(name=str(folder), image_size=8, test_fraction=0.34),
+        progress=False,
+        max_pixels=20_000,
+    )
     assert data.x_train.shape[0] + data.x_test.shape[0] == 3
     assert any("huge.png" in p for p in data.info["skipped"])
 
 
 def test_case05_bad_idx_and_npz_files_are_clear_errors_naming_the_file(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-        ) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = tmp_path / "data" / "mnist"
     root.mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -130,8 +167,19 @@ def test_case05_bad_idx_and_npz_files_are_clear_errors_naming_the_file(
     write_idx(root / "t10k-labels-idx1-ubyte.gz", rng.integers(0, 9, 5, np.uint8))
     raw = (root / "t10k-images-idx3-ubyte").read_bytes()
     (root / "t10k-images-idx3-ubyte").write_bytes(raw[:-7])
-    code, err = cli(capsys, "train", "--data", "mnist", "--data.root", str(tmp_path / "data"),
-                    "--data.download", "false", *TINY, "--out", str(tmp_path / "r1"))
+    code, err = cli(
+        capsys,
+        "train",
+        "--data",
+        "mnist",
+        "--data.root",
+        str(tmp_path / "data"),
+        "--data.download",
+        "false",
+        *TINY,
+        "--out",
+        str(tmp_path / "r1"),
+    )
     one_line_error(code, err, "t10k-images-idx3-ubyte")
 
     npz = tmp_path / "cut.npz"
@@ -142,13 +190,15 @@ def test_case05_bad_idx_and_npz_files_are_clear_errors_naming_the_file(
     shape = tmp_path / "shape.npz"
     np.savez(shape, x_train=np.zeros((4, 2, 5, 5, 5), np.uint8))
     for path in (npz, obj, shape):
-        code, err = cli(capsys, "train", "--data", str(path), *TINY,
-                        "--out", str(tmp_path / f"r-{path.stem}"))
+        code, err = cli(
+            capsys, "train", "--data", str(path), *TINY, "--out", str(tmp_path / f"r-{path.stem}")
+        )
         one_line_error(code, err, path.name)
 
 
 def test_case06_out_of_range_data_for_a_bernoulli_likelihood_is_refused_before_training(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "raw255.npz"
     np.savez(path, x_train=np.random.default_rng(0).uniform(0, 255, (50, 8, 8)).astype(np.float32))
     code, err = cli(capsys, "train", "--data", str(path), *TINY, "--out", str(tmp_path / "r"))
@@ -159,15 +209,19 @@ def test_case06_out_of_range_data_for_a_bernoulli_likelihood_is_refused_before_t
         vaekit.evaluate(model, torch.full((2, 1, 8, 8), 3.0))
 
 
-@pytest.mark.parametrize("yaml_text, needle", [
-    ("model:\n  latent_dimension: 3\n", "model.latent_dimension"),
-    ("train:\n  epochs: three\n", "train.epochs"),
-    ("train:\n  batch_size: -8\n", "train.batch_size"),
-    ("model:\n  latent_dim: 0\n", "model.latent_dim"),
-    ("optim:\n  lr: [1]\n", "optim.lr"),
-])
+@pytest.mark.parametrize(
+    "yaml_text, needle",
+    [
+        ("model:\n  latent_dimension: 3\n", "model.latent_dimension"),
+        ("train:\n  epochs: three\n", "train.epochs"),
+        ("train:\n  batch_size: -8\n", "train.batch_size"),
+        ("model:\n  latent_dim: 0\n", "model.latent_dim"),
+        ("optim:\n  lr: [1]\n", "optim.lr"),
+    ],
+)
 def test_case07_bad_options_are_clear_errors_naming_the_key(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], yaml_text: str, needle: str) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], yaml_text: str, needle: str
+) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(yaml_text)
     code, err = cli(capsys, "train", "--config", str(path), "--out", str(tmp_path / "r"))
@@ -184,14 +238,23 @@ class _Evil:
 
 
 def test_case08_malicious_pickle_as_resume_state_is_never_executed(
-        tmp_path: Path, trained_run: Path) -> None:
+    tmp_path: Path, trained_run: Path
+) -> None:
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
     marker = tmp_path / "PWNED"
     torch.save({"format": 1, "model": _Evil(marker)}, run / "state.pt")
-    result = run_cli("train", "--config", str(run / "config.yaml"), "--out", str(run),
-                     "--resume", "--epochs", "5",
-                     env={"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"})
+    result = run_cli(
+        "train",
+        "--config",
+        str(run / "config.yaml"),
+        "--out",
+        str(run),
+        "--resume",
+        "--epochs",
+        "5",
+        env={"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"},
+    )
     assert not marker.exists(), "the pickle was executed"
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode != 0 and len(lines) == 1 and "Traceback" not in result.stderr
@@ -208,30 +271,40 @@ def test_case08_malicious_pickle_as_resume_state_is_never_executed(
 @pytest.mark.parametrize("damage", ["empty", "truncated", "garbage"])
 @pytest.mark.parametrize("target", ["model.safetensors", "state.pt"])
 def test_case09_truncated_empty_or_garbage_checkpoint_is_incomplete_or_corrupt(
-        tmp_path: Path, trained_run: Path, capsys: pytest.CaptureFixture[str], damage: str,
-        target: str) -> None:
+    tmp_path: Path, trained_run: Path, capsys: pytest.CaptureFixture[str], damage: str, target: str
+) -> None:
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
     raw = (run / target).read_bytes()
-    (run / target).write_bytes({"empty": b"", "truncated": raw[: len(raw) // 3],
-                                "garbage": os.urandom(4096)}[damage])
+    (run / target).write_bytes(
+        {"empty": b"", "truncated": raw[: len(raw) // 3], "garbage": os.urandom(4096)}[damage]
+    )
     if target == "model.safetensors":
         code, err = cli(capsys, "evaluate", str(run))
     else:
-        code, err = cli(capsys, "train", "--config", str(run / "config.yaml"), "--out", str(run),
-                        "--resume", "--epochs", "5")
+        code, err = cli(
+            capsys,
+            "train",
+            "--config",
+            str(run / "config.yaml"),
+            "--out",
+            str(run),
+            "--resume",
+            "--epochs",
+            "5",
+        )
     one_line_error(code, err, f"checkpoint {run / target} is incomplete or corrupt")
 
 
 def test_case10_weights_from_another_config_list_the_differences_before_loading(
-        tmp_path: Path, trained_run: Path, tiny, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, trained_run: Path, tiny, monkeypatch: pytest.MonkeyPatch
+) -> None:
     other = vaekit.train(tiny("other", **{"model.latent_dim": 6, "model.hidden": [24]}))
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
     shutil.copy(other / "model.safetensors", run / "model.safetensors")
     called = []
-    monkeypatch.setattr(vaekit.VAE, "load_state_dict",
-                        lambda self, *a, **k: called.append(1))
+    monkeypatch.setattr(vaekit.VAE, "load_state_dict", lambda self, *a, **k: called.append(1))
     with pytest.raises(CheckpointError) as err:
         vaekit.load(run)
     assert not called, "weights were loaded before the check"
@@ -267,11 +340,30 @@ sys.exit(main(sys.argv[2:]))
 
 
 def test_case11_every_file_is_written_atomically_and_sigkill_never_breaks_the_checkpoint(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     run = tmp_path / "run"
-    args = ["train", "--data", "noise", "--data.noise_examples", "512", "--model.hidden",
-            "128", "--latent-dim", "4", "--epochs", "100000", "--batch-size", "128",
-            "--train.progress", "false", "--train.checkpoint_every", "1", "--out", str(run)]
+    args = [
+        "train",
+        "--data",
+        "noise",
+        "--data.noise_examples",
+        "512",
+        "--model.hidden",
+        "128",
+        "--latent-dim",
+        "4",
+        "--epochs",
+        "100000",
+        "--batch-size",
+        "128",
+        "--train.progress",
+        "false",
+        "--train.checkpoint_every",
+        "1",
+        "--out",
+        str(run),
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     rng = random.Random(0)
     in_save = 0
@@ -280,17 +372,28 @@ def test_case11_every_file_is_written_atomically_and_sigkill_never_breaks_the_ch
         before = state.stat().st_mtime_ns if state.exists() else None
         mode = ["--resume"] if before is not None else ["--overwrite"]
         if i % 2:  # at a random moment after this process's first save
-            proc = subprocess.Popen([sys.executable, "-m", "vaekit", *args, *mode], env=env,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "vaekit", *args, *mode],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and proc.poll() is None and (
-                    not state.exists() or state.stat().st_mtime_ns == before):
+            while (
+                time.monotonic() < deadline
+                and proc.poll() is None
+                and (not state.exists() or state.stat().st_mtime_ns == before)
+            ):
                 time.sleep(0.02)
             time.sleep(rng.uniform(0.0, 0.3))
             proc.kill()
         else:  # inside a save, after the temporary file is written
-            proc = subprocess.Popen([sys.executable, "-c", _DIE_IN_A_SAVE, str(i), *args, *mode],
-                                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _DIE_IN_A_SAVE, str(i), *args, *mode],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == -signal.SIGKILL, err.decode()
         if i % 2 == 0:
@@ -319,7 +422,8 @@ def test_case11_stale_temporary_files_are_removed_on_resume(tiny) -> None:
 
 
 def test_case12_a_save_that_fails_part_way_leaves_the_previous_checkpoint(
-        tiny, monkeypatch: pytest.MonkeyPatch) -> None:
+    tiny, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = tiny("fail", **{"train.checkpoint_every": 1})
     run = vaekit.train(cfg)
     before = (run / "state.pt").read_bytes()
@@ -348,15 +452,20 @@ def test_case12_a_save_that_fails_part_way_leaves_the_previous_checkpoint(
 
 
 def test_case13_out_into_an_existing_run_refuses_unless_resume_or_overwrite(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = str(tmp_path / "run")
     assert cli(capsys, "train", "--data", "noise", *TINY, "--out", out)[0] == 0
     first = (tmp_path / "run" / "model.safetensors").read_bytes()
     code, err = cli(capsys, "train", "--data", "noise", *TINY, "--seed", "5", "--out", out)
     one_line_error(code, err, "already holds a run", "--resume", "--overwrite")
     assert (tmp_path / "run" / "model.safetensors").read_bytes() == first
-    assert cli(capsys, "train", "--data", "noise", *TINY, "--seed", "5", "--out", out,
-               "--overwrite")[0] == 0
+    assert (
+        cli(capsys, "train", "--data", "noise", *TINY, "--seed", "5", "--out", out, "--overwrite")[
+            0
+        ]
+        == 0
+    )
     assert (tmp_path / "run" / "model.safetensors").read_bytes() != first
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 1  # the old run's metrics did not survive into the new one
@@ -368,7 +477,8 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
 
 
 def test_case14_resume_at_an_epoch_boundary_is_bit_identical(
-        tiny, monkeypatch: pytest.MonkeyPatch) -> None:
+    tiny, monkeypatch: pytest.MonkeyPatch
+) -> None:
     full = vaekit.train(tiny("full", **{"train.epochs": 2}))
     half = tiny("half")
     vaekit.train(half)
@@ -389,7 +499,8 @@ def test_case14_resume_at_an_epoch_boundary_is_bit_identical(
 
 
 def test_case15_resume_mid_epoch_continues_the_same_order_bit_identically(
-        tiny, monkeypatch: pytest.MonkeyPatch) -> None:
+    tiny, monkeypatch: pytest.MonkeyPatch
+) -> None:
     overrides = {"train.epochs": 2, "data.noise_examples": 640}
     full = vaekit.train(tiny("full", **overrides))
     original = objectives.compute
@@ -416,14 +527,33 @@ def test_case15_resume_mid_epoch_continues_the_same_order_bit_identically(
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_case16_sigint_and_sigterm_save_at_a_step_boundary_and_resume(
-        tmp_path: Path, signum: int, code: int) -> None:
+    tmp_path: Path, signum: int, code: int
+) -> None:
     run = tmp_path / "run"
-    args = ["--data", "noise", "--data.noise_examples", "512", "--model.hidden", "64",
-            "--latent-dim", "4", "--batch-size", "32", "--train.progress", "false",
-            "--out", str(run)]
+    args = [
+        "--data",
+        "noise",
+        "--data.noise_examples",
+        "512",
+        "--model.hidden",
+        "64",
+        "--latent-dim",
+        "4",
+        "--batch-size",
+        "32",
+        "--train.progress",
+        "false",
+        "--out",
+        str(run),
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.Popen([sys.executable, "-m", "vaekit", "train", *args, "--epochs", "100000"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vaekit", "train", *args, "--epochs", "100000"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while not (run / "config.yaml").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -449,8 +579,9 @@ def test_case17_overflowing_logvar_under_autocast_keeps_the_loss_finite() -> Non
     x = torch.rand(4, 1, 8, 8)
     for dtype in (torch.bfloat16, torch.float16):
         with torch.autocast("cpu", dtype=dtype):
-            terms = objectives.compute(model, x, None, cfg.loss, 0,
-                                       torch.Generator().manual_seed(0))
+            terms = objectives.compute(
+                model, x, None, cfg.loss, 0, torch.Generator().manual_seed(0)
+            )
         assert torch.isfinite(terms.loss) and torch.isfinite(terms.kl), dtype
         terms.loss.backward()
         assert all(torch.isfinite(p.grad).all() for p in model.parameters())
@@ -458,7 +589,8 @@ def test_case17_overflowing_logvar_under_autocast_keeps_the_loss_finite() -> Non
 
 
 def test_case18_non_finite_updates_are_skipped_counted_and_stop_the_run(
-        tiny, monkeypatch: pytest.MonkeyPatch) -> None:
+    tiny, monkeypatch: pytest.MonkeyPatch
+) -> None:
     original = objectives.compute
     calls = []
 
@@ -492,8 +624,8 @@ def _always_nan(original, *args, **kwargs):
 
 
 def test_case19_out_of_memory_is_a_clear_message_suggesting_a_smaller_batch(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-        ) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     def oom(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 

@@ -72,8 +72,9 @@ def test_log_normal_diag_and_prior_match_torch() -> None:
     z, mu, logvar = (torch.randn(6, 5, generator=g) for _ in range(3))
     expected = D.Normal(mu, torch.exp(0.5 * logvar)).log_prob(z).sum(-1)
     assert torch.allclose(losses.log_normal_diag(z, mu, logvar), expected, atol=1e-5)
-    assert torch.allclose(losses.log_standard_normal(z), D.Normal(0.0, 1.0).log_prob(z).sum(-1),
-                          atol=1e-5)
+    assert torch.allclose(
+        losses.log_standard_normal(z), D.Normal(0.0, 1.0).log_prob(z).sum(-1), atol=1e-5
+    )
 
 
 def test_reparameterized_gradient_matches_the_analytic_one() -> None:

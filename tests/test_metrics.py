@@ -58,7 +58,7 @@ def test_ssim_matches_a_direct_computation_on_one_window() -> None:
     rng = np.random.default_rng(7)
     x, y = rng.random((11, 11)), rng.random((11, 11))
     t = np.arange(11) - 5.0
-    g = np.exp(-t**2 / (2 * 1.5**2))
+    g = np.exp(-(t**2) / (2 * 1.5**2))
     w = np.outer(g, g) / np.outer(g, g).sum()
     mx, my = (w * x).sum(), (w * y).sum()
     vx, vy = (w * (x - mx) ** 2).sum(), (w * (y - my) ** 2).sum()
@@ -70,7 +70,7 @@ def test_ssim_matches_a_direct_computation_on_one_window() -> None:
 
 def test_ssim_averages_channels_and_fits_small_images() -> None:
     x, y = _images(2, c=3, seed=0), _images(2, c=3, seed=1)
-    per_channel = torch.stack([metrics.ssim(x[:, i:i + 1], y[:, i:i + 1]) for i in range(3)])
+    per_channel = torch.stack([metrics.ssim(x[:, i : i + 1], y[:, i : i + 1]) for i in range(3)])
     assert torch.allclose(metrics.ssim(x, y), per_channel.mean(0), atol=1e-12)
     small = _images(2, size=8)  # smaller than the 11-pixel window: a 7-pixel one is used
     assert torch.allclose(metrics.ssim(small, small), torch.ones(2, dtype=torch.float64))
@@ -109,7 +109,8 @@ def test_kl_per_dimension_sums_to_the_kl_term(trained: tuple[vaekit.VAE, torch.T
 
 
 def test_active_units_are_the_dimensions_whose_posterior_mean_varies(
-        trained: tuple[vaekit.VAE, torch.Tensor]) -> None:
+    trained: tuple[vaekit.VAE, torch.Tensor],
+) -> None:
     model, x = trained
     model = vaekit.load(Path(model.run_config.train.out))
     with torch.no_grad():  # make units 0 and 1 ignore x, and unit 2 swing widely with it
@@ -126,8 +127,11 @@ def test_active_units_are_the_dimensions_whose_posterior_mean_varies(
 
 # -- FID ------------------------------------------------------------------------------------------
 def test_random_features_are_seeded() -> None:
-    a, b, c = metrics.RandomFeatures(1, seed=0), metrics.RandomFeatures(1, seed=0), \
-        metrics.RandomFeatures(1, seed=1)
+    a, b, c = (
+        metrics.RandomFeatures(1, seed=0),
+        metrics.RandomFeatures(1, seed=0),
+        metrics.RandomFeatures(1, seed=1),
+    )
     x = _images(3, size=28)
     assert torch.equal(a(x), b(x)) and not torch.equal(a(x), c(x))
     assert a(x).shape == (3, a.num_features)
@@ -142,7 +146,8 @@ def test_fid_is_zero_for_one_set_and_grows_with_a_shift() -> None:
 
 
 def test_fid_of_prior_samples_through_a_pluggable_network(
-        trained: tuple[vaekit.VAE, torch.Tensor]) -> None:
+    trained: tuple[vaekit.VAE, torch.Tensor],
+) -> None:
     model, x = trained
 
     class Pooled(nn.Module):  # any module images -> (N, F) works
@@ -166,14 +171,17 @@ def test_fid_without_torchmetrics_is_one_clear_error(monkeypatch: pytest.MonkeyP
 
 
 def test_inception_fid_without_torch_fidelity_or_weights_says_what_to_do(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import torchmetrics.image.fid as tm_fid
+
     monkeypatch.setattr(tm_fid, "_TORCH_FIDELITY_AVAILABLE", False)
     with pytest.raises(ConfigError, match="torch-fidelity"):
         metrics.fid_images(_images(), _images(), "inception")
 
     def no_download(*args: object, **kwargs: object) -> None:
         raise OSError("network unreachable")
+
     monkeypatch.setattr(tm_fid.FrechetInceptionDistance, "__init__", no_download)
     with pytest.raises(ConfigError, match="--fid-weights"):
         metrics.fid_images(_images(), _images(), "inception")

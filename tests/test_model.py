@@ -25,10 +25,13 @@ def test_encode_returns_mean_and_log_variance() -> None:
     assert (model.encode(x)[1] == -3.0).all()
 
 
-@pytest.mark.parametrize("likelihood, learn, channels", [
-    ("bernoulli", False, 1), ("gaussian", False, 1), ("gaussian", True, 2), ("laplace", True, 2)])
-def test_decode_returns_the_likelihood_parameters(likelihood: str, learn: bool,
-                                                  channels: int) -> None:
+@pytest.mark.parametrize(
+    "likelihood, learn, channels",
+    [("bernoulli", False, 1), ("gaussian", False, 1), ("gaussian", True, 2), ("laplace", True, 2)],
+)
+def test_decode_returns_the_likelihood_parameters(
+    likelihood: str, learn: bool, channels: int
+) -> None:
     model = tiny_model(likelihood=likelihood, learn_scale=learn)
     params = model.decode(torch.randn(4, 3))
     assert params.shape == (4, channels, 6, 6)

@@ -56,8 +56,9 @@ def test_warmup_weights_the_kl_by_the_schedule_at_each_step() -> None:
 def test_warmup_changes_what_training_learns(tmp_path: Path) -> None:
     common = {"train.epochs": 2, "optim.lr": 0.01}
     plain = vaekit.train(tiny_config(tmp_path / "plain", **common))
-    warm = vaekit.train(tiny_config(tmp_path / "warm", **common,
-                                    **{"loss.kl_warmup_steps": 1_000_000}))
+    warm = vaekit.train(
+        tiny_config(tmp_path / "warm", **common, **{"loss.kl_warmup_steps": 1_000_000})
+    )
     # with beta ~ 0 the encoder is free to spend nats: its KL ends far above the plain run's
     assert _records(warm)[-1]["train_kl"] > 2 * _records(plain)[-1]["train_kl"]
 
@@ -76,8 +77,9 @@ def test_free_bits_stop_the_kl_gradient_of_dimensions_below_the_floor() -> None:
     assert torch.all(grad[:, low] == 0)  # below the floor: no pull towards the prior
     assert torch.all(grad[:, ~low].abs().sum(0) > 0)  # above it: the usual KL gradient
     mu2 = out.mu.detach().requires_grad_(True)
-    (plain,) = torch.autograd.grad(losses.kl_standard_normal(mu2, out.logvar.detach()).sum(1)
-                                   .mean(), mu2)
+    (plain,) = torch.autograd.grad(
+        losses.kl_standard_normal(mu2, out.logvar.detach()).sum(1).mean(), mu2
+    )
     torch.testing.assert_close(grad[:, ~low], plain[:, ~low])
 
 
@@ -85,11 +87,13 @@ def test_free_bits_change_the_training_gradient_and_train(tmp_path: Path) -> Non
     model, x = _model(), _x()
     g = {}
     for bits in (0.0, 10.0):  # 10 nats per dimension: above every dimension's KL here
-        terms = objectives.compute(model, x, None, LossConfig(free_bits=bits), 0,
-                                   torch.Generator().manual_seed(0))
+        terms = objectives.compute(
+            model, x, None, LossConfig(free_bits=bits), 0, torch.Generator().manual_seed(0)
+        )
         g[bits] = _grads(model, terms.loss)
-    recon_only = objectives.compute(model, x, None, LossConfig(beta=0.0), 0,
-                                    torch.Generator().manual_seed(0))
+    recon_only = objectives.compute(
+        model, x, None, LossConfig(beta=0.0), 0, torch.Generator().manual_seed(0)
+    )
     g_recon = _grads(model, recon_only.loss)
     key = "logvar_head.weight"  # only the KL pulls the log-variances towards the prior's
     assert not torch.allclose(g[0.0][key], g_recon[key])
@@ -108,8 +112,9 @@ def test_iwae_bound_is_at_least_the_elbo_of_the_same_samples() -> None:
     assert float((iw - elbo).mean()) > 0
 
 
-def test_iwae_training_uses_k_samples_and_improves(tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_iwae_training_uses_k_samples_and_improves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     seen: list[int] = []
     real = VAE.log_importance_weights
 
@@ -118,8 +123,9 @@ def test_iwae_training_uses_k_samples_and_improves(tmp_path: Path,
         return real(self, x, k, *args, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(VAE, "log_importance_weights", spy)
-    run = vaekit.train(tiny_config(tmp_path / "iw", **{"loss.iw_samples": 5,
-                                                       "train.epochs": 3, "optim.lr": 0.003}))
+    run = vaekit.train(
+        tiny_config(tmp_path / "iw", **{"loss.iw_samples": 5, "train.epochs": 3, "optim.lr": 0.003})
+    )
     assert seen and set(seen) == {5}  # every training step drew K = 5 samples
     records = _records(run)
     assert records[-1]["test_nelbo"] < records[0]["test_nelbo"]
@@ -127,8 +133,15 @@ def test_iwae_training_uses_k_samples_and_improves(tmp_path: Path,
 
 # -- gradient clipping ------------------------------------------------------------------------
 def _update_norm(tmp_path: Path, name: str, clip: float) -> tuple[float, float]:
-    cfg = tiny_config(tmp_path / name, **{"data.noise_examples": 64, "optim.name": "sgd",
-                                          "optim.lr": 1.0, "optim.grad_clip": clip})
+    cfg = tiny_config(
+        tmp_path / name,
+        **{
+            "data.noise_examples": 64,
+            "optim.name": "sgd",
+            "optim.lr": 1.0,
+            "optim.grad_clip": clip,
+        },
+    )
     run = vaekit.train(cfg)  # one step: 64 examples, batch 64
     torch.manual_seed(cfg.train.seed)  # train builds the model right after this seed
     before = VAE(cfg.model, (1, 28, 28), 0).state_dict()
@@ -152,15 +165,15 @@ def _lpips(net: str = "vgg") -> torch.nn.Module:
 
 def test_perceptual_gradients_reach_the_decoder() -> None:
     torch.manual_seed(0)
-    model = VAE(ModelConfig(arch="conv", channels=[8, 16], latent_dim=4,
-                            likelihood="laplace"), (3, 32, 32))
+    model = VAE(
+        ModelConfig(arch="conv", channels=[8, 16], latent_dim=4, likelihood="laplace"), (3, 32, 32)
+    )
     x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     lpips = _lpips()
     grads = {}
     for weight in (0.0, 100.0):
         cfg = LossConfig(perceptual="lpips-vgg", perceptual_weight=weight)
-        terms = objectives.compute(model, x, None, cfg, 0, torch.Generator().manual_seed(0),
-                                   lpips)
+        terms = objectives.compute(model, x, None, cfg, 0, torch.Generator().manual_seed(0), lpips)
         grads[weight] = _grads(model, terms.loss)
     head = "decoder.head.weight"
     difference = (grads[100.0][head] - grads[0.0][head]).abs().max()
@@ -197,8 +210,9 @@ def test_lpips_loads_torchvision_and_lpips_weight_files(tmp_path: Path, net: str
     channels = perceptual._CHANNELS[net]
     lins = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate(channels)}
     torch.save(lins, tmp_path / "lin.pth")  # the lpips package's key layout
-    model = perceptual.build_perceptual(f"lpips-{net}", "cpu", str(tmp_path / "backbone.pth"),
-                                        str(tmp_path / "lin.pth"))
+    model = perceptual.build_perceptual(
+        f"lpips-{net}", "cpu", str(tmp_path / "backbone.pth"), str(tmp_path / "lin.pth")
+    )
     state = model.state_dict()
     for k, v in features.state_dict().items():
         assert torch.equal(state[f"features.{k}"], v)
@@ -207,12 +221,15 @@ def test_lpips_loads_torchvision_and_lpips_weight_files(tmp_path: Path, net: str
 
 
 def test_lpips_finds_the_package_weights_without_importing_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     package = tmp_path / "site" / "lpips"
     (package / "weights" / "v0.1").mkdir(parents=True)
     (package / "__init__.py").write_text("raise ImportError('torchvision is not importable')\n")
-    lins = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1)
-            for i, c in enumerate(perceptual._CHANNELS["vgg"])}
+    lins = {
+        f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1)
+        for i, c in enumerate(perceptual._CHANNELS["vgg"])
+    }
     torch.save(lins, package / "weights" / "v0.1" / "vgg.pth")
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     monkeypatch.delitem(sys.modules, "lpips", raising=False)
@@ -222,8 +239,9 @@ def test_lpips_finds_the_package_weights_without_importing_it(
     assert "lpips" not in sys.modules
 
 
-def test_missing_lpips_weights_are_one_clear_line(tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_lpips_weights_are_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setitem(sys.modules, "lpips", None)  # as if the extra were not installed
     with pytest.raises(ConfigError, match=r"pip install 'vaekit\[lpips\]'"):
@@ -241,8 +259,20 @@ def test_missing_lpips_weights_are_one_clear_line(tmp_path: Path,
 
 
 def test_train_without_lpips_weights_is_one_clear_line(tmp_path: Path) -> None:
-    result = run_cli("train", "--data", "noise", "--data.noise_examples", "64",
-                     "--loss.perceptual", "lpips-vgg", "--model.hidden", "8",
-                     "--out", str(tmp_path / "run"), "--train.progress", "false",
-                     env={"TORCH_HOME": str(tmp_path / "torch")})
+    result = run_cli(
+        "train",
+        "--data",
+        "noise",
+        "--data.noise_examples",
+        "64",
+        "--loss.perceptual",
+        "lpips-vgg",
+        "--model.hidden",
+        "8",
+        "--out",
+        str(tmp_path / "run"),
+        "--train.progress",
+        "false",
+        env={"TORCH_HOME": str(tmp_path / "torch")},
+    )
     assert_clean_error(result, "vgg16-397923af.pth", "loss.perceptual_backbone_weights")

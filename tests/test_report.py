@@ -18,8 +18,16 @@ from conftest import assert_clean_error, run_cli, tiny_config
 from vaekit import figures, report
 from vaekit.cli import main
 
-EXPECTED_FIGURES = ["curves", "samples", "reconstructions", "interpolation_linear",
-                    "interpolation_slerp", "manifold", "latents", "kl"]
+EXPECTED_FIGURES = [
+    "curves",
+    "samples",
+    "reconstructions",
+    "interpolation_linear",
+    "interpolation_slerp",
+    "manifold",
+    "latents",
+    "kl",
+]
 
 
 class Page(html.parser.HTMLParser):
@@ -47,8 +55,9 @@ def parse(path: Path) -> Page:
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A report on a tiny 2-epoch run with a 2-D latent space, its pictures beside it."""
     out = tmp_path_factory.mktemp("report") / "run"
-    run = vaekit.train(tiny_config(out, **{"train.epochs": 2, "model.latent_dim": 2,
-                                           "data.noise_examples": 512}))  # 51 test images
+    run = vaekit.train(
+        tiny_config(out, **{"train.epochs": 2, "model.latent_dim": 2, "data.noise_examples": 512})
+    )  # 51 test images
     return report.build_report(run, iw_samples=5, max_test=40)
 
 
@@ -68,7 +77,7 @@ def test_report_is_one_self_contained_file(built: Path) -> None:
         prefix = "data:image/png;base64,"
         src = attrs["src"] or ""
         assert src.startswith(prefix)
-        png = base64.b64decode(src[len(prefix):], validate=True)
+        png = base64.b64decode(src[len(prefix) :], validate=True)
         name = attrs["alt"] or ""
         file = figures.FILES.get(name, f"{name}.png")
         assert png == (built.parent / file).read_bytes(), name
@@ -78,28 +87,46 @@ def test_report_is_one_self_contained_file(built: Path) -> None:
 
 def test_report_shows_the_config_and_the_metrics_table(built: Path) -> None:
     words = " ".join(parse(built).text)
-    for needle in ("negative ELBO", "log p(x), K = 5", "±", "active units", "SSIM",
-                   "latent_dim: 2", "likelihood: bernoulli", "40 test images",
-                   "The learned manifold: images decoded over a 20 x 20 grid of the 2-D"):
+    for needle in (
+        "negative ELBO",
+        "log p(x), K = 5",
+        "±",
+        "active units",
+        "SSIM",
+        "latent_dim: 2",
+        "likelihood: bernoulli",
+        "40 test images",
+        "The learned manifold: images decoded over a 20 x 20 grid of the 2-D",
+    ):
         assert needle in words, needle
     assert "kl per dim" not in words and "activity" not in words  # lists have their figure
 
 
 def test_metrics_rows_put_known_metrics_first_with_units() -> None:
-    rows = report.metrics_rows({"zeta": 1.5, "nelbo": 100.0, "log_px": -98.5,
-                                "log_px_stderr": 0.25, "iw_samples": 10, "kl_per_dim": [1, 2],
-                                "n": 1000, "seconds": {"elbo": 1.0}})
+    rows = report.metrics_rows(
+        {
+            "zeta": 1.5,
+            "nelbo": 100.0,
+            "log_px": -98.5,
+            "log_px_stderr": 0.25,
+            "iw_samples": 10,
+            "kl_per_dim": [1, 2],
+            "n": 1000,
+            "seconds": {"elbo": 1.0},
+        }
+    )
     assert [r[0] for r in rows] == ["negative ELBO", "log p(x), K = 10", "test images", "zeta"]
     assert rows[1][1] == "-98.50 ± 0.250" and rows[2][1] == "1,000"
 
 
-def test_report_renders_with_every_image_in_chromium(built: Path,
-                                                     browser: Browser) -> None:  # noqa: F811
+def test_report_renders_with_every_image_in_chromium(built: Path, browser: Browser) -> None:  # noqa: F811
     browser.get(built.resolve().as_uri())
     browser.wait_for("return document.readyState === 'complete'")
-    loaded = browser.execute("return Array.from(document.images).map(i => "
-                             "[i.alt, i.complete, i.naturalWidth, i.getBoundingClientRect()"
-                             ".width])")
+    loaded = browser.execute(
+        "return Array.from(document.images).map(i => "
+        "[i.alt, i.complete, i.naturalWidth, i.getBoundingClientRect()"
+        ".width])"
+    )
     assert [name for name, *_ in loaded] == EXPECTED_FIGURES
     for name, complete, natural_width, shown_width in loaded:
         assert complete and natural_width > 0 and shown_width > 0, name
@@ -109,8 +136,9 @@ def test_report_renders_with_every_image_in_chromium(built: Path,
     assert browser.execute("return document.querySelectorAll('table tr').length") >= 8
 
 
-def test_report_command_writes_into_the_run_and_prints_the_path(trained_run: Path,
-                                                                tmp_path: Path) -> None:
+def test_report_command_writes_into_the_run_and_prints_the_path(
+    trained_run: Path, tmp_path: Path
+) -> None:
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
     result = run_cli("report", str(run), "--iw-samples", "3", "--max-test", "20")
@@ -122,7 +150,8 @@ def test_report_command_writes_into_the_run_and_prints_the_path(trained_run: Pat
 
 
 def test_report_command_refuses_bad_options_in_one_line(
-        trained_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trained_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert_clean_error(run_cli("report", str(trained_run), "--max-test", "0"), "--max-test")
     assert main(["report", str(trained_run.parent / "missing")]) == 1
     err = capsys.readouterr().err

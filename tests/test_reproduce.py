@@ -47,8 +47,9 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     return out, reproduce.reproduce_kingma2013(out, "tiny", data="noise", progress=False)
 
 
-def test_a_tiny_run_writes_the_figure_the_curves_and_the_models(tiny_run: tuple[Path, dict]
-                                                                ) -> None:
+def test_a_tiny_run_writes_the_figure_the_curves_and_the_models(
+    tiny_run: tuple[Path, dict],
+) -> None:
     out, result = tiny_run
     b = reproduce.BUDGETS["tiny"]
     saved = json.loads((out / "figure2.json").read_text())
@@ -84,12 +85,32 @@ def test_summary_reads_like_the_paper(tiny_run: tuple[Path, dict]) -> None:
 
 
 def test_cli(tmp_path: Path) -> None:
-    result = run_cli("reproduce", "kingma2013", "--budget", "tiny", "--data", "noise",
-                     "--out", str(tmp_path / "r"), "--json")
+    result = run_cli(
+        "reproduce",
+        "kingma2013",
+        "--budget",
+        "tiny",
+        "--data",
+        "noise",
+        "--out",
+        str(tmp_path / "r"),
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["budget"] == "tiny"
     assert (tmp_path / "r" / "figure2.png").is_file()
-    assert_clean_error(run_cli("reproduce", "kingma2013", "--budget", "huge", "--data",
-                               "noise", "--out", str(tmp_path / "x")), "--budget")
+    assert_clean_error(
+        run_cli(
+            "reproduce",
+            "kingma2013",
+            "--budget",
+            "huge",
+            "--data",
+            "noise",
+            "--out",
+            str(tmp_path / "x"),
+        ),
+        "--budget",
+    )
     with pytest.raises(ConfigError, match="small or full"):
         reproduce.reproduce_kingma2013(tmp_path / "y", "medium", data="noise")

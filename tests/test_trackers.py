@@ -43,6 +43,7 @@ def wandb_records(run_dir: Path, path: Path | None = None) -> list[object]:
 
 def _read_wandb_log(path: Path) -> list[object]:
     from wandb.proto import wandb_internal_pb2
+
     data = path.read_bytes()
     assert data[:4] == b":W&B"
     pos, pending, chunks = 7, b"", []
@@ -50,8 +51,8 @@ def _read_wandb_log(path: Path) -> list[object]:
         if 32768 - pos % 32768 < 7:  # a block's tail too short for a chunk header: padding
             pos += 32768 - pos % 32768
             continue
-        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
-        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
         if kind == 1:
             chunks.append(chunk)
         elif kind in (2, 3):
@@ -73,16 +74,17 @@ def wandb_history(run_dir: Path) -> dict[int, dict[str, object]]:
     rows: dict[int, dict[str, object]] = {}
     for r in wandb_records(run_dir):
         if r.WhichOneof("record_type") == "history":  # type: ignore[attr-defined]
-            row = {("/".join(i.nested_key) or i.key): json.loads(i.value_json)
-                   for i in r.history.item}  # type: ignore[attr-defined]
+            row = {
+                ("/".join(i.nested_key) or i.key): json.loads(i.value_json) for i in r.history.item
+            }  # type: ignore[attr-defined]
             rows.setdefault(int(row["_step"]), {}).update(row)  # type: ignore[arg-type]
     return rows
 
 
 def tensorboard_events(run_dir: Path) -> object:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0,
-                                                                        "scalars": 0})
+
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
     acc.Reload()
     return acc
 
@@ -101,9 +103,18 @@ def wandb_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     out = tmp_path_factory.mktemp("wandb") / "run"
     with pytest.MonkeyPatch.context() as mp:
         offline_wandb(mp, out.parent)
-        yield vaekit.train(tiny_config(out, **{
-            "train.epochs": 2, "train.tracker": ["wandb"], "train.log_images_every": 3,
-            "train.wandb_project": "vaekit-tests", "train.run_name": "offline-test"}))
+        yield vaekit.train(
+            tiny_config(
+                out,
+                **{
+                    "train.epochs": 2,
+                    "train.tracker": ["wandb"],
+                    "train.log_images_every": 3,
+                    "train.wandb_project": "vaekit-tests",
+                    "train.run_name": "offline-test",
+                },
+            )
+        )
 
 
 def test_wandb_offline_run_has_the_config_project_and_name(wandb_run: Path) -> None:
@@ -146,8 +157,9 @@ def test_wandb_logs_step_scalars_and_images_every_n_steps(wandb_run: Path) -> No
     assert np.array_equal(np.asarray(Image.open(samples)), saved[::2, ::2])
 
 
-def test_wandb_resume_continues_the_same_run(tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wandb_resume_continues_the_same_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     offline_wandb(monkeypatch, tmp_path)
     config = tiny_config(tmp_path / "run", **{"train.tracker": ["wandb"]})
     run = vaekit.train(config)
@@ -158,8 +170,11 @@ def test_wandb_resume_continues_the_same_run(tmp_path: Path,
     logs = sorted((run / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(logs) == 2  # offline, each session writes its own log; `wandb sync` joins them
     for log in logs:
-        (record,) = [r.run for r in wandb_records(run, log)  # type: ignore[attr-defined]
-                     if r.WhichOneof("record_type") == "run"]  # type: ignore[attr-defined]
+        (record,) = [
+            r.run
+            for r in wandb_records(run, log)  # type: ignore[attr-defined]
+            if r.WhichOneof("record_type") == "run"
+        ]  # type: ignore[attr-defined]
         assert record.run_id == first.strip()
 
 
@@ -167,8 +182,12 @@ def test_wandb_resume_continues_the_same_run(tmp_path: Path,
 @pytest.fixture(scope="module")
 def tensorboard_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tb") / "run"
-    return vaekit.train(tiny_config(out, **{
-        "train.epochs": 2, "train.tracker": ["tensorboard"], "train.log_images_every": 3}))
+    return vaekit.train(
+        tiny_config(
+            out,
+            **{"train.epochs": 2, "train.tracker": ["tensorboard"], "train.log_images_every": 3},
+        )
+    )
 
 
 def test_tensorboard_logs_epoch_and_step_scalars(tensorboard_run: Path) -> None:
@@ -196,35 +215,61 @@ def test_tensorboard_logs_images_and_the_config(tensorboard_run: Path) -> None:
 
 def test_both_trackers_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     offline_wandb(monkeypatch, tmp_path)
-    run = vaekit.train(tiny_config(tmp_path / "run", **{
-        "train.tracker": ["wandb", "tensorboard", "wandb"]}))
+    run = vaekit.train(
+        tiny_config(tmp_path / "run", **{"train.tracker": ["wandb", "tensorboard", "wandb"]})
+    )
     steps = [r["step"] for r in read_metrics(run)]
     assert [e.step for e in tensorboard_events(run).Scalars("train_nelbo")] == steps  # type: ignore[attr-defined]
     assert wandb_history(run)[steps[-1]]["train_nelbo"] == pytest.approx(
-        read_metrics(run)[-1]["train_nelbo"])
+        read_metrics(run)[-1]["train_nelbo"]
+    )
 
 
 # -- missing packages -------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["wandb", "tensorboard"])
 def test_a_tracker_that_is_not_installed_is_one_clear_line(
-        kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setitem(sys.modules, kind, None)  # as if the extra were not installed
-    with pytest.raises(ConfigError, match=rf"--train.tracker {kind} needs the {kind} "
-                                          rf"package: pip install 'vaekit\[{kind}\]'") as e:
+    with pytest.raises(
+        ConfigError,
+        match=rf"--train.tracker {kind} needs the {kind} "
+        rf"package: pip install 'vaekit\[{kind}\]'",
+    ) as e:
         vaekit.train(tiny_config(tmp_path / "run", **{"train.tracker": [kind]}))
     assert "\n" not in str(e.value)
     assert read_metrics(tmp_path / "run") == []  # nothing trained before the error
 
 
 def test_a_missing_tracker_from_the_cli(tmp_path: Path) -> None:
-    code = ("import sys; sys.modules['wandb'] = None; from vaekit.cli import main; "
-            "sys.exit(main(sys.argv[1:]))")
+    code = (
+        "import sys; sys.modules['wandb'] = None; from vaekit.cli import main; "
+        "sys.exit(main(sys.argv[1:]))"
+    )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     result = subprocess.run(
-        [sys.executable, "-c", code, "train", "--data", "noise", "--model.hidden", "8",
-         "--data.noise_examples", "64", "--train.tracker", "wandb", "--out",
-         str(tmp_path / "run"), "--train.progress", "false"],
-        capture_output=True, text=True, timeout=120, env=env)
+        [
+            sys.executable,
+            "-c",
+            code,
+            "train",
+            "--data",
+            "noise",
+            "--model.hidden",
+            "8",
+            "--data.noise_examples",
+            "64",
+            "--train.tracker",
+            "wandb",
+            "--out",
+            str(tmp_path / "run"),
+            "--train.progress",
+            "false",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert_clean_error(result, "pip install 'vaekit[wandb]'")
-    assert_clean_error(run_cli("train", "--train.tracker", "nosuch", "--data", "noise"),
-                       "nosuch")
+    assert_clean_error(run_cli("train", "--train.tracker", "nosuch", "--data", "noise"), "nosuch")

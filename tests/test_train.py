@@ -15,14 +15,32 @@ from vaekit.errors import CheckpointError, ConfigError
 
 
 def test_train_writes_a_complete_run_directory(trained_run: Path) -> None:
-    for name in ("config.yaml", "config.json", "model.safetensors", "state.pt",
-                 "metrics.jsonl", "samples.png", "reconstructions.png"):
+    for name in (
+        "config.yaml",
+        "config.json",
+        "model.safetensors",
+        "state.pt",
+        "metrics.jsonl",
+        "samples.png",
+        "reconstructions.png",
+    ):
         assert (trained_run / name).is_file(), name
     assert not list(trained_run.glob(".tmp-*"))
-    records = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    records = [
+        json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()
+    ]
     assert [r["epoch"] for r in records] == [1, 2]
-    for key in ("train_nelbo", "train_recon", "train_kl", "test_nelbo", "test_recon", "test_kl",
-                "seconds", "samples_per_s", "skipped_updates"):
+    for key in (
+        "train_nelbo",
+        "train_recon",
+        "train_kl",
+        "test_nelbo",
+        "test_recon",
+        "test_kl",
+        "seconds",
+        "samples_per_s",
+        "skipped_updates",
+    ):
         assert key in records[-1], key
     r = records[-1]
     assert r["test_nelbo"] == pytest.approx(r["test_recon"] + r["test_kl"], rel=1e-6)
@@ -64,6 +82,7 @@ def test_evaluate_refuses_out_of_range_input(trained_run: Path) -> None:
 
 def test_load_is_strict_about_config_and_weights(trained_run: Path, tmp_path: Path) -> None:
     import shutil
+
     copy = tmp_path / "copy"
     shutil.copytree(trained_run, copy)
     meta = json.loads((copy / "config.json").read_text())
@@ -86,6 +105,7 @@ def test_resume_continues_to_more_epochs(tiny) -> None:
 
 def test_dynamic_binarization_trains_on_binary_pixels(tiny, monkeypatch) -> None:
     from vaekit import objectives
+
     seen = []
     original = objectives.compute
 
@@ -102,7 +122,8 @@ def test_dynamic_binarization_trains_on_binary_pixels(tiny, monkeypatch) -> None
 
 @pytest.mark.parametrize("likelihood", ["gaussian", "laplace"])
 def test_other_likelihoods_train(tiny, likelihood: str) -> None:
-    run = vaekit.train(tiny(likelihood, **{"model.likelihood": likelihood,
-                                           "model.learn_scale": True}))
+    run = vaekit.train(
+        tiny(likelihood, **{"model.likelihood": likelihood, "model.learn_scale": True})
+    )
     model = vaekit.load(run)
     assert model.likelihood == likelihood and model.decode(torch.zeros(1, 4)).shape[1] == 2

@@ -1,9 +1,9 @@
 """vaekit: variational autoencoders (Kingma & Welling, 2013) as real software.
 
-    import vaekit
-    run_dir = vaekit.train(vaekit.load_config("noise-demo"))
-    model = vaekit.load(run_dir)
-    images = model.sample(16)
+import vaekit
+run_dir = vaekit.train(vaekit.load_config("noise-demo"))
+model = vaekit.load(run_dir)
+images = model.sample(16)
 """
 
 __version__ = "0.1.0"
@@ -15,5 +15,13 @@ from .evaluate import evaluate  # noqa: E402
 from .models import VAE  # noqa: E402
 from .train import train  # noqa: E402
 
-__all__ = ["VAE", "Config", "VaekitError", "__version__", "evaluate", "load", "load_config",
-           "train"]
+__all__ = [
+    "VAE",
+    "Config",
+    "VaekitError",
+    "__version__",
+    "evaluate",
+    "load",
+    "load_config",
+    "train",
+]

@@ -15,8 +15,18 @@ from PIL import Image, ImageDraw, ImageFont
 SS = 2  # supersampling factor
 WIDTH, HEIGHT = 640, 400  # output size of one chart
 # the "tab10" palette: ten colours that stay distinct for most readers
-PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-           (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+PALETTE = [
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
+]
 GRID, AXIS, TEXT = (225, 225, 225), (60, 60, 60), (30, 30, 30)
 
 
@@ -43,8 +53,9 @@ def nice_ticks(lo: float, hi: float, count: int = 5, integer: bool = False) -> l
         lo, hi = lo - 0.5 - abs(lo) * 0.05, hi + 0.5 + abs(hi) * 0.05
     raw = (hi - lo) / max(1, count)
     mag = 10.0 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw
-                and not (integer and (m * mag) % 1))
+    step = next(
+        m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw and not (integer and (m * mag) % 1)
+    )
     if integer:
         step = max(1.0, step)
     first = math.floor(lo / step + 1e-9) * step
@@ -70,9 +81,17 @@ def fmt(value: float, ticks: Sequence[float]) -> str:
 class Axes:
     """A plotting area with data limits: maps data to pixels and draws frame, ticks, text."""
 
-    def __init__(self, title: str, xlabel: str, ylabel: str, xlim: tuple[float, float],
-                 ylim: tuple[float, float], size: tuple[int, int] = (WIDTH, HEIGHT),
-                 xticks: list[float] | None = None, right_pad: int = 16) -> None:
+    def __init__(
+        self,
+        title: str,
+        xlabel: str,
+        ylabel: str,
+        xlim: tuple[float, float],
+        ylim: tuple[float, float],
+        size: tuple[int, int] = (WIDTH, HEIGHT),
+        xticks: list[float] | None = None,
+        right_pad: int = 16,
+    ) -> None:
         self.image = Image.new("RGB", (size[0] * SS, size[1] * SS), "white")
         self.draw = ImageDraw.Draw(self.image, "RGBA")
         self.xticks = xticks if xticks is not None else nice_ticks(*xlim)
@@ -102,8 +121,14 @@ class Axes:
     def text_width(self, text: str, size: int) -> int:
         return int(self.draw.textlength(text, font=font(size * SS)) / SS)
 
-    def text(self, xy: tuple[float, float], text: str, size: int = 13, anchor: str = "la",
-             fill: tuple[int, int, int] = TEXT) -> None:
+    def text(
+        self,
+        xy: tuple[float, float],
+        text: str,
+        size: int = 13,
+        anchor: str = "la",
+        fill: tuple[int, int, int] = TEXT,
+    ) -> None:
         self.draw.text(xy, text, fill=fill, font=font(size * SS), anchor=anchor)
 
     def _frame(self, title: str, xlabel: str, ylabel: str) -> None:
@@ -129,8 +154,9 @@ class Axes:
         cy = (self.top + self.bottom) / 2
         self.image.paste(strip, (4 * SS, int(cy - strip.height / 2)), strip)
 
-    def legend(self, entries: Sequence[tuple[str, tuple[int, int, int]]],
-               where: str = "upper right") -> None:
+    def legend(
+        self, entries: Sequence[tuple[str, tuple[int, int, int]]], where: str = "upper right"
+    ) -> None:
         """A boxed legend inside the plot, one coloured swatch per entry."""
         if not entries:
             return
@@ -142,12 +168,17 @@ class Axes:
         else:
             x = self.right - width - 8 * SS if "right" in where else self.left + 8 * SS
             y = self.top + 8 * SS if "upper" in where else self.bottom - height - 8 * SS
-        self.draw.rectangle([x, y, x + width, y + height], fill=(255, 255, 255, 225),
-                            outline=(180, 180, 180), width=SS)
+        self.draw.rectangle(
+            [x, y, x + width, y + height],
+            fill=(255, 255, 255, 225),
+            outline=(180, 180, 180),
+            width=SS,
+        )
         for i, (name, colour) in enumerate(entries):
             cy = y + 4 * SS + i * line_h + line_h / 2
-            self.draw.rectangle([x + 6 * SS, cy - 5 * SS, x + 6 * SS + sw, cy + 5 * SS],
-                                fill=colour)
+            self.draw.rectangle(
+                [x + 6 * SS, cy - 5 * SS, x + 6 * SS + sw, cy + 5 * SS], fill=colour
+            )
             self.text((x + 12 * SS + sw, cy), name, size=12, anchor="lm")
 
     def emptiest_corner(self, points: Sequence[tuple[float, float]]) -> str:
@@ -156,13 +187,13 @@ class Axes:
         counts = {}
         for where in ("upper right", "upper left", "lower right", "lower left"):
             right, upper = "right" in where, "upper" in where
-            counts[where] = sum(1 for x, y in points
-                                if (x > midx) == right and (y < midy) == upper)
+            counts[where] = sum(1 for x, y in points if (x > midx) == right and (y < midy) == upper)
         return min(counts, key=lambda k: counts[k])  # first of the ties: upper right
 
     def finish(self) -> Image.Image:
-        return self.image.resize((self.image.width // SS, self.image.height // SS),
-                                 Image.Resampling.LANCZOS)
+        return self.image.resize(
+            (self.image.width // SS, self.image.height // SS), Image.Resampling.LANCZOS
+        )
 
 
 def _limits(values: Sequence[float], pad: float = 0.05) -> tuple[float, float]:
@@ -174,23 +205,40 @@ def _limits(values: Sequence[float], pad: float = 0.05) -> tuple[float, float]:
     return lo - pad * span, hi + pad * span
 
 
-def line_chart(series: dict[str, list[tuple[float, float]]], title: str, xlabel: str,
-               ylabel: str, size: tuple[int, int] = (WIDTH, HEIGHT)) -> Image.Image:
+def line_chart(
+    series: dict[str, list[tuple[float, float]]],
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    size: tuple[int, int] = (WIDTH, HEIGHT),
+) -> Image.Image:
     """One line per named series of (x, y) points, with markers, ticks and a legend.
 
     Non-finite points are left out (a gap rather than a spike to infinity).
     """
-    clean = {name: [(float(x), float(y)) for x, y in points
-                    if math.isfinite(float(x)) and math.isfinite(float(y))]
-             for name, points in series.items()}
+    clean = {
+        name: [
+            (float(x), float(y))
+            for x, y in points
+            if math.isfinite(float(x)) and math.isfinite(float(y))
+        ]
+        for name, points in series.items()
+    }
     xs = [x for pts in clean.values() for x, _ in pts]
     ys = [y for pts in clean.values() for _, y in pts]
     xlim = (min(xs), max(xs)) if xs else (0.0, 1.0)
     if xlim[0] == xlim[1]:  # one epoch so far: centre it rather than pin it to an edge
         xlim = (xlim[0] - 1, xlim[1] + 1)
     integer = bool(xs) and all(float(x).is_integer() for x in xs)
-    ax = Axes(title, xlabel, ylabel, xlim, _limits(ys, 0.08), size,
-              xticks=nice_ticks(*xlim, integer=integer) if xs else None)
+    ax = Axes(
+        title,
+        xlabel,
+        ylabel,
+        xlim,
+        _limits(ys, 0.08),
+        size,
+        xticks=nice_ticks(*xlim, integer=integer) if xs else None,
+    )
     entries: list[tuple[str, tuple[int, int, int]]] = []
     occupied: list[tuple[float, float]] = []
     for i, (name, pts) in enumerate(clean.items()):
@@ -208,25 +256,33 @@ def line_chart(series: dict[str, list[tuple[float, float]]], title: str, xlabel:
     return ax.finish()
 
 
-def bar_chart(values: Sequence[float], title: str, xlabel: str, ylabel: str,
-              labels: Sequence[str] | None = None, highlight: Sequence[bool] | None = None,
-              legend: Sequence[tuple[str, tuple[int, int, int]]] = (),
-              size: tuple[int, int] = (WIDTH, HEIGHT)) -> Image.Image:
+def bar_chart(
+    values: Sequence[float],
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    labels: Sequence[str] | None = None,
+    highlight: Sequence[bool] | None = None,
+    legend: Sequence[tuple[str, tuple[int, int, int]]] = (),
+    size: tuple[int, int] = (WIDTH, HEIGHT),
+) -> Image.Image:
     """Vertical bars from zero; `highlight` picks bars drawn in the first palette colour."""
     n = len(values)
     labels = list(labels) if labels is not None else [str(i) for i in range(n)]
     top = max([v for v in values if math.isfinite(v)] + [0.0])
     every = max(1, math.ceil(n / 20))  # at most about 20 tick labels
-    ax = Axes(title, xlabel, ylabel, (-0.5, n - 0.5), (0.0, top * 1.08 or 1.0), size,
-              xticks=[])  # bars label their own ticks
+    ax = Axes(
+        title, xlabel, ylabel, (-0.5, n - 0.5), (0.0, top * 1.08 or 1.0), size, xticks=[]
+    )  # bars label their own ticks
     width = (ax.right - ax.left) / max(n, 1)
     for i, v in enumerate(values):
         on = highlight is None or highlight[i]
         colour = PALETTE[0] if on else (170, 170, 170)
         cx = ax.px(i)
         if math.isfinite(v) and v > 0:
-            ax.draw.rectangle([cx - width * 0.4, ax.py(v), cx + width * 0.4, ax.bottom],
-                              fill=colour)
+            ax.draw.rectangle(
+                [cx - width * 0.4, ax.py(v), cx + width * 0.4, ax.bottom], fill=colour
+            )
         if i % every == 0:
             ax.draw.line([(cx, ax.bottom), (cx, ax.bottom + 5 * SS)], fill=AXIS, width=SS)
             ax.text((cx, ax.bottom + 8 * SS), labels[i], size=12, anchor="ma")
@@ -234,9 +290,15 @@ def bar_chart(values: Sequence[float], title: str, xlabel: str, ylabel: str,
     return ax.finish()
 
 
-def scatter_plot(points: Sequence[tuple[float, float]], groups: Sequence[int] | None,
-                 names: Sequence[str], title: str, xlabel: str, ylabel: str,
-                 size: tuple[int, int] = (WIDTH, 480)) -> Image.Image:
+def scatter_plot(
+    points: Sequence[tuple[float, float]],
+    groups: Sequence[int] | None,
+    names: Sequence[str],
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    size: tuple[int, int] = (WIDTH, 480),
+) -> Image.Image:
     """Points coloured by group (an index into `names`); translucent so density shows.
 
     The legend sits outside the plot so that it hides no point.
@@ -258,6 +320,8 @@ def scatter_plot(points: Sequence[tuple[float, float]], groups: Sequence[int] | 
         ax.draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=(*colour, 150))
     if labelled:
         used = sorted(set(int(g) for g in groups))  # type: ignore[union-attr]
-        ax.legend([(names[g] if g < len(names) else str(g), PALETTE[g % len(PALETTE)])
-                   for g in used], where="outside")
+        ax.legend(
+            [(names[g] if g < len(names) else str(g), PALETTE[g % len(PALETTE)]) for g in used],
+            where="outside",
+        )
     return ax.finish()

@@ -29,9 +29,14 @@ MODEL_FILE, CONFIG_FILE, STATE_FILE = "model.safetensors", "config.json", "state
 
 
 def model_meta(model: VAE, config: Config, class_names: list[str]) -> dict[str, Any]:
-    return {"library_name": "vaekit", "vaekit_version": __version__,
-            "input_shape": list(model.input_shape), "num_classes": model.num_classes,
-            "class_names": list(class_names), "config": config.to_dict()}
+    return {
+        "library_name": "vaekit",
+        "vaekit_version": __version__,
+        "input_shape": list(model.input_shape),
+        "num_classes": model.num_classes,
+        "class_names": list(class_names),
+        "config": config.to_dict(),
+    }
 
 
 def save_model(run_dir: str | Path, model: VAE, config: Config, class_names: list[str]) -> None:
@@ -45,8 +50,9 @@ def save_model(run_dir: str | Path, model: VAE, config: Config, class_names: lis
 def read_meta(run_dir: Path) -> dict[str, Any]:
     path = run_dir / CONFIG_FILE
     if not path.is_file():
-        raise CheckpointError(f"{run_dir} is not a vaekit run or model folder: {CONFIG_FILE} "
-                              "is missing")
+        raise CheckpointError(
+            f"{run_dir} is not a vaekit run or model folder: {CONFIG_FILE} is missing"
+        )
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(meta, dict):
@@ -72,20 +78,25 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"checkpoint {path} is incomplete or corrupt ({reason})") from None
 
 
-def check_state_dict(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str
-                     ) -> None:
+def check_state_dict(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
     """Fail, listing every difference, unless `tensors` fits `model` exactly."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in tensors.items()}
     problems = [f"missing {k}" for k in expected if k not in found]
     problems += [f"unexpected {k}" for k in found if k not in expected]
-    problems += [f"{k}: {found[k]} in file, {expected[k]} in model"
-                 for k in expected if k in found and found[k] != expected[k]]
+    problems += [
+        f"{k}: {found[k]} in file, {expected[k]} in model"
+        for k in expected
+        if k in found and found[k] != expected[k]
+    ]
     if problems:
-        shown = "; ".join(problems[:8]) + (f"; and {len(problems) - 8} more"
-                                           if len(problems) > 8 else "")
-        raise CheckpointError(f"weights in {source} do not match the model its config "
-                              f"describes ({shown}); were they saved from another config?")
+        shown = "; ".join(problems[:8]) + (
+            f"; and {len(problems) - 8} more" if len(problems) > 8 else ""
+        )
+        raise CheckpointError(
+            f"weights in {source} do not match the model its config "
+            f"describes ({shown}); were they saved from another config?"
+        )
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> VAE:
@@ -112,13 +123,15 @@ def resolve(path: str | Path) -> Path:
     """
     if str(path).startswith("hf://"):
         from .hub import download  # the hub module imports this one
+
         return download(str(path))
     run_dir = Path(path)
     if not run_dir.exists():
         raise CheckpointError(f"run directory {run_dir} does not exist")
     if not run_dir.is_dir():
-        raise CheckpointError(f"{run_dir} is a file; pass the run directory that holds "
-                              f"{CONFIG_FILE} and {MODEL_FILE}")
+        raise CheckpointError(
+            f"{run_dir} is a file; pass the run directory that holds {CONFIG_FILE} and {MODEL_FILE}"
+        )
     return run_dir
 
 
@@ -135,21 +148,26 @@ def load_state(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"no resume state at {path}; start the run without --resume")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is damage
-        raise CheckpointError(f"checkpoint {path} is incomplete or corrupt (not a torch "
-                              "archive); delete it, or restart the run with --overwrite")
+        raise CheckpointError(
+            f"checkpoint {path} is incomplete or corrupt (not a torch "
+            "archive); delete it, or restart the run with --overwrite"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).splitlines()[0] if str(e) else ""
         if "weights_only" in str(e) or "Unsupported global" in str(e):
-            raise CheckpointError(f"checkpoint {path} contains Python objects that vaekit "
-                                  "refuses to load (it never executes code from a file); "
-                                  "it was not written by vaekit") from None
+            raise CheckpointError(
+                f"checkpoint {path} contains Python objects that vaekit "
+                "refuses to load (it never executes code from a file); "
+                "it was not written by vaekit"
+            ) from None
         raise CheckpointError(f"checkpoint {path} is incomplete or corrupt ({first})") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"checkpoint {path} is incomplete or corrupt ({first})") from None
     if not isinstance(state, dict) or state.get("format") != 1:
-        raise CheckpointError(f"checkpoint {path} is incomplete or corrupt (not a vaekit "
-                              "training state)")
+        raise CheckpointError(
+            f"checkpoint {path} is incomplete or corrupt (not a vaekit training state)"
+        )
     return state

@@ -21,11 +21,23 @@ import yaml
 from .errors import ConfigError
 
 
-def opt(default: Any, help: str, *, flag: str | None = None, choices: tuple[str, ...] = (),
-        min: float | None = None, exclusive_min: bool = False) -> Any:
+def opt(
+    default: Any,
+    help: str,
+    *,
+    flag: str | None = None,
+    choices: tuple[str, ...] = (),
+    min: float | None = None,
+    exclusive_min: bool = False,
+) -> Any:
     """A config field with its documentation, an optional short CLI flag and its constraints."""
-    meta = {"help": help, "flag": flag, "choices": choices, "min": min,
-            "exclusive_min": exclusive_min}
+    meta = {
+        "help": help,
+        "flag": flag,
+        "choices": choices,
+        "min": min,
+        "exclusive_min": exclusive_min,
+    }
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -33,51 +45,84 @@ def opt(default: Any, help: str, *, flag: str | None = None, choices: tuple[str,
 
 @dataclass
 class DataConfig:
-    name: str = opt("fashion-mnist", "dataset: mnist, fashion-mnist, noise, a path to an .npz "
-                    "file (x_train, optional x_test/y_train/y_test) or to a folder of images",
-                    flag="--data")
-    root: str = opt("", "where named datasets are looked for and downloaded to "
-                    "(empty: $VAEKIT_DATA, else ~/.cache/vaekit)")
-    download: bool = opt(True, "download a named dataset (SHA-256 verified) when no local copy "
-                         "is found")
-    binarize: str = opt("none", "Bernoulli data: 'none' uses intensities in [0, 1] as targets; "
-                        "'dynamic' draws fresh binary pixels for every batch",
-                        choices=("none", "dynamic"))
-    image_size: int = opt(64, "folders: images are resized on the shorter side and centre-"
-                          "cropped to this size", min=8)
+    name: str = opt(
+        "fashion-mnist",
+        "dataset: mnist, fashion-mnist, noise, a path to an .npz "
+        "file (x_train, optional x_test/y_train/y_test) or to a folder of images",
+        flag="--data",
+    )
+    root: str = opt(
+        "",
+        "where named datasets are looked for and downloaded to "
+        "(empty: $VAEKIT_DATA, else ~/.cache/vaekit)",
+    )
+    download: bool = opt(
+        True, "download a named dataset (SHA-256 verified) when no local copy is found"
+    )
+    binarize: str = opt(
+        "none",
+        "Bernoulli data: 'none' uses intensities in [0, 1] as targets; "
+        "'dynamic' draws fresh binary pixels for every batch",
+        choices=("none", "dynamic"),
+    )
+    image_size: int = opt(
+        64, "folders: images are resized on the shorter side and centre-cropped to this size", min=8
+    )
     channels: int = opt(0, "folders: 1 (grayscale) or 3 (RGB); 0 picks RGB", min=0)
-    test_fraction: float = opt(0.1, "fraction held out as the test set when the data has no "
-                               "test split", min=0.0)
+    test_fraction: float = opt(
+        0.1, "fraction held out as the test set when the data has no test split", min=0.0
+    )
     split_seed: int = opt(0, "seed of the train/test split of data without a test split")
     limit_train: int = opt(0, "use only the first N training examples (0: all)", min=0)
     limit_test: int = opt(0, "use only the first N test examples (0: all)", min=0)
     noise_examples: int = opt(4096, "noise dataset: number of training examples", min=1)
-    strict: bool = opt(False, "folders: an unreadable image is an error instead of being "
-                       "skipped", flag="--strict")
-    cache_dir: str = opt("", "folders: where the decoded uint8 cache goes (empty: beside the "
-                         "data if writable, else ~/.cache/vaekit/folders)")
+    strict: bool = opt(
+        False, "folders: an unreadable image is an error instead of being skipped", flag="--strict"
+    )
+    cache_dir: str = opt(
+        "",
+        "folders: where the decoded uint8 cache goes (empty: beside the "
+        "data if writable, else ~/.cache/vaekit/folders)",
+    )
 
 
 @dataclass
 class ModelConfig:
     arch: str = opt("mlp", "encoder/decoder family", choices=("mlp", "conv"))
-    hidden: list[int] = opt([400], "MLP: hidden layer sizes of the encoder (the decoder "
-                            "mirrors them)", min=1)
-    activation: str = opt("relu", "MLP: activation function",
-                          choices=("relu", "tanh", "elu", "gelu", "silu", "softplus",
-                                   "leaky_relu"))
-    channels: list[int] = opt([32, 64, 128, 256], "conv: channels per resolution level (one "
-                              "stride-2 downsampling per level)", min=1)
+    hidden: list[int] = opt(
+        [400], "MLP: hidden layer sizes of the encoder (the decoder mirrors them)", min=1
+    )
+    activation: str = opt(
+        "relu",
+        "MLP: activation function",
+        choices=("relu", "tanh", "elu", "gelu", "silu", "softplus", "leaky_relu"),
+    )
+    channels: list[int] = opt(
+        [32, 64, 128, 256],
+        "conv: channels per resolution level (one stride-2 downsampling per level)",
+        min=1,
+    )
     blocks_per_level: int = opt(1, "conv: residual blocks per level", min=0)
     latent_dim: int = opt(20, "size of the latent vector z", flag="--latent-dim", min=1)
-    likelihood: str = opt("bernoulli", "p(x|z): bernoulli (BCE on logits), gaussian (MSE) or "
-                          "laplace (L1)", choices=("bernoulli", "gaussian", "laplace"))
-    obs_scale: float = opt(1.0, "gaussian: the fixed standard deviation; laplace: the fixed "
-                           "scale", min=0.0, exclusive_min=True)
-    learn_scale: bool = opt(False, "gaussian/laplace: the decoder also predicts a per-pixel "
-                            "log-scale instead of using obs_scale")
-    conditional: bool = opt(False, "class-conditional VAE: a label embedding enters the "
-                            "encoder and the decoder")
+    likelihood: str = opt(
+        "bernoulli",
+        "p(x|z): bernoulli (BCE on logits), gaussian (MSE) or laplace (L1)",
+        choices=("bernoulli", "gaussian", "laplace"),
+    )
+    obs_scale: float = opt(
+        1.0,
+        "gaussian: the fixed standard deviation; laplace: the fixed scale",
+        min=0.0,
+        exclusive_min=True,
+    )
+    learn_scale: bool = opt(
+        False,
+        "gaussian/laplace: the decoder also predicts a per-pixel "
+        "log-scale instead of using obs_scale",
+    )
+    conditional: bool = opt(
+        False, "class-conditional VAE: a label embedding enters the encoder and the decoder"
+    )
     label_dim: int = opt(16, "conditional: size of the label embedding", min=1)
 
 
@@ -87,14 +132,23 @@ class LossConfig:
     kl_warmup_steps: int = opt(0, "ramp beta linearly from 0 over this many steps", min=0)
     free_bits: float = opt(0.0, "per-dimension KL floor in nats (Kingma et al. 2016)", min=0.0)
     iw_samples: int = opt(1, "train on the IWAE bound with K samples (1: the ELBO)", min=1)
-    perceptual: str = opt("none", "perceptual loss on the reconstruction mean",
-                          choices=("none", "lpips-vgg", "lpips-alex"))
+    perceptual: str = opt(
+        "none",
+        "perceptual loss on the reconstruction mean",
+        choices=("none", "lpips-vgg", "lpips-alex"),
+    )
     perceptual_weight: float = opt(1.0, "weight of the perceptual loss", min=0.0)
-    perceptual_backbone_weights: str = opt("", "LPIPS: torchvision's VGG16/AlexNet weights "
-                                           "file (empty: the torch hub cache; 'random': a "
-                                           "random backbone, for tests only)")
-    perceptual_lin_weights: str = opt("", "LPIPS: the linear-layer weights file (empty: the "
-                                      "one in the lpips package; 'random': for tests only)")
+    perceptual_backbone_weights: str = opt(
+        "",
+        "LPIPS: torchvision's VGG16/AlexNet weights "
+        "file (empty: the torch hub cache; 'random': a "
+        "random backbone, for tests only)",
+    )
+    perceptual_lin_weights: str = opt(
+        "",
+        "LPIPS: the linear-layer weights file (empty: the "
+        "one in the lpips package; 'random': for tests only)",
+    )
 
 
 @dataclass
@@ -102,11 +156,11 @@ class OptimConfig:
     name: str = opt("adam", "optimizer", choices=("adam", "adamw", "adagrad", "sgd"))
     lr: float = opt(1e-3, "learning rate", flag="--lr", min=0.0, exclusive_min=True)
     weight_decay: float = opt(0.0, "weight decay", min=0.0)
-    schedule: str = opt("constant", "learning-rate schedule over the whole run",
-                        choices=("constant", "cosine"))
+    schedule: str = opt(
+        "constant", "learning-rate schedule over the whole run", choices=("constant", "cosine")
+    )
     warmup_steps: int = opt(0, "linear learning-rate warm-up steps", min=0)
-    grad_clip: float = opt(0.0, "clip the gradient norm to this value (0: no clipping)",
-                           min=0.0)
+    grad_clip: float = opt(0.0, "clip the gradient norm to this value (0: no clipping)", min=0.0)
     fused: bool = opt(True, "use the fused optimizer kernel where torch has one")
 
 
@@ -115,36 +169,42 @@ class TrainConfig:
     epochs: int = opt(10, "passes over the training set", flag="--epochs", min=1)
     batch_size: int = opt(128, "global minibatch size", flag="--batch-size", min=1)
     seed: int = opt(0, "seed of every random draw of the run", flag="--seed")
-    device: str = opt("auto", "cpu, cuda, cuda:N or auto (cuda when available)",
-                      flag="--device")
-    precision: str = opt("fp32", "matmul precision: fp32, bf16 autocast, fp16 autocast "
-                         "with a gradient scaler (CUDA), or auto (bf16 where the hardware "
-                         "runs it natively: AMX/AVX512-BF16 CPUs, bf16 GPUs; else fp32)",
-                         choices=("fp32", "bf16", "fp16", "auto"))
+    device: str = opt("auto", "cpu, cuda, cuda:N or auto (cuda when available)", flag="--device")
+    precision: str = opt(
+        "fp32",
+        "matmul precision: fp32, bf16 autocast, fp16 autocast "
+        "with a gradient scaler (CUDA), or auto (bf16 where the hardware "
+        "runs it natively: AMX/AVX512-BF16 CPUs, bf16 GPUs; else fp32)",
+        choices=("fp32", "bf16", "fp16", "auto"),
+    )
     threads: int = opt(0, "CPU threads for torch (0: torch's default)", min=0)
     out: str = opt("", "run directory (empty: runs/<name>-<time>)", flag="--out")
-    checkpoint_every: int = opt(0, "also save the resumable state every N steps (0: at the "
-                                "end of each epoch only)", min=0)
+    checkpoint_every: int = opt(
+        0, "also save the resumable state every N steps (0: at the end of each epoch only)", min=0
+    )
     max_skipped: int = opt(20, "stop after this many consecutive non-finite updates", min=1)
     eval_batch_size: int = opt(1000, "batch size of test-set evaluation", min=1)
-    eval_every: int = opt(1, "evaluate the test set every N epochs (the last epoch always)",
-                          min=1)
+    eval_every: int = opt(1, "evaluate the test set every N epochs (the last epoch always)", min=1)
     progress: bool = opt(True, "show progress bars")
-    tracker: list[str] = opt([], "extra trackers besides metrics.jsonl: wandb, tensorboard, "
-                             "mlflow")
+    tracker: list[str] = opt([], "extra trackers besides metrics.jsonl: wandb, tensorboard, mlflow")
     wandb_project: str = opt("vaekit", "wandb: project name")
-    mlflow_experiment: str = opt("vaekit", "mlflow: experiment name (the store is "
-                                 "$MLFLOW_TRACKING_URI, else ./mlruns)")
+    mlflow_experiment: str = opt(
+        "vaekit", "mlflow: experiment name (the store is $MLFLOW_TRACKING_URI, else ./mlruns)"
+    )
     run_name: str = opt("", "tracker run name (empty: the run directory's name)")
-    log_images_every: int = opt(0, "trackers: also log sample/reconstruction images and the "
-                                "step's loss every N steps (0: at each epoch's end only)",
-                                min=0)
+    log_images_every: int = opt(
+        0,
+        "trackers: also log sample/reconstruction images and the "
+        "step's loss every N steps (0: at each epoch's end only)",
+        min=0,
+    )
 
 
 @dataclass
 class Config:
-    name: str = opt("vaekit", "name of the preset or experiment; the default run directory "
-                    "starts with it")
+    name: str = opt(
+        "vaekit", "name of the preset or experiment; the default run directory starts with it"
+    )
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -162,8 +222,13 @@ SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if f.name != "nam
 
 
 def _section_class(name: str) -> type:
-    return {"data": DataConfig, "model": ModelConfig, "loss": LossConfig,
-            "optim": OptimConfig, "train": TrainConfig}[name]
+    return {
+        "data": DataConfig,
+        "model": ModelConfig,
+        "loss": LossConfig,
+        "optim": OptimConfig,
+        "train": TrainConfig,
+    }[name]
 
 
 def iter_fields() -> typing.Iterator[tuple[str, dataclasses.Field[Any], type]]:
@@ -244,8 +309,9 @@ def _check(key: str, value: Any, f: dataclasses.Field[Any]) -> None:
     values = value if isinstance(value, list) else [value]
     for v in values:
         if meta.get("choices") and v not in meta["choices"]:
-            raise ConfigError(f"config key '{key}' must be one of "
-                              f"{', '.join(meta['choices'])}; got {v!r}")
+            raise ConfigError(
+                f"config key '{key}' must be one of {', '.join(meta['choices'])}; got {v!r}"
+            )
         lo = meta.get("min")
         if lo is not None and isinstance(v, (int, float)):
             if v < lo or (meta.get("exclusive_min") and v == lo):
@@ -264,25 +330,32 @@ def validate(config: Config) -> Config:
     if config.model.arch == "mlp" and not config.model.hidden:
         raise ConfigError("config key 'model.hidden' must list at least one layer size")
     if config.data.test_fraction >= 1.0:
-        raise ConfigError("config key 'data.test_fraction' must be below 1; got "
-                          f"{config.data.test_fraction}")
+        raise ConfigError(
+            f"config key 'data.test_fraction' must be below 1; got {config.data.test_fraction}"
+        )
     if config.data.binarize == "dynamic" and config.model.likelihood != "bernoulli":
-        raise ConfigError("config key 'data.binarize' is 'dynamic' but model.likelihood is "
-                          f"'{config.model.likelihood}'; dynamic binarization needs bernoulli")
+        raise ConfigError(
+            "config key 'data.binarize' is 'dynamic' but model.likelihood is "
+            f"'{config.model.likelihood}'; dynamic binarization needs bernoulli"
+        )
     if config.data.channels not in (0, 1, 3):
-        raise ConfigError(f"config key 'data.channels' must be 0, 1 or 3; got "
-                          f"{config.data.channels}")
+        raise ConfigError(
+            f"config key 'data.channels' must be 0, 1 or 3; got {config.data.channels}"
+        )
     for name in config.train.tracker:
         if name not in ("wandb", "tensorboard", "mlflow"):
-            raise ConfigError(f"config key 'train.tracker' lists unknown tracker {name!r}; "
-                              "choose from wandb, tensorboard, mlflow")
+            raise ConfigError(
+                f"config key 'train.tracker' lists unknown tracker {name!r}; "
+                "choose from wandb, tensorboard, mlflow"
+            )
     return config
 
 
 def _merge(config: Config, data: dict[str, Any], source: str) -> None:
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping of config sections, got "
-                          f"{type(data).__name__}")
+        raise ConfigError(
+            f"{source}: expected a mapping of config sections, got {type(data).__name__}"
+        )
     known = ["name", *SECTIONS]
     for key, value in data.items():
         if key == "name":
@@ -299,8 +372,9 @@ def _merge(config: Config, data: dict[str, Any], source: str) -> None:
         names = [f.name for f in dataclasses.fields(section)]
         for leaf, v in value.items():
             if leaf not in names:
-                raise ConfigError(f"{source}: unknown config key '{key}.{leaf}'"
-                                  f"{_suggest(str(leaf), names)}")
+                raise ConfigError(
+                    f"{source}: unknown config key '{key}.{leaf}'{_suggest(str(leaf), names)}"
+                )
             setattr(section, leaf, coerce(f"{key}.{leaf}", v, hints[leaf]))
 
 
@@ -311,8 +385,9 @@ def from_dict(data: dict[str, Any], source: str = "config") -> Config:
 
 
 def preset_names() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("vaekit.configs").iterdir()
-                  if p.name.endswith(".yaml"))
+    return sorted(
+        p.name[:-5] for p in resources.files("vaekit.configs").iterdir() if p.name.endswith(".yaml")
+    )
 
 
 def resolve_config_path(name_or_path: str) -> Path:
@@ -324,12 +399,13 @@ def resolve_config_path(name_or_path: str) -> Path:
         candidate = resources.files("vaekit.configs").joinpath(f"{name_or_path}.yaml")
         if candidate.is_file():
             return Path(str(candidate))
-    raise ConfigError(f"config {name_or_path!r} is neither a YAML file nor a preset; presets: "
-                      f"{', '.join(preset_names())}")
+    raise ConfigError(
+        f"config {name_or_path!r} is neither a YAML file nor a preset; presets: "
+        f"{', '.join(preset_names())}"
+    )
 
 
-def load_config(name_or_path: str | None = None, overrides: dict[str, Any] | None = None
-                ) -> Config:
+def load_config(name_or_path: str | None = None, overrides: dict[str, Any] | None = None) -> Config:
     """Load a preset or YAML file, apply dotted overrides {'train.epochs': 3}, validate."""
     config = Config()
     if name_or_path:

@@ -34,11 +34,15 @@ def check_input(x: torch.Tensor, model: VAE, source: str = "input") -> torch.Ten
     if x.dim() == 3:
         x = x.unsqueeze(0)
     if tuple(x.shape[1:]) != tuple(model.input_shape):
-        raise DataError(f"{source}: images are {tuple(x.shape[1:])} but the model expects "
-                        f"{tuple(model.input_shape)} (C, H, W)")
+        raise DataError(
+            f"{source}: images are {tuple(x.shape[1:])} but the model expects "
+            f"{tuple(model.input_shape)} (C, H, W)"
+        )
     if x.numel() and (not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1):
-        raise DataError(f"{source}: values must lie in [0, 1] (found {float(x.min()):g}.."
-                        f"{float(x.max()):g}); divide 0-255 data by 255")
+        raise DataError(
+            f"{source}: values must lie in [0, 1] (found {float(x.min()):g}.."
+            f"{float(x.max()):g}); divide 0-255 data by 255"
+        )
     return x
 
 
@@ -51,9 +55,14 @@ def _device_of(model: VAE, device: torch.device | str | None) -> torch.device:
 
 
 @torch.no_grad()
-def elbo_stats(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None,
-               batch_size: int = 1000, seed: int = 0,
-               device: torch.device | str | None = None) -> dict[str, float]:
+def elbo_stats(
+    model: VAE,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    batch_size: int = 1000,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> dict[str, float]:
     """Mean negative ELBO, reconstruction and KL per example over x, one z-sample each.
 
     The draw of z is seeded, so the same model and data always give the same numbers.
@@ -82,19 +91,18 @@ class IWEstimate:
     ess: torch.Tensor  # effective sample size (sum w)^2 / sum w^2, in [1, K]
 
 
-def _example_noise(index: int, k: int, d: int, seed: int, device: torch.device
-                   ) -> torch.Tensor:
+def _example_noise(index: int, k: int, d: int, seed: int, device: torch.device) -> torch.Tensor:
     """eps ~ N(0, I) of one example, (K, D): seeded by (seed, index) alone, so an example's
     estimate does not depend on its batch, the memory budget or the other examples."""
     # the CPU generator keeps 32 bits of its seed: an odd multiplier makes (index -> seed)
     # one-to-one within a seed, and the seed shifts the whole sequence
     g = torch.Generator(device=device).manual_seed(
-        (index * 0x9E3779B1 + seed * 0x85EBCA77 + 0x165667B1) % 2**32)
+        (index * 0x9E3779B1 + seed * 0x85EBCA77 + 0x165667B1) % 2**32
+    )
     return torch.randn((k, d), generator=g, device=device)
 
 
-def log_likelihood_broadcast(model: VAE, x: torch.Tensor, params: torch.Tensor
-                             ) -> torch.Tensor:
+def log_likelihood_broadcast(model: VAE, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     """log p(x|z) for K decodings of each of B images: x (B, C, H, W), params (K*B, ...)
     ordered sample-major; returns (K, B).
 
@@ -134,11 +142,19 @@ def _single_threaded_ops(workers: int) -> Any:
             torch.set_num_threads(before)
 
 
-def importance_sampling(model: VAE, x: torch.Tensor, k: int, y: torch.Tensor | None = None,
-                        *, seed: int = 0, budget: int = DEFAULT_BUDGET,
-                        precision: str = "fp32", progress: bool = False,
-                        device: torch.device | str | None = None, workers: int = 0
-                        ) -> IWEstimate:
+def importance_sampling(
+    model: VAE,
+    x: torch.Tensor,
+    k: int,
+    y: torch.Tensor | None = None,
+    *,
+    seed: int = 0,
+    budget: int = DEFAULT_BUDGET,
+    precision: str = "fp32",
+    progress: bool = False,
+    device: torch.device | str | None = None,
+    workers: int = 0,
+) -> IWEstimate:
     """log p(x) ~ log (1/K) sum_k p(x, z_k) / q(z_k|x), z_k ~ q(z|x) (Burda et al. 2015).
 
     Examples and samples are batched together: each pass decodes about `budget` values, as
@@ -158,8 +174,14 @@ def importance_sampling(model: VAE, x: torch.Tensor, k: int, y: torch.Tensor | N
     per_pass, k_chunk = (max(1, rows // k), k) if rows >= k else (1, rows)
     n, d = x.shape[0], model.latent_dim
     result = IWEstimate(*(torch.empty(n, dtype=torch.float64) for _ in range(3)))
-    bar = tqdm(total=n * k, disable=not progress, unit="sample", unit_scale=True,
-               desc=f"log p(x), K={k}", leave=False)
+    bar = tqdm(
+        total=n * k,
+        disable=not progress,
+        unit="sample",
+        unit_scale=True,
+        desc=f"log p(x), K={k}",
+        leave=False,
+    )
 
     def one_pass(s: slice) -> None:  # examples s: all K samples, in chunks of k_chunk
         if device.type == "cpu":  # per thread: softplus of very negative logits is denormal
@@ -169,17 +191,22 @@ def importance_sampling(model: VAE, x: torch.Tensor, k: int, y: torch.Tensor | N
             b = xb.shape[0]
             yb = None if y is None else torch.as_tensor(y[s], device=device).long()
             mu, logvar = model.encode(xb, yb)  # (B, D) each
-            eps = torch.stack([_example_noise(i, k, d, seed, device)
-                               for i in range(s.start, s.stop)], 1)  # (K, B, D)
+            eps = torch.stack(
+                [_example_noise(i, k, d, seed, device) for i in range(s.start, s.stop)], 1
+            )  # (K, B, D)
             chunks = []
             for start in range(0, k, k_chunk):
                 kk = min(k_chunk, k - start)
-                z = mu + torch.exp(0.5 * logvar) * eps[start:start + kk]  # (kk, B, D)
+                z = mu + torch.exp(0.5 * logvar) * eps[start : start + kk]  # (kk, B, D)
                 with _autocast(device, precision):
-                    params = model.decode(z.reshape(kk * b, d),
-                                          None if yb is None else yb.repeat(kk))
-                log_w = (log_likelihood_broadcast(model, xb, params) + losses.log_standard_normal(z)
-                         - losses.log_normal_diag(z, mu, logvar))
+                    params = model.decode(
+                        z.reshape(kk * b, d), None if yb is None else yb.repeat(kk)
+                    )
+                log_w = (
+                    log_likelihood_broadcast(model, xb, params)
+                    + losses.log_standard_normal(z)
+                    - losses.log_normal_diag(z, mu, logvar)
+                )
                 chunks.append(log_w.double())  # (kk, B)
                 bar.update(kk * b)
             log_w = torch.cat(chunks, 0)  # (K, B)
@@ -200,13 +227,31 @@ def importance_sampling(model: VAE, x: torch.Tensor, k: int, y: torch.Tensor | N
     return result
 
 
-def iw_log_px(model: VAE, x: torch.Tensor, k: int, y: torch.Tensor | None = None,
-              seed: int = 0, budget: int = DEFAULT_BUDGET, progress: bool = False,
-              device: torch.device | str | None = None, precision: str = "fp32",
-              workers: int = 0) -> torch.Tensor:
+def iw_log_px(
+    model: VAE,
+    x: torch.Tensor,
+    k: int,
+    y: torch.Tensor | None = None,
+    seed: int = 0,
+    budget: int = DEFAULT_BUDGET,
+    progress: bool = False,
+    device: torch.device | str | None = None,
+    precision: str = "fp32",
+    workers: int = 0,
+) -> torch.Tensor:
     """Per-example importance-weighted estimate of log p(x) with K samples, (N,) float64."""
-    return importance_sampling(model, x, k, y, seed=seed, budget=budget, precision=precision,
-                               progress=progress, device=device, workers=workers).log_px
+    return importance_sampling(
+        model,
+        x,
+        k,
+        y,
+        seed=seed,
+        budget=budget,
+        precision=precision,
+        progress=progress,
+        device=device,
+        workers=workers,
+    ).log_px
 
 
 def _mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
@@ -216,12 +261,23 @@ def _mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
 
 
 # -- everything `vaekit evaluate` reports ----------------------------------------------------
-def evaluate(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, *,
-             batch_size: int = 1000, seed: int = 0, iw_samples: int = 0,
-             progress: bool = False, budget: int = DEFAULT_BUDGET, precision: str = "fp32",
-             image_metrics: bool = True, latent_metrics: bool = True,
-             fid: str | torch.nn.Module | None = None, fid_samples: int = 10_000,
-             fid_weights: str | None = None) -> dict[str, Any]:
+def evaluate(
+    model: VAE,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    *,
+    batch_size: int = 1000,
+    seed: int = 0,
+    iw_samples: int = 0,
+    progress: bool = False,
+    budget: int = DEFAULT_BUDGET,
+    precision: str = "fp32",
+    image_metrics: bool = True,
+    latent_metrics: bool = True,
+    fid: str | torch.nn.Module | None = None,
+    fid_samples: int = 10_000,
+    fid_weights: str | None = None,
+) -> dict[str, Any]:
     """Test-set numbers, nats per example: the same ones `vaekit evaluate` prints.
 
     Always: n, nelbo, recon, kl (one z-sample each, seeded) and nelbo_bits_per_dim. With
@@ -242,27 +298,42 @@ def evaluate(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, *,
         fid_stats: dict[str, Any] = {}
         if fid is not None:  # first: a missing extra or missing weights fail before the rest
             started = time.perf_counter()
-            fid_stats["fid"] = metrics.fid(model, xf, y, feature=fid, n=fid_samples,
-                                           seed=seed, batch_size=batch_size,
-                                           weights=fid_weights)
+            fid_stats["fid"] = metrics.fid(
+                model,
+                xf,
+                y,
+                feature=fid,
+                n=fid_samples,
+                seed=seed,
+                batch_size=batch_size,
+                weights=fid_weights,
+            )
             fid_stats["fid_features"] = fid if isinstance(fid, str) else type(fid).__name__
             seconds["fid"] = time.perf_counter() - started
         started = time.perf_counter()
         stats: dict[str, Any] = elbo_stats(model, xf, y, batch_size, seed)
         stats["n"] = int(xf.shape[0])
-        stats["nelbo_bits_per_dim"] = metrics.bits_per_dim(stats["nelbo"], dims,
-                                                           model.likelihood)
+        stats["nelbo_bits_per_dim"] = metrics.bits_per_dim(stats["nelbo"], dims, model.likelihood)
         seconds["elbo"] = time.perf_counter() - started
         if iw_samples > 0:
             started = time.perf_counter()
-            iw = importance_sampling(model, xf, iw_samples, y, seed=seed + 1, budget=budget,
-                                     precision=precision, progress=progress)
+            iw = importance_sampling(
+                model,
+                xf,
+                iw_samples,
+                y,
+                seed=seed + 1,
+                budget=budget,
+                precision=precision,
+                progress=progress,
+            )
             stats["iw_samples"] = iw_samples
             stats["log_px"], stats["log_px_stderr"] = _mean_and_stderr(iw.log_px)
             stats["iw_elbo"] = float(iw.elbo.mean())
             stats["iw_ess"] = float(iw.ess.mean())
-            stats["nll_bits_per_dim"] = metrics.bits_per_dim(-stats["log_px"], dims,
-                                                             model.likelihood)
+            stats["nll_bits_per_dim"] = metrics.bits_per_dim(
+                -stats["log_px"], dims, model.likelihood
+            )
             if precision != "fp32":
                 stats["iw_precision"] = precision
             seconds["log_px"] = time.perf_counter() - started
@@ -286,32 +357,44 @@ def evaluate(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, *,
 
 def summary(stats: dict[str, Any], dataset: str = "the test set") -> str:
     """The lines `vaekit evaluate` prints for a result of `evaluate`."""
-    lines = [f"test set: {stats['n']} examples of {dataset}, nats per example",
-             f"  negative ELBO      {stats['nelbo']:11.3f}   "
-             f"({stats['nelbo_bits_per_dim']:.4f} bits/dim)",
-             f"  reconstruction     {stats['recon']:11.3f}",
-             f"  KL                 {stats['kl']:11.3f}"]
+    lines = [
+        f"test set: {stats['n']} examples of {dataset}, nats per example",
+        f"  negative ELBO      {stats['nelbo']:11.3f}   "
+        f"({stats['nelbo_bits_per_dim']:.4f} bits/dim)",
+        f"  reconstruction     {stats['recon']:11.3f}",
+        f"  KL                 {stats['kl']:11.3f}",
+    ]
     if "log_px" in stats:
         k = stats["iw_samples"]
-        lines.append(f"  log p(x), K={k:<6} {stats['log_px']:11.3f} +- "
-                     f"{stats['log_px_stderr']:.3f}   ({stats['nll_bits_per_dim']:.4f} bits/dim;"
-                     f" importance-weighted, standard error over examples)")
-        lines.append(f"    same samples:    ELBO {stats['iw_elbo']:.3f}, effective sample size "
-                     f"{stats['iw_ess']:.1f} of {k}")
+        lines.append(
+            f"  log p(x), K={k:<6} {stats['log_px']:11.3f} +- "
+            f"{stats['log_px_stderr']:.3f}   ({stats['nll_bits_per_dim']:.4f} bits/dim;"
+            f" importance-weighted, standard error over examples)"
+        )
+        lines.append(
+            f"    same samples:    ELBO {stats['iw_elbo']:.3f}, effective sample size "
+            f"{stats['iw_ess']:.1f} of {k}"
+        )
     if "mse" in stats:
-        lines.append(f"  reconstructions    MSE {stats['mse']:.5f} per pixel, PSNR "
-                     f"{stats['psnr']:.2f} dB, SSIM {stats['ssim']:.4f}")
+        lines.append(
+            f"  reconstructions    MSE {stats['mse']:.5f} per pixel, PSNR "
+            f"{stats['psnr']:.2f} dB, SSIM {stats['ssim']:.4f}"
+        )
     if "kl_per_dim" in stats:
         kl = stats["kl_per_dim"]
-        lines.append(f"  active units       {stats['active_units']} of {len(kl)} "
-                     "(Cov_x E_q[z_d] > 0.01, Burda et al. 2015)")
+        lines.append(
+            f"  active units       {stats['active_units']} of {len(kl)} "
+            "(Cov_x E_q[z_d] > 0.01, Burda et al. 2015)"
+        )
         order = sorted(range(len(kl)), key=lambda i: -kl[i])
         shown = ", ".join(f"z{i} {kl[i]:.2f}" for i in order[:8])
         more = f", ... ({len(kl) - 8} more)" if len(kl) > 8 else ""
         lines.append(f"  KL per dimension   {shown}{more}")
     if "fid" in stats:
-        lines.append(f"  FID                {stats['fid']:11.3f}   (prior samples vs test set, "
-                     f"{stats['fid_features']} features)")
+        lines.append(
+            f"  FID                {stats['fid']:11.3f}   (prior samples vs test set, "
+            f"{stats['fid_features']} features)"
+        )
     total = sum(stats.get("seconds", {}).values())
     lines.append(f"evaluated in {total:.1f} s")
     return "\n".join(lines)

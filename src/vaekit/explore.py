@@ -50,8 +50,14 @@ class BadRequest(Exception):
 class Explorer:
     """The model side of the explorer: validated decode, encode and interpolate, as PNG."""
 
-    def __init__(self, model: VAE, x_test: torch.Tensor, y_test: torch.Tensor | None = None,
-                 class_names: list[str] | None = None, rank_images: int = 1000) -> None:
+    def __init__(
+        self,
+        model: VAE,
+        x_test: torch.Tensor,
+        y_test: torch.Tensor | None = None,
+        class_names: list[str] | None = None,
+        rank_images: int = 1000,
+    ) -> None:
         if x_test.shape[0] < 1:
             raise VaekitError("the explorer needs at least one test image")
         self.model = model.eval()
@@ -66,11 +72,19 @@ class Explorer:
 
     def info(self) -> dict[str, Any]:
         m = self.model
-        return {"latent_dim": m.latent_dim, "shown": self.order[:MAX_SLIDERS],
-                "order": self.order, "kl": self.kl, "image_shape": list(m.input_shape),
-                "n_test": int(self.x.shape[0]), "conditional": bool(m.conditional),
-                "num_classes": int(m.num_classes), "class_names": self.class_names,
-                "z_limit": Z_LIMIT, "max_steps": MAX_STEPS}
+        return {
+            "latent_dim": m.latent_dim,
+            "shown": self.order[:MAX_SLIDERS],
+            "order": self.order,
+            "kl": self.kl,
+            "image_shape": list(m.input_shape),
+            "n_test": int(self.x.shape[0]),
+            "conditional": bool(m.conditional),
+            "num_classes": int(m.num_classes),
+            "class_names": self.class_names,
+            "z_limit": Z_LIMIT,
+            "max_steps": MAX_STEPS,
+        }
 
     def _png(self, images: torch.Tensor, nrow: int) -> bytes:
         return viz.png_bytes(viz.to_pil(viz.make_grid(images, nrow=nrow, padding=0)))
@@ -91,21 +105,21 @@ class Explorer:
 
     @torch.no_grad()
     def encode(self, index: int) -> dict[str, Any]:
-        x = to_float(self.x[index:index + 1])
+        x = to_float(self.x[index : index + 1])
         y = None if self.y is None else int(self.y[index])
         with self.lock:
             mu, _ = self.model.encode(x, self._label(y, 1) if self.model.conditional else None)
         return {"index": index, "z": [round(float(v), 5) for v in mu[0]], "label": y}
 
     def image(self, index: int) -> bytes:
-        return self._png(to_float(self.x[index:index + 1]), 1)
+        return self._png(to_float(self.x[index : index + 1]), 1)
 
     @torch.no_grad()
     def interpolate(self, a: int, b: int, steps: int, method: str) -> bytes:
-        xa, xb = to_float(self.x[a:a + 1]), to_float(self.x[b:b + 1])
+        xa, xb = to_float(self.x[a : a + 1]), to_float(self.x[b : b + 1])
         ya = yb = None
         if self.model.conditional and self.y is not None:
-            ya, yb = self.y[a:a + 1], self.y[b:b + 1]
+            ya, yb = self.y[a : a + 1], self.y[b : b + 1]
         with self.lock:
             path = self.model.interpolate(xa, xb, steps, method, ya, yb)  # (1, S, C, H, W)
         return self._png(path[0], steps)
@@ -124,12 +138,14 @@ def _one(params: dict[str, list[str]], name: str, required: bool = True) -> str 
 
 
 @overload
-def parse_index(params: dict[str, list[str]], name: str, n: int,
-                required: Literal[True] = True) -> int: ...
+def parse_index(
+    params: dict[str, list[str]], name: str, n: int, required: Literal[True] = True
+) -> int: ...
 @overload
 def parse_index(params: dict[str, list[str]], name: str, n: int, required: bool) -> int | None: ...
-def parse_index(params: dict[str, list[str]], name: str, n: int, required: bool = True
-                ) -> int | None:
+def parse_index(
+    params: dict[str, list[str]], name: str, n: int, required: bool = True
+) -> int | None:
     text = _one(params, name, required)
     if text is None:
         return None
@@ -142,8 +158,9 @@ def parse_z(text: str, dim: int) -> list[float]:
     """A comma-separated latent vector: exactly `dim` finite decimal numbers within Z_LIMIT."""
     parts = text.split(",") if text else []
     if len(parts) != dim:
-        raise BadRequest(f"z has {len(parts)} values; this model's latent space has {dim} "
-                         "dimensions")
+        raise BadRequest(
+            f"z has {len(parts)} values; this model's latent space has {dim} dimensions"
+        )
     z = []
     for i, part in enumerate(parts):
         part = part.strip()
@@ -160,8 +177,7 @@ def _check_params(params: dict[str, list[str]], allowed: tuple[str, ...], route:
     for name in params:
         if name not in allowed:
             expected = ", ".join(allowed) or "none"
-            raise BadRequest(f"unknown parameter {name[:40]!r} for {route}; expected: "
-                             f"{expected}")
+            raise BadRequest(f"unknown parameter {name[:40]!r} for {route}; expected: {expected}")
 
 
 # -- the HTTP side ----------------------------------------------------------------------
@@ -183,8 +199,9 @@ class Handler(BaseHTTPRequestHandler):
                 return
             self.raw_requestline = line
             if len(line) > self.explorer.max_query + 32 or not line.endswith(b"\n"):
-                self.send_error(414, f"request line too long (limit "
-                                     f"{self.explorer.max_query} bytes)")
+                self.send_error(
+                    414, f"request line too long (limit {self.explorer.max_query} bytes)"
+                )
                 return
             if not self.parse_request():
                 return
@@ -204,8 +221,7 @@ class Handler(BaseHTTPRequestHandler):
             except OSError:
                 pass
 
-    def send_error(self, code: int, message: str | None = None,
-                   explain: str | None = None) -> None:
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """A plain-text error with one line, always with a status line and headers."""
         if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
             self.request_version = "HTTP/1.0"  # else http.server writes a bare body
@@ -252,9 +268,11 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
         if content_type.startswith("text/html"):
-            self.send_header("Content-Security-Policy",
-                             "default-src 'self'; img-src 'self' blob: data:; "
-                             "script-src 'unsafe-inline'; style-src 'unsafe-inline'")
+            self.send_header(
+                "Content-Security-Policy",
+                "default-src 'self'; img-src 'self' blob: data:; "
+                "script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+            )
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -262,30 +280,39 @@ class Handler(BaseHTTPRequestHandler):
     def _check_request(self) -> None:
         length = self.headers.get("Content-Length")
         if self.headers.get("Transfer-Encoding"):
-            raise BadRequest("request bodies are not accepted; send parameters in the query "
-                             "string", 413)
+            raise BadRequest(
+                "request bodies are not accepted; send parameters in the query string", 413
+            )
         if length is not None:
             if not re.fullmatch(r"\d{1,30}", length.strip()):
                 raise BadRequest(f"Content-Length {length[:20]!r} is not a number")
             if int(length) > MAX_BODY:
-                raise BadRequest(f"request body of {int(length)} bytes is too large (limit "
-                                 f"{MAX_BODY}); this API takes its parameters in the URL", 413)
+                raise BadRequest(
+                    f"request body of {int(length)} bytes is too large (limit "
+                    f"{MAX_BODY}); this API takes its parameters in the URL",
+                    413,
+                )
             self.rfile.read(int(length))  # small: drain it so the reply is not reset
         if getattr(self.server, "loopback_only", False):
             host = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]").lower()
             if host not in ("127.0.0.1", "localhost", "::1", ""):
                 # a page on another site that resolves its name to 127.0.0.1 (DNS rebinding)
-                raise BadRequest(f"Host {host[:60]!r} is not served here; open "
-                                 "http://127.0.0.1:PORT/", 421)
+                raise BadRequest(
+                    f"Host {host[:60]!r} is not served here; open http://127.0.0.1:PORT/", 421
+                )
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         try:
             self._check_request()
             url = urllib.parse.urlsplit(self.path)
             try:
-                params = urllib.parse.parse_qs(url.query, keep_blank_values=True,
-                                               strict_parsing=bool(url.query),
-                                               max_num_fields=8, errors="strict")
+                params = urllib.parse.parse_qs(
+                    url.query,
+                    keep_blank_values=True,
+                    strict_parsing=bool(url.query),
+                    max_num_fields=8,
+                    errors="strict",
+                )
             except (ValueError, UnicodeDecodeError) as e:
                 raise BadRequest(f"malformed query string ({str(e)[:80]})") from None
             self._route(url.path, params)
@@ -306,12 +333,20 @@ class Handler(BaseHTTPRequestHandler):
     def _route(self, path: str, params: dict[str, list[str]]) -> None:
         ex = self.explorer
         n = int(ex.x.shape[0])
-        allowed = {"/": (), "/index.html": (), "/info": (), "/favicon.ico": (),
-                   "/decode": ("z", "label"), "/encode": ("index",), "/image": ("index",),
-                   "/interpolate": ("a", "b", "steps", "method")}
+        allowed = {
+            "/": (),
+            "/index.html": (),
+            "/info": (),
+            "/favicon.ico": (),
+            "/decode": ("z", "label"),
+            "/encode": ("index",),
+            "/image": ("index",),
+            "/interpolate": ("a", "b", "steps", "method"),
+        }
         if path not in allowed:
-            raise BadRequest(f"no such page {path[:80]!r}; the explorer serves "
-                             f"{', '.join(ROUTES)}", 404)
+            raise BadRequest(
+                f"no such page {path[:80]!r}; the explorer serves {', '.join(ROUTES)}", 404
+            )
         _check_params(params, allowed[path], path)
         if path in ("/", "/index.html"):
             self._reply(PAGE.encode("utf-8"), "text/html; charset=utf-8")
@@ -334,8 +369,9 @@ class Handler(BaseHTTPRequestHandler):
             a, b = parse_index(params, "a", n), parse_index(params, "b", n)
             steps_text = _one(params, "steps", required=False) or "10"
             if not INDEX.fullmatch(steps_text) or not 2 <= int(steps_text) <= MAX_STEPS:
-                raise BadRequest(f"'steps' must be a whole number from 2 to {MAX_STEPS}; got "
-                                 f"{steps_text[:20]!r}")
+                raise BadRequest(
+                    f"'steps' must be a whole number from 2 to {MAX_STEPS}; got {steps_text[:20]!r}"
+                )
             method = _one(params, "method", required=False) or "linear"
             if method not in ("linear", "slerp"):
                 raise BadRequest(f"'method' must be linear or slerp; got {method[:20]!r}")
@@ -363,16 +399,19 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def make_server(explorer: Explorer, host: str = "127.0.0.1", port: int = 8000,
-                verbose: bool = False) -> ExplorerServer:
+def make_server(
+    explorer: Explorer, host: str = "127.0.0.1", port: int = 8000, verbose: bool = False
+) -> ExplorerServer:
     """A bound, not yet serving, server (port 0 picks a free port: see server_address)."""
     handler = type("ExplorerHandler", (Handler,), {"explorer": explorer})
     try:
         server = ExplorerServer((host, port), handler)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
-            raise VaekitError(f"port {port} on {host} is in use; pass --port with another "
-                              "number (0 picks a free one)") from None
+            raise VaekitError(
+                f"port {port} on {host} is in use; pass --port with another "
+                "number (0 picks a free one)"
+            ) from None
         raise VaekitError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
     server.verbose = verbose
     server.loopback_only = _is_loopback(host)
@@ -383,18 +422,21 @@ def serve(run: str, host: str = "127.0.0.1", port: int = 8000, verbose: bool = F
     """Load RUN and its test set, and serve the explorer until interrupted."""
     from .checkpoint import load
     from .data import load_data
+
     model = load(run)
     cfg = model.run_config
     data = load_data(cfg.data, seed=cfg.train.seed, progress=False)
-    server = make_server(Explorer(model, data.x_test, data.y_test, data.class_names), host,
-                         port, verbose)
+    server = make_server(
+        Explorer(model, data.x_test, data.y_test, data.class_names), host, port, verbose
+    )
     bound = server.server_address[1]
     shown = f"[{host}]" if ":" in host else host
-    print(f"latent explorer for {run}: http://{shown}:{bound}/  (Ctrl-C stops it)",
-          flush=True)
+    print(f"latent explorer for {run}: http://{shown}:{bound}/  (Ctrl-C stops it)", flush=True)
     if not server.loopback_only:
-        print(f"warning: listening on {host}: anyone who can reach this machine can use it",
-              file=sys.stderr)
+        print(
+            f"warning: listening on {host}: anyone who can reach this machine can use it",
+            file=sys.stderr,
+        )
     try:
         server.serve_forever()
     finally:

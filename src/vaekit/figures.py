@@ -20,14 +20,32 @@ from .charts import bar_chart, line_chart, scatter_plot
 from .data.dataset import to_float
 from .models import VAE
 
-__all__ = ["FILES", "bar_chart", "interpolation", "kl_chart", "latent_scatter", "line_chart",
-           "manifold", "manifold_latents", "most_active_dims", "pca_2d", "save_png",
-           "scatter_plot", "training_curves", "write_all"]
+__all__ = [
+    "FILES",
+    "bar_chart",
+    "interpolation",
+    "kl_chart",
+    "latent_scatter",
+    "line_chart",
+    "manifold",
+    "manifold_latents",
+    "most_active_dims",
+    "pca_2d",
+    "save_png",
+    "scatter_plot",
+    "training_curves",
+    "write_all",
+]
 
 # what `write_all` writes into a run directory, by figure name
-FILES = {"interpolation_linear": "interpolation_linear.png",
-         "interpolation_slerp": "interpolation_slerp.png", "manifold": "manifold.png",
-         "latents": "latents.png", "curves": "curves.png", "kl": "kl.png"}
+FILES = {
+    "interpolation_linear": "interpolation_linear.png",
+    "interpolation_slerp": "interpolation_slerp.png",
+    "manifold": "manifold.png",
+    "latents": "latents.png",
+    "curves": "curves.png",
+    "kl": "kl.png",
+}
 
 
 def save_png(path: str | Path, image: Image.Image) -> Path:
@@ -49,8 +67,9 @@ def _labels(model: VAE, y: torch.Tensor | None, n: int) -> torch.Tensor | None:
     return y.to(_device(model))
 
 
-def most_active_dims(model: VAE, x: torch.Tensor, k: int = 2,
-                     y: torch.Tensor | None = None) -> list[int]:
+def most_active_dims(
+    model: VAE, x: torch.Tensor, k: int = 2, y: torch.Tensor | None = None
+) -> list[int]:
     """The k latent dimensions with the largest KL over x, most active first."""
     kl = metrics.kl_per_dimension(model, x, y)
     order = torch.argsort(kl, descending=True, stable=True)
@@ -75,8 +94,13 @@ def manifold_latents(n: int, latent_dim: int, dims: Sequence[int] = (0, 1)) -> t
 
 
 @torch.no_grad()
-def manifold(model: VAE, n: int = 20, dims: Sequence[int] | None = None,
-             x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
+def manifold(
+    model: VAE,
+    n: int = 20,
+    dims: Sequence[int] | None = None,
+    x: torch.Tensor | None = None,
+    y: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The learned data manifold: images decoded over an n x n latent grid, (n*n, C, H, W).
 
     A 2-D latent space is drawn whole. With more dimensions, `dims` names the two to vary;
@@ -89,22 +113,31 @@ def manifold(model: VAE, n: int = 20, dims: Sequence[int] | None = None,
         if model.latent_dim == 2:
             dims = (0, 1)
         elif x is None:
-            raise ValueError("with more than 2 latent dimensions, pass dims or images x to "
-                             "pick the two most active dimensions from")
+            raise ValueError(
+                "with more than 2 latent dimensions, pass dims or images x to "
+                "pick the two most active dimensions from"
+            )
         else:
             dims = most_active_dims(model, x, 2, y)
-    if len(dims) != 2 or len(set(dims)) != 2 or not all(0 <= d < model.latent_dim
-                                                         for d in dims):
-        raise ValueError(f"dims must be two different latent dimensions in "
-                         f"[0, {model.latent_dim}); got {list(dims)}")
+    if len(dims) != 2 or len(set(dims)) != 2 or not all(0 <= d < model.latent_dim for d in dims):
+        raise ValueError(
+            f"dims must be two different latent dimensions in "
+            f"[0, {model.latent_dim}); got {list(dims)}"
+        )
     z = manifold_latents(n, model.latent_dim, dims).to(_device(model))
     return model.mean(model.decode(z, _labels(model, None, z.shape[0]))).cpu()
 
 
 @torch.no_grad()
-def interpolation(model: VAE, x: torch.Tensor, pairs: int = 4, steps: int = 10,
-                  method: str = "linear", seed: int = 0,
-                  y: torch.Tensor | None = None) -> torch.Tensor:
+def interpolation(
+    model: VAE,
+    x: torch.Tensor,
+    pairs: int = 4,
+    steps: int = 10,
+    method: str = "linear",
+    seed: int = 0,
+    y: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Paths between the posterior means of random pairs of images: (pairs*steps, C, H, W).
 
     The pairs are drawn with `seed`, so linear and spherical paths join the same images.
@@ -114,12 +147,14 @@ def interpolation(model: VAE, x: torch.Tensor, pairs: int = 4, steps: int = 10,
     pairs = idx.numel() // 2
     if pairs < 1:
         raise ValueError("interpolation needs at least two images")
-    a, b = idx[:pairs], idx[pairs:2 * pairs]
+    a, b = idx[:pairs], idx[pairs : 2 * pairs]
     xf = to_float(x[idx].to(_device(model)))
     ya = yb = None
     if model.conditional:
-        ya, yb = _labels(model, None if y is None else y[a], pairs), \
-            _labels(model, None if y is None else y[b], pairs)
+        ya, yb = (
+            _labels(model, None if y is None else y[a], pairs),
+            _labels(model, None if y is None else y[b], pairs),
+        )
     path = model.interpolate(xf[:pairs], xf[pairs:], steps, method, ya, yb)
     return path.flatten(0, 1).cpu()  # (P*steps, C, H, W)
 
@@ -129,7 +164,7 @@ def pca_2d(z: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
     z = z.double()
     if z.shape[1] <= 2:
         pad = torch.zeros(z.shape[0], 2 - z.shape[1], dtype=z.dtype)
-        return torch.cat([z, pad], 1).float(), [1.0, 0.0][: 2]
+        return torch.cat([z, pad], 1).float(), [1.0, 0.0][:2]
     centred = z - z.mean(0, keepdim=True)
     _, s, vh = torch.linalg.svd(centred, full_matrices=False)
     var = s.pow(2)
@@ -140,8 +175,9 @@ def pca_2d(z: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
     return (centred @ (axes * signs.unsqueeze(1)).T).float(), share
 
 
-def latent_scatter(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None,
-                   class_names: Sequence[str] = ()) -> Image.Image:
+def latent_scatter(
+    model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, class_names: Sequence[str] = ()
+) -> Image.Image:
     """Posterior means of x coloured by label; PCA to 2-D when the latent has more dims."""
     mu, _ = metrics.posterior(model, x, y)
     if model.latent_dim > 2:
@@ -174,13 +210,16 @@ def training_curves(records: list[dict[str, Any]]) -> Image.Image | None:
     curve to draw.
     """
     panels = []
-    for term, title in (("nelbo", "negative ELBO"), ("recon", "reconstruction -log p(x|z)"),
-                        ("kl", "KL(q(z|x) || p(z))")):
-        series = {name: pts for name in ("train", "test")
-                  if (pts := _series(records, f"{name}_{term}"))}
+    for term, title in (
+        ("nelbo", "negative ELBO"),
+        ("recon", "reconstruction -log p(x|z)"),
+        ("kl", "KL(q(z|x) || p(z))"),
+    ):
+        series = {
+            name: pts for name in ("train", "test") if (pts := _series(records, f"{name}_{term}"))
+        }
         if series:
-            panels.append(line_chart(series, title, "epoch", "nats per example",
-                                     size=(480, 340)))
+            panels.append(line_chart(series, title, "epoch", "nats per example", size=(480, 340)))
     if not panels:
         return None
     out = Image.new("RGB", (sum(p.width for p in panels), panels[0].height), "white")
@@ -191,8 +230,9 @@ def training_curves(records: list[dict[str, Any]]) -> Image.Image | None:
     return out
 
 
-def kl_chart(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None,
-             threshold: float = 0.01) -> Image.Image:
+def kl_chart(
+    model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, threshold: float = 0.01
+) -> Image.Image:
     """A bar per latent dimension: its mean KL over x; inactive units (Burda et al. 2015:
     Cov_x(E_q[z_d|x]) <= threshold) in grey."""
     kl = metrics.kl_per_dimension(model, x, y).tolist()
@@ -202,9 +242,16 @@ def kl_chart(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None,
     return bar_chart(kl, title, "latent dimension", "KL (nats per example)", highlight=active)
 
 
-def write_all(run_dir: str | Path, model: VAE, x: torch.Tensor, y: torch.Tensor | None = None,
-              class_names: Sequence[str] = (), records: list[dict[str, Any]] | None = None,
-              seed: int = 0, n_manifold: int = 20) -> dict[str, Path]:
+def write_all(
+    run_dir: str | Path,
+    model: VAE,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    class_names: Sequence[str] = (),
+    records: list[dict[str, Any]] | None = None,
+    seed: int = 0,
+    n_manifold: int = 20,
+) -> dict[str, Path]:
     """Write every figure this module draws into run_dir; returns {figure name: path}.
 
     x, y: test images (uint8 or [0, 1] floats) and labels, used for interpolations, the
@@ -223,10 +270,12 @@ def write_all(run_dir: str | Path, model: VAE, x: torch.Tensor, y: torch.Tensor 
         written[name] = save_png(run_dir / FILES[name], grid(images, 10))
     if model.latent_dim >= 2:
         images = manifold(model, n_manifold, x=x, y=y)
-        written["manifold"] = save_png(run_dir / FILES["manifold"],
-                                       viz.to_pil(viz.make_grid(images, nrow=n_manifold)))
-    written["latents"] = save_png(run_dir / FILES["latents"],
-                                  latent_scatter(model, x, y, class_names))
+        written["manifold"] = save_png(
+            run_dir / FILES["manifold"], viz.to_pil(viz.make_grid(images, nrow=n_manifold))
+        )
+    written["latents"] = save_png(
+        run_dir / FILES["latents"], latent_scatter(model, x, y, class_names)
+    )
     curves = training_curves(records or [])
     if curves is not None:
         written["curves"] = save_png(run_dir / FILES["curves"], curves)

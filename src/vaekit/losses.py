@@ -30,9 +30,13 @@ def kl_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0)
 
 
-def reparameterize(mu: torch.Tensor, logvar: torch.Tensor,
-                   generator: torch.Generator | None = None, samples: int = 0,
-                   eps: torch.Tensor | None = None) -> torch.Tensor:
+def reparameterize(
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    generator: torch.Generator | None = None,
+    samples: int = 0,
+    eps: torch.Tensor | None = None,
+) -> torch.Tensor:
     """z = mu + exp(0.5 * logvar) * eps, eps ~ N(0, I): the reparameterization trick.
 
     With `samples` = K > 0 the result has a leading sample axis: (K, B, D). `eps` given
@@ -64,8 +68,7 @@ def log_bernoulli(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     return -nll.flatten(1).sum(1)
 
 
-def log_gaussian(x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor | float
-                 ) -> torch.Tensor:
+def log_gaussian(x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor | float) -> torch.Tensor:
     """log N(x; mean, exp(logvar)) summed per example; a fixed logvar makes it a scaled MSE."""
     if not torch.is_tensor(logvar):
         logvar = torch.tensor(float(logvar), device=x.device)
@@ -74,8 +77,7 @@ def log_gaussian(x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor | flo
     return -0.5 * (sq * torch.exp(-logvar) + logvar + LOG_2PI).flatten(1).sum(1)
 
 
-def log_laplace(x: torch.Tensor, loc: torch.Tensor, logscale: torch.Tensor | float
-                ) -> torch.Tensor:
+def log_laplace(x: torch.Tensor, loc: torch.Tensor, logscale: torch.Tensor | float) -> torch.Tensor:
     """log Laplace(x; loc, exp(logscale)) summed per example; a fixed scale makes it an L1."""
     if not torch.is_tensor(logscale):
         logscale = torch.tensor(float(logscale), device=x.device)

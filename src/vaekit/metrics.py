@@ -42,18 +42,26 @@ def mse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     """Peak signal-to-noise ratio per image in dB, (N,); identical images give 100 dB."""
-    return 10.0 * torch.log10(data_range ** 2 / mse(x, y).clamp_min(1e-10 * data_range ** 2))
+    return 10.0 * torch.log10(data_range**2 / mse(x, y).clamp_min(1e-10 * data_range**2))
 
 
 def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     """A normalised 1-D Gaussian window (size,), float64."""
     t = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    g = torch.exp(-t.pow(2) / (2 * sigma ** 2))
+    g = torch.exp(-t.pow(2) / (2 * sigma**2))
     return g / g.sum()
 
 
-def ssim(x: torch.Tensor, y: torch.Tensor, *, window: int = 11, sigma: float = 1.5,
-         k1: float = 0.01, k2: float = 0.03, data_range: float = 1.0) -> torch.Tensor:
+def ssim(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    window: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+    data_range: float = 1.0,
+) -> torch.Tensor:
     """Structural similarity per image (Wang et al. 2004), (N,), for x, y (N, C, H, W).
 
     Local means, variances and covariance are Gaussian-weighted (window 11, sigma 1.5) over
@@ -62,8 +70,10 @@ def ssim(x: torch.Tensor, y: torch.Tensor, *, window: int = 11, sigma: float = 1
     fits. Computed in float64: E[x^2] - E[x]^2 cancels badly in float32.
     """
     if x.shape != y.shape or x.dim() != 4:
-        raise ValueError(f"ssim expects two (N, C, H, W) tensors of one shape; got "
-                         f"{tuple(x.shape)} and {tuple(y.shape)}")
+        raise ValueError(
+            f"ssim expects two (N, C, H, W) tensors of one shape; got "
+            f"{tuple(x.shape)} and {tuple(y.shape)}"
+        )
     size = min(window, x.shape[-2], x.shape[-1])
     size -= 1 - size % 2  # odd
     c = x.shape[1]
@@ -81,7 +91,8 @@ def ssim(x: torch.Tensor, y: torch.Tensor, *, window: int = 11, sigma: float = 1
     var_y = blur(y * y) - mu_y.pow(2)
     cov = blur(x * y) - mu_x * mu_y
     ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
-        (mu_x.pow(2) + mu_y.pow(2) + c1) * (var_x + var_y + c2))
+        (mu_x.pow(2) + mu_y.pow(2) + c1) * (var_x + var_y + c2)
+    )
     return ssim_map.flatten(1).mean(1)
 
 
@@ -94,8 +105,9 @@ def _labels(y: torch.Tensor | None, s: slice, device: torch.device) -> torch.Ten
 
 
 @torch.no_grad()
-def reconstruction_metrics(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None,
-                           batch_size: int = 1000) -> dict[str, float]:
+def reconstruction_metrics(
+    model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, batch_size: int = 1000
+) -> dict[str, float]:
     """mse (per pixel), psnr (dB) and ssim of the decoded posterior means, averaged over
     images (x uint8 or float in [0, 1])."""
     device = _device(model)
@@ -104,16 +116,18 @@ def reconstruction_metrics(model: VAE, x: torch.Tensor, y: torch.Tensor | None =
         s = slice(i, i + batch_size)
         xb = to_float(x[s].to(device))
         recon = model.reconstruct(xb, _labels(y, s, device))
-        sums += torch.stack([mse(xb, recon).sum(), psnr(xb, recon).sum(),
-                             ssim(xb, recon).sum()]).cpu()
+        sums += torch.stack(
+            [mse(xb, recon).sum(), psnr(xb, recon).sum(), ssim(xb, recon).sum()]
+        ).cpu()
     sums /= max(1, x.shape[0])
     return {"mse": float(sums[0]), "psnr": float(sums[1]), "ssim": float(sums[2])}
 
 
 # -- the latent space -----------------------------------------------------------------------
 @torch.no_grad()
-def posterior(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None,
-              batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+def posterior(
+    model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, batch_size: int = 1000
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The posterior mean and log-variance of every image in x: two (N, D) on the CPU."""
     device = _device(model)
     mus, logvars = [], []
@@ -128,8 +142,9 @@ def posterior(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None,
     return torch.cat(mus), torch.cat(logvars)
 
 
-def kl_per_dimension(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None,
-                     batch_size: int = 1000) -> torch.Tensor:
+def kl_per_dimension(
+    model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, batch_size: int = 1000
+) -> torch.Tensor:
     """Mean KL(q(z_d|x) || p(z_d)) over x for each latent dimension d, nats: (D,) float64.
 
     The dimensions sum to the KL term of the ELBO (closed form, no sampling).
@@ -151,8 +166,13 @@ class ActiveUnits:
         return iter((self.activity, self.count))
 
 
-def active_units(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None,
-                 threshold: float = 0.01, batch_size: int = 1000) -> ActiveUnits:
+def active_units(
+    model: VAE,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    threshold: float = 0.01,
+    batch_size: int = 1000,
+) -> ActiveUnits:
     """The activity of each latent unit over images x, and the number of active units."""
     mu, _ = posterior(model, x, y, batch_size)
     if mu.shape[0] < 2:
@@ -173,10 +193,15 @@ class RandomFeatures(nn.Module):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.net = nn.Sequential(
-                nn.Conv2d(channels, 32, 3, stride=2, padding=1), nn.ReLU(),
-                nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
-                nn.Conv2d(64, num_features, 3, stride=2, padding=1), nn.ReLU(),
-                nn.AdaptiveAvgPool2d(1), nn.Flatten())
+                nn.Conv2d(channels, 32, 3, stride=2, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(32, 64, 3, stride=2, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(64, num_features, 3, stride=2, padding=1),
+                nn.ReLU(),
+                nn.AdaptiveAvgPool2d(1),
+                nn.Flatten(),
+            )
             for layer in self.net:
                 if isinstance(layer, nn.Conv2d):  # variance-preserving: features of order 1
                     nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
@@ -202,18 +227,28 @@ def _inception_metric(weights: str | None) -> FrechetInceptionDistance:
     try:
         return fid_cls(feature=2048, normalize=False, feature_extractor_weights_path=weights)
     except ModuleNotFoundError:
-        raise ConfigError("FID with the Inception network needs torch-fidelity (pip install "
-                          "'vaekit[inception]'); or use the random feature network "
-                          "(--fid random)") from None
+        raise ConfigError(
+            "FID with the Inception network needs torch-fidelity (pip install "
+            "'vaekit[inception]'); or use the random feature network "
+            "(--fid random)"
+        ) from None
     except Exception as e:  # a failed download surfaces as many types; all mean "no weights"
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ConfigError(f"the Inception weights could not be loaded ({reason}); pass "
-                          f"--fid-weights PATH to a local {INCEPTION_WEIGHTS}, or use "
-                          "--fid random") from None
+        raise ConfigError(
+            f"the Inception weights could not be loaded ({reason}); pass "
+            f"--fid-weights PATH to a local {INCEPTION_WEIGHTS}, or use "
+            "--fid random"
+        ) from None
 
 
-def fid_images(real: torch.Tensor, fake: torch.Tensor, feature: str | nn.Module = "random",
-               batch_size: int = 500, weights: str | None = None, seed: int = 0) -> float:
+def fid_images(
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    feature: str | nn.Module = "random",
+    batch_size: int = 500,
+    weights: str | None = None,
+    seed: int = 0,
+) -> float:
     """Frechet distance between the feature statistics of two image sets (N, C, H, W).
 
     `feature`: 'inception' (torchmetrics' InceptionV3, 2048 features; `weights` is a local
@@ -233,22 +268,32 @@ def fid_images(real: torch.Tensor, fake: torch.Tensor, feature: str | nn.Module 
         if feature == "random":
             feature = RandomFeatures(real.shape[1], seed=seed)
         if not isinstance(feature, nn.Module):
-            raise ConfigError(f"FID feature network {feature!r} is unknown; use 'inception', "
-                              "'random' or an nn.Module")
+            raise ConfigError(
+                f"FID feature network {feature!r} is unknown; use 'inception', "
+                "'random' or an nn.Module"
+            )
         metric = _torchmetrics_fid()(feature=feature, normalize=True)
         prepare = to_float
     metric = metric.to(real.device)
     with torch.no_grad():
         for images, is_real in ((real, True), (fake, False)):
             for i in range(0, images.shape[0], batch_size):
-                metric.update(prepare(images[i:i + batch_size]), real=is_real)
+                metric.update(prepare(images[i : i + batch_size]), real=is_real)
         return float(metric.compute())
 
 
 @torch.no_grad()
-def fid(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, *,
-        feature: str | nn.Module = "inception", n: int = 10_000, seed: int = 0,
-        batch_size: int = 500, weights: str | None = None) -> float:
+def fid(
+    model: VAE,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    *,
+    feature: str | nn.Module = "inception",
+    n: int = 10_000,
+    seed: int = 0,
+    batch_size: int = 500,
+    weights: str | None = None,
+) -> float:
     """FID of n prior samples against (up to) n images of x. A class-conditional model
     samples with the labels y of those images, so both sets have the same class mix."""
     if x.shape[0] < 2 or n < 2:
@@ -261,7 +306,10 @@ def fid(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, *,
     fake = []
     for i in range(0, n, batch_size):
         m = min(batch_size, n - i)
-        labels = None if y is None or not model.conditional else _labels(
-            y, slice(i, i + m), _device(model))
+        labels = (
+            None
+            if y is None or not model.conditional
+            else _labels(y, slice(i, i + m), _device(model))
+        )
         fake.append(model.sample(m, labels, generator=g).cpu())
     return fid_images(real, torch.cat(fake), feature, batch_size, weights, seed)

@@ -22,8 +22,13 @@ class StepTerms:
     kl: torch.Tensor  # () batch-mean KL(q(z|x) || p(z))
 
 
-def shard_noise(shape: tuple[int, ...], dim: int, shard: tuple[int, int],
-                generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+def shard_noise(
+    shape: tuple[int, ...],
+    dim: int,
+    shard: tuple[int, int],
+    generator: torch.Generator | None,
+    device: torch.device,
+) -> torch.Tensor:
     """Rows rank::world (along `dim`) of N(0, I) noise drawn for the whole global batch.
 
     Every DDP rank draws the same numbers and keeps its own rows, so a sharded step sees
@@ -37,10 +42,17 @@ def shard_noise(shape: tuple[int, ...], dim: int, shard: tuple[int, int],
     return eps[(slice(None),) * dim + (slice(rank, None, world),)]  # eps[..., rank::world, ...]
 
 
-def compute(model: VAE, x: torch.Tensor, y: torch.Tensor | None, cfg: LossConfig, step: int,
-            generator: torch.Generator | None = None,
-            perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-            *, shard: tuple[int, int] | None = None) -> StepTerms:
+def compute(
+    model: VAE,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    cfg: LossConfig,
+    step: int,
+    generator: torch.Generator | None = None,
+    perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    *,
+    shard: tuple[int, int] | None = None,
+) -> StepTerms:
     """The loss of one batch x (B, C, H, W) in [0, 1]: summed over dimensions, batch-averaged.
 
     `shard` = (rank, world): x holds rows rank::world of a global batch (DDP); the noise
@@ -55,8 +67,12 @@ def compute(model: VAE, x: torch.Tensor, y: torch.Tensor | None, cfg: LossConfig
         log_w = model.log_importance_weights(x, k, y, generator, eps)  # (K, B)
         loss = -losses.iw_bound(log_w).mean()
         nelbo = -log_w.mean()
-        return StepTerms(loss, nelbo.detach(), torch.full_like(nelbo, float("nan")),
-                         torch.full_like(nelbo, float("nan")))
+        return StepTerms(
+            loss,
+            nelbo.detach(),
+            torch.full_like(nelbo, float("nan")),
+            torch.full_like(nelbo, float("nan")),
+        )
     eps = shard_noise((b, d), 0, shard, generator, x.device) if shard else None
     out = model(x, y, generator, eps)
     terms, kl_per_dim = model.elbo_terms(x, y, out=out)
@@ -73,16 +89,25 @@ class Objective(nn.Module):
     """`compute` as a module, so that DistributedDataParallel wraps the whole forward pass
     (its gradient hooks need the forward to go through the wrapper)."""
 
-    def __init__(self, model: VAE, cfg: LossConfig,
-                 perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        model: VAE,
+        cfg: LossConfig,
+        perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
         super().__init__()
         self.model, self.cfg = model, cfg
         self._perceptual = [perceptual]  # a list: frozen, so not a submodule DDP would sync
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None, step: int,
-                generator: torch.Generator | None = None,
-                shard: tuple[int, int] | None = None) -> StepTerms:
+    def forward(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None,
+        step: int,
+        generator: torch.Generator | None = None,
+        shard: tuple[int, int] | None = None,
+    ) -> StepTerms:
         # `compute` is looked up at call time, so a patched objectives.compute is honoured
-        return compute(self.model, x, y, self.cfg, step, generator, self._perceptual[0],
-                       shard=shard)
+        return compute(
+            self.model, x, y, self.cfg, step, generator, self._perceptual[0], shard=shard
+        )

@@ -63,13 +63,16 @@ def _data_uri(png: bytes) -> str:
 
 def _figure(name: str, png: bytes, caption: str, pixelated: bool = False) -> str:
     cls = ' class="px"' if pixelated else ""
-    return (f'<figure id="fig-{html.escape(name)}"><img{cls} alt="{html.escape(name)}" '
-            f'src="{_data_uri(png)}"><figcaption>{html.escape(caption)}</figcaption></figure>')
+    return (
+        f'<figure id="fig-{html.escape(name)}"><img{cls} alt="{html.escape(name)}" '
+        f'src="{_data_uri(png)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+    )
 
 
 def _number(value: float) -> str:
-    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()
-                                  and abs(value) < 1e9):
+    if isinstance(value, int) or (
+        isinstance(value, float) and value.is_integer() and abs(value) < 1e9
+    ):
         return f"{int(value):,}"
     if not math.isfinite(value):
         return str(value)
@@ -80,7 +83,8 @@ def metrics_rows(stats: dict[str, Any]) -> list[tuple[str, str, str]]:
     """The metrics table as (label, value, note) rows, known metrics first."""
     rows = []
     keys = [k for k in METRIC_LABELS if k in stats] + sorted(
-        k for k in stats if k not in METRIC_LABELS and k not in HIDDEN)
+        k for k in stats if k not in METRIC_LABELS and k not in HIDDEN
+    )
     for key in keys:
         value = stats[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -96,30 +100,55 @@ def metrics_rows(stats: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 
 def _table(rows: list[tuple[str, str, str]]) -> str:
-    body = "".join(f"<tr><th>{html.escape(a)}</th><td class=num>{html.escape(b)}</td>"
-                   f"<td class=note>{html.escape(c)}</td></tr>" for a, b, c in rows)
+    body = "".join(
+        f"<tr><th>{html.escape(a)}</th><td class=num>{html.escape(b)}</td>"
+        f"<td class=note>{html.escape(c)}</td></tr>"
+        for a, b, c in rows
+    )
     return f"<table>{body}</table>"
 
 
 def _epoch_table(records: list[dict[str, Any]]) -> str:
-    cols = [c for c in ("epoch", "train_nelbo", "test_nelbo", "train_recon", "train_kl",
-                        "test_kl", "samples_per_s", "skipped_updates")
-            if any(c in r for r in records)]
+    cols = [
+        c
+        for c in (
+            "epoch",
+            "train_nelbo",
+            "test_nelbo",
+            "train_recon",
+            "train_kl",
+            "test_kl",
+            "samples_per_s",
+            "skipped_updates",
+        )
+        if any(c in r for r in records)
+    ]
     if not records or not cols:
         return ""
     shown = records if len(records) <= 12 else records[:3] + records[-9:]
     head = "".join(f"<th>{html.escape(c.replace('_', ' '))}</th>" for c in cols)
     rows = []
     for r in shown:
-        cells = "".join("<td class=num>" + (_number(r[c]) if isinstance(r.get(c), (int, float))
-                                             else "") + "</td>" for c in cols)
+        cells = "".join(
+            "<td class=num>"
+            + (_number(r[c]) if isinstance(r.get(c), (int, float)) else "")
+            + "</td>"
+            for c in cols
+        )
         rows.append(f"<tr>{cells}</tr>")
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
-def build_report(run: str | Path, *, out_dir: str | Path | None = None, iw_samples: int = 100,
-                 max_test: int = 1000, seed: int = 0, batch_size: int = 1000,
-                 progress: bool = False) -> Path:
+def build_report(
+    run: str | Path,
+    *,
+    out_dir: str | Path | None = None,
+    iw_samples: int = 100,
+    max_test: int = 1000,
+    seed: int = 0,
+    batch_size: int = 1000,
+    progress: bool = False,
+) -> Path:
     """Evaluate the run, write its pictures and RUN/report.html; returns the report's path.
 
     `iw_samples` (K of the log p(x) estimate, 0 to skip) and `max_test` (how many test
@@ -130,8 +159,10 @@ def build_report(run: str | Path, *, out_dir: str | Path | None = None, iw_sampl
     from .train import write_images
 
     if iw_samples < 0 or max_test < 1 or batch_size < 1:
-        raise ConfigError(f"report: --iw-samples must be >= 0 and --max-test, --batch-size "
-                          f">= 1; got {iw_samples}, {max_test}, {batch_size}")
+        raise ConfigError(
+            f"report: --iw-samples must be >= 0 and --max-test, --batch-size "
+            f">= 1; got {iw_samples}, {max_test}, {batch_size}"
+        )
     if out_dir is None and str(run).startswith("hf://"):
         raise ConfigError(f"{run} is a downloaded model: pass --out DIR for its report")
     run_dir = checkpoint.resolve(run)
@@ -140,13 +171,21 @@ def build_report(run: str | Path, *, out_dir: str | Path | None = None, iw_sampl
     cfg = model.run_config
     data = load_data(cfg.data, seed=cfg.train.seed, progress=progress)
     if data.x_test is None or data.x_test.shape[0] < 2:
-        raise DataError(f"the test set of {data.name} holds fewer than 2 images; a report "
-                        "needs at least 2")
+        raise DataError(
+            f"the test set of {data.name} holds fewer than 2 images; a report needs at least 2"
+        )
     x = data.x_test[:max_test]
     y = None if data.y_test is None else data.y_test[:max_test]
     started = time.perf_counter()
-    stats = evaluate(model, x, y if model.conditional else None, batch_size=batch_size,
-                     seed=seed, iw_samples=iw_samples, progress=progress)
+    stats = evaluate(
+        model,
+        x,
+        y if model.conditional else None,
+        batch_size=batch_size,
+        seed=seed,
+        iw_samples=iw_samples,
+        progress=progress,
+    )
     eval_seconds = time.perf_counter() - started
     records = tracking.read_metrics(run_dir)
     written = {"samples": out / "samples.png", "reconstructions": out / "reconstructions.png"}
@@ -158,33 +197,65 @@ def build_report(run: str | Path, *, out_dir: str | Path | None = None, iw_sampl
     manifold_caption = (
         "The learned manifold: images decoded over a 20 x 20 grid of the 2-D latent space, "
         "coordinates spaced evenly in probability and mapped through the inverse Gaussian "
-        "CDF (Kingma & Welling, Appendix A)." if dims == 2 else
-        f"The learned manifold over the two most active of {dims} latent dimensions (the "
+        "CDF (Kingma & Welling, Appendix A)."
+        if dims == 2
+        else f"The learned manifold over the two most active of {dims} latent dimensions (the "
         "others at 0), on a grid spaced evenly in probability and mapped through the "
-        "inverse Gaussian CDF (Kingma & Welling, Appendix A).")
+        "inverse Gaussian CDF (Kingma & Welling, Appendix A)."
+    )
     captions = {
         "samples": ("Prior samples: z ~ N(0, I) decoded to the mean of p(x|z).", True),
-        "reconstructions": ("Test images (top) and their reconstructions from the posterior "
-                            "mean (bottom).", True),
-        "interpolation_linear": ("Linear interpolation between the posterior means of pairs "
-                                 "of test images (one pair per row).", True),
-        "interpolation_slerp": ("Spherical interpolation (slerp) between the same pairs: "
-                                "the path keeps to the prior's typical radius.", True),
+        "reconstructions": (
+            "Test images (top) and their reconstructions from the posterior mean (bottom).",
+            True,
+        ),
+        "interpolation_linear": (
+            "Linear interpolation between the posterior means of pairs "
+            "of test images (one pair per row).",
+            True,
+        ),
+        "interpolation_slerp": (
+            "Spherical interpolation (slerp) between the same pairs: "
+            "the path keeps to the prior's typical radius.",
+            True,
+        ),
         "manifold": (manifold_caption, True),
-        "latents": ("Posterior means of test images, coloured by label" +
-                    (" (PCA to 2-D)." if dims > 2 else "."), False),
-        "kl": ("Mean KL per latent dimension over the test images; grey bars are inactive "
-               "units, whose posterior stays at the prior.", False),
+        "latents": (
+            "Posterior means of test images, coloured by label"
+            + (" (PCA to 2-D)." if dims > 2 else "."),
+            False,
+        ),
+        "kl": (
+            "Mean KL per latent dimension over the test images; grey bars are inactive "
+            "units, whose posterior stays at the prior.",
+            False,
+        ),
         "curves": ("Training curves from metrics.jsonl, per epoch.", False),
     }
-    order = ["samples", "reconstructions", "interpolation_linear", "interpolation_slerp",
-             "manifold", "latents", "kl"]
-    pictures = "".join(_figure(name, Path(written[name]).read_bytes(), *captions[name])
-                       for name in order if name in written)
-    curves = (_figure("curves", Path(written["curves"]).read_bytes(), *captions["curves"])
-              if "curves" in written else "<p class=note>No metrics.jsonl in this run.</p>")
-    iw_note = (f"log p(x) estimated with K = {k} importance samples per image"
-               if k else "no importance-weighted estimate (--iw-samples 0)")
+    order = [
+        "samples",
+        "reconstructions",
+        "interpolation_linear",
+        "interpolation_slerp",
+        "manifold",
+        "latents",
+        "kl",
+    ]
+    pictures = "".join(
+        _figure(name, Path(written[name]).read_bytes(), *captions[name])
+        for name in order
+        if name in written
+    )
+    curves = (
+        _figure("curves", Path(written["curves"]).read_bytes(), *captions["curves"])
+        if "curves" in written
+        else "<p class=note>No metrics.jsonl in this run.</p>"
+    )
+    iw_note = (
+        f"log p(x) estimated with K = {k} importance samples per image"
+        if k
+        else "no importance-weighted estimate (--iw-samples 0)"
+    )
     title = f"vaekit report: {run_dir.name}"
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -194,10 +265,10 @@ def build_report(run: str | Path, *, out_dir: str | Path | None = None, iw_sampl
 <h1>{html.escape(title)}</h1>
 <p class=sub>{html.escape(cfg.name)} on {html.escape(data.name)}: {cfg.model.arch} VAE,
 {dims}-D latent space, {html.escape(cfg.model.likelihood)} likelihood.
-Written {time.strftime('%Y-%m-%d %H:%M')} by vaekit {__version__}.</p>
+Written {time.strftime("%Y-%m-%d %H:%M")} by vaekit {__version__}.</p>
 <h2>Test-set metrics</h2>
 {_table(metrics_rows(stats))}
-<p class=note>{stats.get('n', len(x))} test images, seed {seed}; {html.escape(iw_note)};
+<p class=note>{stats.get("n", len(x))} test images, seed {seed}; {html.escape(iw_note)};
 evaluated in {eval_seconds:.1f} s.</p>
 <h2>Training curves</h2>
 {curves}

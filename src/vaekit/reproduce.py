@@ -60,8 +60,12 @@ def eval_points(budget: Budget, batch_size: int) -> list[int]:
     """Log-spaced sample counts (multiples of the batch size) where the bound is measured."""
     decades = math.log10(budget.samples / budget.first_eval)
     count = max(1, round(decades * budget.points_per_decade)) + 1
-    points = {budget.first_eval * (budget.samples / budget.first_eval) ** (i / (count - 1))
-              if count > 1 else budget.samples for i in range(count)}
+    points = {
+        budget.first_eval * (budget.samples / budget.first_eval) ** (i / (count - 1))
+        if count > 1
+        else budget.samples
+        for i in range(count)
+    }
     return sorted({max(batch_size, round(p / batch_size) * batch_size) for p in points})
 
 
@@ -70,27 +74,42 @@ def default_dataset() -> str:
     return "mnist" if find_local("mnist") is not None else "fashion-mnist"
 
 
-def kingma2013_config(data: str | None = None, seed: int = 0, device: str = "auto",
-                      threads: int = 0) -> Config:
-    return load_config(PRESET, {"data.name": data or default_dataset(), "train.seed": seed,
-                                "train.device": device, "train.threads": threads,
-                                "train.progress": False})
+def kingma2013_config(
+    data: str | None = None, seed: int = 0, device: str = "auto", threads: int = 0
+) -> Config:
+    return load_config(
+        PRESET,
+        {
+            "data.name": data or default_dataset(),
+            "train.seed": seed,
+            "train.device": device,
+            "train.threads": threads,
+            "train.progress": False,
+        },
+    )
 
 
 def _subset(x: torch.Tensor, n: int) -> torch.Tensor:
     return x if n <= 0 else x[:n]
 
 
-def train_curve(config: Config, data: Dataset, latent_dim: int, samples: int,
-                points: list[int], eval_examples: int, progress: bool = True
-                ) -> tuple[VAE, list[dict[str, float]]]:
+def train_curve(
+    config: Config,
+    data: Dataset,
+    latent_dim: int,
+    samples: int,
+    points: list[int],
+    eval_examples: int,
+    progress: bool = True,
+) -> tuple[VAE, list[dict[str, float]]]:
     """Train one VAE on `samples` training samples; measure the bound at each point.
 
     Minibatches of the preset's size are drawn from seeded epoch permutations, exactly as
     `vaekit train` draws them; the bound is the seeded single-sample ELBO per example.
     """
-    config = dataclasses.replace(config, model=dataclasses.replace(config.model,
-                                                                   latent_dim=latent_dim))
+    config = dataclasses.replace(
+        config, model=dataclasses.replace(config.model, latent_dim=latent_dim)
+    )
     t = config.train
     device = resolve_device(t.device)
     torch.manual_seed(t.seed)
@@ -98,20 +117,28 @@ def train_curve(config: Config, data: Dataset, latent_dim: int, samples: int,
     optimizer = make_optimizer(model, config, device)
     generator = torch.Generator(device=device).manual_seed(t.seed)
     x_train = data.x_train.to(device)
-    x_eval = {"train": _subset(data.x_train, eval_examples),
-              "test": _subset(data.x_test, eval_examples)}
+    x_eval = {
+        "train": _subset(data.x_train, eval_examples),
+        "test": _subset(data.x_test, eval_examples),
+    }
     curve: list[dict[str, float]] = []
     seen, step, epoch, skipped = 0, 0, 0, 0
     started = time.perf_counter()
-    bar = tqdm(total=samples, disable=not progress, unit="sample", unit_scale=True,
-               desc=f"N_z = {latent_dim}", leave=False)
+    bar = tqdm(
+        total=samples,
+        disable=not progress,
+        unit="sample",
+        unit_scale=True,
+        desc=f"N_z = {latent_dim}",
+        leave=False,
+    )
     pending = list(points)
     while pending:
-        for idx in batch_indices(epoch_permutation(x_train.shape[0], t.seed, epoch),
-                                 t.batch_size):
+        for idx in batch_indices(epoch_permutation(x_train.shape[0], t.seed, epoch), t.batch_size):
             model.train()
-            terms = objectives.compute(model, to_float(x_train[idx.to(device)]), None,
-                                       config.loss, step, generator)
+            terms = objectives.compute(
+                model, to_float(x_train[idx.to(device)]), None, config.loss, step, generator
+            )
             optimizer.zero_grad(set_to_none=True)
             terms.loss.backward()
             if torch.isfinite(terms.loss):
@@ -124,8 +151,11 @@ def train_curve(config: Config, data: Dataset, latent_dim: int, samples: int,
             if seen >= pending[0]:
                 pending.pop(0)
                 model.eval()
-                point = {"samples": seen, "seconds": time.perf_counter() - started,
-                         "skipped_updates": skipped}
+                point = {
+                    "samples": seen,
+                    "seconds": time.perf_counter() - started,
+                    "skipped_updates": skipped,
+                }
                 for split, x in x_eval.items():
                     point[f"{split}_bound"] = -elbo_stats(model, x, seed=1234)["nelbo"]
                 curve.append(point)
@@ -137,15 +167,22 @@ def train_curve(config: Config, data: Dataset, latent_dim: int, samples: int,
     return model, curve
 
 
-def _dashed(draw: Any, points: list[tuple[float, float]], colour: tuple[int, ...],
-            width: int, dash: float) -> None:
+def _dashed(
+    draw: Any, points: list[tuple[float, float]], colour: tuple[int, ...], width: int, dash: float
+) -> None:
     for (x0, y0), (x1, y1) in zip(points[:-1], points[1:], strict=True):
         length = math.hypot(x1 - x0, y1 - y0)
         steps = max(1, int(length // dash))
         for i in range(0, steps, 2):
             a, b = i / steps, min(1.0, (i + 1) / steps)
-            draw.line([(x0 + a * (x1 - x0), y0 + a * (y1 - y0)),
-                       (x0 + b * (x1 - x0), y0 + b * (y1 - y0))], fill=colour, width=width)
+            draw.line(
+                [
+                    (x0 + a * (x1 - x0), y0 + a * (y1 - y0)),
+                    (x0 + b * (x1 - x0), y0 + b * (y1 - y0)),
+                ],
+                fill=colour,
+                width=width,
+            )
 
 
 def figure2(curves: dict[int, list[dict[str, float]]], dataset: str) -> Image.Image:
@@ -154,8 +191,13 @@ def figure2(curves: dict[int, list[dict[str, float]]], dataset: str) -> Image.Im
     all panels on one y-scale."""
     from . import charts
 
-    values = [p[f"{s}_bound"] for c in curves.values() for p in c for s in ("train", "test")
-              if math.isfinite(p[f"{s}_bound"])] or [0.0]
+    values = [
+        p[f"{s}_bound"]
+        for c in curves.values()
+        for p in c
+        for s in ("train", "test")
+        if math.isfinite(p[f"{s}_bound"])
+    ] or [0.0]
     lo, hi = min(values), max(values)
     pad = 0.05 * max(hi - lo, 1.0)
     xs = [math.log10(p["samples"]) for c in curves.values() for p in c] or [0.0, 1.0]
@@ -163,15 +205,24 @@ def figure2(curves: dict[int, list[dict[str, float]]], dataset: str) -> Image.Im
     xticks = [float(v) for v in range(math.ceil(xlim[0]), math.floor(xlim[1]) + 1)]
     panels = []
     for i, (latent_dim, curve) in enumerate(sorted(curves.items())):
-        ax = charts.Axes(f"{dataset}, N_z = {latent_dim}", "log10 training samples",
-                         "lower bound (nats)" if i == 0 else "", xlim, (lo - pad, hi + pad),
-                         size=(340, 320), xticks=xticks)
+        ax = charts.Axes(
+            f"{dataset}, N_z = {latent_dim}",
+            "log10 training samples",
+            "lower bound (nats)" if i == 0 else "",
+            xlim,
+            (lo - pad, hi + pad),
+            size=(340, 320),
+            xticks=xticks,
+        )
         colour = charts.PALETTE[i % len(charts.PALETTE)]
         r, g, b = ((c + 255) // 2 for c in colour)  # train: a lighter tint, dashed
         light = (r, g, b)
         for split in ("test", "train"):
-            pts = [(ax.px(math.log10(p["samples"])), ax.py(p[f"{split}_bound"]))
-                   for p in curve if math.isfinite(p[f"{split}_bound"])]
+            pts = [
+                (ax.px(math.log10(p["samples"])), ax.py(p[f"{split}_bound"]))
+                for p in curve
+                if math.isfinite(p[f"{split}_bound"])
+            ]
             if len(pts) > 1 and split == "test":
                 ax.draw.line(pts, fill=colour, width=3 * charts.SS, joint="curve")
             elif len(pts) > 1:
@@ -195,9 +246,15 @@ def _manifold(model: VAE, n: int) -> Image.Image:
     return viz.to_pil(viz.make_grid(images, nrow=n, padding=0), 2)
 
 
-def reproduce_kingma2013(out: str | Path, budget: str = "small", data: str | None = None,
-                         seed: int = 0, device: str = "auto", threads: int = 0,
-                         progress: bool = True) -> dict[str, Any]:
+def reproduce_kingma2013(
+    out: str | Path,
+    budget: str = "small",
+    data: str | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    threads: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Run Figure 2 and Appendix A at `budget`; write into `out` and return the results.
 
     Writes figure2.png, figure2.json (the curves), manifold.png, and one model folder per
@@ -228,11 +285,18 @@ def reproduce_kingma2013(out: str | Path, budget: str = "small", data: str | Non
             model = checkpoint.load(folder, resolve_device(config.train.device))
         else:
             samples = b.samples if latent_dim != 2 else b.manifold_samples
-            model, curve = train_curve(config, dataset, latent_dim, samples,
-                                       sorted({p for p in points if p <= samples} | {samples}),
-                                       b.eval_examples, progress)
-            cfg = dataclasses.replace(config, model=dataclasses.replace(
-                config.model, latent_dim=latent_dim))
+            model, curve = train_curve(
+                config,
+                dataset,
+                latent_dim,
+                samples,
+                sorted({p for p in points if p <= samples} | {samples}),
+                b.eval_examples,
+                progress,
+            )
+            cfg = dataclasses.replace(
+                config, model=dataclasses.replace(config.model, latent_dim=latent_dim)
+            )
             checkpoint.save_model(folder, model, cfg, dataset.class_names)
             fileio.write_json(saved, {"key": key, "curve": curve})
         train_seconds += curve[-1]["seconds"] if curve else 0.0
@@ -242,20 +306,36 @@ def reproduce_kingma2013(out: str | Path, budget: str = "small", data: str | Non
             curves[latent_dim] = curve
             # the paper's explanation of why superfluous latents do not overfit: the KL
             # term switches them off; count the units still in use (Burda et al. 2015)
-            units[latent_dim] = active_units(model, _subset(dataset.x_test, b.eval_examples),
-                                             batch_size=1000).count
+            units[latent_dim] = active_units(
+                model, _subset(dataset.x_test, b.eval_examples), batch_size=1000
+            ).count
         if progress and curve:
             last = curve[-1]
-            print(f"N_z = {latent_dim:3d}: after {last['samples']:,} samples, bound "
-                  f"{last['train_bound']:.2f} (train) {last['test_bound']:.2f} (test)",
-                  file=sys.stderr)
-    result = {"paper": "Kingma & Welling (2013), Figure 2 and Appendix A",
-              "dataset": dataset.name, "budget": budget, "budget_spec": dataclasses.asdict(b),
-              "config": config.to_dict(), "eval_points": points,
-              "seconds": time.perf_counter() - started, "train_seconds": train_seconds,
-              "curves": {str(k): v for k, v in curves.items()},
-              "final": {str(k): {"train": v[-1]["train_bound"], "test": v[-1]["test_bound"],
-                                 "active_units": units[k]} for k, v in curves.items() if v}}
+            print(
+                f"N_z = {latent_dim:3d}: after {last['samples']:,} samples, bound "
+                f"{last['train_bound']:.2f} (train) {last['test_bound']:.2f} (test)",
+                file=sys.stderr,
+            )
+    result = {
+        "paper": "Kingma & Welling (2013), Figure 2 and Appendix A",
+        "dataset": dataset.name,
+        "budget": budget,
+        "budget_spec": dataclasses.asdict(b),
+        "config": config.to_dict(),
+        "eval_points": points,
+        "seconds": time.perf_counter() - started,
+        "train_seconds": train_seconds,
+        "curves": {str(k): v for k, v in curves.items()},
+        "final": {
+            str(k): {
+                "train": v[-1]["train_bound"],
+                "test": v[-1]["test_bound"],
+                "active_units": units[k],
+            }
+            for k, v in curves.items()
+            if v
+        },
+    }
     fileio.write_json(out / "figure2.json", result)
     fileio.write_bytes(out / "figure2.png", viz.png_bytes(figure2(curves, dataset.name)))
     return result
@@ -264,18 +344,23 @@ def reproduce_kingma2013(out: str | Path, budget: str = "small", data: str | Non
 def summary(result: dict[str, Any]) -> str:
     """What the run shows, in the paper's terms."""
     final = {int(k): v for k, v in result["final"].items()}
-    lines = [f"Figure 2 on {result['dataset']} ({result['budget']} budget, "
-             f"{result['budget_spec']['samples']:,} training samples per latent size, "
-             f"trained in {result['train_seconds'] / 60:.1f} min); lower bound per example, "
-             "nats:",
-             "  N_z     train      test   train - test   active units"]
+    lines = [
+        f"Figure 2 on {result['dataset']} ({result['budget']} budget, "
+        f"{result['budget_spec']['samples']:,} training samples per latent size, "
+        f"trained in {result['train_seconds'] / 60:.1f} min); lower bound per example, "
+        "nats:",
+        "  N_z     train      test   train - test   active units",
+    ]
     for k in sorted(final):
         tr, te = final[k]["train"], final[k]["test"]
-        lines.append(f"  {k:3d}  {tr:9.2f} {te:9.2f} {tr - te:10.2f}   "
-                     f"{final[k]['active_units']:6d} of {k}")
+        lines.append(
+            f"  {k:3d}  {tr:9.2f} {te:9.2f} {tr - te:10.2f}   {final[k]['active_units']:6d} of {k}"
+        )
     if len(final) > 1:
         best = max(final, key=lambda k: final[k]["test"])
         gaps = {k: final[k]["train"] - final[k]["test"] for k in final}
-        lines.append(f"best test bound at N_z = {best}; the largest train - test gap is "
-                     f"{max(gaps.values()):.2f} nats (N_z = {max(gaps, key=lambda k: gaps[k])})")
+        lines.append(
+            f"best test bound at N_z = {best}; the largest train - test gap is "
+            f"{max(gaps.values()):.2f} nats (N_z = {max(gaps, key=lambda k: gaps[k])})"
+        )
     return "\n".join(lines)

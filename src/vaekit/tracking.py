@@ -36,9 +36,14 @@ def _clean(value: Any) -> Any:
 
 
 def _scalars(record: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in record.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in _NOT_SCALARS
-            and math.isfinite(float(v))}
+    return {
+        k: float(v)
+        for k, v in record.items()
+        if isinstance(v, (int, float))
+        and not isinstance(v, bool)
+        and k not in _NOT_SCALARS
+        and math.isfinite(float(v))
+    }
 
 
 def _image(array: Any) -> np.ndarray:
@@ -52,8 +57,9 @@ def _image(array: Any) -> np.ndarray:
 class Tracker:
     """Fan metrics and images out to metrics.jsonl and any configured trackers."""
 
-    def __init__(self, run_dir: Path, config: Config, enabled: bool = True,
-                 resume: bool = False) -> None:
+    def __init__(
+        self, run_dir: Path, config: Config, enabled: bool = True, resume: bool = False
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.enabled = enabled
         self.backends: list[Any] = []
@@ -69,8 +75,10 @@ class Tracker:
                 elif kind == "mlflow":
                     self.backends.append(_mlflow(config, self.run_dir, name, resume))
                 else:
-                    raise ConfigError(f"--train.tracker {kind!r} is unknown; choose from "
-                                      "wandb, tensorboard, mlflow")
+                    raise ConfigError(
+                        f"--train.tracker {kind!r} is unknown; choose from "
+                        "wandb, tensorboard, mlflow"
+                    )
         except BaseException:
             self.close()  # never leave a started backend behind
             raise
@@ -118,14 +126,17 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def _missing(kind: str) -> ConfigError:
-    return ConfigError(f"--train.tracker {kind} needs the {kind} package: pip install "
-                       f"'vaekit[{kind}]' (or drop {kind} from train.tracker)")
+    return ConfigError(
+        f"--train.tracker {kind} needs the {kind} package: pip install "
+        f"'vaekit[{kind}]' (or drop {kind} from train.tracker)"
+    )
 
 
 def _failed(kind: str, error: BaseException, fix: str) -> ConfigError:
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return ConfigError(f"--train.tracker {kind} could not start ({type(error).__name__}: "
-                       f"{first}); {fix}")
+    return ConfigError(
+        f"--train.tracker {kind} could not start ({type(error).__name__}: {first}); {fix}"
+    )
 
 
 # -- Weights & Biases ------------------------------------------------------------------------
@@ -137,8 +148,9 @@ class _WandbBackend:
         self.run.log(scalars, step=step)
 
     def images(self, images: dict[str, np.ndarray], step: int) -> None:
-        self.run.log({k: self.wandb.Image(v, caption=f"step {step}") for k, v in images.items()},
-                     step=step)
+        self.run.log(
+            {k: self.wandb.Image(v, caption=f"step {step}") for k, v in images.items()}, step=step
+        )
 
     def close(self) -> None:
         self.run.finish()
@@ -155,12 +167,22 @@ def _wandb(config: Config, run_dir: Path, name: str, resume: bool) -> _WandbBack
         run_id = secrets.token_hex(4)  # wandb's own ids are 8 lowercase alphanumerics too
         fileio.write_text(id_file, run_id + "\n")
     try:
-        run = wandb.init(project=config.train.wandb_project, name=name, id=run_id,
-                         dir=str(run_dir), config=config.to_dict(),
-                         resume="allow" if resume else None, reinit="finish_previous")
+        run = wandb.init(
+            project=config.train.wandb_project,
+            name=name,
+            id=run_id,
+            dir=str(run_dir),
+            config=config.to_dict(),
+            resume="allow" if resume else None,
+            reinit="finish_previous",
+        )
     except Exception as e:  # wandb raises many types (login, network, usage): all user-side
-        raise _failed("wandb", e, "run `wandb login`, or set WANDB_MODE=offline to log to "
-                      f"{run_dir / 'wandb'} and `wandb sync` it later") from None
+        raise _failed(
+            "wandb",
+            e,
+            "run `wandb login`, or set WANDB_MODE=offline to log to "
+            f"{run_dir / 'wandb'} and `wandb sync` it later",
+        ) from None
     return _WandbBackend(run, wandb)
 
 
@@ -205,9 +227,11 @@ class _MlflowBackend:
 
     def scalars(self, scalars: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
+
         now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step)
-                                                    for k, v in scalars.items()])
+        self.client.log_batch(
+            self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in scalars.items()]
+        )
 
     def images(self, images: dict[str, np.ndarray], step: int) -> None:
         for k, v in images.items():  # (H, W, C) uint8 grids
@@ -225,6 +249,7 @@ def mlflow_tracking_uri() -> str:
     MLFLOW_ALLOW_FILE_STORE is set; its artifacts go to ./mlruns/<experiment>/<run>/.
     """
     import mlflow
+
     if mlflow.is_tracking_uri_set():
         return str(mlflow.get_tracking_uri())
     root = Path(MLFLOW_DIR).resolve()
@@ -262,20 +287,27 @@ def _mlflow(config: Config, run_dir: Path, name: str, resume: bool) -> _MlflowBa
                 client.update_run(saved["run_id"], status="RUNNING")
                 return _MlflowBackend(client, saved["run_id"])
         experiment = client.get_experiment_by_name(config.train.mlflow_experiment)
-        experiment_id = (experiment.experiment_id if experiment else
-                         client.create_experiment(config.train.mlflow_experiment))
-        run = client.create_run(experiment_id, run_name=name,
-                                tags={"vaekit.version": __version__,
-                                      "vaekit.run_dir": str(run_dir.resolve())})
+        experiment_id = (
+            experiment.experiment_id
+            if experiment
+            else client.create_experiment(config.train.mlflow_experiment)
+        )
+        run = client.create_run(
+            experiment_id,
+            run_name=name,
+            tags={"vaekit.version": __version__, "vaekit.run_dir": str(run_dir.resolve())},
+        )
         run_id = run.info.run_id
-        client.log_batch(run_id, params=[Param(k, v) for k, v in
-                                         _mlflow_params(config).items()])
+        client.log_batch(run_id, params=[Param(k, v) for k, v in _mlflow_params(config).items()])
         if (run_dir / "config.yaml").is_file():
             client.log_artifact(run_id, str(run_dir / "config.yaml"))
     except MlflowException as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ConfigError(f"--tracker mlflow: the MLflow store {uri} cannot be used "
-                          f"({reason}); check MLFLOW_TRACKING_URI") from None
-    fileio.write_json(record, {"tracking_uri": uri, "experiment_id": experiment_id,
-                               "run_id": run_id})
+        raise ConfigError(
+            f"--tracker mlflow: the MLflow store {uri} cannot be used "
+            f"({reason}); check MLFLOW_TRACKING_URI"
+        ) from None
+    fileio.write_json(
+        record, {"tracking_uri": uri, "experiment_id": experiment_id, "run_id": run_id}
+    )
     return _MlflowBackend(client, run_id)

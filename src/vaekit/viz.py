@@ -13,8 +13,9 @@ from PIL import Image
 from . import fileio
 
 
-def make_grid(images: torch.Tensor | np.ndarray, nrow: int = 8, padding: int = 2,
-              pad_value: float = 1.0) -> np.ndarray:
+def make_grid(
+    images: torch.Tensor | np.ndarray, nrow: int = 8, padding: int = 2, pad_value: float = 1.0
+) -> np.ndarray:
     """Tile images (N, C, H, W) in [0, 1] into one uint8 array (H', W', C) with C in {1, 3}."""
     x = images.detach().float().cpu().numpy() if torch.is_tensor(images) else np.asarray(images)
     if x.ndim != 4 or x.shape[1] not in (1, 3):
@@ -22,12 +23,15 @@ def make_grid(images: torch.Tensor | np.ndarray, nrow: int = 8, padding: int = 2
     n, c, h, w = x.shape
     ncol = max(1, min(nrow, n))
     nrows = math.ceil(n / ncol)
-    grid = np.full((c, nrows * (h + padding) + padding, ncol * (w + padding) + padding),
-                   pad_value, dtype=np.float32)
+    grid = np.full(
+        (c, nrows * (h + padding) + padding, ncol * (w + padding) + padding),
+        pad_value,
+        dtype=np.float32,
+    )
     for i in range(n):
         r, col = divmod(i, ncol)
         top, left = padding + r * (h + padding), padding + col * (w + padding)
-        grid[:, top:top + h, left:left + w] = x[i]
+        grid[:, top : top + h, left : left + w] = x[i]
     return (np.clip(grid, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).transpose(1, 2, 0)
 
 
@@ -44,8 +48,9 @@ def png_bytes(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def save_grid(path: str | Path, images: torch.Tensor | np.ndarray, nrow: int = 8,
-              scale: int = 1) -> Path:
+def save_grid(
+    path: str | Path, images: torch.Tensor | np.ndarray, nrow: int = 8, scale: int = 1
+) -> Path:
     """Write a grid of images as a PNG, atomically; small images are upscaled by `scale`."""
     fileio.write_bytes(path, png_bytes(to_pil(make_grid(images, nrow), scale)))
     return Path(path)

@@ -19,8 +19,11 @@ MODULES = [core, inspect, reproduce, hub]
 
 
 def build_parser() -> tuple[Parser, dict[str, Callable[[argparse.Namespace], int]]]:
-    parser = Parser(prog="vaekit", description="Variational autoencoders: train, evaluate, "
-                    "sample, reconstruct, interpolate and inspect.")
+    parser = Parser(
+        prog="vaekit",
+        description="Variational autoencoders: train, evaluate, "
+        "sample, reconstruct, interpolate and inspect.",
+    )
     parser.add_argument("--version", action="version", version=f"vaekit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     commands: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -43,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "data" and args.data_command is None:
         parser.error("data needs an action: fetch NAME or list")
     from ..errors import TrainingInterrupted, VaekitError
+
     try:
         return commands[args.command](args)
     except TrainingInterrupted as e:

@@ -15,6 +15,7 @@ COMMON_HELP = "RUN is a run directory written by `vaekit train` (or hf://OWNER/N
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     from ..config import default_of, iter_fields
+
     groups: dict[str, argparse._ArgumentGroup] = {}
     for key, f, typ in iter_fields():
         section = key.partition(".")[0] if "." in key else "general"
@@ -24,8 +25,11 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             names.insert(0, f.metadata["flag"])
         default = default_of(f)
         help_text = f"{f.metadata['help']} (default: {default!r})"
-        kwargs: dict[str, Any] = {"dest": f"cfg:{key}", "default": argparse.SUPPRESS,
-                                  "help": help_text.replace("%", "%%")}
+        kwargs: dict[str, Any] = {
+            "dest": f"cfg:{key}",
+            "default": argparse.SUPPRESS,
+            "help": help_text.replace("%", "%%"),
+        }
         if typ is bool:
             kwargs.update(nargs="?", const="true", metavar="BOOL")
         else:
@@ -35,34 +39,68 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The core commands: train, evaluate, sample, reconstruct, interpolate, data, presets."""
-    p = sub.add_parser("train", help="train a VAE (every config option is a flag)",
-                       description="Train a VAE. Options come from --config (a YAML file or a "
-                       "preset name), then from flags; every config field is a dotted flag.")
+    p = sub.add_parser(
+        "train",
+        help="train a VAE (every config option is a flag)",
+        description="Train a VAE. Options come from --config (a YAML file or a "
+        "preset name), then from flags; every config field is a dotted flag.",
+    )
     p.add_argument("--config", help="YAML file or preset name (see `vaekit presets`)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its "
-                   "last saved state")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last saved state"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     _add_config_flags(p)
 
-    p = sub.add_parser("evaluate", help="test-set ELBO, log p(x), image and latent metrics",
-                       description=f"Evaluate a trained model on its test set. {COMMON_HELP}.")
+    p = sub.add_parser(
+        "evaluate",
+        help="test-set ELBO, log p(x), image and latent metrics",
+        description=f"Evaluate a trained model on its test set. {COMMON_HELP}.",
+    )
     p.add_argument("run")
-    p.add_argument("--iw-samples", type=int, default=0, metavar="K",
-                   help="also estimate log p(x) by importance sampling with K samples")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="decoder precision of the log p(x) estimate (bf16: faster on CPUs "
-                   "with AMX, within ~0.01 nats; see benchmarks/eval_speed.py)")
-    p.add_argument("--pass-size", type=int, default=None, metavar="VALUES",
-                   help="decoded values per forward pass of the log p(x) estimate: bounds "
-                   "its memory at ~20 bytes each (default 4000000)")
-    p.add_argument("--fid", nargs="?", const="inception", choices=("inception", "random"),
-                   help="also the FID of prior samples against the test set, with the "
-                   "Inception network (needs vaekit[inception] and its weights) or a seeded "
-                   "random feature network (comparable only between vaekit runs)")
-    p.add_argument("--fid-samples", type=int, default=10000, metavar="N",
-                   help="prior samples, and test images, the FID compares (default 10000)")
-    p.add_argument("--fid-weights", metavar="PATH", help="a local copy of the Inception "
-                   "weights (pt_inception-2015-12-05-6726825d.pth)")
+    p.add_argument(
+        "--iw-samples",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also estimate log p(x) by importance sampling with K samples",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="decoder precision of the log p(x) estimate (bf16: faster on CPUs "
+        "with AMX, within ~0.01 nats; see benchmarks/eval_speed.py)",
+    )
+    p.add_argument(
+        "--pass-size",
+        type=int,
+        default=None,
+        metavar="VALUES",
+        help="decoded values per forward pass of the log p(x) estimate: bounds "
+        "its memory at ~20 bytes each (default 4000000)",
+    )
+    p.add_argument(
+        "--fid",
+        nargs="?",
+        const="inception",
+        choices=("inception", "random"),
+        help="also the FID of prior samples against the test set, with the "
+        "Inception network (needs vaekit[inception] and its weights) or a seeded "
+        "random feature network (comparable only between vaekit runs)",
+    )
+    p.add_argument(
+        "--fid-samples",
+        type=int,
+        default=10000,
+        metavar="N",
+        help="prior samples, and test images, the FID compares (default 10000)",
+    )
+    p.add_argument(
+        "--fid-weights",
+        metavar="PATH",
+        help="a local copy of the Inception weights (pt_inception-2015-12-05-6726825d.pth)",
+    )
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
@@ -91,8 +129,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", parser_class=Parser)
     f = data_sub.add_parser("fetch", help="find or download a named dataset")
     f.add_argument("name")
-    f.add_argument("--root", default="", help="data directory (default: $VAEKIT_DATA or "
-                   "~/.cache/vaekit)")
+    f.add_argument(
+        "--root", default="", help="data directory (default: $VAEKIT_DATA or ~/.cache/vaekit)"
+    )
     f.add_argument("--no-download", action="store_true", help="only look for local files")
     data_sub.add_parser("list", help="named datasets and where they are found")
 
@@ -101,6 +140,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _positive(name: str, value: int) -> None:
     from ..errors import ConfigError
+
     if value < 1:
         raise ConfigError(f"--{name} must be at least 1; got {value}")
 
@@ -108,13 +148,16 @@ def _positive(name: str, value: int) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..train import train
+
     overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:")}
     config = load_config(args.config, overrides)
     run_dir = train(config, resume=args.resume, overwrite=args.overwrite)
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return 0
-    print(f"run written to {run_dir}: config.yaml, metrics.jsonl, model.safetensors, "
-          f"samples.png, reconstructions.png")
+    print(
+        f"run written to {run_dir}: config.yaml, metrics.jsonl, model.safetensors, "
+        f"samples.png, reconstructions.png"
+    )
     print(f"next: vaekit evaluate {run_dir}")
     return 0
 
@@ -123,6 +166,7 @@ def _load_run(run: str) -> tuple[Any, Any]:
     """The model and its test set."""
     from ..checkpoint import load
     from ..data import load_data
+
     model = load(run)
     cfg = model.run_config
     data = load_data(cfg.data, seed=cfg.train.seed, progress=False)
@@ -131,19 +175,31 @@ def _load_run(run: str) -> tuple[Any, Any]:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate
+
     _positive("batch-size", args.batch_size)
     if args.iw_samples < 0:
         _positive("iw-samples", args.iw_samples)
     from ..evaluate import DEFAULT_BUDGET, summary
+
     _positive("fid-samples", args.fid_samples)
     if args.pass_size is not None:
         _positive("pass-size", args.pass_size)
     model, data = _load_run(args.run)
     y = data.y_test if model.conditional else None
-    stats = evaluate(model, data.x_test, y, batch_size=args.batch_size, seed=args.seed,
-                     iw_samples=args.iw_samples, progress=not args.json,
-                     budget=args.pass_size or DEFAULT_BUDGET, precision=args.precision,
-                     fid=args.fid, fid_samples=args.fid_samples, fid_weights=args.fid_weights)
+    stats = evaluate(
+        model,
+        data.x_test,
+        y,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        iw_samples=args.iw_samples,
+        progress=not args.json,
+        budget=args.pass_size or DEFAULT_BUDGET,
+        precision=args.precision,
+        fid=args.fid,
+        fid_samples=args.fid_samples,
+        fid_weights=args.fid_weights,
+    )
     if args.json:
         print(json.dumps(stats, indent=2, sort_keys=True))
         return 0
@@ -161,6 +217,7 @@ def _out_path(args: argparse.Namespace, default: str) -> Path:
 
 def _label(model: Any, label: str | None) -> int | None:
     from ..errors import ConfigError
+
     if label is None:
         return None
     if not model.conditional:
@@ -170,8 +227,10 @@ def _label(model: Any, label: str | None) -> int | None:
         return names.index(label)
     if label.isdigit() and int(label) < model.num_classes:
         return int(label)
-    raise ConfigError(f"--label {label!r} is not a class of this model; classes: "
-                      f"{', '.join(names) or model.num_classes}")
+    raise ConfigError(
+        f"--label {label!r} is not a class of this model; classes: "
+        f"{', '.join(names) or model.num_classes}"
+    )
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -180,14 +239,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .. import viz
     from ..checkpoint import load
     from ..errors import ConfigError
+
     _positive("n", args.n)
     model = load(args.run)
     label = _label(model, args.label)
     if model.conditional and label is None:
         raise ConfigError("this model is class-conditional: pass --label (a class name or index)")
     images = model.sample(args.n, label, generator=torch.Generator().manual_seed(args.seed))
-    out = viz.save_grid(_out_path(args, "samples.png"), images, nrow=8,
-                        scale=viz.auto_scale(model.input_shape[1]))
+    out = viz.save_grid(
+        _out_path(args, "samples.png"), images, nrow=8, scale=viz.auto_scale(model.input_shape[1])
+    )
     print(out)
     return 0
 
@@ -197,14 +258,19 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
     from .. import viz
     from ..data import to_float
+
     _positive("n", args.n)
     model, data = _load_run(args.run)
     n = min(args.n, data.x_test.shape[0])
     x = to_float(data.x_test[:n])
     y = data.y_test[:n] if model.conditional else None
     images = torch.cat([x, model.reconstruct(x, y)])
-    out = viz.save_grid(_out_path(args, "reconstructions.png"), images, nrow=n,
-                        scale=viz.auto_scale(model.input_shape[1]))
+    out = viz.save_grid(
+        _out_path(args, "reconstructions.png"),
+        images,
+        nrow=n,
+        scale=viz.auto_scale(model.input_shape[1]),
+    )
     print(out)
     return 0
 
@@ -214,6 +280,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 
     from .. import viz
     from ..data import to_float
+
     _positive("steps", args.steps)
     _positive("pairs", args.pairs)
     model, data = _load_run(args.run)
@@ -221,21 +288,32 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     idx = torch.randperm(data.x_test.shape[0], generator=g)[: 2 * args.pairs]
     if idx.numel() < 2:
         from ..errors import DataError
+
         raise DataError("interpolation needs at least two test images")
     pairs = idx.numel() // 2
     x = to_float(data.x_test[idx])
     y = data.y_test[idx] if model.conditional else None
-    path = model.interpolate(x[:pairs], x[pairs:2 * pairs], args.steps, args.method,
-                             None if y is None else y[:pairs], None if y is None else
-                             y[pairs:2 * pairs])  # (P, steps, C, H, W)
-    out = viz.save_grid(_out_path(args, "interpolation.png"), path.flatten(0, 1),
-                        nrow=args.steps, scale=viz.auto_scale(model.input_shape[1]))
+    path = model.interpolate(
+        x[:pairs],
+        x[pairs : 2 * pairs],
+        args.steps,
+        args.method,
+        None if y is None else y[:pairs],
+        None if y is None else y[pairs : 2 * pairs],
+    )  # (P, steps, C, H, W)
+    out = viz.save_grid(
+        _out_path(args, "interpolation.png"),
+        path.flatten(0, 1),
+        nrow=args.steps,
+        scale=viz.auto_scale(model.input_shape[1]),
+    )
     print(out)
     return 0
 
 
 def cmd_data(args: argparse.Namespace) -> int:
     from ..data import sources
+
     if args.data_command == "fetch":
         directory = sources.fetch(args.name, args.root, download=not args.no_download)
         print(directory)
@@ -252,13 +330,22 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def cmd_presets(args: argparse.Namespace) -> int:
     from ..config import load_config, preset_names
+
     for name in preset_names():
         cfg = load_config(name)
-        print(f"{name:18} data={cfg.data.name} arch={cfg.model.arch} latent={cfg.model.latent_dim}"
-              f" likelihood={cfg.model.likelihood}")
+        print(
+            f"{name:18} data={cfg.data.name} arch={cfg.model.arch} latent={cfg.model.latent_dim}"
+            f" likelihood={cfg.model.likelihood}"
+        )
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample,
-            "reconstruct": cmd_reconstruct, "interpolate": cmd_interpolate, "data": cmd_data,
-            "presets": cmd_presets}
+COMMANDS = {
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "sample": cmd_sample,
+    "reconstruct": cmd_reconstruct,
+    "interpolate": cmd_interpolate,
+    "data": cmd_data,
+    "presets": cmd_presets,
+}

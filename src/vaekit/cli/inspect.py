@@ -11,43 +11,75 @@ from .core import COMMON_HELP, _load_run, _positive
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """report, explore, and the pictures: manifold, latents, curves, kl."""
-    p = sub.add_parser("report", help="write RUN/report.html: metrics, pictures, curves, config",
-                       description="Evaluate a run and write one self-contained HTML page "
-                       f"(images embedded, nothing fetched) with its pictures. {COMMON_HELP}.")
+    p = sub.add_parser(
+        "report",
+        help="write RUN/report.html: metrics, pictures, curves, config",
+        description="Evaluate a run and write one self-contained HTML page "
+        f"(images embedded, nothing fetched) with its pictures. {COMMON_HELP}.",
+    )
     p.add_argument("run")
-    p.add_argument("--iw-samples", type=int, default=100, metavar="K",
-                   help="importance samples per image for log p(x); 0 skips it (default 100)")
-    p.add_argument("--max-test", type=int, default=1000, metavar="N",
-                   help="evaluate and draw the first N test images (default 1000)")
+    p.add_argument(
+        "--iw-samples",
+        type=int,
+        default=100,
+        metavar="K",
+        help="importance samples per image for log p(x); 0 skips it (default 100)",
+    )
+    p.add_argument(
+        "--max-test",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="evaluate and draw the first N test images (default 1000)",
+    )
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="directory for the report and its pictures (default: RUN)")
 
-    p = sub.add_parser("explore", help="a latent explorer in the browser (local web server)",
-                       description="Serve a page with one slider per latent dimension, the "
-                       "decoded image, encoding of test images and interpolation. Binds "
-                       f"127.0.0.1 unless --host says otherwise. {COMMON_HELP}.")
+    p = sub.add_parser(
+        "explore",
+        help="a latent explorer in the browser (local web server)",
+        description="Serve a page with one slider per latent dimension, the "
+        "decoded image, encoding of test images and interpolation. Binds "
+        f"127.0.0.1 unless --host says otherwise. {COMMON_HELP}.",
+    )
     p.add_argument("run")
     p.add_argument("--port", type=int, default=8000, help="TCP port (0: any free port)")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only)",
+    )
     p.add_argument("--verbose", action="store_true", help="log every request")
 
-    p = sub.add_parser("manifold", help="decode a grid over two latent dimensions (PNG)",
-                       description="The learned manifold as in Kingma & Welling's Appendix A: "
-                       "a grid through the inverse Gaussian CDF over two latent dimensions "
-                       "(the two most active unless --dims), the others at 0.")
+    p = sub.add_parser(
+        "manifold",
+        help="decode a grid over two latent dimensions (PNG)",
+        description="The learned manifold as in Kingma & Welling's Appendix A: "
+        "a grid through the inverse Gaussian CDF over two latent dimensions "
+        "(the two most active unless --dims), the others at 0.",
+    )
     p.add_argument("run")
     p.add_argument("--n", type=int, default=20, help="grid side (default 20)")
     p.add_argument("--dims", help="two latent dimensions, e.g. 0,3 (default: most active)")
-    p.add_argument("--max-test", type=int, default=1000, metavar="N",
-                   help="test images used to find the most active dimensions")
+    p.add_argument(
+        "--max-test",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="test images used to find the most active dimensions",
+    )
     p.add_argument("--out", help="PNG path (default: RUN/manifold.png)")
 
     p = sub.add_parser("latents", help="test-set posterior means coloured by label (PNG)")
     p.add_argument("run")
-    p.add_argument("--max-test", type=int, default=2000, metavar="N",
-                   help="number of test images to plot (default 2000)")
+    p.add_argument(
+        "--max-test",
+        type=int,
+        default=2000,
+        metavar="N",
+        help="number of test images to plot (default 2000)",
+    )
     p.add_argument("--out", help="PNG path (default: RUN/latents.png)")
 
     p = sub.add_parser("curves", help="training curves from metrics.jsonl (PNG)")
@@ -62,6 +94,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _out(args: argparse.Namespace, name: str) -> Path:
     from ..figures import FILES
+
     return Path(args.out) if args.out else Path(args.run) / FILES[name]
 
 
@@ -75,9 +108,16 @@ def _test_set(args: argparse.Namespace) -> tuple[Any, Any, Any, list[str]]:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from ..report import build_report
-    path = build_report(args.run, out_dir=args.out, iw_samples=args.iw_samples,
-                        max_test=args.max_test, seed=args.seed, batch_size=args.batch_size,
-                        progress=True)
+
+    path = build_report(
+        args.run,
+        out_dir=args.out,
+        iw_samples=args.iw_samples,
+        max_test=args.max_test,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        progress=True,
+    )
     print(path)
     return 0
 
@@ -85,6 +125,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_explore(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..explore import serve
+
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be from 0 to 65535; got {args.port}")
     serve(args.run, args.host, args.port, args.verbose)
@@ -93,24 +134,33 @@ def cmd_explore(args: argparse.Namespace) -> int:
 
 def _parse_dims(text: str | None, latent_dim: int) -> tuple[int, int] | None:
     from ..errors import ConfigError
+
     if text is None:
         return None
     parts = [p.strip() for p in text.split(",")]
-    if (len(parts) != 2 or not all(p.isdigit() for p in parts) or parts[0] == parts[1]
-            or any(int(p) >= latent_dim for p in parts)):
-        raise ConfigError(f"--dims must be two different latent dimensions from 0 to "
-                          f"{latent_dim - 1}, like 0,1; got {text!r}")
+    if (
+        len(parts) != 2
+        or not all(p.isdigit() for p in parts)
+        or parts[0] == parts[1]
+        or any(int(p) >= latent_dim for p in parts)
+    ):
+        raise ConfigError(
+            f"--dims must be two different latent dimensions from 0 to "
+            f"{latent_dim - 1}, like 0,1; got {text!r}"
+        )
     return int(parts[0]), int(parts[1])
 
 
 def cmd_manifold(args: argparse.Namespace) -> int:
     from .. import figures, viz
     from ..errors import ConfigError
+
     _positive("n", args.n)
     model, x, y, _ = _test_set(args)
     if model.latent_dim < 2:
-        raise ConfigError("a manifold needs a latent space of at least 2 dimensions; this "
-                          "model has 1")
+        raise ConfigError(
+            "a manifold needs a latent space of at least 2 dimensions; this model has 1"
+        )
     images = figures.manifold(model, args.n, _parse_dims(args.dims, model.latent_dim), x, y)
     print(viz.save_grid(_out(args, "manifold"), images, nrow=args.n))
     return 0
@@ -118,6 +168,7 @@ def cmd_manifold(args: argparse.Namespace) -> int:
 
 def cmd_latents(args: argparse.Namespace) -> int:
     from .. import figures
+
     model, x, y, names = _test_set(args)
     print(figures.save_png(_out(args, "latents"), figures.latent_scatter(model, x, y, names)))
     return 0
@@ -128,22 +179,32 @@ def cmd_curves(args: argparse.Namespace) -> int:
     from ..checkpoint import resolve
     from ..errors import VaekitError
     from ..tracking import read_metrics
+
     run_dir = resolve(args.run)
     image = figures.training_curves(read_metrics(run_dir))
     if image is None:
-        raise VaekitError(f"{run_dir} has no training curves: metrics.jsonl is missing or "
-                          "holds no train_/test_ nelbo, recon or kl values")
+        raise VaekitError(
+            f"{run_dir} has no training curves: metrics.jsonl is missing or "
+            "holds no train_/test_ nelbo, recon or kl values"
+        )
     print(figures.save_png(_out(args, "curves"), image))
     return 0
 
 
 def cmd_kl(args: argparse.Namespace) -> int:
     from .. import figures
+
     model, x, y, _ = _test_set(args)
     image = figures.kl_chart(model, x, y)
     print(figures.save_png(_out(args, "kl"), image))
     return 0
 
 
-COMMANDS = {"report": cmd_report, "explore": cmd_explore, "manifold": cmd_manifold,
-            "latents": cmd_latents, "curves": cmd_curves, "kl": cmd_kl}
+COMMANDS = {
+    "report": cmd_report,
+    "explore": cmd_explore,
+    "manifold": cmd_manifold,
+    "latents": cmd_latents,
+    "curves": cmd_curves,
+    "kl": cmd_kl,
+}

@@ -37,11 +37,19 @@ class Dataset:
 
     def limit(self, train: int = 0, test: int = 0) -> Dataset:
         """The first `train` / `test` examples (0 keeps all)."""
-        def cut(t: torch.Tensor | None, n: int) -> torch.Tensor | None:
-            return t if t is None or n <= 0 else t[:n]
-        return Dataset(self.name, cut(self.x_train, train), cut(self.x_test, test),  # type: ignore[arg-type]
-                       cut(self.y_train, train), cut(self.y_test, test),
-                       list(self.class_names), dict(self.info))
+
+        def cut(t: torch.Tensor, n: int) -> torch.Tensor:
+            return t if n <= 0 else t[:n]
+
+        return Dataset(
+            self.name,
+            cut(self.x_train, train),
+            cut(self.x_test, test),
+            None if self.y_train is None else cut(self.y_train, train),
+            None if self.y_test is None else cut(self.y_test, test),
+            list(self.class_names),
+            dict(self.info),
+        )
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
@@ -91,8 +99,10 @@ def as_uint8_images(array: np.ndarray, source: str) -> np.ndarray:
     if array.ndim == 2:
         side = int(round(np.sqrt(array.shape[1])))
         if side * side != array.shape[1]:
-            raise DataError(f"{source}: a 2-D array must hold flattened square images; shape "
-                            f"{array.shape} does not")
+            raise DataError(
+                f"{source}: a 2-D array must hold flattened square images; shape "
+                f"{array.shape} does not"
+            )
         array = array.reshape(-1, 1, side, side)
     elif array.ndim == 3:
         array = array[:, None]
@@ -102,24 +112,29 @@ def as_uint8_images(array: np.ndarray, source: str) -> np.ndarray:
         if array.shape[1] not in (1, 3):
             raise DataError(f"{source}: images must have 1 or 3 channels; shape {array.shape}")
     else:
-        raise DataError(f"{source}: expected images shaped (N, H, W), (N, C, H, W) or "
-                        f"(N, H, W, C); got shape {array.shape}")
+        raise DataError(
+            f"{source}: expected images shaped (N, H, W), (N, C, H, W) or "
+            f"(N, H, W, C); got shape {array.shape}"
+        )
     if array.shape[0] == 0:
         raise DataError(f"{source} holds no images")
     if array.dtype == np.uint8:
         return np.ascontiguousarray(array)
     if array.dtype.kind in "iu":
         if array.min() < 0 or array.max() > 255:
-            raise DataError(f"{source}: integer images must lie in 0-255; found "
-                            f"{array.min()}..{array.max()}")
+            raise DataError(
+                f"{source}: integer images must lie in 0-255; found {array.min()}..{array.max()}"
+            )
         return np.ascontiguousarray(array.astype(np.uint8))
     if array.dtype.kind == "f":
         if not np.isfinite(array).all():
             raise DataError(f"{source} contains NaN or infinite values")
         lo, hi = float(array.min()), float(array.max())
         if lo < 0.0 or hi > 1.0:
-            raise DataError(f"{source}: float images must lie in [0, 1] (found {lo:g}..{hi:g}); "
-                            "divide 0-255 data by 255 or save it as uint8")
+            raise DataError(
+                f"{source}: float images must lie in [0, 1] (found {lo:g}..{hi:g}); "
+                "divide 0-255 data by 255 or save it as uint8"
+            )
         return np.ascontiguousarray(np.rint(array * 255.0).astype(np.uint8))
     raise DataError(f"{source}: unsupported dtype {array.dtype}; use uint8 or float")
 
@@ -139,20 +154,34 @@ def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
     """Sorted train and test row indices holding out `fraction` of n, by a seeded permutation."""
     n_test = int(round(n * fraction))
     if n_test < 1 or n - n_test < 1:
-        raise DataError(f"cannot split {n} examples with test_fraction={fraction}: both sides "
-                        "need at least one example")
+        raise DataError(
+            f"cannot split {n} examples with test_fraction={fraction}: both sides "
+            "need at least one example"
+        )
     perm = np.random.default_rng(seed).permutation(n)
-    info = {"split": {"test_fraction": fraction, "seed": seed, "train": int(n - n_test),
-                      "test": int(n_test)}}
+    info = {
+        "split": {
+            "test_fraction": fraction,
+            "seed": seed,
+            "train": int(n - n_test),
+            "test": int(n_test),
+        }
+    }
     return np.sort(perm[n_test:]), np.sort(perm[:n_test]), info
 
 
-def split(x: np.ndarray, y: np.ndarray | None, fraction: float, seed: int
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, dict]:
+def split(
+    x: np.ndarray, y: np.ndarray | None, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, dict]:
     """Hold out `fraction` of (x, y) as a test set (see `split_indices`)."""
     train_idx, test_idx, info = split_indices(x.shape[0], fraction, seed)
-    return (x[train_idx], x[test_idx], None if y is None else y[train_idx],
-            None if y is None else y[test_idx], info)
+    return (
+        x[train_idx],
+        x[test_idx],
+        None if y is None else y[train_idx],
+        None if y is None else y[test_idx],
+        info,
+    )
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -165,8 +194,9 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
-def batch_indices(perm: torch.Tensor, batch_size: int, drop_last: bool = True
-                  ) -> list[torch.Tensor]:
+def batch_indices(
+    perm: torch.Tensor, batch_size: int, drop_last: bool = True
+) -> list[torch.Tensor]:
     n = perm.numel()
     stop = (n // batch_size) * batch_size if drop_last and n >= batch_size else n
-    return [perm[i:i + batch_size] for i in range(0, stop, batch_size)]
+    return [perm[i : i + batch_size] for i in range(0, stop, batch_size)]

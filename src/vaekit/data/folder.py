@@ -46,8 +46,14 @@ _KEY_FILE = re.compile(r"^[0-9a-f]{64}\.(npy|json)$")
 _READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error)
 
 
-def load_folder(path: str | Path, cfg: DataConfig, progress: bool = True, *,
-                max_pixels: int | None = None, ram_budget: int = RAM_BUDGET) -> Dataset:
+def load_folder(
+    path: str | Path,
+    cfg: DataConfig,
+    progress: bool = True,
+    *,
+    max_pixels: int | None = None,
+    ram_budget: int = RAM_BUDGET,
+) -> Dataset:
     """Decode (or load from the cache) every image under `path` and split it into train/test.
 
     `max_pixels` bounds width*height of any file (default: Pillow's MAX_IMAGE_PIXELS); larger
@@ -62,8 +68,9 @@ def load_folder(path: str | Path, cfg: DataConfig, progress: bool = True, *,
     files, ignored = _scan(root)
     if not files:
         extra = f" ({ignored} files with other extensions were ignored)" if ignored else ""
-        raise DataError(f"{root} holds no images{extra}; add .png, .jpg, .jpeg, .bmp, .webp, "
-                        ".gif or .tif files")
+        raise DataError(
+            f"{root} holds no images{extra}; add .png, .jpg, .jpeg, .bmp, .webp, .gif or .tif files"
+        )
     mode = "L" if cfg.channels == 1 else "RGB"
     limit = int(max_pixels) if max_pixels is not None else Image.MAX_IMAGE_PIXELS
     key = cache_key(files, cfg.image_size, mode, limit)
@@ -77,8 +84,9 @@ def load_folder(path: str | Path, cfg: DataConfig, progress: bool = True, *,
             rel, reason = next(iter(meta["skipped"].items()))
             raise _strict_error(f"{root / rel}: {reason}")
     else:
-        x, meta, cache = _build(root, [f[0] for f in files], dirs, key, cfg, mode, limit,
-                                progress, ram_budget)
+        x, meta, cache = _build(
+            root, [f[0] for f in files], dirs, key, cfg, mode, limit, progress, ram_budget
+        )
     skipped = [str(root / rel) for rel in meta["skipped"]]
     if skipped:
         plural = "" if len(skipped) == 1 else "s"
@@ -87,26 +95,41 @@ def load_folder(path: str | Path, cfg: DataConfig, progress: bool = True, *,
     y, class_names = _labels(root, meta["files"])
     if isinstance(x, np.memmap) and cache is not None:  # too big for RAM: split on disk
         x_train, x_test, y_train, y_test, split_info = _split_on_disk(
-            x, y, cfg, cache.with_suffix(""), ram_budget)
+            x, y, cfg, cache.with_suffix(""), ram_budget
+        )
     else:
-        x_train, x_test, y_train, y_test, split_info = split(x, y, cfg.test_fraction,
-                                                             cfg.split_seed)
+        x_train, x_test, y_train, y_test, split_info = split(
+            x, y, cfg.test_fraction, cfg.split_seed
+        )
     info: dict[str, object] = {
-        "source": "folder", "path": str(root), "images": int(x.shape[0]), "skipped": skipped,
-        "ignored_non_images": ignored, "cache": None if cache is None else str(cache),
-        "cache_hit": hit is not None, **split_info}
+        "source": "folder",
+        "path": str(root),
+        "images": int(x.shape[0]),
+        "skipped": skipped,
+        "ignored_non_images": ignored,
+        "cache": None if cache is None else str(cache),
+        "cache_hit": hit is not None,
+        **split_info,
+    }
 
-    def tensor(a: np.ndarray | None) -> torch.Tensor | None:
+    def tensor(a: np.ndarray) -> torch.Tensor:
         # split() indexes with arrays, so these are fresh writable arrays; copy only if not.
-        return None if a is None else torch.from_numpy(a if a.flags.writeable else a.copy())
+        return torch.from_numpy(a if a.flags.writeable else a.copy())
 
-    return Dataset(name=root.name, x_train=tensor(x_train), x_test=tensor(x_test),  # type: ignore[arg-type]
-                   y_train=tensor(y_train), y_test=tensor(y_test),
-                   class_names=class_names, info=info)
+    return Dataset(
+        name=root.name,
+        x_train=tensor(x_train),
+        x_test=tensor(x_test),
+        y_train=None if y_train is None else tensor(y_train),
+        y_test=None if y_test is None else tensor(y_test),
+        class_names=class_names,
+        info=info,
+    )
 
 
-def decode_image(path: str | Path, image_size: int, mode: str = "RGB",
-                 max_pixels: int | None = None) -> np.ndarray:
+def decode_image(
+    path: str | Path, image_size: int, mode: str = "RGB", max_pixels: int | None = None
+) -> np.ndarray:
     """One image file -> uint8 (C, image_size, image_size), C = 3 for "RGB", 1 for "L".
 
     Raises `DataError` naming the file when it cannot be read or exceeds `max_pixels`.
@@ -116,15 +139,19 @@ def decode_image(path: str | Path, image_size: int, mode: str = "RGB",
         with Image.open(path) as im:  # lazy: only the header has been read
             w, h = im.size
             if limit is not None and w * h > limit:
-                raise DataError(f"{path}: refused: {w}x{h} pixels is over the limit of {limit} "
-                                "(decompression-bomb guard); shrink the image or raise "
-                                "max_pixels")
+                raise DataError(
+                    f"{path}: refused: {w}x{h} pixels is over the limit of {limit} "
+                    "(decompression-bomb guard); shrink the image or raise "
+                    "max_pixels"
+                )
             im.draft(None, (image_size, image_size))  # JPEG: decode at a reduced scale
             im.load()
             out = _to_mode(ImageOps.exif_transpose(im), mode)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise DataError(f"{path}: refused: over the pixel limit of {limit} (decompression-"
-                        "bomb guard); shrink the image or raise max_pixels") from None
+        raise DataError(
+            f"{path}: refused: over the pixel limit of {limit} (decompression-"
+            "bomb guard); shrink the image or raise max_pixels"
+        ) from None
     except _READ_ERRORS as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DataError(f"{path}: cannot read image ({reason})") from None
@@ -195,8 +222,10 @@ def _scan(root: Path) -> tuple[list[tuple[str, int, int]], int]:
         try:
             entries = list(os.scandir(folder))
         except OSError as e:
-            raise DataError(f"cannot list {folder}: {e.strerror}; fix its permissions or move "
-                            "it out of the data folder") from None
+            raise DataError(
+                f"cannot list {folder}: {e.strerror}; fix its permissions or move "
+                "it out of the data folder"
+            ) from None
         for entry in entries:
             if entry.name.startswith("."):
                 continue
@@ -215,11 +244,17 @@ def _scan(root: Path) -> tuple[list[tuple[str, int, int]], int]:
     return files, ignored
 
 
-def cache_key(files: list[tuple[str, int, int]], image_size: int, mode: str,
-              max_pixels: int | None) -> str:
+def cache_key(
+    files: list[tuple[str, int, int]], image_size: int, mode: str, max_pixels: int | None
+) -> str:
     """A hash of everything the decoded array depends on; any change means a new cache entry."""
-    spec = {"version": CACHE_VERSION, "image_size": image_size, "mode": mode,
-            "max_pixels": max_pixels, "files": files}
+    spec = {
+        "version": CACHE_VERSION,
+        "image_size": image_size,
+        "mode": mode,
+        "max_pixels": max_pixels,
+        "files": files,
+    }
     return hashlib.sha256(json.dumps(spec, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -231,8 +266,7 @@ def _cache_dirs(root: Path, cfg: DataConfig) -> list[Path]:
     return [root / CACHE_DIRNAME, Path.home() / ".cache" / "vaekit" / "folders" / tag]
 
 
-def _read_cache(d: Path, key: str, ram_budget: int
-                ) -> tuple[np.ndarray, dict, Path] | None:
+def _read_cache(d: Path, key: str, ram_budget: int) -> tuple[np.ndarray, dict, Path] | None:
     """The cached array and its metadata, or None when absent or unusable (then it is rebuilt)."""
     npy, meta_path = d / f"{key}.npy", d / f"{key}.json"
     try:
@@ -241,15 +275,27 @@ def _read_cache(d: Path, key: str, ram_budget: int
         x = np.load(npy, mmap_mode="c" if big else None, allow_pickle=False)
     except (OSError, ValueError, EOFError):
         return None
-    if (not isinstance(meta, dict) or meta.get("key") != key
-            or list(x.shape) != meta.get("shape") or x.dtype != np.uint8):
+    if (
+        not isinstance(meta, dict)
+        or meta.get("key") != key
+        or list(x.shape) != meta.get("shape")
+        or x.dtype != np.uint8
+    ):
         return None
     return x, meta, npy
 
 
-def _build(root: Path, files: list[str], dirs: list[Path], key: str, cfg: DataConfig,
-           mode: str, limit: int | None, progress: bool, ram_budget: int
-           ) -> tuple[np.ndarray, dict, Path | None]:
+def _build(
+    root: Path,
+    files: list[str],
+    dirs: list[Path],
+    key: str,
+    cfg: DataConfig,
+    mode: str,
+    limit: int | None,
+    progress: bool,
+    ram_budget: int,
+) -> tuple[np.ndarray, dict, Path | None]:
     """Decode every file into the first writable cache directory (else into memory)."""
     shape = (1 if mode == "L" else 3, cfg.image_size, cfg.image_size)
     for d in dirs:
@@ -276,9 +322,9 @@ def _build(root: Path, files: list[str], dirs: list[Path], key: str, cfg: DataCo
     return np.stack(rows), _meta(key, kept, skipped, shape), None
 
 
-def _split_on_disk(x: np.ndarray, y: np.ndarray | None, cfg: DataConfig, stem: Path,
-                   ram_budget: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None,
-                                             np.ndarray | None, dict]:
+def _split_on_disk(
+    x: np.ndarray, y: np.ndarray | None, cfg: DataConfig, stem: Path, ram_budget: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, dict]:
     """The same split as `dataset.split`, written once as two memory-mapped .npy files.
 
     Indexing a memmap with an index array copies it into RAM; the split files let train
@@ -295,7 +341,7 @@ def _split_on_disk(x: np.ndarray, y: np.ndarray | None, cfg: DataConfig, stem: P
                 stream = _NpyStream(f, tuple(x.shape[1:]))
                 chunk = max(1, ram_budget // (8 * max(1, int(np.prod(x.shape[1:])))))
                 for start in range(0, len(rows), chunk):
-                    for row in x[rows[start:start + chunk]]:
+                    for row in x[rows[start : start + chunk]]:
                         stream.add(row)
                 stream.finish()
         arrays[name] = np.load(path, mmap_mode="c", allow_pickle=False)
@@ -329,9 +375,15 @@ class _NpyStream:
         self.f.seek(0, os.SEEK_END)
 
 
-def _decode_all(root: Path, files: list[str], cfg: DataConfig, mode: str, limit: int | None,
-                progress: bool, sink: Callable[[np.ndarray], None]
-                ) -> tuple[list[str], dict[str, str]]:
+def _decode_all(
+    root: Path,
+    files: list[str],
+    cfg: DataConfig,
+    mode: str,
+    limit: int | None,
+    progress: bool,
+    sink: Callable[[np.ndarray], None],
+) -> tuple[list[str], dict[str, str]]:
     """Decode `files` in order into `sink`; return the kept paths and {skipped path: reason}.
 
     One process: on this project's 2-core machines a thread or process pool was no faster
@@ -352,8 +404,10 @@ def _decode_all(root: Path, files: list[str], cfg: DataConfig, mode: str, limit:
                 sink(row)
                 kept.append(rel)
     if not kept:
-        raise DataError(f"none of the {len(files)} images in {root} could be read (see the "
-                        "messages above); check the files or their format")
+        raise DataError(
+            f"none of the {len(files)} images in {root} could be read (see the "
+            "messages above); check the files or their format"
+        )
     return kept, skipped
 
 
@@ -371,8 +425,10 @@ def _pillow_guards(limit: int | None) -> Iterator[None]:
 
 
 def _strict_error(message: str) -> DataError:
-    return DataError(f"{message}; --strict is on: remove or fix the file, or run without "
-                     "--strict to skip unreadable images")
+    return DataError(
+        f"{message}; --strict is on: remove or fix the file, or run without "
+        "--strict to skip unreadable images"
+    )
 
 
 def _labels(root: Path, files: list[str]) -> tuple[np.ndarray | None, list[str]]:
@@ -382,19 +438,26 @@ def _labels(root: Path, files: list[str]) -> tuple[np.ndarray | None, list[str]]
     if len(top) < 2:
         return None, []
     if loose:
-        print(f"vaekit: {root} has {len(top)} subfolders but also {len(loose)} images at its top "
-              f"level (e.g. {loose[0]}), so it is used without labels; move those images into "
-              "a subfolder to label by subfolder name", file=sys.stderr)
+        print(
+            f"vaekit: {root} has {len(top)} subfolders but also {len(loose)} images at its top "
+            f"level (e.g. {loose[0]}), so it is used without labels; move those images into "
+            "a subfolder to label by subfolder name",
+            file=sys.stderr,
+        )
         return None, []
     index = {name: i for i, name in enumerate(top)}
     return np.array([index[rel.split("/", 1)[0]] for rel in files], dtype=np.int64), top
 
 
-def _meta(key: str, kept: list[str], skipped: dict[str, str], shape: tuple[int, int, int]
-          ) -> dict:
+def _meta(key: str, kept: list[str], skipped: dict[str, str], shape: tuple[int, int, int]) -> dict:
     """The JSON beside the array: the files in row order and the skipped ones with reasons."""
-    return {"version": CACHE_VERSION, "key": key, "shape": [len(kept), *shape], "files": kept,
-            "skipped": skipped}
+    return {
+        "version": CACHE_VERSION,
+        "key": key,
+        "shape": [len(kept), *shape],
+        "files": kept,
+        "skipped": skipped,
+    }
 
 
 def _prune(d: Path, key: str, meta: dict) -> None:

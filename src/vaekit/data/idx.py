@@ -12,8 +12,14 @@ import numpy as np
 from ..errors import DataError
 
 # The third byte of the magic number names the element type (LeCun's IDX description).
-_DTYPES: dict[int, np.dtype] = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
-           0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_DTYPES: dict[int, np.dtype] = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -26,22 +32,28 @@ def read_idx(path: str | Path) -> np.ndarray:
     except FileNotFoundError:
         raise DataError(f"IDX file {path} does not exist") from None
     except (OSError, EOFError, zlib.error) as e:
-        raise DataError(f"IDX file {path} is truncated or not valid gzip ({e}); "
-                        "delete it and fetch the dataset again") from None
+        raise DataError(
+            f"IDX file {path} is truncated or not valid gzip ({e}); "
+            "delete it and fetch the dataset again"
+        ) from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES or raw[3] == 0:
-        raise DataError(f"{path} is not an IDX file (bad magic number); "
-                        "delete it and fetch the dataset again")
+        raise DataError(
+            f"{path} is not an IDX file (bad magic number); delete it and fetch the dataset again"
+        )
     dtype, ndim = _DTYPES[raw[2]], raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise DataError(f"IDX file {path} is truncated inside its header; "
-                        "delete it and fetch the dataset again")
+        raise DataError(
+            f"IDX file {path} is truncated inside its header; delete it and fetch the dataset again"
+        )
     shape = struct.unpack(f">{ndim}I", raw[4:header])
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(raw) - header != expected:
-        raise DataError(f"IDX file {path} holds {len(raw) - header} data bytes but its header "
-                        f"says {expected} (shape {shape}); it is truncated or corrupt, "
-                        "delete it and fetch the dataset again")
+        raise DataError(
+            f"IDX file {path} holds {len(raw) - header} data bytes but its header "
+            f"says {expected} (shape {shape}); it is truncated or corrupt, "
+            "delete it and fetch the dataset again"
+        )
     array = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
     return array.astype(dtype.newbyteorder("="), copy=True)
 

@@ -33,40 +33,67 @@ class NamedDataset:
     debian_package: str | None
     citation: str
 
-    files = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+    files = (
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    )
 
 
 NAMED = {
     "mnist": NamedDataset(
         "mnist",
-        ("https://ossci-datasets.s3.amazonaws.com/mnist/",
-         "https://storage.googleapis.com/cvdf-datasets/mnist/"),
-        {"train-images-idx3-ubyte.gz":
-             "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-         "train-labels-idx1-ubyte.gz":
-             "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-         "t10k-images-idx3-ubyte.gz":
-             "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-         "t10k-labels-idx1-ubyte.gz":
-             "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"},
-        tuple(str(d) for d in range(10)), None,
-        "LeCun, Cortes & Burges, The MNIST database of handwritten digits"),
+        (
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        ),
+        dict(
+            zip(
+                NamedDataset.files,
+                (
+                    "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+                    "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+                    "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+                    "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+                ),
+                strict=True,
+            )
+        ),
+        tuple(str(d) for d in range(10)),
+        None,
+        "LeCun, Cortes & Burges, The MNIST database of handwritten digits",
+    ),
     "fashion-mnist": NamedDataset(
         "fashion-mnist",
         ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
-        {"train-images-idx3-ubyte.gz":
-             "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
-         "train-labels-idx1-ubyte.gz":
-             "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
-         "t10k-images-idx3-ubyte.gz":
-             "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
-         "t10k-labels-idx1-ubyte.gz":
-             "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"},
-        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-         "Sneaker", "Bag", "Ankle boot"),
+        dict(
+            zip(
+                NamedDataset.files,
+                (
+                    "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+                    "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+                    "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+                    "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+                ),
+                strict=True,
+            )
+        ),
+        (
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
         "dataset-fashion-mnist",
-        "Xiao, Rasul & Vollgraf (2017), Fashion-MNIST"),
+        "Xiao, Rasul & Vollgraf (2017), Fashion-MNIST",
+    ),
 }
 
 DATASET_NAMES = (*NAMED, "noise")
@@ -125,8 +152,9 @@ def _download(url: str, dest: Path, expected_sha256: str) -> None:
             shutil.copyfileobj(response, out)
         actual = sha256_file(Path(tmp))
         if actual != expected_sha256:
-            raise DataError(f"download of {url} has SHA-256 {actual}, expected "
-                            f"{expected_sha256}; not using it")
+            raise DataError(
+                f"download of {url} has SHA-256 {actual}, expected {expected_sha256}; not using it"
+            )
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
@@ -136,10 +164,16 @@ def _download(url: str, dest: Path, expected_sha256: str) -> None:
 def _missing_message(name: str, cfg_root: str) -> str:
     spec = NAMED[name]
     where = default_root(cfg_root) / name
-    hint = (f"install the Debian package {spec.debian_package} (apt-get install "
-            f"{spec.debian_package}) or " if spec.debian_package else "")
-    return (f"dataset {name} was not found locally and could not be downloaded; {hint}"
-            f"put {', '.join(spec.files)} in {where}")
+    hint = (
+        f"install the Debian package {spec.debian_package} (apt-get install "
+        f"{spec.debian_package}) or "
+        if spec.debian_package
+        else ""
+    )
+    return (
+        f"dataset {name} was not found locally and could not be downloaded; {hint}"
+        f"put {', '.join(spec.files)} in {where}"
+    )
 
 
 def fetch(name: str, cfg_root: str = "", download: bool = True, progress: bool = True) -> Path:
@@ -175,16 +209,24 @@ def load_named(name: str, cfg: DataConfig, progress: bool = True) -> Dataset:
     spec = NAMED[name]
     arrays = [read_idx(_find_file(directory, f)) for f in spec.files]  # type: ignore[arg-type]
     x_train, y_train, x_test, y_test = arrays
-    for images, labels, file in ((x_train, y_train, spec.files[0]),
-                                 (x_test, y_test, spec.files[2])):
+    for images, labels, file in (
+        (x_train, y_train, spec.files[0]),
+        (x_test, y_test, spec.files[2]),
+    ):
         if images.ndim != 3 or images.dtype != np.uint8 or labels.shape != images.shape[:1]:
-            raise DataError(f"{directory / file} does not match its labels (images "
-                            f"{images.shape}, labels {labels.shape}); fetch the dataset again")
-    return Dataset(name, torch.from_numpy(x_train[:, None].copy()),
-                   torch.from_numpy(x_test[:, None].copy()),
-                   torch.from_numpy(y_train.astype(np.int64)),
-                   torch.from_numpy(y_test.astype(np.int64)),
-                   list(spec.class_names), {"source": "named", "path": str(directory)})
+            raise DataError(
+                f"{directory / file} does not match its labels (images "
+                f"{images.shape}, labels {labels.shape}); fetch the dataset again"
+            )
+    return Dataset(
+        name,
+        torch.from_numpy(x_train[:, None].copy()),
+        torch.from_numpy(x_test[:, None].copy()),
+        torch.from_numpy(y_train.astype(np.int64)),
+        torch.from_numpy(y_test.astype(np.int64)),
+        list(spec.class_names),
+        {"source": "named", "path": str(directory)},
+    )
 
 
 def load_npz(path: Path, cfg: DataConfig) -> Dataset:
@@ -196,39 +238,57 @@ def load_npz(path: Path, cfg: DataConfig) -> Dataset:
         raise DataError(f"data file {path} does not exist") from None
     except ValueError as e:
         if "pickle" in str(e).lower() or "object" in str(e).lower():
-            raise DataError(f"{path} holds Python objects (pickled arrays), which vaekit never "
-                            "loads; save plain numeric arrays") from None
+            raise DataError(
+                f"{path} holds Python objects (pickled arrays), which vaekit never "
+                "loads; save plain numeric arrays"
+            ) from None
         raise DataError(f"{path} is not a readable .npz file ({e})") from None
     except (OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
         raise DataError(f"{path} is truncated or not a valid .npz file ({e})") from None
     if "x_train" not in arrays:
-        raise DataError(f"{path} has no array 'x_train' (found: "
-                        f"{', '.join(arrays) or 'nothing'})")
+        raise DataError(f"{path} has no array 'x_train' (found: {', '.join(arrays) or 'nothing'})")
     x_train = as_uint8_images(arrays["x_train"], f"{path}:x_train")
-    y_train = (as_labels(arrays["y_train"], len(x_train), f"{path}:y_train")
-               if "y_train" in arrays else None)
+    y_train = (
+        as_labels(arrays["y_train"], len(x_train), f"{path}:y_train")
+        if "y_train" in arrays
+        else None
+    )
     info: dict[str, object] = {"source": "npz", "path": str(path)}
     if "x_test" in arrays:
         x_test = as_uint8_images(arrays["x_test"], f"{path}:x_test")
         if x_test.shape[1:] != x_train.shape[1:]:
-            raise DataError(f"{path}: x_test images are {x_test.shape[1:]}, x_train images "
-                            f"{x_train.shape[1:]}; they must match")
-        y_test = (as_labels(arrays["y_test"], len(x_test), f"{path}:y_test")
-                  if "y_test" in arrays else None)
+            raise DataError(
+                f"{path}: x_test images are {x_test.shape[1:]}, x_train images "
+                f"{x_train.shape[1:]}; they must match"
+            )
+        y_test = (
+            as_labels(arrays["y_test"], len(x_test), f"{path}:y_test")
+            if "y_test" in arrays
+            else None
+        )
     else:
         x_train, x_test, y_train, y_test, split_info = split(
-            x_train, y_train, cfg.test_fraction, cfg.split_seed)
+            x_train, y_train, cfg.test_fraction, cfg.split_seed
+        )
         info.update(split_info)
     if (y_train is None) != (y_test is None):
         y_train = y_test = None
-    num_classes = 0 if y_train is None else int(max(y_train.max(), y_test.max())) + 1  # type: ignore[union-attr]
+    num_classes = (
+        0 if y_train is None or y_test is None else int(max(y_train.max(), y_test.max())) + 1
+    )
+
     def to_t(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a))
 
-    return Dataset(path.stem, to_t(x_train), to_t(x_test),
-                   None if y_train is None else to_t(y_train),
-                   None if y_test is None else to_t(y_test),
-                   [str(i) for i in range(num_classes)], info)
+    return Dataset(
+        path.stem,
+        to_t(x_train),
+        to_t(x_test),
+        None if y_train is None else to_t(y_train),
+        None if y_test is None else to_t(y_test),
+        [str(i) for i in range(num_classes)],
+        info,
+    )
 
 
 def make_noise(cfg: DataConfig, seed: int = 0) -> Dataset:
@@ -243,11 +303,15 @@ def make_noise(cfg: DataConfig, seed: int = 0) -> Dataset:
     coarse = rng.integers(0, 256, size=(n_train + n_test, 1, 7, 7), dtype=np.uint8)
     images = np.kron(coarse, np.ones((1, 1, 4, 4), dtype=np.uint8))  # (N, 1, 28, 28)
     labels = rng.integers(0, 10, size=n_train + n_test).astype(np.int64)
-    return Dataset("noise", torch.from_numpy(images[:n_train].copy()),
-                   torch.from_numpy(images[n_train:].copy()),
-                   torch.from_numpy(labels[:n_train].copy()),
-                   torch.from_numpy(labels[n_train:].copy()),
-                   [str(i) for i in range(10)], {"source": "noise", "seed": seed})
+    return Dataset(
+        "noise",
+        torch.from_numpy(images[:n_train].copy()),
+        torch.from_numpy(images[n_train:].copy()),
+        torch.from_numpy(labels[:n_train].copy()),
+        torch.from_numpy(labels[n_train:].copy()),
+        [str(i) for i in range(10)],
+        {"source": "noise", "seed": seed},
+    )
 
 
 def load_data(cfg: DataConfig, seed: int = 0, progress: bool = True) -> Dataset:
@@ -261,12 +325,15 @@ def load_data(cfg: DataConfig, seed: int = 0, progress: bool = True) -> Dataset:
         path = Path(name).expanduser()
         if path.is_dir():
             from .folder import load_folder
+
             data = load_folder(path, cfg, progress=progress)
         elif path.suffix == ".npz" or path.is_file():
             if not path.exists():
                 raise DataError(f"data file {path} does not exist")
             data = load_npz(path, cfg)
         else:
-            raise DataError(f"--data {name!r} is not a dataset name ({', '.join(DATASET_NAMES)}),"
-                            " an .npz file or a folder")
+            raise DataError(
+                f"--data {name!r} is not a dataset name ({', '.join(DATASET_NAMES)}),"
+                " an .npz file or a folder"
+            )
     return data.limit(cfg.limit_train, cfg.limit_test)

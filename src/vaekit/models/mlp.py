@@ -8,8 +8,13 @@ import torch
 from torch import nn
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU,
-    "softplus": nn.Softplus, "leaky_relu": nn.LeakyReLU,
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "softplus": nn.Softplus,
+    "leaky_relu": nn.LeakyReLU,
 }
 
 
@@ -23,8 +28,13 @@ def _mlp(sizes: list[int], activation: str) -> nn.Sequential:
 class MLPEncoder(nn.Module):
     """x (B, C, H, W) [+ a label embedding (B, E)] -> features (B, hidden[-1])."""
 
-    def __init__(self, input_shape: tuple[int, int, int], hidden: list[int], activation: str,
-                 cond_dim: int = 0) -> None:
+    def __init__(
+        self,
+        input_shape: tuple[int, int, int],
+        hidden: list[int],
+        activation: str,
+        cond_dim: int = 0,
+    ) -> None:
         super().__init__()
         self.body = _mlp([math.prod(input_shape) + cond_dim, *hidden], activation)
         self.out_features = hidden[-1]
@@ -39,8 +49,14 @@ class MLPEncoder(nn.Module):
 class MLPDecoder(nn.Module):
     """z (B, D) [+ a label embedding] -> likelihood parameters (B, C*k, H, W)."""
 
-    def __init__(self, input_shape: tuple[int, int, int], hidden: list[int], activation: str,
-                 in_features: int, params_per_pixel: int = 1) -> None:
+    def __init__(
+        self,
+        input_shape: tuple[int, int, int],
+        hidden: list[int],
+        activation: str,
+        in_features: int,
+        params_per_pixel: int = 1,
+    ) -> None:
         super().__init__()
         c, h, w = input_shape
         self.out_shape = (c * params_per_pixel, h, w)

@@ -32,8 +32,9 @@ class VAE(nn.Module):
     run_config: Config  # set by `vaekit.load`: the configuration of the run that trained it
     class_names: list[str]  # set by `vaekit.load`: the dataset's label names, if any
 
-    def __init__(self, cfg: ModelConfig, input_shape: tuple[int, int, int],
-                 num_classes: int = 0) -> None:
+    def __init__(
+        self, cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes: int = 0
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         c, h, w = (int(s) for s in input_shape)
@@ -51,15 +52,23 @@ class VAE(nn.Module):
             cond_dim = cfg.label_dim
         self.conditional = cfg.conditional
         if cfg.arch == "mlp":
-            self.encoder: nn.Module = MLPEncoder(self.input_shape, cfg.hidden, cfg.activation,
-                                                 cond_dim)
-            self.decoder: nn.Module = MLPDecoder(self.input_shape, cfg.hidden, cfg.activation,
-                                                 cfg.latent_dim + cond_dim, params_per_pixel)
+            self.encoder: nn.Module = MLPEncoder(
+                self.input_shape, cfg.hidden, cfg.activation, cond_dim
+            )
+            self.decoder: nn.Module = MLPDecoder(
+                self.input_shape,
+                cfg.hidden,
+                cfg.activation,
+                cfg.latent_dim + cond_dim,
+                params_per_pixel,
+            )
         else:
             from .conv import ConvDecoder, ConvEncoder
+
             self.encoder = ConvEncoder(self.input_shape, cfg, cond_dim)
-            self.decoder = ConvDecoder(self.input_shape, cfg, cfg.latent_dim + cond_dim,
-                                       params_per_pixel)
+            self.decoder = ConvDecoder(
+                self.input_shape, cfg, cfg.latent_dim + cond_dim, params_per_pixel
+            )
         features = self.encoder.out_features
         self.mu_head = nn.Linear(features, cfg.latent_dim)
         self.logvar_head = nn.Linear(features, cfg.latent_dim)  # log sigma^2, never sigma^2
@@ -75,8 +84,9 @@ class VAE(nn.Module):
             y = y.expand(n)
         return self.label_embedding(y)
 
-    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(
+        self, x: torch.Tensor, y: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """q(z|x): the posterior mean and log-variance, each (B, D), in float32."""
         h = self.encoder(x, self._cond(y, x.shape[0], x.device))  # (B, F)
         return self.mu_head(h).float(), losses.clamp_logvar(self.logvar_head(h))
@@ -88,9 +98,13 @@ class VAE(nn.Module):
             z = torch.cat([z, cond.to(z.dtype)], dim=1)
         return self.decoder(z)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None,
-                generator: torch.Generator | None = None,
-                eps: torch.Tensor | None = None) -> VAEOutput:
+    def forward(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        eps: torch.Tensor | None = None,
+    ) -> VAEOutput:
         mu, logvar = self.encode(x, y)
         z = losses.reparameterize(mu, logvar, generator, eps=eps)
         return VAEOutput(mu, logvar, z, self.decode(z, y))
@@ -120,19 +134,27 @@ class VAE(nn.Module):
         return loc.float().clamp(0.0, 1.0)
 
     # -- objectives -----------------------------------------------------------------------
-    def elbo_terms(self, x: torch.Tensor, y: torch.Tensor | None = None,
-                   generator: torch.Generator | None = None,
-                   out: VAEOutput | None = None) -> tuple[losses.ELBOTerms, torch.Tensor]:
+    def elbo_terms(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        out: VAEOutput | None = None,
+    ) -> tuple[losses.ELBOTerms, torch.Tensor]:
         """Per-example -log p(x|z) and KL, and the per-dimension KL (B, D)."""
         out = out if out is not None else self(x, y, generator)
         kl_per_dim = losses.kl_standard_normal(out.mu, out.logvar)
-        terms = losses.ELBOTerms(recon=-self.log_likelihood(x, out.params),
-                                 kl=kl_per_dim.sum(1))
+        terms = losses.ELBOTerms(recon=-self.log_likelihood(x, out.params), kl=kl_per_dim.sum(1))
         return terms, kl_per_dim
 
-    def log_importance_weights(self, x: torch.Tensor, k: int, y: torch.Tensor | None = None,
-                               generator: torch.Generator | None = None,
-                               eps: torch.Tensor | None = None) -> torch.Tensor:
+    def log_importance_weights(
+        self,
+        x: torch.Tensor,
+        k: int,
+        y: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        eps: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """log p(x, z_k) - log q(z_k|x) for z_k ~ q(z|x), as (K, B), all K in one batch."""
         b = x.shape[0]
         mu, logvar = self.encode(x, y)
@@ -145,8 +167,9 @@ class VAE(nn.Module):
 
     # -- what a user does with a trained model -------------------------------------------
     @torch.no_grad()
-    def sample(self, n: int, y: torch.Tensor | int | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self, n: int, y: torch.Tensor | int | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """n images decoded from z ~ N(0, I): the means of p(x|z), (n, C, H, W)."""
         device = next(self.parameters()).device
         z = torch.randn((n, self.latent_dim), generator=generator, device=device)
@@ -161,9 +184,15 @@ class VAE(nn.Module):
         return self.mean(self.decode(mu, y))
 
     @torch.no_grad()
-    def interpolate(self, x1: torch.Tensor, x2: torch.Tensor, steps: int = 10,
-                    method: str = "linear", y1: torch.Tensor | None = None,
-                    y2: torch.Tensor | None = None) -> torch.Tensor:
+    def interpolate(
+        self,
+        x1: torch.Tensor,
+        x2: torch.Tensor,
+        steps: int = 10,
+        method: str = "linear",
+        y1: torch.Tensor | None = None,
+        y2: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Decode `steps` points between the posterior means of x1 and x2.
 
         x1, x2: (N, C, H, W) or (C, H, W). Returns (N, steps, C, H, W). `method` is
