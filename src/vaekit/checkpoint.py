@@ -25,7 +25,9 @@ from .config import Config, from_dict
 from .errors import CheckpointError, ConfigError
 from .models import VAE
 
-MODEL_FILE, CONFIG_FILE, STATE_FILE = "model.safetensors", "config.json", "state.pt"
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+STATE_FILE = "state.pt"
 
 
 def model_meta(model: VAE, config: Config, class_names: list[str]) -> dict[str, Any]:
