@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, machine, write_results  # noqa: E402
 
 
-def child(folder: Path, size: int, epochs: int) -> None:
+def child(folder: Path, size: int, epochs: int, threads: int) -> None:
     """One user run, instrumented: how many images PIL opens while loading and training."""
     from PIL import Image
 
@@ -46,7 +46,8 @@ def child(folder: Path, size: int, epochs: int) -> None:
     cfg = vaekit.load_config(None, {
         "data.name": str(folder), "data.image_size": size, "model.hidden": [256],
         "model.latent_dim": 16, "train.epochs": epochs, "train.batch_size": 128,
-        "train.progress": False, "train.out": tempfile.mkdtemp(prefix="vaekit-folder-")})
+        "train.progress": False, "train.threads": threads,
+        "train.out": tempfile.mkdtemp(prefix="vaekit-folder-")})
     started = time.perf_counter()
     data = load_data(cfg.data, progress=False)
     load_seconds, load_opened = time.perf_counter() - started, opened[0]
@@ -63,10 +64,11 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=3000)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.size, args.epochs)
+        child(args.child, args.size, args.epochs, args.threads)
         return
     info = machine()
     folder = Path(tempfile.mkdtemp(prefix="vaekit-shapes-")) / "shapes"
@@ -76,13 +78,15 @@ def main() -> None:
     runs = []
     for name in ("first run", "second run"):
         out = subprocess.run([sys.executable, __file__, "--child", str(folder), "--size",
-                              str(args.size), "--epochs", str(args.epochs)],
+                              str(args.size), "--epochs", str(args.epochs), "--threads",
+                              str(args.threads)],
                              capture_output=True, text=True, cwd=ROOT)
         if out.returncode:
             raise SystemExit(out.stderr[-3000:])
         runs.append({"run": name, **json.loads(out.stdout.strip().splitlines()[-1])})
         print(runs[-1], flush=True)
     info["load_average_1min_end"] = round(os.getloadavg()[0], 2)
+    info["torch_threads"] = args.threads or info["torch_threads"]
     result = {"machine": info, "images": args.images, "size": args.size, "epochs": args.epochs,
               "runs": runs}
     table = [["", "load (s)", "images decoded loading", "images decoded in epochs",

@@ -62,11 +62,12 @@ def main() -> None:
     rows = {}
     for name, command in (("train", train), ("evaluate", evaluate)):
         mib, seconds = peak_rss(command)
-        shown = [a for a in command[3:] if not a.startswith(str(run.parent))]  # no temp paths
+        shown = ["RUN" if a.startswith(str(run.parent)) else a for a in command[3:]]
         rows[name] = {"command": " ".join(["vaekit", *shown]), "peak_rss_mib": round(mib),
                       "seconds": round(seconds, 1)}
         print(f"{name}: peak RSS {mib:,.0f} MiB in {seconds:.1f} s", flush=True)
     info["load_average_1min_end"] = round(os.getloadavg()[0], 2)
+    info["torch_threads"] = args.threads or info["torch_threads"]
     result = {"machine": info, "limit_mib": LIMIT_MB, "processes": rows,
               "within_limit": all(r["peak_rss_mib"] < LIMIT_MB for r in rows.values())}
     table = [["`make demo` step", "peak RSS (MiB)", "wall time (s)"]]

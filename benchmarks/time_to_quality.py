@@ -106,6 +106,7 @@ def main() -> None:
                             "--train.threads", str(args.threads)],
                  run_dir / "metrics.jsonl", work / "ours.log")
     (work / "reference.jsonl").unlink(missing_ok=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still reap the (stopped) children
     try:
         while not (reference.done and ours.done):
             for side in (ours, reference):

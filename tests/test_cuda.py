@@ -59,10 +59,11 @@ def test_data_too_big_for_the_gpu_stays_on_the_host_and_goes_through_pinned_memo
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_training_on_the_gpu_learns_in_every_precision(tiny, precision: str) -> None:
     run = vaekit.train(tiny(precision, **{"train.device": "cuda", "train.precision": precision,
-                                          "train.epochs": 3}))
-    records = _records(run)
+                                          "train.epochs": 4, "data.noise_examples": 512}))
+    records = _records(run)  # 8 steps per epoch
     assert records[-1]["train_nelbo"] < records[0]["train_nelbo"]
-    assert records[-1]["skipped_updates"] <= 2  # fp16: the scaler may overflow at first
+    # fp16: the gradient scaler starts high and skips the steps that overflow until it fits
+    assert records[-1]["skipped_updates"] <= (12 if precision == "fp16" else 0)
     model = vaekit.load(run)
     assert all(torch.isfinite(v).all() for v in model.state_dict().values())
 
