@@ -33,12 +33,21 @@ import vaekit  # noqa: E402
 from vaekit.data import Dataset, load_data  # noqa: E402
 
 
-def vaekit_epochs(data: Dataset, out: Path, precision: str, epochs: int = 1,
-                  threads: int = 0) -> list[dict]:
+def vaekit_epochs(
+    data: Dataset, out: Path, precision: str, epochs: int = 1, threads: int = 0
+) -> list[dict]:
     """Train the mnist-mlp preset on `data`; its per-epoch metrics records."""
-    cfg = vaekit.load_config("mnist-mlp", {
-        "data.name": "fashion-mnist", "train.epochs": epochs, "train.precision": precision,
-        "train.progress": False, "train.out": str(out), "train.threads": threads})
+    cfg = vaekit.load_config(
+        "mnist-mlp",
+        {
+            "data.name": "fashion-mnist",
+            "train.epochs": epochs,
+            "train.precision": precision,
+            "train.progress": False,
+            "train.out": str(out),
+            "train.threads": threads,
+        },
+    )
     run = vaekit.train(cfg, data=data, overwrite=True)
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
@@ -46,18 +55,25 @@ def vaekit_epochs(data: Dataset, out: Path, precision: str, epochs: int = 1,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--quality-epochs", type=int, default=10,
-                        help="epochs of the fp32 vs bf16 quality check (0: skip it)")
+    parser.add_argument(
+        "--quality-epochs",
+        type=int,
+        default=10,
+        help="epochs of the fp32 vs bf16 quality check (0: skip it)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     info = machine()
-    data = load_data(vaekit.load_config(None, {"data.name": "fashion-mnist"}).data,
-                     progress=False)
+    data = load_data(vaekit.load_config(None, {"data.name": "fashion-mnist"}).data, progress=False)
     assert data.y_train is not None and data.y_test is not None
-    reference = Reference(data.x_train[:, 0].numpy(), data.y_train.numpy(),
-                          data.x_test[:, 0].numpy(), data.y_test.numpy())
+    reference = Reference(
+        data.x_train[:, 0].numpy(),
+        data.y_train.numpy(),
+        data.x_test[:, 0].numpy(),
+        data.y_test.numpy(),
+    )
     out = Path(tempfile.mkdtemp(prefix="vaekit-mlp-speed-"))
 
     def run_reference() -> float:
@@ -65,50 +81,68 @@ def main() -> None:
         seen, _ = reference.train_epoch()
         return seen / (time.perf_counter() - started)
 
-    loops = {"reference": run_reference,
-             "vaekit fp32": lambda: vaekit_epochs(data, out, "fp32", threads=args.threads
-                                                  )[-1]["samples_per_s"],
-             "vaekit bf16": lambda: vaekit_epochs(data, out, "bf16", threads=args.threads
-                                                  )[-1]["samples_per_s"]}
+    loops = {
+        "reference": run_reference,
+        "vaekit fp32": lambda: vaekit_epochs(data, out, "fp32", threads=args.threads)[-1][
+            "samples_per_s"
+        ],
+        "vaekit bf16": lambda: vaekit_epochs(data, out, "bf16", threads=args.threads)[-1][
+            "samples_per_s"
+        ],
+    }
     names = list(loops)
     speeds: dict[str, list[float]] = {name: [] for name in names}
     for r in range(args.rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:  # rotate the order
+        for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate the order
             speeds[name].append(loops[name]())
             print(f"round {r + 1}: {name}: {speeds[name][-1]:,.0f} samples/s", flush=True)
-    ratios = {name: [s / ref for s, ref in zip(speeds[name], speeds["reference"], strict=True)]
-              for name in names}
+    ratios = {
+        name: [s / ref for s, ref in zip(speeds[name], speeds["reference"], strict=True)]
+        for name in names
+    }
 
     quality: dict[str, dict] = {}
     for precision in ("fp32", "bf16") if args.quality_epochs else ():
         records = vaekit_epochs(data, out, precision, args.quality_epochs, args.threads)
-        quality[precision] = {"epochs": args.quality_epochs,
-                              "test_nelbo": records[-1]["test_nelbo"],
-                              "samples_per_s_median": median([r["samples_per_s"]
-                                                              for r in records])}
-        print(f"{precision}, {args.quality_epochs} epochs: test -ELBO "
-              f"{quality[precision]['test_nelbo']:.2f}", flush=True)
+        quality[precision] = {
+            "epochs": args.quality_epochs,
+            "test_nelbo": records[-1]["test_nelbo"],
+            "samples_per_s_median": median([r["samples_per_s"] for r in records]),
+        }
+        print(
+            f"{precision}, {args.quality_epochs} epochs: test -ELBO "
+            f"{quality[precision]['test_nelbo']:.2f}",
+            flush=True,
+        )
 
     info["load_average_1min_end"] = round(os.getloadavg()[0], 2)
-    result = {"machine": info, "rounds": args.rounds,
-              "samples_per_s": {k: [round(v) for v in vs] for k, vs in speeds.items()},
-              "samples_per_s_median": {k: round(median(vs)) for k, vs in speeds.items()},
-              "ratio_to_reference_median": {k: round(median(v), 2) for k, v in ratios.items()},
-              "quality": quality}
+    result = {
+        "machine": info,
+        "rounds": args.rounds,
+        "samples_per_s": {k: [round(v) for v in vs] for k, vs in speeds.items()},
+        "samples_per_s_median": {k: round(median(vs)) for k, vs in speeds.items()},
+        "ratio_to_reference_median": {k: round(median(v), 2) for k, v in ratios.items()},
+        "quality": quality,
+    }
     table = [["loop (batch 128, 784-400-20)", "samples/s (median)", "x reference (same round)"]]
-    labels = {"reference": "reference: per-sample Dataset + DataLoader, sigmoid + BCE, Adam",
-              "vaekit fp32": "`vaekit train --config mnist-mlp` (fp32)",
-              "vaekit bf16": "same, `--train.precision bf16`"}
+    labels = {
+        "reference": "reference: per-sample Dataset + DataLoader, sigmoid + BCE, Adam",
+        "vaekit fp32": "`vaekit train --config mnist-mlp` (fp32)",
+        "vaekit bf16": "same, `--train.precision bf16`",
+    }
     for name in names:
-        table.append([labels[name], f"{median(speeds[name]):,.0f}",
-                      f"{median(ratios[name]):.2f}x"])
-    notes = [f"Median over {args.rounds} rounds; each round runs one epoch (60,000 images) of "
-             "each loop, in rotating order, in one process; samples/s count the training "
-             "loop only."]
+        table.append([labels[name], f"{median(speeds[name]):,.0f}", f"{median(ratios[name]):.2f}x"])
+    notes = [
+        f"Median over {args.rounds} rounds; each round runs one epoch (60,000 images) of "
+        "each loop, in rotating order, in one process; samples/s count the training "
+        "loop only."
+    ]
     if quality:
-        notes.append("Test -ELBO after {} epochs from the same seed: fp32 {:.2f}, bf16 {:.2f} "
-                     "nats.".format(args.quality_epochs, quality["fp32"]["test_nelbo"],
-                                    quality["bf16"]["test_nelbo"]))
+        notes.append(
+            "Test -ELBO after {} epochs from the same seed: fp32 {:.2f}, bf16 {:.2f} nats.".format(
+                args.quality_epochs, quality["fp32"]["test_nelbo"], quality["bf16"]["test_nelbo"]
+            )
+        )
     md = write_results("mlp_speed", result, table, notes)
     print(md.read_text())
 

@@ -90,7 +90,7 @@ class VAE(nn.Module):
 
 def loss_function(recon_x, x, mu, logvar):
     # Reconstruction + KL divergence losses summed over all elements and batch
-    BCE = F.binary_cross_entropy(recon_x, x.view(-1, 784), reduction='sum')
+    BCE = F.binary_cross_entropy(recon_x, x.view(-1, 784), reduction="sum")
     # see Appendix B from VAE paper: https://arxiv.org/abs/1312.6114
     KLD = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
     return BCE + KLD
@@ -99,15 +99,23 @@ def loss_function(recon_x, x, mu, logvar):
 class Reference:
     """Model, optimizer and loaders of the reference run, built the way pytorch/examples does."""
 
-    def __init__(self, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
-                 y_test: np.ndarray, seed: int = 1) -> None:
+    def __init__(
+        self,
+        x_train: np.ndarray,
+        y_train: np.ndarray,
+        x_test: np.ndarray,
+        y_test: np.ndarray,
+        seed: int = 1,
+    ) -> None:
         torch.manual_seed(seed)
         self.model = VAE()
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
         self.train_loader = torch.utils.data.DataLoader(
-            ImageDataset(x_train, y_train), batch_size=BATCH_SIZE, shuffle=True)
+            ImageDataset(x_train, y_train), batch_size=BATCH_SIZE, shuffle=True
+        )
         self.test_loader = torch.utils.data.DataLoader(
-            ImageDataset(x_test, y_test), batch_size=BATCH_SIZE, shuffle=False)
+            ImageDataset(x_test, y_test), batch_size=BATCH_SIZE, shuffle=False
+        )
 
     def train_epoch(self, max_steps: int = 0) -> tuple[int, float]:
         """One epoch (or `max_steps` steps): returns (samples, mean training loss)."""
@@ -140,10 +148,15 @@ def fashion_mnist_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
     """Fashion-MNIST as numpy arrays (N, 28, 28) uint8 and labels, from vaekit's IDX reader."""
     from vaekit.config import DataConfig
     from vaekit.data import load_data
+
     data = load_data(DataConfig(name="fashion-mnist"), progress=False)
     assert data.y_train is not None and data.y_test is not None
-    return (data.x_train[:, 0].numpy(), data.y_train.numpy(), data.x_test[:, 0].numpy(),
-            data.y_test.numpy())
+    return (
+        data.x_train[:, 0].numpy(),
+        data.y_train.numpy(),
+        data.x_test[:, 0].numpy(),
+        data.y_test.numpy(),
+    )
 
 
 def main() -> None:
@@ -159,8 +172,13 @@ def main() -> None:
         started = time.perf_counter()
         seen, train_loss = ref.train_epoch()
         seconds = time.perf_counter() - started
-        record = {"epoch": epoch, "seconds": seconds, "samples_per_s": seen / seconds,
-                  "train_nelbo": train_loss, "test_nelbo": ref.test_nelbo()}
+        record = {
+            "epoch": epoch,
+            "seconds": seconds,
+            "samples_per_s": seen / seconds,
+            "train_nelbo": train_loss,
+            "test_nelbo": ref.test_nelbo(),
+        }
         line = json.dumps(record)
         print(line, flush=True)
         if args.records:

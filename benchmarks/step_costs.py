@@ -42,8 +42,11 @@ def cpu_us(fn: Callable[[], object], calls: int) -> float:
     return (time.process_time() - started) / calls * 1e6
 
 
-def compare(pairs: dict[str, tuple[Callable[[], object], Callable[[], object]]], rounds: int,
-            calls: int = 100) -> dict[str, tuple[float, float]]:
+def compare(
+    pairs: dict[str, tuple[Callable[[], object], Callable[[], object]]],
+    rounds: int,
+    calls: int = 100,
+) -> dict[str, tuple[float, float]]:
     """{name: (old us, new us)}: the best round of each, old and new alternating."""
     best: dict[str, list[float]] = {name: [float("inf"), float("inf")] for name in pairs}
     for fns in pairs.values():
@@ -77,8 +80,11 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
 
     def backward(precision: str = "fp32") -> torch.Tensor:
-        with (torch.autocast("cpu", torch.bfloat16) if precision == "bf16"
-              else contextlib.nullcontext()):
+        with (
+            torch.autocast("cpu", torch.bfloat16)
+            if precision == "bf16"
+            else contextlib.nullcontext()
+        ):
             terms = objectives.compute(model, x, None, cfg.loss, 0, g)
         model.zero_grad(set_to_none=True)
         terms.loss.backward()
@@ -89,8 +95,9 @@ def main() -> None:
 
     def adam(**kind: object) -> torch.optim.Adam:
         """Adam over copies of the model's parameters, holding copies of its gradients."""
-        opt = torch.optim.Adam([p.detach().clone().requires_grad_() for p in params], lr=1e-3,
-                               **kind)
+        opt = torch.optim.Adam(
+            [p.detach().clone().requires_grad_() for p in params], lr=1e-3, **kind
+        )
         for p, grad in zip(opt.param_groups[0]["params"], grads, strict=True):
             p.grad = grad.clone()
         return opt
@@ -112,17 +119,25 @@ def main() -> None:
     def old_guard_and_stats() -> None:
         norm = torch.nn.utils.clip_grad_norm_(params, float("inf"), foreach=True)
         if torch.isfinite(norm) and torch.isfinite(loss):  # two host syncs per step
-            sums.add_(torch.stack([loss.detach().double().cpu(), loss.detach().double().cpu(),
-                                   loss.detach().double().cpu(),
-                                   torch.tensor(1.0, dtype=torch.float64)]))
+            sums.add_(
+                torch.stack(
+                    [
+                        loss.detach().double().cpu(),
+                        loss.detach().double().cpu(),
+                        loss.detach().double().cpu(),
+                        torch.tensor(1.0, dtype=torch.float64),
+                    ]
+                )
+            )
 
     pending: list[torch.Tensor] = []
 
     def new_guard_and_stats() -> None:
         norm = torch.nn.utils.get_total_norm(grads, foreach=True)
         bad = (~torch.isfinite(loss.detach() + norm)).float()
-        pending.append(torch.stack([loss.detach(), loss.detach(), loss.detach(),
-                                    loss.detach(), norm, bad]))
+        pending.append(
+            torch.stack([loss.detach(), loss.detach(), loss.detach(), loss.detach(), norm, bad])
+        )
         if len(pending) == 25:  # one read of 25 steps' records
             torch.stack(pending).double().tolist()
             pending.clear()
@@ -140,8 +155,10 @@ def main() -> None:
         z = reference.reparameterize(mu, logvar)
         logits = reference.fc4(F.relu(reference.fc3(z)))
         reference.zero_grad(set_to_none=True)
-        (F.binary_cross_entropy_with_logits(logits, xr, reduction="sum")
-         - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())).backward()
+        (
+            F.binary_cross_entropy_with_logits(logits, xr, reduction="sum")
+            - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+        ).backward()
 
     tiny = [torch.full_like(p, 1e-20) for p in params]  # v = g^2 ~ 1e-40: denormal
 
@@ -154,35 +171,52 @@ def main() -> None:
             torch.set_flush_denormal(flush)
             opt.step()
             torch.set_flush_denormal(True)
+
         return step
 
     pairs = {
         "batch: x[idx].float() / 255 -> index_select + one-pass divide": (
-            lambda: x_train[idx].float().div_(255.0), lambda: gather(x_train, idx, cpu)),
+            lambda: x_train[idx].float().div_(255.0),
+            lambda: gather(x_train, idx, cpu),
+        ),
         "loss: sigmoid + BCE -> BCE with logits (fwd + bwd, reference model)": (
-            sigmoid_bce, logits_bce),
+            sigmoid_bce,
+            logits_bce,
+        ),
         "optimizer: Adam for-loop (plain) -> fused Adam": (adam().step, adam(fused=True).step),
-        "optimizer: foreach Adam -> fused Adam": (adam(foreach=True).step,
-                                                  adam(fused=True).step),
+        "optimizer: foreach Adam -> fused Adam": (adam(foreach=True).step, adam(fused=True).step),
         "guard: clip_grad_norm_(inf) + 2 syncs + stats -> on-device, 1 read per 25 steps": (
-            old_guard_and_stats, new_guard_and_stats),
+            old_guard_and_stats,
+            new_guard_and_stats,
+        ),
         "guard + fused Adam on the CPU: found_inf tensor -> read the flag": (
-            skip_on_device, skip_on_host),
-        "denormals in Adam's state: flush off -> on": (adam_tiny_grads(False),
-                                                       adam_tiny_grads(True)),
+            skip_on_device,
+            skip_on_host,
+        ),
+        "denormals in Adam's state: flush off -> on": (
+            adam_tiny_grads(False),
+            adam_tiny_grads(True),
+        ),
         "forward + backward: fp32 -> bf16 autocast": (backward, lambda: backward("bf16")),
     }
     costs = compare(pairs, args.rounds)
     info["load_average_1min_end"] = round(os.getloadavg()[0], 2)
-    result = {"machine": info, "threads": args.threads, "rounds": args.rounds,
-              "microseconds_per_call": {k: {"old": round(o, 1), "new": round(n, 1)}
-                                        for k, (o, n) in costs.items()}}
+    result = {
+        "machine": info,
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "microseconds_per_call": {
+            k: {"old": round(o, 1), "new": round(n, 1)} for k, (o, n) in costs.items()
+        },
+    }
     table = [["change (old -> new)", "old (us)", "new (us)", "saved per step (us)"]]
     for name, (old, new) in costs.items():
         table.append([name, f"{old:,.0f}", f"{new:,.0f}", f"{old - new:,.0f}"])
-    notes = [f"CPU time per call with {args.threads} thread(s), best of {args.rounds} "
-             "alternating rounds of 100 calls. A step of the mnist-mlp preset at 30,000 "
-             "samples/s lasts 4,270 us."]
+    notes = [
+        f"CPU time per call with {args.threads} thread(s), best of {args.rounds} "
+        "alternating rounds of 100 calls. A step of the mnist-mlp preset at 30,000 "
+        "samples/s lasts 4,270 us."
+    ]
     md = write_results("step_costs", result, table, notes)
     print(md.read_text())
 

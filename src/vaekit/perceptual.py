@@ -62,11 +62,19 @@ def vgg16_features() -> nn.Sequential:
 def alexnet_features() -> nn.Sequential:
     """torchvision's `alexnet().features` up to the fifth ReLU."""
     return nn.Sequential(
-        nn.Conv2d(3, 64, 11, stride=4, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
-        nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
-        nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(256, 256, 3, padding=1), nn.ReLU())
+        nn.Conv2d(3, 64, 11, stride=4, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(3, 2),
+        nn.Conv2d(64, 192, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(3, 2),
+        nn.Conv2d(192, 384, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(384, 256, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(256, 256, 3, padding=1),
+        nn.ReLU(),
+    )
 
 
 class LPIPS(nn.Module):
@@ -108,9 +116,11 @@ class LPIPS(nn.Module):
         if x.shape[1] not in (1, 3):
             raise ConfigError(f"LPIPS needs 1- or 3-channel images; these have {x.shape[1]}")
         if min(x.shape[-2:]) < _MIN_SIZE[self.net]:
-            raise ConfigError(f"loss.perceptual lpips-{self.net} needs images of at least "
-                              f"{_MIN_SIZE[self.net]} px; these are {tuple(x.shape[-2:])}"
-                              + ("; use lpips-vgg" if self.net == "alex" else ""))
+            raise ConfigError(
+                f"loss.perceptual lpips-{self.net} needs images of at least "
+                f"{_MIN_SIZE[self.net]} px; these are {tuple(x.shape[-2:])}"
+                + ("; use lpips-vgg" if self.net == "alex" else "")
+            )
         taps0, taps1 = self.taps(self._prepare(x_recon)), self.taps(self._prepare(x))
         total = torch.zeros(x.shape[0], device=x.device, dtype=torch.float32)
         for f0, f1, lin in zip(taps0, taps1, self.lins, strict=True):
@@ -130,25 +140,26 @@ def _load(path: Path, what: str) -> dict[str, torch.Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ConfigError(f"{what} {path} is not a readable torch weights file ({first})"
-                          ) from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"],
-                                                                        dict):
+        raise ConfigError(f"{what} {path} is not a readable torch weights file ({first})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise ConfigError(f"{what} {path} does not hold a state_dict")
     return state
 
 
-def _fill(module: nn.Module, state: dict[str, torch.Tensor], prefix: str, path: Path,
-          what: str) -> None:
+def _fill(
+    module: nn.Module, state: dict[str, torch.Tensor], prefix: str, path: Path, what: str
+) -> None:
     """Copy `prefix`-keyed tensors into `module`, failing clearly on a missing or odd one."""
     own = module.state_dict()
-    sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     bad = [k for k in own if k not in sub or tuple(sub[k].shape) != tuple(own[k].shape)]
     if bad:
-        raise ConfigError(f"{what} {path} does not fit (e.g. {prefix}{bad[0]} is missing or "
-                          "has another shape); use the file torchvision / lpips ship")
+        raise ConfigError(
+            f"{what} {path} does not fit (e.g. {prefix}{bad[0]} is missing or "
+            "has another shape); use the file torchvision / lpips ship"
+        )
     module.load_state_dict({k: sub[k] for k in own}, strict=True)
 
 
@@ -176,17 +187,23 @@ def _load_backbone(model: LPIPS, source: str, generator: torch.Generator) -> Non
     if source == RANDOM:
         for m in model.features:
             if isinstance(m, nn.Conv2d) and m.bias is not None:  # torchvision's VGG init
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu",
-                                        generator=generator)
+                nn.init.kaiming_normal_(
+                    m.weight, mode="fan_out", nonlinearity="relu", generator=generator
+                )
                 nn.init.zeros_(m.bias)
         return
     path = Path(source).expanduser() if source else hub_checkpoint(model.net)
     if not path.is_file():
-        where = (f"loss.perceptual_backbone_weights {path} does not exist" if source else
-                 f"the LPIPS backbone weights are not in {path}")
-        raise ConfigError(f"{where}; copy torchvision's {TORCHVISION_FILES[model.net]} there "
-                          "(from a machine that can download it), or set "
-                          "loss.perceptual_backbone_weights to its path")
+        where = (
+            f"loss.perceptual_backbone_weights {path} does not exist"
+            if source
+            else f"the LPIPS backbone weights are not in {path}"
+        )
+        raise ConfigError(
+            f"{where}; copy torchvision's {TORCHVISION_FILES[model.net]} there "
+            "(from a machine that can download it), or set "
+            "loss.perceptual_backbone_weights to its path"
+        )
     _fill(model.features, _load(path, "LPIPS backbone"), "features.", path, "LPIPS backbone")
 
 
@@ -199,22 +216,33 @@ def _load_lins(model: LPIPS, source: str, generator: torch.Generator) -> None:
         return
     path = Path(source).expanduser() if source else lpips_package_file(model.net)
     if path is None:
-        raise ConfigError("loss.perceptual needs the LPIPS layer weights from the lpips "
-                          "package: pip install 'vaekit[lpips]' (or pip install --no-deps "
-                          "lpips), or set loss.perceptual_lin_weights to a file")
+        raise ConfigError(
+            "loss.perceptual needs the LPIPS layer weights from the lpips "
+            "package: pip install 'vaekit[lpips]' (or pip install --no-deps "
+            "lpips), or set loss.perceptual_lin_weights to a file"
+        )
     if not path.is_file():
-        raise ConfigError(f"loss.perceptual_lin_weights {path} does not exist; point it at "
-                          f"lpips's weights/v0.1/{model.net}.pth")
+        raise ConfigError(
+            f"loss.perceptual_lin_weights {path} does not exist; point it at "
+            f"lpips's weights/v0.1/{model.net}.pth"
+        )
     state = _load(path, "LPIPS layer weights")
     # lpips names them lin0.model.1.weight ... (a Dropout sits at model.0)
-    state = {f"{k.split('.')[0][3:]}.weight": v for k, v in state.items()
-             if k.startswith("lin") and k.endswith(".weight")}
+    state = {
+        f"{k.split('.')[0][3:]}.weight": v
+        for k, v in state.items()
+        if k.startswith("lin") and k.endswith(".weight")
+    }
     _fill(model.lins, state, "", path, "LPIPS layer weights")
 
 
-def build_perceptual(name: str, device: torch.device | str = "cpu",
-                     backbone_weights: str = "", lin_weights: str = "", seed: int = 0
-                     ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def build_perceptual(
+    name: str,
+    device: torch.device | str = "cpu",
+    backbone_weights: str = "",
+    lin_weights: str = "",
+    seed: int = 0,
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The perceptual distance `name` ('lpips-vgg' or 'lpips-alex') as (x_recon, x) -> (B,).
 
     `backbone_weights` / `lin_weights`: a file path, '' (the standard place, see the module

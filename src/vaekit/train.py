@@ -27,11 +27,24 @@ from .tracking import Tracker
 
 T = TypeVar("T")
 SYNC_EVERY = 25  # steps between reads of the step records (the only host syncs on GPU)
-RUN_FILES = ("config.yaml", checkpoint.CONFIG_FILE, checkpoint.MODEL_FILE, checkpoint.STATE_FILE,
-             "metrics.jsonl", "samples.png", "reconstructions.png", "report.html",
-             # pictures of `vaekit report` and the picture commands (figures.FILES)
-             "interpolation.png", "interpolation_linear.png", "interpolation_slerp.png",
-             "manifold.png", "latents.png", "curves.png", "kl.png")
+RUN_FILES = (
+    "config.yaml",
+    checkpoint.CONFIG_FILE,
+    checkpoint.MODEL_FILE,
+    checkpoint.STATE_FILE,
+    "metrics.jsonl",
+    "samples.png",
+    "reconstructions.png",
+    "report.html",
+    # pictures of `vaekit report` and the picture commands (figures.FILES)
+    "interpolation.png",
+    "interpolation_linear.png",
+    "interpolation_slerp.png",
+    "manifold.png",
+    "latents.png",
+    "curves.png",
+    "kl.png",
+)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -40,11 +53,14 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"config key 'train.device' has unknown device {name!r}; use cpu, "
-                          "cuda, cuda:N or auto") from None
+        raise ConfigError(
+            f"config key 'train.device' has unknown device {name!r}; use cpu, cuda, cuda:N or auto"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name} was asked for but CUDA is not available here; "
-                          "use --device cpu or auto")
+        raise ConfigError(
+            f"--device {name} was asked for but CUDA is not available here; "
+            "use --device cpu or auto"
+        )
     return device
 
 
@@ -66,6 +82,7 @@ class Dist:
         if not self.enabled:
             return device
         import torch.distributed as td
+
         if device.type == "cuda":
             device = torch.device("cuda", self.local_rank)
             torch.cuda.set_device(device)
@@ -78,6 +95,7 @@ class Dist:
         if not self.enabled:
             return flag
         import torch.distributed as td
+
         t = torch.tensor([1.0 if flag else 0.0], device=device)
         td.all_reduce(t, op=td.ReduceOp.MAX)
         return bool(t.item() > 0)
@@ -86,6 +104,7 @@ class Dist:
         """t, in place, as its elementwise maximum over the ranks."""
         if self.enabled:
             import torch.distributed as td
+
             td.all_reduce(t, op=td.ReduceOp.MAX)
         return t
 
@@ -93,6 +112,7 @@ class Dist:
         """t, in place, as its mean over the ranks (equal shards: the global-batch mean)."""
         if self.enabled:
             import torch.distributed as td
+
             td.all_reduce(t, op=td.ReduceOp.SUM)
             t /= self.world
         return t
@@ -102,6 +122,7 @@ class Dist:
         if not self.enabled:
             return make()
         import torch.distributed as td
+
         box: list[Any] = [None]
         if self.main:
             try:
@@ -119,6 +140,7 @@ class Dist:
             import gc
 
             import torch.distributed as td
+
             if td.is_initialized():
                 if finished:  # rank 0 may still be writing; leave together
                     td.barrier()
@@ -162,12 +184,16 @@ def prepare_run_dir(config: Config, resume: bool, overwrite: bool) -> Path:
             stale.unlink(missing_ok=True)
     if resume:
         if not (run_dir / checkpoint.STATE_FILE).is_file():
-            raise ConfigError(f"--resume: {run_dir} holds no resume state "
-                              f"({checkpoint.STATE_FILE}); start it without --resume")
+            raise ConfigError(
+                f"--resume: {run_dir} holds no resume state "
+                f"({checkpoint.STATE_FILE}); start it without --resume"
+            )
     elif holds_run:
         if not overwrite:
-            raise ConfigError(f"--out {run_dir} already holds a run; pass --resume to continue "
-                              "it, --overwrite to replace it, or choose another --out")
+            raise ConfigError(
+                f"--out {run_dir} already holds a run; pass --resume to continue "
+                "it, --overwrite to replace it, or choose another --out"
+            )
         for name in RUN_FILES:
             (run_dir / name).unlink(missing_ok=True)
         for name in ("tensorboard", "wandb", "images"):
@@ -175,12 +201,17 @@ def prepare_run_dir(config: Config, resume: bool, overwrite: bool) -> Path:
     return run_dir
 
 
-def make_optimizer(model: torch.nn.Module, config: Config, device: torch.device
-                   ) -> torch.optim.Optimizer:
+def make_optimizer(
+    model: torch.nn.Module, config: Config, device: torch.device
+) -> torch.optim.Optimizer:
     o = config.optim
     params = [p for p in model.parameters() if p.requires_grad]
-    kinds: dict[str, Any] = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
-                             "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}
+    kinds: dict[str, Any] = {
+        "adam": torch.optim.Adam,
+        "adamw": torch.optim.AdamW,
+        "adagrad": torch.optim.Adagrad,
+        "sgd": torch.optim.SGD,
+    }
     kwargs: dict[str, Any] = {"lr": o.lr, "weight_decay": o.weight_decay}
     if o.fused and o.name in ("adam", "adamw", "adagrad", "sgd"):
         try:  # fused kernels: one launch for all parameters (measured faster on CPU too)
@@ -198,9 +229,11 @@ def _grad_norm(params: list[torch.nn.Parameter], clip: float) -> torch.Tensor:
     return torch.nn.utils.get_total_norm(grads, foreach=True)  # no multiply-by-1 pass
 
 
-def make_schedule(optimizer: torch.optim.Optimizer, config: Config, total_steps: int
-                  ) -> torch.optim.lr_scheduler.LambdaLR:
+def make_schedule(
+    optimizer: torch.optim.Optimizer, config: Config, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     import math
+
     warm, kind = config.optim.warmup_steps, config.optim.schedule
 
     def factor(step: int) -> float:
@@ -235,7 +268,7 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
 
 
 def _rng_state(generator: torch.Generator) -> dict[str, Any]:
-    state = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
+    state: dict[str, Any] = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -248,9 +281,18 @@ def _set_rng_state(generator: torch.Generator, state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-_RESUME_FREE = ("train.epochs", "train.out", "train.progress", "train.tracker",
-                "train.checkpoint_every", "train.eval_every", "train.run_name",
-                "train.log_images_every", "train.max_skipped", "train.threads")
+_RESUME_FREE = (
+    "train.epochs",
+    "train.out",
+    "train.progress",
+    "train.tracker",
+    "train.checkpoint_every",
+    "train.eval_every",
+    "train.run_name",
+    "train.log_images_every",
+    "train.max_skipped",
+    "train.threads",
+)
 
 
 def _check_resume_config(saved: dict[str, Any], config: Config, run_dir: Path) -> None:
@@ -264,8 +306,10 @@ def _check_resume_config(saved: dict[str, Any], config: Config, run_dir: Path) -
             if dotted not in _RESUME_FREE and saved.get(section, {}).get(key) != value:
                 diffs.append(f"{dotted}: {saved.get(section, {}).get(key)!r} -> {value!r}")
     if diffs:
-        raise ConfigError(f"--resume: the config differs from the run in {run_dir} ("
-                          f"{'; '.join(diffs[:6])}); resume with the run's own config.yaml")
+        raise ConfigError(
+            f"--resume: the config differs from the run in {run_dir} ("
+            f"{'; '.join(diffs[:6])}); resume with the run's own config.yaml"
+        )
 
 
 def check_data(data: Dataset, config: Config) -> None:
@@ -277,14 +321,20 @@ def check_data(data: Dataset, config: Config) -> None:
             raise DataError(f"{data.name}:{name} holds no images")
     if config.model.conditional and data.y_train is None:
         raise DataError(f"model.conditional needs labels, but {data.name} has none")
-    if data.y_train is not None and data.num_classes and int(data.y_train.max()) >= \
-            data.num_classes:
-        raise DataError(f"{data.name}: label {int(data.y_train.max())} is out of range for "
-                        f"{data.num_classes} classes")
+    if (
+        data.y_train is not None
+        and data.num_classes
+        and int(data.y_train.max()) >= data.num_classes
+    ):
+        raise DataError(
+            f"{data.name}: label {int(data.y_train.max())} is out of range for "
+            f"{data.num_classes} classes"
+        )
 
 
-def train(config: Config, *, resume: bool = False, overwrite: bool = False,
-          data: Dataset | None = None) -> Path:
+def train(
+    config: Config, *, resume: bool = False, overwrite: bool = False, data: Dataset | None = None
+) -> Path:
     """Train a VAE as `config` says and return its run directory.
 
     The run directory holds config.yaml, metrics.jsonl, config.json + model.safetensors,
@@ -297,8 +347,9 @@ def train(config: Config, *, resume: bool = False, overwrite: bool = False,
     if t.threads:
         torch.set_num_threads(t.threads)
     if t.batch_size % dist.world:
-        raise ConfigError(f"train.batch_size {t.batch_size} must be divisible by the "
-                          f"{dist.world} processes")
+        raise ConfigError(
+            f"train.batch_size {t.batch_size} must be divisible by the {dist.world} processes"
+        )
     device = dist.setup(resolve_device(t.device))
     if device.type == "cpu":
         torch.set_flush_denormal(True)  # denormals cost ~100x on x86; measured in benchmarks/
@@ -318,9 +369,11 @@ def train(config: Config, *, resume: bool = False, overwrite: bool = False,
     except RuntimeError as e:  # torch.OutOfMemoryError is a RuntimeError too
         if not _is_out_of_memory(e):
             raise
-        raise VaekitError(f"out of memory on {device} with --batch-size {t.batch_size}: try a "
-                          f"smaller batch (e.g. --batch-size {max(1, t.batch_size // 2)}) or a "
-                          "smaller model; the last saved checkpoint is kept") from None
+        raise VaekitError(
+            f"out of memory on {device} with --batch-size {t.batch_size}: try a "
+            f"smaller batch (e.g. --batch-size {max(1, t.batch_size // 2)}) or a "
+            "smaller model; the last saved checkpoint is kept"
+        ) from None
     finally:
         dist.teardown()
 
@@ -328,17 +381,26 @@ def train(config: Config, *, resume: bool = False, overwrite: bool = False,
 def _is_out_of_memory(error: RuntimeError) -> bool:
     text = str(error).lower()
     return isinstance(error, torch.OutOfMemoryError) or any(
-        s in text for s in ("out of memory", "not enough memory", "can't allocate memory"))
+        s in text for s in ("out of memory", "not enough memory", "can't allocate memory")
+    )
 
 
-def _train(config: Config, data: Dataset, run_dir: Path, device: torch.device, dist: Dist,
-           resume: bool, show: bool) -> Path:
+def _train(
+    config: Config,
+    data: Dataset,
+    run_dir: Path,
+    device: torch.device,
+    dist: Dist,
+    resume: bool,
+    show: bool,
+) -> Path:
     t = config.train
     torch.manual_seed(t.seed)
     model = VAE(config.model, data.shape, data.num_classes if config.model.conditional else 0)
     model.to(device)
     if config.model.arch == "conv":
-        model.to(memory_format=torch.channels_last)
+        # Module.to(memory_format=) works but is missing from torch's type stubs
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = make_optimizer(model, config, device)
     n_train = data.x_train.shape[0]
     steps_per_epoch = len(batch_indices(torch.arange(n_train), t.batch_size))
@@ -349,9 +411,14 @@ def _train(config: Config, data: Dataset, run_dir: Path, device: torch.device, d
     perceptual = None
     if config.loss.perceptual != "none":
         from .perceptual import build_perceptual
-        perceptual = build_perceptual(config.loss.perceptual, device,
-                                      config.loss.perceptual_backbone_weights,
-                                      config.loss.perceptual_lin_weights, seed=t.seed)
+
+        perceptual = build_perceptual(
+            config.loss.perceptual,
+            device,
+            config.loss.perceptual_backbone_weights,
+            config.loss.perceptual_lin_weights,
+            seed=t.seed,
+        )
 
     start_epoch, start_step, global_step, skipped_total = 0, 0, 0, 0
     state_path = run_dir / checkpoint.STATE_FILE
@@ -368,17 +435,21 @@ def _train(config: Config, data: Dataset, run_dir: Path, device: torch.device, d
         start_epoch, start_step = int(state["epoch"]), int(state["step_in_epoch"])
         global_step, skipped_total = int(state["global_step"]), int(state["skipped_updates"])
         if start_epoch >= t.epochs:
-            raise ConfigError(f"--resume: the run in {run_dir} already finished {start_epoch} "
-                              f"epochs; raise --epochs to train further")
+            raise ConfigError(
+                f"--resume: the run in {run_dir} already finished {start_epoch} "
+                f"epochs; raise --epochs to train further"
+            )
         if show:
-            print(f"resuming {run_dir} at epoch {start_epoch + 1}, step {start_step}",
-                  file=sys.stderr)
+            print(
+                f"resuming {run_dir} at epoch {start_epoch + 1}, step {start_step}", file=sys.stderr
+            )
 
     # the objective is a module so that DDP wraps the whole forward pass (and its hooks)
     net: torch.nn.Module = objectives.Objective(model, config.loss, perceptual)
     if dist.enabled:
         net = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None)
+            net, device_ids=[device.index] if device.type == "cuda" else None
+        )
     shard = (dist.rank, dist.world) if dist.enabled else None
 
     if dist.main:
@@ -390,8 +461,9 @@ def _train(config: Config, data: Dataset, run_dir: Path, device: torch.device, d
     params = [p for p in model.parameters() if p.requires_grad]
     # on a GPU, reading the skip flag every step would stall the queue: fused kernels take
     # it as a tensor (found_inf) instead; on the CPU reading it is free, found_inf is not
-    skip_on_device = (device.type != "cpu" and bool(optimizer.defaults.get("fused"))
-                      and not scaler.is_enabled())
+    skip_on_device = (
+        device.type != "cpu" and bool(optimizer.defaults.get("fused")) and not scaler.is_enabled()
+    )
     consecutive_skips = 0
     pending: list[torch.Tensor] = []  # per-step records still on the device
     sums = [0.0] * 5  # this epoch's nelbo, recon, kl, grad norm, applied updates
@@ -419,7 +491,8 @@ def _train(config: Config, data: Dataset, run_dir: Path, device: torch.device, d
                 raise TrainingDiverged(
                     f"training diverged: {consecutive_skips} consecutive non-finite updates "
                     f"up to step {global_step - len(rows) + i + 1}; the last good checkpoint "
-                    f"in {run_dir} is kept. Lower --lr or set optim.grad_clip")
+                    f"in {run_dir} is kept. Lower --lr or set optim.grad_clip"
+                )
         skipped_total += skipped
         if skipped and skip_on_device:  # the schedule counts applied updates only
             schedule.last_epoch -= skipped + 1
@@ -433,12 +506,22 @@ def _train(config: Config, data: Dataset, run_dir: Path, device: torch.device, d
         flush()
         if not dist.main:
             return
-        checkpoint.save_state(state_path, {
-            "format": 1, "config": config.to_dict(), "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-            "scaler": scaler.state_dict(), "rng": _rng_state(generator), "epoch": epoch,
-            "step_in_epoch": step_in_epoch, "global_step": global_step,
-            "skipped_updates": skipped_total})
+        checkpoint.save_state(
+            state_path,
+            {
+                "format": 1,
+                "config": config.to_dict(),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "scaler": scaler.state_dict(),
+                "rng": _rng_state(generator),
+                "epoch": epoch,
+                "step_in_epoch": step_in_epoch,
+                "global_step": global_step,
+                "skipped_updates": skipped_total,
+            },
+        )
 
     stop = StopFlag()
     with stop.installed():
@@ -449,8 +532,14 @@ def _train(config: Config, data: Dataset, run_dir: Path, device: torch.device, d
             model.train()
             sums[:] = [0.0] * 5
             started = time.perf_counter()
-            bar = tqdm(total=len(batches), initial=first, disable=not show, leave=False,
-                       desc=f"epoch {epoch + 1}/{t.epochs}", unit="step")
+            bar = tqdm(
+                total=len(batches),
+                initial=first,
+                disable=not show,
+                leave=False,
+                desc=f"epoch {epoch + 1}/{t.epochs}",
+                unit="step",
+            )
             step_in_epoch = first
             for step_in_epoch in range(first, len(batches)):
                 if dist.any(stop.signum != 0, device):
@@ -461,15 +550,17 @@ def _train(config: Config, data: Dataset, run_dir: Path, device: torch.device, d
                     raise TrainingInterrupted(
                         f"interrupted at epoch {epoch + 1}, step {step_in_epoch}; state saved "
                         f"in {run_dir}. Resume with: vaekit train --config "
-                        f"{run_dir / 'config.yaml'} --out {run_dir} --resume", code)
+                        f"{run_dir / 'config.yaml'} --out {run_dir} --resume",
+                        code,
+                    )
                 idx = batches[step_in_epoch]
                 x = gather(x_train, idx, device)  # (B, C, H, W) float in [0, 1]
                 if binarize:
                     x = torch.bernoulli(x, generator=generator)
                 y = y_train[idx].to(device) if y_train is not None else None
                 if dist.enabled:  # this rank's disjoint shard, binarized as one process would
-                    x = x[dist.rank::dist.world]
-                    y = y[dist.rank::dist.world] if y is not None else None
+                    x = x[dist.rank :: dist.world]
+                    y = y[dist.rank :: dist.world] if y is not None else None
                 with _autocast(device, precision):
                     terms = net(x, y, global_step, generator, shard)
                 optimizer.zero_grad(set_to_none=True)
@@ -486,47 +577,68 @@ def _train(config: Config, data: Dataset, run_dir: Path, device: torch.device, d
                     scaler.step(optimizer)
                     schedule.step()  # the schedule counts applied updates
                 scaler.update()
-                pending.append(torch.stack([terms.loss.detach(), terms.nelbo, terms.recon,
-                                            terms.kl, grad_norm, bad]))
+                pending.append(
+                    torch.stack(
+                        [terms.loss.detach(), terms.nelbo, terms.recon, terms.kl, grad_norm, bad]
+                    )
+                )
                 global_step += 1
                 if t.checkpoint_every and global_step % t.checkpoint_every == 0:
                     save_state(epoch, step_in_epoch + 1)
                 elif len(pending) >= SYNC_EVERY:
                     flush()
-                if t.log_images_every and global_step % t.log_images_every == 0 and \
-                        tracker.active:  # trackers only: metrics.jsonl stays one line per epoch
-                    tracker.log_scalars({k: float(getattr(terms, k).detach()) for k in
-                                         ("loss", "nelbo", "recon", "kl")}, global_step)
-                    tracker.log_images(write_images(model, data, run_dir, seed=t.seed),
-                                       global_step)
+                if (
+                    t.log_images_every and global_step % t.log_images_every == 0 and tracker.active
+                ):  # trackers only: metrics.jsonl stays one line per epoch
+                    tracker.log_scalars(
+                        {
+                            k: float(getattr(terms, k).detach())
+                            for k in ("loss", "nelbo", "recon", "kl")
+                        },
+                        global_step,
+                    )
+                    tracker.log_images(write_images(model, data, run_dir, seed=t.seed), global_step)
                     model.train()
             flush()
             bar.close()
             seconds = time.perf_counter() - started
             done = sums[4]
             record: dict[str, Any] = {
-                "epoch": epoch + 1, "step": global_step, "seconds": seconds,
+                "epoch": epoch + 1,
+                "step": global_step,
+                "seconds": seconds,
                 "samples_per_s": (len(batches) - first) * t.batch_size / max(seconds, 1e-9),
                 "train_nelbo": sums[0] / done if done else float("nan"),
                 "train_recon": sums[1] / done if done else float("nan"),
                 "train_kl": sums[2] / done if done else float("nan"),
                 "train_grad_norm": sums[3] / done if done else float("nan"),
-                "skipped_updates": skipped_total, "lr": schedule.get_last_lr()[0]}
+                "skipped_updates": skipped_total,
+                "lr": schedule.get_last_lr()[0],
+            }
             if dist.main and ((epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs):
                 model.eval()
-                test = elbo_stats(model, data.x_test, data.y_test if model.conditional else None,
-                                  t.eval_batch_size, seed=t.seed)
+                test = elbo_stats(
+                    model,
+                    data.x_test,
+                    data.y_test if model.conditional else None,
+                    t.eval_batch_size,
+                    seed=t.seed,
+                )
                 record.update({f"test_{k}": v for k, v in test.items()})
             if dist.main:
                 tracker.log_epoch(record)
                 checkpoint.save_model(run_dir, model, config, data.class_names)
                 save_state(epoch + 1, 0)
                 if show:
-                    test_part = (f", test -ELBO {record['test_nelbo']:.2f}"
-                                 if "test_nelbo" in record else "")
-                    print(f"epoch {epoch + 1}/{t.epochs}: train -ELBO "
-                          f"{record['train_nelbo']:.2f}{test_part} nats, "
-                          f"{record['samples_per_s']:,.0f} samples/s", file=sys.stderr)
+                    test_part = (
+                        f", test -ELBO {record['test_nelbo']:.2f}" if "test_nelbo" in record else ""
+                    )
+                    print(
+                        f"epoch {epoch + 1}/{t.epochs}: train -ELBO "
+                        f"{record['train_nelbo']:.2f}{test_part} nats, "
+                        f"{record['samples_per_s']:,.0f} samples/s",
+                        file=sys.stderr,
+                    )
                 images = write_images(model, data, run_dir, seed=t.seed)
                 tracker.log_images(images, global_step)
     tracker.close()
@@ -534,8 +646,9 @@ def _train(config: Config, data: Dataset, run_dir: Path, device: torch.device, d
 
 
 @torch.no_grad()
-def write_images(model: VAE, data: Dataset, run_dir: Path, seed: int = 0, n: int = 64
-                 ) -> dict[str, Any]:
+def write_images(
+    model: VAE, data: Dataset, run_dir: Path, seed: int = 0, n: int = 64
+) -> dict[str, Any]:
     """samples.png (prior samples) and reconstructions.png (originals above, recons below)."""
     model.eval()
     device = next(model.parameters()).device
@@ -552,8 +665,9 @@ def write_images(model: VAE, data: Dataset, run_dir: Path, seed: int = 0, n: int
     grid_samples = viz.make_grid(samples, nrow=8)
     grid_recon = viz.make_grid(torch.cat([x, recon]), nrow=k)
     fileio.write_bytes(run_dir / "samples.png", viz.png_bytes(viz.to_pil(grid_samples, scale)))
-    fileio.write_bytes(run_dir / "reconstructions.png",
-                       viz.png_bytes(viz.to_pil(grid_recon, scale)))
+    fileio.write_bytes(
+        run_dir / "reconstructions.png", viz.png_bytes(viz.to_pil(grid_recon, scale))
+    )
     return {"samples": grid_samples, "reconstructions": grid_recon}
 
 

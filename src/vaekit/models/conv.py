@@ -22,8 +22,11 @@ from ..config import ModelConfig
 
 
 def _layout(x: torch.Tensor) -> torch.memory_format:
-    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(
-            memory_format=torch.channels_last):
+    if (
+        x.dim() == 4
+        and not x.is_contiguous()
+        and x.is_contiguous(memory_format=torch.channels_last)
+    ):
         return torch.channels_last
     return torch.contiguous_format
 
@@ -40,8 +43,15 @@ class _GroupNormAct(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                groups: int, eps: float, act: bool) -> torch.Tensor:
+    def forward(
+        ctx,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        groups: int,
+        eps: float,
+        act: bool,
+    ) -> torch.Tensor:
         n, c = x.shape[:2]
         hw = math.prod(x.shape[2:])
         fmt = _layout(x)
@@ -59,8 +69,17 @@ class _GroupNormAct(torch.autograd.Function):
             grad = torch.ops.aten.silu_backward(grad.contiguous(memory_format=_layout(y)), y)
         n, c = x.shape[:2]
         dx, dw, db = torch.ops.aten.native_group_norm_backward(
-            grad.contiguous(), x.contiguous(), mean, rstd, weight, n, c,
-            math.prod(x.shape[2:]), ctx.groups, list(ctx.needs_input_grad[:3]))
+            grad.contiguous(),
+            x.contiguous(),
+            mean,
+            rstd,
+            weight,
+            n,
+            c,
+            math.prod(x.shape[2:]),
+            ctx.groups,
+            list(ctx.needs_input_grad[:3]),
+        )
         if dx is not None:
             dx = dx.contiguous(memory_format=ctx.fmt)
         return dx, dw, db, None, None, None
@@ -77,8 +96,7 @@ class GroupNorm(nn.GroupNorm):
         if x.device.type != "cpu":  # the layout detour is for torch's CPU kernels
             y = F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
             return F.silu(y) if self.act else y
-        return _GroupNormAct.apply(x, self.weight, self.bias, self.num_groups, self.eps,
-                                   self.act)
+        return _GroupNormAct.apply(x, self.weight, self.bias, self.num_groups, self.eps, self.act)
 
 
 def group_norm(channels: int, act: bool = False) -> GroupNorm:
@@ -88,8 +106,9 @@ def group_norm(channels: int, act: bool = False) -> GroupNorm:
 
 def conv_norm_act(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
     """3x3 conv (no bias: GroupNorm re-centres) -> GroupNorm -> SiLU."""
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
-                         group_norm(c_out, act=True))
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), group_norm(c_out, act=True)
+    )
 
 
 class ResBlock(nn.Module):
@@ -118,20 +137,24 @@ def level_sizes(height: int, width: int, levels: int) -> list[tuple[int, int]]:
 
 def _check(input_shape: tuple[int, int, int], channels: list[int]) -> None:
     from ..errors import ConfigError
+
     c, h, w = input_shape
     if not channels:
         raise ConfigError("model.channels must list at least one level for model.arch conv")
     if min(level_sizes(h, w, len(channels))[-2]) == 1:  # the last level would see 1x1
         most = math.ceil(math.log2(min(h, w)))
-        raise ConfigError(f"model.channels has {len(channels)} levels, too many for {h}x{w} "
-                          f"images (each halves the size); use at most {most}")
+        raise ConfigError(
+            f"model.channels has {len(channels)} levels, too many for {h}x{w} "
+            f"images (each halves the size); use at most {most}"
+        )
 
 
 class ConvEncoder(nn.Module):
     """x (B, C, H, W) [+ a label embedding (B, E)] -> features (B, F)."""
 
-    def __init__(self, input_shape: tuple[int, int, int], cfg: ModelConfig,
-                 cond_dim: int = 0) -> None:
+    def __init__(
+        self, input_shape: tuple[int, int, int], cfg: ModelConfig, cond_dim: int = 0
+    ) -> None:
         super().__init__()
         _check(input_shape, cfg.channels)
         c, h, w = input_shape
@@ -166,8 +189,13 @@ class ConvEncoder(nn.Module):
 class ConvDecoder(nn.Module):
     """z (B, D) [+ a label embedding] -> likelihood parameters (B, C*k, H, W)."""
 
-    def __init__(self, input_shape: tuple[int, int, int], cfg: ModelConfig, in_features: int,
-                 params_per_pixel: int = 1) -> None:
+    def __init__(
+        self,
+        input_shape: tuple[int, int, int],
+        cfg: ModelConfig,
+        in_features: int,
+        params_per_pixel: int = 1,
+    ) -> None:
         super().__init__()
         _check(input_shape, cfg.channels)
         c, h, w = input_shape
@@ -180,8 +208,11 @@ class ConvDecoder(nn.Module):
             c_out = channels[i - 1] if i > 0 else channels[0]
             blocks = [ResBlock(channels[i]) for _ in range(cfg.blocks_per_level)]
             # upsample to level i's size happens in forward; then this conv
-            self.levels.append(nn.ModuleDict({"blocks": nn.Sequential(*blocks),
-                                              "up": conv_norm_act(channels[i], c_out)}))
+            self.levels.append(
+                nn.ModuleDict(
+                    {"blocks": nn.Sequential(*blocks), "up": conv_norm_act(channels[i], c_out)}
+                )
+            )
         self.head = nn.Conv2d(channels[0], c * params_per_pixel, 3, padding=1)
         self.out_shape = (c * params_per_pixel, h, w)
 
