@@ -36,11 +36,14 @@ demo: data
 	$(VENV)/bin/vaekit report $(DEMO_RUN)
 	@echo "report: $(DEMO_RUN)/report.html (open it in a browser); latent explorer: $(VENV)/bin/vaekit explore $(DEMO_RUN)"
 
-test: venv
+# The quality gates first (seconds), then the suite: lint, formatting, types (mypy on src/).
+test: lint
 	$(PY) -m pytest
 
 lint: venv
 	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

@@ -43,20 +43,37 @@ def child(folder: Path, size: int, epochs: int, threads: int) -> None:
         return original(*args, **kwargs)
 
     Image.open = counting_open  # type: ignore[assignment]
-    cfg = vaekit.load_config(None, {
-        "data.name": str(folder), "data.image_size": size, "model.hidden": [256],
-        "model.latent_dim": 16, "train.epochs": epochs, "train.batch_size": 128,
-        "train.progress": False, "train.threads": threads,
-        "train.out": tempfile.mkdtemp(prefix="vaekit-folder-")})
+    cfg = vaekit.load_config(
+        None,
+        {
+            "data.name": str(folder),
+            "data.image_size": size,
+            "model.hidden": [256],
+            "model.latent_dim": 16,
+            "train.epochs": epochs,
+            "train.batch_size": 128,
+            "train.progress": False,
+            "train.threads": threads,
+            "train.out": tempfile.mkdtemp(prefix="vaekit-folder-"),
+        },
+    )
     started = time.perf_counter()
     data = load_data(cfg.data, progress=False)
     load_seconds, load_opened = time.perf_counter() - started, opened[0]
     run = vaekit.train(cfg, data=data)
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    print(json.dumps({"load_seconds": load_seconds, "images_opened_loading": load_opened,
-                      "images_opened_training": opened[0] - load_opened,
-                      "epoch_seconds": [r["seconds"] for r in records],
-                      "cache": data.info.get("cache"), "train_images": int(data.x_train.shape[0])}))
+    print(
+        json.dumps(
+            {
+                "load_seconds": load_seconds,
+                "images_opened_loading": load_opened,
+                "images_opened_training": opened[0] - load_opened,
+                "epoch_seconds": [r["seconds"] for r in records],
+                "cache": data.info.get("cache"),
+                "train_images": int(data.x_train.shape[0]),
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -74,30 +91,58 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="vaekit-shapes-")) / "shapes"
     sys.path.insert(0, str(ROOT / "scripts"))
     from make_shapes import make_shapes
+
     make_shapes(folder, n=args.images, size=args.size)
     runs = []
     for name in ("first run", "second run"):
-        out = subprocess.run([sys.executable, __file__, "--child", str(folder), "--size",
-                              str(args.size), "--epochs", str(args.epochs), "--threads",
-                              str(args.threads)],
-                             capture_output=True, text=True, cwd=ROOT)
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                str(folder),
+                "--size",
+                str(args.size),
+                "--epochs",
+                str(args.epochs),
+                "--threads",
+                str(args.threads),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
         if out.returncode:
             raise SystemExit(out.stderr[-3000:])
         runs.append({"run": name, **json.loads(out.stdout.strip().splitlines()[-1])})
         print(runs[-1], flush=True)
     info["load_average_1min_end"] = round(os.getloadavg()[0], 2)
     info["torch_threads"] = args.threads or info["torch_threads"]
-    result = {"machine": info, "images": args.images, "size": args.size, "epochs": args.epochs,
-              "runs": runs}
-    table = [["", "load (s)", "images decoded loading", "images decoded in epochs",
-              "epoch time (s)"]]
+    result = {
+        "machine": info,
+        "images": args.images,
+        "size": args.size,
+        "epochs": args.epochs,
+        "runs": runs,
+    }
+    table = [
+        ["", "load (s)", "images decoded loading", "images decoded in epochs", "epoch time (s)"]
+    ]
     for r in runs:
-        table.append([r["run"], f"{r['load_seconds']:.2f}", f"{r['images_opened_loading']:,}",
-                      f"{r['images_opened_training']}",
-                      ", ".join(f"{s:.2f}" for s in r["epoch_seconds"])])
-    notes = [f"{args.images:,} PNGs ({args.size}x{args.size} RGB) from scripts/make_shapes.py; "
-             "each run is a fresh process (load the folder, then train a 12288-256-16 MLP VAE "
-             f"for {args.epochs} epochs); images decoded = calls to PIL.Image.open."]
+        table.append(
+            [
+                r["run"],
+                f"{r['load_seconds']:.2f}",
+                f"{r['images_opened_loading']:,}",
+                f"{r['images_opened_training']}",
+                ", ".join(f"{s:.2f}" for s in r["epoch_seconds"]),
+            ]
+        )
+    notes = [
+        f"{args.images:,} PNGs ({args.size}x{args.size} RGB) from scripts/make_shapes.py; "
+        "each run is a fresh process (load the folder, then train a 12288-256-16 MLP VAE "
+        f"for {args.epochs} epochs); images decoded = calls to PIL.Image.open."
+    ]
     md = write_results("folder_data", result, table, notes)
     print(md.read_text())
 

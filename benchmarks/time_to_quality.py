@@ -58,8 +58,9 @@ class Turns:
         started = time.perf_counter()
         if self.proc is None:  # the first turn includes the cold start
             with self.log.open("wb") as log:
-                self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
-                                             cwd=ROOT)
+                self.proc = subprocess.Popen(
+                    self.command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+                )
         else:
             os.kill(self.proc.pid, signal.SIGCONT)
         while True:
@@ -70,12 +71,13 @@ class Turns:
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGSTOP)
         self.active += time.perf_counter() - started
-        for record in self._read()[len(self.records):]:
+        for record in self._read()[len(self.records) :]:
             self.records.append(record)
             self.times.append(self.active)
         if self.proc.poll() not in (None, 0):
-            raise RuntimeError(f"{self.name} failed; see {self.log}:\n"
-                               f"{self.log.read_text()[-2000:]}")
+            raise RuntimeError(
+                f"{self.name} failed; see {self.log}:\n{self.log.read_text()[-2000:]}"
+            )
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -88,23 +90,50 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="fashion-mlp")
     parser.add_argument("--reference-epochs", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch threads of both sides (0: torch's default)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch threads of both sides (0: torch's default)"
+    )
     parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
     args = parser.parse_args()
     info = machine()
     work = args.work or Path(tempfile.mkdtemp(prefix="vaekit-ttq-"))
     work.mkdir(parents=True, exist_ok=True)
     run_dir = work / "ours"
-    reference = Turns("reference", [sys.executable, "benchmarks/reference_loop.py", "--epochs",
-                                    str(args.reference_epochs), "--records",
-                                    str(work / "reference.jsonl"), "--threads",
-                                    str(args.threads)],
-                      work / "reference.jsonl", work / "reference.log")
-    ours = Turns("vaekit", [sys.executable, "-m", "vaekit", "train", "--config", args.preset,
-                            "--out", str(run_dir), "--overwrite", "--train.progress", "false",
-                            "--train.threads", str(args.threads)],
-                 run_dir / "metrics.jsonl", work / "ours.log")
+    reference = Turns(
+        "reference",
+        [
+            sys.executable,
+            "benchmarks/reference_loop.py",
+            "--epochs",
+            str(args.reference_epochs),
+            "--records",
+            str(work / "reference.jsonl"),
+            "--threads",
+            str(args.threads),
+        ],
+        work / "reference.jsonl",
+        work / "reference.log",
+    )
+    ours = Turns(
+        "vaekit",
+        [
+            sys.executable,
+            "-m",
+            "vaekit",
+            "train",
+            "--config",
+            args.preset,
+            "--out",
+            str(run_dir),
+            "--overwrite",
+            "--train.progress",
+            "false",
+            "--train.threads",
+            str(args.threads),
+        ],
+        run_dir / "metrics.jsonl",
+        work / "ours.log",
+    )
     (work / "reference.jsonl").unlink(missing_ok=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still reap the (stopped) children
     try:
@@ -113,44 +142,74 @@ def main() -> None:
                 if not side.done:
                     side.turn()
                     last = side.records[-1] if side.records else {}
-                    print(f"{side.name}: epoch {last.get('epoch', '?')}, test -ELBO "
-                          f"{last.get('test_nelbo', float('nan')):.2f}, {side.active:.1f} s",
-                          flush=True)
+                    print(
+                        f"{side.name}: epoch {last.get('epoch', '?')}, test -ELBO "
+                        f"{last.get('test_nelbo', float('nan')):.2f}, {side.active:.1f} s",
+                        flush=True,
+                    )
     finally:
         reference.kill()
         ours.kill()
 
     target = reference.records[-1]["test_nelbo"]
     ref_time = reference.times[-1]
-    reached = next((i for i, r in enumerate(ours.records)
-                    if r.get("test_nelbo", float("inf")) <= target), None)
+    reached = next(
+        (i for i, r in enumerate(ours.records) if r.get("test_nelbo", float("inf")) <= target), None
+    )
     result: dict[str, Any] = {
-        "machine": info, "preset": args.preset, "reference_epochs": args.reference_epochs,
+        "machine": info,
+        "preset": args.preset,
+        "reference_epochs": args.reference_epochs,
         "threads": args.threads or None,
-        "target_test_nelbo": target, "reference_seconds": ref_time,
-        "reference_records": reference.records, "reference_times": reference.times,
-        "ours_records": ours.records, "ours_times": ours.times,
-        "ours_total_seconds": ours.active, "ours_final_test_nelbo": ours.records[-1]["test_nelbo"],
+        "target_test_nelbo": target,
+        "reference_seconds": ref_time,
+        "reference_records": reference.records,
+        "reference_times": reference.times,
+        "ours_records": ours.records,
+        "ours_times": ours.times,
+        "ours_total_seconds": ours.active,
+        "ours_final_test_nelbo": ours.records[-1]["test_nelbo"],
     }
     if reached is not None:
-        result.update({"ours_epoch_reached": reached + 1, "ours_seconds": ours.times[reached],
-                       "ratio": ours.times[reached] / ref_time})
+        result.update(
+            {
+                "ours_epoch_reached": reached + 1,
+                "ours_seconds": ours.times[reached],
+                "ratio": ours.times[reached] / ref_time,
+            }
+        )
     info["load_average_1min_end"] = round(os.getloadavg()[0], 2)
     info["torch_threads"] = args.threads or info["torch_threads"]
-    table = [["", "reference (10 epochs)", f"vaekit `{args.preset}`"],
-             ["test -ELBO (nats)", f"{target:.2f}",
-              f"{ours.records[reached]['test_nelbo']:.2f} at epoch {reached + 1}"
-              if reached is not None else "not reached"],
-             ["wall time, cold start (s)", f"{ref_time:.1f}",
-              f"{result['ours_seconds']:.1f} ({result['ratio']:.3f}x = 1/"
-              f"{1 / result['ratio']:.1f})" if reached is not None else "-"],
-             ["whole preset run", "", f"{len(ours.records)} epochs, {ours.active:.1f} s, "
-              f"test -ELBO {result['ours_final_test_nelbo']:.2f}"]]
-    notes = ["Both sides run as subprocesses from a cold start and take turns epoch by epoch "
-             "(the other one is stopped), so both see the same load. Times include imports, "
-             "data loading and each side's per-epoch test evaluation. (The per-epoch "
-             "`seconds` each side logs include the turns it spent stopped, so only these "
-             "turn sums are compared.)"]
+    table = [
+        ["", "reference (10 epochs)", f"vaekit `{args.preset}`"],
+        [
+            "test -ELBO (nats)",
+            f"{target:.2f}",
+            f"{ours.records[reached]['test_nelbo']:.2f} at epoch {reached + 1}"
+            if reached is not None
+            else "not reached",
+        ],
+        [
+            "wall time, cold start (s)",
+            f"{ref_time:.1f}",
+            f"{result['ours_seconds']:.1f} ({result['ratio']:.3f}x = 1/{1 / result['ratio']:.1f})"
+            if reached is not None
+            else "-",
+        ],
+        [
+            "whole preset run",
+            "",
+            f"{len(ours.records)} epochs, {ours.active:.1f} s, "
+            f"test -ELBO {result['ours_final_test_nelbo']:.2f}",
+        ],
+    ]
+    notes = [
+        "Both sides run as subprocesses from a cold start and take turns epoch by epoch "
+        "(the other one is stopped), so both see the same load. Times include imports, "
+        "data loading and each side's per-epoch test evaluation. (The per-epoch "
+        "`seconds` each side logs include the turns it spent stopped, so only these "
+        "turn sums are compared.)"
+    ]
     md = write_results("time_to_quality", result, table, notes)
     print(md.read_text())
 

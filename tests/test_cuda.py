@@ -16,8 +16,9 @@ import vaekit
 from vaekit import objectives
 from vaekit.data.dataset import gather, resident
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
-                                reason="needs a CUDA GPU; this machine has none (CPU-only torch)")
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU; this machine has none (CPU-only torch)"
+)
 CUDA = torch.device("cuda")
 
 
@@ -36,7 +37,8 @@ def test_training_data_is_moved_to_the_gpu_once_when_it_fits() -> None:
 
 
 def test_data_too_big_for_the_gpu_stays_on_the_host_and_goes_through_pinned_memory(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     x = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (x.numel(), x.numel()))
     host = resident(x, CUDA)  # would take all the free memory: stays where it is
@@ -58,8 +60,17 @@ def test_data_too_big_for_the_gpu_stays_on_the_host_and_goes_through_pinned_memo
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_training_on_the_gpu_learns_in_every_precision(tiny, precision: str) -> None:
-    run = vaekit.train(tiny(precision, **{"train.device": "cuda", "train.precision": precision,
-                                          "train.epochs": 4, "data.noise_examples": 512}))
+    run = vaekit.train(
+        tiny(
+            precision,
+            **{
+                "train.device": "cuda",
+                "train.precision": precision,
+                "train.epochs": 4,
+                "data.noise_examples": 512,
+            },
+        )
+    )
     records = _records(run)  # 8 steps per epoch
     assert records[-1]["train_nelbo"] < records[0]["train_nelbo"]
     # fp16: the gradient scaler starts high and skips the steps that overflow until it fits
@@ -70,7 +81,8 @@ def test_training_on_the_gpu_learns_in_every_precision(tiny, precision: str) -> 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_non_finite_steps_on_the_gpu_are_skipped_and_counted(
-        tiny, monkeypatch: pytest.MonkeyPatch, precision: str) -> None:
+    tiny, monkeypatch: pytest.MonkeyPatch, precision: str
+) -> None:
     # fp32 takes the skip decision on the device (fused Adam's found_inf), fp16 the scaler's
     original = objectives.compute
     calls = []
@@ -83,8 +95,9 @@ def test_non_finite_steps_on_the_gpu_are_skipped_and_counted(
         return terms
 
     monkeypatch.setattr(objectives, "compute", nan_on_odd_steps)
-    run = vaekit.train(tiny("nan", **{"train.device": "cuda", "train.precision": precision,
-                                      "train.epochs": 2}))
+    run = vaekit.train(
+        tiny("nan", **{"train.device": "cuda", "train.precision": precision, "train.epochs": 2})
+    )
     assert _records(run)[-1]["skipped_updates"] >= 4  # 4 steps per epoch, every other NaN
     model = vaekit.load(run)
     assert all(torch.isfinite(v).all() for v in model.state_dict().values())
