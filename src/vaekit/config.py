@@ -129,7 +129,9 @@ class ModelConfig:
 @dataclass
 class LossConfig:
     beta: float = opt(1.0, "weight on the KL term (1: the ELBO)", min=0.0)
-    kl_warmup_steps: int = opt(0, "ramp beta linearly from 0 over this many steps", min=0)
+    kl_warmup_steps: int = opt(
+        0, "ramp beta linearly over this many steps (step k uses beta*(k+1)/N)", min=0
+    )
     free_bits: float = opt(0.0, "per-dimension KL floor in nats (Kingma et al. 2016)", min=0.0)
     iw_samples: int = opt(1, "train on the IWAE bound with K samples (1: the ELBO)", min=1)
     perceptual: str = opt(
