@@ -8,24 +8,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from conftest import assert_clean_error, run_cli
+from conftest import TINY_FLAGS, assert_clean_error, run_cli
 
-TINY = [
-    "--data",
-    "noise",
-    "--data.noise_examples",
-    "256",
-    "--model.hidden",
-    "32",
-    "--latent-dim",
-    "4",
-    "--epochs",
-    "1",
-    "--batch-size",
-    "64",
-    "--train.progress",
-    "false",
-]
+TINY = ["--data", "noise", *TINY_FLAGS]
 
 
 def test_train_evaluate_sample_reconstruct_interpolate(tmp_path: Path) -> None:

@@ -24,40 +24,19 @@ import torch
 from PIL import Image
 
 import vaekit
-from conftest import ROOT, run_cli
+from conftest import ROOT, TINY_FLAGS, assert_one_line_error, run_cli
 from vaekit import checkpoint, fileio, objectives
 from vaekit.cli import main
 from vaekit.data.idx import write_idx
 from vaekit.errors import CheckpointError, TrainingDiverged, TrainingInterrupted, VaekitError
 
-TINY = [
-    "--data.noise_examples",
-    "256",
-    "--model.hidden",
-    "32",
-    "--latent-dim",
-    "4",
-    "--epochs",
-    "1",
-    "--batch-size",
-    "64",
-    "--train.progress",
-    "false",
-]
+TINY = TINY_FLAGS
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
     """Run the CLI in-process; return (exit status, stderr)."""
     code = main(list(args))
     return code, capsys.readouterr().err
-
-
-def one_line_error(code: int, err: str, *needles: str) -> None:
-    assert code != 0
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def write_png(path: Path, size: tuple[int, int] = (20, 16), mode: str = "RGB") -> Path:
@@ -91,7 +70,7 @@ def test_case01_corrupt_image_is_skipped_with_a_count_or_an_error_with_strict(
     assert code == 0
     assert "broken.png" in err and "cut.png" in err and "skipped 2" in err
     code, err = cli(capsys, *args[:-2], "--out", str(tmp_path / "run2"), "--strict")
-    one_line_error(code, err, "broken.png")
+    assert_one_line_error(code, err, "broken.png")
 
 
 def test_case02_empty_folder_or_only_non_images_is_a_clear_error(
@@ -110,7 +89,7 @@ def test_case02_empty_folder_or_only_non_images_is_a_clear_error(
             "--out",
             str(tmp_path / f"run-{folder}"),
         )
-        one_line_error(code, err, folder)
+        assert_one_line_error(code, err, folder)
 
 
 def test_case03_mixed_modes_and_sizes_are_converted_and_16_bit_keeps_contrast(
@@ -180,7 +159,7 @@ def test_case05_bad_idx_and_npz_files_are_clear_errors_naming_the_file(
         "--out",
         str(tmp_path / "r1"),
     )
-    one_line_error(code, err, "t10k-images-idx3-ubyte")
+    assert_one_line_error(code, err, "t10k-images-idx3-ubyte")
 
     npz = tmp_path / "cut.npz"
     np.savez(npz, x_train=np.zeros((200, 28, 28), np.uint8))
@@ -193,7 +172,7 @@ def test_case05_bad_idx_and_npz_files_are_clear_errors_naming_the_file(
         code, err = cli(
             capsys, "train", "--data", str(path), *TINY, "--out", str(tmp_path / f"r-{path.stem}")
         )
-        one_line_error(code, err, path.name)
+        assert_one_line_error(code, err, path.name)
 
 
 def test_case06_out_of_range_data_for_a_bernoulli_likelihood_is_refused_before_training(
@@ -202,7 +181,7 @@ def test_case06_out_of_range_data_for_a_bernoulli_likelihood_is_refused_before_t
     path = tmp_path / "raw255.npz"
     np.savez(path, x_train=np.random.default_rng(0).uniform(0, 255, (50, 8, 8)).astype(np.float32))
     code, err = cli(capsys, "train", "--data", str(path), *TINY, "--out", str(tmp_path / "r"))
-    one_line_error(code, err, "raw255.npz", "[0, 1]")
+    assert_one_line_error(code, err, "raw255.npz", "[0, 1]")
     assert not (tmp_path / "r" / "state.pt").exists()
     model = vaekit.VAE(vaekit.Config().model, (1, 8, 8))
     with pytest.raises(VaekitError, match=r"\[0, 1\]"):
@@ -225,7 +204,7 @@ def test_case07_bad_options_are_clear_errors_naming_the_key(
     path = tmp_path / "bad.yaml"
     path.write_text(yaml_text)
     code, err = cli(capsys, "train", "--config", str(path), "--out", str(tmp_path / "r"))
-    one_line_error(code, err, needle)
+    assert_one_line_error(code, err, needle)
 
 
 # -- checkpoints and files ----------------------------------------------------------------
@@ -293,7 +272,7 @@ def test_case09_truncated_empty_or_garbage_checkpoint_is_incomplete_or_corrupt(
             "--epochs",
             "5",
         )
-    one_line_error(code, err, f"checkpoint {run / target} is incomplete or corrupt")
+    assert_one_line_error(code, err, f"checkpoint {run / target} is incomplete or corrupt")
 
 
 def test_case10_weights_from_another_config_list_the_differences_before_loading(
@@ -458,7 +437,7 @@ def test_case13_out_into_an_existing_run_refuses_unless_resume_or_overwrite(
     assert cli(capsys, "train", "--data", "noise", *TINY, "--out", out)[0] == 0
     first = (tmp_path / "run" / "model.safetensors").read_bytes()
     code, err = cli(capsys, "train", "--data", "noise", *TINY, "--seed", "5", "--out", out)
-    one_line_error(code, err, "already holds a run", "--resume", "--overwrite")
+    assert_one_line_error(code, err, "already holds a run", "--resume", "--overwrite")
     assert (tmp_path / "run" / "model.safetensors").read_bytes() == first
     assert (
         cli(capsys, "train", "--data", "noise", *TINY, "--seed", "5", "--out", out, "--overwrite")[
@@ -631,4 +610,4 @@ def test_case19_out_of_memory_is_a_clear_message_suggesting_a_smaller_batch(
 
     monkeypatch.setattr(objectives, "compute", oom)
     code, err = cli(capsys, "train", "--data", "noise", *TINY, "--out", str(tmp_path / "r"))
-    one_line_error(code, err, "out of memory", "--batch-size 32")
+    assert_one_line_error(code, err, "out of memory", "--batch-size 32")
