@@ -325,3 +325,13 @@ def scatter_plot(
             where="outside",
         )
     return ax.finish()
+
+
+def side_by_side(panels: Sequence[Image.Image]) -> Image.Image:
+    """Panels of equal height pasted left to right on white (one figure of several charts)."""
+    out = Image.new("RGB", (sum(p.width for p in panels), panels[0].height), "white")
+    left = 0
+    for p in panels:
+        out.paste(p, (left, 0))
+        left += p.width
+    return out

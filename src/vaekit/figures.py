@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from . import fileio, metrics, viz
-from .charts import bar_chart, line_chart, scatter_plot
+from .charts import bar_chart, line_chart, scatter_plot, side_by_side
 from .data.dataset import to_float
 from .models import VAE
 
@@ -222,12 +222,7 @@ def training_curves(records: list[dict[str, Any]]) -> Image.Image | None:
             panels.append(line_chart(series, title, "epoch", "nats per example", size=(480, 340)))
     if not panels:
         return None
-    out = Image.new("RGB", (sum(p.width for p in panels), panels[0].height), "white")
-    left = 0
-    for p in panels:
-        out.paste(p, (left, 0))
-        left += p.width
-    return out
+    return side_by_side(panels)
 
 
 def kl_chart(

@@ -231,12 +231,7 @@ def figure2(curves: dict[int, list[dict[str, float]]], dataset: str) -> Image.Im
         panels.append(ax.finish())
     if not panels:
         raise ValueError("figure2 needs at least one curve")
-    out = Image.new("RGB", (sum(p.width for p in panels), panels[0].height), "white")
-    left = 0
-    for p in panels:
-        out.paste(p, (left, 0))
-        left += p.width
-    return out
+    return charts.side_by_side(panels)
 
 
 def _manifold(model: VAE, n: int) -> Image.Image:
