@@ -205,16 +205,9 @@ def step_images_per_s(
     model = vaekit.VAE(config.model, tuple(x_u8.shape[1:])).to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, config, device)
     params = [p for p in model.parameters() if p.requires_grad]
-    perceptual = None
-    if config.loss.perceptual != "none":
-        from vaekit.perceptual import build_perceptual
+    from vaekit.perceptual import from_config
 
-        perceptual = build_perceptual(
-            config.loss.perceptual,
-            device,
-            config.loss.perceptual_backbone_weights,
-            config.loss.perceptual_lin_weights,
-        )
+    perceptual = from_config(config.loss, device)
     g = torch.Generator().manual_seed(0)
     batch, n = config.train.batch_size, x_u8.shape[0]
     start = 0.0

@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .config import LossConfig
 from .errors import ConfigError
 
 # torchvision's `features` layers: 3x3 (VGG) conv widths, 0 a 2x2 max-pool
@@ -260,3 +261,14 @@ def build_perceptual(
 
 
 __all__ = ["LPIPS", "build_perceptual", "hub_checkpoint", "lpips_package_file"]
+
+
+def from_config(
+    loss: LossConfig, device: torch.device | str = "cpu", seed: int = 0
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+    """The perceptual term a `LossConfig` asks for, or None when `loss.perceptual` is 'none'."""
+    if loss.perceptual == "none":
+        return None
+    return build_perceptual(
+        loss.perceptual, device, loss.perceptual_backbone_weights, loss.perceptual_lin_weights, seed
+    )

@@ -409,16 +409,10 @@ def _train(
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
     generator = torch.Generator(device=device).manual_seed(t.seed)
     perceptual = None
-    if config.loss.perceptual != "none":
-        from .perceptual import build_perceptual
+    if config.loss.perceptual != "none":  # imported only when asked for
+        from .perceptual import from_config
 
-        perceptual = build_perceptual(
-            config.loss.perceptual,
-            device,
-            config.loss.perceptual_backbone_weights,
-            config.loss.perceptual_lin_weights,
-            seed=t.seed,
-        )
+        perceptual = from_config(config.loss, device, seed=t.seed)
 
     start_epoch, start_step, global_step, skipped_total = 0, 0, 0, 0
     state_path = run_dir / checkpoint.STATE_FILE
