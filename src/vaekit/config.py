@@ -220,25 +220,21 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if f.name != "name"}
-
-
-def _section_class(name: str) -> type:
-    return {
-        "data": DataConfig,
-        "model": ModelConfig,
-        "loss": LossConfig,
-        "optim": OptimConfig,
-        "train": TrainConfig,
-    }[name]
+# the config's sections in declaration order, each with its dataclass
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "loss": LossConfig,
+    "optim": OptimConfig,
+    "train": TrainConfig,
+}
 
 
 def iter_fields() -> typing.Iterator[tuple[str, dataclasses.Field[Any], type]]:
     """Every leaf option as (dotted key, field, python type), in declaration order."""
     hints = typing.get_type_hints(Config)
     yield "name", next(f for f in dataclasses.fields(Config) if f.name == "name"), hints["name"]
-    for section in ("data", "model", "loss", "optim", "train"):
-        cls = _section_class(section)
+    for section, cls in SECTIONS.items():
         sub_hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             yield f"{section}.{f.name}", f, sub_hints[f.name]
