@@ -47,6 +47,33 @@ def test_bernoulli_decode_gives_logits() -> None:
     assert torch.allclose(model.mean(model.decode(z)), torch.sigmoid(model.decode(z)))
 
 
+@pytest.mark.parametrize("likelihood, learn", [("bernoulli", False), ("gaussian", True)])
+def test_output_bias_starts_the_decoder_at_the_mean_image(likelihood: str, learn: bool) -> None:
+    model = tiny_model(likelihood=likelihood, learn_scale=learn)
+    mean_image = torch.rand(1, 6, 6) * 0.8 + 0.1
+    scale_bias = model.decoder.head.bias[36:].clone()
+    model.init_output_bias(mean_image)
+    with torch.no_grad():  # with the last hidden layer silent, the decoder says the mean
+        model.decoder.head.weight.zero_()
+    assert torch.allclose(
+        model.mean(model.decode(torch.randn(3, 3))), mean_image.expand(3, 1, 6, 6)
+    )
+    assert torch.equal(model.decoder.head.bias[36:], scale_bias)  # log-scales untouched
+
+
+def test_output_bias_of_a_conv_decoder_is_per_channel_and_survives_black_pixels() -> None:
+    cfg = ModelConfig(arch="conv", channels=[4, 8], latent_dim=3)
+    model = VAE(cfg, (3, 8, 8))
+    mean_image = torch.zeros(3, 8, 8)
+    mean_image[1] = 0.5
+    mean_image[2, :4] = 1.0  # channel mean 0.5 with pure-white and pure-black pixels
+    model.init_output_bias(mean_image)
+    bias = model.decoder.head.bias.detach()
+    assert bias[0] == pytest.approx(torch.logit(torch.tensor(1e-3)).item(), rel=1e-5)
+    assert bias[1] == pytest.approx(0.0, abs=1e-6) and bias[2] == pytest.approx(0.0, abs=1e-6)
+    assert torch.isfinite(bias).all()
+
+
 def test_sample_reconstruct_interpolate_shapes_and_seeding() -> None:
     model = tiny_model()
     a = model.sample(7, generator=torch.Generator().manual_seed(1))

@@ -54,6 +54,37 @@ def test_training_lowers_the_loss(tiny) -> None:
     assert records[-1]["test_nelbo"] < records[0]["test_nelbo"] - 1.0
 
 
+def test_training_starts_the_decoder_at_the_training_mean(tiny, monkeypatch) -> None:
+    from vaekit.models import VAE
+
+    seen: list[torch.Tensor] = []
+    original = VAE.init_output_bias
+    monkeypatch.setattr(
+        VAE, "init_output_bias", lambda self, mean: seen.append(mean) or original(self, mean)
+    )
+    cfg = tiny("bias")
+    run = vaekit.train(cfg)
+    data = load_data(cfg.data, seed=cfg.train.seed, progress=False)
+    assert len(seen) == 1
+    assert torch.allclose(seen[0], to_float(data.x_train).double().mean(0), atol=1e-9)
+    cfg.train.epochs = 2
+    vaekit.train(cfg, resume=True)  # a resumed run keeps its weights
+    vaekit.train(tiny("plain", **{"model.init_output_bias": False}))
+    assert len(seen) == 1
+    assert run.is_dir()
+
+
+def test_mean_image_averages_evenly_spaced_rows_in_unit_range() -> None:
+    from vaekit.data.dataset import mean_image
+
+    x = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 1, 2, 2) * 25
+    assert torch.allclose(mean_image(x), torch.full((1, 2, 2), 112.5 / 255, dtype=torch.float64))
+    # 3 of 10 rows: 0, 4.5 -> 4 (round half to even) and 9
+    assert torch.allclose(
+        mean_image(x, max_images=3), torch.full((1, 2, 2), 325 / 3 / 255, dtype=torch.float64)
+    )
+
+
 def test_load_round_trip_gives_the_same_model(trained_run: Path) -> None:
     a, b = vaekit.load(trained_run), vaekit.load(trained_run)
     x = torch.rand(3, 1, 28, 28)

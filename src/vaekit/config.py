@@ -124,6 +124,11 @@ class ModelConfig:
         False, "class-conditional VAE: a label embedding enters the encoder and the decoder"
     )
     label_dim: int = opt(16, "conditional: size of the label embedding", min=1)
+    init_output_bias: bool = opt(
+        True,
+        "start the decoder's output bias at the training images' mean (Bernoulli: its "
+        "logit), so the first steps learn shapes rather than the average image",
+    )
 
 
 @dataclass

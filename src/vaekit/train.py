@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from . import checkpoint, fileio, objectives, viz
 from .config import Config, validate
 from .data import Dataset, batch_indices, epoch_permutation, load_data, to_float
-from .data.dataset import gather, resident
+from .data.dataset import gather, mean_image, resident
 from .errors import ConfigError, DataError, TrainingDiverged, TrainingInterrupted, VaekitError
 from .evaluate import elbo_stats
 from .models import VAE
@@ -397,6 +397,8 @@ def _train(
     t = config.train
     torch.manual_seed(t.seed)
     model = VAE(config.model, data.shape, data.num_classes if config.model.conditional else 0)
+    if config.model.init_output_bias and not resume:  # (a resumed run loads its weights)
+        model.init_output_bias(mean_image(data.x_train))
     model.to(device)
     if config.model.arch == "conv":
         # Module.to(memory_format=) works but is missing from torch's type stubs

@@ -59,6 +59,23 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
     return x.float()
 
 
+def mean_image(x: torch.Tensor, max_images: int = 10_000) -> torch.Tensor:
+    """The average image (C, H, W) in [0, 1], float64, over at most `max_images` of x.
+
+    Evenly spaced rows stand in for a large (memory-mapped) set: every process of a
+    distributed run reads the same ones and gets the same numbers.
+    """
+    n = x.shape[0]
+    if n == 0:
+        raise DataError("no training images to average")
+    idx = torch.linspace(0, n - 1, min(n, max_images)).round().long().unique()
+    total = torch.zeros(x.shape[1:], dtype=torch.float64)
+    for chunk in idx.split(1024):  # bounded memory for large images
+        total += x.index_select(0, chunk.to(x.device)).sum(0, dtype=torch.float64).cpu()
+    mean = total / len(idx)
+    return mean / 255.0 if x.dtype == torch.uint8 else mean
+
+
 def resident(x: torch.Tensor, device: torch.device, max_fraction: float = 0.5) -> torch.Tensor:
     """x on `device` once, when it fits; else x where it is (batches then travel one by one).
 

@@ -220,8 +220,8 @@ def load_named(name: str, cfg: DataConfig, progress: bool = True) -> Dataset:
             )
     return Dataset(
         name,
-        torch.from_numpy(x_train[:, None].copy()),
-        torch.from_numpy(x_test[:, None].copy()),
+        torch.from_numpy(x_train[:, None]),  # read_idx's arrays are fresh and writable
+        torch.from_numpy(x_test[:, None]),
         torch.from_numpy(y_train.astype(np.int64)),
         torch.from_numpy(y_test.astype(np.int64)),
         list(spec.class_names),

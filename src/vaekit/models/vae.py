@@ -73,6 +73,27 @@ class VAE(nn.Module):
         self.mu_head = nn.Linear(features, cfg.latent_dim)
         self.logvar_head = nn.Linear(features, cfg.latent_dim)  # log sigma^2, never sigma^2
 
+    @torch.no_grad()
+    def init_output_bias(self, mean_image: torch.Tensor) -> None:
+        """Set the decoder's output bias so that p(x|z) starts at `mean_image` (C, H, W).
+
+        A decoder that starts at the data's average spends no steps learning it (the
+        marginal log-odds initialisation of Burda et al. 2015's code). Bernoulli biases
+        become logit(mean), Gaussian and Laplace locations the mean itself; an MLP head
+        takes the mean per pixel, a conv head per channel. Learned log-scales keep their
+        initialisation.
+        """
+        c = self.input_shape[0]
+        mean = mean_image.detach().double().reshape(c, *self.input_shape[1:])
+        head = self.decoder.head
+        assert isinstance(head, nn.Linear | nn.Conv2d) and head.bias is not None
+        if isinstance(head, nn.Conv2d):
+            mean = mean.mean(dim=(1, 2))  # (C,)
+        if self.likelihood == "bernoulli":
+            mean = torch.logit(mean.clamp(1e-3, 1.0 - 1e-3))
+        loc = mean.flatten().to(head.bias.dtype)
+        head.bias[: loc.numel()].copy_(loc)
+
     # -- the two halves -------------------------------------------------------------------
     def _cond(self, y: torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor | None:
         if not self.conditional:
