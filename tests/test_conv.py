@@ -18,7 +18,15 @@ from vaekit.config import ModelConfig, load_config, resolve_config_path
 from vaekit.data import Dataset
 from vaekit.errors import ConfigError
 from vaekit.models import VAE
-from vaekit.models.conv import ConvDecoder, ConvEncoder, GroupNorm, _GroupNormAct, level_sizes
+from vaekit.models.conv import (
+    Conv2d,
+    ConvDecoder,
+    ConvEncoder,
+    GroupNorm,
+    _GroupNormAct,
+    level_sizes,
+    upsample_conv,
+)
 
 
 def _conv(channels: list[int], **kw: object) -> ModelConfig:
@@ -125,6 +133,66 @@ def test_group_norm_in_bf16_stays_close_to_float32() -> None:
     assert (y.float() - ref).abs().max() < 0.05  # bf16 keeps ~3 significant digits
     y.float().sum().backward()
     assert norm.weight.grad is not None and norm.weight.grad.dtype == torch.float32
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("size", [(5, 7), (1, 1)])
+def test_upsample_conv_is_nearest_upsampling_then_the_conv(
+    layout: torch.memory_format, bias: bool, size: tuple[int, int]
+) -> None:
+    g = torch.Generator().manual_seed(2)
+    conv = torch.nn.Conv2d(6, 4, 3, padding=1, bias=bias).double()
+    x = torch.randn(2, 6, *size, generator=g, dtype=torch.float64).to(memory_format=layout)
+    target = (2 * size[0], 2 * size[1])
+    ours_x, ref_x = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    ours = upsample_conv(ours_x, conv, target)
+    ours_grads = torch.autograd.grad(ours.square().sum(), [ours_x, *conv.parameters()])
+    ref = conv(F.interpolate(ref_x, size=target, mode="nearest"))
+    ref_grads = torch.autograd.grad(ref.square().sum(), [ref_x, *conv.parameters()])
+    torch.testing.assert_close(ours, ref)
+    for a, r in zip(ours_grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, r)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize(("size", "stride"), [((4, 4), 2), ((3, 3), 2), ((2, 2), 1), ((5, 6), 2)])
+def test_conv_on_small_maps_is_the_same_conv(
+    layout: torch.memory_format, bias: bool, size: tuple[int, int], stride: int
+) -> None:
+    """Maps of <= SMALL_MAP output positions go through unfold + matmul: same values,
+    same gradients, the input's layout; (5, 6) stride 2 (9 positions) is nn.Conv2d's."""
+    torch.manual_seed(3)
+    ours = Conv2d(5, 7, 3, stride=stride, padding=1, bias=bias).double()
+    ref = torch.nn.Conv2d(5, 7, 3, stride=stride, padding=1, bias=bias).double()
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(3, 5, *size, dtype=torch.float64).to(memory_format=layout)
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    ya, yb = ours(xa), ref(xb)
+    torch.testing.assert_close(ya, yb)
+    assert ya.is_contiguous(memory_format=layout)
+    ga = torch.autograd.grad(ya.square().sum(), [xa, *ours.parameters()])
+    gb = torch.autograd.grad(yb.square().sum(), [xb, *ref.parameters()])
+    for a, b in zip(ga, gb, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_conv_on_small_maps_under_bf16_autocast_matches_the_conv() -> None:
+    conv = Conv2d(16, 8, 3, stride=2, padding=1)
+    x = torch.randn(4, 16, 4, 4).to(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = conv(x)
+        ref = F.conv2d(x, conv.weight, conv.bias, stride=2, padding=1)
+    assert ours.dtype == ref.dtype == torch.bfloat16
+    torch.testing.assert_close(ours.float(), ref.float(), atol=0.05, rtol=0.02)
+
+
+def test_upsample_conv_to_a_size_other_than_double_upsamples_as_written() -> None:
+    conv = torch.nn.Conv2d(3, 2, 3, padding=1)
+    x = torch.randn(1, 3, 4, 4)
+    ref = conv(F.interpolate(x, size=(7, 7), mode="nearest"))
+    torch.testing.assert_close(upsample_conv(x, conv, (7, 7)), ref)
 
 
 def test_channels_last_gives_the_same_model() -> None:

@@ -140,6 +140,7 @@ def _update_norm(tmp_path: Path, name: str, clip: float) -> tuple[float, float]:
             "optim.name": "sgd",
             "optim.lr": 1.0,
             "optim.grad_clip": clip,
+            "model.init_output_bias": False,  # `before` below is the seeded initialisation
         },
     )
     run = vaekit.train(cfg)  # one step: 64 examples, batch 64

@@ -1,8 +1,9 @@
 """Convolutional encoder and decoder: residual blocks, GroupNorm and SiLU, for 28 to 256 px.
 
 Each level of `cfg.channels` halves the resolution with a stride-2 conv on the way down
-and doubles it back with nearest upsampling + a 3x3 conv on the way up (no transposed
-convs, so no checkerboard artifacts). The sizes are recorded on the way down and the
+and doubles it back with nearest upsampling + a 3x3 conv on the way up (the function of
+a resize-conv, so no checkerboard artifacts; computed as the equivalent stride-2
+transposed conv, see `upsample_conv`). The sizes are recorded on the way down and the
 decoder upsamples to exactly those, so odd and non-power-of-two sizes (28 -> 14 -> 7 ->
 4 -> 2) round-trip without padding. The latent is a vector; a label embedding, when
 given, is concatenated to the encoder's flattened features (the decoder gets it
@@ -104,11 +105,88 @@ def group_norm(channels: int, act: bool = False) -> GroupNorm:
     return GroupNorm(math.gcd(channels, 32), channels, act)
 
 
+# oneDNN's CPU convolutions are slow on feature maps of a few positions with hundreds of
+# channels (a VanillaVAE-sized 2x2 level, batch 64, bf16: 14 ms forward + backward for a
+# 256 -> 512 stride-2 conv that unfold + matmul does in 7; 33 ms against 10 for the 512 ->
+# 256 upsampling conv); at 4x4 the convolution kernels win again. Hence this threshold.
+SMALL_MAP = 4  # output positions at or below which CPU convs run as matmuls
+
+
+class Conv2d(nn.Conv2d):
+    """nn.Conv2d that runs as unfold + matmul on CPU feature maps of <= SMALL_MAP positions.
+
+    Same parameters and the same function (up to float rounding): only the kernel choice
+    differs. Elsewhere it is nn.Conv2d.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (
+            x.device.type != "cpu"
+            or self.groups != 1
+            or self.padding_mode != "zeros"
+            or isinstance(self.padding, str)  # "same", "valid"
+        ):
+            return super().forward(x)
+        kh, kw = self.kernel_size
+        (sh, sw), (ph, pw), (dh, dw) = self.stride, self.padding, self.dilation
+        ho = (x.shape[-2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+        wo = (x.shape[-1] + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        if ho * wo > SMALL_MAP:
+            return super().forward(x)
+        b = x.shape[0]
+        cols = F.unfold(x, (kh, kw), (dh, dw), (ph, pw), (sh, sw))  # (B, C_in*kh*kw, L)
+        weight = self.weight.reshape(self.out_channels, -1)
+        rows = cols.transpose(1, 2).reshape(b * ho * wo, -1)
+        y = rows @ weight.t()  # autocast runs it in bf16 like the conv it replaces
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype)
+        # (B, H, W, C) viewed as NCHW: channels_last, the layout conv models train in
+        y = y.view(b, ho, wo, self.out_channels).permute(0, 3, 1, 2)
+        return y if _layout(x) == torch.channels_last else y.contiguous()
+
+
 def conv_norm_act(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
     """3x3 conv (no bias: GroupNorm re-centres) -> GroupNorm -> SiLU."""
     return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), group_norm(c_out, act=True)
+        Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), group_norm(c_out, act=True)
     )
+
+
+# Nearest 2x upsampling followed by a 3x3 conv (padding 1) sees, in each output phase, only
+# two rows and two columns of the input: row 2m of the upsampled image reads input rows
+# m-1 (tap 0) and m (taps 1 + 2); row 2m+1 reads rows m (taps 0 + 1) and m+1 (tap 2). That
+# is a stride-2 transposed conv whose 4x4 kernel is K = U W U^T with U below, per pair of
+# channels: the same function with the same parameters at 4/9 of the multiply-adds.
+_UPSAMPLE_TAPS = ((0.0, 0.0, 1.0), (0.0, 1.0, 1.0), (1.0, 1.0, 0.0), (1.0, 0.0, 0.0))
+
+
+def upsample_conv(x: torch.Tensor, conv: nn.Conv2d, size: tuple[int, int]) -> torch.Tensor:
+    """conv(nearest-upsample(x, size)) for a 3x3, stride-1, padding-1 `conv`.
+
+    Where `size` is exactly twice x's it runs as one transposed conv (see `_UPSAMPLE_TAPS`;
+    equal up to float rounding); other sizes (odd levels: 7 -> 14 -> 28 goes 4 -> 7 first)
+    upsample and convolve as written.
+    """
+    h, w = x.shape[-2:]
+    if tuple(size) != (2 * h, 2 * w) or conv.kernel_size != (3, 3) or conv.groups != 1:
+        return conv(F.interpolate(x, size=size, mode="nearest"))
+    taps = torch.tensor(_UPSAMPLE_TAPS, dtype=conv.weight.dtype, device=conv.weight.device)
+    c_out, c_in = conv.weight.shape[:2]
+    # (C_out, C_in, 3, 3) -> the transposed conv's (C_in, C_out, 4, 4): K[a, b] =
+    # sum_kl U[a, k] U[b, l] W[k, l], one (9 -> 16) matmul per channel pair
+    kernel = conv.weight.reshape(c_out, c_in, 9) @ torch.kron(taps, taps).t()
+    kernel = kernel.transpose(0, 1).reshape(c_in, c_out, 4, 4)
+    if x.device.type != "cpu" or h * w > SMALL_MAP:
+        return F.conv_transpose2d(x, kernel, conv.bias, stride=2, padding=1)
+    # a tiny map (see SMALL_MAP): every input position times the whole kernel, one matmul,
+    # then fold adds the overlapping 4x4 patches into the 2h x 2w output
+    b, c_in = x.shape[:2]
+    rows = x.permute(0, 2, 3, 1).reshape(b * h * w, c_in)
+    patches = (rows @ kernel.reshape(c_in, -1)).view(b, h * w, -1).transpose(1, 2)
+    y = F.fold(patches, (2 * h, 2 * w), 4, stride=2, padding=1)  # (B, C_out, 2h, 2w)
+    if conv.bias is not None:
+        y = y + conv.bias.to(y.dtype).view(1, -1, 1, 1)
+    return y.contiguous(memory_format=_layout(x))
 
 
 class ResBlock(nn.Module):
@@ -116,9 +194,9 @@ class ResBlock(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.conv1 = Conv2d(channels, channels, 3, padding=1, bias=False)
         self.norm1 = group_norm(channels, act=True)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.conv2 = Conv2d(channels, channels, 3, padding=1, bias=False)
         self.norm2 = group_norm(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -213,7 +291,7 @@ class ConvDecoder(nn.Module):
                     {"blocks": nn.Sequential(*blocks), "up": conv_norm_act(channels[i], c_out)}
                 )
             )
-        self.head = nn.Conv2d(channels[0], c * params_per_pixel, 3, padding=1)
+        self.head = Conv2d(channels[0], c * params_per_pixel, 3, padding=1)
         self.out_shape = (c * params_per_pixel, h, w)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -223,6 +301,6 @@ class ConvDecoder(nn.Module):
         for level, size in zip(self.levels, reversed(self.sizes[:-1]), strict=True):
             blocks, up = level.values()  # type: ignore[operator]
             x = blocks(x)
-            x = F.interpolate(x, size=size, mode="nearest")  # exact size: odd sizes round-trip
-            x = up(x)
+            conv, norm = up  # upsample to the encoder's size at this level (odd sizes too)
+            x = norm(upsample_conv(x, conv, size))
         return self.head(x)  # (B, C*k, H, W)
