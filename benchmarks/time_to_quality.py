@@ -134,7 +134,9 @@ def main() -> None:
         run_dir / "metrics.jsonl",
         work / "ours.log",
     )
+    # stale records from an earlier run in the same --work would read as this run's epochs
     (work / "reference.jsonl").unlink(missing_ok=True)
+    (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still reap the (stopped) children
     try:
         while not (reference.done and ours.done):
