@@ -278,6 +278,33 @@ def test_explorer_stalled_clients_time_out(explorer: explore.Explorer) -> None:
         srv.server_close()
 
 
+def test_explorer_connections_beyond_the_cap_get_503_and_cost_no_thread(
+    explorer: explore.Explorer,
+) -> None:
+    srv = explore.make_server(explorer, "127.0.0.1", 0, max_connections=2)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    idle = [socket.create_connection(srv.server_address[:2], timeout=5) for _ in range(2)]
+    try:
+        time.sleep(0.2)  # both accepted: their handler threads wait for a request line
+        threads = threading.active_count()
+        replies = [raw(srv, b"GET /info HTTP/1.1\r\nHost: localhost\r\n\r\n") for _ in range(5)]
+        for reply in replies:
+            assert status_of(reply) == 503, reply
+            assert b"2 connections" in reply and b"Traceback" not in reply
+        assert threading.active_count() <= threads  # refused in the accepting thread
+        for s in idle:
+            s.close()
+        deadline = time.monotonic() + 5
+        while get(srv, "/info")[0] != 200:  # the slots come back as the idle ones close
+            assert time.monotonic() < deadline, "slots never released"
+            time.sleep(0.05)
+    finally:
+        for s in idle:
+            s.close()
+        srv.shutdown()
+        srv.server_close()
+
+
 def test_explorer_internal_errors_are_500_without_traceback(
     server: explore.ExplorerServer, explorer: explore.Explorer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

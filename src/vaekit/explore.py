@@ -34,6 +34,7 @@ MAX_BODY = 1024  # bytes of request body read and discarded; the API takes none
 Z_LIMIT = 100.0  # |z_d| beyond this is far outside the prior: refused, not decoded
 MAX_STEPS = 32
 SOCKET_TIMEOUT = 10.0  # seconds a connection may stay silent (slow or stalled clients)
+MAX_CONNECTIONS = 32  # connections served at once (a thread each); more get 503 at once
 NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 INDEX = re.compile(r"\d{1,9}")
 ROUTES = ("/", "/info", "/decode", "/encode", "/image", "/interpolate")
@@ -379,9 +380,46 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class ExplorerServer(ThreadingHTTPServer):
+    """One thread per connection, at most `max_connections` at once.
+
+    Beyond that, a connection is answered 503 from the accepting thread and closed, so a
+    flood of (possibly stalled) clients costs no threads and cannot grow without bound.
+    """
+
     daemon_threads = True  # a stuck client never keeps the process alive
     verbose = False
     loopback_only = True
+
+    def __init__(self, *args: Any, max_connections: int = MAX_CONNECTIONS, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_connections = max_connections
+        self._slots = threading.BoundedSemaphore(max_connections)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            body = f"busy: {self.max_connections} connections are open; retry shortly\n"
+            reply = (
+                "HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                f"Retry-After: 1\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n" + body
+            )
+            try:
+                request.settimeout(1.0)  # a client that reads nothing cannot hold us
+                request.sendall(reply.encode())
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)  # starts the thread
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         exc = sys.exc_info()[1]
@@ -400,12 +438,16 @@ def _is_loopback(host: str) -> bool:
 
 
 def make_server(
-    explorer: Explorer, host: str = "127.0.0.1", port: int = 8000, verbose: bool = False
+    explorer: Explorer,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    verbose: bool = False,
+    max_connections: int = MAX_CONNECTIONS,
 ) -> ExplorerServer:
     """A bound, not yet serving, server (port 0 picks a free port: see server_address)."""
     handler = type("ExplorerHandler", (Handler,), {"explorer": explorer})
     try:
-        server = ExplorerServer((host, port), handler)
+        server = ExplorerServer((host, port), handler, max_connections=max_connections)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise VaekitError(
