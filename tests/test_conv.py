@@ -137,7 +137,7 @@ def test_group_norm_in_bf16_stays_close_to_float32() -> None:
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("bias", [False, True])
-@pytest.mark.parametrize("size", [(5, 7), (1, 1)])
+@pytest.mark.parametrize("size", [(5, 7), (1, 1), (2, 2), (1, 2), (2, 1)])
 def test_upsample_conv_is_nearest_upsampling_then_the_conv(
     layout: torch.memory_format, bias: bool, size: tuple[int, int]
 ) -> None:
@@ -186,6 +186,69 @@ def test_conv_on_small_maps_under_bf16_autocast_matches_the_conv() -> None:
         ref = F.conv2d(x, conv.weight, conv.bias, stride=2, padding=1)
     assert ours.dtype == ref.dtype == torch.bfloat16
     torch.testing.assert_close(ours.float(), ref.float(), atol=0.05, rtol=0.02)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_decoder_is_the_interpolate_then_conv_decoder(layout: torch.memory_format) -> None:
+    """28 -> 14 -> 7 -> 4 -> 2: a tiny-map level (fold), an odd level (explicit) and
+    transposed-conv levels, against the decoder written out with F.interpolate + conv."""
+    torch.manual_seed(4)
+    decoder = ConvDecoder((1, 28, 28), _conv([8, 16, 16, 16], blocks_per_level=1), 6).double()
+    decoder.to(memory_format=layout)  # type: ignore[call-overload]
+    z = torch.randn(3, 6, dtype=torch.float64)
+
+    def written_out() -> torch.Tensor:
+        x = decoder.fc(z).view(-1, *decoder.bottom).contiguous(memory_format=layout)
+        for level, size in zip(decoder.levels, reversed(decoder.sizes[:-1]), strict=True):
+            x = level["blocks"](x)
+            conv, norm = level["up"]
+            x = norm(F.conv2d(F.interpolate(x, size=size, mode="nearest"), conv.weight, padding=1))
+        return F.conv2d(x, decoder.head.weight, decoder.head.bias, padding=1)
+
+    torch.testing.assert_close(decoder(z), written_out())
+
+
+def test_tiny_maps_take_the_matmul_paths_and_larger_ones_the_conv_kernels(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: dict[str, list[tuple[int, ...]]] = {"unfold": [], "fold": [], "conv_transpose2d": []}
+    for name in calls:
+        original = getattr(F, name)
+
+        def spy(x: torch.Tensor, *a: object, _name: str = name, _f=original, **k: object):
+            calls[_name].append(tuple(x.shape[-2:]))
+            return _f(x, *a, **k)
+
+        monkeypatch.setattr(F, name, spy)
+    model = VAE(_conv([4, 8, 8, 8], blocks_per_level=1), (1, 28, 28))  # 28-14-7-4-2
+    model.decode(model.encode(torch.rand(2, 1, 28, 28))[0])
+    # at 2x2: the stride-2 conv from 4x4 and the residual blocks' convs (2 down, 2 up)
+    assert calls["unfold"] == [(4, 4), (2, 2), (2, 2), (2, 2), (2, 2)]
+    assert len(calls["fold"]) == 1  # upsampling the 2x2 map
+    assert calls["conv_transpose2d"] == [(7, 7), (14, 14)]  # 4 -> 7 is odd: explicit
+
+
+def test_upsample_conv_under_bf16_autocast_stays_close_and_keeps_float32_grads() -> None:
+    conv = torch.nn.Conv2d(8, 4, 3, padding=1, bias=False)
+    for size in ((2, 2), (6, 6)):  # the fold path and the transposed-conv path
+        x = torch.randn(3, 8, *size).to(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = upsample_conv(x, conv, (2 * size[0], 2 * size[1]))
+        assert y.dtype == torch.bfloat16
+        ref = conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+        torch.testing.assert_close(y.float(), ref, atol=0.05, rtol=0.02)
+        (grad,) = torch.autograd.grad(y.float().sum(), [conv.weight])
+        assert grad.dtype == torch.float32 and torch.isfinite(grad).all()
+
+
+def test_conv_on_empty_and_unbatched_input_is_nn_conv2d() -> None:
+    ours = Conv2d(3, 4, 3, padding=1)
+    ref = torch.nn.Conv2d(3, 4, 3, padding=1)
+    ref.load_state_dict(ours.state_dict())
+    for x in (torch.randn(0, 3, 2, 2), torch.randn(3, 2, 2)):
+        torch.testing.assert_close(ours(x), ref(x))
+    empty = upsample_conv(torch.randn(0, 3, 2, 2), ref, (4, 4))
+    assert empty.shape == (0, 4, 4, 4)
 
 
 def test_upsample_conv_to_a_size_other_than_double_upsamples_as_written() -> None:

@@ -61,6 +61,15 @@ def test_output_bias_starts_the_decoder_at_the_mean_image(likelihood: str, learn
     assert torch.equal(model.decoder.head.bias[36:], scale_bias)  # log-scales untouched
 
 
+def test_output_bias_of_an_mlp_decoder_keeps_each_channels_pixels_in_place() -> None:
+    model = VAE(ModelConfig(hidden=[8], latent_dim=2, likelihood="laplace"), (3, 4, 5))
+    mean_image = torch.rand(3, 4, 5)
+    model.init_output_bias(mean_image)
+    with torch.no_grad():
+        model.decoder.head.weight.zero_()
+    torch.testing.assert_close(model.mean(model.decode(torch.randn(2, 2)))[1], mean_image)
+
+
 def test_output_bias_of_a_conv_decoder_is_per_channel_and_survives_black_pixels() -> None:
     cfg = ModelConfig(arch="conv", channels=[4, 8], latent_dim=3)
     model = VAE(cfg, (3, 8, 8))

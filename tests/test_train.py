@@ -74,8 +74,33 @@ def test_training_starts_the_decoder_at_the_training_mean(tiny, monkeypatch) -> 
     assert run.is_dir()
 
 
-def test_mean_image_averages_evenly_spaced_rows_in_unit_range() -> None:
+def test_trained_decoder_starts_at_the_logit_of_the_mean(tiny) -> None:
+    cfg = tiny("bias-value", **{"optim.lr": 1e-12})  # Adam moves each weight by ~lr
+    run = vaekit.train(cfg)
+    data = load_data(cfg.data, seed=cfg.train.seed, progress=False)
+    mean = to_float(data.x_train).double().mean(0).clamp(1e-3, 1 - 1e-3)
+    bias = vaekit.load(run).decoder.head.bias.detach().double()
+    torch.testing.assert_close(bias, torch.logit(mean).flatten(), atol=1e-6, rtol=0)
+
+
+def test_resuming_a_run_saved_before_an_option_existed(tiny) -> None:
+    from vaekit.train import _check_resume_config
+
+    cfg = tiny("old")
+    saved = cfg.to_dict()
+    del saved["model"]["init_output_bias"]  # a state.pt from before the option
+    _check_resume_config(saved, cfg, Path("old"))  # missing: as the default, not None
+    del saved["loss"]["free_bits"]
+    cfg.loss.free_bits = 0.5  # ...and a real change is still caught
+    with pytest.raises(ConfigError, match=r"loss.free_bits: 0.0 -> 0.5"):
+        _check_resume_config(saved, cfg, Path("old"))
+
+
+def test_mean_image_averages_evenly_spaced_rows_in_unit_range(monkeypatch) -> None:
+    from vaekit.data import dataset
     from vaekit.data.dataset import mean_image
+
+    monkeypatch.setattr(dataset, "CHUNK_ROWS", 3)  # 10 rows: four chunks
 
     x = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 1, 2, 2) * 25
     assert torch.allclose(mean_image(x), torch.full((1, 2, 2), 112.5 / 255, dtype=torch.float64))

@@ -292,19 +292,23 @@ _RESUME_FREE = (
     "train.log_images_every",
     "train.max_skipped",
     "train.threads",
+    "model.init_output_bias",  # acts before the first step only; a resumed run loads weights
 )
 
 
 def _check_resume_config(saved: dict[str, Any], config: Config, run_dir: Path) -> None:
     now = config.to_dict()
+    # an option added after the run was saved is missing there: it had the default's effect
+    defaults = Config().to_dict()
     diffs = []
     for section, values in now.items():
         if not isinstance(values, dict):
             continue
         for key, value in values.items():
             dotted = f"{section}.{key}"
-            if dotted not in _RESUME_FREE and saved.get(section, {}).get(key) != value:
-                diffs.append(f"{dotted}: {saved.get(section, {}).get(key)!r} -> {value!r}")
+            before = saved.get(section, {}).get(key, defaults[section][key])
+            if dotted not in _RESUME_FREE and before != value:
+                diffs.append(f"{dotted}: {before!r} -> {value!r}")
     if diffs:
         raise ConfigError(
             f"--resume: the config differs from the run in {run_dir} ("

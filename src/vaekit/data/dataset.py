@@ -59,6 +59,9 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
     return x.float()
 
 
+CHUNK_ROWS = 1024  # rows summed at a time by mean_image
+
+
 def mean_image(x: torch.Tensor, max_images: int = 10_000) -> torch.Tensor:
     """The average image (C, H, W) in [0, 1], float64, over at most `max_images` of x.
 
@@ -68,9 +71,11 @@ def mean_image(x: torch.Tensor, max_images: int = 10_000) -> torch.Tensor:
     n = x.shape[0]
     if n == 0:
         raise DataError("no training images to average")
-    idx = torch.linspace(0, n - 1, min(n, max_images)).round().long().unique()
+    # float64: float32 steps round past n - 1 beyond ~16.7M rows
+    idx = torch.linspace(0, n - 1, min(n, max_images), dtype=torch.float64)
+    idx = idx.round().long().clamp_(max=n - 1).unique()
     total = torch.zeros(x.shape[1:], dtype=torch.float64)
-    for chunk in idx.split(1024):  # bounded memory for large images
+    for chunk in idx.split(CHUNK_ROWS):  # bounded memory for large images
         total += x.index_select(0, chunk.to(x.device)).sum(0, dtype=torch.float64).cpu()
     mean = total / len(idx)
     return mean / 255.0 if x.dtype == torch.uint8 else mean

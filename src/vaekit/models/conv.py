@@ -122,6 +122,8 @@ class Conv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (
             x.device.type != "cpu"
+            or x.dim() != 4  # unbatched (C, H, W)
+            or x.shape[0] == 0
             or self.groups != 1
             or self.padding_mode != "zeros"
             or isinstance(self.padding, str)  # "same", "valid"
@@ -164,11 +166,19 @@ def upsample_conv(x: torch.Tensor, conv: nn.Conv2d, size: tuple[int, int]) -> to
     """conv(nearest-upsample(x, size)) for a 3x3, stride-1, padding-1 `conv`.
 
     Where `size` is exactly twice x's it runs as one transposed conv (see `_UPSAMPLE_TAPS`;
-    equal up to float rounding); other sizes (odd levels: 7 -> 14 -> 28 goes 4 -> 7 first)
-    upsample and convolve as written.
+    equal up to float rounding); other sizes (odd levels: 7 -> 14 -> 28 goes 4 -> 7 first),
+    any other conv and empty or unbatched input upsample and convolve as written.
     """
     h, w = x.shape[-2:]
-    if tuple(size) != (2 * h, 2 * w) or conv.kernel_size != (3, 3) or conv.groups != 1:
+    if (
+        tuple(size) != (2 * h, 2 * w)
+        or (conv.kernel_size, conv.stride, conv.padding, conv.dilation)
+        != ((3, 3), (1, 1), (1, 1), (1, 1))
+        or conv.groups != 1
+        or conv.padding_mode != "zeros"
+        or x.dim() != 4
+        or x.shape[0] == 0
+    ):
         return conv(F.interpolate(x, size=size, mode="nearest"))
     taps = torch.tensor(_UPSAMPLE_TAPS, dtype=conv.weight.dtype, device=conv.weight.device)
     c_out, c_in = conv.weight.shape[:2]
