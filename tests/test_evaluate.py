@@ -20,7 +20,7 @@ from vaekit.config import ModelConfig
 from vaekit.data import load_data, to_float
 from vaekit.data.sources import make_noise
 from vaekit.errors import ConfigError
-from vaekit.evaluate import importance_sampling, iw_log_px, log_likelihood_broadcast
+from vaekit.evaluate import importance_sampling, log_likelihood_broadcast
 
 SIGMA = 0.3  # the decoder's fixed standard deviation
 
@@ -139,7 +139,7 @@ def test_the_estimate_is_never_below_the_elbo(trained: tuple[vaekit.VAE, torch.T
 
 def test_the_estimate_rises_with_k(trained: tuple[vaekit.VAE, torch.Tensor]) -> None:
     model, x = trained
-    est = {k: iw_log_px(model, x, k, seed=11) for k in (1, 10, 100)}
+    est = {k: importance_sampling(model, x, k, seed=11).log_px for k in (1, 10, 100)}
     # E[IW_K] is non-decreasing in K (Burda et al. 2015, Theorem 1); examples are
     # independent, so the paired mean difference is tested against its standard error
     assert _paired_z(est[10], est[1]) > 3
@@ -157,10 +157,14 @@ def test_an_example_does_not_depend_on_the_budget(trained: tuple[vaekit.VAE, tor
     model, x = trained
     x = x[:12]
     pixels = 28 * 28
-    small = iw_log_px(model, x, 50, seed=4, budget=7 * pixels)  # K split into chunks
-    large = iw_log_px(model, x, 50, seed=4, budget=10_000 * pixels)  # all 12 in one pass
+    small = importance_sampling(
+        model, x, 50, seed=4, budget=7 * pixels
+    ).log_px  # K split into chunks
+    large = importance_sampling(
+        model, x, 50, seed=4, budget=10_000 * pixels
+    ).log_px  # all 12 in one pass
     assert torch.allclose(small, large, atol=1e-4)
-    assert not torch.allclose(small, iw_log_px(model, x, 50, seed=5), atol=1e-4)
+    assert not torch.allclose(small, importance_sampling(model, x, 50, seed=5).log_px, atol=1e-4)
 
 
 def test_parallel_passes_give_the_same_estimate_and_restore_threads(
@@ -200,31 +204,35 @@ def test_other_likelihoods_match_the_model_importance_weights(
     params = model.decode(z.reshape(28, 3))
     expected = model.log_likelihood(x.repeat(7, 1, 1, 1), params).view(7, 4)
     assert torch.allclose(log_likelihood_broadcast(model, x, params), expected, atol=1e-4)
-    assert torch.isfinite(iw_log_px(model, x, 5)).all()
+    assert torch.isfinite(importance_sampling(model, x, 5).log_px).all()
 
 
 def test_conditional_models_are_estimated_with_their_labels(tiny) -> None:
     run = vaekit.train(tiny(**{"model.conditional": True}))
     model = vaekit.load(run)
     x = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    a = iw_log_px(model, x, 20, y=torch.zeros(6, dtype=torch.long), budget=784 * 30)
-    b = iw_log_px(model, x, 20, y=torch.full((6,), 3, dtype=torch.long), budget=784 * 30)
+    a = importance_sampling(
+        model, x, 20, y=torch.zeros(6, dtype=torch.long), budget=784 * 30
+    ).log_px
+    b = importance_sampling(
+        model, x, 20, y=torch.full((6,), 3, dtype=torch.long), budget=784 * 30
+    ).log_px
     assert torch.isfinite(a).all() and not torch.allclose(a, b)
 
 
 def test_bf16_decoding_stays_close_to_fp32(trained: tuple[vaekit.VAE, torch.Tensor]) -> None:
     model, x = trained
-    fp32 = iw_log_px(model, x[:50], 20, seed=1)
-    bf16 = iw_log_px(model, x[:50], 20, seed=1, precision="bf16")
+    fp32 = importance_sampling(model, x[:50], 20, seed=1).log_px
+    bf16 = importance_sampling(model, x[:50], 20, seed=1, precision="bf16").log_px
     assert (bf16 - fp32).abs().mean() < 0.05  # nats; the measured error is in benchmarks/
 
 
 def test_bad_arguments_are_config_errors(trained: tuple[vaekit.VAE, torch.Tensor]) -> None:
     model, x = trained
     with pytest.raises(ConfigError, match="at least 1"):
-        iw_log_px(model, x, 0)
+        importance_sampling(model, x, 0)
     with pytest.raises(ConfigError, match="precision"):
-        iw_log_px(model, x, 2, precision="fp8")
+        importance_sampling(model, x, 2, precision="fp8")
 
 
 def test_evaluate_reports_every_number(trained: tuple[vaekit.VAE, torch.Tensor]) -> None:

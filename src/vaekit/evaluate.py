@@ -227,33 +227,6 @@ def importance_sampling(
     return result
 
 
-def iw_log_px(
-    model: VAE,
-    x: torch.Tensor,
-    k: int,
-    y: torch.Tensor | None = None,
-    seed: int = 0,
-    budget: int = DEFAULT_BUDGET,
-    progress: bool = False,
-    device: torch.device | str | None = None,
-    precision: str = "fp32",
-    workers: int = 0,
-) -> torch.Tensor:
-    """Per-example importance-weighted estimate of log p(x) with K samples, (N,) float64."""
-    return importance_sampling(
-        model,
-        x,
-        k,
-        y,
-        seed=seed,
-        budget=budget,
-        precision=precision,
-        progress=progress,
-        device=device,
-        workers=workers,
-    ).log_px
-
-
 def _mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
     n = values.numel()
     mean = float(values.mean())
