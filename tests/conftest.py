@@ -68,6 +68,25 @@ TINY_FLAGS = ["--data.noise_examples", "256", "--model.hidden", "32", "--latent-
               "--epochs", "1", "--batch-size", "64", "--train.progress", "false"]  # fmt: skip
 
 
+def nan_on_odd_steps(monkeypatch: pytest.MonkeyPatch) -> object:
+    """Make every other training step's loss NaN (the 1st, 3rd, ...); return the real
+    `objectives.compute`."""
+    from vaekit import objectives
+
+    original = objectives.compute
+    calls = []
+
+    def spy(*args: object, **kwargs: object) -> objectives.StepTerms:
+        calls.append(1)
+        terms = original(*args, **kwargs)
+        if len(calls) % 2:
+            terms.loss = terms.loss * float("nan")
+        return terms
+
+    monkeypatch.setattr(objectives, "compute", spy)
+    return original
+
+
 def assert_one_line_error(code: int, stderr: str, *needles: str) -> None:
     """A user error: non-zero exit, one line on stderr naming the problem, no traceback."""
     assert code != 0, stderr

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import vaekit
-from vaekit import objectives
+from conftest import nan_on_odd_steps
 from vaekit.data.dataset import gather, resident
 
 pytestmark = pytest.mark.skipif(
@@ -84,17 +84,7 @@ def test_non_finite_steps_on_the_gpu_are_skipped_and_counted(
     tiny, monkeypatch: pytest.MonkeyPatch, precision: str
 ) -> None:
     # fp32 takes the skip decision on the device (fused Adam's found_inf), fp16 the scaler's
-    original = objectives.compute
-    calls = []
-
-    def nan_on_odd_steps(*args: object, **kwargs: object) -> objectives.StepTerms:
-        calls.append(1)
-        terms = original(*args, **kwargs)
-        if len(calls) % 2:
-            terms.loss = terms.loss * float("nan")
-        return terms
-
-    monkeypatch.setattr(objectives, "compute", nan_on_odd_steps)
+    nan_on_odd_steps(monkeypatch)
     run = vaekit.train(
         tiny("nan", **{"train.device": "cuda", "train.precision": precision, "train.epochs": 2})
     )

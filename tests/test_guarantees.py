@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 import vaekit
-from conftest import ROOT, TINY_FLAGS, assert_one_line_error, run_cli
+from conftest import ROOT, TINY_FLAGS, assert_one_line_error, nan_on_odd_steps, run_cli
 from vaekit import checkpoint, fileio, objectives
 from vaekit.cli import main
 from vaekit.data.idx import write_idx
@@ -570,17 +570,7 @@ def test_case17_overflowing_logvar_under_autocast_keeps_the_loss_finite() -> Non
 def test_case18_non_finite_updates_are_skipped_counted_and_stop_the_run(
     tiny, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = objectives.compute
-    calls = []
-
-    def nan_on_odd_steps(*args, **kwargs):
-        calls.append(1)
-        terms = original(*args, **kwargs)
-        if len(calls) % 2:
-            terms.loss = terms.loss * float("nan")
-        return terms
-
-    monkeypatch.setattr(objectives, "compute", nan_on_odd_steps)
+    original = nan_on_odd_steps(monkeypatch)
     run = vaekit.train(tiny("nan", **{"train.epochs": 2}))
     record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["skipped_updates"] == 4  # 4 steps per epoch, every other one NaN

@@ -190,7 +190,7 @@ def upsample_conv(x: torch.Tensor, conv: nn.Conv2d, size: tuple[int, int]) -> to
         return F.conv_transpose2d(x, kernel, conv.bias, stride=2, padding=1)
     # a tiny map (see SMALL_MAP): every input position times the whole kernel, one matmul,
     # then fold adds the overlapping 4x4 patches into the 2h x 2w output
-    b, c_in = x.shape[:2]
+    b = x.shape[0]
     rows = x.permute(0, 2, 3, 1).reshape(b * h * w, c_in)
     patches = (rows @ kernel.reshape(c_in, -1)).view(b, h * w, -1).transpose(1, 2)
     y = F.fold(patches, (2 * h, 2 * w), 4, stride=2, padding=1)  # (B, C_out, 2h, 2w)
