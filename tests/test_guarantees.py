@@ -477,10 +477,11 @@ def test_case14_resume_at_an_epoch_boundary_is_bit_identical(
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
+@pytest.mark.parametrize("ema", [0.0, 0.9])  # with ema, the saved weights are the average
 def test_case15_resume_mid_epoch_continues_the_same_order_bit_identically(
-    tiny, monkeypatch: pytest.MonkeyPatch
+    tiny, monkeypatch: pytest.MonkeyPatch, ema: float
 ) -> None:
-    overrides = {"train.epochs": 2, "data.noise_examples": 640}
+    overrides = {"train.epochs": 2, "data.noise_examples": 640, "optim.ema": ema}
     full = vaekit.train(tiny("full", **overrides))
     original = objectives.compute
     calls = []

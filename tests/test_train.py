@@ -183,3 +183,108 @@ def test_other_likelihoods_train(tiny, likelihood: str) -> None:
     )
     model = vaekit.load(run)
     assert model.likelihood == likelihood and model.decode(torch.zeros(1, 4)).shape[1] == 2
+
+
+# -- the weight average (optim.ema) ----------------------------------------------------
+def test_weight_average_follows_its_ramped_decay() -> None:
+    from vaekit.train import WeightAverage
+
+    torch.manual_seed(0)
+    model = vaekit.VAE(
+        vaekit.load_config(None, {"model.hidden": [8], "model.latent_dim": 2}).model, (1, 4, 4)
+    )
+    average = WeightAverage(model, decay=0.9)
+    expected = {k: v.double().clone() for k, v in model.state_dict().items()}
+    for n in range(1, 31):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        average.update()
+        d = min(0.9, (1 + n) / (10 + n))  # 0.18 at the first update, 0.9 from n = 80 on
+        for k, v in model.state_dict().items():
+            expected[k] = d * expected[k] + (1 - d) * v.double()
+    got = average.model.state_dict()
+    for k, v in expected.items():
+        torch.testing.assert_close(got[k].double(), v, rtol=1e-5, atol=1e-5)
+    assert not any(p.requires_grad for p in average.model.parameters())
+    assert average.updates == 30
+
+
+def test_an_ema_run_saves_and_evaluates_the_average(tiny) -> None:
+    from vaekit import checkpoint
+    from vaekit.evaluate import elbo_stats
+
+    cfg = tiny("ema", **{"optim.ema": 0.9, "train.epochs": 2})
+    run = vaekit.train(cfg)
+    state = checkpoint.load_state(run / "state.pt")
+    saved = vaekit.load(run).state_dict()
+    assert state["ema"]["updates"] == 8  # 2 epochs of 4 steps
+    assert all(torch.equal(saved[k], v) for k, v in state["ema"]["model"].items())
+    assert not all(torch.equal(saved[k], v) for k, v in state["model"].items())
+    # the logged test -ELBO is the saved (averaged) model's
+    data = load_data(cfg.data, seed=cfg.train.seed, progress=False)
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    test = elbo_stats(vaekit.load(run), data.x_test, None, cfg.train.eval_batch_size, seed=0)
+    assert record["test_nelbo"] == pytest.approx(test["nelbo"], rel=1e-6)
+
+
+def test_optim_ema_must_be_below_one(tiny) -> None:
+    for bad in (1.0, -0.5):
+        with pytest.raises(ConfigError, match="optim.ema"):
+            vaekit.train(tiny("bad", **{"optim.ema": bad}))
+
+
+# -- optimizers without torch._dynamo ------------------------------------------------------
+@pytest.mark.parametrize("name", ["adam", "adamw", "adagrad", "sgd"])
+@pytest.mark.parametrize("fused", [True, False])
+def test_vaekit_optimizers_update_exactly_as_torch_does(name: str, fused: bool) -> None:
+    from vaekit.train import _OPTIMIZERS
+
+    torch_kinds = {
+        "adam": torch.optim.Adam,
+        "adamw": torch.optim.AdamW,
+        "adagrad": torch.optim.Adagrad,
+        "sgd": torch.optim.SGD,
+    }
+    torch.manual_seed(0)
+    ours, theirs = torch.nn.Linear(5, 3), torch.nn.Linear(5, 3)
+    theirs.load_state_dict(ours.state_dict())
+    kwargs = {"lr": 0.1, "weight_decay": 0.01, "fused": fused}
+    a = _OPTIMIZERS[name](ours.parameters(), **kwargs)
+    b = torch_kinds[name](theirs.parameters(), **kwargs)
+    assert isinstance(a, torch_kinds[name])
+    for _ in range(3):
+        x = torch.randn(4, 5)
+        for model, opt in ((ours, a), (theirs, b)):
+            opt.zero_grad()
+            model(x).pow(2).sum().backward()
+            opt.step()
+    assert torch.equal(ours.weight, theirs.weight) and torch.equal(ours.bias, theirs.bias)
+    assert not torch.equal(ours.weight, torch.nn.Linear(5, 3).weight)
+    # the state round-trips both ways, in torch's own format
+    c = torch_kinds[name](torch.nn.Linear(5, 3).parameters(), **kwargs)
+    c.load_state_dict(a.state_dict())
+    a.load_state_dict(b.state_dict())
+    assert str(a.state_dict()) == str(b.state_dict()) == str(c.state_dict())
+
+
+def test_training_never_imports_the_torch_compiler(tmp_path: Path) -> None:
+    """torch.optim would import torch._dynamo on first use: ~1 s of every run's start."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, vaekit\n"
+        "from conftest import tiny_config\n"
+        f"vaekit.train(tiny_config({str(tmp_path / 'run')!r}, **{{'optim.ema': 0.9}}))\n"
+        "assert 'vaekit.train' in sys.modules\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "False"

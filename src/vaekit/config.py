@@ -169,6 +169,12 @@ class OptimConfig:
     warmup_steps: int = opt(0, "linear learning-rate warm-up steps", min=0)
     grad_clip: float = opt(0.0, "clip the gradient norm to this value (0: no clipping)", min=0.0)
     fused: bool = opt(True, "use the fused optimizer kernel where torch has one")
+    ema: float = opt(
+        0.0,
+        "decay of an exponential moving average of the weights, which is what gets "
+        "evaluated and saved (0: off; e.g. 0.995)",
+        min=0.0,
+    )
 
 
 @dataclass
@@ -332,6 +338,8 @@ def validate(config: Config) -> Config:
         setattr(obj, leaf, value)
     if config.model.arch == "mlp" and not config.model.hidden:
         raise ConfigError("config key 'model.hidden' must list at least one layer size")
+    if config.optim.ema >= 1.0:
+        raise ConfigError(f"config key 'optim.ema' must be below 1; got {config.optim.ema}")
     if config.data.test_fraction >= 1.0:
         raise ConfigError(
             f"config key 'data.test_fraction' must be below 1; got {config.data.test_fraction}"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+import inspect
 import os
 import shutil
 import signal
@@ -201,24 +203,54 @@ def prepare_run_dir(config: Config, resume: bool, overwrite: bool) -> Path:
     return run_dir
 
 
+def _without_dynamo(kind: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
+    """`kind` with torch.optim's entry points called without their torch._dynamo wrappers.
+
+    torch.optim wraps step, zero_grad, add_param_group, state_dict and load_state_dict so
+    that their first call imports torch._dynamo, the compiler, which vaekit never uses:
+    ~1 s of a run's start-up on a 2-core CPU, more than an epoch of the default preset's
+    first four. The wrapped functions run unchanged (inspect.unwrap finds them through
+    functools.wraps); step runs under no_grad, as its wrapper would for a
+    non-differentiable optimizer.
+    """
+    base = torch.optim.Optimizer
+    step = inspect.unwrap(kind.step)
+
+    def lean_step(self: torch.optim.Optimizer, closure: Any = None) -> Any:
+        with torch.no_grad():
+            return step(self, closure)
+
+    methods: dict[str, Any] = {
+        name: inspect.unwrap(getattr(base, name))
+        for name in ("add_param_group", "zero_grad", "state_dict", "load_state_dict")
+    }
+    methods["step"] = lean_step
+    return type(kind.__name__, (kind,), methods)
+
+
+_OPTIMIZERS: dict[str, Any] = {  # by optim.name
+    name: _without_dynamo(kind)
+    for name, kind in (
+        ("adam", torch.optim.Adam),
+        ("adamw", torch.optim.AdamW),
+        ("adagrad", torch.optim.Adagrad),
+        ("sgd", torch.optim.SGD),
+    )
+}
+
+
 def make_optimizer(
     model: torch.nn.Module, config: Config, device: torch.device
 ) -> torch.optim.Optimizer:
     o = config.optim
     params = [p for p in model.parameters() if p.requires_grad]
-    kinds: dict[str, Any] = {
-        "adam": torch.optim.Adam,
-        "adamw": torch.optim.AdamW,
-        "adagrad": torch.optim.Adagrad,
-        "sgd": torch.optim.SGD,
-    }
     kwargs: dict[str, Any] = {"lr": o.lr, "weight_decay": o.weight_decay}
     if o.fused and o.name in ("adam", "adamw", "adagrad", "sgd"):
         try:  # fused kernels: one launch for all parameters (measured faster on CPU too)
-            return kinds[o.name](params, fused=True, **kwargs)
+            return _OPTIMIZERS[o.name](params, fused=True, **kwargs)
         except (RuntimeError, TypeError, ValueError):
             pass
-    return kinds[o.name](params, **kwargs)
+    return _OPTIMIZERS[o.name](params, **kwargs)
 
 
 def _grad_norm(params: list[torch.nn.Parameter], clip: float) -> torch.Tensor:
@@ -245,6 +277,39 @@ def make_schedule(
         return 1.0
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights (Polyak averaging).
+
+    `model` is the averaged copy: what a run evaluates, draws its images from and saves.
+    Its decay ramps up as min(decay, (1 + n) / (10 + n)) after n updates, so that early
+    on it follows the weights instead of remembering their random start. A skipped
+    (non-finite) update leaves the weights as they were, so averaging them is harmless.
+    """
+
+    def __init__(self, model: VAE, decay: float) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.updates = 0
+        self._mine: list[torch.Tensor] = list(self.model.parameters())
+        self._theirs: list[torch.Tensor] = list(model.parameters())
+        self._buffers = (list(self.model.buffers()), list(model.buffers()))
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        torch._foreach_lerp_(self._mine, self._theirs, 1.0 - decay)  # as torch.optim.swa_utils does
+        for mine, theirs in zip(*self._buffers, strict=True):
+            mine.copy_(theirs)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.updates = int(state["updates"])
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -408,6 +473,8 @@ def _train(
         # Module.to(memory_format=) works but is missing from torch's type stubs
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = make_optimizer(model, config, device)
+    average = WeightAverage(model, config.optim.ema) if config.optim.ema else None
+    shown = average.model if average else model  # what is evaluated, drawn from and saved
     n_train = data.x_train.shape[0]
     steps_per_epoch = len(batch_indices(torch.arange(n_train), t.batch_size))
     schedule = make_schedule(optimizer, config, steps_per_epoch * t.epochs)
@@ -429,6 +496,8 @@ def _train(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
+        if average is not None:
+            average.load_state_dict(state["ema"])
         if "scaler" in state:
             scaler.load_state_dict(state["scaler"])
         _set_rng_state(generator, state["rng"])
@@ -515,6 +584,7 @@ def _train(
                 "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(),
                 "scaler": scaler.state_dict(),
+                **({"ema": average.state_dict()} if average else {}),
                 "rng": _rng_state(generator),
                 "epoch": epoch,
                 "step_in_epoch": step_in_epoch,
@@ -573,9 +643,13 @@ def _train(
                     optimizer.found_inf = bad  # type: ignore[attr-defined]
                     optimizer.step()
                     schedule.step()  # flush() takes back the steps that turn out skipped
+                    if average is not None:
+                        average.update()
                 elif not bad.item():  # CPU, unfused optimizers, fp16's scaler
                     scaler.step(optimizer)
                     schedule.step()  # the schedule counts applied updates
+                    if average is not None:
+                        average.update()
                 scaler.update()
                 pending.append(
                     torch.stack(
@@ -597,7 +671,7 @@ def _train(
                         },
                         global_step,
                     )
-                    tracker.log_images(write_images(model, data, run_dir, seed=t.seed), global_step)
+                    tracker.log_images(write_images(shown, data, run_dir, seed=t.seed), global_step)
                     model.train()
             flush()
             bar.close()
@@ -618,7 +692,7 @@ def _train(
             if dist.main and ((epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs):
                 model.eval()
                 test = elbo_stats(
-                    model,
+                    shown,
                     data.x_test,
                     data.y_test if model.conditional else None,
                     t.eval_batch_size,
@@ -627,7 +701,7 @@ def _train(
                 record.update({f"test_{k}": v for k, v in test.items()})
             if dist.main:
                 tracker.log_epoch(record)
-                checkpoint.save_model(run_dir, model, config, data.class_names)
+                checkpoint.save_model(run_dir, shown, config, data.class_names)
                 save_state(epoch + 1, 0)
                 if show:
                     test_part = (
@@ -639,7 +713,7 @@ def _train(
                         f"{record['samples_per_s']:,.0f} samples/s",
                         file=sys.stderr,
                     )
-                images = write_images(model, data, run_dir, seed=t.seed)
+                images = write_images(shown, data, run_dir, seed=t.seed)
                 tracker.log_images(images, global_step)
     tracker.close()
     return run_dir
