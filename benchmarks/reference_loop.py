@@ -16,13 +16,17 @@ What makes it "canonical", and what vaekit does differently:
 
 Run as a script it trains `--epochs` epochs and appends one JSON record per epoch
 (training seconds, samples/s, test -ELBO) to `--records`; time_to_quality.py runs it as a
-subprocess beside vaekit. mlp_speed.py imports `train_epoch` to time it in-process.
+subprocess beside vaekit. With `--on-request`, it waits for a line on stdin before each
+epoch and prints the epoch's record as one line on stdout: mlp_speed.py drives it so, in
+a process of its own, because vaekit turns on flush-to-zero for denormals (per thread,
+inherited by threads started later), which a canonical loop does not have.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -167,11 +171,18 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--records", type=Path, help="append one JSON line per epoch here")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument(
+        "--on-request",
+        action="store_true",
+        help="wait for a line on stdin before each epoch (stop at end of input)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     ref = Reference(*fashion_mnist_arrays())
     for epoch in range(1, args.epochs + 1):
+        if args.on_request and not sys.stdin.readline():
+            break
         started = time.perf_counter()
         seen, train_loss = ref.train_epoch()
         seconds = time.perf_counter() - started
