@@ -277,3 +277,39 @@ def test_cli_evaluate_prints_and_emits_the_same_numbers(trained_run: Path) -> No
     assert_clean_error(run_cli("evaluate", str(trained_run), "--fid-samples", "0"), "--fid-samples")
     if importlib.util.find_spec("torch_fidelity") is None:  # the Inception path cannot run
         assert_clean_error(run_cli("evaluate", str(trained_run), "--fid"), "--fid random")
+
+
+def test_decoder_width_is_the_widest_decoder_tensor() -> None:
+    from vaekit.config import ModelConfig
+    from vaekit.evaluate import decoder_width
+
+    mlp = vaekit.VAE(ModelConfig(hidden=[1000], latent_dim=3), (1, 28, 28))
+    assert decoder_width(mlp) == 1000  # the hidden layer is wider than the 784 outputs
+    gaussian = vaekit.VAE(
+        ModelConfig(hidden=[64], latent_dim=3, likelihood="gaussian", learn_scale=True),
+        (1, 28, 28),
+    )
+    assert decoder_width(gaussian) == 2 * 784  # a mean and a scale per pixel
+    conv = vaekit.VAE(ModelConfig(arch="conv", channels=[8, 16], latent_dim=3), (3, 32, 32))
+    assert decoder_width(conv) == 8 * 32 * 32  # its last feature map, not the 3 x 32 x 32 out
+    conditional = vaekit.VAE(ModelConfig(hidden=[50], latent_dim=3, conditional=True), (1, 8, 8), 4)
+    assert decoder_width(conditional) == 64
+    assert not any(m._forward_hooks for m in conv.modules())  # the probe's hooks are gone
+
+
+def test_a_pass_holds_at_most_the_budget_in_the_decoders_widest_tensor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from vaekit.config import ModelConfig
+    from vaekit.evaluate import decoder_width
+
+    model = vaekit.VAE(ModelConfig(arch="conv", channels=[8, 16], latent_dim=3), (3, 32, 32))
+    width = decoder_width(model)
+    rows: list[int] = []
+    decode = model.decode
+    monkeypatch.setattr(model, "decode", lambda z, y=None: rows.append(len(z)) or decode(z, y))
+    x = torch.rand(12, 3, 32, 32)
+    importance_sampling(model, x, 10, budget=25 * width, workers=1)
+    # 25 rows fit: 2 examples x 10 samples per pass (with the output's size, 3 x 32 x 32,
+    # it would have been 266 rows: all 12 examples in one pass)
+    assert rows == [1] + [20] * 6  # the first: decoder_width's one-example probe

@@ -19,9 +19,11 @@ from .data.dataset import to_float
 from .errors import ConfigError, DataError
 from .models import VAE
 
-# Decoded values (likelihood parameters) per forward pass of the log p(x) estimate: large
-# enough for efficient matmuls, small enough that a pass's temporaries stay in the caches
-# (measured in benchmarks/eval_speed.py); a pass then holds ~5 such tensors (~80 MB).
+# Values per forward pass of the log p(x) estimate, counted in the decoder's widest tensor
+# (see `decoder_width`): large enough for efficient matmuls, small enough that a pass's
+# temporaries stay in the caches (measured in benchmarks/eval_speed.py) and each stays
+# below glibc's 32 MiB limit for reusing freed memory (allocator.py); a pass then holds
+# ~5 such tensors (~80 MB).
 DEFAULT_BUDGET = 4_000_000
 PRECISIONS = ("fp32", "bf16")
 
@@ -121,6 +123,29 @@ def log_likelihood_broadcast(model: VAE, x: torch.Tensor, params: torch.Tensor) 
     return model.log_likelihood(x_rep, params).view(k, b)
 
 
+def decoder_width(model: VAE) -> int:
+    """Values per example in the decoder's widest tensor: its output for an MLP, an early
+    feature map for a conv decoder (32 x 64 x 64 values against an output of 3 x 64 x 64
+    for shapes64). A pass's memory grows with it, not with the output."""
+    widest = 0
+
+    def seen(module: torch.nn.Module, inputs: Any, output: Any) -> None:
+        nonlocal widest
+        if isinstance(output, torch.Tensor) and output.dim() > 0:
+            widest = max(widest, output[0].numel())
+
+    device = next(model.parameters()).device
+    y = torch.zeros(1, dtype=torch.long, device=device) if model.conditional else None
+    hooks = [m.register_forward_hook(seen) for m in model.decoder.modules()]
+    try:
+        with torch.no_grad():
+            out = model.decode(torch.zeros(1, model.latent_dim, device=device), y)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return max(widest, out[0].numel())
+
+
 def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
     if precision == "fp32":
         return contextlib.nullcontext()
@@ -157,8 +182,9 @@ def importance_sampling(
 ) -> IWEstimate:
     """log p(x) ~ log (1/K) sum_k p(x, z_k) / q(z_k|x), z_k ~ q(z|x) (Burda et al. 2015).
 
-    Examples and samples are batched together: each pass decodes about `budget` values, as
-    several examples with all K samples or, for large K, one example's samples in chunks.
+    Examples and samples are batched together: each pass holds about `budget` values in
+    the decoder's widest tensor (`decoder_width`), as several examples with all K samples
+    or, for large K, one example's samples in chunks.
     Weights are summed with logsumexp in float64. On the CPU, `workers` passes (default:
     torch's thread count) run at once, each single-threaded. `precision` 'bf16' runs the
     decoder under bf16 autocast (faster on CPUs with AMX; its error is in benchmarks/).
@@ -169,8 +195,7 @@ def importance_sampling(
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     device = _device_of(model, device)
     workers = 1 if device.type != "cpu" else workers or torch.get_num_threads()
-    out_numel = math.prod(model.input_shape) * (2 if model.learn_scale else 1)
-    rows = max(1, budget // out_numel)  # decoded vectors per pass
+    rows = max(1, budget // decoder_width(model))  # decoded examples per pass
     per_pass, k_chunk = (max(1, rows // k), k) if rows >= k else (1, rows)
     n, d = x.shape[0], model.latent_dim
     result = IWEstimate(*(torch.empty(n, dtype=torch.float64) for _ in range(3)))

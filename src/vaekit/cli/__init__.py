@@ -45,8 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "data" and args.data_command is None:
         parser.error("data needs an action: fetch NAME or list")
+    from ..allocator import tune_malloc
     from ..errors import TrainingInterrupted, VaekitError
 
+    tune_malloc()  # conv activations: reuse freed memory instead of fresh zeroed pages
     try:
         return commands[args.command](args)
     except TrainingInterrupted as e:

@@ -77,8 +77,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=int,
         default=None,
         metavar="VALUES",
-        help="decoded values per forward pass of the log p(x) estimate: bounds "
-        "its memory at ~20 bytes each (default 4000000)",
+        help="values per forward pass of the log p(x) estimate, counted in the "
+        "decoder's widest tensor: bounds its memory at ~20 bytes each (default 4000000)",
     )
     p.add_argument(
         "--fid",
