@@ -190,24 +190,25 @@ def test_weight_average_follows_its_ramped_decay() -> None:
     from vaekit.train import WeightAverage
 
     torch.manual_seed(0)
-    model = vaekit.VAE(
-        vaekit.load_config(None, {"model.hidden": [8], "model.latent_dim": 2}).model, (1, 4, 4)
-    )
+    cfg = vaekit.load_config(None, {"model.hidden": [8], "model.latent_dim": 2})
+    model = vaekit.VAE(cfg.model, (1, 4, 4))
     average = WeightAverage(model, decay=0.9)
+    assert average.EVERY == 4
     expected = {k: v.double().clone() for k, v in model.state_dict().items()}
     for n in range(1, 31):
         with torch.no_grad():
             for p in model.parameters():
                 p.add_(torch.randn_like(p))
         average.update()
-        d = min(0.9, (1 + n) / (10 + n))  # 0.18 at the first update, 0.9 from n = 80 on
-        for k, v in model.state_dict().items():
-            expected[k] = d * expected[k] + (1 - d) * v.double()
+        if n % 4 == 0:  # 0.9 per step, ramped: (5/14)^4 at step 4, 0.9^4 from step 80 on
+            d = min(0.9, (1 + n) / (10 + n)) ** 4
+            for k, v in model.state_dict().items():
+                expected[k] = d * expected[k] + (1 - d) * v.double()
     got = average.model.state_dict()
     for k, v in expected.items():
         torch.testing.assert_close(got[k].double(), v, rtol=1e-5, atol=1e-5)
     assert not any(p.requires_grad for p in average.model.parameters())
-    assert average.updates == 30
+    assert average.steps == 30
 
 
 def test_an_ema_run_saves_and_evaluates_the_average(tiny) -> None:
@@ -218,7 +219,7 @@ def test_an_ema_run_saves_and_evaluates_the_average(tiny) -> None:
     run = vaekit.train(cfg)
     state = checkpoint.load_state(run / "state.pt")
     saved = vaekit.load(run).state_dict()
-    assert state["ema"]["updates"] == 8  # 2 epochs of 4 steps
+    assert state["ema"]["steps"] == 8  # 2 epochs of 4 steps: the average moved twice
     assert all(torch.equal(saved[k], v) for k, v in state["ema"]["model"].items())
     assert not all(torch.equal(saved[k], v) for k, v in state["model"].items())
     # the logged test -ELBO is the saved (averaged) model's

@@ -283,33 +283,41 @@ class WeightAverage:
     """An exponential moving average of a model's weights (Polyak averaging).
 
     `model` is the averaged copy: what a run evaluates, draws its images from and saves.
-    Its decay ramps up as min(decay, (1 + n) / (10 + n)) after n updates, so that early
-    on it follows the weights instead of remembering their random start. A skipped
-    (non-finite) update leaves the weights as they were, so averaging them is harmless.
+    `decay` is per step, ramped up as min(decay, (1 + n) / (10 + n)) after n steps so that
+    early on the average follows the weights instead of remembering their random start.
+    It moves every EVERY steps, by decay ** EVERY: the same average within a few steps, at
+    a quarter of the memory traffic (a full pass over the weights costs ~0.3 ms, 5-10% of
+    a `fashion-mlp` step). A skipped (non-finite) update leaves the weights as they were,
+    so averaging them is harmless.
     """
+
+    EVERY = 4
 
     def __init__(self, model: VAE, decay: float) -> None:
         self.decay = decay
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.updates = 0
+        self.steps = 0
         self._mine: list[torch.Tensor] = list(self.model.parameters())
         self._theirs: list[torch.Tensor] = list(model.parameters())
         self._buffers = (list(self.model.buffers()), list(model.buffers()))
 
     @torch.no_grad()
     def update(self) -> None:
-        self.updates += 1
-        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        torch._foreach_lerp_(self._mine, self._theirs, 1.0 - decay)  # as torch.optim.swa_utils does
+        """Count one optimizer step; every EVERY steps, move the average."""
+        self.steps += 1
+        if self.steps % self.EVERY:
+            return
+        decay = min(self.decay, (1 + self.steps) / (10 + self.steps)) ** self.EVERY
+        torch._foreach_lerp_(self._mine, self._theirs, 1.0 - decay)  # as swa_utils does
         for mine, theirs in zip(*self._buffers, strict=True):
             mine.copy_(theirs)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "updates": self.updates}
+        return {"model": self.model.state_dict(), "steps": self.steps}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
-        self.updates = int(state["updates"])
+        self.steps = int(state["steps"])
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
