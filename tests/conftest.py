@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import vaekit
+from vaekit import allocator
 from vaekit.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,3 +106,10 @@ def assert_clean_error(result: subprocess.CompletedProcess[str], *needles: str) 
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _malloc_as_it_comes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CLI calls in this process would tune its malloc for every later test (the settings
+    cannot be undone); tests/test_allocator.py checks the real one in fresh processes."""
+    monkeypatch.setattr(allocator, "tune_malloc", lambda: False)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import platform
 import subprocess
 import sys
 
@@ -10,10 +12,20 @@ import pytest
 
 from vaekit import allocator
 
+
+def _has_glibc_mallinfo2() -> bool:
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        return hasattr(ctypes.CDLL(None), "mallinfo2")
+    except OSError:
+        return False
+
+
 glibc = pytest.mark.skipif(
-    not sys.platform.startswith("linux") or os.confstr("CS_GNU_LIBC_VERSION") is None,
-    reason="mallopt's thresholds and mallinfo2 are glibc's (2.33+)",
+    not _has_glibc_mallinfo2(), reason="mallopt's thresholds and mallinfo2 are glibc's (2.33+)"
 )
+TUNE_MALLOC = allocator.tune_malloc  # conftest swaps it for a no-op in this process
 
 PROBE = """
 import ctypes, sys, torch
@@ -80,6 +92,11 @@ def test_the_vaekit_command_tunes_malloc(monkeypatch: pytest.MonkeyPatch) -> Non
     assert calls == [1]
 
 
+def test_glibc_tunables_of_the_user_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=0")
+    assert TUNE_MALLOC() is False
+
+
 def test_tune_malloc_does_nothing_off_linux(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "platform", "darwin")
-    assert allocator.tune_malloc() is False  # no glibc: nothing to set, nothing raised
+    assert TUNE_MALLOC() is False  # no glibc: nothing to set, nothing raised

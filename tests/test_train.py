@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import pytest
@@ -200,26 +201,29 @@ def test_weight_average_follows_its_ramped_decay() -> None:
             for p in model.parameters():
                 p.add_(torch.randn_like(p))
         average.update()
-        if n % 4 == 0:  # 0.9 per step, ramped: (5/14)^4 at step 4, 0.9^4 from step 80 on
-            d = min(0.9, (1 + n) / (10 + n)) ** 4
+        if n % 4 == 0 or n == 30:  # 0.9 per step, ramped: (5/14)^4 at step 4, 0.9^4 from 80
+            d = min(0.9, (1 + n) / (10 + n)) ** (4 if n % 4 == 0 else 2)
             for k, v in model.state_dict().items():
                 expected[k] = d * expected[k] + (1 - d) * v.double()
+    assert (average.steps, average.moved) == (30, 28)
+    average.sync()  # steps 29 and 30, as one move by (31/40)^2
+    assert average.moved == 30
     got = average.model.state_dict()
     for k, v in expected.items():
         torch.testing.assert_close(got[k].double(), v, rtol=1e-5, atol=1e-5)
     assert not any(p.requires_grad for p in average.model.parameters())
-    assert average.steps == 30
 
 
 def test_an_ema_run_saves_and_evaluates_the_average(tiny) -> None:
     from vaekit import checkpoint
     from vaekit.evaluate import elbo_stats
+    from vaekit.train import write_images
 
     cfg = tiny("ema", **{"optim.ema": 0.9, "train.epochs": 2})
     run = vaekit.train(cfg)
     state = checkpoint.load_state(run / "state.pt")
     saved = vaekit.load(run).state_dict()
-    assert state["ema"]["steps"] == 8  # 2 epochs of 4 steps: the average moved twice
+    assert state["ema"]["steps"] == state["ema"]["moved"] == 8  # 2 epochs of 4 steps
     assert all(torch.equal(saved[k], v) for k, v in state["ema"]["model"].items())
     assert not all(torch.equal(saved[k], v) for k, v in state["model"].items())
     # the logged test -ELBO is the saved (averaged) model's
@@ -227,6 +231,22 @@ def test_an_ema_run_saves_and_evaluates_the_average(tiny) -> None:
     record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     test = elbo_stats(vaekit.load(run), data.x_test, None, cfg.train.eval_batch_size, seed=0)
     assert record["test_nelbo"] == pytest.approx(test["nelbo"], rel=1e-6)
+    # and so are the pictures: drawn again from the saved model, byte for byte the same
+    again = run.parent / "again"
+    again.mkdir()
+    write_images(vaekit.load(run), data, again, seed=cfg.train.seed)
+    for name in ("samples.png", "reconstructions.png"):
+        assert (again / name).read_bytes() == (run / name).read_bytes(), name
+
+
+def test_the_average_takes_in_every_step_before_it_is_used(tiny) -> None:
+    from vaekit import checkpoint
+
+    # 3 steps an epoch, fewer than the average's 4 between moves: without the epoch's
+    # sync the saved model would be the untrained start
+    run = vaekit.train(tiny("short", **{"optim.ema": 0.9, "data.noise_examples": 192}))
+    state = checkpoint.load_state(run / "state.pt")
+    assert state["ema"]["steps"] == state["ema"]["moved"] == 3
 
 
 def test_optim_ema_must_be_below_one(tiny) -> None:
@@ -239,7 +259,7 @@ def test_optim_ema_must_be_below_one(tiny) -> None:
 @pytest.mark.parametrize("name", ["adam", "adamw", "adagrad", "sgd"])
 @pytest.mark.parametrize("fused", [True, False])
 def test_vaekit_optimizers_update_exactly_as_torch_does(name: str, fused: bool) -> None:
-    from vaekit.train import _OPTIMIZERS
+    from vaekit.optim import OPTIMIZERS
 
     torch_kinds = {
         "adam": torch.optim.Adam,
@@ -251,7 +271,7 @@ def test_vaekit_optimizers_update_exactly_as_torch_does(name: str, fused: bool) 
     ours, theirs = torch.nn.Linear(5, 3), torch.nn.Linear(5, 3)
     theirs.load_state_dict(ours.state_dict())
     kwargs = {"lr": 0.1, "weight_decay": 0.01, "fused": fused}
-    a = _OPTIMIZERS[name](ours.parameters(), **kwargs)
+    a = OPTIMIZERS[name](ours.parameters(), **kwargs)
     b = torch_kinds[name](theirs.parameters(), **kwargs)
     assert isinstance(a, torch_kinds[name])
     for _ in range(3):
@@ -267,6 +287,8 @@ def test_vaekit_optimizers_update_exactly_as_torch_does(name: str, fused: bool) 
     c.load_state_dict(a.state_dict())
     a.load_state_dict(b.state_dict())
     assert str(a.state_dict()) == str(b.state_dict()) == str(c.state_dict())
+    again = pickle.loads(pickle.dumps(a))  # importable by name, as torch's are
+    assert type(again) is type(a) and str(again.state_dict()) == str(a.state_dict())
 
 
 def test_training_never_imports_the_torch_compiler(tmp_path: Path) -> None:

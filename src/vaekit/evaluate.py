@@ -137,10 +137,13 @@ def decoder_width(model: VAE) -> int:
     device = next(model.parameters()).device
     y = torch.zeros(1, dtype=torch.long, device=device) if model.conditional else None
     hooks = [m.register_forward_hook(seen) for m in model.decoder.modules()]
+    was_training = model.decoder.training
+    model.decoder.eval()  # a probe: no normalisation statistics may move
     try:
         with torch.no_grad():
             out = model.decode(torch.zeros(1, model.latent_dim, device=device), y)
     finally:
+        model.decoder.train(was_training)
         for hook in hooks:
             hook.remove()
     return max(widest, out[0].numel())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import inspect
 import os
 import shutil
 import signal
@@ -25,6 +24,7 @@ from .data.dataset import gather, mean_image, resident
 from .errors import ConfigError, DataError, TrainingDiverged, TrainingInterrupted, VaekitError
 from .evaluate import elbo_stats
 from .models import VAE
+from .optim import OPTIMIZERS
 from .tracking import Tracker
 
 T = TypeVar("T")
@@ -203,42 +203,6 @@ def prepare_run_dir(config: Config, resume: bool, overwrite: bool) -> Path:
     return run_dir
 
 
-def _without_dynamo(kind: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
-    """`kind` with torch.optim's entry points called without their torch._dynamo wrappers.
-
-    torch.optim wraps step, zero_grad, add_param_group, state_dict and load_state_dict so
-    that their first call imports torch._dynamo, the compiler, which vaekit never uses:
-    ~1 s of a run's start-up on a 2-core CPU, more than an epoch of the default preset's
-    first four. The wrapped functions run unchanged (inspect.unwrap finds them through
-    functools.wraps); step runs under no_grad, as its wrapper would for a
-    non-differentiable optimizer.
-    """
-    base = torch.optim.Optimizer
-    step = inspect.unwrap(kind.step)
-
-    def lean_step(self: torch.optim.Optimizer, closure: Any = None) -> Any:
-        with torch.no_grad():
-            return step(self, closure)
-
-    methods: dict[str, Any] = {
-        name: inspect.unwrap(getattr(base, name))
-        for name in ("add_param_group", "zero_grad", "state_dict", "load_state_dict")
-    }
-    methods["step"] = lean_step
-    return type(kind.__name__, (kind,), methods)
-
-
-_OPTIMIZERS: dict[str, Any] = {  # by optim.name
-    name: _without_dynamo(kind)
-    for name, kind in (
-        ("adam", torch.optim.Adam),
-        ("adamw", torch.optim.AdamW),
-        ("adagrad", torch.optim.Adagrad),
-        ("sgd", torch.optim.SGD),
-    )
-}
-
-
 def make_optimizer(
     model: torch.nn.Module, config: Config, device: torch.device
 ) -> torch.optim.Optimizer:
@@ -247,10 +211,10 @@ def make_optimizer(
     kwargs: dict[str, Any] = {"lr": o.lr, "weight_decay": o.weight_decay}
     if o.fused and o.name in ("adam", "adamw", "adagrad", "sgd"):
         try:  # fused kernels: one launch for all parameters (measured faster on CPU too)
-            return _OPTIMIZERS[o.name](params, fused=True, **kwargs)
+            return OPTIMIZERS[o.name](params, fused=True, **kwargs)
         except (RuntimeError, TypeError, ValueError):
             pass
-    return _OPTIMIZERS[o.name](params, **kwargs)
+    return OPTIMIZERS[o.name](params, **kwargs)
 
 
 def _grad_norm(params: list[torch.nn.Parameter], clip: float) -> torch.Tensor:
@@ -287,8 +251,9 @@ class WeightAverage:
     early on the average follows the weights instead of remembering their random start.
     It moves every EVERY steps, by decay ** EVERY: the same average within a few steps, at
     a quarter of the memory traffic (a full pass over the weights costs ~0.3 ms, 5-10% of
-    a `fashion-mlp` step). A skipped (non-finite) update leaves the weights as they were,
-    so averaging them is harmless.
+    a `fashion-mlp` step); `sync` folds in the steps since, before the average is used.
+    A skipped (non-finite) update leaves the weights as they were, so averaging them is
+    harmless.
     """
 
     EVERY = 4
@@ -296,28 +261,36 @@ class WeightAverage:
     def __init__(self, model: VAE, decay: float) -> None:
         self.decay = decay
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.steps = 0
+        self.steps = 0  # optimizer steps counted
+        self.moved = 0  # of which folded into the average
         self._mine: list[torch.Tensor] = list(self.model.parameters())
         self._theirs: list[torch.Tensor] = list(model.parameters())
         self._buffers = (list(self.model.buffers()), list(model.buffers()))
 
-    @torch.no_grad()
     def update(self) -> None:
         """Count one optimizer step; every EVERY steps, move the average."""
         self.steps += 1
-        if self.steps % self.EVERY:
+        if self.steps - self.moved >= self.EVERY:
+            self.sync()
+
+    @torch.no_grad()
+    def sync(self) -> None:
+        """Fold the steps counted since the last move into the average."""
+        pending = self.steps - self.moved
+        if not pending:
             return
-        decay = min(self.decay, (1 + self.steps) / (10 + self.steps)) ** self.EVERY
+        decay = min(self.decay, (1 + self.steps) / (10 + self.steps)) ** pending
         torch._foreach_lerp_(self._mine, self._theirs, 1.0 - decay)  # as swa_utils does
         for mine, theirs in zip(*self._buffers, strict=True):
             mine.copy_(theirs)
+        self.moved = self.steps
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "steps": self.steps}
+        return {"model": self.model.state_dict(), "steps": self.steps, "moved": self.moved}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
-        self.steps = int(state["steps"])
+        self.steps, self.moved = int(state["steps"]), int(state["moved"])
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -684,6 +657,8 @@ def _train(
             flush()
             bar.close()
             seconds = time.perf_counter() - started
+            if average is not None:  # at every epoch's end: resumed runs stay bit-identical
+                average.sync()
             done = sums[4]
             record: dict[str, Any] = {
                 "epoch": epoch + 1,
