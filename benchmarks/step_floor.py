@@ -20,7 +20,6 @@ Writes benchmarks/results/step_floor.json and step_floor.md.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, median, write_results  # noqa: E402
+from mlp_speed import vaekit_epochs  # noqa: E402
 
 import vaekit  # noqa: E402
 from vaekit import objectives  # noqa: E402
@@ -70,17 +70,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # as vaekit.train does on the CPU
     info = machine()
-    cfg = vaekit.load_config(
-        "mnist-mlp",
-        {
-            "data.name": "fashion-mnist",
-            "train.epochs": 1,
-            "train.precision": "bf16",
-            "train.progress": False,
-            "train.out": tempfile.mkdtemp(prefix="vaekit-step-floor-"),
-        },
-    )
+    cfg = vaekit.load_config("mnist-mlp", {"data.name": "fashion-mnist"})
     data = load_data(cfg.data, progress=False)
+    out = Path(tempfile.mkdtemp(prefix="vaekit-step-floor-"))
     x_all = data.x_train.float().div_(255)
     batches = [x_all[i : i + BATCH] for i in range(0, x_all.shape[0] - BATCH + 1, BATCH)]
 
@@ -89,17 +81,16 @@ def main() -> None:
     optimizer = make_optimizer(model, cfg, torch.device("cpu"))
     generator = torch.Generator().manual_seed(0)
 
-    def forward_backward(x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            terms = objectives.compute(model, x, None, cfg.loss, 0, generator)
-        terms.loss.backward()
-        return terms.loss.detach()
+    def forward_backward(rng: torch.Generator | None) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The step's forward and backward, its noise drawn from `rng` (None: global)."""
 
-    def forward_backward_global_rng(x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            terms = objectives.compute(model, x, None, cfg.loss, 0, None)
-        terms.loss.backward()
-        return terms.loss.detach()
+        def run(x: torch.Tensor) -> torch.Tensor:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                terms = objectives.compute(model, x, None, cfg.loss, 0, rng)
+            terms.loss.backward()
+            return terms.loss.detach()
+
+        return run
 
     def stepper(fwd_bwd: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], None]:
         def run() -> None:
@@ -110,8 +101,9 @@ def main() -> None:
 
         return run
 
-    compiled = torch.compile(forward_backward)
-    compiled_global = torch.compile(forward_backward_global_rng)
+    eager = forward_backward(generator)
+    compiled = torch.compile(forward_backward(generator))
+    compiled_global = torch.compile(forward_backward(None))
     compile_s = []
     for fn in (compiled, compiled_global):
         started = time.perf_counter()
@@ -131,13 +123,11 @@ def main() -> None:
         return args.steps * BATCH / (time.perf_counter() - started)
 
     def trainer() -> float:
-        run = vaekit.train(cfg, data=data, overwrite=True)
-        record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
-        return float(record["samples_per_s"])
+        return float(vaekit_epochs(data, out, "bf16", threads=args.threads)[-1]["samples_per_s"])
 
     loops: dict[str, Callable[[], float]] = {
         "vaekit train (mnist-mlp, bf16)": trainer,
-        "bare eager step": lambda: timed(stepper(forward_backward)),
+        "bare eager step": lambda: timed(stepper(eager)),
         "compiled step (torch.compile)": lambda: timed(stepper(compiled)),
         "compiled step, global RNG": lambda: timed(stepper(compiled_global)),
         "matmuls only": lambda: timed(matmuls_only),
