@@ -209,7 +209,7 @@ def make_optimizer(
     o = config.optim
     params = [p for p in model.parameters() if p.requires_grad]
     kwargs: dict[str, Any] = {"lr": o.lr, "weight_decay": o.weight_decay}
-    if o.fused and o.name in ("adam", "adamw", "adagrad", "sgd"):
+    if o.fused:
         try:  # fused kernels: one launch for all parameters (measured faster on CPU too)
             return OPTIMIZERS[o.name](params, fused=True, **kwargs)
         except (RuntimeError, TypeError, ValueError):
