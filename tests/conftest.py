@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -113,3 +114,39 @@ def _malloc_as_it_comes(monkeypatch: pytest.MonkeyPatch) -> None:
     """CLI calls in this process would tune its malloc for every later test (the settings
     cannot be undone); tests/test_allocator.py checks the real one in fresh processes."""
     monkeypatch.setattr(allocator, "tune_malloc", lambda: False)
+
+
+def write_hub_cache(cache: Path, repo_id: str, files: dict[str, bytes]) -> str:
+    """Lay `files` out as huggingface_hub's cache does (the Hub docs' "Hub Local Cache"):
+    blobs/ named by hash, snapshots/COMMIT/ of relative symlinks, refs/main naming COMMIT."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    commit = hashlib.sha1(b"".join(files[k] for k in sorted(files))).hexdigest()
+    for name, data in files.items():
+        if name.endswith(".safetensors"):  # LFS files are stored under their sha256
+            blob_id = hashlib.sha256(data).hexdigest()
+        else:  # regular files under their git blob id
+            blob_id = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+        blob = repo / "blobs" / blob_id
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        link = repo / "snapshots" / commit / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    return commit
+
+
+@pytest.fixture
+def offline_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty HF_HUB_CACHE with HF_HUB_OFFLINE=1, here and in child processes."""
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from huggingface_hub import constants as hub_constants
+
+    # huggingface_hub reads both once, at import; this process imported it already
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    return cache

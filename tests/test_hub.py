@@ -4,9 +4,7 @@ what it is sent, and `hf://` loading from a huggingface_hub cache with HF_HUB_OF
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
-import os
 import socket
 import sys
 from collections.abc import Iterator
@@ -21,7 +19,7 @@ import yaml
 from huggingface_hub import constants as hub_constants
 
 import vaekit
-from conftest import assert_clean_error, run_cli
+from conftest import assert_clean_error, run_cli, write_hub_cache
 from vaekit import hub
 from vaekit.cli import main
 from vaekit.data import load_data
@@ -117,40 +115,6 @@ def test_model_card_has_hub_metadata_config_numbers_and_images(
     assert "log p(x), K = 8" in card_text
     assert "](samples.png)" in card_text and "](reconstructions.png)" in card_text
     assert f'vaekit.load("hf://{REPO}")' in card_text
-
-
-def write_hub_cache(cache: Path, repo_id: str, files: dict[str, bytes]) -> str:
-    """Lay `files` out as huggingface_hub's cache does (the Hub docs' "Hub Local Cache"):
-    blobs/ named by hash, snapshots/COMMIT/ of relative symlinks, refs/main naming COMMIT."""
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
-    commit = hashlib.sha1(b"".join(files[k] for k in sorted(files))).hexdigest()
-    for name, data in files.items():
-        if name.endswith(".safetensors"):  # LFS files are stored under their sha256
-            blob_id = hashlib.sha256(data).hexdigest()
-        else:  # regular files under their git blob id
-            blob_id = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-        blob = repo / "blobs" / blob_id
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        blob.write_bytes(data)
-        link = repo / "snapshots" / commit / name
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(os.path.relpath(blob, link.parent))
-    (repo / "refs").mkdir(parents=True, exist_ok=True)
-    (repo / "refs" / "main").write_text(commit)
-    return commit
-
-
-@pytest.fixture
-def offline_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty HF_HUB_CACHE with HF_HUB_OFFLINE=1, here and in child processes."""
-    cache = tmp_path / "hf-cache"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    # huggingface_hub reads both once, at import; this process imported it already
-    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
-    return cache
 
 
 def test_pushed_model_loads_back_offline_from_the_cache(
