@@ -198,14 +198,14 @@ def step_images_per_s(
     """
     from vaekit import objectives
     from vaekit.data import to_float
-    from vaekit.train import _autocast, make_optimizer
+    from vaekit.training.trainer import _autocast, make_optimizer
 
     device = torch.device("cpu")
     torch.manual_seed(0)
     model = vaekit.VAE(config.model, tuple(x_u8.shape[1:])).to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, config, device)
     params = [p for p in model.parameters() if p.requires_grad]
-    from vaekit.perceptual import from_config
+    from vaekit.evaluation.perceptual import from_config
 
     perceptual = from_config(config.loss, device)
     g = torch.Generator().manual_seed(0)
@@ -268,7 +268,7 @@ def ours_images_per_s(
 def faces128_setup(steps: int) -> tuple[dict[str, Any], Tensor]:
     """Overrides (LPIPS weights: random unless real ones are installed, the same
     computation) and smooth random 128x128 images for the faces128 preset."""
-    from vaekit import perceptual
+    from vaekit.evaluation import perceptual
 
     batch = load_config("faces128").train.batch_size
     g = torch.Generator().manual_seed(0)

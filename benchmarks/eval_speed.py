@@ -26,9 +26,10 @@ from pathlib import Path
 import torch
 
 import vaekit
-from vaekit import fileio, losses
+from vaekit import losses
 from vaekit.data import load_data, to_float
-from vaekit.evaluate import DEFAULT_BUDGET, elbo_stats, importance_sampling
+from vaekit.evaluation.evaluate import DEFAULT_BUDGET, elbo_stats, importance_sampling
+from vaekit.io import fileio
 
 RESULTS = Path(__file__).resolve().parent / "results" / "eval_speed.json"
 

@@ -25,10 +25,10 @@ from PIL import Image, ImageChops
 import vaekit
 from browser import Browser, browser  # noqa: F401 (a fixture)
 from conftest import ROOT, tiny_config
-from vaekit import explore
 from vaekit.cli import main
 from vaekit.data import load_data
 from vaekit.errors import VaekitError
+from vaekit.viz import explore
 
 
 def start(ex: explore.Explorer, host: str = "127.0.0.1") -> explore.ExplorerServer:

@@ -12,10 +12,11 @@ from PIL import Image
 
 import vaekit
 from conftest import assert_clean_error, run_cli, tiny_config
-from vaekit import charts, figures, fileio
 from vaekit.cli import main
 from vaekit.config import ModelConfig
+from vaekit.io import fileio
 from vaekit.models import VAE
+from vaekit.viz import charts, figures
 
 
 def tiny_vae(latent_dim: int = 5, conditional: bool = False) -> VAE:

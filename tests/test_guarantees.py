@@ -25,10 +25,11 @@ from PIL import Image
 
 import vaekit
 from conftest import ROOT, TINY_FLAGS, assert_one_line_error, nan_on_odd_steps, run_cli
-from vaekit import checkpoint, fileio, objectives
+from vaekit import objectives
 from vaekit.cli import main
 from vaekit.data.idx import write_idx
 from vaekit.errors import CheckpointError, TrainingDiverged, TrainingInterrupted, VaekitError
+from vaekit.io import checkpoint, fileio
 
 TINY = TINY_FLAGS
 
@@ -467,7 +468,7 @@ def test_case14_resume_at_an_epoch_boundary_is_bit_identical(
     assert all(torch.equal(a[k], b[k]) for k in a)
 
     # without the saved RNG states the resumed run draws other noise and differs
-    train_module = sys.modules["vaekit.train"]
+    train_module = sys.modules["vaekit.training.trainer"]
     monkeypatch.setattr(train_module, "_set_rng_state", lambda generator, state: None)
     again = tiny("no-rng")
     vaekit.train(again)

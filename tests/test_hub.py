@@ -20,12 +20,12 @@ from huggingface_hub import constants as hub_constants
 
 import vaekit
 from conftest import assert_clean_error, run_cli, write_hub_cache
-from vaekit import hub
 from vaekit.cli import main
 from vaekit.data import load_data
 from vaekit.errors import CheckpointError, ConfigError, VaekitError
-from vaekit.report import metrics_rows
+from vaekit.io import hub
 from vaekit.tracking import read_metrics
+from vaekit.viz.report import metrics_rows
 
 REPO = "alice/tiny-vae"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")

@@ -13,10 +13,10 @@ import torch
 from torch import nn
 
 import vaekit
-from vaekit import metrics
 from vaekit.data import load_data, to_float
 from vaekit.errors import ConfigError
-from vaekit.evaluate import elbo_stats
+from vaekit.evaluation import metrics
+from vaekit.evaluation.evaluate import elbo_stats
 
 C1, C2 = 0.01**2, 0.03**2
 

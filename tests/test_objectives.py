@@ -12,9 +12,10 @@ import torch
 
 import vaekit
 from conftest import assert_clean_error, run_cli, tiny_config
-from vaekit import losses, objectives, perceptual
+from vaekit import losses, objectives
 from vaekit.config import LossConfig, ModelConfig
 from vaekit.errors import ConfigError
+from vaekit.evaluation import perceptual
 from vaekit.models import VAE
 
 

@@ -15,8 +15,8 @@ from PIL import Image
 import vaekit
 from browser import Browser, browser  # noqa: F401 (a fixture)
 from conftest import assert_clean_error, run_cli, tiny_config
-from vaekit import figures, report
 from vaekit.cli import main
+from vaekit.viz import figures, report
 
 EXPECTED_FIGURES = [
     "curves",

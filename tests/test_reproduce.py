@@ -10,8 +10,8 @@ from PIL import Image
 
 import vaekit
 from conftest import assert_clean_error, run_cli
-from vaekit import reproduce
 from vaekit.errors import ConfigError
+from vaekit.experiments import kingma2013 as reproduce
 
 
 def test_the_setup_is_the_papers() -> None:

@@ -85,7 +85,7 @@ def test_trained_decoder_starts_at_the_logit_of_the_mean(tiny) -> None:
 
 
 def test_resuming_a_run_saved_before_an_option_existed(tiny) -> None:
-    from vaekit.train import _check_resume_config
+    from vaekit.training.trainer import _check_resume_config
 
     cfg = tiny("old")
     saved = cfg.to_dict()
@@ -188,7 +188,7 @@ def test_other_likelihoods_train(tiny, likelihood: str) -> None:
 
 # -- the weight average (optim.ema) ----------------------------------------------------
 def test_weight_average_follows_its_ramped_decay() -> None:
-    from vaekit.train import WeightAverage
+    from vaekit.training.trainer import WeightAverage
 
     torch.manual_seed(0)
     cfg = vaekit.load_config(None, {"model.hidden": [8], "model.latent_dim": 2})
@@ -215,9 +215,9 @@ def test_weight_average_follows_its_ramped_decay() -> None:
 
 
 def test_an_ema_run_saves_and_evaluates_the_average(tiny) -> None:
-    from vaekit import checkpoint
-    from vaekit.evaluate import elbo_stats
-    from vaekit.train import write_images
+    from vaekit.evaluation.evaluate import elbo_stats
+    from vaekit.io import checkpoint
+    from vaekit.training.trainer import write_images
 
     cfg = tiny("ema", **{"optim.ema": 0.9, "train.epochs": 2})
     run = vaekit.train(cfg)
@@ -240,7 +240,7 @@ def test_an_ema_run_saves_and_evaluates_the_average(tiny) -> None:
 
 
 def test_the_average_takes_in_every_step_before_it_is_used(tiny) -> None:
-    from vaekit import checkpoint
+    from vaekit.io import checkpoint
 
     # 3 steps an epoch, fewer than the average's 4 between moves: without the epoch's
     # sync the saved model would be the untrained start
@@ -259,7 +259,7 @@ def test_optim_ema_must_be_below_one(tiny) -> None:
 @pytest.mark.parametrize("name", ["adam", "adamw", "adagrad", "sgd"])
 @pytest.mark.parametrize("fused", [True, False])
 def test_vaekit_optimizers_update_exactly_as_torch_does(name: str, fused: bool) -> None:
-    from vaekit.optim import OPTIMIZERS
+    from vaekit.training.optim import OPTIMIZERS
 
     torch_kinds = {
         "adam": torch.optim.Adam,
@@ -300,7 +300,7 @@ def test_training_never_imports_the_torch_compiler(tmp_path: Path) -> None:
         "import sys, vaekit\n"
         "from conftest import tiny_config\n"
         f"vaekit.train(tiny_config({str(tmp_path / 'run')!r}, **{{'optim.ema': 0.9}}))\n"
-        "assert 'vaekit.train' in sys.modules\n"
+        "assert 'vaekit.training.trainer' in sys.modules\n"
         "print('torch._dynamo' in sys.modules)\n"
     )
     out = subprocess.run(

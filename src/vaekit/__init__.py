@@ -8,12 +8,12 @@ images = model.sample(16)
 
 __version__ = "0.1.0"
 
-from .checkpoint import load  # noqa: E402
 from .config import Config, load_config  # noqa: E402
 from .errors import VaekitError  # noqa: E402
-from .evaluate import evaluate  # noqa: E402
+from .evaluation.evaluate import evaluate  # noqa: E402
+from .io.checkpoint import load  # noqa: E402
 from .models import VAE  # noqa: E402
-from .train import train  # noqa: E402
+from .training.trainer import train  # noqa: E402
 
 __all__ = [
     "VAE",

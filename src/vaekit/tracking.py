@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, fileio
+from . import __version__
 from .config import Config
 from .errors import ConfigError
+from .io import fileio
 
 METRICS_FILE = "metrics.jsonl"
 WANDB_ID_FILE = "wandb_run_id"  # so that --resume continues the same wandb run

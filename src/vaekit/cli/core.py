@@ -147,7 +147,7 @@ def _positive(name: str, value: int) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..config import load_config
-    from ..train import train
+    from ..training.trainer import train
 
     overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:")}
     config = load_config(args.config, overrides)
@@ -164,8 +164,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _load_run(run: str) -> tuple[Any, Any]:
     """The model and its test set."""
-    from ..checkpoint import load
     from ..data import load_data
+    from ..io.checkpoint import load
 
     model = load(run)
     cfg = model.run_config
@@ -174,12 +174,12 @@ def _load_run(run: str) -> tuple[Any, Any]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ..evaluate import evaluate
+    from ..evaluation.evaluate import evaluate
 
     _positive("batch-size", args.batch_size)
     if args.iw_samples < 0:
         _positive("iw-samples", args.iw_samples)
-    from ..evaluate import DEFAULT_BUDGET, summary
+    from ..evaluation.evaluate import DEFAULT_BUDGET, summary
 
     _positive("fid-samples", args.fid_samples)
     if args.pass_size is not None:
@@ -236,9 +236,9 @@ def _label(model: Any, label: str | None) -> int | None:
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
-    from .. import viz
-    from ..checkpoint import load
     from ..errors import ConfigError
+    from ..io.checkpoint import load
+    from ..viz import grid as viz
 
     _positive("n", args.n)
     model = load(args.run)
@@ -256,8 +256,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     import torch
 
-    from .. import viz
     from ..data import to_float
+    from ..viz import grid as viz
 
     _positive("n", args.n)
     model, data = _load_run(args.run)
@@ -278,8 +278,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 def cmd_interpolate(args: argparse.Namespace) -> int:
     import torch
 
-    from .. import viz
     from ..data import to_float
+    from ..viz import grid as viz
 
     _positive("steps", args.steps)
     _positive("pairs", args.pairs)

@@ -93,7 +93,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _out(args: argparse.Namespace, name: str) -> Path:
-    from ..figures import FILES
+    from ..viz.figures import FILES
 
     return Path(args.out) if args.out else Path(args.run) / FILES[name]
 
@@ -107,7 +107,7 @@ def _test_set(args: argparse.Namespace) -> tuple[Any, Any, Any, list[str]]:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from ..report import build_report
+    from ..viz.report import build_report
 
     path = build_report(
         args.run,
@@ -124,7 +124,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_explore(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
-    from ..explore import serve
+    from ..viz.explore import serve
 
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be from 0 to 65535; got {args.port}")
@@ -152,8 +152,9 @@ def _parse_dims(text: str | None, latent_dim: int) -> tuple[int, int] | None:
 
 
 def cmd_manifold(args: argparse.Namespace) -> int:
-    from .. import figures, viz
     from ..errors import ConfigError
+    from ..viz import figures
+    from ..viz import grid as viz
 
     _positive("n", args.n)
     model, x, y, _ = _test_set(args)
@@ -167,7 +168,7 @@ def cmd_manifold(args: argparse.Namespace) -> int:
 
 
 def cmd_latents(args: argparse.Namespace) -> int:
-    from .. import figures
+    from ..viz import figures
 
     model, x, y, names = _test_set(args)
     print(figures.save_png(_out(args, "latents"), figures.latent_scatter(model, x, y, names)))
@@ -175,10 +176,10 @@ def cmd_latents(args: argparse.Namespace) -> int:
 
 
 def cmd_curves(args: argparse.Namespace) -> int:
-    from .. import figures
-    from ..checkpoint import resolve
     from ..errors import VaekitError
+    from ..io.checkpoint import resolve
     from ..tracking import read_metrics
+    from ..viz import figures
 
     run_dir = resolve(args.run)
     image = figures.training_curves(read_metrics(run_dir))
@@ -192,7 +193,7 @@ def cmd_curves(args: argparse.Namespace) -> int:
 
 
 def cmd_kl(args: argparse.Namespace) -> int:
-    from .. import figures
+    from ..viz import figures
 
     model, x, y, _ = _test_set(args)
     image = figures.kl_chart(model, x, y)

@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from ..reproduce import reproduce_kingma2013, summary
+    from ..experiments.kingma2013 import reproduce_kingma2013, summary
 
     out = args.out or f"runs/{args.paper}-{args.budget}"
     result = reproduce_kingma2013(

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from ..config import DataConfig
 from ..errors import DataError
-from ..fileio import atomic_open, write_json
+from ..io.fileio import atomic_open, write_json
 from .dataset import Dataset, split, split_indices
 
 EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"})

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import VaekitError
+from ..errors import VaekitError
 
 TMP_PREFIX = ".tmp-"  # temporary files start with this; nothing ever loads them
 

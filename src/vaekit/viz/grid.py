@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import fileio
+from ..io import fileio
 
 
 def make_grid(

@@ -17,9 +17,10 @@ from typing import Any
 
 import yaml
 
-from . import __version__, checkpoint, tracking
+from .. import __version__, tracking
+from ..errors import CheckpointError, ConfigError, DataError, VaekitError
+from . import checkpoint
 from .checkpoint import CONFIG_FILE, MODEL_FILE
-from .errors import CheckpointError, ConfigError, DataError, VaekitError
 
 CARD_FILE = "README.md"
 IMAGE_FILES = ("samples.png", "reconstructions.png")
@@ -124,8 +125,8 @@ def _card_stats(
 ) -> tuple[dict[str, Any], str]:
     """The numbers for the card and a sentence saying where they come from."""
     if run_evaluate:
-        from .data import load_data
-        from .evaluate import evaluate
+        from ..data import load_data
+        from ..evaluation.evaluate import evaluate
 
         cfg = model.run_config
         try:
@@ -227,7 +228,7 @@ def _nats(value: Any) -> str:
 
 def model_card(run_dir: Path, repo_id: str, model: Any, stats: dict[str, Any], source: str) -> str:
     """README.md for the Hub: YAML front matter (library_name, tags) and the run in prose."""
-    from .report import metrics_rows
+    from ..viz.report import metrics_rows
 
     cfg = model.run_config
     m, t = cfg.model, cfg.train

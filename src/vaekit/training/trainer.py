@@ -17,15 +17,17 @@ from typing import Any, TypeVar
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, fileio, objectives, viz
-from .config import Config, validate
-from .data import Dataset, batch_indices, epoch_permutation, load_data, to_float
-from .data.dataset import gather, mean_image, resident
-from .errors import ConfigError, DataError, TrainingDiverged, TrainingInterrupted, VaekitError
-from .evaluate import elbo_stats
-from .models import VAE
+from .. import objectives
+from ..config import Config, validate
+from ..data import Dataset, batch_indices, epoch_permutation, load_data, to_float
+from ..data.dataset import gather, mean_image, resident
+from ..errors import ConfigError, DataError, TrainingDiverged, TrainingInterrupted, VaekitError
+from ..evaluation.evaluate import elbo_stats
+from ..io import checkpoint, fileio
+from ..models import VAE
+from ..tracking import Tracker
+from ..viz import grid as viz
 from .optim import OPTIMIZERS
-from .tracking import Tracker
 
 T = TypeVar("T")
 SYNC_EVERY = 25  # steps between reads of the step records (the only host syncs on GPU)
@@ -464,7 +466,7 @@ def _train(
     generator = torch.Generator(device=device).manual_seed(t.seed)
     perceptual = None
     if config.loss.perceptual != "none":  # imported only when asked for
-        from .perceptual import from_config
+        from ..evaluation.perceptual import from_config
 
         perceptual = from_config(config.loss, device, seed=t.seed)
 

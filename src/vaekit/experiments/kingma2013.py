@@ -18,15 +18,17 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from . import checkpoint, fileio, objectives, viz
-from .config import Config, load_config
-from .data import Dataset, batch_indices, epoch_permutation, load_data, to_float
-from .data.sources import find_local
-from .errors import ConfigError
-from .evaluate import elbo_stats
-from .metrics import active_units
-from .models import VAE
-from .train import check_data, make_optimizer, resolve_device
+from .. import objectives
+from ..config import Config, load_config
+from ..data import Dataset, batch_indices, epoch_permutation, load_data, to_float
+from ..data.sources import find_local
+from ..errors import ConfigError
+from ..evaluation.evaluate import elbo_stats
+from ..evaluation.metrics import active_units
+from ..io import checkpoint, fileio
+from ..models import VAE
+from ..training.trainer import check_data, make_optimizer, resolve_device
+from ..viz import grid as viz
 
 PRESET = "kingma2013-mnist"
 
@@ -189,7 +191,7 @@ def figure2(curves: dict[int, list[dict[str, float]]], dataset: str) -> Image.Im
     """The paper's Figure 2: one panel per latent size, the bound on the training set
     (dashed) and the test set (solid) against log10 of the training samples evaluated,
     all panels on one y-scale."""
-    from . import charts
+    from ..viz import charts
 
     values = [
         p[f"{s}_bound"]
@@ -235,7 +237,7 @@ def figure2(curves: dict[int, list[dict[str, float]]], dataset: str) -> Image.Im
 
 
 def _manifold(model: VAE, n: int) -> Image.Image:
-    from . import figures
+    from ..viz import figures
 
     images = figures.manifold(model, n=n)  # (n*n, C, H, W) over the inverse-CDF grid
     return viz.to_pil(viz.make_grid(images, nrow=n, padding=0), 2)

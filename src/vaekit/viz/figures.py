@@ -15,10 +15,12 @@ from typing import Any
 import torch
 from PIL import Image
 
-from . import fileio, metrics, viz
+from ..data.dataset import to_float
+from ..evaluation import metrics
+from ..io import fileio
+from ..models import VAE
+from . import grid as viz
 from .charts import bar_chart, line_chart, scatter_plot, side_by_side
-from .data.dataset import to_float
-from .models import VAE
 
 __all__ = [
     "FILES",

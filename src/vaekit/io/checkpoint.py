@@ -20,10 +20,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from . import __version__, fileio
-from .config import Config, from_dict
-from .errors import CheckpointError, ConfigError
-from .models import VAE
+from .. import __version__
+from ..config import Config, from_dict
+from ..errors import CheckpointError, ConfigError
+from ..models import VAE
+from . import fileio
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import losses
-from .data.dataset import to_float
-from .errors import ConfigError
-from .models import VAE
+from .. import losses
+from ..data.dataset import to_float
+from ..errors import ConfigError
+from ..models import VAE
 
 if TYPE_CHECKING:  # the [metrics] extra, imported at run time only when FID is asked for
     from torchmetrics.image.fid import FrechetInceptionDistance

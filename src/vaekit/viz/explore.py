@@ -23,11 +23,13 @@ from typing import Any, Literal, overload
 
 import torch
 
-from . import figures, metrics, viz
-from .data.dataset import to_float
-from .errors import VaekitError
+from ..data.dataset import to_float
+from ..errors import VaekitError
+from ..evaluation import metrics
+from ..models import VAE
+from . import figures
+from . import grid as viz
 from .explore_page import PAGE
-from .models import VAE
 
 MAX_SLIDERS = 16  # more sliders than this are no longer a usable interface
 MAX_BODY = 1024  # bytes of request body read and discarded; the API takes none
@@ -462,8 +464,8 @@ def make_server(
 
 def serve(run: str, host: str = "127.0.0.1", port: int = 8000, verbose: bool = False) -> None:
     """Load RUN and its test set, and serve the explorer until interrupted."""
-    from .checkpoint import load
-    from .data import load_data
+    from ..data import load_data
+    from ..io.checkpoint import load
 
     model = load(run)
     cfg = model.run_config

@@ -13,8 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import __version__, checkpoint, figures, fileio, tracking
-from .errors import ConfigError, DataError
+from .. import __version__, tracking
+from ..errors import ConfigError, DataError
+from ..io import checkpoint, fileio
+from . import figures
 
 REPORT_FILE = "report.html"
 
@@ -154,9 +156,9 @@ def build_report(
     `iw_samples` (K of the log p(x) estimate, 0 to skip) and `max_test` (how many test
     images to evaluate) trade precision for time; the figures use the same images.
     """
-    from .data import load_data
-    from .evaluate import evaluate
-    from .train import write_images
+    from ..data import load_data
+    from ..evaluation.evaluate import evaluate
+    from ..training.trainer import write_images
 
     if iw_samples < 0 or max_test < 1 or batch_size < 1:
         raise ConfigError(

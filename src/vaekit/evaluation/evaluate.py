@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import losses
-from .data.dataset import to_float
-from .errors import ConfigError, DataError
-from .models import VAE
+from .. import losses
+from ..data.dataset import to_float
+from ..errors import ConfigError, DataError
+from ..models import VAE
 
 # Values per forward pass of the log p(x) estimate, counted in the decoder's widest tensor
 # (see `decoder_width`): large enough for efficient matmuls, small enough that a pass's

@@ -34,8 +34,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import LossConfig
-from .errors import ConfigError
+from ..config import LossConfig
+from ..errors import ConfigError
 
 # torchvision's `features` layers: 3x3 (VGG) conv widths, 0 a 2x2 max-pool
 _VGG16 = [64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512]
