@@ -198,7 +198,8 @@ def step_images_per_s(
     """
     from vaekit import objectives
     from vaekit.data import to_float
-    from vaekit.training.trainer import _autocast, make_optimizer
+    from vaekit.training.optim import make_optimizer
+    from vaekit.training.precision import autocast as _autocast
 
     device = torch.device("cpu")
     torch.manual_seed(0)

@@ -35,7 +35,7 @@ from mlp_speed import vaekit_epochs  # noqa: E402
 import vaekit  # noqa: E402
 from vaekit import objectives  # noqa: E402
 from vaekit.data import load_data  # noqa: E402
-from vaekit.training.trainer import make_optimizer  # noqa: E402
+from vaekit.training.optim import make_optimizer  # noqa: E402
 
 BATCH = 128
 

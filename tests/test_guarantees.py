@@ -469,7 +469,7 @@ def test_case14_resume_at_an_epoch_boundary_is_bit_identical(
 
     # without the saved RNG states the resumed run draws other noise and differs
     train_module = sys.modules["vaekit.training.trainer"]
-    monkeypatch.setattr(train_module, "_set_rng_state", lambda generator, state: None)
+    monkeypatch.setattr(train_module, "set_rng_state", lambda generator, state: None)
     again = tiny("no-rng")
     vaekit.train(again)
     again.train.epochs = 2

@@ -85,16 +85,16 @@ def test_trained_decoder_starts_at_the_logit_of_the_mean(tiny) -> None:
 
 
 def test_resuming_a_run_saved_before_an_option_existed(tiny) -> None:
-    from vaekit.training.trainer import _check_resume_config
+    from vaekit.training.state import check_resume_config
 
     cfg = tiny("old")
     saved = cfg.to_dict()
     del saved["model"]["init_output_bias"]  # a state.pt from before the option
-    _check_resume_config(saved, cfg, Path("old"))  # missing: as the default, not None
+    check_resume_config(saved, cfg, Path("old"))  # missing: as the default, not None
     del saved["loss"]["free_bits"]
     cfg.loss.free_bits = 0.5  # ...and a real change is still caught
     with pytest.raises(ConfigError, match=r"loss.free_bits: 0.0 -> 0.5"):
-        _check_resume_config(saved, cfg, Path("old"))
+        check_resume_config(saved, cfg, Path("old"))
 
 
 def test_mean_image_averages_evenly_spaced_rows_in_unit_range(monkeypatch) -> None:
@@ -188,7 +188,7 @@ def test_other_likelihoods_train(tiny, likelihood: str) -> None:
 
 # -- the weight average (optim.ema) ----------------------------------------------------
 def test_weight_average_follows_its_ramped_decay() -> None:
-    from vaekit.training.trainer import WeightAverage
+    from vaekit.training.optim import WeightAverage
 
     torch.manual_seed(0)
     cfg = vaekit.load_config(None, {"model.hidden": [8], "model.latent_dim": 2})

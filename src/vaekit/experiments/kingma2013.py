@@ -27,7 +27,8 @@ from ..evaluation.evaluate import elbo_stats
 from ..evaluation.metrics import active_units
 from ..io import checkpoint, fileio
 from ..models import VAE
-from ..training.trainer import check_data, make_optimizer, resolve_device
+from ..training.optim import make_optimizer
+from ..training.trainer import check_data, resolve_device
 from ..viz import grid as viz
 
 PRESET = "kingma2013-mnist"

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import os
-import shutil
 import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -27,28 +21,14 @@ from ..io import checkpoint, fileio
 from ..models import VAE
 from ..tracking import Tracker
 from ..viz import grid as viz
-from .optim import OPTIMIZERS
+from .distributed import Dist
+from .interrupt import StopFlag
+from .optim import WeightAverage, grad_norm, make_optimizer, make_schedule
+from .precision import autocast, resolve_precision
+from .rundir import prepare_run_dir
+from .state import check_resume_config, rng_state, set_rng_state
 
-T = TypeVar("T")
 SYNC_EVERY = 25  # steps between reads of the step records (the only host syncs on GPU)
-RUN_FILES = (
-    "config.yaml",
-    checkpoint.CONFIG_FILE,
-    checkpoint.MODEL_FILE,
-    checkpoint.STATE_FILE,
-    "metrics.jsonl",
-    "samples.png",
-    "reconstructions.png",
-    "report.html",
-    # pictures of `vaekit report` and the picture commands (figures.FILES)
-    "interpolation.png",
-    "interpolation_linear.png",
-    "interpolation_slerp.png",
-    "manifold.png",
-    "latents.png",
-    "curves.png",
-    "kl.png",
-)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -66,302 +46,6 @@ def resolve_device(name: str) -> torch.device:
             "use --device cpu or auto"
         )
     return device
-
-
-# -- distributed: torchrun sets RANK / WORLD_SIZE / LOCAL_RANK ------------------------------
-class Dist:
-    """This process's place in a torchrun job (rank 0 of 1 without torchrun)."""
-
-    def __init__(self) -> None:
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.enabled = self.world > 1 and "RANK" in os.environ
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def setup(self, device: torch.device) -> torch.device:
-        if not self.enabled:
-            return device
-        import torch.distributed as td
-
-        if device.type == "cuda":
-            device = torch.device("cuda", self.local_rank)
-            torch.cuda.set_device(device)
-        if not td.is_initialized():
-            td.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        return device
-
-    def any(self, flag: bool, device: torch.device) -> bool:
-        """True on every rank if `flag` is true on any rank."""
-        if not self.enabled:
-            return flag
-        import torch.distributed as td
-
-        t = torch.tensor([1.0 if flag else 0.0], device=device)
-        td.all_reduce(t, op=td.ReduceOp.MAX)
-        return bool(t.item() > 0)
-
-    def max_(self, t: torch.Tensor) -> torch.Tensor:
-        """t, in place, as its elementwise maximum over the ranks."""
-        if self.enabled:
-            import torch.distributed as td
-
-            td.all_reduce(t, op=td.ReduceOp.MAX)
-        return t
-
-    def mean_(self, t: torch.Tensor) -> torch.Tensor:
-        """t, in place, as its mean over the ranks (equal shards: the global-batch mean)."""
-        if self.enabled:
-            import torch.distributed as td
-
-            td.all_reduce(t, op=td.ReduceOp.SUM)
-            t /= self.world
-        return t
-
-    def share(self, make: Callable[[], T]) -> T:
-        """make() run on rank 0 only; every rank gets its result, or raises its error."""
-        if not self.enabled:
-            return make()
-        import torch.distributed as td
-
-        box: list[Any] = [None]
-        if self.main:
-            try:
-                box[0] = make()
-            except VaekitError as e:
-                box[0] = e
-        td.broadcast_object_list(box, src=0)
-        if isinstance(box[0], VaekitError):
-            raise box[0]
-        return box[0]
-
-    def teardown(self, finished: bool = False) -> None:
-        """Leave the process group; `finished` ranks first wait for each other."""
-        if self.enabled:
-            import gc
-
-            import torch.distributed as td
-
-            if td.is_initialized():
-                if finished:  # rank 0 may still be writing; leave together
-                    td.barrier()
-                gc.collect()  # free the DDP reducer (and its hold on the group) first
-                td.destroy_process_group()
-
-
-# -- signals: the handler only sets a flag; the loop saves at the next step boundary --------
-class StopFlag:
-    def __init__(self) -> None:
-        self.signum = 0
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[StopFlag]:
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-        def handler(signum: int, frame: Any) -> None:
-            self.signum = signum
-
-        for s in previous:
-            signal.signal(s, handler)
-        try:
-            yield self
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
-
-
-# -- run directory --------------------------------------------------------------------------
-def prepare_run_dir(config: Config, resume: bool, overwrite: bool) -> Path:
-    out = config.train.out or f"runs/{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = Path(out)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"--out {run_dir} is a file; choose a directory")
-    holds_run = run_dir.is_dir() and any((run_dir / f).exists() for f in RUN_FILES)
-    if run_dir.is_dir() and (resume or overwrite):  # left by a killed run; never loaded
-        for stale in run_dir.glob(f"{fileio.TMP_PREFIX}*"):
-            stale.unlink(missing_ok=True)
-    if resume:
-        if not (run_dir / checkpoint.STATE_FILE).is_file():
-            raise ConfigError(
-                f"--resume: {run_dir} holds no resume state "
-                f"({checkpoint.STATE_FILE}); start it without --resume"
-            )
-    elif holds_run:
-        if not overwrite:
-            raise ConfigError(
-                f"--out {run_dir} already holds a run; pass --resume to continue "
-                "it, --overwrite to replace it, or choose another --out"
-            )
-        for name in RUN_FILES:
-            (run_dir / name).unlink(missing_ok=True)
-        for name in ("tensorboard", "wandb", "images"):
-            shutil.rmtree(run_dir / name, ignore_errors=True)
-    return run_dir
-
-
-def make_optimizer(
-    model: torch.nn.Module, config: Config, device: torch.device
-) -> torch.optim.Optimizer:
-    o = config.optim
-    params = [p for p in model.parameters() if p.requires_grad]
-    kwargs: dict[str, Any] = {"lr": o.lr, "weight_decay": o.weight_decay}
-    if o.fused:
-        try:  # fused kernels: one launch for all parameters (measured faster on CPU too)
-            return OPTIMIZERS[o.name](params, fused=True, **kwargs)
-        except (RuntimeError, TypeError, ValueError):
-            pass
-    return OPTIMIZERS[o.name](params, **kwargs)
-
-
-def _grad_norm(params: list[torch.nn.Parameter], clip: float) -> torch.Tensor:
-    """The total gradient norm, left on the device; clips the gradients to it when > 0."""
-    if clip > 0:
-        return torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
-    grads = [p.grad for p in params if p.grad is not None]
-    return torch.nn.utils.get_total_norm(grads, foreach=True)  # no multiply-by-1 pass
-
-
-def make_schedule(
-    optimizer: torch.optim.Optimizer, config: Config, total_steps: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    import math
-
-    warm, kind = config.optim.warmup_steps, config.optim.schedule
-
-    def factor(step: int) -> float:
-        if warm and step < warm:
-            return (step + 1) / warm
-        if kind == "cosine":
-            progress = min(1.0, (step - warm) / max(1, total_steps - warm))
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        return 1.0
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-class WeightAverage:
-    """An exponential moving average of a model's weights (Polyak averaging).
-
-    `model` is the averaged copy: what a run evaluates, draws its images from and saves.
-    `decay` is per step, ramped up as min(decay, (1 + n) / (10 + n)) after n steps so that
-    early on the average follows the weights instead of remembering their random start.
-    It moves every EVERY steps, by decay ** EVERY: the same average within a few steps, at
-    a quarter of the memory traffic (a full pass over the weights costs ~0.3 ms, 5-10% of
-    a `fashion-mlp` step); `sync` folds in the steps since, before the average is used.
-    A skipped (non-finite) update leaves the weights as they were, so averaging them is
-    harmless.
-    """
-
-    EVERY = 4
-
-    def __init__(self, model: VAE, decay: float) -> None:
-        self.decay = decay
-        self.model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.steps = 0  # optimizer steps counted
-        self.moved = 0  # of which folded into the average
-        self._mine: list[torch.Tensor] = list(self.model.parameters())
-        self._theirs: list[torch.Tensor] = list(model.parameters())
-        self._buffers = (list(self.model.buffers()), list(model.buffers()))
-
-    def update(self) -> None:
-        """Count one optimizer step; every EVERY steps, move the average."""
-        self.steps += 1
-        if self.steps - self.moved >= self.EVERY:
-            self.sync()
-
-    @torch.no_grad()
-    def sync(self) -> None:
-        """Fold the steps counted since the last move into the average."""
-        pending = self.steps - self.moved
-        if not pending:
-            return
-        decay = min(self.decay, (1 + self.steps) / (10 + self.steps)) ** pending
-        torch._foreach_lerp_(self._mine, self._theirs, 1.0 - decay)  # as swa_utils does
-        for mine, theirs in zip(*self._buffers, strict=True):
-            mine.copy_(theirs)
-        self.moved = self.steps
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "steps": self.steps, "moved": self.moved}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.steps, self.moved = int(state["steps"]), int(state["moved"])
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' -> 'bf16' where bf16 matmuls run natively (faster than fp32), else 'fp32'."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    try:  # emulated bf16 (no AMX / AVX512-BF16) is slower than fp32
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return "fp32"
-    return "bf16" if "amx_bf16" in flags or "avx512_bf16" in flags else "fp32"
-
-
-def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def _rng_state(generator: torch.Generator) -> dict[str, Any]:
-    state: dict[str, Any] = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(generator: torch.Generator, state: dict[str, Any]) -> None:
-    generator.set_state(state["generator"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-_RESUME_FREE = (
-    "train.epochs",
-    "train.out",
-    "train.progress",
-    "train.tracker",
-    "train.checkpoint_every",
-    "train.eval_every",
-    "train.run_name",
-    "train.log_images_every",
-    "train.max_skipped",
-    "train.threads",
-    "model.init_output_bias",  # acts before the first step only; a resumed run loads weights
-)
-
-
-def _check_resume_config(saved: dict[str, Any], config: Config, run_dir: Path) -> None:
-    now = config.to_dict()
-    # an option added after the run was saved is missing there: it had the default's effect
-    defaults = Config().to_dict()
-    diffs = []
-    for section, values in now.items():
-        if not isinstance(values, dict):
-            continue
-        for key, value in values.items():
-            dotted = f"{section}.{key}"
-            before = saved.get(section, {}).get(key, defaults[section][key])
-            if dotted not in _RESUME_FREE and before != value:
-                diffs.append(f"{dotted}: {before!r} -> {value!r}")
-    if diffs:
-        raise ConfigError(
-            f"--resume: the config differs from the run in {run_dir} ("
-            f"{'; '.join(diffs[:6])}); resume with the run's own config.yaml"
-        )
 
 
 def check_data(data: Dataset, config: Config) -> None:
@@ -474,7 +158,7 @@ def _train(
     state_path = run_dir / checkpoint.STATE_FILE
     if resume:
         state = checkpoint.load_state(state_path)
-        _check_resume_config(state["config"], config, run_dir)
+        check_resume_config(state["config"], config, run_dir)
         checkpoint.check_state_dict(model, state["model"], str(state_path))
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -483,7 +167,7 @@ def _train(
             average.load_state_dict(state["ema"])
         if "scaler" in state:
             scaler.load_state_dict(state["scaler"])
-        _set_rng_state(generator, state["rng"])
+        set_rng_state(generator, state["rng"])
         start_epoch, start_step = int(state["epoch"]), int(state["step_in_epoch"])
         global_step, skipped_total = int(state["global_step"]), int(state["skipped_updates"])
         if start_epoch >= t.epochs:
@@ -568,7 +252,7 @@ def _train(
                 "schedule": schedule.state_dict(),
                 "scaler": scaler.state_dict(),
                 **({"ema": average.state_dict()} if average else {}),
-                "rng": _rng_state(generator),
+                "rng": rng_state(generator),
                 "epoch": epoch,
                 "step_in_epoch": step_in_epoch,
                 "global_step": global_step,
@@ -614,14 +298,14 @@ def _train(
                 if dist.enabled:  # this rank's disjoint shard, binarized as one process would
                     x = x[dist.rank :: dist.world]
                     y = y[dist.rank :: dist.world] if y is not None else None
-                with _autocast(device, precision):
+                with autocast(device, precision):
                     terms = net(x, y, global_step, generator, shard)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(terms.loss).backward()
                 scaler.unscale_(optimizer)
-                grad_norm = _grad_norm(params, config.optim.grad_clip)
+                norm = grad_norm(params, config.optim.grad_clip)
                 # 1.0 when the loss or the gradient is not finite: then no update may happen
-                bad = dist.max_((~torch.isfinite(terms.loss.detach() + grad_norm)).float())
+                bad = dist.max_((~torch.isfinite(terms.loss.detach() + norm)).float())
                 if skip_on_device:
                     optimizer.found_inf = bad  # type: ignore[attr-defined]
                     optimizer.step()
@@ -636,7 +320,7 @@ def _train(
                 scaler.update()
                 pending.append(
                     torch.stack(
-                        [terms.loss.detach(), terms.nelbo, terms.recon, terms.kl, grad_norm, bad]
+                        [terms.loss.detach(), terms.nelbo, terms.recon, terms.kl, norm, bad]
                     )
                 )
                 global_step += 1
