@@ -18,15 +18,7 @@ from vaekit.config import ModelConfig, load_config, resolve_config_path
 from vaekit.data import Dataset
 from vaekit.errors import ConfigError
 from vaekit.models import VAE
-from vaekit.models.conv import (
-    Conv2d,
-    ConvDecoder,
-    ConvEncoder,
-    GroupNorm,
-    _GroupNormAct,
-    level_sizes,
-    upsample_conv,
-)
+from vaekit.models.conv import ConvDecoder, ConvEncoder, level_sizes
 
 
 def _conv(channels: list[int], **kw: object) -> ModelConfig:
@@ -90,104 +82,6 @@ def test_blocks_per_level_adds_residual_blocks() -> None:
     assert not any(type(m).__name__ == "ResBlock" for m in plain.modules())
 
 
-@pytest.mark.parametrize("size", [(5, 7), (32, 32)])  # the two forward paths (see conv.py)
-@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
-@pytest.mark.parametrize("act", [False, True])
-def test_group_norm_matches_torch_in_value_and_gradient(
-    size: tuple[int, int], layout: torch.memory_format, act: bool
-) -> None:
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(2, 8, *size, generator=g, dtype=torch.float64).to(memory_format=layout)
-    w = torch.randn(8, generator=g, dtype=torch.float64)
-    b = torch.randn(8, generator=g, dtype=torch.float64)
-    gy = torch.randn(2, 8, *size, generator=g, dtype=torch.float64)
-    ours_in = [t.clone().requires_grad_(True) for t in (x, w, b)]
-    ref_in = [t.clone().requires_grad_(True) for t in (x, w, b)]
-    ours = _GroupNormAct.apply(*ours_in, 4, 1e-5, act)
-    ref = F.group_norm(ref_in[0], 4, ref_in[1], ref_in[2], 1e-5)
-    ref = F.silu(ref) if act else ref
-    assert ours.is_contiguous(memory_format=layout)  # the layout it came in
-    torch.testing.assert_close(ours, ref)
-    ours.backward(gy)
-    ref.backward(gy)
-    for a, r in zip(ours_in, ref_in, strict=True):
-        torch.testing.assert_close(a.grad, r.grad)
-    assert ours_in[0].grad.is_contiguous(memory_format=layout)
-
-
-def test_group_norm_gradcheck() -> None:
-    x = torch.randn(2, 4, 3, 3, dtype=torch.float64).to(memory_format=torch.channels_last)
-    w, b = torch.randn(4, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
-    assert torch.autograd.gradcheck(
-        lambda *t: _GroupNormAct.apply(*t, 2, 1e-5, True),
-        [t.requires_grad_(True) for t in (x, w, b)],
-    )
-
-
-def test_group_norm_in_bf16_stays_close_to_float32() -> None:
-    norm = GroupNorm(8, 32, act=True)
-    x = torch.randn(4, 32, 16, 16).to(memory_format=torch.channels_last)
-    y = norm(x.bfloat16())
-    assert y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=torch.channels_last)
-    ref = F.silu(F.group_norm(x, 8, norm.weight, norm.bias))
-    assert (y.float() - ref).abs().max() < 0.05  # bf16 keeps ~3 significant digits
-    y.float().sum().backward()
-    assert norm.weight.grad is not None and norm.weight.grad.dtype == torch.float32
-
-
-@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
-@pytest.mark.parametrize("bias", [False, True])
-@pytest.mark.parametrize("size", [(5, 7), (1, 1), (2, 2), (1, 2), (2, 1)])
-def test_upsample_conv_is_nearest_upsampling_then_the_conv(
-    layout: torch.memory_format, bias: bool, size: tuple[int, int]
-) -> None:
-    g = torch.Generator().manual_seed(2)
-    conv = torch.nn.Conv2d(6, 4, 3, padding=1, bias=bias).double()
-    x = torch.randn(2, 6, *size, generator=g, dtype=torch.float64).to(memory_format=layout)
-    target = (2 * size[0], 2 * size[1])
-    ours_x, ref_x = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
-    ours = upsample_conv(ours_x, conv, target)
-    ours_grads = torch.autograd.grad(ours.square().sum(), [ours_x, *conv.parameters()])
-    ref = conv(F.interpolate(ref_x, size=target, mode="nearest"))
-    ref_grads = torch.autograd.grad(ref.square().sum(), [ref_x, *conv.parameters()])
-    torch.testing.assert_close(ours, ref)
-    for a, r in zip(ours_grads, ref_grads, strict=True):
-        torch.testing.assert_close(a, r)
-
-
-@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
-@pytest.mark.parametrize("bias", [False, True])
-@pytest.mark.parametrize(("size", "stride"), [((4, 4), 2), ((3, 3), 2), ((2, 2), 1), ((5, 6), 2)])
-def test_conv_on_small_maps_is_the_same_conv(
-    layout: torch.memory_format, bias: bool, size: tuple[int, int], stride: int
-) -> None:
-    """Maps of <= SMALL_MAP output positions go through unfold + matmul: same values,
-    same gradients, the input's layout; (5, 6) stride 2 (9 positions) is nn.Conv2d's."""
-    torch.manual_seed(3)
-    ours = Conv2d(5, 7, 3, stride=stride, padding=1, bias=bias).double()
-    ref = torch.nn.Conv2d(5, 7, 3, stride=stride, padding=1, bias=bias).double()
-    ref.load_state_dict(ours.state_dict())
-    x = torch.randn(3, 5, *size, dtype=torch.float64).to(memory_format=layout)
-    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
-    ya, yb = ours(xa), ref(xb)
-    torch.testing.assert_close(ya, yb)
-    assert ya.is_contiguous(memory_format=layout)
-    ga = torch.autograd.grad(ya.square().sum(), [xa, *ours.parameters()])
-    gb = torch.autograd.grad(yb.square().sum(), [xb, *ref.parameters()])
-    for a, b in zip(ga, gb, strict=True):
-        torch.testing.assert_close(a, b)
-
-
-def test_conv_on_small_maps_under_bf16_autocast_matches_the_conv() -> None:
-    conv = Conv2d(16, 8, 3, stride=2, padding=1)
-    x = torch.randn(4, 16, 4, 4).to(memory_format=torch.channels_last)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        ours = conv(x)
-        ref = F.conv2d(x, conv.weight, conv.bias, stride=2, padding=1)
-    assert ours.dtype == ref.dtype == torch.bfloat16
-    torch.testing.assert_close(ours.float(), ref.float(), atol=0.05, rtol=0.02)
-
-
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_decoder_is_the_interpolate_then_conv_decoder(layout: torch.memory_format) -> None:
     """28 -> 14 -> 7 -> 4 -> 2: a tiny-map level (fold), an odd level (explicit) and
@@ -226,36 +120,6 @@ def test_tiny_maps_take_the_matmul_paths_and_larger_ones_the_conv_kernels(
     assert calls["unfold"] == [(4, 4), (2, 2), (2, 2), (2, 2), (2, 2)]
     assert len(calls["fold"]) == 1  # upsampling the 2x2 map
     assert calls["conv_transpose2d"] == [(7, 7), (14, 14)]  # 4 -> 7 is odd: explicit
-
-
-def test_upsample_conv_under_bf16_autocast_stays_close_and_keeps_float32_grads() -> None:
-    conv = torch.nn.Conv2d(8, 4, 3, padding=1, bias=False)
-    for size in ((2, 2), (6, 6)):  # the fold path and the transposed-conv path
-        x = torch.randn(3, 8, *size).to(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            y = upsample_conv(x, conv, (2 * size[0], 2 * size[1]))
-        assert y.dtype == torch.bfloat16
-        ref = conv(F.interpolate(x, scale_factor=2, mode="nearest"))
-        torch.testing.assert_close(y.float(), ref, atol=0.05, rtol=0.02)
-        (grad,) = torch.autograd.grad(y.float().sum(), [conv.weight])
-        assert grad.dtype == torch.float32 and torch.isfinite(grad).all()
-
-
-def test_conv_on_empty_and_unbatched_input_is_nn_conv2d() -> None:
-    ours = Conv2d(3, 4, 3, padding=1)
-    ref = torch.nn.Conv2d(3, 4, 3, padding=1)
-    ref.load_state_dict(ours.state_dict())
-    for x in (torch.randn(0, 3, 2, 2), torch.randn(3, 2, 2)):
-        torch.testing.assert_close(ours(x), ref(x))
-    empty = upsample_conv(torch.randn(0, 3, 2, 2), ref, (4, 4))
-    assert empty.shape == (0, 4, 4, 4)
-
-
-def test_upsample_conv_to_a_size_other_than_double_upsamples_as_written() -> None:
-    conv = torch.nn.Conv2d(3, 2, 3, padding=1)
-    x = torch.randn(1, 3, 4, 4)
-    ref = conv(F.interpolate(x, size=(7, 7), mode="nearest"))
-    torch.testing.assert_close(upsample_conv(x, conv, (7, 7)), ref)
 
 
 def test_channels_last_gives_the_same_model() -> None:
