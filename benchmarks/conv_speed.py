@@ -203,7 +203,9 @@ def step_images_per_s(
 
     device = torch.device("cpu")
     torch.manual_seed(0)
-    model = vaekit.VAE(config.model, tuple(x_u8.shape[1:])).to(memory_format=torch.channels_last)
+    model = vaekit.VAE.from_config(config.model, tuple(x_u8.shape[1:])).to(
+        memory_format=torch.channels_last
+    )
     optimizer = make_optimizer(model, config, device)
     params = [p for p in model.parameters() if p.requires_grad]
     from vaekit.evaluation.perceptual import from_config
@@ -332,7 +334,7 @@ def forward_macs_per_image(batch: int) -> dict[str, int]:
     x = torch.rand(batch, 3, 64, 64)
     models = {
         "reference": lambda: VanillaVAE(3, 128)(x * 2 - 1),
-        "ours": lambda: vaekit.VAE(load_config(None, OURS).model, (3, 64, 64))(x),
+        "ours": lambda: vaekit.VAE.from_config(load_config(None, OURS).model, (3, 64, 64))(x),
     }
     macs = {}
     for name, forward in models.items():
@@ -423,7 +425,9 @@ def main(argv: list[str] | None = None) -> int:
     best = {k: max(v) for k, v in results.items()}
     params_ref = sum(p.numel() for p in VanillaVAE(3, 128).parameters())
     cfg = load_config(None, OURS)
-    params_ours = sum(p.numel() for p in vaekit.VAE(cfg.model, (3, 64, 64)).parameters())
+    params_ours = sum(
+        p.numel() for p in vaekit.VAE.from_config(cfg.model, (3, 64, 64)).parameters()
+    )
     macs = forward_macs_per_image(args.batch)
     result: dict[str, Any] = {
         "machine": info,
@@ -467,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         fcfg = load_config("faces128")
         result["faces128"] = {
             "parameters": sum(
-                p.numel() for p in vaekit.VAE(fcfg.model, (3, 128, 128)).parameters()
+                p.numel() for p in vaekit.VAE.from_config(fcfg.model, (3, 128, 128)).parameters()
             ),
             "batch": fcfg.train.batch_size,
             "steps": args.faces128_steps,

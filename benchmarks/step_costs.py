@@ -75,7 +75,7 @@ def main() -> None:
     x = gather(x_train, idx, cpu)
 
     torch.manual_seed(0)
-    model = vaekit.VAE(cfg.model, data.shape)
+    model = vaekit.VAE.from_config(cfg.model, data.shape)
     params = list(model.parameters())
     g = torch.Generator().manual_seed(0)
 

@@ -77,7 +77,7 @@ def main() -> None:
     batches = [x_all[i : i + BATCH] for i in range(0, x_all.shape[0] - BATCH + 1, BATCH)]
 
     torch.manual_seed(0)
-    model = vaekit.VAE(cfg.model, data.shape)
+    model = vaekit.VAE.from_config(cfg.model, data.shape)
     optimizer = make_optimizer(model, cfg, torch.device("cpu"))
     generator = torch.Generator().manual_seed(0)
 

@@ -48,9 +48,8 @@ def _n_params(m: torch.nn.Module) -> int:
 def test_decoder_returns_the_input_size_for_any_size(
     shape: tuple[int, int, int], channels: list[int], params_per_pixel: int
 ) -> None:
-    cfg = _conv(channels, blocks_per_level=1)
-    enc = ConvEncoder(shape, cfg, cond_dim=0)
-    dec = ConvDecoder(shape, cfg, in_features=5, params_per_pixel=params_per_pixel)
+    enc = ConvEncoder(shape, channels, blocks_per_level=1, cond_dim=0)
+    dec = ConvDecoder(shape, channels, 1, in_features=5, params_per_pixel=params_per_pixel)
     x = torch.rand(2, *shape, generator=torch.Generator().manual_seed(0))
     h = enc(x)
     assert h.shape == (2, enc.out_features)
@@ -66,15 +65,17 @@ def test_level_sizes_halve_rounding_up() -> None:
 
 def test_too_many_levels_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"6 levels, too many for 28x28 images.*at most 5"):
-        VAE(_conv([4] * 6), (1, 28, 28))
-    VAE(_conv([4] * 5), (1, 28, 28))  # 28 -> ... -> 1 still has a last level worth having
+        VAE.from_config(_conv([4] * 6), (1, 28, 28))
+    VAE.from_config(
+        _conv([4] * 5), (1, 28, 28)
+    )  # 28 -> ... -> 1 still has a last level worth having
 
 
 def test_blocks_per_level_adds_residual_blocks() -> None:
     shape = (3, 32, 32)
     plain, deep = (
-        VAE(_conv([8, 16], blocks_per_level=0), shape),
-        VAE(_conv([8, 16], blocks_per_level=2), shape),
+        VAE.from_config(_conv([8, 16], blocks_per_level=0), shape),
+        VAE.from_config(_conv([8, 16], blocks_per_level=2), shape),
     )
     blocks = sum(type(m).__name__ == "ResBlock" for m in deep.modules())
     assert blocks == 2 * 2 * 2  # two per level, in the encoder and in the decoder
@@ -87,7 +88,7 @@ def test_decoder_is_the_interpolate_then_conv_decoder(layout: torch.memory_forma
     """28 -> 14 -> 7 -> 4 -> 2: a tiny-map level (fold), an odd level (explicit) and
     transposed-conv levels, against the decoder written out with F.interpolate + conv."""
     torch.manual_seed(4)
-    decoder = ConvDecoder((1, 28, 28), _conv([8, 16, 16, 16], blocks_per_level=1), 6).double()
+    decoder = ConvDecoder((1, 28, 28), [8, 16, 16, 16], 1, in_features=6).double()
     decoder.to(memory_format=layout)  # type: ignore[call-overload]
     z = torch.randn(3, 6, dtype=torch.float64)
 
@@ -105,6 +106,7 @@ def test_decoder_is_the_interpolate_then_conv_decoder(layout: torch.memory_forma
 def test_tiny_maps_take_the_matmul_paths_and_larger_ones_the_conv_kernels(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    model = VAE.from_config(_conv([4, 8, 8, 8], blocks_per_level=1), (1, 28, 28))  # 28-14-7-4-2
     calls: dict[str, list[tuple[int, ...]]] = {"unfold": [], "fold": [], "conv_transpose2d": []}
     for name in calls:
         original = getattr(F, name)
@@ -114,7 +116,6 @@ def test_tiny_maps_take_the_matmul_paths_and_larger_ones_the_conv_kernels(
             return _f(x, *a, **k)
 
         monkeypatch.setattr(F, name, spy)
-    model = VAE(_conv([4, 8, 8, 8], blocks_per_level=1), (1, 28, 28))  # 28-14-7-4-2
     model.decode(model.encode(torch.rand(2, 1, 28, 28))[0])
     # at 2x2: the stride-2 conv from 4x4 and the residual blocks' convs (2 down, 2 up)
     assert calls["unfold"] == [(4, 4), (2, 2), (2, 2), (2, 2), (2, 2)]
@@ -124,7 +125,7 @@ def test_tiny_maps_take_the_matmul_paths_and_larger_ones_the_conv_kernels(
 
 def test_channels_last_gives_the_same_model() -> None:
     torch.manual_seed(0)
-    model = VAE(_conv([8, 16], blocks_per_level=1), (3, 30, 30)).eval()
+    model = VAE.from_config(_conv([8, 16], blocks_per_level=1), (3, 30, 30)).eval()
     x = torch.rand(3, 3, 30, 30)
     mu, logvar = model.encode(x)
     params = model.decode(mu)
@@ -137,7 +138,9 @@ def test_channels_last_gives_the_same_model() -> None:
 
 def test_conditional_conv_encoder_and_decoder_see_the_label() -> None:
     torch.manual_seed(0)
-    model = VAE(_conv([8, 16], conditional=True, label_dim=4), (1, 28, 28), num_classes=3)
+    model = VAE.from_config(
+        _conv([8, 16], conditional=True, label_dim=4), (1, 28, 28), num_classes=3
+    )
     assert model.encoder.out_features == model.encoder.flat_features + 4
     x = torch.rand(2, 1, 28, 28)
     mu0, _ = model.encode(x, torch.tensor([0, 0]))
@@ -153,7 +156,7 @@ def test_conditional_conv_encoder_and_decoder_see_the_label() -> None:
 
 def test_bf16_autocast_keeps_the_posterior_and_kl_in_float32() -> None:
     torch.manual_seed(0)
-    model = VAE(
+    model = VAE.from_config(
         _conv([8, 16], blocks_per_level=1, likelihood="gaussian", learn_scale=True), (3, 32, 32)
     ).to(memory_format=torch.channels_last)
     x = torch.rand(4, 3, 32, 32)
@@ -190,7 +193,7 @@ def test_conv_vae_trains_in_bf16_and_round_trips_through_a_checkpoint(tmp_path: 
     x = torch.rand(2, 1, 28, 28)
     again = vaekit.load(run)
     torch.testing.assert_close(model.reconstruct(x), again.reconstruct(x))
-    assert model.cfg.arch == "conv"
+    assert model.architecture()["encoder"]["name"] == "conv-encoder"
 
 
 # -- presets ----------------------------------------------------------------------------------
@@ -199,7 +202,7 @@ FACES128_PARAMS = 12_122_947
 
 def test_faces128_preset_is_the_stated_system() -> None:
     cfg = load_config("faces128")
-    model = VAE(cfg.model, (3, cfg.data.image_size, cfg.data.image_size))
+    model = VAE.from_config(cfg.model, (3, cfg.data.image_size, cfg.data.image_size))
     assert _n_params(model) == FACES128_PARAMS
     text = resolve_config_path("faces128").read_text()
     assert f"{FACES128_PARAMS:,}" in text  # the comment states the exact count
@@ -258,7 +261,7 @@ def test_faces128_runs_end_to_end_on_a_folder(tmp_path: Path) -> None:
 def test_shapes64_preset_is_the_stated_small_conv_model() -> None:
     cfg = load_config("shapes64")
     assert cfg.model.arch == "conv" and cfg.data.image_size == 64
-    n = _n_params(VAE(cfg.model, (3, 64, 64)))
+    n = _n_params(VAE.from_config(cfg.model, (3, 64, 64)))
     assert f"({n:,} parameters)" in resolve_config_path("shapes64").read_text()
 
 

@@ -116,7 +116,7 @@ def test_two_gloo_processes_match_one_process_and_write_one_run_dir(tmp_path: Pa
     single = one_process(tmp_path / "single", epochs=1)
     assert_same_training(ddp, single)
     torch.manual_seed(0)  # the trainer's initialisation (train.seed 0)
-    start = vaekit.VAE(
+    start = vaekit.VAE.from_config(
         vaekit.load_config(None, {"model.hidden": [32], "model.latent_dim": 4}).model, (1, 28, 28)
     )
     moved = max((weights(ddp)[k] - v).abs().max().item() for k, v in start.state_dict().items())

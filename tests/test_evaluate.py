@@ -57,7 +57,7 @@ def linear_gaussian_vae(exact_posterior: bool) -> tuple[vaekit.VAE, Multivariate
     """
     shape = (1, 2, 2)
     cfg = ModelConfig(hidden=[4], latent_dim=2, likelihood="gaussian", obs_scale=SIGMA)
-    model = vaekit.VAE(cfg, shape)
+    model = vaekit.VAE.from_config(cfg, shape)
     w = torch.tensor([[0.8, 0.0], [0.8, 0.0], [0.0, 0.5], [0.0, -0.5]])  # (P=4, D=2)
     b = torch.tensor([0.5, 0.3, 0.6, 0.4])
     s = torch.linalg.inv(torch.eye(2) + w.T @ w / SIGMA**2)  # diagonal
@@ -197,7 +197,7 @@ def test_other_likelihoods_match_the_model_importance_weights(
     likelihood: str, learn_scale: bool
 ) -> None:
     cfg = ModelConfig(hidden=[16], latent_dim=3, likelihood=likelihood, learn_scale=learn_scale)
-    model = vaekit.VAE(cfg, (1, 6, 6)).eval()
+    model = vaekit.VAE.from_config(cfg, (1, 6, 6)).eval()
     x = torch.rand(4, 1, 6, 6, generator=torch.Generator().manual_seed(0))
     mu, logvar = model.encode(x)
     z = mu + torch.exp(0.5 * logvar) * torch.randn(7, 4, 3)
@@ -283,16 +283,20 @@ def test_decoder_width_is_the_widest_decoder_tensor() -> None:
     from vaekit.config import ModelConfig
     from vaekit.evaluation.evaluate import decoder_width
 
-    mlp = vaekit.VAE(ModelConfig(hidden=[1000], latent_dim=3), (1, 28, 28))
+    mlp = vaekit.VAE.from_config(ModelConfig(hidden=[1000], latent_dim=3), (1, 28, 28))
     assert decoder_width(mlp) == 1000  # the hidden layer is wider than the 784 outputs
-    gaussian = vaekit.VAE(
+    gaussian = vaekit.VAE.from_config(
         ModelConfig(hidden=[64], latent_dim=3, likelihood="gaussian", learn_scale=True),
         (1, 28, 28),
     )
     assert decoder_width(gaussian) == 2 * 784  # a mean and a scale per pixel
-    conv = vaekit.VAE(ModelConfig(arch="conv", channels=[8, 16], latent_dim=3), (3, 32, 32))
+    conv = vaekit.VAE.from_config(
+        ModelConfig(arch="conv", channels=[8, 16], latent_dim=3), (3, 32, 32)
+    )
     assert decoder_width(conv) == 8 * 32 * 32  # its last feature map, not the 3 x 32 x 32 out
-    conditional = vaekit.VAE(ModelConfig(hidden=[50], latent_dim=3, conditional=True), (1, 8, 8), 4)
+    conditional = vaekit.VAE.from_config(
+        ModelConfig(hidden=[50], latent_dim=3, conditional=True), (1, 8, 8), 4
+    )
     assert decoder_width(conditional) == 64
     assert not any(m._forward_hooks for m in conv.modules())  # the probe's hooks are gone
 
@@ -303,7 +307,9 @@ def test_a_pass_holds_at_most_the_budget_in_the_decoders_widest_tensor(
     from vaekit.config import ModelConfig
     from vaekit.evaluation.evaluate import decoder_width
 
-    model = vaekit.VAE(ModelConfig(arch="conv", channels=[8, 16], latent_dim=3), (3, 32, 32))
+    model = vaekit.VAE.from_config(
+        ModelConfig(arch="conv", channels=[8, 16], latent_dim=3), (3, 32, 32)
+    )
     width = decoder_width(model)
     rows: list[int] = []
     decode = model.decode

@@ -21,7 +21,7 @@ from vaekit.viz import charts, figures
 
 def tiny_vae(latent_dim: int = 5, conditional: bool = False) -> VAE:
     cfg = ModelConfig(hidden=[16], latent_dim=latent_dim, conditional=conditional)
-    return VAE(cfg, (1, 8, 8), num_classes=3 if conditional else 0).eval()
+    return VAE.from_config(cfg, (1, 8, 8), num_classes=3 if conditional else 0).eval()
 
 
 def images(n: int = 12, seed: int = 0) -> torch.Tensor:

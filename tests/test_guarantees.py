@@ -184,7 +184,7 @@ def test_case06_out_of_range_data_for_a_bernoulli_likelihood_is_refused_before_t
     code, err = cli(capsys, "train", "--data", str(path), *TINY, "--out", str(tmp_path / "r"))
     assert_one_line_error(code, err, "raw255.npz", "[0, 1]")
     assert not (tmp_path / "r" / "state.pt").exists()
-    model = vaekit.VAE(vaekit.Config().model, (1, 8, 8))
+    model = vaekit.VAE.from_config(vaekit.Config().model, (1, 8, 8))
     with pytest.raises(VaekitError, match=r"\[0, 1\]"):
         vaekit.evaluate(model, torch.full((2, 1, 8, 8), 3.0))
 
@@ -553,7 +553,7 @@ def test_case16_sigint_and_sigterm_save_at_a_step_boundary_and_resume(
 
 def test_case17_overflowing_logvar_under_autocast_keeps_the_loss_finite() -> None:
     cfg = vaekit.load_config(None, {"model.hidden": [16], "model.latent_dim": 3})
-    model = vaekit.VAE(cfg.model, (1, 8, 8))
+    model = vaekit.VAE.from_config(cfg.model, (1, 8, 8))
     with torch.no_grad():
         model.logvar_head.bias.fill_(100.0)
         model.mu_head.bias.fill_(1e4)

@@ -20,12 +20,12 @@ from huggingface_hub import constants as hub_constants
 
 import vaekit
 from conftest import assert_clean_error, run_cli, write_hub_cache
+from vaekit import publish
 from vaekit.cli import main
 from vaekit.data import load_data
 from vaekit.errors import CheckpointError, ConfigError, VaekitError
-from vaekit.io import hub
+from vaekit.evaluation.summary import metrics_rows
 from vaekit.tracking import read_metrics
-from vaekit.viz.report import metrics_rows
 
 REPO = "alice/tiny-vae"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -197,9 +197,9 @@ def test_hub_errors_are_one_line(
         with pytest.raises(CheckpointError, match="OWNER/NAME"):
             vaekit.load(bad)
     with pytest.raises(ConfigError, match="OWNER/NAME"):
-        hub.push(trained_run, "no-owner")
+        publish.push(trained_run, "no-owner")
     with pytest.raises(ConfigError, match="local run directory"):
-        hub.push(f"hf://{REPO}", REPO)
+        publish.push(f"hf://{REPO}", REPO)
     # a real client against a closed local port: the push fails in one line, nothing raised
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -208,7 +208,7 @@ def test_hub_errors_are_one_line(
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
     with pytest.raises(VaekitError, match=f"could not push to {REPO}.*hf auth login"):
-        hub.push(trained_run, REPO, run_evaluate=False)
+        publish.push(trained_run, REPO, run_evaluate=False)
 
 
 def test_without_the_hub_extra_one_clear_line(

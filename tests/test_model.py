@@ -11,7 +11,7 @@ from vaekit.models import VAE, slerp
 
 def tiny_model(**kw: object) -> VAE:
     cfg = ModelConfig(hidden=[16], latent_dim=3, **kw)  # type: ignore[arg-type]
-    return VAE(cfg, (1, 6, 6), num_classes=4 if cfg.conditional else 0)
+    return VAE.from_config(cfg, (1, 6, 6), num_classes=4 if cfg.conditional else 0)
 
 
 def test_encode_returns_mean_and_log_variance() -> None:
@@ -62,7 +62,7 @@ def test_output_bias_starts_the_decoder_at_the_mean_image(likelihood: str, learn
 
 
 def test_output_bias_of_an_mlp_decoder_keeps_each_channels_pixels_in_place() -> None:
-    model = VAE(ModelConfig(hidden=[8], latent_dim=2, likelihood="laplace"), (3, 4, 5))
+    model = VAE.from_config(ModelConfig(hidden=[8], latent_dim=2, likelihood="laplace"), (3, 4, 5))
     mean_image = torch.rand(3, 4, 5)
     model.init_output_bias(mean_image)
     with torch.no_grad():
@@ -72,7 +72,7 @@ def test_output_bias_of_an_mlp_decoder_keeps_each_channels_pixels_in_place() -> 
 
 def test_output_bias_of_a_conv_decoder_is_per_channel_and_survives_black_pixels() -> None:
     cfg = ModelConfig(arch="conv", channels=[4, 8], latent_dim=3)
-    model = VAE(cfg, (3, 8, 8))
+    model = VAE.from_config(cfg, (3, 8, 8))
     mean_image = torch.zeros(3, 8, 8)
     mean_image[1] = 0.5
     mean_image[2, :4] = 1.0  # channel mean 0.5 with pure-white and pure-black pixels

@@ -22,7 +22,7 @@ from vaekit.models import VAE
 def _model(seed: int = 0, **kw: object) -> VAE:
     torch.manual_seed(seed)
     cfg = ModelConfig(hidden=[32], latent_dim=6, **kw)  # type: ignore[arg-type]
-    return VAE(cfg, (1, 28, 28))
+    return VAE.from_config(cfg, (1, 28, 28))
 
 
 def _x(n: int = 16, seed: int = 0) -> torch.Tensor:
@@ -146,7 +146,7 @@ def _update_norm(tmp_path: Path, name: str, clip: float) -> tuple[float, float]:
     )
     run = vaekit.train(cfg)  # one step: 64 examples, batch 64
     torch.manual_seed(cfg.train.seed)  # train builds the model right after this seed
-    before = VAE(cfg.model, (1, 28, 28), 0).state_dict()
+    before = VAE.from_config(cfg.model, (1, 28, 28), 0).state_dict()
     after = vaekit.load(run).state_dict()
     delta = torch.cat([(after[k] - before[k]).flatten() for k in before])
     return float(delta.norm()), _records(run)[-1]["train_grad_norm"]
@@ -167,7 +167,7 @@ def _lpips(net: str = "vgg") -> torch.nn.Module:
 
 def test_perceptual_gradients_reach_the_decoder() -> None:
     torch.manual_seed(0)
-    model = VAE(
+    model = VAE.from_config(
         ModelConfig(arch="conv", channels=[8, 16], latent_dim=4, likelihood="laplace"), (3, 32, 32)
     )
     x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))

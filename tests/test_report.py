@@ -16,6 +16,7 @@ import vaekit
 from browser import Browser, browser  # noqa: F401 (a fixture)
 from conftest import assert_clean_error, run_cli, tiny_config
 from vaekit.cli import main
+from vaekit.evaluation.summary import metrics_rows
 from vaekit.viz import figures, report
 
 EXPECTED_FIGURES = [
@@ -103,7 +104,7 @@ def test_report_shows_the_config_and_the_metrics_table(built: Path) -> None:
 
 
 def test_metrics_rows_put_known_metrics_first_with_units() -> None:
-    rows = report.metrics_rows(
+    rows = metrics_rows(
         {
             "zeta": 1.5,
             "nelbo": 100.0,

@@ -67,7 +67,7 @@ def test_a_tiny_run_writes_the_figure_the_curves_and_the_models(
     assert manifold.size == (b.manifold_n * 28 * 2,) * 2
     for k in (*b.latent_sizes, 2):
         model = vaekit.load(out / f"nz-{k}")
-        assert model.latent_dim == k and model.cfg.hidden == [500]
+        assert model.latent_dim == k and model.architecture()["encoder"]["args"]["hidden"] == [500]
 
 
 def test_a_rerun_reads_finished_latent_sizes_back(tiny_run: tuple[Path, dict]) -> None:

@@ -33,8 +33,16 @@ def wandb_records(run_dir: Path, path: Path | None = None) -> list[object]:
     if path is None:
         (path,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
     deadline = time.monotonic() + 30
+    from google.protobuf.message import DecodeError
+
     while True:  # wandb's service may still be writing the log when finish() has returned
-        records = _read_wandb_log(path)
+        try:
+            records = _read_wandb_log(path)
+        except DecodeError:  # a record caught half-written: read again
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+            continue
         kinds = [r.WhichOneof("record_type") for r in records]  # type: ignore[attr-defined]
         if "exit" in kinds or time.monotonic() > deadline:
             return records

@@ -143,9 +143,15 @@ def test_load_is_strict_about_config_and_weights(trained_run: Path, tmp_path: Pa
     copy = tmp_path / "copy"
     shutil.copytree(trained_run, copy)
     meta = json.loads((copy / "config.json").read_text())
-    meta["config"]["model"]["latent_dim"] = 5
+    meta["architecture"]["encoder"]["args"]["hidden"] = [16]  # both halves built, other sizes
+    meta["architecture"]["decoder"]["args"]["hidden"] = [16]
     (copy / "config.json").write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match="mu_head.weight"):
+    with pytest.raises(CheckpointError, match=r"mu_head.weight: \(4, 32\) in file, \(4, 16\)"):
+        vaekit.load(copy)
+    # a latent size the recorded decoder cannot take: one line, before any weight is read
+    meta["architecture"]["latent_dim"] = 5
+    (copy / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="the decoder MLPDecoder failed on a latent of 5"):
         vaekit.load(copy)
 
 
@@ -192,7 +198,7 @@ def test_weight_average_follows_its_ramped_decay() -> None:
 
     torch.manual_seed(0)
     cfg = vaekit.load_config(None, {"model.hidden": [8], "model.latent_dim": 2})
-    model = vaekit.VAE(cfg.model, (1, 4, 4))
+    model = vaekit.VAE.from_config(cfg.model, (1, 4, 4))
     average = WeightAverage(model, decay=0.9)
     assert average.EVERY == 4
     expected = {k: v.double().clone() for k, v in model.state_dict().items()}

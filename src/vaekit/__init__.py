@@ -4,6 +4,10 @@ import vaekit
 run_dir = vaekit.train(vaekit.load_config("noise-demo"))
 model = vaekit.load(run_dir)
 images = model.sample(16)
+
+Your own encoder and decoder: register their classes (`@vaekit.register("my-encoder")`),
+wrap them in `vaekit.VAE(encoder, decoder, latent_dim=..., input_shape=...)` and train
+them with `vaekit.Trainer(model, config).fit()`.
 """
 
 __version__ = "0.1.0"
@@ -11,17 +15,20 @@ __version__ = "0.1.0"
 from .config import Config, load_config  # noqa: E402
 from .errors import VaekitError  # noqa: E402
 from .evaluation.evaluate import evaluate  # noqa: E402
-from .io.checkpoint import load  # noqa: E402
-from .models import VAE  # noqa: E402
-from .training.trainer import train  # noqa: E402
+from .models import VAE, load, register  # noqa: E402
+from .training.trainer import Callback, Trainer, TrainResult, train  # noqa: E402
 
 __all__ = [
     "VAE",
+    "Callback",
     "Config",
+    "TrainResult",
+    "Trainer",
     "VaekitError",
     "__version__",
     "evaluate",
     "load",
     "load_config",
+    "register",
     "train",
 ]

@@ -25,6 +25,16 @@ def build_parser() -> tuple[Parser, dict[str, Callable[[argparse.Namespace], int
         "sample, reconstruct, interpolate and inspect.",
     )
     parser.add_argument("--version", action="version", version=f"vaekit {__version__}")
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (repeatable): where your @vaekit.register architectures "
+        "are defined, so that their runs train, load and draw; looked up on the Python path "
+        "and in the current directory",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     commands: dict[str, Callable[[argparse.Namespace], int]] = {}
     for module in MODULES:
@@ -50,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tune_malloc()  # conv activations: reuse freed memory instead of fresh zeroed pages
     try:
+        import_modules(args.imports)
         return commands[args.command](args)
     except TrainingInterrupted as e:
         print(f"vaekit: {e}", file=sys.stderr)
@@ -62,3 +73,23 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 1
+
+
+def import_modules(names: list[str]) -> None:
+    """Import the modules named by --import: code the user names on the command line (never
+    code named by a file), typically their registered architectures."""
+    import importlib
+    import os
+    import re
+
+    from ..errors import ConfigError
+
+    for name in names:
+        if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", name):
+            raise ConfigError(f"--import {name!r} is not a module name; write e.g. my_models")
+        if os.getcwd() not in sys.path:  # as `python -m` would: ./my_models.py is found
+            sys.path.insert(0, os.getcwd())
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise ConfigError(f"--import {name}: the module cannot be imported ({e})") from None

@@ -165,10 +165,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _load_run(run: str) -> tuple[Any, Any]:
     """The model and its test set."""
     from ..data import load_data
-    from ..io.checkpoint import load
+    from ..models import load
 
     model = load(run)
-    cfg = model.run_config
+    cfg = model.training_config()
     data = load_data(cfg.data, seed=cfg.train.seed, progress=False)
     return model, data
 
@@ -179,7 +179,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _positive("batch-size", args.batch_size)
     if args.iw_samples < 0:
         _positive("iw-samples", args.iw_samples)
-    from ..evaluation.evaluate import DEFAULT_BUDGET, summary
+    from ..evaluation.evaluate import DEFAULT_BUDGET
+    from ..evaluation.summary import summary
 
     _positive("fid-samples", args.fid_samples)
     if args.pass_size is not None:
@@ -237,8 +238,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from ..errors import ConfigError
-    from ..io.checkpoint import load
-    from ..viz import grid as viz
+    from ..models import load
+    from ..viz import grid
 
     _positive("n", args.n)
     model = load(args.run)
@@ -246,8 +247,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if model.conditional and label is None:
         raise ConfigError("this model is class-conditional: pass --label (a class name or index)")
     images = model.sample(args.n, label, generator=torch.Generator().manual_seed(args.seed))
-    out = viz.save_grid(
-        _out_path(args, "samples.png"), images, nrow=8, scale=viz.auto_scale(model.input_shape[1])
+    out = grid.save_grid(
+        _out_path(args, "samples.png"), images, nrow=8, scale=grid.auto_scale(model.input_shape[1])
     )
     print(out)
     return 0
@@ -257,7 +258,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     import torch
 
     from ..data import to_float
-    from ..viz import grid as viz
+    from ..viz import grid
 
     _positive("n", args.n)
     model, data = _load_run(args.run)
@@ -265,11 +266,11 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     x = to_float(data.x_test[:n])
     y = data.y_test[:n] if model.conditional else None
     images = torch.cat([x, model.reconstruct(x, y)])
-    out = viz.save_grid(
+    out = grid.save_grid(
         _out_path(args, "reconstructions.png"),
         images,
         nrow=n,
-        scale=viz.auto_scale(model.input_shape[1]),
+        scale=grid.auto_scale(model.input_shape[1]),
     )
     print(out)
     return 0
@@ -279,7 +280,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     import torch
 
     from ..data import to_float
-    from ..viz import grid as viz
+    from ..viz import grid
 
     _positive("steps", args.steps)
     _positive("pairs", args.pairs)
@@ -301,11 +302,11 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         None if y is None else y[:pairs],
         None if y is None else y[pairs : 2 * pairs],
     )  # (P, steps, C, H, W)
-    out = viz.save_grid(
+    out = grid.save_grid(
         _out_path(args, "interpolation.png"),
         path.flatten(0, 1),
         nrow=args.steps,
-        scale=viz.auto_scale(model.input_shape[1]),
+        scale=grid.auto_scale(model.input_shape[1]),
     )
     print(out)
     return 0

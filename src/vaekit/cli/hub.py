@@ -48,7 +48,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from ..io.hub import describe, plan_push, push
+    from ..io.hub import describe
+    from ..publish import plan_push, push
 
     options = {
         "iw_samples": args.iw_samples,

@@ -153,8 +153,7 @@ def _parse_dims(text: str | None, latent_dim: int) -> tuple[int, int] | None:
 
 def cmd_manifold(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
-    from ..viz import figures
-    from ..viz import grid as viz
+    from ..viz import figures, grid
 
     _positive("n", args.n)
     model, x, y, _ = _test_set(args)
@@ -163,7 +162,7 @@ def cmd_manifold(args: argparse.Namespace) -> int:
             "a manifold needs a latent space of at least 2 dimensions; this model has 1"
         )
     images = figures.manifold(model, args.n, _parse_dims(args.dims, model.latent_dim), x, y)
-    print(viz.save_grid(_out(args, "manifold"), images, nrow=args.n))
+    print(grid.save_grid(_out(args, "manifold"), images, nrow=args.n))
     return 0
 
 
@@ -177,7 +176,7 @@ def cmd_latents(args: argparse.Namespace) -> int:
 
 def cmd_curves(args: argparse.Namespace) -> int:
     from ..errors import VaekitError
-    from ..io.checkpoint import resolve
+    from ..models.pretrained import resolve
     from ..tracking import read_metrics
     from ..viz import figures
 

@@ -18,18 +18,17 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .. import objectives
 from ..config import Config, load_config
-from ..data import Dataset, batch_indices, epoch_permutation, load_data, to_float
+from ..data import Dataset, load_data
 from ..data.sources import find_local
 from ..errors import ConfigError
 from ..evaluation.evaluate import elbo_stats
 from ..evaluation.metrics import active_units
-from ..io import checkpoint, fileio
-from ..models import VAE
-from ..training.optim import make_optimizer
-from ..training.trainer import check_data, resolve_device
-from ..viz import grid as viz
+from ..io import fileio
+from ..models import VAE, load
+from ..training.setup import resolve_device
+from ..training.trainer import Callback, Trainer
+from ..viz import grid
 
 PRESET = "kingma2013-mnist"
 
@@ -96,6 +95,38 @@ def _subset(x: torch.Tensor, n: int) -> torch.Tensor:
     return x if n <= 0 else x[:n]
 
 
+class _Curve(Callback):
+    """Measures the bound on training and test images when the samples seen reach each
+    point, and stops the Trainer after the last one."""
+
+    def __init__(self, points: list[int], x_eval: dict[str, torch.Tensor], bar: Any) -> None:
+        self.pending = list(points)
+        self.x_eval = x_eval
+        self.bar = bar
+        self.curve: list[dict[str, float]] = []
+        self.started = time.perf_counter()
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        batch = trainer.config.train.batch_size
+        seen = trainer.state.global_step * batch
+        self.bar.update(batch)
+        if not self.pending or seen < self.pending[0]:
+            return
+        self.pending.pop(0)
+        model = trainer.shown.eval()
+        point = {
+            "samples": seen,
+            "seconds": time.perf_counter() - self.started,
+            "skipped_updates": trainer.state.skipped_updates,  # as of the last record read
+        }
+        for split, x in self.x_eval.items():
+            point[f"{split}_bound"] = -elbo_stats(model, x, seed=1234)["nelbo"]
+        self.curve.append(point)
+        trainer.model.train()  # type: ignore[union-attr]
+        if not self.pending:
+            trainer.stop()
+
+
 def train_curve(
     config: Config,
     data: Dataset,
@@ -103,30 +134,30 @@ def train_curve(
     samples: int,
     points: list[int],
     eval_examples: int,
+    out: Path,
     progress: bool = True,
 ) -> tuple[VAE, list[dict[str, float]]]:
-    """Train one VAE on `samples` training samples; measure the bound at each point.
+    """Train one VAE on `samples` training samples with the Trainer (its run directory:
+    `out`); measure the bound at each point.
 
-    Minibatches of the preset's size are drawn from seeded epoch permutations, exactly as
-    `vaekit train` draws them; the bound is the seeded single-sample ELBO per example.
+    Minibatches of the preset's size are drawn from seeded epoch permutations, as every
+    run draws them; the bound is the seeded single-sample ELBO per example.
     """
+    per_epoch = (data.x_train.shape[0] // config.train.batch_size) * config.train.batch_size
     config = dataclasses.replace(
-        config, model=dataclasses.replace(config.model, latent_dim=latent_dim)
+        config,
+        model=dataclasses.replace(config.model, latent_dim=latent_dim),
+        train=dataclasses.replace(
+            config.train,
+            epochs=max(1, math.ceil(samples / max(per_epoch, 1))),
+            eval_every=10**9,  # the curve is the evaluation: none at epoch ends but the last
+            out=str(out),
+        ),
     )
-    t = config.train
-    device = resolve_device(t.device)
-    torch.manual_seed(t.seed)
-    model = VAE(config.model, data.shape).to(device)
-    optimizer = make_optimizer(model, config, device)
-    generator = torch.Generator(device=device).manual_seed(t.seed)
-    x_train = data.x_train.to(device)
     x_eval = {
         "train": _subset(data.x_train, eval_examples),
         "test": _subset(data.x_test, eval_examples),
     }
-    curve: list[dict[str, float]] = []
-    seen, step, epoch, skipped = 0, 0, 0, 0
-    started = time.perf_counter()
     bar = tqdm(
         total=samples,
         disable=not progress,
@@ -135,39 +166,10 @@ def train_curve(
         desc=f"N_z = {latent_dim}",
         leave=False,
     )
-    pending = list(points)
-    while pending:
-        for idx in batch_indices(epoch_permutation(x_train.shape[0], t.seed, epoch), t.batch_size):
-            model.train()
-            terms = objectives.compute(
-                model, to_float(x_train[idx.to(device)]), None, config.loss, step, generator
-            )
-            optimizer.zero_grad(set_to_none=True)
-            terms.loss.backward()
-            if torch.isfinite(terms.loss):
-                optimizer.step()
-            else:  # never write NaN into the weights
-                skipped += 1
-            seen += idx.numel()
-            step += 1
-            bar.update(idx.numel())
-            if seen >= pending[0]:
-                pending.pop(0)
-                model.eval()
-                point = {
-                    "samples": seen,
-                    "seconds": time.perf_counter() - started,
-                    "skipped_updates": skipped,
-                }
-                for split, x in x_eval.items():
-                    point[f"{split}_bound"] = -elbo_stats(model, x, seed=1234)["nelbo"]
-                curve.append(point)
-                if not pending:
-                    break
-        epoch += 1
+    curve = _Curve(points, x_eval, bar)
+    result = Trainer(None, config, data=data, callbacks=[curve], overwrite=True).fit()
     bar.close()
-    model.eval()
-    return model, curve
+    return result.model, curve.curve
 
 
 def _dashed(
@@ -241,7 +243,7 @@ def _manifold(model: VAE, n: int) -> Image.Image:
     from ..viz import figures
 
     images = figures.manifold(model, n=n)  # (n*n, C, H, W) over the inverse-CDF grid
-    return viz.to_pil(viz.make_grid(images, nrow=n, padding=0), 2)
+    return grid.to_pil(grid.make_grid(images, nrow=n, padding=0), 2)
 
 
 def reproduce_kingma2013(
@@ -268,7 +270,6 @@ def reproduce_kingma2013(
         torch.set_num_threads(threads)
     out = Path(out)
     dataset = load_data(config.data, seed=seed, progress=progress)
-    check_data(dataset, config)
     points = eval_points(b, config.train.batch_size)
     started = time.perf_counter()
     curves: dict[int, list[dict[str, float]]] = {}
@@ -280,7 +281,7 @@ def reproduce_kingma2013(
         saved = folder / "curve.json"
         if saved.is_file() and json.loads(saved.read_text()).get("key") == key:
             curve = json.loads(saved.read_text())["curve"]
-            model = checkpoint.load(folder, resolve_device(config.train.device))
+            model = load(folder, resolve_device(config.train.device))
         else:
             samples = b.samples if latent_dim != 2 else b.manifold_samples
             model, curve = train_curve(
@@ -290,16 +291,13 @@ def reproduce_kingma2013(
                 samples,
                 sorted({p for p in points if p <= samples} | {samples}),
                 b.eval_examples,
+                folder,
                 progress,
             )
-            cfg = dataclasses.replace(
-                config, model=dataclasses.replace(config.model, latent_dim=latent_dim)
-            )
-            checkpoint.save_model(folder, model, cfg, dataset.class_names)
             fileio.write_json(saved, {"key": key, "curve": curve})
         train_seconds += curve[-1]["seconds"] if curve else 0.0
         if latent_dim == 2:
-            fileio.write_bytes(out / "manifold.png", viz.png_bytes(_manifold(model, b.manifold_n)))
+            fileio.write_bytes(out / "manifold.png", grid.png_bytes(_manifold(model, b.manifold_n)))
         else:
             curves[latent_dim] = curve
             # the paper's explanation of why superfluous latents do not overfit: the KL
@@ -335,7 +333,7 @@ def reproduce_kingma2013(
         },
     }
     fileio.write_json(out / "figure2.json", result)
-    fileio.write_bytes(out / "figure2.png", viz.png_bytes(figure2(curves, dataset.name)))
+    fileio.write_bytes(out / "figure2.png", grid.png_bytes(figure2(curves, dataset.name)))
     return result
 
 

@@ -1,9 +1,11 @@
-"""Saving and loading: weights as safetensors + config.json, training state without pickle.
+"""The files of a model folder and of a run's resumable state: the format, not the model.
 
-A run directory holds `config.json` + `model.safetensors` (the layout Hugging Face tools
-read) and `state.pt`, the resumable training state. Loading never executes code from a
+A model folder (a run directory, a `save_pretrained` folder, a Hub repo) holds
+`config.json` + `model.safetensors`, the layout Hugging Face tools read; a run directory
+also holds `state.pt`, the resumable training state. Reading never executes code from a
 file: safetensors for weights, JSON for configs, `torch.load(weights_only=True)` (passed
 explicitly, so `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD` cannot turn it off) for the state.
+Building a model from these files is `models.VAE.from_folder`'s job.
 """
 
 from __future__ import annotations
@@ -20,10 +22,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from .. import __version__
-from ..config import Config, from_dict
+from ..config import from_dict
 from ..errors import CheckpointError, ConfigError
-from ..models import VAE
 from . import fileio
 
 MODEL_FILE = "model.safetensors"
@@ -31,39 +31,36 @@ CONFIG_FILE = "config.json"
 STATE_FILE = "state.pt"
 
 
-def model_meta(model: VAE, config: Config, class_names: list[str]) -> dict[str, Any]:
-    return {
-        "library_name": "vaekit",
-        "vaekit_version": __version__,
-        "input_shape": list(model.input_shape),
-        "num_classes": model.num_classes,
-        "class_names": list(class_names),
-        "config": config.to_dict(),
-    }
+def write_model_folder(directory: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Write model.safetensors and config.json atomically (weights first, then config)."""
+    directory = Path(directory)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    fileio.write_bytes(directory / MODEL_FILE, st_save(tensors, metadata={"format": "pt"}))
+    fileio.write_json(directory / CONFIG_FILE, meta)
 
 
-def save_model(run_dir: str | Path, model: VAE, config: Config, class_names: list[str]) -> None:
-    """Write config.json and model.safetensors atomically (weights first, then config)."""
-    run_dir = Path(run_dir)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    fileio.write_bytes(run_dir / MODEL_FILE, st_save(tensors, metadata={"format": "pt"}))
-    fileio.write_json(run_dir / CONFIG_FILE, model_meta(model, config, class_names))
-
-
-def read_meta(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / CONFIG_FILE
+def read_meta(directory: Path) -> dict[str, Any]:
+    """config.json of a model folder, checked: `config` (the training configuration, a
+    Config, or None when the folder has none), `class_names` and, for folders written since
+    vaekit 0.2, `architecture`; 0.1's `input_shape` and `num_classes` where present."""
+    path = directory / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(
-            f"{run_dir} is not a vaekit run or model folder: {CONFIG_FILE} is missing"
+            f"{directory} is not a vaekit run or model folder: {CONFIG_FILE} is missing"
         )
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(meta, dict):
             raise ValueError("not a JSON object")
-        meta["input_shape"] = [int(s) for s in meta["input_shape"]]
-        meta["config"] = from_dict(meta["config"], source=str(path))
-        meta.setdefault("class_names", [])
-        meta["num_classes"] = int(meta.get("num_classes", 0))
+        if "architecture" in meta and not isinstance(meta["architecture"], dict):
+            raise ValueError("'architecture' is not an object")
+        if "architecture" not in meta:  # vaekit 0.1: the architecture is the config's
+            meta["input_shape"] = [int(s) for s in meta["input_shape"]]
+            meta["num_classes"] = int(meta.get("num_classes", 0))
+            meta["config"]  # noqa: B018 (required: KeyError names it)
+        config = meta.get("config")
+        meta["config"] = None if config is None else from_dict(config, source=str(path))
+        meta["class_names"] = [str(c) for c in meta.get("class_names", [])]
     except ConfigError:
         raise
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
@@ -71,7 +68,9 @@ def read_meta(run_dir: Path) -> dict[str, Any]:
     return meta
 
 
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+def read_weights(directory: Path) -> dict[str, torch.Tensor]:
+    """model.safetensors of a model folder, as CPU tensors."""
+    path = directory / MODEL_FILE
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} is missing; the run has not saved a model yet")
     try:
@@ -102,40 +101,17 @@ def check_state_dict(model: torch.nn.Module, tensors: dict[str, torch.Tensor], s
         )
 
 
-def load(path: str | Path, device: str | torch.device = "cpu") -> VAE:
-    """Load a trained model from a run directory, a model folder or `hf://OWNER/NAME`.
-
-    Strict: the weights must match the architecture in config.json exactly, and the
-    comparison happens before any weight is copied.
-    """
-    run_dir = resolve(path)
-    meta = read_meta(run_dir)
-    config: Config = meta["config"]
-    tensors = _read_weights(run_dir / MODEL_FILE)
-    model = VAE(config.model, tuple(meta["input_shape"]), meta["num_classes"])
-    check_state_dict(model, tensors, str(run_dir / MODEL_FILE))
-    model.load_state_dict(tensors, strict=True)
-    model.run_config = config
-    model.class_names = list(meta["class_names"])
-    return model.to(device).eval()
-
-
-def resolve(path: str | Path) -> Path:
-    """A local directory for `path`; `hf://OWNER/NAME[@REVISION]` comes from the Hugging Face
-    Hub (through huggingface_hub's cache: config.json, model.safetensors, card and images only).
-    """
-    if str(path).startswith("hf://"):
-        from .hub import download  # the hub module imports this one
-
-        return download(str(path))
-    run_dir = Path(path)
-    if not run_dir.exists():
-        raise CheckpointError(f"run directory {run_dir} does not exist")
-    if not run_dir.is_dir():
+def local_dir(path: str | Path) -> Path:
+    """`path` as a model or run directory that exists, or a clear error."""
+    directory = Path(path)
+    if not directory.exists():
+        raise CheckpointError(f"run directory {directory} does not exist")
+    if not directory.is_dir():
         raise CheckpointError(
-            f"{run_dir} is a file; pass the run directory that holds {CONFIG_FILE} and {MODEL_FILE}"
+            f"{directory} is a file; pass the run directory that holds {CONFIG_FILE} and "
+            f"{MODEL_FILE}"
         )
-    return run_dir
+    return directory
 
 
 def save_state(path: str | Path, state: dict[str, Any]) -> None:

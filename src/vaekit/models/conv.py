@@ -1,6 +1,6 @@
 """Convolutional encoder and decoder: residual blocks, GroupNorm and SiLU, for 28 to 256 px.
 
-Each level of `cfg.channels` halves the resolution with a stride-2 conv on the way down
+Each level of `channels` halves the resolution with a stride-2 conv on the way down
 and doubles it back with nearest upsampling + a 3x3 conv on the way up (the function of
 a resize-conv, so no checkerboard artifacts; computed as the equivalent stride-2
 transposed conv, see `upsample_conv`). The sizes are recorded on the way down and the
@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ModelConfig
 from .fast_ops import Conv2d, group_norm, upsample_conv
+from .registry import register
 
 
 def conv_norm_act(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -68,23 +68,32 @@ def _check(input_shape: tuple[int, int, int], channels: list[int]) -> None:
         )
 
 
+@register("conv-encoder")
 class ConvEncoder(nn.Module):
-    """x (B, C, H, W) [+ a label embedding (B, E)] -> features (B, F)."""
+    """x (B, C, H, W) [+ a label embedding (B, E)] -> features (B, F).
+
+    `channels`: channels per level, each level a stride-2 conv (halving the size) and
+    `blocks_per_level` residual blocks.
+    """
 
     def __init__(
-        self, input_shape: tuple[int, int, int], cfg: ModelConfig, cond_dim: int = 0
+        self,
+        input_shape: tuple[int, int, int],
+        channels: list[int],
+        blocks_per_level: int = 1,
+        cond_dim: int = 0,
     ) -> None:
         super().__init__()
-        _check(input_shape, cfg.channels)
+        _check(input_shape, channels)
         c, h, w = input_shape
         layers: list[nn.Module] = []
         c_prev = c
-        for ch in cfg.channels:
+        for ch in channels:
             layers.append(conv_norm_act(c_prev, ch, stride=2))  # halves the resolution
-            layers += [ResBlock(ch) for _ in range(cfg.blocks_per_level)]
+            layers += [ResBlock(ch) for _ in range(blocks_per_level)]
             c_prev = ch
         self.body = nn.Sequential(*layers)
-        bottom_h, bottom_w = level_sizes(h, w, len(cfg.channels))[-1]
+        bottom_h, bottom_w = level_sizes(h, w, len(channels))[-1]
         self.flat_features = c_prev * bottom_h * bottom_w
         self.cond_dim = cond_dim
         self.out_features = self.flat_features + cond_dim
@@ -105,27 +114,30 @@ class ConvEncoder(nn.Module):
         return h
 
 
+@register("conv-decoder")
 class ConvDecoder(nn.Module):
-    """z (B, D) [+ a label embedding] -> likelihood parameters (B, C*k, H, W)."""
+    """z (B, D) [+ a label embedding] -> likelihood parameters (B, C*k, H, W): the
+    encoder's levels in reverse, each a nearest 2x upsampling + conv."""
 
     def __init__(
         self,
         input_shape: tuple[int, int, int],
-        cfg: ModelConfig,
-        in_features: int,
+        channels: list[int],
+        blocks_per_level: int = 1,
+        in_features: int = 16,
         params_per_pixel: int = 1,
     ) -> None:
         super().__init__()
-        _check(input_shape, cfg.channels)
+        _check(input_shape, channels)
         c, h, w = input_shape
-        channels = list(cfg.channels)
+        channels = list(channels)
         self.sizes = level_sizes(h, w, len(channels))  # [(H, W), ..., (H_L, W_L)]
         self.bottom = (channels[-1], *self.sizes[-1])
         self.fc = nn.Linear(in_features, math.prod(self.bottom))
         self.levels = nn.ModuleList()
         for i in reversed(range(len(channels))):
             c_out = channels[i - 1] if i > 0 else channels[0]
-            blocks = [ResBlock(channels[i]) for _ in range(cfg.blocks_per_level)]
+            blocks = [ResBlock(channels[i]) for _ in range(blocks_per_level)]
             # upsample to level i's size happens in forward; then this conv
             self.levels.append(
                 nn.ModuleDict(

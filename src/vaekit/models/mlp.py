@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from .registry import register
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
@@ -25,6 +27,7 @@ def _mlp(sizes: list[int], activation: str) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+@register("mlp-encoder")
 class MLPEncoder(nn.Module):
     """x (B, C, H, W) [+ a label embedding (B, E)] -> features (B, hidden[-1])."""
 
@@ -46,6 +49,7 @@ class MLPEncoder(nn.Module):
         return self.body(h)
 
 
+@register("mlp-decoder")
 class MLPDecoder(nn.Module):
     """z (B, D) [+ a label embedding] -> likelihood parameters (B, C*k, H, W)."""
 

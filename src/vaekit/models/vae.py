@@ -1,16 +1,35 @@
-"""The variational autoencoder: encoder -> q(z|x), reparameterized z, decoder -> p(x|z)."""
+"""The variational autoencoder: encoder -> q(z|x), reparameterized z, decoder -> p(x|z).
+
+The model protocol: an encoder is any nn.Module that maps x (B, C, H, W) to features
+(B, F), from which VAE's two linear heads predict the posterior's mean and log-variance,
+or directly to a pair (mu, logvar), each (B, D). A decoder is any nn.Module that maps z
+(B, D) to the likelihood's parameters (B, C*k, H, W): Bernoulli logits, or Gaussian /
+Laplace locations, with k = 2 when the decoder also predicts log-scales. A
+class-conditional VAE passes the label embedding (B, E) to the encoder as a second
+argument and appends it to z for the decoder. The built-in MLP and conv VAEs are built
+the same way, by `VAE.from_config`.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from .. import losses
-from ..config import Config, ModelConfig
+from ..config import ModelConfig
+from ..errors import CheckpointError, ConfigError
+from . import registry
+from .conv import ConvDecoder, ConvEncoder
 from .mlp import MLPDecoder, MLPEncoder
+from .pretrained import Pretrained, resolve
+
+LIKELIHOODS = ("bernoulli", "gaussian", "laplace")
 
 
 @dataclass
@@ -21,57 +40,170 @@ class VAEOutput:
     params: torch.Tensor  # (B, C*k, H, W) likelihood parameters (Bernoulli: logits)
 
 
-class VAE(nn.Module):
+class VAE(Pretrained):
     """A VAE with a diagonal Gaussian posterior, an N(0, I) prior and a pixel likelihood.
 
-    Inputs are float tensors (N, C, H, W) in [0, 1]. `decode` returns the likelihood's
-    parameters: Bernoulli logits, or Gaussian / Laplace locations; with a learned scale,
-    the log-scales follow as C more channels.
+    `VAE(encoder, decoder, latent_dim=16, input_shape=(1, 28, 28))` wraps any encoder
+    and decoder that follow the protocol above (see the module docstring); their classes
+    carry `@vaekit.register(name)` so that the model saves and loads. Inputs are float
+    tensors (N, C, H, W) in [0, 1]. `decode` returns the likelihood's parameters.
     """
 
-    run_config: Config  # set by `vaekit.load`: the configuration of the run that trained it
-    class_names: list[str]  # set by `vaekit.load`: the dataset's label names, if any
-
     def __init__(
-        self, cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes: int = 0
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        *,
+        latent_dim: int,
+        input_shape: Sequence[int],
+        likelihood: str = "bernoulli",
+        obs_scale: float = 1.0,
+        learn_scale: bool = False,
+        num_classes: int = 0,
+        label_dim: int = 16,
     ) -> None:
         super().__init__()
-        self.cfg = cfg
+        _check_settings(latent_dim, input_shape, likelihood, obs_scale, num_classes, label_dim)
         c, h, w = (int(s) for s in input_shape)
         self.input_shape = (c, h, w)
-        self.num_classes = num_classes
-        self.latent_dim = cfg.latent_dim
-        self.likelihood = cfg.likelihood
-        self.learn_scale = cfg.learn_scale and cfg.likelihood != "bernoulli"
-        params_per_pixel = 2 if self.learn_scale else 1
-        cond_dim = 0
-        if cfg.conditional:
-            if num_classes < 1:
-                raise ValueError("a conditional VAE needs labelled data (num_classes >= 1)")
-            self.label_embedding = nn.Embedding(num_classes, cfg.label_dim)
-            cond_dim = cfg.label_dim
-        self.conditional = cfg.conditional
-        if cfg.arch == "mlp":
-            self.encoder: nn.Module = MLPEncoder(
-                self.input_shape, cfg.hidden, cfg.activation, cond_dim
-            )
-            self.decoder: nn.Module = MLPDecoder(
-                self.input_shape,
-                cfg.hidden,
-                cfg.activation,
-                cfg.latent_dim + cond_dim,
-                params_per_pixel,
-            )
-        else:
-            from .conv import ConvDecoder, ConvEncoder
+        self.latent_dim = int(latent_dim)
+        self.likelihood = likelihood
+        self.obs_scale = float(obs_scale)
+        self.learn_scale = bool(learn_scale) and likelihood != "bernoulli"
+        self.num_classes = int(num_classes)
+        self.conditional = self.num_classes > 0
+        self.label_dim = int(label_dim)
+        if self.conditional:
+            self.label_embedding = nn.Embedding(self.num_classes, self.label_dim)
+        self.encoder = encoder
+        self.decoder = decoder
+        features = self._encoder_features()
+        self.heads = features is not None  # False: the encoder gives (mu, logvar) itself
+        if features is not None:
+            self.mu_head = nn.Linear(features, self.latent_dim)
+            self.logvar_head = nn.Linear(features, self.latent_dim)  # log sigma^2, never sigma^2
+        self._check_decoder()
 
-            self.encoder = ConvEncoder(self.input_shape, cfg, cond_dim)
-            self.decoder = ConvDecoder(
-                self.input_shape, cfg, cfg.latent_dim + cond_dim, params_per_pixel
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, cfg: ModelConfig, input_shape: Sequence[int], num_classes: int = 0) -> VAE:
+        """The built-in MLP or conv VAE that `cfg` (the config's `model` section) describes;
+        `num_classes` counts only when `cfg.conditional`."""
+        if cfg.conditional and num_classes < 1:
+            raise ConfigError("model.conditional needs labelled data (num_classes >= 1)")
+        cond = cfg.label_dim if cfg.conditional else 0
+        per_pixel = 2 if cfg.learn_scale and cfg.likelihood != "bernoulli" else 1
+        c, h, w = (int(s) for s in input_shape)
+        shape = (c, h, w)
+        z_features = cfg.latent_dim + cond  # the decoder sees z and the label embedding
+        encoder: nn.Module
+        decoder: nn.Module
+        if cfg.arch == "mlp":
+            encoder = MLPEncoder(shape, cfg.hidden, cfg.activation, cond)
+            decoder = MLPDecoder(shape, cfg.hidden, cfg.activation, z_features, per_pixel)
+        else:
+            blocks = cfg.blocks_per_level
+            encoder = ConvEncoder(shape, cfg.channels, blocks, cond)
+            decoder = ConvDecoder(shape, cfg.channels, blocks, z_features, per_pixel)
+        return cls(
+            encoder,
+            decoder,
+            latent_dim=cfg.latent_dim,
+            input_shape=shape,
+            likelihood=cfg.likelihood,
+            obs_scale=cfg.obs_scale,
+            learn_scale=cfg.learn_scale,
+            num_classes=num_classes if cfg.conditional else 0,
+            label_dim=cfg.label_dim,
+        )
+
+    def architecture(self) -> dict[str, Any]:
+        """What config.json records to rebuild this model: each half as a registered name
+        and its JSON arguments, and the VAE's own settings."""
+        return {
+            "encoder": registry.spec(self.encoder, "encoder"),
+            "decoder": registry.spec(self.decoder, "decoder"),
+            "latent_dim": self.latent_dim,
+            "input_shape": list(self.input_shape),
+            "likelihood": self.likelihood,
+            "obs_scale": self.obs_scale,
+            "learn_scale": self.learn_scale,
+            "num_classes": self.num_classes,
+            "label_dim": self.label_dim,
+        }
+
+    @classmethod
+    def from_architecture(cls, architecture: dict[str, Any], source: str = "config.json") -> VAE:
+        """A freshly initialised model from an `architecture()` record, through the registry
+        only (never an import named by the record)."""
+        if not isinstance(architecture, dict):
+            raise CheckpointError(f"{source}: 'architecture' must be an object")
+        settings = {k: architecture.get(k) for k in _SETTINGS}
+        missing = [k for k in ("latent_dim", "input_shape", "likelihood") if settings[k] is None]
+        if missing:
+            raise CheckpointError(f"{source}: 'architecture' lacks {', '.join(missing)}")
+        kwargs = {k: v for k, v in settings.items() if v is not None}
+        encoder = registry.build(architecture.get("encoder"), "encoder", source)
+        decoder = registry.build(architecture.get("decoder"), "decoder", source)
+        try:
+            return cls(encoder, decoder, **kwargs)
+        except (ConfigError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{source}: {e}") from None
+
+    def custom_architectures(self) -> list[str]:
+        """The registered names of this model's halves that are not vaekit's own."""
+        return [
+            type(m).vaekit_name  # type: ignore[attr-defined]
+            for m in (self.encoder, self.decoder)
+            if not type(m).__module__.startswith("vaekit.")
+        ]
+
+    # -- the protocol, checked once at construction ----------------------------------------
+    def _probe_inputs(self, n: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A zero image batch and, for a conditional model, a zero label embedding."""
+        device = next(self.encoder.parameters(), torch.empty(0)).device
+        x = torch.zeros(n, *self.input_shape, device=device)
+        cond = torch.zeros(n, self.label_dim, device=device) if self.conditional else None
+        return x, cond
+
+    def _encoder_features(self) -> int | None:
+        """F for an encoder of features (B, F), None for one that returns (mu, logvar).
+
+        An int `out_features` attribute says it without a forward pass; otherwise one
+        zero image goes through the encoder in eval mode."""
+        declared = getattr(self.encoder, "out_features", None)
+        if isinstance(declared, int) and not isinstance(declared, bool):
+            return declared
+        x, cond = self._probe_inputs()
+        out = _probe(self.encoder, "encoder", x, cond, f"one image of shape {self.input_shape}")
+        if torch.is_tensor(out) and out.dim() == 2:
+            return int(out.shape[1])
+        if (
+            isinstance(out, (tuple, list))
+            and len(out) == 2
+            and all(torch.is_tensor(t) for t in out)
+        ):
+            if all(tuple(t.shape) == (1, self.latent_dim) for t in out):
+                return None
+        raise ConfigError(
+            f"the encoder {type(self.encoder).__name__} returned {_shapes(out)} for one image "
+            f"of shape {self.input_shape}; an encoder returns features (B, F) or a pair "
+            f"(mu, logvar), each (B, {self.latent_dim})"
+        )
+
+    def _check_decoder(self) -> None:
+        c, h, w = self.input_shape
+        expected = (1, c * (2 if self.learn_scale else 1), h, w)
+        z = torch.zeros(1, self.latent_dim + (self.label_dim if self.conditional else 0))
+        z = z.to(next(self.decoder.parameters(), z).device)
+        out = _probe(self.decoder, "decoder", z, None, f"a latent of {z.shape[1]}")
+        if not torch.is_tensor(out) or tuple(out.shape) != expected:
+            scales = " with learned scales" if self.learn_scale else ""
+            raise ConfigError(
+                f"the decoder {type(self.decoder).__name__} returned {_shapes(out)} for one "
+                f"latent of size {z.shape[1]}; a {self.likelihood} likelihood{scales} needs "
+                f"parameters {expected}"
             )
-        features = self.encoder.out_features
-        self.mu_head = nn.Linear(features, cfg.latent_dim)
-        self.logvar_head = nn.Linear(features, cfg.latent_dim)  # log sigma^2, never sigma^2
 
     @torch.no_grad()
     def init_output_bias(self, mean_image: torch.Tensor) -> None:
@@ -81,12 +213,16 @@ class VAE(nn.Module):
         marginal log-odds initialisation of Burda et al. 2015's code). Bernoulli biases
         become logit(mean), Gaussian and Laplace locations the mean itself; an MLP head
         takes the mean per pixel, a conv head per channel. Learned log-scales keep their
-        initialisation.
+        initialisation. Needs a decoder whose last layer is `decoder.head`.
         """
         c = self.input_shape[0]
         mean = mean_image.detach().double().reshape(c, *self.input_shape[1:])
-        head = self.decoder.head
-        assert isinstance(head, nn.Linear | nn.Conv2d) and head.bias is not None
+        head = getattr(self.decoder, "head", None)
+        if not isinstance(head, nn.Linear | nn.Conv2d) or head.bias is None:
+            raise ConfigError(
+                "model.init_output_bias needs a decoder whose output layer is `decoder.head` "
+                "(an nn.Linear or nn.Conv2d with a bias); turn the option off for this decoder"
+            )
         if isinstance(head, nn.Conv2d):
             mean = mean.mean(dim=(1, 2))  # (C,)
         if self.likelihood == "bernoulli":
@@ -109,8 +245,12 @@ class VAE(nn.Module):
         self, x: torch.Tensor, y: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """q(z|x): the posterior mean and log-variance, each (B, D), in float32."""
-        h = self.encoder(x, self._cond(y, x.shape[0], x.device))  # (B, F)
-        return self.mu_head(h).float(), losses.clamp_logvar(self.logvar_head(h))
+        cond = self._cond(y, x.shape[0], x.device)
+        h = self.encoder(x) if cond is None else self.encoder(x, cond)
+        if self.heads:  # h: features (B, F)
+            return self.mu_head(h).float(), losses.clamp_logvar(self.logvar_head(h))
+        mu, logvar = h
+        return mu.float(), losses.clamp_logvar(logvar)
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """p(x|z): the likelihood's parameters (B, C*k, H, W)."""
@@ -135,7 +275,7 @@ class VAE(nn.Module):
         c = self.input_shape[0]
         if self.learn_scale:
             return params[:, :c], params[:, c:]
-        log_scale = math.log(self.cfg.obs_scale)
+        log_scale = math.log(self.obs_scale)
         return params, (2.0 * log_scale if self.likelihood == "gaussian" else log_scale)
 
     def log_likelihood(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
@@ -245,3 +385,84 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     linear = (1 - t) * a + t * b
     spherical = (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / so.clamp_min(1e-8)
     return torch.where(so.abs() < 1e-4, linear, spherical)
+
+
+_SETTINGS = (
+    "latent_dim",
+    "input_shape",
+    "likelihood",
+    "obs_scale",
+    "learn_scale",
+    "num_classes",
+    "label_dim",
+)
+
+
+def _check_settings(
+    latent_dim: Any,
+    input_shape: Any,
+    likelihood: Any,
+    obs_scale: Any,
+    num_classes: Any,
+    label_dim: Any,
+) -> None:
+    """The VAE's own settings, each a clear error when it cannot work."""
+
+    def whole(value: Any, low: int) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+    if not whole(latent_dim, 1):
+        raise ConfigError(f"latent_dim must be a whole number >= 1; got {latent_dim!r}")
+    if (
+        not isinstance(input_shape, Sequence)
+        or len(input_shape) != 3
+        or not all(whole(s, 1) for s in input_shape)
+    ):
+        raise ConfigError(
+            f"input_shape must be (C, H, W), three whole numbers >= 1; got {input_shape!r}"
+        )
+    if likelihood not in LIKELIHOODS:
+        raise ConfigError(f"likelihood must be one of {', '.join(LIKELIHOODS)}; got {likelihood!r}")
+    if not isinstance(obs_scale, (int, float)) or not math.isfinite(obs_scale) or obs_scale <= 0:
+        raise ConfigError(f"obs_scale must be a finite number > 0; got {obs_scale!r}")
+    if not whole(num_classes, 0) or not whole(label_dim, 1):
+        raise ConfigError(
+            f"num_classes must be >= 0 and label_dim >= 1; got {num_classes!r}, {label_dim!r}"
+        )
+
+
+def _probe(
+    module: nn.Module, role: str, x: torch.Tensor, cond: torch.Tensor | None, what: str
+) -> Any:
+    """module(x) or module(x, cond) on zeros, in eval mode and without gradients; every
+    submodule's training flag is put back afterwards. A module that fails on `what` (a
+    description of x) is a ConfigError naming it."""
+    flags = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        with torch.no_grad():
+            return module(x) if cond is None else module(x, cond)
+    except (RuntimeError, ValueError, TypeError, IndexError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"the {role} {type(module).__name__} failed on {what}: {first}") from None
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def _shapes(out: Any) -> str:
+    if torch.is_tensor(out):
+        return f"a tensor {tuple(out.shape)}"
+    if isinstance(out, (tuple, list)):
+        return "(" + ", ".join(_shapes(o) for o in out) + ")"
+    return type(out).__name__
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> VAE:
+    """Load a trained model from a run directory, a model folder or `hf://OWNER/NAME`.
+
+    Strict: the weights must match the architecture in config.json exactly, and the
+    comparison happens before any weight is copied. A custom architecture must be
+    registered in this process (`@vaekit.register`) first.
+    """
+    return VAE.from_folder(resolve(path), device)

@@ -20,7 +20,6 @@ from typing import Any
 import torch
 
 from ..config import Config
-from ..models import VAE
 
 _WRAPPED = ("add_param_group", "zero_grad", "state_dict", "load_state_dict")
 
@@ -100,7 +99,7 @@ class WeightAverage:
 
     EVERY = 4
 
-    def __init__(self, model: VAE, decay: float) -> None:
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
         self.decay = decay
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
         self.steps = 0  # optimizer steps counted

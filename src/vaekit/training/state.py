@@ -1,15 +1,70 @@
-"""The resumable training state: random number generators, and which config changes a
-resume allows."""
+"""The resumable training state: where a run stands (TrainState), what state.pt holds
+(`snapshot`), the random number generators, and which config changes a resume allows."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..config import Config
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
+
+FORMAT = 1  # state.pt's format; vaekit 0.1 wrote 1 too (it lacked "architecture")
+
+
+@dataclass
+class TrainState:
+    """Where a run stands; saved in state.pt with the weights and the optimizer."""
+
+    epoch: int = 0  # epochs finished
+    step_in_epoch: int = 0  # steps done in the current epoch (a resume continues there)
+    global_step: int = 0  # steps taken, applied or skipped
+    skipped_updates: int = 0  # updates never applied (non-finite loss or gradient)
+    consecutive_skips: int = 0  # the current run of skipped updates (not saved)
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "skipped_updates": self.skipped_updates,
+        }
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any], source: str) -> TrainState:
+        try:
+            return cls(
+                int(saved["epoch"]),
+                int(saved["step_in_epoch"]),
+                int(saved["global_step"]),
+                int(saved["skipped_updates"]),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"checkpoint {source} is incomplete or corrupt ({e})") from None
+
+
+def snapshot(
+    state: TrainState,
+    config: Config,
+    model: torch.nn.Module,
+    parts: dict[str, Any],
+    generator: torch.Generator,
+    architecture: dict[str, Any],
+) -> dict[str, Any]:
+    """What state.pt holds: the run's position, config and architecture, the weights, the
+    optimizer's parts (`Step.state_dict`) and every random number generator."""
+    return {
+        "format": FORMAT,
+        "config": config.to_dict(),
+        "architecture": architecture,
+        "model": model.state_dict(),
+        **parts,
+        "rng": rng_state(generator),
+        **state.to_dict(),
+    }
 
 
 def rng_state(generator: torch.Generator) -> dict[str, Any]:
@@ -58,4 +113,18 @@ def check_resume_config(saved: dict[str, Any], config: Config, run_dir: Path) ->
         raise ConfigError(
             f"--resume: the config differs from the run in {run_dir} ("
             f"{'; '.join(diffs[:6])}); resume with the run's own config.yaml"
+        )
+
+
+def check_resume_architecture(
+    saved: dict[str, Any] | None, now: dict[str, Any], run_dir: Path
+) -> None:
+    """A resumed run continues the model it saved: the same registered halves and settings."""
+    if saved is None:  # vaekit 0.1 recorded the architecture in the config alone
+        return
+    diffs = [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in now if saved.get(k) != now.get(k)]
+    if diffs:
+        raise ConfigError(
+            f"--resume: the model differs from the one the run in {run_dir} saved "
+            f"({'; '.join(d[:120] for d in diffs[:4])}); resume with the same architecture"
         )

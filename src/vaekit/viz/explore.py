@@ -27,8 +27,7 @@ from ..data.dataset import to_float
 from ..errors import VaekitError
 from ..evaluation import metrics
 from ..models import VAE
-from . import figures
-from . import grid as viz
+from . import figures, grid
 from .explore_page import PAGE
 
 MAX_SLIDERS = 16  # more sliders than this are no longer a usable interface
@@ -90,7 +89,7 @@ class Explorer:
         }
 
     def _png(self, images: torch.Tensor, nrow: int) -> bytes:
-        return viz.png_bytes(viz.to_pil(viz.make_grid(images, nrow=nrow, padding=0)))
+        return grid.png_bytes(grid.to_pil(grid.make_grid(images, nrow=nrow, padding=0)))
 
     def _label(self, label: int | None, n: int) -> torch.Tensor | None:
         if not self.model.conditional:
@@ -465,10 +464,10 @@ def make_server(
 def serve(run: str, host: str = "127.0.0.1", port: int = 8000, verbose: bool = False) -> None:
     """Load RUN and its test set, and serve the explorer until interrupted."""
     from ..data import load_data
-    from ..io.checkpoint import load
+    from ..models import load
 
     model = load(run)
-    cfg = model.run_config
+    cfg = model.training_config()
     data = load_data(cfg.data, seed=cfg.train.seed, progress=False)
     server = make_server(
         Explorer(model, data.x_test, data.y_test, data.class_names), host, port, verbose

@@ -2,7 +2,7 @@
 
 Each function returns a tensor of images or a PIL image; `write_all` writes them as PNGs
 into the run directory (atomically, through fileio). Charts come from `charts`, grids
-from `viz`, so this module only decides what to draw.
+from `grid`, so this module only decides what to draw.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..data.dataset import to_float
+from ..data.dataset import Dataset, to_float
 from ..evaluation import metrics
 from ..io import fileio
 from ..models import VAE
-from . import grid as viz
+from . import grid
 from .charts import bar_chart, line_chart, scatter_plot, side_by_side
 
 __all__ = [
@@ -52,7 +52,7 @@ FILES = {
 
 def save_png(path: str | Path, image: Image.Image) -> Path:
     """Write a PIL image as a PNG, atomically."""
-    fileio.write_bytes(path, viz.png_bytes(image))
+    fileio.write_bytes(path, grid.png_bytes(image))
     return Path(path)
 
 
@@ -107,7 +107,7 @@ def manifold(
 
     A 2-D latent space is drawn whole. With more dimensions, `dims` names the two to vary;
     without it they are the two most active over the images x. Tile the result with
-    `viz.make_grid(images, nrow=n)`.
+    `grid.make_grid(images, nrow=n)`.
     """
     if dims is None:
         if model.latent_dim == 1:
@@ -255,20 +255,20 @@ def write_all(
     scatter, the KL bars and the choice of the manifold's two dimensions.
     """
     run_dir = Path(run_dir)
-    scale = viz.auto_scale(model.input_shape[1])
+    scale = grid.auto_scale(model.input_shape[1])
     written: dict[str, Path] = {}
 
-    def grid(images: torch.Tensor, nrow: int) -> Image.Image:
-        return viz.to_pil(viz.make_grid(images, nrow=nrow), scale)
+    def tiles(images: torch.Tensor, nrow: int) -> Image.Image:
+        return grid.to_pil(grid.make_grid(images, nrow=nrow), scale)
 
     for method in ("linear", "slerp"):
         name = f"interpolation_{method}"
         images = interpolation(model, x, method=method, seed=seed, y=y)
-        written[name] = save_png(run_dir / FILES[name], grid(images, 10))
+        written[name] = save_png(run_dir / FILES[name], tiles(images, 10))
     if model.latent_dim >= 2:
         images = manifold(model, n_manifold, x=x, y=y)
         written["manifold"] = save_png(
-            run_dir / FILES["manifold"], viz.to_pil(viz.make_grid(images, nrow=n_manifold))
+            run_dir / FILES["manifold"], grid.to_pil(grid.make_grid(images, nrow=n_manifold))
         )
     written["latents"] = save_png(
         run_dir / FILES["latents"], latent_scatter(model, x, y, class_names)
@@ -278,3 +278,29 @@ def write_all(
         written["curves"] = save_png(run_dir / FILES["curves"], curves)
     written["kl"] = save_png(run_dir / FILES["kl"], kl_chart(model, x, y))
     return written
+
+
+@torch.no_grad()
+def write_images(
+    model: VAE, data: Dataset, run_dir: Path, seed: int = 0, n: int = 64
+) -> dict[str, Any]:
+    """samples.png (prior samples) and reconstructions.png (originals above, recons below)."""
+    model.eval()
+    device = next(model.parameters()).device
+    g = torch.Generator(device=device).manual_seed(seed)
+    y = None
+    if model.conditional:
+        y = torch.arange(n, device=device) % max(1, model.num_classes)
+    samples = model.sample(n, y, generator=g)
+    k = min(8, data.x_test.shape[0])
+    x = to_float(data.x_test[:k].to(device))
+    yk = data.y_test[:k].to(device) if model.conditional and data.y_test is not None else None
+    recon = model.reconstruct(x, yk)
+    scale = grid.auto_scale(model.input_shape[1])
+    grid_samples = grid.make_grid(samples, nrow=8)
+    grid_recon = grid.make_grid(torch.cat([x, recon]), nrow=k)
+    fileio.write_bytes(run_dir / "samples.png", grid.png_bytes(grid.to_pil(grid_samples, scale)))
+    fileio.write_bytes(
+        run_dir / "reconstructions.png", grid.png_bytes(grid.to_pil(grid_recon, scale))
+    )
+    return {"samples": grid_samples, "reconstructions": grid_recon}

@@ -8,36 +8,20 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 import time
 from pathlib import Path
 from typing import Any
 
 from .. import __version__, tracking
 from ..errors import ConfigError, DataError
-from ..io import checkpoint, fileio
+from ..evaluation.summary import metrics_rows, number
+from ..io import fileio
+from ..io.card import describe_architecture
+from ..models import load
+from ..models.pretrained import resolve
 from . import figures
 
 REPORT_FILE = "report.html"
-
-# metric key -> (label, what it means); other numeric keys are shown under their own name
-METRIC_LABELS = {
-    "nelbo": ("negative ELBO", "nats per example, an upper bound on -log p(x)"),
-    "recon": ("reconstruction", "-E_q[log p(x|z)], nats per example"),
-    "kl": ("KL(q(z|x) || p(z))", "nats per example"),
-    "log_px": ("log p(x)", "importance-weighted estimate, nats per example"),
-    "iw_elbo": ("ELBO on the same samples", "the mean of the K importance weights' logs"),
-    "iw_ess": ("effective sample size", "of the K importance weights, mean per image"),
-    "nelbo_bits_per_dim": ("negative ELBO", "bits per dimension"),
-    "nll_bits_per_dim": ("-log p(x)", "bits per dimension, importance-weighted"),
-    "active_units": ("active units", "Cov_x(E_q[z_d]) > 0.01 (Burda et al. 2015)"),
-    "mse": ("reconstruction MSE", "per pixel, posterior mean decoded"),
-    "psnr": ("PSNR", "dB"),
-    "ssim": ("SSIM", "structural similarity"),
-    "fid": ("FID", "prior samples against the test set"),
-    "n": ("test images", "evaluated"),
-}
-HIDDEN = {"iw_samples", "log_px_stderr", "seconds", "kl_per_dim", "activity"}
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#222;
@@ -69,36 +53,6 @@ def _figure(name: str, png: bytes, caption: str, pixelated: bool = False) -> str
         f'<figure id="fig-{html.escape(name)}"><img{cls} alt="{html.escape(name)}" '
         f'src="{_data_uri(png)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
     )
-
-
-def _number(value: float) -> str:
-    if isinstance(value, int) or (
-        isinstance(value, float) and value.is_integer() and abs(value) < 1e9
-    ):
-        return f"{int(value):,}"
-    if not math.isfinite(value):
-        return str(value)
-    return f"{value:,.4f}" if abs(value) < 10 else f"{value:,.2f}"
-
-
-def metrics_rows(stats: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """The metrics table as (label, value, note) rows, known metrics first."""
-    rows = []
-    keys = [k for k in METRIC_LABELS if k in stats] + sorted(
-        k for k in stats if k not in METRIC_LABELS and k not in HIDDEN
-    )
-    for key in keys:
-        value = stats[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue  # per-dimension lists and the like have their own figure
-        label, note = METRIC_LABELS.get(key, (key.replace("_", " "), ""))
-        text = _number(value)
-        if key == "log_px":
-            label = f"log p(x), K = {stats.get('iw_samples', '?')}"
-            if "log_px_stderr" in stats:
-                text += f" ± {stats['log_px_stderr']:.3f}"
-        rows.append((label, text, note))
-    return rows
 
 
 def _table(rows: list[tuple[str, str, str]]) -> str:
@@ -133,7 +87,7 @@ def _epoch_table(records: list[dict[str, Any]]) -> str:
     for r in shown:
         cells = "".join(
             "<td class=num>"
-            + (_number(r[c]) if isinstance(r.get(c), (int, float)) else "")
+            + (number(r[c]) if isinstance(r.get(c), (int, float)) else "")
             + "</td>"
             for c in cols
         )
@@ -167,10 +121,10 @@ def build_report(
         )
     if out_dir is None and str(run).startswith("hf://"):
         raise ConfigError(f"{run} is a downloaded model: pass --out DIR for its report")
-    run_dir = checkpoint.resolve(run)
+    run_dir = resolve(run)
     out = Path(out_dir) if out_dir is not None else run_dir
-    model = checkpoint.load(run_dir)
-    cfg = model.run_config
+    model = load(run_dir)
+    cfg = model.training_config()
     data = load_data(cfg.data, seed=cfg.train.seed, progress=progress)
     if data.x_test is None or data.x_test.shape[0] < 2:
         raise DataError(
@@ -265,8 +219,9 @@ def build_report(
 <title>{html.escape(title)}</title><style>{CSS}</style></head>
 <body><main>
 <h1>{html.escape(title)}</h1>
-<p class=sub>{html.escape(cfg.name)} on {html.escape(data.name)}: {cfg.model.arch} VAE,
-{dims}-D latent space, {html.escape(cfg.model.likelihood)} likelihood.
+<p class=sub>{html.escape(cfg.name)} on {html.escape(data.name)}: a VAE of
+{html.escape(describe_architecture(model.architecture()))}, {dims}-D latent space,
+{html.escape(model.likelihood)} likelihood.
 Written {time.strftime("%Y-%m-%d %H:%M")} by vaekit {__version__}.</p>
 <h2>Test-set metrics</h2>
 {_table(metrics_rows(stats))}

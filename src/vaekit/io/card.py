@@ -1,0 +1,155 @@
+"""The model card: README.md of a Hub repo, from the template templates/modelcard.md.
+
+YAML front matter the Hub reads (library_name, tags, datasets), then the model in prose:
+what it is, how to load it, its evaluation and training numbers, its samples and its
+configuration. Filled from plain values (an architecture record, numbers, file names), so
+that a model pushed from Python and a run pushed by `vaekit push` get the same card.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from .. import __version__, templates
+from ..config import Config
+
+TAGS = ["vaekit", "vae", "variational-autoencoder", "generative-model", "pytorch", "safetensors"]
+# named datasets and their Hub ids, so the model page links its training data
+HUB_DATASETS = {"mnist": "ylecun/mnist", "fashion-mnist": "zalando-datasets/fashion_mnist"}
+CAPTIONS = {
+    "samples.png": "Samples from the prior",
+    "reconstructions.png": "Test images (top) and their reconstructions (bottom)",
+}
+# arguments the VAE derives from its own settings: not worth a reader's attention
+_DERIVED = {"input_shape", "cond_dim", "in_features", "params_per_pixel"}
+
+
+def table(header: list[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A Markdown table; `|` inside a cell is escaped."""
+    cells = [[str(c).replace("|", "\\|").replace("\n", " ") for c in r] for r in rows]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in cells]) + "\n"
+
+
+def describe_architecture(architecture: dict[str, Any]) -> str:
+    """'mlp-encoder + mlp-decoder (hidden [512], activation relu)': the registered names
+    and the arguments a reader chose, from config.json's architecture record."""
+    halves = [architecture["encoder"], architecture["decoder"]]
+    names = " + ".join(str(h["name"]) for h in halves)
+    args: dict[str, Any] = {}
+    for half in halves:
+        args.update({k: v for k, v in half.get("args", {}).items() if k not in _DERIVED})
+    shown = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in args.items())
+    return f"{names} ({shown})" if shown else names
+
+
+def _nats(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else ""
+
+
+def _summary(
+    architecture: dict[str, Any],
+    parameters: int,
+    class_names: Sequence[str],
+    config: Config | None,
+    last: dict[str, Any],
+) -> list[list[str]]:
+    c, h, w = architecture["input_shape"]
+    data = f"{c}x{h}x{w} images"
+    num_classes = architecture.get("num_classes", 0)
+    rows = [
+        ["data", f"{config.data.name} ({data})" if config else data],
+        [
+            "model",
+            f"{describe_architecture(architecture)}; latent dimension "
+            f"{architecture['latent_dim']}; {architecture['likelihood']} likelihood",
+        ],
+        [
+            "conditional",
+            f"yes, {num_classes} classes: {', '.join(class_names)}" if num_classes else "no",
+        ],
+        ["parameters", f"{parameters:,}"],
+    ]
+    if config is not None:
+        t, o = config.train, config.optim
+        rows.append(
+            [
+                "training",
+                f"{last.get('epoch', t.epochs)} epochs, {last.get('step', '?')} steps of "
+                f"batch {t.batch_size}; {o.name}, lr {o.lr:g}; beta {config.loss.beta:g}",
+            ]
+        )
+    rows.append(["vaekit", __version__])
+    return rows
+
+
+def model_card(
+    repo_id: str,
+    *,
+    architecture: dict[str, Any],
+    parameters: int,
+    class_names: Sequence[str] = (),
+    config: Config | None = None,
+    custom: Sequence[str] = (),
+    records: Sequence[dict[str, Any]] = (),
+    evaluation: Sequence[tuple[str, str, str]] = (),
+    source: str = "none: the model was pushed without an evaluation",
+    images: Sequence[str] = (),
+) -> str:
+    """README.md for the Hub repo `repo_id`.
+
+    `architecture` is config.json's record; `custom` names the registered architectures
+    that are not vaekit's own (the card says to import them before loading);
+    `evaluation` holds (metric, value, note) rows and `source` where they come from;
+    `records` are metrics.jsonl lines; `images` the PNG files uploaded beside the card.
+    """
+    meta: dict[str, Any] = {"library_name": "vaekit", "tags": list(TAGS)}
+    meta["pipeline_tag"] = "unconditional-image-generation"
+    if config is not None and config.data.name in HUB_DATASETS:
+        meta["datasets"] = [HUB_DATASETS[config.data.name]]
+    last = dict(records[-1]) if records else {}
+    training = ""
+    if records:
+        rows = [
+            [
+                r.get("epoch", ""),
+                _nats(r.get("train_nelbo")),
+                _nats(r.get("test_nelbo")),
+                r.get("skipped_updates", 0),
+            ]
+            for r in records[-10:]
+        ]
+        head = ["epoch", "train -ELBO", "test -ELBO", "skipped updates"]
+        training = "## Training\n\n" + table(head, rows)
+    samples = "".join(f"\n![{CAPTIONS[f]}]({f})\n\n*{CAPTIONS[f]}.*\n" for f in images)
+    registered = ""
+    if custom:
+        names = ", ".join(f"`{n}`" for n in custom)
+        registered = (
+            f"\nIts architecture ({names}) is registered by the code that trained it: import "
+            "that code, which carries `@vaekit.register(...)`, before loading (vaekit never "
+            "runs code from the files).\n"
+        )
+    c, h, w = architecture["input_shape"]
+    return templates.render(
+        "modelcard.md",
+        meta=yaml.safe_dump(meta, sort_keys=False).rstrip(),
+        repo_id=repo_id,
+        summary=table(
+            ["", ""], _summary(architecture, parameters, class_names, config, last)
+        ).rstrip(),
+        shape=f"(16, {c}, {h}, {w})",
+        registered=registered,
+        source=source,
+        evaluation=table(["metric", "value", ""], [list(r) for r in evaluation])
+        if evaluation
+        else "",
+        training=training,
+        samples=f"## Samples\n{samples}" if images else "",
+        configuration=f"## Configuration\n\n```yaml\n{config.to_yaml().rstrip()}\n```\n"
+        if config is not None
+        else "",
+    )

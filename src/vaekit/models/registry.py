@@ -1,0 +1,155 @@
+"""Architectures by name: how config.json names an encoder or decoder without code.
+
+A saved model records each half as a registered name and the JSON arguments its class
+was built with: `{"name": "conv-encoder", "args": {"channels": [32, 64], ...}}`. Loading
+looks the name up among the classes registered in the running process and calls it with
+those arguments; it never imports a module, follows an import path or unpickles an
+object named by a file. A name nobody registered is refused with one line that says
+which name is missing and how to register it.
+
+    @vaekit.register("my-encoder")
+    class MyEncoder(nn.Module):
+        def __init__(self, channels: int = 32) -> None: ...
+
+`register` remembers the arguments each instance was constructed with, so a model built
+in Python saves and loads like one built from a config.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from torch import nn
+
+from ..errors import CheckpointError, ConfigError
+
+M = TypeVar("M", bound=type[nn.Module])
+NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+_REGISTRY: dict[str, type[nn.Module]] = {}
+ARGS = "_vaekit_args"  # the instance attribute that holds its constructor's arguments
+
+
+def register(name: str) -> Callable[[M], M]:
+    """Class decorator: make an nn.Module class loadable by `name` from config.json.
+
+    Names are lowercase letters, digits, '-', '_' and '.'. Registering a second class
+    under a taken name is an error; registering the same class again (a module reloaded,
+    a notebook cell run twice) replaces it.
+    """
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise ConfigError(
+            f"architecture name {name!r} is not valid: use 1-64 lowercase letters, digits, "
+            "'-', '_' or '.', starting with a letter or digit"
+        )
+
+    def decorate(cls: M) -> M:
+        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+            raise TypeError(f"@register({name!r}) decorates nn.Module classes, not {cls!r}")
+        taken = _REGISTRY.get(name)
+        if taken is not None and _qualified(taken) != _qualified(cls):
+            raise ConfigError(
+                f"architecture name {name!r} is already registered to {_qualified(taken)}; "
+                "choose another name"
+            )
+        _record_arguments(cls)
+        cls.vaekit_name = name  # type: ignore[attr-defined]
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorate
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _record_arguments(cls: type[nn.Module]) -> None:
+    """Wrap cls.__init__ so that each instance keeps the arguments it was built with."""
+    init = cls.__dict__.get("__init__")
+    if init is None or getattr(init, "_vaekit_wrapped", False):
+        return
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def __init__(self: nn.Module, *args: Any, **kwargs: Any) -> None:  # noqa: N807
+        init(self, *args, **kwargs)
+        if type(self) is cls:  # a subclass records its own arguments (if registered)
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            arguments = dict(list(bound.arguments.items())[1:])  # without self
+            for p in signature.parameters.values():
+                if p.kind is p.VAR_KEYWORD:
+                    arguments.update(arguments.pop(p.name, {}))
+                elif p.kind is p.VAR_POSITIONAL:
+                    if arguments.pop(p.name, ()):
+                        raise ConfigError(
+                            f"{cls.__name__}: arguments passed through *{p.name} cannot be "
+                            "recorded in config.json; pass them by name"
+                        )
+            object.__setattr__(self, ARGS, arguments)
+
+    __init__._vaekit_wrapped = True  # type: ignore[attr-defined]
+    cls.__init__ = __init__  # type: ignore[method-assign]
+
+
+def registered() -> list[str]:
+    """The registered architecture names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def spec(module: nn.Module, role: str) -> dict[str, Any]:
+    """{"name", "args"} of a module built from a registered class, checked to be JSON."""
+    name = getattr(type(module), "vaekit_name", None)
+    if name is None or _REGISTRY.get(name) is not type(module):
+        raise ConfigError(
+            f"the {role} {type(module).__name__} is not a registered architecture, so "
+            "config.json cannot name it: decorate its class with @vaekit.register('a-name')"
+        )
+    args = getattr(module, ARGS, {})
+    try:
+        text = json.dumps(args, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(
+            f"the {role} {type(module).__name__} was built with arguments that are not "
+            f"plain JSON ({e}); config.json records an architecture as its registered name "
+            "and JSON arguments: pass numbers, strings, lists and dicts"
+        ) from None
+    return {"name": name, "args": json.loads(text)}
+
+
+def build(entry: Any, role: str, source: str) -> nn.Module:
+    """The module an entry of config.json names: its registered class called with its args.
+
+    Only registered classes are ever called: a name from a file never reaches an import.
+    """
+    if (
+        not isinstance(entry, dict)
+        or not isinstance(entry.get("name"), str)
+        or not isinstance(entry.get("args", {}), dict)
+    ):
+        raise CheckpointError(
+            f'{source}: the {role} must be recorded as {{"name": ..., "args": {{...}}}}; '
+            f"got {str(entry)[:80]}"
+        )
+    name, args = entry["name"], entry.get("args", {})
+    cls = _REGISTRY.get(name)
+    if cls is None:
+        shown = name if NAME.fullmatch(name) else repr(name[:64])
+        raise CheckpointError(
+            f"{source}: the {role} architecture {shown!r} is not registered in this process; "
+            f"import the code that defines it (its class carries "
+            f"@vaekit.register({shown!r})) before loading, or on the command line pass "
+            "--import MODULE (registered: " + ", ".join(registered()) + ")"
+        )
+    try:
+        return cls(**args)
+    except (TypeError, ValueError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(
+            f"{source}: the {role} {name!r} cannot be built from its recorded arguments ({first})"
+        ) from None

@@ -1,0 +1,119 @@
+"""`vaekit push RUN REPO_ID`: share a trained run on the Hugging Face Hub.
+
+The run must load strictly (never upload weights that do not load); its model card
+carries the test-set evaluation (or, without one, the training log's last test numbers),
+the training curve's last epochs, the sample images and the configuration. The files go
+up in one commit through io/hub.py. A model in Python pushes itself with
+`model.push_to_hub` instead (no run directory, no evaluation).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from . import tracking
+from .errors import ConfigError, DataError
+from .evaluation.summary import metrics_rows
+from .io import card, checkpoint, hub
+from .models import VAE, load
+from .models.pretrained import resolve
+
+IMAGE_FILES = ("samples.png", "reconstructions.png")
+
+
+def _card_stats(
+    run_dir: Path, model: VAE, iw_samples: int, run_evaluate: bool, seed: int, progress: bool
+) -> tuple[dict[str, Any], str]:
+    """The numbers for the card and a sentence saying where they come from."""
+    if run_evaluate:
+        from .data import load_data
+        from .evaluation.evaluate import evaluate
+
+        try:
+            cfg = model.training_config()
+            data = load_data(cfg.data, seed=cfg.train.seed, progress=progress)
+        except DataError as e:
+            raise DataError(
+                f"{e}; or push with --no-evaluate to use the test numbers of the training log"
+            ) from None
+        y = data.y_test if model.conditional else None
+        stats = evaluate(model, data.x_test, y, seed=seed, iw_samples=iw_samples, progress=progress)
+        how = (
+            f"`vaekit evaluate` on the test set of {data.name} ({stats['n']:,} images), seed {seed}"
+        )
+        if iw_samples:
+            how += f", log p(x) from K = {iw_samples} importance samples per image"
+        return stats, how
+    records = [r for r in tracking.read_metrics(run_dir) if "test_nelbo" in r]
+    if not records:
+        return {}, "none: the training log holds no test-set evaluation"
+    last = records[-1]
+    stats = {k.removeprefix("test_"): v for k, v in last.items() if k.startswith("test_")}
+    return stats, (
+        f"the training log (metrics.jsonl), epoch {last.get('epoch', '?')}: one "
+        "z-sample per test image, no importance-weighted estimate"
+    )
+
+
+def plan_push(
+    run: str | Path,
+    repo_id: str,
+    *,
+    iw_samples: int = 100,
+    run_evaluate: bool = True,
+    seed: int = 0,
+    progress: bool = False,
+) -> hub.PushPlan:
+    """Check the run loads strictly, evaluate it and write the card; nothing leaves the disk."""
+    if str(run).startswith("hf://"):
+        raise ConfigError(f"push takes a local run directory, not {run}")
+    if iw_samples < 0:
+        raise ConfigError(f"--iw-samples must be >= 0; got {iw_samples}")
+    hub.check_repo_id(repo_id)
+    run_dir = resolve(run)
+    model = load(run_dir)  # never upload weights that do not load
+    stats, source = _card_stats(run_dir, model, iw_samples, run_evaluate, seed, progress)
+    images = [f for f in IMAGE_FILES if (run_dir / f).is_file()]
+    text = card.model_card(
+        repo_id,
+        architecture=model.architecture(),
+        parameters=sum(p.numel() for p in model.parameters()),
+        class_names=model.class_names,
+        config=model.run_config,
+        custom=model.custom_architectures(),
+        records=tracking.read_metrics(run_dir),
+        evaluation=metrics_rows(stats),
+        source=source,
+        images=images,
+    )
+    plan = hub.PushPlan(repo_id)
+    plan.files[hub.CARD_FILE] = text.encode("utf-8")
+    plan.files[checkpoint.CONFIG_FILE] = run_dir / checkpoint.CONFIG_FILE
+    plan.files[checkpoint.MODEL_FILE] = run_dir / checkpoint.MODEL_FILE
+    plan.files.update({f: run_dir / f for f in images})
+    return plan
+
+
+def push(
+    run: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    iw_samples: int = 100,
+    run_evaluate: bool = True,
+    message: str | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> hub.PushPlan:
+    """Upload a run's model folder, images and model card to `repo_id` in one commit.
+
+    Creates the repo if needed (`private` then applies; an existing repo keeps its
+    visibility). Authentication is huggingface_hub's: `hf auth login` or HF_TOKEN.
+    """
+    hub.client("vaekit push")  # before the evaluation, not after it
+    plan = plan_push(
+        run, repo_id, iw_samples=iw_samples, run_evaluate=run_evaluate, seed=seed, progress=progress
+    )
+    hub.upload(plan, private=private, message=message)
+    return plan

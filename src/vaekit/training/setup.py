@@ -1,0 +1,73 @@
+"""What a run checks before its first step: the device it trains on, and data the model
+can use; and the one-line message a run that runs out of memory ends with."""
+
+from __future__ import annotations
+
+import torch
+
+from ..data import Dataset
+from ..errors import ConfigError, DataError, VaekitError
+from ..models import VAE
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N', checked to exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(
+            f"config key 'train.device' has unknown device {name!r}; use cpu, cuda, cuda:N or auto"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"--device {name} was asked for but CUDA is not available here; "
+            "use --device cpu or auto"
+        )
+    return device
+
+
+def check_data(data: Dataset, model: VAE) -> None:
+    """Refuse data the model cannot use, before any training step."""
+    for name, x in (("x_train", data.x_train), ("x_test", data.x_test)):
+        if x.dtype != torch.uint8:
+            raise DataError(f"{data.name}:{name} must be stored as uint8 images")
+        if x.shape[0] == 0:
+            raise DataError(f"{data.name}:{name} holds no images")
+    if data.shape != model.input_shape:
+        raise DataError(
+            f"{data.name} holds images of shape {data.shape} but the model takes "
+            f"{model.input_shape} (C, H, W)"
+        )
+    if model.conditional and data.y_train is None:
+        raise DataError(f"model.conditional needs labels, but {data.name} has none")
+    if model.conditional and int(data.y_train.max()) >= model.num_classes:  # type: ignore[union-attr]
+        raise DataError(
+            f"{data.name}: label {int(data.y_train.max())} is out of range for "  # type: ignore[union-attr]
+            f"the model's {model.num_classes} classes"
+        )
+    if (
+        data.y_train is not None
+        and data.num_classes
+        and int(data.y_train.max()) >= data.num_classes
+    ):
+        raise DataError(
+            f"{data.name}: label {int(data.y_train.max())} is out of range for "
+            f"{data.num_classes} classes"
+        )
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    text = str(error).lower()
+    return isinstance(error, torch.OutOfMemoryError) or any(
+        s in text for s in ("out of memory", "not enough memory", "can't allocate memory")
+    )
+
+
+def out_of_memory(device: torch.device, batch_size: int) -> VaekitError:
+    return VaekitError(
+        f"out of memory on {device} with --batch-size {batch_size}: try a smaller batch "
+        f"(e.g. --batch-size {max(1, batch_size // 2)}) or a smaller model; the last saved "
+        "checkpoint is kept"
+    )

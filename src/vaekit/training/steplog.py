@@ -1,0 +1,105 @@
+"""The per-step bookkeeping of an epoch: records stay on the device and are read every
+SYNC_EVERY steps (on a GPU, the only host syncs), summed into the epoch's means, checked
+for skipped updates and divergence, and shown on the progress bar."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import TrainingDiverged
+from .distributed import Dist
+from .state import TrainState
+
+SYNC_EVERY = 25  # steps between reads of the step records
+COLUMNS = ("nelbo", "recon", "kl", "grad_norm")  # the record's columns 1-4, averaged
+
+
+class StepLog:
+    """One epoch's step records (see step.Step): `add` each, `flush` to read them."""
+
+    def __init__(
+        self,
+        state: TrainState,
+        dist: Dist,
+        *,
+        max_skipped: int,
+        run_dir: Path,
+        batch_size: int,
+        take_back: Callable[[int], None],
+        description: str,
+        total: int,
+        show: bool,
+    ) -> None:
+        self.state, self.dist = state, dist
+        self.max_skipped, self.run_dir, self.batch_size = max_skipped, run_dir, batch_size
+        self.take_back = take_back
+        self.pending: list[torch.Tensor] = []
+        self.sums = [0.0] * len(COLUMNS)
+        self.applied = 0  # updates applied this epoch
+        self.first = state.step_in_epoch  # a resumed epoch starts part-way
+        self.started = time.perf_counter()
+        self.bar = tqdm(
+            total=total,
+            initial=self.first,
+            disable=not show,
+            leave=False,
+            desc=description,
+            unit="step",
+        )
+
+    def add(self, record: torch.Tensor) -> None:
+        self.pending.append(record)
+        if len(self.pending) >= SYNC_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        """Read the pending records (one sync): sums, skipped updates, divergence."""
+        if not self.pending:
+            return
+        rows = self.dist.mean_(torch.stack(self.pending).double()).tolist()  # global means
+        self.pending.clear()
+        skipped = 0
+        for i, (_loss, *values, bad) in enumerate(rows):
+            if not bad:
+                self.state.consecutive_skips = 0
+                self.sums = [s + v for s, v in zip(self.sums, values, strict=True)]
+                self.applied += 1
+                continue
+            skipped += 1  # never written into the weights
+            self.state.consecutive_skips += 1
+            if self.state.consecutive_skips >= self.max_skipped:
+                self.bar.close()
+                step = self.state.global_step - len(rows) + i + 1
+                raise TrainingDiverged(
+                    f"training diverged: {self.state.consecutive_skips} consecutive non-finite "
+                    f"updates up to step {step}; the last good checkpoint in {self.run_dir} is "
+                    "kept. Lower --lr or set optim.grad_clip"
+                )
+        self.state.skipped_updates += skipped
+        self.take_back(skipped)
+        self.bar.update(len(rows))
+        if not self.bar.disable:
+            rate = (self.bar.n - self.first) * self.batch_size / self.seconds()
+            self.bar.set_postfix(loss=f"{rows[-1][0]:.2f}", samples_s=f"{rate:,.0f}", refresh=False)
+
+    def seconds(self) -> float:
+        return max(time.perf_counter() - self.started, 1e-9)
+
+    def close(self) -> dict[str, float]:
+        """Flush, close the bar; the epoch's train_ means and its samples per second."""
+        self.flush()
+        self.bar.close()
+        seconds = self.seconds()
+        done = self.applied
+        record = {
+            "seconds": seconds,
+            "samples_per_s": (self.state.step_in_epoch - self.first) * self.batch_size / seconds,
+        }
+        for name, total in zip(COLUMNS, self.sums, strict=True):
+            record[f"train_{name}"] = total / done if done else float("nan")
+        return record
