@@ -29,6 +29,7 @@ from vaekit.cli import main
 from vaekit.data import load_data
 from vaekit.errors import VaekitError
 from vaekit.viz import explore
+from vaekit.viz.explore.latents import MAX_SLIDERS
 
 
 def start(ex: explore.Explorer, host: str = "127.0.0.1") -> explore.ExplorerServer:
@@ -150,10 +151,10 @@ def test_explorer_ranks_many_dimensions_and_caps_the_sliders(tmp_path: Path) -> 
     model = vaekit.load(run)
     data = load_data(model.run_config.data, seed=0, progress=False)
     info = explore.Explorer(model, data.x_test, data.y_test).info()
-    assert len(info["shown"]) == explore.MAX_SLIDERS and len(info["order"]) == 40
-    assert info["shown"] == info["order"][: explore.MAX_SLIDERS]
+    assert len(info["shown"]) == MAX_SLIDERS and len(info["order"]) == 40
+    assert info["shown"] == info["order"][:MAX_SLIDERS]
     assert min(info["kl"][d] for d in info["shown"]) >= max(
-        info["kl"][d] for d in info["order"][explore.MAX_SLIDERS :]
+        info["kl"][d] for d in info["order"][MAX_SLIDERS:]
     )
 
 

@@ -112,6 +112,8 @@ def test_wheel_holds_the_package_presets_and_py_typed_and_no_tests(
         entry_points = z.read(f"{info}/entry_points.txt").decode()
     assert {f"vaekit/configs/{p}" for p in PRESETS} <= set(names) and PRESETS
     assert "vaekit/py.typed" in names and "vaekit/cli/__init__.py" in names
+    templates = {f"vaekit/templates/{t}" for t in ("report.html", "explorer.html", "modelcard.md")}
+    assert templates <= set(names)  # the pages and the card are package data, not strings
     assert f"{info}/licenses/LICENSE" in names
     assert not [
         n
@@ -247,6 +249,9 @@ def test_installed_wheel_trains_with_a_packaged_preset(fresh_venv: Path, tmp_pat
     )
     for name in ("config.json", "model.safetensors", "samples.png", "metrics.jsonl"):
         assert (tmp_path / "run" / name).is_file(), name
+    # the report's page template ships in the wheel
+    _run(cli, "report", "run", "--iw-samples", "2", "--max-test", "16", cwd=tmp_path, env=env)
+    assert (tmp_path / "run" / "report.html").read_text().startswith("<!DOCTYPE html>")
     # and by path: a preset copied out of the package and edited
     text = (ROOT / "src" / "vaekit" / "configs" / "noise-demo.yaml").read_text()
     (tmp_path / "mine.yaml").write_text(text.replace("latent_dim: 8", "latent_dim: 3"))

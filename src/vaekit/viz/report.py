@@ -12,35 +12,64 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import __version__, tracking
+from .. import __version__, templates, tracking
 from ..errors import ConfigError, DataError
 from ..evaluation.summary import metrics_rows, number
 from ..io import fileio
 from ..io.card import describe_architecture
-from ..models import load
+from ..models import VAE, load
 from ..models.pretrained import resolve
 from . import figures
 
 REPORT_FILE = "report.html"
 
-CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#222;
-background:#fafafa}
-main{max-width:1100px;margin:0 auto;padding:24px}
-h1{font-size:1.6em;margin:0 0 4px}h2{font-size:1.2em;margin:32px 0 8px;border-bottom:1px solid
-#ddd;padding-bottom:4px}
-.sub{color:#666;margin:0 0 16px}
-table{border-collapse:collapse;background:#fff}
-td,th{padding:4px 12px;border-bottom:1px solid #eee;text-align:left;vertical-align:top}
-td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-.note{color:#777;font-size:.9em}
-figure{margin:12px 0 24px;background:#fff;padding:12px;border:1px solid #e4e4e4;
-display:inline-block;max-width:100%;box-sizing:border-box}
-figure img{max-width:100%;height:auto;display:block}
-img.px{image-rendering:pixelated}
-figcaption{color:#555;font-size:.9em;margin-top:6px;max-width:760px}
-pre{background:#fff;border:1px solid #e4e4e4;padding:12px;overflow:auto;font-size:.85em}
-"""
+# figure name -> (caption, drawn pixel by pixel); the manifold's depends on the model
+CAPTIONS = {
+    "samples": ("Prior samples: z ~ N(0, I) decoded to the mean of p(x|z).", True),
+    "reconstructions": (
+        "Test images (top) and their reconstructions from the posterior mean (bottom).",
+        True,
+    ),
+    "interpolation_linear": (
+        "Linear interpolation between the posterior means of pairs of test images (one pair "
+        "per row).",
+        True,
+    ),
+    "interpolation_slerp": (
+        "Spherical interpolation (slerp) between the same pairs: the path keeps to the "
+        "prior's typical radius.",
+        True,
+    ),
+    "kl": (
+        "Mean KL per latent dimension over the test images; grey bars are inactive units, "
+        "whose posterior stays at the prior.",
+        False,
+    ),
+    "curves": ("Training curves from metrics.jsonl, per epoch.", False),
+}
+ORDER = [
+    "samples",
+    "reconstructions",
+    "interpolation_linear",
+    "interpolation_slerp",
+    "manifold",
+    "latents",
+    "kl",
+]
+
+
+def _manifold_caption(dims: int) -> str:
+    if dims == 2:
+        return (
+            "The learned manifold: images decoded over a 20 x 20 grid of the 2-D latent space, "
+            "coordinates spaced evenly in probability and mapped through the inverse Gaussian "
+            "CDF (Kingma & Welling, Appendix A)."
+        )
+    return (
+        f"The learned manifold over the two most active of {dims} latent dimensions (the "
+        "others at 0), on a grid spaced evenly in probability and mapped through the "
+        "inverse Gaussian CDF (Kingma & Welling, Appendix A)."
+    )
 
 
 def _data_uri(png: bytes) -> str:
@@ -112,7 +141,6 @@ def build_report(
     """
     from ..data import load_data
     from ..evaluation.evaluate import evaluate
-    from ..training.trainer import write_images
 
     if iw_samples < 0 or max_test < 1 or batch_size < 1:
         raise ConfigError(
@@ -126,7 +154,7 @@ def build_report(
     model = load(run_dir)
     cfg = model.training_config()
     data = load_data(cfg.data, seed=cfg.train.seed, progress=progress)
-    if data.x_test is None or data.x_test.shape[0] < 2:
+    if data.x_test.shape[0] < 2:
         raise DataError(
             f"the test set of {data.name} holds fewer than 2 images; a report needs at least 2"
         )
@@ -142,100 +170,66 @@ def build_report(
         iw_samples=iw_samples,
         progress=progress,
     )
-    eval_seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - started
     records = tracking.read_metrics(run_dir)
+    figures.write_images(model, data, out, seed=seed)
     written = {"samples": out / "samples.png", "reconstructions": out / "reconstructions.png"}
-    write_images(model, data, out, seed=seed)
     written.update(figures.write_all(out, model, x, y, data.class_names, records, seed=seed))
+    page = render(run_dir.name, model, data.name, stats, records, written, seed, seconds)
+    path = out / REPORT_FILE
+    fileio.write_text(path, page)
+    return path
 
-    k = stats.get("iw_samples")
-    dims = model.latent_dim
-    manifold_caption = (
-        "The learned manifold: images decoded over a 20 x 20 grid of the 2-D latent space, "
-        "coordinates spaced evenly in probability and mapped through the inverse Gaussian "
-        "CDF (Kingma & Welling, Appendix A)."
-        if dims == 2
-        else f"The learned manifold over the two most active of {dims} latent dimensions (the "
-        "others at 0), on a grid spaced evenly in probability and mapped through the "
-        "inverse Gaussian CDF (Kingma & Welling, Appendix A)."
+
+def render(
+    name: str,
+    model: VAE,
+    dataset: str,
+    stats: dict[str, Any],
+    records: list[dict[str, Any]],
+    written: dict[str, Path],
+    seed: int,
+    seconds: float,
+) -> str:
+    """The report page (templates/report.html) from an evaluation and the written PNGs."""
+    cfg = model.training_config()
+    pca = " (PCA to 2-D)." if model.latent_dim > 2 else "."
+    captions = dict(
+        CAPTIONS,
+        manifold=(_manifold_caption(model.latent_dim), True),
+        latents=("Posterior means of test images, coloured by label" + pca, False),
     )
-    captions = {
-        "samples": ("Prior samples: z ~ N(0, I) decoded to the mean of p(x|z).", True),
-        "reconstructions": (
-            "Test images (top) and their reconstructions from the posterior mean (bottom).",
-            True,
-        ),
-        "interpolation_linear": (
-            "Linear interpolation between the posterior means of pairs "
-            "of test images (one pair per row).",
-            True,
-        ),
-        "interpolation_slerp": (
-            "Spherical interpolation (slerp) between the same pairs: "
-            "the path keeps to the prior's typical radius.",
-            True,
-        ),
-        "manifold": (manifold_caption, True),
-        "latents": (
-            "Posterior means of test images, coloured by label"
-            + (" (PCA to 2-D)." if dims > 2 else "."),
-            False,
-        ),
-        "kl": (
-            "Mean KL per latent dimension over the test images; grey bars are inactive "
-            "units, whose posterior stays at the prior.",
-            False,
-        ),
-        "curves": ("Training curves from metrics.jsonl, per epoch.", False),
-    }
-    order = [
-        "samples",
-        "reconstructions",
-        "interpolation_linear",
-        "interpolation_slerp",
-        "manifold",
-        "latents",
-        "kl",
-    ]
     pictures = "".join(
-        _figure(name, Path(written[name]).read_bytes(), *captions[name])
-        for name in order
-        if name in written
+        _figure(key, written[key].read_bytes(), *captions[key]) for key in ORDER if key in written
     )
     curves = (
-        _figure("curves", Path(written["curves"]).read_bytes(), *captions["curves"])
+        _figure("curves", written["curves"].read_bytes(), *captions["curves"])
         if "curves" in written
         else "<p class=note>No metrics.jsonl in this run.</p>"
     )
+    k = stats.get("iw_samples")
     iw_note = (
         f"log p(x) estimated with K = {k} importance samples per image"
         if k
         else "no importance-weighted estimate (--iw-samples 0)"
     )
-    title = f"vaekit report: {run_dir.name}"
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{html.escape(title)}</title><style>{CSS}</style></head>
-<body><main>
-<h1>{html.escape(title)}</h1>
-<p class=sub>{html.escape(cfg.name)} on {html.escape(data.name)}: a VAE of
-{html.escape(describe_architecture(model.architecture()))}, {dims}-D latent space,
-{html.escape(model.likelihood)} likelihood.
-Written {time.strftime("%Y-%m-%d %H:%M")} by vaekit {__version__}.</p>
-<h2>Test-set metrics</h2>
-{_table(metrics_rows(stats))}
-<p class=note>{stats.get("n", len(x))} test images, seed {seed}; {html.escape(iw_note)};
-evaluated in {eval_seconds:.1f} s.</p>
-<h2>Training curves</h2>
-{curves}
-{_epoch_table(records)}
-<h2>Pictures</h2>
-{pictures}
-<h2>Configuration</h2>
-<pre>{html.escape(cfg.to_yaml())}</pre>
-</main></body></html>
-"""
-    path = out / REPORT_FILE
-    fileio.write_text(path, page)
-    return path
+    title = f"vaekit report: {name}"
+    return templates.render(
+        "report.html",
+        title=html.escape(title),
+        subtitle=html.escape(
+            f"{cfg.name} on {dataset}: a VAE of {describe_architecture(model.architecture())}, "
+            f"{model.latent_dim}-D latent space, {model.likelihood} likelihood."
+        ),
+        written=time.strftime("%Y-%m-%d %H:%M"),
+        version=__version__,
+        metrics=_table(metrics_rows(stats)),
+        evaluation_note=html.escape(
+            f"{stats.get('n', '?')} test images, seed {seed}; {iw_note}; evaluated in "
+            f"{seconds:.1f} s."
+        ),
+        curves=curves,
+        epochs=_epoch_table(records),
+        pictures=pictures,
+        configuration=html.escape(cfg.to_yaml()),
+    )

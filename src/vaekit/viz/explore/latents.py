@@ -1,0 +1,105 @@
+"""The model side of the latent explorer: validated decode, encode and interpolate, as PNG
+bytes, behind one lock (the model is shared by the server's threads)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import torch
+
+from ...data.dataset import to_float
+from ...errors import VaekitError
+from ...evaluation import metrics
+from ...models import VAE
+from .. import figures, grid
+
+MAX_SLIDERS = 16  # more sliders than this are no longer a usable interface
+Z_LIMIT = 100.0  # |z_d| beyond this is far outside the prior: refused, not decoded
+MAX_STEPS = 32
+
+
+class BadRequest(Exception):
+    """A request the client got wrong: answered with `status` and the message."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Explorer:
+    """The model side of the explorer: validated decode, encode and interpolate, as PNG."""
+
+    def __init__(
+        self,
+        model: VAE,
+        x_test: torch.Tensor,
+        y_test: torch.Tensor | None = None,
+        class_names: list[str] | None = None,
+        rank_images: int = 1000,
+    ) -> None:
+        if x_test.shape[0] < 1:
+            raise VaekitError("the explorer needs at least one test image")
+        self.model = model.eval()
+        self.x = x_test
+        self.y = y_test
+        self.class_names = list(class_names or [])
+        self.lock = threading.Lock()  # one decode at a time: the model is shared
+        x, y = x_test[:rank_images], None if y_test is None else y_test[:rank_images]
+        self.kl = [float(v) for v in metrics.kl_per_dimension(model, x, y)]
+        self.order = figures.most_active_dims(model, x, model.latent_dim, y)
+        self.max_query = 512 + 24 * model.latent_dim  # room for every z_d with 20 digits
+
+    def info(self) -> dict[str, Any]:
+        m = self.model
+        return {
+            "latent_dim": m.latent_dim,
+            "shown": self.order[:MAX_SLIDERS],
+            "order": self.order,
+            "kl": self.kl,
+            "image_shape": list(m.input_shape),
+            "n_test": int(self.x.shape[0]),
+            "conditional": bool(m.conditional),
+            "num_classes": int(m.num_classes),
+            "class_names": self.class_names,
+            "z_limit": Z_LIMIT,
+            "max_steps": MAX_STEPS,
+        }
+
+    def _png(self, images: torch.Tensor, nrow: int) -> bytes:
+        return grid.png_bytes(grid.to_pil(grid.make_grid(images, nrow=nrow, padding=0)))
+
+    def _label(self, label: int | None, n: int) -> torch.Tensor | None:
+        if not self.model.conditional:
+            if label is not None:
+                raise BadRequest("label: this model is not class-conditional")
+            return None
+        return torch.full((n,), label or 0, dtype=torch.long)
+
+    @torch.no_grad()
+    def decode(self, z: list[float], label: int | None = None) -> bytes:
+        zt = torch.tensor([z], dtype=torch.float32)
+        with self.lock:
+            image = self.model.mean(self.model.decode(zt, self._label(label, 1)))
+        return self._png(image, 1)
+
+    @torch.no_grad()
+    def encode(self, index: int) -> dict[str, Any]:
+        x = to_float(self.x[index : index + 1])
+        y = None if self.y is None else int(self.y[index])
+        with self.lock:
+            mu, _ = self.model.encode(x, self._label(y, 1) if self.model.conditional else None)
+        return {"index": index, "z": [round(float(v), 5) for v in mu[0]], "label": y}
+
+    def image(self, index: int) -> bytes:
+        return self._png(to_float(self.x[index : index + 1]), 1)
+
+    @torch.no_grad()
+    def interpolate(self, a: int, b: int, steps: int, method: str) -> bytes:
+        xa, xb = to_float(self.x[a : a + 1]), to_float(self.x[b : b + 1])
+        ya = yb = None
+        if self.model.conditional and self.y is not None:
+            ya, yb = self.y[a : a + 1], self.y[b : b + 1]
+        with self.lock:
+            path = self.model.interpolate(xa, xb, steps, method, ya, yb)  # (1, S, C, H, W)
+        return self._png(path[0], steps)
