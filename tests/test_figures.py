@@ -106,57 +106,72 @@ def test_pca_2d_finds_the_axis_of_largest_variance() -> None:
     assert abs(float(corr)) > 0.99
 
 
+def rendered(fig: object) -> Image.Image:
+    import io
+
+    return Image.open(io.BytesIO(charts.png_bytes(fig)))  # type: ignore[arg-type]
+
+
 def test_scatter_colours_each_group_where_its_points_are() -> None:
-    points = [(-1.0 + 0.01 * i, 0.0) for i in range(30)] + [
-        (1.0 - 0.01 * i, 0.0) for i in range(30)
-    ]
-    groups = [0] * 30 + [1] * 30
-    image = charts.scatter_plot(points, groups, ["left", "right"], "t", "x", "y")
-    mid = image.width * 0.45  # the plot's centre is left of the image's (legend at right)
-    for g, side in ((0, "left"), (1, "right")):
-        where = colour_pixels(image, charts.PALETTE[g], tol=120)
-        # swatches in the legend sit far right; points of group 0 must be in the left half
-        cols = where[:, 1]
-        if side == "left":
-            assert (cols < mid).sum() > 50
-        else:
-            assert ((cols > mid) & (cols < image.width - 140)).sum() > 50
+    points = (
+        [(-1.0 + 0.01 * i, 0.0) for i in range(30)]
+        + [(1.0 - 0.01 * i, 0.0) for i in range(30)]
+        + [(math.nan, 0.0)]
+    )
+    groups = [0] * 30 + [1] * 30 + [1]
+    fig = charts.scatter_plot(points, groups, ["left", "right"], "t", "x", "y")
+    ax = fig.axes[0]
+    for g, collection in enumerate(ax.collections):
+        offsets = np.asarray(collection.get_offsets())
+        assert len(offsets) == 30  # the NaN point is left out
+        assert (offsets[:, 0] < 0).all() if g == 0 else (offsets[:, 0] > 0).all()
+        rgb = tuple(round(c * 255) for c in collection.get_facecolor()[0][:3])
+        assert rgb == charts.PALETTE[g]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["left", "right"]
+    image = rendered(fig)
+    assert image.size == (charts.WIDTH, 480)
+    for g in (0, 1):
+        assert len(colour_pixels(image, charts.PALETTE[g], tol=120)) > 50
 
 
-# -- charts ---------------------------------------------------------------------------------
-def test_nice_ticks_are_round_and_cover_the_range() -> None:
-    ticks = charts.nice_ticks(103.2, 548.9)
-    steps = {round(b - a, 9) for a, b in zip(ticks, ticks[1:], strict=False)}
-    assert steps == {100.0}
-    assert ticks[0] == 100.0 and ticks[-1] <= 548.9 < ticks[-1] + 100.0
-    assert all(float(t).is_integer() for t in charts.nice_ticks(1, 3, integer=True))
-    assert len(charts.nice_ticks(5.0, 5.0)) >= 2  # a flat series still gets an axis
-
-
-def test_line_chart_draws_a_rising_series_rising_and_skips_non_finite_points() -> None:
+def test_line_chart_draws_each_series_in_order_and_skips_non_finite_points() -> None:
     up = [(float(i), float(i * i)) for i in range(1, 8)] + [(8.0, math.nan)]
-    down = [(float(i), 50.0 - i) for i in range(1, 9)]
-    image = figures.line_chart({"up": up, "down": down}, "title", "epoch", "nats")
+    down = [(float(i), 50.0 - i) for i in range(8, 0, -1)]  # unsorted: drawn by x
+    fig = figures.line_chart({"up": up, "down": down}, "title", "epoch", "nats")
+    ax = fig.axes[0]
+    (line_up, line_down) = ax.lines
+    assert line_up.get_xydata().tolist() == [[float(i), float(i * i)] for i in range(1, 8)]
+    assert line_down.get_xdata().tolist() == [float(i) for i in range(1, 9)]
+    assert all(float(t).is_integer() for t in ax.get_xticks())  # epochs: whole ticks
+    assert ax.get_xscale() == "linear" and ax.get_title() == "title"
+    image = rendered(fig)
     assert image.size == (charts.WIDTH, charts.HEIGHT)
-    blue = colour_pixels(image, charts.PALETTE[0])
-    orange = colour_pixels(image, charts.PALETTE[1])
-    assert len(blue) > 200 and len(orange) > 200  # both series (and legend swatches) drawn
-    # markers are circles of radius 3.5 px: the left end of "up" is low, its right end high
-    plot = blue[blue[:, 1] < image.width - 130]  # leave out the legend swatch
-    left, right = plot[plot[:, 1].argmin()], plot[plot[:, 1].argmax()]
-    assert left[0] > right[0] + 100
+    assert len(colour_pixels(image, charts.PALETTE[0])) > 200  # both series drawn
+    assert len(colour_pixels(image, charts.PALETTE[1])) > 200
 
 
-def test_bar_chart_bar_heights_are_proportional_to_values() -> None:
-    image = charts.bar_chart([1.0, 2.0, 4.0], "t", "dim", "KL")
-    blue = colour_pixels(image, charts.PALETTE[0], tol=10)
+def test_a_log_axis_draws_only_positive_values() -> None:
+    fig = charts.line_chart(
+        {"a": [(0.0, 1.0), (10.0, 2.0), (1000.0, 3.0)]}, "t", "x", "y", logx=True
+    )
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    assert ax.lines[0].get_xdata().tolist() == [10.0, 1000.0]
+
+
+def test_bar_chart_bars_are_the_values_and_grey_where_not_highlighted() -> None:
+    fig = charts.bar_chart([1.0, 2.0, math.inf, 4.0], "t", "dim", "KL", highlight=[1, 1, 0, 0])
+    bars = fig.axes[0].patches
+    assert [b.get_height() for b in bars] == [1.0, 2.0, 0.0, 4.0]  # non-finite: no bar
+    colours = [tuple(round(c * 255) for c in b.get_facecolor()[:3]) for b in bars]
+    assert colours == [charts.PALETTE[0]] * 2 + [charts.GREY] * 2
+    blue = colour_pixels(rendered(fig), charts.PALETTE[0], tol=10)
     heights = []
-    for third in range(3):
-        lo, hi = image.width * third / 3, image.width * (third + 1) / 3
-        rows = blue[(blue[:, 1] > lo) & (blue[:, 1] < hi)][:, 0]
+    for left, right in ((0.0, 0.25), (0.25, 0.5)):
+        width = charts.WIDTH
+        rows = blue[(blue[:, 1] > left * width) & (blue[:, 1] < right * width)][:, 0]
         heights.append(rows.max() - rows.min())
     assert heights[1] / heights[0] == pytest.approx(2.0, rel=0.05)
-    assert heights[2] / heights[0] == pytest.approx(4.0, rel=0.05)
 
 
 def test_training_curves_draw_three_panels_from_metrics_records() -> None:
@@ -172,8 +187,12 @@ def test_training_curves_draw_three_panels_from_metrics_records() -> None:
         }
         for e in range(1, 5)
     ]
-    image = figures.training_curves(records)
-    assert image is not None and image.width == 3 * 480
+    fig = figures.training_curves(records)
+    assert fig is not None and len(fig.axes) == 3
+    assert [ax.get_title() for ax in fig.axes][0] == "negative ELBO"
+    train, test = fig.axes[0].lines
+    assert train.get_ydata().tolist() == [199, 198, 197, 196] and test.get_label() == "test"
+    assert rendered(fig).width == 3 * 480
     assert figures.training_curves([]) is None
     assert figures.training_curves([{"epoch": 1, "train_nelbo": None}]) is None
 

@@ -4,10 +4,8 @@ hand computations and their defining properties."""
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -53,27 +51,51 @@ def test_ssim_of_two_constant_images_is_the_luminance_term(a: float, b: float) -
     assert float(metrics.ssim(x, y)) == pytest.approx(hand[(a, b)], abs=1e-12)
 
 
-def test_ssim_matches_a_direct_computation_on_one_window() -> None:
-    """11x11 images have one valid window: compute its weighted statistics by hand."""
-    rng = np.random.default_rng(7)
-    x, y = rng.random((11, 11)), rng.random((11, 11))
-    t = np.arange(11) - 5.0
-    g = np.exp(-(t**2) / (2 * 1.5**2))
-    w = np.outer(g, g) / np.outer(g, g).sum()
-    mx, my = (w * x).sum(), (w * y).sum()
-    vx, vy = (w * (x - mx) ** 2).sum(), (w * (y - my) ** 2).sum()
-    cxy = (w * (x - mx) * (y - my)).sum()
-    expected = ((2 * mx * my + C1) * (2 * cxy + C2)) / ((mx**2 + my**2 + C1) * (vx + vy + C2))
-    got = metrics.ssim(*(torch.from_numpy(a).view(1, 1, 11, 11) for a in (x, y)))
-    assert float(got) == pytest.approx(expected, abs=1e-12)
+def test_ssim_and_psnr_are_torchmetrics_own_numbers() -> None:
+    """vaekit's SSIM and PSNR are the library's: equal on the same images, any size the
+    library takes, and on a trained model's reconstructions as `evaluate` reports them."""
+    from torchmetrics.functional.image.psnr import peak_signal_noise_ratio
+    from torchmetrics.functional.image.ssim import structural_similarity_index_measure
+
+    for size, c in ((28, 1), (16, 3), (11, 1), (8, 2)):
+        x, y = _images(3, c=c, size=size, seed=0), _images(3, c=c, size=size, seed=1)
+        y = (0.7 * x + 0.3 * y).double()
+        want = structural_similarity_index_measure(y, x.double(), data_range=1.0, reduction="none")
+        assert torch.equal(metrics.ssim(y, x), want)
+        want = peak_signal_noise_ratio(
+            y, x.double(), data_range=1.0, reduction="none", dim=(1, 2, 3)
+        )
+        assert torch.equal(metrics.psnr(y, x), want)
+
+
+def test_evaluate_reports_torchmetrics_ssim_and_psnr_of_the_reconstructions(
+    trained_run: Path,
+) -> None:
+    from torchmetrics.functional.image.psnr import peak_signal_noise_ratio
+    from torchmetrics.functional.image.ssim import structural_similarity_index_measure
+
+    model = vaekit.load(trained_run)
+    x = to_float(load_data(model.run_config.data, seed=0).x_test[:50])
+    stats = vaekit.evaluate(model, x, iw_samples=0, latent_metrics=False)
+    recon = model.reconstruct(x).double()
+    ssim = structural_similarity_index_measure(recon, x.double(), data_range=1.0, reduction="none")
+    psnr = peak_signal_noise_ratio(
+        recon, x.double(), data_range=1.0, reduction="none", dim=(1, 2, 3)
+    )
+    assert stats["ssim"] == pytest.approx(float(ssim.mean()), abs=1e-12)
+    assert stats["psnr"] == pytest.approx(float(psnr.mean()), abs=1e-12)
 
 
 def test_ssim_averages_channels_and_fits_small_images() -> None:
     x, y = _images(2, c=3, seed=0), _images(2, c=3, seed=1)
     per_channel = torch.stack([metrics.ssim(x[:, i : i + 1], y[:, i : i + 1]) for i in range(3)])
     assert torch.allclose(metrics.ssim(x, y), per_channel.mean(0), atol=1e-12)
-    small = _images(2, size=8)  # smaller than the 11-pixel window: a 7-pixel one is used
-    assert torch.allclose(metrics.ssim(small, small), torch.ones(2, dtype=torch.float64))
+    for size in (5, 4, 1):  # reflection padding of 3.5 sigma must fit: a narrower window
+        small = _images(2, size=size)
+        assert metrics.ssim_sigma(size, size) < 1.5
+        assert torch.allclose(metrics.ssim(small, small), torch.ones(2, dtype=torch.float64))
+        assert (metrics.ssim(small, 1 - small) < 1).all()
+    assert metrics.ssim_sigma(6, 40) == 1.5
     with pytest.raises(ValueError, match="shape"):
         metrics.ssim(x, y[:, :1])
 
@@ -161,13 +183,6 @@ def test_fid_of_prior_samples_through_a_pluggable_network(
     assert metrics.fid(model, x, feature=Pooled(), n=150) > 0
     stats = vaekit.evaluate(model, x[:150], iw_samples=0, fid="random", fid_samples=150)
     assert stats["fid"] == pytest.approx(a) and stats["fid_features"] == "random"
-
-
-def test_fid_without_torchmetrics_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "torchmetrics", None)
-    monkeypatch.setitem(sys.modules, "torchmetrics.image.fid", None)
-    with pytest.raises(ConfigError, match=r"pip install 'vaekit\[metrics\]'"):
-        metrics.fid_images(_images(), _images(), "random")
 
 
 def test_inception_fid_without_torch_fidelity_or_weights_says_what_to_do(

@@ -34,7 +34,7 @@ from packaging.requirements import Requirement
 import vaekit
 from conftest import ROOT
 
-EXTRAS = {"wandb", "tensorboard", "mlflow", "lpips", "metrics", "hub", "dev"}
+EXTRAS = {"wandb", "tensorboard", "mlflow", "lpips", "inception", "hub", "dev"}
 PRESETS = sorted(p.name for p in (ROOT / "src" / "vaekit" / "configs").glob("*.yaml"))
 SOURCES = ("pyproject.toml", "README.md", "LICENSE", "CHANGELOG.md", "MANIFEST.in", "src", "tests")
 
@@ -134,7 +134,16 @@ def test_wheel_holds_the_package_presets_and_py_typed_and_no_tests(
         for r in metadata.get_all("Requires-Dist") or []
         if Requirement(r).marker is None
     ]
-    assert sorted(core) == ["numpy", "pillow", "pyyaml", "safetensors", "torch", "tqdm"]
+    assert sorted(core) == [
+        "matplotlib",
+        "numpy",
+        "pillow",
+        "pyyaml",
+        "safetensors",
+        "torch",
+        "torchmetrics",
+        "tqdm",
+    ]
     assert "Typing :: Typed" in (metadata.get_all("Classifier") or [])
     assert metadata["License-Expression"] == "MIT"
 

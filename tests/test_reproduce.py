@@ -70,6 +70,22 @@ def test_a_tiny_run_writes_the_figure_the_curves_and_the_models(
         assert model.latent_dim == k and model.architecture()["encoder"]["args"]["hidden"] == [500]
 
 
+def test_figure2_plots_the_bound_against_samples_on_a_log_axis_as_the_paper(
+    tiny_run: tuple[Path, dict],
+) -> None:
+    curves = {int(k): v for k, v in tiny_run[1]["curves"].items()}
+    fig = reproduce.figure2(curves, "noise")
+    assert len(fig.axes) == len(curves)
+    assert {ax.get_xscale() for ax in fig.axes} == {"log"}
+    assert len({ax.get_ylim() for ax in fig.axes}) == 1  # one y-scale for every panel
+    for ax, (k, curve) in zip(fig.axes, sorted(curves.items()), strict=True):
+        test, train = ax.lines
+        assert test.get_xdata().tolist() == [p["samples"] for p in curve]
+        assert train.get_ydata().tolist() == [p["train_bound"] for p in curve]
+        assert test.get_linestyle() == "-" and train.get_linestyle() == "--"
+        assert f"N_z = {k}" in ax.get_title()
+
+
 def test_a_rerun_reads_finished_latent_sizes_back(tiny_run: tuple[Path, dict]) -> None:
     out, result = tiny_run
     weights = out / "nz-3" / "model.safetensors"

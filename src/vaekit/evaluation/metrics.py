@@ -1,5 +1,8 @@
 """Numbers beyond the bound: bits per dimension, reconstruction MSE / PSNR / SSIM, KL per
-latent dimension, active units, and FID of prior samples (torchmetrics, an optional extra)."""
+latent dimension, active units, and FID of prior samples.
+
+PSNR, SSIM and FID are torchmetrics' (imported when first used), so that vaekit's numbers
+are the ones other libraries report; tests/test_metrics.py checks they stay equal."""
 
 from __future__ import annotations
 
@@ -9,7 +12,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import losses
@@ -41,59 +43,44 @@ def mse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """Peak signal-to-noise ratio per image in dB, (N,); identical images give 100 dB."""
-    return 10.0 * torch.log10(data_range**2 / mse(x, y).clamp_min(1e-10 * data_range**2))
+    """Peak signal-to-noise ratio per image in dB, (N,): torchmetrics' PSNR, capped at
+    100 dB where the images are identical (the library says +inf)."""
+    from torchmetrics.functional.image.psnr import peak_signal_noise_ratio
+
+    dims = tuple(range(1, x.dim()))
+    value = peak_signal_noise_ratio(
+        x.double(), y.double(), data_range=data_range, reduction="none", dim=dims
+    )
+    return value.clamp(max=100.0)
 
 
-def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    """A normalised 1-D Gaussian window (size,), float64."""
-    t = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    g = torch.exp(-t.pow(2) / (2 * sigma**2))
-    return g / g.sum()
+def ssim_sigma(height: int, width: int) -> float:
+    """The Gaussian window's sigma: 1.5 (Wang et al. 2004), narrower for images under 6
+    pixels on a side, whose reflection padding (3.5 sigma) must stay inside the image."""
+    side = min(height, width)
+    return min(1.5, (side - 0.5) / 3.5 - 1e-3)
 
 
-def ssim(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    window: int = 11,
-    sigma: float = 1.5,
-    k1: float = 0.01,
-    k2: float = 0.03,
-    data_range: float = 1.0,
-) -> torch.Tensor:
-    """Structural similarity per image (Wang et al. 2004), (N,), for x, y (N, C, H, W).
+def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Structural similarity per image (Wang et al. 2004), (N,), for x, y (N, C, H, W):
+    torchmetrics' SSIM (Gaussian window, sigma 1.5, K1 0.01, K2 0.03) in float64, the
+    map averaged over positions and channels. See `ssim_sigma` for tiny images."""
+    from torchmetrics.functional.image.ssim import structural_similarity_index_measure
 
-    Local means, variances and covariance are Gaussian-weighted (window 11, sigma 1.5) over
-    'valid' positions, as in the authors' reference code; the SSIM map is averaged over
-    positions and channels. Images smaller than the window use the largest odd window that
-    fits. Computed in float64: E[x^2] - E[x]^2 cancels badly in float32.
-    """
     if x.shape != y.shape or x.dim() != 4:
         raise ValueError(
             f"ssim expects two (N, C, H, W) tensors of one shape; got "
             f"{tuple(x.shape)} and {tuple(y.shape)}"
         )
-    size = min(window, x.shape[-2], x.shape[-1])
-    size -= 1 - size % 2  # odd
-    c = x.shape[1]
-    g = gaussian_window(size, sigma).to(x.device)
-    gh = g.view(1, 1, 1, size).expand(c, 1, 1, size)
-    gv = g.view(1, 1, size, 1).expand(c, 1, size, 1)
-
-    def blur(t: torch.Tensor) -> torch.Tensor:  # separable, depthwise, 'valid'
-        return F.conv2d(F.conv2d(t, gh, groups=c), gv, groups=c)
-
-    x, y = x.double(), y.double()
-    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    mu_x, mu_y = blur(x), blur(y)
-    var_x = blur(x * x) - mu_x.pow(2)
-    var_y = blur(y * y) - mu_y.pow(2)
-    cov = blur(x * y) - mu_x * mu_y
-    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
-        (mu_x.pow(2) + mu_y.pow(2) + c1) * (var_x + var_y + c2)
+    value = structural_similarity_index_measure(
+        x.double(),
+        y.double(),
+        sigma=ssim_sigma(*x.shape[-2:]),
+        data_range=data_range,
+        reduction="none",
     )
-    return ssim_map.flatten(1).mean(1)
+    assert isinstance(value, torch.Tensor)
+    return value
 
 
 def _device(model: VAE) -> torch.device:
@@ -215,10 +202,8 @@ class RandomFeatures(nn.Module):
 
 
 def _torchmetrics_fid() -> type[FrechetInceptionDistance]:
-    try:
-        from torchmetrics.image.fid import FrechetInceptionDistance
-    except ImportError:
-        raise ConfigError("FID needs torchmetrics: pip install 'vaekit[metrics]'") from None
+    from torchmetrics.image.fid import FrechetInceptionDistance  # imported on first use
+
     return FrechetInceptionDistance
 
 

@@ -12,7 +12,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
@@ -28,7 +28,10 @@ from ..io import fileio
 from ..models import VAE, load
 from ..training.setup import resolve_device
 from ..training.trainer import Callback, Trainer
-from ..viz import grid
+from ..viz import charts, grid
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 PRESET = "kingma2013-mnist"
 
@@ -172,71 +175,38 @@ def train_curve(
     return result.model, curve.curve
 
 
-def _dashed(
-    draw: Any, points: list[tuple[float, float]], colour: tuple[int, ...], width: int, dash: float
-) -> None:
-    for (x0, y0), (x1, y1) in zip(points[:-1], points[1:], strict=True):
-        length = math.hypot(x1 - x0, y1 - y0)
-        steps = max(1, int(length // dash))
-        for i in range(0, steps, 2):
-            a, b = i / steps, min(1.0, (i + 1) / steps)
-            draw.line(
-                [
-                    (x0 + a * (x1 - x0), y0 + a * (y1 - y0)),
-                    (x0 + b * (x1 - x0), y0 + b * (y1 - y0)),
-                ],
-                fill=colour,
-                width=width,
-            )
-
-
-def figure2(curves: dict[int, list[dict[str, float]]], dataset: str) -> Image.Image:
+def figure2(curves: dict[int, list[dict[str, float]]], dataset: str) -> Figure:
     """The paper's Figure 2: one panel per latent size, the bound on the training set
-    (dashed) and the test set (solid) against log10 of the training samples evaluated,
-    all panels on one y-scale."""
-    from ..viz import charts
-
-    values = [
-        p[f"{s}_bound"]
-        for c in curves.values()
-        for p in c
-        for s in ("train", "test")
-        if math.isfinite(p[f"{s}_bound"])
-    ] or [0.0]
-    lo, hi = min(values), max(values)
-    pad = 0.05 * max(hi - lo, 1.0)
-    xs = [math.log10(p["samples"]) for c in curves.values() for p in c] or [0.0, 1.0]
-    xlim = (math.floor(min(xs) * 2) / 2, math.ceil(max(xs) * 2) / 2)
-    xticks = [float(v) for v in range(math.ceil(xlim[0]), math.floor(xlim[1]) + 1)]
-    panels = []
-    for i, (latent_dim, curve) in enumerate(sorted(curves.items())):
-        ax = charts.Axes(
-            f"{dataset}, N_z = {latent_dim}",
-            "log10 training samples",
-            "lower bound (nats)" if i == 0 else "",
-            xlim,
-            (lo - pad, hi + pad),
-            size=(340, 320),
-            xticks=xticks,
-        )
-        colour = charts.PALETTE[i % len(charts.PALETTE)]
-        r, g, b = ((c + 255) // 2 for c in colour)  # train: a lighter tint, dashed
-        light = (r, g, b)
-        for split in ("test", "train"):
-            pts = [
-                (ax.px(math.log10(p["samples"])), ax.py(p[f"{split}_bound"]))
-                for p in curve
-                if math.isfinite(p[f"{split}_bound"])
-            ]
-            if len(pts) > 1 and split == "test":
-                ax.draw.line(pts, fill=colour, width=3 * charts.SS, joint="curve")
-            elif len(pts) > 1:
-                _dashed(ax.draw, pts, light, 3 * charts.SS, 6 * charts.SS)
-        ax.legend([("test", colour), ("train (dashed)", light)], "lower right")
-        panels.append(ax.finish())
-    if not panels:
+    (dashed) and the test set (solid) against the training samples evaluated, on a log
+    axis as in the paper, all panels on one y-scale."""
+    if not curves:
         raise ValueError("figure2 needs at least one curve")
-    return charts.side_by_side(panels)
+    fig = charts.new_figure(len(curves), (340, 320))
+    for i, (ax, (latent_dim, curve)) in enumerate(
+        zip(fig.axes, sorted(curves.items()), strict=True)
+    ):
+        rgb = charts.PALETTE[i % len(charts.PALETTE)]
+        light = ((rgb[0] + 255) // 2, (rgb[1] + 255) // 2, (rgb[2] + 255) // 2)  # train: dashed
+        series = {
+            "test": [(p["samples"], p["test_bound"]) for p in curve],
+            "train": [(p["samples"], p["train_bound"]) for p in curve],
+        }
+        charts.draw_lines(
+            ax,
+            series,
+            f"{dataset}, N_z = {latent_dim}",
+            "training samples evaluated",
+            "lower bound (nats)" if i == 0 else "",
+            logx=True,
+            dashed=("train",),
+            colours={"test": rgb, "train": light},
+        )
+    axes = fig.axes
+    low = min(ax.get_ylim()[0] for ax in axes)
+    high = max(ax.get_ylim()[1] for ax in axes)
+    for ax in axes:
+        ax.set_ylim(low, high)
+    return fig
 
 
 def _manifold(model: VAE, n: int) -> Image.Image:
@@ -333,7 +303,7 @@ def reproduce_kingma2013(
         },
     }
     fileio.write_json(out / "figure2.json", result)
-    fileio.write_bytes(out / "figure2.png", grid.png_bytes(figure2(curves, dataset.name)))
+    fileio.write_bytes(out / "figure2.png", charts.png_bytes(figure2(curves, dataset.name)))
     return result
 
 

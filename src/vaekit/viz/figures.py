@@ -1,8 +1,8 @@
 """The pictures of a trained model: manifold, interpolations, latent scatter, curves, KL.
 
-Each function returns a tensor of images or a PIL image; `write_all` writes them as PNGs
-into the run directory (atomically, through fileio). Charts come from `charts`, grids
-from `grid`, so this module only decides what to draw.
+Each function returns a tensor of images, a PIL image or a matplotlib figure; `write_all`
+writes them as PNGs into the run directory (atomically, through fileio). Charts come
+from `charts`, grids from `grid`, so this module only decides what to draw.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
@@ -19,8 +19,11 @@ from ..data.dataset import Dataset, to_float
 from ..evaluation import metrics
 from ..io import fileio
 from ..models import VAE
-from . import grid
-from .charts import bar_chart, line_chart, scatter_plot, side_by_side
+from . import charts, grid
+from .charts import bar_chart, line_chart, scatter_plot
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "FILES",
@@ -50,9 +53,10 @@ FILES = {
 }
 
 
-def save_png(path: str | Path, image: Image.Image) -> Path:
-    """Write a PIL image as a PNG, atomically."""
-    fileio.write_bytes(path, grid.png_bytes(image))
+def save_png(path: str | Path, image: Image.Image | Figure) -> Path:
+    """Write a PIL image or a matplotlib figure as a PNG, atomically."""
+    png = grid.png_bytes(image) if isinstance(image, Image.Image) else charts.png_bytes(image)
+    fileio.write_bytes(path, png)
     return Path(path)
 
 
@@ -179,7 +183,7 @@ def pca_2d(z: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
 
 def latent_scatter(
     model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, class_names: Sequence[str] = ()
-) -> Image.Image:
+) -> Figure:
     """Posterior means of x coloured by label; PCA to 2-D when the latent has more dims."""
     mu, _ = metrics.posterior(model, x, y)
     if model.latent_dim > 2:
@@ -205,7 +209,7 @@ def _series(records: list[dict[str, Any]], key: str) -> list[tuple[float, float]
     return out
 
 
-def training_curves(records: list[dict[str, Any]]) -> Image.Image | None:
+def training_curves(records: list[dict[str, Any]]) -> Figure | None:
     """Negative ELBO, reconstruction and KL per epoch, train and test, side by side.
 
     `records` are metrics.jsonl lines (`tracking.read_metrics`); None when they hold no
@@ -221,15 +225,18 @@ def training_curves(records: list[dict[str, Any]]) -> Image.Image | None:
             name: pts for name in ("train", "test") if (pts := _series(records, f"{name}_{term}"))
         }
         if series:
-            panels.append(line_chart(series, title, "epoch", "nats per example", size=(480, 340)))
+            panels.append((series, title))
     if not panels:
         return None
-    return side_by_side(panels)
+    fig = charts.new_figure(len(panels), (480, 340))
+    for ax, (series, title) in zip(fig.axes, panels, strict=True):
+        charts.draw_lines(ax, series, title, "epoch", "nats per example")
+    return fig
 
 
 def kl_chart(
     model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, threshold: float = 0.01
-) -> Image.Image:
+) -> Figure:
     """A bar per latent dimension: its mean KL over x; inactive units (Burda et al. 2015:
     Cov_x(E_q[z_d|x]) <= threshold) in grey."""
     kl = metrics.kl_per_dimension(model, x, y).tolist()
