@@ -8,6 +8,8 @@ on MNIST or Fashion-MNIST uses the `noise` data instead, every `vaekit train` ru
 epoch on at most 256 examples (a resume: two), and scripts/make_shapes.py writes 150
 images instead of 3000. A block after `<!-- not run: REASON -->`, and a line matching
 SKIP below, is not run; test_what_is_not_run_says_why lists them (run with -rA or -s).
+A block after `<!-- file: NAME -->` is the file NAME the page asks the reader to save: it
+is written into the page's directory (which is on the Python path while the page runs).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 PAGES = {**{p.name: p for p in sorted(DOCS.glob("*.md"))}, "../README.md": ROOT / "README.md"}
 NOT_RUN = re.compile(r"<!--\s*not run:\s*(.*?)\s*-->")
+FILE = re.compile(r"<!--\s*file:\s*([\w.-]+)\s*-->")
 
 # lines of README.md that cannot run here, with the reason and where they are tested
 SKIP = [
@@ -60,6 +63,7 @@ class Block:
     lang: str
     text: str
     not_run: str | None  # the reason, when the page marks the block
+    file: str | None = None  # the file the page asks the reader to save this block as
 
 
 def blocks(page: str, path: Path) -> list[Block]:
@@ -75,6 +79,7 @@ def blocks(page: str, path: Path) -> list[Block]:
                 body.append(lines[i])
                 i += 1
             marker = NOT_RUN.search(previous)
+            file = FILE.search(previous)
             if fence.group(1) in ("bash", "python"):
                 found.append(
                     Block(
@@ -83,6 +88,7 @@ def blocks(page: str, path: Path) -> list[Block]:
                         fence.group(1),
                         "\n".join(body),
                         marker.group(1) if marker else None,
+                        file.group(1) if file else None,
                     )
                 )
         elif lines[i].strip():
@@ -161,13 +167,29 @@ def run_command(command: str, cwd: Path) -> tuple[int, str]:
 
 
 def run_page(page: str, path: Path, cwd: Path) -> None:
-    """Run every runnable block of the page at `path` in `cwd`, in order."""
+    """Run every runnable block of the page at `path` in `cwd`, in order; the modules the
+    page saved are forgotten afterwards."""
+    sys.path.insert(0, str(cwd))
+    try:
+        _run_blocks(page, path, cwd)
+    finally:
+        while str(cwd) in sys.path:  # `vaekit --import` puts the directory there too
+            sys.path.remove(str(cwd))
+        for name, module in list(sys.modules.items()):
+            if str(getattr(module, "__file__", "") or "").startswith(str(cwd)):
+                del sys.modules[name]
+
+
+def _run_blocks(page: str, path: Path, cwd: Path) -> None:
     # the README's "your own .npz" stands for a file the reader has: 28x28 uint8 images
     rng = np.random.default_rng(0)
     np.savez(cwd / "my_images.npz", x_train=rng.integers(0, 256, (300, 28, 28), dtype=np.uint8))
     for block in blocks(page, path):
         where = f"{page}:{block.line}"
         if block.not_run is not None:
+            continue
+        if block.file is not None:
+            (cwd / block.file).write_text(block.text + "\n")
             continue
         if block.lang == "python":
             here = os.getcwd()
