@@ -28,7 +28,7 @@ import torch
 import vaekit
 from vaekit import losses
 from vaekit.data import load_data, to_float
-from vaekit.evaluation.evaluate import DEFAULT_BUDGET, elbo_stats, importance_sampling
+from vaekit.evaluation.likelihood import DEFAULT_BUDGET, elbo_stats, importance_sampling
 from vaekit.io import fileio
 
 RESULTS = Path(__file__).resolve().parent / "results" / "eval_speed.json"

@@ -20,7 +20,7 @@ from vaekit.config import ModelConfig
 from vaekit.data import load_data, to_float
 from vaekit.data.sources import make_noise
 from vaekit.errors import ConfigError
-from vaekit.evaluation.evaluate import importance_sampling, log_likelihood_broadcast
+from vaekit.evaluation.likelihood import importance_sampling, log_likelihood_broadcast
 
 SIGMA = 0.3  # the decoder's fixed standard deviation
 
@@ -281,7 +281,7 @@ def test_cli_evaluate_prints_and_emits_the_same_numbers(trained_run: Path) -> No
 
 def test_decoder_width_is_the_widest_decoder_tensor() -> None:
     from vaekit.config import ModelConfig
-    from vaekit.evaluation.evaluate import decoder_width
+    from vaekit.evaluation.likelihood import decoder_width
 
     mlp = vaekit.VAE.from_config(ModelConfig(hidden=[1000], latent_dim=3), (1, 28, 28))
     assert decoder_width(mlp) == 1000  # the hidden layer is wider than the 784 outputs
@@ -305,7 +305,7 @@ def test_a_pass_holds_at_most_the_budget_in_the_decoders_widest_tensor(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from vaekit.config import ModelConfig
-    from vaekit.evaluation.evaluate import decoder_width
+    from vaekit.evaluation.likelihood import decoder_width
 
     model = vaekit.VAE.from_config(
         ModelConfig(arch="conv", channels=[8, 16], latent_dim=3), (3, 32, 32)

@@ -16,8 +16,9 @@ import torch
 from PIL import Image, ImageFile
 
 from vaekit.config import DataConfig
-from vaekit.data import folder
-from vaekit.data.folder import decode_image, load_folder
+from vaekit.data import folder_cache, images
+from vaekit.data.folder import load_folder
+from vaekit.data.images import decode_image
 from vaekit.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -346,13 +347,13 @@ def test_decompression_bomb_is_refused_by_path(tmp_path: Path, limit: int) -> No
 
 def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
-    real = folder.decode_image
+    real = images.decode_image
 
     def spy(path: Path, *args: object, **kw: object) -> np.ndarray:
         calls.append(Path(path).name)
         return real(path, *args, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(folder, "decode_image", spy)
+    monkeypatch.setattr(images, "decode_image", spy)
     return calls
 
 
@@ -372,7 +373,7 @@ def test_second_load_comes_from_the_cache(tmp_path: Path, monkeypatch: pytest.Mo
     def boom(*args: object, **kw: object) -> None:
         raise AssertionError("decoded on a cache hit")
 
-    monkeypatch.setattr(folder, "decode_image", boom)
+    monkeypatch.setattr(images, "decode_image", boom)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # e.g. torch's warning on non-writable arrays
         second = load_folder(root, cfg(root), progress=False)
@@ -423,7 +424,9 @@ def test_large_cache_is_memory_mapped(tmp_path: Path, monkeypatch: pytest.Monkey
     modes: list[object] = []
     real = np.load
     monkeypatch.setattr(
-        folder.np, "load", lambda *a, **kw: modes.append(kw.get("mmap_mode")) or real(*a, **kw)
+        folder_cache.np,
+        "load",
+        lambda *a, **kw: modes.append(kw.get("mmap_mode")) or real(*a, **kw),
     )
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -468,7 +468,7 @@ def test_case14_resume_at_an_epoch_boundary_is_bit_identical(
     assert all(torch.equal(a[k], b[k]) for k in a)
 
     # without the saved RNG states the resumed run draws other noise and differs
-    train_module = sys.modules["vaekit.training.trainer"]
+    train_module = sys.modules["vaekit.training.state"]
     monkeypatch.setattr(train_module, "set_rng_state", lambda generator, state: None)
     again = tiny("no-rng")
     vaekit.train(again)

@@ -14,7 +14,7 @@ import vaekit
 from vaekit.data import load_data, to_float
 from vaekit.errors import ConfigError
 from vaekit.evaluation import metrics
-from vaekit.evaluation.evaluate import elbo_stats
+from vaekit.evaluation.likelihood import elbo_stats
 
 C1, C2 = 0.01**2, 0.03**2
 

@@ -221,7 +221,7 @@ def test_weight_average_follows_its_ramped_decay() -> None:
 
 
 def test_an_ema_run_saves_and_evaluates_the_average(tiny) -> None:
-    from vaekit.evaluation.evaluate import elbo_stats
+    from vaekit.evaluation.likelihood import elbo_stats
     from vaekit.io import checkpoint
     from vaekit.training.trainer import write_images
 

@@ -39,6 +39,16 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The core commands: train, evaluate, sample, reconstruct, interpolate, data, presets."""
+    _train_parser(sub)
+    _evaluate_parser(sub)
+    _sample_parser(sub)
+    _reconstruct_parser(sub)
+    _interpolate_parser(sub)
+    _data_parser(sub)
+    _presets_parser(sub)
+
+
+def _train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "train",
         help="train a VAE (every config option is a flag)",
@@ -52,6 +62,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     _add_config_flags(p)
 
+
+def _evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "evaluate",
         help="test-set ELBO, log p(x), image and latent metrics",
@@ -105,6 +117,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
 
+
+def _sample_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("sample", help="decode samples from the prior into a PNG grid")
     p.add_argument("run")
     p.add_argument("--n", type=int, default=64)
@@ -112,11 +126,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--label", help="class-conditional models: class index or name")
     p.add_argument("--out", help="PNG path (default: RUN/samples.png)")
 
+
+def _reconstruct_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("reconstruct", help="originals above, reconstructions below")
     p.add_argument("run")
     p.add_argument("--n", type=int, default=16)
     p.add_argument("--out", help="PNG path (default: RUN/reconstructions.png)")
 
+
+def _interpolate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("interpolate", help="decode a path between test images' posterior means")
     p.add_argument("run")
     p.add_argument("--steps", type=int, default=10)
@@ -125,6 +143,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="PNG path (default: RUN/interpolation.png)")
 
+
+def _data_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("data", help="fetch or list datasets")
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", parser_class=Parser)
     f = data_sub.add_parser("fetch", help="find or download a named dataset")
@@ -135,6 +155,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     f.add_argument("--no-download", action="store_true", help="only look for local files")
     data_sub.add_parser("list", help="named datasets and where they are found")
 
+
+def _presets_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sub.add_parser("presets", help="list the configuration presets shipped with vaekit")
 
 
@@ -179,7 +201,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _positive("batch-size", args.batch_size)
     if args.iw_samples < 0:
         _positive("iw-samples", args.iw_samples)
-    from ..evaluation.evaluate import DEFAULT_BUDGET
+    from ..evaluation.likelihood import DEFAULT_BUDGET
     from ..evaluation.summary import summary
 
     _positive("fid-samples", args.fid_samples)

@@ -11,6 +11,15 @@ from .core import COMMON_HELP, _load_run, _positive
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """report, explore, and the pictures: manifold, latents, curves, kl."""
+    _report_parser(sub)
+    _explore_parser(sub)
+    _manifold_parser(sub)
+    _latents_parser(sub)
+    _curves_parser(sub)
+    _kl_parser(sub)
+
+
+def _report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "report",
         help="write RUN/report.html: metrics, pictures, curves, config",
@@ -36,6 +45,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="directory for the report and its pictures (default: RUN)")
 
+
+def _explore_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "explore",
         help="a latent explorer in the browser (local web server)",
@@ -52,6 +63,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--verbose", action="store_true", help="log every request")
 
+
+def _manifold_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "manifold",
         help="decode a grid over two latent dimensions (PNG)",
@@ -71,6 +84,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--out", help="PNG path (default: RUN/manifold.png)")
 
+
+def _latents_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("latents", help="test-set posterior means coloured by label (PNG)")
     p.add_argument("run")
     p.add_argument(
@@ -82,10 +97,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--out", help="PNG path (default: RUN/latents.png)")
 
+
+def _curves_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("curves", help="training curves from metrics.jsonl (PNG)")
     p.add_argument("run")
     p.add_argument("--out", help="PNG path (default: RUN/curves.png)")
 
+
+def _kl_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("kl", help="KL per latent dimension over the test set (PNG)")
     p.add_argument("run")
     p.add_argument("--max-test", type=int, default=1000, metavar="N")

@@ -22,7 +22,7 @@ from ..config import Config, load_config
 from ..data import Dataset, load_data
 from ..data.sources import find_local
 from ..errors import ConfigError
-from ..evaluation.evaluate import elbo_stats
+from ..evaluation.likelihood import elbo_stats
 from ..evaluation.metrics import active_units
 from ..io import fileio
 from ..models import VAE, load
@@ -247,24 +247,14 @@ def reproduce_kingma2013(
     train_seconds = 0.0  # of every model, also those read back from an earlier run
     key = {"budget": budget, "dataset": dataset.name, "seed": seed, "points": points}
     for latent_dim in (*b.latent_sizes, 2):
-        folder = out / f"nz-{latent_dim}"
-        saved = folder / "curve.json"
-        if saved.is_file() and json.loads(saved.read_text()).get("key") == key:
-            curve = json.loads(saved.read_text())["curve"]
-            model = load(folder, resolve_device(config.train.device))
-        else:
-            samples = b.samples if latent_dim != 2 else b.manifold_samples
-            model, curve = train_curve(
-                config,
-                dataset,
-                latent_dim,
-                samples,
-                sorted({p for p in points if p <= samples} | {samples}),
-                b.eval_examples,
-                folder,
-                progress,
+        model, curve = _one_latent_size(out, config, dataset, b, latent_dim, points, key, progress)
+        if progress and curve:
+            last = curve[-1]
+            print(
+                f"N_z = {latent_dim:3d}: after {last['samples']:,} samples, bound "
+                f"{last['train_bound']:.2f} (train) {last['test_bound']:.2f} (test)",
+                file=sys.stderr,
             )
-            fileio.write_json(saved, {"key": key, "curve": curve})
         train_seconds += curve[-1]["seconds"] if curve else 0.0
         if latent_dim == 2:
             fileio.write_bytes(out / "manifold.png", grid.png_bytes(_manifold(model, b.manifold_n)))
@@ -275,13 +265,6 @@ def reproduce_kingma2013(
             units[latent_dim] = active_units(
                 model, _subset(dataset.x_test, b.eval_examples), batch_size=1000
             ).count
-        if progress and curve:
-            last = curve[-1]
-            print(
-                f"N_z = {latent_dim:3d}: after {last['samples']:,} samples, bound "
-                f"{last['train_bound']:.2f} (train) {last['test_bound']:.2f} (test)",
-                file=sys.stderr,
-            )
     result = {
         "paper": "Kingma & Welling (2013), Figure 2 and Appendix A",
         "dataset": dataset.name,
@@ -292,19 +275,50 @@ def reproduce_kingma2013(
         "seconds": time.perf_counter() - started,
         "train_seconds": train_seconds,
         "curves": {str(k): v for k, v in curves.items()},
-        "final": {
-            str(k): {
-                "train": v[-1]["train_bound"],
-                "test": v[-1]["test_bound"],
-                "active_units": units[k],
-            }
-            for k, v in curves.items()
-            if v
-        },
+        "final": _final(curves, units),
     }
     fileio.write_json(out / "figure2.json", result)
     fileio.write_bytes(out / "figure2.png", charts.png_bytes(figure2(curves, dataset.name)))
     return result
+
+
+def _final(curves: dict[int, list[dict[str, float]]], units: dict[int, int]) -> dict[str, Any]:
+    """The last point of each curve and its model's active units, by latent size."""
+    return {
+        str(k): {
+            "train": v[-1]["train_bound"],
+            "test": v[-1]["test_bound"],
+            "active_units": units[k],
+        }
+        for k, v in curves.items()
+        if v
+    }
+
+
+def _one_latent_size(
+    out: Path,
+    config: Config,
+    dataset: Dataset,
+    b: Budget,
+    latent_dim: int,
+    points: list[int],
+    key: dict[str, Any],
+    progress: bool,
+) -> tuple[VAE, list[dict[str, float]]]:
+    """The model and curve of one latent size: read back when out/nz-K holds this budget's
+    curve, else trained (the 2-D manifold model on its own budget)."""
+    folder = out / f"nz-{latent_dim}"
+    saved = folder / "curve.json"
+    if saved.is_file() and json.loads(saved.read_text()).get("key") == key:
+        curve = json.loads(saved.read_text())["curve"]
+        return load(folder, resolve_device(config.train.device)), curve
+    samples = b.samples if latent_dim != 2 else b.manifold_samples
+    at = sorted({p for p in points if p <= samples} | {samples})
+    model, curve = train_curve(
+        config, dataset, latent_dim, samples, at, b.eval_examples, folder, progress
+    )
+    fileio.write_json(saved, {"key": key, "curve": curve})
+    return model, curve
 
 
 def summary(result: dict[str, Any]) -> str:

@@ -50,6 +50,23 @@ def _nats(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else ""
 
 
+def _training(records: Sequence[dict[str, Any]]) -> str:
+    """The last ten epochs of metrics.jsonl as a Markdown section ('' without records)."""
+    if not records:
+        return ""
+    rows = [
+        [
+            r.get("epoch", ""),
+            _nats(r.get("train_nelbo")),
+            _nats(r.get("test_nelbo")),
+            r.get("skipped_updates", 0),
+        ]
+        for r in records[-10:]
+    ]
+    head = ["epoch", "train -ELBO", "test -ELBO", "skipped updates"]
+    return "## Training\n\n" + table(head, rows)
+
+
 def _summary(
     architecture: dict[str, Any],
     parameters: int,
@@ -111,19 +128,6 @@ def model_card(
     if config is not None and config.data.name in HUB_DATASETS:
         meta["datasets"] = [HUB_DATASETS[config.data.name]]
     last = dict(records[-1]) if records else {}
-    training = ""
-    if records:
-        rows = [
-            [
-                r.get("epoch", ""),
-                _nats(r.get("train_nelbo")),
-                _nats(r.get("test_nelbo")),
-                r.get("skipped_updates", 0),
-            ]
-            for r in records[-10:]
-        ]
-        head = ["epoch", "train -ELBO", "test -ELBO", "skipped updates"]
-        training = "## Training\n\n" + table(head, rows)
     samples = "".join(f"\n![{CAPTIONS[f]}]({f})\n\n*{CAPTIONS[f]}.*\n" for f in images)
     registered = ""
     if custom:
@@ -147,7 +151,7 @@ def model_card(
         evaluation=table(["metric", "value", ""], [list(r) for r in evaluation])
         if evaluation
         else "",
-        training=training,
+        training=_training(records),
         samples=f"## Samples\n{samples}" if images else "",
         configuration=f"## Configuration\n\n```yaml\n{config.to_yaml().rstrip()}\n```\n"
         if config is not None

@@ -24,12 +24,10 @@ from torch import nn
 from .. import losses
 from ..config import ModelConfig
 from ..errors import CheckpointError, ConfigError
-from . import registry
+from . import protocol, registry
 from .conv import ConvDecoder, ConvEncoder
 from .mlp import MLPDecoder, MLPEncoder
 from .pretrained import Pretrained, resolve
-
-LIKELIHOODS = ("bernoulli", "gaussian", "laplace")
 
 
 @dataclass
@@ -63,7 +61,9 @@ class VAE(Pretrained):
         label_dim: int = 16,
     ) -> None:
         super().__init__()
-        _check_settings(latent_dim, input_shape, likelihood, obs_scale, num_classes, label_dim)
+        protocol.check_settings(
+            latent_dim, input_shape, likelihood, obs_scale, num_classes, label_dim
+        )
         c, h, w = (int(s) for s in input_shape)
         self.input_shape = (c, h, w)
         self.latent_dim = int(latent_dim)
@@ -77,12 +77,20 @@ class VAE(Pretrained):
             self.label_embedding = nn.Embedding(self.num_classes, self.label_dim)
         self.encoder = encoder
         self.decoder = decoder
-        features = self._encoder_features()
+        features = protocol.encoder_features(
+            encoder, self.input_shape, self.latent_dim, self.label_dim if self.conditional else 0
+        )
         self.heads = features is not None  # False: the encoder gives (mu, logvar) itself
         if features is not None:
             self.mu_head = nn.Linear(features, self.latent_dim)
             self.logvar_head = nn.Linear(features, self.latent_dim)  # log sigma^2, never sigma^2
-        self._check_decoder()
+        protocol.check_decoder(
+            decoder,
+            self.input_shape,
+            self.latent_dim + (self.label_dim if self.conditional else 0),
+            likelihood,
+            self.learn_scale,
+        )
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -138,7 +146,7 @@ class VAE(Pretrained):
         only (never an import named by the record)."""
         if not isinstance(architecture, dict):
             raise CheckpointError(f"{source}: 'architecture' must be an object")
-        settings = {k: architecture.get(k) for k in _SETTINGS}
+        settings = {k: architecture.get(k) for k in protocol.SETTINGS}
         missing = [k for k in ("latent_dim", "input_shape", "likelihood") if settings[k] is None]
         if missing:
             raise CheckpointError(f"{source}: 'architecture' lacks {', '.join(missing)}")
@@ -157,53 +165,6 @@ class VAE(Pretrained):
             for m in (self.encoder, self.decoder)
             if not type(m).__module__.startswith("vaekit.")
         ]
-
-    # -- the protocol, checked once at construction ----------------------------------------
-    def _probe_inputs(self, n: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """A zero image batch and, for a conditional model, a zero label embedding."""
-        device = next(self.encoder.parameters(), torch.empty(0)).device
-        x = torch.zeros(n, *self.input_shape, device=device)
-        cond = torch.zeros(n, self.label_dim, device=device) if self.conditional else None
-        return x, cond
-
-    def _encoder_features(self) -> int | None:
-        """F for an encoder of features (B, F), None for one that returns (mu, logvar).
-
-        An int `out_features` attribute says it without a forward pass; otherwise one
-        zero image goes through the encoder in eval mode."""
-        declared = getattr(self.encoder, "out_features", None)
-        if isinstance(declared, int) and not isinstance(declared, bool):
-            return declared
-        x, cond = self._probe_inputs()
-        out = _probe(self.encoder, "encoder", x, cond, f"one image of shape {self.input_shape}")
-        if torch.is_tensor(out) and out.dim() == 2:
-            return int(out.shape[1])
-        if (
-            isinstance(out, (tuple, list))
-            and len(out) == 2
-            and all(torch.is_tensor(t) for t in out)
-        ):
-            if all(tuple(t.shape) == (1, self.latent_dim) for t in out):
-                return None
-        raise ConfigError(
-            f"the encoder {type(self.encoder).__name__} returned {_shapes(out)} for one image "
-            f"of shape {self.input_shape}; an encoder returns features (B, F) or a pair "
-            f"(mu, logvar), each (B, {self.latent_dim})"
-        )
-
-    def _check_decoder(self) -> None:
-        c, h, w = self.input_shape
-        expected = (1, c * (2 if self.learn_scale else 1), h, w)
-        z = torch.zeros(1, self.latent_dim + (self.label_dim if self.conditional else 0))
-        z = z.to(next(self.decoder.parameters(), z).device)
-        out = _probe(self.decoder, "decoder", z, None, f"a latent of {z.shape[1]}")
-        if not torch.is_tensor(out) or tuple(out.shape) != expected:
-            scales = " with learned scales" if self.learn_scale else ""
-            raise ConfigError(
-                f"the decoder {type(self.decoder).__name__} returned {_shapes(out)} for one "
-                f"latent of size {z.shape[1]}; a {self.likelihood} likelihood{scales} needs "
-                f"parameters {expected}"
-            )
 
     @torch.no_grad()
     def init_output_bias(self, mean_image: torch.Tensor) -> None:
@@ -385,77 +346,6 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     linear = (1 - t) * a + t * b
     spherical = (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / so.clamp_min(1e-8)
     return torch.where(so.abs() < 1e-4, linear, spherical)
-
-
-_SETTINGS = (
-    "latent_dim",
-    "input_shape",
-    "likelihood",
-    "obs_scale",
-    "learn_scale",
-    "num_classes",
-    "label_dim",
-)
-
-
-def _check_settings(
-    latent_dim: Any,
-    input_shape: Any,
-    likelihood: Any,
-    obs_scale: Any,
-    num_classes: Any,
-    label_dim: Any,
-) -> None:
-    """The VAE's own settings, each a clear error when it cannot work."""
-
-    def whole(value: Any, low: int) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool) and value >= low
-
-    if not whole(latent_dim, 1):
-        raise ConfigError(f"latent_dim must be a whole number >= 1; got {latent_dim!r}")
-    if (
-        not isinstance(input_shape, Sequence)
-        or len(input_shape) != 3
-        or not all(whole(s, 1) for s in input_shape)
-    ):
-        raise ConfigError(
-            f"input_shape must be (C, H, W), three whole numbers >= 1; got {input_shape!r}"
-        )
-    if likelihood not in LIKELIHOODS:
-        raise ConfigError(f"likelihood must be one of {', '.join(LIKELIHOODS)}; got {likelihood!r}")
-    if not isinstance(obs_scale, (int, float)) or not math.isfinite(obs_scale) or obs_scale <= 0:
-        raise ConfigError(f"obs_scale must be a finite number > 0; got {obs_scale!r}")
-    if not whole(num_classes, 0) or not whole(label_dim, 1):
-        raise ConfigError(
-            f"num_classes must be >= 0 and label_dim >= 1; got {num_classes!r}, {label_dim!r}"
-        )
-
-
-def _probe(
-    module: nn.Module, role: str, x: torch.Tensor, cond: torch.Tensor | None, what: str
-) -> Any:
-    """module(x) or module(x, cond) on zeros, in eval mode and without gradients; every
-    submodule's training flag is put back afterwards. A module that fails on `what` (a
-    description of x) is a ConfigError naming it."""
-    flags = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        with torch.no_grad():
-            return module(x) if cond is None else module(x, cond)
-    except (RuntimeError, ValueError, TypeError, IndexError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"the {role} {type(module).__name__} failed on {what}: {first}") from None
-    finally:
-        for m, flag in flags:
-            m.training = flag
-
-
-def _shapes(out: Any) -> str:
-    if torch.is_tensor(out):
-        return f"a tensor {tuple(out.shape)}"
-    if isinstance(out, (tuple, list)):
-        return "(" + ", ".join(_shapes(o) for o in out) + ")"
-    return type(out).__name__
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> VAE:

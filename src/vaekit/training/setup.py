@@ -1,13 +1,21 @@
-"""What a run checks before its first step: the device it trains on, and data the model
-can use; and the one-line message a run that runs out of memory ends with."""
+"""What a run sets up and checks before its first step: the device it trains on, the
+model (given, saved or built from the config), data the model can use; and the one-line
+message a run that runs out of memory ends with."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import torch
 
+from ..config import Config
 from ..data import Dataset
+from ..data.dataset import mean_image
 from ..errors import ConfigError, DataError, VaekitError
+from ..io.checkpoint import STATE_FILE
 from ..models import VAE
+from ..models.conv import ConvEncoder
 
 
 def resolve_device(name: str) -> torch.device:
@@ -71,3 +79,33 @@ def out_of_memory(device: torch.device, batch_size: int) -> VaekitError:
         f"(e.g. --batch-size {max(1, batch_size // 2)}) or a smaller model; the last saved "
         "checkpoint is kept"
     )
+
+
+def build_model(
+    model: VAE | None,
+    config: Config,
+    data: Dataset,
+    device: torch.device,
+    saved: dict[str, Any] | None,
+) -> VAE:
+    """The model to train, on its device: the given one; for a resume without one, the one
+    the run saved (its architecture through the registry); else the config's built-in
+    one, its decoder started at the data's mean image. The global RNG is seeded first."""
+    torch.manual_seed(config.train.seed)  # initialisation, and any dropout
+    if model is not None:
+        return model.to(device)
+    cfg = config.model
+    if saved is not None and "architecture" in saved:
+        source = str(Path(config.train.out) / STATE_FILE)
+        model = VAE.from_architecture(saved["architecture"], source)
+    else:
+        if cfg.conditional and data.y_train is None:
+            raise DataError(f"model.conditional needs labels, but {data.name} has none")
+        model = VAE.from_config(cfg, data.shape, data.num_classes)
+        if cfg.init_output_bias and saved is None:  # a resumed run loads its weights
+            model.init_output_bias(mean_image(data.x_train))
+    model.to(device)
+    if isinstance(model.encoder, ConvEncoder):  # the built-in conv VAE trains in NHWC
+        # Module.to(memory_format=) works but is missing from torch's type stubs
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return model

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..config import Config
 from ..errors import CheckpointError, ConfigError
+from ..io.checkpoint import STATE_FILE, check_state_dict
+from ..models import VAE
+
+if TYPE_CHECKING:
+    from .step import Step
 
 FORMAT = 1  # state.pt's format; vaekit 0.1 wrote 1 too (it lacked "architecture")
 
@@ -128,3 +133,30 @@ def check_resume_architecture(
             f"--resume: the model differs from the one the run in {run_dir} saved "
             f"({'; '.join(d[:120] for d in diffs[:4])}); resume with the same architecture"
         )
+
+
+def restore(
+    saved: dict[str, Any],
+    config: Config,
+    run_dir: Path,
+    model: VAE,
+    step: Step,
+    generator: torch.Generator,
+) -> TrainState:
+    """Load a snapshot into the model, the step's optimizer parts (`Step.load_state_dict`)
+    and the generators, after checking it belongs to this config and architecture; the
+    run's position."""
+    path = run_dir / STATE_FILE
+    check_resume_config(saved["config"], config, run_dir)
+    check_resume_architecture(saved.get("architecture"), model.architecture(), run_dir)
+    check_state_dict(model, saved["model"], str(path))
+    model.load_state_dict(saved["model"])
+    step.load_state_dict(saved)
+    set_rng_state(generator, saved["rng"])
+    state = TrainState.from_dict(saved, str(path))
+    if state.epoch >= config.train.epochs:
+        raise ConfigError(
+            f"--resume: the run in {run_dir} already finished {state.epoch} epochs; raise "
+            "--epochs to train further"
+        )
+    return state

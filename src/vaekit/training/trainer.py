@@ -26,26 +26,19 @@ import torch
 from .. import objectives
 from ..config import Config, validate
 from ..data import Dataset, batch_indices, epoch_permutation, load_data
-from ..data.dataset import gather, mean_image, resident
-from ..errors import ConfigError, DataError, TrainingInterrupted
-from ..evaluation.evaluate import elbo_stats
+from ..data.dataset import gather, resident
+from ..errors import ConfigError, TrainingInterrupted
+from ..evaluation.likelihood import elbo_stats
 from ..io import checkpoint, fileio
 from ..models import VAE
-from ..models.conv import ConvEncoder
 from ..tracking import Tracker
 from ..viz.figures import write_images
 from .distributed import Dist
 from .interrupt import StopFlag
 from .precision import resolve_precision
 from .rundir import prepare_run_dir
-from .setup import check_data, is_out_of_memory, out_of_memory, resolve_device
-from .state import (
-    TrainState,
-    check_resume_architecture,
-    check_resume_config,
-    set_rng_state,
-    snapshot,
-)
+from .setup import build_model, check_data, is_out_of_memory, out_of_memory, resolve_device
+from .state import TrainState, restore, snapshot
 from .step import Step
 from .steplog import StepLog
 
@@ -80,6 +73,11 @@ class _EpochFunction(Callback):
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         if self.function(dict(record)) is True:
             trainer.stop()
+
+
+def as_callback(callback: Callback | Callable[[dict[str, Any]], Any]) -> Callback:
+    """A Callback as it is, a function of the epoch record as an `_EpochFunction`."""
+    return callback if isinstance(callback, Callback) else _EpochFunction(callback)
 
 
 @dataclass
@@ -133,7 +131,7 @@ class Trainer:
         self.config = validate(config if config is not None else Config())
         self.model = model  # the model being trained (built in fit() when None)
         self.data = data
-        self.callbacks = [c if isinstance(c, Callback) else _EpochFunction(c) for c in callbacks]
+        self.callbacks = [as_callback(c) for c in callbacks]
         self.resume, self.overwrite = resume, overwrite
         self.state = TrainState()
         self._stopping = False
@@ -347,7 +345,7 @@ class Trainer:
         show = t.progress and dist.main
         data = self.data if self.data is not None else load_data(self.config.data, t.seed, show)
         saved = checkpoint.load_state(run_dir / checkpoint.STATE_FILE) if self.resume else None
-        model = self._model_for(data, device, saved)
+        model = self.model = build_model(self.model, self.config, data, device, saved)
         check_data(data, model)
         batches = len(batch_indices(torch.arange(data.x_train.shape[0]), t.batch_size))
         precision = resolve_precision(t.precision, device)
@@ -359,7 +357,13 @@ class Trainer:
 
             perceptual = from_config(self.config.loss, device, seed=t.seed)
         if saved is not None:  # after everything that draws from the global RNG at set-up
-            self._restore(saved, run_dir, model, step, generator, show)
+            self.state = restore(saved, self.config, run_dir, model, step, generator)
+            if show:
+                print(
+                    f"resuming {run_dir} at epoch {self.state.epoch + 1}, "
+                    f"step {self.state.step_in_epoch}",
+                    file=sys.stderr,
+                )
         # the objective is a module so that DDP wraps the whole forward pass (and its hooks)
         step.attach(objectives.Objective(model, self.config.loss, perceptual))
         if dist.main:
@@ -368,59 +372,6 @@ class Trainer:
         x_train = resident(data.x_train, device)  # moved once when it fits; gathered there
         y_train = data.y_train.to(x_train.device) if data.y_train is not None else None
         return _Run(device, dist, run_dir, data, show, step, generator, tracker, x_train, y_train)
-
-    def _model_for(self, data: Dataset, device: torch.device, saved: dict[str, Any] | None) -> VAE:
-        """The model to train, on its device: the given one; for a resume without one, the
-        one the run saved (its architecture through the registry); else the config's
-        built-in one, its decoder started at the data's mean image."""
-        torch.manual_seed(self.config.train.seed)  # initialisation, and any dropout
-        if self.model is not None:
-            return self.model.to(device)
-        cfg = self.config.model
-        if saved is not None and "architecture" in saved:
-            source = str(Path(self.config.train.out) / checkpoint.STATE_FILE)
-            model = VAE.from_architecture(saved["architecture"], source)
-        else:
-            if cfg.conditional and data.y_train is None:
-                raise DataError(f"model.conditional needs labels, but {data.name} has none")
-            model = VAE.from_config(cfg, data.shape, data.num_classes)
-            if cfg.init_output_bias and saved is None:  # a resumed run loads its weights
-                model.init_output_bias(mean_image(data.x_train))
-        model.to(device)
-        if isinstance(model.encoder, ConvEncoder):  # the built-in conv VAE trains in NHWC
-            # Module.to(memory_format=) works but is missing from torch's type stubs
-            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self.model = model
-        return model
-
-    def _restore(
-        self,
-        saved: dict[str, Any],
-        run_dir: Path,
-        model: VAE,
-        step: Step,
-        generator: torch.Generator,
-        show: bool,
-    ) -> None:
-        path = run_dir / checkpoint.STATE_FILE
-        check_resume_config(saved["config"], self.config, run_dir)
-        check_resume_architecture(saved.get("architecture"), model.architecture(), run_dir)
-        checkpoint.check_state_dict(model, saved["model"], str(path))
-        model.load_state_dict(saved["model"])
-        step.load_state_dict(saved)
-        set_rng_state(generator, saved["rng"])
-        self.state = TrainState.from_dict(saved, str(path))
-        if self.state.epoch >= self.config.train.epochs:
-            raise ConfigError(
-                f"--resume: the run in {run_dir} already finished {self.state.epoch} "
-                "epochs; raise --epochs to train further"
-            )
-        if show:
-            print(
-                f"resuming {run_dir} at epoch {self.state.epoch + 1}, "
-                f"step {self.state.step_in_epoch}",
-                file=sys.stderr,
-            )
 
     def _require_run(self) -> _Run:
         if self._run is None:

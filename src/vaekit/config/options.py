@@ -1,24 +1,18 @@
-"""Typed configuration: the single source of every option.
+"""Every option of vaekit, once: typed dataclasses, one per config section.
 
-Each field carries its documentation in `metadata["help"]`; the CLI builds its flags
-and `--help` from these dataclasses, and the docs' configuration reference is
-generated from them, so an option is defined exactly once.
+Each field carries its documentation in `metadata["help"]` and its constraints (choices,
+minimum); the CLI builds its flags and `--help` from these dataclasses, and the docs'
+configuration reference is generated from them, so an option is defined exactly once.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import os
 import typing
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import yaml
-
-from .errors import ConfigError
 
 
 def opt(
@@ -256,186 +250,3 @@ def default_of(f: dataclasses.Field[Any]) -> Any:
     if f.default_factory is not dataclasses.MISSING:
         return f.default_factory()
     return f.default
-
-
-def _suggest(key: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(key, known, n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def coerce(key: str, value: Any, typ: Any) -> Any:
-    """Convert a YAML or command-line value to the field's type, or fail naming the key."""
-    origin = typing.get_origin(typ)
-    if origin is list:
-        (item_type,) = typing.get_args(typ)
-        if isinstance(value, str):
-            text = value.strip().strip("[]")
-            value = [] if not text else [v.strip() for v in text.split(",")]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
-        return [coerce(key, v, item_type) for v in value]
-    if typ is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on"):
-            return True
-        if isinstance(value, str) and value.lower() in ("false", "no", "0", "off"):
-            return False
-        raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
-    if typ is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
-    if typ is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
-    if typ is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
-    raise TypeError(f"unsupported config type {typ} for {key}")  # a bug, not a user error
-
-
-def _check(key: str, value: Any, f: dataclasses.Field[Any]) -> None:
-    meta = f.metadata
-    values = value if isinstance(value, list) else [value]
-    for v in values:
-        if meta.get("choices") and v not in meta["choices"]:
-            raise ConfigError(
-                f"config key '{key}' must be one of {', '.join(meta['choices'])}; got {v!r}"
-            )
-        lo = meta.get("min")
-        if lo is not None and isinstance(v, (int, float)):
-            if v < lo or (meta.get("exclusive_min") and v == lo):
-                bound = f"> {lo:g}" if meta.get("exclusive_min") else f">= {lo:g}"
-                raise ConfigError(f"config key '{key}' must be {bound}; got {v!r}")
-
-
-def validate(config: Config) -> Config:
-    """Check every field's type and range, and the combinations that cannot work."""
-    for key, f, typ in iter_fields():
-        section, _, leaf = key.rpartition(".")
-        obj = getattr(config, section) if section else config
-        value = coerce(key, getattr(obj, leaf), typ)
-        _check(key, value, f)
-        setattr(obj, leaf, value)
-    if config.model.arch == "mlp" and not config.model.hidden:
-        raise ConfigError("config key 'model.hidden' must list at least one layer size")
-    if config.optim.ema >= 1.0:
-        raise ConfigError(f"config key 'optim.ema' must be below 1; got {config.optim.ema}")
-    if config.data.test_fraction >= 1.0:
-        raise ConfigError(
-            f"config key 'data.test_fraction' must be below 1; got {config.data.test_fraction}"
-        )
-    if config.data.binarize == "dynamic" and config.model.likelihood != "bernoulli":
-        raise ConfigError(
-            "config key 'data.binarize' is 'dynamic' but model.likelihood is "
-            f"'{config.model.likelihood}'; dynamic binarization needs bernoulli"
-        )
-    if config.data.channels not in (0, 1, 3):
-        raise ConfigError(
-            f"config key 'data.channels' must be 0, 1 or 3; got {config.data.channels}"
-        )
-    for name in config.train.tracker:
-        if name not in ("wandb", "tensorboard", "mlflow"):
-            raise ConfigError(
-                f"config key 'train.tracker' lists unknown tracker {name!r}; "
-                "choose from wandb, tensorboard, mlflow"
-            )
-    return config
-
-
-def _merge(config: Config, data: dict[str, Any], source: str) -> None:
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"{source}: expected a mapping of config sections, got {type(data).__name__}"
-        )
-    known = ["name", *SECTIONS]
-    for key, value in data.items():
-        if key == "name":
-            config.name = coerce("name", value, str)
-            continue
-        if key not in SECTIONS:
-            raise ConfigError(f"{source}: unknown config key '{key}'{_suggest(str(key), known)}")
-        if value is None:
-            continue
-        if not isinstance(value, dict):
-            raise ConfigError(f"{source}: config key '{key}' must be a mapping of options")
-        section = getattr(config, key)
-        hints = typing.get_type_hints(type(section))
-        names = [f.name for f in dataclasses.fields(section)]
-        for leaf, v in value.items():
-            if leaf not in names:
-                raise ConfigError(
-                    f"{source}: unknown config key '{key}.{leaf}'{_suggest(str(leaf), names)}"
-                )
-            setattr(section, leaf, coerce(f"{key}.{leaf}", v, hints[leaf]))
-
-
-def from_dict(data: dict[str, Any], source: str = "config") -> Config:
-    config = Config()
-    _merge(config, data, source)
-    return validate(config)
-
-
-def preset_names() -> list[str]:
-    return sorted(
-        p.name[:-5] for p in resources.files("vaekit.configs").iterdir() if p.name.endswith(".yaml")
-    )
-
-
-def resolve_config_path(name_or_path: str) -> Path:
-    """A YAML path, or the name of a preset shipped with vaekit (`fashion-mlp`)."""
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    if os.sep not in name_or_path and not name_or_path.endswith((".yaml", ".yml")):
-        candidate = resources.files("vaekit.configs").joinpath(f"{name_or_path}.yaml")
-        if candidate.is_file():
-            return Path(str(candidate))
-    raise ConfigError(
-        f"config {name_or_path!r} is neither a YAML file nor a preset; presets: "
-        f"{', '.join(preset_names())}"
-    )
-
-
-def load_config(name_or_path: str | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    """Load a preset or YAML file, apply dotted overrides {'train.epochs': 3}, validate."""
-    config = Config()
-    if name_or_path:
-        path = resolve_config_path(name_or_path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            reason = str(e).splitlines()[0]
-            raise ConfigError(f"config {path} is not valid YAML: {reason}") from None
-        _merge(config, data or {}, str(path))
-    apply_overrides(config, overrides or {})
-    return validate(config)
-
-
-def apply_overrides(config: Config, overrides: dict[str, Any]) -> None:
-    fields = {key: (f, typ) for key, f, typ in iter_fields()}
-    for key, value in overrides.items():
-        if key not in fields:
-            raise ConfigError(f"unknown config key '{key}'{_suggest(key, list(fields))}")
-        section, _, leaf = key.rpartition(".")
-        obj = getattr(config, section) if section else config
-        setattr(obj, leaf, coerce(key, value, fields[key][1]))

@@ -1,0 +1,139 @@
+"""The model protocol, checked once when a VAE is built, so that a network that does not
+fit fails at construction in one line instead of deep inside a training step.
+
+An encoder maps x (B, C, H, W) to features (B, F) or to (mu, logvar), each (B, D); a
+decoder maps z (B, D') to the likelihood's parameters (B, C*k, H, W), D' = D plus the
+label embedding's size for a conditional model. Each half is probed with one zero input,
+in eval mode, without gradients, and its training flags are put back.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+
+LIKELIHOODS = ("bernoulli", "gaussian", "laplace")
+# the VAE's own settings, as config.json's architecture record holds them
+SETTINGS = (
+    "latent_dim",
+    "input_shape",
+    "likelihood",
+    "obs_scale",
+    "learn_scale",
+    "num_classes",
+    "label_dim",
+)
+
+
+def check_settings(
+    latent_dim: Any,
+    input_shape: Any,
+    likelihood: Any,
+    obs_scale: Any,
+    num_classes: Any,
+    label_dim: Any,
+) -> None:
+    """The VAE's own settings, each a clear error when it cannot work."""
+
+    def whole(value: Any, low: int) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+    if not whole(latent_dim, 1):
+        raise ConfigError(f"latent_dim must be a whole number >= 1; got {latent_dim!r}")
+    if (
+        not isinstance(input_shape, Sequence)
+        or len(input_shape) != 3
+        or not all(whole(s, 1) for s in input_shape)
+    ):
+        raise ConfigError(
+            f"input_shape must be (C, H, W), three whole numbers >= 1; got {input_shape!r}"
+        )
+    if likelihood not in LIKELIHOODS:
+        raise ConfigError(f"likelihood must be one of {', '.join(LIKELIHOODS)}; got {likelihood!r}")
+    if not isinstance(obs_scale, (int, float)) or not math.isfinite(obs_scale) or obs_scale <= 0:
+        raise ConfigError(f"obs_scale must be a finite number > 0; got {obs_scale!r}")
+    if not whole(num_classes, 0) or not whole(label_dim, 1):
+        raise ConfigError(
+            f"num_classes must be >= 0 and label_dim >= 1; got {num_classes!r}, {label_dim!r}"
+        )
+
+
+def encoder_features(
+    encoder: nn.Module, input_shape: tuple[int, int, int], latent_dim: int, cond_dim: int
+) -> int | None:
+    """F for an encoder of features (B, F), None for one that returns (mu, logvar).
+
+    An int `out_features` attribute says it without a forward pass; otherwise one zero
+    image (and, with cond_dim, a zero label embedding) goes through the encoder."""
+    declared = getattr(encoder, "out_features", None)
+    if isinstance(declared, int) and not isinstance(declared, bool):
+        return declared
+    device = next(encoder.parameters(), torch.empty(0)).device
+    x = torch.zeros(1, *input_shape, device=device)
+    cond = torch.zeros(1, cond_dim, device=device) if cond_dim else None
+    out = probe(encoder, "encoder", x, cond, f"one image of shape {input_shape}")
+    if torch.is_tensor(out) and out.dim() == 2:
+        return int(out.shape[1])
+    pair = isinstance(out, (tuple, list)) and len(out) == 2
+    if pair and all(torch.is_tensor(t) and tuple(t.shape) == (1, latent_dim) for t in out):
+        return None
+    raise ConfigError(
+        f"the encoder {type(encoder).__name__} returned {shapes(out)} for one image of shape "
+        f"{input_shape}; an encoder returns features (B, F) or a pair (mu, logvar), each "
+        f"(B, {latent_dim})"
+    )
+
+
+def check_decoder(
+    decoder: nn.Module,
+    input_shape: tuple[int, int, int],
+    z_features: int,
+    likelihood: str,
+    learn_scale: bool,
+) -> None:
+    """The decoder maps one zero latent of `z_features` to (1, C*k, H, W), or fails here."""
+    c, h, w = input_shape
+    expected = (1, c * (2 if learn_scale else 1), h, w)
+    z = torch.zeros(1, z_features)
+    z = z.to(next(decoder.parameters(), z).device)
+    out = probe(decoder, "decoder", z, None, f"a latent of {z_features}")
+    if not torch.is_tensor(out) or tuple(out.shape) != expected:
+        scales = " with learned scales" if learn_scale else ""
+        raise ConfigError(
+            f"the decoder {type(decoder).__name__} returned {shapes(out)} for one latent of "
+            f"size {z_features}; a {likelihood} likelihood{scales} needs parameters {expected}"
+        )
+
+
+def probe(
+    module: nn.Module, role: str, x: torch.Tensor, cond: torch.Tensor | None, what: str
+) -> Any:
+    """module(x) or module(x, cond), in eval mode and without gradients; every submodule's
+    training flag is put back afterwards. A module that fails on `what` (a description of
+    x) is a ConfigError naming it."""
+    flags = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        with torch.no_grad():
+            return module(x) if cond is None else module(x, cond)
+    except (RuntimeError, ValueError, TypeError, IndexError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"the {role} {type(module).__name__} failed on {what}: {first}") from None
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def shapes(out: Any) -> str:
+    """What a module returned, in words: 'a tensor (1, 8)', '(a tensor ..., ...)'."""
+    if torch.is_tensor(out):
+        return f"a tensor {tuple(out.shape)}"
+    if isinstance(out, (tuple, list)):
+        return "(" + ", ".join(shapes(o) for o in out) + ")"
+    return type(out).__name__
