@@ -246,6 +246,32 @@ def test_push_to_hub_dry_run_builds_the_folder_and_a_card(custom_run: Path) -> N
         model.push_to_hub("no-owner", dry_run=True)
 
 
+def test_push_to_hub_uploads_one_commit_through_the_client(
+    custom_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: dict[str, Any] = {}
+
+    def create_repo(self: Any, repo_id: str, **kwargs: Any) -> str:
+        sent["repo"] = (repo_id, kwargs["private"])
+        return f"https://huggingface.co/{repo_id}"
+
+    def create_commit(self: Any, repo_id: str, operations: Any, **kwargs: Any) -> Any:
+        files = {}
+        for op in operations:
+            with op.as_file() as f:
+                files[op.path_in_repo] = f.read()
+        sent["files"], sent["message"] = files, kwargs["commit_message"]
+        return type("Commit", (), {"commit_url": f"https://huggingface.co/{repo_id}/commit/1"})
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_commit", create_commit)
+    model = vaekit.load(custom_run)
+    plan = model.push_to_hub("alice/my-conv-vae", private=True, commit_message="first")
+    assert sent["repo"] == ("alice/my-conv-vae", True) and sent["message"] == "first"
+    assert sent["files"] == plan.files and plan.url.endswith("/commit/1")
+    assert sent["files"]["model.safetensors"] == (custom_run / "model.safetensors").read_bytes()
+
+
 def test_from_pretrained_takes_a_repo_id_and_refuses_an_unregistered_one(
     custom_run: Path, offline_cache: Path
 ) -> None:

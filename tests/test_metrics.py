@@ -26,8 +26,8 @@ def _images(n: int = 4, c: int = 1, size: int = 16, seed: int = 0) -> torch.Tens
 # -- SSIM -------------------------------------------------------------------------------------
 def test_ssim_of_an_image_with_itself_is_one_and_it_is_symmetric_and_bounded() -> None:
     x, y = _images(seed=0), _images(seed=1)
-    assert torch.allclose(metrics.ssim(x, x), torch.ones(4, dtype=torch.float64), atol=1e-12)
-    assert torch.allclose(metrics.ssim(x, y), metrics.ssim(y, x), atol=1e-12)
+    assert torch.allclose(metrics.ssim(x, x), torch.ones(4, dtype=torch.float64), atol=1e-6)
+    assert torch.allclose(metrics.ssim(x, y), metrics.ssim(y, x), atol=1e-6)
     s = metrics.ssim(x, y)
     assert ((s > -1) & (s < 1)).all()
     assert (metrics.ssim(x, 1 - x) < 0).all()  # inverted structure: negative covariance
@@ -46,9 +46,11 @@ def test_ssim_of_two_constant_images_is_the_luminance_term(a: float, b: float) -
     # no variance: SSIM = (2ab + C1) / (a^2 + b^2 + C1) * (C2 / C2); for (0.2, 0.6): 0.6001
     x, y = (torch.full((1, 1, 12, 12), v, dtype=torch.float64) for v in (a, b))
     expected = (2 * a * b + C1) / (a * a + b * b + C1)
-    assert float(metrics.ssim(x, y)) == pytest.approx(expected, abs=1e-12)
+    # float32, as torchmetrics users compute it: E[x^2] - E[x]^2 of a flat image is ~1e-8
+    # instead of 0, which against C2 = 9e-4 moves the contrast term by up to ~1e-4
+    assert float(metrics.ssim(x, y)) == pytest.approx(expected, abs=2e-4)
     hand = {(0.2, 0.6): 0.24010 / 0.40010, (0.5, 0.5): 1.0, (0.0, 1.0): 0.0001 / 1.0001}
-    assert float(metrics.ssim(x, y)) == pytest.approx(hand[(a, b)], abs=1e-12)
+    assert float(metrics.ssim(x, y)) == pytest.approx(hand[(a, b)], abs=2e-4)
 
 
 def test_ssim_and_psnr_are_torchmetrics_own_numbers() -> None:
@@ -59,9 +61,12 @@ def test_ssim_and_psnr_are_torchmetrics_own_numbers() -> None:
 
     for size, c in ((28, 1), (16, 3), (11, 1), (8, 2)):
         x, y = _images(3, c=c, size=size, seed=0), _images(3, c=c, size=size, seed=1)
-        y = (0.7 * x + 0.3 * y).double()
-        want = structural_similarity_index_measure(y, x.double(), data_range=1.0, reduction="none")
-        assert torch.equal(metrics.ssim(y, x), want)
+        y = 0.7 * x + 0.3 * y
+        want = structural_similarity_index_measure(y, x, data_range=1.0, reduction="none")
+        assert torch.equal(metrics.ssim(y, x), want.double())
+        exact = structural_similarity_index_measure(y.double(), x.double(), data_range=1.0)
+        assert float(metrics.ssim(y, x).mean()) == pytest.approx(float(exact), abs=1e-6)
+        y = y.double()
         want = peak_signal_noise_ratio(
             y, x.double(), data_range=1.0, reduction="none", dim=(1, 2, 3)
         )
@@ -78,18 +83,18 @@ def test_evaluate_reports_torchmetrics_ssim_and_psnr_of_the_reconstructions(
     x = to_float(load_data(model.run_config.data, seed=0).x_test[:50])
     stats = vaekit.evaluate(model, x, iw_samples=0, latent_metrics=False)
     recon = model.reconstruct(x).double()
-    ssim = structural_similarity_index_measure(recon, x.double(), data_range=1.0, reduction="none")
+    ssim = structural_similarity_index_measure(recon.float(), x, data_range=1.0, reduction="none")
     psnr = peak_signal_noise_ratio(
         recon, x.double(), data_range=1.0, reduction="none", dim=(1, 2, 3)
     )
-    assert stats["ssim"] == pytest.approx(float(ssim.mean()), abs=1e-12)
+    assert stats["ssim"] == pytest.approx(float(ssim.double().mean()), abs=1e-9)
     assert stats["psnr"] == pytest.approx(float(psnr.mean()), abs=1e-12)
 
 
 def test_ssim_averages_channels_and_fits_small_images() -> None:
     x, y = _images(2, c=3, seed=0), _images(2, c=3, seed=1)
     per_channel = torch.stack([metrics.ssim(x[:, i : i + 1], y[:, i : i + 1]) for i in range(3)])
-    assert torch.allclose(metrics.ssim(x, y), per_channel.mean(0), atol=1e-12)
+    assert torch.allclose(metrics.ssim(x, y), per_channel.mean(0), atol=1e-6)
     for size in (5, 4, 1):  # reflection padding of 3.5 sigma must fit: a narrower window
         small = _images(2, size=size)
         assert metrics.ssim_sigma(size, size) < 1.5

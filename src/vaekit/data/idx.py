@@ -1,4 +1,9 @@
-"""IDX files (the MNIST format): a magic number, dimensions, then raw big-endian values."""
+"""IDX files (the MNIST format): a magic number, dimensions, then raw big-endian values.
+
+Written here because the readers that exist come with a framework vaekit cannot use
+(torchvision does not import beside the CPU torch build) or read whole files into Python
+lists; the format is 20 lines of struct and numpy, checked against its own writer and
+against damaged files (tests/test_data.py, tests/test_guarantees.py)."""
 
 from __future__ import annotations
 

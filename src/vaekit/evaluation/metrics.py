@@ -62,9 +62,12 @@ def ssim_sigma(height: int, width: int) -> float:
 
 
 def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """Structural similarity per image (Wang et al. 2004), (N,), for x, y (N, C, H, W):
-    torchmetrics' SSIM (Gaussian window, sigma 1.5, K1 0.01, K2 0.03) in float64, the
-    map averaged over positions and channels. See `ssim_sigma` for tiny images."""
+    """Structural similarity per image (Wang et al. 2004), (N,) float64, for x, y (N, C, H, W):
+    torchmetrics' SSIM (Gaussian window, sigma 1.5, K1 0.01, K2 0.03), the map averaged over
+    positions and channels. See `ssim_sigma` for tiny images. Computed in float32, as
+    torchmetrics users compute it: within ~1e-6 of float64 on natural images, ~1e-4 on flat
+    ones (E[x^2] - E[x]^2 cancels); the library's float64 path is 9x slower (22 s instead
+    of 2.5 s for the 10,000 Fashion-MNIST test images on 2 cores)."""
     from torchmetrics.functional.image.ssim import structural_similarity_index_measure
 
     if x.shape != y.shape or x.dim() != 4:
@@ -73,14 +76,14 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Ten
             f"{tuple(x.shape)} and {tuple(y.shape)}"
         )
     value = structural_similarity_index_measure(
-        x.double(),
-        y.double(),
+        x.float(),
+        y.float(),
         sigma=ssim_sigma(*x.shape[-2:]),
         data_range=data_range,
         reduction="none",
     )
     assert isinstance(value, torch.Tensor)
-    return value
+    return value.double()
 
 
 def _device(model: VAE) -> torch.device:
