@@ -29,7 +29,7 @@ import json, resource, sys, time
 import vaekit
 from vaekit.allocator import tune_malloc
 from vaekit.data import load_data
-from vaekit.evaluate import importance_sampling
+from vaekit.evaluation.likelihood import importance_sampling
 
 work, tuned, k = sys.argv[1], sys.argv[2] == "tuned", int(sys.argv[3])
 applied = tune_malloc() if tuned else False

@@ -286,3 +286,150 @@ def test_from_pretrained_takes_a_repo_id_and_refuses_an_unregistered_one(
     )
     with pytest.raises(CheckpointError, match="'someone-elses-decoder' is not registered"):
         vaekit.VAE.from_pretrained("alice/other")
+
+
+# -- what a review of the redesign found ----------------------------------------------------
+def test_an_interrupt_counts_the_skipped_steps_before_it_saves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Steps 2 and 4 are non-finite, SIGINT arrives during step 6: state.pt says 2 skipped
+    (the records of the last steps are read before saving, not lost)."""
+    import os
+    import signal
+
+    from vaekit import objectives
+    from vaekit.errors import TrainingInterrupted
+
+    original, calls = objectives.compute, []
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        terms = original(*args, **kwargs)
+        if len(calls) in (2, 4):
+            terms.loss = terms.loss * float("nan")
+        if len(calls) == 6:
+            os.kill(os.getpid(), signal.SIGINT)  # the handler only sets a flag
+        return terms
+
+    monkeypatch.setattr(objectives, "compute", spy)
+    config = tiny_config(tmp_path / "run", **{"train.epochs": 2})
+    with pytest.raises(TrainingInterrupted):
+        vaekit.Trainer(None, config).fit()
+    state = torch.load(tmp_path / "run" / "state.pt", weights_only=True)
+    assert (state["global_step"], state["skipped_updates"]) == (6, 2)
+
+
+def test_a_registered_subclass_without_its_own_init_records_its_arguments(
+    tmp_path: Path,
+) -> None:
+    @vaekit.register("test-wide-features")
+    class Wide(custom_arch.ConvFeatures):
+        pass
+
+    model = vaekit.VAE(
+        Wide(width=4), custom_arch.ConvPixels(), latent_dim=4, input_shape=(1, 28, 28)
+    )
+    assert model.architecture()["encoder"] == {
+        "name": "test-wide-features",
+        "args": {"channels": 1, "width": 4},
+    }
+    loaded = vaekit.VAE.from_pretrained(model.save_pretrained(tmp_path / "m"))
+    assert loaded.encoder.net[0].out_channels == 4
+
+
+def test_a_class_defined_again_saves_models_built_before() -> None:
+    """A notebook cell run twice defines the class anew; models of the first still save."""
+    source = (
+        "import vaekit\nfrom torch import nn\n"
+        "@vaekit.register('test-redefined')\n"
+        "class Enc(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__(); self.f = nn.Flatten()\n"
+        "    def forward(self, x):\n        return self.f(x)\n"
+    )
+    first: dict[str, Any] = {"__name__": "notebook"}
+    exec(source, first)
+    encoder = first["Enc"]()
+    exec(source, {"__name__": "notebook"})  # the same cell again
+    model = vaekit.VAE(encoder, custom_arch.ConvPixels(), latent_dim=4, input_shape=(1, 28, 28))
+    assert model.architecture()["encoder"]["name"] == "test-redefined"
+
+
+def test_the_trainer_refuses_bad_arguments_before_it_trains(tmp_path: Path) -> None:
+    class Plain(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.flatten(1)
+
+    unregistered = vaekit.VAE(
+        Plain(), custom_arch.ConvPixels(), latent_dim=4, input_shape=(1, 28, 28)
+    )
+    config = tiny_config(tmp_path / "run")
+    with pytest.raises(ConfigError, match="not a registered architecture"):
+        vaekit.Trainer(unregistered, config)
+    for callbacks, needle in (
+        (lambda r: None, "takes a list"),
+        ([1], "neither a vaekit.Callback"),
+        ([vaekit.Callback], "the class Callback"),
+    ):
+        with pytest.raises(ConfigError, match=needle):
+            vaekit.Trainer(None, config, callbacks=callbacks)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="takes a vaekit.data.Dataset"):
+        vaekit.Trainer(None, config, data="mnist")  # type: ignore[arg-type]
+    assert not (tmp_path / "run").exists()  # nothing was started
+
+
+def test_an_encoder_whose_out_features_lie_is_refused() -> None:
+    encoder = custom_arch.ConvFeatures()
+    encoder.out_features = 32  # it returns 8 * 7 * 7 = 392
+    with pytest.raises(ConfigError, match="declares out_features 32 but returned features"):
+        vaekit.VAE(encoder, custom_arch.ConvPixels(), latent_dim=4, input_shape=(1, 28, 28))
+
+
+def test_the_trained_model_knows_its_config_and_class_names(tmp_path: Path) -> None:
+    result = vaekit.Trainer(custom_arch.conv_vae(), tiny_config(tmp_path / "run")).fit()
+    assert result.model.training_config().train.out == str(tmp_path / "run")
+    assert result.model.class_names == [str(i) for i in range(10)]
+    assert all(p.requires_grad for p in result.model.parameters())
+    assert (
+        vaekit.VAE(
+            custom_arch.ConvFeatures(),
+            custom_arch.ConvPixels(),
+            latent_dim=4,
+            input_shape=(1, 28, 28),
+        ).run_config
+        is None
+    )
+    header = (tmp_path / "run" / "config.yaml").read_text().splitlines()[0]
+    assert header.startswith("# The model is test-conv-encoder + test-conv-decoder")
+
+
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        ({"activation": "nope"}, "cannot be built from its recorded arguments"),
+        ({"hidden": []}, "cannot be built from its recorded arguments"),
+        ({"hidden": [-3]}, "cannot be built from its recorded arguments"),
+    ],
+)
+def test_a_config_json_that_cannot_build_is_one_line(
+    trained_run: Path, tmp_path: Path, edit: dict[str, Any], needle: str
+) -> None:
+    folder = Path(shutil.copytree(trained_run, tmp_path / "copy"))
+    meta = json.loads((folder / "config.json").read_text())
+    meta["architecture"]["encoder"]["args"].update(edit)
+    (folder / "config.json").write_text(json.dumps(meta))
+    assert_clean_error(run_cli("sample", str(folder), "--out", str(tmp_path / "s.png")), needle)
+
+
+def test_from_pretrained_says_what_it_tried(tmp_path: Path, offline_cache: Path) -> None:
+    with pytest.raises(CheckpointError, match="runs/nope is no local folder, and as a Hub repo id"):
+        vaekit.VAE.from_pretrained("runs/nope")
+    with pytest.raises(ConfigError, match="not NoneType"):
+        vaekit.VAE.from_pretrained(None)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="not a Hub repo id"):
+        custom_arch.conv_vae().push_to_hub(None, dry_run=True)  # type: ignore[arg-type]
+
+
+def test_an_imported_module_that_fails_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "broken_models.py").write_text("x = 1\nundefined_name\n")
+    result = run_cli("--import", "broken_models", "presets", cwd=tmp_path)
+    assert_clean_error(result, "the module failed (NameError", "broken_models.py:2")

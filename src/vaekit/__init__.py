@@ -10,7 +10,7 @@ wrap them in `vaekit.VAE(encoder, decoder, latent_dim=..., input_shape=...)` and
 them with `vaekit.Trainer(model, config).fit()`.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 from .config import Config, load_config  # noqa: E402
 from .errors import VaekitError  # noqa: E402

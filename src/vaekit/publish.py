@@ -19,8 +19,6 @@ from .io import card, checkpoint, hub
 from .models import VAE, load
 from .models.pretrained import resolve
 
-IMAGE_FILES = ("samples.png", "reconstructions.png")
-
 
 def _card_stats(
     run_dir: Path, model: VAE, iw_samples: int, run_evaluate: bool, seed: int, progress: bool
@@ -74,7 +72,7 @@ def plan_push(
     run_dir = resolve(run)
     model = load(run_dir)  # never upload weights that do not load
     stats, source = _card_stats(run_dir, model, iw_samples, run_evaluate, seed, progress)
-    images = [f for f in IMAGE_FILES if (run_dir / f).is_file()]
+    images = [f for f in hub.IMAGE_FILES if (run_dir / f).is_file()]
     text = card.model_card(
         repo_id,
         architecture=model.architecture(),

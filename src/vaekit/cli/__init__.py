@@ -93,3 +93,15 @@ def import_modules(names: list[str]) -> None:
             importlib.import_module(name)
         except ImportError as e:
             raise ConfigError(f"--import {name}: the module cannot be imported ({e})") from None
+        except Exception as e:  # the module itself failed: say where, in one line
+            where = ""
+            tb = e.__traceback__
+            while tb is not None:
+                where = f" at {tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
+                tb = tb.tb_next
+            if isinstance(e, SyntaxError):
+                where = f" at {e.filename}:{e.lineno}"
+            first = str(e).splitlines()[0] if str(e) else ""
+            raise ConfigError(
+                f"--import {name}: the module failed ({type(e).__name__}: {first}{where})"
+            ) from None

@@ -41,7 +41,7 @@ def _first_line(error: BaseException) -> str:
 
 
 def check_repo_id(repo_id: str) -> str:
-    if not _REPO_ID.fullmatch(repo_id) or ".." in repo_id:
+    if not isinstance(repo_id, str) or not _REPO_ID.fullmatch(repo_id) or ".." in repo_id:
         raise ConfigError(
             f"{repo_id!r} is not a Hub repo id; write OWNER/NAME, e.g. alice/fashion-vae"
         )

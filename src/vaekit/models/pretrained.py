@@ -10,6 +10,7 @@ must fit the recorded architecture exactly, checked before any weight is copied.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,7 +20,7 @@ from torch import nn
 
 from .. import __version__
 from ..config import Config
-from ..errors import DataError
+from ..errors import CheckpointError, ConfigError, DataError
 from ..io import card, checkpoint, hub
 
 P = TypeVar("P", bound="Pretrained")
@@ -28,11 +29,18 @@ P = TypeVar("P", bound="Pretrained")
 def resolve(path: str | Path, *, revision: str | None = None, repo_ids: bool = False) -> Path:
     """A local folder for `path`: itself, or the Hub snapshot of `hf://OWNER/NAME[@REV]`
     (with `repo_ids`, also of a bare OWNER/NAME that is no local path)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(
+            f"a model is loaded from a folder path or a Hub repo id, not {type(path).__name__}"
+        )
     text = str(path)
     if text.startswith("hf://"):
         return hub.download(text if revision is None else f"{text}@{revision}")
     if repo_ids and not Path(text).exists() and hub.looks_like_repo_id(text):
-        return hub.download(f"hf://{text}" + (f"@{revision}" if revision else ""))
+        try:
+            return hub.download(f"hf://{text}" + (f"@{revision}" if revision else ""))
+        except CheckpointError as e:
+            raise CheckpointError(f"{text} is no local folder, and as a Hub repo id: {e}") from None
     return checkpoint.local_dir(path)
 
 

@@ -67,18 +67,20 @@ def check_settings(
 def encoder_features(
     encoder: nn.Module, input_shape: tuple[int, int, int], latent_dim: int, cond_dim: int
 ) -> int | None:
-    """F for an encoder of features (B, F), None for one that returns (mu, logvar).
-
-    An int `out_features` attribute says it without a forward pass; otherwise one zero
-    image (and, with cond_dim, a zero label embedding) goes through the encoder."""
-    declared = getattr(encoder, "out_features", None)
-    if isinstance(declared, int) and not isinstance(declared, bool):
-        return declared
+    """F for an encoder of features (B, F), None for one that returns (mu, logvar): one zero
+    image (and, with cond_dim, a zero label embedding) goes through the encoder. An
+    `out_features` attribute, where the encoder declares one, must agree."""
     device = next(encoder.parameters(), torch.empty(0)).device
     x = torch.zeros(1, *input_shape, device=device)
     cond = torch.zeros(1, cond_dim, device=device) if cond_dim else None
     out = probe(encoder, "encoder", x, cond, f"one image of shape {input_shape}")
+    declared = getattr(encoder, "out_features", None)
     if torch.is_tensor(out) and out.dim() == 2:
+        if isinstance(declared, int) and declared != out.shape[1]:
+            raise ConfigError(
+                f"the encoder {type(encoder).__name__} declares out_features {declared} but "
+                f"returned features (1, {out.shape[1]})"
+            )
         return int(out.shape[1])
     pair = isinstance(out, (tuple, list)) and len(out) == 2
     if pair and all(torch.is_tensor(t) and tuple(t.shape) == (1, latent_dim) for t in out):

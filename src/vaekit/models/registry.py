@@ -71,8 +71,10 @@ def _qualified(cls: type) -> str:
 def _record_arguments(cls: type[nn.Module]) -> None:
     """Wrap cls.__init__ so that each instance keeps the arguments it was built with."""
     init = cls.__dict__.get("__init__")
-    if init is None or getattr(init, "_vaekit_wrapped", False):
-        return
+    if init is not None and getattr(init, "_vaekit_wrapped", False):
+        return  # this very class is registered again
+    if init is None:  # no __init__ of its own: wrap the inherited one, for this class
+        init = cls.__init__
     signature = inspect.signature(init)
 
     @functools.wraps(init)
@@ -104,8 +106,10 @@ def registered() -> list[str]:
 
 def spec(module: nn.Module, role: str) -> dict[str, Any]:
     """{"name", "args"} of a module built from a registered class, checked to be JSON."""
-    name = getattr(type(module), "vaekit_name", None)
-    if name is None or _REGISTRY.get(name) is not type(module):
+    name = type(module).__dict__.get("vaekit_name")
+    current = _REGISTRY.get(name) if name is not None else None
+    # a class defined again since (a module reloaded, a notebook cell re-run) is the same one
+    if current is None or _qualified(current) != _qualified(type(module)):
         raise ConfigError(
             f"the {role} {type(module).__name__} is not a registered architecture, so "
             "config.json cannot name it: decorate its class with @vaekit.register('a-name')"
@@ -148,7 +152,7 @@ def build(entry: Any, role: str, source: str) -> nn.Module:
         )
     try:
         return cls(**args)
-    except (TypeError, ValueError) as e:
+    except Exception as e:  # whatever the recorded arguments make the constructor raise
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(
             f"{source}: the {role} {name!r} cannot be built from its recorded arguments ({first})"

@@ -73,6 +73,8 @@ class VAE(Pretrained):
         self.num_classes = int(num_classes)
         self.conditional = self.num_classes > 0
         self.label_dim = int(label_dim)
+        self.run_config = None  # the training configuration, once trained or loaded
+        self.class_names: list[str] = []  # the dataset's label names, if any
         if self.conditional:
             self.label_embedding = nn.Embedding(self.num_classes, self.label_dim)
         self.encoder = encoder
@@ -155,8 +157,9 @@ class VAE(Pretrained):
         decoder = registry.build(architecture.get("decoder"), "decoder", source)
         try:
             return cls(encoder, decoder, **kwargs)
-        except (ConfigError, TypeError, ValueError) as e:
-            raise CheckpointError(f"{source}: {e}") from None
+        except Exception as e:  # anything a recorded setting can make the constructor raise
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise CheckpointError(f"{source}: the architecture cannot be built ({first})") from None
 
     def custom_architectures(self) -> list[str]:
         """The registered names of this model's halves that are not vaekit's own."""

@@ -21,7 +21,7 @@ from ..models.conv import ConvEncoder
 def resolve_device(name: str) -> torch.device:
     """'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N', checked to exist."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -33,6 +33,9 @@ def resolve_device(name: str) -> torch.device:
             f"--device {name} was asked for but CUDA is not available here; "
             "use --device cpu or auto"
         )
+    if device.type == "cuda":  # tensors report cuda:N: name N ("cuda" alone: the current)
+        index = device.index
+        device = torch.device("cuda", torch.cuda.current_device() if index is None else index)
     return device
 
 
@@ -48,8 +51,7 @@ def check_data(data: Dataset, model: VAE) -> None:
             f"{data.name} holds images of shape {data.shape} but the model takes "
             f"{model.input_shape} (C, H, W)"
         )
-    if model.conditional and data.y_train is None:
-        raise DataError(f"model.conditional needs labels, but {data.name} has none")
+    check_labels(data, model.conditional)
     if model.conditional and int(data.y_train.max()) >= model.num_classes:  # type: ignore[union-attr]
         raise DataError(
             f"{data.name}: label {int(data.y_train.max())} is out of range for "  # type: ignore[union-attr]
@@ -64,6 +66,12 @@ def check_data(data: Dataset, model: VAE) -> None:
             f"{data.name}: label {int(data.y_train.max())} is out of range for "
             f"{data.num_classes} classes"
         )
+
+
+def check_labels(data: Dataset, conditional: bool) -> None:
+    """A class-conditional model needs labelled data."""
+    if conditional and data.y_train is None:
+        raise DataError(f"model.conditional needs labels, but {data.name} has none")
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -90,17 +98,15 @@ def build_model(
 ) -> VAE:
     """The model to train, on its device: the given one; for a resume without one, the one
     the run saved (its architecture through the registry); else the config's built-in
-    one, its decoder started at the data's mean image. The global RNG is seeded first."""
+    one, its decoder started at the data's mean image. The global RNG is seeded first;
+    the built-in conv VAE, given or built, trains in the channels_last layout."""
     torch.manual_seed(config.train.seed)  # initialisation, and any dropout
-    if model is not None:
-        return model.to(device)
     cfg = config.model
-    if saved is not None and "architecture" in saved:
+    if model is None and saved is not None and "architecture" in saved:
         source = str(Path(config.train.out) / STATE_FILE)
         model = VAE.from_architecture(saved["architecture"], source)
-    else:
-        if cfg.conditional and data.y_train is None:
-            raise DataError(f"model.conditional needs labels, but {data.name} has none")
+    elif model is None:
+        check_labels(data, cfg.conditional)
         model = VAE.from_config(cfg, data.shape, data.num_classes)
         if cfg.init_output_bias and saved is None:  # a resumed run loads its weights
             model.init_output_bias(mean_image(data.x_train))

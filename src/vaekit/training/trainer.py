@@ -71,13 +71,31 @@ class _EpochFunction(Callback):
         self.function = function
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        if self.function(dict(record)) is True:
+        if self.function(dict(record)):
             trainer.stop()
 
 
-def as_callback(callback: Callback | Callable[[dict[str, Any]], Any]) -> Callback:
-    """A Callback as it is, a function of the epoch record as an `_EpochFunction`."""
-    return callback if isinstance(callback, Callback) else _EpochFunction(callback)
+def as_callbacks(callbacks: Any) -> list[Callback]:
+    """Callbacks as they are, functions of the epoch record as `_EpochFunction`s; anything
+    else is one clear error, before training starts."""
+    if not isinstance(callbacks, (list, tuple)):
+        raise ConfigError(
+            f"Trainer(callbacks=...) takes a list, not {type(callbacks).__name__}: "
+            "callbacks=[my_function]"
+        )
+    out: list[Callback] = []
+    for c in callbacks:
+        if isinstance(c, Callback):
+            out.append(c)
+        elif callable(c) and not isinstance(c, type):
+            out.append(_EpochFunction(c))
+        else:
+            what = f"the class {c.__name__}" if isinstance(c, type) else repr(c)[:60]
+            raise ConfigError(
+                f"callback {what} is neither a vaekit.Callback instance nor a function of "
+                "the epoch record"
+            )
+    return out
 
 
 @dataclass
@@ -129,9 +147,16 @@ class Trainer:
                 "vaekit.load_config(preset_or_yaml, {'train.epochs': 3, ...})"
             )
         self.config = validate(config if config is not None else Config())
+        if model is not None:
+            model.architecture()  # unregistered or non-JSON halves: refused before training
+        if data is not None and not isinstance(data, Dataset):
+            raise ConfigError(
+                f"Trainer(data=...) takes a vaekit.data.Dataset (or None to load config.data), "
+                f"not {type(data).__name__}"
+            )
         self.model = model  # the model being trained (built in fit() when None)
         self.data = data
-        self.callbacks = [as_callback(c) for c in callbacks]
+        self.callbacks = as_callbacks(callbacks)
         self.resume, self.overwrite = resume, overwrite
         self.state = TrainState()
         self._stopping = False
@@ -158,23 +183,25 @@ class Trainer:
                 batches = self._batches(epoch)
                 for i in range(self.state.step_in_epoch, len(batches)):
                     if run.dist.any(signals.signum != 0, run.device):
-                        self._interrupt(epoch, signals.signum)
+                        self._interrupt(log, epoch, signals.signum)
                     x, y = self._batch(batches[i])
                     record = run.step(x, y, self.state.global_step, run.generator, self._shard)
                     self.state.global_step += 1
                     self.state.step_in_epoch = i + 1
                     log.add(record)
-                    self._after_step(log, epoch, record)
+                    self._after_step(log, record)
                     if self._stopping:
                         break
                 means = log.close()
                 if self.state.step_in_epoch < len(batches):  # stopped mid-epoch: resumable
-                    self._save(epoch, model=True)
+                    self._save(model=True)
                     break
                 self._end_epoch(epoch, means)
                 if self._stopping:
                     break
-        return TrainResult(self.shown.eval(), run.history, run.run_dir, self.state.epoch < epochs)
+        trained = self.shown.eval().requires_grad_(True)  # the average was kept frozen
+        trained.run_config, trained.class_names = self.config, list(run.data.class_names)
+        return TrainResult(trained, run.history, run.run_dir, self.state.epoch < epochs)
 
     def _start_epoch(self, epoch: int) -> StepLog:
         run, t = self._require_run(), self.config.train
@@ -216,13 +243,13 @@ class Trainer:
         dist = self._require_run().dist
         return (dist.rank, dist.world) if dist.enabled else None
 
-    def _after_step(self, log: StepLog, epoch: int, record: torch.Tensor) -> None:
+    def _after_step(self, log: StepLog, record: torch.Tensor) -> None:
         """Checkpoints every N steps, tracker images every N steps, step callbacks."""
         run, t = self._require_run(), self.config.train
         step = self.state.global_step
         if t.checkpoint_every and step % t.checkpoint_every == 0:
             log.flush()
-            self._save(epoch)
+            self._save()
         if t.log_images_every and step % t.log_images_every == 0 and run.tracker.active:
             names = ("loss", "nelbo", "recon", "kl")  # trackers only: metrics.jsonl is per epoch
             run.tracker.log_scalars(dict(zip(names, record[:4].tolist(), strict=True)), step)
@@ -259,7 +286,7 @@ class Trainer:
             test = elbo_stats(shown, run.data.x_test, y, t.eval_batch_size, seed=t.seed)
             record.update({f"test_{k}": v for k, v in test.items()})
         run.tracker.log_epoch(record)
-        self._save(epoch + 1, model=True)
+        self._save(model=True)
         if run.show:
             test_part = f", test -ELBO {record['test_nelbo']:.2f}" if "test_nelbo" in record else ""
             print(
@@ -274,8 +301,8 @@ class Trainer:
         for callback in self.callbacks:
             callback.on_epoch_end(self, record)
 
-    def _save(self, epoch: int, model: bool = False) -> None:
-        """state.pt at the current position (and with `model`, config.json +
+    def _save(self, model: bool = False) -> None:
+        """state.pt at the current position, `self.state` (and with `model`, config.json +
         model.safetensors of the shown model); rank 0 only."""
         run = self._require_run()
         if not run.dist.main:
@@ -295,9 +322,11 @@ class Trainer:
         )
         checkpoint.save_state(run.run_dir / checkpoint.STATE_FILE, state)
 
-    def _interrupt(self, epoch: int, signum: int) -> None:
+    def _interrupt(self, log: StepLog, epoch: int, signum: int) -> None:
+        """Count the pending steps (skips, the schedule's correction), save, and stop."""
         run = self._require_run()
-        self._save(epoch)
+        log.close()
+        self._save()
         code = 128 + (signum or signal.SIGINT)
         raise TrainingInterrupted(
             f"interrupted at epoch {epoch + 1}, step {self.state.step_in_epoch}; state saved in "
@@ -367,7 +396,7 @@ class Trainer:
         # the objective is a module so that DDP wraps the whole forward pass (and its hooks)
         step.attach(objectives.Objective(model, self.config.loss, perceptual))
         if dist.main:
-            fileio.write_text(run_dir / "config.yaml", self.config.to_yaml())
+            fileio.write_text(run_dir / "config.yaml", _config_yaml(self.config, model))
         tracker = Tracker(run_dir, self.config, enabled=dist.main, resume=self.resume)
         x_train = resident(data.x_train, device)  # moved once when it fits; gathered there
         y_train = data.y_train.to(x_train.device) if data.y_train is not None else None
@@ -382,6 +411,19 @@ class Trainer:
         if self.model is None:
             raise RuntimeError("the trainer has not started: call fit()")
         return self.model
+
+
+def _config_yaml(config: Config, model: VAE) -> str:
+    """config.yaml; for a model of the user's own, a first line saying the `model` section
+    did not build it (config.json records its architecture)."""
+    custom = model.custom_architectures()
+    if not custom:
+        return config.to_yaml()
+    return (
+        f"# The model is {' + '.join(custom)}, registered by the code that trained it and "
+        "recorded in config.json;\n# the model section below did not build it. Resume with "
+        "that code imported (vaekit --import MODULE train ... --resume).\n" + config.to_yaml()
+    )
 
 
 def train(
