@@ -15,6 +15,7 @@ import torch
 import vaekit
 from conftest import nan_on_odd_steps
 from vaekit.data.dataset import gather, resident
+from vaekit.models.mlp import MLPDecoder
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA GPU; this machine has none (CPU-only torch)"
@@ -33,7 +34,10 @@ def test_training_data_is_moved_to_the_gpu_once_when_it_fits() -> None:
     idx = torch.tensor([3, 1, 60], device=CUDA)
     batch = gather(on_gpu, idx, CUDA)
     assert batch.device.type == "cuda" and batch.dtype == torch.float32
-    assert torch.equal(batch.cpu(), x[[3, 1, 60]].float() / 255)
+    # the GPU divides by 255 with its own rounding: within an ulp of the CPU's
+    torch.testing.assert_close(batch.cpu(), x[[3, 1, 60]].float() / 255, rtol=0, atol=1e-7)
+    # the trainer's device is cuda:N (what tensors report), and plain "cuda" works too
+    assert torch.equal(gather(on_gpu, idx, torch.device("cuda", 0)), batch)
 
 
 def test_data_too_big_for_the_gpu_stays_on_the_host_and_goes_through_pinned_memory(
@@ -55,7 +59,7 @@ def test_data_too_big_for_the_gpu_stays_on_the_host_and_goes_through_pinned_memo
     batch = gather(host, torch.tensor([5, 0, 63]), CUDA)
     torch.cuda.synchronize()
     assert pinned == [True] and batch.device.type == "cuda"
-    assert torch.equal(batch.cpu(), x[[5, 0, 63]].float() / 255)
+    torch.testing.assert_close(batch.cpu(), x[[5, 0, 63]].float() / 255, rtol=0, atol=1e-7)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
@@ -91,3 +95,67 @@ def test_non_finite_steps_on_the_gpu_are_skipped_and_counted(
     assert _records(run)[-1]["skipped_updates"] >= 4  # 4 steps per epoch, every other NaN
     model = vaekit.load(run)
     assert all(torch.isfinite(v).all() for v in model.state_dict().values())
+
+
+def test_auto_and_cuda_resolve_to_the_gpu_index_tensors_report() -> None:
+    from vaekit.training.setup import resolve_device
+
+    for name in ("auto", "cuda"):
+        device = resolve_device(name)
+        assert device == torch.zeros(1, device=device).device and device.index is not None
+
+
+def test_a_custom_model_trains_and_resumes_bit_identically_on_the_gpu(tmp_path: Path) -> None:
+    import custom_arch
+    from conftest import tiny_config
+
+    def config(name: str, epochs: int) -> vaekit.Config:
+        return tiny_config(tmp_path / name, **{"train.device": "cuda", "train.epochs": epochs})
+
+    def model() -> vaekit.VAE:  # linear layers only: cuBLAS is deterministic, convs are not
+        torch.manual_seed(0)
+        decoder = MLPDecoder((1, 28, 28), [16], "relu", in_features=4)
+        return vaekit.VAE(
+            custom_arch.DirectGaussian(latent_dim=4), decoder, latent_dim=4, input_shape=(1, 28, 28)
+        )
+
+    full = vaekit.Trainer(model(), config("full", 2)).fit()
+    assert next(full.model.parameters()).device.type == "cuda"
+    vaekit.Trainer(model(), config("again", 2)).fit()
+    vaekit.Trainer(model(), config("half", 1)).fit()
+    vaekit.Trainer(model(), config("half", 2), resume=True).fit()
+    a = vaekit.load(tmp_path / "full").state_dict()
+    for other in ("again", "half"):  # the same run twice, and the resumed one
+        b = vaekit.load(tmp_path / other).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), other
+
+
+def test_an_interrupt_on_the_gpu_counts_skips_and_takes_back_their_schedule_steps(
+    tiny, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fused optimizer steps the schedule before the skip flag is read: an interrupt
+    must read the pending records first, so state.pt holds the corrected schedule."""
+    import os
+    import signal
+
+    from vaekit import objectives
+    from vaekit.errors import TrainingInterrupted
+
+    original, calls = objectives.compute, []
+
+    def spy(*args: object, **kwargs: object) -> objectives.StepTerms:
+        calls.append(1)
+        terms = original(*args, **kwargs)
+        if len(calls) in (2, 4):
+            terms.loss = terms.loss * float("nan")
+        if len(calls) == 6:
+            os.kill(os.getpid(), signal.SIGINT)
+        return terms
+
+    monkeypatch.setattr(objectives, "compute", spy)
+    config = tiny("gpu-int", **{"train.device": "cuda", "train.epochs": 2})
+    with pytest.raises(TrainingInterrupted):
+        vaekit.train(config)
+    state = torch.load(Path(config.train.out) / "state.pt", weights_only=True)
+    assert (state["global_step"], state["skipped_updates"]) == (6, 2)
+    assert state["schedule"]["last_epoch"] == 4  # applied updates only

@@ -90,8 +90,8 @@ class TestModelContract:
         assert vaekit.load(folder).architecture() == model.architecture()
 
     def test_trains_resumes_bit_identically_and_evaluates(self, kind: str, tmp_path: Path) -> None:
-        def config(name: str, epochs: int) -> vaekit.Config:
-            return tiny_config(tmp_path / name, **{"train.epochs": epochs})
+        def config(name: str, epochs: int) -> vaekit.Config:  # the guarantee is the CPU's
+            return tiny_config(tmp_path / name, **{"train.epochs": epochs, "train.device": "cpu"})
 
         full = vaekit.Trainer(make(kind), config("full", 2)).fit()
         assert [r["epoch"] for r in full.history] == [1, 2]

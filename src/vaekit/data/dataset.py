@@ -104,7 +104,7 @@ def gather(x: torch.Tensor, idx: torch.Tensor, device: torch.device) -> torch.Te
     if x.device == device:
         return to_float(x.index_select(0, idx))
     rows = x.index_select(0, idx.to(x.device))
-    if device.type == "cuda":
+    if device.type == "cuda" and rows.device.type == "cpu":  # only host memory can be pinned
         rows = rows.pin_memory()
     return to_float(rows.to(device, non_blocking=True))
 
