@@ -159,3 +159,10 @@ def test_an_interrupt_on_the_gpu_counts_skips_and_takes_back_their_schedule_step
     state = torch.load(Path(config.train.out) / "state.pt", weights_only=True)
     assert (state["global_step"], state["skipped_updates"]) == (6, 2)
     assert state["schedule"]["last_epoch"] == 4  # applied updates only
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "adagrad", "sgd"])
+def test_every_optimizer_steps_on_the_gpu(tiny, name: str) -> None:
+    """Fused kernels where torch has them on CUDA, the plain ones where not (Adagrad)."""
+    run = vaekit.train(tiny(name, **{"train.device": "cuda", "optim.name": name}))
+    assert _records(run)[-1]["train_nelbo"] == _records(run)[-1]["train_nelbo"]  # not NaN

@@ -317,3 +317,15 @@ def test_training_never_imports_the_torch_compiler(tmp_path: Path) -> None:
         check=True,
     )
     assert out.stdout.strip() == "False"
+
+
+def test_adagrad_asks_for_no_fused_kernel_on_cuda() -> None:
+    """torch's fused Adagrad is CPU-only and says so only at the first step, too late."""
+    from vaekit.training.optim import make_optimizer
+
+    model = torch.nn.Linear(2, 2)
+    config = vaekit.load_config(None, {"optim.name": "adagrad"})
+    assert not make_optimizer(model, config, torch.device("cuda")).defaults.get("fused")
+    assert make_optimizer(model, config, torch.device("cpu")).defaults.get("fused")
+    adam = vaekit.load_config(None, {"optim.name": "adam"})
+    assert make_optimizer(model, adam, torch.device("cuda")).defaults.get("fused")

@@ -45,13 +45,18 @@ SGD = _without_dynamo(torch.optim.SGD)
 OPTIMIZERS: dict[str, Any] = {"adam": Adam, "adamw": AdamW, "adagrad": Adagrad, "sgd": SGD}
 
 
+# torch checks this only at the first step (Adagrad's fused kernel is CPU-only), too late for
+# the fallback below: found on an H200 by `vaekit reproduce` (Adagrad on CUDA)
+NO_FUSED_KERNEL = {("adagrad", "cuda")}
+
+
 def make_optimizer(
     model: torch.nn.Module, config: Config, device: torch.device
 ) -> torch.optim.Optimizer:
     o = config.optim
     params = [p for p in model.parameters() if p.requires_grad]
     kwargs: dict[str, Any] = {"lr": o.lr, "weight_decay": o.weight_decay}
-    if o.fused:
+    if o.fused and (o.name, device.type) not in NO_FUSED_KERNEL:
         try:  # fused kernels: one launch for all parameters (measured faster on CPU too)
             return OPTIMIZERS[o.name](params, fused=True, **kwargs)
         except (RuntimeError, TypeError, ValueError):
