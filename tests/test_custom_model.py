@@ -128,34 +128,22 @@ def test_an_encoder_or_decoder_outside_the_protocol_is_one_clear_error() -> None
         def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
             return x, x, x
 
-    with pytest.raises(ConfigError, match="returns features \\(B, F\\) or a pair"):
-        vaekit.VAE(ThreeOutputs(), custom_arch.ConvPixels(), latent_dim=4, input_shape=(1, 28, 28))
-    with pytest.raises(ConfigError, match=r"needs parameters \(1, 3, 28, 28\)"):
-        vaekit.VAE(
-            custom_arch.ConvFeatures(channels=3),
-            custom_arch.ConvPixels(),
-            latent_dim=4,
-            input_shape=(3, 28, 28),
-        )
-    with pytest.raises(ConfigError, match="failed on a latent of 5"):
-        vaekit.VAE(
-            custom_arch.ConvFeatures(),
-            custom_arch.ConvPixels(),
-            latent_dim=5,
-            input_shape=(1, 28, 28),
-        )
-    with pytest.raises(ConfigError, match="likelihood must be one of"):
-        vaekit.VAE(
-            custom_arch.ConvFeatures(),
-            custom_arch.ConvPixels(),
-            latent_dim=4,
-            input_shape=(1, 28, 28),
-            likelihood="poisson",
-        )
-    with pytest.raises(ConfigError, match="input_shape must be"):
-        vaekit.VAE(
-            custom_arch.ConvFeatures(), custom_arch.ConvPixels(), latent_dim=4, input_shape=(28, 28)
-        )
+    def vae(encoder: nn.Module | None = None, **settings: Any) -> vaekit.VAE:
+        kwargs = {"latent_dim": 4, "input_shape": (1, 28, 28), **settings}
+        return vaekit.VAE(encoder or custom_arch.ConvFeatures(), custom_arch.ConvPixels(), **kwargs)
+
+    for make, needle in (
+        (lambda: vae(ThreeOutputs()), "returns features \\(B, F\\) or a pair"),
+        (
+            lambda: vae(custom_arch.ConvFeatures(channels=3), input_shape=(3, 28, 28)),
+            r"needs parameters \(1, 3, 28, 28\)",
+        ),
+        (lambda: vae(latent_dim=5), "failed on a latent of 5"),
+        (lambda: vae(likelihood="poisson"), "likelihood must be one of"),
+        (lambda: vae(input_shape=(28, 28)), "input_shape must be"),
+    ):
+        with pytest.raises(ConfigError, match=needle):
+            make()
 
 
 def test_the_encoder_probe_leaves_training_flags_as_they_were() -> None:
