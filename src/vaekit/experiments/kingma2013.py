@@ -26,8 +26,9 @@ from ..evaluation.likelihood import elbo_stats
 from ..evaluation.metrics import active_units
 from ..io import fileio
 from ..models import VAE, load
+from ..training.callbacks import Callback, TrainerView
 from ..training.setup import resolve_device
-from ..training.trainer import Callback, Trainer
+from ..training.trainer import Trainer
 from ..viz import charts, grid
 
 if TYPE_CHECKING:
@@ -109,7 +110,7 @@ class _Curve(Callback):
         self.curve: list[dict[str, float]] = []
         self.started = time.perf_counter()
 
-    def on_step_end(self, trainer: Trainer) -> None:
+    def on_step_end(self, trainer: TrainerView) -> None:
         batch = trainer.config.train.batch_size
         seen = trainer.state.global_step * batch
         self.bar.update(batch)

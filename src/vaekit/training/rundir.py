@@ -10,6 +10,7 @@ from pathlib import Path
 from ..config import Config
 from ..errors import ConfigError
 from ..io import checkpoint, fileio
+from ..models import VAE
 
 RUN_FILES = (
     "config.yaml",
@@ -57,3 +58,16 @@ def prepare_run_dir(config: Config, resume: bool, overwrite: bool) -> Path:
         for name in ("tensorboard", "wandb", "images"):
             shutil.rmtree(run_dir / name, ignore_errors=True)
     return run_dir
+
+
+def config_yaml(config: Config, model: VAE) -> str:
+    """config.yaml; for a model of the user's own, a first line saying the `model` section
+    did not build it (config.json records its architecture)."""
+    custom = model.custom_architectures()
+    if not custom:
+        return config.to_yaml()
+    return (
+        f"# The model is {' + '.join(custom)}, registered by the code that trained it and "
+        "recorded in config.json;\n# the model section below did not build it. Resume with "
+        "that code imported (vaekit --import MODULE train ... --resume).\n" + config.to_yaml()
+    )

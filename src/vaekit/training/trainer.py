@@ -33,10 +33,11 @@ from ..io import checkpoint, fileio
 from ..models import VAE
 from ..tracking import Tracker
 from ..viz.figures import write_images
+from .callbacks import Callback, as_callbacks
 from .distributed import Dist
 from .interrupt import StopFlag
 from .precision import resolve_precision
-from .rundir import prepare_run_dir
+from .rundir import config_yaml, prepare_run_dir
 from .setup import build_model, check_data, is_out_of_memory, out_of_memory, resolve_device
 from .state import TrainState, restore, snapshot
 from .step import Step
@@ -51,51 +52,6 @@ class TrainResult:
     history: list[dict[str, Any]]  # one record per epoch of this fit: metrics.jsonl's lines
     run_dir: Path  # config.yaml, metrics.jsonl, config.json + model.safetensors, state.pt
     stopped_early: bool = False  # a callback or Trainer.stop() ended it before train.epochs
-
-
-class Callback:
-    """Hooks into `Trainer.fit`; override the ones you need. `trainer.stop()` ends training
-    after the current step (mid-epoch, the state is saved there and a resume continues)."""
-
-    def on_step_end(self, trainer: Trainer) -> None:
-        """After every step; `trainer.state` says where the run stands."""
-
-    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        """After each epoch's evaluation and save, with its metrics.jsonl record."""
-
-
-class _EpochFunction(Callback):
-    """A plain function of the epoch record as a callback: returning True stops training."""
-
-    def __init__(self, function: Callable[[dict[str, Any]], Any]) -> None:
-        self.function = function
-
-    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        if self.function(dict(record)):
-            trainer.stop()
-
-
-def as_callbacks(callbacks: Any) -> list[Callback]:
-    """Callbacks as they are, functions of the epoch record as `_EpochFunction`s; anything
-    else is one clear error, before training starts."""
-    if not isinstance(callbacks, (list, tuple)):
-        raise ConfigError(
-            f"Trainer(callbacks=...) takes a list, not {type(callbacks).__name__}: "
-            "callbacks=[my_function]"
-        )
-    out: list[Callback] = []
-    for c in callbacks:
-        if isinstance(c, Callback):
-            out.append(c)
-        elif callable(c) and not isinstance(c, type):
-            out.append(_EpochFunction(c))
-        else:
-            what = f"the class {c.__name__}" if isinstance(c, type) else repr(c)[:60]
-            raise ConfigError(
-                f"callback {what} is neither a vaekit.Callback instance nor a function of "
-                "the epoch record"
-            )
-    return out
 
 
 @dataclass
@@ -396,7 +352,7 @@ class Trainer:
         # the objective is a module so that DDP wraps the whole forward pass (and its hooks)
         step.attach(objectives.Objective(model, self.config.loss, perceptual))
         if dist.main:
-            fileio.write_text(run_dir / "config.yaml", _config_yaml(self.config, model))
+            fileio.write_text(run_dir / "config.yaml", config_yaml(self.config, model))
         tracker = Tracker(run_dir, self.config, enabled=dist.main, resume=self.resume)
         x_train = resident(data.x_train, device)  # moved once when it fits; gathered there
         y_train = data.y_train.to(x_train.device) if data.y_train is not None else None
@@ -411,19 +367,6 @@ class Trainer:
         if self.model is None:
             raise RuntimeError("the trainer has not started: call fit()")
         return self.model
-
-
-def _config_yaml(config: Config, model: VAE) -> str:
-    """config.yaml; for a model of the user's own, a first line saying the `model` section
-    did not build it (config.json records its architecture)."""
-    custom = model.custom_architectures()
-    if not custom:
-        return config.to_yaml()
-    return (
-        f"# The model is {' + '.join(custom)}, registered by the code that trained it and "
-        "recorded in config.json;\n# the model section below did not build it. Resume with "
-        "that code imported (vaekit --import MODULE train ... --resume).\n" + config.to_yaml()
-    )
 
 
 def train(
