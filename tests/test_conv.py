@@ -150,7 +150,7 @@ def test_conditional_conv_encoder_and_decoder_see_the_label() -> None:
     assert not torch.allclose(
         model.decode(z, torch.tensor([0, 0])), model.decode(z, torch.tensor([2, 2]))
     )
-    with pytest.raises(ValueError, match="conditional"):
+    with pytest.raises(ConfigError, match="conditional"):
         model.encode(x)
 
 

@@ -14,6 +14,7 @@ import vaekit
 from conftest import assert_clean_error, run_cli, tiny_config
 from vaekit.cli import main
 from vaekit.config import ModelConfig
+from vaekit.errors import ConfigError
 from vaekit.io import fileio
 from vaekit.models import VAE
 from vaekit.viz import charts, figures
@@ -69,9 +70,9 @@ def test_manifold_varies_the_two_most_active_dimensions() -> None:
 def test_manifold_of_a_2d_latent_space_needs_no_data_and_bad_dims_are_refused() -> None:
     model = tiny_vae(latent_dim=2)
     assert figures.manifold(model, n=5).shape == (25, 1, 8, 8)
-    with pytest.raises(ValueError, match="pass dims or images"):
+    with pytest.raises(ConfigError, match="pass dims or images"):
         figures.manifold(tiny_vae(latent_dim=4), n=3)
-    with pytest.raises(ValueError, match="two different latent dimensions"):
+    with pytest.raises(ConfigError, match="two different latent dimensions"):
         figures.manifold(tiny_vae(latent_dim=4), n=3, dims=(1, 1))
 
 

@@ -56,12 +56,12 @@ def test_training_lowers_the_loss(tiny) -> None:
 
 
 def test_training_starts_the_decoder_at_the_training_mean(tiny, monkeypatch) -> None:
-    from vaekit.models import VAE
+    from vaekit.training import setup
 
     seen: list[torch.Tensor] = []
-    original = VAE.init_output_bias
+    original = setup.init_output_bias
     monkeypatch.setattr(
-        VAE, "init_output_bias", lambda self, mean: seen.append(mean) or original(self, mean)
+        setup, "init_output_bias", lambda model, mean: seen.append(mean) or original(model, mean)
     )
     cfg = tiny("bias")
     run = vaekit.train(cfg)

@@ -46,8 +46,14 @@ def _constraints(f: dataclasses.Field[Any]) -> str:
     if meta.get("choices"):
         parts.append("one of " + ", ".join(f"`{c}`" for c in meta["choices"]))
     if meta.get("min") is not None:
-        parts.append(("> " if meta.get("exclusive_min") else ">= ") + f"{meta['min']:g}")
-    return "; ".join(parts)
+        parts.append(("> " if meta.get("exclusive_min") else ">= ") + _bound(meta["min"]))
+    if meta.get("max") is not None:
+        parts.append(("< " if meta.get("exclusive_max") else "<= ") + _bound(meta["max"]))
+    return ", ".join(parts) if not meta.get("choices") else "; ".join(parts)
+
+
+def _bound(value: float) -> str:
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
 
 
 def _cell(text: str) -> str:

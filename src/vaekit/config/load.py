@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import typing
 from importlib import resources
@@ -80,11 +81,26 @@ def _check(key: str, value: Any, f: dataclasses.Field[Any]) -> None:
             raise ConfigError(
                 f"config key '{key}' must be one of {', '.join(meta['choices'])}; got {v!r}"
             )
-        lo = meta.get("min")
-        if lo is not None and isinstance(v, (int, float)):
-            if v < lo or (meta.get("exclusive_min") and v == lo):
-                bound = f"> {lo:g}" if meta.get("exclusive_min") else f">= {lo:g}"
-                raise ConfigError(f"config key '{key}' must be {bound}; got {v!r}")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"config key '{key}' must be a finite number; got {v!r}")
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            _check_range(key, v, meta)
+
+
+def _n(bound: float) -> str:
+    """A bound as written: whole numbers in full (2**63 - 1 is no 9.22337e+18)."""
+    return str(bound) if isinstance(bound, int) else f"{bound:g}"
+
+
+def _check_range(key: str, v: float, meta: Any) -> None:
+    lo, hi = meta.get("min"), meta.get("max")
+    too_low = lo is not None and (v < lo or (meta.get("exclusive_min") and v == lo))
+    too_high = hi is not None and (v > hi or (meta.get("exclusive_max") and v == hi))
+    if too_low or too_high:
+        low = "" if lo is None else (">" if meta.get("exclusive_min") else ">=") + f" {_n(lo)}"
+        high = "" if hi is None else ("<" if meta.get("exclusive_max") else "<=") + f" {_n(hi)}"
+        bound = " and ".join(b for b in (low, high) if b)
+        raise ConfigError(f"config key '{key}' must be {bound}; got {v!r}")
 
 
 def validate(config: Config) -> Config:
@@ -97,12 +113,6 @@ def validate(config: Config) -> Config:
         setattr(obj, leaf, value)
     if config.model.arch == "mlp" and not config.model.hidden:
         raise ConfigError("config key 'model.hidden' must list at least one layer size")
-    if config.optim.ema >= 1.0:
-        raise ConfigError(f"config key 'optim.ema' must be below 1; got {config.optim.ema}")
-    if config.data.test_fraction >= 1.0:
-        raise ConfigError(
-            f"config key 'data.test_fraction' must be below 1; got {config.data.test_fraction}"
-        )
     if config.data.binarize == "dynamic" and config.model.likelihood != "bernoulli":
         raise ConfigError(
             "config key 'data.binarize' is 'dynamic' but model.likelihood is "

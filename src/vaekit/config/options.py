@@ -14,6 +14,14 @@ from typing import Any
 
 import yaml
 
+# bounds of the numeric options: large enough for any real run, small enough that no
+# value can ask for absurd memory or overflow an integer downstream
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes at most 64 bits
+MAX_WIDTH = 65_536  # units of one layer or latent
+MAX_BATCH = 2**20
+MAX_STEPS = 10**12
+MAX_EXAMPLES = 10**12
+
 
 def opt(
     default: Any,
@@ -23,14 +31,20 @@ def opt(
     choices: tuple[str, ...] = (),
     min: float | None = None,
     exclusive_min: bool = False,
+    max: float | None = None,
+    exclusive_max: bool = False,
 ) -> Any:
-    """A config field with its documentation, an optional short CLI flag and its constraints."""
+    """A config field with its documentation, an optional short CLI flag and its constraints:
+    `choices`, or a range [min, max] (either end exclusive). Every number also has to be
+    finite; every numeric option has a max, so no value can ask for absurd sizes."""
     meta = {
         "help": help,
         "flag": flag,
         "choices": choices,
         "min": min,
         "exclusive_min": exclusive_min,
+        "max": max,
+        "exclusive_max": exclusive_max,
     }
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
@@ -60,16 +74,29 @@ class DataConfig:
         choices=("none", "dynamic"),
     )
     image_size: int = opt(
-        64, "folders: images are resized on the shorter side and centre-cropped to this size", min=8
+        64,
+        "folders: images are resized on the shorter side and centre-cropped to this size",
+        min=8,
+        max=1024,
     )
-    channels: int = opt(0, "folders: 1 (grayscale) or 3 (RGB); 0 picks RGB", min=0)
+    channels: int = opt(0, "folders: 1 (grayscale) or 3 (RGB); 0 picks RGB", min=0, max=3)
     test_fraction: float = opt(
-        0.1, "fraction held out as the test set when the data has no test split", min=0.0
+        0.1,
+        "fraction held out as the test set when the data has no test split",
+        min=0.0,
+        max=1.0,
+        exclusive_max=True,
     )
-    split_seed: int = opt(0, "seed of the train/test split of data without a test split")
-    limit_train: int = opt(0, "use only the first N training examples (0: all)", min=0)
-    limit_test: int = opt(0, "use only the first N test examples (0: all)", min=0)
-    noise_examples: int = opt(4096, "noise dataset: number of training examples", min=1)
+    split_seed: int = opt(
+        0, "seed of the train/test split of data without a test split", min=0, max=MAX_SEED
+    )
+    limit_train: int = opt(
+        0, "use only the first N training examples (0: all)", min=0, max=MAX_EXAMPLES
+    )
+    limit_test: int = opt(0, "use only the first N test examples (0: all)", min=0, max=MAX_EXAMPLES)
+    noise_examples: int = opt(
+        4096, "noise dataset: number of training examples (at most 1,000,000)", min=1, max=10**6
+    )
     strict: bool = opt(
         False, "folders: an unreadable image is an error instead of being skipped", flag="--strict"
     )
@@ -84,7 +111,10 @@ class DataConfig:
 class ModelConfig:
     arch: str = opt("mlp", "encoder/decoder family", choices=("mlp", "conv"))
     hidden: list[int] = opt(
-        [400], "MLP: hidden layer sizes of the encoder (the decoder mirrors them)", min=1
+        [400],
+        "MLP: hidden layer sizes of the encoder (the decoder mirrors them)",
+        min=1,
+        max=MAX_WIDTH,
     )
     activation: str = opt(
         "relu",
@@ -95,9 +125,12 @@ class ModelConfig:
         [32, 64, 128, 256],
         "conv: channels per resolution level (one stride-2 downsampling per level)",
         min=1,
+        max=4096,
     )
-    blocks_per_level: int = opt(1, "conv: residual blocks per level", min=0)
-    latent_dim: int = opt(20, "size of the latent vector z", flag="--latent-dim", min=1)
+    blocks_per_level: int = opt(1, "conv: residual blocks per level", min=0, max=16)
+    latent_dim: int = opt(
+        20, "size of the latent vector z", flag="--latent-dim", min=1, max=MAX_WIDTH
+    )
     likelihood: str = opt(
         "bernoulli",
         "p(x|z): bernoulli (BCE on logits), gaussian (MSE) or laplace (L1)",
@@ -108,6 +141,7 @@ class ModelConfig:
         "gaussian: the fixed standard deviation; laplace: the fixed scale",
         min=0.0,
         exclusive_min=True,
+        max=1e6,
     )
     learn_scale: bool = opt(
         False,
@@ -117,7 +151,7 @@ class ModelConfig:
     conditional: bool = opt(
         False, "class-conditional VAE: a label embedding enters the encoder and the decoder"
     )
-    label_dim: int = opt(16, "conditional: size of the label embedding", min=1)
+    label_dim: int = opt(16, "conditional: size of the label embedding", min=1, max=MAX_WIDTH)
     init_output_bias: bool = opt(
         True,
         "start the decoder's output bias at the training images' mean (Bernoulli: its "
@@ -127,18 +161,25 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    beta: float = opt(1.0, "weight on the KL term (1: the ELBO)", min=0.0)
+    beta: float = opt(1.0, "weight on the KL term (1: the ELBO)", min=0.0, max=1e6)
     kl_warmup_steps: int = opt(
-        0, "ramp beta linearly over this many steps (step k uses beta*(k+1)/N)", min=0
+        0,
+        "ramp beta linearly over this many steps (step k uses beta*(k+1)/N)",
+        min=0,
+        max=MAX_STEPS,
     )
-    free_bits: float = opt(0.0, "per-dimension KL floor in nats (Kingma et al. 2016)", min=0.0)
-    iw_samples: int = opt(1, "train on the IWAE bound with K samples (1: the ELBO)", min=1)
+    free_bits: float = opt(
+        0.0, "per-dimension KL floor in nats (Kingma et al. 2016)", min=0.0, max=1e6
+    )
+    iw_samples: int = opt(
+        1, "train on the IWAE bound with K samples (1: the ELBO)", min=1, max=10_000
+    )
     perceptual: str = opt(
         "none",
         "perceptual loss on the reconstruction mean",
         choices=("none", "lpips-vgg", "lpips-alex"),
     )
-    perceptual_weight: float = opt(1.0, "weight of the perceptual loss", min=0.0)
+    perceptual_weight: float = opt(1.0, "weight of the perceptual loss", min=0.0, max=1e9)
     perceptual_backbone_weights: str = opt(
         "",
         "LPIPS: torchvision's VGG16/AlexNet weights "
@@ -155,27 +196,31 @@ class LossConfig:
 @dataclass
 class OptimConfig:
     name: str = opt("adam", "optimizer", choices=("adam", "adamw", "adagrad", "sgd"))
-    lr: float = opt(1e-3, "learning rate", flag="--lr", min=0.0, exclusive_min=True)
-    weight_decay: float = opt(0.0, "weight decay", min=0.0)
+    lr: float = opt(1e-3, "learning rate", flag="--lr", min=0.0, exclusive_min=True, max=1e3)
+    weight_decay: float = opt(0.0, "weight decay", min=0.0, max=1e3)
     schedule: str = opt(
         "constant", "learning-rate schedule over the whole run", choices=("constant", "cosine")
     )
-    warmup_steps: int = opt(0, "linear learning-rate warm-up steps", min=0)
-    grad_clip: float = opt(0.0, "clip the gradient norm to this value (0: no clipping)", min=0.0)
+    warmup_steps: int = opt(0, "linear learning-rate warm-up steps", min=0, max=MAX_STEPS)
+    grad_clip: float = opt(
+        0.0, "clip the gradient norm to this value (0: no clipping)", min=0.0, max=1e12
+    )
     fused: bool = opt(True, "use the fused optimizer kernel where torch has one")
     ema: float = opt(
         0.0,
         "decay of an exponential moving average of the weights, which is what gets "
         "evaluated and saved (0: off; e.g. 0.995)",
         min=0.0,
+        max=1.0,
+        exclusive_max=True,
     )
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = opt(10, "passes over the training set", flag="--epochs", min=1)
-    batch_size: int = opt(128, "global minibatch size", flag="--batch-size", min=1)
-    seed: int = opt(0, "seed of every random draw of the run", flag="--seed")
+    epochs: int = opt(10, "passes over the training set", flag="--epochs", min=1, max=10**6)
+    batch_size: int = opt(128, "global minibatch size", flag="--batch-size", min=1, max=MAX_BATCH)
+    seed: int = opt(0, "seed of every random draw of the run", flag="--seed", min=0, max=MAX_SEED)
     device: str = opt("auto", "cpu, cuda, cuda:N or auto (cuda when available)", flag="--device")
     precision: str = opt(
         "fp32",
@@ -184,14 +229,21 @@ class TrainConfig:
         "runs it natively: AMX/AVX512-BF16 CPUs, bf16 GPUs; else fp32)",
         choices=("fp32", "bf16", "fp16", "auto"),
     )
-    threads: int = opt(0, "CPU threads for torch (0: torch's default)", min=0)
+    threads: int = opt(0, "CPU threads for torch (0: torch's default)", min=0, max=256)
     out: str = opt("", "run directory (empty: runs/<name>-<time>)", flag="--out")
     checkpoint_every: int = opt(
-        0, "also save the resumable state every N steps (0: at the end of each epoch only)", min=0
+        0,
+        "also save the resumable state every N steps (0: at the end of each epoch only)",
+        min=0,
+        max=MAX_STEPS,
     )
-    max_skipped: int = opt(20, "stop after this many consecutive non-finite updates", min=1)
-    eval_batch_size: int = opt(1000, "batch size of test-set evaluation", min=1)
-    eval_every: int = opt(1, "evaluate the test set every N epochs (the last epoch always)", min=1)
+    max_skipped: int = opt(
+        20, "stop after this many consecutive non-finite updates", min=1, max=MAX_STEPS
+    )
+    eval_batch_size: int = opt(1000, "batch size of test-set evaluation", min=1, max=MAX_BATCH)
+    eval_every: int = opt(
+        1, "evaluate the test set every N epochs (the last epoch always)", min=1, max=10**6
+    )
     progress: bool = opt(True, "show progress bars")
     tracker: list[str] = opt([], "extra trackers besides metrics.jsonl: wandb, tensorboard, mlflow")
     wandb_project: str = opt("vaekit", "wandb: project name")
@@ -204,6 +256,7 @@ class TrainConfig:
         "trackers: also log sample/reconstruction images and the "
         "step's loss every N steps (0: at each epoch's end only)",
         min=0,
+        max=MAX_STEPS,
     )
 
 

@@ -7,17 +7,25 @@ import math
 import time
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..data.dataset import to_float
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..models import VAE
 from . import metrics
 from .likelihood import DEFAULT_BUDGET, elbo_stats, importance_sampling
 
 
-def check_input(x: torch.Tensor, model: VAE, source: str = "input") -> torch.Tensor:
-    """Bring x to float (N, C, H, W) in [0, 1] for `model`, or fail with a clear error."""
+def check_input(x: Any, model: VAE, source: str = "input") -> torch.Tensor:
+    """Bring x (a tensor or numpy array) to float (N, C, H, W) in [0, 1] for `model`, or
+    fail with a clear error."""
+    if isinstance(x, np.ndarray):
+        if x.dtype == object or x.dtype.kind not in "uif":
+            raise DataError(f"{source}: a numeric array is needed; got dtype {x.dtype}")
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    if not isinstance(x, torch.Tensor):
+        raise DataError(f"{source}: images must be a tensor or numpy array; got {type(x).__name__}")
     if x.dtype == torch.uint8:
         x = to_float(x)
     x = x.float()
@@ -28,6 +36,8 @@ def check_input(x: torch.Tensor, model: VAE, source: str = "input") -> torch.Ten
             f"{source}: images are {tuple(x.shape[1:])} but the model expects "
             f"{tuple(model.input_shape)} (C, H, W)"
         )
+    if x.shape[0] == 0:
+        raise DataError(f"{source}: no images to evaluate")
     if x.numel() and (not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1):
         raise DataError(
             f"{source}: values must lie in [0, 1] (found {float(x.min()):g}.."
@@ -44,7 +54,7 @@ def _mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
 
 def evaluate(
     model: VAE,
-    x: torch.Tensor,
+    x: torch.Tensor | np.ndarray,
     y: torch.Tensor | None = None,
     *,
     batch_size: int = 1000,
@@ -68,6 +78,11 @@ def evaluate(
     kl_per_dim and active_units (Burda et al. 2015). `fid`: 'inception', 'random' or a
     feature network (see `metrics.fid`). `seconds` is the wall time of each part.
     """
+    if not isinstance(model, VAE):
+        raise ConfigError(f"evaluate takes a vaekit.VAE, not {type(model).__name__}")
+    _check_counts(batch_size=(batch_size, 1), iw_samples=(iw_samples, 0), seed=(seed, 0))
+    if fid is not None:
+        _check_counts(fid_samples=(fid_samples, 2))
     was_training = model.training
     model.eval()
     seconds: dict[str, float] = {}
@@ -108,6 +123,18 @@ def evaluate(
         model.train(was_training)
     stats["seconds"] = seconds
     return stats
+
+
+MAX_IW_SAMPLES = 1_000_000  # importance samples per image: far beyond the 5,000 papers use
+
+
+def _check_counts(**counts: tuple[Any, int]) -> None:
+    """Each argument a whole number from its low bound up (iw_samples at most
+    MAX_IW_SAMPLES), or a one-line ConfigError naming it."""
+    for name, (value, low) in counts.items():
+        high = MAX_IW_SAMPLES if name == "iw_samples" else 2**62
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ConfigError(f"{name} must be a whole number from {low} to {high}; got {value!r}")
 
 
 def _elbo(

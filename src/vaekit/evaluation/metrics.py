@@ -71,7 +71,7 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Ten
     from torchmetrics.functional.image.ssim import structural_similarity_index_measure
 
     if x.shape != y.shape or x.dim() != 4:
-        raise ValueError(
+        raise ConfigError(
             f"ssim expects two (N, C, H, W) tensors of one shape; got "
             f"{tuple(x.shape)} and {tuple(y.shape)}"
         )

@@ -32,11 +32,23 @@ STATE_FILE = "state.pt"
 
 
 def write_model_folder(directory: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    """Write model.safetensors and config.json atomically (weights first, then config)."""
+    """Write model.safetensors and config.json atomically (weights first, then config);
+    weights that are not finite are never written."""
     directory = Path(directory)
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    bad = non_finite(tensors)
+    if bad:
+        raise CheckpointError(
+            f"refusing to save non-finite weights ({', '.join(bad[:4])}) to {directory}; the "
+            "files already there are kept"
+        )
     fileio.write_bytes(directory / MODEL_FILE, st_save(tensors, metadata={"format": "pt"}))
     fileio.write_json(directory / CONFIG_FILE, meta)
+
+
+def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """The names of floating tensors holding NaN or an infinity."""
+    return [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
 
 
 def read_meta(directory: Path) -> dict[str, Any]:
@@ -81,16 +93,24 @@ def read_weights(directory: Path) -> dict[str, torch.Tensor]:
 
 
 def check_state_dict(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
-    """Fail, listing every difference, unless `tensors` fits `model` exactly."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in tensors.items()}
+    """Fail, listing every difference, unless `tensors` fits `model` exactly: the same names
+    and shapes, floating weights where the model has them, and only finite values."""
+    state = model.state_dict()
+    expected = {k: tuple(v.shape) for k, v in state.items()}
+    found = {k: tuple(v.shape) for k, v in tensors.items() if isinstance(v, torch.Tensor)}
     problems = [f"missing {k}" for k in expected if k not in found]
-    problems += [f"unexpected {k}" for k in found if k not in expected]
+    problems += [f"unexpected {k}" for k in tensors if k not in expected]
     problems += [
         f"{k}: {found[k]} in file, {expected[k]} in model"
         for k in expected
         if k in found and found[k] != expected[k]
     ]
+    problems += [
+        f"{k}: {tensors[k].dtype} in file, {state[k].dtype} in model"
+        for k in expected
+        if k in found and state[k].is_floating_point() != tensors[k].is_floating_point()
+    ]
+
     if problems:
         shown = "; ".join(problems[:8]) + (
             f"; and {len(problems) - 8} more" if len(problems) > 8 else ""
@@ -98,6 +118,12 @@ def check_state_dict(model: torch.nn.Module, tensors: dict[str, torch.Tensor], s
         raise CheckpointError(
             f"weights in {source} do not match the model its config "
             f"describes ({shown}); were they saved from another config?"
+        )
+    bad = non_finite(tensors)
+    if bad:
+        raise CheckpointError(
+            f"weights in {source} hold NaN or infinite values ({', '.join(bad[:4])}); the file "
+            "is damaged or was saved from a run that diverged"
         )
 
 

@@ -9,14 +9,16 @@ in eval mode, without gradients, and its training flags are put back.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from .. import limits
+from ..errors import ConfigError, VaekitError
 
 LIKELIHOODS = ("bernoulli", "gaussian", "laplace")
 # the VAE's own settings, as config.json's architecture record holds them
@@ -139,3 +141,38 @@ def shapes(out: Any) -> str:
     if isinstance(out, (tuple, list)):
         return "(" + ", ".join(shapes(o) for o in out) + ")"
     return type(out).__name__
+
+
+def count(name: str, value: object, low: int = 0) -> int:
+    """A whole number >= low, or a one-line ConfigError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{name} must be a whole number >= {low}; got {value!r}")
+    return value
+
+
+def check_size(
+    halves: Callable[[], tuple[nn.Module, nn.Module]], latent_dim: int, what: str, copies: int = 2
+) -> None:
+    """Build the encoder and decoder on the meta device first (shapes only, no memory) and
+    refuse, before anything is allocated, a model whose weights would not fit `copies`
+    times (loading holds the file's and the model's). The halves are not run: a meta
+    forward pass would import torch's compiler, a second of every start. The mean and
+    log-variance heads count when the encoder declares `out_features`. A half that cannot
+    be built on meta goes unchecked."""
+    try:
+        with torch.device("meta"):
+            encoder, decoder = halves()
+    except VaekitError:
+        raise
+    except Exception:  # user code that needs real tensors to construct itself
+        return
+    tensors = itertools.chain(*(m.parameters() for m in (encoder, decoder)))
+    count = sum(t.numel() for t in tensors)
+    features = getattr(encoder, "out_features", None)
+    if isinstance(features, int):
+        count += 2 * (features + 1) * latent_dim
+    limits.check_fits(
+        count * 4 * copies,
+        f"{what}, {count:,} parameters,",
+        "make it smaller (latent_dim, hidden, channels)",
+    )

@@ -21,13 +21,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import losses
+from .. import limits, losses
 from ..config import ModelConfig
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, DataError
 from . import protocol, registry
 from .conv import ConvDecoder, ConvEncoder
 from .mlp import MLPDecoder, MLPEncoder
 from .pretrained import Pretrained, resolve
+
+DECODE_ROWS = 4096  # latents decoded at once by sample() and interpolate()
 
 
 @dataclass
@@ -98,23 +100,30 @@ class VAE(Pretrained):
     @classmethod
     def from_config(cls, cfg: ModelConfig, input_shape: Sequence[int], num_classes: int = 0) -> VAE:
         """The built-in MLP or conv VAE that `cfg` (the config's `model` section) describes;
-        `num_classes` counts only when `cfg.conditional`."""
+        `num_classes` counts only when `cfg.conditional`. Its size is checked first."""
+
         if cfg.conditional and num_classes < 1:
             raise ConfigError("model.conditional needs labelled data (num_classes >= 1)")
-        cond = cfg.label_dim if cfg.conditional else 0
-        per_pixel = 2 if cfg.learn_scale and cfg.likelihood != "bernoulli" else 1
         c, h, w = (int(s) for s in input_shape)
         shape = (c, h, w)
-        z_features = cfg.latent_dim + cond  # the decoder sees z and the label embedding
-        encoder: nn.Module
-        decoder: nn.Module
-        if cfg.arch == "mlp":
-            encoder = MLPEncoder(shape, cfg.hidden, cfg.activation, cond)
-            decoder = MLPDecoder(shape, cfg.hidden, cfg.activation, z_features, per_pixel)
-        else:
+
+        def halves() -> tuple[nn.Module, nn.Module]:
+            cond = cfg.label_dim if cfg.conditional else 0
+            per_pixel = 2 if cfg.learn_scale and cfg.likelihood != "bernoulli" else 1
+            z_features = cfg.latent_dim + cond  # the decoder sees z and the label embedding
+            if cfg.arch == "mlp":
+                return (
+                    MLPEncoder(shape, cfg.hidden, cfg.activation, cond),
+                    MLPDecoder(shape, cfg.hidden, cfg.activation, z_features, per_pixel),
+                )
             blocks = cfg.blocks_per_level
-            encoder = ConvEncoder(shape, cfg.channels, blocks, cond)
-            decoder = ConvDecoder(shape, cfg.channels, blocks, z_features, per_pixel)
+            return (
+                ConvEncoder(shape, cfg.channels, blocks, cond),
+                ConvDecoder(shape, cfg.channels, blocks, z_features, per_pixel),
+            )
+
+        protocol.check_size(halves, cfg.latent_dim, f"the {cfg.arch} VAE of model.* for {shape}")
+        encoder, decoder = halves()
         return cls(
             encoder,
             decoder,
@@ -153,8 +162,14 @@ class VAE(Pretrained):
         if missing:
             raise CheckpointError(f"{source}: 'architecture' lacks {', '.join(missing)}")
         kwargs = {k: v for k, v in settings.items() if v is not None}
-        encoder = registry.build(architecture.get("encoder"), "encoder", source)
-        decoder = registry.build(architecture.get("decoder"), "decoder", source)
+
+        def halves() -> tuple[nn.Module, nn.Module]:
+            encoder = registry.build(architecture.get("encoder"), "encoder", source)
+            return encoder, registry.build(architecture.get("decoder"), "decoder", source)
+
+        latent = kwargs["latent_dim"] if isinstance(kwargs["latent_dim"], int) else 1
+        protocol.check_size(halves, latent, f"the architecture {source} records")
+        encoder, decoder = halves()
         try:
             return cls(encoder, decoder, **kwargs)
         except Exception as e:  # anything a recorded setting can make the constructor raise
@@ -169,38 +184,18 @@ class VAE(Pretrained):
             if not type(m).__module__.startswith("vaekit.")
         ]
 
-    @torch.no_grad()
-    def init_output_bias(self, mean_image: torch.Tensor) -> None:
-        """Set the decoder's output bias so that p(x|z) starts at `mean_image` (C, H, W).
-
-        A decoder that starts at the data's average spends no steps learning it (the
-        marginal log-odds initialisation of Burda et al. 2015's code). Bernoulli biases
-        become logit(mean), Gaussian and Laplace locations the mean itself; an MLP head
-        takes the mean per pixel, a conv head per channel. Learned log-scales keep their
-        initialisation. Needs a decoder whose last layer is `decoder.head`.
-        """
-        c = self.input_shape[0]
-        mean = mean_image.detach().double().reshape(c, *self.input_shape[1:])
-        head = getattr(self.decoder, "head", None)
-        if not isinstance(head, nn.Linear | nn.Conv2d) or head.bias is None:
-            raise ConfigError(
-                "model.init_output_bias needs a decoder whose output layer is `decoder.head` "
-                "(an nn.Linear or nn.Conv2d with a bias); turn the option off for this decoder"
-            )
-        if isinstance(head, nn.Conv2d):
-            mean = mean.mean(dim=(1, 2))  # (C,)
-        if self.likelihood == "bernoulli":
-            mean = torch.logit(mean.clamp(1e-3, 1.0 - 1e-3))
-        loc = mean.flatten().to(head.bias.dtype)
-        head.bias[: loc.numel()].copy_(loc)
-
     # -- the two halves -------------------------------------------------------------------
     def _cond(self, y: torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor | None:
         if not self.conditional:
             return None
         if y is None:
-            raise ValueError("this VAE is class-conditional: pass labels y")
+            raise ConfigError("this VAE is class-conditional: pass labels y")
         y = torch.as_tensor(y, device=device).long().reshape(-1)
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+            raise DataError(
+                f"labels must be classes 0 to {self.num_classes - 1}; got "
+                f"{int(y.min())}..{int(y.max())}"
+            )
         if y.numel() == 1 and n > 1:
             y = y.expand(n)
         return self.label_embedding(y)
@@ -296,11 +291,30 @@ class VAE(Pretrained):
         self, n: int, y: torch.Tensor | int | None = None, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """n images decoded from z ~ N(0, I): the means of p(x|z), (n, C, H, W)."""
+        n = protocol.count("n", n)
+        limits.check_fits(
+            n * math.prod(self.input_shape) * 4,
+            f"sampling {n:,} images of {self.input_shape}",
+            "ask for fewer (the images are held in memory together)",
+        )
         device = next(self.parameters()).device
         z = torch.randn((n, self.latent_dim), generator=generator, device=device)
         if y is not None:
             y = torch.as_tensor(y, device=device).long().reshape(-1).expand(n)
-        return self.mean(self.decode(z, y))
+        return self._decoded_means(z, y)
+
+    def _decoded_means(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """The images z decode to, DECODE_ROWS at a time: a decoder's activations for a huge
+        n would otherwise take many times the images' own memory."""
+        if z.shape[0] <= DECODE_ROWS:
+            return self.mean(self.decode(z, y))
+        parts = [
+            self.mean(
+                self.decode(z[i : i + DECODE_ROWS], None if y is None else y[i : i + DECODE_ROWS])
+            )
+            for i in range(0, z.shape[0], DECODE_ROWS)
+        ]
+        return torch.cat(parts)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -323,20 +337,31 @@ class VAE(Pretrained):
         x1, x2: (N, C, H, W) or (C, H, W). Returns (N, steps, C, H, W). `method` is
         'linear' or 'slerp' (spherical, which keeps points at the prior's typical radius).
         """
+        steps = protocol.count("steps", steps, low=1)
+        if method not in ("linear", "slerp"):
+            raise ConfigError(f"unknown interpolation {method!r}: use 'linear' or 'slerp'")
         if x1.dim() == 3:
             x1, x2 = x1.unsqueeze(0), x2.unsqueeze(0)
+        if x1.shape != x2.shape:
+            raise ConfigError(
+                f"interpolate: x1 and x2 must have one shape; got {tuple(x1.shape)} and "
+                f"{tuple(x2.shape)}"
+            )
+        n = x1.shape[0]
+        limits.check_fits(
+            n * steps * math.prod(self.input_shape) * 4,
+            f"{n:,} interpolations of {steps:,} steps",
+            "ask for fewer steps or pairs",
+        )
         mu1, _ = self.encode(x1, y1)
         mu2, _ = self.encode(x2, y2)
         t = torch.linspace(0.0, 1.0, steps, device=mu1.device).view(1, steps, 1)
         if method == "linear":
             z = (1 - t) * mu1.unsqueeze(1) + t * mu2.unsqueeze(1)  # (N, steps, D)
-        elif method == "slerp":
-            z = slerp(mu1.unsqueeze(1), mu2.unsqueeze(1), t)
         else:
-            raise ValueError(f"unknown interpolation {method!r}: use 'linear' or 'slerp'")
-        n = x1.shape[0]
+            z = slerp(mu1.unsqueeze(1), mu2.unsqueeze(1), t)
         y = None if y1 is None else torch.as_tensor(y1).repeat_interleave(steps)
-        images = self.mean(self.decode(z.reshape(n * steps, -1), y))
+        images = self._decoded_means(z.reshape(n * steps, -1), y)
         return images.view(n, steps, *images.shape[1:])
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from ..config import Config
 from ..data import Dataset
@@ -19,24 +20,29 @@ from ..models.conv import ConvEncoder
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N', checked to exist."""
+    """'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N', checked to exist here."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
-    except RuntimeError:
+    except (RuntimeError, ValueError, TypeError):
+        device = torch.device("meta")  # refused below like any other device vaekit lacks
+    if device.type not in ("cpu", "cuda"):
         raise ConfigError(
-            f"config key 'train.device' has unknown device {name!r}; use cpu, cuda, cuda:N or auto"
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"--device {name} was asked for but CUDA is not available here; "
-            "use --device cpu or auto"
+            f"config key 'train.device' is {name!r}; vaekit trains on cpu, cuda, cuda:N or auto"
         )
-    if device.type == "cuda":  # tensors report cuda:N: name N ("cuda" alone: the current)
-        index = device.index
-        device = torch.device("cuda", torch.cuda.current_device() if index is None else index)
-    return device
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(
+                f"--device {name} was asked for but CUDA is not available here; "
+                "use --device cpu or auto"
+            )
+        index = torch.cuda.current_device() if device.index is None else device.index
+        if index >= count:  # tensors report cuda:N: name N ("cuda" alone: the current)
+            raise ConfigError(f"--device {name}: this machine has {count} GPU(s), 0 to {count - 1}")
+        return torch.device("cuda", index)
+    return torch.device("cpu")  # "cpu:3" names no other memory: tensors report plain cpu
 
 
 def check_data(data: Dataset, model: VAE) -> None:
@@ -109,9 +115,35 @@ def build_model(
         check_labels(data, cfg.conditional)
         model = VAE.from_config(cfg, data.shape, data.num_classes)
         if cfg.init_output_bias and saved is None:  # a resumed run loads its weights
-            model.init_output_bias(mean_image(data.x_train))
+            init_output_bias(model, mean_image(data.x_train))
     model.to(device)
     if isinstance(model.encoder, ConvEncoder):  # the built-in conv VAE trains in NHWC
         # Module.to(memory_format=) works but is missing from torch's type stubs
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return model
+
+
+@torch.no_grad()
+def init_output_bias(model: VAE, mean_image: torch.Tensor) -> None:
+    """Set the decoder's output bias so that p(x|z) starts at `mean_image` (C, H, W).
+
+    A decoder that starts at the data's average spends no steps learning it (the
+    marginal log-odds initialisation of Burda et al. 2015's code). Bernoulli biases
+    become logit(mean), Gaussian and Laplace locations the mean itself; an MLP head
+    takes the mean per pixel, a conv head per channel. Learned log-scales keep their
+    initialisation. Needs a decoder whose last layer is `decoder.head`.
+    """
+    c = model.input_shape[0]
+    mean = mean_image.detach().double().reshape(c, *model.input_shape[1:])
+    head = getattr(model.decoder, "head", None)
+    if not isinstance(head, nn.Linear | nn.Conv2d) or head.bias is None:
+        raise ConfigError(
+            "model.init_output_bias needs a decoder whose output layer is `decoder.head` "
+            "(an nn.Linear or nn.Conv2d with a bias); turn the option off for this decoder"
+        )
+    if isinstance(head, nn.Conv2d):
+        mean = mean.mean(dim=(1, 2))  # (C,)
+    if model.likelihood == "bernoulli":
+        mean = torch.logit(mean.clamp(1e-3, 1.0 - 1e-3))
+    loc = mean.flatten().to(head.bias.dtype)
+    head.bias[: loc.numel()].copy_(loc)

@@ -27,7 +27,7 @@ from .. import objectives
 from ..config import Config, validate
 from ..data import Dataset, batch_indices, epoch_permutation, load_data
 from ..data.dataset import gather, resident
-from ..errors import ConfigError, TrainingInterrupted
+from ..errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from ..evaluation.likelihood import elbo_stats
 from ..io import checkpoint, fileio
 from ..models import VAE
@@ -263,11 +263,18 @@ class Trainer:
         run = self._require_run()
         if not run.dist.main:
             return
+        trained = self._require_model()
+        bad = checkpoint.non_finite({**trained.state_dict(), **self.shown.state_dict()})
+        if bad:  # finite steps can still overflow the weights (a huge learning rate)
+            raise TrainingDiverged(
+                f"training diverged: the weights are no longer finite ({', '.join(bad[:3])}) "
+                f"after step {self.state.global_step}; the last good checkpoint in "
+                f"{run.run_dir} is kept. Lower --lr or set optim.grad_clip"
+            )
         if model:
             self.shown.save_pretrained(
                 run.run_dir, config=self.config, class_names=run.data.class_names
             )
-        trained = self._require_model()
         state = snapshot(
             self.state,
             self.config,

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from ..data.dataset import Dataset, to_float
+from ..errors import ConfigError
 from ..evaluation import metrics
 from ..io import fileio
 from ..models import VAE
@@ -115,18 +116,18 @@ def manifold(
     """
     if dims is None:
         if model.latent_dim == 1:
-            raise ValueError("a manifold needs a latent space of at least 2 dimensions")
+            raise ConfigError("a manifold needs a latent space of at least 2 dimensions")
         if model.latent_dim == 2:
             dims = (0, 1)
         elif x is None:
-            raise ValueError(
+            raise ConfigError(
                 "with more than 2 latent dimensions, pass dims or images x to "
                 "pick the two most active dimensions from"
             )
         else:
             dims = most_active_dims(model, x, 2, y)
     if len(dims) != 2 or len(set(dims)) != 2 or not all(0 <= d < model.latent_dim for d in dims):
-        raise ValueError(
+        raise ConfigError(
             f"dims must be two different latent dimensions in "
             f"[0, {model.latent_dim}); got {list(dims)}"
         )
@@ -152,7 +153,7 @@ def interpolation(
     idx = torch.randperm(x.shape[0], generator=g)[: 2 * pairs]
     pairs = idx.numel() // 2
     if pairs < 1:
-        raise ValueError("interpolation needs at least two images")
+        raise ConfigError("interpolation needs at least two images")
     a, b = idx[:pairs], idx[pairs : 2 * pairs]
     xf = to_float(x[idx].to(_device(model)))
     ya = yb = None

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..errors import ConfigError
 from ..io import fileio
 
 
@@ -19,7 +20,7 @@ def make_grid(
     """Tile images (N, C, H, W) in [0, 1] into one uint8 array (H', W', C) with C in {1, 3}."""
     x = images.detach().float().cpu().numpy() if torch.is_tensor(images) else np.asarray(images)
     if x.ndim != 4 or x.shape[1] not in (1, 3):
-        raise ValueError(f"make_grid expects (N, 1|3, H, W) images, got {x.shape}")
+        raise ConfigError(f"make_grid expects (N, 1|3, H, W) images, got {x.shape}")
     n, c, h, w = x.shape
     ncol = max(1, min(nrow, n))
     nrows = math.ceil(n / ncol)

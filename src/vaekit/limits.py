@@ -1,0 +1,52 @@
+"""What a request may ask of this machine: memory estimates, checked before allocating.
+
+A small input can ask for a huge output (`sample --n 100000000`, a config.json with a
+latent of 10^9): rather than let the kernel kill the process without a word, the size a
+request needs is estimated first and compared with the memory this machine has, and a
+request that cannot fit ends in one line that says the estimate and the limit.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .errors import ConfigError
+
+GIB = 2**30
+
+
+def physical_memory() -> int:
+    """Bytes of RAM on this machine (8 GiB where the system cannot say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 8 * GIB
+
+
+def available_memory() -> int:
+    """Bytes of RAM free for new allocations now (Linux's MemAvailable; else the total)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return physical_memory()
+
+
+def check_fits(nbytes: float, what: str, fix: str, limit: int | None = None) -> None:
+    """Refuse `what` when its estimated `nbytes` exceed `limit` (default: the memory free
+    now), in one line with both numbers and the `fix`."""
+    limit = available_memory() if limit is None else limit
+    if nbytes > limit:
+        raise ConfigError(
+            f"{what} would need about {_size(nbytes)} of memory, more than the {_size(limit)} "
+            f"this machine has free; {fix}"
+        )
+
+
+def _size(nbytes: float) -> str:
+    if nbytes >= GIB:
+        return f"{nbytes / GIB:,.1f} GiB"
+    return f"{nbytes / 2**20:,.1f} MiB"
