@@ -388,9 +388,11 @@ def test_explorer_command_serves_until_interrupted(trained_run: Path) -> None:
 def test_explorer_command_refuses_a_bad_port(
     trained_run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["explore", str(trained_run), "--port", "70000"]) == 1
+    with pytest.raises(SystemExit) as exit:  # argparse's own one-line usage error
+        main(["explore", str(trained_run), "--port", "70000"])
+    assert exit.value.code == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--port must be from 0 to 65535" in err
+    assert err.count("\n") == 1 and "argument --port: must be from 0 to 65,535" in err
 
 
 # -- the page, end to end -------------------------------------------------------------------

@@ -12,6 +12,7 @@ import importlib.util
 import json
 import math
 import secrets
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -120,10 +121,39 @@ class Tracker:
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl's records, as charts, reports and cards may use them: a line that is no
+    JSON object is skipped, and so is a value that is not a finite number of sane size or
+    a string (an edited or damaged log must not break a picture); a warning counts them."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return []
+    records, dropped = [], 0
+    for line in lines:
+        try:
+            record = json.loads(line) if line.strip() else None
+        except (ValueError, RecursionError):
+            record = None
+        if not isinstance(record, dict):
+            dropped += bool(line.strip())
+            continue
+        clean = {k: v for k, v in record.items() if isinstance(k, str) and _sane(v)}
+        dropped += len(clean) < len(record)
+        records.append(clean)
+    if dropped:
+        print(f"vaekit: skipped {dropped} malformed line(s) or value(s) of {path}", file=sys.stderr)
+    return records
+
+
+def _sane(value: Any) -> bool:
+    if isinstance(value, bool) or value is None:
+        return True
+    if isinstance(value, (int, float)):
+        return math.isfinite(value) and abs(value) < 1e100
+    return isinstance(value, str) and len(value) < 1000 or isinstance(value, (list, dict))
 
 
 def _missing(kind: str) -> ConfigError:

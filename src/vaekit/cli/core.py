@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .parser import Parser
+from .parser import Parser, count
 
 COMMON_HELP = "RUN is a run directory written by `vaekit train` (or hf://OWNER/NAME)"
 
@@ -72,7 +72,7 @@ def _evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument("run")
     p.add_argument(
         "--iw-samples",
-        type=int,
+        type=count(0, 1_000_000),
         default=0,
         metavar="K",
         help="also estimate log p(x) by importance sampling with K samples",
@@ -86,7 +86,7 @@ def _evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     p.add_argument(
         "--pass-size",
-        type=int,
+        type=count(1, 10**10),
         default=None,
         metavar="VALUES",
         help="values per forward pass of the log p(x) estimate, counted in the "
@@ -103,7 +103,7 @@ def _evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     p.add_argument(
         "--fid-samples",
-        type=int,
+        type=count(2, 1_000_000),
         default=10000,
         metavar="N",
         help="prior samples, and test images, the FID compares (default 10000)",
@@ -113,16 +113,16 @@ def _evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         metavar="PATH",
         help="a local copy of the Inception weights (pt_inception-2015-12-05-6726825d.pth)",
     )
-    p.add_argument("--batch-size", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=count(1, 2**20), default=1000)
+    p.add_argument("--seed", type=count(0, 2**63 - 1), default=0)
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
 
 
 def _sample_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("sample", help="decode samples from the prior into a PNG grid")
     p.add_argument("run")
-    p.add_argument("--n", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=count(1, 10_000), default=64)
+    p.add_argument("--seed", type=count(0, 2**63 - 1), default=0)
     p.add_argument("--label", help="class-conditional models: class index or name")
     p.add_argument("--out", help="PNG path (default: RUN/samples.png)")
 
@@ -130,17 +130,17 @@ def _sample_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 def _reconstruct_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("reconstruct", help="originals above, reconstructions below")
     p.add_argument("run")
-    p.add_argument("--n", type=int, default=16)
+    p.add_argument("--n", type=count(1, 10_000), default=16)
     p.add_argument("--out", help="PNG path (default: RUN/reconstructions.png)")
 
 
 def _interpolate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("interpolate", help="decode a path between test images' posterior means")
     p.add_argument("run")
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--pairs", type=int, default=4)
+    p.add_argument("--steps", type=count(1, 1000), default=10)
+    p.add_argument("--pairs", type=count(1, 1000), default=4)
     p.add_argument("--method", choices=("linear", "slerp"), default="linear")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=count(0, 2**63 - 1), default=0)
     p.add_argument("--out", help="PNG path (default: RUN/interpolation.png)")
 
 
@@ -158,13 +158,6 @@ def _data_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 def _presets_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sub.add_parser("presets", help="list the configuration presets shipped with vaekit")
-
-
-def _positive(name: str, value: int) -> None:
-    from ..errors import ConfigError
-
-    if value < 1:
-        raise ConfigError(f"--{name} must be at least 1; got {value}")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -197,16 +190,9 @@ def _load_run(run: str) -> tuple[Any, Any]:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..evaluation.evaluate import evaluate
-
-    _positive("batch-size", args.batch_size)
-    if args.iw_samples < 0:
-        _positive("iw-samples", args.iw_samples)
     from ..evaluation.likelihood import DEFAULT_BUDGET
     from ..evaluation.summary import summary
 
-    _positive("fid-samples", args.fid_samples)
-    if args.pass_size is not None:
-        _positive("pass-size", args.pass_size)
     model, data = _load_run(args.run)
     y = data.y_test if model.conditional else None
     stats = evaluate(
@@ -263,7 +249,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from ..models import load
     from ..viz import grid
 
-    _positive("n", args.n)
     model = load(args.run)
     label = _label(model, args.label)
     if model.conditional and label is None:
@@ -282,7 +267,6 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     from ..data import to_float
     from ..viz import grid
 
-    _positive("n", args.n)
     model, data = _load_run(args.run)
     n = min(args.n, data.x_test.shape[0])
     x = to_float(data.x_test[:n])
@@ -304,8 +288,6 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     from ..data import to_float
     from ..viz import grid
 
-    _positive("steps", args.steps)
-    _positive("pairs", args.pairs)
     model, data = _load_run(args.run)
     g = torch.Generator().manual_seed(args.seed)
     idx = torch.randperm(data.x_test.shape[0], generator=g)[: 2 * args.pairs]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .parser import count
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The Hub commands: push (loading is `hf://OWNER/NAME` wherever a RUN is taken)."""
@@ -26,7 +28,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--iw-samples",
-        type=int,
+        type=count(0, 1_000_000),
         default=100,
         metavar="K",
         help="the card's log p(x) uses K importance samples per test image "
@@ -38,7 +40,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="take the card's numbers from "
         "the training log instead of evaluating (no dataset needed)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the evaluation")
+    p.add_argument("--seed", type=count(0, 2**63 - 1), default=0, help="seed of the evaluation")
     p.add_argument("--message", help="commit message")
     p.add_argument(
         "--dry-run",

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .core import COMMON_HELP, _load_run, _positive
+from .core import COMMON_HELP, _load_run
+from .parser import count
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -29,20 +30,20 @@ def _report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("run")
     p.add_argument(
         "--iw-samples",
-        type=int,
+        type=count(0, 1_000_000),
         default=100,
         metavar="K",
         help="importance samples per image for log p(x); 0 skips it (default 100)",
     )
     p.add_argument(
         "--max-test",
-        type=int,
+        type=count(1, 10**9),
         default=1000,
         metavar="N",
         help="evaluate and draw the first N test images (default 1000)",
     )
-    p.add_argument("--batch-size", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=count(1, 2**20), default=1000)
+    p.add_argument("--seed", type=count(0, 2**63 - 1), default=0)
     p.add_argument("--out", help="directory for the report and its pictures (default: RUN)")
 
 
@@ -55,7 +56,7 @@ def _explore_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         f"127.0.0.1 unless --host says otherwise. {COMMON_HELP}.",
     )
     p.add_argument("run")
-    p.add_argument("--port", type=int, default=8000, help="TCP port (0: any free port)")
+    p.add_argument("--port", type=count(0, 65535), default=8000, help="TCP port (0: any free port)")
     p.add_argument(
         "--host",
         default="127.0.0.1",
@@ -73,11 +74,11 @@ def _manifold_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "(the two most active unless --dims), the others at 0.",
     )
     p.add_argument("run")
-    p.add_argument("--n", type=int, default=20, help="grid side (default 20)")
+    p.add_argument("--n", type=count(1, 100), default=20, help="grid side (default 20)")
     p.add_argument("--dims", help="two latent dimensions, e.g. 0,3 (default: most active)")
     p.add_argument(
         "--max-test",
-        type=int,
+        type=count(1, 10**9),
         default=1000,
         metavar="N",
         help="test images used to find the most active dimensions",
@@ -90,7 +91,7 @@ def _latents_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("run")
     p.add_argument(
         "--max-test",
-        type=int,
+        type=count(1, 10**9),
         default=2000,
         metavar="N",
         help="number of test images to plot (default 2000)",
@@ -107,7 +108,7 @@ def _curves_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 def _kl_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("kl", help="KL per latent dimension over the test set (PNG)")
     p.add_argument("run")
-    p.add_argument("--max-test", type=int, default=1000, metavar="N")
+    p.add_argument("--max-test", type=count(1, 10**9), default=1000, metavar="N")
     p.add_argument("--out", help="PNG path (default: RUN/kl.png)")
 
 
@@ -118,7 +119,6 @@ def _out(args: argparse.Namespace, name: str) -> Path:
 
 
 def _test_set(args: argparse.Namespace) -> tuple[Any, Any, Any, list[str]]:
-    _positive("max-test", args.max_test)
     model, data = _load_run(args.run)
     x = data.x_test[: args.max_test]
     y = None if data.y_test is None else data.y_test[: args.max_test]
@@ -142,11 +142,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_explore(args: argparse.Namespace) -> int:
-    from ..errors import ConfigError
     from ..viz.explore import serve
 
-    if not 0 <= args.port <= 65535:
-        raise ConfigError(f"--port must be from 0 to 65535; got {args.port}")
     serve(args.run, args.host, args.port, args.verbose)
     return 0
 
@@ -174,7 +171,6 @@ def cmd_manifold(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..viz import figures, grid
 
-    _positive("n", args.n)
     model, x, y, _ = _test_set(args)
     if model.latent_dim < 2:
         raise ConfigError(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from .parser import count
+
 PAPERS = ("kingma2013",)
 
 
@@ -35,11 +37,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="dataset instead of MNIST / Fashion-MNIST (a name, .npz or "
         "folder of 28x28 grayscale images)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=count(0, 2**63 - 1), default=0)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument(
         "--threads",
-        type=int,
+        type=count(0, 256),
         default=0,
         help="CPU threads for torch (0: torch's "
         "default; 1 is faster when other jobs share the cores)",

@@ -185,17 +185,54 @@ def resolve_config_path(name_or_path: str) -> Path:
     )
 
 
+MAX_YAML_BYTES = 1_000_000  # a config is a few kilobytes; more is not a config
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml's SafeLoader, refusing a key given twice in one mapping (yaml would keep the
+    last silently, so the first setting a user wrote would be dropped without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                line = key_node.start_mark.line + 1
+                raise ConfigError(f"{self.name}: key {key!r} appears twice (line {line})")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: Path) -> Any:
+    """A config file's YAML, checked: a regular file of at most MAX_YAML_BYTES, UTF-8,
+    well-formed, no key twice, not nested past Python's recursion limit."""
+    try:
+        if not path.is_file() or path.stat().st_size > MAX_YAML_BYTES:
+            raise ConfigError(
+                f"config {path} is not a regular file of at most {MAX_YAML_BYTES:,} bytes"
+            )
+        text = path.read_text(encoding="utf-8")
+        loader = _StrictLoader(text)
+        loader.name = str(path)
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        reason = str(e).splitlines()[0]
+        raise ConfigError(f"config {path} is not valid YAML: {reason}") from None
+    except RecursionError:
+        raise ConfigError(f"config {path} is nested too deeply to be a config") from None
+    except OSError as e:
+        raise ConfigError(f"config {path} cannot be read ({e.strerror or e})") from None
+
+
 def load_config(name_or_path: str | None = None, overrides: dict[str, Any] | None = None) -> Config:
     """Load a preset or YAML file, apply dotted overrides {'train.epochs': 3}, validate."""
     config = Config()
     if name_or_path:
         path = resolve_config_path(name_or_path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            reason = str(e).splitlines()[0]
-            raise ConfigError(f"config {path} is not valid YAML: {reason}") from None
-        _merge(config, data or {}, str(path))
+        _merge(config, read_yaml(path) or {}, str(path))
     apply_overrides(config, overrides or {})
     return validate(config)
 

@@ -40,15 +40,19 @@ class TrainState:
 
     @classmethod
     def from_dict(cls, saved: dict[str, Any], source: str) -> TrainState:
-        try:
-            return cls(
-                int(saved["epoch"]),
-                int(saved["step_in_epoch"]),
-                int(saved["global_step"]),
-                int(saved["skipped_updates"]),
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"checkpoint {source} is incomplete or corrupt ({e})") from None
+        """The position a state.pt records: whole numbers >= 0, or a CheckpointError."""
+        values = []
+        for key in ("epoch", "step_in_epoch", "global_step", "skipped_updates"):
+            value = saved.get(key)
+            if isinstance(value, torch.Tensor) and value.numel() == 1:
+                value = value.item()
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise CheckpointError(
+                    f"checkpoint {source} is incomplete or corrupt ({key!r} is {value!r}, "
+                    "not a whole number >= 0)"
+                )
+            values.append(value)
+        return cls(*values)
 
 
 def snapshot(
@@ -147,13 +151,27 @@ def restore(
     and the generators, after checking it belongs to this config and architecture; the
     run's position."""
     path = run_dir / STATE_FILE
+    for key in ("config", "model", "optimizer", "schedule", "rng"):
+        if not isinstance(saved.get(key), dict):
+            raise CheckpointError(
+                f"checkpoint {path} is incomplete or corrupt ({key!r} is missing or not a mapping)"
+            )
+    state = TrainState.from_dict(saved, str(path))
     check_resume_config(saved["config"], config, run_dir)
-    check_resume_architecture(saved.get("architecture"), model.architecture(), run_dir)
+    architecture = saved.get("architecture")
+    if architecture is not None and not isinstance(architecture, dict):
+        raise CheckpointError(f"checkpoint {path} is incomplete or corrupt ('architecture')")
+    check_resume_architecture(architecture, model.architecture(), run_dir)
     check_state_dict(model, saved["model"], str(path))
     model.load_state_dict(saved["model"])
-    step.load_state_dict(saved)
-    set_rng_state(generator, saved["rng"])
-    state = TrainState.from_dict(saved, str(path))
+    try:
+        step.load_state_dict(saved)
+        set_rng_state(generator, saved["rng"])
+    except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(
+            f"checkpoint {path} does not fit this run's optimizer or generators ({first})"
+        ) from None
     if state.epoch >= config.train.epochs:
         raise ConfigError(
             f"--resume: the run in {run_dir} already finished {state.epoch} epochs; raise "

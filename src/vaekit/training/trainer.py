@@ -27,7 +27,7 @@ from .. import objectives
 from ..config import Config, validate
 from ..data import Dataset, batch_indices, epoch_permutation, load_data
 from ..data.dataset import gather, resident
-from ..errors import ConfigError, TrainingDiverged, TrainingInterrupted
+from ..errors import CheckpointError, ConfigError, TrainingDiverged, TrainingInterrupted
 from ..evaluation.likelihood import elbo_stats
 from ..io import checkpoint, fileio
 from ..models import VAE
@@ -350,6 +350,12 @@ class Trainer:
             perceptual = from_config(self.config.loss, device, seed=t.seed)
         if saved is not None:  # after everything that draws from the global RNG at set-up
             self.state = restore(saved, self.config, run_dir, model, step, generator)
+            if self.state.step_in_epoch > batches:  # equal: saved after an epoch's last step
+                raise CheckpointError(
+                    f"checkpoint {run_dir / checkpoint.STATE_FILE} is at step "
+                    f"{self.state.step_in_epoch} of an epoch of {batches} steps; it belongs to "
+                    "another run or data"
+                )
             if show:
                 print(
                     f"resuming {run_dir} at epoch {self.state.epoch + 1}, "
