@@ -38,7 +38,7 @@ def resolve(path: str | Path, *, revision: str | None = None, repo_ids: bool = F
     if revision is not None:  # checked here too: joined below, it could hide an "@" or ".."
         suffix = "@" + hub.check_revision(revision)
         if text.startswith("hf://") and "@" in text:
-            raise ConfigError(f"{text} names a revision after @ already; drop revision=")
+            raise ConfigError(f"{text!r} names a revision after @ already; drop revision=")
     if text.startswith("hf://"):
         return hub.download(text + suffix)
     if repo_ids and not Path(text).exists() and hub.looks_like_repo_id(text):
