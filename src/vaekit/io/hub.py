@@ -23,6 +23,7 @@ IMAGE_FILES = ("samples.png", "reconstructions.png")
 # what a download fetches: named files only, so no pickle (.bin, .pt, .pkl) ever arrives
 FETCHED = (CONFIG_FILE, MODEL_FILE, CARD_FILE, *IMAGE_FILES)
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+_REF_FORBIDDEN = frozenset(" ~^:?*[\\")  # and control characters: git check-ref-format
 
 
 def client(what: str) -> Any:
@@ -53,16 +54,60 @@ def looks_like_repo_id(text: str) -> bool:
     return bool(_REPO_ID.fullmatch(text)) and ".." not in text
 
 
+def check_revision(revision: object) -> str:
+    """A branch, tag or commit as git and the Hub name them (`git check-ref-format`).
+
+    huggingface_hub joins a revision into cache paths (refs/REVISION, snapshots/COMMIT)
+    unchecked, so `..` or a leading `/` would read, or write, outside the cache: anything
+    git would not accept as a ref name is refused here, before the client sees it. The
+    message shows the revision with repr(), so no character in it can split the line.
+    """
+    if not isinstance(revision, str):
+        kind = type(revision).__name__
+        raise ConfigError(f"a revision is a branch, tag or commit name, not {kind}")
+    problem = _revision_problem(revision)
+    if problem:
+        shown = repr(revision[:80]) + ("..." if len(revision) > 80 else "")
+        raise CheckpointError(
+            f"revision {shown} is not a branch, tag or commit: {problem}; "
+            "write e.g. main, v1.0, refs/pr/1 or a 40-hex commit"
+        )
+    return revision
+
+
+def _revision_problem(revision: str) -> str:
+    """What makes `revision` no valid ref name, or "" (git's rules, plus printable only)."""
+    if not revision:
+        return "it is empty"
+    if bad := sorted({c for c in revision if c in _REF_FORBIDDEN or not c.isprintable()}):
+        return "it contains " + ", ".join(repr(c) for c in bad[:8])
+    for found, reason in (
+        (".." in revision, "it contains '..'"),
+        ("@{" in revision or revision == "@", "it contains '@{' or is '@'"),
+        ("//" in revision, "it contains '//'"),
+        (revision[0] in "/-", f"it starts with {revision[0]!r}"),
+        (revision[-1] in "/.", f"it ends with {revision[-1]!r}"),
+    ):
+        if found:
+            return reason
+    for part in revision.split("/"):
+        if part.startswith(".") or part.endswith(".lock"):
+            return f"its part {part[:40]!r} starts with '.' or ends with '.lock'"
+        if len(part.encode("utf-8")) > 255:
+            return f"a part of it is {len(part.encode('utf-8'))} bytes long (at most 255)"
+    return ""
+
+
 def parse_uri(uri: str) -> tuple[str, str | None]:
-    """`hf://OWNER/NAME[@REVISION]` as (repo id, revision or None)."""
-    rest = uri.removeprefix("hf://").strip("/")
-    repo_id, _, revision = rest.partition("@")
-    if not _REPO_ID.fullmatch(repo_id) or ".." in repo_id or (revision == "" and "@" in rest):
+    """`hf://OWNER/NAME[@REVISION]` as (repo id, revision or None); both checked."""
+    repo_id, at, revision = uri.removeprefix("hf://").partition("@")
+    repo_id = repo_id.strip("/")
+    if not _REPO_ID.fullmatch(repo_id) or ".." in repo_id or (revision == "" and at):
         raise CheckpointError(
             f"{uri!r} is not a Hub model address; write hf://OWNER/NAME "
             "(or hf://OWNER/NAME@REVISION)"
         )
-    return repo_id, revision or None
+    return repo_id, check_revision(revision) if at else None
 
 
 def download(uri: str) -> Path:

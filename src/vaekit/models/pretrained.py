@@ -34,11 +34,16 @@ def resolve(path: str | Path, *, revision: str | None = None, repo_ids: bool = F
             f"a model is loaded from a folder path or a Hub repo id, not {type(path).__name__}"
         )
     text = str(path)
+    suffix = ""
+    if revision is not None:  # checked here too: joined below, it could hide an "@" or ".."
+        suffix = "@" + hub.check_revision(revision)
+        if text.startswith("hf://") and "@" in text:
+            raise ConfigError(f"{text!r} names a revision after @ already; drop revision=")
     if text.startswith("hf://"):
-        return hub.download(text if revision is None else f"{text}@{revision}")
+        return hub.download(text + suffix)
     if repo_ids and not Path(text).exists() and hub.looks_like_repo_id(text):
         try:
-            return hub.download(f"hf://{text}" + (f"@{revision}" if revision else ""))
+            return hub.download(f"hf://{text}{suffix}")
         except CheckpointError as e:
             raise CheckpointError(f"{text} is no local folder, and as a Hub repo id: {e}") from None
     return checkpoint.local_dir(path)

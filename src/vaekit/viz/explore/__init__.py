@@ -2,7 +2,8 @@
 
 One slider per latent dimension (the most active first) drives the decoder; a button
 encodes a random test image into the sliders; a strip interpolates between two images.
-`latents.py` is the model side, `server.py` the HTTP server, and the page is the
+`latents.py` is the model side, `server.py` the HTTP handler, `limits.py` what a client
+may cost (connection slots, a deadline per request, a checked head), and the page is the
 template templates/explorer.html.
 """
 

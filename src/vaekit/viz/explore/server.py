@@ -1,31 +1,40 @@
 """The explorer's HTTP server, on the standard library's http.server.
 
 It binds 127.0.0.1 by default and treats every request as hostile: sizes are capped,
-numbers are checked, sockets time out, and every failure is a 4xx with a one-line
-message (a bug is a 500 without a traceback), so a browser tab can never wedge it.
+numbers are checked, a request must arrive whole within a deadline (limits.py, which also
+holds the server class and its connection slots), and every failure is a 4xx with a
+one-line message (a bug is a 500 without a traceback), so a browser tab can never wedge it.
 """
 
 from __future__ import annotations
 
 import errno
+import io
 import ipaddress
 import json
 import re
 import socket
 import sys
-import threading
+import time
 import traceback
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Literal, overload
 
 from ... import templates
 from ...errors import VaekitError
 from .latents import MAX_STEPS, Z_LIMIT, BadRequest, Explorer
+from .limits import (
+    DRAIN_TIME,
+    MAX_CONNECTIONS,
+    REQUEST_DEADLINE,
+    DeadlineReader,
+    ExplorerServer,
+    check_framing,
+    read_head,
+)
 
-MAX_BODY = 1024  # bytes of request body read and discarded; the API takes none
-SOCKET_TIMEOUT = 10.0  # seconds a connection may stay silent (slow or stalled clients)
-MAX_CONNECTIONS = 32  # connections served at once (a thread each); more get 503 at once
+SOCKET_TIMEOUT = 10.0  # seconds one read or one reply may wait on a silent client
 NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 INDEX = re.compile(r"\d{1,9}")
 PAGE = templates.read("explorer.html").encode("utf-8")
@@ -94,39 +103,83 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "vaekit-explore"
     timeout = SOCKET_TIMEOUT  # StreamRequestHandler sets it on the socket
     explorer: Explorer  # set on the subclass `make_server` builds
+    server: ExplorerServer
+
+    def setup(self) -> None:
+        super().setup()  # sets self.timeout on the socket, builds rfile and wfile
+        self.rfile.close()  # reads go through the deadline instead
+        self.reader = DeadlineReader(self.connection, self.timeout)
+        self.socket_file = self.rfile = io.BufferedReader(self.reader)
+        self.server.register(self.reader)
+
+    def finish(self) -> None:
+        self.server.unregister(self.reader)
+        super().finish()
 
     def handle_one_request(self) -> None:
-        # http.server's own version, with our limits: a shorter request line, 405 instead
-        # of 501 for unknown methods, 408 when a client stalls, no HTTP/0.9
+        # http.server's own version, with our limits: the whole request within the
+        # server's request_deadline, a shorter request line, a checked head, 405 instead
+        # of 501 for unknown methods, 408 when a client is too slow, no HTTP/0.9
         self.command, self.requestline, self.request_version = "", "", "HTTP/1.0"
+        self.reader.begin(self.server.request_deadline)
         try:
-            line = self.rfile.readline(self.explorer.max_query + 64)
-            if not line:
-                self.close_connection = True
+            if not self._read_request():
                 return
-            self.raw_requestline = line
-            if len(line) > self.explorer.max_query + 32 or not line.endswith(b"\n"):
-                self.send_error(
-                    414, f"request line too long (limit {self.explorer.max_query} bytes)"
-                )
-                return
-            if not self.parse_request():
-                return
-            if self.request_version == "HTTP/0.9":
-                self.request_version = "HTTP/1.0"
-                self.send_error(400, "HTTP/0.9 requests are not supported")
-                return
-            if self.command not in ("GET", "HEAD"):
-                self.send_error(405, f"method {self.command[:20]} is not allowed; use GET")
-                return
-            self.do_GET()
-            self.wfile.flush()
+        except BadRequest as e:
+            self.send_error(e.status, str(e))
+            return
         except TimeoutError:
+            self._too_slow()
+            return
+        if not self.server.claim(self.reader):  # evicted just as the request completed
+            self._too_slow()
+            return
+        self.connection.settimeout(self.timeout)  # for the reply
+        self.do_GET()
+        self.wfile.flush()
+
+    def _read_request(self) -> bool:
+        """Request line, head and body, checked; False when it is answered already."""
+        line = self.rfile.readline(self.explorer.max_query + 64)
+        if not line:
             self.close_connection = True
-            try:
-                self.send_error(408, f"request not received within {self.timeout:g} s")
-            except OSError:
-                pass
+            return False
+        self.raw_requestline = line
+        if len(line) > self.explorer.max_query + 32 or not line.endswith(b"\n"):
+            raise BadRequest(f"request line too long (limit {self.explorer.max_query} bytes)", 414)
+        self.rfile = io.BytesIO(read_head(self.socket_file))  # parse_request reads it there
+        try:
+            if not self.parse_request():
+                return False
+        finally:
+            self.rfile = self.socket_file
+        if self.request_version == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"
+            raise BadRequest("HTTP/0.9 requests are not supported")
+        if self.command not in ("GET", "HEAD"):
+            raise BadRequest(f"method {self.command[:20]} is not allowed; use GET", 405)
+        length = check_framing(self.headers)
+        if length:
+            self.rfile.read(length)  # small: drain it so the reply is not reset
+        return True
+
+    def _too_slow(self) -> None:
+        reader, limit = self.reader, self.server.request_deadline
+        if reader.evicted:
+            waited = time.monotonic() - reader.started
+            why = (
+                f"request not complete after {waited:.1f} s while all "
+                f"{self.server.max_connections} connections were taken; closed to make room"
+            )
+        elif time.monotonic() >= reader.deadline:
+            why = f"request not complete within {limit:g} s (request line, headers and body)"
+        else:
+            why = f"request not received: the client sent nothing for {self.timeout:g} s"
+        self.close_connection = True
+        try:
+            self.send_error(408, why)
+        except OSError:
+            pass
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """A plain-text error with one line, always with a status line and headers."""
@@ -154,10 +207,10 @@ class Handler(BaseHTTPRequestHandler):
         try:
             self.wfile.flush()
             self.connection.shutdown(socket.SHUT_WR)
-            self.connection.settimeout(0.5)
+            self.reader.deadline = time.monotonic() + DRAIN_TIME  # in all, not per read
             got = 0
             while got < limit:
-                chunk = self.rfile.read1(65536)
+                chunk = self.socket_file.read1(65536)
                 if not chunk:
                     break
                 got += len(chunk)
@@ -184,22 +237,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def _check_request(self) -> None:
-        length = self.headers.get("Content-Length")
-        if self.headers.get("Transfer-Encoding"):
-            raise BadRequest(
-                "request bodies are not accepted; send parameters in the query string", 413
-            )
-        if length is not None:
-            if not re.fullmatch(r"\d{1,30}", length.strip()):
-                raise BadRequest(f"Content-Length {length[:20]!r} is not a number")
-            if int(length) > MAX_BODY:
-                raise BadRequest(
-                    f"request body of {int(length)} bytes is too large (limit "
-                    f"{MAX_BODY}); this API takes its parameters in the URL",
-                    413,
-                )
-            self.rfile.read(int(length))  # small: drain it so the reply is not reset
+    def _check_host(self) -> None:
         if getattr(self.server, "loopback_only", False):
             host = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]").lower()
             if host not in ("127.0.0.1", "localhost", "::1", ""):
@@ -210,7 +248,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         try:
-            self._check_request()
+            self._check_host()
             url = urllib.parse.urlsplit(self.path)
             try:
                 params = urllib.parse.parse_qs(
@@ -225,12 +263,7 @@ class Handler(BaseHTTPRequestHandler):
             self._route(url.path, params)
         except BadRequest as e:
             self.send_error(e.status, str(e))
-        except TimeoutError:
-            try:
-                self.send_error(408, f"request body not received within {self.timeout:g} s")
-            except OSError:
-                self.close_connection = True
-        except ConnectionError:
+        except (ConnectionError, TimeoutError):  # the client stopped reading the reply
             self.close_connection = True
         except Exception as e:  # a bug: the traceback goes to the server's log, not the client
             print(f"vaekit explore: internal error on {self.path[:200]}", file=sys.stderr)
@@ -285,55 +318,6 @@ class Handler(BaseHTTPRequestHandler):
             self._reply(ex.interpolate(a, b, int(steps_text), method), "image/png")
 
 
-class ExplorerServer(ThreadingHTTPServer):
-    """One thread per connection, at most `max_connections` at once.
-
-    Beyond that, a connection is answered 503 from the accepting thread and closed, so a
-    flood of (possibly stalled) clients costs no threads and cannot grow without bound.
-    """
-
-    daemon_threads = True  # a stuck client never keeps the process alive
-    verbose = False
-    loopback_only = True
-
-    def __init__(self, *args: Any, max_connections: int = MAX_CONNECTIONS, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.max_connections = max_connections
-        self._slots = threading.BoundedSemaphore(max_connections)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            body = f"busy: {self.max_connections} connections are open; retry shortly\n"
-            reply = (
-                "HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                f"Retry-After: 1\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n" + body
-            )
-            try:
-                request.settimeout(1.0)  # a client that reads nothing cannot hold us
-                request.sendall(reply.encode())
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)  # starts the thread
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        exc = sys.exc_info()[1]
-        if isinstance(exc, (ConnectionError, TimeoutError)):
-            return  # the client went away: nothing to report
-        print(f"vaekit explore: error serving {client_address[0]}: {exc!r}", file=sys.stderr)
-
-
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -349,11 +333,20 @@ def make_server(
     port: int = 8000,
     verbose: bool = False,
     max_connections: int = MAX_CONNECTIONS,
+    request_deadline: float = REQUEST_DEADLINE,
 ) -> ExplorerServer:
-    """A bound, not yet serving, server (port 0 picks a free port: see server_address)."""
+    """A bound, not yet serving, server (port 0 picks a free port: see server_address).
+
+    At most `max_connections` at once; each request must arrive whole (line, headers and
+    body) within `request_deadline` seconds or is answered 408 and closed."""
     handler = type("ExplorerHandler", (Handler,), {"explorer": explorer})
     try:
-        server = ExplorerServer((host, port), handler, max_connections=max_connections)
+        server = ExplorerServer(
+            (host, port),
+            handler,
+            max_connections=max_connections,
+            request_deadline=request_deadline,
+        )
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise VaekitError(
