@@ -24,15 +24,31 @@ def physical_memory() -> int:
 
 
 def available_memory() -> int:
-    """Bytes of RAM free for new allocations now (Linux's MemAvailable; else the total)."""
+    """Bytes this process may still allocate: the RAM free now (Linux's MemAvailable, else
+    the total), or less where a limit on the address space (`ulimit -v`) says so."""
+    free = _meminfo("/proc/meminfo", "MemAvailable:") or physical_memory()
     try:
-        with open("/proc/meminfo", encoding="ascii") as f:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    except (ImportError, OSError, ValueError):
+        return free
+    if soft == resource.RLIM_INFINITY:
+        return free
+    used = _meminfo("/proc/self/status", "VmSize:") or 0
+    return max(0, min(free, soft - used))
+
+
+def _meminfo(path: str, key: str) -> int | None:
+    """A 'Key:  N kB' line of a /proc file, in bytes (None where there is none)."""
+    try:
+        with open(path, encoding="ascii") as f:
             for line in f:
-                if line.startswith("MemAvailable:"):
+                if line.startswith(key):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
-    return physical_memory()
+    return None
 
 
 def check_fits(nbytes: float, what: str, fix: str, limit: int | None = None) -> None:

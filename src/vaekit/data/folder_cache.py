@@ -22,6 +22,7 @@ from tqdm import tqdm
 from ..config import DataConfig
 from ..errors import DataError
 from ..io.fileio import atomic_open, write_json
+from ..progress import bar as progress_bar
 from . import images
 from .dataset import split_indices
 
@@ -179,7 +180,7 @@ def _decode_all(
     kept: list[str] = []
     skipped: dict[str, str] = {}
     with images.pillow_guards(limit):
-        for rel in tqdm(files, desc=f"decoding {root.name}", unit="img", disable=not progress):
+        for rel in progress_bar(files, desc=f"decoding {root.name}", unit="img", show=progress):
             try:
                 row = images.decode_image(root / rel, cfg.image_size, mode, limit)
             except DataError as e:

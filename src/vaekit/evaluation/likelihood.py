@@ -12,12 +12,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .. import losses
 from ..data.dataset import to_float
 from ..errors import ConfigError
 from ..models import VAE
+from ..progress import bar as progress_bar
 
 # Values per forward pass of the log p(x) estimate, counted in the decoder's widest tensor
 # (see `decoder_width`): large enough for efficient matmuls, small enough that a pass's
@@ -182,9 +182,9 @@ def importance_sampling(
     per_pass, k_chunk = (max(1, rows // k), k) if rows >= k else (1, rows)
     n, d = x.shape[0], model.latent_dim
     result = IWEstimate(*(torch.empty(n, dtype=torch.float64) for _ in range(3)))
-    bar = tqdm(
+    bar = progress_bar(
         total=n * k,
-        disable=not progress,
+        show=progress,
         unit="sample",
         unit_scale=True,
         desc=f"log p(x), K={k}",

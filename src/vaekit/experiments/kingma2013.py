@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 from ..config import Config, load_config
 from ..data import Dataset, load_data
@@ -26,6 +25,7 @@ from ..evaluation.likelihood import elbo_stats
 from ..evaluation.metrics import active_units
 from ..io import fileio
 from ..models import VAE, load
+from ..progress import bar as progress_bar
 from ..training.callbacks import Callback, TrainerView
 from ..training.setup import resolve_device
 from ..training.trainer import Trainer
@@ -162,9 +162,9 @@ def train_curve(
         "train": _subset(data.x_train, eval_examples),
         "test": _subset(data.x_test, eval_examples),
     }
-    bar = tqdm(
+    bar = progress_bar(
         total=samples,
-        disable=not progress,
+        show=progress,
         unit="sample",
         unit_scale=True,
         desc=f"N_z = {latent_dim}",

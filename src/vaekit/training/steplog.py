@@ -9,9 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from ..errors import TrainingDiverged
+from ..progress import bar as progress_bar
 from .distributed import Dist
 from .state import TrainState
 
@@ -43,10 +43,10 @@ class StepLog:
         self.applied = 0  # updates applied this epoch
         self.first = state.step_in_epoch  # a resumed epoch starts part-way
         self.started = time.perf_counter()
-        self.bar = tqdm(
+        self.bar = progress_bar(
             total=total,
             initial=self.first,
-            disable=not show,
+            show=show,
             leave=False,
             desc=description,
             unit="step",
