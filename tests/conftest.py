@@ -51,10 +51,22 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 120, cwd: Path | None = None
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    cwd: Path | None = None,
+    memory: int | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run `python -m vaekit ARGS` as a user would, in a fresh process."""
+    """Run `python -m vaekit ARGS` as a user would, in a fresh process; with `memory`, under
+    that many bytes of address space (RLIMIT_AS), so that a file which makes vaekit allocate
+    too much fails the test with MemoryError instead of taking the machine."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), **(env or {})}
+
+    def limit_memory() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
     return subprocess.run(
         [sys.executable, "-m", "vaekit", *args],
         capture_output=True,
@@ -62,6 +74,7 @@ def run_cli(
         env=full_env,
         timeout=timeout,
         cwd=cwd,
+        preexec_fn=limit_memory if memory else None,
     )
 
 

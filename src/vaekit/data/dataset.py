@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .untrusted import MAX_CLASSES
 
 
 @dataclass
@@ -118,6 +119,8 @@ def as_uint8_images(array: np.ndarray, source: str) -> np.ndarray:
     """
     if array.dtype == object:
         raise DataError(f"{source} holds Python objects, not numbers; save plain numeric arrays")
+    if 0 in array.shape[1:]:
+        raise DataError(f"{source}: images of shape {array.shape[1:]} hold no pixels")
     if array.ndim == 2:
         side = int(round(np.sqrt(array.shape[1])))
         if side * side != array.shape[1]:
@@ -162,13 +165,25 @@ def as_uint8_images(array: np.ndarray, source: str) -> np.ndarray:
 
 
 def as_labels(array: np.ndarray, n: int, source: str) -> np.ndarray:
+    """Validate n class labels and bring them to int64: integers in 0..MAX_CLASSES-1.
+
+    The range is checked on the array as stored, so uint64 labels past int64 are named
+    rather than wrapped to negative numbers.
+    """
     if array.dtype == object or array.dtype.kind not in "iu":
         raise DataError(f"{source}: labels must be integers; got dtype {array.dtype}")
     array = array.reshape(-1)
     if array.shape[0] != n:
         raise DataError(f"{source}: {array.shape[0]} labels for {n} images")
-    if n and array.min() < 0:
-        raise DataError(f"{source}: labels must be >= 0")
+    if n:
+        lo, hi = int(array.min()), int(array.max())  # Python ints: exact for any dtype
+        if lo < 0:
+            raise DataError(f"{source}: labels must be >= 0; found {lo}")
+        if hi >= MAX_CLASSES:
+            raise DataError(
+                f"{source}: largest label is {hi}, over the limit of {MAX_CLASSES} classes "
+                "(labels are class indices 0..K-1); number the classes from 0"
+            )
     return array.astype(np.int64)
 
 

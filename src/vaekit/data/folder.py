@@ -75,7 +75,12 @@ def load_folder(
     skipped = [str(root / rel) for rel in meta["skipped"]]
     if skipped:
         plural = "" if len(skipped) == 1 else "s"
-        print(f"vaekit: skipped {len(skipped)} unreadable image{plural} in {root}", file=sys.stderr)
+        named = folder_cache.MAX_NAMED_SKIPS
+        first = f" (the first {named} named above)" if len(skipped) > named and hit is None else ""
+        print(
+            f"vaekit: skipped {len(skipped)} unreadable image{plural} in {root}{first}",
+            file=sys.stderr,
+        )
 
     y, class_names = _labels(root, meta["files"])
     info: dict[str, object] = {
@@ -125,13 +130,17 @@ def _split(
     )
 
 
-def _scan(root: Path) -> tuple[list[tuple[str, int, int]], int]:
-    """Sorted (relative path, size, mtime_ns) of candidate images, and the count of other files.
+def _scan(root: Path) -> tuple[list[tuple[str, int, int, int, int]], int]:
+    """Sorted (relative path, size, mtime_ns, inode, ctime_ns) of candidate images, and the
+    count of other files.
 
-    Names starting with '.' (the cache included) are skipped; symlinked folders are followed
-    once each.
+    The cache key is made of these: a file rewritten in place with the same size and its
+    mtime set back (os.utime) still gets a new ctime, and a file replaced by another a new
+    inode, without reading every file on every load. Names starting with '.' (the cache
+    included) are skipped; symlinked folders are followed once each. Nothing is opened
+    here: a FIFO or device named like an image is refused by name when decoding.
     """
-    files: list[tuple[str, int, int]] = []
+    files: list[tuple[str, int, int, int, int]] = []
     ignored = 0
     seen: set[tuple[int, int]] = set()
     stack = [""]
@@ -158,9 +167,9 @@ def _scan(root: Path) -> tuple[list[tuple[str, int, int]], int]:
             elif os.path.splitext(entry.name)[1].lower() in EXTENSIONS:
                 try:
                     est = entry.stat()
-                    files.append((name, est.st_size, est.st_mtime_ns))
+                    files.append((name, est.st_size, est.st_mtime_ns, est.st_ino, est.st_ctime_ns))
                 except OSError:  # a broken link: decoding will name it as unreadable
-                    files.append((name, -1, -1))
+                    files.append((name, -1, -1, -1, -1))
             else:
                 ignored += 1
     files.sort()

@@ -25,17 +25,23 @@ from ..io.fileio import atomic_open, write_json
 from ..progress import bar as progress_bar
 from . import images
 from .dataset import split_indices
+from .untrusted import open_regular, read_npy_header
 
 CACHE_DIRNAME = ".vaekit-cache"
 CACHE_VERSION = 1  # bump when decoding changes: it is part of every cache key
 _HEADER_LEN = 128  # fixed .npy header size, so the row count can be rewritten in place
 _KEY_FILE = re.compile(r"^[0-9a-f]{64}\.(npy|json)$")
+MAX_NAMED_SKIPS = 10  # unreadable images named one by one on stderr; the rest are counted
 
 
 def cache_key(
-    files: list[tuple[str, int, int]], image_size: int, mode: str, max_pixels: int | None
+    files: list[tuple[str, int, int, int, int]],
+    image_size: int,
+    mode: str,
+    max_pixels: int | None,
 ) -> str:
-    """A hash of everything the decoded array depends on; any change means a new cache entry."""
+    """A hash of everything the decoded array depends on (each file by its path, size, mtime,
+    inode and ctime); any change means a new cache entry."""
     spec = {
         "version": CACHE_VERSION,
         "image_size": image_size,
@@ -59,18 +65,38 @@ def read_cache(d: Path, key: str, ram_budget: int) -> tuple[np.ndarray, dict, Pa
     npy, meta_path = d / f"{key}.npy", d / f"{key}.json"
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        big = npy.stat().st_size > ram_budget
-        x = np.load(npy, mmap_mode="c" if big else None, allow_pickle=False)
-    except (OSError, ValueError, EOFError):
+        x = _load_npy(npy, ram_budget)
+    except (OSError, ValueError, EOFError, DataError):
         return None
-    if (
-        not isinstance(meta, dict)
-        or meta.get("key") != key
-        or list(x.shape) != meta.get("shape")
-        or x.dtype != np.uint8
-    ):
+    if not _meta_matches(meta, key, x):
         return None
     return x, meta, npy
+
+
+def _load_npy(npy: Path, ram_budget: int) -> np.ndarray:
+    """A uint8 .npy this module wrote, memory-mapped above `ram_budget` bytes. Its header is
+    checked first against the file's exact size: a damaged or edited header would otherwise
+    make np.load allocate whatever it claims."""
+    with open_regular(npy) as f:
+        size = os.fstat(f.fileno()).st_size
+        header = read_npy_header(f, size, str(npy))
+    if header.dtype != np.uint8 or header.offset + header.nbytes != size:
+        raise DataError(f"{npy} does not hold the uint8 array its header describes")
+    return np.load(npy, mmap_mode="c" if size > ram_budget else None, allow_pickle=False)
+
+
+def _meta_matches(meta: object, key: str, x: np.ndarray) -> bool:
+    """The JSON beside an array is the one _meta wrote for it (nothing else is trusted)."""
+    return (
+        isinstance(meta, dict)
+        and meta.get("key") == key
+        and list(x.shape) == meta.get("shape")
+        and isinstance(meta.get("files"), list)
+        and len(meta["files"]) == x.shape[0]
+        and all(isinstance(f, str) for f in meta["files"])
+        and isinstance(meta.get("skipped"), dict)
+        and all(isinstance(v, str) for v in meta["skipped"].values())
+    )
 
 
 def build(
@@ -121,17 +147,22 @@ def split_on_disk(
     train_rows, test_rows, info = split_indices(x.shape[0], cfg.test_fraction, cfg.split_seed)
     parts = {"train": train_rows, "test": test_rows}
     tag = f"{stem.name}-split-{cfg.test_fraction:g}-{cfg.split_seed}"
-    arrays = {}
+    arrays: dict[str, np.ndarray] = {}
     for name, rows in parts.items():
         path = stem.parent / f"{tag}-{name}.npy"
-        if not path.is_file():
-            with atomic_open(path, "wb") as f:
-                stream = _NpyStream(f, tuple(x.shape[1:]))
-                chunk = max(1, ram_budget // (8 * max(1, int(np.prod(x.shape[1:])))))
-                for start in range(0, len(rows), chunk):
-                    for row in x[rows[start : start + chunk]]:
-                        stream.add(row)
-                stream.finish()
+        try:  # written by an earlier run; rewritten when damaged
+            arrays[name] = _load_npy(path, ram_budget=-1)
+            if arrays[name].shape == (len(rows), *x.shape[1:]):
+                continue
+        except (OSError, ValueError, DataError):
+            pass
+        with atomic_open(path, "wb") as f:
+            stream = _NpyStream(f, tuple(x.shape[1:]))
+            chunk = max(1, ram_budget // (8 * max(1, int(np.prod(x.shape[1:])))))
+            for start in range(0, len(rows), chunk):
+                for row in x[rows[start : start + chunk]]:
+                    stream.add(row)
+            stream.finish()
         arrays[name] = np.load(path, mmap_mode="c", allow_pickle=False)
     y_train = None if y is None else y[parts["train"]]
     y_test = None if y is None else y[parts["test"]]
@@ -179,6 +210,8 @@ def _decode_all(
     """
     kept: list[str] = []
     skipped: dict[str, str] = {}
+    held: list[str] = []  # skip messages wait for a first good image: if none comes, the
+    # error (which names the first bad file) is the only line
     with images.pillow_guards(limit):
         for rel in progress_bar(files, desc=f"decoding {root.name}", unit="img", show=progress):
             try:
@@ -186,15 +219,21 @@ def _decode_all(
             except DataError as e:
                 if cfg.strict:
                     raise strict_error(str(e)) from None
-                tqdm.write(f"vaekit: skipping {e}", file=sys.stderr)
                 skipped[rel] = str(e).removeprefix(f"{root / rel}: ")
+                if len(skipped) <= MAX_NAMED_SKIPS:
+                    held.append(f"vaekit: skipping {e}")
             else:
                 sink(row)
                 kept.append(rel)
+            if kept and held:
+                for line in held:
+                    tqdm.write(line, file=sys.stderr)
+                held.clear()
     if not kept:
+        rel, reason = next(iter(skipped.items()))
         raise DataError(
-            f"none of the {len(files)} images in {root} could be read (see the "
-            "messages above); check the files or their format"
+            f"none of the {len(files)} images in {root} could be read (the first: "
+            f"{root / rel}: {reason}); check the files or their format"
         )
     return kept, skipped
 

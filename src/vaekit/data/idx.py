@@ -11,10 +11,12 @@ import gzip
 import struct
 import zlib
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
 from ..errors import DataError
+from .untrusted import memory_limit, open_regular, over_limit
 
 # The third byte of the magic number names the element type (LeCun's IDX description).
 _DTYPES: dict[int, np.dtype] = {
@@ -28,12 +30,18 @@ _DTYPES: dict[int, np.dtype] = {
 
 
 def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file, gzipped or not, checking the header against the payload size."""
+    """Read an IDX file, gzipped or not, checking the header against the payload size.
+
+    Only a regular file is opened, and no more is read (or decompressed) than the header
+    claims, once that claim is within the memory limit: a gzip bomb stops at its header.
+    """
     path = Path(path)
     try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
+        with open_regular(path) as f:
+            gzipped = f.read(2) == b"\x1f\x8b"
+            f.seek(0)
+            stream: IO[bytes] | gzip.GzipFile = gzip.GzipFile(fileobj=f) if gzipped else f
+            return _read(stream, path)
     except FileNotFoundError:
         raise DataError(f"IDX file {path} does not exist") from None
     except (OSError, EOFError, zlib.error) as e:
@@ -41,25 +49,35 @@ def read_idx(path: str | Path) -> np.ndarray:
             f"IDX file {path} is truncated or not valid gzip ({e}); "
             "delete it and fetch the dataset again"
         ) from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES or raw[3] == 0:
+
+
+def _read(stream: IO[bytes] | gzip.GzipFile, path: Path) -> np.ndarray:
+    magic = stream.read(4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _DTYPES or not magic[3]:
         raise DataError(
             f"{path} is not an IDX file (bad magic number); delete it and fetch the dataset again"
         )
-    dtype, ndim = _DTYPES[raw[2]], raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
+    dtype, ndim = _DTYPES[magic[2]], magic[3]
+    dims = stream.read(4 * ndim)
+    if len(dims) < 4 * ndim:
         raise DataError(
             f"IDX file {path} is truncated inside its header; delete it and fetch the dataset again"
         )
-    shape = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(raw) - header != expected:
+    shape = struct.unpack(f">{ndim}I", dims)
+    expected = int(np.prod(shape, dtype=object)) * dtype.itemsize  # Python ints: no overflow
+    limit = memory_limit()
+    if expected > limit:
+        raise over_limit(f"IDX file {path} (shape {shape})", expected, limit)
+    payload = stream.read(expected)
+    extra = len(stream.read(1))  # one byte past the claim is enough to know it lies
+    if len(payload) != expected or extra:
+        held = f"{len(payload)}" if not extra else f"more than {len(payload)}"
         raise DataError(
-            f"IDX file {path} holds {len(raw) - header} data bytes but its header "
+            f"IDX file {path} holds {held} data bytes but its header "
             f"says {expected} (shape {shape}); it is truncated or corrupt, "
             "delete it and fetch the dataset again"
         )
-    array = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+    array = np.frombuffer(payload, dtype=dtype).reshape(shape)
     return array.astype(dtype.newbyteorder("="), copy=True)
 
 

@@ -1,21 +1,24 @@
 """One image file as a uint8 array: opened with Pillow, oriented by its EXIF tag, brought to
 RGB or L (transparency composited on white, 16-bit scaled without clipping), resized on its
 shorter side and centre-cropped; unreadable, truncated and oversized files (decompression
-bombs) are a DataError naming the file."""
+bombs) are a DataError naming the file, and so is anything but a regular file."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import struct
 import warnings
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
 from ..errors import DataError
+from .untrusted import open_regular
 
 EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
 # What Pillow raises on corrupt, truncated or refused files (as in its own fuzz tests).
@@ -31,7 +34,20 @@ def decode_image(
     """
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     try:
-        with Image.open(path) as im:  # lazy: only the header has been read
+        f = open_regular(path)  # a FIFO or device named .png is refused, never opened blocking
+    except OSError as e:
+        raise DataError(f"{path}: cannot read image ({e.strerror or e})") from None
+    with f:
+        if os.fstat(f.fileno()).st_size == 0:
+            raise DataError(f"{path}: cannot read image (empty file)")
+        return _decode(f, path, image_size, mode, limit)
+
+
+def _decode(
+    f: IO[bytes], path: str | Path, image_size: int, mode: str, limit: int | None
+) -> np.ndarray:
+    try:
+        with Image.open(f) as im:  # lazy: only the header has been read
             w, h = im.size
             if limit is not None and w * h > limit:
                 raise DataError(
@@ -47,6 +63,8 @@ def decode_image(
             f"{path}: refused: over the pixel limit of {limit} (decompression-"
             "bomb guard); shrink the image or raise max_pixels"
         ) from None
+    except Image.UnidentifiedImageError:  # its own text names the file object, not the path
+        raise DataError(f"{path}: cannot read image (not a format Pillow can identify)") from None
     except READ_ERRORS as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DataError(f"{path}: cannot read image ({reason})") from None

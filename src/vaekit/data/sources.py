@@ -1,4 +1,5 @@
-"""Where datasets come from: named datasets (found locally or downloaded), .npz files, noise."""
+"""Where datasets come from: named datasets (found locally or downloaded), .npz files
+(read by npz.py), folders of images (folder.py), noise."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +18,9 @@ import torch
 
 from ..config import DataConfig
 from ..errors import DataError
-from .dataset import Dataset, as_labels, as_uint8_images, split
+from .dataset import Dataset, as_labels
 from .idx import read_idx
+from .npz import load_npz
 
 DEBIAN_DIR = Path("/usr/share/datasets")
 
@@ -209,85 +210,31 @@ def load_named(name: str, cfg: DataConfig, progress: bool = True) -> Dataset:
     spec = NAMED[name]
     arrays = [read_idx(_find_file(directory, f)) for f in spec.files]  # type: ignore[arg-type]
     x_train, y_train, x_test, y_test = arrays
-    for images, labels, file in (
-        (x_train, y_train, spec.files[0]),
-        (x_test, y_test, spec.files[2]),
+    checked = []  # int64 labels, in range
+    for images, labels, file, label_file in (
+        (x_train, y_train, spec.files[0], spec.files[1]),
+        (x_test, y_test, spec.files[2], spec.files[3]),
     ):
         if images.ndim != 3 or images.dtype != np.uint8 or labels.shape != images.shape[:1]:
             raise DataError(
                 f"{directory / file} does not match its labels (images "
                 f"{images.shape}, labels {labels.shape}); fetch the dataset again"
             )
+        labels = as_labels(labels, len(images), str(directory / label_file))
+        if len(labels) and labels.max() >= len(spec.class_names):
+            raise DataError(
+                f"{directory / label_file}: label {labels.max()} is out of range for the "
+                f"{len(spec.class_names)} classes of {name}; fetch the dataset again"
+            )
+        checked.append(labels)
     return Dataset(
         name,
         torch.from_numpy(x_train[:, None]),  # read_idx's arrays are fresh and writable
         torch.from_numpy(x_test[:, None]),
-        torch.from_numpy(y_train.astype(np.int64)),
-        torch.from_numpy(y_test.astype(np.int64)),
+        torch.from_numpy(checked[0]),
+        torch.from_numpy(checked[1]),
         list(spec.class_names),
         {"source": "named", "path": str(directory)},
-    )
-
-
-def load_npz(path: Path, cfg: DataConfig) -> Dataset:
-    """An .npz with x_train and optional x_test, y_train, y_test; never unpickles."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except FileNotFoundError:
-        raise DataError(f"data file {path} does not exist") from None
-    except ValueError as e:
-        if "pickle" in str(e).lower() or "object" in str(e).lower():
-            raise DataError(
-                f"{path} holds Python objects (pickled arrays), which vaekit never "
-                "loads; save plain numeric arrays"
-            ) from None
-        raise DataError(f"{path} is not a readable .npz file ({e})") from None
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
-        raise DataError(f"{path} is truncated or not a valid .npz file ({e})") from None
-    if "x_train" not in arrays:
-        raise DataError(f"{path} has no array 'x_train' (found: {', '.join(arrays) or 'nothing'})")
-    x_train = as_uint8_images(arrays["x_train"], f"{path}:x_train")
-    y_train = (
-        as_labels(arrays["y_train"], len(x_train), f"{path}:y_train")
-        if "y_train" in arrays
-        else None
-    )
-    info: dict[str, object] = {"source": "npz", "path": str(path)}
-    if "x_test" in arrays:
-        x_test = as_uint8_images(arrays["x_test"], f"{path}:x_test")
-        if x_test.shape[1:] != x_train.shape[1:]:
-            raise DataError(
-                f"{path}: x_test images are {x_test.shape[1:]}, x_train images "
-                f"{x_train.shape[1:]}; they must match"
-            )
-        y_test = (
-            as_labels(arrays["y_test"], len(x_test), f"{path}:y_test")
-            if "y_test" in arrays
-            else None
-        )
-    else:
-        x_train, x_test, y_train, y_test, split_info = split(
-            x_train, y_train, cfg.test_fraction, cfg.split_seed
-        )
-        info.update(split_info)
-    if (y_train is None) != (y_test is None):
-        y_train = y_test = None
-    num_classes = (
-        0 if y_train is None or y_test is None else int(max(y_train.max(), y_test.max())) + 1
-    )
-
-    def to_t(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(a))
-
-    return Dataset(
-        path.stem,
-        to_t(x_train),
-        to_t(x_test),
-        None if y_train is None else to_t(y_train),
-        None if y_test is None else to_t(y_test),
-        [str(i) for i in range(num_classes)],
-        info,
     )
 
 
@@ -327,9 +274,7 @@ def load_data(cfg: DataConfig, seed: int = 0, progress: bool = True) -> Dataset:
             from .folder import load_folder
 
             data = load_folder(path, cfg, progress=progress)
-        elif path.suffix == ".npz" or path.is_file():
-            if not path.exists():
-                raise DataError(f"data file {path} does not exist")
+        elif path.suffix == ".npz" or path.exists():  # a FIFO or device is refused there
             data = load_npz(path, cfg)
         else:
             raise DataError(

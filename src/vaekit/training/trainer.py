@@ -168,7 +168,7 @@ class Trainer:
             run.dist,
             max_skipped=t.max_skipped,
             run_dir=run.run_dir,
-            batch_size=t.batch_size,
+            batch_size=min(t.batch_size, run.x_train.shape[0]),  # fewer rows: one short batch
             take_back=run.step.take_back,
             description=f"epoch {epoch + 1}/{t.epochs}",
             total=total,
