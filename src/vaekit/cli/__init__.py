@@ -7,8 +7,11 @@ Every command only parses arguments, calls the library and prints. A user error
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 from collections.abc import Callable
+from typing import Any, TextIO, cast
 
 from .. import __version__
 from . import core, hub, inspect, reproduce
@@ -59,9 +62,22 @@ def main(argv: list[str] | None = None) -> int:
     from ..errors import TrainingInterrupted, VaekitError
 
     tune_malloc()  # conv activations: reuse freed memory instead of fresh zeroed pages
+    stdout = sys.stdout
+    sys.stdout = cast(TextIO, _Stdout(stdout))
     try:
         import_modules(args.imports)
-        return commands[args.command](args)
+        code = commands[args.command](args)
+        sys.stdout.flush()  # a full disk or a closed pipe shows here, not at exit
+        return code
+    except StdoutFailed as e:
+        _silence(stdout)
+        if e.errno != errno.EPIPE:  # a closed pipe (`| head`) is no error to report
+            print(
+                f"vaekit {args.command}: error: cannot write to standard output "
+                f"({e.strerror or e}); the output is lost",
+                file=sys.stderr,
+            )
+        return 1
     except TrainingInterrupted as e:
         print(f"vaekit: {e}", file=sys.stderr)
         return e.exit_code
@@ -73,6 +89,46 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 1
+    finally:
+        sys.stdout = stdout
+
+
+class StdoutFailed(OSError):
+    """Writing the command's output to stdout failed (a full disk, a closed pipe)."""
+
+
+class _Stdout:
+    """sys.stdout whose write errors become `StdoutFailed`, told apart from other OSErrors."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError as e:
+            raise StdoutFailed(e.errno, e.strerror) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as e:
+            raise StdoutFailed(e.errno, e.strerror) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _silence(stream: TextIO) -> None:
+    """Point stdout's descriptor at /dev/null, so that the flush at exit, which would meet
+    the same error, succeeds (as the Python docs advise for SIGPIPE)."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):  # no descriptor (captured by a test): nothing to flush
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, fd)
+    os.close(null)
 
 
 def import_modules(names: list[str]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +174,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"run written to {run_dir}: config.yaml, metrics.jsonl, model.safetensors, "
         f"samples.png, reconstructions.png"
     )
-    print(f"next: vaekit evaluate {run_dir}")
+    print(f"next: vaekit evaluate {shlex.quote(str(run_dir))}")
     return 0
 
 
@@ -217,11 +218,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _out_path(args: argparse.Namespace, default: str) -> Path:
+    """Where a picture command writes, checked before anything loads: --out, else
+    RUN/DEFAULT (a Hub model: ./DEFAULT, not its cache)."""
+    from ..io import outputs
+
     if args.out:
-        return Path(args.out)
-    if str(args.run).startswith("hf://"):  # a Hub model: write here, not into its cache
-        return Path(default)
-    return Path(args.run) / default
+        return outputs.check_file(args.out, example=default)
+    if str(args.run).startswith("hf://"):
+        return outputs.check_file(default)
+    path = Path(args.run) / default
+    if path.parent.is_dir():  # a RUN that is no folder is named by the load instead
+        outputs.check_file(path, example=default)
+    return path
 
 
 def _label(model: Any, label: str | None) -> int | None:
@@ -249,14 +257,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from ..models import load
     from ..viz import grid
 
+    out = _out_path(args, "samples.png")
     model = load(args.run)
     label = _label(model, args.label)
     if model.conditional and label is None:
         raise ConfigError("this model is class-conditional: pass --label (a class name or index)")
     images = model.sample(args.n, label, generator=torch.Generator().manual_seed(args.seed))
-    out = grid.save_grid(
-        _out_path(args, "samples.png"), images, nrow=8, scale=grid.auto_scale(model.input_shape[1])
-    )
+    grid.save_grid(out, images, nrow=8, scale=grid.auto_scale(model.input_shape[1]))
     print(out)
     return 0
 
@@ -267,17 +274,13 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     from ..data import to_float
     from ..viz import grid
 
+    out = _out_path(args, "reconstructions.png")
     model, data = _load_run(args.run)
     n = min(args.n, data.x_test.shape[0])
     x = to_float(data.x_test[:n])
     y = data.y_test[:n] if model.conditional else None
     images = torch.cat([x, model.reconstruct(x, y)])
-    out = grid.save_grid(
-        _out_path(args, "reconstructions.png"),
-        images,
-        nrow=n,
-        scale=grid.auto_scale(model.input_shape[1]),
-    )
+    grid.save_grid(out, images, nrow=n, scale=grid.auto_scale(model.input_shape[1]))
     print(out)
     return 0
 
@@ -288,6 +291,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     from ..data import to_float
     from ..viz import grid
 
+    out = _out_path(args, "interpolation.png")
     model, data = _load_run(args.run)
     g = torch.Generator().manual_seed(args.seed)
     idx = torch.randperm(data.x_test.shape[0], generator=g)[: 2 * args.pairs]
@@ -306,11 +310,8 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         None if y is None else y[:pairs],
         None if y is None else y[pairs : 2 * pairs],
     )  # (P, steps, C, H, W)
-    out = grid.save_grid(
-        _out_path(args, "interpolation.png"),
-        path.flatten(0, 1),
-        nrow=args.steps,
-        scale=grid.auto_scale(model.input_shape[1]),
+    grid.save_grid(
+        out, path.flatten(0, 1), nrow=args.steps, scale=grid.auto_scale(model.input_shape[1])
     )
     print(out)
     return 0

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .core import COMMON_HELP, _load_run
+from .core import COMMON_HELP, _load_run, _out_path
 from .parser import count
 
 
@@ -115,7 +115,7 @@ def _kl_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def _out(args: argparse.Namespace, name: str) -> Path:
     from ..viz.figures import FILES
 
-    return Path(args.out) if args.out else Path(args.run) / FILES[name]
+    return _out_path(args, FILES[name])
 
 
 def _test_set(args: argparse.Namespace) -> tuple[Any, Any, Any, list[str]]:
@@ -126,8 +126,11 @@ def _test_set(args: argparse.Namespace) -> tuple[Any, Any, Any, list[str]]:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from ..io import outputs
     from ..viz.report import build_report
 
+    if args.out or Path(args.run).is_dir():  # checked before the run and its data load
+        outputs.check_dir(args.out or args.run)
     path = build_report(
         args.run,
         out_dir=args.out,
@@ -171,21 +174,23 @@ def cmd_manifold(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..viz import figures, grid
 
+    out = _out(args, "manifold")
     model, x, y, _ = _test_set(args)
     if model.latent_dim < 2:
         raise ConfigError(
             "a manifold needs a latent space of at least 2 dimensions; this model has 1"
         )
     images = figures.manifold(model, args.n, _parse_dims(args.dims, model.latent_dim), x, y)
-    print(grid.save_grid(_out(args, "manifold"), images, nrow=args.n))
+    print(grid.save_grid(out, images, nrow=args.n))
     return 0
 
 
 def cmd_latents(args: argparse.Namespace) -> int:
     from ..viz import figures
 
+    out = _out(args, "latents")
     model, x, y, names = _test_set(args)
-    print(figures.save_png(_out(args, "latents"), figures.latent_scatter(model, x, y, names)))
+    print(figures.save_png(out, figures.latent_scatter(model, x, y, names)))
     return 0
 
 
@@ -195,6 +200,7 @@ def cmd_curves(args: argparse.Namespace) -> int:
     from ..tracking import read_metrics
     from ..viz import figures
 
+    out = _out(args, "curves")
     run_dir = resolve(args.run)
     image = figures.training_curves(read_metrics(run_dir))
     if image is None:
@@ -202,16 +208,16 @@ def cmd_curves(args: argparse.Namespace) -> int:
             f"{run_dir} has no training curves: metrics.jsonl is missing or "
             "holds no train_/test_ nelbo, recon or kl values"
         )
-    print(figures.save_png(_out(args, "curves"), image))
+    print(figures.save_png(out, image))
     return 0
 
 
 def cmd_kl(args: argparse.Namespace) -> int:
     from ..viz import figures
 
+    out = _out(args, "kl")
     model, x, y, _ = _test_set(args)
-    image = figures.kl_chart(model, x, y)
-    print(figures.save_png(_out(args, "kl"), image))
+    print(figures.save_png(out, figures.kl_chart(model, x, y)))
     return 0
 
 

@@ -51,8 +51,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from ..experiments.kingma2013 import reproduce_kingma2013, summary
+    from ..io import outputs
 
     out = args.out or f"runs/{args.paper}-{args.budget}"
+    outputs.check_dir(out)  # before the data loads and the training starts
     result = reproduce_kingma2013(
         out,
         budget=args.budget,

@@ -313,6 +313,7 @@ def _one_latent_size(
     if saved.is_file() and json.loads(saved.read_text()).get("key") == key:
         curve = json.loads(saved.read_text())["curve"]
         return load(folder, resolve_device(config.train.device)), curve
+    saved.unlink(missing_ok=True)  # another budget's curve: train.overwrite keeps no stranger
     samples = b.samples if latent_dim != 2 else b.manifold_samples
     at = sorted({p for p in points if p <= samples} | {samples})
     model, curve = train_curve(

@@ -1,23 +1,34 @@
-"""The run directory: its name, the files a run writes, and what --resume and --overwrite
-may do to a directory that already holds something."""
+"""The run directory: its name, the files a run writes, who owns it while the run lasts,
+and what --resume and --overwrite may do to a directory that already holds something.
+
+`owned_run_dir` is the whole life of a run's directory: checked before any data is
+loaded, created (a default name is made unique by creating it with mkdir, which only one
+process can do), locked for the run (runlock.py), and only then looked into, so that two
+processes never both decide that a directory is theirs. --overwrite removes the files a
+run writes and nothing else: a directory holding anything more is refused.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+from .. import tracking
 from ..config import Config
 from ..errors import ConfigError
-from ..io import checkpoint, fileio
+from ..io import checkpoint, fileio, outputs
 from ..models import VAE
+from . import runlock
 
 RUN_FILES = (
     "config.yaml",
     checkpoint.CONFIG_FILE,
     checkpoint.MODEL_FILE,
     checkpoint.STATE_FILE,
-    "metrics.jsonl",
+    tracking.METRICS_FILE,
     "samples.png",
     "reconstructions.png",
     "report.html",
@@ -29,35 +40,104 @@ RUN_FILES = (
     "latents.png",
     "curves.png",
     "kl.png",
+    # the trackers' records of which run to continue on --resume (tracking.py)
+    tracking.WANDB_ID_FILE,
+    tracking.MLFLOW_RUN_FILE,
 )
+RUN_FOLDERS = ("tensorboard", "wandb")  # the trackers' logs (tracking.py); mlruns/ is in the cwd
 
 
-def prepare_run_dir(config: Config, resume: bool, overwrite: bool) -> Path:
-    out = config.train.out or f"runs/{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = Path(out)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"--out {run_dir} is a file; choose a directory")
-    holds_run = run_dir.is_dir() and any((run_dir / f).exists() for f in RUN_FILES)
-    if run_dir.is_dir() and (resume or overwrite):  # left by a killed run; never loaded
-        for stale in run_dir.glob(f"{fileio.TMP_PREFIX}*"):
-            stale.unlink(missing_ok=True)
-    if resume:
-        if not (run_dir / checkpoint.STATE_FILE).is_file():
+@contextlib.contextmanager
+def owned_run_dir(config: Config, resume: bool, overwrite: bool) -> Iterator[Path]:
+    """The run directory, created if new and locked by this process for the body."""
+    if resume and overwrite:
+        raise ConfigError(
+            "--resume and --overwrite contradict each other: --resume continues the run in "
+            "--out, --overwrite deletes it and starts anew; pass one of them"
+        )
+    run_dir = _create(config)
+    with runlock.held(run_dir):
+        _prepare(run_dir, resume, overwrite)
+        yield run_dir
+
+
+def _create(config: Config) -> Path:
+    """--out, created; without it runs/NAME-TIME, with -2, -3, ... if that exists."""
+    if config.train.out:
+        return outputs.make_dir(config.train.out)
+    parent = outputs.make_dir("runs", "the default --out folder")
+    stem = f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    for i in range(1, 1000):
+        run_dir = parent / (stem if i == 1 else f"{stem}-{i}")
+        try:
+            run_dir.mkdir()  # atomic: of two processes started together, one creates it
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise ConfigError(f"cannot create the run directory {run_dir} ({e.strerror})") from None
+        return run_dir
+    raise ConfigError(f"runs/{stem}-2 to -999 exist already; pass --out")
+
+
+def _contents(run_dir: Path) -> tuple[list[Path], list[Path], list[Path]]:
+    """(the files and folders a run writes, temporary files, anything else) in run_dir."""
+    own, temporary, other = [], [], []
+    try:
+        entries = sorted(run_dir.iterdir())
+    except OSError as e:  # e.g. a directory without read permission
+        raise ConfigError(f"--out {run_dir}: cannot list it ({e.strerror})") from None
+    for path in entries:
+        name, real_dir = path.name, path.is_dir() and not path.is_symlink()
+        if name == runlock.LOCK_FILE or name.startswith(f"{runlock.LOCK_FILE}."):
+            continue
+        if (name in RUN_FILES and not path.is_dir()) or (name in RUN_FOLDERS and real_dir):
+            own.append(path)
+        elif name.startswith(fileio.TMP_PREFIX) and path.is_file():
+            temporary.append(path)
+        else:
+            other.append(path)
+    return own, temporary, other
+
+
+def _names(paths: list[Path]) -> str:
+    shown = [p.name + ("/" if p.is_dir() else "") for p in paths[:5]]
+    more = f" and {len(paths) - 5} more" if len(paths) > 5 else ""
+    return ", ".join(shown) + more
+
+
+def _prepare(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """What --resume and --overwrite may do here; called while holding the lock."""
+    own, temporary, other = _contents(run_dir)
+    if resume and not (run_dir / checkpoint.STATE_FILE).is_file():
+        raise ConfigError(
+            f"--resume: {run_dir} holds no resume state "
+            f"({checkpoint.STATE_FILE}); start it without --resume"
+        )
+    if overwrite and other:
+        raise ConfigError(
+            f"--overwrite: {run_dir} holds {_names(other)}, which no run writes; --overwrite "
+            "deletes only a run's own files: move those away or choose another --out"
+        )
+    if not resume and not overwrite:
+        if other:
             raise ConfigError(
-                f"--resume: {run_dir} holds no resume state "
-                f"({checkpoint.STATE_FILE}); start it without --resume"
+                f"--out {run_dir} is not empty: it holds files that no run writes "
+                f"({_names(other)}); choose a new or empty directory"
             )
-    elif holds_run:
-        if not overwrite:
+        if own:
             raise ConfigError(
                 f"--out {run_dir} already holds a run; pass --resume to continue "
                 "it, --overwrite to replace it, or choose another --out"
             )
-        for name in RUN_FILES:
-            (run_dir / name).unlink(missing_ok=True)
-        for name in ("tensorboard", "wandb", "images"):
-            shutil.rmtree(run_dir / name, ignore_errors=True)
-    return run_dir
+        return
+    for path in temporary:  # left by a killed run; never loaded
+        path.unlink(missing_ok=True)
+    if overwrite:
+        for path in own:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
 
 
 def config_yaml(config: Config, model: VAE) -> str:

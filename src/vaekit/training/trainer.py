@@ -14,6 +14,7 @@ save the state at the next step boundary and raise `TrainingInterrupted`.
 from __future__ import annotations
 
 import contextlib
+import shlex
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -37,7 +38,7 @@ from .callbacks import Callback, as_callbacks
 from .distributed import Dist
 from .interrupt import StopFlag
 from .precision import resolve_precision
-from .rundir import config_yaml, prepare_run_dir
+from .rundir import config_yaml, owned_run_dir
 from .setup import build_model, check_data, is_out_of_memory, out_of_memory, resolve_device
 from .state import TrainState, restore, snapshot
 from .step import Step
@@ -291,10 +292,10 @@ class Trainer:
         log.close()
         self._save()
         code = 128 + (signum or signal.SIGINT)
+        config, out = shlex.quote(str(run.run_dir / "config.yaml")), shlex.quote(str(run.run_dir))
         raise TrainingInterrupted(
             f"interrupted at epoch {epoch + 1}, step {self.state.step_in_epoch}; state saved in "
-            f"{run.run_dir}. Resume with: vaekit train --config {run.run_dir / 'config.yaml'} "
-            f"--out {run.run_dir} --resume",
+            f"{run.run_dir}. Resume with: vaekit train --config {config} --out {out} --resume",
             code,
         )
 
@@ -317,14 +318,19 @@ class Trainer:
                 torch.set_flush_denormal(True)  # denormals cost ~100x on x86 (benchmarks/)
             if t.precision == "fp16" and device.type != "cuda":
                 raise ConfigError("train.precision fp16 needs CUDA; use bf16 on the CPU")
-            # rank 0 names and prepares the run directory (its default name has a timestamp)
-            run_dir = dist.share(lambda: prepare_run_dir(self.config, self.resume, self.overwrite))
-            self._run = self._prepare(device, dist, run_dir)
-            try:
-                yield self._run
-            finally:
-                self._run.tracker.close()
-            dist.teardown(finished=True)
+            with contextlib.ExitStack() as owned:  # rank 0 holds the run directory's lock
+                # rank 0 names and prepares the run directory (its default name has a time)
+                run_dir = dist.share(
+                    lambda: owned.enter_context(
+                        owned_run_dir(self.config, self.resume, self.overwrite)
+                    )
+                )
+                self._run = self._prepare(device, dist, run_dir)
+                try:
+                    yield self._run
+                finally:
+                    self._run.tracker.close()
+                dist.teardown(finished=True)
         except RuntimeError as e:  # torch.OutOfMemoryError is a RuntimeError too
             if not is_out_of_memory(e):
                 raise

@@ -1,0 +1,94 @@
+"""Where a command writes: checked before it loads data or trains, so that a bad --out is
+one line at once instead of a traceback after minutes of work.
+
+A usable output location is a directory (existing, or creatable under the nearest existing
+one) that this process can create files in; a path through a dangling symlink, a symlink
+loop or a regular file is none. Writability is tested by creating (and removing) a
+temporary file, the one test that also holds for root and for read-only mounts.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+from ..errors import ConfigError
+from . import fileio
+
+
+def _where(what: str, path: Path, p: Path) -> str:
+    """How a message names `p`, a part of the output `path`."""
+    return f"{what} {path}" if p == path else f"{what} {path}: {p}"
+
+
+def _broken_link(path: Path, what: str, p: Path) -> ConfigError | None:
+    """The error for `p` (`path` or one of its parents) as a symlink to nowhere, else None."""
+    if not os.path.islink(p) or os.path.exists(p):
+        return None
+    try:
+        os.stat(p)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return ConfigError(f"{_where(what, path, p)} is a symlink loop; choose another {what}")
+    return ConfigError(
+        f"{_where(what, path, p)} is a symlink to {os.readlink(p)}, which does not exist; "
+        f"create it or choose another {what}"
+    )
+
+
+def _nearest_directory(path: Path, what: str, start: Path) -> Path:
+    """The nearest existing one of `start` and its parents; it must be a directory."""
+    for p in (start, *start.parents):
+        error = _broken_link(path, what, p)
+        if error is not None:
+            raise error
+        if os.path.exists(p):
+            if not p.is_dir():
+                raise ConfigError(
+                    f"{_where(what, path, p)} is a file, not a directory; choose another {what}"
+                )
+            return p
+    return Path.cwd()  # not reached: a relative path ends in ".", an absolute one in "/"
+
+
+def _probe(directory: Path, what: str, path: Path) -> None:
+    try:
+        fd, name = tempfile.mkstemp(prefix=f"{fileio.TMP_PREFIX}probe.", dir=directory)
+    except OSError as e:
+        raise ConfigError(
+            f"{what} {path}: cannot create files in {directory} ({e.strerror}); choose a "
+            f"writable {what}"
+        ) from None
+    os.close(fd)
+    Path(name).unlink(missing_ok=True)
+
+
+def check_dir(path: str | os.PathLike[str], what: str = "--out") -> Path:
+    """`path` as an output directory: an existing one, or one that can be created."""
+    path = Path(path)
+    _probe(_nearest_directory(path, what, path), what, path)
+    return path
+
+
+def make_dir(path: str | os.PathLike[str], what: str = "--out") -> Path:
+    """`check_dir`, then create the directory (and its parents)."""
+    path = check_dir(path, what)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # changed since the check, or a limit (name length, quota)
+        raise ConfigError(f"{what} {path}: cannot create it ({e.strerror})") from None
+    return path
+
+
+def check_file(path: str | os.PathLike[str], what: str = "--out", example: str = "out.png") -> Path:
+    """`path` as an output file: not a directory, in a directory that can hold it."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a directory; name a file, e.g. {path / example}")
+    error = _broken_link(path, what, path)
+    if error is not None:
+        raise error
+    _probe(_nearest_directory(path, what, path.parent), what, path)
+    return path
