@@ -8,20 +8,30 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 DEMO_RUN ?= runs/demo
 
-.PHONY: demo test venv data lint clean
+.PHONY: demo test venv venv-core data lint clean
 
-$(VENV)/.deps-stamp: pyproject.toml
+# The demo needs vaekit and its core dependencies; the tests add the [dev] tools.
+$(VENV)/.core-stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.deps-stamp: $(VENV)/.core-stamp
 	$(PIP) install -q -e ".[dev]"
 	touch $@
 
 # The editable install records this checkout's path; re-point it when the venv is shared.
-venv: $(VENV)/.deps-stamp
-	@$(PY) -c "import vaekit, pathlib, sys; sys.exit(pathlib.Path(vaekit.__file__).resolve().is_relative_to(pathlib.Path('src').resolve()) is False)" 2>/dev/null \
+REPOINT = @$(PY) -c "import vaekit, pathlib, sys; sys.exit(pathlib.Path(vaekit.__file__).resolve().is_relative_to(pathlib.Path('src').resolve()) is False)" 2>/dev/null \
 		|| $(PIP) install -q --no-deps --no-build-isolation -e .
 
-data: venv
+venv-core: $(VENV)/.core-stamp
+	$(REPOINT)
+
+venv: $(VENV)/.deps-stamp
+	$(REPOINT)
+
+data: venv-core
 	@$(VENV)/bin/vaekit data fetch fashion-mnist --no-download 2>/dev/null \
 		|| { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 		     && { apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 \
