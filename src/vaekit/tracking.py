@@ -12,7 +12,6 @@ import importlib.util
 import json
 import math
 import secrets
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -120,31 +119,35 @@ class Tracker:
             backend.close()
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+class Metrics(list[dict[str, Any]]):
+    """metrics.jsonl's records, and how many lines or values were skipped as malformed."""
+
+    skipped: int = 0
+
+
+def read_metrics(run_dir: Path) -> Metrics:
     """metrics.jsonl's records, as charts, reports and cards may use them: a line that is no
     JSON object is skipped, and so is a value that is not a finite number of sane size or
-    a string (an edited or damaged log must not break a picture); a warning counts them."""
+    a string (an edited or damaged log must not break a picture); `skipped` counts them."""
     path = Path(run_dir) / METRICS_FILE
+    records = Metrics()
     if not path.is_file():
-        return []
+        return records
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
-        return []
-    records, dropped = [], 0
+        return records
     for line in lines:
         try:
             record = json.loads(line) if line.strip() else None
         except (ValueError, RecursionError):
             record = None
         if not isinstance(record, dict):
-            dropped += bool(line.strip())
+            records.skipped += bool(line.strip())
             continue
         clean = {k: v for k, v in record.items() if isinstance(k, str) and _sane(v)}
-        dropped += len(clean) < len(record)
+        records.skipped += len(clean) < len(record)
         records.append(clean)
-    if dropped:
-        print(f"vaekit: skipped {dropped} malformed line(s) or value(s) of {path}", file=sys.stderr)
     return records
 
 

@@ -15,7 +15,7 @@ from typing import Any, TextIO, cast
 
 from .. import __version__
 from . import core, hub, inspect, reproduce
-from .parser import Parser
+from .parser import Parser, one_line
 
 # modules that register subcommands: each has register(sub) and a COMMANDS dict
 MODULES = [core, inspect, reproduce, hub]
@@ -79,10 +79,10 @@ def main(argv: list[str] | None = None) -> int:
             )
         return 1
     except TrainingInterrupted as e:
-        print(f"vaekit: {e}", file=sys.stderr)
+        print(f"vaekit: {one_line(e)}", file=sys.stderr)
         return e.exit_code
     except VaekitError as e:
-        print(f"vaekit {args.command}: error: {e}", file=sys.stderr)
+        print(f"vaekit {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("vaekit: interrupted", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -202,12 +203,16 @@ def cmd_curves(args: argparse.Namespace) -> int:
 
     out = _out(args, "curves")
     run_dir = resolve(args.run)
-    image = figures.training_curves(read_metrics(run_dir))
+    records = read_metrics(run_dir)
+    image = figures.training_curves(records)
+    skipped = f" ({records.skipped} malformed lines or values skipped)" if records.skipped else ""
     if image is None:
         raise VaekitError(
             f"{run_dir} has no training curves: metrics.jsonl is missing or "
-            "holds no train_/test_ nelbo, recon or kl values"
+            f"holds no train_/test_ nelbo, recon or kl values{skipped}"
         )
+    if skipped:
+        print(f"vaekit: metrics.jsonl of {run_dir}: {skipped.strip(' ()')}", file=sys.stderr)
     print(figures.save_png(out, image))
     return 0
 

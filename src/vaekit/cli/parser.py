@@ -11,7 +11,7 @@ class Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line naming the fix, not a usage dump."""
 
     def error(self, message: str) -> typing.NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def count(low: int, high: int) -> Callable[[str], int]:
@@ -31,3 +31,9 @@ def count(low: int, high: int) -> Callable[[str], int]:
 
     parse.__name__ = f"count({low}, {high})"
     return parse
+
+
+def one_line(text: object) -> str:
+    """A message on one line, whatever a user's input put into it (a path or a revision
+    with a newline): line breaks and other control characters are escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))

@@ -111,6 +111,10 @@ def validate(config: Config) -> Config:
         value = coerce(key, getattr(obj, leaf), typ)
         _check(key, value, f)
         setattr(obj, leaf, value)
+    if not config.data.name.strip():
+        raise ConfigError(
+            "config key 'data.name' is empty; name a dataset, an .npz file or a folder"
+        )
     if config.model.arch == "mlp" and not config.model.hidden:
         raise ConfigError("config key 'model.hidden' must list at least one layer size")
     if config.data.binarize == "dynamic" and config.model.likelihood != "bernoulli":

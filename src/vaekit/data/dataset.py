@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,6 +36,20 @@ class Dataset:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def fingerprint(self, rows: int = 4096) -> str:
+        """A hash of the training data as a resume sees it: the shapes and dtypes, the
+        labels, and up to `rows` evenly spaced training images (all of a small set; a
+        strided sample of a large memory-mapped one, read in well under a second)."""
+        digest = hashlib.sha256()
+        n = self.x_train.shape[0]
+        digest.update(repr((tuple(self.x_train.shape), str(self.x_train.dtype))).encode())
+        digest.update(repr((tuple(self.x_test.shape), self.class_names)).encode())
+        idx = torch.linspace(0, max(n - 1, 0), min(n, rows), dtype=torch.float64).round().long()
+        digest.update(self.x_train.index_select(0, idx).contiguous().numpy().tobytes())
+        if self.y_train is not None:
+            digest.update(self.y_train.contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
 
     def limit(self, train: int = 0, test: int = 0) -> Dataset:
         """The first `train` / `test` examples (0 keeps all)."""

@@ -270,11 +270,15 @@ def load_data(cfg: DataConfig, seed: int = 0, progress: bool = True) -> Dataset:
         data = make_noise(cfg, seed)
     else:
         path = Path(name).expanduser()
-        if path.is_dir():
+        try:
+            is_dir, exists = path.is_dir(), path.exists()
+        except OSError as e:  # a name too long, a symlink loop
+            raise DataError(f"--data {name[:100]!r} cannot be used ({e.strerror or e})") from None
+        if is_dir:
             from .folder import load_folder
 
             data = load_folder(path, cfg, progress=progress)
-        elif path.suffix == ".npz" or path.exists():  # a FIFO or device is refused there
+        elif path.suffix == ".npz" or exists:  # a FIFO or device is refused there
             data = load_npz(path, cfg)
         else:
             raise DataError(

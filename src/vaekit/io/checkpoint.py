@@ -72,7 +72,10 @@ def read_meta(directory: Path) -> dict[str, Any]:
             meta["config"]  # noqa: B018 (required: KeyError names it)
         config = meta.get("config")
         meta["config"] = None if config is None else from_dict(config, source=str(path))
-        meta["class_names"] = [str(c) for c in meta.get("class_names", [])]
+        names = meta.get("class_names", [])
+        if not isinstance(names, list) or not all(isinstance(c, (str, int)) for c in names):
+            raise ValueError(f"'class_names' must be a list of names, not {str(names)[:60]}")
+        meta["class_names"] = [str(c) for c in names]
     except ConfigError:
         raise
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:

@@ -9,9 +9,11 @@ temporary file, the one test that also holds for root and for read-only mounts.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -53,9 +55,11 @@ def _nearest_directory(path: Path, what: str, start: Path) -> Path:
     return Path.cwd()  # not reached: a relative path ends in ".", an absolute one in "/"
 
 
-def _probe(directory: Path, what: str, path: Path) -> None:
+def _probe(directory: Path, what: str, path: Path, name: str = "probe") -> None:
+    """Create and remove a temporary file named as fileio's for `name` would be, so that
+    a name too long for the file system is caught here too."""
     try:
-        fd, name = tempfile.mkstemp(prefix=f"{fileio.TMP_PREFIX}probe.", dir=directory)
+        fd, name = tempfile.mkstemp(prefix=f"{fileio.TMP_PREFIX}{name}.", dir=directory)
     except OSError as e:
         raise ConfigError(
             f"{what} {path}: cannot create files in {directory} ({e.strerror}); choose a "
@@ -68,8 +72,37 @@ def _probe(directory: Path, what: str, path: Path) -> None:
 def check_dir(path: str | os.PathLike[str], what: str = "--out") -> Path:
     """`path` as an output directory: an existing one, or one that can be created."""
     path = Path(path)
-    _probe(_nearest_directory(path, what, path), what, path)
+    with _os_errors(what, path):
+        nearest = _nearest_directory(path, what, path)
+        _check_names(path, what, nearest)
+        _probe(nearest, what, path)
     return path
+
+
+def _check_names(path: Path, what: str, directory: Path) -> None:
+    """Every part of `path` short enough for the file system (the directories yet to be
+    created are not probed by a file)."""
+    try:
+        longest = os.pathconf(directory, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        longest = 255
+    for part in path.parts:
+        if len(os.fsencode(part)) > longest:
+            raise ConfigError(
+                f"{what} {str(path)[:100]}...: a name of {len(part)} characters is longer than "
+                f"the {longest} this file system allows; choose another {what}"
+            )
+
+
+@contextlib.contextmanager
+def _os_errors(what: str, path: Path) -> Iterator[None]:
+    """What the file system says about `path` itself (a name too long, a loop) as one line."""
+    try:
+        yield
+    except OSError as e:
+        raise ConfigError(
+            f"{what} {str(path)[:200]}: {e.strerror or e}; choose another {what}"
+        ) from None
 
 
 def make_dir(path: str | os.PathLike[str], what: str = "--out") -> Path:
@@ -85,10 +118,11 @@ def make_dir(path: str | os.PathLike[str], what: str = "--out") -> Path:
 def check_file(path: str | os.PathLike[str], what: str = "--out", example: str = "out.png") -> Path:
     """`path` as an output file: not a directory, in a directory that can hold it."""
     path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"{what} {path} is a directory; name a file, e.g. {path / example}")
-    error = _broken_link(path, what, path)
-    if error is not None:
-        raise error
-    _probe(_nearest_directory(path, what, path.parent), what, path)
+    with _os_errors(what, path):
+        if path.is_dir():
+            raise ConfigError(f"{what} {path} is a directory; name a file, e.g. {path / example}")
+        error = _broken_link(path, what, path)
+        if error is not None:
+            raise error
+        _probe(_nearest_directory(path, what, path.parent), what, path, path.name)
     return path

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..config import Config
-from ..errors import CheckpointError, ConfigError
-from ..io.checkpoint import STATE_FILE, check_state_dict
+from ..errors import CheckpointError, ConfigError, TrainingDiverged
+from ..io.checkpoint import STATE_FILE, check_state_dict, non_finite
 from ..models import VAE
 
 if TYPE_CHECKING:
@@ -62,13 +62,15 @@ def snapshot(
     parts: dict[str, Any],
     generator: torch.Generator,
     architecture: dict[str, Any],
+    data: str,
 ) -> dict[str, Any]:
-    """What state.pt holds: the run's position, config and architecture, the weights, the
-    optimizer's parts (`Step.state_dict`) and every random number generator."""
+    """What state.pt holds: the run's position, config, architecture and data fingerprint,
+    the weights, the optimizer's parts (`Step.state_dict`) and every generator."""
     return {
         "format": FORMAT,
         "config": config.to_dict(),
         "architecture": architecture,
+        "data": data,
         "model": model.state_dict(),
         **parts,
         "rng": rng_state(generator),
@@ -146,10 +148,12 @@ def restore(
     model: VAE,
     step: Step,
     generator: torch.Generator,
+    data: str,
+    steps_per_epoch: int,
 ) -> TrainState:
     """Load a snapshot into the model, the step's optimizer parts (`Step.load_state_dict`)
-    and the generators, after checking it belongs to this config and architecture; the
-    run's position."""
+    and the generators, after checking it belongs to this config, architecture and data
+    (`data`: Dataset.fingerprint); the run's position."""
     path = run_dir / STATE_FILE
     for key in ("config", "model", "optimizer", "schedule", "rng"):
         if not isinstance(saved.get(key), dict):
@@ -157,11 +161,22 @@ def restore(
                 f"checkpoint {path} is incomplete or corrupt ({key!r} is missing or not a mapping)"
             )
     state = TrainState.from_dict(saved, str(path))
+    if state.step_in_epoch > steps_per_epoch:  # equal: saved after an epoch's last step
+        raise CheckpointError(
+            f"checkpoint {path} is at step {state.step_in_epoch} of an epoch of "
+            f"{steps_per_epoch} steps; it belongs to another run or data"
+        )
     check_resume_config(saved["config"], config, run_dir)
     architecture = saved.get("architecture")
     if architecture is not None and not isinstance(architecture, dict):
         raise CheckpointError(f"checkpoint {path} is incomplete or corrupt ('architecture')")
     check_resume_architecture(architecture, model.architecture(), run_dir)
+    if saved.get("data") not in (None, data):  # vaekit 0.1 recorded no fingerprint
+        raise ConfigError(
+            f"--resume: the training data differ from the data the run in {run_dir} was "
+            f"trained on (fingerprint {saved['data']!r}, now {data!r}); resume with the same "
+            "data, or start a new run"
+        )
     check_state_dict(model, saved["model"], str(path))
     model.load_state_dict(saved["model"])
     try:
@@ -178,3 +193,18 @@ def restore(
             "--epochs to train further"
         )
     return state
+
+
+def check_finite(models: tuple[torch.nn.Module, ...], step: int, run_dir: Path) -> None:
+    """Before a save: finite weights, or TrainingDiverged (the guard skips non-finite
+    updates, but finite steps can still overflow the weights, with a huge learning rate)."""
+    tensors: dict[str, torch.Tensor] = {}
+    for model in models:
+        tensors.update(model.state_dict())
+    bad = non_finite(tensors)
+    if bad:
+        raise TrainingDiverged(
+            f"training diverged: the weights are no longer finite ({', '.join(bad[:3])}) "
+            f"after step {step}; the last good checkpoint in {run_dir} is kept. Lower --lr "
+            "or set optim.grad_clip"
+        )

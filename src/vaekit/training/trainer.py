@@ -28,7 +28,7 @@ from .. import objectives
 from ..config import Config, validate
 from ..data import Dataset, batch_indices, epoch_permutation, load_data
 from ..data.dataset import gather, resident
-from ..errors import CheckpointError, ConfigError, TrainingDiverged, TrainingInterrupted
+from ..errors import ConfigError, TrainingInterrupted
 from ..evaluation.likelihood import elbo_stats
 from ..io import checkpoint, fileio
 from ..models import VAE
@@ -40,7 +40,7 @@ from .interrupt import StopFlag
 from .precision import resolve_precision
 from .rundir import config_yaml, owned_run_dir
 from .setup import build_model, check_data, is_out_of_memory, out_of_memory, resolve_device
-from .state import TrainState, restore, snapshot
+from .state import TrainState, check_finite, restore, snapshot
 from .step import Step
 from .steplog import StepLog
 
@@ -69,6 +69,7 @@ class _Run:
     tracker: Tracker
     x_train: torch.Tensor  # on the device when it fits
     y_train: torch.Tensor | None
+    fingerprint: str  # of the training data, in state.pt: a resume must see the same
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -265,13 +266,7 @@ class Trainer:
         if not run.dist.main:
             return
         trained = self._require_model()
-        bad = checkpoint.non_finite({**trained.state_dict(), **self.shown.state_dict()})
-        if bad:  # finite steps can still overflow the weights (a huge learning rate)
-            raise TrainingDiverged(
-                f"training diverged: the weights are no longer finite ({', '.join(bad[:3])}) "
-                f"after step {self.state.global_step}; the last good checkpoint in "
-                f"{run.run_dir} is kept. Lower --lr or set optim.grad_clip"
-            )
+        check_finite((trained, self.shown), self.state.global_step, run.run_dir)
         if model:
             self.shown.save_pretrained(
                 run.run_dir, config=self.config, class_names=run.data.class_names
@@ -283,6 +278,7 @@ class Trainer:
             run.step.state_dict(),
             run.generator,
             trained.architecture(),
+            run.fingerprint,
         )
         checkpoint.save_state(run.run_dir / checkpoint.STATE_FILE, state)
 
@@ -354,14 +350,11 @@ class Trainer:
             from ..evaluation.perceptual import from_config
 
             perceptual = from_config(self.config.loss, device, seed=t.seed)
+        fingerprint = data.fingerprint()
         if saved is not None:  # after everything that draws from the global RNG at set-up
-            self.state = restore(saved, self.config, run_dir, model, step, generator)
-            if self.state.step_in_epoch > batches:  # equal: saved after an epoch's last step
-                raise CheckpointError(
-                    f"checkpoint {run_dir / checkpoint.STATE_FILE} is at step "
-                    f"{self.state.step_in_epoch} of an epoch of {batches} steps; it belongs to "
-                    "another run or data"
-                )
+            self.state = restore(
+                saved, self.config, run_dir, model, step, generator, fingerprint, batches
+            )
             if show:
                 print(
                     f"resuming {run_dir} at epoch {self.state.epoch + 1}, "
@@ -375,7 +368,19 @@ class Trainer:
         tracker = Tracker(run_dir, self.config, enabled=dist.main, resume=self.resume)
         x_train = resident(data.x_train, device)  # moved once when it fits; gathered there
         y_train = data.y_train.to(x_train.device) if data.y_train is not None else None
-        return _Run(device, dist, run_dir, data, show, step, generator, tracker, x_train, y_train)
+        return _Run(
+            device,
+            dist,
+            run_dir,
+            data,
+            show,
+            step,
+            generator,
+            tracker,
+            x_train,
+            y_train,
+            fingerprint,
+        )
 
     def _require_run(self) -> _Run:
         if self._run is None:

@@ -172,6 +172,8 @@ def pca_2d(z: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
     if z.shape[1] <= 2:
         pad = torch.zeros(z.shape[0], 2 - z.shape[1], dtype=z.dtype)
         return torch.cat([z, pad], 1).float(), [1.0, 0.0][:2]
+    if z.shape[0] < 2:  # one point has no principal axes: it sits at the origin
+        return torch.zeros(z.shape[0], 2), [0.0, 0.0]
     centred = z - z.mean(0, keepdim=True)
     _, s, vh = torch.linalg.svd(centred, full_matrices=False)
     var = s.pow(2)
