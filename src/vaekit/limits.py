@@ -27,16 +27,22 @@ def available_memory() -> int:
     """Bytes this process may still allocate: the RAM free now (Linux's MemAvailable, else
     the total), or less where a limit on the address space (`ulimit -v`) says so."""
     free = _meminfo("/proc/meminfo", "MemAvailable:") or physical_memory()
+    soft = address_space_limit()
+    if soft is None:
+        return free
+    used = _meminfo("/proc/self/status", "VmSize:") or 0
+    return max(0, min(free, soft - used))
+
+
+def address_space_limit() -> int | None:
+    """The soft limit on this process's address space (`ulimit -v`) in bytes, or None."""
     try:
         import resource
 
         soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-    except (ImportError, OSError, ValueError):
-        return free
-    if soft == resource.RLIM_INFINITY:
-        return free
-    used = _meminfo("/proc/self/status", "VmSize:") or 0
-    return max(0, min(free, soft - used))
+    except (ImportError, OSError, ValueError):  # Windows, or not reported
+        return None
+    return None if soft == resource.RLIM_INFINITY else int(soft)
 
 
 def _meminfo(path: str, key: str) -> int | None:
@@ -57,12 +63,16 @@ def check_fits(nbytes: float, what: str, fix: str, limit: int | None = None) -> 
     limit = available_memory() if limit is None else limit
     if nbytes > limit:
         raise ConfigError(
-            f"{what} would need about {_size(nbytes)} of memory, more than the {_size(limit)} "
-            f"this machine has free; {fix}"
+            f"{what} would need about {human_bytes(nbytes)} of memory, more than the "
+            f"{human_bytes(limit)} this machine has free; {fix}"
         )
 
 
-def _size(nbytes: float) -> str:
-    if nbytes >= GIB:
-        return f"{nbytes / GIB:,.1f} GiB"
-    return f"{nbytes / 2**20:,.1f} MiB"
+def human_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB'; exact enough for a message."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.3g} {unit}"
+        size /= 1024
+    return f"{size:,.3g} PiB"

@@ -18,6 +18,7 @@ from typing import IO
 import numpy as np
 
 from ..errors import DataError
+from ..limits import address_space_limit, human_bytes, physical_memory
 
 # One dataset may take at most this fraction of the machine's memory (or of the process's
 # address-space limit, when lower): the rest is left to the model and the training step.
@@ -38,29 +39,10 @@ _KINDS = {
 }
 
 
-def _physical_memory() -> int | None:
-    try:
-        pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):  # not a POSIX system, or not reported
-        return None
-    return pages * page_size if pages > 0 and page_size > 0 else None
-
-
-def _address_space_limit() -> int | None:
-    try:
-        import resource
-    except ImportError:  # Windows
-        return None
-    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-    return None if soft == resource.RLIM_INFINITY else soft
-
-
 def memory_limit() -> int:
     """The most bytes one dataset's arrays may take: MEMORY_FRACTION of the smaller of
     physical memory and RLIMIT_AS, at least MEMORY_FLOOR."""
-    known = [m for m in (_physical_memory(), _address_space_limit()) if m is not None]
-    if not known:
-        return MEMORY_FLOOR
+    known = [m for m in (physical_memory(), address_space_limit()) if m is not None]
     return max(MEMORY_FLOOR, int(min(known) * MEMORY_FRACTION))
 
 
@@ -71,16 +53,6 @@ def over_limit(what: str, needed: int, limit: int) -> DataError:
         f"the limit of {human_bytes(limit)} ({MEMORY_FRACTION:.0%} of this machine's "
         "memory); use a smaller file"
     )
-
-
-def human_bytes(n: int) -> str:
-    """1536 -> '1.5 KiB'; exact enough for a message."""
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.3g} {unit}"
-        size /= 1024
-    return f"{size:.3g} PiB"
 
 
 def open_regular(path: str | Path) -> IO[bytes]:
