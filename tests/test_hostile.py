@@ -287,37 +287,15 @@ def _state_mutations(path: Path) -> Iterator[tuple[str, Any]]:
 
 def file_cases(run: Path, work: Path) -> Iterator[dict[str, Any]]:
     """Each file of a run damaged, then the commands that read it."""
+    resume = [
+        "train", "--config", "{run}/config.yaml", "--out", "{run}", "--resume",
+        "--epochs", "2", "--train.progress", "false",
+    ]  # fmt: skip
     readers = {
-        "config.yaml": [
-            [
-                "train",
-                "--config",
-                "{run}/config.yaml",
-                "--out",
-                "{run}",
-                "--resume",
-                "--epochs",
-                "2",
-                "--train.progress",
-                "false",
-            ]
-        ],  # fmt: skip
+        "config.yaml": [resume],
         "config.json": [["sample", "{run}", "--n", "4"], ["evaluate", "{run}", "--json"]],
         "model.safetensors": [["sample", "{run}", "--n", "4"]],
-        "state.pt": [
-            [
-                "train",
-                "--config",
-                "{run}/config.yaml",
-                "--out",
-                "{run}",
-                "--resume",
-                "--epochs",
-                "2",
-                "--train.progress",
-                "false",
-            ]
-        ],  # fmt: skip
+        "state.pt": [resume],
         "metrics.jsonl": [
             ["curves", "{run}"],
             ["push", "{run}", "a/b", "--dry-run", "--no-evaluate"],
