@@ -255,6 +255,20 @@ def test_every_page_is_linked_from_the_index() -> None:
             assert f"]({page})" in index, page
 
 
+def test_every_test_a_page_names_exists() -> None:
+    """A guarantee names the test that holds it: a renamed or deleted test must not leave
+    the page pointing at nothing."""
+    defined = {
+        name
+        for path in (ROOT / "tests").glob("test_*.py")
+        for name in re.findall(r"^def (test_\w+)", path.read_text(), re.M)
+    }
+    for name, path in PAGES.items():
+        # a test's name is a sentence; `test_nelbo` and the like are metrics
+        for test in set(re.findall(r"`(test(?:_[a-z0-9]+){3,})`", path.read_text())):
+            assert test in defined, f"{name} names {test}, which no test file defines"
+
+
 def test_cheapen_swaps_datasets_and_shortens_training_only() -> None:
     cheap = cheapen("vaekit train --config fashion-mlp --out runs/f")
     assert "--data noise" in cheap and cheap.split().count("--epochs") == 1
