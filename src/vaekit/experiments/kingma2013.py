@@ -148,13 +148,14 @@ def train_curve(
     run draws them; the bound is the seeded single-sample ELBO per example.
     """
     per_epoch = (data.x_train.shape[0] // config.train.batch_size) * config.train.batch_size
+    epochs = max(1, math.ceil(samples / max(per_epoch, 1)))
     config = dataclasses.replace(
         config,
         model=dataclasses.replace(config.model, latent_dim=latent_dim),
         train=dataclasses.replace(
             config.train,
-            epochs=max(1, math.ceil(samples / max(per_epoch, 1))),
-            eval_every=10**9,  # the curve is the evaluation: none at epoch ends but the last
+            epochs=epochs,
+            eval_every=epochs,  # the curve is the evaluation: none at epoch ends but the last
             out=str(out),
         ),
     )
