@@ -148,15 +148,17 @@ def test_npz_uint8_and_float_with_and_without_test_split(tmp_path: Path) -> None
             )
         )
     )
-    assert torch.equal(data.x_train[:, 0], torch.from_numpy(x))
+    # float data are kept as they are, never rounded to 8 bits
+    assert data.x_train.dtype == torch.float32
+    assert torch.equal(data.x_train[:, 0], torch.from_numpy(xf))
     assert data.y_test.tolist() == [0, 1, 2, 3, 4] and data.num_classes == 40
 
 
 @pytest.mark.parametrize(
     "make, needle",
     [
-        (lambda p: _npz(p, x_train=np.full((4, 8, 8), 200.0, dtype=np.float32)), "[0, 1]"),
-        (lambda p: _npz(p, x_train=np.zeros((4, 8, 8, 5), dtype=np.uint8)), "channels"),
+        (lambda p: _npz(p, x_train=np.full((4, 8, 8), 300, dtype=np.int16)), "0..255"),
+        (lambda p: _npz(p, x_train=np.zeros((4, 2, 2, 2, 2), np.uint8)), "not an array of examples"),
         (lambda p: _npz(p, y_train=np.zeros(4)), "no array 'x_train'"),
         (
             lambda p: _npz(

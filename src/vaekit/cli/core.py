@@ -125,14 +125,14 @@ def _sample_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--n", type=count(1, 10_000), default=64)
     p.add_argument("--seed", type=count(0, 2**63 - 1), default=0)
     p.add_argument("--label", help="class-conditional models: class index or name")
-    p.add_argument("--out", help="PNG path (default: RUN/samples.png)")
+    p.add_argument("--out", help="PNG path, or .npy for numbers (default: RUN/samples.png)")
 
 
 def _reconstruct_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("reconstruct", help="originals above, reconstructions below")
     p.add_argument("run")
     p.add_argument("--n", type=count(1, 10_000), default=16)
-    p.add_argument("--out", help="PNG path (default: RUN/reconstructions.png)")
+    p.add_argument("--out", help="PNG path, or .npy for numbers (default: RUN/reconstructions.png)")
 
 
 def _interpolate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -142,7 +142,7 @@ def _interpolate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--pairs", type=count(1, 1000), default=4)
     p.add_argument("--method", choices=("linear", "slerp"), default="linear")
     p.add_argument("--seed", type=count(0, 2**63 - 1), default=0)
-    p.add_argument("--out", help="PNG path (default: RUN/interpolation.png)")
+    p.add_argument("--out", help="PNG path, or .npy for numbers (default: RUN/interpolation.png)")
 
 
 def _data_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -170,10 +170,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir = train(config, resume=args.resume, overwrite=args.overwrite)
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return 0
-    print(
-        f"run written to {run_dir}: config.yaml, metrics.jsonl, model.safetensors, "
-        f"samples.png, reconstructions.png"
-    )
+    pictures = ", samples.png, reconstructions.png" if (run_dir / "samples.png").exists() else ""
+    print(f"run written to {run_dir}: config.yaml, metrics.jsonl, model.safetensors{pictures}")
     print(f"next: vaekit evaluate {shlex.quote(str(run_dir))}")
     return 0
 
@@ -255,7 +253,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     from ..errors import ConfigError
     from ..models import load
-    from ..viz import grid
 
     out = _out_path(args, "samples.png")
     model = load(args.run)
@@ -263,16 +260,39 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if model.conditional and label is None:
         raise ConfigError("this model is class-conditional: pass --label (a class name or index)")
     images = model.sample(args.n, label, generator=torch.Generator().manual_seed(args.seed))
-    grid.save_grid(out, images, nrow=8, scale=grid.auto_scale(model.input_shape[1]))
+    _save_examples(out, images, model, nrow=8)
     print(out)
     return 0
+
+
+def _save_examples(out: Path, examples: Any, model: Any, nrow: int) -> None:
+    """Examples in the user's units: as numbers in an .npy file, else as a PNG grid (which a
+    table's rows, 1x1 "pixels" each, cannot be)."""
+    from ..errors import ConfigError
+    from ..io import fileio
+    from ..viz import grid
+
+    if out.suffix == ".npy":
+        import io
+
+        import numpy as np
+
+        buffer = io.BytesIO()
+        np.save(buffer, examples.cpu().numpy(), allow_pickle=False)
+        fileio.write_bytes(out, buffer.getvalue())
+        return
+    if model.is_table:
+        raise ConfigError(
+            f"this model's examples are table rows, which make no picture; write them as "
+            f"numbers with --out {out.with_suffix('.npy')}"
+        )
+    grid.save_grid(out, examples, nrow=nrow, scale=grid.auto_scale(model.input_shape[1]))
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     import torch
 
     from ..data import to_float
-    from ..viz import grid
 
     out = _out_path(args, "reconstructions.png")
     model, data = _load_run(args.run)
@@ -280,7 +300,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     x = to_float(data.x_test[:n])
     y = data.y_test[:n] if model.conditional else None
     images = torch.cat([x, model.reconstruct(x, y)])
-    grid.save_grid(out, images, nrow=n, scale=grid.auto_scale(model.input_shape[1]))
+    _save_examples(out, images, model, nrow=n)
     print(out)
     return 0
 
@@ -289,7 +309,6 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     import torch
 
     from ..data import to_float
-    from ..viz import grid
 
     out = _out_path(args, "interpolation.png")
     model, data = _load_run(args.run)
@@ -310,9 +329,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         None if y is None else y[:pairs],
         None if y is None else y[pairs : 2 * pairs],
     )  # (P, steps, C, H, W)
-    grid.save_grid(
-        out, path.flatten(0, 1), nrow=args.steps, scale=grid.auto_scale(model.input_shape[1])
-    )
+    _save_examples(out, path.flatten(0, 1) if out.suffix != ".npy" else path, model, args.steps)
     print(out)
     return 0
 

@@ -117,7 +117,7 @@ def validate(config: Config) -> Config:
         )
     if config.model.arch == "mlp" and not config.model.hidden:
         raise ConfigError("config key 'model.hidden' must list at least one layer size")
-    if config.data.binarize == "dynamic" and config.model.likelihood != "bernoulli":
+    if config.data.binarize == "dynamic" and config.model.likelihood not in ("bernoulli", "auto"):
         raise ConfigError(
             "config key 'data.binarize' is 'dynamic' but model.likelihood is "
             f"'{config.model.likelihood}'; dynamic binarization needs bernoulli"

@@ -105,6 +105,18 @@ class DataConfig:
         "folders: where the decoded uint8 cache goes (empty: beside the "
         "data if writable, else ~/.cache/vaekit/folders)",
     )
+    normalize: str = opt(
+        "none",
+        "per-channel scaling fitted on the training split and saved with the model: none, "
+        "minmax (to [0, 1]) or standardize (mean 0, std 1)",
+        choices=("none", "minmax", "standardize"),
+    )
+    layout: str = opt(
+        "auto",
+        "arrays: auto, nchw, nhwc or table (N, F); auto reads 4-D arrays as channels-last "
+        "when the last axis is the shortest, 2-D ones as tables unless uint8 square rows",
+        choices=("auto", "nchw", "nhwc", "table"),
+    )
 
 
 @dataclass
@@ -132,9 +144,10 @@ class ModelConfig:
         20, "size of the latent vector z", flag="--latent-dim", min=1, max=MAX_WIDTH
     )
     likelihood: str = opt(
-        "bernoulli",
-        "p(x|z): bernoulli (BCE on logits), gaussian (MSE) or laplace (L1)",
-        choices=("bernoulli", "gaussian", "laplace"),
+        "auto",
+        "p(x|z): bernoulli (BCE on logits), gaussian (MSE) or laplace (L1); auto: "
+        "bernoulli for data in [0, 1], else gaussian with a learned scale",
+        choices=("auto", "bernoulli", "gaussian", "laplace"),
     )
     obs_scale: float = opt(
         1.0,

@@ -125,60 +125,6 @@ def gather(x: torch.Tensor, idx: torch.Tensor, device: torch.device) -> torch.Te
     return to_float(rows.to(device, non_blocking=True))
 
 
-def as_uint8_images(array: np.ndarray, source: str) -> np.ndarray:
-    """Validate an image array and bring it to uint8 (N, C, H, W).
-
-    Accepts (N, H, W), (N, C, H, W), (N, H, W, C) or flattened square (N, H*W),
-    with C in {1, 3}; uint8 0-255 or float in [0, 1]. Anything else is a `DataError`
-    naming `source`.
-    """
-    if array.dtype == object:
-        raise DataError(f"{source} holds Python objects, not numbers; save plain numeric arrays")
-    if 0 in array.shape[1:]:
-        raise DataError(f"{source}: images of shape {array.shape[1:]} hold no pixels")
-    if array.ndim == 2:
-        side = int(round(np.sqrt(array.shape[1])))
-        if side * side != array.shape[1]:
-            raise DataError(
-                f"{source}: a 2-D array must hold flattened square images; shape "
-                f"{array.shape} does not"
-            )
-        array = array.reshape(-1, 1, side, side)
-    elif array.ndim == 3:
-        array = array[:, None]
-    elif array.ndim == 4:
-        if array.shape[1] not in (1, 3) and array.shape[-1] in (1, 3):
-            array = np.ascontiguousarray(array.transpose(0, 3, 1, 2))
-        if array.shape[1] not in (1, 3):
-            raise DataError(f"{source}: images must have 1 or 3 channels; shape {array.shape}")
-    else:
-        raise DataError(
-            f"{source}: expected images shaped (N, H, W), (N, C, H, W) or "
-            f"(N, H, W, C); got shape {array.shape}"
-        )
-    if array.shape[0] == 0:
-        raise DataError(f"{source} holds no images")
-    if array.dtype == np.uint8:
-        return np.ascontiguousarray(array)
-    if array.dtype.kind in "iu":
-        if array.min() < 0 or array.max() > 255:
-            raise DataError(
-                f"{source}: integer images must lie in 0-255; found {array.min()}..{array.max()}"
-            )
-        return np.ascontiguousarray(array.astype(np.uint8))
-    if array.dtype.kind == "f":
-        if not np.isfinite(array).all():
-            raise DataError(f"{source} contains NaN or infinite values")
-        lo, hi = float(array.min()), float(array.max())
-        if lo < 0.0 or hi > 1.0:
-            raise DataError(
-                f"{source}: float images must lie in [0, 1] (found {lo:g}..{hi:g}); "
-                "divide 0-255 data by 255 or save it as uint8"
-            )
-        return np.ascontiguousarray(np.rint(array * 255.0).astype(np.uint8))
-    raise DataError(f"{source}: unsupported dtype {array.dtype}; use uint8 or float")
-
-
 def as_labels(array: np.ndarray, n: int, source: str) -> np.ndarray:
     """Validate n class labels and bring them to int64: integers in 0..MAX_CLASSES-1.
 

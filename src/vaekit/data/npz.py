@@ -14,7 +14,8 @@ import torch
 
 from ..config import DataConfig
 from ..errors import DataError
-from .dataset import Dataset, as_labels, as_uint8_images, split
+from .arrays import as_examples
+from .dataset import Dataset, as_labels, split
 from .untrusted import (
     NpyHeader,
     human_bytes,
@@ -90,15 +91,15 @@ def _header(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -
 
 
 def _working_bytes(h: NpyHeader) -> int:
-    """Memory an array takes while it becomes uint8: float images are scaled then rounded,
-    two temporaries of their own size, besides the array itself."""
+    """Memory an array takes while it is checked and stored: a float array may be copied
+    to its storage type and tested for a float16 round trip, besides the array itself."""
     return h.nbytes * (3 if h.dtype.kind == "f" else 1)
 
 
 def load_npz(path: Path, cfg: DataConfig) -> Dataset:
     """An .npz with x_train and optional x_test, y_train, y_test (labels for both or none)."""
     arrays = read_npz(path)
-    x_train = as_uint8_images(arrays["x_train"], f"{path}:x_train")
+    x_train = as_examples(arrays["x_train"], f"{path}:x_train", cfg.layout)
     y_train = (
         as_labels(arrays["y_train"], len(x_train), f"{path}:y_train")
         if "y_train" in arrays
@@ -112,10 +113,10 @@ def load_npz(path: Path, cfg: DataConfig) -> Dataset:
                 f"{path} has {have} but no {lack}: labels must come for both x_train and "
                 f"x_test or for neither; add {lack} or remove {have}"
             )
-        x_test = as_uint8_images(arrays["x_test"], f"{path}:x_test")
+        x_test = as_examples(arrays["x_test"], f"{path}:x_test", cfg.layout)
         if x_test.shape[1:] != x_train.shape[1:]:
             raise DataError(
-                f"{path}: x_test images are {x_test.shape[1:]}, x_train images "
+                f"{path}: x_test examples are {x_test.shape[1:]}, x_train examples "
                 f"{x_train.shape[1:]}; they must match"
             )
         y_test = (

@@ -19,6 +19,7 @@ import torch
 from ..config import DataConfig
 from ..errors import DataError
 from .dataset import Dataset, as_labels
+from .files import SUFFIXES, load_file
 from .idx import read_idx
 from .npz import load_npz
 
@@ -278,11 +279,13 @@ def load_data(cfg: DataConfig, seed: int = 0, progress: bool = True) -> Dataset:
             from .folder import load_folder
 
             data = load_folder(path, cfg, progress=progress)
+        elif path.suffix in SUFFIXES:
+            data = load_file(path, cfg)
         elif path.suffix == ".npz" or exists:  # a FIFO or device is refused there
             data = load_npz(path, cfg)
         else:
             raise DataError(
                 f"--data {name!r} is not a dataset name ({', '.join(DATASET_NAMES)}),"
-                " an .npz file or a folder"
+                " an .npz, .npy, .csv or .parquet file or a folder"
             )
     return data.limit(cfg.limit_train, cfg.limit_test)

@@ -18,8 +18,9 @@ from .likelihood import DEFAULT_BUDGET, elbo_stats, importance_sampling
 
 
 def check_input(x: Any, model: VAE, source: str = "input") -> torch.Tensor:
-    """Bring x (a tensor or numpy array) to float (N, C, H, W) in [0, 1] for `model`, or
-    fail with a clear error."""
+    """Bring x (a tensor or numpy array, in the user's units; uint8 read as x / 255) to
+    float (N, C, H, W) for `model`, or fail with a clear error. Data the model reads as
+    bounded (images) must lie in [0, 1] once normalised."""
     if isinstance(x, np.ndarray):
         if x.dtype == object or x.dtype.kind not in "uif":
             raise DataError(f"{source}: a numeric array is needed; got dtype {x.dtype}")
@@ -38,11 +39,16 @@ def check_input(x: Any, model: VAE, source: str = "input") -> torch.Tensor:
         )
     if x.shape[0] == 0:
         raise DataError(f"{source}: no images to evaluate")
-    if x.numel() and (not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1):
-        raise DataError(
-            f"{source}: values must lie in [0, 1] (found {float(x.min()):g}.."
-            f"{float(x.max()):g}); divide 0-255 data by 255"
-        )
+    if not torch.isfinite(x).all():
+        raise DataError(f"{source} contains NaN or infinite values")
+    if model.normalization.bounded:
+        m = model.normalization.to_model(x)
+        if m.min() < 0 or m.max() > 1:
+            unit = "" if model.normalization.identity else " after the model's normalisation"
+            raise DataError(
+                f"{source}: values must lie in [0, 1]{unit} (found {float(x.min()):g}.."
+                f"{float(x.max()):g}); divide 0-255 data by 255"
+            )
     return x
 
 

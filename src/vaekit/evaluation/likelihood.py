@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 
 from .. import losses
-from ..data.dataset import to_float
 from ..errors import ConfigError
 from ..models import VAE
 from ..progress import bar as progress_bar
@@ -54,7 +53,7 @@ def elbo_stats(
     total = {"nelbo": 0.0, "recon": 0.0, "kl": 0.0}
     n = x.shape[0]
     for s in _batches(n, batch_size):
-        xb = to_float(x[s].to(device))
+        xb = model.prepare(x[s].to(device))
         yb = None if y is None else y[s].to(device)
         terms, _ = model.elbo_terms(xb, yb, generator=g)
         total["nelbo"] += float(terms.nelbo.double().sum())
@@ -195,7 +194,7 @@ def importance_sampling(
         if device.type == "cpu":  # per thread: softplus of very negative logits is denormal
             torch.set_flush_denormal(True)
         with torch.no_grad():  # grad mode is per thread
-            xb = to_float(x[s].to(device))
+            xb = model.prepare(x[s].to(device))
             yb = None if y is None else torch.as_tensor(y[s], device=device).long()
             eps = torch.stack(
                 [_example_noise(i, k, d, seed, device) for i in range(s.start, s.stop)], 1

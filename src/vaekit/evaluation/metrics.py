@@ -98,19 +98,27 @@ def _labels(y: torch.Tensor | None, s: slice, device: torch.device) -> torch.Ten
 def reconstruction_metrics(
     model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, batch_size: int = 1000
 ) -> dict[str, float]:
-    """mse (per pixel), psnr (dB) and ssim of the decoded posterior means, averaged over
-    images (x uint8 or float in [0, 1])."""
+    """mse (per value, in the model's units), and for images in [0, 1] psnr (dB) and
+    ssim, of the decoded posterior means, averaged over examples (x in the user's units).
+    PSNR and SSIM need a known data range and a picture: tables and unbounded data get
+    mse only."""
     device = _device(model)
+    images = model.normalization.bounded and min(model.input_shape[1:]) > 1
     sums = torch.zeros(3, dtype=torch.float64)
     for i in range(0, x.shape[0], batch_size):
         s = slice(i, i + batch_size)
-        xb = to_float(x[s].to(device))
-        recon = model.reconstruct(xb, _labels(y, s, device))
-        sums += torch.stack(
-            [mse(xb, recon).sum(), psnr(xb, recon).sum(), ssim(xb, recon).sum()]
-        ).cpu()
+        yb = _labels(y, s, device)
+        xb = model.prepare(x[s].to(device))
+        recon = model.mean(model.decode(model.encode(xb, yb)[0], yb))
+        parts = [mse(xb, recon).sum()]
+        if images:
+            parts += [psnr(xb, recon).sum(), ssim(xb, recon).sum()]
+        sums[: len(parts)] += torch.stack(parts).cpu()
     sums /= max(1, x.shape[0])
-    return {"mse": float(sums[0]), "psnr": float(sums[1]), "ssim": float(sums[2])}
+    out = {"mse": float(sums[0])}
+    if images:
+        out.update(psnr=float(sums[1]), ssim=float(sums[2]))
+    return out
 
 
 # -- the latent space -----------------------------------------------------------------------
@@ -123,7 +131,7 @@ def posterior(
     mus, logvars = [], []
     for i in range(0, x.shape[0], batch_size):
         s = slice(i, i + batch_size)
-        mu, logvar = model.encode(to_float(x[s].to(device)), _labels(y, s, device))
+        mu, logvar = model.encode(model.prepare(x[s].to(device)), _labels(y, s, device))
         mus.append(mu.cpu())
         logvars.append(logvar.cpu())
     if not mus:

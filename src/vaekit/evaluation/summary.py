@@ -76,11 +76,13 @@ def summary(stats: dict[str, Any], dataset: str = "the test set") -> str:
             f"    same samples:    ELBO {stats['iw_elbo']:.3f}, effective sample size "
             f"{stats['iw_ess']:.1f} of {k}"
         )
-    if "mse" in stats:
+    if "psnr" in stats:
         lines.append(
             f"  reconstructions    MSE {stats['mse']:.5f} per pixel, PSNR "
             f"{stats['psnr']:.2f} dB, SSIM {stats['ssim']:.4f}"
         )
+    elif "mse" in stats:  # tables and unbounded data: no PSNR or SSIM
+        lines.append(f"  reconstructions    MSE {stats['mse']:.5f} per value (model units)")
     if "kl_per_dim" in stats:
         kl = stats["kl_per_dim"]
         lines.append(

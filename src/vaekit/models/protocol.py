@@ -30,6 +30,7 @@ SETTINGS = (
     "learn_scale",
     "num_classes",
     "label_dim",
+    "normalization",
 )
 
 

@@ -24,6 +24,7 @@ from torch import nn
 from .. import limits, losses
 from ..config import ModelConfig
 from ..errors import CheckpointError, ConfigError, DataError
+from ..normalize import Normalization
 from . import protocol, registry
 from .conv import ConvDecoder, ConvEncoder
 from .mlp import MLPDecoder, MLPEncoder
@@ -61,6 +62,7 @@ class VAE(Pretrained):
         learn_scale: bool = False,
         num_classes: int = 0,
         label_dim: int = 16,
+        normalization: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         protocol.check_settings(
@@ -68,6 +70,13 @@ class VAE(Pretrained):
         )
         c, h, w = (int(s) for s in input_shape)
         self.input_shape = (c, h, w)
+        # the map between the user's units and the model's (data/normalize.py)
+        self.normalization = Normalization.from_record(normalization, c)
+        if likelihood == "bernoulli" and not self.normalization.bounded:
+            raise ConfigError(
+                "a Bernoulli likelihood needs data in [0, 1]; these data are not (use "
+                "model.likelihood gaussian or laplace, or data.normalize minmax)"
+            )
         self.latent_dim = int(latent_dim)
         self.likelihood = likelihood
         self.obs_scale = float(obs_scale)
@@ -98,9 +107,21 @@ class VAE(Pretrained):
 
     # -- construction -------------------------------------------------------------------
     @classmethod
-    def from_config(cls, cfg: ModelConfig, input_shape: Sequence[int], num_classes: int = 0) -> VAE:
+    def from_config(
+        cls,
+        cfg: ModelConfig,
+        input_shape: Sequence[int],
+        num_classes: int = 0,
+        normalization: dict[str, Any] | None = None,
+    ) -> VAE:
         """The built-in MLP or conv VAE that `cfg` (the config's `model` section) describes;
-        `num_classes` counts only when `cfg.conditional`. Its size is checked first."""
+        `num_classes` counts only when `cfg.conditional`; `normalization` is a
+        `Normalization.record()` of the data. Likelihood 'auto' is Bernoulli for data in
+        [0, 1], else a Gaussian with a learned scale. Its size is checked first."""
+        bounded = Normalization.from_record(normalization, int(input_shape[0])).bounded
+        likelihood, learn_scale = cfg.likelihood, cfg.learn_scale
+        if likelihood == "auto":
+            likelihood, learn_scale = ("bernoulli", False) if bounded else ("gaussian", True)
 
         if cfg.conditional and num_classes < 1:
             raise ConfigError("model.conditional needs labelled data (num_classes >= 1)")
@@ -109,7 +130,7 @@ class VAE(Pretrained):
 
         def halves() -> tuple[nn.Module, nn.Module]:
             cond = cfg.label_dim if cfg.conditional else 0
-            per_pixel = 2 if cfg.learn_scale and cfg.likelihood != "bernoulli" else 1
+            per_pixel = 2 if learn_scale and likelihood != "bernoulli" else 1
             z_features = cfg.latent_dim + cond  # the decoder sees z and the label embedding
             if cfg.arch == "mlp":
                 return (
@@ -129,11 +150,12 @@ class VAE(Pretrained):
             decoder,
             latent_dim=cfg.latent_dim,
             input_shape=shape,
-            likelihood=cfg.likelihood,
+            likelihood=likelihood,
             obs_scale=cfg.obs_scale,
-            learn_scale=cfg.learn_scale,
+            learn_scale=learn_scale,
             num_classes=num_classes if cfg.conditional else 0,
             label_dim=cfg.label_dim,
+            normalization=normalization,
         )
 
     def architecture(self) -> dict[str, Any]:
@@ -149,6 +171,7 @@ class VAE(Pretrained):
             "learn_scale": self.learn_scale,
             "num_classes": self.num_classes,
             "label_dim": self.label_dim,
+            "normalization": self.normalization.record(),
         }
 
     @classmethod
@@ -247,11 +270,36 @@ class VAE(Pretrained):
         return losses.log_laplace(x, loc, scale)
 
     def mean(self, params: torch.Tensor) -> torch.Tensor:
-        """The image a parameter tensor stands for, in [0, 1] (B, C, H, W)."""
+        """The data a parameter tensor stands for, in the model's units (B, C, H, W):
+        in [0, 1] for images and other bounded data."""
         loc, _ = self._split(params)
         if self.likelihood == "bernoulli":
             return torch.sigmoid(loc.float())
-        return loc.float().clamp(0.0, 1.0)
+        return loc.float().clamp(0.0, 1.0) if self.normalization.bounded else loc.float()
+
+    def set_normalization(self, normalization: Normalization) -> None:
+        """Use `normalization` (fitted on the training data) between the user's units and
+        the model's."""
+        if self.likelihood == "bernoulli" and not normalization.bounded:
+            raise ConfigError(
+                "a Bernoulli likelihood needs data in [0, 1]; these data are not (use "
+                "a gaussian or laplace likelihood, or data.normalize minmax)"
+            )
+        self.normalization = Normalization.from_record(normalization.record(), self.input_shape[0])
+
+    @property
+    def is_table(self) -> bool:
+        """A model of table rows (N, F), held as F channels of 1x1."""
+        return tuple(self.input_shape[1:]) == (1, 1)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Data in the user's units (uint8 read as x / 255, or float; a table model also
+        takes rows (N, F)) as the model reads them: float32, normalised as the training
+        data were."""
+        x = x.div(255.0) if x.dtype == torch.uint8 else x.float()
+        if self.is_table and x.dim() == 2:
+            x = x.view(*x.shape, 1, 1)
+        return self.normalization.to_model(x)
 
     # -- objectives -----------------------------------------------------------------------
     def elbo_terms(
@@ -301,7 +349,8 @@ class VAE(Pretrained):
         z = torch.randn((n, self.latent_dim), generator=generator, device=device)
         if y is not None:
             y = torch.as_tensor(y, device=device).long().reshape(-1).expand(n)
-        return self._decoded_means(z, y)
+        out = self.normalization.to_user(self._decoded_means(z, y))
+        return out.flatten(1) if self.is_table else out
 
     def _decoded_means(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """The images z decode to, DECODE_ROWS at a time: a decoder's activations for a huge
@@ -318,9 +367,11 @@ class VAE(Pretrained):
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """Decode the posterior mean of each image: (N, C, H, W) in [0, 1]."""
-        mu, _ = self.encode(x, y)
-        return self.mean(self.decode(mu, y))
+        """Decode the posterior mean of each example: (N, C, H, W), in the user's units
+        (uint8 input: [0, 1]); table rows (N, F) come back as (N, F)."""
+        mu, _ = self.encode(self.prepare(x), y)
+        out = self.normalization.to_user(self.mean(self.decode(mu, y)))
+        return out.view(x.shape) if self.is_table else out
 
     @torch.no_grad()
     def interpolate(
@@ -353,15 +404,15 @@ class VAE(Pretrained):
             f"{n:,} interpolations of {steps:,} steps",
             "ask for fewer steps or pairs",
         )
-        mu1, _ = self.encode(x1, y1)
-        mu2, _ = self.encode(x2, y2)
+        mu1, _ = self.encode(self.prepare(x1), y1)
+        mu2, _ = self.encode(self.prepare(x2), y2)
         t = torch.linspace(0.0, 1.0, steps, device=mu1.device).view(1, steps, 1)
         if method == "linear":
             z = (1 - t) * mu1.unsqueeze(1) + t * mu2.unsqueeze(1)  # (N, steps, D)
         else:
             z = slerp(mu1.unsqueeze(1), mu2.unsqueeze(1), t)
         y = None if y1 is None else torch.as_tensor(y1).repeat_interleave(steps)
-        images = self._decoded_means(z.reshape(n * steps, -1), y)
+        images = self.normalization.to_user(self._decoded_means(z.reshape(n * steps, -1), y))
         return images.view(n, steps, *images.shape[1:])
 
 

@@ -4,6 +4,7 @@ message a run that runs out of memory ends with."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from ..errors import ConfigError, DataError, VaekitError
 from ..io.checkpoint import STATE_FILE
 from ..models import VAE
 from ..models.conv import ConvEncoder
+from ..normalize import Normalization, fit
 
 
 def resolve_device(name: str) -> torch.device:
@@ -45,13 +47,27 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cpu")  # "cpu:3" names no other memory: tensors report plain cpu
 
 
+def fit_normalization(data: Dataset, kind: str) -> Normalization:
+    """data.normalize fitted on the training split; uint8 data need no pass for 'none'
+    (they are read as x / 255, in [0, 1])."""
+    if kind == "none" and data.x_train.dtype == torch.uint8:
+        return Normalization()
+    return fit(data.x_train, kind)
+
+
+STORED = (torch.uint8, torch.float16, torch.float32)  # what data/arrays.py stores
+
+
 def check_data(data: Dataset, model: VAE) -> None:
     """Refuse data the model cannot use, before any training step."""
     for name, x in (("x_train", data.x_train), ("x_test", data.x_test)):
-        if x.dtype != torch.uint8:
-            raise DataError(f"{data.name}:{name} must be stored as uint8 images")
+        if x.dtype not in STORED:
+            raise DataError(
+                f"{data.name}:{name} is stored as {x.dtype}; vaekit stores uint8, float16 "
+                "or float32 (vaekit.data.arrays.as_examples brings arrays there)"
+            )
         if x.shape[0] == 0:
-            raise DataError(f"{data.name}:{name} holds no images")
+            raise DataError(f"{data.name}:{name} holds no examples")
     if data.shape != model.input_shape:
         raise DataError(
             f"{data.name} holds images of shape {data.shape} but the model takes "
@@ -113,9 +129,13 @@ def build_model(
         model = VAE.from_architecture(saved["architecture"], source)
     elif model is None:
         check_labels(data, cfg.conditional)
-        model = VAE.from_config(cfg, data.shape, data.num_classes)
+        norm = fit_normalization(data, config.data.normalize)
+        model = VAE.from_config(cfg, data.shape, data.num_classes, norm.record())
         if cfg.init_output_bias and saved is None:  # a resumed run loads its weights
-            init_output_bias(model, mean_image(data.x_train))
+            mean = model.normalization.to_model(mean_image(data.x_train).float()[None])[0]
+            init_output_bias(model, mean)
+    elif saved is None and model.normalization.identity:  # a user's model, trained afresh
+        model.set_normalization(fit_normalization(data, config.data.normalize))
     model.to(device)
     if isinstance(model.encoder, ConvEncoder):  # the built-in conv VAE trains in NHWC
         # Module.to(memory_format=) works but is missing from torch's type stubs
@@ -147,3 +167,14 @@ def init_output_bias(model: VAE, mean_image: torch.Tensor) -> None:
         mean = torch.logit(mean.clamp(1e-3, 1.0 - 1e-3))
     loc = mean.flatten().to(head.bias.dtype)
     head.bias[: loc.numel()].copy_(loc)
+
+
+def resolved(config: Config, model: VAE) -> Config:
+    """The config with model.likelihood 'auto' replaced by what the model uses, so that
+    config.yaml and state.pt say what was trained."""
+    if config.model.likelihood != "auto":
+        return config
+    m = dataclasses.replace(
+        config.model, likelihood=model.likelihood, learn_scale=model.learn_scale
+    )
+    return dataclasses.replace(config, model=m)

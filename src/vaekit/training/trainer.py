@@ -39,7 +39,14 @@ from .distributed import Dist
 from .interrupt import StopFlag
 from .precision import resolve_precision
 from .rundir import config_yaml, owned_run_dir
-from .setup import build_model, check_data, is_out_of_memory, out_of_memory, resolve_device
+from .setup import (
+    build_model,
+    check_data,
+    is_out_of_memory,
+    out_of_memory,
+    resolve_device,
+    resolved,
+)
 from .state import TrainState, check_finite, restore, snapshot
 from .step import Step
 from .steplog import StepLog
@@ -188,6 +195,9 @@ class Trainer:
         DDP this rank's rows, binarized as one process would."""
         run = self._require_run()
         x = gather(run.x_train, idx, run.device)
+        normalization = self._require_model().normalization
+        if not normalization.identity:
+            x = normalization.to_model(x)
         if self.config.data.binarize == "dynamic":
             x = torch.bernoulli(x, generator=run.generator)
         y = run.y_train[idx].to(run.device) if run.y_train is not None else None
@@ -340,6 +350,7 @@ class Trainer:
         data = self.data if self.data is not None else load_data(self.config.data, t.seed, show)
         saved = checkpoint.load_state(run_dir / checkpoint.STATE_FILE) if self.resume else None
         model = self.model = build_model(self.model, self.config, data, device, saved)
+        self.config = resolved(self.config, model)
         check_data(data, model)
         batches = len(batch_indices(torch.arange(data.x_train.shape[0]), t.batch_size))
         precision = resolve_precision(t.precision, device)

@@ -271,11 +271,11 @@ def write_all(
     def tiles(images: torch.Tensor, nrow: int) -> Image.Image:
         return grid.to_pil(grid.make_grid(images, nrow=nrow), scale)
 
-    for method in ("linear", "slerp"):
+    for method in () if model.is_table else ("linear", "slerp"):
         name = f"interpolation_{method}"
         images = interpolation(model, x, method=method, seed=seed, y=y)
         written[name] = save_png(run_dir / FILES[name], tiles(images, 10))
-    if model.latent_dim >= 2:
+    if model.latent_dim >= 2 and not model.is_table:
         images = manifold(model, n_manifold, x=x, y=y)
         written["manifold"] = save_png(
             run_dir / FILES["manifold"], grid.to_pil(grid.make_grid(images, nrow=n_manifold))
@@ -294,7 +294,10 @@ def write_all(
 def write_images(
     model: VAE, data: Dataset, run_dir: Path, seed: int = 0, n: int = 64
 ) -> dict[str, Any]:
-    """samples.png (prior samples) and reconstructions.png (originals above, recons below)."""
+    """samples.png (prior samples) and reconstructions.png (originals above, recons below);
+    nothing for a table (examples of 1x1 "pixels" make no picture)."""
+    if model.is_table:
+        return {}
     model.eval()
     device = next(model.parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)

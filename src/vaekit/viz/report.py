@@ -172,8 +172,9 @@ def build_report(
     )
     seconds = time.perf_counter() - started
     records = tracking.read_metrics(run_dir)
-    figures.write_images(model, data, out, seed=seed)
-    written = {"samples": out / "samples.png", "reconstructions": out / "reconstructions.png"}
+    written = {}
+    if figures.write_images(model, data, out, seed=seed):  # nothing for a table
+        written = {"samples": out / "samples.png", "reconstructions": out / "reconstructions.png"}
     written.update(figures.write_all(out, model, x, y, data.class_names, records, seed=seed))
     page = render(run_dir.name, model, data.name, stats, records, written, seed, seconds)
     path = out / REPORT_FILE

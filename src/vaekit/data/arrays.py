@@ -1,0 +1,105 @@
+"""Arrays a user brings, checked and brought to the layout vaekit trains on.
+
+Images become (N, C, H, W) with any channel count; a table (N, F) becomes (N, F, 1, 1),
+F features as channels of a 1x1 "image", so that one batching path, one MLP and one
+normalisation (per channel) serve both. uint8 stays uint8 (the fast path, read as
+x / 255); floats stay float, never quantised: float16 storage where it holds every value
+exactly, else float32. Every array vaekit cannot use is a DataError naming the array, its
+shape and dtype, and what is accepted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import DataError
+
+LAYOUTS = ("auto", "nchw", "nhwc", "table")
+MAX_CHANNELS = 4096  # a generous bound on C: a wider array is almost surely mis-shaped
+
+_ACCEPTED = (
+    "accepted: images (N, H, W), (N, C, H, W) or (N, H, W, C), flattened square uint8 "
+    "images (N, H*W), or a table (N, F); numbers of any integer or float dtype"
+)
+
+
+def is_table(array: np.ndarray, layout: str = "auto") -> bool:
+    """Whether a 2-D array is a table (N, F) rather than flattened square images: always
+    with layout 'table'; with 'auto', unless it is uint8 with a square F (MNIST as rows)."""
+    if array.ndim != 2 or layout in ("nchw", "nhwc"):
+        return False
+    if layout == "table":
+        return True
+    side = int(round(np.sqrt(array.shape[1])))
+    return not (array.dtype == np.uint8 and side * side == array.shape[1])
+
+
+def as_examples(array: np.ndarray, source: str, layout: str = "auto") -> np.ndarray:
+    """Validate an array of examples and bring it to (N, C, H, W): uint8 kept, integers in
+    0..255 as uint8, floats finite and stored as float16 or float32 (`storage_dtype`)."""
+    if layout not in LAYOUTS:
+        raise DataError(f"unknown data.layout {layout!r}; choose from {', '.join(LAYOUTS)}")
+    what = f"{source} (shape {tuple(array.shape)}, dtype {array.dtype})"
+    if array.dtype == object or array.dtype.kind not in "biuf":
+        raise DataError(f"{what} does not hold plain numbers; {_ACCEPTED}")
+    array = _to_nchw(array, what, layout)
+    if array.shape[0] == 0:
+        raise DataError(f"{what} holds no examples")
+    if 0 in array.shape[1:]:
+        raise DataError(f"{what}: examples of shape {array.shape[1:]} hold no values")
+    if array.shape[1] > MAX_CHANNELS:
+        raise DataError(
+            f"{what}: {array.shape[1]:,} channels is over the limit of {MAX_CHANNELS:,}; "
+            "is the array laid out as intended? (set data.layout)"
+        )
+    return _values(array, what)
+
+
+def _to_nchw(array: np.ndarray, what: str, layout: str) -> np.ndarray:
+    if array.ndim in (2, 3, 4) and 0 in array.shape[1:]:
+        raise DataError(f"{what}: examples of shape {array.shape[1:]} hold no values")
+    if array.ndim == 2:
+        if is_table(array, layout):
+            return array.reshape(array.shape[0], array.shape[1], 1, 1)
+        side = int(round(np.sqrt(array.shape[1])))
+        if side * side != array.shape[1]:
+            raise DataError(f"{what}: rows of {array.shape[1]} values are not square images")
+        return array.reshape(-1, 1, side, side)
+    if layout == "table":
+        raise DataError(f"{what}: data.layout 'table' needs a 2-D array (N, F)")
+    if array.ndim == 3:
+        return array[:, None]
+    if array.ndim == 4:
+        last = layout == "nhwc" or (layout == "auto" and array.shape[3] < array.shape[1])
+        return np.ascontiguousarray(array.transpose(0, 3, 1, 2)) if last else array
+    raise DataError(f"{what} is not an array of examples; {_ACCEPTED}")
+
+
+def _values(array: np.ndarray, what: str) -> np.ndarray:
+    if array.dtype == np.uint8:
+        return np.ascontiguousarray(array)
+    if array.dtype == np.bool_:
+        return np.ascontiguousarray(array.astype(np.uint8) * np.uint8(255))
+    if array.dtype.kind in "iu":
+        lo, hi = int(array.min()), int(array.max())
+        if lo < 0 or hi > 255:
+            raise DataError(
+                f"{what}: integer data must lie in 0..255 (found {lo}..{hi}); save other "
+                "numbers as float (they are then kept as they are, and data.normalize can "
+                "scale them)"
+            )
+        return np.ascontiguousarray(array.astype(np.uint8))
+    if not np.isfinite(array).all():
+        raise DataError(f"{what} contains NaN or infinite values")
+    return np.ascontiguousarray(array.astype(storage_dtype(array), copy=False))
+
+
+def storage_dtype(array: np.ndarray) -> np.dtype:
+    """float16 when every value survives the round trip exactly (half the memory), else
+    float32 (what training computes in; float64 data lose only what float32 cannot hold)."""
+    if array.dtype == np.float16:
+        return np.dtype(np.float16)
+    half = array.astype(np.float16)
+    if np.isfinite(half).all() and np.array_equal(half.astype(array.dtype), array):
+        return np.dtype(np.float16)
+    return np.dtype(np.float32)
