@@ -158,7 +158,10 @@ def test_npz_uint8_and_float_with_and_without_test_split(tmp_path: Path) -> None
     "make, needle",
     [
         (lambda p: _npz(p, x_train=np.full((4, 8, 8), 300, dtype=np.int16)), "0..255"),
-        (lambda p: _npz(p, x_train=np.zeros((4, 2, 2, 2, 2), np.uint8)), "not an array of examples"),
+        (
+            lambda p: _npz(p, x_train=np.zeros((4, 2, 2, 2, 2), np.uint8)),
+            "not an array of examples",
+        ),
         (lambda p: _npz(p, y_train=np.zeros(4)), "no array 'x_train'"),
         (
             lambda p: _npz(

@@ -113,8 +113,9 @@ class DataConfig:
     )
     layout: str = opt(
         "auto",
-        "arrays: auto, nchw, nhwc or table (N, F); auto reads 4-D arrays as channels-last "
-        "when the last axis is the shortest, 2-D ones as tables unless uint8 square rows",
+        "arrays: auto, nchw, nhwc or table (N, F); auto reads (N, A, B, C) as channels-last "
+        "when A x B is square and B x C is not (else when C < A), 2-D arrays as tables "
+        "unless uint8 with square rows",
         choices=("auto", "nchw", "nhwc", "table"),
     )
 

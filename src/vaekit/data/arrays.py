@@ -10,9 +10,13 @@ shape and dtype, and what is accepted.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import torch
 
 from ..errors import DataError
+from .dataset import Dataset, as_labels, split
 
 LAYOUTS = ("auto", "nchw", "nhwc", "table")
 MAX_CHANNELS = 4096  # a generous bound on C: a wider array is almost surely mis-shaped
@@ -70,9 +74,21 @@ def _to_nchw(array: np.ndarray, what: str, layout: str) -> np.ndarray:
     if array.ndim == 3:
         return array[:, None]
     if array.ndim == 4:
-        last = layout == "nhwc" or (layout == "auto" and array.shape[3] < array.shape[1])
+        last = layout == "nhwc" or (layout == "auto" and channels_last(array.shape))
         return np.ascontiguousarray(array.transpose(0, 3, 1, 2)) if last else array
     raise DataError(f"{what} is not an array of examples; {_ACCEPTED}")
+
+
+def channels_last(shape: tuple[int, ...]) -> bool:
+    """Whether a 4-D shape reads as (N, H, W, C): square H x W decides where it can
+    ((N, 8, 8, 12) is channels-last, (N, 12, 8, 8) channels-first); else the channels are
+    the shorter of axes 1 and 3."""
+    _, a, b, c = shape
+    if b == c:
+        return False
+    if a == b:
+        return True
+    return c < a
 
 
 def _values(array: np.ndarray, what: str) -> np.ndarray:
@@ -103,3 +119,54 @@ def storage_dtype(array: np.ndarray) -> np.dtype:
     if np.isfinite(half).all() and np.array_equal(half.astype(array.dtype), array):
         return np.dtype(np.float16)
     return np.dtype(np.float32)
+
+
+def from_arrays(
+    x_train: Any,
+    x_test: Any = None,
+    y_train: Any = None,
+    y_test: Any = None,
+    *,
+    name: str = "arrays",
+    layout: str = "auto",
+    test_fraction: float = 0.1,
+    seed: int = 0,
+) -> Dataset:
+    """A `Dataset` from numpy arrays or tensors in any layout `as_examples` accepts (images
+    or a table); without x_test, `test_fraction` of x_train is held out by a seeded split.
+    Labels come for both splits or for neither."""
+    x = as_examples(_numpy(x_train, "x_train"), "x_train", layout)
+    y = None if y_train is None else as_labels(_numpy(y_train, "y_train"), len(x), "y_train")
+    info: dict[str, object] = {"source": "arrays"}
+    if x_test is None:
+        if y_test is not None:
+            raise DataError("y_test was given without x_test; pass both or neither")
+        x, xt, y, yt, split_info = split(x, y, test_fraction, seed)
+        info.update(split_info)
+    else:
+        if (y_train is None) != (y_test is None):
+            raise DataError("labels must come for both x_train and x_test or for neither")
+        xt = as_examples(_numpy(x_test, "x_test"), "x_test", layout)
+        yt = None if y_test is None else as_labels(_numpy(y_test, "y_test"), len(xt), "y_test")
+        if xt.shape[1:] != x.shape[1:]:
+            raise DataError(
+                f"x_test examples are {xt.shape[1:]}, x_train examples {x.shape[1:]}; "
+                "they must match"
+            )
+    classes = 0 if y is None or yt is None else int(max(y.max(), yt.max())) + 1
+
+    def t(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a))
+
+    labelled = y is not None and yt is not None
+    y_t = t(y) if labelled else None  # type: ignore[arg-type]
+    yt_t = t(yt) if labelled else None  # type: ignore[arg-type]
+    return Dataset(name, t(x), t(xt), y_t, yt_t, [str(i) for i in range(classes)], info)
+
+
+def _numpy(a: Any, name: str) -> np.ndarray:
+    if torch.is_tensor(a):
+        return a.detach().cpu().numpy()
+    if isinstance(a, np.ndarray):
+        return a
+    raise DataError(f"{name} must be a numpy array or a tensor; got {type(a).__name__}")

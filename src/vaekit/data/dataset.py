@@ -30,6 +30,12 @@ class Dataset:
 
     @property
     def shape(self) -> tuple[int, int, int]:
+        if len(self.x_train.shape) != 4:
+            raise DataError(
+                f"{self.name}: x_train has shape {tuple(self.x_train.shape)}; a Dataset holds "
+                "(N, C, H, W) examples (build one from any array or table with "
+                "vaekit.data.from_arrays)"
+            )
         c, h, w = self.x_train.shape[1:]
         return int(c), int(h), int(w)
 

@@ -32,6 +32,8 @@ def check_input(x: Any, model: VAE, source: str = "input") -> torch.Tensor:
     x = x.float()
     if x.dim() == 3:
         x = x.unsqueeze(0)
+    if model.is_table and x.dim() == 2:  # table rows (N, F)
+        x = x.view(*x.shape, 1, 1)
     if tuple(x.shape[1:]) != tuple(model.input_shape):
         raise DataError(
             f"{source}: images are {tuple(x.shape[1:])} but the model expects "
