@@ -163,3 +163,12 @@ def test_a_users_model_gets_the_datas_normalization(tmp_path: Path) -> None:
     bern = custom_vae(likelihood="bernoulli")
     with pytest.raises(ConfigError, match="Bernoulli likelihood needs data in"):
         vaekit.Trainer(bern, tiny_config(tmp_path / "b"), data=from_arrays(x)).fit()
+
+
+def test_the_explorer_refuses_a_table_in_one_line(tmp_path: Path) -> None:
+    from vaekit.viz.explore.latents import Explorer
+
+    rows = np.random.default_rng(6).normal(size=(80, 3)).astype(np.float32)
+    model = vaekit.Trainer(None, tiny_config(tmp_path / "run"), data=from_arrays(rows)).fit().model
+    with pytest.raises(vaekit.VaekitError, match="table rows"):
+        Explorer(model, torch.from_numpy(rows).view(80, 3, 1, 1))

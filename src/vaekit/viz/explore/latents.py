@@ -40,6 +40,11 @@ class Explorer:
     ) -> None:
         if x_test.shape[0] < 1:
             raise VaekitError("the explorer needs at least one test image")
+        if model.is_table:
+            raise VaekitError(
+                "the explorer draws images, and this model's examples are table rows; use "
+                "vaekit sample/reconstruct/interpolate RUN --out FILE.npy for the numbers"
+            )
         self.model = model.eval()
         self.x = x_test
         self.y = y_test
@@ -85,7 +90,7 @@ class Explorer:
 
     @torch.no_grad()
     def encode(self, index: int) -> dict[str, Any]:
-        x = to_float(self.x[index : index + 1])
+        x = self.model.prepare(self.x[index : index + 1])
         y = None if self.y is None else int(self.y[index])
         with self.lock:
             mu, _ = self.model.encode(x, self._label(y, 1) if self.model.conditional else None)
