@@ -172,3 +172,29 @@ def test_the_explorer_refuses_a_table_in_one_line(tmp_path: Path) -> None:
     model = vaekit.Trainer(None, tiny_config(tmp_path / "run"), data=from_arrays(rows)).fit().model
     with pytest.raises(vaekit.VaekitError, match="table rows"):
         Explorer(model, torch.from_numpy(rows).view(80, 3, 1, 1))
+
+
+def _truncated_npy(path: Path) -> None:
+    np.save(path, np.zeros((10, 4, 4), np.uint8))
+    path.write_bytes(path.read_bytes()[:-20])
+
+
+@pytest.mark.parametrize(
+    "name, make, needle",
+    [
+        ("gone.csv", lambda p: None, "does not exist"),
+        ("gone.npy", lambda p: None, "does not exist"),
+        ("pipe.npy", lambda p: __import__("os").mkfifo(p), "not a regular file (a FIFO)"),
+        ("cut.npy", _truncated_npy, "truncated or corrupt"),
+        ("head.csv", lambda p: p.write_text("a,b\n"), "holds no rows"),
+        ("empty.csv", lambda p: p.write_text(""), "cannot be read as a table"),
+    ],
+)
+def test_hostile_array_and_table_files_are_one_line(
+    tmp_path: Path, name: str, make, needle: str
+) -> None:
+    path = tmp_path / name
+    make(path)
+    result = run_cli("train", "--data", str(path), *FAST, timeout=60)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert needle in result.stderr and len(result.stderr.strip().splitlines()) == 1

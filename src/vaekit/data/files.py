@@ -66,6 +66,8 @@ def read_table(path: Path) -> np.ndarray:
     except Exception as e:  # pandas and pyarrow raise many types for a malformed file
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DataError(f"{path} cannot be read as a table ({first[:200]})") from None
+    if frame.shape[0] == 0:
+        raise DataError(f"{path} holds no rows")
     other = [str(c) for c, kind in frame.dtypes.items() if kind.kind not in "biuf"]
     if other:
         names = ", ".join(other[:5]) + (", ..." if len(other) > 5 else "")
@@ -80,10 +82,15 @@ def read_table(path: Path) -> np.ndarray:
 
 def load_file(path: Path, cfg: DataConfig) -> Dataset:
     """An .npy, .csv or .parquet file of examples, split into train and test."""
-    if path.suffix == ".npy":
-        array, layout = read_npy(path), cfg.layout
-    else:
-        array, layout = read_table(path), "table"
+    try:
+        if path.suffix == ".npy":
+            array, layout = read_npy(path), cfg.layout
+        else:
+            array, layout = read_table(path), "table"
+    except FileNotFoundError:
+        raise DataError(f"data file {path} does not exist") from None
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or e}") from None
     x = as_examples(np.asarray(array), str(path), layout)
     train, test, _, _, info = split(x, None, cfg.test_fraction, cfg.split_seed)
     info.update(source=path.suffix.lstrip("."), path=str(path))
