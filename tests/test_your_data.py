@@ -198,3 +198,20 @@ def test_hostile_array_and_table_files_are_one_line(
     result = run_cli("train", "--data", str(path), *FAST, timeout=60)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert needle in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_examples_of_the_wrong_shape_or_type_are_one_line_in_the_python_api(
+    tmp_path: Path,
+) -> None:
+    x = np.random.default_rng(7).random((64, 2, 8, 8)).astype(np.float32)
+    model = vaekit.Trainer(None, tiny_config(tmp_path / "run"), data=from_arrays(x)).fit().model
+    assert model.reconstruct(x[:2]).shape == (2, 2, 8, 8)  # numpy works as tensors do
+    assert model.interpolate(x[0], x[1], steps=3).shape == (1, 3, 2, 8, 8)
+    for bad, needle in [
+        (torch.zeros(2, 2, 4, 4), "do not fit this model, which takes (N, 2, 8, 8)"),
+        (torch.zeros(2, 3), "do not fit this model"),
+        ("pixels", "numeric tensor or numpy array; got str"),
+    ]:
+        with pytest.raises(DataError) as err:
+            model.reconstruct(bad)  # type: ignore[arg-type]
+        assert needle in str(err.value)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -292,13 +293,24 @@ class VAE(Pretrained):
         """A model of table rows (N, F), held as F channels of 1x1."""
         return tuple(self.input_shape[1:]) == (1, 1)
 
-    def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """Data in the user's units (uint8 read as x / 255, or float; a table model also
-        takes rows (N, F)) as the model reads them: float32, normalised as the training
-        data were."""
+    def prepare(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Data in the user's units (a tensor or numpy array: uint8 read as x / 255, or
+        float; a table model also takes rows (N, F)) as the model reads them: float32
+        (N, C, H, W), normalised as the training data were."""
+        if isinstance(x, np.ndarray) and x.dtype.kind in "biuf":
+            x = torch.from_numpy(np.ascontiguousarray(x))
+        if not isinstance(x, torch.Tensor) or x.dtype.is_complex or x.dtype == torch.bool:
+            kind = x.dtype if isinstance(x, torch.Tensor | np.ndarray) else type(x).__name__
+            raise DataError(f"examples must be a numeric tensor or numpy array; got {kind}")
         x = x.div(255.0) if x.dtype == torch.uint8 else x.float()
         if self.is_table and x.dim() == 2:
             x = x.view(*x.shape, 1, 1)
+        if tuple(x.shape[1:]) != self.input_shape or x.dim() != 4:
+            raise DataError(
+                f"examples of shape {tuple(x.shape)} do not fit this model, which takes "
+                f"(N, {', '.join(map(str, self.input_shape))})"
+                + (f" or rows (N, {self.input_shape[0]})" if self.is_table else "")
+            )
         return self.normalization.to_model(x)
 
     # -- objectives -----------------------------------------------------------------------
@@ -366,7 +378,7 @@ class VAE(Pretrained):
         return torch.cat(parts)
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def reconstruct(self, x: torch.Tensor | np.ndarray, y: torch.Tensor | None = None) -> torch.Tensor:
         """Decode the posterior mean of each example: (N, C, H, W), in the user's units
         (uint8 input: [0, 1]); table rows (N, F) come back as (N, F)."""
         mu, _ = self.encode(self.prepare(x), y)
@@ -376,8 +388,8 @@ class VAE(Pretrained):
     @torch.no_grad()
     def interpolate(
         self,
-        x1: torch.Tensor,
-        x2: torch.Tensor,
+        x1: torch.Tensor | np.ndarray,
+        x2: torch.Tensor | np.ndarray,
         steps: int = 10,
         method: str = "linear",
         y1: torch.Tensor | None = None,
@@ -391,6 +403,7 @@ class VAE(Pretrained):
         steps = protocol.count("steps", steps, low=1)
         if method not in ("linear", "slerp"):
             raise ConfigError(f"unknown interpolation {method!r}: use 'linear' or 'slerp'")
+        x1, x2 = (torch.as_tensor(x) for x in (x1, x2))
         if x1.dim() == 3:
             x1, x2 = x1.unsqueeze(0), x2.unsqueeze(0)
         if x1.shape != x2.shape:
