@@ -16,6 +16,9 @@ from vaekit import allocator
 from vaekit.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
+# The suite never reaches the internet: downloads are off here and in child processes;
+# tests/test_download.py lifts this for its local server on 127.0.0.1.
+os.environ["VAEKIT_OFFLINE"] = "1"
 
 
 def tiny_config(out: Path | str, **overrides: object) -> Config:

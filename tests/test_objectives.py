@@ -14,7 +14,7 @@ import vaekit
 from conftest import assert_clean_error, run_cli, tiny_config
 from vaekit import losses, objectives
 from vaekit.config import LossConfig, ModelConfig
-from vaekit.errors import ConfigError
+from vaekit.errors import ConfigError, DownloadError
 from vaekit.evaluation import perceptual
 from vaekit.models import VAE
 
@@ -246,12 +246,14 @@ def test_missing_lpips_weights_are_one_clear_line(
 ) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setitem(sys.modules, "lpips", None)  # as if the extra were not installed
-    with pytest.raises(ConfigError, match=r"pip install 'vaekit\[lpips\]'"):
+    with pytest.raises(DownloadError, match=r"pip install 'vaekit\[lpips\]'") as e:
         perceptual.build_perceptual("lpips-vgg", "cpu", "random", "")
-    with pytest.raises(ConfigError) as e:
+    assert perceptual.LIN_URLS["vgg"][0] in str(e.value)  # offline: the URL it would fetch
+    with pytest.raises(DownloadError) as e:
         perceptual.build_perceptual("lpips-vgg", "cpu", "", "random")
     message = str(e.value)
     assert str(tmp_path / "torch" / "hub" / "checkpoints" / "vgg16-397923af.pth") in message
+    assert "https://download.pytorch.org/models/vgg16-397923af.pth" in message
     assert "loss.perceptual_backbone_weights" in message and "\n" not in message
     with pytest.raises(ConfigError, match="nowhere.pth does not exist"):
         perceptual.build_perceptual("lpips-alex", "cpu", str(tmp_path / "nowhere.pth"), "random")

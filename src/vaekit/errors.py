@@ -23,6 +23,11 @@ class CheckpointError(VaekitError):
     """A checkpoint or resume state that is missing, corrupt or does not match."""
 
 
+class DownloadError(VaekitError):
+    """A file that could not be downloaded (offline, unreachable, truncated) or that did
+    not match its SHA-256; nothing partial is kept."""
+
+
 class TrainingInterrupted(VaekitError):
     """Training stopped by SIGINT/SIGTERM after saving; `exit_code` is 128 + signal."""
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sys
@@ -18,6 +17,7 @@ import torch
 
 from ..config import DataConfig
 from ..errors import DataError
+from ..io.download import sha256_file
 from .dataset import Dataset, as_labels
 from .files import SUFFIXES, load_file
 from .idx import read_idx
@@ -135,14 +135,6 @@ def find_local(name: str, cfg_root: str = "") -> Path | None:
         if all(_find_file(directory, f) for f in spec.files):
             return directory
     return None
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _download(url: str, dest: Path, expected_sha256: str) -> None:

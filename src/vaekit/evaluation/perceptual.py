@@ -16,8 +16,12 @@ files:
 
 Either source may be `random` (seeded random initialisation): that keeps the whole code
 path, gradients included, for tests and offline smoke runs, but is no perceptual metric.
-Missing weights are one `VaekitError` naming the file and how to get it; nothing is ever
-downloaded. The distance: inputs in [0, 1] go to [-1, 1] and through LPIPS's scaling
+Weights not found there are downloaded once into the torch hub cache (`io/download.py`:
+hash-checked, atomic, with a progress bar): the backbone from download.pytorch.org
+(checked against the SHA-256 prefix in its file name, as torch.hub does), the linear
+layers from the LPIPS repository (checked against the whole SHA-256 of the files lpips
+0.1.4 ships). Offline, or when a download fails, one `VaekitError` names the file, the URL
+and how to get it by hand. The distance: inputs in [0, 1] go to [-1, 1] and through LPIPS's scaling
 layer; at five layers, features are unit-normalised over channels, squared differences
 are weighted by the 1x1 layer and averaged over space; the five terms are summed.
 Gradients flow into the first argument (the reconstruction): nothing here runs under
@@ -36,6 +40,7 @@ from torch import nn
 
 from ..config import LossConfig
 from ..errors import ConfigError
+from ..io.download import download
 
 # torchvision's `features` layers: 3x3 (VGG) conv widths, 0 a 2x2 max-pool
 _VGG16 = [64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512]
@@ -44,6 +49,22 @@ _TAPS = {"vgg": (3, 8, 15, 22, 29), "alex": (1, 4, 7, 9, 11)}
 _CHANNELS = {"vgg": (64, 128, 256, 512, 512), "alex": (64, 192, 384, 256, 256)}
 _MIN_SIZE = {"vgg": 16, "alex": 31}  # smaller images vanish before the last tap
 TORCHVISION_FILES = {"vgg": "vgg16-397923af.pth", "alex": "alexnet-owt-7be5be79.pth"}
+# where each file comes from, and its SHA-256 (a prefix: torchvision's file-name convention)
+BACKBONE_URLS = {
+    "vgg": ("https://download.pytorch.org/models/vgg16-397923af.pth", "397923af"),
+    "alex": ("https://download.pytorch.org/models/alexnet-owt-7be5be79.pth", "7be5be79"),
+}
+_LPIPS_REPO = "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/"
+LIN_URLS = {
+    "vgg": (
+        _LPIPS_REPO + "vgg.pth",
+        "a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868",
+    ),
+    "alex": (
+        _LPIPS_REPO + "alex.pth",
+        "df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0",
+    ),
+}
 RANDOM = "random"
 
 
@@ -165,8 +186,13 @@ def _fill(
 
 
 def hub_checkpoint(net: str) -> Path:
-    """Where torchvision keeps the backbone weights it downloads."""
+    """Where torchvision keeps the backbone weights it downloads (and vaekit too)."""
     return Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_FILES[net]
+
+
+def lin_checkpoint(net: str) -> Path:
+    """Where vaekit keeps the LPIPS layer weights it downloads, beside the backbone's."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / f"lpips-v0.1-{net}.pth"
 
 
 def lpips_package_file(net: str) -> Path | None:
@@ -194,17 +220,18 @@ def _load_backbone(model: LPIPS, source: str, generator: torch.Generator) -> Non
                 nn.init.zeros_(m.bias)
         return
     path = Path(source).expanduser() if source else hub_checkpoint(model.net)
-    if not path.is_file():
-        where = (
-            f"loss.perceptual_backbone_weights {path} does not exist"
-            if source
-            else f"the LPIPS backbone weights are not in {path}"
-        )
+    if source and not path.is_file():
         raise ConfigError(
-            f"{where}; copy torchvision's {TORCHVISION_FILES[model.net]} there "
-            "(from a machine that can download it), or set "
-            "loss.perceptual_backbone_weights to its path"
+            f"loss.perceptual_backbone_weights {path} does not exist; point it at "
+            f"torchvision's {TORCHVISION_FILES[model.net]}"
         )
+    if not source:
+        url, sha = BACKBONE_URLS[model.net]
+        fix = (
+            f"copy torchvision's {TORCHVISION_FILES[model.net]} to {path} (from a machine "
+            "that can download it), or set loss.perceptual_backbone_weights to its path"
+        )
+        download(url, path, sha, fix=fix)
     _fill(model.features, _load(path, "LPIPS backbone"), "features.", path, "LPIPS backbone")
 
 
@@ -217,11 +244,12 @@ def _load_lins(model: LPIPS, source: str, generator: torch.Generator) -> None:
         return
     path = Path(source).expanduser() if source else lpips_package_file(model.net)
     if path is None:
-        raise ConfigError(
-            "loss.perceptual needs the LPIPS layer weights from the lpips "
-            "package: pip install 'vaekit[lpips]' (or pip install --no-deps "
-            "lpips), or set loss.perceptual_lin_weights to a file"
+        url, sha = LIN_URLS[model.net]
+        fix = (
+            "pip install 'vaekit[lpips]' (or pip install --no-deps lpips), or set "
+            "loss.perceptual_lin_weights to lpips's weights/v0.1 file"
         )
+        path = download(url, lin_checkpoint(model.net), sha, fix=fix)
     if not path.is_file():
         raise ConfigError(
             f"loss.perceptual_lin_weights {path} does not exist; point it at "
@@ -260,7 +288,7 @@ def build_perceptual(
     return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
 
-__all__ = ["LPIPS", "build_perceptual", "hub_checkpoint", "lpips_package_file"]
+__all__ = ["LPIPS", "build_perceptual", "hub_checkpoint", "lin_checkpoint", "lpips_package_file"]
 
 
 def from_config(

@@ -378,7 +378,9 @@ class VAE(Pretrained):
         return torch.cat(parts)
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor | np.ndarray, y: torch.Tensor | None = None) -> torch.Tensor:
+    def reconstruct(
+        self, x: torch.Tensor | np.ndarray, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Decode the posterior mean of each example: (N, C, H, W), in the user's units
         (uint8 input: [0, 1]); table rows (N, F) come back as (N, F)."""
         mu, _ = self.encode(self.prepare(x), y)
