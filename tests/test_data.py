@@ -41,6 +41,7 @@ def no_system_data(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setattr(sources, "DEBIAN_DIR", tmp_path / "no-debian")
     monkeypatch.delenv("VAEKIT_DATA", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("VAEKIT_OFFLINE", raising=False)  # the test's mirrors are local files
     return tmp_path
 
 

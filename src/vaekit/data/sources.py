@@ -4,11 +4,7 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,8 +12,8 @@ import numpy as np
 import torch
 
 from ..config import DataConfig
-from ..errors import DataError
-from ..io.download import sha256_file
+from ..errors import DataError, DownloadError
+from ..io.download import download as download_file
 from .dataset import Dataset, as_labels
 from .files import SUFFIXES, load_file
 from .idx import read_idx
@@ -137,24 +133,6 @@ def find_local(name: str, cfg_root: str = "") -> Path | None:
     return None
 
 
-def _download(url: str, dest: Path, expected_sha256: str) -> None:
-    """Download to a temporary file beside `dest`, verify SHA-256, then rename into place."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + dest.name + ".", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:
-            shutil.copyfileobj(response, out)
-        actual = sha256_file(Path(tmp))
-        if actual != expected_sha256:
-            raise DataError(
-                f"download of {url} has SHA-256 {actual}, expected {expected_sha256}; not using it"
-            )
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _missing_message(name: str, cfg_root: str) -> str:
     spec = NAMED[name]
     where = default_root(cfg_root) / name
@@ -189,12 +167,12 @@ def fetch(name: str, cfg_root: str = "", download: bool = True, progress: bool =
             try:
                 if progress:
                     print(f"downloading {base}{file}", file=sys.stderr)
-                _download(base + file, target / file, spec.sha256[file])
+                download_file(base + file, target / file, spec.sha256[file], show_progress=progress)
                 break
-            except (urllib.error.URLError, OSError, TimeoutError) as e:
-                errors.append(f"{base}: {getattr(e, 'reason', e)}")
+            except DownloadError as e:
+                errors.append(str(e))
         else:
-            raise DataError(_missing_message(name, cfg_root))
+            raise DataError(f"{_missing_message(name, cfg_root)} ({'; '.join(errors)})")
     return target
 
 
