@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..data.dataset import to_float
+from ..data.streaming import LazyRows
 from ..errors import ConfigError, DataError
 from ..models import VAE
 from . import metrics
@@ -20,6 +21,8 @@ from .likelihood import DEFAULT_BUDGET, elbo_stats, importance_sampling
 def check_input(x: Any, model: VAE, source: str = "input") -> torch.Tensor:
     """Bring x (a tensor or numpy array) to float (N, C, H, W) in [0, 1] for `model`, or
     fail with a clear error."""
+    if isinstance(x, LazyRows):  # a streamed test split: evaluated whole, like any other
+        x = x.materialize()
     if isinstance(x, np.ndarray):
         if x.dtype == object or x.dtype.kind not in "uif":
             raise DataError(f"{source}: a numeric array is needed; got dtype {x.dtype}")

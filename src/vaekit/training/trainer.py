@@ -26,8 +26,9 @@ import torch
 
 from .. import objectives
 from ..config import Config, validate
-from ..data import Dataset, batch_indices, epoch_permutation, load_data
+from ..data import Dataset, as_dataset, batch_indices, epoch_permutation, load_data
 from ..data.dataset import gather, resident
+from ..data.torch_source import is_supported
 from ..errors import ConfigError, TrainingInterrupted
 from ..evaluation.likelihood import elbo_stats
 from ..io import checkpoint, fileio
@@ -78,8 +79,10 @@ class Trainer:
 
     `model`: a `vaekit.VAE` (None builds the config's built-in MLP or conv VAE); a model
     of your own must have registered halves (`@vaekit.register`) to be saved. `data`: a
-    `vaekit.data.Dataset` (None loads `config.data`). `callbacks`: `Callback` objects, or
-    functions of the epoch record that return True to stop. `resume` continues the run in
+    `vaekit.data.Dataset`, or a torch Dataset / DataLoader or Hugging Face dataset read
+    with the config's data.* options (`vaekit.data.from_torch`; None loads `config.data`).
+    `callbacks`: `Callback` objects, or functions of the epoch record that return True to
+    stop. `resume` continues the run in
     `config.train.out`; `overwrite` replaces it.
     """
 
@@ -88,7 +91,7 @@ class Trainer:
         model: VAE | None = None,
         config: Config | None = None,
         *,
-        data: Dataset | None = None,
+        data: Any = None,
         callbacks: Sequence[Callback | Callable[[dict[str, Any]], Any]] = (),
         resume: bool = False,
         overwrite: bool = False,
@@ -108,12 +111,15 @@ class Trainer:
         if model is not None:
             model.architecture()  # unregistered or non-JSON halves: refused before training
         if data is not None and not isinstance(data, Dataset):
-            raise ConfigError(
-                f"Trainer(data=...) takes a vaekit.data.Dataset (or None to load config.data), "
-                f"not {type(data).__name__}"
-            )
+            if not is_supported(data):
+                raise ConfigError(
+                    "Trainer(data=...) takes a vaekit.data.Dataset, a torch Dataset or "
+                    "DataLoader, or a Hugging Face datasets.Dataset (or None to load "
+                    f"config.data), not {type(data).__name__}"
+                )
+            data = as_dataset(data, self.config.data)  # read as the data.* options say
         self.model = model  # the model being trained (built in fit() when None)
-        self.data = data
+        self.data: Dataset | None = data
         self.callbacks = as_callbacks(callbacks)
         self.resume, self.overwrite = resume, overwrite
         self.state = TrainState()
@@ -394,7 +400,7 @@ class Trainer:
 
 
 def train(
-    config: Config, *, resume: bool = False, overwrite: bool = False, data: Dataset | None = None
+    config: Config, *, resume: bool = False, overwrite: bool = False, data: Any = None
 ) -> Path:
     """Train the VAE `config` describes and return its run directory (the one-call path;
     `Trainer` returns the model and the history too)."""
