@@ -137,6 +137,10 @@ def load_hf(spec: str, cfg: DataConfig, progress: bool = True) -> Dataset:
         datasets.disable_progress_bars()
     splits = _open(datasets, target, spec)
     if type(splits).__name__ == "Dataset":  # save_to_disk of one split
+        if split:
+            raise DataError(
+                f"--data {spec}: {target} holds one dataset, not named splits; drop ':{split}'"
+            )
         train, test = splits, None
     else:
         train, test = hf_splits(splits, split, spec)
@@ -166,10 +170,24 @@ def _open(datasets: Any, target: str, spec: str) -> Any:
         ) from None
     except (FileNotFoundError, ValueError, OSError) as e:
         raise DataError(f"--data {spec}: cannot load {target} ({_first_line(e)})") from None
-    except Exception as e:  # DatasetNotFoundError and the library's other refusals
-        if type(e).__module__.split(".")[0] not in ("datasets", "huggingface_hub", "pyarrow"):
+    except Exception as e:  # DatasetNotFoundError, and the library failing on odd files
+        if not _from_library(e):
             raise
         raise DataError(f"--data {spec}: cannot load {target} ({_first_line(e)})") from None
+
+
+LIBRARIES = ("datasets", "huggingface_hub", "pyarrow", "fsspec")
+
+
+def _from_library(error: BaseException) -> bool:
+    """Raised by the datasets library or what it uses (an IndexError deep in its table code
+    on an empty folder, say): the files it was given, not vaekit, are at fault."""
+    if type(error).__module__.split(".")[0] in LIBRARIES:
+        return True
+    tb, last = error.__traceback__, ""
+    while tb is not None:
+        last, tb = tb.tb_frame.f_globals.get("__name__", ""), tb.tb_next
+    return str(last).split(".")[0] in LIBRARIES
 
 
 def _first_line(error: BaseException) -> str:
