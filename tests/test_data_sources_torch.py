@@ -162,6 +162,8 @@ def test_pil_images_and_float_tensors_become_uint8_rows(tmp_path: Path) -> None:
     floats = TensorDataset(x.permute(0, 3, 1, 2).float() / 255)  # (C, H, W) in [0, 1]
     same_rows = from_torch(floats, stream=False, test_fraction=0.25)
     assert torch.equal(data.x_train, same_rows.x_train)
+    half = TensorDataset(torch.rand(8, 1, 4, 4).bfloat16())  # no numpy dtype: read as float
+    assert from_torch(half, test_fraction=0.25).x_train.dtype == torch.uint8
 
 
 def test_streamed_rows_are_read_only_when_a_batch_needs_them(tmp_path: Path) -> None:
@@ -341,6 +343,8 @@ def test_other_objects_and_options_are_refused(tmp_path: Path) -> None:
         from_torch(TensorDataset(images()), stream="sometimes")
     with pytest.raises(DataError, match=r"has no column 'pixel'.*'pixels', 'caption'"):
         from_torch(Counting(images()), column="pixel")
+    with pytest.raises(DataError, match=r"column 'pixels' names a column, but \w+\[0\] is tuple"):
+        from_torch(TensorDataset(images()), column="pixels")
     with pytest.raises(DataError, match="holds images of shape"):
         from_torch(TensorDataset(images()), TensorDataset(images(10, (3, 8, 8))))
 

@@ -57,7 +57,10 @@ def to_array(value: Any, where: str) -> np.ndarray:
         image = value if value.mode in ("L", "RGB") else value.convert("RGB")
         return np.asarray(image)
     if isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy()
+        value = value.detach().cpu()
+        if value.is_floating_point() and value.dtype not in (torch.float32, torch.float64):
+            value = value.float()  # bfloat16 has no numpy dtype; float16 is exact as float32
+        return value.numpy()
     if isinstance(value, np.ndarray | list | tuple):
         try:
             array = np.asarray(value)
@@ -123,6 +126,13 @@ def layout_of(example: Any, column: str, label_column: str, source: str) -> Layo
     where = f"{source}[0]"
     if isinstance(example, Mapping):
         return _dict_layout(example, column, label_column, where)
+    named = [f"data.{k} {v!r}" for k, v in (("column", column), ("label_column", label_column))
+             if v and v != NO_LABELS]  # fmt: skip
+    if named:
+        raise DataError(
+            f"{' and '.join(named)} names a column, but {where} is {describe(example)}, not "
+            "a dict of columns; leave it empty"
+        )
     if _is_tuple_form(example):
         if len(example) == 1 or label_column == NO_LABELS:
             return Layout("tuple", 0)
