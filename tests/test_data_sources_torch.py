@@ -4,6 +4,7 @@ resumed mid-epoch bit-identically, and one line for what vaekit cannot use."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -201,27 +202,40 @@ def test_an_iterable_dataset_is_read_into_memory_within_the_limit(
 
 
 # -- streaming: resume mid-epoch -----------------------------------------------------------
-def test_a_streamed_run_stopped_mid_epoch_resumes_bit_identically(tmp_path: Path) -> None:
-    class StopAt(vaekit.Callback):
+class Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("how", ["stop", "crash"])
+def test_a_streamed_run_cut_mid_epoch_resumes_bit_identically(tmp_path: Path, how: str) -> None:
+    """Stopped by a callback (saved there) and resumed streamed; or killed after a
+    checkpoint_every save and resumed with the rows in memory: the weights of an
+    uninterrupted run, bit for bit."""
+
+    class CutAt(vaekit.Callback):
         def on_step_end(self, trainer: vaekit.Trainer) -> None:
             if trainer.state.global_step == 3:  # epoch 2, step 1 of 2
+                if how == "crash":
+                    raise Crash  # after the step's checkpoint; nothing else is saved
                 trainer.stop()
 
     overrides = {"train.epochs": 2, "data.stream": "true", "optim.ema": 0.9}
     full = vaekit.train(config(tmp_path, "full", **overrides), data=Counting(images()))
-    cut = config(tmp_path, "cut", **overrides)
+    cut = config(tmp_path, "cut", **overrides, **{"train.checkpoint_every": 1})
     data = Counting(images())
-    result = vaekit.Trainer(None, cut, data=data, callbacks=[StopAt()]).fit()
-    assert result.stopped_early and isinstance(result.model, vaekit.VAE)
-    state = torch.load(result.run_dir / "state.pt", weights_only=True)
+    trainer = vaekit.Trainer(None, cut, data=data, callbacks=[CutAt()])
+    assert isinstance(trainer.data.x_train, LazyRows)
+    with pytest.raises(Crash) if how == "crash" else contextlib.nullcontext():
+        trainer.fit()
+    state = torch.load(tmp_path / "cut" / "state.pt", weights_only=True)
     assert (state["epoch"], state["step_in_epoch"]) == (1, 1)
-    # a resume reads the data afresh, in memory this time: the same rows, the same order
-    cut.data.stream = "false"
+    # streamed again, or in memory this time: the same rows in the same order
+    cut.data.stream = "true" if how == "stop" else "false"
     vaekit.Trainer(None, cut, data=Counting(images()), resume=True).fit()
-    assert same(weights(full), weights(result.run_dir))
+    assert same(weights(full), weights(tmp_path / "cut"))
     # other data are refused by the fingerprint, not silently trained on
+    cut.train.epochs = 3
     with pytest.raises(ConfigError, match="training data differ"):
-        cut.train.epochs = 3
         vaekit.Trainer(None, cut, data=Counting(images(seed=1)), resume=True).fit()
 
 

@@ -51,7 +51,8 @@ class HFSource(Source):
         feature = ds.features.get(self.label) if self.labelled else None
         self.class_names = list(getattr(feature, "names", None) or [])
         self.ds = ds.select_columns([self.image]).with_format("numpy")
-        self.label_ds = ds.select_columns([self.label]) if self.labelled else None
+        labels = ds.select_columns([self.label]).with_format("numpy") if self.labelled else None
+        self.label_ds = labels
 
     def read(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         batch = self.ds[[int(i) for i in indices]][self.image]
@@ -64,14 +65,14 @@ class HFSource(Source):
         rows = stack_images(arrays, self.first_shape, self.name, at)
         labels = None
         if self.label_ds is not None:
-            labels = np.asarray(self.label_ds.with_format("numpy")[at][self.label])
+            labels = np.asarray(self.label_ds[at][self.label])
         return rows, labels
 
     def labels(self) -> np.ndarray | None:
         """The label column, read whole (no image is decoded)."""
         if self.label_ds is None:
             return None
-        labels = np.asarray(self.label_ds.with_format("numpy")[self.label])
+        labels = np.asarray(self.label_ds[self.label])
         if labels.dtype.kind not in "iu":
             raise DataError(
                 f"{self.name}: label column {self.label!r} holds {labels.dtype} values; labels "
