@@ -142,9 +142,14 @@ def from_torch(
 
 
 def as_dataset(data: Any, cfg: DataConfig) -> Dataset:
-    """`data` as a vaekit Dataset, read with the `data.*` options of `cfg`."""
+    """`data` (Trainer(data=...)) as a vaekit Dataset, read with the `data.*` options."""
     if isinstance(data, Dataset):
         return data
+    if not is_supported(data):
+        raise ConfigError(
+            f"Trainer(data=...) takes {ACCEPTED} (or None to load config.data), not "
+            f"{type(data).__name__}"
+        )
     return from_torch(
         data,
         column=cfg.column,

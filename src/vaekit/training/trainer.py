@@ -28,7 +28,6 @@ from .. import objectives
 from ..config import Config, validate
 from ..data import Dataset, as_dataset, batch_indices, epoch_permutation, load_data
 from ..data.dataset import gather, resident
-from ..data.torch_source import is_supported
 from ..errors import ConfigError, TrainingInterrupted
 from ..evaluation.likelihood import elbo_stats
 from ..io import checkpoint, fileio
@@ -110,14 +109,8 @@ class Trainer:
         self.config = validate(config if config is not None else Config())
         if model is not None:
             model.architecture()  # unregistered or non-JSON halves: refused before training
-        if data is not None and not isinstance(data, Dataset):
-            if not is_supported(data):
-                raise ConfigError(
-                    "Trainer(data=...) takes a vaekit.data.Dataset, a torch Dataset or "
-                    "DataLoader, or a Hugging Face datasets.Dataset (or None to load "
-                    f"config.data), not {type(data).__name__}"
-                )
-            data = as_dataset(data, self.config.data)  # read as the data.* options say
+        if data is not None:  # a torch or Hugging Face dataset: read as data.* says
+            data = as_dataset(data, self.config.data)
         self.model = model  # the model being trained (built in fit() when None)
         self.data: Dataset | None = data
         self.callbacks = as_callbacks(callbacks)
