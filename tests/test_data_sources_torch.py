@@ -353,6 +353,8 @@ def test_what_vaekit_cannot_use_is_refused_in_one_line(case: str, tmp_path: Path
 def test_other_objects_and_options_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="takes a vaekit.data.Dataset, a torch Dataset"):
         vaekit.Trainer(None, config(tmp_path, "x"), data=[1, 2, 3])
+    with pytest.raises(ConfigError, match="is a list, not a torch Dataset or DataLoader"):
+        from_torch([np.zeros((8, 8))] * 10)
     with pytest.raises(DataError, match="stream must be 'auto', 'true' or 'false'"):
         from_torch(TensorDataset(images()), stream="sometimes")
     with pytest.raises(DataError, match=r"has no column 'pixel'.*'pixels', 'caption'"):

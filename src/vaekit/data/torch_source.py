@@ -104,7 +104,10 @@ def source_of(data: Any, name: str, column: str, label_column: str) -> Source:
         return read_iterable(data, name, column, label_column)
     if isinstance(data, TorchDataset):
         return TorchSource(data, name, column, label_column)
-    raise ConfigError(f"{name} must be {ACCEPTED}; got {type(data).__name__}")
+    raise ConfigError(
+        f"{name} is a {type(data).__name__}, not a torch Dataset or DataLoader or a Hugging "
+        "Face datasets.Dataset"
+    )
 
 
 def from_torch(

@@ -81,8 +81,7 @@ class Trainer:
     `vaekit.data.Dataset`, or a torch Dataset / DataLoader or Hugging Face dataset read
     with the config's data.* options (`vaekit.data.from_torch`; None loads `config.data`).
     `callbacks`: `Callback` objects, or functions of the epoch record that return True to
-    stop. `resume` continues the run in
-    `config.train.out`; `overwrite` replaces it.
+    stop. `resume` continues the run in `config.train.out`; `overwrite` replaces it.
     """
 
     def __init__(
