@@ -388,6 +388,32 @@ def data_cases(work: Path) -> Iterator[dict[str, Any]]:
         z.writestr("x_train.npy", buf.getvalue() + b"\0" * 16)
     yield _data_case("npz lying header", bomb, work)
     yield from _folder_cases(work)
+    yield from _hf_cases(work)
+
+
+def _hf_cases(work: Path) -> Iterator[dict[str, Any]]:
+    """`--data hf:PATH` on Hugging Face datasets (save_to_disk) vaekit cannot use."""
+    try:
+        import datasets
+    except ImportError:  # the [datasets] extra is part of dev; without it, nothing to try
+        return
+    image = np.zeros((8, 8), dtype=np.uint8)
+    columns: dict[str, dict[str, list[Any]]] = {
+        "strings": {"text": ["a", "b"] * 6},
+        "empty": {"image": []},
+        "ragged lists": {"image": [[[1, 2], [3]]] * 12},
+        "shapes differ": {"image": [image.tolist()] * 11 + [np.zeros((9, 8)).tolist()]},
+        "two image columns": {"a": [image.tolist()] * 12, "b": [image.tolist()] * 12},
+        "string labels": {"image": [image.tolist()] * 12, "label": ["cat"] * 12},
+        "negative floats": {"image": [np.full((8, 8), -1.0).tolist()] * 12},
+    }
+    for label, content in columns.items():
+        path = work / "hf" / str(abs(hash(label)))
+        if not path.exists():
+            datasets.Dataset.from_dict(content).save_to_disk(str(path))
+        yield _data_case(f"hf {label}", Path(f"hf:{path}"), work)
+    yield _data_case("hf missing split", Path(f"hf:{path}:nope"), work)
+    yield _data_case("hf nothing there", Path("hf:"), work)
 
 
 def _folder_cases(work: Path) -> Iterator[dict[str, Any]]:

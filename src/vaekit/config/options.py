@@ -56,7 +56,8 @@ class DataConfig:
     name: str = opt(
         "fashion-mnist",
         "dataset: mnist, fashion-mnist, noise, a path to an .npz "
-        "file (x_train, optional x_test/y_train/y_test) or to a folder of images",
+        "file (x_train, optional x_test/y_train/y_test), a folder of images, or a Hugging "
+        "Face dataset as hf:OWNER/NAME[:SPLIT] or hf:PATH (the [datasets] extra)",
         flag="--data",
     )
     root: str = opt(
@@ -99,6 +100,23 @@ class DataConfig:
     )
     strict: bool = opt(
         False, "folders: an unreadable image is an error instead of being skipped", flag="--strict"
+    )
+    column: str = opt(
+        "",
+        "torch and Hugging Face datasets whose examples are dicts: the image column "
+        "(empty: the one array- or image-valued column)",
+    )
+    label_column: str = opt(
+        "",
+        "torch and Hugging Face datasets: the label column of dict examples (empty: a "
+        "whole-number column named label or labels, if any; 'none': no labels)",
+    )
+    stream: str = opt(
+        "auto",
+        "torch and Hugging Face datasets: 'true' reads each batch from the dataset when "
+        "it is needed, 'false' reads every image into memory first, 'auto' streams data "
+        "that would take over a quarter of memory; the order is the same seeded one",
+        choices=("auto", "true", "false"),
     )
     cache_dir: str = opt(
         "",

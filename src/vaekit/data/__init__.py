@@ -1,19 +1,23 @@
 """Data: named datasets, .npz/.npy files, tables (.csv, .parquet), folders of images,
-arrays and noise, as (N, C, H, W) tensors (uint8 images, float data kept float; a table's
-F features as C channels of 1x1)."""
+arrays, torch and Hugging Face datasets and noise, as (N, C, H, W) tensors (uint8 images,
+float data kept float; a table's F features as C channels of 1x1), or rows streamed from
+their source."""
 
 from .arrays import from_arrays
 from .dataset import Dataset, batch_indices, epoch_permutation, to_float
 from .sources import DATASET_NAMES, NAMED, fetch, load_data
+from .torch_source import as_dataset, from_torch
 
 __all__ = [
     "DATASET_NAMES",
     "NAMED",
     "Dataset",
+    "as_dataset",
     "batch_indices",
     "epoch_permutation",
     "fetch",
     "from_arrays",
+    "from_torch",
     "load_data",
     "to_float",
 ]

@@ -170,3 +170,19 @@ def _numpy(a: Any, name: str) -> np.ndarray:
     if isinstance(a, np.ndarray):
         return a
     raise DataError(f"{name} must be a numpy array or a tensor; got {type(a).__name__}")
+
+
+def as_uint8_examples(array: np.ndarray, source: str) -> np.ndarray:
+    """`as_examples` for sources stored as uint8 rows (torch and Hugging Face datasets,
+    streamed or not): float images must lie in [0, 1] and are rounded to 8 bits."""
+    x = as_examples(array, source, "nchw" if array.ndim == 4 and array.shape[1] <= 4 else "auto")
+    if x.dtype == np.uint8:
+        return x
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0.0 or hi > 1.0:
+        raise DataError(
+            f"{source}: float images from a torch or Hugging Face dataset must lie in [0, 1] "
+            f"(found {lo:g}..{hi:g}); scale them, or pass arrays through "
+            "vaekit.data.from_arrays, which keeps any float values"
+        )
+    return np.rint(x.astype(np.float32) * 255.0).astype(np.uint8)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .streaming import head
 from .untrusted import MAX_CLASSES
 
 
@@ -16,8 +17,9 @@ from .untrusted import MAX_CLASSES
 class Dataset:
     """Images as uint8 tensors (N, C, H, W); labels as int64 tensors (N,) or None.
 
-    Storage may be a memory-mapped file; batches are gathered by index and become
-    float in [0, 1] on the training device (see `to_float`).
+    Storage may be a memory-mapped file, or rows read from their source batch by batch
+    (`streaming.LazyRows`, which behaves like such a tensor); batches are gathered by
+    index and become float in [0, 1] on the training device (see `to_float`).
     """
 
     name: str
@@ -58,10 +60,10 @@ class Dataset:
         return digest.hexdigest()[:16]
 
     def limit(self, train: int = 0, test: int = 0) -> Dataset:
-        """The first `train` / `test` examples (0 keeps all)."""
+        """The first `train` / `test` examples (0 keeps all); streamed rows stay streamed."""
 
         def cut(t: torch.Tensor, n: int) -> torch.Tensor:
-            return t if n <= 0 else t[:n]
+            return head(t, n)
 
         return Dataset(
             self.name,

@@ -1,5 +1,5 @@
 """Where datasets come from: named datasets (found locally or downloaded), .npz files
-(read by npz.py), folders of images (folder.py), noise."""
+(read by npz.py), folders of images (folder.py), Hugging Face datasets (hf.py), noise."""
 
 from __future__ import annotations
 
@@ -233,9 +233,14 @@ def make_noise(cfg: DataConfig, seed: int = 0) -> Dataset:
 
 
 def load_data(cfg: DataConfig, seed: int = 0, progress: bool = True) -> Dataset:
-    """Resolve `cfg.name` to a dataset: a named one, noise, an .npz file or a folder."""
+    """Resolve `cfg.name` to a dataset: a named one, noise, an .npz file, a folder or a
+    Hugging Face dataset (hf:...)."""
     name = cfg.name
-    if name in NAMED:
+    if name.startswith("hf:"):
+        from .hf import load_hf  # the datasets library, only when asked for
+
+        data = load_hf(name, cfg, progress)
+    elif name in NAMED:
         data = load_named(name, cfg, progress)
     elif name == "noise":
         data = make_noise(cfg, seed)
@@ -256,6 +261,6 @@ def load_data(cfg: DataConfig, seed: int = 0, progress: bool = True) -> Dataset:
         else:
             raise DataError(
                 f"--data {name!r} is not a dataset name ({', '.join(DATASET_NAMES)}),"
-                " an .npz, .npy, .csv or .parquet file or a folder"
+                " an .npz, .npy, .csv or .parquet file, a folder or hf:OWNER/NAME"
             )
     return data.limit(cfg.limit_train, cfg.limit_test)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..data.dataset import to_float
+from ..data.streaming import LazyRows
 from ..errors import ConfigError, DataError
 from ..models import VAE
 from . import metrics
@@ -21,6 +22,8 @@ def check_input(x: Any, model: VAE, source: str = "input") -> torch.Tensor:
     """Bring x (a tensor or numpy array, in the user's units; uint8 read as x / 255) to
     float (N, C, H, W) for `model`, or fail with a clear error. Data the model reads as
     bounded (images) must lie in [0, 1] once normalised."""
+    if isinstance(x, LazyRows):  # a streamed test split: evaluated whole, like any other
+        x = x.materialize()
     if isinstance(x, np.ndarray):
         if x.dtype == object or x.dtype.kind not in "uif":
             raise DataError(f"{source}: a numeric array is needed; got dtype {x.dtype}")

@@ -104,6 +104,7 @@ RESUME_FREE = (
     "train.max_skipped",
     "train.threads",
     "model.init_output_bias",  # acts before the first step only; a resumed run loads weights
+    "data.stream",  # where the rows are read from, never which rows or in what order
 )
 
 

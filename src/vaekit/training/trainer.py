@@ -26,7 +26,7 @@ import torch
 
 from .. import objectives
 from ..config import Config, validate
-from ..data import Dataset, batch_indices, epoch_permutation, load_data
+from ..data import Dataset, as_dataset, batch_indices, epoch_permutation, load_data
 from ..data.dataset import gather, resident
 from ..errors import ConfigError, TrainingInterrupted
 from ..evaluation.likelihood import elbo_stats
@@ -85,9 +85,10 @@ class Trainer:
 
     `model`: a `vaekit.VAE` (None builds the config's built-in MLP or conv VAE); a model
     of your own must have registered halves (`@vaekit.register`) to be saved. `data`: a
-    `vaekit.data.Dataset` (None loads `config.data`). `callbacks`: `Callback` objects, or
-    functions of the epoch record that return True to stop. `resume` continues the run in
-    `config.train.out`; `overwrite` replaces it.
+    `vaekit.data.Dataset`, or a torch Dataset / DataLoader or Hugging Face dataset read
+    with the config's data.* options (`vaekit.data.from_torch`; None loads `config.data`).
+    `callbacks`: `Callback` objects, or functions of the epoch record that return True to
+    stop. `resume` continues the run in `config.train.out`; `overwrite` replaces it.
     """
 
     def __init__(
@@ -95,7 +96,7 @@ class Trainer:
         model: VAE | None = None,
         config: Config | None = None,
         *,
-        data: Dataset | None = None,
+        data: Any = None,
         callbacks: Sequence[Callback | Callable[[dict[str, Any]], Any]] = (),
         resume: bool = False,
         overwrite: bool = False,
@@ -114,13 +115,10 @@ class Trainer:
         self.config = validate(config if config is not None else Config())
         if model is not None:
             model.architecture()  # unregistered or non-JSON halves: refused before training
-        if data is not None and not isinstance(data, Dataset):
-            raise ConfigError(
-                f"Trainer(data=...) takes a vaekit.data.Dataset (or None to load config.data), "
-                f"not {type(data).__name__}"
-            )
+        if data is not None:  # a torch or Hugging Face dataset: read as data.* says
+            data = as_dataset(data, self.config.data)
         self.model = model  # the model being trained (built in fit() when None)
-        self.data = data
+        self.data: Dataset | None = data
         self.callbacks = as_callbacks(callbacks)
         self.resume, self.overwrite = resume, overwrite
         self.state = TrainState()
@@ -405,7 +403,7 @@ class Trainer:
 
 
 def train(
-    config: Config, *, resume: bool = False, overwrite: bool = False, data: Dataset | None = None
+    config: Config, *, resume: bool = False, overwrite: bool = False, data: Any = None
 ) -> Path:
     """Train the VAE `config` describes and return its run directory (the one-call path;
     `Trainer` returns the model and the history too)."""

@@ -1,0 +1,65 @@
+"""An iterable dataset (torch's IterableDataset, a streaming Hugging Face dataset) read
+into memory: it cannot be read by index, so neither vaekit's seeded order nor a resume
+mid-epoch could replay it. It is read once, as uint8 rows, and refused in one line once
+the rows pass the memory limit (an iterable may never end)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+from ..limits import human_bytes
+from .assemble import Source
+from .examples import layout_of, stack_images, to_array
+from .streaming import CHUNK_ROWS
+from .untrusted import memory_limit
+
+
+class MemorySource(Source):
+    """Rows already read into memory (from an IterableDataset)."""
+
+    kind = "memory"
+
+    def __init__(self, x: np.ndarray, y: np.ndarray | None, name: str) -> None:
+        self.x, self.y, self.name, self.n = x, y, name, len(x)
+        c, h, w = x.shape[1:]
+        self.row_shape = (int(c), int(h), int(w))
+        self.labelled, self.class_names = y is not None, []
+
+    def read(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        return self.x[indices], None if self.y is None else self.y[indices]
+
+
+def read_iterable(iterable: Any, name: str, column: str, label_column: str) -> MemorySource:
+    """Every example of an iterable, as uint8 rows in memory: refused in one line once
+    they pass the memory limit (an iterable may never end)."""
+    limit, chunks, labels = memory_limit(), [], []
+    pending: list[np.ndarray] = []
+    layout, first, size, count = None, (), 0, 0
+    for example in iterable:
+        where = f"{name}[{count}]"
+        if layout is None:
+            layout = layout_of(example, column, label_column, name)
+            first = to_array(layout.image_of(example, where), where).shape
+        pending.append(to_array(layout.image_of(example, where), where))
+        if layout.label is not None:
+            labels.append(layout.label_of(example, where))
+        count += 1
+        if len(pending) == CHUNK_ROWS:
+            chunks.append(stack_images(pending, first, name, range(count - len(pending), count)))
+            pending, size = [], size + chunks[-1].nbytes
+            if size > limit:
+                raise DataError(
+                    f"{name} is an iterable dataset, read into memory since it cannot be read "
+                    f"by index, and passed the limit of {human_bytes(limit)} after {count:,} "
+                    "examples; give a map-style dataset (with __len__ and __getitem__)"
+                )
+    if pending:
+        chunks.append(stack_images(pending, first, name, range(count - len(pending), count)))
+    if not chunks:
+        raise DataError(f"{name} holds no examples")
+    labelled = layout is not None and layout.label is not None
+    y = np.array(labels, dtype=np.int64) if labelled else None
+    return MemorySource(np.concatenate(chunks), y, name)
