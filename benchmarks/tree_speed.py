@@ -108,7 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", default="a7ba06b", help="the commit to compare against")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--conv-steps", type=int, default=20, help="timed conv steps")
+    parser.add_argument("--only", choices=("mlp", "conv"), help="measure one benchmark only")
+    parser.add_argument(
+        "--name", default="tree_speed", help="results file name (benchmarks/results/NAME.json)"
+    )
     args = parser.parse_args(argv)
+    kinds = (args.only,) if args.only else ("mlp", "conv")
     info = machine()
     base_commit, head_commit = git("rev-parse", args.baseline), git("rev-parse", "HEAD")
     with tempfile.TemporaryDirectory() as tmp:
@@ -119,11 +124,11 @@ def main(argv: list[str] | None = None) -> int:
                 "this tree": Worker(ROOT, args.conv_steps),
                 "baseline": Worker(baseline_tree, args.conv_steps),
             }
-            values = {w: {"mlp": [], "conv": []} for w in workers}  # type: dict[str, dict[str, list[float]]]
+            values = {w: {k: [] for k in kinds} for w in workers}  # type: dict[str, dict[str, list[float]]]
             load = []
             for r in range(args.rounds):
                 order = list(workers) if r % 2 == 0 else list(reversed(workers))
-                for what in ("mlp", "conv"):
+                for what in kinds:
                     for name in order:
                         load.append(os.getloadavg()[0])
                         values[name][what].append(workers[name].measure(what))
@@ -140,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         what: [
             a / b for a, b in zip(values["this tree"][what], values["baseline"][what], strict=True)
         ]
-        for what in ("mlp", "conv")
+        for what in kinds
     }
     result = {
         "machine": info,
@@ -157,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         "conv": "conv VAE at VanillaVAE size, 64x64, batch 64 (images/s)",
     }
     table = [["benchmark (fp32)", "baseline (median)", "this tree (median)", "ratio (median)"]]
-    for what, label in labels.items():
+    for what, label in ((k, labels[k]) for k in kinds):
         table.append(
             [
                 label,
@@ -171,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         "two trees' workers taking turns, one measurement at a time; each ratio is taken "
         f"within a round. Load average during the run: {min(load):.2f} to {max(load):.2f}."
     ]
-    md = write_results("tree_speed", result, table, notes)
+    md = write_results(args.name, result, table, notes)
     print(md.read_text())
     return 0
 
