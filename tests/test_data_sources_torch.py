@@ -49,6 +49,11 @@ def images(n: int = N, shape: tuple[int, ...] = (1, 8, 8), seed: int = 0) -> tor
     return torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (n, *shape), np.uint8))
 
 
+def floats(n: int = N, shape: tuple[int, ...] = (1, 8, 8), seed: int = 0) -> torch.Tensor:
+    """Standardised-looking float32 images: outside [0, 1], not exact in float16."""
+    return torch.from_numpy(np.random.default_rng(seed).normal(0.5, 2.0, (n, *shape))).float()
+
+
 def labels(n: int = N) -> torch.Tensor:
     return torch.arange(n) % 3
 
@@ -148,7 +153,7 @@ def test_dict_examples_take_the_column_named_or_found(tmp_path: Path) -> None:
     trainer.fit()
 
 
-def test_pil_images_and_float_tensors_become_uint8_rows(tmp_path: Path) -> None:
+def test_pil_images_become_uint8_rows_and_float_tensors_stay_float(tmp_path: Path) -> None:
     x = images(40, (8, 8, 3))
 
     class Pictures(TorchDataset):
@@ -160,11 +165,35 @@ def test_pil_images_and_float_tensors_become_uint8_rows(tmp_path: Path) -> None:
 
     data = from_torch(Pictures(), stream=False, test_fraction=0.25)
     assert data.shape == (3, 8, 8) and data.x_train.dtype == torch.uint8 and data.y_train is None
-    floats = TensorDataset(x.permute(0, 3, 1, 2).float() / 255)  # (C, H, W) in [0, 1]
-    same_rows = from_torch(floats, stream=False, test_fraction=0.25)
-    assert torch.equal(data.x_train, same_rows.x_train)
+    scaled = TensorDataset(x.permute(0, 3, 1, 2).float() / 255)  # (C, H, W) in [0, 1]
+    float_rows = from_torch(scaled, stream=False, test_fraction=0.25).x_train
+    assert float_rows.dtype == torch.float32  # not rounded to 8 bits
+    assert torch.equal(float_rows, data.x_train.float() / 255)
     half = TensorDataset(torch.rand(8, 1, 4, 4).bfloat16())  # no numpy dtype: read as float
-    assert from_torch(half, test_fraction=0.25).x_train.dtype == torch.uint8
+    assert from_torch(half, test_fraction=0.25).x_train.dtype == torch.float32
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_float_examples_round_trip_exactly_as_float32(stream: bool) -> None:
+    train_rows, test_rows, _ = split_indices(N, 0.1, 0)
+    for x in (floats(), floats().double(), floats().half()):  # float16: stored as float32
+        data = from_torch(TensorDataset(x, labels()), stream=stream)
+        assert isinstance(data.x_train, LazyRows) == stream
+        assert data.x_train.dtype == data.x_test.dtype == torch.float32
+        assert data.x_train.element_size() == 4
+        assert torch.equal(data.x_train[:], x[train_rows].float())
+        assert torch.equal(data.x_test[:], x[test_rows].float())
+    limited = from_torch(TensorDataset(floats()), stream=stream, limit_train=10)
+    rows = limited.x_train.index_select(0, torch.tensor([7, 2]))
+    assert torch.equal(rows, floats()[train_rows[[7, 2]]])
+
+
+def test_normalised_floats_train_with_a_gaussian(tmp_path: Path) -> None:
+    """Once refused (floats had to lie in [0, 1]); the 'auto' likelihood now takes them."""
+    data = TensorDataset(torch.full((40, 1, 8, 8), -0.5))
+    result = vaekit.Trainer(None, config(tmp_path, "norm"), data=data).fit()
+    assert result.model.likelihood == "gaussian" and result.model.learn_scale
+    assert np.isfinite(result.history[-1]["test_nelbo"])
 
 
 def test_streamed_rows_are_read_only_when_a_batch_needs_them(tmp_path: Path) -> None:
@@ -206,11 +235,18 @@ class Crash(Exception):
     pass
 
 
+PIXELS = {"uint8": images, "float": floats}
+
+
+@pytest.mark.parametrize("kind", PIXELS)
 @pytest.mark.parametrize("how", ["stop", "crash"])
-def test_a_streamed_run_cut_mid_epoch_resumes_bit_identically(tmp_path: Path, how: str) -> None:
+def test_a_streamed_run_cut_mid_epoch_resumes_bit_identically(
+    tmp_path: Path, how: str, kind: str
+) -> None:
     """Stopped by a callback (saved there) and resumed streamed; or killed after a
     checkpoint_every save and resumed with the rows in memory: the weights of an
-    uninterrupted run, bit for bit."""
+    uninterrupted run, bit for bit, for uint8 and float32 rows."""
+    pixels = PIXELS[kind]
 
     class CutAt(vaekit.Callback):
         def on_step_end(self, trainer: vaekit.Trainer) -> None:
@@ -220,23 +256,24 @@ def test_a_streamed_run_cut_mid_epoch_resumes_bit_identically(tmp_path: Path, ho
                 trainer.stop()
 
     overrides = {"train.epochs": 2, "data.stream": "true", "optim.ema": 0.9}
-    full = vaekit.train(config(tmp_path, "full", **overrides), data=Counting(images()))
+    full = vaekit.train(config(tmp_path, "full", **overrides), data=Counting(pixels()))
     cut = config(tmp_path, "cut", **overrides, **{"train.checkpoint_every": 1})
-    data = Counting(images())
+    data = Counting(pixels())
     trainer = vaekit.Trainer(None, cut, data=data, callbacks=[CutAt()])
     assert isinstance(trainer.data.x_train, LazyRows)
+    assert trainer.data.x_train.dtype == {"uint8": torch.uint8, "float": torch.float32}[kind]
     with pytest.raises(Crash) if how == "crash" else contextlib.nullcontext():
         trainer.fit()
     state = torch.load(tmp_path / "cut" / "state.pt", weights_only=True)
     assert (state["epoch"], state["step_in_epoch"]) == (1, 1)
     # streamed again, or in memory this time: the same rows in the same order
     cut.data.stream = "true" if how == "stop" else "false"
-    vaekit.Trainer(None, cut, data=Counting(images()), resume=True).fit()
+    vaekit.Trainer(None, cut, data=Counting(pixels()), resume=True).fit()
     assert same(weights(full), weights(tmp_path / "cut"))
     # other data are refused by the fingerprint, not silently trained on
     cut.train.epochs = 3
     with pytest.raises(ConfigError, match="training data differ"):
-        vaekit.Trainer(None, cut, data=Counting(images(seed=1)), resume=True).fit()
+        vaekit.Trainer(None, cut, data=Counting(pixels(seed=1)), resume=True).fit()
 
 
 # -- Hugging Face datasets -----------------------------------------------------------------
@@ -271,6 +308,38 @@ def test_a_hugging_face_dataset_trains_with_its_class_names(tmp_path: Path) -> N
     assert streamed.fingerprint() == memory.fingerprint()
     result = vaekit.Trainer(None, config(tmp_path, "hf"), data=ds).fit()
     assert result.model.class_names == ["circle", "square", "triangle"]
+
+
+def hf_floats(n: int = N) -> Any:
+    """Float images in an Array3D column, as a dataset of measurements would hold them."""
+    features = datasets.Features(
+        {
+            "image": datasets.Array3D(shape=(1, 8, 8), dtype="float32"),
+            "label": datasets.ClassLabel(names=["a", "b", "c"]),
+        }
+    )
+    x = list(floats(n).numpy())
+    return datasets.Dataset.from_dict(
+        {"image": x, "label": [i % 3 for i in range(n)]}, features=features
+    )
+
+
+def test_a_float_hugging_face_dataset_trains_streamed(tmp_path: Path) -> None:
+    from vaekit.config import DataConfig
+    from vaekit.data.hf import load_hf
+
+    train_rows, _, _ = split_indices(N, 0.1, 0)
+    ds = hf_floats()
+    for data in (from_torch(ds, stream=True), from_torch(ds.to_iterable_dataset())):
+        assert data.x_train.dtype == torch.float32
+        assert torch.equal(data.x_train[:], floats()[train_rows])
+    ds.save_to_disk(str(tmp_path / "floats"))  # and as --data hf:PATH
+    streamed = load_hf(f"hf:{tmp_path / 'floats'}", DataConfig(stream="true"), progress=False)
+    assert isinstance(streamed.x_train, LazyRows) and streamed.x_train.dtype == torch.float32
+    assert torch.equal(streamed.x_train[:], floats()[train_rows])
+    result = vaekit.Trainer(None, config(tmp_path, "hf-float"), data=streamed).fit()
+    assert result.model.likelihood == "gaussian" and result.model.class_names == ["a", "b", "c"]
+    assert np.isfinite(result.history[-1]["test_nelbo"])
 
 
 def test_hf_on_the_command_line_offline_with_its_test_split(
@@ -330,7 +399,22 @@ BAD = {
         r"no column can hold the images \(columns: 'caption', 'label'\)",
     ),
     "five axes": (TensorDataset(torch.zeros(4, 1, 2, 8, 8)), "is not an array of examples"),
-    "normalised floats": (TensorDataset(torch.full((4, 1, 8, 8), -0.5)), r"\[0, 1\].*-0.5"),
+    "not finite": (
+        TensorDataset(torch.cat([floats(9), torch.full((1, 1, 8, 8), torch.nan)])),
+        r"TensorDataset\[9\] holds NaN or infinite values",
+    ),
+    "beyond float32": (
+        Listed([np.zeros((8, 8))] * 9 + [np.full((8, 8), 1e300)]),  # float64
+        r"Listed\[9\] holds NaN or infinite values \(or values beyond float32's range\)",
+    ),
+    "float after uint8": (
+        Listed([np.zeros((8, 8), np.uint8)] * 9 + [np.zeros((8, 8), np.float32)]),
+        r"Listed\[9\] is an image of dtype float32, but the first example's is uint8",
+    ),
+    "uint8 after float": (
+        Listed([np.zeros((8, 8), np.float32)] * 9 + [np.zeros((8, 8), np.uint8)]),
+        r"Listed\[9\] is an image of dtype uint8, but the first example's is float",
+    ),
     "string labels": (
         Listed([{"image": np.zeros((8, 8), np.uint8), "label": "cat"}] * 4),
         "",  # a label that is not a whole number is not a label: trains without
@@ -363,6 +447,8 @@ def test_other_objects_and_options_are_refused(tmp_path: Path) -> None:
         from_torch(TensorDataset(images()), column="pixels")
     with pytest.raises(DataError, match="holds images of shape"):
         from_torch(TensorDataset(images()), TensorDataset(images(10, (3, 8, 8))))
+    with pytest.raises(DataError, match=r"test holds float32 images but \w+ holds uint8"):
+        from_torch(TensorDataset(images()), TensorDataset(floats(10)))
 
 
 def test_a_dataset_over_the_memory_limit_streams_or_is_refused(
@@ -374,3 +460,10 @@ def test_a_dataset_over_the_memory_limit_streams_or_is_refused(
     assert isinstance(from_torch(TensorDataset(images())).x_train, LazyRows)  # auto
     with pytest.raises(DataError, match=r"over the limit of 9.77 KiB; stream them"):
         from_torch(TensorDataset(images()), stream=False)
+    # float32 rows take 4 bytes a value: 200 rows are 50 KiB
+    monkeypatch.setattr(assemble, "memory_limit", lambda: 60_000)
+    assert not isinstance(from_torch(TensorDataset(images())).x_train, LazyRows)
+    assert isinstance(from_torch(TensorDataset(floats())).x_train, LazyRows)
+    monkeypatch.setattr(assemble, "memory_limit", lambda: 40_000)
+    with pytest.raises(DataError, match=r"200 float32 images of shape .* over the limit"):
+        from_torch(TensorDataset(floats()), stream=False)

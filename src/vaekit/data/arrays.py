@@ -10,6 +10,7 @@ shape and dtype, and what is accepted.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -38,9 +39,12 @@ def is_table(array: np.ndarray, layout: str = "auto") -> bool:
     return not (array.dtype == np.uint8 and side * side == array.shape[1])
 
 
-def as_examples(array: np.ndarray, source: str, layout: str = "auto") -> np.ndarray:
+def as_examples(
+    array: np.ndarray, source: str, layout: str = "auto", floats: np.dtype | None = None
+) -> np.ndarray:
     """Validate an array of examples and bring it to (N, C, H, W): uint8 kept, integers in
-    0..255 as uint8, floats finite and stored as float16 or float32 (`storage_dtype`)."""
+    0..255 as uint8, floats finite and stored as `floats`, by default float16 or float32
+    (`storage_dtype`)."""
     if layout not in LAYOUTS:
         raise DataError(f"unknown data.layout {layout!r}; choose from {', '.join(LAYOUTS)}")
     what = f"{source} (shape {tuple(array.shape)}, dtype {array.dtype})"
@@ -56,7 +60,7 @@ def as_examples(array: np.ndarray, source: str, layout: str = "auto") -> np.ndar
             f"{what}: {array.shape[1]:,} channels is over the limit of {MAX_CHANNELS:,}; "
             "is the array laid out as intended? (set data.layout)"
         )
-    return _values(array, what)
+    return _values(array, what, floats)
 
 
 def _to_nchw(array: np.ndarray, what: str, layout: str) -> np.ndarray:
@@ -91,7 +95,7 @@ def channels_last(shape: tuple[int, ...]) -> bool:
     return c < a
 
 
-def _values(array: np.ndarray, what: str) -> np.ndarray:
+def _values(array: np.ndarray, what: str, floats: np.dtype | None) -> np.ndarray:
     if array.dtype == np.uint8:
         return np.ascontiguousarray(array)
     if array.dtype == np.bool_:
@@ -107,7 +111,8 @@ def _values(array: np.ndarray, what: str) -> np.ndarray:
         return np.ascontiguousarray(array.astype(np.uint8))
     if not np.isfinite(array).all():
         raise DataError(f"{what} contains NaN or infinite values")
-    return np.ascontiguousarray(array.astype(storage_dtype(array), copy=False))
+    dtype = storage_dtype(array) if floats is None else floats
+    return np.ascontiguousarray(array.astype(dtype, copy=False))
 
 
 def storage_dtype(array: np.ndarray) -> np.dtype:
@@ -172,17 +177,29 @@ def _numpy(a: Any, name: str) -> np.ndarray:
     raise DataError(f"{name} must be a numpy array or a tensor; got {type(a).__name__}")
 
 
-def as_uint8_examples(array: np.ndarray, source: str) -> np.ndarray:
-    """`as_examples` for sources stored as uint8 rows (torch and Hugging Face datasets,
-    streamed or not): float images must lie in [0, 1] and are rounded to 8 bits."""
-    x = as_examples(array, source, "nchw" if array.ndim == 4 and array.shape[1] <= 4 else "auto")
-    if x.dtype == np.uint8:
-        return x
-    lo, hi = float(x.min()), float(x.max())
-    if lo < 0.0 or hi > 1.0:
+def row_dtype(example: np.ndarray) -> np.dtype:
+    """The dtype of a row source's rows (a torch or Hugging Face dataset), decided once from
+    its first example: float32 for floats (never float16: every later row must fit it too),
+    else uint8 (uint8, bool and integers in 0..255, as in `as_examples`)."""
+    return np.dtype(np.float32) if example.dtype.kind == "f" else np.dtype(np.uint8)
+
+
+def as_rows(batch: np.ndarray, dtype: np.dtype, source: str, at: Sequence[int]) -> np.ndarray:
+    """Examples stacked (B, ...) as rows (B, C, H, W) of `dtype` (`row_dtype`), checked by
+    `as_examples`; `at` names each example (its index in the source) in a message. Float
+    rows are float32 as they come (never rounded), and an example that is not finite in
+    float32 is refused by its index."""
+    layout = "nchw" if batch.ndim == 4 and batch.shape[1] <= 4 else "auto"
+    what = f"{source} (examples of shape {batch.shape[1:]})"
+    if dtype == np.uint8:
+        return as_examples(batch, what, layout)
+    with np.errstate(over="ignore"):  # float64 beyond float32's range: inf, refused below
+        batch = batch.astype(np.float32, copy=False)
+    finite = np.isfinite(batch.reshape(len(batch), -1)).all(axis=1)
+    if not finite.all():
+        index = at[int(np.argmin(finite))]
         raise DataError(
-            f"{source}: float images from a torch or Hugging Face dataset must lie in [0, 1] "
-            f"(found {lo:g}..{hi:g}); scale them, or pass arrays through "
-            "vaekit.data.from_arrays, which keeps any float values"
+            f"{source}[{index}] holds NaN or infinite values (or values beyond float32's "
+            "range); every value must be a finite number"
         )
-    return np.rint(x.astype(np.float32) * 255.0).astype(np.uint8)
+    return as_examples(batch, what, layout, floats=np.dtype(np.float32))

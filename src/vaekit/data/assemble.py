@@ -3,10 +3,12 @@ limits and the choice between reading the rows into memory and streaming them.
 
 Everything is decided by index first (the seeded train/test split of `split_indices`,
 `data.limit_train` / `limit_test`), so that only the rows a run uses are ever read. Then
-`data.stream`: 'false' reads them into uint8 tensors (the fast path: no per-example work
+`data.stream`: 'false' reads them into tensors (the fast path: no per-example work
 while training), 'true' keeps them where they are (`LazyRows`: each batch is read when
 the trainer asks for it, in the same seeded order), and 'auto' streams when the rows
-would take more than half of the memory one dataset may take (`memory_limit`).
+would take more than half of the memory one dataset may take (`memory_limit`). Rows are
+uint8 or float32 as the source's first example decided (`arrays.row_dtype`), in memory
+and streamed alike.
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ STREAM_CHOICES = ("auto", "true", "false")
 
 
 class Source:
-    """n examples of one split, read by index as uint8 rows (B, C, H, W) and labels."""
+    """n examples of one split, read by index as rows (B, C, H, W) of `dtype` (uint8 or
+    float32, decided by the first example) and labels."""
 
     name: str  # for messages
     n: int
     row_shape: tuple[int, int, int]
+    dtype: np.dtype  # of the rows: arrays.row_dtype of the first example
     labelled: bool
     class_names: list[str]
     kind: str  # 'torch', 'hf', 'memory'
@@ -79,6 +83,11 @@ def assemble(name: str, train: Source, test: Source | None, options: Options) ->
             f"{test.name} holds images of shape {test.row_shape} but {train.name} holds "
             f"{train.row_shape} (C, H, W); both splits must have one shape"
         )
+    if test is not None and test.dtype != train.dtype:
+        raise DataError(
+            f"{test.name} holds {test.dtype} images but {train.name} holds {train.dtype}; "
+            "both splits must hold one kind of values (all float, or all uint8)"
+        )
     if test is not None and test.labelled != train.labelled:
         have, lack = (train, test) if train.labelled else (test, train)
         raise DataError(
@@ -98,7 +107,8 @@ def assemble(name: str, train: Source, test: Source | None, options: Options) ->
         train_idx = train_idx[: options.limit_train]
     if options.limit_test:
         test_idx = test_idx[: options.limit_test]
-    streamed = _streams(name, train.row_shape, len(train_idx) + len(test_idx), options.stream)
+    rows = len(train_idx) + len(test_idx)
+    streamed = _streams(name, train.row_shape, train.dtype, rows, options.stream)
     info["streamed"] = streamed
     read = _view if streamed else _read_all
     x_train, y_train = read(train, train_idx)
@@ -107,8 +117,10 @@ def assemble(name: str, train: Source, test: Source | None, options: Options) ->
     return Dataset(name, x_train, x_test, y_train, y_test, class_names, info)
 
 
-def _streams(name: str, row_shape: tuple[int, ...], rows: int, stream: str) -> bool:
-    needed = rows * int(np.prod(row_shape))
+def _streams(
+    name: str, row_shape: tuple[int, ...], dtype: np.dtype, rows: int, stream: str
+) -> bool:
+    needed = rows * int(np.prod(row_shape)) * dtype.itemsize
     limit = memory_limit()
     if stream == "true":
         return True
@@ -116,7 +128,7 @@ def _streams(name: str, row_shape: tuple[int, ...], rows: int, stream: str) -> b
         return needed > limit // 2
     if needed > limit:
         raise DataError(
-            f"{name}: {rows:,} images of shape {row_shape} would need "
+            f"{name}: {rows:,} {dtype} images of shape {row_shape} would need "
             f"{human_bytes(needed)} of memory, over the limit of {human_bytes(limit)}; "
             "stream them with data.stream true (stream=True in Python)"
         )
@@ -124,14 +136,14 @@ def _streams(name: str, row_shape: tuple[int, ...], rows: int, stream: str) -> b
 
 
 def _view(source: Source, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
-    rows = LazyRows(source.rows, idx, source.row_shape, source.name)
+    rows = LazyRows(source.rows, idx, source.row_shape, source.name, source.dtype)
     labels = source.labels()
     y = None if labels is None else torch.from_numpy(_checked(labels, source)[idx])
     return rows, y  # type: ignore[return-value]  # LazyRows stands in for the tensor
 
 
 def _read_all(source: Source, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
-    x = np.empty((len(idx), *source.row_shape), dtype=np.uint8)
+    x = np.empty((len(idx), *source.row_shape), dtype=source.dtype)
     y = np.empty(len(idx), dtype=np.int64) if source.labelled else None
     for start in range(0, len(idx), CHUNK_ROWS):
         rows, labels = source.read(idx[start : start + CHUNK_ROWS])

@@ -3,10 +3,11 @@
 A torch or Hugging Face dataset yields examples of many forms: a tensor or array, a tuple
 (x, y) or (x,), or a dict of columns where the image is one column (`data.column`, or
 the one array- or image-valued column) and the label another (`data.label_column`, or a
-whole-number column named label/labels). PIL images become uint8 arrays. The layout is
-read from the first example and every later one must follow it; rows are then brought to
-uint8 (N, C, H, W) (`arrays.as_uint8_examples`). Anything vaekit
-cannot use ends in one line naming the example, what it holds and what is accepted.
+whole-number column named label/labels). PIL images become uint8 arrays. The layout and
+the kind of values are read from the first example and every later one must follow them:
+rows (N, C, H, W) are uint8 for uint8 (or bool, or whole-number) images, float32 for float
+images, kept as they are (`arrays.row_dtype`, `arrays.as_rows`). Anything vaekit cannot
+use ends in one line naming the example, what it holds and what is accepted.
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .arrays import as_uint8_examples
+from .arrays import as_rows, row_dtype
 from .untrusted import MAX_CLASSES
 
 ACCEPTED = (
     "an image as a tensor, array or PIL image shaped (H, W), (C, H, W) or (H, W, C) with "
-    "any number of channels, uint8 or float in [0, 1]"
+    "any number of channels, uint8 or float"
 )
 LABEL_NAMES = ("label", "labels")
 NO_LABELS = "none"  # data.label_column: ignore any label
@@ -196,9 +197,15 @@ def _names(keys: Sequence[Any]) -> str:
 
 
 def stack_images(
-    arrays: list[np.ndarray], first: tuple[int, ...], source: str, at: Sequence[int]
+    arrays: list[np.ndarray],
+    first: tuple[int, ...],
+    dtype: np.dtype,
+    source: str,
+    at: Sequence[int],
 ) -> np.ndarray:
-    """Arrays of the same shape as the first example's, as uint8 (N, C, H, W)."""
+    """Arrays of the first example's shape, as rows (N, C, H, W) of the source's `dtype`
+    (`arrays.row_dtype` of the first example): uint8 rows take uint8, bool and integer
+    images, float32 rows float images; an example of the other kind is refused."""
     for array, index in zip(arrays, at, strict=True):
         if array.shape != first:
             raise DataError(
@@ -206,5 +213,14 @@ def stack_images(
                 f"but the first example's is {first}; every image must have the same shape "
                 "(resize them to one size)"
             )
-    batch = np.stack(arrays)
-    return as_uint8_examples(batch, f"{source} (examples of shape {first})")
+        if row_dtype(array) != dtype:
+            raise DataError(
+                f"{source}[{index}] is an image of dtype {array.dtype}, but the first "
+                f"example's is {_kind(dtype)}; every image must hold one kind of values "
+                "(convert them all to float, or all to uint8)"
+            )
+    return as_rows(np.stack(arrays), dtype, source, at)
+
+
+def _kind(dtype: np.dtype) -> str:
+    return "float (stored as float32)" if dtype.kind == "f" else "uint8 (or whole numbers)"

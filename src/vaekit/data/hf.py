@@ -5,8 +5,9 @@ The `datasets` library does the work (the `[datasets]` extra, imported only here
 when used): its cache, its offline mode (HF_DATASETS_OFFLINE / HF_HUB_OFFLINE), its Arrow
 files read by index without loading them. A dataset is read a batch at a time, one call
 for a list of indices, in vaekit's seeded order (assemble.py decides whether the rows are
-read into memory first). Image columns decode to uint8 arrays; a ClassLabel column gives
-the class names.
+read into memory first). Image columns decode to uint8 arrays; array columns of floats
+(`Array2D`/`Array3D`, lists of numbers) stay float (float32 rows); a ClassLabel column
+gives the class names.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 
 from ..config import DataConfig
 from ..errors import DataError
+from .arrays import row_dtype
 from .assemble import Options, Source, assemble, stream_choice
 from .dataset import Dataset
 from .examples import layout_of, stack_images, to_array
@@ -45,8 +47,8 @@ class HFSource(Source):
         if image is not first[self.image]:  # a colour mode other than L and RGB: RGB
             ds = ds.cast_column(self.image, _rgb_feature(ds.features[self.image]))
         array = to_array(image, f"{name}[0][{self.image!r}]")
-        self.first_shape = array.shape
-        self.row_shape = stack_images([array], array.shape, name, [0]).shape[1:]
+        self.first_shape, self.dtype = array.shape, row_dtype(array)
+        self.row_shape = stack_images([array], array.shape, self.dtype, name, [0]).shape[1:]
         self.labelled = self.label is not None
         feature = ds.features.get(self.label) if self.labelled else None
         self.class_names = list(getattr(feature, "names", None) or [])
@@ -62,7 +64,7 @@ class HFSource(Source):
         else:  # ragged, or of mixed shapes: each checked and named
             where = [f"{self.name}[{i}][{self.image!r}]" for i in at]
             arrays = [to_array(v, w) for v, w in zip(batch, where, strict=True)]
-        rows = stack_images(arrays, self.first_shape, self.name, at)
+        rows = stack_images(arrays, self.first_shape, self.dtype, self.name, at)
         labels = None
         if self.label_ds is not None:
             labels = np.asarray(self.label_ds[at][self.label])

@@ -1,7 +1,8 @@
 """An iterable dataset (torch's IterableDataset, a streaming Hugging Face dataset) read
 into memory: it cannot be read by index, so neither vaekit's seeded order nor a resume
-mid-epoch could replay it. It is read once, as uint8 rows, and refused in one line once
-the rows pass the memory limit (an iterable may never end)."""
+mid-epoch could replay it. It is read once, as rows of the first example's kind (uint8 or
+float32, `arrays.row_dtype`), and refused in one line once the rows pass the memory limit
+(an iterable may never end)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..limits import human_bytes
+from .arrays import row_dtype
 from .assemble import Source
 from .examples import layout_of, stack_images, to_array
 from .streaming import CHUNK_ROWS
@@ -23,7 +25,7 @@ class MemorySource(Source):
     kind = "memory"
 
     def __init__(self, x: np.ndarray, y: np.ndarray | None, name: str) -> None:
-        self.x, self.y, self.name, self.n = x, y, name, len(x)
+        self.x, self.y, self.name, self.n, self.dtype = x, y, name, len(x), x.dtype
         c, h, w = x.shape[1:]
         self.row_shape = (int(c), int(h), int(w))
         self.labelled, self.class_names = y is not None, []
@@ -33,22 +35,24 @@ class MemorySource(Source):
 
 
 def read_iterable(iterable: Any, name: str, column: str, label_column: str) -> MemorySource:
-    """Every example of an iterable, as uint8 rows in memory: refused in one line once
-    they pass the memory limit (an iterable may never end)."""
+    """Every example of an iterable, as rows in memory: refused in one line once they pass
+    the memory limit (an iterable may never end)."""
     limit, chunks, labels = memory_limit(), [], []
     pending: list[np.ndarray] = []
-    layout, first, size, count = None, (), 0, 0
+    layout, first, dtype, size, count = None, (), np.dtype(np.uint8), 0, 0
     for example in iterable:
         where = f"{name}[{count}]"
         if layout is None:
             layout = layout_of(example, column, label_column, name)
-            first = to_array(layout.image_of(example, where), where).shape
+            image = to_array(layout.image_of(example, where), where)
+            first, dtype = image.shape, row_dtype(image)
         pending.append(to_array(layout.image_of(example, where), where))
         if layout.label is not None:
             labels.append(layout.label_of(example, where))
         count += 1
         if len(pending) == CHUNK_ROWS:
-            chunks.append(stack_images(pending, first, name, range(count - len(pending), count)))
+            at = range(count - CHUNK_ROWS, count)
+            chunks.append(stack_images(pending, first, dtype, name, at))
             pending, size = [], size + chunks[-1].nbytes
             if size > limit:
                 raise DataError(
@@ -57,7 +61,8 @@ def read_iterable(iterable: Any, name: str, column: str, label_column: str) -> M
                     "examples; give a map-style dataset (with __len__ and __getitem__)"
                 )
     if pending:
-        chunks.append(stack_images(pending, first, name, range(count - len(pending), count)))
+        at = range(count - len(pending), count)
+        chunks.append(stack_images(pending, first, dtype, name, at))
     if not chunks:
         raise DataError(f"{name} holds no examples")
     labelled = layout is not None and layout.label is not None

@@ -2,12 +2,13 @@
 in memory.
 
 The training loop, the evaluation and the figures take `Dataset.x_train` / `x_test` as a
-uint8 tensor (N, C, H, W) and touch it in a few ways only: `.shape`, `.dtype`, `.device`,
-`index_select(0, idx)` for a batch, `x[a:b]` or `x[idx]` for some rows, `.to(device)`.
-`LazyRows` answers each of them by fetching just the rows asked for from the source
-(a Hugging Face dataset reads a list of indices in one call; a torch Dataset example by
-example), so the trainer runs unchanged and its seeded order (`epoch_permutation` over
-indices) is the same whether the rows are in memory or not. We write this ourselves
+uint8 or float32 tensor (N, C, H, W) and touch it in a few ways only: `.shape`, `.dtype`,
+`.device`, `index_select(0, idx)` for a batch, `x[a:b]` or `x[idx]` for some rows,
+`.to(device)`. `LazyRows` answers each of them by fetching just the rows asked for from the
+source (a Hugging Face dataset reads a list of indices in one call; a torch Dataset example
+by example), in the dtype of the source's rows, so the trainer runs unchanged and its
+seeded order (`epoch_permutation` over indices) is the same whether the rows are in memory
+or not. We write this ourselves
 because torch's DataLoader draws its own order, which a resume mid-epoch cannot replay.
 
 A view keeps an index array into its source: the train/test split and `Dataset.limit`
@@ -26,24 +27,32 @@ import torch
 
 from ..errors import DataError
 
-# fetch(indices into the source) -> uint8 rows (B, C, H, W) in the order asked for
+# fetch(indices into the source) -> rows (B, C, H, W) of the view's dtype, in the order asked for
 Fetch = Callable[[np.ndarray], np.ndarray]
 CHUNK_ROWS = 1024  # rows read at a time when a view is read whole
+TORCH_DTYPES = {np.dtype(np.uint8): torch.uint8, np.dtype(np.float32): torch.float32}
 
 
 class LazyRows:
-    """uint8 images (N, C, H, W) of a source, fetched by index when asked for."""
+    """Images (N, C, H, W) of a source, uint8 or float32 (`row_dtype`, numpy's), fetched
+    by index when asked for."""
 
-    dtype = torch.uint8
     device = torch.device("cpu")
     ndim = 4
 
     def __init__(
-        self, fetch: Fetch, indices: np.ndarray, row_shape: tuple[int, int, int], name: str
+        self,
+        fetch: Fetch,
+        indices: np.ndarray,
+        row_shape: tuple[int, int, int],
+        name: str,
+        row_dtype: np.dtype,
     ) -> None:
         self.fetch, self.name = fetch, name
         self.indices = np.asarray(indices, dtype=np.int64)
         self.row_shape = row_shape
+        self.row_dtype = np.dtype(row_dtype)
+        self.dtype = TORCH_DTYPES[self.row_dtype]
 
     @property
     def shape(self) -> torch.Size:
@@ -59,21 +68,24 @@ class LazyRows:
         return int(np.prod(self.shape))
 
     def element_size(self) -> int:
-        return 1
+        return self.row_dtype.itemsize
 
     def dim(self) -> int:
         return 4
 
     def __repr__(self) -> str:
-        return f"LazyRows({self.name}, shape={tuple(self.shape)}, dtype=uint8)"
+        return f"LazyRows({self.name}, shape={tuple(self.shape)}, dtype={self.row_dtype})"
 
     # -- views: no rows are read ---------------------------------------------------------
     def select(self, positions: np.ndarray) -> LazyRows:
         """The rows at `positions` of this view, as a view."""
-        return LazyRows(self.fetch, self.indices[positions], self.row_shape, self.name)
+        return self._view(self.indices[positions])
 
     def head(self, n: int) -> LazyRows:
-        return LazyRows(self.fetch, self.indices[:n], self.row_shape, self.name)
+        return self._view(self.indices[:n])
+
+    def _view(self, indices: np.ndarray) -> LazyRows:
+        return LazyRows(self.fetch, indices, self.row_shape, self.name, self.row_dtype)
 
     def to(self, *args: Any, **kwargs: Any) -> LazyRows:
         """Itself: the rows stay with their source; `gather` moves each batch."""
@@ -97,8 +109,8 @@ class LazyRows:
         return self._read(self.indices[positions])
 
     def materialize(self) -> torch.Tensor:
-        """Every row of the view, in one uint8 tensor (read CHUNK_ROWS at a time)."""
-        out = torch.empty(tuple(self.shape), dtype=torch.uint8)
+        """Every row of the view, in one tensor (read CHUNK_ROWS at a time)."""
+        out = torch.empty(tuple(self.shape), dtype=self.dtype)
         for start in range(0, len(self.indices), CHUNK_ROWS):
             part = self.indices[start : start + CHUNK_ROWS]
             out[start : start + len(part)] = self._read(part)
@@ -106,12 +118,12 @@ class LazyRows:
 
     def _read(self, indices: np.ndarray) -> torch.Tensor:
         if len(indices) == 0:
-            return torch.empty((0, *self.row_shape), dtype=torch.uint8)
+            return torch.empty((0, *self.row_shape), dtype=self.dtype)
         rows = self.fetch(indices)
-        if rows.shape != (len(indices), *self.row_shape) or rows.dtype != np.uint8:
+        if rows.shape != (len(indices), *self.row_shape) or rows.dtype != self.row_dtype:
             raise DataError(  # the fetchers check each example; this guards the contract
                 f"{self.name}: rows {indices[:4].tolist()}... read as {rows.dtype} "
-                f"{rows.shape}, not uint8 {(len(indices), *self.row_shape)}"
+                f"{rows.shape}, not {self.row_dtype} {(len(indices), *self.row_shape)}"
             )
         return torch.from_numpy(np.ascontiguousarray(rows))
 

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from ..config import DataConfig
 from ..errors import ConfigError, DataError
+from .arrays import row_dtype
 from .assemble import Options, Source, assemble, stream_choice
 from .dataset import Dataset
 from .examples import Layout, layout_of, stack_images, to_array
@@ -49,8 +50,8 @@ class TorchSource(Source):
         first = dataset[0]
         self.layout: Layout = layout_of(first, column, label_column, name)
         image = to_array(self.layout.image_of(first, f"{name}[0]"), f"{name}[0]")
-        self.first_shape = image.shape
-        self.row_shape = stack_images([image], image.shape, name, [0]).shape[1:]
+        self.first_shape, self.dtype = image.shape, row_dtype(image)
+        self.row_shape = stack_images([image], image.shape, self.dtype, name, [0]).shape[1:]
         self.labelled = self.layout.label is not None
         classes = getattr(dataset, "classes", None)  # torchvision's name for them
         named = isinstance(classes, list) and all(isinstance(c, str) for c in classes)
@@ -68,7 +69,8 @@ class TorchSource(Source):
             to_array(self.layout.image_of(e, where), where)
             for e, where in zip(examples, at, strict=True)
         ]
-        rows = stack_images(images, self.first_shape, self.name, [int(i) for i in indices])
+        index = [int(i) for i in indices]
+        rows = stack_images(images, self.first_shape, self.dtype, self.name, index)
         if not self.labelled:
             return rows, None
         labels = [self.layout.label_of(e, where) for e, where in zip(examples, at, strict=True)]
