@@ -125,6 +125,7 @@ def test_bernoulli_on_data_outside_0_1_is_one_line(tmp_path: Path) -> None:
         (np.array(["a", "b"]), "does not hold plain numbers"),
         (np.full((4, 3), -1, np.int64), "integer data must lie in 0..255"),
         (np.full((4, 3), np.nan), "NaN or infinite"),
+        (np.full((4, 3), 1e300), "beyond the range of float32"),
         (np.zeros((0, 3), np.float32), "holds no examples"),
     ],
 )

@@ -112,7 +112,11 @@ def _values(array: np.ndarray, what: str, floats: np.dtype | None) -> np.ndarray
     if not np.isfinite(array).all():
         raise DataError(f"{what} contains NaN or infinite values")
     dtype = storage_dtype(array) if floats is None else floats
-    return np.ascontiguousarray(array.astype(dtype, copy=False))
+    with np.errstate(over="ignore"):  # refused just below
+        stored = np.ascontiguousarray(array.astype(dtype, copy=False))
+    if not np.isfinite(stored).all():
+        raise DataError(f"{what} holds values beyond the range of {dtype} (float32 at most)")
+    return stored
 
 
 def storage_dtype(array: np.ndarray) -> np.dtype:

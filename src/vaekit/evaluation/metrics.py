@@ -256,7 +256,7 @@ def fid_images(
         metric = _inception_metric(weights)
 
         def inception_input(t: torch.Tensor) -> torch.Tensor:  # InceptionV3: 3-channel uint8
-            t = (to_float(t) * 255.0).round().to(torch.uint8)
+            t = (to_float(t).clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)  # no wrap-around
             return t.expand(-1, 3, -1, -1) if t.shape[1] == 1 else t
 
         prepare = inception_input
