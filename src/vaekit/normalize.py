@@ -39,6 +39,14 @@ class Normalization:
     def identity(self) -> bool:
         return not self.shift and not self.scale
 
+    def check_likelihood(self, likelihood: str) -> None:
+        """A Bernoulli likelihood only for data in [0, 1]."""
+        if likelihood == "bernoulli" and not self.bounded:
+            raise ConfigError(
+                "a Bernoulli likelihood needs data in [0, 1]; these data are not (use "
+                "model.likelihood gaussian, laplace or auto, or data.normalize minmax)"
+            )
+
     def to_model(self, x: torch.Tensor) -> torch.Tensor:
         """User units (float, (N, C, ...)) -> the model's. minmax clips values outside the
         training range (test data may reach past it) to [0, 1]."""

@@ -14,11 +14,12 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from .. import limits
-from ..errors import ConfigError, VaekitError
+from ..errors import ConfigError, DataError, VaekitError
 
 LIKELIHOODS = ("bernoulli", "gaussian", "laplace")
 # the VAE's own settings, as config.json's architecture record holds them
@@ -177,3 +178,24 @@ def check_size(
         f"{what}, {count:,} parameters,",
         "make it smaller (latent_dim, hidden, channels)",
     )
+
+
+def as_input(x: Any, input_shape: tuple[int, int, int]) -> torch.Tensor:
+    """x (a numeric tensor or numpy array; uint8 read as x / 255) as float32 (N, C, H, W)
+    for a model of `input_shape`; a model of table rows ((F, 1, 1)) also takes (N, F)."""
+    if isinstance(x, np.ndarray) and x.dtype.kind in "biuf":
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    if not isinstance(x, torch.Tensor) or x.dtype.is_complex or x.dtype == torch.bool:
+        kind = x.dtype if isinstance(x, torch.Tensor | np.ndarray) else type(x).__name__
+        raise DataError(f"examples must be a numeric tensor or numpy array; got {kind}")
+    x = x.div(255.0) if x.dtype == torch.uint8 else x.float()
+    table = tuple(input_shape[1:]) == (1, 1)
+    if table and x.dim() == 2:
+        x = x.view(*x.shape, 1, 1)
+    if x.dim() != 4 or tuple(x.shape[1:]) != tuple(input_shape):
+        raise DataError(
+            f"examples of shape {tuple(x.shape)} do not fit this model, which takes "
+            f"(N, {', '.join(map(str, input_shape))})"
+            + (f" or rows (N, {input_shape[0]})" if table else "")
+        )
+    return x

@@ -29,6 +29,7 @@ from ..normalize import Normalization
 from . import protocol, registry
 from .conv import ConvDecoder, ConvEncoder
 from .mlp import MLPDecoder, MLPEncoder
+from .paths import latent_path
 from .pretrained import Pretrained, resolve
 
 DECODE_ROWS = 4096  # latents decoded at once by sample() and interpolate()
@@ -73,11 +74,7 @@ class VAE(Pretrained):
         self.input_shape = (c, h, w)
         # the map between the user's units and the model's (data/normalize.py)
         self.normalization = Normalization.from_record(normalization, c)
-        if likelihood == "bernoulli" and not self.normalization.bounded:
-            raise ConfigError(
-                "a Bernoulli likelihood needs data in [0, 1]; these data are not (use "
-                "model.likelihood gaussian or laplace, or data.normalize minmax)"
-            )
+        self.normalization.check_likelihood(likelihood)
         self.latent_dim = int(latent_dim)
         self.likelihood = likelihood
         self.obs_scale = float(obs_scale)
@@ -281,11 +278,7 @@ class VAE(Pretrained):
     def set_normalization(self, normalization: Normalization) -> None:
         """Use `normalization` (fitted on the training data) between the user's units and
         the model's."""
-        if self.likelihood == "bernoulli" and not normalization.bounded:
-            raise ConfigError(
-                "a Bernoulli likelihood needs data in [0, 1]; these data are not (use "
-                "a gaussian or laplace likelihood, or data.normalize minmax)"
-            )
+        normalization.check_likelihood(self.likelihood)
         self.normalization = Normalization.from_record(normalization.record(), self.input_shape[0])
 
     @property
@@ -297,21 +290,7 @@ class VAE(Pretrained):
         """Data in the user's units (a tensor or numpy array: uint8 read as x / 255, or
         float; a table model also takes rows (N, F)) as the model reads them: float32
         (N, C, H, W), normalised as the training data were."""
-        if isinstance(x, np.ndarray) and x.dtype.kind in "biuf":
-            x = torch.from_numpy(np.ascontiguousarray(x))
-        if not isinstance(x, torch.Tensor) or x.dtype.is_complex or x.dtype == torch.bool:
-            kind = x.dtype if isinstance(x, torch.Tensor | np.ndarray) else type(x).__name__
-            raise DataError(f"examples must be a numeric tensor or numpy array; got {kind}")
-        x = x.div(255.0) if x.dtype == torch.uint8 else x.float()
-        if self.is_table and x.dim() == 2:
-            x = x.view(*x.shape, 1, 1)
-        if tuple(x.shape[1:]) != self.input_shape or x.dim() != 4:
-            raise DataError(
-                f"examples of shape {tuple(x.shape)} do not fit this model, which takes "
-                f"(N, {', '.join(map(str, self.input_shape))})"
-                + (f" or rows (N, {self.input_shape[0]})" if self.is_table else "")
-            )
-        return self.normalization.to_model(x)
+        return self.normalization.to_model(protocol.as_input(x, self.input_shape))
 
     # -- objectives -----------------------------------------------------------------------
     def elbo_terms(
@@ -403,8 +382,7 @@ class VAE(Pretrained):
         'linear' or 'slerp' (spherical, which keeps points at the prior's typical radius).
         """
         steps = protocol.count("steps", steps, low=1)
-        if method not in ("linear", "slerp"):
-            raise ConfigError(f"unknown interpolation {method!r}: use 'linear' or 'slerp'")
+        latent_path(torch.zeros(1, 1), torch.zeros(1, 1), 1, method)  # the method, checked
         x1, x2 = (torch.as_tensor(x) for x in (x1, x2))
         if x1.dim() == 3:
             x1, x2 = x1.unsqueeze(0), x2.unsqueeze(0)
@@ -421,25 +399,10 @@ class VAE(Pretrained):
         )
         mu1, _ = self.encode(self.prepare(x1), y1)
         mu2, _ = self.encode(self.prepare(x2), y2)
-        t = torch.linspace(0.0, 1.0, steps, device=mu1.device).view(1, steps, 1)
-        if method == "linear":
-            z = (1 - t) * mu1.unsqueeze(1) + t * mu2.unsqueeze(1)  # (N, steps, D)
-        else:
-            z = slerp(mu1.unsqueeze(1), mu2.unsqueeze(1), t)
+        z = latent_path(mu1, mu2, steps, method)  # (N, steps, D)
         y = None if y1 is None else torch.as_tensor(y1).repeat_interleave(steps)
         images = self.normalization.to_user(self._decoded_means(z.reshape(n * steps, -1), y))
         return images.view(n, steps, *images.shape[1:])
-
-
-def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Spherical interpolation between a and b (..., D); linear where they are parallel."""
-    a_n = a / a.norm(dim=-1, keepdim=True).clamp_min(1e-8)
-    b_n = b / b.norm(dim=-1, keepdim=True).clamp_min(1e-8)
-    omega = torch.acos((a_n * b_n).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
-    so = torch.sin(omega)
-    linear = (1 - t) * a + t * b
-    spherical = (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / so.clamp_min(1e-8)
-    return torch.where(so.abs() < 1e-4, linear, spherical)
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> VAE:
