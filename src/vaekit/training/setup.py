@@ -4,6 +4,7 @@ message a run that runs out of memory ends with."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +12,14 @@ import torch
 from torch import nn
 
 from ..config import Config
-from ..data import Dataset
+from ..data import Dataset, load_data
 from ..data.dataset import mean_image
+from ..data.validation import carve_validation
 from ..errors import ConfigError, DataError, VaekitError
 from ..io.checkpoint import STATE_FILE
 from ..models import VAE
 from ..models.conv import ConvEncoder
+from .selection import require_validation
 
 
 def resolve_device(name: str) -> torch.device:
@@ -45,9 +48,32 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cpu")  # "cpu:3" names no other memory: tensors report plain cpu
 
 
+def training_data(given: Dataset | None, config: Config, show: bool) -> Dataset:
+    """The given or configured data with its validation split (the same on a resume:
+    seeded by data.split_seed); keep: best and patience refused without one."""
+    cfg = config.data
+    if given is not None:
+        data = carve_validation(given, cfg.val_fraction, cfg.split_seed)
+    else:
+        data = load_data(cfg, config.train.seed, show)
+    require_validation(data, config.train)
+    split = data.info.get("validation")
+    if show and isinstance(split, dict):
+        print(
+            f"validation set: {split['val']:,} examples ({split['source']}); training set: "
+            f"{data.x_train.shape[0]:,}",
+            file=sys.stderr,
+        )
+    return data
+
+
 def check_data(data: Dataset, model: VAE) -> None:
-    """Refuse data the model cannot use, before any training step."""
-    for name, x in (("x_train", data.x_train), ("x_test", data.x_test)):
+    """Refuse data the model cannot use, before any training step. Only the training and
+    validation sets are looked at: training never reads the test set."""
+    splits = {"x_train": data.x_train}
+    if data.x_val is not None:
+        splits["x_val"] = data.x_val
+    for name, x in splits.items():
         if x.dtype != torch.uint8:
             raise DataError(f"{data.name}:{name} must be stored as uint8 images")
         if x.shape[0] == 0:
@@ -58,20 +84,19 @@ def check_data(data: Dataset, model: VAE) -> None:
             f"{model.input_shape} (C, H, W)"
         )
     check_labels(data, model.conditional)
-    if model.conditional and int(data.y_train.max()) >= model.num_classes:  # type: ignore[union-attr]
-        raise DataError(
-            f"{data.name}: label {int(data.y_train.max())} is out of range for "  # type: ignore[union-attr]
-            f"the model's {model.num_classes} classes"
-        )
-    if (
-        data.y_train is not None
-        and data.num_classes
-        and int(data.y_train.max()) >= data.num_classes
-    ):
-        raise DataError(
-            f"{data.name}: label {int(data.y_train.max())} is out of range for "
-            f"{data.num_classes} classes"
-        )
+    for name, y in (("y_train", data.y_train), ("y_val", data.y_val)):
+        if y is None or y.numel() == 0:
+            continue
+        if model.conditional and int(y.max()) >= model.num_classes:
+            raise DataError(
+                f"{data.name}: label {int(y.max())} ({name}) is out of range for "
+                f"the model's {model.num_classes} classes"
+            )
+        if data.num_classes and int(y.max()) >= data.num_classes:
+            raise DataError(
+                f"{data.name}: label {int(y.max())} ({name}) is out of range for "
+                f"{data.num_classes} classes"
+            )
 
 
 def check_labels(data: Dataset, conditional: bool) -> None:
