@@ -243,3 +243,25 @@ def test_the_validation_split_is_recorded_and_the_same_on_resume(tmp_path: Path)
     other.train.epochs = 3
     with pytest.raises(ConfigError, match=r"data.val_fraction: 0.1 -> 0.2"):
         vaekit.train(other, resume=True)
+
+
+def test_a_run_saved_before_validation_sets_resumes_without_one(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    path = tmp_path / "d.npz"
+    np.savez(path, x_train=rng.integers(0, 256, (100, 8, 8), dtype=np.uint8))
+    cfg = tiny_config(tmp_path / "run", **{"data.name": str(path), "data.val_fraction": 0.0})
+    run = vaekit.train(cfg)
+    # as written before data.val_fraction existed: neither state.pt nor config.yaml has it
+    state = checkpoint.load_state(run / checkpoint.STATE_FILE)
+    del state["config"]["data"]["val_fraction"]
+    checkpoint.save_state(run / checkpoint.STATE_FILE, state)
+    text = (run / "config.yaml").read_text().replace("  val_fraction: 0.0\n", "")
+    (run / "config.yaml").write_text(text)
+    resumed = vaekit.load_config(str(run / "config.yaml"), {"train.epochs": 2})
+    assert resumed.data.val_fraction == 0.1  # the default today...
+    vaekit.train(resumed, resume=True)  # ...but the run resumes on the data it trained on
+    assert [sorted(k for k in r if k.startswith("val_")) for r in _records(run)] == [[], []]
+    resumed.data.val_fraction = 0.2  # a value set on purpose is a change of the run
+    resumed.train.epochs = 3
+    with pytest.raises(ConfigError, match=r"data.val_fraction: 0.0 -> 0.2"):
+        vaekit.train(resumed, resume=True)
