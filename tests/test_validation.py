@@ -133,8 +133,10 @@ def test_the_validation_split_is_carved_seeded_and_disjoint() -> None:
     assert not torch.equal(a.y_val, carve_validation(data, 0.2, seed=4).y_val)
     assert carve_validation(data, 0.0, seed=3).x_val is None
     assert data.x_val is None and "validation" not in data.info  # the caller's is untouched
-    with pytest.raises(DataError, match=r"val_fraction=0.1 of the 4 training examples"):
-        carve_validation(dataclasses.replace(data, x_train=x[:4], y_train=None), 0.1, 0)
+    four = carve_validation(dataclasses.replace(data, x_train=x[:4], y_train=None), 0.1, 0)
+    assert four.x_val is not None and four.x_val.shape[0] == 1  # a small set still gets one
+    with pytest.raises(DataError, match=r"val_fraction=0.1 of the 1 training examples"):
+        carve_validation(dataclasses.replace(data, x_train=x[:1], y_train=None), 0.1, 0)
 
 
 def test_an_npz_with_its_own_validation_set_keeps_it(tmp_path: Path) -> None:

@@ -33,8 +33,8 @@ def carve_validation(data: Dataset, fraction: float, seed: int) -> Dataset:
     if fraction <= 0:
         return data
     n = int(data.x_train.shape[0])
-    n_val = int(round(n * fraction))
-    if n_val < 1 or n - n_val < 1:
+    n_val = max(1, int(round(n * fraction)))  # a small set still gets one: it is on by default
+    if n - n_val < 1:
         raise DataError(
             f"cannot hold out data.val_fraction={fraction:g} of the {n} training examples of "
             f"{data.name} as a validation set (both sides need at least one); set "
