@@ -21,6 +21,7 @@ from vaekit.data import Dataset, load_data
 from vaekit.data.validation import carve_validation
 from vaekit.errors import ConfigError, DataError
 from vaekit.io import checkpoint
+from vaekit.viz.figures import write_images
 
 # 32 noise images, half of them as validation, a wide net and a high learning rate: the
 # validation -ELBO is best at epoch 8 of 10 and worse after (seeded: the same every run)
@@ -175,6 +176,13 @@ def test_keep_best_saves_the_best_validation_epoch(tmp_path: Path) -> None:
     for key, value in snapshots.weights[BEST_EPOCH].items():
         assert torch.equal(saved[key], value), key
         assert torch.equal(result.model.state_dict()[key], value), key  # fit returns it too
+    # the pictures are the saved model's too: drawn again from it, byte for byte the same
+    data = load_data(cfg.data, progress=False)
+    again = tmp_path / "again"
+    again.mkdir()
+    write_images(vaekit.load(result.run_dir), data.x_val, data.y_val, again, seed=cfg.train.seed)
+    for name in ("samples.png", "reconstructions.png"):
+        assert (again / name).read_bytes() == (result.run_dir / name).read_bytes(), name
     state = checkpoint.load_state(result.run_dir / checkpoint.STATE_FILE)
     assert state["best_epoch"] == BEST_EPOCH and state["best_val_nelbo"] == min(val)
     assert state["epoch"] == 10  # state.pt holds the last epoch, for resuming

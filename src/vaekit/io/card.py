@@ -93,11 +93,12 @@ def _summary(
     ]
     if config is not None:
         t, o = config.train, config.optim
+        kept = "; weights of the epoch with the best validation -ELBO" if t.keep == "best" else ""
         rows.append(
             [
                 "training",
                 f"{last.get('epoch', t.epochs)} epochs, {last.get('step', '?')} steps of "
-                f"batch {t.batch_size}; {o.name}, lr {o.lr:g}; beta {config.loss.beta:g}",
+                f"batch {t.batch_size}; {o.name}, lr {o.lr:g}; beta {config.loss.beta:g}{kept}",
             ]
         )
     rows.append(["vaekit", __version__])

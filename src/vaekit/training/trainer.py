@@ -227,7 +227,8 @@ class Trainer:
         if t.log_images_every and step % t.log_images_every == 0 and run.tracker.active:
             names = ("loss", "nelbo", "recon", "kl")  # trackers only: metrics.jsonl is per epoch
             run.tracker.log_scalars(dict(zip(names, record[:4].tolist(), strict=True)), step)
-            run.tracker.log_images(self._write_images(), step)
+            # with keep: best the files hold the best epoch's pictures: these go to trackers only
+            run.tracker.log_images(self._write_images(to_disk=t.keep == "last"), step)
             self._require_model().train()
         if self.callbacks:
             for callback in self.callbacks:
@@ -269,14 +270,16 @@ class Trainer:
         for callback in self.callbacks:
             callback.on_epoch_end(self, record)
 
-    def _write_images(self) -> dict[str, Any]:
-        """samples.png and reconstructions.png of held-out images: the validation set's
-        (the training set's when there is none), never the test set's."""
+    def _write_images(self, to_disk: bool = True) -> dict[str, Any]:
+        """samples.png and reconstructions.png (with `to_disk`; else the grids only) of
+        held-out images: the validation set's (the training set's when there is none),
+        never the test set's."""
         run = self._require_run()
         x, y = run.data.x_val, run.data.y_val
         if x is None:
             x, y = run.data.x_train, run.data.y_train
-        return write_images(self.shown, x, y, run.run_dir, seed=self.config.train.seed)
+        out = run.run_dir if to_disk else None
+        return write_images(self.shown, x, y, out, seed=self.config.train.seed)
 
     def _save(self, model: bool = False) -> None:
         """state.pt at the current position, `self.state` (and with `model`, config.json +

@@ -302,13 +302,14 @@ def write_images(
     model: VAE,
     x: torch.Tensor,
     y: torch.Tensor | None,
-    run_dir: Path,
+    run_dir: Path | None,
     seed: int = 0,
     n: int = 64,
 ) -> dict[str, Any]:
     """samples.png (prior samples) and reconstructions.png (the first 8 of `x` above, their
-    reconstructions below). The caller picks the images: training passes validation
-    images, `vaekit report` test images, so each says which split it shows."""
+    reconstructions below) in `run_dir` (None: the grids only, for trackers). The caller
+    picks the images: training passes validation images, `vaekit report` test images, so
+    each says which split it shows."""
     model.eval()
     device = next(model.parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)
@@ -323,6 +324,8 @@ def write_images(
     scale = grid.auto_scale(model.input_shape[1])
     grid_samples = grid.make_grid(samples, nrow=8)
     grid_recon = grid.make_grid(torch.cat([xk, recon]), nrow=k)
+    if run_dir is None:
+        return {"samples": grid_samples, "reconstructions": grid_recon}
     fileio.write_bytes(run_dir / "samples.png", grid.png_bytes(grid.to_pil(grid_samples, scale)))
     fileio.write_bytes(
         run_dir / "reconstructions.png", grid.png_bytes(grid.to_pil(grid_recon, scale))
