@@ -74,6 +74,9 @@ def test_a_0_1_run_resumes_exactly_as_0_1_continued_it(name: str, copy_of) -> No
     digest, train_nelbo = EPOCH2[name]
     assert records[-1]["train_nelbo"] == train_nelbo
     assert weights_digest(run / "model.safetensors") == digest
+    # 0.1 held out no validation set: the resumed run neither, and its config says so now
+    assert not any(k.startswith("val_") for k in records[-1])
+    assert "val_fraction: 0.0" in (run / "config.yaml").read_text()
 
 
 def test_a_0_1_run_works_from_the_command_line(copy_of) -> None:

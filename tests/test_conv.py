@@ -252,7 +252,7 @@ def test_faces128_runs_end_to_end_on_a_folder(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
-    assert record["step"] == 1 and math.isfinite(record["test_nelbo"])
+    assert record["step"] == 1 and math.isfinite(record["val_nelbo"])
     model = vaekit.load(out)
     assert model.input_shape == (3, 128, 128) and _n_params(model) == FACES128_PARAMS
     assert model.class_names == ["a", "b"]

@@ -166,7 +166,7 @@ def test_a_function_callback_stops_after_an_epoch(tmp_path: Path) -> None:
     assert seen == [1] and result.stopped_early
     assert [r["epoch"] for r in result.history] == [1]
     lines = (result.run_dir / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 1 and "test_nelbo" in result.history[0]
+    assert len(lines) == 1 and "val_nelbo" in result.history[0]
 
 
 def test_a_step_callback_stops_mid_epoch_and_the_run_resumes_there(tmp_path: Path) -> None:

@@ -78,7 +78,7 @@ def test_named_dataset_found_in_vaekit_data(
     root = no_system_data / "vdata"
     write_fake_named(root / "fashion-mnist")
     monkeypatch.setenv("VAEKIT_DATA", str(root))
-    data = sources.load_data(DataConfig(name="fashion-mnist", download=False))
+    data = sources.load_data(DataConfig(name="fashion-mnist", download=False, val_fraction=0))
     assert data.x_train.shape == (50, 1, 28, 28) and data.x_train.dtype == torch.uint8
     assert data.x_test.shape == (20, 1, 28, 28) and data.y_train.dtype == torch.int64
     assert data.class_names[0] == "T-shirt/top"
@@ -132,7 +132,9 @@ def _npz(path: Path, **arrays: np.ndarray) -> Path:
 
 def test_npz_uint8_and_float_with_and_without_test_split(tmp_path: Path) -> None:
     x = np.random.default_rng(0).integers(0, 256, (40, 8, 8), dtype=np.uint8)
-    data = sources.load_data(DataConfig(name=str(_npz(tmp_path / "a.npz", x_train=x))))
+    data = sources.load_data(
+        DataConfig(name=str(_npz(tmp_path / "a.npz", x_train=x)), val_fraction=0)
+    )
     assert data.x_train.shape[0] + data.x_test.shape[0] == 40 and data.x_test.shape[0] == 4
     assert data.info["split"]["seed"] == 0
     xf = x.astype(np.float32) / 255
@@ -146,7 +148,8 @@ def test_npz_uint8_and_float_with_and_without_test_split(tmp_path: Path) -> None
                     y_train=np.arange(40),
                     y_test=np.arange(5),
                 )
-            )
+            ),
+            val_fraction=0,
         )
     )
     # float data are kept as they are, never rounded to 8 bits

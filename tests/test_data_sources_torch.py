@@ -22,6 +22,7 @@ from vaekit import cli, objectives
 from vaekit.data import from_torch
 from vaekit.data.dataset import split_indices
 from vaekit.data.streaming import LazyRows
+from vaekit.data.validation import carve_validation
 from vaekit.errors import ConfigError, DataError, VaekitError
 
 datasets = pytest.importorskip("datasets")
@@ -115,15 +116,15 @@ def test_a_tensor_dataset_trains_the_same_in_memory_and_streamed(
         )
         assert trainer.data.class_names == ["0", "1", "2"]
         result = trainer.fit()
-        assert "test_nelbo" in result.history[-1]
+        assert "val_nelbo" in result.history[-1]
         batches[stream], runs[stream] = list(seen), result.run_dir
         seen.clear()
-    assert len(batches["true"]) == 4  # 180 rows: 2 batches of 64 an epoch
+    assert len(batches["true"]) == 4  # 162 training rows (18 for validation): 2 batches of 64
     assert all(torch.equal(a, b) for a, b in zip(batches["false"], batches["true"], strict=True))
     assert same(weights(runs["false"]), weights(runs["true"]))
-    # the batches are the rows of vaekit's seeded split and epoch order, nothing else
-    x = from_torch(data, stream=False).x_train
-    order = vaekit.data.epoch_permutation(180, 0, 0)[:64]
+    # the batches are the rows of vaekit's seeded splits and epoch order, nothing else
+    x = carve_validation(from_torch(data, stream=False), 0.1, 0).x_train
+    order = vaekit.data.epoch_permutation(162, 0, 0)[:64]
     assert torch.equal(batches["true"][0], x[order].float() / 255)
 
 
@@ -193,7 +194,7 @@ def test_normalised_floats_train_with_a_gaussian(tmp_path: Path) -> None:
     data = TensorDataset(torch.full((40, 1, 8, 8), -0.5))
     result = vaekit.Trainer(None, config(tmp_path, "norm"), data=data).fit()
     assert result.model.likelihood == "gaussian" and result.model.learn_scale
-    assert np.isfinite(result.history[-1]["test_nelbo"])
+    assert np.isfinite(result.history[-1]["val_nelbo"])
 
 
 def test_streamed_rows_are_read_only_when_a_batch_needs_them(tmp_path: Path) -> None:
@@ -339,7 +340,7 @@ def test_a_float_hugging_face_dataset_trains_streamed(tmp_path: Path) -> None:
     assert torch.equal(streamed.x_train[:], floats()[train_rows])
     result = vaekit.Trainer(None, config(tmp_path, "hf-float"), data=streamed).fit()
     assert result.model.likelihood == "gaussian" and result.model.class_names == ["a", "b", "c"]
-    assert np.isfinite(result.history[-1]["test_nelbo"])
+    assert np.isfinite(result.history[-1]["val_nelbo"])
 
 
 def test_hf_on_the_command_line_offline_with_its_test_split(
@@ -352,7 +353,7 @@ def test_hf_on_the_command_line_offline_with_its_test_split(
     args = ["train", "--data", f"hf:{local}", *TINY_FLAGS, "--data.stream", "true"]
     assert cli.main([*args, "--out", str(out)]) == 0, capsys.readouterr().err
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
-    assert record["test_nelbo"] > 0
+    assert record["val_nelbo"] > 0
     capsys.readouterr()
     assert cli.main(["evaluate", str(out), "--json"]) == 0  # the test split, streamed
     assert json.loads(capsys.readouterr().out)["n"] == 24

@@ -100,8 +100,8 @@ def assert_same_training(ddp: Path, single: Path) -> None:
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=ATOL, rtol=RTOL, msg=k)
     for r_ddp, r_one in zip(records(ddp), records(single), strict=True):
-        # train_* are the global-batch means (the ranks' means averaged), test_* rank 0's
-        for key in ("train_nelbo", "train_kl", "test_nelbo", "lr", "skipped_updates"):
+        # train_* are the global-batch means (the ranks' means averaged), val_* rank 0's
+        for key in ("train_nelbo", "train_kl", "val_nelbo", "lr", "skipped_updates"):
             assert r_ddp[key] == pytest.approx(r_one[key], rel=RTOL), key
 
 

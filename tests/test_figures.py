@@ -182,18 +182,24 @@ def test_training_curves_draw_three_panels_from_metrics_records() -> None:
             "train_nelbo": 200 - e,
             "train_recon": 180 - e,
             "train_kl": 20.0,
-            "test_nelbo": 205 - e,
-            "test_recon": 185 - e,
-            "test_kl": 20.0,
+            "val_nelbo": 205 - e,
+            "val_recon": 185 - e,
+            "val_kl": 20.0,
         }
         for e in range(1, 5)
     ]
     fig = figures.training_curves(records)
     assert fig is not None and len(fig.axes) == 3
     assert [ax.get_title() for ax in fig.axes][0] == "negative ELBO"
-    train, test = fig.axes[0].lines
-    assert train.get_ydata().tolist() == [199, 198, 197, 196] and test.get_label() == "test"
+    train, val = fig.axes[0].lines
+    assert train.get_ydata().tolist() == [199, 198, 197, 196] and val.get_label() == "validation"
     assert rendered(fig).width == 3 * 480
+    # a log written by an older vaekit, whose training evaluated the test set, says so
+    old = figures.training_curves([{"epoch": 1, "train_nelbo": 2.0, "test_nelbo": 3.0}])
+    assert old is not None and [x.get_label() for x in old.axes[0].lines] == [
+        "train",
+        "test (old log)",
+    ]
     assert figures.training_curves([]) is None
     assert figures.training_curves([{"epoch": 1, "train_nelbo": None}]) is None
 

@@ -110,7 +110,8 @@ def test_case03_mixed_modes_and_sizes_are_converted_and_16_bit_keeps_contrast(
     from vaekit.data import load_data
 
     data = load_data(cfg.data, progress=False)
-    x = torch.cat([data.x_train, data.x_test])
+    assert data.x_val is not None
+    x = torch.cat([data.x_train, data.x_val, data.x_test])
     assert x.shape == (7, 3, 8, 8) and x.dtype == torch.uint8
     values = sorted(int(v) for v in x.float().mean((1, 2, 3)).round())
     assert 255 in values  # 65535 -> 255 and transparent RGBA on white -> 255

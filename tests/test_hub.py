@@ -222,12 +222,13 @@ def test_without_the_hub_extra_one_clear_line(
     assert len(err) == 1 and "pip install 'vaekit[hub]'" in err[0]
 
 
-def test_dry_run_and_no_evaluate_card_from_the_training_log(trained_run: Path, capsys: Any) -> None:
+def test_dry_run_and_no_evaluate_card_has_no_test_numbers(trained_run: Path, capsys: Any) -> None:
     assert main(["push", str(trained_run), REPO, "--dry-run", "--no-evaluate"]) == 0
     captured = capsys.readouterr()
     assert captured.out.startswith("---\nlibrary_name: vaekit\n")
-    assert "the training log (metrics.jsonl), epoch 2" in captured.out
+    # training evaluates the validation set only: no test numbers to take from its log
+    assert "none: pushed without an evaluation" in captured.out
     last = read_metrics(trained_run)[-1]
-    assert f"| {last['test_nelbo']:,.2f} |" in captured.out
+    assert f"| {last['train_nelbo']:.3f} | {last['val_nelbo']:.3f} | 0 |" in captured.out
     for name in ("README.md", "config.json", "model.safetensors", "samples.png"):
         assert name in captured.err

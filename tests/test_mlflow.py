@@ -63,7 +63,7 @@ def test_params_metrics_and_images_read_back(tracked: tuple[Path, Path]) -> None
     assert run.data.tags["vaekit.version"] == vaekit.__version__
 
     epochs = read_metrics(run_dir)
-    for key in ("train_nelbo", "test_nelbo", "train_kl", "lr"):
+    for key in ("train_nelbo", "val_nelbo", "train_kl", "lr"):
         history = client.get_metric_history(record["run_id"], key)
         assert [m.step for m in history] == [r["step"] for r in epochs], key
         assert [m.value for m in history] == pytest.approx([r[key] for r in epochs]), key

@@ -100,7 +100,7 @@ def test_free_bits_change_the_training_gradient_and_train(tmp_path: Path) -> Non
     assert not torch.allclose(g[0.0][key], g_recon[key])
     torch.testing.assert_close(g[10.0][key], g_recon[key])  # every dimension under the floor
     run = vaekit.train(tiny_config(tmp_path / "fb", **{"loss.free_bits": 0.5}))
-    assert math.isfinite(_records(run)[-1]["test_nelbo"])
+    assert math.isfinite(_records(run)[-1]["val_nelbo"])
 
 
 # -- IWAE -------------------------------------------------------------------------------------
@@ -129,7 +129,7 @@ def test_iwae_training_uses_k_samples_and_improves(
     )
     assert seen and set(seen) == {5}  # every training step drew K = 5 samples
     records = _records(run)
-    assert records[-1]["test_nelbo"] < records[0]["test_nelbo"]
+    assert records[-1]["val_nelbo"] < records[0]["val_nelbo"]
 
 
 # -- gradient clipping ------------------------------------------------------------------------

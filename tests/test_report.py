@@ -96,8 +96,13 @@ def test_report_shows_the_config_and_the_metrics_table(built: Path) -> None:
         "SSIM",
         "latent_dim: 2",
         "likelihood: bernoulli",
-        "40 test images",
+        "40 images of the test set of noise",
         "The learned manifold: images decoded over a 20 x 20 grid of the 2-D",
+        # which split each number comes from: the table is the test set's, the curves and
+        # the epoch table the training and validation sets'
+        "Test-set metrics (vaekit report)",
+        "Training curves (training and validation sets, from metrics.jsonl)",
+        "val nelbo",
     ):
         assert needle in words, needle
     assert "kl per dim" not in words and "activity" not in words  # lists have their figure

@@ -286,12 +286,12 @@ def test_resume_with_overwrite_is_one_line_error(
 @pytest.fixture
 def no_data(monkeypatch: pytest.MonkeyPatch) -> None:
     """Training that gets as far as loading its data fails the test."""
-    from vaekit.training import trainer as trainer_module
+    from vaekit.training import setup as setup_module  # training_data loads it there
 
     def load_data(*args: object, **kwargs: object) -> None:
         raise AssertionError("the data was loaded before the output location was checked")
 
-    monkeypatch.setattr(trainer_module, "load_data", load_data)
+    monkeypatch.setattr(setup_module, "load_data", load_data)
 
 
 @pytest.mark.parametrize(

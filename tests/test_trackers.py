@@ -140,7 +140,7 @@ def test_wandb_logs_epoch_scalars_as_metrics_jsonl_has_them(wandb_run: Path) -> 
     assert [r["step"] for r in epochs] == [STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH]
     for record in epochs:
         row = history[record["step"]]
-        for key in ("train_nelbo", "test_nelbo", "train_kl", "lr", "epoch"):
+        for key in ("train_nelbo", "val_nelbo", "train_kl", "lr", "epoch"):
             assert row[key] == pytest.approx(record[key]), key
         assert "time" not in row  # a wall-clock stamp is not plotted as a metric
 
@@ -201,7 +201,7 @@ def tensorboard_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_tensorboard_logs_epoch_and_step_scalars(tensorboard_run: Path) -> None:
     acc = tensorboard_events(tensorboard_run)
     epochs = read_metrics(tensorboard_run)
-    for key in ("train_nelbo", "test_nelbo", "train_kl", "lr"):
+    for key in ("train_nelbo", "val_nelbo", "train_kl", "lr"):
         events = acc.Scalars(key)  # type: ignore[attr-defined]
         assert [e.step for e in events] == [r["step"] for r in epochs]
         assert [e.value for e in events] == pytest.approx([r[key] for r in epochs], rel=1e-6)

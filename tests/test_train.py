@@ -35,16 +35,17 @@ def test_train_writes_a_complete_run_directory(trained_run: Path) -> None:
         "train_nelbo",
         "train_recon",
         "train_kl",
-        "test_nelbo",
-        "test_recon",
-        "test_kl",
+        "val_nelbo",
+        "val_recon",
+        "val_kl",
         "seconds",
         "samples_per_s",
         "skipped_updates",
     ):
         assert key in records[-1], key
     r = records[-1]
-    assert r["test_nelbo"] == pytest.approx(r["test_recon"] + r["test_kl"], rel=1e-6)
+    assert r["val_nelbo"] == pytest.approx(r["val_recon"] + r["val_kl"], rel=1e-6)
+    assert not any(k.startswith("test_") for k in r)  # training never evaluates the test set
     saved = yaml.safe_load((trained_run / "config.yaml").read_text())
     assert saved["train"]["epochs"] == 2 and saved["data"]["name"] == "noise"
 
@@ -52,7 +53,7 @@ def test_train_writes_a_complete_run_directory(trained_run: Path) -> None:
 def test_training_lowers_the_loss(tiny) -> None:
     run = vaekit.train(tiny("learn", **{"train.epochs": 4, "data.noise_examples": 1024}))
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert records[-1]["test_nelbo"] < records[0]["test_nelbo"] - 1.0
+    assert records[-1]["val_nelbo"] < records[0]["val_nelbo"] - 1.0
 
 
 def test_training_starts_the_decoder_at_the_training_mean(tiny, monkeypatch) -> None:
@@ -120,13 +121,14 @@ def test_load_round_trip_gives_the_same_model(trained_run: Path) -> None:
         assert torch.equal(v, state["model"][k]), k
 
 
-def test_api_evaluate_matches_the_training_log(trained_run: Path) -> None:
+def test_api_evaluate_of_the_validation_set_matches_the_training_log(trained_run: Path) -> None:
     model = vaekit.load(trained_run)
     data = load_data(model.run_config.data, seed=model.run_config.train.seed)
-    stats = vaekit.evaluate(model, to_float(data.x_test))
+    assert data.x_val is not None
+    stats = vaekit.evaluate(model, to_float(data.x_val))
     last = json.loads((trained_run / "metrics.jsonl").read_text().splitlines()[-1])
-    assert stats["nelbo"] == pytest.approx(last["test_nelbo"], rel=1e-5)
-    assert stats["n"] == data.x_test.shape[0]
+    assert stats["nelbo"] == pytest.approx(last["val_nelbo"], rel=1e-5)
+    assert stats["n"] == data.x_val.shape[0]
 
 
 def test_evaluate_refuses_out_of_range_input(trained_run: Path) -> None:
@@ -232,15 +234,16 @@ def test_an_ema_run_saves_and_evaluates_the_average(tiny) -> None:
     assert state["ema"]["steps"] == state["ema"]["moved"] == 8  # 2 epochs of 4 steps
     assert all(torch.equal(saved[k], v) for k, v in state["ema"]["model"].items())
     assert not all(torch.equal(saved[k], v) for k, v in state["model"].items())
-    # the logged test -ELBO is the saved (averaged) model's
+    # the logged validation -ELBO is the saved (averaged) model's
     data = load_data(cfg.data, seed=cfg.train.seed, progress=False)
+    assert data.x_val is not None
     record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
-    test = elbo_stats(vaekit.load(run), data.x_test, None, cfg.train.eval_batch_size, seed=0)
-    assert record["test_nelbo"] == pytest.approx(test["nelbo"], rel=1e-6)
+    val = elbo_stats(vaekit.load(run), data.x_val, None, cfg.train.eval_batch_size, seed=0)
+    assert record["val_nelbo"] == pytest.approx(val["nelbo"], rel=1e-6)
     # and so are the pictures: drawn again from the saved model, byte for byte the same
     again = run.parent / "again"
     again.mkdir()
-    write_images(vaekit.load(run), data, again, seed=cfg.train.seed)
+    write_images(vaekit.load(run), data.x_val, data.y_val, again, seed=cfg.train.seed)
     for name in ("samples.png", "reconstructions.png"):
         assert (again / name).read_bytes() == (run / name).read_bytes(), name
 

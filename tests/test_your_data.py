@@ -26,8 +26,8 @@ def test_float_data_round_trip_exactly_float16_when_it_holds_them(tmp_path: Path
     x16 = (rng.integers(0, 8, (20, 3, 6, 6)) / 8).astype(np.float64)  # eighths: exact in half
     np.savez(tmp_path / "a.npz", x_train=x32, x_test=x32[:4])
     np.savez(tmp_path / "b.npz", x_train=x16, x_test=x16[:4])
-    a = sources.load_data(DataConfig(name=str(tmp_path / "a.npz")))
-    b = sources.load_data(DataConfig(name=str(tmp_path / "b.npz")))
+    a = sources.load_data(DataConfig(name=str(tmp_path / "a.npz"), val_fraction=0))
+    b = sources.load_data(DataConfig(name=str(tmp_path / "b.npz"), val_fraction=0))
     assert a.x_train.dtype == torch.float32 and torch.equal(a.x_train, torch.from_numpy(x32))
     assert b.x_train.dtype == torch.float16
     assert np.array_equal(b.x_train.numpy().astype(np.float64), x16)

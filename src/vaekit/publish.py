@@ -1,7 +1,8 @@
 """`vaekit push RUN REPO_ID`: share a trained run on the Hugging Face Hub.
 
 The run must load strictly (never upload weights that do not load); its model card
-carries the test-set evaluation (or, without one, the training log's last test numbers),
+carries the test-set evaluation (or, without one, the last test numbers of a log written
+by an older vaekit, whose training evaluated the test set; today's training does not),
 the training curve's last epochs, the sample images and the configuration. The files go
 up in one commit through io/hub.py. A model in Python pushes itself with
 `model.push_to_hub` instead (no run directory, no evaluation).
@@ -44,8 +45,8 @@ def _card_stats(
             how += f", log p(x) from K = {iw_samples} importance samples per image"
         return stats, how
     records = [r for r in tracking.read_metrics(run_dir) if "test_nelbo" in r]
-    if not records:
-        return {}, "none: the training log holds no test-set evaluation"
+    if not records:  # training evaluates the validation set only (see ## Training)
+        return {}, "none: pushed without an evaluation, and training never evaluates the test set"
     last = records[-1]
     stats = {k.removeprefix("test_"): v for k, v in last.items() if k.startswith("test_")}
     return stats, (

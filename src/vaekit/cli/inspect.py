@@ -209,7 +209,7 @@ def cmd_curves(args: argparse.Namespace) -> int:
     if image is None:
         raise VaekitError(
             f"{run_dir} has no training curves: metrics.jsonl is missing or "
-            f"holds no train_/test_ nelbo, recon or kl values{skipped}"
+            f"holds no train_/val_ nelbo, recon or kl values{skipped}"
         )
     if skipped:
         print(f"vaekit: metrics.jsonl of {run_dir}: {skipped.strip(' ()')}", file=sys.stderr)

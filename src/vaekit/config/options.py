@@ -56,8 +56,8 @@ class DataConfig:
     name: str = opt(
         "fashion-mnist",
         "dataset: mnist, fashion-mnist, noise, a path to an .npz "
-        "file (x_train, optional x_test/y_train/y_test), a folder of images, or a Hugging "
-        "Face dataset as hf:OWNER/NAME[:SPLIT] or hf:PATH (the [datasets] extra)",
+        "file (x_train, optional x_test/y_train/y_test/x_val/y_val), a folder of images, or a "
+        "Hugging Face dataset as hf:OWNER/NAME[:SPLIT] or hf:PATH (the [datasets] extra)",
         flag="--data",
     )
     root: str = opt(
@@ -89,7 +89,10 @@ class DataConfig:
         exclusive_max=True,
     )
     split_seed: int = opt(
-        0, "seed of the train/test split of data without a test split", min=0, max=MAX_SEED
+        0,
+        "seed of the train/test split of data without a test split, and of the validation split",
+        min=0,
+        max=MAX_SEED,
     )
     limit_train: int = opt(
         0, "use only the first N training examples (0: all)", min=0, max=MAX_EXAMPLES
@@ -117,6 +120,15 @@ class DataConfig:
         "it is needed, 'false' reads every image into memory first, 'auto' streams data "
         "that would take over a quarter of memory; the order is the same seeded one",
         choices=("auto", "true", "false"),
+    )
+    val_fraction: float = opt(
+        0.1,
+        "fraction of the training examples held out as the validation set, which training "
+        "evaluates and selects on (the test set is for evaluate and report only); ignored "
+        "when the data has its own (an .npz's x_val); 0: no validation set",
+        min=0.0,
+        max=1.0,
+        exclusive_max=True,
     )
     cache_dir: str = opt(
         "",
@@ -272,9 +284,23 @@ class TrainConfig:
     max_skipped: int = opt(
         20, "stop after this many consecutive non-finite updates", min=1, max=MAX_STEPS
     )
-    eval_batch_size: int = opt(1000, "batch size of test-set evaluation", min=1, max=MAX_BATCH)
+    eval_batch_size: int = opt(
+        1000, "batch size of the validation set's evaluation", min=1, max=MAX_BATCH
+    )
     eval_every: int = opt(
-        1, "evaluate the test set every N epochs (the last epoch always)", min=1, max=10**6
+        1, "evaluate the validation set every N epochs (the last epoch always)", min=1, max=10**6
+    )
+    keep: str = opt(
+        "last",
+        "what model.safetensors holds: the last epoch's weights, or those of the epoch with "
+        "the best validation -ELBO (state.pt keeps the last, for resuming)",
+        choices=("last", "best"),
+    )
+    patience: int = opt(
+        0,
+        "stop early when the validation -ELBO has not improved for this many epochs (0: never)",
+        min=0,
+        max=10**6,
     )
     progress: bool = opt(True, "show progress bars")
     tracker: list[str] = opt([], "extra trackers besides metrics.jsonl: wandb, tensorboard, mlflow")

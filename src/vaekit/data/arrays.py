@@ -124,7 +124,8 @@ def storage_dtype(array: np.ndarray) -> np.dtype:
     float32 (what training computes in; float64 data lose only what float32 cannot hold)."""
     if array.dtype == np.float16:
         return np.dtype(np.float16)
-    half = array.astype(np.float16)
+    with np.errstate(over="ignore"):  # values past float16's range: not exact, float32
+        half = array.astype(np.float16)
     if np.isfinite(half).all() and np.array_equal(half.astype(array.dtype), array):
         return np.dtype(np.float16)
     return np.dtype(np.float32)

@@ -19,7 +19,10 @@ class Dataset:
 
     Storage may be a memory-mapped file, or rows read from their source batch by batch
     (`streaming.LazyRows`, which behaves like such a tensor); batches are gathered by
-    index and become float in [0, 1] on the training device (see `to_float`).
+    index and become float on the training device (see `to_float`). Training reads the
+    training and validation splits only (x_val: carved from the training rows by
+    `validation.carve_validation` unless the source has its own); the test split is for
+    evaluation.
     """
 
     name: str
@@ -29,6 +32,8 @@ class Dataset:
     y_test: torch.Tensor | None = None  # (M,) int64
     class_names: list[str] = field(default_factory=list)
     info: dict[str, object] = field(default_factory=dict)  # split, skipped files, cache path...
+    x_val: torch.Tensor | None = None  # (V, C, H, W) uint8; None: no validation set
+    y_val: torch.Tensor | None = None  # (V,) int64
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -48,11 +53,14 @@ class Dataset:
     def fingerprint(self, rows: int = 4096) -> str:
         """A hash of the training data as a resume sees it: the shapes and dtypes, the
         labels, and up to `rows` evenly spaced training images (all of a small set; a
-        strided sample of a large memory-mapped one, read in well under a second)."""
+        strided sample of a large memory-mapped one, read in well under a second), and the
+        validation set's shape. Never the test set: training does not read it."""
         digest = hashlib.sha256()
         n = self.x_train.shape[0]
         digest.update(repr((tuple(self.x_train.shape), str(self.x_train.dtype))).encode())
-        digest.update(repr((tuple(self.x_test.shape), self.class_names)).encode())
+        digest.update(repr(self.class_names).encode())
+        if self.x_val is not None:  # data without one hash as before validation sets existed
+            digest.update(repr(("val", tuple(self.x_val.shape))).encode())
         idx = torch.linspace(0, max(n - 1, 0), min(n, rows), dtype=torch.float64).round().long()
         digest.update(self.x_train.index_select(0, idx).contiguous().numpy().tobytes())
         if self.y_train is not None:
@@ -73,6 +81,8 @@ class Dataset:
             None if self.y_test is None else cut(self.y_test, test),
             list(self.class_names),
             dict(self.info),
+            self.x_val,
+            self.y_val,
         )
 
 

@@ -1,13 +1,14 @@
-"""An .npz file (x_train and optional x_test, y_train, y_test) as a `Dataset`, read as a
-file that may be hostile: never unpickled, only a regular file, and every array's header
-checked against its member's size and against the memory limit before any array is
-decompressed or allocated (untrusted.py)."""
+"""An .npz file (x_train; optional x_test, y_train, y_test, x_val, y_val) as a `Dataset`,
+read as a file that may be hostile: never unpickled, only a regular file, and every
+array's header checked against its member's size and against the memory limit before any
+array is decompressed or allocated (untrusted.py)."""
 
 from __future__ import annotations
 
 import zipfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from .untrusted import (
     read_npy_header,
 )
 
-ARRAYS = ("x_train", "x_test", "y_train", "y_test")  # the only members ever read
+ARRAYS = ("x_train", "x_test", "y_train", "y_test", "x_val", "y_val")  # the only members read
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_ENCRYPTED = 0x1  # general purpose flag bit 0 of a zip entry
 
@@ -141,6 +142,7 @@ def load_npz(path: Path, cfg: DataConfig) -> Dataset:
     def to_t(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a))
 
+    x_val, y_val = _validation(path, arrays, cfg.layout)
     return Dataset(
         path.stem,
         to_t(x_train),
@@ -149,4 +151,21 @@ def load_npz(path: Path, cfg: DataConfig) -> Dataset:
         None if y_test is None else to_t(y_test),
         [str(i) for i in range(num_classes)],
         info,
+        None if x_val is None else to_t(x_val),
+        None if y_val is None else to_t(y_val),
     )
+
+
+def _validation(path: Path, arrays: dict[str, np.ndarray], layout: str) -> tuple[Any, Any]:
+    """The file's own validation set (x_val, optional y_val), read like x_test; its shape
+    and labels are checked against the training set by validation.check_validation."""
+    if "x_val" not in arrays:
+        if "y_val" in arrays:
+            raise DataError(
+                f"{path} has y_val but no x_val; add x_val, or remove y_val to hold out part "
+                "of x_train as the validation set (data.val_fraction)"
+            )
+        return None, None
+    x_val = as_examples(arrays["x_val"], f"{path}:x_val", layout)
+    y_val = arrays.get("y_val")
+    return x_val, None if y_val is None else as_labels(y_val, len(x_val), f"{path}:y_val")

@@ -18,6 +18,7 @@ from .dataset import Dataset, as_labels
 from .files import SUFFIXES, load_file
 from .idx import read_idx
 from .npz import load_npz
+from .validation import carve_validation
 
 DEBIAN_DIR = Path("/usr/share/datasets")
 
@@ -213,15 +214,16 @@ def make_noise(cfg: DataConfig, seed: int = 0) -> Dataset:
     """Smooth random images (7x7 noise upsampled to 28x28) with 10 random labels.
 
     The structure is low-dimensional on purpose: a VAE can learn it in seconds, so the
-    noise demo shows the loss falling and exercises every part of the pipeline.
+    noise demo shows the loss falling and exercises every part of the pipeline. Its
+    validation set (with data.val_fraction > 0) is drawn after the other two, like the
+    test set: `noise_examples` stays the training set's size, and the training and test
+    images are those of a run without one.
     """
     rng = np.random.default_rng(seed)
     n_train = cfg.noise_examples
     n_test = max(1, int(round(n_train * cfg.test_fraction)))
-    coarse = rng.integers(0, 256, size=(n_train + n_test, 1, 7, 7), dtype=np.uint8)
-    images = np.kron(coarse, np.ones((1, 1, 4, 4), dtype=np.uint8))  # (N, 1, 28, 28)
-    labels = rng.integers(0, 10, size=n_train + n_test).astype(np.int64)
-    return Dataset(
+    images, labels = _noise_images(rng, n_train + n_test)
+    data = Dataset(
         "noise",
         torch.from_numpy(images[:n_train].copy()),
         torch.from_numpy(images[n_train:].copy()),
@@ -230,11 +232,25 @@ def make_noise(cfg: DataConfig, seed: int = 0) -> Dataset:
         [str(i) for i in range(10)],
         {"source": "noise", "seed": seed},
     )
+    if cfg.val_fraction > 0:
+        x_val, y_val = _noise_images(rng, max(1, int(round(n_train * cfg.val_fraction))))
+        data.x_val, data.y_val = torch.from_numpy(x_val), torch.from_numpy(y_val)
+        data.info["validation"] = {"source": "generated", "train": n_train, "val": len(x_val)}
+    return data
+
+
+def _noise_images(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """n smooth random images (N, 1, 28, 28) uint8 and their labels, from `rng`."""
+    coarse = rng.integers(0, 256, size=(n, 1, 7, 7), dtype=np.uint8)
+    images = np.kron(coarse, np.ones((1, 1, 4, 4), dtype=np.uint8))  # (N, 1, 28, 28)
+    return images, rng.integers(0, 10, size=n).astype(np.int64)
 
 
 def load_data(cfg: DataConfig, seed: int = 0, progress: bool = True) -> Dataset:
-    """Resolve `cfg.name` to a dataset: a named one, noise, an .npz file, a folder or a
-    Hugging Face dataset (hf:...)."""
+    """Resolve `cfg.name` to a dataset: a named one, noise, an .npz/.npy/.csv/.parquet file,
+    a folder or a Hugging Face dataset (hf:...); limited to `cfg.limit_train` /
+    `cfg.limit_test` examples, then with its validation set (its own, or
+    `cfg.val_fraction` of the training examples: validation.py)."""
     name = cfg.name
     if name.startswith("hf:"):
         from .hf import load_hf  # the datasets library, only when asked for
@@ -263,4 +279,5 @@ def load_data(cfg: DataConfig, seed: int = 0, progress: bool = True) -> Dataset:
                 f"--data {name!r} is not a dataset name ({', '.join(DATASET_NAMES)}),"
                 " an .npz, .npy, .csv or .parquet file, a folder or hf:OWNER/NAME"
             )
-    return data.limit(cfg.limit_train, cfg.limit_test)
+    data = data.limit(cfg.limit_train, cfg.limit_test)
+    return carve_validation(data, cfg.val_fraction, cfg.split_seed)

@@ -21,7 +21,7 @@ TAGS = ["vaekit", "vae", "variational-autoencoder", "generative-model", "pytorch
 HUB_DATASETS = {"mnist": "ylecun/mnist", "fashion-mnist": "zalando-datasets/fashion_mnist"}
 CAPTIONS = {
     "samples.png": "Samples from the prior",
-    "reconstructions.png": "Test images (top) and their reconstructions (bottom)",
+    "reconstructions.png": "Images (top) and their reconstructions (bottom)",
 }
 # arguments the VAE derives from its own settings: not worth a reader's attention
 _DERIVED = {"input_shape", "cond_dim", "in_features", "params_per_pixel"}
@@ -51,19 +51,20 @@ def _nats(value: Any) -> str:
 
 
 def _training(records: Sequence[dict[str, Any]]) -> str:
-    """The last ten epochs of metrics.jsonl as a Markdown section ('' without records)."""
+    """The last ten epochs of metrics.jsonl as a Markdown section ('' without records):
+    the training and validation -ELBO (and the test -ELBO that logs of older vaekit hold,
+    whose training evaluated the test set)."""
     if not records:
         return ""
+    shown = records[-10:]
+    columns = [("train_nelbo", "train -ELBO"), ("val_nelbo", "validation -ELBO")]
+    if any("test_nelbo" in r for r in shown):
+        columns.append(("test_nelbo", "test -ELBO (logged in training)"))
     rows = [
-        [
-            r.get("epoch", ""),
-            _nats(r.get("train_nelbo")),
-            _nats(r.get("test_nelbo")),
-            r.get("skipped_updates", 0),
-        ]
-        for r in records[-10:]
+        [r.get("epoch", ""), *(_nats(r.get(k)) for k, _ in columns), r.get("skipped_updates", 0)]
+        for r in shown
     ]
-    head = ["epoch", "train -ELBO", "test -ELBO", "skipped updates"]
+    head = ["epoch", *(name for _, name in columns), "skipped updates"]
     return "## Training\n\n" + table(head, rows)
 
 
@@ -92,11 +93,12 @@ def _summary(
     ]
     if config is not None:
         t, o = config.train, config.optim
+        kept = "; weights of the epoch with the best validation -ELBO" if t.keep == "best" else ""
         rows.append(
             [
                 "training",
                 f"{last.get('epoch', t.epochs)} epochs, {last.get('step', '?')} steps of "
-                f"batch {t.batch_size}; {o.name}, lr {o.lr:g}; beta {config.loss.beta:g}",
+                f"batch {t.batch_size}; {o.name}, lr {o.lr:g}; beta {config.loss.beta:g}{kept}",
             ]
         )
     rows.append(["vaekit", __version__])

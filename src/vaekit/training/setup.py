@@ -5,6 +5,7 @@ message a run that runs out of memory ends with."""
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +13,15 @@ import torch
 from torch import nn
 
 from ..config import Config
-from ..data import Dataset
+from ..data import Dataset, load_data
 from ..data.dataset import mean_image
+from ..data.validation import carve_validation
 from ..errors import ConfigError, DataError, VaekitError
 from ..io.checkpoint import STATE_FILE
 from ..models import VAE
 from ..models.conv import ConvEncoder
 from ..normalize import Normalization, fit
+from .selection import require_validation
 
 
 def resolve_device(name: str) -> torch.device:
@@ -58,9 +61,32 @@ def fit_normalization(data: Dataset, kind: str) -> Normalization:
 STORED = (torch.uint8, torch.float16, torch.float32)  # what data/arrays.py stores
 
 
+def training_data(given: Dataset | None, config: Config, show: bool) -> Dataset:
+    """The given or configured data with its validation split (the same on a resume:
+    seeded by data.split_seed); keep: best and patience refused without one."""
+    cfg = config.data
+    if given is not None:
+        data = carve_validation(given, cfg.val_fraction, cfg.split_seed)
+    else:
+        data = load_data(cfg, config.train.seed, show)
+    require_validation(data, config.train)
+    split = data.info.get("validation")
+    if show and isinstance(split, dict):
+        print(
+            f"validation set: {split['val']:,} examples ({split['source']}); training set: "
+            f"{data.x_train.shape[0]:,}",
+            file=sys.stderr,
+        )
+    return data
+
+
 def check_data(data: Dataset, model: VAE) -> None:
-    """Refuse data the model cannot use, before any training step."""
-    for name, x in (("x_train", data.x_train), ("x_test", data.x_test)):
+    """Refuse data the model cannot use, before any training step. Only the training and
+    validation sets are looked at: training never reads the test set."""
+    splits = {"x_train": data.x_train}
+    if data.x_val is not None:
+        splits["x_val"] = data.x_val
+    for name, x in splits.items():
         if x.dtype not in STORED:
             raise DataError(
                 f"{data.name}:{name} is stored as {x.dtype}; vaekit stores uint8, float16 "
@@ -74,20 +100,19 @@ def check_data(data: Dataset, model: VAE) -> None:
             f"{model.input_shape} (C, H, W)"
         )
     check_labels(data, model.conditional)
-    if model.conditional and int(data.y_train.max()) >= model.num_classes:  # type: ignore[union-attr]
-        raise DataError(
-            f"{data.name}: label {int(data.y_train.max())} is out of range for "  # type: ignore[union-attr]
-            f"the model's {model.num_classes} classes"
-        )
-    if (
-        data.y_train is not None
-        and data.num_classes
-        and int(data.y_train.max()) >= data.num_classes
-    ):
-        raise DataError(
-            f"{data.name}: label {int(data.y_train.max())} is out of range for "
-            f"{data.num_classes} classes"
-        )
+    for name, y in (("y_train", data.y_train), ("y_val", data.y_val)):
+        if y is None or y.numel() == 0:
+            continue
+        if model.conditional and int(y.max()) >= model.num_classes:
+            raise DataError(
+                f"{data.name}: label {int(y.max())} ({name}) is out of range for "
+                f"the model's {model.num_classes} classes"
+            )
+        if data.num_classes and int(y.max()) >= data.num_classes:
+            raise DataError(
+                f"{data.name}: label {int(y.max())} ({name}) is out of range for "
+                f"{data.num_classes} classes"
+            )
 
 
 def check_labels(data: Dataset, conditional: bool) -> None:
@@ -132,7 +157,7 @@ def build_model(
         norm = fit_normalization(data, config.data.normalize)
         model = VAE.from_config(cfg, data.shape, data.num_classes, norm.record())
         if cfg.init_output_bias and saved is None:  # a resumed run loads its weights
-            mean = model.normalization.to_model(mean_image(data.x_train).float()[None])[0]
+            mean = model.normalization.to_model(mean_image(data.x_train)[None])[0]
             init_output_bias(model, mean)
     elif saved is None and model.normalization.identity:  # a user's model, trained afresh
         model.set_normalization(fit_normalization(data, config.data.normalize))

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import copy
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,30 +31,67 @@ class TrainState:
     global_step: int = 0  # steps taken, applied or skipped
     skipped_updates: int = 0  # updates never applied (non-finite loss or gradient)
     consecutive_skips: int = 0  # the current run of skipped updates (not saved)
+    # the best validation -ELBO so far and its epoch (0: none yet), for train.keep best and
+    # train.patience; the epochs without improvement are epoch - best_epoch. state.pt
+    # files written before validation sets existed have neither: a resume starts afresh
+    best_nelbo: float | None = None
+    best_epoch: int = 0
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
             "global_step": self.global_step,
             "skipped_updates": self.skipped_updates,
+            "best_val_nelbo": self.best_nelbo,
+            "best_epoch": self.best_epoch,
         }
 
     @classmethod
     def from_dict(cls, saved: dict[str, Any], source: str) -> TrainState:
         """The position a state.pt records: whole numbers >= 0, or a CheckpointError."""
-        values = []
-        for key in ("epoch", "step_in_epoch", "global_step", "skipped_updates"):
-            value = saved.get(key)
-            if isinstance(value, torch.Tensor) and value.numel() == 1:
-                value = value.item()
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        values = [_whole(saved, key, source) for key in COUNTERS]
+        state = cls(*values)
+        if "best_epoch" in saved:
+            state.best_epoch = _whole(saved, "best_epoch", source)
+            best = saved.get("best_val_nelbo")
+            if isinstance(best, torch.Tensor) and best.numel() == 1:
+                best = best.item()
+            ok = best is None or (isinstance(best, float) and math.isfinite(best))
+            if (
+                not ok
+                or state.best_epoch > state.epoch
+                or (best is None) != (state.best_epoch == 0)
+            ):
                 raise CheckpointError(
-                    f"checkpoint {source} is incomplete or corrupt ({key!r} is {value!r}, "
-                    "not a whole number >= 0)"
+                    f"checkpoint {source} is incomplete or corrupt (best validation -ELBO "
+                    f"{best!r} at epoch {state.best_epoch} of {state.epoch})"
                 )
-            values.append(value)
-        return cls(*values)
+            state.best_nelbo = best
+        return state
+
+    def improved(self, nelbo: float) -> bool:
+        """Record a validation -ELBO of the epoch just finished; True when it is the best
+        (a non-finite one never is)."""
+        if not math.isfinite(nelbo) or (self.best_nelbo is not None and nelbo >= self.best_nelbo):
+            return False
+        self.best_nelbo, self.best_epoch = nelbo, self.epoch
+        return True
+
+
+COUNTERS = ("epoch", "step_in_epoch", "global_step", "skipped_updates")
+
+
+def _whole(saved: dict[str, Any], key: str, source: str) -> int:
+    value = saved.get(key)
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise CheckpointError(
+            f"checkpoint {source} is incomplete or corrupt ({key!r} is {value!r}, "
+            "not a whole number >= 0)"
+        )
+    return value
 
 
 def snapshot(
@@ -63,14 +102,17 @@ def snapshot(
     generator: torch.Generator,
     architecture: dict[str, Any],
     data: str,
+    validation: Any = None,
 ) -> dict[str, Any]:
-    """What state.pt holds: the run's position, config, architecture and data fingerprint,
-    the weights, the optimizer's parts (`Step.state_dict`) and every generator."""
+    """What state.pt holds: the run's position (with the best validation epoch), config,
+    architecture and data fingerprint, the validation split's record (Dataset.info), the
+    weights, the optimizer's parts (`Step.state_dict`) and every generator."""
     return {
         "format": FORMAT,
         "config": config.to_dict(),
         "architecture": architecture,
         "data": data,
+        "validation": validation,
         "model": model.state_dict(),
         **parts,
         "rng": rng_state(generator),
@@ -103,14 +145,46 @@ RESUME_FREE = (
     "train.log_images_every",
     "train.max_skipped",
     "train.threads",
+    "train.patience",  # how long to wait for a better validation -ELBO: may grow on resume
     "model.init_output_bias",  # acts before the first step only; a resumed run loads weights
     "data.stream",  # where the rows are read from, never which rows or in what order
 )
 
 
+# options whose effect before they existed differs from their default: a run saved
+# without them resumes as it was trained (0.1 runs held out no validation set)
+LEGACY = {"data.val_fraction": 0.0}
+
+
+def _missing(saved: dict[str, Any], dotted: str) -> bool:
+    section, key = dotted.split(".")
+    return isinstance(saved.get(section), dict) and key not in saved[section]
+
+
+def legacy_config(saved: dict[str, Any] | None, config: Config) -> Config:
+    """The config a resume continues: an option of LEGACY that the saved run lacks takes
+    its old effect when the config leaves it at its default (the run's own config.yaml
+    does, as it lacks the option); a value set on purpose is compared by
+    `check_resume_config` like any other."""
+    saved_config = saved.get("config") if isinstance(saved, dict) else None
+    if not isinstance(saved_config, dict):
+        return config
+    config = copy.deepcopy(config)
+    defaults = Config().to_dict()
+    for dotted, old in LEGACY.items():
+        section, key = dotted.split(".")
+        if (
+            _missing(saved_config, dotted)
+            and getattr(getattr(config, section), key) == (defaults[section][key])
+        ):
+            setattr(getattr(config, section), key, old)
+    return config
+
+
 def check_resume_config(saved: dict[str, Any], config: Config, run_dir: Path) -> None:
     now = config.to_dict()
-    # an option added after the run was saved is missing there: it had the default's effect
+    # an option added after the run was saved is missing there: it had the default's
+    # effect, or the old one LEGACY names
     defaults = Config().to_dict()
     diffs = []
     for section, values in now.items():
@@ -118,7 +192,8 @@ def check_resume_config(saved: dict[str, Any], config: Config, run_dir: Path) ->
             continue
         for key, value in values.items():
             dotted = f"{section}.{key}"
-            before = saved.get(section, {}).get(key, defaults[section][key])
+            default = LEGACY.get(dotted, defaults[section][key])
+            before = saved.get(section, {}).get(key, default)
             if dotted not in RESUME_FREE and before != value:
                 diffs.append(f"{dotted}: {before!r} -> {value!r}")
     if diffs:

@@ -26,14 +26,14 @@ import torch
 
 from .. import objectives
 from ..config import Config, validate
-from ..data import Dataset, as_dataset, batch_indices, epoch_permutation, load_data
+from ..data import Dataset, as_dataset, batch_indices, epoch_permutation
 from ..data.dataset import gather, resident
 from ..errors import ConfigError, TrainingInterrupted
-from ..evaluation.likelihood import elbo_stats
 from ..io import checkpoint, fileio
 from ..models import VAE
 from ..tracking import Tracker
 from ..viz.figures import write_images
+from . import selection
 from .callbacks import Callback, as_callbacks
 from .distributed import Dist
 from .interrupt import StopFlag
@@ -46,8 +46,9 @@ from .setup import (
     out_of_memory,
     resolve_device,
     resolved,
+    training_data,
 )
-from .state import TrainState, check_finite, restore, snapshot
+from .state import TrainState, check_finite, legacy_config, restore, snapshot
 from .step import Step
 from .steplog import StepLog
 
@@ -56,10 +57,12 @@ from .steplog import StepLog
 class TrainResult:
     """What `Trainer.fit` returns."""
 
-    model: VAE  # the trained model (the weight average with optim.ema), in eval mode
+    model: VAE  # the trained model (the weight average with optim.ema), in eval mode;
+    # with train.keep best, the best validation epoch's (model.safetensors)
     history: list[dict[str, Any]]  # one record per epoch of this fit: metrics.jsonl's lines
     run_dir: Path  # config.yaml, metrics.jsonl, config.json + model.safetensors, state.pt
-    stopped_early: bool = False  # a callback or Trainer.stop() ended it before train.epochs
+    stopped_early: bool = False  # patience, a callback or Trainer.stop() ended it early
+    best_epoch: int = 0  # the epoch of the best validation -ELBO (0: no validation set)
 
 
 @dataclass
@@ -86,9 +89,12 @@ class Trainer:
     `model`: a `vaekit.VAE` (None builds the config's built-in MLP or conv VAE); a model
     of your own must have registered halves (`@vaekit.register`) to be saved. `data`: a
     `vaekit.data.Dataset`, or a torch Dataset / DataLoader or Hugging Face dataset read
-    with the config's data.* options (`vaekit.data.from_torch`; None loads `config.data`).
-    `callbacks`: `Callback` objects, or functions of the epoch record that return True to
-    stop. `resume` continues the run in `config.train.out`; `overwrite` replaces it.
+    with the config's data.* options (`vaekit.data.from_torch`; None loads `config.data`);
+    without a validation set of its own (x_val), `data.val_fraction` of its training rows
+    are held out as one. The test set (x_test) is never read: training evaluates and
+    selects on validation. `callbacks`: `Callback` objects, or functions of the epoch
+    record that return True to stop. `resume` continues the run in `config.train.out`;
+    `overwrite` replaces it.
     """
 
     def __init__(
@@ -157,14 +163,19 @@ class Trainer:
                         break
                 means = log.close()
                 if self.state.step_in_epoch < len(batches):  # stopped mid-epoch: resumable
-                    self._save(model=True)
+                    self._save(model=self.config.train.keep == "last")
                     break
                 self._end_epoch(epoch, means)
                 if self._stopping:
                     break
-        trained = self.shown.eval().requires_grad_(True)  # the average was kept frozen
+        trained = self.shown
+        if self.config.train.keep == "best" and self.state.best_epoch and run.dist.main:
+            trained = selection.best_model(trained, run.run_dir)
+        trained = trained.eval().requires_grad_(True)  # the average was kept frozen
         trained.run_config, trained.class_names = self.config, list(run.data.class_names)
-        return TrainResult(trained, run.history, run.run_dir, self.state.epoch < epochs)
+        return TrainResult(
+            trained, run.history, run.run_dir, self.state.epoch < epochs, self.state.best_epoch
+        )
 
     def _start_epoch(self, epoch: int) -> StepLog:
         run, t = self._require_run(), self.config.train
@@ -219,8 +230,8 @@ class Trainer:
         if t.log_images_every and step % t.log_images_every == 0 and run.tracker.active:
             names = ("loss", "nelbo", "recon", "kl")  # trackers only: metrics.jsonl is per epoch
             run.tracker.log_scalars(dict(zip(names, record[:4].tolist(), strict=True)), step)
-            images = write_images(self.shown, run.data, run.run_dir, seed=t.seed)
-            run.tracker.log_images(images, step)
+            # with keep: best the files hold the best epoch's pictures: these go to trackers only
+            run.tracker.log_images(self._write_images(to_disk=t.keep == "last"), step)
             self._require_model().train()
         if self.callbacks:
             for callback in self.callbacks:
@@ -228,7 +239,7 @@ class Trainer:
             self._stopping = run.dist.any(self._stopping, run.device)  # every rank stops
 
     def _end_epoch(self, epoch: int, means: dict[str, float]) -> None:
-        """The epoch's record, test-set evaluation, save, report line, images, callbacks."""
+        """The epoch's record, validation, save, report line, images, callbacks."""
         run = self._require_run()
         if run.step.average is not None:  # at every epoch's end: resumes stay bit-identical
             run.step.average.sync()
@@ -242,30 +253,36 @@ class Trainer:
         self._stopping = run.dist.any(self._stopping, run.device)  # a callback stops all ranks
 
     def _evaluate_and_save(self, record: dict[str, Any]) -> None:
-        """Rank 0's end of an epoch: test-set numbers, metrics.jsonl, the model and state,
-        the report line, the images, the callbacks."""
+        """Rank 0's end of an epoch: validation numbers (never the test set's), metrics.jsonl,
+        the state and the model (with keep: best, only when it is the best so far), the
+        report line, the images, early stopping, the callbacks."""
         run, t = self._require_run(), self.config.train
-        epoch = self.state.epoch - 1
-        if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
-            shown = self.shown.eval()
-            y = run.data.y_test if shown.conditional else None
-            test = elbo_stats(shown, run.data.x_test, y, t.eval_batch_size, seed=t.seed)
-            record.update({f"test_{k}": v for k, v in test.items()})
+        best = selection.evaluate(self.shown, run.data, self.state, t, record)
         run.tracker.log_epoch(record)
-        self._save(model=True)
+        saved = t.keep == "last" or best
+        self._save(model=saved)
+        stop = run.data.x_val is not None and selection.out_of_patience(self.state, t)
         if run.show:
-            test_part = f", test -ELBO {record['test_nelbo']:.2f}" if "test_nelbo" in record else ""
-            print(
-                f"epoch {epoch + 1}/{t.epochs}: train -ELBO {record['train_nelbo']:.2f}"
-                f"{test_part} nats, {record['samples_per_s']:,.0f} samples/s",
-                file=sys.stderr,
-            )
-        run.tracker.log_images(
-            write_images(self.shown, run.data, run.run_dir, seed=t.seed), self.state.global_step
-        )
+            print(selection.epoch_line(record, t.epochs, best), file=sys.stderr)
+            if stop:
+                print(selection.stop_line(self.state), file=sys.stderr)
+        if saved:  # the pictures show the model the run directory holds
+            run.tracker.log_images(self._write_images(), self.state.global_step)
         run.history.append(record)
+        self._stopping = self._stopping or stop
         for callback in self.callbacks:
             callback.on_epoch_end(self, record)
+
+    def _write_images(self, to_disk: bool = True) -> dict[str, Any]:
+        """samples.png and reconstructions.png (with `to_disk`; else the grids only) of
+        held-out images: the validation set's (the training set's when there is none),
+        never the test set's."""
+        run = self._require_run()
+        x, y = run.data.x_val, run.data.y_val
+        if x is None:
+            x, y = run.data.x_train, run.data.y_train
+        out = run.run_dir if to_disk else None
+        return write_images(self.shown, x, y, out, seed=self.config.train.seed)
 
     def _save(self, model: bool = False) -> None:
         """state.pt at the current position, `self.state` (and with `model`, config.json +
@@ -287,6 +304,7 @@ class Trainer:
             run.generator,
             trained.architecture(),
             run.fingerprint,
+            run.data.info.get("validation"),
         )
         checkpoint.save_state(run.run_dir / checkpoint.STATE_FILE, state)
 
@@ -343,10 +361,11 @@ class Trainer:
             dist.teardown()
 
     def _prepare(self, device: torch.device, dist: Dist, run_dir: Path) -> _Run:
+        saved = checkpoint.load_state(run_dir / checkpoint.STATE_FILE) if self.resume else None
+        self.config = legacy_config(saved, self.config)  # a 0.1 run resumes without validation
         t = self.config.train
         show = t.progress and dist.main
-        data = self.data if self.data is not None else load_data(self.config.data, t.seed, show)
-        saved = checkpoint.load_state(run_dir / checkpoint.STATE_FILE) if self.resume else None
+        data = training_data(self.data, self.config, show)
         model = self.model = build_model(self.model, self.config, data, device, saved)
         self.config = resolved(self.config, model)
         check_data(data, model)
@@ -364,6 +383,7 @@ class Trainer:
             self.state = restore(
                 saved, self.config, run_dir, model, step, generator, fingerprint, batches
             )
+            selection.check_patience_left(self.state, t, run_dir)
             if show:
                 print(
                     f"resuming {run_dir} at epoch {self.state.epoch + 1}, "
@@ -377,19 +397,8 @@ class Trainer:
         tracker = Tracker(run_dir, self.config, enabled=dist.main, resume=self.resume)
         x_train = resident(data.x_train, device)  # moved once when it fits; gathered there
         y_train = data.y_train.to(x_train.device) if data.y_train is not None else None
-        return _Run(
-            device,
-            dist,
-            run_dir,
-            data,
-            show,
-            step,
-            generator,
-            tracker,
-            x_train,
-            y_train,
-            fingerprint,
-        )
+        parts = (step, generator, tracker, x_train, y_train, fingerprint)
+        return _Run(device, dist, run_dir, data, show, *parts)
 
     def _require_run(self) -> _Run:
         if self._run is None:

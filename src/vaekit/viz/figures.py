@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from PIL import Image
 
-from ..data.dataset import Dataset, to_float
+from ..data.dataset import to_float
 from ..errors import ConfigError
 from ..evaluation import metrics
 from ..io import fileio
@@ -212,8 +212,13 @@ def _series(records: list[dict[str, Any]], key: str) -> list[tuple[float, float]
     return out
 
 
+# metrics.jsonl's key prefix -> the split's name in the legend
+CURVE_SPLITS = {"train": "train", "val": "validation", "test": "test (old log)"}
+
+
 def training_curves(records: list[dict[str, Any]]) -> Figure | None:
-    """Negative ELBO, reconstruction and KL per epoch, train and test, side by side.
+    """Negative ELBO, reconstruction and KL per epoch, training and validation sets side
+    by side (and the test set in logs of older vaekit, whose training evaluated it).
 
     `records` are metrics.jsonl lines (`tracking.read_metrics`); None when they hold no
     curve to draw.
@@ -225,7 +230,9 @@ def training_curves(records: list[dict[str, Any]]) -> Figure | None:
         ("kl", "KL(q(z|x) || p(z))"),
     ):
         series = {
-            name: pts for name in ("train", "test") if (pts := _series(records, f"{name}_{term}"))
+            label: pts
+            for key, label in CURVE_SPLITS.items()
+            if (pts := _series(records, f"{key}_{term}"))
         }
         if series:
             panels.append((series, title))
@@ -292,26 +299,36 @@ def write_all(
 
 @torch.no_grad()
 def write_images(
-    model: VAE, data: Dataset, run_dir: Path, seed: int = 0, n: int = 64
+    model: VAE,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    run_dir: Path | None,
+    seed: int = 0,
+    n: int = 64,
 ) -> dict[str, Any]:
-    """samples.png (prior samples) and reconstructions.png (originals above, recons below);
-    nothing for a table (examples of 1x1 "pixels" make no picture)."""
+    """samples.png (prior samples) and reconstructions.png (the first 8 of `x` above, their
+    reconstructions below) in `run_dir` (None: the grids only, for trackers); nothing for a
+    table (examples of 1x1 "pixels" make no picture). The caller picks the images:
+    training passes validation images, `vaekit report` test images, so each says which
+    split it shows."""
     if model.is_table:
         return {}
     model.eval()
     device = next(model.parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)
-    y = None
+    labels = None
     if model.conditional:
-        y = torch.arange(n, device=device) % max(1, model.num_classes)
-    samples = model.sample(n, y, generator=g)
-    k = min(8, data.x_test.shape[0])
-    x = to_float(data.x_test[:k].to(device))
-    yk = data.y_test[:k].to(device) if model.conditional and data.y_test is not None else None
-    recon = model.reconstruct(x, yk)
+        labels = torch.arange(n, device=device) % max(1, model.num_classes)
+    samples = model.sample(n, labels, generator=g)
+    k = min(8, x.shape[0])
+    xk = to_float(x[:k].to(device))
+    yk = y[:k].to(device) if model.conditional and y is not None else None
+    recon = model.reconstruct(xk, yk)
     scale = grid.auto_scale(model.input_shape[1])
     grid_samples = grid.make_grid(samples, nrow=8)
-    grid_recon = grid.make_grid(torch.cat([x, recon]), nrow=k)
+    grid_recon = grid.make_grid(torch.cat([xk, recon]), nrow=k)
+    if run_dir is None:
+        return {"samples": grid_samples, "reconstructions": grid_recon}
     fileio.write_bytes(run_dir / "samples.png", grid.png_bytes(grid.to_pil(grid_samples, scale)))
     fileio.write_bytes(
         run_dir / "reconstructions.png", grid.png_bytes(grid.to_pil(grid_recon, scale))

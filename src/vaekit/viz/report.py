@@ -45,7 +45,12 @@ CAPTIONS = {
         "whose posterior stays at the prior.",
         False,
     ),
-    "curves": ("Training curves from metrics.jsonl, per epoch.", False),
+    "curves": (
+        "Training curves from metrics.jsonl, per epoch: the training set (the mean over the "
+        "epoch's minibatches) and the validation set (held out from the training data, "
+        "which training selects on). The test set is only in the table above.",
+        False,
+    ),
 }
 ORDER = [
     "samples",
@@ -99,9 +104,11 @@ def _epoch_table(records: list[dict[str, Any]]) -> str:
         for c in (
             "epoch",
             "train_nelbo",
-            "test_nelbo",
+            "val_nelbo",
+            "test_nelbo",  # logs of older vaekit, whose training evaluated the test set
             "train_recon",
             "train_kl",
+            "val_kl",
             "test_kl",
             "samples_per_s",
             "skipped_updates",
@@ -173,7 +180,7 @@ def build_report(
     seconds = time.perf_counter() - started
     records = tracking.read_metrics(run_dir)
     written = {}
-    if figures.write_images(model, data, out, seed=seed):  # nothing for a table
+    if figures.write_images(model, x, y, out, seed=seed):  # nothing for a table
         written = {"samples": out / "samples.png", "reconstructions": out / "reconstructions.png"}
     written.update(figures.write_all(out, model, x, y, data.class_names, records, seed=seed))
     page = render(run_dir.name, model, data.name, stats, records, written, seed, seconds)
@@ -226,7 +233,8 @@ def render(
         version=__version__,
         metrics=_table(metrics_rows(stats)),
         evaluation_note=html.escape(
-            f"{stats.get('n', '?')} test images, seed {seed}; {iw_note}; evaluated in "
+            f"{stats.get('n', '?')} images of the test set of {dataset}, seed {seed}; "
+            f"{iw_note}; evaluated by this report in "
             f"{seconds:.1f} s."
         ),
         curves=curves,

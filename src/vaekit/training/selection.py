@@ -1,0 +1,94 @@
+"""Model selection on the validation set: its -ELBO per evaluated epoch, the best epoch
+(`train.keep: best` saves its weights), and early stopping (`train.patience`).
+
+Selection reads the validation split only; the test set is for `vaekit evaluate` and
+`vaekit report`, so the numbers they print were never used to choose the model.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from ..config import TrainConfig
+from ..data import Dataset
+from ..errors import ConfigError
+from ..evaluation.likelihood import elbo_stats
+from ..io import checkpoint
+from ..models import VAE
+from .state import TrainState
+
+
+def require_validation(data: Dataset, t: TrainConfig) -> None:
+    """keep: best and patience choose by the validation -ELBO: refuse them without one."""
+    if data.x_val is not None:
+        return
+    asked = [f"train.keep {t.keep}"] if t.keep == "best" else []
+    asked += [f"train.patience {t.patience}"] if t.patience else []
+    if asked:
+        raise ConfigError(
+            f"{' and '.join(asked)} choose by the validation -ELBO, but {data.name} has no "
+            "validation set (data.val_fraction is 0); set data.val_fraction (e.g. 0.1), or "
+            "train.keep last and train.patience 0"
+        )
+
+
+def due(state: TrainState, t: TrainConfig) -> bool:
+    """Whether the epoch just finished is evaluated: every `eval_every`-th and the last."""
+    return state.epoch % t.eval_every == 0 or state.epoch == t.epochs
+
+
+def evaluate(
+    model: VAE, data: Dataset, state: TrainState, t: TrainConfig, record: dict[str, Any]
+) -> bool:
+    """At an evaluated epoch, the validation numbers of the epoch just finished into
+    `record` (val_nelbo, val_recon, val_kl; seeded like every evaluation), and into
+    `state` when they are the best so far; whether they are."""
+    if data.x_val is None or not due(state, t):
+        return False
+    y = data.y_val if model.conditional else None
+    stats = elbo_stats(model.eval(), data.x_val, y, t.eval_batch_size, seed=t.seed)
+    record.update({f"val_{k}": v for k, v in stats.items()})
+    return state.improved(stats["nelbo"])
+
+
+def out_of_patience(state: TrainState, t: TrainConfig) -> bool:
+    """`patience` epochs have passed since the best validation -ELBO (or with none yet)."""
+    return bool(t.patience) and state.epoch - state.best_epoch >= t.patience
+
+
+def epoch_line(record: dict[str, Any], epochs: int, best: bool) -> str:
+    """The line a run prints at an epoch's end."""
+    val = ""
+    if "val_nelbo" in record:
+        val = f", validation -ELBO {record['val_nelbo']:.2f}" + (" (best)" if best else "")
+    return (
+        f"epoch {record['epoch']}/{epochs}: train -ELBO {record['train_nelbo']:.2f}{val} "
+        f"nats, {record['samples_per_s']:,.0f} samples/s"
+    )
+
+
+def stop_line(state: TrainState) -> str:
+    return (
+        f"stopping early: no better validation -ELBO for {state.epoch - state.best_epoch} "
+        f"epochs (the best: {state.best_nelbo:.2f} at epoch {state.best_epoch})"
+    )
+
+
+def best_model(shown: VAE, run_dir: Path) -> VAE:
+    """A copy of `shown` holding the weights model.safetensors kept (keep: best), so the
+    model a fit returns is the one `vaekit.load(run_dir)` gives."""
+    best = copy.deepcopy(shown)
+    best.load_state_dict(checkpoint.read_weights(run_dir))
+    return best
+
+
+def check_patience_left(state: TrainState, t: TrainConfig, run_dir: Path) -> None:
+    """A resume of a run that stopped early would only stop again: say so, and how to go on."""
+    if state.epoch and out_of_patience(state, t):
+        raise ConfigError(
+            f"--resume: the run in {run_dir} stopped early at epoch {state.epoch}: no better "
+            f"validation -ELBO for {state.epoch - state.best_epoch} epochs (train.patience "
+            f"{t.patience}); raise train.patience to train further"
+        )
