@@ -14,7 +14,7 @@ import vaekit
 from conftest import run_cli, tiny_config
 from vaekit.config import DataConfig
 from vaekit.data import from_arrays, sources
-from vaekit.errors import ConfigError, DataError
+from vaekit.errors import DataError
 
 FAST = ["--epochs", "1", "--batch-size", "16", "--train.progress", "false"]
 TINY_CONV = ["--model.arch", "conv", "--model.channels", "[8, 16]", "--model.latent_dim", "4"]
@@ -162,7 +162,7 @@ def test_a_users_model_gets_the_datas_normalization(tmp_path: Path) -> None:
     assert trained.normalization.kind == "minmax"
     assert vaekit.load(tmp_path / "run").normalization == trained.normalization
     bern = custom_vae(likelihood="bernoulli")
-    with pytest.raises(ConfigError, match="Bernoulli likelihood needs data in"):
+    with pytest.raises(DataError, match=r"arrays: a Bernoulli likelihood needs data in \[0, 1\]"):
         vaekit.Trainer(bern, tiny_config(tmp_path / "b"), data=from_arrays(x)).fit()
 
 
