@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import Config
+from ..config import Config, validate
 from ..data import Dataset, load_data
 from ..data.dataset import mean_image
 from ..data.validation import carve_validation
@@ -22,6 +22,25 @@ from ..models import VAE
 from ..models.conv import ConvEncoder
 from ..normalize import Normalization, fit
 from .selection import require_validation
+
+
+def checked_arguments(model: Any, config: Any) -> Config:
+    """The Trainer's model and config, checked (a config validated, None the defaults);
+    a model whose halves are unregistered or not JSON-describable is refused now, before
+    any training."""
+    if model is not None and not isinstance(model, VAE):
+        raise ConfigError(
+            f"Trainer takes a vaekit.VAE (or None), not {type(model).__name__}; wrap your "
+            "encoder and decoder: vaekit.VAE(encoder, decoder, latent_dim=..., input_shape=...)"
+        )
+    if config is not None and not isinstance(config, Config):
+        raise ConfigError(
+            f"Trainer takes a vaekit.Config, not {type(config).__name__}; build one with "
+            "vaekit.load_config(preset_or_yaml, {'train.epochs': 3, ...})"
+        )
+    if model is not None:
+        model.architecture()
+    return validate(config if config is not None else Config())
 
 
 def resolve_device(name: str) -> torch.device:

@@ -25,7 +25,7 @@ from typing import Any, cast
 import torch
 
 from .. import objectives
-from ..config import Config, validate
+from ..config import Config
 from ..data import Dataset, as_dataset, batch_indices, epoch_permutation
 from ..data.dataset import gather, resident
 from ..errors import ConfigError, TrainingInterrupted
@@ -42,6 +42,7 @@ from .rundir import config_yaml, owned_run_dir
 from .setup import (
     build_model,
     check_data,
+    checked_arguments,
     is_out_of_memory,
     out_of_memory,
     resolve_device,
@@ -107,20 +108,7 @@ class Trainer:
         resume: bool = False,
         overwrite: bool = False,
     ) -> None:
-        if model is not None and not isinstance(model, VAE):
-            raise ConfigError(
-                f"Trainer takes a vaekit.VAE (or None), not {type(model).__name__}; wrap your "
-                "encoder and decoder: vaekit.VAE(encoder, decoder, latent_dim=..., "
-                "input_shape=...)"
-            )
-        if config is not None and not isinstance(config, Config):
-            raise ConfigError(
-                f"Trainer takes a vaekit.Config, not {type(config).__name__}; build one with "
-                "vaekit.load_config(preset_or_yaml, {'train.epochs': 3, ...})"
-            )
-        self.config = validate(config if config is not None else Config())
-        if model is not None:
-            model.architecture()  # unregistered or non-JSON halves: refused before training
+        self.config = checked_arguments(model, config)
         if data is not None:  # a torch or Hugging Face dataset: read as data.* says
             data = as_dataset(data, self.config.data)
         self.model = model  # the model being trained (built in fit() when None)
