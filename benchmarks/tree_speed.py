@@ -53,7 +53,8 @@ work = Path(tempfile.mkdtemp(prefix="vaekit-tree-speed-"))
 for line in sys.stdin:
     what = line.strip()
     if what == "mlp":
-        value = mlp_speed.vaekit_epochs(fashion, work / "mlp", "fp32")[-1]["samples_per_s"]
+        records, _ = mlp_speed.vaekit_epochs(fashion, work / "mlp", "fp32")
+        value = records[-1]["samples_per_s"]
     else:
         value = conv_speed.ours_images_per_s(images, batch, warmup, steps, "fp32", work)
     print(json.dumps({{"value": value}}), flush=True)
