@@ -206,6 +206,19 @@ def test_streamed_rows_are_read_only_when_a_batch_needs_them(tmp_path: Path) -> 
     assert torch.equal(rows, from_torch(data, stream=False, limit_train=100).x_train[[5, 2]])
 
 
+def test_the_validation_split_of_streamed_rows_is_carved_by_index_reading_nothing() -> None:
+    data = Counting(images())
+    dataset = from_torch(data, stream=True, limit_train=100)
+    reads = data.reads
+    carved = carve_validation(dataset, 0.2, seed=0)
+    assert isinstance(carved.x_train, LazyRows) and isinstance(carved.x_val, LazyRows)
+    assert data.reads == reads  # views by index: no image read
+    assert carved.x_train.shape[0] == 80 and carved.x_val.shape[0] == 20
+    in_memory = carve_validation(from_torch(data, stream=False, limit_train=100), 0.2, seed=0)
+    assert torch.equal(carved.x_val[:], in_memory.x_val)  # the same rows, streamed or not
+    assert torch.equal(carved.x_train[:], in_memory.x_train)
+
+
 def test_an_iterable_dataset_is_read_into_memory_within_the_limit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -353,7 +366,7 @@ def test_hf_on_the_command_line_offline_with_its_test_split(
     args = ["train", "--data", f"hf:{local}", *TINY_FLAGS, "--data.stream", "true"]
     assert cli.main([*args, "--out", str(out)]) == 0, capsys.readouterr().err
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
-    assert record["val_nelbo"] > 0
+    assert record["val_nelbo"] > 0 and "test_nelbo" not in record
     capsys.readouterr()
     assert cli.main(["evaluate", str(out), "--json"]) == 0  # the test split, streamed
     assert json.loads(capsys.readouterr().out)["n"] == 24
