@@ -39,12 +39,14 @@ class Normalization:
     def identity(self) -> bool:
         return not self.shift and not self.scale
 
-    def check_likelihood(self, likelihood: str) -> None:
-        """A Bernoulli likelihood only for data in [0, 1]."""
+    def check_likelihood(self, likelihood: str, source: str = "the data") -> None:
+        """A Bernoulli likelihood only for data in [0, 1] (once normalised); `source` names
+        the data in the refusal."""
         if likelihood == "bernoulli" and not self.bounded:
-            raise ConfigError(
-                "a Bernoulli likelihood needs data in [0, 1]; these data are not (use "
-                "model.likelihood gaussian, laplace or auto, or data.normalize minmax)"
+            raise DataError(
+                f"{source}: a Bernoulli likelihood needs data in [0, 1] and these are not; "
+                "divide 0-255 data by 255, or use model.likelihood auto, gaussian or laplace, "
+                "or data.normalize minmax"
             )
 
     def to_model(self, x: torch.Tensor) -> torch.Tensor:

@@ -275,10 +275,10 @@ class VAE(Pretrained):
             return torch.sigmoid(loc.float())
         return loc.float().clamp(0.0, 1.0) if self.normalization.bounded else loc.float()
 
-    def set_normalization(self, normalization: Normalization) -> None:
-        """Use `normalization` (fitted on the training data) between the user's units and
-        the model's."""
-        normalization.check_likelihood(self.likelihood)
+    def set_normalization(self, normalization: Normalization, source: str = "the data") -> None:
+        """Use `normalization` (fitted on `source`, the training data) between the user's
+        units and the model's."""
+        normalization.check_likelihood(self.likelihood, source)
         self.normalization = Normalization.from_record(normalization.record(), self.input_shape[0])
 
     @property

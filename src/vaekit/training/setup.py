@@ -77,17 +77,6 @@ def fit_normalization(data: Dataset, kind: str) -> Normalization:
     return fit(data.x_train, kind)
 
 
-def check_support(data: Dataset, likelihood: str, norm: Normalization) -> None:
-    """A Bernoulli likelihood only for data in [0, 1] (once normalised), named by file."""
-    if likelihood == "bernoulli" and not norm.bounded:
-        where = data.info.get("path", data.name)
-        raise DataError(
-            f"{where}: a Bernoulli likelihood needs data in [0, 1] and these are not; divide "
-            "0-255 data by 255, or use model.likelihood auto, gaussian or laplace, or "
-            "data.normalize minmax"
-        )
-
-
 STORED = (torch.uint8, torch.float16, torch.float32)  # what data/arrays.py stores
 
 
@@ -185,15 +174,14 @@ def build_model(
     elif model is None:
         check_labels(data, cfg.conditional)
         norm = fit_normalization(data, config.data.normalize)
-        check_support(data, cfg.likelihood, norm)
+        norm.check_likelihood(cfg.likelihood, str(data.info.get("path", data.name)))
         model = VAE.from_config(cfg, data.shape, data.num_classes, norm.record())
         if cfg.init_output_bias and saved is None:  # a resumed run loads its weights
             mean = model.normalization.to_model(mean_image(data.x_train)[None])[0]
             init_output_bias(model, mean)
     elif saved is None and model.normalization.identity:  # a user's model, trained afresh
         norm = fit_normalization(data, config.data.normalize)
-        check_support(data, model.likelihood, norm)
-        model.set_normalization(norm)
+        model.set_normalization(norm, str(data.info.get("path", data.name)))
     model.to(device)
     if isinstance(model.encoder, ConvEncoder):  # the built-in conv VAE trains in NHWC
         # Module.to(memory_format=) works but is missing from torch's type stubs
