@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.dataset import to_float
 from ..data.streaming import LazyRows
 from ..errors import ConfigError, DataError
 from ..models import VAE
+from ..models.protocol import as_input
 from . import metrics
 from .likelihood import DEFAULT_BUDGET, elbo_stats, importance_sampling
 
@@ -24,24 +24,12 @@ def check_input(x: Any, model: VAE, source: str = "input") -> torch.Tensor:
     bounded (images) must lie in [0, 1] once normalised."""
     if isinstance(x, LazyRows):  # a streamed test split: evaluated whole, like any other
         x = x.materialize()
-    if isinstance(x, np.ndarray):
-        if x.dtype == object or x.dtype.kind not in "uif":
-            raise DataError(f"{source}: a numeric array is needed; got dtype {x.dtype}")
-        x = torch.from_numpy(np.ascontiguousarray(x))
-    if not isinstance(x, torch.Tensor):
-        raise DataError(f"{source}: images must be a tensor or numpy array; got {type(x).__name__}")
-    if x.dtype == torch.uint8:
-        x = to_float(x)
-    x = x.float()
-    if x.dim() == 3:
-        x = x.unsqueeze(0)
-    if model.is_table and x.dim() == 2:  # table rows (N, F)
-        x = x.view(*x.shape, 1, 1)
-    if tuple(x.shape[1:]) != tuple(model.input_shape):
-        raise DataError(
-            f"{source}: images are {tuple(x.shape[1:])} but the model expects "
-            f"{tuple(model.input_shape)} (C, H, W)"
-        )
+    if isinstance(x, torch.Tensor | np.ndarray) and x.ndim == 3:  # one example (C, H, W)
+        x = x[None]
+    try:
+        x = as_input(x, model.input_shape)  # the check every model input gets
+    except DataError as e:
+        raise DataError(f"{source}: {e}") from None
     if x.shape[0] == 0:
         raise DataError(f"{source}: no images to evaluate")
     if not torch.isfinite(x).all():

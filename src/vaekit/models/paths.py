@@ -13,11 +13,15 @@ METHODS = ("linear", "slerp")
 
 def latent_path(mu1: torch.Tensor, mu2: torch.Tensor, steps: int, method: str) -> torch.Tensor:
     """`steps` points from mu1 to mu2 (each (N, D)), both ends included: (N, steps, D)."""
-    if method not in METHODS:
-        raise ConfigError(f"unknown interpolation {method!r}: use 'linear' or 'slerp'")
+    check_method(method)
     t = torch.linspace(0.0, 1.0, steps, device=mu1.device).view(1, steps, 1)
     a, b = mu1.unsqueeze(1), mu2.unsqueeze(1)
     return (1 - t) * a + t * b if method == "linear" else slerp(a, b, t)
+
+
+def check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ConfigError(f"unknown interpolation {method!r}: use 'linear' or 'slerp'")
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,7 @@ from ..normalize import Normalization
 from . import protocol, registry
 from .conv import ConvDecoder, ConvEncoder
 from .mlp import MLPDecoder, MLPEncoder
-from .paths import latent_path
+from .paths import check_method, latent_path
 from .pretrained import Pretrained, resolve
 
 DECODE_ROWS = 4096  # latents decoded at once by sample() and interpolate()
@@ -382,7 +382,7 @@ class VAE(Pretrained):
         'linear' or 'slerp' (spherical, which keeps points at the prior's typical radius).
         """
         steps = protocol.count("steps", steps, low=1)
-        latent_path(torch.zeros(1, 1), torch.zeros(1, 1), 1, method)  # the method, checked
+        check_method(method)  # before any encoding
         x1, x2 = (torch.as_tensor(x) for x in (x1, x2))
         if x1.dim() == 3:
             x1, x2 = x1.unsqueeze(0), x2.unsqueeze(0)
