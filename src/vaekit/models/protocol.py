@@ -197,5 +197,6 @@ def as_input(x: Any, input_shape: tuple[int, int, int]) -> torch.Tensor:
             f"examples of shape {tuple(x.shape)} do not fit this model, which takes "
             f"(N, {', '.join(map(str, input_shape))})"
             + (f" or rows (N, {input_shape[0]})" if table else "")
+            + f": it expects each example to be {tuple(input_shape)} (C, H, W)"
         )
     return x
