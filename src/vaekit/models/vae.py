@@ -26,9 +26,7 @@ from .. import limits, losses
 from ..config import ModelConfig
 from ..errors import CheckpointError, ConfigError, DataError
 from ..normalize import Normalization
-from . import protocol, registry
-from .conv import ConvDecoder, ConvEncoder
-from .mlp import MLPDecoder, MLPEncoder
+from . import builtin, protocol, registry
 from .paths import check_method, latent_path
 from .pretrained import Pretrained, resolve
 
@@ -114,47 +112,8 @@ class VAE(Pretrained):
     ) -> VAE:
         """The built-in MLP or conv VAE that `cfg` (the config's `model` section) describes;
         `num_classes` counts only when `cfg.conditional`; `normalization` is a
-        `Normalization.record()` of the data. Likelihood 'auto' is Bernoulli for data in
-        [0, 1], else a Gaussian with a learned scale. Its size is checked first."""
-        bounded = Normalization.from_record(normalization, int(input_shape[0])).bounded
-        likelihood, learn_scale = cfg.likelihood, cfg.learn_scale
-        if likelihood == "auto":
-            likelihood, learn_scale = ("bernoulli", False) if bounded else ("gaussian", True)
-
-        if cfg.conditional and num_classes < 1:
-            raise ConfigError("model.conditional needs labelled data (num_classes >= 1)")
-        c, h, w = (int(s) for s in input_shape)
-        shape = (c, h, w)
-
-        def halves() -> tuple[nn.Module, nn.Module]:
-            cond = cfg.label_dim if cfg.conditional else 0
-            per_pixel = 2 if learn_scale and likelihood != "bernoulli" else 1
-            z_features = cfg.latent_dim + cond  # the decoder sees z and the label embedding
-            if cfg.arch == "mlp":
-                return (
-                    MLPEncoder(shape, cfg.hidden, cfg.activation, cond),
-                    MLPDecoder(shape, cfg.hidden, cfg.activation, z_features, per_pixel),
-                )
-            blocks = cfg.blocks_per_level
-            return (
-                ConvEncoder(shape, cfg.channels, blocks, cond),
-                ConvDecoder(shape, cfg.channels, blocks, z_features, per_pixel),
-            )
-
-        protocol.check_size(halves, cfg.latent_dim, f"the {cfg.arch} VAE of model.* for {shape}")
-        encoder, decoder = halves()
-        return cls(
-            encoder,
-            decoder,
-            latent_dim=cfg.latent_dim,
-            input_shape=shape,
-            likelihood=likelihood,
-            obs_scale=cfg.obs_scale,
-            learn_scale=learn_scale,
-            num_classes=num_classes if cfg.conditional else 0,
-            label_dim=cfg.label_dim,
-            normalization=normalization,
-        )
+        `Normalization.record()` of the data (see `builtin.vae_arguments`)."""
+        return cls(**builtin.vae_arguments(cfg, input_shape, num_classes, normalization))
 
     def architecture(self) -> dict[str, Any]:
         """What config.json records to rebuild this model: each half as a registered name
