@@ -174,6 +174,14 @@ class ModelConfig:
     latent_dim: int = opt(
         20, "size of the latent vector z", flag="--latent-dim", min=1, max=MAX_WIDTH
     )
+    latent_channels: int = opt(
+        0,
+        "conv: a spatial latent of this many channels at the last level's size (C x H/2^L "
+        "x W/2^L for L levels of model.channels, as latent diffusion's autoencoders use; "
+        "latent_dim is then ignored); 0: a latent vector of latent_dim",
+        min=0,
+        max=4096,
+    )
     likelihood: str = opt(
         "auto",
         "p(x|z): bernoulli (BCE on logits), gaussian (MSE) or laplace (L1); auto: "

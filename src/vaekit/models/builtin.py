@@ -3,6 +3,7 @@ settings, sized and checked before anything is allocated."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,7 +13,7 @@ from ..config import ModelConfig
 from ..errors import ConfigError
 from ..normalize import Normalization
 from . import protocol
-from .conv import ConvDecoder, ConvEncoder
+from .conv import ConvDecoder, ConvEncoder, latent_map_shape
 from .mlp import MLPDecoder, MLPEncoder
 
 
@@ -34,6 +35,8 @@ def vae_arguments(
         raise ConfigError("model.conditional needs labelled data (num_classes >= 1)")
     c, h, w = (int(s) for s in input_shape)
     shape = (c, h, w)
+    latent_shape = _latent_shape(cfg, shape)
+    latent_dim = math.prod(latent_shape) if latent_shape else cfg.latent_dim
 
     def halves() -> tuple[nn.Module, nn.Module]:
         cond = cfg.label_dim if cfg.conditional else 0
@@ -44,18 +47,19 @@ def vae_arguments(
                 MLPEncoder(shape, cfg.hidden, cfg.activation, cond),
                 MLPDecoder(shape, cfg.hidden, cfg.activation, z_features, per_pixel),
             )
-        blocks = cfg.blocks_per_level
+        blocks, spatial = cfg.blocks_per_level, cfg.latent_channels
         return (
-            ConvEncoder(shape, cfg.channels, blocks, cond),
-            ConvDecoder(shape, cfg.channels, blocks, z_features, per_pixel),
+            ConvEncoder(shape, cfg.channels, blocks, cond, spatial),
+            ConvDecoder(shape, cfg.channels, blocks, z_features, per_pixel, spatial),
         )
 
-    protocol.check_size(halves, cfg.latent_dim, f"the {cfg.arch} VAE of model.* for {shape}")
+    protocol.check_size(halves, latent_dim, f"the {cfg.arch} VAE of model.* for {shape}")
     encoder, decoder = halves()
     return {
         "encoder": encoder,
         "decoder": decoder,
-        "latent_dim": cfg.latent_dim,
+        "latent_dim": latent_dim,
+        "latent_shape": latent_shape,
         "input_shape": shape,
         "likelihood": likelihood,
         "obs_scale": cfg.obs_scale,
@@ -64,3 +68,19 @@ def vae_arguments(
         "label_dim": cfg.label_dim,
         "normalization": normalization,
     }
+
+
+def _latent_shape(cfg: ModelConfig, shape: tuple[int, int, int]) -> tuple[int, int, int] | None:
+    """The spatial latent model.latent_channels asks for, or None for a latent vector."""
+    if not cfg.latent_channels:
+        return None
+    if cfg.arch != "conv":
+        raise ConfigError(
+            f"model.latent_channels (a spatial latent) needs model.arch conv; got {cfg.arch}"
+        )
+    if cfg.conditional:
+        raise ConfigError(
+            "model.conditional needs a latent vector (the label embedding joins z); "
+            "set model.latent_channels 0"
+        )
+    return latent_map_shape(shape, cfg.channels, cfg.latent_channels)
