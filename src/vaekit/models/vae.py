@@ -26,7 +26,7 @@ from .. import limits, losses
 from ..config import ModelConfig
 from ..errors import CheckpointError, ConfigError, DataError
 from ..normalize import Normalization
-from . import protocol, registry
+from . import autoencoderkl, diffusers_init, protocol, registry
 from .conv import ConvDecoder, ConvEncoder
 from .mlp import MLPDecoder, MLPEncoder
 from .paths import check_method, latent_path
@@ -125,8 +125,14 @@ class VAE(Pretrained):
             raise ConfigError("model.conditional needs labelled data (num_classes >= 1)")
         c, h, w = (int(s) for s in input_shape)
         shape = (c, h, w)
+        latent_dim = cfg.latent_dim
+        kl = diffusers_init.plan(cfg, shape, likelihood, learn_scale)  # diffusers' pair
+        if kl is not None:
+            likelihood, learn_scale, latent_dim = kl.likelihood, False, kl.latent_dim
 
         def halves() -> tuple[nn.Module, nn.Module]:
+            if kl is not None:
+                return autoencoderkl.halves(kl.encoder_args, kl.decoder_args)
             cond = cfg.label_dim if cfg.conditional else 0
             per_pixel = 2 if learn_scale and likelihood != "bernoulli" else 1
             z_features = cfg.latent_dim + cond  # the decoder sees z and the label embedding
@@ -141,12 +147,13 @@ class VAE(Pretrained):
                 ConvDecoder(shape, cfg.channels, blocks, z_features, per_pixel),
             )
 
-        protocol.check_size(halves, cfg.latent_dim, f"the {cfg.arch} VAE of model.* for {shape}")
+        arch = "autoencoderkl" if kl is not None else cfg.arch
+        protocol.check_size(halves, latent_dim, f"the {arch} VAE of model.* for {shape}")
         encoder, decoder = halves()
-        return cls(
+        model = cls(
             encoder,
             decoder,
-            latent_dim=cfg.latent_dim,
+            latent_dim=latent_dim,
             input_shape=shape,
             likelihood=likelihood,
             obs_scale=cfg.obs_scale,
@@ -155,6 +162,9 @@ class VAE(Pretrained):
             label_dim=cfg.label_dim,
             normalization=normalization,
         )
+        if kl is not None and kl.weights is not None:  # model.init: the weights, exactly
+            model.load_state_dict(kl.weights, strict=True)
+        return model
 
     def architecture(self) -> dict[str, Any]:
         """What config.json records to rebuild this model: each half as a registered name
