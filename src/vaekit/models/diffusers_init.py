@@ -18,16 +18,19 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
+from . import protocol
 from .autoencoderkl import (
     INSTALL,
     check_settings,
     first_line,
     from_diffusers_keys,
     from_model_config,
+    halves,
     split_config,
 )
 
 PREFIX = "diffusers:"
+WEIGHTS = "initial_weights"  # the entry of vae_arguments() that holds model.init's weights
 CLASS_NAME = "AutoencoderKL"
 
 
@@ -59,6 +62,32 @@ def plan(cfg: Any, shape: tuple[int, int, int], likelihood: str, learn_scale: bo
     where = f"model.init {cfg.init}" if cfg.init else "model.arch autoencoderkl"
     latent = latent_dim(encoder_args, shape, where)
     return Plan(encoder_args, decoder_args, weights, likelihood, latent)
+
+
+def vae_arguments(
+    kl: Plan, cfg: Any, shape: tuple[int, int, int], normalization: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The arguments of `VAE(...)` for the pair `kl` plans, its size checked first; the
+    weights of model.init, if any, under WEIGHTS."""
+
+    def pair() -> tuple[Any, Any]:
+        return halves(kl.encoder_args, kl.decoder_args)
+
+    protocol.check_size(pair, kl.latent_dim, f"the autoencoderkl VAE of model.* for {shape}")
+    encoder, decoder = pair()
+    arguments = {
+        "encoder": encoder,
+        "decoder": decoder,
+        "latent_dim": kl.latent_dim,
+        "input_shape": shape,
+        "likelihood": kl.likelihood,
+        "obs_scale": cfg.obs_scale,
+        "learn_scale": False,
+        "normalization": normalization,
+    }
+    if kl.weights is not None:
+        arguments[WEIGHTS] = kl.weights
+    return arguments
 
 
 def latent_dim(encoder_args: dict[str, Any], shape: tuple[int, int, int], where: str) -> int:

@@ -26,9 +26,7 @@ from .. import limits, losses
 from ..config import ModelConfig
 from ..errors import CheckpointError, ConfigError, DataError
 from ..normalize import Normalization
-from . import autoencoderkl, diffusers_init, protocol, registry
-from .conv import ConvDecoder, ConvEncoder
-from .mlp import MLPDecoder, MLPEncoder
+from . import builtin, diffusers_init, protocol, registry
 from .paths import check_method, latent_path
 from .pretrained import Pretrained, resolve
 
@@ -112,58 +110,15 @@ class VAE(Pretrained):
         num_classes: int = 0,
         normalization: dict[str, Any] | None = None,
     ) -> VAE:
-        """The built-in MLP or conv VAE that `cfg` (the config's `model` section) describes;
+        """The built-in MLP, conv or autoencoderkl VAE that `cfg` (the config's `model`
+        section) describes, started from model.init's weights where it names some;
         `num_classes` counts only when `cfg.conditional`; `normalization` is a
-        `Normalization.record()` of the data. Likelihood 'auto' is Bernoulli for data in
-        [0, 1], else a Gaussian with a learned scale. Its size is checked first."""
-        bounded = Normalization.from_record(normalization, int(input_shape[0])).bounded
-        likelihood, learn_scale = cfg.likelihood, cfg.learn_scale
-        if likelihood == "auto":
-            likelihood, learn_scale = ("bernoulli", False) if bounded else ("gaussian", True)
-
-        if cfg.conditional and num_classes < 1:
-            raise ConfigError("model.conditional needs labelled data (num_classes >= 1)")
-        c, h, w = (int(s) for s in input_shape)
-        shape = (c, h, w)
-        latent_dim = cfg.latent_dim
-        kl = diffusers_init.plan(cfg, shape, likelihood, learn_scale)  # diffusers' pair
-        if kl is not None:
-            likelihood, learn_scale, latent_dim = kl.likelihood, False, kl.latent_dim
-
-        def halves() -> tuple[nn.Module, nn.Module]:
-            if kl is not None:
-                return autoencoderkl.halves(kl.encoder_args, kl.decoder_args)
-            cond = cfg.label_dim if cfg.conditional else 0
-            per_pixel = 2 if learn_scale and likelihood != "bernoulli" else 1
-            z_features = cfg.latent_dim + cond  # the decoder sees z and the label embedding
-            if cfg.arch == "mlp":
-                return (
-                    MLPEncoder(shape, cfg.hidden, cfg.activation, cond),
-                    MLPDecoder(shape, cfg.hidden, cfg.activation, z_features, per_pixel),
-                )
-            blocks = cfg.blocks_per_level
-            return (
-                ConvEncoder(shape, cfg.channels, blocks, cond),
-                ConvDecoder(shape, cfg.channels, blocks, z_features, per_pixel),
-            )
-
-        arch = "autoencoderkl" if kl is not None else cfg.arch
-        protocol.check_size(halves, latent_dim, f"the {arch} VAE of model.* for {shape}")
-        encoder, decoder = halves()
-        model = cls(
-            encoder,
-            decoder,
-            latent_dim=latent_dim,
-            input_shape=shape,
-            likelihood=likelihood,
-            obs_scale=cfg.obs_scale,
-            learn_scale=learn_scale,
-            num_classes=num_classes if cfg.conditional else 0,
-            label_dim=cfg.label_dim,
-            normalization=normalization,
-        )
-        if kl is not None and kl.weights is not None:  # model.init: the weights, exactly
-            model.load_state_dict(kl.weights, strict=True)
+        `Normalization.record()` of the data (see `builtin.vae_arguments`)."""
+        arguments = builtin.vae_arguments(cfg, input_shape, num_classes, normalization)
+        weights = arguments.pop(diffusers_init.WEIGHTS, None)
+        model = cls(**arguments)
+        if weights is not None:  # model.init: start from these weights, exactly
+            model.load_state_dict(weights, strict=True)
         return model
 
     def architecture(self) -> dict[str, Any]:
