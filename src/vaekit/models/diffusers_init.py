@@ -11,6 +11,7 @@ diffusers one does before the first step. Export goes the other way (io/export.p
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,13 +38,13 @@ CLASS_NAME = "AutoencoderKL"
 @dataclass
 class Plan:
     """The pair model.* asks for: its halves' arguments, the weights to start from (None:
-    a fresh initialisation), the likelihood, and the latent's size C*h*w."""
+    a fresh initialisation), the likelihood, and the latent map's shape (C, h, w)."""
 
     encoder_args: dict[str, Any]
     decoder_args: dict[str, Any]
     weights: dict[str, torch.Tensor] | None
     likelihood: str
-    latent_dim: int
+    latent_shape: tuple[int, int, int]
 
 
 def plan(cfg: Any, shape: tuple[int, int, int], likelihood: str, learn_scale: bool) -> Plan | None:
@@ -60,7 +61,7 @@ def plan(cfg: Any, shape: tuple[int, int, int], likelihood: str, learn_scale: bo
         likelihood, learn_scale = "laplace", False
     check_settings(likelihood, learn_scale, cfg.conditional)
     where = f"model.init {cfg.init}" if cfg.init else "model.arch autoencoderkl"
-    latent = latent_dim(encoder_args, shape, where)
+    latent = latent_shape(encoder_args, shape, where)
     return Plan(encoder_args, decoder_args, weights, likelihood, latent)
 
 
@@ -73,12 +74,14 @@ def vae_arguments(
     def pair() -> tuple[Any, Any]:
         return halves(kl.encoder_args, kl.decoder_args)
 
-    protocol.check_size(pair, kl.latent_dim, f"the autoencoderkl VAE of model.* for {shape}")
+    latent_dim = math.prod(kl.latent_shape)
+    protocol.check_size(pair, latent_dim, f"the autoencoderkl VAE of model.* for {shape}")
     encoder, decoder = pair()
     arguments = {
         "encoder": encoder,
         "decoder": decoder,
-        "latent_dim": kl.latent_dim,
+        "latent_dim": latent_dim,
+        "latent_shape": kl.latent_shape,
         "input_shape": shape,
         "likelihood": kl.likelihood,
         "obs_scale": cfg.obs_scale,
@@ -90,9 +93,11 @@ def vae_arguments(
     return arguments
 
 
-def latent_dim(encoder_args: dict[str, Any], shape: tuple[int, int, int], where: str) -> int:
-    """C*h*w of the latent map for images of `shape`: one 2x downsampling between levels,
-    so H and W must divide by 2**(levels - 1)."""
+def latent_shape(
+    encoder_args: dict[str, Any], shape: tuple[int, int, int], where: str
+) -> tuple[int, int, int]:
+    """(C, h, w) of the latent map for images of `shape`: one 2x downsampling between
+    levels, so H and W must divide by 2**(levels - 1)."""
     c, h, w = shape
     channels = int(encoder_args.get("in_channels", 3))
     if channels != c:
@@ -103,7 +108,7 @@ def latent_dim(encoder_args: dict[str, Any], shape: tuple[int, int, int], where:
             f"{where} downsamples by {factor}: the images' height and width must divide by "
             f"{factor}; got {h}x{w} (set data.image_size)"
         )
-    return int(encoder_args.get("latent_channels", 4)) * (h // factor) * (w // factor)
+    return int(encoder_args.get("latent_channels", 4)), h // factor, w // factor
 
 
 def reference(init: str) -> str | None:
