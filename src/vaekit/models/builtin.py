@@ -12,7 +12,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..errors import ConfigError
 from ..normalize import Normalization
-from . import protocol
+from . import diffusers_init, protocol
 from .conv import ConvDecoder, ConvEncoder, latent_map_shape
 from .mlp import MLPDecoder, MLPEncoder
 
@@ -25,7 +25,8 @@ def vae_arguments(
 ) -> dict[str, Any]:
     """The arguments of `VAE(...)` for the built-in model `cfg` describes, its halves built.
     Likelihood 'auto' is Bernoulli for data in [0, 1], else a Gaussian with a learned
-    scale. The model's size is checked first."""
+    scale. The model's size is checked first. With model.init, the weights to start from
+    come as one more entry, `diffusers_init.WEIGHTS`."""
     bounded = Normalization.from_record(normalization, int(input_shape[0])).bounded
     likelihood, learn_scale = cfg.likelihood, cfg.learn_scale
     if likelihood == "auto":
@@ -35,6 +36,9 @@ def vae_arguments(
         raise ConfigError("model.conditional needs labelled data (num_classes >= 1)")
     c, h, w = (int(s) for s in input_shape)
     shape = (c, h, w)
+    kl = diffusers_init.plan(cfg, shape, likelihood, learn_scale)
+    if kl is not None:  # diffusers' AutoencoderKL: model.arch autoencoderkl or model.init
+        return diffusers_init.vae_arguments(kl, cfg, shape, normalization)
     latent_shape = _latent_shape(cfg, shape)
     latent_dim = math.prod(latent_shape) if latent_shape else cfg.latent_dim
 

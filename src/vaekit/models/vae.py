@@ -33,7 +33,7 @@ from .. import limits, losses
 from ..config import ModelConfig
 from ..errors import CheckpointError, ConfigError, DataError
 from ..normalize import Normalization
-from . import builtin, protocol, registry
+from . import builtin, diffusers_init, protocol, registry
 from .paths import check_method, latent_path
 from .pretrained import Pretrained, resolve
 
@@ -127,10 +127,16 @@ class VAE(Pretrained):
         num_classes: int = 0,
         normalization: dict[str, Any] | None = None,
     ) -> VAE:
-        """The built-in MLP or conv VAE that `cfg` (the config's `model` section) describes;
+        """The built-in MLP, conv or autoencoderkl VAE that `cfg` (the config's `model`
+        section) describes, started from model.init's weights where it names some;
         `num_classes` counts only when `cfg.conditional`; `normalization` is a
         `Normalization.record()` of the data (see `builtin.vae_arguments`)."""
-        return cls(**builtin.vae_arguments(cfg, input_shape, num_classes, normalization))
+        arguments = builtin.vae_arguments(cfg, input_shape, num_classes, normalization)
+        weights = arguments.pop(diffusers_init.WEIGHTS, None)
+        model = cls(**arguments)
+        if weights is not None:  # model.init: start from these weights, exactly
+            model.load_state_dict(weights, strict=True)
+        return model
 
     def architecture(self) -> dict[str, Any]:
         """What config.json records to rebuild this model: each half as a registered name
