@@ -195,3 +195,48 @@ def test_inception_weights_that_would_run_code_are_refused(
         inception.weights_file(str(path))
     with pytest.raises(ConfigError, match="does not exist"):
         inception.weights_file(str(tmp_path / "missing.pth"))
+
+
+def _torch_fidelity_imports() -> bool:
+    try:
+        import torch_fidelity  # noqa: F401
+    except Exception:  # not installed, or its torchvision does not import beside this torch
+        return False
+    return True
+
+
+@pytest.mark.skipif(
+    not _torch_fidelity_imports(),
+    reason="torch-fidelity does not import here (its torchvision does not import beside "
+    "this torch build); the download itself is tested above",
+)
+def test_inception_fid_runs_on_the_downloaded_weights(
+    server,  # noqa: ANN001
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from torch_fidelity import feature_extractor_inceptionv3 as fe
+
+    from vaekit.evaluation import metrics
+
+    base, files = server
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.MonkeyPatch.context() as m:  # build the network without any weights
+        m.setattr(fe, "load_state_dict_from_url", lambda *args, **kwargs: None)
+        m.setattr(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
+        state = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"]).state_dict()
+    torch.save(state, tmp_path / "inception.pth")  # seeded random weights in its layout
+    files.files["/inception.pth"] = body = (tmp_path / "inception.pth").read_bytes()
+    monkeypatch.setattr(inception, "URL", base + "/inception.pth")
+    monkeypatch.setattr(inception, "SHA256", sha(body)[:8])
+    metric, _ = metrics.fid_metric("inception", 3)
+    loaded = metric.inception.state_dict()
+    assert torch.equal(loaded["fc.weight"], state["fc.weight"])
+    assert torch.equal(
+        loaded["Mixed_7c.branch_pool.conv.weight"], state["Mixed_7c.branch_pool.conv.weight"]
+    )
+    g = torch.Generator().manual_seed(0)
+    real, fake = torch.rand(6, 1, 32, 32, generator=g), torch.rand(6, 1, 32, 32, generator=g)
+    value = metrics.fid_images(real, fake, "inception", batch_size=3)
+    assert value > 0 and abs(metrics.fid_images(real, real, "inception")) < 1e-2 * value
+    assert files.hits == ["/inception.pth"]  # downloaded once, then read from the cache
