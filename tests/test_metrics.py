@@ -4,6 +4,7 @@ hand computations and their defining properties."""
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -213,3 +214,11 @@ def test_inception_fid_without_torch_fidelity_or_weights_says_what_to_do(
     torch.save({"fc.weight": torch.zeros(2, 2)}, local)
     with pytest.raises(ConfigError, match="could not be loaded.*--fid-weights"):
         metrics.fid_images(_images(), _images(), "inception", weights=str(local))
+
+
+def test_fid_says_so_when_torchmetrics_fid_cannot_import(monkeypatch: pytest.MonkeyPatch) -> None:
+    # torch-fidelity installed beside a torchvision that does not import: torchmetrics' FID
+    # module then fails to import at all, even for the random feature network
+    monkeypatch.setitem(sys.modules, "torchmetrics.image.fid", None)
+    with pytest.raises(ConfigError, match="does not import here.*pip uninstall torch-fidelity"):
+        metrics.fid_images(_images(), _images(), "random")
