@@ -1,6 +1,7 @@
-"""Weight files download for real, from a local HTTP server on 127.0.0.1 that serves files
-this test writes: a good file lands in the cache, a wrong hash or a cut-off transfer
-leaves nothing there, offline is one line with the URL. Nothing reaches the internet."""
+"""Weight files (LPIPS's, and the Inception network's for FID) download for real, from a
+local HTTP server on 127.0.0.1 that serves files this test writes: a good file lands in the
+cache, a wrong hash or a cut-off transfer leaves nothing there, offline is one line with the
+URL. Nothing reaches the internet."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from vaekit.errors import DownloadError
-from vaekit.evaluation import perceptual
+from vaekit.errors import ConfigError, DownloadError
+from vaekit.evaluation import inception, perceptual
 from vaekit.io.download import download
 
 
@@ -129,3 +130,113 @@ def test_lpips_downloads_its_weights_on_first_use(
     assert perceptual.lin_checkpoint("alex").read_bytes() == blobs["lins.pth"]
     perceptual.build_perceptual("lpips-alex", "cpu")  # from the cache, no second download
     assert sorted(files.hits) == ["/backbone.pth", "/lins.pth"]
+
+
+def test_inception_weights_download_once_hash_checked(
+    server,  # noqa: ANN001
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    base, files = server
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    state = {"fc.weight": torch.randn(1008, 2048), "fc.bias": torch.zeros(1008)}
+    torch.save(state, tmp_path / "inception.pth")
+    files.files["/inception.pth"] = body = (tmp_path / "inception.pth").read_bytes()
+    monkeypatch.setattr(inception, "URL", base + "/inception.pth")
+    monkeypatch.setattr(inception, "SHA256", sha(body)[:8])  # a prefix, like the real pin
+    path = inception.weights_file()
+    assert path == tmp_path / "torch" / "hub" / "checkpoints" / inception.FILE
+    assert path.read_bytes() == body
+    assert inception.weights_file() == path  # from the cache, no second download
+    assert files.hits == ["/inception.pth"]
+
+
+def test_an_inception_download_with_a_wrong_hash_leaves_nothing(
+    server,  # noqa: ANN001
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    base, files = server
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "inception.pth")
+    files.files["/inception.pth"] = body = (tmp_path / "inception.pth").read_bytes()
+    monkeypatch.setattr(inception, "URL", base + "/inception.pth")
+    wrong = "0" * 8 if not sha(body).startswith("0" * 8) else "f" * 8
+    monkeypatch.setattr(inception, "SHA256", wrong)
+    with pytest.raises(DownloadError, match="has SHA-256"):
+        inception.weights_file()
+    assert list(inception.checkpoint().parent.iterdir()) == []
+
+
+def test_inception_weights_offline_name_the_url(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(DownloadError) as err:  # conftest keeps the suite offline
+        inception.weights_file()
+    message = str(err.value)
+    assert inception.URL in message and "--fid-weights" in message and "\n" not in message
+    assert inception.URL.endswith(inception.FILE) and inception.FILE.endswith("-6726825d.pth")
+
+
+class _RunsCode:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (print, ("this file ran code",))
+
+
+def test_inception_weights_that_would_run_code_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / inception.FILE
+    torch.save({"fc.weight": torch.zeros(1), "payload": _RunsCode()}, path)
+    with pytest.raises(ConfigError, match="not a plain torch weights file"):
+        inception.weights_file(str(path))
+    assert "ran code" not in capsys.readouterr().out
+    torch.save({"conv": torch.zeros(1)}, path)
+    with pytest.raises(ConfigError, match="no fc.weight"):
+        inception.weights_file(str(path))
+    with pytest.raises(ConfigError, match="does not exist"):
+        inception.weights_file(str(tmp_path / "missing.pth"))
+
+
+def _torch_fidelity_imports() -> bool:
+    try:
+        import torch_fidelity  # noqa: F401
+    except Exception:  # not installed, or its torchvision does not import beside this torch
+        return False
+    return True
+
+
+@pytest.mark.skipif(
+    not _torch_fidelity_imports(),
+    reason="torch-fidelity does not import here (its torchvision does not import beside "
+    "this torch build); the download itself is tested above",
+)
+def test_inception_fid_runs_on_the_downloaded_weights(
+    server,  # noqa: ANN001
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from torch_fidelity import feature_extractor_inceptionv3 as fe
+
+    from vaekit.evaluation import metrics
+
+    base, files = server
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.MonkeyPatch.context() as m:  # build the network without any weights
+        m.setattr(fe, "load_state_dict_from_url", lambda *args, **kwargs: None)
+        m.setattr(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
+        state = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"]).state_dict()
+    torch.save(state, tmp_path / "inception.pth")  # seeded random weights in its layout
+    files.files["/inception.pth"] = body = (tmp_path / "inception.pth").read_bytes()
+    monkeypatch.setattr(inception, "URL", base + "/inception.pth")
+    monkeypatch.setattr(inception, "SHA256", sha(body)[:8])
+    metric, _ = metrics.fid_metric("inception", 3)
+    loaded = metric.inception.state_dict()
+    assert torch.equal(loaded["fc.weight"], state["fc.weight"])
+    assert torch.equal(
+        loaded["Mixed_7c.branch_pool.conv.weight"], state["Mixed_7c.branch_pool.conv.weight"]
+    )
+    g = torch.Generator().manual_seed(0)
+    real, fake = torch.rand(6, 1, 32, 32, generator=g), torch.rand(6, 1, 32, 32, generator=g)
+    value = metrics.fid_images(real, fake, "inception", batch_size=3)
+    assert value > 0 and abs(metrics.fid_images(real, real, "inception")) < 1e-2 * value
+    assert files.hits == ["/inception.pth"]  # downloaded once, then read from the cache

@@ -4,6 +4,7 @@ hand computations and their defining properties."""
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,8 @@ from torch import nn
 
 import vaekit
 from vaekit.data import load_data, to_float
-from vaekit.errors import ConfigError
-from vaekit.evaluation import metrics
+from vaekit.errors import ConfigError, DownloadError
+from vaekit.evaluation import inception, metrics
 from vaekit.evaluation.likelihood import elbo_stats
 
 C1, C2 = 0.01**2, 0.03**2
@@ -191,17 +192,33 @@ def test_fid_of_prior_samples_through_a_pluggable_network(
 
 
 def test_inception_fid_without_torch_fidelity_or_weights_says_what_to_do(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     import torchmetrics.image.fid as tm_fid
 
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(tm_fid, "_TORCH_FIDELITY_AVAILABLE", False)
     with pytest.raises(ConfigError, match="torch-fidelity"):
         metrics.fid_images(_images(), _images(), "inception")
-
-    def no_download(*args: object, **kwargs: object) -> None:
-        raise OSError("network unreachable")
-
-    monkeypatch.setattr(tm_fid.FrechetInceptionDistance, "__init__", no_download)
-    with pytest.raises(ConfigError, match="--fid-weights"):
+    # with torch-fidelity, the weights come next: offline, one line naming the URL
+    monkeypatch.setattr(tm_fid, "_TORCH_FIDELITY_AVAILABLE", True)
+    with pytest.raises(DownloadError, match="--fid-weights") as err:
         metrics.fid_images(_images(), _images(), "inception")
+    assert inception.URL in str(err.value) and not inception.checkpoint().exists()
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("Error(s) in loading state_dict for FeatureExtractorInceptionV3")
+
+    monkeypatch.setattr(tm_fid.FrechetInceptionDistance, "__init__", no_network)
+    local = tmp_path / inception.FILE
+    torch.save({"fc.weight": torch.zeros(2, 2)}, local)
+    with pytest.raises(ConfigError, match="could not be loaded.*--fid-weights"):
+        metrics.fid_images(_images(), _images(), "inception", weights=str(local))
+
+
+def test_fid_says_so_when_torchmetrics_fid_cannot_import(monkeypatch: pytest.MonkeyPatch) -> None:
+    # torch-fidelity installed beside a torchvision that does not import: torchmetrics' FID
+    # module then fails to import at all, even for the random feature network
+    monkeypatch.setitem(sys.modules, "torchmetrics.image.fid", None)
+    with pytest.raises(ConfigError, match="does not import here.*pip uninstall torch-fidelity"):
+        metrics.fid_images(_images(), _images(), "random")

@@ -16,6 +16,7 @@ import vaekit
 from browser import Browser, browser  # noqa: F401 (a fixture)
 from conftest import assert_clean_error, run_cli, tiny_config
 from vaekit.cli import main
+from vaekit.evaluation.perceptual import build_perceptual
 from vaekit.evaluation.summary import metrics_rows
 from vaekit.viz import figures, report
 
@@ -106,6 +107,17 @@ def test_report_shows_the_config_and_the_metrics_table(built: Path) -> None:
     ):
         assert needle in words, needle
     assert "kl per dim" not in words and "activity" not in words  # lists have their figure
+    assert "rFID" not in words and "LPIPS" not in words  # only when asked for
+
+
+def test_report_shows_rfid_and_lpips_when_asked(built: Path, tmp_path: Path) -> None:
+    lpips = build_perceptual("lpips-vgg", "cpu", "random", "random")
+    page = report.build_report(
+        built.parent, out_dir=tmp_path, iw_samples=0, max_test=20, rfid="random", lpips=lpips
+    )
+    words = " ".join(parse(page).text)
+    for needle in ("rFID", "random features", "LPIPS", "lpips-vgg (random weights)"):
+        assert needle in words, needle
 
 
 def test_metrics_rows_put_known_metrics_first_with_units() -> None:
@@ -147,10 +159,12 @@ def test_report_command_writes_into_the_run_and_prints_the_path(
 ) -> None:
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
-    result = run_cli("report", str(run), "--iw-samples", "3", "--max-test", "20")
+    result = run_cli(
+        "report", str(run), "--iw-samples", "3", "--max-test", "20", "--rfid", "random"
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(run / "report.html")
-    assert (run / "report.html").is_file()
+    assert "rFID" in (run / "report.html").read_text(encoding="utf-8")
     for name in figures.FILES.values():
         assert (run / name).is_file(), name  # 4-D latents: manifold of the 2 most active
 

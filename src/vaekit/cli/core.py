@@ -109,14 +109,60 @@ def _evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         metavar="N",
         help="prior samples, and test images, the FID compares (default 10000)",
     )
-    p.add_argument(
-        "--fid-weights",
-        metavar="PATH",
-        help="a local copy of the Inception weights (pt_inception-2015-12-05-6726825d.pth)",
-    )
+    add_reconstruction_flags(p)
     p.add_argument("--batch-size", type=count(1, 2**20), default=1000)
     p.add_argument("--seed", type=count(0, 2**63 - 1), default=0)
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
+
+
+def add_reconstruction_flags(p: argparse.ArgumentParser) -> None:
+    """--rfid, --lpips and the weights they use: `evaluate` and `report` share them."""
+    p.add_argument(
+        "--rfid",
+        nargs="?",
+        const="inception",
+        choices=("inception", "random"),
+        help="also the reconstruction FID: test images against their reconstructions, "
+        "with the feature networks of --fid (compares up to --fid-samples images)",
+    )
+    p.add_argument(
+        "--fid-weights",
+        metavar="PATH",
+        help="a local copy of the Inception weights (torch-fidelity's "
+        "weights-inception-2015-12-05-6726825d.pth); by default they download once into "
+        "the torch hub cache",
+    )
+    p.add_argument(
+        "--lpips",
+        nargs="?",
+        const="lpips-vgg",
+        default="none",
+        choices=("lpips-vgg", "lpips-alex", "none"),
+        help="also the LPIPS distance of the reconstructions to the test images (weights "
+        "download once into the torch hub cache; default none)",
+    )
+    for part, what in (("backbone", "VGG16 / AlexNet weights"), ("lin", "LPIPS layer weights")):
+        p.add_argument(
+            f"--lpips-{part}-weights",
+            default="",
+            metavar="PATH",
+            help=f"a local file of the {what} for --lpips, or 'random' (seeded random "
+            "weights: keeps the code path, measures nothing perceptual)",
+        )
+
+
+def reconstruction_options(args: argparse.Namespace) -> dict[str, Any]:
+    """evaluate()'s rfid, lpips and fid_weights from the flags `add_reconstruction_flags` adds."""
+    from ..errors import ConfigError
+    from ..evaluation.perceptual import build_perceptual
+
+    weights = (args.lpips_backbone_weights, args.lpips_lin_weights)
+    if args.lpips == "none" and any(weights):
+        raise ConfigError("--lpips-backbone-weights and --lpips-lin-weights need --lpips")
+    lpips = None if args.lpips == "none" else args.lpips
+    if lpips is not None and any(weights):
+        lpips = build_perceptual(lpips, "cpu", *weights)
+    return {"rfid": args.rfid, "lpips": lpips, "fid_weights": args.fid_weights}
 
 
 def _sample_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -206,7 +252,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         precision=args.precision,
         fid=args.fid,
         fid_samples=args.fid_samples,
-        fid_weights=args.fid_weights,
+        **reconstruction_options(args),
     )
     if args.json:
         print(json.dumps(stats, indent=2, sort_keys=True))

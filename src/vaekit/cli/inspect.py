@@ -7,7 +7,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .core import COMMON_HELP, _load_run, _out_path
+from .core import (
+    COMMON_HELP,
+    _load_run,
+    _out_path,
+    add_reconstruction_flags,
+    reconstruction_options,
+)
 from .parser import count
 
 
@@ -46,6 +52,7 @@ def _report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--batch-size", type=count(1, 2**20), default=1000)
     p.add_argument("--seed", type=count(0, 2**63 - 1), default=0)
     p.add_argument("--out", help="directory for the report and its pictures (default: RUN)")
+    add_reconstruction_flags(p)
 
 
 def _explore_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -140,6 +147,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
         progress=True,
+        **reconstruction_options(args),
     )
     print(path)
     return 0

@@ -1,10 +1,12 @@
 """`vaekit evaluate` as a function: the test-set ELBO, the importance-weighted log p(x), and
-the image and latent metrics, in one dict (the same numbers the CLI prints)."""
+the image and latent metrics (LPIPS and rFID of reconstructions too, when asked for), in one
+dict (the same numbers the CLI prints)."""
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -14,8 +16,9 @@ from ..data.streaming import LazyRows
 from ..errors import ConfigError, DataError
 from ..models import VAE
 from ..models.protocol import as_input
-from . import metrics
+from . import metrics, reconstruction
 from .likelihood import DEFAULT_BUDGET, elbo_stats, importance_sampling
+from .reconstruction import Distance
 
 
 def check_input(x: Any, model: VAE, source: str = "input") -> torch.Tensor:
@@ -67,6 +70,8 @@ def evaluate(
     fid: str | torch.nn.Module | None = None,
     fid_samples: int = 10_000,
     fid_weights: str | None = None,
+    rfid: str | torch.nn.Module | None = None,
+    lpips: str | Distance | None = None,
 ) -> dict[str, Any]:
     """Test-set numbers, nats per example: the same ones `vaekit evaluate` prints.
 
@@ -74,54 +79,97 @@ def evaluate(
     `iw_samples` K > 0: log_px (the importance-weighted estimate) and its standard error
     over examples, iw_elbo (the ELBO on the same K samples), iw_ess and nll_bits_per_dim.
     `image_metrics`: mse, psnr, ssim of posterior-mean reconstructions. `latent_metrics`:
-    kl_per_dim and active_units (Burda et al. 2015). `fid`: 'inception', 'random' or a
-    feature network (see `metrics.fid`). `seconds` is the wall time of each part.
+    kl_per_dim and active_units (Burda et al. 2015). `fid`: FID of prior samples against
+    the images, with 'inception', 'random' or a feature network (see `metrics.fid`);
+    `rfid`: FID of the reconstructions against the images, the same choices; both compare
+    up to `fid_samples` images. `lpips`: LPIPS of the reconstructions, 'lpips-vgg',
+    'lpips-alex' (weights downloaded on first use) or a distance (see
+    `perceptual.build_perceptual`). `seconds` is the wall time of each part.
     """
     if not isinstance(model, VAE):
         raise ConfigError(f"evaluate takes a vaekit.VAE, not {type(model).__name__}")
     _check_counts(batch_size=(batch_size, 1), iw_samples=(iw_samples, 0), seed=(seed, 0))
-    if fid is not None:
+    if fid is not None or rfid is not None:
         _check_counts(fid_samples=(fid_samples, 2))
     was_training = model.training
     model.eval()
-    seconds: dict[str, float] = {}
-
-    def timed(part: str, compute: Any) -> dict[str, Any]:
-        started = time.perf_counter()
-        out = compute()
-        seconds[part] = time.perf_counter() - started
-        return out
-
     try:
         xf = check_input(x, model)
-        stats: dict[str, Any] = {}
-        if fid is not None:  # first: a missing extra or missing weights fail before the rest
-            fid_stats = timed(
-                "fid", lambda: _fid(model, xf, y, fid, fid_samples, seed, batch_size, fid_weights)
-            )
-        stats.update(timed("elbo", lambda: _elbo(model, xf, y, batch_size, seed)))
+        fid_args = (fid_samples, seed, batch_size, fid_weights)
+        # first the parts that need an extra or downloaded weights: a missing one fails at once
+        first = _quality_parts(model, xf, y, fid, rfid, lpips, fid_args)
+        parts: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+            ("elbo", lambda: _elbo(model, xf, y, batch_size, seed))
+        ]
         if iw_samples > 0:
-            stats.update(
-                timed(
+            parts.append(
+                (
                     "log_px",
                     lambda: _log_px(model, xf, y, iw_samples, seed, budget, precision, progress),
                 )
             )
         if image_metrics:
-            stats.update(
-                timed(
-                    "image_metrics",
-                    lambda: metrics.reconstruction_metrics(model, xf, y, batch_size),
-                )
+            parts.append(
+                ("image_metrics", lambda: metrics.reconstruction_metrics(model, xf, y, batch_size))
             )
         if latent_metrics:
-            stats.update(timed("latent_metrics", lambda: _latents(model, xf, y, batch_size)))
-        if fid is not None:
-            stats.update(fid_stats)
+            parts.append(("latent_metrics", lambda: _latents(model, xf, y, batch_size)))
+        return _timed(first, parts)
     finally:
         model.train(was_training)
+
+
+def _timed(
+    first: list[tuple[str, Callable[[], dict[str, Any]]]],
+    then: list[tuple[str, Callable[[], dict[str, Any]]]],
+) -> dict[str, Any]:
+    """Run `first`, then `then`, timing each part; the results in the order `then`, `first`."""
+    seconds: dict[str, float] = {}
+    results: dict[str, dict[str, Any]] = {}
+    for part, compute in first + then:
+        started = time.perf_counter()
+        results[part] = compute()
+        seconds[part] = time.perf_counter() - started
+    stats: dict[str, Any] = {}
+    for part, _ in then + first:
+        stats.update(results[part])
     stats["seconds"] = seconds
     return stats
+
+
+def _quality_parts(
+    model: VAE,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    fid: str | torch.nn.Module | None,
+    rfid: str | torch.nn.Module | None,
+    lpips: str | Distance | None,
+    fid_args: tuple[int, int, int, str | None],
+) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
+    """The FID, rFID and LPIPS parts asked for (LPIPS's network is built, and its weights
+    downloaded, here)."""
+    n, seed, batch_size, weights = fid_args
+    parts: list[tuple[str, Callable[[], dict[str, Any]]]] = []
+    if fid is not None:
+        parts.append(("fid", lambda: _fid(model, x, y, fid, n, seed, batch_size, weights)))
+    if rfid is not None:
+        parts.append(("rfid", lambda: _rfid(model, x, y, rfid, n, seed, batch_size, weights)))
+    if lpips is not None and lpips != "none":
+        distance, name = reconstruction.lpips_network(lpips, next(model.parameters()).device)
+        parts.append(
+            (
+                "lpips",
+                lambda: {
+                    "lpips": reconstruction.lpips(model, x, y, distance, batch_size),
+                    "lpips_net": name,
+                },
+            )
+        )
+    return parts
+
+
+def _feature_name(feature: str | torch.nn.Module) -> str:
+    return feature if isinstance(feature, str) else type(feature).__name__
 
 
 MAX_IW_SAMPLES = 1_000_000  # importance samples per image: far beyond the 5,000 papers use
@@ -194,7 +242,20 @@ def _fid(
     value = metrics.fid(
         model, x, y, feature=feature, n=n, seed=seed, batch_size=batch_size, weights=weights
     )
-    return {
-        "fid": value,
-        "fid_features": feature if isinstance(feature, str) else type(feature).__name__,
-    }
+    return {"fid": value, "fid_features": _feature_name(feature)}
+
+
+def _rfid(
+    model: VAE,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    feature: str | torch.nn.Module,
+    n: int,
+    seed: int,
+    batch_size: int,
+    weights: str | None,
+) -> dict[str, Any]:
+    value = reconstruction.rfid(
+        model, x, y, feature=feature, n=n, seed=seed, batch_size=batch_size, weights=weights
+    )
+    return {"rfid": value, "rfid_features": _feature_name(feature)}

@@ -1,5 +1,6 @@
 """Numbers beyond the bound: bits per dimension, reconstruction MSE / PSNR / SSIM, KL per
-latent dimension, active units, and FID of prior samples.
+latent dimension, active units, and FID of prior samples (LPIPS and rFID of reconstructions:
+reconstruction.py; the Inception weights: inception.py).
 
 PSNR, SSIM and FID are torchmetrics' (imported when first used), so that vaekit's numbers
 are the ones other libraries report; tests/test_metrics.py checks they stay equal."""
@@ -18,11 +19,12 @@ from .. import losses
 from ..data.dataset import to_float
 from ..errors import ConfigError
 from ..models import VAE
+from . import inception
 
 if TYPE_CHECKING:  # the [metrics] extra, imported at run time only when FID is asked for
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-INCEPTION_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"  # the file torch-fidelity loads
+INCEPTION_WEIGHTS = inception.FILE  # the file torch-fidelity loads
 
 
 def bits_per_dim(nats: float, dims: int, likelihood: str = "bernoulli") -> float:
@@ -213,28 +215,60 @@ class RandomFeatures(nn.Module):
 
 
 def _torchmetrics_fid() -> type[FrechetInceptionDistance]:
-    from torchmetrics.image.fid import FrechetInceptionDistance  # imported on first use
-
+    try:
+        from torchmetrics.image.fid import FrechetInceptionDistance  # imported on first use
+    except (ImportError, RuntimeError) as e:  # torch-fidelity installed, torchvision broken
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(
+            f"torchmetrics' FID does not import here ({reason}): torch-fidelity is installed "
+            "but its torchvision does not import beside this torch; fix torchvision, or "
+            "pip uninstall torch-fidelity and use --fid random"
+        ) from None
     return FrechetInceptionDistance
 
 
 def _inception_metric(weights: str | None) -> FrechetInceptionDistance:
+    """torchmetrics' FID on torch-fidelity's InceptionV3 with checked weights (downloaded on
+    first use, see evaluation/inception.py): torch-fidelity is looked for first, so a
+    machine without it downloads nothing."""
+    from torchmetrics.image import fid as tm_fid
+
     fid_cls = _torchmetrics_fid()
-    try:
-        return fid_cls(feature=2048, normalize=False, feature_extractor_weights_path=weights)
-    except ModuleNotFoundError:
+    if not tm_fid._TORCH_FIDELITY_AVAILABLE:
         raise ConfigError(
             "FID with the Inception network needs torch-fidelity (pip install "
-            "'vaekit[inception]'); or use the random feature network "
-            "(--fid random)"
-        ) from None
-    except Exception as e:  # a failed download surfaces as many types; all mean "no weights"
+            "'vaekit[inception]'); or use the random feature network (--fid random)"
+        )
+    path = inception.weights_file(weights)
+    try:
+        return fid_cls(feature=2048, normalize=False, feature_extractor_weights_path=str(path))
+    except Exception as e:  # a state_dict that does not fit surfaces as several types
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ConfigError(
-            f"the Inception weights could not be loaded ({reason}); pass "
-            f"--fid-weights PATH to a local {INCEPTION_WEIGHTS}, or use "
-            "--fid random"
+            f"the Inception weights {path} could not be loaded ({reason}); pass "
+            f"--fid-weights PATH to a local {inception.FILE}, or use --fid random"
         ) from None
+
+
+def fid_metric(
+    feature: str | nn.Module, channels: int, weights: str | None = None, seed: int = 0
+) -> tuple[FrechetInceptionDistance, Callable[[torch.Tensor], torch.Tensor]]:
+    """An empty torchmetrics FID and the function that turns images (N, `channels`, H, W),
+    uint8 or float in [0, 1], into its input. `feature` as in `fid_images`."""
+    if feature == "inception":
+
+        def inception_input(t: torch.Tensor) -> torch.Tensor:  # InceptionV3: 3-channel uint8
+            t = (to_float(t).clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)  # no wrap-around
+            return t.expand(-1, 3, -1, -1) if t.shape[1] == 1 else t
+
+        return _inception_metric(weights), inception_input
+    if feature == "random":
+        feature = RandomFeatures(channels, seed=seed)
+    if not isinstance(feature, nn.Module):
+        raise ConfigError(
+            f"FID feature network {feature!r} is unknown; use 'inception', 'random' or an nn.Module"
+        )
+    return _torchmetrics_fid()(feature=feature, normalize=True), to_float
 
 
 def fid_images(
@@ -247,29 +281,12 @@ def fid_images(
 ) -> float:
     """Frechet distance between the feature statistics of two image sets (N, C, H, W).
 
-    `feature`: 'inception' (torchmetrics' InceptionV3, 2048 features; `weights` is a local
-    copy of its weights), 'random' (`RandomFeatures(seed=seed)`) or any nn.Module mapping
-    images in [0, 1] to (N, F) features.
+    `feature`: 'inception' (torchmetrics' InceptionV3, 2048 features, on torch-fidelity's
+    weights: `weights` a local copy, else downloaded once, see evaluation/inception.py),
+    'random' (`RandomFeatures(seed=seed)`) or any nn.Module mapping images in [0, 1] to
+    (N, F) features.
     """
-    prepare: Callable[[torch.Tensor], torch.Tensor]
-    if feature == "inception":
-        metric = _inception_metric(weights)
-
-        def inception_input(t: torch.Tensor) -> torch.Tensor:  # InceptionV3: 3-channel uint8
-            t = (to_float(t).clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)  # no wrap-around
-            return t.expand(-1, 3, -1, -1) if t.shape[1] == 1 else t
-
-        prepare = inception_input
-    else:
-        if feature == "random":
-            feature = RandomFeatures(real.shape[1], seed=seed)
-        if not isinstance(feature, nn.Module):
-            raise ConfigError(
-                f"FID feature network {feature!r} is unknown; use 'inception', "
-                "'random' or an nn.Module"
-            )
-        metric = _torchmetrics_fid()(feature=feature, normalize=True)
-        prepare = to_float
+    metric, prepare = fid_metric(feature, real.shape[1], weights, seed)
     metric = metric.to(real.device)
     with torch.no_grad():
         for images, is_real in ((real, True), (fake, False)):

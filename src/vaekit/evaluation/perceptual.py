@@ -104,6 +104,7 @@ class LPIPS(nn.Module):
 
     shift: torch.Tensor
     scale: torch.Tensor
+    sources: tuple[str, str] = ("", "")  # build_perceptual's backbone and layer weights
 
     def __init__(self, net: str = "vgg") -> None:
         super().__init__()
@@ -284,6 +285,7 @@ def build_perceptual(
         model = LPIPS(name.removeprefix("lpips-"))
     _load_backbone(model, backbone_weights, generator)
     _load_lins(model, lin_weights, generator)
+    model.sources = (backbone_weights, lin_weights)
     model.to(device)
     return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 

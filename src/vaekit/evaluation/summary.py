@@ -20,6 +20,8 @@ METRIC_LABELS = {
     "mse": ("reconstruction MSE", "per pixel, posterior mean decoded"),
     "psnr": ("PSNR", "dB"),
     "ssim": ("SSIM", "structural similarity"),
+    "lpips": ("LPIPS", "reconstructions against the test images, lower is closer"),
+    "rfid": ("rFID", "reconstructions against the test images"),
     "fid": ("FID", "prior samples against the test set"),
     "n": ("test images", "evaluated"),
 }
@@ -48,6 +50,10 @@ def metrics_rows(stats: dict[str, Any]) -> list[tuple[str, str, str]]:
             continue  # per-dimension lists and the like have their own figure
         label, note = METRIC_LABELS.get(key, (key.replace("_", " "), ""))
         text = number(value)
+        if f"{key}_features" in stats:  # fid, rfid: which network's features
+            note += f", {stats[f'{key}_features']} features"
+        if key == "lpips" and "lpips_net" in stats:
+            note += f", {stats['lpips_net']}"
         if key == "log_px":
             label = f"log p(x), K = {stats.get('iw_samples', '?')}"
             if "log_px_stderr" in stats:
@@ -83,6 +89,16 @@ def summary(stats: dict[str, Any], dataset: str = "the test set") -> str:
         )
     elif "mse" in stats:  # tables and unbounded data: no PSNR or SSIM
         lines.append(f"  reconstructions    MSE {stats['mse']:.5f} per value (model units)")
+    if "lpips" in stats:
+        lines.append(
+            f"  LPIPS              {stats['lpips']:11.4f}   (reconstructions vs test images, "
+            f"{stats['lpips_net']})"
+        )
+    if "rfid" in stats:
+        lines.append(
+            f"  rFID               {stats['rfid']:11.3f}   (reconstructions vs test images, "
+            f"{stats['rfid_features']} features)"
+        )
     if "kl_per_dim" in stats:
         kl = stats["kl_per_dim"]
         lines.append(

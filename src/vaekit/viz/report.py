@@ -140,11 +140,15 @@ def build_report(
     seed: int = 0,
     batch_size: int = 1000,
     progress: bool = False,
+    rfid: str | Any | None = None,
+    lpips: str | Any | None = None,
+    fid_weights: str | None = None,
 ) -> Path:
     """Evaluate the run, write its pictures and RUN/report.html; returns the report's path.
 
     `iw_samples` (K of the log p(x) estimate, 0 to skip) and `max_test` (how many test
     images to evaluate) trade precision for time; the figures use the same images.
+    `rfid`, `lpips` and `fid_weights`: as for `evaluate`; their numbers join the table.
     """
     from ..data import load_data
     from ..evaluation.evaluate import evaluate
@@ -176,6 +180,9 @@ def build_report(
         seed=seed,
         iw_samples=iw_samples,
         progress=progress,
+        rfid=rfid,
+        lpips=lpips,
+        fid_weights=fid_weights,
     )
     seconds = time.perf_counter() - started
     records = tracking.read_metrics(run_dir)
