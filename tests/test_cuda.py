@@ -230,3 +230,17 @@ def test_a_spatial_latent_trains_and_evaluates_on_the_gpu(tiny, precision: str) 
     torch.testing.assert_close(
         model.reconstruct(x).cpu(), cpu.reconstruct(x.cpu()), atol=1e-4, rtol=0
     )
+
+
+def test_rfid_and_lpips_on_the_gpu_equal_the_cpus(trained_run: Path) -> None:
+    from vaekit.evaluation.perceptual import build_perceptual
+
+    x = torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    numbers = []
+    for device in ("cpu", "cuda"):
+        model = vaekit.load(trained_run, device=device)
+        lpips = build_perceptual("lpips-vgg", device, "random", "random")
+        numbers.append(vaekit.evaluate(model, x.to(device), rfid="random", lpips=lpips))
+    cpu, gpu = numbers
+    assert gpu["rfid"] == pytest.approx(cpu["rfid"], rel=1e-3, abs=1e-4)
+    assert gpu["lpips"] == pytest.approx(cpu["lpips"], rel=1e-3)
