@@ -151,6 +151,9 @@ def test_a_non_finite_discriminator_loss_updates_nothing() -> None:
     params = dict(adversary.discriminator.named_parameters())
     assert all(torch.equal(before[k], after[k]) for k in params)
     assert not adversary.optimizer.state  # Adam never stepped
+    loss, bad = adversary.update(real, real * 0.5)  # nothing of the NaN batch stayed behind
+    assert not bad and torch.isfinite(loss)
+    assert all(torch.isfinite(v).all() for v in adversary.discriminator.state_dict().values())
 
 
 # -- the adaptive weight ----------------------------------------------------------------------

@@ -4,10 +4,14 @@ taming-transformers' `NLayerDiscriminator` (pix2pix's PatchGAN), which latent-di
 and diffusers' research script `train_autoencoderkl.py` use as it is: a 4x4 stride-2
 conv + LeakyReLU(0.2), then `layers - 1` more stride-2 convs with BatchNorm, doubling the
 channels up to 8x, one stride-1 conv with BatchNorm, and a stride-1 conv to one logit per
-patch. Written here because it lives in no installable library (taming-transformers is
-not on PyPI in a usable form, and diffusers' script copies it too); the layers are
+patch. It is only ever used in training mode, so its BatchNorm layers keep no running
+statistics (taming's do, unused): one non-finite batch cannot poison a checkpoint.
+
+Written here because no maintained library ships it: taming-transformers' PyPI releases
+are unmaintained 2021 snapshots of a research repository (0.0.1, and forks), and
+diffusers has the recipe only as a research script that copies the class. The layers are
 torch's own. Its initialisation, taming's `weights_init`, draws from a generator of its
-own, so that building it never moves the run's random streams.
+own, so building it never moves the run's random streams.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ class PatchDiscriminator(nn.Module):
             stride = 2 if n < layers else 1
             seq += [
                 nn.Conv2d(channels * prev, channels * mult, KERNEL, stride, 1, bias=False),
-                nn.BatchNorm2d(channels * mult),
+                nn.BatchNorm2d(channels * mult, track_running_stats=False),
                 nn.LeakyReLU(0.2),
             ]
         seq.append(nn.Conv2d(channels * mult, 1, KERNEL, stride=1, padding=1))
@@ -64,7 +68,6 @@ class PatchDiscriminator(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 m.weight.copy_(1.0 + 0.02 * torch.randn(m.weight.shape, generator=generator))
                 m.bias.zero_()
-                m.reset_running_stats()
         return self
 
 
