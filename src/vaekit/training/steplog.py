@@ -17,8 +17,8 @@ from .state import TrainState
 
 SYNC_EVERY = 25  # steps between reads of the step records
 COLUMNS = ("nelbo", "recon", "kl", "grad_norm")  # the record's columns 1-4, averaged
-# with the adversarial term, columns 5-9 (step.ADVERSARIAL): the first three averaged over
-# the steps whose discriminator update was applied, the skipped ones counted
+# with the adversarial term, columns 5-9 (step.Step._adversary_step): the first three averaged
+# over the steps whose discriminator update was applied, the skipped ones counted
 ADVERSARIAL = ("adv_loss", "adv_weight", "disc_loss")
 
 
