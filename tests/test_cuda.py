@@ -7,6 +7,7 @@ These run only where CUDA is present; on a CPU-only machine every test here is s
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -244,3 +245,40 @@ def test_rfid_and_lpips_on_the_gpu_equal_the_cpus(trained_run: Path) -> None:
     cpu, gpu = numbers
     assert gpu["rfid"] == pytest.approx(cpu["rfid"], rel=1e-3, abs=1e-4)
     assert gpu["lpips"] == pytest.approx(cpu["lpips"], rel=1e-3)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_the_adversarial_term_trains_on_the_gpu_in_every_precision(tiny, precision: str) -> None:
+    options = {"loss.adversarial_weight": 0.5, "loss.adversarial_start": 2, "train.epochs": 4}
+    cfg = tiny(
+        f"adv-{precision}", **{"train.device": "cuda", "train.precision": precision, **options}
+    )
+    records = _records(vaekit.train(cfg))
+    # fp16: each gradient scaler starts high and skips the steps that overflow until it
+    # fits, so early epochs may have no applied discriminator update (their means: null)
+    for record in records if precision != "fp16" else records[-1:]:
+        for key in ("train_adv_loss", "train_adv_weight", "train_disc_loss"):
+            assert record[key] is not None and math.isfinite(record[key]), (key, record)
+        assert record["disc_skipped_updates"] == 0, record
+    state = torch.load(Path(cfg.train.out) / "state.pt", weights_only=True)
+    assert state["adversary"]["optimizer"]["state"]  # the discriminator stepped
+
+
+def test_a_non_finite_discriminator_step_on_the_gpu_changes_nothing() -> None:
+    from vaekit.config import ModelConfig, load_config
+    from vaekit.training.adversary import Adversary
+
+    config = load_config(None, {"loss.adversarial_weight": 1.0, "loss.adversarial_channels": 4})
+    model = vaekit.VAE.from_config(ModelConfig(hidden=[16], latent_dim=2), (1, 28, 28)).to(CUDA)
+    adversary = Adversary(config, model, CUDA, "fp32", distributed=False)
+    assert adversary.skip_on_device  # fused Adam reads the skip flag on the device
+    real = torch.rand(4, 1, 28, 28, device=CUDA)
+    adversary.update(real, real * 0.5)  # one applied step: Adam has state
+    params = dict(adversary.discriminator.named_parameters())
+    before = {k: p.detach().clone() for k, p in params.items()}
+    steps = [s["step"].clone() for s in adversary.optimizer.state.values()]
+    _, bad = adversary.update(real, torch.full_like(real, float("nan")))
+    assert bool(bad)
+    assert all(torch.equal(before[k], p.detach()) for k, p in params.items())
+    after = [s["step"] for s in adversary.optimizer.state.values()]
+    assert all(torch.equal(a, b) for a, b in zip(steps, after, strict=True))  # not counted
