@@ -138,7 +138,7 @@ def last_layer(decoder: nn.Module) -> torch.Tensor:
     """The parameter at which the adaptive weight compares gradients: the decoder's
     `last_layer` attribute when it has one (a parameter, or a module whose `weight` is
     taken), else the decoder's last parameter with more than one dimension, in
-    registration order (the built-in decoders' `head.weight`, a diffusers decoder's
+    registration order (the built-in decoders' `head.weight`; the autoencoderkl decoder names
     `conv_out.weight`). A decoder without such a parameter cannot take the term."""
     layer = getattr(decoder, "last_layer", None)
     if isinstance(layer, nn.Module):
