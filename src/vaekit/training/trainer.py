@@ -46,6 +46,7 @@ from .setup import (
     checked_arguments,
     is_out_of_memory,
     out_of_memory,
+    perceptual_term,
     resolve_device,
     resolved,
     training_data,
@@ -366,11 +367,7 @@ class Trainer:
         adversary = build_adversary(self.config, model, device, precision, dist.enabled)
         step = Step(model, self.config, device, precision, batches * t.epochs, dist, adversary)
         generator = torch.Generator(device=device).manual_seed(t.seed)
-        perceptual = None
-        if self.config.loss.perceptual != "none":  # imported only when asked for
-            from ..evaluation.perceptual import from_config
-
-            perceptual = from_config(self.config.loss, device, seed=t.seed)
+        perceptual = perceptual_term(self.config, device)
         fingerprint = data.fingerprint()
         if saved is not None:  # after everything that draws from the global RNG at set-up
             self.state = restore(
