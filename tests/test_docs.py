@@ -217,7 +217,7 @@ def test_what_is_not_run_says_why() -> None:
         print("not run:", line)
         assert line.split(": ", 1)[1].strip(), line
     # what is skipped stays the exception: the expensive or networked few
-    assert len(skipped) <= 15, skipped
+    assert len(skipped) <= 16, skipped
 
 
 def _not_run(page: str) -> list[str]:

@@ -78,7 +78,7 @@ def test_rfid_is_torchmetrics_fid_of_the_images_and_their_reconstructions(
     direct.update(model.reconstruct(x), real=False)
     assert value > 0 and value == pytest.approx(float(direct.compute()), rel=1e-6)
     stats = vaekit.evaluate(model, x, rfid="random", fid_samples=150, seed=3, latent_metrics=False)
-    assert stats["rfid"] == pytest.approx(value, rel=1e-9) and stats["rfid_features"] == "random"
+    assert stats["rfid"] == pytest.approx(value, rel=1e-6) and stats["rfid_features"] == "random"
     assert "rfid" in stats["seconds"]
     fewer = reconstruction.rfid(model, x, feature="random", n=100, seed=3)
     assert fewer != value  # n counts: the first 100 images only
@@ -104,7 +104,7 @@ def test_lpips_is_the_mean_distance_and_positive_for_real_reconstructions(
         direct = distance(model.reconstruct(x), x.float() / 255)
     assert value > 0 and value == pytest.approx(float(direct.double().mean()), rel=1e-5)
     stats = vaekit.evaluate(model, x, lpips=distance, image_metrics=False, latent_metrics=False)
-    assert stats["lpips"] == pytest.approx(value, rel=1e-9)
+    assert stats["lpips"] == pytest.approx(value, rel=1e-6)
     assert stats["lpips_net"] == "lpips-vgg (random weights)"
 
 
