@@ -138,7 +138,9 @@ class VAE(Pretrained):
             blocks = cfg.blocks_per_level
             return (
                 ConvEncoder(shape, cfg.channels, blocks, cond),
-                ConvDecoder(shape, cfg.channels, blocks, z_features, per_pixel),
+                ConvDecoder(
+                    shape, cfg.channels, blocks, z_features, per_pixel, norm=cfg.decoder_norm
+                ),
             )
 
         protocol.check_size(halves, cfg.latent_dim, f"the {cfg.arch} VAE of model.* for {shape}")
