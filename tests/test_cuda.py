@@ -166,3 +166,37 @@ def test_every_optimizer_steps_on_the_gpu(tiny, name: str) -> None:
     """Fused kernels where torch has them on CUDA, the plain ones where not (Adagrad)."""
     run = vaekit.train(tiny(name, **{"train.device": "cuda", "optim.name": name}))
     assert _records(run)[-1]["train_nelbo"] == _records(run)[-1]["train_nelbo"]  # not NaN
+
+
+def test_a_diffusers_autoencoderkl_fine_tunes_and_exports_exactly_on_the_gpu(
+    tiny, tmp_path: Path
+) -> None:
+    diffusers = pytest.importorskip("diffusers", reason="needs vaekit[diffusers]")
+    import numpy as np
+
+    from vaekit.io.export import write_diffusers
+    from vaekit.models.autoencoderkl import diffusers_model
+
+    torch.manual_seed(0)
+    base = tmp_path / "base"
+    diffusers.AutoencoderKL(
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        norm_num_groups=4,
+        latent_channels=2,
+    ).save_pretrained(base)
+    images = torch.randint(0, 256, (96, 3, 16, 16), dtype=torch.uint8).numpy()
+    np.savez(tmp_path / "images.npz", x_train=images)
+    settings = {"data.name": str(tmp_path / "images.npz"), "model.init": f"diffusers:{base}"}
+    run = vaekit.train(tiny(**settings, **{"train.device": "cuda", "train.batch_size": 32}))
+    model = vaekit.load(run, device="cuda")
+    out = write_diffusers(tmp_path / "exported", *diffusers_model(model))
+    exported = diffusers.AutoencoderKL.from_pretrained(out).to(CUDA).eval()
+    x = torch.rand(4, 3, 16, 16, device=CUDA)
+    with torch.no_grad():
+        mu, _ = model.encode(x)
+        mean = exported.encode(2 * x - 1).latent_dist.mean
+        torch.testing.assert_close(mu.view(mean.shape), mean)
+        decoded = (exported.decode(mean).sample + 1) / 2
+        torch.testing.assert_close(model.reconstruct(x), decoded.clamp(0, 1))

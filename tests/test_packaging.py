@@ -34,7 +34,17 @@ from packaging.requirements import Requirement
 import vaekit
 from conftest import ROOT
 
-EXTRAS = {"wandb", "tensorboard", "mlflow", "lpips", "inception", "hub", "datasets", "dev"}
+EXTRAS = {
+    "wandb",
+    "tensorboard",
+    "mlflow",
+    "lpips",
+    "inception",
+    "hub",
+    "datasets",
+    "diffusers",
+    "dev",
+}
 PRESETS = sorted(p.name for p in (ROOT / "src" / "vaekit" / "configs").glob("*.yaml"))
 SOURCES = ("pyproject.toml", "README.md", "LICENSE", "CHANGELOG.md", "MANIFEST.in", "src", "tests")
 
@@ -156,6 +166,7 @@ def test_extras_install_only_what_they_name(dist: Path) -> None:
     assert set(extras) >= EXTRAS, sorted(EXTRAS - set(extras))
     assert extras["hub"] == ["huggingface-hub"]
     assert extras["datasets"] == ["datasets"]
+    assert extras["diffusers"] == ["diffusers"]
     assert extras["mlflow"] == ["alembic", "mlflow-skinny", "sqlalchemy"]  # client + sqlite store
     assert {"vaekit", "build", "setuptools", "pytest", "ruff"} <= set(extras["dev"])
     for name, requirements in extras.items():  # none pulls the core's heavy parts in again

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from typing import Any, TextIO, cast
 
 from .. import __version__
-from . import core, hub, inspect, reproduce
+from . import core, export, hub, inspect, reproduce
 from .parser import Parser, one_line
 
 # modules that register subcommands: each has register(sub) and a COMMANDS dict
-MODULES = [core, inspect, reproduce, hub]
+MODULES = [core, inspect, reproduce, hub, export]
 
 
 def build_parser() -> tuple[Parser, dict[str, Callable[[argparse.Namespace], int]]]:

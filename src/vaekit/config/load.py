@@ -122,6 +122,11 @@ def validate(config: Config) -> Config:
             "config key 'data.binarize' is 'dynamic' but model.likelihood is "
             f"'{config.model.likelihood}'; dynamic binarization needs bernoulli"
         )
+    if config.model.init and not config.model.init.startswith("diffusers:"):
+        raise ConfigError(
+            f"config key 'model.init' is {config.model.init[:80]!r}; write "
+            "diffusers:PATH_OR_REPO (a diffusers AutoencoderKL), or '' for none"
+        )
     if config.data.channels not in (0, 1, 3):
         raise ConfigError(
             f"config key 'data.channels' must be 0, 1 or 3; got {config.data.channels}"

@@ -152,7 +152,13 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    arch: str = opt("mlp", "encoder/decoder family", choices=("mlp", "conv"))
+    arch: str = opt(
+        "mlp",
+        "encoder/decoder family; autoencoderkl: diffusers' AutoencoderKL (needs "
+        "vaekit[diffusers]; model.channels are its block_out_channels, model.blocks_per_level "
+        "its layers_per_block)",
+        choices=("mlp", "conv", "autoencoderkl"),
+    )
     hidden: list[int] = opt(
         [400],
         "MLP: hidden layer sizes of the encoder (the decoder mirrors them)",
@@ -181,6 +187,15 @@ class ModelConfig:
     latent_dim: int = opt(
         20, "size of the latent vector z", flag="--latent-dim", min=1, max=MAX_WIDTH
     )
+    latent_channels: int = opt(
+        0,
+        "conv: a spatial latent of this many channels at the last level's size (C x H/2^L "
+        "x W/2^L for L levels of model.channels, as latent diffusion's autoencoders use; "
+        "latent_dim is then ignored); 0: a latent vector of latent_dim. autoencoderkl: its "
+        "latent channels (0: diffusers' 4)",
+        min=0,
+        max=4096,
+    )
     likelihood: str = opt(
         "auto",
         "p(x|z): bernoulli (BCE on logits), gaussian (MSE) or laplace (L1); auto: "
@@ -206,7 +221,14 @@ class ModelConfig:
     init_output_bias: bool = opt(
         True,
         "start the decoder's output bias at the training images' mean (Bernoulli: its "
-        "logit), so the first steps learn shapes rather than the average image",
+        "logit), so the first steps learn shapes rather than the average image (mlp and "
+        "conv only; a model.init model keeps its own)",
+    )
+    init: str = opt(
+        "",
+        "start from trained weights: diffusers:PATH_OR_REPO fine-tunes a diffusers "
+        "AutoencoderKL (a local folder or a Hub repo OWNER/NAME[/SUBFOLDER]; needs "
+        "vaekit[diffusers]); its config sets the architecture; empty: none",
     )
 
 

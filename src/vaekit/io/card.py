@@ -34,6 +34,15 @@ def table(header: list[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in cells]) + "\n"
 
 
+def describe_latent(architecture: dict[str, Any]) -> str:
+    """'a 20-D latent vector' or 'a 4x16x16 spatial latent (1,024 values)'."""
+    shape = architecture.get("latent_shape")
+    if isinstance(shape, list) and shape:
+        values = architecture["latent_dim"]
+        return f"a {'x'.join(map(str, shape))} spatial latent ({values:,} values)"
+    return f"a {architecture['latent_dim']}-D latent vector"
+
+
 def describe_architecture(architecture: dict[str, Any]) -> str:
     """'mlp-encoder + mlp-decoder (hidden [512], activation relu)': the registered names
     and the arguments a reader chose, from config.json's architecture record."""
@@ -82,8 +91,8 @@ def _summary(
         ["data", f"{config.data.name} ({data})" if config else data],
         [
             "model",
-            f"{describe_architecture(architecture)}; latent dimension "
-            f"{architecture['latent_dim']}; {architecture['likelihood']} likelihood",
+            f"{describe_architecture(architecture)}; {describe_latent(architecture)}; "
+            f"{architecture['likelihood']} likelihood",
         ],
         [
             "conditional",

@@ -5,9 +5,12 @@ and doubles it back with nearest upsampling + a 3x3 conv on the way up (the func
 a resize-conv, so no checkerboard artifacts; computed as the equivalent stride-2
 transposed conv, see `upsample_conv`). The sizes are recorded on the way down and the
 decoder upsamples to exactly those, so odd and non-power-of-two sizes (28 -> 14 -> 7 ->
-4 -> 2) round-trip without padding. The latent is a vector; a label embedding, when
-given, is concatenated to the encoder's flattened features (the decoder gets it
-concatenated with z, see `VAE.decode`).
+4 -> 2) round-trip without padding. The latent is a vector, or, with `latent_channels`,
+a spatial map of that many channels at the last level's size (H / 2^L; the autoencoder
+of latent diffusion): the encoder ends in a 3x3 conv to the map's mean and log-variance,
+the decoder starts with a 3x3 conv from it. A label embedding, when given, is
+concatenated to the encoder's flattened features (the decoder gets it concatenated with
+z, see `VAE.decode`).
 
 The decoder normalises each position's features over channels (`ChannelNorm`, the
 default of `model.decoder_norm`), not over the whole map as GroupNorm does: with
@@ -110,9 +113,18 @@ def _check(input_shape: tuple[int, int, int], channels: list[int]) -> None:
         )
 
 
+def latent_map_shape(
+    input_shape: tuple[int, int, int], channels: list[int], latent_channels: int
+) -> tuple[int, int, int]:
+    """The spatial latent's (C_z, h, w) for images of `input_shape`: the last level's size."""
+    _check(input_shape, channels)
+    return (latent_channels, *level_sizes(*input_shape[1:], len(channels))[-1])
+
+
 @register("conv-encoder")
 class ConvEncoder(nn.Module):
-    """x (B, C, H, W) [+ a label embedding (B, E)] -> features (B, F).
+    """x (B, C, H, W) [+ a label embedding (B, E)] -> features (B, F), or, with
+    `latent_channels` > 0, the posterior (mu, logvar), each (B, latent_channels, h, w).
 
     `channels`: channels per level, each level a stride-2 conv (halving the size) and
     `blocks_per_level` residual blocks.
@@ -124,9 +136,12 @@ class ConvEncoder(nn.Module):
         channels: list[int],
         blocks_per_level: int = 1,
         cond_dim: int = 0,
+        latent_channels: int = 0,
     ) -> None:
         super().__init__()
         _check(input_shape, channels)
+        if latent_channels and cond_dim:
+            raise ValueError("a spatial latent takes no label embedding")
         c, h, w = input_shape
         layers: list[nn.Module] = []
         c_prev = c
@@ -138,16 +153,26 @@ class ConvEncoder(nn.Module):
         bottom_h, bottom_w = level_sizes(h, w, len(channels))[-1]
         self.flat_features = c_prev * bottom_h * bottom_w
         self.cond_dim = cond_dim
-        self.out_features = self.flat_features + cond_dim
+        self.latent_channels = latent_channels
+        self.out_features: int | None = None  # no features: the moments come from `moments`
+        if latent_channels:  # the map's mean and log-variance, from the last level's features
+            self.moments = Conv2d(c_prev, 2 * latent_channels, 3, padding=1)
+        else:
+            self.out_features = self.flat_features + cond_dim
 
     @property
     def stem(self) -> nn.Conv2d:
         """The first conv: its weights' layout is the model's (channels_last or not)."""
         return cast(nn.Conv2d, cast(nn.Sequential, self.body[0])[0])
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cond: torch.Tensor | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         if self.stem.weight.is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)  # match the weights' layout
+        if self.latent_channels:
+            mu, logvar = self.moments(self.body(x)).chunk(2, dim=1)  # each (B, C_z, h, w)
+            return mu, logvar
         h = self.body(x).flatten(1)  # (B, C_L * H_L * W_L)
         if self.cond_dim:
             if cond is None:
@@ -158,8 +183,9 @@ class ConvEncoder(nn.Module):
 
 @register("conv-decoder")
 class ConvDecoder(nn.Module):
-    """z (B, D) [+ a label embedding] -> likelihood parameters (B, C*k, H, W): the
-    encoder's levels in reverse, each a nearest 2x upsampling + conv.
+    """z (B, D) [+ a label embedding], or with `latent_channels` > 0 a map (B,
+    latent_channels, h, w) -> likelihood parameters (B, C*k, H, W): the encoder's levels
+    in reverse, each a nearest 2x upsampling + conv.
 
     `norm`: "channel" (per position, see `ChannelNorm`) or "group" (GroupNorm, the
     default only so that checkpoints saved before this option load unchanged)."""
@@ -171,6 +197,7 @@ class ConvDecoder(nn.Module):
         blocks_per_level: int = 1,
         in_features: int = 16,
         params_per_pixel: int = 1,
+        latent_channels: int = 0,
         norm: str = "group",
     ) -> None:
         super().__init__()
@@ -179,7 +206,11 @@ class ConvDecoder(nn.Module):
         channels = list(channels)
         self.sizes = level_sizes(h, w, len(channels))  # [(H, W), ..., (H_L, W_L)]
         self.bottom = (channels[-1], *self.sizes[-1])
-        self.fc = nn.Linear(in_features, math.prod(self.bottom))
+        self.latent_channels = latent_channels
+        if latent_channels:  # the map -> the last level's channels, at its size
+            self.latent_in = Conv2d(latent_channels, channels[-1], 3, padding=1)
+        else:
+            self.fc = nn.Linear(in_features, math.prod(self.bottom))
         self.levels = nn.ModuleList()
         for i in reversed(range(len(channels))):
             c_out = channels[i - 1] if i > 0 else channels[0]
@@ -197,8 +228,14 @@ class ConvDecoder(nn.Module):
         self.out_shape = (c * params_per_pixel, h, w)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.fc(z).view(-1, *self.bottom)  # (B, C_L, H_L, W_L)
-        if self.head.weight.is_contiguous(memory_format=torch.channels_last):
+        channels_last = self.head.weight.is_contiguous(memory_format=torch.channels_last)
+        if self.latent_channels:
+            if channels_last:
+                z = z.contiguous(memory_format=torch.channels_last)
+            x = self.latent_in(z)  # (B, C_L, H_L, W_L)
+        else:
+            x = self.fc(z).view(-1, *self.bottom)  # (B, C_L, H_L, W_L)
+        if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         for level, size in zip(self.levels, reversed(self.sizes[:-1]), strict=True):
             blocks, up = level.values()  # type: ignore[operator]

@@ -1,9 +1,10 @@
 """The model protocol, checked once when a VAE is built, so that a network that does not
 fit fails at construction in one line instead of deep inside a training step.
 
-An encoder maps x (B, C, H, W) to features (B, F) or to (mu, logvar), each (B, D); a
-decoder maps z (B, D') to the likelihood's parameters (B, C*k, H, W), D' = D plus the
-label embedding's size for a conditional model. Each half is probed with one zero input,
+An encoder maps x (B, C, H, W) to features (B, F) or to (mu, logvar), each (B, D) or, for
+a spatial latent of shape (C_z, h, w), each (B, C_z, h, w); a decoder maps z (B, D') or
+(B, C_z, h, w) to the likelihood's parameters (B, C*k, H, W), D' = D plus the label
+embedding's size for a conditional model. Each half is probed with one zero input,
 in eval mode, without gradients, and its training flags are put back.
 """
 
@@ -25,6 +26,7 @@ LIKELIHOODS = ("bernoulli", "gaussian", "laplace")
 # the VAE's own settings, as config.json's architecture record holds them
 SETTINGS = (
     "latent_dim",
+    "latent_shape",
     "input_shape",
     "likelihood",
     "obs_scale",
@@ -68,10 +70,40 @@ def check_settings(
         )
 
 
+def check_latent_shape(latent_shape: Any, latent_dim: Any, num_classes: Any) -> None:
+    """A spatial latent's (C, h, w): whole numbers, as many values as latent_dim says, and a
+    model without labels (a label embedding joins a latent vector only)."""
+    if latent_shape is None:
+        return
+    if (
+        not isinstance(latent_shape, Sequence)
+        or len(latent_shape) != 3
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in latent_shape)
+    ):
+        raise ConfigError(
+            f"latent_shape must be (C, h, w), three whole numbers >= 1; got {latent_shape!r}"
+        )
+    if math.prod(latent_shape) != latent_dim:
+        raise ConfigError(
+            f"latent_shape {tuple(latent_shape)} holds {math.prod(latent_shape)} values, "
+            f"but latent_dim is {latent_dim}"
+        )
+    if num_classes:
+        raise ConfigError(
+            "a class-conditional VAE needs a latent vector (its label embedding joins z); "
+            "drop the spatial latent or the labels"
+        )
+
+
 def encoder_features(
-    encoder: nn.Module, input_shape: tuple[int, int, int], latent_dim: int, cond_dim: int
+    encoder: nn.Module,
+    input_shape: tuple[int, int, int],
+    latent_dim: int,
+    cond_dim: int,
+    latent_shape: tuple[int, ...] | None = None,
 ) -> int | None:
-    """F for an encoder of features (B, F), None for one that returns (mu, logvar): one zero
+    """F for an encoder of features (B, F), None for one that returns (mu, logvar), each
+    (B, latent_dim) or, given a spatial `latent_shape`, (B, *latent_shape): one zero
     image (and, with cond_dim, a zero label embedding) goes through the encoder. An
     `out_features` attribute, where the encoder declares one, must agree."""
     device = next(encoder.parameters(), torch.empty(0)).device
@@ -79,7 +111,7 @@ def encoder_features(
     cond = torch.zeros(1, cond_dim, device=device) if cond_dim else None
     out = probe(encoder, "encoder", x, cond, f"one image of shape {input_shape}")
     declared = getattr(encoder, "out_features", None)
-    if torch.is_tensor(out) and out.dim() == 2:
+    if torch.is_tensor(out) and out.dim() == 2 and latent_shape is None:
         if isinstance(declared, int) and declared != out.shape[1]:
             raise ConfigError(
                 f"the encoder {type(encoder).__name__} declares out_features {declared} but "
@@ -87,33 +119,41 @@ def encoder_features(
             )
         return int(out.shape[1])
     pair = isinstance(out, (tuple, list)) and len(out) == 2
-    if pair and all(torch.is_tensor(t) and tuple(t.shape) == (1, latent_dim) for t in out):
+    each = (1, latent_dim) if latent_shape is None else (1, *latent_shape)
+    if pair and all(torch.is_tensor(t) and tuple(t.shape) == each for t in out):
         return None
+    expected = (
+        f"features (B, F) or a pair (mu, logvar), each (B, {latent_dim})"
+        if latent_shape is None
+        else f"a pair (mu, logvar), each (B, {', '.join(map(str, latent_shape))})"
+    )
     raise ConfigError(
         f"the encoder {type(encoder).__name__} returned {shapes(out)} for one image of shape "
-        f"{input_shape}; an encoder returns features (B, F) or a pair (mu, logvar), each "
-        f"(B, {latent_dim})"
+        f"{input_shape}; an encoder of this model returns {expected}"
     )
 
 
 def check_decoder(
     decoder: nn.Module,
     input_shape: tuple[int, int, int],
-    z_features: int,
+    z_shape: int | tuple[int, ...],
     likelihood: str,
     learn_scale: bool,
 ) -> None:
-    """The decoder maps one zero latent of `z_features` to (1, C*k, H, W), or fails here."""
+    """The decoder maps one zero latent, a vector of `z_shape` values or a map of shape
+    `z_shape`, to (1, C*k, H, W), or fails here."""
     c, h, w = input_shape
     expected = (1, c * (2 if learn_scale else 1), h, w)
-    z = torch.zeros(1, z_features)
+    z = torch.zeros(1, z_shape) if isinstance(z_shape, int) else torch.zeros(1, *z_shape)
     z = z.to(next(decoder.parameters(), z).device)
-    out = probe(decoder, "decoder", z, None, f"a latent of {z_features}")
+    size = str(z_shape) if isinstance(z_shape, int) else f"shape {tuple(z_shape)}"
+    out = probe(decoder, "decoder", z, None, f"a latent of {size}")
     if not torch.is_tensor(out) or tuple(out.shape) != expected:
         scales = " with learned scales" if learn_scale else ""
         raise ConfigError(
             f"the decoder {type(decoder).__name__} returned {shapes(out)} for one latent of "
-            f"size {z_features}; a {likelihood} likelihood{scales} needs parameters {expected}"
+            f"{'size ' if isinstance(z_shape, int) else ''}{size}; a {likelihood} "
+            f"likelihood{scales} needs parameters {expected}"
         )
 
 

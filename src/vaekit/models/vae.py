@@ -6,7 +6,14 @@ or directly to a pair (mu, logvar), each (B, D). A decoder is any nn.Module that
 (B, D) to the likelihood's parameters (B, C*k, H, W): Bernoulli logits, or Gaussian /
 Laplace locations, with k = 2 when the decoder also predicts log-scales. A
 class-conditional VAE passes the label embedding (B, E) to the encoder as a second
-argument and appends it to z for the decoder. The built-in MLP and conv VAEs are built
+argument and appends it to z for the decoder.
+
+A spatial latent (`latent_shape=(C_z, h, w)`, as the autoencoders of latent diffusion
+use) is a posterior of C_z x h x w independent Gaussians: the encoder returns (mu, logvar)
+as maps (B, C_z, h, w) and the decoder takes z as a map. Inside the VAE, mu, logvar and z
+are flattened to (B, D), D = C_z*h*w, so the KL (per element), the ELBO, importance
+sampling, sampling and interpolation are the vector latent's; `latents(z)` gives the
+map back. The built-in MLP and conv VAEs are built
 the same way, by `VAE.from_config`.
 """
 
@@ -26,9 +33,7 @@ from .. import limits, losses
 from ..config import ModelConfig
 from ..errors import CheckpointError, ConfigError, DataError
 from ..normalize import Normalization
-from . import protocol, registry
-from .conv import ConvDecoder, ConvEncoder
-from .mlp import MLPDecoder, MLPEncoder
+from . import builtin, diffusers_init, protocol, registry
 from .paths import check_method, latent_path
 from .pretrained import Pretrained, resolve
 
@@ -37,7 +42,7 @@ DECODE_ROWS = 4096  # latents decoded at once by sample() and interpolate()
 
 @dataclass
 class VAEOutput:
-    mu: torch.Tensor  # (B, D) posterior mean
+    mu: torch.Tensor  # (B, D) posterior mean (a spatial latent flattened: see VAE.latents)
     logvar: torch.Tensor  # (B, D) posterior log-variance
     z: torch.Tensor  # (B, D) a reparameterized sample
     params: torch.Tensor  # (B, C*k, H, W) likelihood parameters (Bernoulli: logits)
@@ -57,8 +62,9 @@ class VAE(Pretrained):
         encoder: nn.Module,
         decoder: nn.Module,
         *,
-        latent_dim: int,
+        latent_dim: int | None = None,
         input_shape: Sequence[int],
+        latent_shape: Sequence[int] | None = None,
         likelihood: str = "bernoulli",
         obs_scale: float = 1.0,
         learn_scale: bool = False,
@@ -67,15 +73,20 @@ class VAE(Pretrained):
         normalization: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        if latent_dim is None and latent_shape is not None:
+            latent_dim = math.prod(int(s) for s in latent_shape)
         protocol.check_settings(
             latent_dim, input_shape, likelihood, obs_scale, num_classes, label_dim
         )
+        protocol.check_latent_shape(latent_shape, latent_dim, num_classes)
         c, h, w = (int(s) for s in input_shape)
         self.input_shape = (c, h, w)
+        # (C_z, h, w) for a spatial latent, None for a vector
+        self.latent_shape = None if latent_shape is None else tuple(int(s) for s in latent_shape)
         # the map between the user's units and the model's (data/normalize.py)
         self.normalization = Normalization.from_record(normalization, c)
         self.normalization.check_likelihood(likelihood)
-        self.latent_dim = int(latent_dim)
+        self.latent_dim = int(latent_dim)  # type: ignore[arg-type]  # checked above
         self.likelihood = likelihood
         self.obs_scale = float(obs_scale)
         self.learn_scale = bool(learn_scale) and likelihood != "bernoulli"
@@ -89,7 +100,11 @@ class VAE(Pretrained):
         self.encoder = encoder
         self.decoder = decoder
         features = protocol.encoder_features(
-            encoder, self.input_shape, self.latent_dim, self.label_dim if self.conditional else 0
+            encoder,
+            self.input_shape,
+            self.latent_dim,
+            self.label_dim if self.conditional else 0,
+            self.latent_shape,
         )
         self.heads = features is not None  # False: the encoder gives (mu, logvar) itself
         if features is not None:
@@ -98,7 +113,7 @@ class VAE(Pretrained):
         protocol.check_decoder(
             decoder,
             self.input_shape,
-            self.latent_dim + (self.label_dim if self.conditional else 0),
+            self.latent_shape or self.latent_dim + (self.label_dim if self.conditional else 0),
             likelihood,
             self.learn_scale,
         )
@@ -112,51 +127,16 @@ class VAE(Pretrained):
         num_classes: int = 0,
         normalization: dict[str, Any] | None = None,
     ) -> VAE:
-        """The built-in MLP or conv VAE that `cfg` (the config's `model` section) describes;
+        """The built-in MLP, conv or autoencoderkl VAE that `cfg` (the config's `model`
+        section) describes, started from model.init's weights where it names some;
         `num_classes` counts only when `cfg.conditional`; `normalization` is a
-        `Normalization.record()` of the data. Likelihood 'auto' is Bernoulli for data in
-        [0, 1], else a Gaussian with a learned scale. Its size is checked first."""
-        bounded = Normalization.from_record(normalization, int(input_shape[0])).bounded
-        likelihood, learn_scale = cfg.likelihood, cfg.learn_scale
-        if likelihood == "auto":
-            likelihood, learn_scale = ("bernoulli", False) if bounded else ("gaussian", True)
-
-        if cfg.conditional and num_classes < 1:
-            raise ConfigError("model.conditional needs labelled data (num_classes >= 1)")
-        c, h, w = (int(s) for s in input_shape)
-        shape = (c, h, w)
-
-        def halves() -> tuple[nn.Module, nn.Module]:
-            cond = cfg.label_dim if cfg.conditional else 0
-            per_pixel = 2 if learn_scale and likelihood != "bernoulli" else 1
-            z_features = cfg.latent_dim + cond  # the decoder sees z and the label embedding
-            if cfg.arch == "mlp":
-                return (
-                    MLPEncoder(shape, cfg.hidden, cfg.activation, cond),
-                    MLPDecoder(shape, cfg.hidden, cfg.activation, z_features, per_pixel),
-                )
-            blocks = cfg.blocks_per_level
-            return (
-                ConvEncoder(shape, cfg.channels, blocks, cond),
-                ConvDecoder(
-                    shape, cfg.channels, blocks, z_features, per_pixel, norm=cfg.decoder_norm
-                ),
-            )
-
-        protocol.check_size(halves, cfg.latent_dim, f"the {cfg.arch} VAE of model.* for {shape}")
-        encoder, decoder = halves()
-        return cls(
-            encoder,
-            decoder,
-            latent_dim=cfg.latent_dim,
-            input_shape=shape,
-            likelihood=likelihood,
-            obs_scale=cfg.obs_scale,
-            learn_scale=learn_scale,
-            num_classes=num_classes if cfg.conditional else 0,
-            label_dim=cfg.label_dim,
-            normalization=normalization,
-        )
+        `Normalization.record()` of the data (see `builtin.vae_arguments`)."""
+        arguments = builtin.vae_arguments(cfg, input_shape, num_classes, normalization)
+        weights = arguments.pop(diffusers_init.WEIGHTS, None)
+        model = cls(**arguments)
+        if weights is not None:  # model.init: start from these weights, exactly
+            model.load_state_dict(weights, strict=True)
+        return model
 
     def architecture(self) -> dict[str, Any]:
         """What config.json records to rebuild this model: each half as a registered name
@@ -165,6 +145,7 @@ class VAE(Pretrained):
             "encoder": registry.spec(self.encoder, "encoder"),
             "decoder": registry.spec(self.decoder, "decoder"),
             "latent_dim": self.latent_dim,
+            "latent_shape": None if self.latent_shape is None else list(self.latent_shape),
             "input_shape": list(self.input_shape),
             "likelihood": self.likelihood,
             "obs_scale": self.obs_scale,
@@ -232,10 +213,20 @@ class VAE(Pretrained):
         if self.heads:  # h: features (B, F)
             return self.mu_head(h).float(), losses.clamp_logvar(self.logvar_head(h))
         mu, logvar = h
+        if self.latent_shape is not None:  # maps (B, C_z, h, w) -> (B, D)
+            mu, logvar = mu.flatten(1), logvar.flatten(1)
         return mu.float(), losses.clamp_logvar(logvar)
 
+    def latents(self, z: torch.Tensor) -> torch.Tensor:
+        """z (B, D) as the decoder takes it: the map (B, C_z, h, w) for a spatial latent,
+        else z itself."""
+        return z if self.latent_shape is None else z.reshape(z.shape[0], *self.latent_shape)
+
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """p(x|z): the likelihood's parameters (B, C*k, H, W)."""
+        """p(x|z): the likelihood's parameters (B, C*k, H, W); z is (B, D) (or, for a
+        spatial latent, already the map)."""
+        if self.latent_shape is not None:
+            return self.decoder(self.latents(z))
         cond = self._cond(y, z.shape[0], z.device)
         if cond is not None:
             z = torch.cat([z, cond.to(z.dtype)], dim=1)

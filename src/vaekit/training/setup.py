@@ -19,6 +19,7 @@ from ..data.validation import carve_validation
 from ..errors import ConfigError, DataError, VaekitError
 from ..io.checkpoint import STATE_FILE
 from ..models import VAE
+from ..models.autoencoderkl import is_autoencoderkl
 from ..models.conv import ConvEncoder
 from ..normalize import Normalization, fit
 from .selection import require_validation
@@ -176,7 +177,8 @@ def build_model(
         norm = fit_normalization(data, config.data.normalize)
         norm.check_likelihood(cfg.likelihood, str(data.info.get("path", data.name)))
         model = VAE.from_config(cfg, data.shape, data.num_classes, norm.record())
-        if cfg.init_output_bias and saved is None:  # a resumed run loads its weights
+        # a resumed run loads its weights; diffusers' pair (fresh or model.init) has no head
+        if cfg.init_output_bias and saved is None and not is_autoencoderkl(model):
             mean = model.normalization.to_model(mean_image(data.x_train)[None])[0]
             init_output_bias(model, mean)
     elif saved is None and model.normalization.identity:  # a user's model, trained afresh

@@ -16,7 +16,7 @@ from .. import __version__, templates, tracking
 from ..errors import ConfigError, DataError
 from ..evaluation.summary import metrics_rows, number
 from ..io import fileio
-from ..io.card import describe_architecture
+from ..io.card import describe_architecture, describe_latent
 from ..models import VAE, load
 from ..models.pretrained import resolve
 from . import figures
@@ -227,7 +227,7 @@ def render(
         title=html.escape(title),
         subtitle=html.escape(
             f"{cfg.name} on {dataset}: a VAE of {describe_architecture(model.architecture())}, "
-            f"{model.latent_dim}-D latent space, {model.likelihood} likelihood."
+            f"{describe_latent(model.architecture())}, {model.likelihood} likelihood."
         ),
         written=time.strftime("%Y-%m-%d %H:%M"),
         version=__version__,

@@ -59,6 +59,7 @@ class Explorer:
         m = self.model
         return {
             "latent_dim": m.latent_dim,
+            "latent_shape": None if m.latent_shape is None else list(m.latent_shape),
             "shown": self.order[:MAX_SLIDERS],
             "order": self.order,
             "kl": self.kl,

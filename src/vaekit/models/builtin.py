@@ -1,0 +1,92 @@
+"""vaekit's own VAEs from a config's `model` section: the MLP and conv halves and the VAE's
+settings, sized and checked before anything is allocated."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from torch import nn
+
+from ..config import ModelConfig
+from ..errors import ConfigError
+from ..normalize import Normalization
+from . import diffusers_init, protocol
+from .conv import ConvDecoder, ConvEncoder, latent_map_shape
+from .mlp import MLPDecoder, MLPEncoder
+
+
+def vae_arguments(
+    cfg: ModelConfig,
+    input_shape: Sequence[int],
+    num_classes: int = 0,
+    normalization: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The arguments of `VAE(...)` for the built-in model `cfg` describes, its halves built.
+    Likelihood 'auto' is Bernoulli for data in [0, 1], else a Gaussian with a learned
+    scale. The model's size is checked first. With model.init, the weights to start from
+    come as one more entry, `diffusers_init.WEIGHTS`."""
+    bounded = Normalization.from_record(normalization, int(input_shape[0])).bounded
+    likelihood, learn_scale = cfg.likelihood, cfg.learn_scale
+    if likelihood == "auto":
+        likelihood, learn_scale = ("bernoulli", False) if bounded else ("gaussian", True)
+
+    if cfg.conditional and num_classes < 1:
+        raise ConfigError("model.conditional needs labelled data (num_classes >= 1)")
+    c, h, w = (int(s) for s in input_shape)
+    shape = (c, h, w)
+    kl = diffusers_init.plan(cfg, shape, likelihood, learn_scale)
+    if kl is not None:  # diffusers' AutoencoderKL: model.arch autoencoderkl or model.init
+        return diffusers_init.vae_arguments(kl, cfg, shape, normalization)
+    latent_shape = _latent_shape(cfg, shape)
+    latent_dim = math.prod(latent_shape) if latent_shape else cfg.latent_dim
+
+    def halves() -> tuple[nn.Module, nn.Module]:
+        cond = cfg.label_dim if cfg.conditional else 0
+        per_pixel = 2 if learn_scale and likelihood != "bernoulli" else 1
+        z_features = cfg.latent_dim + cond  # the decoder sees z and the label embedding
+        if cfg.arch == "mlp":
+            return (
+                MLPEncoder(shape, cfg.hidden, cfg.activation, cond),
+                MLPDecoder(shape, cfg.hidden, cfg.activation, z_features, per_pixel),
+            )
+        blocks, spatial = cfg.blocks_per_level, cfg.latent_channels
+        return (
+            ConvEncoder(shape, cfg.channels, blocks, cond, spatial),
+            ConvDecoder(
+                shape, cfg.channels, blocks, z_features, per_pixel, spatial, cfg.decoder_norm
+            ),
+        )
+
+    protocol.check_size(halves, latent_dim, f"the {cfg.arch} VAE of model.* for {shape}")
+    encoder, decoder = halves()
+    return {
+        "encoder": encoder,
+        "decoder": decoder,
+        "latent_dim": latent_dim,
+        "latent_shape": latent_shape,
+        "input_shape": shape,
+        "likelihood": likelihood,
+        "obs_scale": cfg.obs_scale,
+        "learn_scale": learn_scale,
+        "num_classes": num_classes if cfg.conditional else 0,
+        "label_dim": cfg.label_dim,
+        "normalization": normalization,
+    }
+
+
+def _latent_shape(cfg: ModelConfig, shape: tuple[int, int, int]) -> tuple[int, int, int] | None:
+    """The spatial latent model.latent_channels asks for, or None for a latent vector."""
+    if not cfg.latent_channels:
+        return None
+    if cfg.arch != "conv":
+        raise ConfigError(
+            f"model.latent_channels (a spatial latent) needs model.arch conv; got {cfg.arch}"
+        )
+    if cfg.conditional:
+        raise ConfigError(
+            "model.conditional needs a latent vector (the label embedding joins z); "
+            "set model.latent_channels 0"
+        )
+    return latent_map_shape(shape, cfg.channels, cfg.latent_channels)

@@ -1,0 +1,178 @@
+"""How model.* becomes diffusers' AutoencoderKL pair: `model.arch: autoencoderkl` from
+scratch, or `model.init: diffusers:PATH_OR_REPO`, which starts from an existing one.
+
+diffusers' own `AutoencoderKL.from_pretrained` reads it (a local folder, or a Hub repo
+through huggingface_hub's cache; `OWNER/NAME/SUBFOLDER` reads a pipeline's `vae`
+folder), so every file layout and weight format diffusers accepts works here. Its config
+becomes the arguments of vaekit's autoencoderkl pair and its weights are mapped onto the
+pair key for key (models/autoencoderkl.py), so the vaekit model computes exactly what the
+diffusers one does before the first step. Export goes the other way (io/export.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError
+from . import protocol
+from .autoencoderkl import (
+    INSTALL,
+    check_settings,
+    first_line,
+    from_diffusers_keys,
+    from_model_config,
+    halves,
+    split_config,
+)
+
+PREFIX = "diffusers:"
+WEIGHTS = "initial_weights"  # the entry of vae_arguments() that holds model.init's weights
+CLASS_NAME = "AutoencoderKL"
+
+
+@dataclass
+class Plan:
+    """The pair model.* asks for: its halves' arguments, the weights to start from (None:
+    a fresh initialisation), the likelihood, and the latent map's shape (C, h, w)."""
+
+    encoder_args: dict[str, Any]
+    decoder_args: dict[str, Any]
+    weights: dict[str, torch.Tensor] | None
+    likelihood: str
+    latent_shape: tuple[int, int, int]
+
+
+def plan(cfg: Any, shape: tuple[int, int, int], likelihood: str, learn_scale: bool) -> Plan | None:
+    """The autoencoderkl pair for model config `cfg` and images of `shape`, or None when
+    model.* asks for another family. Likelihood 'auto' is a fixed-scale Laplace (the L1
+    term of the latent-diffusion recipe)."""
+    if not cfg.init and cfg.arch != "autoencoderkl":
+        return None
+    if cfg.init:
+        encoder_args, decoder_args, weights = load(cfg.init)
+    else:
+        (encoder_args, decoder_args), weights = from_model_config(cfg, shape[0]), None
+    if cfg.likelihood == "auto":
+        likelihood, learn_scale = "laplace", False
+    check_settings(likelihood, learn_scale, cfg.conditional)
+    where = f"model.init {cfg.init}" if cfg.init else "model.arch autoencoderkl"
+    latent = latent_shape(encoder_args, shape, where)
+    return Plan(encoder_args, decoder_args, weights, likelihood, latent)
+
+
+def vae_arguments(
+    kl: Plan, cfg: Any, shape: tuple[int, int, int], normalization: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The arguments of `VAE(...)` for the pair `kl` plans, its size checked first; the
+    weights of model.init, if any, under WEIGHTS."""
+
+    def pair() -> tuple[Any, Any]:
+        return halves(kl.encoder_args, kl.decoder_args)
+
+    latent_dim = math.prod(kl.latent_shape)
+    protocol.check_size(pair, latent_dim, f"the autoencoderkl VAE of model.* for {shape}")
+    encoder, decoder = pair()
+    arguments = {
+        "encoder": encoder,
+        "decoder": decoder,
+        "latent_dim": latent_dim,
+        "latent_shape": kl.latent_shape,
+        "input_shape": shape,
+        "likelihood": kl.likelihood,
+        "obs_scale": cfg.obs_scale,
+        "learn_scale": False,
+        "normalization": normalization,
+    }
+    if kl.weights is not None:
+        arguments[WEIGHTS] = kl.weights
+    return arguments
+
+
+def latent_shape(
+    encoder_args: dict[str, Any], shape: tuple[int, int, int], where: str
+) -> tuple[int, int, int]:
+    """(C, h, w) of the latent map for images of `shape`: one 2x downsampling between
+    levels, so H and W must divide by 2**(levels - 1)."""
+    c, h, w = shape
+    channels = int(encoder_args.get("in_channels", 3))
+    if channels != c:
+        raise ConfigError(f"{where} reads {channels}-channel images, but the data have {c}")
+    factor = 2 ** (len(encoder_args.get("block_out_channels", [64])) - 1)
+    if h % factor or w % factor:
+        raise ConfigError(
+            f"{where} downsamples by {factor}: the images' height and width must divide by "
+            f"{factor}; got {h}x{w} (set data.image_size)"
+        )
+    return int(encoder_args.get("latent_channels", 4)), h // factor, w // factor
+
+
+def reference(init: str) -> str | None:
+    """The PATH_OR_REPO of model.init ('' -> None), or one line saying what it takes."""
+    if not init:
+        return None
+    if not init.startswith(PREFIX) or not init[len(PREFIX) :].strip():
+        raise ConfigError(
+            f"model.init {init!r}: write diffusers:PATH_OR_REPO (a folder holding a diffusers "
+            "AutoencoderKL, or a Hub repo OWNER/NAME[/SUBFOLDER]), or '' for none"
+        )
+    return init[len(PREFIX) :]
+
+
+def load(init: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, torch.Tensor]]:
+    """The encoder's and decoder's arguments and the weights (in vaekit's keys) of the
+    AutoencoderKL that model.init names."""
+    ref = reference(init)
+    assert ref is not None
+    model = _from_pretrained(ref)
+    encoder_args, decoder_args = split_config(dict(model.config))
+    if int(encoder_args.get("in_channels", 3)) != int(decoder_args.get("out_channels", 3)):
+        raise ConfigError(
+            f"model.init {init}: its in_channels and out_channels differ; vaekit reconstructs "
+            "its input, so they must be equal"
+        )
+    state = {k: v.detach().float().clone() for k, v in model.state_dict().items()}
+    return encoder_args, decoder_args, from_diffusers_keys(state)
+
+
+def _from_pretrained(ref: str) -> Any:
+    try:
+        from diffusers import AutoencoderKL
+    except ImportError:
+        raise ConfigError(f"model.init {PREFIX}{ref} needs diffusers: {INSTALL}") from None
+    except Exception as e:  # installed but broken (a torchvision that does not fit torch)
+        raise ConfigError(
+            f"diffusers is installed but cannot be imported: {first_line(e)}"
+        ) from None
+    where, kwargs = ref, {}
+    local = Path(ref).expanduser()
+    if local.exists():
+        if not local.is_dir():
+            raise ConfigError(
+                f"model.init {PREFIX}{ref}: a diffusers model is a folder (config.json and "
+                "diffusion_pytorch_model.safetensors), not a file"
+            )
+        where = str(local)
+    elif ref.count("/") == 2:  # OWNER/NAME/SUBFOLDER on the Hub
+        owner, name, sub = ref.split("/")
+        where, kwargs = f"{owner}/{name}", {"subfolder": sub}
+    try:
+        config = AutoencoderKL.load_config(where, **kwargs)
+        found = config.get("_class_name") if isinstance(config, dict) else None
+        if found != CLASS_NAME:
+            raise ConfigError(
+                f"model.init {PREFIX}{ref} holds a {found or 'config without _class_name'}, "
+                f"not a diffusers {CLASS_NAME}"
+            )
+        return AutoencoderKL.from_pretrained(where, torch_dtype=torch.float32, **kwargs)
+    except ConfigError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError) as e:  # missing, offline, corrupt
+        raise ConfigError(
+            f"model.init {PREFIX}{ref}: no diffusers {CLASS_NAME} could be read there "
+            f"({first_line(e)})"
+        ) from None

@@ -1,0 +1,209 @@
+"""diffusers interop, both ways: `--model.init diffusers:DIR` fine-tunes an AutoencoderKL
+that diffusers built and saved, and `vaekit export RUN --format diffusers OUT` writes a
+folder that `AutoencoderKL.from_pretrained` loads and that computes what vaekit does."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import vaekit
+from vaekit import cli
+from vaekit.config import load_config
+from vaekit.errors import ConfigError
+from vaekit.models import VAE, autoencoderkl
+
+diffusers = pytest.importorskip("diffusers", reason="needs vaekit[diffusers]")
+TINY = {
+    "block_out_channels": (8, 16),
+    "down_block_types": ("DownEncoderBlock2D",) * 2,
+    "up_block_types": ("UpDecoderBlock2D",) * 2,
+    "norm_num_groups": 4,
+    "latent_channels": 2,
+    "layers_per_block": 1,
+    "sample_size": 16,
+}
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny AutoencoderKL, built and saved by diffusers itself."""
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("kl") / "tiny-autoencoderkl"
+    diffusers.AutoencoderKL(**TINY).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 16x16 RGB images: smooth gradients with noise, as PNG files."""
+    root = tmp_path_factory.mktemp("images") / "pictures"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0, 255, 16)
+    for i in range(24):
+        base = np.stack([ramp[None, :] * np.ones((16, 1)), ramp[:, None] * np.ones((1, 16))])
+        pixels = np.concatenate([base, np.full((1, 16, 16), 10.0 * i)]).transpose(1, 2, 0)
+        pixels = np.clip(pixels + rng.normal(0, 20, pixels.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(root / f"{i:02d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def finetuned(pretrained: Path, folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two steps of fine-tuning from the diffusers model, from the CLI."""
+    out = tmp_path_factory.mktemp("runs") / "finetuned"
+    args = ["train", "--data", str(folder), "--model.init", f"diffusers:{pretrained}"]
+    args += ["--data.image_size", "16", "--batch-size", "8", "--out", str(out)]
+    args += ["--epochs", "1", "--train.progress", "false", "--data.test_fraction", "0.25"]
+    assert cli.main(args) == 0
+    return out
+
+
+def test_the_pair_computes_exactly_what_autoencoderkl_computes() -> None:
+    torch.manual_seed(1)
+    reference = diffusers.AutoencoderKL(**TINY).eval()
+    encoder_args, decoder_args = autoencoderkl.split_config(dict(reference.config))
+    encoder, decoder = autoencoderkl.halves(encoder_args, decoder_args)
+    pair = torch.nn.ModuleDict({"encoder": encoder, "decoder": decoder}).eval()
+    pair.load_state_dict(autoencoderkl.from_diffusers_keys(reference.state_dict()), strict=True)
+    assert set(autoencoderkl.to_diffusers_keys(pair.state_dict())) == set(reference.state_dict())
+    x = torch.rand(3, 3, 16, 16)
+    with torch.no_grad():
+        mean, logvar = encoder(x)
+        posterior = reference.encode(2 * x - 1).latent_dist  # diffusers' units: [-1, 1]
+        assert torch.equal(mean, posterior.mean)
+        assert torch.equal(logvar.clamp(-30, 20), posterior.logvar)
+        assert torch.equal(decoder(mean), (reference.decode(mean).sample + 1) / 2)
+
+
+def test_model_init_fine_tunes_the_diffusers_model(pretrained: Path, finetuned: Path) -> None:
+    records = [json.loads(x) for x in (finetuned / "metrics.jsonl").read_text().splitlines()]
+    assert records and all(np.isfinite(r["train_nelbo"]) for r in records if "train_nelbo" in r)
+    model = vaekit.load(finetuned)
+    assert autoencoderkl.is_autoencoderkl(model)
+    assert model.likelihood == "laplace" and model.latent_dim == 2 * 8 * 8
+    start = diffusers.AutoencoderKL.from_pretrained(pretrained).state_dict()
+    mapped = autoencoderkl.to_diffusers_keys(model.state_dict())
+    assert set(mapped) == set(start)
+    moved = [k for k in start if not torch.equal(start[k], mapped[k])]
+    assert moved, "two steps of training changed no weight"
+
+
+def test_model_init_starts_from_the_exact_weights(pretrained: Path) -> None:
+    cfg = load_config(None, {"model.init": f"diffusers:{pretrained}"}).model
+    model = VAE.from_config(cfg, (3, 16, 16)).eval()
+    reference = diffusers.AutoencoderKL.from_pretrained(pretrained).eval()
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        mu, _ = model.encode(x)
+        expected = reference.encode(2 * x - 1).latent_dist.mean
+        assert torch.equal(mu.view(expected.shape), expected)
+
+
+def test_the_export_loads_in_diffusers_and_computes_what_vaekit_does(
+    finetuned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "exported"
+    assert cli.main(["export", str(finetuned), "--format", "diffusers", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json",
+        "diffusion_pytorch_model.safetensors",
+    ]
+    exported = diffusers.AutoencoderKL.from_pretrained(out).eval()
+    model = vaekit.load(finetuned).eval()
+    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        mu, logvar = model.encode(x)
+        posterior = exported.encode(2 * x - 1).latent_dist
+        torch.testing.assert_close(mu.view(posterior.mean.shape), posterior.mean)
+        torch.testing.assert_close(logvar.view(posterior.logvar.shape), posterior.logvar)
+        decoded = (exported.decode(posterior.mean).sample + 1) / 2
+        torch.testing.assert_close(model.reconstruct(x), decoded.clamp(0, 1))
+    assert exported.config.scaling_factor == pytest.approx(0.18215)
+    # a second export into the same folder is refused unless asked; then replaced whole
+    capsys.readouterr()
+    assert cli.main(["export", str(finetuned), "--format", "diffusers", str(out)]) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    args = ["export", str(finetuned), "--format", "diffusers", str(out), "--overwrite"]
+    assert cli.main([*args, "--scaling-factor", "0.5"]) == 0
+    assert diffusers.AutoencoderKL.load_config(out)["scaling_factor"] == 0.5
+    assert [p.name for p in tmp_path.iterdir()] == ["exported"]  # no temporary folder left
+
+
+def test_a_failed_export_leaves_no_folder(
+    finetuned: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def full_disk(self: object, directory: object, **kwargs: object) -> None:
+        (Path(str(directory)) / "config.json").write_text("{}")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(diffusers.AutoencoderKL, "save_pretrained", full_disk)
+    args = ["export", str(finetuned), "--format", "diffusers", str(tmp_path / "out")]
+    assert cli.main(args) == 1
+    assert "No space left on device); nothing was written" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_exporting_another_architecture_is_one_line(
+    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "exported"
+    assert cli.main(["export", str(trained_run), "--format", "diffusers", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "MLPEncoder/MLPDecoder" in err and "model.arch autoencoderkl" in err
+    assert not out.exists()
+
+
+def test_without_diffusers_building_the_pair_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in [m for m in sys.modules if m == "diffusers" or m.startswith("diffusers.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "diffusers", None)
+    cfg = load_config(None, {"model.arch": "autoencoderkl", "model.channels": [8, 16]}).model
+    with pytest.raises(ConfigError) as e:
+        VAE.from_config(cfg, (3, 16, 16))
+    assert "pip install 'vaekit[diffusers]'" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_model_init_of_a_folder_that_is_no_diffusers_model_is_one_line(
+    trained_run: Path, tmp_path: Path, folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for target in (empty, trained_run, tmp_path / "missing"):
+        args = ["train", "--data", str(folder), "--model.init", f"diffusers:{target}"]
+        args += ["--data.image_size", "16", "--out", str(tmp_path / "run"), "--epochs", "1"]
+        assert cli.main(args) == 1
+        errors = [x for x in capsys.readouterr().err.splitlines() if "error" in x.lower()]
+        assert len(errors) == 1 and "AutoencoderKL" in errors[0], errors
+        assert errors[0].startswith("vaekit train: error: model.init diffusers:"), errors
+    assert cli.main(["train", "--model.init", "vae.safetensors", "--out", str(tmp_path)]) == 1
+    assert "diffusers:PATH_OR_REPO" in capsys.readouterr().err
+
+
+def test_the_architecture_trains_from_scratch_with_a_fixed_scale_only(tmp_path: Path) -> None:
+    settings = {"model.arch": "autoencoderkl", "model.channels": [8, 16], "data.image_size": 16}
+    cfg = load_config(None, settings).model
+    model = VAE.from_config(cfg, (3, 16, 16))
+    assert model.likelihood == "laplace" and not model.learn_scale
+    assert model.encoder.encoder.conv_in.in_channels == 3
+    for bad, match in (
+        ({"model.learn_scale": True, "model.likelihood": "gaussian"}, "learn_scale"),
+        ({"model.likelihood": "bernoulli"}, "Bernoulli"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            VAE.from_config(load_config(None, {**settings, **bad}).model, (3, 16, 16))
+    with pytest.raises(ConfigError, match="divide by 2"):
+        VAE.from_config(cfg, (3, 15, 16))
