@@ -37,7 +37,7 @@ def _spike_changes(model: VAE) -> tuple[float, float]:
 
 
 def test_a_spike_in_one_place_leaves_the_far_side_of_the_decoded_image_alone() -> None:
-    near, far = _spike_changes(_model())  # the default: decoder_norm "channel"
+    near, far = _spike_changes(_model())  # the default 'auto' without blocks: "channel"
     assert near > 1e-2  # the spike is seen where the convolutions carry it
     assert far == 0.0  # and nowhere else: it cannot rescale the rest of the image
 
@@ -64,6 +64,14 @@ def test_the_option_picks_the_decoder_norm_and_the_record_keeps_it() -> None:
     rebuilt.load_state_dict(new.state_dict())
     z = torch.randn(3, 4)
     torch.testing.assert_close(rebuilt.eval().decode(z), new.decode(z))
+
+
+def test_auto_is_the_channel_norm_without_blocks_and_groupnorm_with_them() -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch="conv", channels=[8, 16], blocks_per_level=1, latent_dim=4)
+    with_blocks = VAE.from_config(cfg, (3, 16, 16))
+    assert with_blocks.architecture()["decoder"]["args"]["norm"] == "group"
+    assert _model().architecture()["decoder"]["args"]["norm"] == "channel"
 
 
 def test_a_decoder_record_without_norm_is_the_groupnorm_decoder_it_was_saved_as() -> None:

@@ -12,8 +12,9 @@ the decoder starts with a 3x3 conv from it. A label embedding, when given, is
 concatenated to the encoder's flattened features (the decoder gets it concatenated with
 z, see `VAE.decode`).
 
-The decoder normalises each position's features over channels (`ChannelNorm`, the
-default of `model.decoder_norm`), not over the whole map as GroupNorm does: with
+The decoder can normalise each position's features over channels (`ChannelNorm`;
+`model.decoder_norm`, whose 'auto' picks it when there are no residual blocks) instead of
+over the whole map as GroupNorm does: with
 per-image statistics over space, a decoder learns to put a strong spike at one fixed
 place, which then dims the rest of the map through the shared statistics, and every
 image it decodes carries a speck there (the "droplet" artifact that StyleGAN2, Karras et
