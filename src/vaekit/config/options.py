@@ -177,6 +177,14 @@ class ModelConfig:
         max=4096,
     )
     blocks_per_level: int = opt(1, "conv: residual blocks per level", min=0, max=16)
+    decoder_norm: str = opt(
+        "auto",
+        "conv: the decoder's normalisation: 'channel' normalises each pixel's features over "
+        "channels; 'group' (GroupNorm over space) lets the decoder learn a speck at one fixed "
+        "place in every image; 'auto': channel without residual blocks, group with them "
+        "(with blocks, the channel-norm decoder collapsed to one flat image on photographs)",
+        choices=("auto", "channel", "group"),
+    )
     latent_dim: int = opt(
         20, "size of the latent vector z", flag="--latent-dim", min=1, max=MAX_WIDTH
     )

@@ -52,9 +52,10 @@ def vae_arguments(
                 MLPDecoder(shape, cfg.hidden, cfg.activation, z_features, per_pixel),
             )
         blocks, spatial = cfg.blocks_per_level, cfg.latent_channels
+        norm = decoder_norm(cfg.decoder_norm, blocks)
         return (
             ConvEncoder(shape, cfg.channels, blocks, cond, spatial),
-            ConvDecoder(shape, cfg.channels, blocks, z_features, per_pixel, spatial),
+            ConvDecoder(shape, cfg.channels, blocks, z_features, per_pixel, spatial, norm),
         )
 
     protocol.check_size(halves, latent_dim, f"the {cfg.arch} VAE of model.* for {shape}")
@@ -88,3 +89,14 @@ def _latent_shape(cfg: ModelConfig, shape: tuple[int, int, int]) -> tuple[int, i
             "set model.latent_channels 0"
         )
     return latent_map_shape(shape, cfg.channels, cfg.latent_channels)
+
+
+def decoder_norm(option: str, blocks_per_level: int) -> str:
+    """model.decoder_norm resolved: 'auto' is the per-pixel channel norm (no fixed-place
+    speck, see models/conv.py) without residual blocks, and GroupNorm with them: with one
+    block per level the channel-norm decoder collapsed to one flat image (KL ~1 nat) on
+    photographs within 6 epochs where GroupNorm recovered (benchmarks/photo_quality.py's
+    data; not yet understood)."""
+    if option != "auto":
+        return option
+    return "channel" if blocks_per_level == 0 else "group"

@@ -11,6 +11,15 @@ of latent diffusion): the encoder ends in a 3x3 conv to the map's mean and log-v
 the decoder starts with a 3x3 conv from it. A label embedding, when given, is
 concatenated to the encoder's flattened features (the decoder gets it concatenated with
 z, see `VAE.decode`).
+
+The decoder can normalise each position's features over channels (`ChannelNorm`;
+`model.decoder_norm`, whose 'auto' picks it when there are no residual blocks) instead of
+over the whole map as GroupNorm does: with
+per-image statistics over space, a decoder learns to put a strong spike at one fixed
+place, which then dims the rest of the map through the shared statistics, and every
+image it decodes carries a speck there (the "droplet" artifact that StyleGAN2, Karras et
+al. 2020, traced to instance normalisation). `norm="group"` keeps the old decoder, so
+that checkpoints saved with it load as they were trained.
 """
 
 from __future__ import annotations
@@ -22,26 +31,60 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fast_ops import Conv2d, group_norm, upsample_conv
+from .fast_ops import Conv2d, _layout, group_norm, upsample_conv
 from .registry import register
 
+NORMS = ("group", "channel")
 
-def conv_norm_act(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
-    """3x3 conv (no bias: GroupNorm re-centres) -> GroupNorm -> SiLU."""
+
+class ChannelNorm(nn.Module):
+    """Normalise each position's feature vector over channels (a LayerNorm over C at every
+    pixel; per-channel scale and shift), optionally followed by SiLU. Nothing is pooled
+    over space, so one position cannot change another's scale (see the module docstring).
+    On channels_last maps the channel axis is the contiguous one: the permute is a view."""
+
+    def __init__(self, channels: int, act: bool = False, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.act, self.eps = act, eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.layer_norm(x.movedim(1, -1), x.shape[1:2], self.weight, self.bias, self.eps)
+        y = y.movedim(-1, 1).contiguous(memory_format=_layout(x))  # the input's layout
+        return F.silu(y) if self.act else y
+
+
+def norm_layer(kind: str, channels: int, act: bool = False) -> nn.Module:
+    """GroupNorm over channel groups and space ("group") or `ChannelNorm` ("channel")."""
+    if kind == "channel":
+        return ChannelNorm(channels, act)
+    if kind != "group":
+        from ..errors import ConfigError
+
+        raise ConfigError(
+            f"the conv decoder's norm must be one of {', '.join(NORMS)}, not {kind!r}"
+        )
+    return group_norm(channels, act)
+
+
+def conv_norm_act(c_in: int, c_out: int, stride: int = 1, norm: str = "group") -> nn.Sequential:
+    """3x3 conv (no bias: the norm re-centres) -> norm -> SiLU."""
     return nn.Sequential(
-        Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), group_norm(c_out, act=True)
+        Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+        norm_layer(norm, c_out, act=True),
     )
 
 
 class ResBlock(nn.Module):
-    """y = SiLU(x + GN(conv(SiLU(GN(conv(x)))))): two 3x3 convs around an identity skip."""
+    """y = SiLU(x + N(conv(SiLU(N(conv(x)))))): two 3x3 convs around an identity skip."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, norm: str = "group") -> None:
         super().__init__()
         self.conv1 = Conv2d(channels, channels, 3, padding=1, bias=False)
-        self.norm1 = group_norm(channels, act=True)
+        self.norm1 = norm_layer(norm, channels, act=True)
         self.conv2 = Conv2d(channels, channels, 3, padding=1, bias=False)
-        self.norm2 = group_norm(channels)
+        self.norm2 = norm_layer(norm, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.norm1(self.conv1(x))
@@ -143,7 +186,10 @@ class ConvEncoder(nn.Module):
 class ConvDecoder(nn.Module):
     """z (B, D) [+ a label embedding], or with `latent_channels` > 0 a map (B,
     latent_channels, h, w) -> likelihood parameters (B, C*k, H, W): the encoder's levels
-    in reverse, each a nearest 2x upsampling + conv."""
+    in reverse, each a nearest 2x upsampling + conv.
+
+    `norm`: "channel" (per position, see `ChannelNorm`) or "group" (GroupNorm, the
+    default only so that checkpoints saved before this option load unchanged)."""
 
     def __init__(
         self,
@@ -153,6 +199,7 @@ class ConvDecoder(nn.Module):
         in_features: int = 16,
         params_per_pixel: int = 1,
         latent_channels: int = 0,
+        norm: str = "group",
     ) -> None:
         super().__init__()
         _check(input_shape, channels)
@@ -168,11 +215,14 @@ class ConvDecoder(nn.Module):
         self.levels = nn.ModuleList()
         for i in reversed(range(len(channels))):
             c_out = channels[i - 1] if i > 0 else channels[0]
-            blocks = [ResBlock(channels[i]) for _ in range(blocks_per_level)]
+            blocks = [ResBlock(channels[i], norm) for _ in range(blocks_per_level)]
             # upsample to level i's size happens in forward; then this conv
             self.levels.append(
                 nn.ModuleDict(
-                    {"blocks": nn.Sequential(*blocks), "up": conv_norm_act(channels[i], c_out)}
+                    {
+                        "blocks": nn.Sequential(*blocks),
+                        "up": conv_norm_act(channels[i], c_out, norm=norm),
+                    }
                 )
             )
         self.head = Conv2d(channels[0], c * params_per_pixel, 3, padding=1)
