@@ -207,3 +207,23 @@ def test_the_architecture_trains_from_scratch_with_a_fixed_scale_only(tmp_path: 
             VAE.from_config(load_config(None, {**settings, **bad}).model, (3, 16, 16))
     with pytest.raises(ConfigError, match="divide by 2"):
         VAE.from_config(cfg, (3, 15, 16))
+
+
+def test_the_adversarial_term_fine_tunes_an_autoencoderkl_at_its_output_conv(
+    pretrained: Path, folder: Path, tmp_path: Path
+) -> None:
+    """latent diffusion's recipe in full: L1 + KL + the PatchGAN term, whose adaptive weight
+    compares gradients at the decoder's conv_out (not post_quant_conv, registered later)."""
+    from vaekit import objectives
+
+    cfg = load_config(None, {"model.arch": "autoencoderkl", "model.channels": [8, 16]}).model
+    model = VAE.from_config(cfg, (3, 16, 16))
+    assert objectives.last_layer(model.decoder) is model.decoder.decoder.conv_out.weight
+    out = tmp_path / "adv"
+    args = ["train", "--data", str(folder), "--model.init", f"diffusers:{pretrained}"]
+    args += ["--data.image_size", "16", "--batch-size", "8", "--out", str(out), "--epochs", "2"]
+    args += ["--loss.adversarial_weight", "0.5", "--loss.adversarial_start", "1"]
+    args += ["--loss.adversarial_layers", "1", "--train.progress", "false"]
+    assert cli.main(args) == 0
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["train_adv_weight"] > 0 and np.isfinite(last["train_disc_loss"])

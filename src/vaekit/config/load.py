@@ -131,6 +131,11 @@ def validate(config: Config) -> Config:
         raise ConfigError(
             f"config key 'data.channels' must be 0, 1 or 3; got {config.data.channels}"
         )
+    if config.loss.adversarial_weight > 0 and config.loss.iw_samples > 1:
+        raise ConfigError(
+            "config key 'loss.adversarial_weight' needs loss.iw_samples 1: the IWAE bound "
+            "has no single reconstruction for the discriminator to judge"
+        )
     for name in config.train.tracker:
         if name not in ("wandb", "tensorboard", "mlflow"):
             raise ConfigError(

@@ -257,6 +257,40 @@ class LossConfig:
         "LPIPS: the linear-layer weights file (empty: the "
         "one in the lpips package; 'random': for tests only)",
     )
+    adversarial_weight: float = opt(
+        0.0,
+        "weight of the adversarial term: a PatchGAN discriminator with hinge loss, its "
+        "generator term scaled by the latent-diffusion recipe's adaptive weight "
+        "(0: off; the recipe uses 0.5)",
+        min=0.0,
+        max=1e6,
+    )
+    adversarial_start: int = opt(
+        0,
+        "adversarial: the global step from which the term and the discriminator's "
+        "updates are on (the recipe waits until reconstructions are good, e.g. 50001)",
+        min=0,
+        max=MAX_STEPS,
+    )
+    adversarial_layers: int = opt(
+        3,
+        "adversarial: the discriminator's stride-2 layers (taming's n_layers); each side "
+        "of the images must be at least 3 * 2**layers pixels (3: 24)",
+        min=1,
+        max=8,
+    )
+    adversarial_channels: int = opt(
+        64,
+        "adversarial: channels of the discriminator's first layer, doubled per layer up to 8x",
+        min=1,
+        max=256,
+    )
+    adversarial_lr: float = opt(
+        0.0,
+        "adversarial: the discriminator's learning rate (Adam, betas 0.5 and 0.9; 0: optim.lr)",
+        min=0.0,
+        max=1e3,
+    )
 
 
 @dataclass

@@ -170,6 +170,12 @@ class AutoencoderKLDecoder(nn.Module):
             nn.Conv2d(latent_channels, latent_channels, 1) if use_post_quant_conv else None
         )
 
+    @property
+    def last_layer(self) -> nn.Module:
+        """The output conv, where the adversarial term's adaptive weight compares gradients
+        (latent diffusion's `decoder.conv_out`; post_quant_conv is registered after it)."""
+        return self.decoder.conv_out
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if self.post_quant_conv is not None:
             z = self.post_quant_conv(z)

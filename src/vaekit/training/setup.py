@@ -217,6 +217,16 @@ def init_output_bias(model: VAE, mean_image: torch.Tensor) -> None:
     head.bias[: loc.numel()].copy_(loc)
 
 
+def perceptual_term(config: Config, device: torch.device) -> Any:
+    """The perceptual distance loss.perceptual names, on `device`, or None (the module
+    and its weights are loaded only when a run asks for one)."""
+    if config.loss.perceptual == "none":
+        return None
+    from ..evaluation.perceptual import from_config
+
+    return from_config(config.loss, device, seed=config.train.seed)
+
+
 def resolved(config: Config, model: VAE) -> Config:
     """The config with model.likelihood 'auto' replaced by what the model uses, so that
     config.yaml and state.pt say what was trained."""

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 
 from ..config import Config
+from ..objectives import StepTerms
+from .adversary import Adversary
 from .distributed import Dist
 from .optim import WeightAverage, grad_norm, make_optimizer, make_schedule
 from .precision import autocast
@@ -31,6 +33,7 @@ class Step:
         precision: str,
         total_steps: int,
         dist: Dist,
+        adversary: Adversary | None = None,
     ) -> None:
         self.optimizer = make_optimizer(model, config, device)
         self.schedule = make_schedule(self.optimizer, config, total_steps)
@@ -47,6 +50,7 @@ class Step:
             and not self.scaler.is_enabled()
         )
         self.objective: nn.Module | None = None
+        self.adversary = adversary  # the discriminator's side of the adversarial term
 
     def attach(self, objective: nn.Module) -> None:
         """The objective to minimise (objectives.Objective); wrapped for DDP when distributed.
@@ -66,8 +70,9 @@ class Step:
         generator: torch.Generator,
         shard: tuple[int, int] | None,
     ) -> torch.Tensor:
-        """One step on batch x (B, C, H, W); its record (6,) on the device: loss, -ELBO,
-        reconstruction, KL, gradient norm, and 1.0 where the update was skipped."""
+        """One step on batch x (B, C, H, W); its record on the device: loss, -ELBO,
+        reconstruction, KL, gradient norm, [with an adversary: the columns of
+        `_adversary_step`,] and 1.0 where the update was skipped."""
         assert self.objective is not None, "attach() the objective first"
         with autocast(self.device, self.precision):
             terms = self.objective(x, y, step, generator, shard)
@@ -89,7 +94,21 @@ class Step:
             if self.average is not None:
                 self.average.update()
         self.scaler.update()
-        return torch.stack([terms.loss.detach(), terms.nelbo, terms.recon, terms.kl, norm, bad])
+        adversarial = self._adversary_step(x, terms) if self.adversary is not None else []
+        values = [terms.loss.detach(), terms.nelbo, terms.recon, terms.kl, norm]
+        return torch.stack([*values, *adversarial, bad])
+
+    def _adversary_step(self, x: torch.Tensor, terms: StepTerms) -> list[torch.Tensor]:
+        """The discriminator's update where the term is on. Its record columns: the
+        generator term g_loss, its weight, the discriminator's hinge loss, 1.0 where the
+        term was on, 1.0 where the discriminator's update was skipped (non-finite)."""
+        assert self.adversary is not None
+        if terms.fake is None or terms.adversarial is None or terms.adversarial_weight is None:
+            off = torch.zeros((), device=terms.loss.device)
+            return [off, off, off, off, off]  # before adversarial_start: not counted
+        d_loss, d_bad = self.adversary.update(x, terms.fake)
+        on = torch.ones((), device=d_loss.device)
+        return [terms.adversarial, terms.adversarial_weight, d_loss, on, d_bad]
 
     def take_back(self, skipped: int) -> None:
         """The schedule counts applied updates only: undo `skipped` of its steps (on a GPU
@@ -106,6 +125,8 @@ class Step:
         }
         if self.average is not None:
             state["ema"] = self.average.state_dict()
+        if self.adversary is not None:
+            state["adversary"] = self.adversary.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -115,3 +136,5 @@ class Step:
             self.average.load_state_dict(state["ema"])
         if "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
+        if self.adversary is not None:
+            self.adversary.load_state_dict(state["adversary"])

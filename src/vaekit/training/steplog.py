@@ -17,6 +17,9 @@ from .state import TrainState
 
 SYNC_EVERY = 25  # steps between reads of the step records
 COLUMNS = ("nelbo", "recon", "kl", "grad_norm")  # the record's columns 1-4, averaged
+# with the adversarial term, columns 5-9 (step.Step._adversary_step): the first three averaged
+# over the steps whose discriminator update was applied, the skipped ones counted
+ADVERSARIAL = ("adv_loss", "adv_weight", "disc_loss")
 
 
 class StepLog:
@@ -34,6 +37,7 @@ class StepLog:
         description: str,
         total: int,
         show: bool,
+        adversarial: bool = False,
     ) -> None:
         self.state, self.dist = state, dist
         self.max_skipped, self.run_dir, self.batch_size = max_skipped, run_dir, batch_size
@@ -41,6 +45,9 @@ class StepLog:
         self.pending: list[torch.Tensor] = []
         self.sums = [0.0] * len(COLUMNS)
         self.applied = 0  # updates applied this epoch
+        self.adversarial = adversarial
+        self.adv_sums = [0.0] * len(ADVERSARIAL)
+        self.disc_applied = self.disc_skipped = 0  # the discriminator's updates this epoch
         self.first = state.step_in_epoch  # a resumed epoch starts part-way
         self.started = time.perf_counter()
         self.bar = progress_bar(
@@ -65,6 +72,8 @@ class StepLog:
         self.pending.clear()
         skipped = 0
         for i, (_loss, *values, bad) in enumerate(rows):
+            if self.adversarial:
+                values = self._add_adversarial(values)
             if not bad:
                 self.state.consecutive_skips = 0
                 self.sums = [s + v for s, v in zip(self.sums, values, strict=True)]
@@ -87,6 +96,18 @@ class StepLog:
             rate = (self.bar.n - self.first) * self.batch_size / self.seconds()
             self.bar.set_postfix(loss=f"{rows[-1][0]:.2f}", samples_s=f"{rate:,.0f}", refresh=False)
 
+    def _add_adversarial(self, values: list[float]) -> list[float]:
+        """Count one record's adversarial columns; its other columns."""
+        *values, g_loss, weight, d_loss, on, d_skipped = values
+        if on and d_skipped:
+            self.disc_skipped += 1
+        elif on:
+            self.disc_applied += 1
+            self.adv_sums = [
+                s + v for s, v in zip(self.adv_sums, (g_loss, weight, d_loss), strict=True)
+            ]
+        return values
+
     def seconds(self) -> float:
         return max(time.perf_counter() - self.started, 1e-9)
 
@@ -102,4 +123,9 @@ class StepLog:
         }
         for name, total in zip(COLUMNS, self.sums, strict=True):
             record[f"train_{name}"] = total / done if done else float("nan")
+        if self.adversarial:  # NaN in epochs before loss.adversarial_start
+            for name, total in zip(ADVERSARIAL, self.adv_sums, strict=True):
+                n = self.disc_applied
+                record[f"train_{name}"] = total / n if n else float("nan")
+            record["disc_skipped_updates"] = self.disc_skipped
         return record

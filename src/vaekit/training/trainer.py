@@ -34,6 +34,7 @@ from ..models import VAE
 from ..tracking import Tracker
 from ..viz.figures import write_images
 from . import selection
+from .adversary import build_adversary
 from .callbacks import Callback, as_callbacks
 from .distributed import Dist
 from .interrupt import StopFlag
@@ -45,6 +46,7 @@ from .setup import (
     checked_arguments,
     is_out_of_memory,
     out_of_memory,
+    perceptual_term,
     resolve_device,
     resolved,
     training_data,
@@ -179,6 +181,7 @@ class Trainer:
             description=f"epoch {epoch + 1}/{t.epochs}",
             total=total,
             show=run.show,
+            adversarial=run.step.adversary is not None,
         )
 
     def _batches(self, epoch: int) -> list[torch.Tensor]:
@@ -279,7 +282,9 @@ class Trainer:
         if not run.dist.main:
             return
         trained = self._require_model()
-        check_finite((trained, self.shown), self.state.global_step, run.run_dir)
+        adversary = run.step.adversary
+        models = (trained, self.shown) + ((adversary.discriminator,) if adversary else ())
+        check_finite(models, self.state.global_step, run.run_dir)
         if model:
             self.shown.save_pretrained(
                 run.run_dir, config=self.config, class_names=run.data.class_names
@@ -359,13 +364,10 @@ class Trainer:
         check_data(data, model)
         batches = len(batch_indices(torch.arange(data.x_train.shape[0]), t.batch_size))
         precision = resolve_precision(t.precision, device)
-        step = Step(model, self.config, device, precision, batches * t.epochs, dist)
+        adversary = build_adversary(self.config, model, device, precision, dist.enabled)
+        step = Step(model, self.config, device, precision, batches * t.epochs, dist, adversary)
         generator = torch.Generator(device=device).manual_seed(t.seed)
-        perceptual = None
-        if self.config.loss.perceptual != "none":  # imported only when asked for
-            from ..evaluation.perceptual import from_config
-
-            perceptual = from_config(self.config.loss, device, seed=t.seed)
+        perceptual = perceptual_term(self.config, device)
         fingerprint = data.fingerprint()
         if saved is not None:  # after everything that draws from the global RNG at set-up
             self.state = restore(
@@ -379,7 +381,8 @@ class Trainer:
                     file=sys.stderr,
                 )
         # the objective is a module so that DDP wraps the whole forward pass (and its hooks)
-        step.attach(objectives.Objective(model, self.config.loss, perceptual))
+        discriminator = adversary.discriminator if adversary is not None else None
+        step.attach(objectives.Objective(model, self.config.loss, perceptual, discriminator))
         if dist.main:
             fileio.write_text(run_dir / "config.yaml", config_yaml(self.config, model))
         tracker = Tracker(run_dir, self.config, enabled=dist.main, resume=self.resume)

@@ -1,0 +1,130 @@
+"""The discriminator's side of the adversarial term (`loss.adversarial_weight` > 0): the
+PatchGAN (models/discriminator.py), its Adam (betas 0.5, 0.9, as the latent-diffusion
+recipe), and its update on each step from `loss.adversarial_start` on.
+
+The update takes the step's real images and its reconstructions, detached (the VAE's step
+computed them: objectives.StepTerms.fake), and minimises the hinge loss; like the VAE's
+step it applies no update whose loss or gradient is not finite. The discriminator's
+weights, BatchNorm statistics, optimizer and gradient scaler are part of state.pt (not of
+the saved model); it draws no random numbers after its initialisation, which has a
+generator of its own seeded by `train.seed`, so the run's generators are untouched.
+
+Under DDP the term is refused: each rank's discriminator and adaptive weight would see
+only its shard, and a sharded run would no longer be the one-process run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .. import objectives
+from ..config import Config
+from ..errors import ConfigError
+from ..models import VAE
+from ..models.discriminator import PatchDiscriminator, build_discriminator, patch_side
+from .optim import OPTIMIZERS, grad_norm
+from .precision import autocast
+
+BETAS = (0.5, 0.9)  # the recipe's discriminator Adam
+
+
+class Adversary:
+    """The discriminator and its optimizer: `update(x, fake)` takes one step."""
+
+    def __init__(
+        self, config: Config, model: VAE, device: torch.device, precision: str, distributed: bool
+    ) -> None:
+        cfg = config.loss
+        check_fits(config, model, distributed)
+        c = model.input_shape[0]
+        d = build_discriminator(
+            c, cfg.adversarial_channels, cfg.adversarial_layers, config.train.seed, device
+        )
+        self.discriminator: PatchDiscriminator = d.requires_grad_(False)  # on in update only
+        self.params = list(d.parameters())
+        lr = cfg.adversarial_lr or config.optim.lr
+        kwargs: dict[str, Any] = {"lr": lr, "betas": BETAS}
+        self.optimizer: torch.optim.Optimizer = OPTIMIZERS["adam"](self.params, **kwargs)
+        if config.optim.fused:
+            try:  # as the VAE's optimizer: fused kernels where torch has them
+                self.optimizer = OPTIMIZERS["adam"](self.params, fused=True, **kwargs)
+            except (RuntimeError, TypeError, ValueError):
+                pass
+        self.scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
+        self.device, self.precision = device, precision
+        self.skip_on_device = (  # see step.Step: no host sync per step on a GPU
+            device.type != "cpu"
+            and bool(self.optimizer.defaults.get("fused"))
+            and not self.scaler.is_enabled()
+        )
+
+    def update(self, x: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One discriminator step on real images x and reconstructions `fake` (detached);
+        its hinge loss and 1.0 where the update was skipped (non-finite), on the device."""
+        self.discriminator.requires_grad_(True)
+        try:
+            with autocast(self.device, self.precision):
+                real_logits = self.discriminator(x.detach())
+                fake_logits = self.discriminator(fake.detach())
+            loss = objectives.hinge_d_loss(real_logits, fake_logits)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+        finally:
+            self.discriminator.requires_grad_(False)
+        self.scaler.unscale_(self.optimizer)
+        norm = grad_norm(self.params, 0.0)
+        bad = (~torch.isfinite(loss.detach() + norm)).float()
+        if self.skip_on_device:
+            self.optimizer.found_inf = bad  # type: ignore[attr-defined]
+            self.optimizer.step()
+        elif not bad.item():
+            self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.detach(), bad
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "discriminator": self.discriminator.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+
+
+def check_fits(config: Config, model: VAE, distributed: bool) -> None:
+    """Refuse what the term cannot do, before any step: DDP, images too small for the
+    discriminator's layers, a decoder without a weight to take the adaptive weight at."""
+    cfg = config.loss
+    if distributed:
+        raise ConfigError(
+            "loss.adversarial_weight is not supported with several processes (torchrun): "
+            "train the adversarial term in one process, or set loss.adversarial_weight 0"
+        )
+    _, h, w = model.input_shape
+    if patch_side(min(h, w), cfg.adversarial_layers) < 1:
+        fits = [n for n in range(1, cfg.adversarial_layers) if patch_side(min(h, w), n) >= 1]
+        fix = (
+            f"lower loss.adversarial_layers to {fits[-1]}"
+            if fits
+            else "images under 6 pixels a side cannot take the term: set loss.adversarial_weight 0"
+        )
+        raise ConfigError(
+            f"loss.adversarial_layers {cfg.adversarial_layers} needs images of at least "
+            f"{3 * 2**cfg.adversarial_layers} pixels a side, but the model takes {h}x{w}; {fix}"
+        )
+    objectives.last_layer(model.decoder)
+
+
+def build_adversary(
+    config: Config, model: VAE, device: torch.device, precision: str, distributed: bool
+) -> Adversary | None:
+    """The run's Adversary, or None when loss.adversarial_weight is 0 (the default)."""
+    if config.loss.adversarial_weight <= 0:
+        return None
+    return Adversary(config, model, device, precision, distributed)
