@@ -75,7 +75,7 @@ def test_the_halves_compute_the_same_outputs_and_gradients(bf16: bool) -> None:
     x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
     m0, y0, g0 = _outputs_and_grads(enc, dec, x, bf16)
     m1, y1, g1 = _outputs_and_grads(fast_enc, fast_dec, x, bf16)
-    tol = {"rtol": 3e-2, "atol": 3e-2} if bf16 else {"rtol": 1e-5, "atol": 1e-6}
+    tol = {"rtol": 3e-2, "atol": 3e-2} if bf16 else {"rtol": 1.3e-6, "atol": 1e-5}  # fp32
     torch.testing.assert_close(m1, m0, **tol)
     torch.testing.assert_close(y1, y0, **tol)
     # gradients relative to each tensor's largest (rounding grows through the backward),
