@@ -4,8 +4,10 @@ The halves are diffusers' own modules (`diffusers.models.autoencoders.vae.Encode
 `Decoder`, plus AutoencoderKL's 1x1 `quant_conv` / `post_quant_conv`), not a copy of them:
 what vaekit trains is exactly what `AutoencoderKL` computes, and the state dicts map by a
 prefix (vaekit's `encoder.encoder.*` is diffusers' `encoder.*`, `encoder.quant_conv.*` is
-`quant_conv.*`, and the same for the decoder). diffusers is imported only when such a
-model is built (`pip install 'vaekit[diffusers]'`).
+`quant_conv.*`, and the same for the decoder). Inside them, GroupNorm + SiLU and the
+upsampling run on vaekit's CPU fast paths (autoencoderkl_fast.py: the same parameters
+and keys, the same function). diffusers is imported only when such a model is built
+(`pip install 'vaekit[diffusers]'`).
 
 Units: vaekit's models read and write images in [0, 1], diffusers' in [-1, 1], so the
 encoder reads 2x - 1 and the decoder's output y becomes the likelihood's location
@@ -26,6 +28,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .autoencoderkl_fast import use_fast_ops
 from .registry import ARGS, register
 
 ENCODER, DECODER = "autoencoderkl-encoder", "autoencoderkl-decoder"
@@ -72,6 +75,16 @@ def diffusers_vae() -> Any:
     return vae
 
 
+def fast_ops(half: nn.Module) -> nn.Module:
+    """`half` (diffusers' Encoder or Decoder) with vaekit's CPU fast paths swapped in
+    (autoencoderkl_fast.py: the same parameters, the same function)."""
+    from diffusers.models.resnet import ResnetBlock2D
+    from diffusers.models.upsampling import Upsample2D
+
+    use_fast_ops(half, ResnetBlock2D, Upsample2D)
+    return half
+
+
 def first_line(e: BaseException) -> str:
     """An exception's message, on one line (its type when it has none)."""
     text = str(e).strip()
@@ -100,16 +113,18 @@ class AutoencoderKLEncoder(nn.Module):
         shift_factor: float | None = None,
     ) -> None:
         super().__init__()
-        self.encoder = diffusers_vae().Encoder(
-            in_channels=in_channels,
-            out_channels=latent_channels,
-            down_block_types=tuple(down_block_types),
-            block_out_channels=tuple(block_out_channels),
-            layers_per_block=layers_per_block,
-            act_fn=act_fn,
-            norm_num_groups=norm_num_groups,
-            double_z=True,
-            mid_block_add_attention=mid_block_add_attention,
+        self.encoder = fast_ops(
+            diffusers_vae().Encoder(
+                in_channels=in_channels,
+                out_channels=latent_channels,
+                down_block_types=tuple(down_block_types),
+                block_out_channels=tuple(block_out_channels),
+                layers_per_block=layers_per_block,
+                act_fn=act_fn,
+                norm_num_groups=norm_num_groups,
+                double_z=True,
+                mid_block_add_attention=mid_block_add_attention,
+            )
         )
         moments = 2 * latent_channels
         self.quant_conv = nn.Conv2d(moments, moments, 1) if use_quant_conv else None
@@ -139,15 +154,17 @@ class AutoencoderKLDecoder(nn.Module):
         mid_block_add_attention: bool = True,
     ) -> None:
         super().__init__()
-        self.decoder = diffusers_vae().Decoder(
-            in_channels=latent_channels,
-            out_channels=out_channels,
-            up_block_types=tuple(up_block_types),
-            block_out_channels=tuple(block_out_channels),
-            layers_per_block=layers_per_block,
-            norm_num_groups=norm_num_groups,
-            act_fn=act_fn,
-            mid_block_add_attention=mid_block_add_attention,
+        self.decoder = fast_ops(
+            diffusers_vae().Decoder(
+                in_channels=latent_channels,
+                out_channels=out_channels,
+                up_block_types=tuple(up_block_types),
+                block_out_channels=tuple(block_out_channels),
+                layers_per_block=layers_per_block,
+                norm_num_groups=norm_num_groups,
+                act_fn=act_fn,
+                mid_block_add_attention=mid_block_add_attention,
+            )
         )
         self.post_quant_conv = (
             nn.Conv2d(latent_channels, latent_channels, 1) if use_post_quant_conv else None

@@ -90,8 +90,8 @@ class _GroupNormAct(torch.autograd.Function):
 class GroupNorm(nn.GroupNorm):
     """nn.GroupNorm with an optional fused SiLU and a layout-aware implementation."""
 
-    def __init__(self, groups: int, channels: int, act: bool = False) -> None:
-        super().__init__(groups, channels)
+    def __init__(self, groups: int, channels: int, act: bool = False, eps: float = 1e-5) -> None:
+        super().__init__(groups, channels, eps=eps)
         self.act = act
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,119 @@
+"""fast_ops' CPU paths inside diffusers' AutoencoderKL halves compute what diffusers' own
+modules compute: the same parameters under the same keys, the same outputs and gradients
+(to float32 rounding; bf16 autocast to bf16 rounding)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from vaekit.models import autoencoderkl
+from vaekit.models.autoencoderkl_fast import UpsampleConv, use_fast_ops
+from vaekit.models.fast_ops import GroupNorm
+
+diffusers = pytest.importorskip("diffusers", reason="needs vaekit[diffusers]")
+from diffusers.models.autoencoders.vae import Decoder, Encoder  # noqa: E402
+from diffusers.models.resnet import ResnetBlock2D  # noqa: E402
+from diffusers.models.upsampling import Upsample2D  # noqa: E402
+
+LEVELS = {"block_out_channels": (8, 16), "layers_per_block": 1, "norm_num_groups": 4}
+
+
+def halves() -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
+    """diffusers' plain Encoder and Decoder, and copies with the fast paths swapped in."""
+    torch.manual_seed(0)
+    enc = Encoder(3, 2, ("DownEncoderBlock2D",) * 2, double_z=True, **LEVELS)
+    dec = Decoder(2, 3, ("UpDecoderBlock2D",) * 2, **LEVELS)
+    for m in (enc, dec):  # non-trivial norms
+        for norm in m.modules():
+            if isinstance(norm, nn.GroupNorm):
+                nn.init.normal_(norm.weight, 1.0, 0.3)
+                nn.init.normal_(norm.bias, 0.0, 0.3)
+    fast_enc, fast_dec = copy.deepcopy(enc), copy.deepcopy(dec)
+    assert use_fast_ops(fast_enc, ResnetBlock2D, Upsample2D) == 5  # 4 resnets + norm_out
+    assert use_fast_ops(fast_dec, ResnetBlock2D, Upsample2D) == 8  # 6 resnets, 1 up, norm_out
+    return enc, dec, fast_enc, fast_dec
+
+
+def test_the_swap_keeps_every_parameter_and_key() -> None:
+    enc, dec, fast_enc, fast_dec = halves()
+    for plain, fast in ((enc, fast_enc), (dec, fast_dec)):
+        a, b = plain.state_dict(), fast.state_dict()
+        assert list(a) == list(b)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(isinstance(m, UpsampleConv) for m in fast_dec.modules())
+    assert not any(isinstance(m, Upsample2D) for m in fast_dec.modules())
+    assert sum(isinstance(m, GroupNorm) and m.act for m in fast_enc.modules()) == 9
+
+
+def test_resnet_blocks_are_bit_identical_in_float32() -> None:
+    enc, _, fast_enc, _ = halves()
+    x = torch.randn(2, 8, 16, 16)
+    plain, fast = enc.down_blocks[0].resnets[0], fast_enc.down_blocks[0].resnets[0]
+    assert isinstance(fast.nonlinearity, nn.Identity)
+    with torch.no_grad():
+        assert torch.equal(plain(x, None), fast(x, None))
+
+
+def _outputs_and_grads(enc: nn.Module, dec: nn.Module, x: torch.Tensor, bf16: bool):
+    for p in (*enc.parameters(), *dec.parameters()):
+        p.grad = None
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        moments = enc(x)
+        y = dec(moments[:, :2])
+    y.float().square().mean().backward()
+    grads = [p.grad.clone() for p in (*enc.parameters(), *dec.parameters())]
+    return moments.float(), y.float(), grads
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-autocast"])
+def test_the_halves_compute_the_same_outputs_and_gradients(bf16: bool) -> None:
+    enc, dec, fast_enc, fast_dec = halves()
+    x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    m0, y0, g0 = _outputs_and_grads(enc, dec, x, bf16)
+    m1, y1, g1 = _outputs_and_grads(fast_enc, fast_dec, x, bf16)
+    tol = {"rtol": 3e-2, "atol": 3e-2} if bf16 else {"rtol": 1.3e-6, "atol": 1e-5}  # fp32
+    torch.testing.assert_close(m1, m0, **tol)
+    torch.testing.assert_close(y1, y0, **tol)
+    # gradients relative to each tensor's largest (rounding grows through the backward),
+    # floored for those that are zero but for rounding (attention's key bias: softmax
+    # ignores it)
+    grad_tol = tol if bf16 else {"rtol": 1e-4, "atol": 1e-5}
+    floor = 1e-3 * max(float(b.abs().max()) for b in g0)
+    for a, b in zip(g1, g0, strict=True):
+        scale = b.abs().max().clamp_min(floor)
+        torch.testing.assert_close(a / scale, b / scale, **grad_tol)
+
+
+def test_upsampling_to_an_explicit_size_and_odd_inputs() -> None:
+    torch.manual_seed(0)
+    up = Upsample2D(4, use_conv=True, out_channels=4)
+    fast = UpsampleConv(up.conv)
+    x = torch.randn(2, 4, 5, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), up(x))
+        torch.testing.assert_close(fast(x, (11, 13)), up(x, (11, 13)))
+
+
+def test_the_vaekit_pair_uses_the_fast_paths_and_matches_autoencoderkl() -> None:
+    torch.manual_seed(1)
+    tiny = {
+        "block_out_channels": (8, 16),
+        "down_block_types": ("DownEncoderBlock2D",) * 2,
+        "up_block_types": ("UpDecoderBlock2D",) * 2,
+        "norm_num_groups": 4,
+        "latent_channels": 2,
+        "layers_per_block": 1,
+    }
+    reference = diffusers.AutoencoderKL(**tiny).eval()
+    encoder, decoder = autoencoderkl.halves(*autoencoderkl.split_config(dict(reference.config)))
+    assert any(isinstance(m, UpsampleConv) for m in decoder.modules())
+    assert any(isinstance(m, GroupNorm) for m in encoder.modules())
+    pair = nn.ModuleDict({"encoder": encoder, "decoder": decoder}).eval()
+    pair.load_state_dict(autoencoderkl.from_diffusers_keys(reference.state_dict()), strict=True)
+    z = torch.randn(2, 2, 4, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(decoder(z), (reference.decode(z).sample + 1) / 2)
