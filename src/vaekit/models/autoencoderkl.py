@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -174,7 +174,7 @@ class AutoencoderKLDecoder(nn.Module):
     def last_layer(self) -> nn.Module:
         """The output conv, where the adversarial term's adaptive weight compares gradients
         (latent diffusion's `decoder.conv_out`; post_quant_conv is registered after it)."""
-        return self.decoder.conv_out
+        return cast(nn.Module, self.decoder.conv_out)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if self.post_quant_conv is not None:
