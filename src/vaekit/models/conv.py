@@ -13,9 +13,8 @@ concatenated to the encoder's flattened features (the decoder gets it concatenat
 z, see `VAE.decode`).
 
 The decoder can normalise each position's features over channels (`ChannelNorm`;
-`model.decoder_norm`, whose 'auto' picks it when there are no residual blocks) instead of
-over the whole map as GroupNorm does: with
-per-image statistics over space, a decoder learns to put a strong spike at one fixed
+`model.decoder_norm`, what its 'auto' picks) instead of over the whole map as GroupNorm
+does: with per-image statistics over space, a decoder learns to put a strong spike at one fixed
 place, which then dims the rest of the map through the shared statistics, and every
 image it decodes carries a speck there (the "droplet" artifact that StyleGAN2, Karras et
 al. 2020, traced to instance normalisation). `norm="group"` keeps the old decoder, so
@@ -77,7 +76,16 @@ def conv_norm_act(c_in: int, c_out: int, stride: int = 1, norm: str = "group") -
 
 
 class ResBlock(nn.Module):
-    """y = SiLU(x + N(conv(SiLU(N(conv(x)))))): two 3x3 convs around an identity skip."""
+    """y = SiLU(x + N(conv(SiLU(N(conv(x)))))): two 3x3 convs around an identity skip.
+
+    With `ChannelNorm`, the branch's last norm starts with scale 0 (the block starts as
+    SiLU(x)): at unit scale every block adds a per-pixel unit-variance branch that, unlike
+    GroupNorm's output, keeps a part that is the same for every z (SiLU's positive mean,
+    the zero padding at the borders, passed on by the convs; GroupNorm subtracts each
+    channel's mean over the map, which removes it). Stacked blocks then drown the latent's
+    signal, and a decoder with residual blocks collapsed to one constant image on
+    photographs (issue 14). The scale only sets where training starts, so checkpoints
+    load as before."""
 
     def __init__(self, channels: int, norm: str = "group") -> None:
         super().__init__()
@@ -85,6 +93,8 @@ class ResBlock(nn.Module):
         self.norm1 = norm_layer(norm, channels, act=True)
         self.conv2 = Conv2d(channels, channels, 3, padding=1, bias=False)
         self.norm2 = norm_layer(norm, channels)
+        if isinstance(self.norm2, ChannelNorm):
+            nn.init.zeros_(self.norm2.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.norm1(self.conv1(x))
