@@ -1,6 +1,7 @@
-"""The conv decoder's normalisation: per position (the default), so that no place in the
-image can dim the rest of it, the mechanism behind the fixed speck that GroupNorm
-decoders learn (issue 14); GroupNorm stays available for checkpoints saved with it."""
+"""The conv decoder's normalisation: per position (the default, with or without residual
+blocks), so that no place in the image can dim the rest of it, the mechanism behind the
+fixed speck that GroupNorm decoders learn (issue 14); GroupNorm stays available for
+checkpoints saved with it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from vaekit.config import ModelConfig
 from vaekit.errors import ConfigError
 from vaekit.models import VAE
-from vaekit.models.conv import ChannelNorm, ConvDecoder
+from vaekit.models.conv import ChannelNorm, ConvDecoder, ResBlock
 from vaekit.models.fast_ops import GroupNorm
 
 
@@ -66,12 +67,62 @@ def test_the_option_picks_the_decoder_norm_and_the_record_keeps_it() -> None:
     torch.testing.assert_close(rebuilt.eval().decode(z), new.decode(z))
 
 
-def test_auto_is_the_channel_norm_without_blocks_and_groupnorm_with_them() -> None:
+def test_auto_is_the_channel_norm_with_and_without_blocks() -> None:
     torch.manual_seed(0)
     cfg = ModelConfig(arch="conv", channels=[8, 16], blocks_per_level=1, latent_dim=4)
     with_blocks = VAE.from_config(cfg, (3, 16, 16))
-    assert with_blocks.architecture()["decoder"]["args"]["norm"] == "group"
+    assert with_blocks.architecture()["decoder"]["args"]["norm"] == "channel"
     assert _model().architecture()["decoder"]["args"]["norm"] == "channel"
+
+
+def _spatial_spike_changes(norm: str, blocks: int) -> tuple[float, float]:
+    """Largest change of a 64x64 decoded image near and far from a spike put into the
+    16x16 latent map's corner cell, for a decoder with residual blocks: the convolutions
+    carry the cell to output pixels 0..11 (measured), the far corner is 40.. away."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        arch="conv",
+        channels=[8, 16],
+        blocks_per_level=blocks,
+        latent_channels=2,
+        decoder_norm=norm,
+    )
+    decoder = VAE.from_config(cfg, (3, 64, 64)).eval().decoder
+    z = torch.randn(2, 2, 16, 16, generator=torch.Generator().manual_seed(1))
+    spiked = z.clone()
+    spiked[:, :, 0, 0] += 50.0
+    with torch.no_grad():
+        change = (decoder(spiked) - decoder(z)).abs()
+    return float(change[..., :8, :8].max()), float(change[..., 40:, 40:].max())
+
+
+@pytest.mark.parametrize("blocks", [1, 2])
+def test_with_residual_blocks_a_spike_still_leaves_the_far_side_alone(blocks: int) -> None:
+    near, far = _spatial_spike_changes("auto", blocks)
+    assert near > 1e-2
+    assert far == 0.0  # no statistics over space anywhere in the decoder, blocks included
+    _, far_group = _spatial_spike_changes("group", blocks)
+    assert far_group > 1e-2  # what the measurement sees where there are such statistics
+
+
+def test_a_channel_norm_residual_block_starts_as_its_skip() -> None:
+    """Each block's branch ends in a channel norm whose scale starts at 0, so that the
+    decoder starts as its blocks-free self: at scale 1 every block adds a per-pixel
+    unit-variance branch, and decoders with blocks collapsed to one constant image on
+    photographs (benchmarks/results/photo_quality.md). Trained scales load as saved."""
+    torch.manual_seed(0)
+    block = ResBlock(16, "channel")
+    x = torch.randn(2, 16, 6, 6)
+    torch.testing.assert_close(block(x), torch.nn.functional.silu(x))
+    with torch.no_grad():
+        block.norm2.weight.fill_(1.0)  # as a trained block's scale may be
+    assert (block(x) - torch.nn.functional.silu(x)).abs().max() > 0.1
+    saved = block.state_dict()
+    torch.manual_seed(1)
+    reloaded = ResBlock(16, "channel")
+    reloaded.load_state_dict(saved)
+    torch.testing.assert_close(reloaded(x), block(x))
+    assert ResBlock(16, "group").norm2.weight.eq(1.0).all()  # the old decoder's init kept
 
 
 def test_a_decoder_record_without_norm_is_the_groupnorm_decoder_it_was_saved_as() -> None:

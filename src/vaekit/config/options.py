@@ -180,9 +180,9 @@ class ModelConfig:
     decoder_norm: str = opt(
         "auto",
         "conv: the decoder's normalisation: 'channel' normalises each pixel's features over "
-        "channels; 'group' (GroupNorm over space) lets the decoder learn a speck at one fixed "
-        "place in every image; 'auto': channel without residual blocks, group with them "
-        "(with blocks, the channel-norm decoder collapsed to one flat image on photographs)",
+        "channels (each residual block's branch starts at zero: at full scale, decoders with "
+        "blocks collapsed to one flat image on photographs); 'group' (GroupNorm over space) "
+        "lets the decoder learn a speck at one fixed place in every image; 'auto': channel",
         choices=("auto", "channel", "group"),
     )
     latent_dim: int = opt(

@@ -52,7 +52,7 @@ def vae_arguments(
                 MLPDecoder(shape, cfg.hidden, cfg.activation, z_features, per_pixel),
             )
         blocks, spatial = cfg.blocks_per_level, cfg.latent_channels
-        norm = decoder_norm(cfg.decoder_norm, blocks)
+        norm = decoder_norm(cfg.decoder_norm)
         return (
             ConvEncoder(shape, cfg.channels, blocks, cond, spatial),
             ConvDecoder(shape, cfg.channels, blocks, z_features, per_pixel, spatial, norm),
@@ -91,12 +91,8 @@ def _latent_shape(cfg: ModelConfig, shape: tuple[int, int, int]) -> tuple[int, i
     return latent_map_shape(shape, cfg.channels, cfg.latent_channels)
 
 
-def decoder_norm(option: str, blocks_per_level: int) -> str:
+def decoder_norm(option: str) -> str:
     """model.decoder_norm resolved: 'auto' is the per-pixel channel norm (no fixed-place
-    speck, see models/conv.py) without residual blocks, and GroupNorm with them: with one
-    block per level the channel-norm decoder collapsed to one flat image (KL ~1 nat) on
-    photographs within 6 epochs where GroupNorm recovered (benchmarks/photo_quality.py's
-    data; not yet understood)."""
-    if option != "auto":
-        return option
-    return "channel" if blocks_per_level == 0 else "group"
+    speck, see models/conv.py), with or without residual blocks (their branch's last norm
+    starts at scale 0, see `ResBlock`: without that, decoders with blocks collapsed)."""
+    return "channel" if option == "auto" else option
