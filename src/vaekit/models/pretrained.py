@@ -10,6 +10,7 @@ must fit the recorded architecture exactly, checked before any weight is copied.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from pathlib import Path
@@ -118,9 +119,10 @@ class Pretrained(nn.Module):
         config: Config | None = meta["config"]
         if "architecture" in meta:
             model = cls.from_architecture(meta["architecture"], source)
-        else:  # written by vaekit 0.1: the built-in architecture its config describes
-            assert config is not None
-            model = cls.from_config(config.model, meta["input_shape"], meta["num_classes"])
+        else:  # written by vaekit 0.1: the built-in architecture its config describes,
+            assert config is not None  # whose conv decoder could only be GroupNorm's
+            legacy = dataclasses.replace(config.model, decoder_norm="group")
+            model = cls.from_config(legacy, meta["input_shape"], meta["num_classes"])
         tensors = checkpoint.read_weights(folder)
         checkpoint.check_state_dict(model, tensors, str(folder / checkpoint.MODEL_FILE))
         model.load_state_dict(tensors, strict=True)

@@ -153,7 +153,10 @@ RESUME_FREE = (
 
 # options whose effect before they existed differs from their default: a run saved
 # without them resumes as it was trained (0.1 runs held out no validation set)
-LEGACY = {"data.val_fraction": 0.0}
+# options added since a run may have been saved, and the effect they had then: no
+# validation split, and the GroupNorm decoder (model.decoder_norm: auto is now the channel
+# norm; the weights have the same names and shapes, so only this keeps them exact)
+LEGACY = {"data.val_fraction": 0.0, "model.decoder_norm": "group"}
 
 
 def _missing(saved: dict[str, Any], dotted: str) -> bool:
