@@ -140,7 +140,7 @@ class LPIPS(nn.Module):
             raise ConfigError(f"LPIPS needs 1- or 3-channel images; these have {x.shape[1]}")
         if min(x.shape[-2:]) < _MIN_SIZE[self.net]:
             raise ConfigError(
-                f"loss.perceptual lpips-{self.net} needs images of at least "
+                f"LPIPS (lpips-{self.net}) needs images of at least "
                 f"{_MIN_SIZE[self.net]} px; these are {tuple(x.shape[-2:])}"
                 + ("; use lpips-vgg" if self.net == "alex" else "")
             )
