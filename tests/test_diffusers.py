@@ -191,6 +191,10 @@ def test_model_init_of_a_folder_that_is_no_diffusers_model_is_one_line(
         assert errors[0].startswith("vaekit train: error: model.init diffusers:"), errors
     assert cli.main(["train", "--model.init", "vae.safetensors", "--out", str(tmp_path)]) == 1
     assert "diffusers:PATH_OR_REPO" in capsys.readouterr().err
+    # a missing folder is refused before the data are read: here there are none to read
+    missing = ["--model.init", f"diffusers:{tmp_path / 'gone'}", "--out", str(tmp_path / "r2")]
+    assert cli.main(["train", "--data", str(tmp_path / "no-such-data"), *missing]) == 1
+    assert "model.init diffusers:" in capsys.readouterr().err
 
 
 def test_the_architecture_trains_from_scratch_with_a_fixed_scale_only(tmp_path: Path) -> None:

@@ -123,6 +123,17 @@ def reference(init: str) -> str | None:
     return init[len(PREFIX) :]
 
 
+def check_reference(init: str) -> None:
+    """Refuse at once a model.init that names a local path which is not there ('/', '.' or
+    '~' first: never a Hub repo id), before a run spends time decoding its data."""
+    ref = reference(init)
+    if ref is not None and ref[0] in "/.~" and not Path(ref).expanduser().exists():
+        raise ConfigError(
+            f"model.init {PREFIX}{ref}: no such folder; point it at a saved diffusers "
+            "AutoencoderKL (config.json and its weights) or a Hub repo OWNER/NAME"
+        )
+
+
 def load(init: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, torch.Tensor]]:
     """The encoder's and decoder's arguments and the weights (in vaekit's keys) of the
     AutoencoderKL that model.init names."""

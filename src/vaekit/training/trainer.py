@@ -30,7 +30,7 @@ from ..data import Dataset, as_dataset, batch_indices, epoch_permutation
 from ..data.dataset import gather, resident
 from ..errors import ConfigError, TrainingInterrupted
 from ..io import checkpoint, fileio
-from ..models import VAE
+from ..models import VAE, diffusers_init
 from ..tracking import Tracker
 from ..viz.figures import write_images
 from . import selection
@@ -358,6 +358,8 @@ class Trainer:
         self.config = legacy_config(saved, self.config)  # a 0.1 run resumes without validation
         t = self.config.train
         show = t.progress and dist.main
+        if self.model is None and saved is None:  # model.init's folder, before the data
+            diffusers_init.check_reference(self.config.model.init)
         data = training_data(self.data, self.config, show)
         model = self.model = build_model(self.model, self.config, data, device, saved)
         self.config = resolved(self.config, model)
