@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -148,12 +149,13 @@ def _quality_parts(
 ) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
     """The FID, rFID and LPIPS parts asked for (LPIPS's network is built, and its weights
     downloaded, here)."""
-    n, seed, batch_size, weights = fid_args
+    batch_size = fid_args[2]
     parts: list[tuple[str, Callable[[], dict[str, Any]]]] = []
     if fid is not None:
-        parts.append(("fid", lambda: _fid(model, x, y, fid, n, seed, batch_size, weights)))
+        parts.append(("fid", partial(_frechet, "fid", metrics.fid, model, x, y, fid, fid_args)))
     if rfid is not None:
-        parts.append(("rfid", lambda: _rfid(model, x, y, rfid, n, seed, batch_size, weights)))
+        rfid_part = partial(_frechet, "rfid", reconstruction.rfid, model, x, y, rfid, fid_args)
+        parts.append(("rfid", rfid_part))
     if lpips is not None and lpips != "none":
         distance, name = reconstruction.lpips_network(lpips, next(model.parameters()).device)
         parts.append(
@@ -229,33 +231,19 @@ def _latents(
     }
 
 
-def _fid(
+def _frechet(
+    key: str,
+    distance: Callable[..., float],
     model: VAE,
     x: torch.Tensor,
     y: torch.Tensor | None,
     feature: str | torch.nn.Module,
-    n: int,
-    seed: int,
-    batch_size: int,
-    weights: str | None,
+    fid_args: tuple[int, int, int, str | None],
 ) -> dict[str, Any]:
-    value = metrics.fid(
+    """`key` ('fid': prior samples, or 'rfid': reconstructions, against x) and the feature
+    network it used, from `distance` (metrics.fid or reconstruction.rfid)."""
+    n, seed, batch_size, weights = fid_args
+    value = distance(
         model, x, y, feature=feature, n=n, seed=seed, batch_size=batch_size, weights=weights
     )
-    return {"fid": value, "fid_features": _feature_name(feature)}
-
-
-def _rfid(
-    model: VAE,
-    x: torch.Tensor,
-    y: torch.Tensor | None,
-    feature: str | torch.nn.Module,
-    n: int,
-    seed: int,
-    batch_size: int,
-    weights: str | None,
-) -> dict[str, Any]:
-    value = reconstruction.rfid(
-        model, x, y, feature=feature, n=n, seed=seed, batch_size=batch_size, weights=weights
-    )
-    return {"rfid": value, "rfid_features": _feature_name(feature)}
+    return {key: value, f"{key}_features": _feature_name(feature)}
