@@ -198,7 +198,7 @@ def test_under_ddp_only_rank_0_takes_the_lock(
     tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A rank other than 0 takes the directory rank 0 prepared (and locked), and trains."""
-    from vaekit.training import trainer as trainer_module
+    from vaekit.training import session as session_module
     from vaekit.training.distributed import Dist
 
     out = tmp_path / "run"
@@ -212,7 +212,7 @@ def test_under_ddp_only_rank_0_takes_the_lock(
         def share(self, make):  # type: ignore[no-untyped-def]
             return out  # what rank 0 broadcasts; rank 1 never runs make()
 
-    monkeypatch.setattr(trainer_module, "Dist", Rank1)
+    monkeypatch.setattr(session_module, "Dist", Rank1)
     vaekit.train(tiny("run"))
     assert (out / LOCK).is_file()  # rank 0's, untouched
     assert sorted(p.name for p in out.iterdir()) == [LOCK]  # rank 1 writes nothing
