@@ -10,10 +10,10 @@ from typing import Any
 from .core import (
     COMMON_HELP,
     _load_run,
-    _out_path,
     add_reconstruction_flags,
     reconstruction_options,
 )
+from .generate import _out_path
 from .parser import count
 
 

@@ -1,0 +1,66 @@
+"""What there is to train on: the named datasets (`vaekit data fetch NAME`, `vaekit data
+list`) and the configuration presets vaekit ships (`vaekit presets`). Like every cli
+module: parse, call the library, print; nothing else."""
+
+from __future__ import annotations
+
+import argparse
+
+from .parser import Parser
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The datasets and the presets: data (fetch, list), presets."""
+    _data_parser(sub)
+    _presets_parser(sub)
+
+
+def _data_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("data", help="fetch or list datasets")
+    data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", parser_class=Parser)
+    f = data_sub.add_parser("fetch", help="find or download a named dataset")
+    f.add_argument("name")
+    f.add_argument(
+        "--root", default="", help="data directory (default: $VAEKIT_DATA or ~/.cache/vaekit)"
+    )
+    f.add_argument("--no-download", action="store_true", help="only look for local files")
+    data_sub.add_parser("list", help="named datasets and where they are found")
+
+
+def _presets_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sub.add_parser("presets", help="list the configuration presets shipped with vaekit")
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from ..data import sources
+
+    if args.data_command == "fetch":
+        directory = sources.fetch(args.name, args.root, download=not args.no_download)
+        print(directory)
+        return 0
+    for name in sources.DATASET_NAMES:
+        if name == "noise":
+            print("noise           generated on the fly (no files)")
+            continue
+        found = sources.find_local(name)
+        where = str(found) if found else "not found (vaekit data fetch " + name + ")"
+        print(f"{name:15} {where}")
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from ..config import load_config, preset_names
+
+    for name in preset_names():
+        cfg = load_config(name)
+        print(
+            f"{name:18} data={cfg.data.name} arch={cfg.model.arch} latent={cfg.model.latent_dim}"
+            f" likelihood={cfg.model.likelihood}"
+        )
+    return 0
+
+
+COMMANDS = {
+    "data": cmd_data,
+    "presets": cmd_presets,
+}
