@@ -1,6 +1,9 @@
-"""Configuration: every option as a typed dataclass (options.py), and reading presets,
-YAML files and dotted overrides into a checked `Config` (load.py)."""
+"""Configuration: every option as a typed dataclass (options.py: `Config` with the data
+and model sections; training_options.py: the loss, optim and train sections; fields.py:
+`opt`, how a field is declared), and reading presets, YAML files and dotted overrides into
+a checked `Config` (load.py)."""
 
+from .fields import opt
 from .load import (
     apply_overrides,
     coerce,
@@ -10,18 +13,8 @@ from .load import (
     resolve_config_path,
     validate,
 )
-from .options import (
-    SECTIONS,
-    Config,
-    DataConfig,
-    LossConfig,
-    ModelConfig,
-    OptimConfig,
-    TrainConfig,
-    default_of,
-    iter_fields,
-    opt,
-)
+from .options import SECTIONS, Config, DataConfig, ModelConfig, default_of, iter_fields
+from .training_options import LossConfig, OptimConfig, TrainConfig
 
 __all__ = [
     "SECTIONS",

@@ -1,8 +1,11 @@
-"""Every option of vaekit, once: typed dataclasses, one per config section.
+"""Every option of vaekit, once: `Config`, typed dataclasses, one per config section.
 
-Each field carries its documentation in `metadata["help"]` and its constraints (choices,
-minimum); the CLI builds its flags and `--help` from these dataclasses, and the docs'
-configuration reference is generated from them, so an option is defined exactly once.
+The sections of what is trained on and what is trained (`DataConfig`, `ModelConfig`) are
+here; those of how it is trained (`LossConfig`, `OptimConfig`, `TrainConfig`) are in
+training_options.py. Each field carries its documentation in `metadata["help"]` and its
+constraints (choices, minimum), declared with `opt` (fields.py); the CLI builds its flags
+and `--help` from these dataclasses (`iter_fields`), and the docs' configuration reference
+is generated from them, so an option is defined exactly once.
 """
 
 from __future__ import annotations
@@ -14,41 +17,8 @@ from typing import Any
 
 import yaml
 
-# bounds of the numeric options: large enough for any real run, small enough that no
-# value can ask for absurd memory or overflow an integer downstream
-MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes at most 64 bits
-MAX_WIDTH = 65_536  # units of one layer or latent
-MAX_BATCH = 2**20
-MAX_STEPS = 10**12
-MAX_EXAMPLES = 10**12
-
-
-def opt(
-    default: Any,
-    help: str,
-    *,
-    flag: str | None = None,
-    choices: tuple[str, ...] = (),
-    min: float | None = None,
-    exclusive_min: bool = False,
-    max: float | None = None,
-    exclusive_max: bool = False,
-) -> Any:
-    """A config field with its documentation, an optional short CLI flag and its constraints:
-    `choices`, or a range [min, max] (either end exclusive). Every number also has to be
-    finite; every numeric option has a max, so no value can ask for absurd sizes."""
-    meta = {
-        "help": help,
-        "flag": flag,
-        "choices": choices,
-        "min": min,
-        "exclusive_min": exclusive_min,
-        "max": max,
-        "exclusive_max": exclusive_max,
-    }
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
-    return field(default=default, metadata=meta)
+from .fields import MAX_EXAMPLES, MAX_SEED, MAX_WIDTH, opt
+from .training_options import LossConfig, OptimConfig, TrainConfig
 
 
 @dataclass
@@ -230,155 +200,6 @@ class ModelConfig:
         "start from trained weights: diffusers:PATH_OR_REPO fine-tunes a diffusers "
         "AutoencoderKL (a local folder or a Hub repo OWNER/NAME[/SUBFOLDER]; needs "
         "vaekit[diffusers]); its config sets the architecture; empty: none",
-    )
-
-
-@dataclass
-class LossConfig:
-    beta: float = opt(1.0, "weight on the KL term (1: the ELBO)", min=0.0, max=1e6)
-    kl_warmup_steps: int = opt(
-        0,
-        "ramp beta linearly over this many steps (step k uses beta*(k+1)/N)",
-        min=0,
-        max=MAX_STEPS,
-    )
-    free_bits: float = opt(
-        0.0, "per-dimension KL floor in nats (Kingma et al. 2016)", min=0.0, max=1e6
-    )
-    iw_samples: int = opt(
-        1, "train on the IWAE bound with K samples (1: the ELBO)", min=1, max=10_000
-    )
-    perceptual: str = opt(
-        "none",
-        "perceptual loss on the reconstruction mean",
-        choices=("none", "lpips-vgg", "lpips-alex"),
-    )
-    perceptual_weight: float = opt(1.0, "weight of the perceptual loss", min=0.0, max=1e9)
-    perceptual_backbone_weights: str = opt(
-        "",
-        "LPIPS: torchvision's VGG16/AlexNet weights "
-        "file (empty: the torch hub cache; 'random': a "
-        "random backbone, for tests only)",
-    )
-    perceptual_lin_weights: str = opt(
-        "",
-        "LPIPS: the linear-layer weights file (empty: the "
-        "one in the lpips package; 'random': for tests only)",
-    )
-    adversarial_weight: float = opt(
-        0.0,
-        "weight of the adversarial term: a PatchGAN discriminator with hinge loss, its "
-        "generator term scaled by the latent-diffusion recipe's adaptive weight "
-        "(0: off; the recipe uses 0.5)",
-        min=0.0,
-        max=1e6,
-    )
-    adversarial_start: int = opt(
-        0,
-        "adversarial: the global step from which the term and the discriminator's "
-        "updates are on (the recipe waits until reconstructions are good, e.g. 50001)",
-        min=0,
-        max=MAX_STEPS,
-    )
-    adversarial_layers: int = opt(
-        3,
-        "adversarial: the discriminator's stride-2 layers (taming's n_layers); each side "
-        "of the images must be at least 3 * 2**layers pixels (3: 24)",
-        min=1,
-        max=8,
-    )
-    adversarial_channels: int = opt(
-        64,
-        "adversarial: channels of the discriminator's first layer, doubled per layer up to 8x",
-        min=1,
-        max=256,
-    )
-    adversarial_lr: float = opt(
-        0.0,
-        "adversarial: the discriminator's learning rate (Adam, betas 0.5 and 0.9; 0: optim.lr)",
-        min=0.0,
-        max=1e3,
-    )
-
-
-@dataclass
-class OptimConfig:
-    name: str = opt("adam", "optimizer", choices=("adam", "adamw", "adagrad", "sgd"))
-    lr: float = opt(1e-3, "learning rate", flag="--lr", min=0.0, exclusive_min=True, max=1e3)
-    weight_decay: float = opt(0.0, "weight decay", min=0.0, max=1e3)
-    schedule: str = opt(
-        "constant", "learning-rate schedule over the whole run", choices=("constant", "cosine")
-    )
-    warmup_steps: int = opt(0, "linear learning-rate warm-up steps", min=0, max=MAX_STEPS)
-    grad_clip: float = opt(
-        0.0, "clip the gradient norm to this value (0: no clipping)", min=0.0, max=1e12
-    )
-    fused: bool = opt(True, "use the fused optimizer kernel where torch has one")
-    ema: float = opt(
-        0.0,
-        "decay of an exponential moving average of the weights, which is what gets "
-        "evaluated and saved (0: off; e.g. 0.995)",
-        min=0.0,
-        max=1.0,
-        exclusive_max=True,
-    )
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = opt(10, "passes over the training set", flag="--epochs", min=1, max=10**6)
-    batch_size: int = opt(128, "global minibatch size", flag="--batch-size", min=1, max=MAX_BATCH)
-    seed: int = opt(0, "seed of every random draw of the run", flag="--seed", min=0, max=MAX_SEED)
-    device: str = opt("auto", "cpu, cuda, cuda:N or auto (cuda when available)", flag="--device")
-    precision: str = opt(
-        "fp32",
-        "matmul precision: fp32, bf16 autocast, fp16 autocast "
-        "with a gradient scaler (CUDA), or auto (bf16 where the hardware "
-        "runs it natively: AMX/AVX512-BF16 CPUs, bf16 GPUs; else fp32)",
-        choices=("fp32", "bf16", "fp16", "auto"),
-    )
-    threads: int = opt(0, "CPU threads for torch (0: torch's default)", min=0, max=256)
-    out: str = opt("", "run directory (empty: runs/<name>-<time>)", flag="--out")
-    checkpoint_every: int = opt(
-        0,
-        "also save the resumable state every N steps (0: at the end of each epoch only)",
-        min=0,
-        max=MAX_STEPS,
-    )
-    max_skipped: int = opt(
-        20, "stop after this many consecutive non-finite updates", min=1, max=MAX_STEPS
-    )
-    eval_batch_size: int = opt(
-        1000, "batch size of the validation set's evaluation", min=1, max=MAX_BATCH
-    )
-    eval_every: int = opt(
-        1, "evaluate the validation set every N epochs (the last epoch always)", min=1, max=10**6
-    )
-    keep: str = opt(
-        "last",
-        "what model.safetensors holds: the last epoch's weights, or those of the epoch with "
-        "the best validation -ELBO (state.pt keeps the last, for resuming)",
-        choices=("last", "best"),
-    )
-    patience: int = opt(
-        0,
-        "stop early when the validation -ELBO has not improved for this many epochs (0: never)",
-        min=0,
-        max=10**6,
-    )
-    progress: bool = opt(True, "show progress bars")
-    tracker: list[str] = opt([], "extra trackers besides metrics.jsonl: wandb, tensorboard, mlflow")
-    wandb_project: str = opt("vaekit", "wandb: project name")
-    mlflow_experiment: str = opt(
-        "vaekit", "mlflow: experiment name (the store is $MLFLOW_TRACKING_URI, else ./mlruns)"
-    )
-    run_name: str = opt("", "tracker run name (empty: the run directory's name)")
-    log_images_every: int = opt(
-        0,
-        "trackers: also log sample/reconstruction images and the "
-        "step's loss every N steps (0: at each epoch's end only)",
-        min=0,
-        max=MAX_STEPS,
     )
 
 
