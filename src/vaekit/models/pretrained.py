@@ -1,5 +1,8 @@
-"""Saving and loading a model the Hugging Face way: `save_pretrained`, `from_pretrained`,
-`push_to_hub`, and `load` (a run directory, a model folder or `hf://OWNER/NAME`).
+"""A VAE as files: `Pretrained`, the VAE's base class, builds one from a config's `model`
+section (`from_config`), describes it for config.json (`architecture`) and rebuilds it from
+that record (`from_architecture`), and saves and loads it the Hugging Face way:
+`save_pretrained`, `from_pretrained`, `push_to_hub`; `resolve` finds the folder that `load`
+(vae.py) reads (a run directory, a model folder or `hf://OWNER/NAME`).
 
 The same behaviour as huggingface_hub's PyTorchModelHubMixin (whose config.json records
 constructor arguments, which for a VAE are modules, not JSON), written here so that the
@@ -13,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,9 +24,11 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..config import Config
+from ..config import Config, ModelConfig
 from ..errors import CheckpointError, ConfigError, DataError
 from ..io import card, checkpoint, hub
+from ..normalize import Normalization
+from . import builtin, diffusers_init, protocol, registry
 
 P = TypeVar("P", bound="Pretrained")
 
@@ -51,24 +57,96 @@ def resolve(path: str | Path, *, revision: str | None = None, repo_ids: bool = F
 
 
 class Pretrained(nn.Module):
-    """save_pretrained / from_pretrained / push_to_hub for `VAE` (see models/vae.py)."""
+    """The base class of `VAE` (see models/vae.py): from_config / architecture /
+    from_architecture, and save_pretrained / from_pretrained / push_to_hub. The attributes
+    are the VAE's."""
 
     run_config: Config | None  # the configuration of the run that trained it, if known
     class_names: list[str]  # the dataset's label names, if any
+    # the VAE's halves and settings (set by VAE.__init__), which architecture() records
+    encoder: nn.Module
+    decoder: nn.Module
+    latent_dim: int
+    latent_shape: tuple[int, ...] | None  # (C_z, h, w) for a spatial latent
+    input_shape: tuple[int, int, int]
+    likelihood: str
+    obs_scale: float
+    learn_scale: bool
+    num_classes: int
+    label_dim: int
+    normalization: Normalization
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def from_config(
+        cls: type[P],
+        cfg: ModelConfig,
+        input_shape: Sequence[int],
+        num_classes: int = 0,
+        normalization: dict[str, Any] | None = None,
+    ) -> P:
+        """The built-in MLP, conv or autoencoderkl VAE that `cfg` (the config's `model`
+        section) describes, started from model.init's weights where it names some;
+        `num_classes` counts only when `cfg.conditional`; `normalization` is a
+        `Normalization.record()` of the data (see `builtin.vae_arguments`)."""
+        arguments = builtin.vae_arguments(cfg, input_shape, num_classes, normalization)
+        weights = arguments.pop(diffusers_init.WEIGHTS, None)
+        model = cls(**arguments)
+        if weights is not None:  # model.init: start from these weights, exactly
+            model.load_state_dict(weights, strict=True)
+        return model
 
     def architecture(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """What config.json records to rebuild this model: each half as a registered name
+        and its JSON arguments, and the VAE's own settings."""
+        return {
+            "encoder": registry.spec(self.encoder, "encoder"),
+            "decoder": registry.spec(self.decoder, "decoder"),
+            "latent_dim": self.latent_dim,
+            "latent_shape": None if self.latent_shape is None else list(self.latent_shape),
+            "input_shape": list(self.input_shape),
+            "likelihood": self.likelihood,
+            "obs_scale": self.obs_scale,
+            "learn_scale": self.learn_scale,
+            "num_classes": self.num_classes,
+            "label_dim": self.label_dim,
+            "normalization": self.normalization.record(),
+        }
 
     @classmethod
-    def from_architecture(cls: type[P], architecture: dict[str, Any], source: str = "") -> P:
-        raise NotImplementedError
+    def from_architecture(
+        cls: type[P], architecture: dict[str, Any], source: str = "config.json"
+    ) -> P:
+        """A freshly initialised model from an `architecture()` record, through the registry
+        only (never an import named by the record)."""
+        if not isinstance(architecture, dict):
+            raise CheckpointError(f"{source}: 'architecture' must be an object")
+        settings = {k: architecture.get(k) for k in protocol.SETTINGS}
+        missing = [k for k in ("latent_dim", "input_shape", "likelihood") if settings[k] is None]
+        if missing:
+            raise CheckpointError(f"{source}: 'architecture' lacks {', '.join(missing)}")
+        kwargs = {k: v for k, v in settings.items() if v is not None}
 
-    @classmethod
-    def from_config(cls: type[P], cfg: Any, input_shape: Any, num_classes: int = 0) -> P:
-        raise NotImplementedError
+        def halves() -> tuple[nn.Module, nn.Module]:
+            encoder = registry.build(architecture.get("encoder"), "encoder", source)
+            return encoder, registry.build(architecture.get("decoder"), "decoder", source)
+
+        latent = kwargs["latent_dim"] if isinstance(kwargs["latent_dim"], int) else 1
+        protocol.check_size(halves, latent, f"the architecture {source} records")
+        encoder, decoder = halves()
+        try:
+            return cls(encoder, decoder, **kwargs)
+        except Exception as e:  # anything a recorded setting can make the constructor raise
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise CheckpointError(f"{source}: the architecture cannot be built ({first})") from None
 
     def custom_architectures(self) -> list[str]:
-        raise NotImplementedError
+        """The registered names of this model's halves that are not vaekit's own."""
+        return [
+            type(m).vaekit_name  # type: ignore[attr-defined]
+            for m in (self.encoder, self.decoder)
+            if not type(m).__module__.startswith("vaekit.")
+        ]
 
     def training_config(self) -> Config:
         """The configuration of the run that trained this model (its data, split, seed), or

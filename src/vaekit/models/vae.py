@@ -13,8 +13,9 @@ use) is a posterior of C_z x h x w independent Gaussians: the encoder returns (m
 as maps (B, C_z, h, w) and the decoder takes z as a map. Inside the VAE, mu, logvar and z
 are flattened to (B, D), D = C_z*h*w, so the KL (per element), the ELBO, importance
 sampling, sampling and interpolation are the vector latent's; `latents(z)` gives the
-map back. The built-in MLP and conv VAEs are built
-the same way, by `VAE.from_config`.
+map back. The built-in MLP and conv VAEs are built the same way, by `VAE.from_config`,
+which, with config.json's record of a VAE and saving and loading, is the base class's,
+`Pretrained` (pretrained.py).
 """
 
 from __future__ import annotations
@@ -30,10 +31,9 @@ import torch
 from torch import nn
 
 from .. import limits, losses
-from ..config import ModelConfig
-from ..errors import CheckpointError, ConfigError, DataError
+from ..errors import ConfigError, DataError
 from ..normalize import Normalization
-from . import builtin, diffusers_init, protocol, registry
+from . import protocol
 from .paths import check_method, latent_path
 from .pretrained import Pretrained, resolve
 
@@ -117,76 +117,6 @@ class VAE(Pretrained):
             likelihood,
             self.learn_scale,
         )
-
-    # -- construction -------------------------------------------------------------------
-    @classmethod
-    def from_config(
-        cls,
-        cfg: ModelConfig,
-        input_shape: Sequence[int],
-        num_classes: int = 0,
-        normalization: dict[str, Any] | None = None,
-    ) -> VAE:
-        """The built-in MLP, conv or autoencoderkl VAE that `cfg` (the config's `model`
-        section) describes, started from model.init's weights where it names some;
-        `num_classes` counts only when `cfg.conditional`; `normalization` is a
-        `Normalization.record()` of the data (see `builtin.vae_arguments`)."""
-        arguments = builtin.vae_arguments(cfg, input_shape, num_classes, normalization)
-        weights = arguments.pop(diffusers_init.WEIGHTS, None)
-        model = cls(**arguments)
-        if weights is not None:  # model.init: start from these weights, exactly
-            model.load_state_dict(weights, strict=True)
-        return model
-
-    def architecture(self) -> dict[str, Any]:
-        """What config.json records to rebuild this model: each half as a registered name
-        and its JSON arguments, and the VAE's own settings."""
-        return {
-            "encoder": registry.spec(self.encoder, "encoder"),
-            "decoder": registry.spec(self.decoder, "decoder"),
-            "latent_dim": self.latent_dim,
-            "latent_shape": None if self.latent_shape is None else list(self.latent_shape),
-            "input_shape": list(self.input_shape),
-            "likelihood": self.likelihood,
-            "obs_scale": self.obs_scale,
-            "learn_scale": self.learn_scale,
-            "num_classes": self.num_classes,
-            "label_dim": self.label_dim,
-            "normalization": self.normalization.record(),
-        }
-
-    @classmethod
-    def from_architecture(cls, architecture: dict[str, Any], source: str = "config.json") -> VAE:
-        """A freshly initialised model from an `architecture()` record, through the registry
-        only (never an import named by the record)."""
-        if not isinstance(architecture, dict):
-            raise CheckpointError(f"{source}: 'architecture' must be an object")
-        settings = {k: architecture.get(k) for k in protocol.SETTINGS}
-        missing = [k for k in ("latent_dim", "input_shape", "likelihood") if settings[k] is None]
-        if missing:
-            raise CheckpointError(f"{source}: 'architecture' lacks {', '.join(missing)}")
-        kwargs = {k: v for k, v in settings.items() if v is not None}
-
-        def halves() -> tuple[nn.Module, nn.Module]:
-            encoder = registry.build(architecture.get("encoder"), "encoder", source)
-            return encoder, registry.build(architecture.get("decoder"), "decoder", source)
-
-        latent = kwargs["latent_dim"] if isinstance(kwargs["latent_dim"], int) else 1
-        protocol.check_size(halves, latent, f"the architecture {source} records")
-        encoder, decoder = halves()
-        try:
-            return cls(encoder, decoder, **kwargs)
-        except Exception as e:  # anything a recorded setting can make the constructor raise
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise CheckpointError(f"{source}: the architecture cannot be built ({first})") from None
-
-    def custom_architectures(self) -> list[str]:
-        """The registered names of this model's halves that are not vaekit's own."""
-        return [
-            type(m).vaekit_name  # type: ignore[attr-defined]
-            for m in (self.encoder, self.decoder)
-            if not type(m).__module__.startswith("vaekit.")
-        ]
 
     # -- the two halves -------------------------------------------------------------------
     def _cond(self, y: torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor | None:
