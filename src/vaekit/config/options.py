@@ -195,6 +195,14 @@ class ModelConfig:
         "logit), so the first steps learn shapes rather than the average image (mlp and "
         "conv only; a model.init model keeps its own)",
     )
+    linear_path: bool = opt(
+        False,
+        "conv: a linear encoder and decoder beside the conv halves, started at PCA of the "
+        "training images (so training starts at PCA's reconstruction; the conv halves learn "
+        "the rest): global for a latent vector (C*H*W x latent_dim weights each way), one "
+        "f x f patch per cell for a spatial latent (f = 2^levels; image sides must be "
+        "multiples of f). gaussian or laplace likelihood",
+    )
     init: str = opt(
         "",
         "start from trained weights: diffusers:PATH_OR_REPO fine-tunes a diffusers "

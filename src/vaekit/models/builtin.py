@@ -34,6 +34,7 @@ def vae_arguments(
 
     if cfg.conditional and num_classes < 1:
         raise ConfigError("model.conditional needs labelled data (num_classes >= 1)")
+    _check_linear_path(cfg, likelihood)
     c, h, w = (int(s) for s in input_shape)
     shape = (c, h, w)
     kl = diffusers_init.plan(cfg, shape, likelihood, learn_scale)
@@ -51,11 +52,12 @@ def vae_arguments(
                 MLPEncoder(shape, cfg.hidden, cfg.activation, cond),
                 MLPDecoder(shape, cfg.hidden, cfg.activation, z_features, per_pixel),
             )
-        blocks, spatial = cfg.blocks_per_level, cfg.latent_channels
+        blocks, spatial, path = cfg.blocks_per_level, cfg.latent_channels, cfg.linear_path
         norm = decoder_norm(cfg.decoder_norm)
+        z_dim = 0 if spatial else cfg.latent_dim
         return (
-            ConvEncoder(shape, cfg.channels, blocks, cond, spatial),
-            ConvDecoder(shape, cfg.channels, blocks, z_features, per_pixel, spatial, norm),
+            ConvEncoder(shape, cfg.channels, blocks, cond, spatial, path, z_dim),
+            ConvDecoder(shape, cfg.channels, blocks, z_features, per_pixel, spatial, norm, path),
         )
 
     protocol.check_size(halves, latent_dim, f"the {cfg.arch} VAE of model.* for {shape}")
@@ -73,6 +75,25 @@ def vae_arguments(
         "label_dim": cfg.label_dim,
         "normalization": normalization,
     }
+
+
+def _check_linear_path(cfg: ModelConfig, likelihood: str) -> None:
+    """model.linear_path is a conv VAE's, and its PCA start is in the units of the image:
+    a Bernoulli decoder's logits are not."""
+    if not cfg.linear_path:
+        return
+    if cfg.arch != "conv":
+        raise ConfigError(f"model.linear_path needs model.arch conv; got {cfg.arch}")
+    if cfg.init:
+        raise ConfigError(
+            "model.linear_path starts a new conv VAE at PCA, model.init from trained weights: "
+            "use one of them"
+        )
+    if likelihood == "bernoulli":
+        raise ConfigError(
+            "model.linear_path needs a gaussian or laplace likelihood (it starts at PCA of the "
+            "images, and a Bernoulli decoder outputs logits); set model.likelihood"
+        )
 
 
 def _latent_shape(cfg: ModelConfig, shape: tuple[int, int, int]) -> tuple[int, int, int] | None:

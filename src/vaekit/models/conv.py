@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .fast_ops import Conv2d, _layout, group_norm, upsample_conv
+from .linear_path import decoder_path, encoder_path, patch_factor
 from .registry import register
 
 NORMS = ("group", "channel")
@@ -142,7 +143,9 @@ class ConvEncoder(nn.Module):
     `latent_channels` > 0, the posterior (mu, logvar), each (B, latent_channels, h, w).
 
     `channels`: channels per level, each level a stride-2 conv (halving the size) and
-    `blocks_per_level` residual blocks.
+    `blocks_per_level` residual blocks. `linear_path`: a linear map of x added to the
+    posterior mean (models/linear_path.py); a latent vector then needs `latent_dim`, and
+    the encoder returns (mu, logvar) (B, latent_dim) from heads of its own.
     """
 
     def __init__(
@@ -152,6 +155,8 @@ class ConvEncoder(nn.Module):
         blocks_per_level: int = 1,
         cond_dim: int = 0,
         latent_channels: int = 0,
+        linear_path: bool = False,
+        latent_dim: int = 0,
     ) -> None:
         super().__init__()
         _check(input_shape, channels)
@@ -174,6 +179,18 @@ class ConvEncoder(nn.Module):
             self.moments = Conv2d(c_prev, 2 * latent_channels, 3, padding=1)
         else:
             self.out_features = self.flat_features + cond_dim
+        self.linear: nn.Module | None = None
+        self.path_factor = 0  # the linear path's patch side (0: global, or no path)
+        if linear_path and latent_channels:
+            self.path_factor = patch_factor((h, w), (bottom_h, bottom_w))
+            self.linear = encoder_path(c, (h, w), latent_channels, self.path_factor)
+        elif linear_path:
+            if latent_dim < 1:
+                raise ValueError("a linear path on a latent vector needs latent_dim")
+            self.linear = encoder_path(c, (h, w), latent_dim, 0)
+            self.mu_head = nn.Linear(self.flat_features + cond_dim, latent_dim)
+            self.logvar_head = nn.Linear(self.flat_features + cond_dim, latent_dim)
+            self.out_features = None  # the encoder gives (mu, logvar) itself
 
     @property
     def stem(self) -> nn.Conv2d:
@@ -187,12 +204,16 @@ class ConvEncoder(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)  # match the weights' layout
         if self.latent_channels:
             mu, logvar = self.moments(self.body(x)).chunk(2, dim=1)  # each (B, C_z, h, w)
+            if self.linear is not None:
+                mu = mu + self.linear(x)
             return mu, logvar
         h = self.body(x).flatten(1)  # (B, C_L * H_L * W_L)
         if self.cond_dim:
             if cond is None:
                 raise ValueError("this encoder is conditional: pass the label embedding")
             h = torch.cat([h, cond.to(h.dtype)], dim=1)  # (B, F)
+        if self.linear is not None:  # x's NCHW order, whatever its layout
+            return self.mu_head(h) + self.linear(x.flatten(1)), self.logvar_head(h)
         return h
 
 
@@ -203,7 +224,9 @@ class ConvDecoder(nn.Module):
     in reverse, each a nearest 2x upsampling + conv.
 
     `norm`: "channel" (per position, see `ChannelNorm`) or "group" (GroupNorm, the
-    default only so that checkpoints saved before this option load unchanged)."""
+    default only so that checkpoints saved before this option load unchanged).
+    `linear_path`: a linear map of z added to the image's locations (the first C output
+    channels; models/linear_path.py)."""
 
     def __init__(
         self,
@@ -214,6 +237,7 @@ class ConvDecoder(nn.Module):
         params_per_pixel: int = 1,
         latent_channels: int = 0,
         norm: str = "group",
+        linear_path: bool = False,
     ) -> None:
         super().__init__()
         _check(input_shape, channels)
@@ -241,8 +265,30 @@ class ConvDecoder(nn.Module):
             )
         self.head = Conv2d(channels[0], c * params_per_pixel, 3, padding=1)
         self.out_shape = (c * params_per_pixel, h, w)
+        self.image_channels = c
+        self.linear: nn.Module | None = None
+        if linear_path:
+            f = patch_factor((h, w), self.sizes[-1][:2]) if latent_channels else 0
+            z_in = latent_channels if latent_channels else in_features
+            self.linear = decoder_path(c, (h, w), z_in, f)
+
+    @property
+    def last_layer(self) -> nn.Module:
+        """Where the adversarial term's adaptive weight compares gradients: the conv head,
+        also when the linear path's weight is registered after it."""
+        return self.head
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        out = self._conv(z)
+        if self.linear is None:
+            return out
+        c = self.image_channels
+        path = self.linear(z).view(-1, c, *self.sizes[0])  # (B, C, H, W)
+        if out.shape[1] == c:
+            return out + path
+        return torch.cat([out[:, :c] + path, out[:, c:]], dim=1)  # log-scales untouched
+
+    def _conv(self, z: torch.Tensor) -> torch.Tensor:
         channels_last = self.head.weight.is_contiguous(memory_format=torch.channels_last)
         if self.latent_channels:
             if channels_last:

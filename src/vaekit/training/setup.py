@@ -21,6 +21,7 @@ from ..io.checkpoint import STATE_FILE
 from ..models import VAE
 from ..models.autoencoderkl import is_autoencoderkl
 from ..models.conv import ConvEncoder
+from ..models.linear_path import MAX_VALUES, init_from_pca
 from ..normalize import Normalization, fit
 from .selection import require_validation
 
@@ -181,6 +182,8 @@ def build_model(
         if cfg.init_output_bias and saved is None and not is_autoencoderkl(model):
             mean = model.normalization.to_model(mean_image(data.x_train)[None])[0]
             init_output_bias(model, mean)
+        if cfg.linear_path and saved is None:  # the path starts at the images' PCA
+            init_from_pca(model, pca_images(model, data.x_train))
     elif saved is None and model.normalization.identity:  # a user's model, trained afresh
         norm = fit_normalization(data, config.data.normalize)
         model.set_normalization(norm, str(data.info.get("path", data.name)))
@@ -189,6 +192,16 @@ def build_model(
         # Module.to(memory_format=) works but is missing from torch's type stubs
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return model
+
+
+def pca_images(model: VAE, x: torch.Tensor, most: int = 4096) -> torch.Tensor:
+    """Evenly spaced training images, at most `most` and at most MAX_VALUES values in all
+    (the same rows in every process of a distributed run), float, in the model's units."""
+    n = min(x.shape[0], most, max(2, MAX_VALUES // max(1, x[0].numel())))
+    idx = torch.linspace(0, x.shape[0] - 1, n, dtype=torch.float64).round().long().unique()
+    rows = x.index_select(0, idx.to(x.device)).cpu()
+    rows = rows.float() / 255.0 if rows.dtype == torch.uint8 else rows.float()
+    return model.normalization.to_model(rows)
 
 
 @torch.no_grad()
