@@ -21,6 +21,17 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ["VAEKIT_OFFLINE"] = "1"
 
 
+# diffusers' AutoencoderKL at its smallest: two levels of 8 and 16 channels, a 2-channel latent
+TINY_AUTOENCODERKL = {
+    "block_out_channels": (8, 16),
+    "down_block_types": ("DownEncoderBlock2D",) * 2,
+    "up_block_types": ("UpDecoderBlock2D",) * 2,
+    "norm_num_groups": 4,
+    "latent_channels": 2,
+    "layers_per_block": 1,
+}
+
+
 def tiny_config(out: Path | str, **overrides: object) -> Config:
     """A model and dataset small enough to train in well under a second."""
     base = {

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import TINY_AUTOENCODERKL
 from vaekit.models import autoencoderkl
 from vaekit.models.autoencoderkl_fast import UpsampleConv, use_fast_ops
 from vaekit.models.fast_ops import GroupNorm
@@ -100,15 +101,7 @@ def test_upsampling_to_an_explicit_size_and_odd_inputs() -> None:
 
 def test_the_vaekit_pair_uses_the_fast_paths_and_matches_autoencoderkl() -> None:
     torch.manual_seed(1)
-    tiny = {
-        "block_out_channels": (8, 16),
-        "down_block_types": ("DownEncoderBlock2D",) * 2,
-        "up_block_types": ("UpDecoderBlock2D",) * 2,
-        "norm_num_groups": 4,
-        "latent_channels": 2,
-        "layers_per_block": 1,
-    }
-    reference = diffusers.AutoencoderKL(**tiny).eval()
+    reference = diffusers.AutoencoderKL(**TINY_AUTOENCODERKL).eval()
     encoder, decoder = autoencoderkl.halves(*autoencoderkl.split_config(dict(reference.config)))
     assert any(isinstance(m, UpsampleConv) for m in decoder.modules())
     assert any(isinstance(m, GroupNorm) for m in encoder.modules())

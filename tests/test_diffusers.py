@@ -14,21 +14,14 @@ import torch
 from PIL import Image
 
 import vaekit
+from conftest import TINY_AUTOENCODERKL
 from vaekit import cli
 from vaekit.config import load_config
 from vaekit.errors import ConfigError
 from vaekit.models import VAE, autoencoderkl
 
 diffusers = pytest.importorskip("diffusers", reason="needs vaekit[diffusers]")
-TINY = {
-    "block_out_channels": (8, 16),
-    "down_block_types": ("DownEncoderBlock2D",) * 2,
-    "up_block_types": ("UpDecoderBlock2D",) * 2,
-    "norm_num_groups": 4,
-    "latent_channels": 2,
-    "layers_per_block": 1,
-    "sample_size": 16,
-}
+TINY = {**TINY_AUTOENCODERKL, "sample_size": 16}
 
 
 @pytest.fixture(scope="module")
