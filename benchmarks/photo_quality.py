@@ -2,7 +2,7 @@
 PCA, on 64x64 crops of whole held-out photographs, each VAE trained for the same CPU time.
 
     pip install scikit-image; apt-get install mate-backgrounds   # the photographs
-    python benchmarks/photo_quality.py [--budget 300] [--jobs 1] [--only NAME,...]
+    python benchmarks/photo_quality.py [--budget 300] [--jobs 1] [--only 'NAME;...']
 
 The photographs: scikit-image's colour photographs (astronaut, chelsea, coffee, rocket and
 the left image of the motorcycle stereo pair; public domain / CC0, shipped inside the wheel)
@@ -58,6 +58,7 @@ PRESET = {**SHAPES64, "model.blocks_per_level": 0, "model.likelihood": "laplace"
 PRESET |= {"model.obs_scale": 0.1, "optim.lr": 0.003, "optim.schedule": "cosine"}
 PRESET |= {"optim.warmup_steps": 50, "train.batch_size": 64, "train.precision": "bf16"}
 GAUSS = {**PRESET, "model.likelihood": "gaussian", "model.learn_scale": True}
+SPATIAL_32 = {**PRESET, "model.latent_channels": 4, "model.channels": [32, 64, 128]}
 VAEKIT_RUNS: dict[str, dict[str, Any]] = {
     "vaekit shapes64, GroupNorm decoder (before the fix)": {
         **PRESET,
@@ -82,6 +83,14 @@ VAEKIT_RUNS: dict[str, dict[str, Any]] = {
         **PRESET,
         "model.latent_channels": 4,
         "model.channels": [64, 128, 256],
+    },
+    # model.linear_path: a linear encoder/decoder started at PCA of the training crops
+    # (global for the vector, per 8x8 patch for the 4x8x8 map), the conv halves beside it
+    "vaekit shapes64 + linear path": {**PRESET, "model.linear_path": True},
+    "vaekit spatial 4x8x8, channels 32-128": SPATIAL_32,
+    "vaekit spatial 4x8x8, channels 32-128 + linear path": {
+        **SPATIAL_32,
+        "model.linear_path": True,
     },
 }
 PCA_KS = (16, 32, 64, 128, 256)
@@ -325,13 +334,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=300.0, help="CPU seconds per VAE")
     parser.add_argument("--jobs", type=int, default=1, help="models trained at once")
-    parser.add_argument("--only", default="", help="comma-separated row names (default: all)")
+    parser.add_argument("--only", default="", help="row names separated by ';' (default: all)")
     parser.add_argument("--photos", default="", help="an .npz of resized photographs")
     parser.add_argument("--save-photos", default="", help="write the resized photographs here")
     parser.add_argument("--png", default="", help="write a grid of reconstructions here")
     parser.add_argument("--n-train", type=int, default=N_TRAIN, help="training crops")
     parser.add_argument("--n-test", type=int, default=N_TEST, help="held-out crops")
     parser.add_argument("--out", default="", help="results directory (default benchmarks/results)")
+    parser.add_argument("--name", default="photo_quality", help="results file name (no suffix)")
     args = parser.parse_args(argv)
     if args.photos:
         with np.load(args.photos) as f:
@@ -341,7 +351,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.save_photos:
         np.savez_compressed(args.save_photos, **photos)
     train, test = split(photos, args.n_train, args.n_test)
-    names = [n.strip() for n in args.only.split(",") if n.strip()] or NAMES
+    names = [n.strip() for n in args.only.split(";") if n.strip()] or NAMES
+    unknown = [n for n in names if n not in NAMES]
+    if unknown:  # before any model trains (row names hold commas: ';' separates them)
+        raise SystemExit(f"unknown rows {unknown}; the rows: {'; '.join(NAMES)}")
     info = machine()
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
         futures = [pool.submit(job, n, train, test, args.budget) for n in names]
@@ -359,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     kwargs = {"out_dir": Path(args.out)} if args.out else {}
     write_results(
-        "photo_quality",
+        args.name,
         {"machine": info, "budget_cpu_s": args.budget, "rows": rows, "held_out": list(HELD_OUT)},
         table(rows),
         notes,
