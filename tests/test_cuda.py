@@ -233,6 +233,36 @@ def test_a_spatial_latent_trains_and_evaluates_on_the_gpu(tiny, precision: str) 
     )
 
 
+@pytest.mark.parametrize("latent", [{"model.latent_dim": 4}, {"model.latent_channels": 2}])
+def test_the_linear_path_starts_at_pca_and_trains_on_the_gpu(tiny, latent: dict) -> None:
+    """model.linear_path in bf16 on the GPU: PCA of the (CPU-held) images, then training."""
+    run = vaekit.train(
+        tiny(
+            "linear-path-" + next(iter(latent)).split(".")[1],
+            **{
+                "train.device": "cuda",
+                "train.precision": "bf16",
+                "train.epochs": 3,
+                "model.arch": "conv",
+                "model.channels": [8, 16],
+                "model.likelihood": "laplace",
+                "model.obs_scale": 0.1,
+                "model.linear_path": True,
+                **latent,
+            },
+        )
+    )
+    records = _records(run)
+    assert records[-1]["train_nelbo"] < records[0]["train_nelbo"]
+    model = vaekit.load(run, device="cuda")
+    assert model.decoder.linear is not None
+    x = torch.rand(8, 1, 28, 28, device=CUDA)
+    cpu = vaekit.load(run)
+    torch.testing.assert_close(
+        model.reconstruct(x).cpu(), cpu.reconstruct(x.cpu()), atol=1e-4, rtol=0
+    )
+
+
 def test_rfid_and_lpips_on_the_gpu_equal_the_cpus(trained_run: Path) -> None:
     from vaekit.evaluation.perceptual import build_perceptual
 
