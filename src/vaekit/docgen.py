@@ -65,8 +65,8 @@ def render() -> str:
     lines = [
         "# Configuration reference",
         "",
-        "<!-- Generated from src/vaekit/config/options.py by `python -m vaekit.docgen`; "
-        "do not edit. -->",
+        "<!-- Generated from src/vaekit/config/options.py and training_options.py by "
+        "`python -m vaekit.docgen`; do not edit. -->",
         "",
         "Every option of a run, in one place. A preset or a YAML file (`--config NAME|PATH`)",
         "sets some of them; every option is also a command-line flag, `--SECTION.FIELD VALUE`",
