@@ -31,20 +31,22 @@ from torch import nn
 
 from ..errors import ConfigError
 
-MAX_VALUES = 2**27  # rows x values the PCA reads at most (512 MiB of float32)
+MAX_VALUES = 2**27  # rows x values the PCA reads at most (512 MiB of float32; the
+# randomized SVD adds one centred copy, the spatial path's patches one permuted copy)
+CHUNK = 8192  # rows per float64 chunk of the mean and the covariance
 EXACT_DIM = 4096  # up to this many values per row: eigendecomposition of the covariance
 LOGVAR_START = -6.0  # added to the log-variance head's bias: z starts close to the PCA code
 
 
 def patch_factor(image_size: tuple[int, int], latent_size: tuple[int, int]) -> int:
-    """The patch side f of a spatial path: H and W must be f times the latent's."""
+    """The patch side f of a spatial path: H and W must be f times the latent map's."""
     (h, w), (lh, lw) = image_size, latent_size
     f = h // lh
     if f * lh != h or f * lw != w:
         raise ConfigError(
-            f"model.linear_path with a spatial latent needs image sides that are multiples of "
-            f"2^levels: {h}x{w} images give a {lh}x{lw} latent; resize the images (data."
-            "image_size) or turn model.linear_path off"
+            f"model.linear_path with a spatial latent needs image sides that are a whole "
+            f"multiple of the latent map's: {h}x{w} images give a {lh}x{lw} map; use sides "
+            "that are multiples of 2^levels (data.image_size) or turn model.linear_path off"
         )
     return f
 
@@ -75,18 +77,22 @@ def _rows(images: torch.Tensor, factor: int) -> torch.Tensor:
 
 def principal_components(rows: torch.Tensor, k: int) -> tuple[torch.Tensor, ...]:
     """(mean (d,), components (d, k') as columns, their standard deviations (k',)) of the
-    rows, k' = min(k, d, n - 1), in float64."""
-    rows = rows.double()
+    rows, k' = min(k, d, n - 1), in float64. Memory beyond `rows`: one float32 copy (the
+    randomized SVD) or chunks of float64 rows (the covariance)."""
     n, d = rows.shape
     k = max(0, min(k, d, n - 1))
-    mean = rows.mean(0)
-    centred = rows - mean
+    mean = sum((c.double().sum(0) for c in rows.split(CHUNK)), torch.zeros(d, dtype=torch.float64))
+    mean = mean / n
     if d <= EXACT_DIM:
-        values, vectors = torch.linalg.eigh(centred.T @ centred / max(n - 1, 1))
+        cov = torch.zeros(d, d, dtype=torch.float64)
+        for chunk in rows.split(CHUNK):
+            centred = chunk.double() - mean
+            cov += centred.T @ centred
+        values, vectors = torch.linalg.eigh(cov / max(n - 1, 1))
         order = values.flip(0)[:k].clamp_min(0.0)
         return mean, vectors.flip(1)[:, :k], order.sqrt()
-    _, s, v = torch.svd_lowrank(centred, q=min(k + 10, n, d), niter=4)
-    return mean, v[:, :k], s[:k] / math.sqrt(max(n - 1, 1))
+    _, s, v = torch.svd_lowrank(rows.float() - mean.float(), q=min(k + 10, n, d), niter=4)
+    return mean, v[:, :k].double(), s[:k].double() / math.sqrt(max(n - 1, 1))
 
 
 @torch.no_grad()
