@@ -61,7 +61,7 @@ class Dataset:
         digest.update(repr(self.class_names).encode())
         if self.x_val is not None:  # data without one hash as before validation sets existed
             digest.update(repr(("val", tuple(self.x_val.shape))).encode())
-        idx = torch.linspace(0, max(n - 1, 0), min(n, rows), dtype=torch.float64).round().long()
+        idx = evenly_spaced(n, rows)
         digest.update(self.x_train.index_select(0, idx).contiguous().numpy().tobytes())
         if self.y_train is not None:
             digest.update(self.y_train.contiguous().numpy().tobytes())
@@ -96,6 +96,16 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
 CHUNK_ROWS = 1024  # rows summed at a time by mean_image
 
 
+def evenly_spaced(n: int, most: int) -> torch.Tensor:
+    """Up to `most` distinct indices spread evenly over range(n), the first and the last
+    included, in order: the rows that stand in for a large (memory-mapped) set, the same
+    in every process of a distributed run."""
+    last = max(n - 1, 0)
+    # float64: float32 steps round past n - 1 beyond ~16.7M rows
+    idx = torch.linspace(0, last, min(n, most), dtype=torch.float64)
+    return idx.round().long().clamp_(max=last).unique()
+
+
 def mean_image(x: torch.Tensor, max_images: int = 10_000) -> torch.Tensor:
     """The average image (C, H, W) in [0, 1], float64, over at most `max_images` of x.
 
@@ -105,9 +115,7 @@ def mean_image(x: torch.Tensor, max_images: int = 10_000) -> torch.Tensor:
     n = x.shape[0]
     if n == 0:
         raise DataError("no training images to average")
-    # float64: float32 steps round past n - 1 beyond ~16.7M rows
-    idx = torch.linspace(0, n - 1, min(n, max_images), dtype=torch.float64)
-    idx = idx.round().long().clamp_(max=n - 1).unique()
+    idx = evenly_spaced(n, max_images)
     total = torch.zeros(x.shape[1:], dtype=torch.float64)
     for chunk in idx.split(CHUNK_ROWS):  # bounded memory for large images
         total += x.index_select(0, chunk.to(x.device)).sum(0, dtype=torch.float64).cpu()

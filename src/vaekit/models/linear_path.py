@@ -106,10 +106,8 @@ def init_from_pca(model: Any, images: torch.Tensor) -> None:
     factor = int(getattr(enc, "path_factor", 0))
     k = int(enc.linear.out_channels if factor else enc.linear.out_features)
     mean, v, sd = principal_components(_rows(images.float(), factor), k)
-    kept = len(sd)
     # components with (almost) no variance in the data are left out: whitening would blow up
-    if kept:
-        kept = int((sd > sd[0] * 1e-6).sum()) if sd[0] > 0 else 0
+    kept = int((sd > sd[0] * 1e-6).sum()) if len(sd) and sd[0] > 0 else 0
     v, sd = v[:, :kept], sd[:kept]
     w_enc = torch.zeros(k, v.shape[0], dtype=torch.float64)
     w_enc[:kept] = (v / sd).T  # whitened coefficients: unit variance on the training images

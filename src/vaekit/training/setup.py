@@ -14,7 +14,7 @@ from torch import nn
 
 from ..config import Config, validate
 from ..data import Dataset, load_data
-from ..data.dataset import mean_image
+from ..data.dataset import evenly_spaced, mean_image, to_float
 from ..data.validation import carve_validation
 from ..errors import ConfigError, DataError, VaekitError
 from ..io.checkpoint import STATE_FILE
@@ -197,10 +197,8 @@ def build_model(
 def pca_images(model: VAE, x: torch.Tensor, most: int = 4096) -> torch.Tensor:
     """Evenly spaced training images, at most `most` and at most MAX_VALUES values in all
     (the same rows in every process of a distributed run), float, in the model's units."""
-    n = min(x.shape[0], most, max(2, MAX_VALUES // max(1, x[0].numel())))
-    idx = torch.linspace(0, x.shape[0] - 1, n, dtype=torch.float64).round().long().unique()
-    rows = x.index_select(0, idx.to(x.device)).cpu()
-    rows = rows.float() / 255.0 if rows.dtype == torch.uint8 else rows.float()
+    idx = evenly_spaced(x.shape[0], min(most, max(2, MAX_VALUES // max(1, x[0].numel()))))
+    rows = to_float(x.index_select(0, idx.to(x.device)).cpu())
     return model.normalization.to_model(rows)
 
 
