@@ -67,20 +67,37 @@ def test_a_fresh_run_starts_at_the_pca_reconstruction_of_a_latent_vector(tmp_pat
 
 
 def test_a_spatial_latent_starts_at_the_pca_of_its_patches(tmp_path: Path) -> None:
-    """Two levels: a 2 x 4 x 4 latent, each cell from its 4 x 4 patch (48 values)."""
-    model, x_train = initial_model(tmp_path, **{"model.latent_channels": 2})
+    """Two levels: a 2 x 4 x 4 latent, each cell from its 4 x 4 patch (48 values). The
+    images carry a fixed stripe in every patch, so the mean patch has structure of its own
+    that one bias per channel cannot paste: PCA is taken about each channel's mean, and the
+    start is exactly that PCA (a first component carries the stripe)."""
+    x = smooth_images().float()
+    x[:, :, ::4, :] = 255.0  # one bright row at the top of every 4 x 4 patch
+    x = x.to(torch.uint8)
+    data = from_arrays(x, x[:16], name="striped")
+    overrides = {**CONV, "model.latent_channels": 2, "train.out": str(tmp_path / "run")}
+    model = build_model(None, load_config(None, overrides), data, torch.device("cpu"), None)
     assert model.latent_shape == (2, 4, 4)
-    images = x_train.float() / 255
+    images = data.x_train.float() / 255
     n = len(images)
     patches = images.reshape(n, 3, 4, 4, 4, 4).permute(0, 2, 4, 1, 3, 5).reshape(-1, 48)
-    recon = pca_reconstruction(patches, 2)
-    # the decoder's bias is one per channel: the mean patch's own pixels average out
-    mean = patches.double().mean(0).view(3, 16)
-    recon = recon + (mean.mean(1, keepdim=True) - mean).reshape(48)
+    rows = patches.double()
+    centre = rows.view(-1, 3, 16).mean((0, 2)).repeat_interleave(16)
+    values, vectors = torch.linalg.eigh((rows - centre).T @ (rows - centre))
+    top = vectors[:, -2:]
+    recon = (rows - centre) @ top @ top.T + centre
     expected = recon.view(n, 4, 4, 3, 4, 4).permute(0, 3, 1, 4, 2, 5).reshape(images.shape)
     with torch.no_grad():
-        got = model.reconstruct(images)
+        got = model.eval().reconstruct(images)
     torch.testing.assert_close(got, expected.clamp(0, 1).float(), atol=2e-4, rtol=0)
+    # the stripe is kept: PCA about the mean patch, pasted back with one bias per channel
+    # (what the path started at before), loses it and errs several times more
+    mean = rows.mean(0)
+    _, _, vt = torch.linalg.svd(rows - mean, full_matrices=False)
+    flat = (rows - mean) @ vt[:2].T @ vt[:2] + mean.view(3, 16).mean(1).repeat_interleave(16)
+    before = flat.view(n, 4, 4, 3, 4, 4).permute(0, 3, 1, 4, 2, 5).reshape(images.shape)
+    err, err_before = (float(((r.clamp(0, 1) - images) ** 2).mean()) for r in (got, before))
+    assert err < 0.5 * err_before
 
 
 def test_training_improves_on_the_start_and_the_run_loads_back(tmp_path: Path) -> None:
@@ -193,6 +210,9 @@ def test_more_latent_values_than_a_patch_has_leaves_the_rest_at_zero(tmp_path: P
     images = smooth_images(40).float() / 255
     _, v, sd = linear_path.principal_components(linear_path._rows(images, 4), 50)
     assert v.shape == (48, 48) and (sd[:-1] >= sd[1:]).all()
+    # the 2 values with no component stay at the prior's width: they cost no KL at the start
+    logvar = model.encoder.moments.bias[50:]
+    assert (logvar[48:] - logvar[:48].max() > 5).all()
 
 
 @pytest.mark.parametrize(

@@ -200,8 +200,9 @@ class ModelConfig:
         "conv: a linear encoder and decoder beside the conv halves, started at PCA of the "
         "training images (so training starts at PCA's reconstruction; the conv halves learn "
         "the rest): global for a latent vector (C*H*W x latent_dim weights each way), one "
-        "f x f patch per cell for a spatial latent (f = 2^levels: image sides must be "
-        "multiples of it). gaussian or laplace likelihood",
+        "f x f patch per cell for a spatial latent (f: the image side over the latent "
+        "map's, 2^levels for sides that are multiples of it; the sides must be exactly f "
+        "times the map's). gaussian or laplace likelihood",
     )
     init: str = opt(
         "",

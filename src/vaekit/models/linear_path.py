@@ -14,7 +14,10 @@ For a latent vector the path is global: a (C*H*W x D) matrix each way. For a spa
 latent (C_z x H/f x W/f, f = 2^levels) it is patch-wise, as latent diffusion's latents
 are local: each latent cell is a linear function of its f x f patch (a stride-f conv with
 an f x f kernel) and the decoder pastes one f x f patch per cell (the transposed conv);
-the components are those of the training images' patches.
+the components are those of the training images' patches, taken about each channel's mean
+rather than the mean patch: the transposed conv has one bias per channel, so a mean patch
+with structure of its own could not be pasted back, and centring per channel keeps the
+start exactly the PCA it names (a patterned mean patch then takes a component).
 
 PCA is computed here, in a few lines of torch (an exact eigendecomposition of the
 covariance when a row has at most 4,096 values, else `torch.svd_lowrank`), because it
@@ -75,14 +78,18 @@ def _rows(images: torch.Tensor, factor: int) -> torch.Tensor:
     return p.reshape(-1, c * f * f)
 
 
-def principal_components(rows: torch.Tensor, k: int) -> tuple[torch.Tensor, ...]:
-    """(mean (d,), components (d, k') as columns, their standard deviations (k',)) of the
-    rows, k' = min(k, d, n - 1), in float64. Memory beyond `rows`: one float32 copy (the
-    randomized SVD) or chunks of float64 rows (the covariance)."""
+def principal_components(rows: torch.Tensor, k: int, channels: int = 0) -> tuple[torch.Tensor, ...]:
+    """(centre (d,), components (d, k') as columns, their root mean squares (k',)) of the
+    rows about their centre, k' = min(k, d, n - 1), in float64. The centre is the mean row,
+    or with `channels` > 0 (rows of C equal blocks: patches) each block's mean value.
+    Memory beyond `rows`: one float32 copy (the randomized SVD) or chunks of float64 rows
+    (the covariance)."""
     n, d = rows.shape
     k = max(0, min(k, d, n - 1))
     mean = sum((c.double().sum(0) for c in rows.split(CHUNK)), torch.zeros(d, dtype=torch.float64))
     mean = mean / n
+    if channels:
+        mean = mean.view(channels, -1).mean(1).repeat_interleave(d // channels)
     if d <= EXACT_DIM:
         cov = torch.zeros(d, d, dtype=torch.float64)
         for chunk in rows.split(CHUNK):
@@ -105,7 +112,8 @@ def init_from_pca(model: Any, images: torch.Tensor) -> None:
     enc, dec = model.encoder, model.decoder
     factor = int(getattr(enc, "path_factor", 0))
     k = int(enc.linear.out_channels if factor else enc.linear.out_features)
-    mean, v, sd = principal_components(_rows(images.float(), factor), k)
+    channels = images.shape[1] if factor else 0
+    mean, v, sd = principal_components(_rows(images.float(), factor), k, channels)
     # components with (almost) no variance in the data are left out: whitening would blow up
     kept = int((sd > sd[0] * 1e-6).sum()) if len(sd) and sd[0] > 0 else 0
     v, sd = v[:, :kept], sd[:kept]
@@ -113,11 +121,13 @@ def init_from_pca(model: Any, images: torch.Tensor) -> None:
     w_enc[:kept] = (v / sd).T  # whitened coefficients: unit variance on the training images
     w_dec = torch.zeros(v.shape[0], k, dtype=torch.float64)
     w_dec[:, :kept] = v * sd
-    _set_encoder(enc, w_enc, mean, factor)
+    _set_encoder(enc, w_enc, mean, factor, kept)
     _set_decoder(dec, w_dec, mean, factor, model.input_shape[0])
 
 
-def _set_encoder(enc: Any, w: torch.Tensor, mean: torch.Tensor, factor: int) -> None:
+def _set_encoder(enc: Any, w: torch.Tensor, mean: torch.Tensor, factor: int, kept: int) -> None:
+    """The path at `w`; the conv branch's mean at zero; the log-variance lowered only where
+    a component is (a value with none stays at the prior, costing no KL)."""
     lin = enc.linear
     lin.weight.copy_(w.reshape(lin.weight.shape))
     lin.bias.copy_(-(w @ mean))
@@ -125,18 +135,18 @@ def _set_encoder(enc: Any, w: torch.Tensor, mean: torch.Tensor, factor: int) -> 
     if factor:  # the moments conv: mu's channels first, then log-variance's
         enc.moments.weight[:k].zero_()
         enc.moments.bias[:k].zero_()
-        enc.moments.bias[k:] += LOGVAR_START
+        enc.moments.bias[k : k + kept] += LOGVAR_START
     else:
         enc.mu_head.weight.zero_()
         enc.mu_head.bias.zero_()
-        enc.logvar_head.bias += LOGVAR_START
+        enc.logvar_head.bias[:kept] += LOGVAR_START
 
 
 def _set_decoder(dec: Any, w: torch.Tensor, mean: torch.Tensor, factor: int, c: int) -> None:
     lin = dec.linear
     if factor:  # ConvTranspose2d weight: (in = k, out = C, f, f); one bias per channel
         lin.weight.copy_(w.T.reshape(lin.weight.shape))
-        lin.bias.copy_(mean.reshape(c, -1).mean(1))
+        lin.bias.copy_(mean.reshape(c, -1)[:, 0])
     else:  # Linear weight: (C*H*W, in); z's columns first, a label embedding's after
         lin.weight.zero_()
         lin.weight[:, : w.shape[1]] = w
