@@ -5,6 +5,8 @@ folder that `AutoencoderKL.from_pretrained` loads and that computes what vaekit 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import torch
 from PIL import Image
 
 import vaekit
-from conftest import TINY_AUTOENCODERKL
+from conftest import TINY_AUTOENCODERKL, assert_one_line_error
 from vaekit import cli
 from vaekit.config import load_config
 from vaekit.errors import ConfigError
@@ -224,3 +226,46 @@ def test_the_adversarial_term_fine_tunes_an_autoencoderkl_at_its_output_conv(
     assert cli.main(args) == 0
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["train_adv_weight"] > 0 and np.isfinite(last["train_disc_loss"])
+
+
+def export(run: Path, out: Path, *more: str) -> int:
+    return cli.main(["export", str(run), "--format", "diffusers", str(out), *more])
+
+
+def test_overwrite_replaces_an_earlier_export_only_never_the_run(
+    finetuned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = sorted(p.name for p in finetuned.iterdir())
+    for out in (finetuned, finetuned / "exported", finetuned.parent):
+        assert_one_line_error(export(finetuned, out, "--overwrite"), capsys.readouterr().err)
+        assert sorted(p.name for p in finetuned.iterdir()) == files
+    other = tmp_path / "other"  # an AutoencoderKL's config.json, and a file of the user's
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL"}))
+    (other / "notes.txt").write_text("mine")
+    code, err = export(finetuned, other, "--overwrite"), capsys.readouterr().err
+    assert_one_line_error(code, err, "also holds notes.txt", "not an earlier export")
+    shutil.copy(finetuned / "config.json", other / "config.json")  # a vaekit model's
+    (other / "notes.txt").unlink()
+    code, err = export(finetuned, other, "--overwrite"), capsys.readouterr().err
+    assert_one_line_error(code, err, "not an AutoencoderKL's")
+    assert (other / "config.json").read_bytes() == (finetuned / "config.json").read_bytes()
+
+
+def test_an_export_where_no_folder_can_be_made_is_one_line(
+    finetuned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "afile").write_text("x")
+    for out in (tmp_path / "afile" / "sub", tmp_path / "afile" / "sub" / "deeper"):
+        code, err = export(finetuned, out), capsys.readouterr().err
+        assert_one_line_error(code, err, "afile is a file, so", "cannot be made")
+    if os.path.isdir("/proc"):  # a folder no one can make anything in
+        code, err = export(finetuned, Path("/proc/vaekit-export")), capsys.readouterr().err
+        assert_one_line_error(code, err, "cannot write", "nothing was written")
+
+
+def test_the_exported_folder_has_the_mode_of_a_new_folder(finetuned: Path, tmp_path: Path) -> None:
+    (tmp_path / "plain").mkdir()  # what mkdir, and diffusers' save_pretrained, give
+    assert export(finetuned, tmp_path / "exported") == 0
+    mode = (tmp_path / "exported").stat().st_mode & 0o777
+    assert mode == (tmp_path / "plain").stat().st_mode & 0o777

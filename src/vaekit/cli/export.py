@@ -28,7 +28,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "(model.arch autoencoderkl, or model.init diffusers:...). Needs vaekit[diffusers].",
     )
     p.add_argument("run", metavar="RUN", help="a run directory written by `vaekit train`")
-    p.add_argument("out", metavar="OUT", help="the folder to write (new or empty)")
+    p.add_argument(
+        "out", metavar="OUT", help="the folder to write (new or empty; not in or around RUN)"
+    )
     p.add_argument("--format", required=True, choices=FORMATS, help="the format to write")
     p.add_argument(
         "--scaling-factor",
@@ -38,7 +40,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "(default: the one of the model.init model, else diffusers' 0.18215); set it to "
         "1 / the standard deviation of your latents",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier export in OUT: a folder holding only an AutoencoderKL's "
+        "config.json and diffusion_pytorch_model* files (never a run directory)",
+    )
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -46,12 +53,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ..models import load
     from ..models.autoencoderkl import diffusers_model
 
-    check_target(args.out, args.overwrite)  # before anything loads
+    check_target(args.out, args.overwrite, args.run)  # before anything loads
     model = load(args.run)
     config, state = diffusers_model(model)
     if args.scaling_factor is not None:
         config["scaling_factor"] = args.scaling_factor
-    out = write_diffusers(args.out, config, state, overwrite=args.overwrite)
+    out = write_diffusers(args.out, config, state, overwrite=args.overwrite, run=args.run)
     print(f"wrote {out}: config.json, diffusion_pytorch_model.safetensors")
     print(f"load it with: diffusers.AutoencoderKL.from_pretrained({str(out)!r})")
     return 0

@@ -5,12 +5,16 @@ diffusers writes the folder itself: an `AutoencoderKL` is built from the config,
 mapped weights are loaded into it strictly (every key, every shape) and its own
 `save_pretrained` writes config.json and diffusion_pytorch_model.safetensors, so the
 folder is exactly what diffusers writes and reads. It is written beside OUT under a
-temporary name and renamed into place: a failed export leaves no half folder.
+temporary name and renamed into place: a failed export leaves no half folder. An
+existing OUT is replaced (--overwrite) only when it is what an export writes and nothing
+else, and never when it is the run directory or holds or lies inside it: replacing one
+would delete the run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -20,27 +24,70 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, VaekitError
-from .fileio import TMP_PREFIX
+from .fileio import DIR_MODE, TMP_PREFIX
 
 INSTALL = "pip install 'vaekit[diffusers]'"
 CONFIG_FILE = "config.json"
+CLASS_NAME = "AutoencoderKL"
+WEIGHTS = "diffusion_pytorch_model"  # how save_pretrained names the weights (any shard)
 
 
-def check_target(out: str | os.PathLike[str], overwrite: bool) -> Path:
+def check_target(
+    out: str | os.PathLike[str], overwrite: bool, run: str | os.PathLike[str] | None = None
+) -> Path:
     """OUT, checked before anything is loaded: a new or empty folder, or (with overwrite)
-    a folder that holds an earlier export; never a file or a folder of other things."""
+    an earlier export; never a file, a folder of other things, nor the run directory
+    `run`, a folder inside it or one around it (--overwrite would delete the run)."""
     path = Path(out).expanduser()
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{path} is a file; the diffusers export is a folder: name a new one")
+    overlap = _overlap(path, Path(run).expanduser()) if run is not None else None
+    if overlap:
+        raise ConfigError(f"{path} {overlap}; write the export to a folder of its own")
+    there = next((p for p in (path, *path.parents) if p.exists()), path)  # OUT or a parent
+    if there.exists() and not there.is_dir():
+        inside = "" if there == path else f", so {path} cannot be made"
+        raise ConfigError(
+            f"{there} is a file{inside}; the diffusers export is a folder: name a new one"
+        )
     if path.is_dir() and any(path.iterdir()):
         if not overwrite:
             raise ConfigError(f"{path} is not empty; name a new folder, or pass --overwrite")
-        if not (path / CONFIG_FILE).is_file():
+        why = _not_an_export(path)
+        if why:
             raise ConfigError(
-                f"{path} holds no {CONFIG_FILE}, so it is not an earlier export; --overwrite "
-                "replaces only a model folder: name a new folder"
+                f"{path} {why}, so it is not an earlier export; --overwrite replaces only a "
+                f"folder of an {CLASS_NAME} {CONFIG_FILE} and {WEIGHTS}* files: name a new folder"
             )
     return path
+
+
+def _overlap(path: Path, run: Path) -> str | None:
+    """How the folder `path` and the run directory `run` overlap, or None (a run that is
+    no local folder, such as hf://OWNER/NAME, overlaps nothing)."""
+    if not run.is_dir():
+        return None
+    here, there = path.resolve(), run.resolve()
+    if here == there:
+        return "is the run directory itself"
+    if there in here.parents:
+        return f"is inside the run directory {run}"
+    if here in there.parents:
+        return f"holds the run directory {run}"
+    return None
+
+
+def _not_an_export(path: Path) -> str | None:
+    """Why the folder `path` is not what write_diffusers writes (an AutoencoderKL's
+    config.json and diffusion_pytorch_model* weight files, nothing else), or None."""
+    try:
+        config = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"holds no readable {CONFIG_FILE}"
+    if not isinstance(config, dict) or config.get("_class_name") != CLASS_NAME:
+        return f"holds a {CONFIG_FILE} that is not an {CLASS_NAME}'s"
+    for entry in sorted(path.iterdir()):
+        if not entry.is_file() or not (entry.name == CONFIG_FILE or entry.name.startswith(WEIGHTS)):
+            return f"also holds {entry.name}"
+    return None
 
 
 def write_diffusers(
@@ -48,10 +95,12 @@ def write_diffusers(
     config: dict[str, Any],
     state: dict[str, torch.Tensor],
     overwrite: bool = False,
+    run: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Write an AutoencoderKL with `config` (its constructor's arguments) and `state` (its
-    state dict) to the folder `out`, through diffusers' own save_pretrained."""
-    path = check_target(out, overwrite)
+    state dict) to the folder `out`, through diffusers' own save_pretrained; `run`, the
+    run directory it comes from, if any, is never written into or replaced."""
+    path = check_target(out, overwrite, run)
     try:
         from diffusers import AutoencoderKL
     except ImportError:
@@ -60,13 +109,16 @@ def write_diffusers(
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:  # a bug in the mapping, never the user's doing
         raise RuntimeError(f"AutoencoderKL weights do not map: {missing} {unexpected}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent))
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent))
+        tmp.chmod(DIR_MODE)  # mkdtemp's is 0o700; a folder diffusers makes gets this
         model.save_pretrained(tmp, safe_serialization=True)
         _swap(tmp, path)
     except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, OSError):
             raise VaekitError(
                 f"cannot write {path} ({e.strerror or e}); nothing was written"

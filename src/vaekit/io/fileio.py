@@ -16,14 +16,16 @@ from ..errors import VaekitError
 TMP_PREFIX = ".tmp-"  # temporary files start with this; nothing ever loads them
 
 
-def _default_mode() -> int:
-    """The mode open() would give a new file: 0o666 less the umask (mkstemp uses 0o600)."""
+def _umask() -> int:
+    """This process's umask (read by setting it, then setting it back)."""
     mask = os.umask(0)
     os.umask(mask)
-    return 0o666 & ~mask
+    return mask
 
 
-FILE_MODE = _default_mode()
+UMASK = _umask()
+FILE_MODE = 0o666 & ~UMASK  # what open() gives a new file (mkstemp uses 0o600)
+DIR_MODE = 0o777 & ~UMASK  # what mkdir gives a new folder (mkdtemp uses 0o700)
 
 
 @contextlib.contextmanager
