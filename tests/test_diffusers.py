@@ -5,9 +5,11 @@ folder that `AutoencoderKL.from_pretrained` loads and that computes what vaekit 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -269,3 +271,63 @@ def test_the_exported_folder_has_the_mode_of_a_new_folder(finetuned: Path, tmp_p
     assert export(finetuned, tmp_path / "exported") == 0
     mode = (tmp_path / "exported").stat().st_mode & 0o777
     assert mode == (tmp_path / "plain").stat().st_mode & 0o777
+
+
+def with_weights(
+    source: Path, target: Path, edit: Callable[[dict[str, torch.Tensor]], object]
+) -> Path:
+    """A copy of the diffusers folder `source` whose weights `edit` changed in place."""
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(source, target)
+    weights = target / "diffusion_pytorch_model.safetensors"
+    state = load_file(weights)
+    edit(state)
+    save_file(state, weights)
+    return target
+
+
+def test_model_init_refuses_weights_that_do_not_fit_its_config(
+    pretrained: Path, tmp_path: Path
+) -> None:
+    cases = {
+        "missing: decoder.conv_out.weight": lambda s: s.pop("decoder.conv_out.weight"),
+        "unexpected: extra.weight": lambda s: s.update({"extra.weight": torch.zeros(1)}),
+        "wrong shape: decoder.conv_out.bias (5 in the file, 3 in the model)": lambda s: s.update(
+            {"decoder.conv_out.bias": torch.zeros(5)}
+        ),
+    }
+    for i, (needle, edit) in enumerate(cases.items()):
+        folder = with_weights(pretrained, tmp_path / str(i), edit)
+        cfg = load_config(None, {"model.init": f"diffusers:{folder}"}).model
+        with pytest.raises(ConfigError, match="its weights do not fit its config.json") as e:
+            VAE.from_config(cfg, (3, 16, 16))
+        assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_model_init_of_a_damaged_config_is_one_line(pretrained: Path, tmp_path: Path) -> None:
+    for i, damage in enumerate(
+        ({"norm_num_groups": 0}, {"block_out_channels": []}, {"block_out_channels": "abc"})
+    ):
+        folder = tmp_path / str(i)
+        shutil.copytree(pretrained, folder)
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, **damage}))
+        cfg = load_config(None, {"model.init": f"diffusers:{folder}"}).model
+        with pytest.raises(ConfigError, match="no diffusers AutoencoderKL could be read there"):
+            VAE.from_config(cfg, (3, 16, 16))
+
+
+def test_model_init_loads_without_a_warning_from_diffusers(pretrained: Path) -> None:
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("diffusers")
+    logger.addHandler(handler)
+    try:
+        VAE.from_config(
+            load_config(None, {"model.init": f"diffusers:{pretrained}"}).model, (3, 16, 16)
+        )
+    finally:
+        logger.removeHandler(handler)
+    assert [r.getMessage() for r in records] == []

@@ -179,11 +179,54 @@ def _from_pretrained(ref: str) -> Any:
                 f"model.init {PREFIX}{ref} holds a {found or 'config without _class_name'}, "
                 f"not a diffusers {CLASS_NAME}"
             )
-        return AutoencoderKL.from_pretrained(where, torch_dtype=torch.float32, **kwargs)
+        # low_cpu_mem_usage=False: the same plain load with or without accelerate installed
+        model, info = AutoencoderKL.from_pretrained(
+            where,
+            torch_dtype=torch.float32,
+            low_cpu_mem_usage=False,
+            ignore_mismatched_sizes=True,  # reported below with the rest, not as a traceback
+            output_loading_info=True,
+            **kwargs,
+        )
     except ConfigError:
         raise
-    except (OSError, ValueError, KeyError, RuntimeError) as e:  # missing, offline, corrupt
+    except Exception as e:  # missing, offline, corrupt, or a config diffusers cannot build
         raise ConfigError(
             f"model.init {PREFIX}{ref}: no diffusers {CLASS_NAME} could be read there "
             f"({first_line(e)})"
         ) from None
+    _check_loaded(f"{PREFIX}{ref}", info)
+    return model
+
+
+def _check_loaded(init: str, info: dict[str, Any]) -> None:
+    """Loading is strict: diffusers leaves a weight the file lacks (or has in another
+    shape) uninitialised and ignores one its config has no place for; refuse both."""
+    wrong = [
+        f"{k} ({_shape(a)} in the file, {_shape(b)} in the model)"
+        for k, a, b in info.get("mismatched_keys", [])
+    ]
+    problems = [
+        f"{what}: {_some(keys)}"
+        for what, keys in (
+            ("missing", info.get("missing_keys", [])),
+            ("unexpected", info.get("unexpected_keys", [])),
+            ("wrong shape", wrong),
+        )
+        if keys
+    ]
+    if problems:
+        raise ConfigError(
+            f"model.init {init}: its weights do not fit its config.json "
+            f"({'; '.join(problems)}); model.init starts only from a complete {CLASS_NAME}"
+        )
+
+
+def _some(names: list[str], most: int = 3) -> str:
+    names = sorted(names)
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
+
+
+def _shape(shape: Any) -> str:
+    return "x".join(str(n) for n in shape)
