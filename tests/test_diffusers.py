@@ -26,6 +26,8 @@ from vaekit.models import VAE, autoencoderkl
 
 diffusers = pytest.importorskip("diffusers", reason="needs vaekit[diffusers]")
 TINY = {**TINY_AUTOENCODERKL, "sample_size": 16}
+# config fields the model does not use but diffusion pipelines read: an export keeps them
+CARRIED = {"latents_mean": [0.1, 0.2], "latents_std": [1.5, 2.5], "force_upcast": False}
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +35,7 @@ def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny AutoencoderKL, built and saved by diffusers itself."""
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("kl") / "tiny-autoencoderkl"
-    diffusers.AutoencoderKL(**TINY).save_pretrained(out)
+    diffusers.AutoencoderKL(**TINY, **CARRIED).save_pretrained(out)
     return out
 
 
@@ -271,6 +273,21 @@ def test_the_exported_folder_has_the_mode_of_a_new_folder(finetuned: Path, tmp_p
     assert export(finetuned, tmp_path / "exported") == 0
     mode = (tmp_path / "exported").stat().st_mode & 0o777
     assert mode == (tmp_path / "plain").stat().st_mode & 0o777
+
+
+def test_the_export_keeps_the_starting_models_latent_statistics(
+    finetuned: Path, tmp_path: Path
+) -> None:
+    assert export(finetuned, tmp_path / "exported") == 0
+    config = diffusers.AutoencoderKL.load_config(tmp_path / "exported")
+    assert {k: config[k] for k in CARRIED} == CARRIED
+    # a run saved before these rode along records none of them: it loads, and exports
+    # AutoencoderKL's defaults
+    architecture = vaekit.load(finetuned).architecture()
+    for key in CARRIED:
+        del architecture["encoder"]["args"][key]
+    config, _ = autoencoderkl.diffusers_model(VAE.from_architecture(architecture))
+    assert [config[k] for k in CARRIED] == [None, None, True]
 
 
 def with_weights(

@@ -46,6 +46,9 @@ ENCODER_FIELDS = (
     "mid_block_add_attention",
     "scaling_factor",
     "shift_factor",
+    "latents_mean",
+    "latents_std",
+    "force_upcast",
 )
 DECODER_FIELDS = (
     "out_channels",
@@ -95,8 +98,10 @@ def first_line(e: BaseException) -> str:
 class AutoencoderKLEncoder(nn.Module):
     """x in [0, 1] (B, C, H, W) -> (mean, logvar), each (B, latent_channels, h, w).
 
-    `scaling_factor` and `shift_factor` are not used here: they ride along so that an
-    exported folder keeps the values diffusers' pipelines scale the latents by."""
+    `scaling_factor`, `shift_factor`, `latents_mean`, `latents_std` and `force_upcast` are
+    not used here: they ride along so that an exported folder keeps the values diffusers'
+    pipelines scale the latents by (and whether they decode in float32). Their defaults
+    are AutoencoderKL's: a run saved before they rode along loads and exports those."""
 
     def __init__(
         self,
@@ -111,6 +116,9 @@ class AutoencoderKLEncoder(nn.Module):
         mid_block_add_attention: bool = True,
         scaling_factor: float = 0.18215,
         shift_factor: float | None = None,
+        latents_mean: Sequence[float] | None = None,
+        latents_std: Sequence[float] | None = None,
+        force_upcast: bool = True,
     ) -> None:
         super().__init__()
         self.encoder = fast_ops(
