@@ -335,6 +335,22 @@ def test_model_init_of_a_damaged_config_is_one_line(pretrained: Path, tmp_path: 
             VAE.from_config(cfg, (3, 16, 16))
 
 
+def test_model_init_refuses_model_options_it_replaces(pretrained: Path) -> None:
+    init = {"model.init": f"diffusers:{pretrained}"}
+    for option, value, base in (
+        ("latent_channels", 8, "2"),
+        ("blocks_per_level", 3, "1"),
+        ("channels", [4, 8], "8,16"),
+    ):
+        cfg = load_config(None, {**init, f"model.{option}": value}).model
+        with pytest.raises(ConfigError, match=f"model.{option} out or set it to {base}$"):
+            VAE.from_config(cfg, (3, 16, 16))
+    # the starting model's own values, and model.arch, are no conflict
+    same = {"model.latent_channels": 2, "model.channels": [8, 16], "model.arch": "conv"}
+    model = VAE.from_config(load_config(None, {**init, **same}).model, (3, 16, 16))
+    assert model.latent_shape == (2, 8, 8)
+
+
 def test_model_init_loads_without_a_warning_from_diffusers(pretrained: Path) -> None:
     records: list[logging.LogRecord] = []
     handler = logging.Handler(logging.WARNING)

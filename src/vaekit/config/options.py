@@ -208,7 +208,8 @@ class ModelConfig:
         "",
         "start from trained weights: diffusers:PATH_OR_REPO fine-tunes a diffusers "
         "AutoencoderKL (a local folder or a Hub repo OWNER/NAME[/SUBFOLDER]; needs "
-        "vaekit[diffusers]); its config sets the architecture; empty: none",
+        "vaekit[diffusers]); its config sets the architecture (model.channels, blocks_per_level "
+        "and latent_channels, if set, must match it); empty: none",
     )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ..config import ModelConfig
 from ..errors import ConfigError
 from . import protocol
 from .autoencoderkl import (
@@ -33,6 +34,12 @@ from .autoencoderkl import (
 PREFIX = "diffusers:"
 WEIGHTS = "initial_weights"  # the entry of vae_arguments() that holds model.init's weights
 CLASS_NAME = "AutoencoderKL"
+# the model.* options model.init's config replaces, each with its AutoencoderKL field
+REPLACED = {
+    "channels": "block_out_channels",
+    "blocks_per_level": "layers_per_block",
+    "latent_channels": "latent_channels",
+}
 
 
 @dataclass
@@ -55,6 +62,7 @@ def plan(cfg: Any, shape: tuple[int, int, int], likelihood: str, learn_scale: bo
         return None
     if cfg.init:
         encoder_args, decoder_args, weights = load(cfg.init)
+        check_replaced(cfg, encoder_args)
     else:
         (encoder_args, decoder_args), weights = from_model_config(cfg, shape[0]), None
     if cfg.likelihood == "auto":
@@ -63,6 +71,27 @@ def plan(cfg: Any, shape: tuple[int, int, int], likelihood: str, learn_scale: bo
     where = f"model.init {cfg.init}" if cfg.init else "model.arch autoencoderkl"
     latent = latent_shape(encoder_args, shape, where)
     return Plan(encoder_args, decoder_args, weights, likelihood, latent)
+
+
+def check_replaced(cfg: Any, encoder_args: dict[str, Any]) -> None:
+    """model.init's config sets the architecture: refuse a model.* option it replaces that
+    was set (not its default) to another value than the starting model's, rather than
+    train one model while config.yaml records another (model.arch alone is not checked:
+    it names the family, which model.init decides)."""
+    defaults = ModelConfig()
+    for option, field in REPLACED.items():
+        value, base = getattr(cfg, option), encoder_args.get(field)
+        if value != getattr(defaults, option) and value != base:
+            raise ConfigError(
+                f"model.{option} is {_text(value)}, but model.init {cfg.init} sets it from its "
+                f"config.json ({field} {_text(base)}): leave model.{option} out or set it to "
+                f"{_text(base)}"
+            )
+
+
+def _text(value: Any) -> str:
+    """A value as the command line writes it (a list as 8,16)."""
+    return ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
 
 
 def vae_arguments(
