@@ -243,9 +243,10 @@ def test_what_the_path_cannot_do_is_refused_in_one_line(
 
 
 def test_trained_weights_to_start_from_are_refused_beside_the_path() -> None:
-    cfg = load_config(None, {**CONV, "model.init": "diffusers:some/repo"}).model
-    with pytest.raises(ConfigError, match="use one of them"):
-        vaekit.VAE.from_config(cfg, (3, 16, 16))
+    for arch in ("conv", "mlp"):  # model.init sets the architecture: model.arch is moot
+        settings = {**CONV, "model.arch": arch, "model.init": "diffusers:some/repo"}
+        with pytest.raises(ConfigError, match="use one of them"):
+            vaekit.VAE.from_config(load_config(None, settings).model, (3, 16, 16))
 
 
 def test_the_check_names_the_sizes() -> None:

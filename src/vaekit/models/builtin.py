@@ -82,13 +82,13 @@ def _check_linear_path(cfg: ModelConfig, likelihood: str) -> None:
     a Bernoulli decoder's logits are not."""
     if not cfg.linear_path:
         return
-    if cfg.arch != "conv":
-        raise ConfigError(f"model.linear_path needs model.arch conv; got {cfg.arch}")
-    if cfg.init:
+    if cfg.init:  # first: model.init sets the architecture, whatever model.arch says
         raise ConfigError(
             "model.linear_path starts a new conv VAE at PCA, model.init from trained weights: "
             "use one of them"
         )
+    if cfg.arch != "conv":
+        raise ConfigError(f"model.linear_path needs model.arch conv; got {cfg.arch}")
     if likelihood == "bernoulli":
         raise ConfigError(
             "model.linear_path needs a gaussian or laplace likelihood (it starts at PCA of the "
