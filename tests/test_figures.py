@@ -95,6 +95,21 @@ def test_linear_and_spherical_paths_join_the_same_images() -> None:
     assert not torch.allclose(lin[:, 2:4], sph[:, 2:4], atol=1e-4)  # different paths
 
 
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_an_odd_image_count_pairs_all_but_one(n: int) -> None:
+    paths = figures.interpolation(tiny_vae(latent_dim=3), images(n), pairs=4, steps=2)
+    assert paths.shape == (n // 2 * 2, 1, 8, 8)
+
+
+def test_one_image_draws_every_figure_but_the_interpolations(tmp_path: Path) -> None:
+    written = figures.write_all(tmp_path, tiny_vae(latent_dim=3), images(1), n_manifold=2)
+    assert set(written) == set(figures.FILES) - {
+        "curves",
+        "interpolation_linear",
+        "interpolation_slerp",
+    }
+
+
 # -- latent scatter -------------------------------------------------------------------------
 def test_pca_2d_finds_the_axis_of_largest_variance() -> None:
     g = torch.Generator().manual_seed(0)

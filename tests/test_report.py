@@ -169,6 +169,14 @@ def test_report_command_writes_into_the_run_and_prints_the_path(
         assert (run / name).is_file(), name  # 4-D latents: manifold of the 2 most active
 
 
+def test_report_on_one_test_image_leaves_out_the_interpolations(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    path = report.build_report(trained_run, out_dir=tmp_path, iw_samples=0, max_test=1)
+    assert "No interpolations" in path.read_text(encoding="utf-8")
+    assert not (tmp_path / figures.FILES["interpolation_linear"]).exists()
+
+
 def test_report_command_refuses_bad_options_in_one_line(
     trained_run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

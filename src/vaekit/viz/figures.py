@@ -162,7 +162,7 @@ def interpolation(
             _labels(model, None if y is None else y[a], pairs),
             _labels(model, None if y is None else y[b], pairs),
         )
-    path = model.interpolate(xf[:pairs], xf[pairs:], steps, method, ya, yb)
+    path = model.interpolate(xf[:pairs], xf[pairs : 2 * pairs], steps, method, ya, yb)
     return path.flatten(0, 1).cpu()  # (P*steps, C, H, W)
 
 
@@ -278,7 +278,8 @@ def write_all(
     def tiles(images: torch.Tensor, nrow: int) -> Image.Image:
         return grid.to_pil(grid.make_grid(images, nrow=nrow), scale)
 
-    for method in () if model.is_table else ("linear", "slerp"):
+    # a path joins two images: none for a table, nor from a single image
+    for method in () if model.is_table or x.shape[0] < 2 else ("linear", "slerp"):
         name = f"interpolation_{method}"
         images = interpolation(model, x, method=method, seed=seed, y=y)
         written[name] = save_png(run_dir / FILES[name], tiles(images, 10))

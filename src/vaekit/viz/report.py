@@ -165,10 +165,8 @@ def build_report(
     model = load(run_dir)
     cfg = model.training_config()
     data = load_data(cfg.data, seed=cfg.train.seed, progress=progress)
-    if data.x_test.shape[0] < 2:
-        raise DataError(
-            f"the test set of {data.name} holds fewer than 2 images; a report needs at least 2"
-        )
+    if data.x_test.shape[0] < 1:
+        raise DataError(f"the test set of {data.name} holds no images; a report needs some")
     x = data.x_test[:max_test]
     y = None if data.y_test is None else data.y_test[:max_test]
     started = time.perf_counter()
@@ -217,6 +215,10 @@ def render(
     pictures = "".join(
         _figure(key, written[key].read_bytes(), *captions[key]) for key in ORDER if key in written
     )
+    if not model.is_table and "interpolation_linear" not in written:
+        pictures += (
+            "<p class=note>No interpolations: a path joins two test images; one was evaluated.</p>"
+        )
     curves = (
         _figure("curves", written["curves"].read_bytes(), *captions["curves"])
         if "curves" in written
