@@ -26,9 +26,12 @@ import vaekit
 from browser import Browser, browser  # noqa: F401 (a fixture)
 from conftest import ROOT, tiny_config
 from vaekit.cli import main
+from vaekit.config import ModelConfig
 from vaekit.data import load_data
 from vaekit.errors import VaekitError
-from vaekit.viz import explore
+from vaekit.models import VAE
+from vaekit.normalize import Normalization
+from vaekit.viz import explore, grid
 from vaekit.viz.explore.latents import MAX_SLIDERS
 
 
@@ -144,6 +147,19 @@ def test_explorer_decodes_what_the_model_decodes(
             explorer.model.decode(torch.tensor([[2.5, -1.0, 0.5, 3.0]]))
         )
     assert torch.allclose(pixels.flatten() / 255, model_image.flatten(), atol=1 / 255 + 1e-6)
+
+
+def test_explorer_decodes_into_the_users_units() -> None:
+    model = VAE.from_config(
+        ModelConfig(hidden=[16], latent_dim=3, likelihood="gaussian"), (1, 8, 8)
+    )
+    model.eval().set_normalization(Normalization("standardize", (0.5,), (0.1,), bounded=False))
+    x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    ex = explore.Explorer(model, x)
+    png = ex.decode(ex.encode(2)["z"])  # decode(encode(x)) as the page does it
+    pixels = np.asarray(Image.open(io.BytesIO(png)), dtype=np.int16)
+    expected = grid.make_grid(model.reconstruct(x[2:3]), padding=0)[..., 0].astype(np.int16)
+    assert np.abs(pixels - expected).max() <= 1
 
 
 def test_explorer_ranks_many_dimensions_and_caps_the_sliders(tmp_path: Path) -> None:

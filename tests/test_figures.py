@@ -17,6 +17,7 @@ from vaekit.config import ModelConfig
 from vaekit.errors import ConfigError
 from vaekit.io import fileio
 from vaekit.models import VAE
+from vaekit.normalize import Normalization
 from vaekit.viz import charts, figures
 
 
@@ -65,6 +66,16 @@ def test_manifold_varies_the_two_most_active_dimensions() -> None:
     other = model.mean(model.decode(figures.manifold_latents(3, 5, (0, 2))))
     assert not torch.allclose(grid, other)
     assert grid.shape == (9, 1, 8, 8)
+
+
+def test_manifold_is_in_the_users_units() -> None:
+    model = VAE.from_config(
+        ModelConfig(hidden=[16], latent_dim=2, likelihood="gaussian"), (1, 8, 8)
+    )
+    model.eval().set_normalization(Normalization("standardize", (0.5,), (0.1,), bounded=False))
+    z = figures.manifold_latents(3, 2)
+    expected = model.mean(model.decode(z)) * 0.1 + 0.5
+    assert torch.allclose(figures.manifold(model, n=3), expected)
 
 
 def test_manifold_of_a_2d_latent_space_needs_no_data_and_bad_dims_are_refused() -> None:

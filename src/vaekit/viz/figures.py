@@ -132,7 +132,8 @@ def manifold(
             f"[0, {model.latent_dim}); got {list(dims)}"
         )
     z = manifold_latents(n, model.latent_dim, dims).to(_device(model))
-    return model.mean(model.decode(z, _labels(model, None, z.shape[0]))).cpu()
+    images = model.mean(model.decode(z, _labels(model, None, z.shape[0])))
+    return model.normalization.to_user(images).cpu()
 
 
 @torch.no_grad()

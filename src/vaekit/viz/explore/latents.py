@@ -87,6 +87,7 @@ class Explorer:
         zt = torch.tensor([z], dtype=torch.float32)
         with self.lock:
             image = self.model.mean(self.model.decode(zt, self._label(label, 1)))
+        image = self.model.normalization.to_user(image)  # the units the test images are in
         return self._png(image, 1)
 
     @torch.no_grad()
