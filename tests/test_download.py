@@ -195,6 +195,9 @@ def test_inception_weights_that_would_run_code_are_refused(
         inception.weights_file(str(path))
     with pytest.raises(ConfigError, match="does not exist"):
         inception.weights_file(str(tmp_path / "missing.pth"))
+    path.write_bytes(b"hi\n")  # junk the unpickler answers with a KeyError
+    with pytest.raises(ConfigError, match="not a plain torch weights file"):
+        inception.weights_file(str(path))
 
 
 def _torch_fidelity_imports() -> bool:

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -278,6 +279,18 @@ def test_case09_truncated_empty_or_garbage_checkpoint_is_incomplete_or_corrupt(
             "5",
         )
     assert_one_line_error(code, err, f"checkpoint {run / target} is incomplete or corrupt")
+
+
+def test_case09_a_garbled_pickle_in_a_state_archive_is_incomplete_or_corrupt(
+    tmp_path: Path,
+) -> None:
+    archive = tmp_path / "written.pt"
+    torch.save({"format": 1}, archive)
+    with zipfile.ZipFile(archive) as src, zipfile.ZipFile(tmp_path / "state.pt", "w") as dst:
+        for name in src.namelist():  # the unpickler reads b"hi" as opcodes: a KeyError
+            dst.writestr(name, b"hi\n" if name.endswith("data.pkl") else src.read(name))
+    with pytest.raises(CheckpointError, match="incomplete or corrupt"):
+        checkpoint.load_state(tmp_path / "state.pt")
 
 
 def test_case10_weights_from_another_config_list_the_differences_before_loading(

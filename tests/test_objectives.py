@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -260,6 +261,23 @@ def test_missing_lpips_weights_are_one_clear_line(
     (tmp_path / "junk.pth").write_bytes(b"not a torch file")
     with pytest.raises(ConfigError, match="junk.pth is not a readable torch weights file"):
         perceptual.build_perceptual("lpips-vgg", "cpu", str(tmp_path / "junk.pth"), "random")
+
+
+@pytest.mark.parametrize("junk", [b"hi\n", b"", b"\x80\x04\x95", b"\x80\x02}q\x00("])
+def test_junk_lpips_weight_files_are_one_clear_line(tmp_path: Path, junk: bytes) -> None:
+    (tmp_path / "junk.pth").write_bytes(junk)
+    junk_file = str(tmp_path / "junk.pth")
+    for weights in ((junk_file, "random"), ("random", junk_file)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # nothing printed above the error line either
+            with pytest.raises(ConfigError, match="junk.pth is not a readable torch weights"):
+                perceptual.build_perceptual("lpips-alex", "cpu", *weights)
+
+
+def test_lpips_weight_files_of_the_wrong_kind_are_named(tmp_path: Path) -> None:
+    torch.save({"features.0.weight": 1, 2: torch.zeros(1)}, tmp_path / "odd.pth")
+    with pytest.raises(ConfigError, match=r"odd.pth does not fit \(e.g. features.0.weight"):
+        perceptual.build_perceptual("lpips-alex", "cpu", str(tmp_path / "odd.pth"), "random")
 
 
 def test_train_without_lpips_weights_is_one_clear_line(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError
+from ..io.checkpoint import torch_load
 from ..io.download import download
 
 FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -59,7 +60,7 @@ def check(path: Path) -> None:
     """Refuse a file that is not a plain state_dict of InceptionV3 tensors (loaded the safe
     way: `weights_only=True` runs no code from the file)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch_load(path)
     except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ConfigError(

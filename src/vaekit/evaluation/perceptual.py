@@ -40,6 +40,7 @@ from torch import nn
 
 from ..config import LossConfig
 from ..errors import ConfigError
+from ..io.checkpoint import torch_load
 from ..io.download import download
 
 # torchvision's `features` layers: 3x3 (VGG) conv widths, 0 a 2x2 max-pool
@@ -160,7 +161,7 @@ def _unit(f: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
 
 def _load(path: Path, what: str) -> dict[str, torch.Tensor]:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch_load(path)
     except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ConfigError(f"{what} {path} is not a readable torch weights file ({first})") from None
@@ -168,7 +169,8 @@ def _load(path: Path, what: str) -> dict[str, torch.Tensor]:
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise ConfigError(f"{what} {path} does not hold a state_dict")
-    return state
+    # only named tensors: anything else in the file leaves a weight missing, which _fill names
+    return {k: v for k, v in state.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
 
 
 def _fill(

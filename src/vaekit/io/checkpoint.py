@@ -13,6 +13,8 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import struct
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -143,6 +145,20 @@ def local_dir(path: str | Path) -> Path:
     return directory
 
 
+def torch_load(path: Path) -> Any:
+    """torch.load on the CPU with weights_only=True (no code from the file runs), for files
+    a user names. On junk (text, a garbled or truncated pickle) the unpickler raises
+    KeyError, IndexError, struct.error and the like, which say nothing and which callers
+    would not expect: those become UnpicklingError. Its warnings about odd pickle
+    protocols are silenced, as they would bury a one-line error."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except (KeyError, IndexError, TypeError, AttributeError, OverflowError, struct.error) as e:
+            raise pickle.UnpicklingError(f"garbled pickle data: {type(e).__name__}") from None
+
+
 def save_state(path: str | Path, state: dict[str, Any]) -> None:
     """Write the resumable training state atomically (torch.save of tensors and plain data)."""
     buffer = io.BytesIO()
@@ -161,7 +177,7 @@ def load_state(path: str | Path) -> dict[str, Any]:
             "archive); delete it, or restart the run with --overwrite"
         )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch_load(path)
     except pickle.UnpicklingError as e:
         first = str(e).splitlines()[0] if str(e) else ""
         if "weights_only" in str(e) or "Unsupported global" in str(e):
