@@ -280,6 +280,15 @@ def test_lpips_weight_files_of_the_wrong_kind_are_named(tmp_path: Path) -> None:
         perceptual.build_perceptual("lpips-alex", "cpu", str(tmp_path / "odd.pth"), "random")
 
 
+def test_a_directory_for_lpips_weights_is_named_as_one(tmp_path: Path) -> None:
+    for weights, flag in (
+        ((str(tmp_path), "random"), "backbone"),
+        (("random", str(tmp_path)), "lin"),
+    ):
+        with pytest.raises(ConfigError, match=f"perceptual_{flag}_weights .* is a directory"):
+            perceptual.build_perceptual("lpips-alex", "cpu", *weights)
+
+
 def test_train_without_lpips_weights_is_one_clear_line(tmp_path: Path) -> None:
     result = run_cli(
         "train",

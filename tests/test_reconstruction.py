@@ -133,7 +133,11 @@ def test_cli_evaluate_reports_rfid_and_lpips(trained_run: Path, tmp_path: Path) 
     # offline, with no weights in the cache: one line naming the file's URL
     env = {"TORCH_HOME": str(tmp_path / "torch")}
     missing = run_cli("evaluate", str(trained_run), "--lpips", "lpips-vgg", env=env)
-    assert_clean_error(missing, "https://download.pytorch.org/models/vgg16-397923af.pth")
+    assert_clean_error(
+        missing,
+        "https://download.pytorch.org/models/vgg16-397923af.pth",
+        "or set --lpips-backbone-weights to its path",  # this command's flag, not train's
+    )
     assert_clean_error(
         run_cli("evaluate", str(trained_run), "--lpips-lin-weights", "random"), "need --lpips"
     )

@@ -111,6 +111,9 @@ def _evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
 
 
+LPIPS_FLAGS = ("--lpips-backbone-weights", "--lpips-lin-weights")
+
+
 def add_reconstruction_flags(p: argparse.ArgumentParser) -> None:
     """--rfid, --lpips and the weights they use: `evaluate` and `report` share them."""
     p.add_argument(
@@ -155,9 +158,9 @@ def reconstruction_options(args: argparse.Namespace) -> dict[str, Any]:
     weights = (args.lpips_backbone_weights, args.lpips_lin_weights)
     if args.lpips == "none" and any(weights):
         raise ConfigError("--lpips-backbone-weights and --lpips-lin-weights need --lpips")
-    lpips = None if args.lpips == "none" else args.lpips
-    if lpips is not None and any(weights):
-        lpips = build_perceptual(lpips, "cpu", *weights)
+    lpips: Any = None
+    if args.lpips != "none":  # built here, so that its errors name this command's flags
+        lpips = build_perceptual(args.lpips, "cpu", *weights, settings=LPIPS_FLAGS)
     return {"rfid": args.rfid, "lpips": lpips, "fid_weights": args.fid_weights}
 
 

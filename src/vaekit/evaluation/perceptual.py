@@ -213,7 +213,22 @@ def lpips_package_file(net: str) -> Path | None:
     return None
 
 
-def _load_backbone(model: LPIPS, source: str, generator: torch.Generator) -> None:
+# the options that name the two weight files, as training's config spells them
+SETTINGS = ("loss.perceptual_backbone_weights", "loss.perceptual_lin_weights")
+
+
+def _local(source: str, setting: str, wanted: str) -> Path:
+    """The weights file `setting` (the option that named it) points at, refused in one line
+    when it is not a file."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"{setting} {path} is a directory; point it at {wanted}")
+    if not path.is_file():
+        raise ConfigError(f"{setting} {path} does not exist; point it at {wanted}")
+    return path
+
+
+def _load_backbone(model: LPIPS, source: str, generator: torch.Generator, setting: str) -> None:
     if source == RANDOM:
         for m in model.features:
             if isinstance(m, nn.Conv2d) and m.bias is not None:  # torchvision's VGG init
@@ -222,42 +237,35 @@ def _load_backbone(model: LPIPS, source: str, generator: torch.Generator) -> Non
                 )
                 nn.init.zeros_(m.bias)
         return
-    path = Path(source).expanduser() if source else hub_checkpoint(model.net)
-    if source and not path.is_file():
-        raise ConfigError(
-            f"loss.perceptual_backbone_weights {path} does not exist; point it at "
-            f"torchvision's {TORCHVISION_FILES[model.net]}"
-        )
-    if not source:
+    if source:
+        path = _local(source, setting, f"torchvision's {TORCHVISION_FILES[model.net]}")
+    else:
+        path = hub_checkpoint(model.net)
         url, sha = BACKBONE_URLS[model.net]
         fix = (
             f"copy torchvision's {TORCHVISION_FILES[model.net]} to {path} (from a machine "
-            "that can download it), or set loss.perceptual_backbone_weights to its path"
+            f"that can download it), or set {setting} to its path"
         )
         download(url, path, sha, fix=fix)
     _fill(model.features, _load(path, "LPIPS backbone"), "features.", path, "LPIPS backbone")
 
 
-def _load_lins(model: LPIPS, source: str, generator: torch.Generator) -> None:
+def _load_lins(model: LPIPS, source: str, generator: torch.Generator, setting: str) -> None:
     if source == RANDOM:
         for lin in model.lins:  # non-negative, like the trained layers
             weight = lin.get_parameter("weight")
             with torch.no_grad():
                 weight.copy_(torch.rand(weight.shape, generator=generator) / weight.shape[1])
         return
-    path = Path(source).expanduser() if source else lpips_package_file(model.net)
+    wanted = f"lpips's weights/v0.1/{model.net}.pth"
+    path = _local(source, setting, wanted) if source else lpips_package_file(model.net)
     if path is None:
         url, sha = LIN_URLS[model.net]
         fix = (
             "pip install 'vaekit[lpips]' (or pip install --no-deps lpips), or set "
-            "loss.perceptual_lin_weights to lpips's weights/v0.1 file"
+            f"{setting} to lpips's weights/v0.1 file"
         )
         path = download(url, lin_checkpoint(model.net), sha, fix=fix)
-    if not path.is_file():
-        raise ConfigError(
-            f"loss.perceptual_lin_weights {path} does not exist; point it at "
-            f"lpips's weights/v0.1/{model.net}.pth"
-        )
     state = _load(path, "LPIPS layer weights")
     # lpips names them lin0.model.1.weight ... (a Dropout sits at model.0)
     state = {
@@ -274,19 +282,22 @@ def build_perceptual(
     backbone_weights: str = "",
     lin_weights: str = "",
     seed: int = 0,
+    settings: tuple[str, str] = SETTINGS,
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The perceptual distance `name` ('lpips-vgg' or 'lpips-alex') as (x_recon, x) -> (B,).
 
     `backbone_weights` / `lin_weights`: a file path, '' (the standard place, see the module
     docstring) or 'random' (seeded by `seed`; keeps the code path, measures nothing).
+    `settings`: the options that set the two, as errors name them (the command line's
+    flags where they came from there).
     """
     if name not in ("lpips-vgg", "lpips-alex"):
         raise ConfigError(f"loss.perceptual {name!r} is unknown; use lpips-vgg or lpips-alex")
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):  # layer construction must not move the global RNG
         model = LPIPS(name.removeprefix("lpips-"))
-    _load_backbone(model, backbone_weights, generator)
-    _load_lins(model, lin_weights, generator)
+    _load_backbone(model, backbone_weights, generator, settings[0])
+    _load_lins(model, lin_weights, generator, settings[1])
     model.sources = (backbone_weights, lin_weights)
     model.to(device)
     return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
