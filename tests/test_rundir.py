@@ -180,6 +180,21 @@ def test_a_lock_from_another_host_is_refused_with_the_file_to_delete(
     assert lock.is_file() and sorted(p.name for p in out.iterdir()) == [LOCK]
 
 
+def test_a_failed_set_up_removes_the_directory_it_created_and_no_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    bad = ["--model.linear_path", "true"]  # refused with the model, the folder made by then
+    code, _, err = train_cli(capsys, *bad)
+    assert_one_line_error(code, err, "linear_path needs model.arch conv")
+    assert list((tmp_path / "runs").iterdir()) == []
+    assert train_cli(capsys, *bad, "--out", "new")[0] == 1
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "mine").mkdir()  # the user's own folder, empty: kept
+    assert train_cli(capsys, *bad, "--out", "mine")[0] == 1
+    assert (tmp_path / "mine").is_dir()
+
+
 def test_the_lock_is_held_while_training_and_released_after_an_error(tiny, tmp_path: Path) -> None:
     seen = []
 

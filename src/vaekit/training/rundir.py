@@ -5,12 +5,15 @@ and what --resume and --overwrite may do to a directory that already holds somet
 loaded, created (a default name is made unique by creating it with mkdir, which only one
 process can do), locked for the run (runlock.py), and only then looked into, so that two
 processes never both decide that a directory is theirs. --overwrite removes the files a
-run writes and nothing else: a directory holding anything more is refused.
+run writes and nothing else: a directory holding anything more is refused. A directory
+the run created and left empty (its set-up failed on the data or the model) is removed
+when it ends; one that was there before never is.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -49,22 +52,30 @@ RUN_FOLDERS = ("tensorboard", "wandb")  # the trackers' logs (tracking.py); mlru
 
 @contextlib.contextmanager
 def owned_run_dir(config: Config, resume: bool, overwrite: bool) -> Iterator[Path]:
-    """The run directory, created if new and locked by this process for the body."""
+    """The run directory, created if new and locked by this process for the body; one it
+    created is removed again if the run ends with it empty."""
     if resume and overwrite:
         raise ConfigError(
             "--resume and --overwrite contradict each other: --resume continues the run in "
             "--out, --overwrite deletes it and starts anew; pass one of them"
         )
-    run_dir = _create(config)
-    with runlock.held(run_dir):
-        _prepare(run_dir, resume, overwrite)
-        yield run_dir
+    run_dir, created = _create(config)
+    try:
+        with runlock.held(run_dir):
+            _prepare(run_dir, resume, overwrite)
+            yield run_dir
+    finally:
+        if created:  # a set-up that failed (bad data, a bad model) leaves no empty folder
+            with contextlib.suppress(OSError):  # rmdir: only while it holds nothing
+                run_dir.rmdir()
 
 
-def _create(config: Config) -> Path:
-    """--out, created; without it runs/NAME-TIME, with -2, -3, ... if that exists."""
+def _create(config: Config) -> tuple[Path, bool]:
+    """--out, created; without it runs/NAME-TIME, with -2, -3, ... if that exists. With
+    whether this call created it (a folder that was there before is never removed)."""
     if config.train.out:
-        return outputs.make_dir(config.train.out)
+        existed = os.path.lexists(config.train.out)
+        return outputs.make_dir(config.train.out), not existed
     parent = outputs.make_dir("runs", "the default --out folder")
     stem = f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     for i in range(1, 1000):
@@ -75,7 +86,7 @@ def _create(config: Config) -> Path:
             continue
         except OSError as e:
             raise ConfigError(f"cannot create the run directory {run_dir} ({e.strerror})") from None
-        return run_dir
+        return run_dir, True
     raise ConfigError(f"runs/{stem}-2 to -999 exist already; pass --out")
 
 
