@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import socketserver
 import subprocess
 import sys
 import threading
@@ -16,6 +17,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -319,6 +321,38 @@ def test_explorer_connections_beyond_the_cap_get_503_and_cost_no_thread(
         for s in idle:
             s.close()
         srv.shutdown()
+        srv.server_close()
+
+
+def test_ctrl_c_while_a_handler_starts_still_stops_the_explorer(
+    explorer: explore.Explorer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C can land while the accepting thread waits for a handler's thread to start,
+    after that thread has served its request and given its slot back. The interrupt must
+    come through: a second release of the slot raised ValueError in its place, which
+    serve_forever reported and went on serving (seen as `vaekit explore` ignoring Ctrl-C)."""
+    srv = explore.make_server(explorer, "127.0.0.1", 0, max_connections=2)
+    start_thread = socketserver.ThreadingMixIn.process_request
+
+    def served_then_interrupted(self: Any, request: Any, client_address: Any) -> None:
+        start_thread(self, request, client_address)
+        deadline = time.monotonic() + 10
+        while request in self._holding:  # the handler has served it and let go of the slot
+            assert time.monotonic() < deadline, "the request was never served"
+            time.sleep(0.01)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(socketserver.ThreadingMixIn, "process_request", served_then_interrupted)
+    client = threading.Thread(target=raw, args=(srv, b"GET /info HTTP/1.0\r\n\r\n"))
+    client.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            srv.handle_request()
+        # every slot is there, once: two connections at a time, not three
+        assert srv._slots.acquire(blocking=False) and srv._slots.acquire(blocking=False)
+        assert not srv._slots.acquire(blocking=False)
+    finally:
+        client.join(10)
         srv.server_close()
 
 

@@ -176,6 +176,7 @@ class ExplorerServer(ThreadingHTTPServer):
         self.max_connections = max_connections
         self.request_deadline = request_deadline
         self._slots = threading.BoundedSemaphore(max_connections)
+        self._holding: set[Any] = set()  # the requests that hold a slot
         self._lock = threading.Lock()
         self._readers: set[DeadlineReader] = set()
 
@@ -216,10 +217,14 @@ class ExplorerServer(ThreadingHTTPServer):
         ):
             self._refuse(request)
             return
+        with self._lock:
+            self._holding.add(request)
         try:
             super().process_request(request, client_address)  # starts the thread
         except BaseException:
-            self._slots.release()
+            # a thread that never started holds the slot still; one that did (Ctrl-C lands
+            # while start() waits for it) may have released it: _release gives it back once
+            self._release(request)
             raise
 
     def _refuse(self, request: Any) -> None:
@@ -239,6 +244,17 @@ class ExplorerServer(ThreadingHTTPServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
+            self._release(request)
+
+    def _release(self, request: Any) -> None:
+        """Give back `request`'s slot, once: the handler's thread and, when starting that
+        thread was interrupted, the accepting thread both come here. A second release
+        would raise ValueError from the semaphore in place of the KeyboardInterrupt, and
+        serve_forever would report it and go on serving after Ctrl-C."""
+        with self._lock:
+            held = request in self._holding
+            self._holding.discard(request)
+        if held:
             self._slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
