@@ -3,6 +3,7 @@ PCA, on 64x64 crops of whole held-out photographs, each VAE trained for the same
 
     pip install scikit-image; apt-get install mate-backgrounds   # the photographs
     python benchmarks/photo_quality.py [--budget 300] [--jobs 1] [--only 'NAME;...']
+    apt-get install lomiri-wallpapers-16.04   # only for --extra-photos /usr/share/backgrounds
 
 The photographs: scikit-image's colour photographs (astronaut, chelsea, coffee, rocket and
 the left image of the motorcycle stereo pair; public domain / CC0, shipped inside the wheel)
@@ -11,7 +12,10 @@ GPL-2+). Nothing is committed: the script reads them where the packages put them
 --photos, an .npz this script wrote with --save-photos). Each is resized (Lanczos) so that
 its short side is 192 px, so a 64x64 crop holds a third of it. Four whole photographs are
 held out (HELD_OUT); 3,000 training crops come from the other 13 and 600 test crops from
-the held-out four, at seeded random positions.
+the held-out four, at seeded random positions. --extra-photos DIR adds every .jpg in DIR
+to the training photographs (Debian's lomiri-wallpapers-16.04 puts 15 photographs, CC BY-SA,
+in /usr/share/backgrounds); --flip appends the training crops mirrored left-right, for every
+model, PCA included (twice the crops, the same held-out set).
 
 Each VAE trains in a process of its own on one thread (torch.set_num_threads(1)) for
 --budget seconds of that process's CPU time (time.process_time: time-slicing on a shared
@@ -89,6 +93,12 @@ VAEKIT_RUNS: dict[str, dict[str, Any]] = {
     # model.linear_path: a linear encoder/decoder started at PCA of the training crops
     # (global for the vector, per 8x8 patch for the 4x8x8 map), the conv halves beside it
     "vaekit shapes64 + linear path": {**PRESET, "model.linear_path": True},
+    "vaekit shapes64 + linear path, gaussian 0.1": {
+        **GAUSS,
+        "model.learn_scale": False,
+        "model.obs_scale": 0.1,
+        "model.linear_path": True,
+    },
     "vaekit spatial 4x8x8, channels 32-128": SPATIAL_32,
     "vaekit spatial 4x8x8, channels 32-128 + linear path": {
         **SPATIAL_32,
@@ -99,8 +109,9 @@ PCA_KS = (16, 32, 64, 128, 256)
 
 
 # -- the photographs ------------------------------------------------------------------------
-def load_photos() -> dict[str, np.ndarray]:
-    """name -> (H, W, 3) uint8, resized so that the short side is SHORT_SIDE."""
+def load_photos(extra: str = "") -> dict[str, np.ndarray]:
+    """name -> (H, W, 3) uint8, resized so that the short side is SHORT_SIDE; `extra`: a
+    folder whose .jpg files join them (as training photographs: none is in HELD_OUT)."""
     import skimage.data
 
     raw: dict[str, np.ndarray] = {}
@@ -114,6 +125,12 @@ def load_photos() -> dict[str, np.ndarray]:
         raise SystemExit(f"{MATE} is missing: apt-get install mate-backgrounds")
     for path in sorted(MATE.glob("*.jpg")):
         raw[path.stem] = np.asarray(Image.open(path).convert("RGB"))
+    if extra:
+        found = sorted(Path(extra).glob("*.jpg"))
+        if not found:
+            raise SystemExit(f"no .jpg in {extra}: apt-get install lomiri-wallpapers-16.04")
+        for path in found:
+            raw[f"extra/{path.stem}"] = np.asarray(Image.open(path).convert("RGB"))
     photos = {}
     for name, array in raw.items():
         image = Image.fromarray(array)
@@ -357,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="models trained at once")
     parser.add_argument("--only", default="", help="row names separated by ';' (default: all)")
     parser.add_argument("--photos", default="", help="an .npz of resized photographs")
+    parser.add_argument("--extra-photos", default="", help="a folder of .jpg training photos")
+    parser.add_argument("--flip", action="store_true", help="add mirrored training crops")
     parser.add_argument("--save-photos", default="", help="write the resized photographs here")
     parser.add_argument("--png", default="", help="write a grid of reconstructions here")
     parser.add_argument("--n-train", type=int, default=N_TRAIN, help="training crops")
@@ -368,10 +387,12 @@ def main(argv: list[str] | None = None) -> int:
         with np.load(args.photos) as f:
             photos = {k: f[k] for k in f.files}
     else:
-        photos = load_photos()
+        photos = load_photos(args.extra_photos)
     if args.save_photos:
         np.savez_compressed(args.save_photos, **photos)
     train, test = split(photos, args.n_train, args.n_test)
+    if args.flip:
+        train = np.concatenate([train, np.ascontiguousarray(train[..., ::-1])])
     names = [n.strip() for n in args.only.split(";") if n.strip()] or NAMES
     unknown = [n for n in names if n not in NAMES]
     if unknown:  # before any model trains (row names hold commas: ';' separates them)
@@ -387,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     notes = [
         f"Held-out crops: {len(test)} 64x64 crops of {len(HELD_OUT)} whole photographs "
         f"({', '.join(HELD_OUT)}) that no model saw; training: {len(train)} crops of the other "
-        f"{len(photos) - len(HELD_OUT)}. Photographs resized to a {SHORT_SIDE} px short side.",
+        f"{len(photos) - len(HELD_OUT)}{' and their mirror images' if args.flip else ''}. "
+        f"Photographs resized to a {SHORT_SIDE} px short side.",
         f"Each VAE: {args.budget:.0f} s of its own process's CPU time (time.process_time) on "
         "one thread; vaekit's epoch count fitted to the budget by a two-epoch calibration "
         "(an epoch's steps, evaluation and saving; start-up and PCA counted once).",
