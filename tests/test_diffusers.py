@@ -236,12 +236,32 @@ def export(run: Path, out: Path, *more: str) -> int:
     return cli.main(["export", str(run), "--format", "diffusers", str(out), *more])
 
 
+def test_an_export_through_a_symlink_writes_where_it_points(
+    finetuned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Renaming the new folder over a link to a folder failed (EISDIR) and left a
+    temporary folder behind; the export now goes to the folder the link names."""
+    target = tmp_path / "real"
+    target.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    for _ in range(2):  # new, then replaced with --overwrite
+        assert export(finetuned, link, "--overwrite") == 0, capsys.readouterr().err
+        assert link.is_symlink() and (target / "config.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+
+
 def test_overwrite_replaces_an_earlier_export_only_never_the_run(
     finetuned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     files = sorted(p.name for p in finetuned.iterdir())
-    for out in (finetuned, finetuned / "exported", finetuned.parent):
-        assert_one_line_error(export(finetuned, out, "--overwrite"), capsys.readouterr().err)
+    for out, why in (
+        (finetuned, "is the run directory itself"),
+        (finetuned / "exported", "is inside the run directory"),
+        (finetuned.parent, "holds the run directory"),
+    ):
+        code = export(finetuned, out, "--overwrite")
+        assert_one_line_error(code, capsys.readouterr().err, why)
         assert sorted(p.name for p in finetuned.iterdir()) == files
     other = tmp_path / "other"  # an AutoencoderKL's config.json, and a file of the user's
     other.mkdir()
@@ -262,7 +282,7 @@ def test_an_export_where_no_folder_can_be_made_is_one_line(
     (tmp_path / "afile").write_text("x")
     for out in (tmp_path / "afile" / "sub", tmp_path / "afile" / "sub" / "deeper"):
         code, err = export(finetuned, out), capsys.readouterr().err
-        assert_one_line_error(code, err, "afile is a file, so", "cannot be made")
+        assert_one_line_error(code, err, "afile is not a folder, so", "cannot be made")
     if os.path.isdir("/proc"):  # a folder no one can make anything in
         code, err = export(finetuned, Path("/proc/vaekit-export")), capsys.readouterr().err
         assert_one_line_error(code, err, "cannot write", "nothing was written")
@@ -343,7 +363,7 @@ def test_model_init_refuses_model_options_it_replaces(pretrained: Path) -> None:
         ("channels", [4, 8], "8,16"),
     ):
         cfg = load_config(None, {**init, f"model.{option}": value}).model
-        with pytest.raises(ConfigError, match=f"model.{option} out or set it to {base}$"):
+        with pytest.raises(ConfigError, match=f"pass --model.{option} {base}$"):
             VAE.from_config(cfg, (3, 16, 16))
     # the starting model's own values, and model.arch, are no conflict
     same = {"model.latent_channels": 2, "model.channels": [8, 16], "model.arch": "conv"}

@@ -39,6 +39,8 @@ def check_target(
     an earlier export; never a file, a folder of other things, nor the run directory
     `run`, a folder inside it or one around it (--overwrite would delete the run)."""
     path = Path(out).expanduser()
+    if path.is_symlink():  # write where it points: renaming over the link itself fails
+        path = path.resolve()
     overlap = _overlap(path, Path(run).expanduser()) if run is not None else None
     if overlap:
         raise ConfigError(f"{path} {overlap}; write the export to a folder of its own")
@@ -46,9 +48,9 @@ def check_target(
     if there.exists() and not there.is_dir():
         inside = "" if there == path else f", so {path} cannot be made"
         raise ConfigError(
-            f"{there} is a file{inside}; the diffusers export is a folder: name a new one"
+            f"{there} is not a folder{inside}; the diffusers export is a folder: name a new one"
         )
-    if path.is_dir() and any(path.iterdir()):
+    if path.is_dir() and _has_entries(path):
         if not overwrite:
             raise ConfigError(f"{path} is not empty; name a new folder, or pass --overwrite")
         why = _not_an_export(path)
@@ -58,6 +60,13 @@ def check_target(
                 f"folder of an {CLASS_NAME} {CONFIG_FILE} and {WEIGHTS}* files: name a new folder"
             )
     return path
+
+
+def _has_entries(path: Path) -> bool:
+    try:
+        return any(path.iterdir())
+    except OSError as e:
+        raise ConfigError(f"cannot read the folder {path} ({e.strerror or e})") from None
 
 
 def _overlap(path: Path, run: Path) -> str | None:
@@ -133,7 +142,11 @@ def _swap(new: Path, path: Path) -> None:
     old = None
     if path.exists():
         old = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + path.name + ".old.", dir=path.parent))
-        os.replace(path, old)  # old is an empty folder: replaced by the earlier export
+        try:
+            os.replace(path, old)  # old is an empty folder: replaced by the earlier export
+        except BaseException:
+            old.rmdir()
+            raise
     try:
         os.replace(new, path)
     except BaseException:

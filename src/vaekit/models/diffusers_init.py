@@ -83,9 +83,9 @@ def check_replaced(cfg: Any, encoder_args: dict[str, Any]) -> None:
         value, base = getattr(cfg, option), encoder_args.get(field)
         if value != getattr(defaults, option) and value != base:
             raise ConfigError(
-                f"model.{option} is {_text(value)}, but model.init {cfg.init} sets it from its "
-                f"config.json ({field} {_text(base)}): leave model.{option} out or set it to "
-                f"{_text(base)}"
+                f"model.{option} is {_text(value)} (from your options or the preset), but "
+                f"model.init {cfg.init} sets it from its config.json ({field} {_text(base)}): "
+                f"pass --model.{option} {_text(base)}"
             )
 
 

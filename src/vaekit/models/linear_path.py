@@ -79,8 +79,9 @@ def _rows(images: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 def principal_components(rows: torch.Tensor, k: int, channels: int = 0) -> tuple[torch.Tensor, ...]:
-    """(centre (d,), components (d, k') as columns, their root mean squares (k',)) of the
-    rows about their centre, k' = min(k, d, n - 1), in float64. The centre is the mean row,
+    """(centre (d,), components (d, k') as columns, the rows' spread along each (k',): the
+    root of the sum of squares about the centre over n - 1) of the rows, k' = min(k, d,
+    n - 1), in float64. The centre is the mean row,
     or with `channels` > 0 (rows of C equal blocks: patches) each block's mean value.
     Memory beyond `rows`: one float32 copy (the randomized SVD) or chunks of float64 rows
     (the covariance)."""
