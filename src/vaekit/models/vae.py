@@ -263,8 +263,14 @@ class VAE(Pretrained):
         z = torch.randn((n, self.latent_dim), generator=generator, device=device)
         if y is not None:
             y = torch.as_tensor(y, device=device).long().reshape(-1).expand(n)
-        out = self.normalization.to_user(self._decoded_means(z, y))
+        out = self.decode_images(z, y)
         return out.flatten(1) if self.is_table else out
+
+    @torch.no_grad()
+    def decode_images(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The images latent codes z (N, latent_dim) decode to: the means of p(x|z), in the
+        user's units (what sample, interpolate and reconstruct return)."""
+        return self.normalization.to_user(self._decoded_means(z, y))
 
     def _decoded_means(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """The images z decode to, DECODE_ROWS at a time: a decoder's activations for a huge
@@ -324,7 +330,7 @@ class VAE(Pretrained):
         mu2, _ = self.encode(self.prepare(x2), y2)
         z = latent_path(mu1, mu2, steps, method)  # (N, steps, D)
         y = None if y1 is None else torch.as_tensor(y1).repeat_interleave(steps)
-        images = self.normalization.to_user(self._decoded_means(z.reshape(n * steps, -1), y))
+        images = self.decode_images(z.reshape(n * steps, -1), y)
         return images.view(n, steps, *images.shape[1:])
 
 

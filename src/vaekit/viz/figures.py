@@ -132,8 +132,7 @@ def manifold(
             f"[0, {model.latent_dim}); got {list(dims)}"
         )
     z = manifold_latents(n, model.latent_dim, dims).to(_device(model))
-    images = model.mean(model.decode(z, _labels(model, None, z.shape[0])))
-    return model.normalization.to_user(images).cpu()
+    return model.decode_images(z, _labels(model, None, z.shape[0])).cpu()
 
 
 @torch.no_grad()

@@ -86,8 +86,7 @@ class Explorer:
     def decode(self, z: list[float], label: int | None = None) -> bytes:
         zt = torch.tensor([z], dtype=torch.float32)
         with self.lock:
-            image = self.model.mean(self.model.decode(zt, self._label(label, 1)))
-        image = self.model.normalization.to_user(image)  # the units the test images are in
+            image = self.model.decode_images(zt, self._label(label, 1))  # the user's units
         return self._png(image, 1)
 
     @torch.no_grad()
