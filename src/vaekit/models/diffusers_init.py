@@ -20,6 +20,7 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import ConfigError
+from ..io.export import CLASS_NAME
 from . import protocol
 from .autoencoderkl import (
     INSTALL,
@@ -33,7 +34,6 @@ from .autoencoderkl import (
 
 PREFIX = "diffusers:"
 WEIGHTS = "initial_weights"  # the entry of vae_arguments() that holds model.init's weights
-CLASS_NAME = "AutoencoderKL"
 # the model.* options model.init's config replaces, each with its AutoencoderKL field
 REPLACED = {
     "channels": "block_out_channels",
