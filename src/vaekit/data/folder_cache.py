@@ -19,6 +19,7 @@ from typing import IO
 import numpy as np
 from tqdm import tqdm
 
+from .. import untrusted_files
 from ..config import DataConfig
 from ..errors import DataError
 from ..io.fileio import atomic_open, write_json
@@ -64,7 +65,7 @@ def read_cache(d: Path, key: str, ram_budget: int) -> tuple[np.ndarray, dict, Pa
     """The cached array and its metadata, or None when absent or unusable (then it is rebuilt)."""
     npy, meta_path = d / f"{key}.npy", d / f"{key}.json"
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = untrusted_files.load_json_file(meta_path)
         x = _load_npy(npy, ram_budget)
     except (OSError, ValueError, EOFError, DataError):
         return None
@@ -263,7 +264,7 @@ def _prune(d: Path, key: str, meta: dict) -> None:
             continue
         if p.suffix == ".json":
             try:
-                old = json.loads(p.read_text(encoding="utf-8"))
+                old = untrusted_files.load_json_file(p)
                 stale = old.get("shape", [None])[1:] == meta["shape"][1:]
             except (OSError, ValueError):
                 stale = True
