@@ -25,6 +25,7 @@ from torch import nn
 
 from .. import __version__
 from ..config import Config, ModelConfig
+from ..devices import check_device
 from ..errors import CheckpointError, ConfigError, DataError
 from ..io import card, checkpoint, hub
 from ..normalize import Normalization
@@ -192,6 +193,7 @@ class Pretrained(nn.Module):
     def from_folder(cls: type[P], folder: Path, device: str | torch.device = "cpu") -> P:
         """The model in a local model folder, strictly: architecture from config.json
         through the registry, then the weights, compared before any is copied."""
+        device = check_device(device)
         meta = checkpoint.read_meta(folder)
         source = str(folder / checkpoint.CONFIG_FILE)
         config: Config | None = meta["config"]
@@ -219,6 +221,7 @@ class Pretrained(nn.Module):
         """A model from a local folder (a run directory or a `save_pretrained` folder), a
         Hub repo id `OWNER/NAME` or `hf://OWNER/NAME` (needs vaekit[hub]; `revision` is a
         branch, tag or commit). Its architecture must be registered in this process."""
+        check_device(device)  # before a download
         return cls.from_folder(resolve(path_or_repo_id, revision=revision, repo_ids=True), device)
 
     # -- sharing --------------------------------------------------------------------------

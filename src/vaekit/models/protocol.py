@@ -23,6 +23,9 @@ from .. import limits
 from ..errors import ConfigError, DataError, VaekitError
 
 LIKELIHOODS = ("bernoulli", "gaussian", "laplace")
+# a probe input of more values than this (a 3 x 1024 x 1024 image has 3.1 M) runs on the
+# meta device: an edited config.json of input_shape [3, 16000, 16000] asks for no memory
+PROBE_VALUES = 1 << 22
 # the VAE's own settings, as config.json's architecture record holds them
 SETTINGS = (
     "latent_dim",
@@ -107,7 +110,7 @@ def encoder_features(
     image (and, with cond_dim, a zero label embedding) goes through the encoder. An
     `out_features` attribute, where the encoder declares one, must agree."""
     device = next(encoder.parameters(), torch.empty(0)).device
-    x = torch.zeros(1, *input_shape, device=device)
+    x = torch.zeros(1, *input_shape, device=_probe_device(input_shape, device))
     cond = torch.zeros(1, cond_dim, device=device) if cond_dim else None
     out = probe(encoder, "encoder", x, cond, f"one image of shape {input_shape}")
     declared = getattr(encoder, "out_features", None)
@@ -144,8 +147,8 @@ def check_decoder(
     `z_shape`, to (1, C*k, H, W), or fails here."""
     c, h, w = input_shape
     expected = (1, c * (2 if learn_scale else 1), h, w)
-    z = torch.zeros(1, z_shape) if isinstance(z_shape, int) else torch.zeros(1, *z_shape)
-    z = z.to(next(decoder.parameters(), z).device)
+    shape = (z_shape,) if isinstance(z_shape, int) else tuple(z_shape)
+    z = torch.zeros(1, *shape, device=_probe_device(shape, next(decoder.parameters(), None)))
     size = str(z_shape) if isinstance(z_shape, int) else f"shape {tuple(z_shape)}"
     out = probe(decoder, "decoder", z, None, f"a latent of {size}")
     if not torch.is_tensor(out) or tuple(out.shape) != expected:
@@ -167,13 +170,37 @@ def probe(
     module.eval()
     try:
         with torch.no_grad():
+            if x.is_meta:  # shapes only: no image of gigabytes is allocated
+                return _on_meta(module, x, cond)
             return module(x) if cond is None else module(x, cond)
-    except (RuntimeError, ValueError, TypeError, IndexError) as e:
+    except (RuntimeError, ValueError, TypeError, IndexError, NotImplementedError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"the {role} {type(module).__name__} failed on {what}: {first}") from None
     finally:
         for m, flag in flags:
             m.training = flag
+
+
+def _probe_device(shape: Sequence[int], near: Any) -> torch.device:
+    """Where a probe input of `shape` is made: beside the module's weights (`near`, a
+    device or a tensor), or on the meta device when it holds more than PROBE_VALUES."""
+    if math.prod(shape) > PROBE_VALUES:
+        return torch.device("meta")
+    return near.device if torch.is_tensor(near) else torch.device(near or "cpu")
+
+
+def _on_meta(module: nn.Module, x: torch.Tensor, cond: torch.Tensor | None) -> Any:
+    """module(x[, cond]) on PyTorch's meta device, its weights swapped for meta tensors of
+    their shapes for the call (torch.func.functional_call): shapes are computed and checked,
+    and nothing the size of x or of an activation is allocated."""
+    from torch.func import functional_call
+
+    meta = {
+        name: torch.empty_like(t, device="meta")
+        for name, t in itertools.chain(module.named_parameters(), module.named_buffers())
+    }
+    args = (x.to("meta"),) if cond is None else (x.to("meta"), cond.to("meta"))
+    return functional_call(module, meta, args, strict=False, tie_weights=True)
 
 
 def shapes(out: Any) -> str:

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .. import limits, losses
+from ..devices import check_device
 from ..errors import ConfigError, DataError
 from ..normalize import Normalization
 from . import protocol
@@ -341,4 +342,5 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> VAE:
     comparison happens before any weight is copied. A custom architecture must be
     registered in this process (`@vaekit.register`) first.
     """
+    check_device(device)  # before a download
     return VAE.from_folder(resolve(path), device)
