@@ -21,7 +21,7 @@ from torch.utils.data import Dataset as TorchDataset
 from ..config import DataConfig
 from ..errors import ConfigError, DataError
 from .arrays import row_dtype
-from .assemble import Options, Source, assemble, stream_choice
+from .assemble import Options, Source, assemble, check_index_memory, stream_choice
 from .dataset import Dataset
 from .examples import Layout, layout_of, stack_images, to_array
 from .iterable import read_iterable
@@ -45,8 +45,13 @@ class TorchSource(Source):
                 f"{name} has no length (len() fails); vaekit reads a map-style dataset by "
                 "index: give it __len__ and __getitem__, or pass an IterableDataset"
             ) from None
+        except (ValueError, OverflowError) as e:  # __len__ < 0, or past sys.maxsize
+            raise DataError(
+                f"{name}: len() fails ({e}); __len__ must return a count >= 0"
+            ) from None
         if self.n == 0:
             raise DataError(f"{name} holds no examples")
+        check_index_memory(name, self.n)
         first = dataset[0]
         self.layout: Layout = layout_of(first, column, label_column, name)
         image = to_array(self.layout.image_of(first, f"{name}[0]"), f"{name}[0]")
@@ -60,7 +65,20 @@ class TorchSource(Source):
     def examples(self, indices: np.ndarray) -> list[Any]:
         wanted = [int(i) for i in indices]
         many = getattr(self.dataset, "__getitems__", None)
-        return list(many(wanted)) if many is not None else [self.dataset[i] for i in wanted]
+        if many is None:
+            return [self.dataset[i] for i in wanted]
+        got = many(wanted)
+        try:
+            got = list(got)
+        except TypeError:
+            got = None
+        if got is None or len(got) != len(wanted):
+            have = "not a list" if got is None else f"{len(got)} examples"
+            raise DataError(
+                f"{self.name}.__getitems__ returned {have} for {len(wanted)} indices; it must "
+                "return one example per index, in order"
+            )
+        return got
 
     def read(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         examples = self.examples(indices)

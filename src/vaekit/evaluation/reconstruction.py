@@ -53,6 +53,11 @@ def lpips_network(lpips: str | Distance, device: torch.device) -> tuple[Distance
     if isinstance(lpips, perceptual.LPIPS):
         random = perceptual.RANDOM in lpips.sources  # a smoke test, no perceptual metric
         return lpips, f"lpips-{lpips.net}" + (" (random weights)" if random else "")
+    if not callable(lpips):
+        raise ConfigError(
+            f"lpips must be 'lpips-vgg', 'lpips-alex' or a distance d(a, b) -> (B,); got "
+            f"{type(lpips).__name__}"
+        )
     return lpips, type(lpips).__name__
 
 
@@ -65,10 +70,31 @@ def lpips(
     with torch.no_grad():
         for xb, recon in pairs(model, x, y, batch_size):
             for i in range(0, xb.shape[0], LPIPS_ROWS):
-                d = distance(recon[i : i + LPIPS_ROWS], xb[i : i + LPIPS_ROWS])
+                d = _distances(distance, recon[i : i + LPIPS_ROWS], xb[i : i + LPIPS_ROWS])
                 total += float(d.double().sum())
                 n += d.shape[0]
     return total / max(1, n)
+
+
+def _distances(distance: Distance, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """distance(a, b) for B pairs of images, checked: one finite number per pair, as (B,)
+    or (B, 1, 1, 1) (the lpips package's shape)."""
+    d = distance(a, b)
+    name = type(distance).__name__
+    if not torch.is_tensor(d) or d.numel() != a.shape[0] or (d.dim() and d.shape[0] != a.shape[0]):
+        got = f"a tensor {tuple(d.shape)}" if torch.is_tensor(d) else type(d).__name__
+        raise ConfigError(
+            f"the LPIPS distance {name} returned {got} for {a.shape[0]} pairs of images; it "
+            f"must return one distance per pair, a tensor ({a.shape[0]},)"
+        )
+    d = d.reshape(-1)
+    if not (d.is_floating_point() and bool(torch.isfinite(d).all())):
+        kind = "non-finite" if d.is_floating_point() else str(d.dtype)
+        raise ConfigError(
+            f"the LPIPS distance {name} returned {kind} distances; it must return finite "
+            "float distances"
+        )
+    return d
 
 
 def rfid(

@@ -247,6 +247,22 @@ def check_size(
     )
 
 
+def check_z(z: Any, latent_dim: int, latent_shape: tuple[int, ...] | None) -> None:
+    """z a float tensor (B, latent_dim), or for a spatial latent also the map (B, C_z, h, w);
+    a DataError that says which shapes the model takes otherwise."""
+    shapes_ok = [(latent_dim,)] + ([tuple(latent_shape)] if latent_shape is not None else [])
+    if (
+        torch.is_tensor(z)
+        and (z.is_floating_point() or z.is_meta)
+        and z.dim() >= 2
+        and tuple(z.shape[1:]) in shapes_ok
+    ):
+        return
+    what = f"a tensor {tuple(z.shape)} of {z.dtype}" if torch.is_tensor(z) else type(z).__name__
+    takes = " or ".join(f"(B, {', '.join(map(str, s))})" for s in shapes_ok)
+    raise DataError(f"latent codes z must be a float tensor {takes} for this model; got {what}")
+
+
 def as_input(x: Any, input_shape: tuple[int, int, int]) -> torch.Tensor:
     """x (a numeric tensor or numpy array; uint8 read as x / 255) as float32 (N, C, H, W)
     for a model of `input_shape`; a model of table rows ((F, 1, 1)) also takes (N, F)."""

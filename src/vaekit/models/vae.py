@@ -151,11 +151,13 @@ class VAE(Pretrained):
     def latents(self, z: torch.Tensor) -> torch.Tensor:
         """z (B, D) as the decoder takes it: the map (B, C_z, h, w) for a spatial latent,
         else z itself."""
+        protocol.check_z(z, self.latent_dim, self.latent_shape)
         return z if self.latent_shape is None else z.reshape(z.shape[0], *self.latent_shape)
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """p(x|z): the likelihood's parameters (B, C*k, H, W); z is (B, D) (or, for a
         spatial latent, already the map)."""
+        protocol.check_z(z, self.latent_dim, self.latent_shape)
         if self.latent_shape is not None:
             return self.decoder(self.latents(z))
         cond = self._cond(y, z.shape[0], z.device)
