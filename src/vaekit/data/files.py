@@ -58,7 +58,7 @@ def read_table(path: Path) -> np.ndarray:
     if size * TABLE_PARSE_FACTOR > limit:
         raise over_limit(str(path), size * TABLE_PARSE_FACTOR, limit)
     try:
-        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        frame = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
     except ImportError:
         raise DataError(
             f"reading {path.suffix} files needs pyarrow (pip install 'vaekit[tables]')"
@@ -83,7 +83,7 @@ def read_table(path: Path) -> np.ndarray:
 def load_file(path: Path, cfg: DataConfig) -> Dataset:
     """An .npy, .csv or .parquet file of examples, split into train and test."""
     try:
-        if path.suffix == ".npy":
+        if path.suffix.lower() == ".npy":
             array, layout = read_npy(path), cfg.layout
         else:
             array, layout = read_table(path), "table"
@@ -93,7 +93,7 @@ def load_file(path: Path, cfg: DataConfig) -> Dataset:
         raise DataError(f"cannot read {path}: {e.strerror or e}") from None
     x = as_examples(np.asarray(array), str(path), layout)
     train, test, _, _, info = split(x, None, cfg.test_fraction, cfg.split_seed)
-    info.update(source=path.suffix.lstrip("."), path=str(path))
+    info.update(source=path.suffix.lower().lstrip("."), path=str(path))
     return Dataset(
         path.stem,
         torch.from_numpy(np.ascontiguousarray(train)),

@@ -270,9 +270,9 @@ def load_data(cfg: DataConfig, seed: int = 0, progress: bool = True) -> Dataset:
             from .folder import load_folder
 
             data = load_folder(path, cfg, progress=progress)
-        elif path.suffix in SUFFIXES:
+        elif path.suffix.lower() in SUFFIXES:  # t.CSV is a table too
             data = load_file(path, cfg)
-        elif path.suffix == ".npz" or exists:  # a FIFO or device is refused there
+        elif path.suffix.lower() == ".npz" or exists:  # a FIFO or device is refused there
             data = load_npz(path, cfg)
         else:
             raise DataError(

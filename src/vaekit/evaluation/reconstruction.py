@@ -23,11 +23,14 @@ LPIPS_ROWS = 32  # images per LPIPS pass: VGG's first layers hold 64 maps of the
 Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _check_images(model: VAE, what: str) -> None:
+def check_images(model: VAE, what: str) -> None:
+    """Refuse `what` (FID, rFID, LPIPS: metrics of images in [0, 1]) for a model of other
+    data (table rows, unbounded values), in one line, before any work."""
     if not model.normalization.bounded or min(model.input_shape[1:]) < 2:
+        kind = "table rows" if min(model.input_shape[1:]) < 2 else "values outside [0, 1]"
         raise ConfigError(
-            f"{what} compares images in [0, 1]; this model's data (shape "
-            f"{tuple(model.input_shape)}) are not such images"
+            f"{what} compares images in [0, 1]; this model's data are {kind} (shape "
+            f"{tuple(model.input_shape)}), not such images: evaluate it without {what}"
         )
 
 
@@ -65,7 +68,7 @@ def lpips(
     model: VAE, x: torch.Tensor, y: torch.Tensor | None, distance: Distance, batch_size: int
 ) -> float:
     """The mean LPIPS distance between the images x and their reconstructions."""
-    _check_images(model, "LPIPS")
+    check_images(model, "LPIPS")
     total, n = 0.0, 0
     with torch.no_grad():
         for xb, recon in pairs(model, x, y, batch_size):
@@ -109,7 +112,7 @@ def rfid(
     weights: str | None = None,
 ) -> float:
     """FID between (up to) n images of x and their reconstructions."""
-    _check_images(model, "rFID")
+    check_images(model, "rFID")
     if min(n, x.shape[0]) < 2:
         raise ConfigError("rFID needs at least 2 images")
     metric, prepare = metrics.fid_metric(feature, model.input_shape[0], weights, seed)
