@@ -53,12 +53,15 @@ def cache_key(
     return hashlib.sha256(json.dumps(spec, separators=(",", ":")).encode()).hexdigest()
 
 
-def cache_dirs(root: Path, cfg: DataConfig) -> list[Path]:
-    """Where this folder's cache may live, in order of preference."""
+def cache_dirs(root: Path, cfg: DataConfig, own: bool = True) -> list[Path]:
+    """Where this folder's cache may live, in order of preference: beside the folder only
+    when it is the user's `own` (the --data of train), else in vaekit's cache directory,
+    keyed by the folder (a run from elsewhere names a folder vaekit must not write into)."""
     tag = hashlib.sha256(str(root).encode()).hexdigest()[:16]
     if cfg.cache_dir:
         return [Path(cfg.cache_dir).expanduser() / tag]
-    return [root / CACHE_DIRNAME, Path.home() / ".cache" / "vaekit" / "folders" / tag]
+    beside = [root / CACHE_DIRNAME] if own else []
+    return [*beside, Path.home() / ".cache" / "vaekit" / "folders" / tag]
 
 
 def read_cache(d: Path, key: str, ram_budget: int) -> tuple[np.ndarray, dict, Path] | None:

@@ -26,6 +26,7 @@ from .dataset import Dataset
 from .examples import Layout, layout_of, stack_images, to_array
 from .iterable import read_iterable
 
+FIRST_BATCH = 64  # examples whose labels are compared with `targets` when a dataset is opened
 ACCEPTED = (
     "a vaekit.data.Dataset, a torch Dataset or DataLoader, or a Hugging Face datasets.Dataset"
 )
@@ -61,6 +62,9 @@ class TorchSource(Source):
         classes = getattr(dataset, "classes", None)  # torchvision's name for them
         named = isinstance(classes, list) and all(isinstance(c, str) for c in classes)
         self.class_names = list(classes) if self.labelled and named else []  # type: ignore[arg-type]
+        self.targets = self._targets()
+        if self.targets is not None:  # checked against the examples' own labels at once
+            self.read(np.arange(min(self.n, FIRST_BATCH)))
 
     def examples(self, indices: np.ndarray) -> list[Any]:
         wanted = [int(i) for i in indices]
@@ -92,18 +96,41 @@ class TorchSource(Source):
         if not self.labelled:
             return rows, None
         labels = [self.layout.label_of(e, where) for e, where in zip(examples, at, strict=True)]
-        return rows, np.array(labels, dtype=np.int64)
+        got = np.array(labels, dtype=np.int64)
+        if self.targets is not None:
+            self._agree(got, indices)
+        return rows, got
 
     def labels(self) -> np.ndarray | None:
-        """torchvision's `targets` where the dataset has them (no image is read), else one
-        pass over the examples."""
+        """Every label: the examples' own, as `read` gives them (one rule, streamed or in
+        memory). torchvision's `targets` stand in for them without reading an image where
+        they agree with the examples (checked on the first batch, and on every example
+        read into memory); else one pass over the examples."""
+        return self.targets if self.targets is not None else super().labels()
+
+    def _targets(self) -> np.ndarray | None:
         targets = getattr(self.dataset, "targets", None)
-        if self.layout.kind == "tuple" and targets is not None and len(targets) == self.n:
-            try:
-                return np.asarray(targets).reshape(-1)
-            except (TypeError, ValueError):
-                pass
-        return super().labels()
+        if not self.labelled or self.layout.kind != "tuple" or targets is None:
+            return None
+        try:
+            values = np.asarray(targets).reshape(-1)
+        except (TypeError, ValueError):
+            return None
+        return values if len(values) == self.n and values.dtype.kind in "iu" else None
+
+    def _agree(self, labels: np.ndarray, indices: np.ndarray) -> None:
+        """Refuse a dataset whose `targets` disagree with the labels its examples carry (as
+        a target_transform makes them): which one training used would depend on streaming."""
+        assert self.targets is not None
+        differ = np.flatnonzero(self.targets[np.asarray(indices, dtype=np.int64)] != labels)
+        if len(differ):
+            i = int(np.asarray(indices)[differ[0]])
+            raise DataError(
+                f"{self.name}.targets[{i}] is {self.targets[i]} but {self.name}[{i}] carries "
+                f"label {labels[differ[0]]} ({len(differ)} of {len(labels)} examples read "
+                "disagree, as with a target_transform); vaekit uses the examples' labels: make "
+                ".targets match them, or delete the attribute"
+            )
 
 
 def is_supported(data: Any) -> bool:
