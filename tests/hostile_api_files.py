@@ -24,7 +24,7 @@ DEEP = 100_000
 MUTATIONS = {
     "json": ["deep", "deep_500", "big", "nan", "wrong_type"],
     "yaml": ["deep", "deep_500", "big", "nan", "wrong_type"],
-    "torch": ["nan", "inf", "wrong_dtype", "deep_500"],
+    "torch": ["nan", "inf", "wrong_dtype", "deep_200"],
     "safetensors": ["nan", "inf", "wrong_dtype", "huge_declared", "deep"],
     "npz": ["nan", "inf", "wrong_dtype", "huge_declared"],
     "jsonl": ["deep", "big", "nan"],
@@ -88,8 +88,8 @@ def damage_tensors(tensors: dict[str, torch.Tensor], mutation: str) -> dict[str,
         out[name] = torch.full_like(tensors[name], float(mutation))
     elif mutation == "wrong_dtype":
         out[name] = tensors[name].to(torch.int8)
-    elif mutation == "deep_500":
-        out["extra"] = nested(500)
+    elif mutation == "deep_200":
+        out["extra"] = nested(200)  # torch.save itself recurses past ~300
     return out
 
 

@@ -55,6 +55,9 @@ KINDS = (
     "raising",  # an object whose methods raise (its own exception, which may pass)
     "absent_device",  # a device this machine lacks
 )
+# optional parameters always given their good value: no upload, no download, and a tiny
+# training configuration rather than the default one
+ALWAYS = ("dry_run", "download", "config")
 # kinds that are a plainly wrong type for the parameter: TypeError is an answer for them
 WRONG_TYPE = {"none", "str", "object", "lying", "raising"}
 
@@ -247,7 +250,7 @@ def call(case: dict[str, Any], fx: Fixtures) -> Any:
             continue
         if p.name == case["param"]:
             kwargs[p.name] = hostile_value(case["kind"], goods.get(p.name, p.default), p.name)
-        elif p.name in goods and (p.default is p.empty or p.name in ("dry_run", "download")):
+        elif p.name in goods and (p.default is p.empty or p.name in ALWAYS):
             kwargs[p.name] = goods[p.name]
         elif p.default is p.empty:
             raise LookupError(f"no good value for {case['target']}({p.name}=...)")

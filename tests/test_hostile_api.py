@@ -31,6 +31,7 @@ from typing import Any
 import vaekit
 import vaekit.data
 import vaekit.evaluation
+import vaekit.models
 from conftest import ROOT
 from hostile_api_files import file_cases
 from hostile_api_worker import KINDS, Fixtures, good_values
@@ -39,10 +40,11 @@ from vaekit.models import VAE
 MEMORY_LIMIT = 4 * 2**30
 TIMEOUT = 60  # generous: two loaded cores; a real hang runs far past it
 # methods that only a model's own machinery calls, in the model's units, on tensors it
-# made itself (documented as the training loop's building blocks): their hostile inputs
-# are the loop's bugs, not a user's mistakes. Everything else public is swept.
-INTERNAL = {"forward", "elbo_terms", "log_importance_weights", "log_likelihood", "mean",
-            "prepare", "from_folder", "set_normalization"}  # fmt: skip
+# made itself (the training loop's building blocks, documented as such): their hostile
+# inputs are the loop's bugs, not a user's mistakes. Everything else public is swept.
+INTERNAL = getattr(vaekit.models, "INTERNAL", {"forward", "elbo_terms", "mean", "prepare",
+                   "log_importance_weights", "log_likelihood", "from_folder",
+                   "set_normalization"})  # fmt: skip
 SPATIAL = ("latents", "decode", "decode_images")
 # kinds that say nothing new for a parameter: a device only for `device`, and the
 # data-shaped lies only where data go

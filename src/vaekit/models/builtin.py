@@ -27,6 +27,7 @@ def vae_arguments(
     Likelihood 'auto' is Bernoulli for data in [0, 1], else a Gaussian with a learned
     scale. The model's size is checked first. With model.init, the weights to start from
     come as one more entry, `diffusers_init.WEIGHTS`."""
+    protocol.check_settings(1, input_shape, "gaussian", 1.0, 0, 1)  # input_shape: (C, H, W)
     _check_table(cfg, input_shape)
     bounded = Normalization.from_record(normalization, int(input_shape[0])).bounded
     likelihood, learn_scale = cfg.likelihood, cfg.learn_scale

@@ -115,6 +115,9 @@ def encoder_features(
     out = probe(encoder, "encoder", x, cond, f"one image of shape {input_shape}")
     declared = getattr(encoder, "out_features", None)
     if torch.is_tensor(out) and out.dim() == 2 and latent_shape is None:
+        heads = 2 * (int(out.shape[1]) + 1) * latent_dim * 4  # the VAE's mean and log-variance
+        limits.check_fits(heads, f"the mean and log-variance heads of latent_dim {latent_dim:,}",
+                          "make latent_dim smaller")  # fmt: skip
         if isinstance(declared, int) and declared != out.shape[1]:
             raise ConfigError(
                 f"the encoder {type(encoder).__name__} declares out_features {declared} but "
@@ -261,6 +264,25 @@ def check_z(z: Any, latent_dim: int, latent_shape: tuple[int, ...] | None) -> No
     what = f"a tensor {tuple(z.shape)} of {z.dtype}" if torch.is_tensor(z) else type(z).__name__
     takes = " or ".join(f"(B, {', '.join(map(str, s))})" for s in shapes_ok)
     raise DataError(f"latent codes z must be a float tensor {takes} for this model; got {what}")
+
+
+def check_labels(y: Any, n: int) -> None:
+    """Labels for n examples: one label (for all) or n of them."""
+    if y is None or isinstance(y, int):
+        return
+    count = y.numel() if torch.is_tensor(y) else np.size(y)
+    if count not in (1, n):
+        raise DataError(f"labels y must be one class or {n} classes (one per example); got {count}")
+
+
+def check_examples(x: Any, input_shape: tuple[int, int, int]) -> None:
+    """x a float tensor (B, C, H, W) of the model's input shape (the model's units)."""
+    if not (torch.is_tensor(x) and x.dim() == 4 and tuple(x.shape[1:]) == tuple(input_shape)):
+        got = f"a tensor {tuple(x.shape)}" if torch.is_tensor(x) else type(x).__name__
+        raise DataError(
+            f"examples must be a tensor (B, {', '.join(map(str, input_shape))}) for this "
+            f"model; got {got}"
+        )
 
 
 def as_input(x: Any, input_shape: tuple[int, int, int]) -> torch.Tensor:

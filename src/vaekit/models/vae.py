@@ -139,6 +139,7 @@ class VAE(Pretrained):
         self, x: torch.Tensor, y: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """q(z|x): the posterior mean and log-variance, each (B, D), in float32."""
+        protocol.check_examples(x, self.input_shape)
         cond = self._cond(y, x.shape[0], x.device)
         h = self.encoder(x) if cond is None else self.encoder(x, cond)
         if self.heads:  # h: features (B, F)
@@ -257,6 +258,7 @@ class VAE(Pretrained):
     ) -> torch.Tensor:
         """n images decoded from z ~ N(0, I): the means of p(x|z), (n, C, H, W)."""
         n = protocol.count("n", n)
+        protocol.check_labels(y, n)
         limits.check_fits(
             n * math.prod(self.input_shape) * 4,
             f"sampling {n:,} images of {self.input_shape}",
