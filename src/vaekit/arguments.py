@@ -1,13 +1,16 @@
-"""The Python API's arguments, checked against their annotations before the call runs.
+"""The Python API's arguments, checked against their annotations when a call fails.
 
 A public function's signature says what it takes (`n: int`, `x: torch.Tensor |
-np.ndarray`, `device: str | torch.device`); `checked` makes that a promise: an argument
-whose type the annotation does not allow, a float that is NaN or infinite, or a seed or
-count outside its range, is refused in one line naming the function and the argument,
-before any work, as an `ArgumentError` (a VaekitError, and a TypeError as Python's own
-convention has it). It reads the signature, so a parameter added tomorrow is checked the
-day it is added. What an annotation cannot say (n >= 1, a shape) stays each function's
-own check.
+np.ndarray`, `device: str | torch.device`); `checked` makes that a promise: when a call
+ends in an exception that is not a VaekitError (a TypeError, AttributeError, RuntimeError
+from deep inside), its arguments are checked against the annotations, and an argument of a
+type the annotation does not allow, a float that is NaN or infinite, or a seed or count
+outside its range is reported instead, in one line naming the function and the argument,
+as an `ArgumentError` (a VaekitError, and a TypeError as Python's own convention has it).
+Only then: the functions' own checks, whose messages say more, keep the first word, and a
+call that works pays nothing. It reads the signature, so a parameter added tomorrow is
+checked the day it is added; an exception with no wrong argument behind it is a bug and
+propagates unchanged.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import typing
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .errors import ConfigError
+from .errors import ConfigError, VaekitError
 
 F = TypeVar("F", bound=Callable[..., Any])
 # ranges of parameters by name, wherever they appear: seeds feed numpy and torch
@@ -84,7 +87,7 @@ def allows(annotation: Any, value: Any) -> bool:
         if origin in (list, tuple, collections.abc.Sequence) and len(items) == 1:
             if isinstance(value, str):  # a string is a sequence of strings, never of numbers
                 return items[0] is str
-            return all(allows(items[0], v) for v in list(value)[:100])
+            return all(allows(items[0], v) for v in list(typing.cast(Any, value))[:100])
         return True
     if annotation is bool:
         return isinstance(value, bool) or type(value).__name__ == "bool_"
@@ -119,7 +122,7 @@ def check(where: str, name: str, annotation: Any, value: Any) -> None:
     if isinstance(value, float) and not math.isfinite(value):
         raise ArgumentError(f"{where}: {name} must be a finite number; got {value!r}")
     low_high = RANGES.get(name)
-    if low_high and isinstance(value, numbers.Real) and not isinstance(value, bool):
+    if low_high and isinstance(value, (int, float)) and not isinstance(value, bool):
         low, high = low_high
         if not low <= value <= high:
             raise ArgumentError(f"{where}: {name} must be from {low} to {high}; got {value!r}")
@@ -136,18 +139,52 @@ def checked(function: F) -> F:
     }
     where = function.__qualname__.replace(".__init__", "")
 
-    @functools.wraps(function)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    flags = {n for n, h in hints.items() if h is bool}
+    required = {n for n, h in hints.items() if not allows(h, None)}
+
+    def _bind(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         try:
-            bound = signature.bind(*args, **kwargs)
+            return dict(signature.bind(*args, **kwargs).arguments)
         except TypeError as e:  # a missing or unknown argument: Python's own words
             raise ArgumentError(f"{where}: {e}") from None
-        for name, value in bound.arguments.items():
+
+    def check_all(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        for name, value in _bind(args, kwargs).items():
             if name in hints:
                 check(where, name, hints[name], value)
-        return function(*args, **kwargs)
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        # before the call, only what no function words better: None where a value must be,
+        # and flags that are not bools (`if flag:` on a tensor raises deep inside)
+        if flags or required:
+            bound = _bind(args, kwargs)
+            for name, value in bound.items():
+                if (name in flags and not isinstance(value, bool)) or (
+                    name in required and value is None
+                ):
+                    check(where, name, hints[name], value)
+        try:
+            return function(*args, **kwargs)
+        except (VaekitError, KeyboardInterrupt) as e:
+            if isinstance(e, VaekitError) and "\n" in str(e).strip():
+                check_all(args, kwargs)  # a message that printed a tensor, say
+                raise _one_line(e) from None
+            raise
+        except Exception:  # an argument of the wrong type says so; anything else is a bug
+            check_all(args, kwargs)
+            raise
 
     return typing.cast(F, wrapper)
+
+
+def _one_line(error: VaekitError) -> VaekitError:
+    """`error` with its message on one line (the same class, where it takes just that)."""
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    try:
+        return type(error)(text[:400])
+    except TypeError:  # a class with more arguments (TrainingInterrupted)
+        return error
 
 
 def public_methods(cls: type, skip: collections.abc.Container[str] = ()) -> list[str]:

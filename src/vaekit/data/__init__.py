@@ -10,11 +10,9 @@ from .sources import DATASET_NAMES, NAMED, fetch, load_data
 from .torch_source import as_dataset, from_torch
 
 # the public functions check their arguments against their annotations on every call
-from_arrays, as_dataset, from_torch = map(checked, (from_arrays, as_dataset, from_torch))
-batch_indices, epoch_permutation, to_float = map(
-    checked, (batch_indices, epoch_permutation, to_float)
-)
-fetch, load_data = checked(fetch), checked(load_data)
+from_arrays, as_dataset, from_torch = checked(from_arrays), checked(as_dataset), checked(from_torch)
+batch_indices, to_float = checked(batch_indices), checked(to_float)
+epoch_permutation, fetch, load_data = checked(epoch_permutation), checked(fetch), checked(load_data)
 
 __all__ = [
     "DATASET_NAMES",
