@@ -140,7 +140,7 @@ def checked(function: F) -> F:
     where = function.__qualname__.replace(".__init__", "")
 
     flags = {n for n, h in hints.items() if h is bool}
-    required = {n for n, h in hints.items() if not allows(h, None)}
+    required = {n for n, h in hints.items() if _vaekit_class(h) and not allows(h, None)}
 
     def _bind(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -155,8 +155,9 @@ def checked(function: F) -> F:
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        # before the call, only what no function words better: None where a value must be,
-        # and flags that are not bools (`if flag:` on a tensor raises deep inside)
+        # before the call, only what no function words better: None where one of vaekit's
+        # objects must be (vaekit.train(None) would train the default configuration), and
+        # flags that are not bools (`if flag:` on a tensor raises deep inside)
         if flags or required:
             bound = _bind(args, kwargs)
             for name, value in bound.items():
@@ -176,6 +177,11 @@ def checked(function: F) -> F:
             raise
 
     return typing.cast(F, wrapper)
+
+
+def _vaekit_class(annotation: Any) -> bool:
+    """Whether `annotation` is one of vaekit's classes (Config, VAE, DataConfig, ...)."""
+    return isinstance(annotation, type) and annotation.__module__.startswith("vaekit.")
 
 
 def _one_line(error: VaekitError) -> VaekitError:
