@@ -94,8 +94,10 @@ def read_json(path: str | Path, error: type[VaekitError] = CheckpointError) -> A
 
 def check_depth(value: Any, source: str) -> Any:
     """`value` (parsed JSON or YAML), refused with TextLimitError when it nests past
-    MAX_DEPTH; walked without recursion."""
+    MAX_DEPTH; walked without recursion, each shared container once per depth (YAML's
+    aliases make a 'billion laughs' graph of a few nodes that expands to 10^9)."""
     stack: list[tuple[Any, int]] = [(value, 0)]
+    deepest: dict[int, int] = {}  # id of a container -> the greatest depth it was seen at
     while stack:
         item, depth = stack.pop()
         if depth > MAX_DEPTH:
@@ -103,6 +105,10 @@ def check_depth(value: Any, source: str) -> Any:
                 f"{source} nests more than {MAX_DEPTH} levels deep; it is damaged or not "
                 "what it claims to be"
             )
+        if isinstance(item, (dict, list, tuple)):
+            if deepest.get(id(item), -1) >= depth:
+                continue
+            deepest[id(item)] = depth
         if isinstance(item, dict):
             stack.extend((v, depth + 1) for v in item.values())
         elif isinstance(item, (list, tuple)):
