@@ -73,23 +73,44 @@ def _outputs_and_grads(enc: nn.Module, dec: nn.Module, x: torch.Tensor, bf16: bo
     return moments.float(), y.float(), grads
 
 
-@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-autocast"])
-def test_the_halves_compute_the_same_outputs_and_gradients(bf16: bool) -> None:
+def _scaled(grads: list[torch.Tensor], like: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each gradient relative to the largest value of its float32 counterpart (rounding grows
+    through the backward), floored for those that are zero but for rounding (attention's key
+    bias: softmax ignores it)."""
+    floor = 1e-3 * max(float(b.abs().max()) for b in like)
+    return [a / b.abs().max().clamp_min(floor) for a, b in zip(grads, like, strict=True)]
+
+
+def test_the_halves_compute_the_same_outputs_and_gradients_in_float32() -> None:
     enc, dec, fast_enc, fast_dec = halves()
     x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    m0, y0, g0 = _outputs_and_grads(enc, dec, x, bf16)
-    m1, y1, g1 = _outputs_and_grads(fast_enc, fast_dec, x, bf16)
-    tol = {"rtol": 3e-2, "atol": 3e-2} if bf16 else {"rtol": 1.3e-6, "atol": 1e-5}  # fp32
-    torch.testing.assert_close(m1, m0, **tol)
-    torch.testing.assert_close(y1, y0, **tol)
-    # gradients relative to each tensor's largest (rounding grows through the backward),
-    # floored for those that are zero but for rounding (attention's key bias: softmax
-    # ignores it)
-    grad_tol = tol if bf16 else {"rtol": 1e-4, "atol": 1e-5}
-    floor = 1e-3 * max(float(b.abs().max()) for b in g0)
-    for a, b in zip(g1, g0, strict=True):
-        scale = b.abs().max().clamp_min(floor)
-        torch.testing.assert_close(a / scale, b / scale, **grad_tol)
+    m0, y0, g0 = _outputs_and_grads(enc, dec, x, False)
+    m1, y1, g1 = _outputs_and_grads(fast_enc, fast_dec, x, False)
+    torch.testing.assert_close(m1, m0, rtol=1.3e-6, atol=1e-5)
+    torch.testing.assert_close(y1, y0, rtol=1.3e-6, atol=1e-5)
+    for a, b in zip(_scaled(g1, g0), _scaled(g0, g0), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_the_halves_under_bf16_autocast_stay_within_bf16_rounding_of_diffusers() -> None:
+    """Under the same autocast the two round differently on purpose (the fast GroupNorm
+    reads the bf16 activations, autocast's upcasts to float32), so no fixed tolerance is
+    right on every CPU: each output and each gradient (relative to its float32 scale) is
+    within twice the largest error diffusers' own bf16 run makes against its float32 run
+    (measured here: 0.33x for the decoded images, 0.47x for the gradients)."""
+    enc, dec, fast_enc, fast_dec = halves()
+    x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    m32, y32, g32 = _outputs_and_grads(enc, dec, x, False)
+    m0, y0, g0 = _outputs_and_grads(enc, dec, x, True)
+    m1, y1, g1 = _outputs_and_grads(fast_enc, fast_dec, x, True)
+
+    def worst(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+        return max(float((u - v).abs().max()) for u, v in zip(a, b, strict=True))
+
+    assert worst([m1, y1], [m0, y0]) <= 2 * worst([m0, y0], [m32, y32])
+    assert worst(_scaled(g1, g32), _scaled(g0, g32)) <= 2 * worst(
+        _scaled(g0, g32), _scaled(g32, g32)
+    )
 
 
 def test_upsampling_to_an_explicit_size_and_odd_inputs() -> None:
