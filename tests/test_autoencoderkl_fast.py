@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from akl_layouts import LAYOUTS, PATHS, check_pair
 from conftest import TINY_AUTOENCODERKL
 from vaekit.models import autoencoderkl
 from vaekit.models.autoencoderkl_fast import UpsampleConv, use_fast_ops
@@ -136,104 +137,13 @@ def test_the_vaekit_pair_uses_the_fast_paths_and_matches_autoencoderkl() -> None
         torch.testing.assert_close(decoder(z), (reference.decode(z).sample + 1) / 2)
 
 
-# -- the layouts people use, at the sizes they use them (issue 22) -----------------------
-# name: (AutoencoderKL's levels, layers per block, image channels, (H, W)). Each puts the
-# mid block (attention, then GroupNorm) on a map of 32x32 or more, where the fast GroupNorm
-# keeps channels_last; a batch of one is what failed there (training's one-image probe).
-LAYOUTS = {
-    "diffusers-default-32px": ((64,), 1, 3, (32, 32)),
-    "2-levels-64px": ((8, 16), 1, 3, (64, 64)),
-    "sd-4-levels-256px": ((4, 8, 8, 8), 2, 3, (256, 256)),
-    "1-channel-64px": ((8, 16), 1, 1, (64, 64)),
-    "4-channels-64px": ((8, 16), 1, 4, (64, 64)),
-    "non-square-64x96": ((8, 16), 1, 3, (64, 96)),
-}
-
-
-def reference_and_pair(layout: str) -> tuple[nn.Module, nn.Module, int, tuple[int, int]]:
-    """diffusers' AutoencoderKL with non-trivial norms, and vaekit's pair holding the same
-    weights (built as `--model.arch autoencoderkl --model.channels ...` builds it)."""
-    levels, blocks, channels, size = LAYOUTS[layout]
-    cfg = type("M", (), {"channels": levels, "blocks_per_level": blocks, "latent_channels": 4})
-    encoder_args, decoder_args = autoencoderkl.from_model_config(cfg, channels)
-    config = {**decoder_args, **encoder_args}
-    config.pop("scaling_factor", None)
-    torch.manual_seed(0)
-    reference = diffusers.AutoencoderKL(**config)
-    for norm in reference.modules():
-        if isinstance(norm, nn.GroupNorm):
-            nn.init.normal_(norm.weight, 1.0, 0.3)
-            nn.init.normal_(norm.bias, 0.0, 0.3)
-    encoder, decoder = autoencoderkl.halves(encoder_args, decoder_args)
-    pair = nn.ModuleDict({"encoder": encoder, "decoder": decoder})
-    pair.load_state_dict(autoencoderkl.from_diffusers_keys(reference.state_dict()), strict=True)
-    return reference, pair, channels, size
-
-
-def _run(model: nn.Module, x: torch.Tensor, bf16: bool, layout: torch.memory_format):
-    """(mean, logvar, the decoded mean in [0, 1]) and the gradients of a loss on all three,
-    keyed by AutoencoderKL's parameter names, for diffusers' AutoencoderKL or vaekit's
-    pair (which reads [0, 1] and writes the likelihood's location in [0, 1])."""
-    model.to(memory_format=layout)  # type: ignore[call-overload]
-    x = x.contiguous(memory_format=layout)
-    model.zero_grad(set_to_none=True)
-    ours = isinstance(model, nn.ModuleDict)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        if ours:
-            mean, logvar = model["encoder"](x)
-            y = model["decoder"](mean)
-        else:
-            posterior = model.encode(2 * x - 1).latent_dist
-            mean, logvar = posterior.mean, posterior.logvar
-            y = (model.decode(mean).sample + 1) / 2
-    outputs = [t.float() for t in (mean, logvar, y)]
-    sum(t.square().mean() for t in outputs).backward()
-    grads = {k: p.grad for k, p in model.named_parameters()}
-    return [t.detach() for t in outputs], autoencoderkl.to_diffusers_keys(grads) if ours else grads
-
-
-def _worst(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
-    """The largest difference between two lists of tensors, relative to b's largest value."""
-    return max(float((u - v).abs().max()) for u, v in zip(a, b, strict=True)) / max(
-        float(v.abs().max()) for v in b
-    )
-
-
-@pytest.mark.parametrize("path", ["fp32", "channels_last", "bf16-autocast"])
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_the_pair_computes_autoencoderkl_at_the_sizes_people_use(layout: str, path: str) -> None:
-    """vaekit's pair (fast GroupNorm and upsampling swapped in) against diffusers'
-    AutoencoderKL with the same weights, on one image, in the same memory layout and the
-    same autocast: posterior, decoded image and every parameter's gradient.
-
-    float32: differences are rounding (the transposed-conv upsampling sums in another
-    order), grown through the network: each output within 5e-5 of its largest value, each
-    gradient within 1e-5 of the largest one (measured on these layouts: at most 8.6e-6
-    and 1.7e-6).
-    bf16: the two round differently on purpose (vaekit's GroupNorm reads the bf16
-    activations where autocast upcasts to float32), so they may differ by bf16 rounding;
-    the difference is bounded by twice diffusers' own bf16 error, its distance from its
-    float32 result (measured: at most 0.81x for the outputs, 1.41x for the gradients)."""
-    reference, pair, channels, size = reference_and_pair(layout)
-    x = torch.rand(1, channels, *size, generator=torch.Generator().manual_seed(1))
-    fmt = torch.channels_last if path == "channels_last" else torch.contiguous_format
-    bf16 = path == "bf16-autocast"
-    out, grads = _run(pair, x, bf16, fmt)
-    ref_out, ref_grads = _run(reference, x, bf16, fmt)
-    factor = 2 ** (len(LAYOUTS[layout][0]) - 1)  # one 2x downsampling between levels
-    assert out[0].shape == (1, 4, size[0] // factor, size[1] // factor)
-    assert out[2].shape == x.shape
-    assert sorted(grads) == sorted(ref_grads)
-    names = list(ref_grads)
-    g, ref_g = [grads[k] for k in names], [ref_grads[k] for k in names]
-    if not bf16:
-        assert _worst(out, ref_out) < 5e-5
-        assert _worst(g, ref_g) < 1e-5
-        return
-    exact_out, exact_grads = _run(reference, x, False, fmt)
-    exact_g = [exact_grads[k] for k in names]
-    assert _worst(out, ref_out) <= 2 * _worst(ref_out, exact_out)
-    assert _worst(g, ref_g) <= 2 * _worst(ref_g, exact_g)
+    """vaekit's pair, with the fast GroupNorm and upsampling swapped in, computes what
+    diffusers' AutoencoderKL computes with the same weights on the CPU (see
+    akl_layouts.check_pair for the tolerances and why)."""
+    check_pair(layout, path, torch.device("cpu"))
 
 
 def test_the_two_level_architecture_trains_at_64px_from_the_cli(tmp_path: Path) -> None:
