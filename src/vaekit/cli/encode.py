@@ -117,7 +117,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=True,
     )
-    print(f"encoded the {split} examples of {data.name} into {path}")
+    print(f"encoded {_which(split)} examples of {data.name} into {path}")
     return 0
 
 
@@ -136,8 +136,12 @@ def cmd_score(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=True,
     )
-    print(f"scored the {split} examples of {data.name} into {path}")
+    print(f"scored {_which(split)} examples of {data.name} into {path}")
     return 0
+
+
+def _which(split: str) -> str:
+    return "all" if split == "all" else f"the {split}"
 
 
 COMMANDS = {"encode": cmd_encode, "score": cmd_score}

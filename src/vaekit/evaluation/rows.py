@@ -156,14 +156,15 @@ def _split_ids(data: Dataset) -> dict[str, np.ndarray]:
 
 def source_data(model: Any, name: str, progress: bool = False) -> Dataset:
     """The data source `name` (anything `--data` takes), read with the settings the model
-    was trained with (its image size, channels, test fraction and split seeds; no
-    limit_train / limit_test), or with settings that fit the model's input when it
-    records none."""
+    was trained with (its test fraction, split and validation seeds; no limit_train /
+    limit_test), images decoded to the model's channels and size."""
     run_config = getattr(model, "run_config", None)
-    if run_config is not None:
-        cfg, seed = run_config.data, run_config.train.seed
-    else:
-        c, h, _ = model.input_shape
-        cfg, seed = DataConfig(channels=c if c in (1, 3) else 0, image_size=h), 0
-    cfg = dataclasses.replace(cfg, name=name, limit_train=0, limit_test=0)
+    cfg, seed = (
+        (DataConfig(), 0) if run_config is None else (run_config.data, run_config.train.seed)
+    )
+    c, h, w = model.input_shape
+    images = {"channels": c} if c in (1, 3) and h == w > 1 else {}
+    if images:
+        images["image_size"] = h
+    cfg = dataclasses.replace(cfg, name=name, limit_train=0, limit_test=0, **images)
     return load_data(cfg, seed=seed, progress=progress)
