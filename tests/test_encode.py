@@ -3,6 +3,7 @@ source, in every output format, with labels, ids and file names carried through.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +108,15 @@ def test_an_npz_source_in_its_own_order_with_its_labels(trained_run: Path, tmp_p
         assert np.array_equal(parts[split]["label"], y[parts[split]["id"]])
     ids = np.concatenate([p["id"] for p in parts.values()])
     assert sorted(ids.tolist()) == list(range(60))
+    # the splits are the ones training would have made of this file (its carve included)
+    cfg = model.training_config().data
+    loaded = vaekit.data.load_data(dataclasses.replace(cfg, name=str(tmp_path / "mine.npz")))
+    for split, x_split in (
+        ("train", loaded.x_train),
+        ("val", loaded.x_val),
+        ("test", loaded.x_test),
+    ):
+        assert np.allclose(parts[split]["mu"], posterior(model, x_split.numpy()), atol=1e-6)
 
 
 def test_an_npy_source_and_a_named_dataset(trained_run: Path, tmp_path: Path) -> None:

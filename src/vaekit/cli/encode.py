@@ -76,15 +76,12 @@ def _common(p: argparse.ArgumentParser, example: str) -> None:
 def _model_and_data(run: str, data: str | None) -> tuple[Any, Any, str]:
     """The model, its data (--data read with the run's data settings, else the run's own)
     and the default split for it."""
-    from ..data import load_data
     from ..evaluation.rows import source_data
     from ..models import load
 
     model = load(run)
-    if data is not None:
-        return model, source_data(model, data, progress=True), "all"
-    cfg = model.training_config()
-    return model, load_data(cfg.data, seed=cfg.train.seed, progress=False), "test"
+    split = "test" if data is None else "all"
+    return model, source_data(model, data, progress=data is not None), split
 
 
 def _prepare(args: argparse.Namespace) -> tuple[Any, Any, str]:

@@ -14,6 +14,7 @@ the same test fraction, split seed and validation carve (data/validation.py).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +35,7 @@ class Rows:
     """Examples of one or more splits of `name`, in output order."""
 
     name: str
-    parts: list[tuple[str, Any, torch.Tensor | None]]  # (split, x, y): x a tensor or LazyRows
+    parts: Sequence[tuple[str, Any, torch.Tensor | None]]  # (split, x, y); x: tensor, LazyRows
     part: np.ndarray  # (N,) index into parts of each example
     position: np.ndarray  # (N,) its row within that part
     ids: np.ndarray  # (N,) int64: see the module docstring
@@ -100,22 +101,17 @@ def select(data: Dataset, split: str) -> Rows:
     """The examples of `split` (train, val, test or all) of `data`, in output order."""
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    ids = _split_ids(data)
-    have = {
-        "train": (data.x_train, data.y_train),
-        "val": (data.x_val, data.y_val),
-        "test": (data.x_test, data.y_test),
-    }
-    wanted = [s for s in ("train", "val", "test") if split in (s, "all") and have[s][0] is not None]
+    splits = _splits(data)
+    wanted = [s for s in ("train", "val", "test") if split in (s, "all") and s in splits]
     if not wanted:
         raise DataError(
             f"{data.name} has no validation split (data.val_fraction is 0); choose --split "
             "train, test or all"
         )
-    parts = [(s, have[s][0], have[s][1]) for s in wanted]
-    part = np.concatenate([np.full(len(ids[s]), i, dtype=np.int64) for i, s in enumerate(wanted)])
-    position = np.concatenate([np.arange(len(ids[s]), dtype=np.int64) for s in wanted])
-    all_ids = np.concatenate([ids[s] for s in wanted])
+    parts = [(s, splits[s][0], splits[s][1]) for s in wanted]
+    part = np.concatenate([np.full(len(splits[s][3]), i) for i, s in enumerate(wanted)])
+    position = np.concatenate([splits[s][2] for s in wanted])
+    all_ids = np.concatenate([splits[s][3] for s in wanted])
     if "split" in data.info and len(wanted) > 1:  # one source: its own order
         order = np.argsort(all_ids, kind="stable")
         part, position, all_ids = part[order], position[order], all_ids[order]
@@ -126,11 +122,16 @@ def select(data: Dataset, split: str) -> Rows:
     return Rows(data.name, parts, part, position, all_ids, file_names, list(data.class_names))
 
 
-def _split_ids(data: Dataset) -> dict[str, np.ndarray]:
-    """The id (see the module docstring) of every row of each split, in the split's order."""
+Split = tuple[Any, torch.Tensor | None, np.ndarray, np.ndarray]  # x, y, positions in x, ids
+
+
+def _splits(data: Dataset) -> dict[str, Split]:
+    """Each split's rows (x, y), the positions of its examples in them, and their ids (see
+    the module docstring). A validation set still to carve (info["carve"], set by
+    `source_data`) is carved here by position: no row is read or copied."""
     n_train, n_test = len(data.x_train), len(data.x_test)
     n_val = 0 if data.x_val is None else len(data.x_val)
-    validation = data.info.get("validation")
+    validation, carve = data.info.get("validation"), data.info.get("carve")
     carved = isinstance(validation, dict) and validation.get("source") == "carved"
     record = data.info.get("split")
     if isinstance(record, dict):  # split by split_indices, then cut by data.limit_*
@@ -140,24 +141,39 @@ def _split_ids(data: Dataset) -> dict[str, np.ndarray]:
     else:
         train = np.arange(n_train + (n_val if carved else 0), dtype=np.int64)
         test = np.arange(n_test, dtype=np.int64)
-    val = np.arange(n_val, dtype=np.int64)
-    if carved:
+    out: dict[str, Split] = {"test": (data.x_test, data.y_test, np.arange(n_test), test)}
+    if carved:  # carved by load_data: the ids of the rows it kept and held out
         assert isinstance(validation, dict)
-        kept, held = validation_rows(
-            len(train), float(validation["fraction"]), int(validation["seed"])
-        )
+        fraction, seed = float(validation["fraction"]), int(validation["seed"])
+        kept, held = validation_rows(len(train), fraction, seed)
         train, val = train[kept], train[held]
-    ids = {"train": train, "val": val, "test": test}
-    for s, x in (("train", data.x_train), ("val", data.x_val), ("test", data.x_test)):
-        if x is not None and len(ids[s]) != len(x):  # the record does not describe the rows
-            raise RuntimeError(f"{data.name}: {len(ids[s])} ids for {len(x)} {s} examples")
-    return ids
+    elif data.x_val is None and isinstance(carve, dict) and carve["fraction"] > 0:
+        kept, held = validation_rows(n_train, float(carve["fraction"]), int(carve["seed"]))
+        out["train"] = (data.x_train, data.y_train, kept, train[kept])
+        out["val"] = (data.x_train, data.y_train, held, train[held])
+        return out
+    else:  # a validation set of its own (or none): counted from 0
+        val = np.arange(n_val, dtype=np.int64)
+    out["train"] = (data.x_train, data.y_train, np.arange(n_train), train)
+    if data.x_val is not None:
+        out["val"] = (data.x_val, data.y_val, np.arange(n_val), val)
+    for name, (x, _, positions, ids) in out.items():
+        if len(ids) != len(positions) or len(positions) > len(x):  # a record that lies
+            raise RuntimeError(f"{data.name}: {len(ids)} ids for {len(x)} {name} examples")
+    return out
 
 
-def source_data(model: Any, name: str, progress: bool = False) -> Dataset:
-    """The data source `name` (anything `--data` takes), read with the settings the model
-    was trained with (its test fraction, split and validation seeds; no limit_train /
-    limit_test), images decoded to the model's channels and size."""
+def source_data(model: Any, name: str | None = None, progress: bool = False) -> Dataset:
+    """The data source `name` (anything `--data` takes; None: the run's own data, with its
+    limits), read with the settings the model was trained with (its test fraction, split
+    and validation seeds; no limit_train / limit_test), images decoded to the model's
+    channels and size. The validation set is not carved from the training rows, which
+    would copy them into memory, but recorded in info["carve"] for `select`."""
+    if name is None:
+        own = model.training_config()  # (or the one-line refusal: no data recorded)
+        cfg = dataclasses.replace(own.data, val_fraction=0.0)
+        data = load_data(cfg, seed=own.train.seed, progress=progress)
+        return _with_carve(data, own.data)
     run_config = getattr(model, "run_config", None)
     cfg, seed = (
         (DataConfig(), 0) if run_config is None else (run_config.data, run_config.train.seed)
@@ -166,5 +182,17 @@ def source_data(model: Any, name: str, progress: bool = False) -> Dataset:
     images = {"channels": c} if c in (1, 3) and h == w > 1 else {}
     if images:
         images["image_size"] = h
-    cfg = dataclasses.replace(cfg, name=name, limit_train=0, limit_test=0, **images)
-    return load_data(cfg, seed=seed, progress=progress)
+    full = dataclasses.replace(cfg, name=name, limit_train=0, limit_test=0, **images)
+    data = load_data(dataclasses.replace(full, val_fraction=0.0), seed=seed, progress=progress)
+    return _with_carve(data, full)
+
+
+def _with_carve(data: Dataset, cfg: DataConfig) -> Dataset:
+    """`data` (loaded without a validation carve) with the carve it would have had."""
+    if data.x_val is not None or cfg.val_fraction <= 0:
+        return data
+    n = len(data.x_train)
+    if n - max(1, int(round(n * cfg.val_fraction))) < 1:
+        return data  # too few to carve: the source is used as train and test
+    record = {"fraction": cfg.val_fraction, "seed": cfg.split_seed}
+    return dataclasses.replace(data, info={**data.info, "carve": record})
