@@ -36,6 +36,8 @@ def rows_of(
     """The examples `data` stands for: an array or tensor of examples in the user's units
     (with labels `y`), a `vaekit.data.Dataset`, or a data source as `--data` names it (read
     with the model's data settings: `rows.source_data`); of `split` (default all)."""
+    if not isinstance(model, VAE):
+        raise ConfigError(f"the model must be a vaekit.VAE, not {type(model).__name__}")
     if isinstance(data, str | Path):
         data = source_data(model, str(data), progress=progress)
     if isinstance(data, Dataset):
@@ -49,12 +51,13 @@ def rows_of(
             "data must be an array or tensor of examples, a vaekit.data.Dataset or a data "
             f"source name or path; got {type(data).__name__}"
         )
+    # a C-ordered array (a memory-mapped .npy too) is wrapped, not copied: chunks read it
     x = torch.from_numpy(np.ascontiguousarray(data)) if isinstance(data, np.ndarray) else data
+    if x.ndim in (1, 3):  # one row or one image
+        x = x[None]
     labels = None if y is None else torch.as_tensor(y).long().reshape(-1)
     if labels is not None and len(labels) != len(x):
         raise DataError(f"{len(labels)} labels y for {len(x)} examples")
-    if x.ndim in (1, 3):  # one row or one image
-        x = x[None]
     n = len(x)
     zeros = np.zeros(n, dtype=np.int64)
     return Rows("input", [("input", x, labels)], zeros, np.arange(n), np.arange(n))
@@ -74,15 +77,22 @@ def check_model(model: Any, rows: Rows, what: str = "encode") -> None:
 def chunks(rows: Rows, model: VAE, batch_size: int) -> Iterator[tuple[int, torch.Tensor, Any]]:
     """(start, x, y) for each chunk of `batch_size` examples: x checked and in the user's
     float units on the model's device (see evaluate.check_input), y the labels the model
-    needs (None for an unconditional one)."""
+    needs (None for an unconditional one). x lives in a buffer that the next chunk reuses
+    (tensors of the same sizes each chunk keep the heap from growing with the data)."""
     device = next(model.parameters()).device
+    floats: torch.Tensor | None = None
     for start in range(0, len(rows), batch_size):
         x, y = rows.read(start, min(start + batch_size, len(rows)))
         # uint8 examples are finite and in [0, 1] once read as x / 255: without a
         # normalisation only their shape needs checking (a pass over the values costs
         # as much as an MLP encoder's first layer)
-        trusted = x.dtype == torch.uint8 and model.normalization.identity
-        xf = _shape_checked(x, model, rows.name) if trusted else check_input(x, model, rows.name)
+        if x.dtype == torch.uint8 and model.normalization.identity:
+            _shape_checked(x[:1], model, rows.name)
+            if floats is None or len(floats) < len(x):
+                floats = torch.empty(x.shape, dtype=torch.float32)
+            xf = _shape_checked(torch.div(x, 255.0, out=floats[: len(x)]), model, rows.name)
+        else:
+            xf = check_input(x, model, rows.name)
         xf = xf.to(device)
         yield start, xf, (y.to(device) if model.conditional and y is not None else None)
 

@@ -41,6 +41,7 @@ class Rows:
     ids: np.ndarray  # (N,) int64: see the module docstring
     files: np.ndarray | None = None  # (N,) str: folder images' paths under the folder
     class_names: list[str] = dataclasses.field(default_factory=list)
+    _buffers: dict[int, torch.Tensor] = dataclasses.field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -54,22 +55,35 @@ class Rows:
         return tuple(int(s) for s in self.parts[0][1].shape[1:])
 
     def read(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Examples start..stop-1 as stored (uint8 or float) and their labels (or None)."""
+        """Examples start..stop-1 as stored (uint8 or float) and their labels (or None);
+        the examples may live in a buffer that the next read reuses."""
         part, pos = self.part[start:stop], self.position[start:stop]
         if len(self.parts) == 1 or (part == part[0]).all():
             _, x, y = self.parts[int(part[0])]
             index = torch.from_numpy(pos)
-            return x.index_select(0, index), None if y is None else y.index_select(0, index)
+            rows = self._gather(int(part[0]), x, index, stop - start)
+            return rows, None if y is None else y.index_select(0, index)
         xs = torch.empty((stop - start, *self.example_shape), dtype=self.parts[0][1].dtype)
         ys = torch.empty(stop - start, dtype=torch.long) if self.labelled else None
         for i, (_, x, y) in enumerate(self.parts):
             here = np.flatnonzero(part == i)
             if len(here):
                 index = torch.from_numpy(pos[here])
-                xs[here] = x.index_select(0, index)
+                xs[here] = self._gather(i, x, index, stop - start)
                 if ys is not None and y is not None:
                     ys[here] = y.index_select(0, index)
         return xs, ys
+
+    def _gather(self, i: int, x: Any, index: torch.Tensor, most: int) -> torch.Tensor:
+        """x[index] of part i, through a buffer kept for the part: the parts' shares of a
+        chunk vary in size, and fresh tensors of varying sizes fragment a heap that keeps
+        freed memory (allocator.tune_malloc) until it grows with the data."""
+        if not isinstance(x, torch.Tensor):  # LazyRows: a read per chunk anyway
+            return x.index_select(0, index)
+        buffer = self._buffers.get(i)
+        if buffer is None or len(buffer) < most:
+            buffer = self._buffers[i] = torch.empty((most, *x.shape[1:]), dtype=x.dtype)
+        return torch.index_select(x, 0, index, out=buffer[: len(index)])
 
     def names(self, start: int, stop: int) -> dict[str, np.ndarray]:
         """What names examples start..stop-1: id, and split (several splits), label,
