@@ -115,9 +115,9 @@ def encode(
 
     Arrays: mu and logvar (N, D), or (N, C, h, w) for a spatial latent; with `samples` K,
     z (N, K, ...) drawn as mu + exp(logvar / 2) * eps, eps seeded by `seed` and the
-    example's position alone (so the chunk size changes nothing); id (N,), and split,
-    label, class and file where the data have them. Tables name the values z0..zD-1
-    (means), logvar0.., and sample{k}_z{d}.
+    example's position alone (the chunk size changes only the rounding of batched
+    matmuls); id (N,), and split, label, class and file where the data have them.
+    Tables name the values z0..zD-1 (means), logvar0.., and sample{k}_z{d}.
     """
     rows = rows_of(model, data, y, split, progress)
     check_model(model, rows)

@@ -7,7 +7,8 @@ ELBO with one z-sample per example drawn from one generator seeded with `seed`, 
 after batch of `batch_size` examples (so the mean over a split equals `evaluate`'s nelbo
 at the same batch size and seed), and log p(x) by `importance_sampling` with `seed + 1`
 and each example's samples seeded by its position (so it equals `evaluate`'s log_px at
-any batch size). A higher -ELBO or a lower log p(x) is a less likely example.
+any batch size, up to float rounding). A higher -ELBO or a lower log p(x) is a less
+likely example.
 """
 
 from __future__ import annotations
