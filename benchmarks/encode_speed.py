@@ -145,7 +145,7 @@ def memory(run: Path, folder: Path, work: Path, budget: int, batch_sizes: list[i
                 "peak_anon_above_start_mib": round(mib, 1)}  # fmt: skip
 
     child("all", 1000)  # builds the folder's cache and its on-disk split: not measured
-    rows = [child(split, b) for b in batch_sizes for split in ("test", "all")]
+    rows = [child(split, b) for b in batch_sizes for split in ("test", "train", "all")]
     return rows
 
 
@@ -174,7 +174,7 @@ def main() -> None:
                "--train.progress", "false", "--out", str(small))  # fmt: skip
     budget = args.ram_budget_mib * 2**20
     cache_mib = args.folder_images * 3 * 32 * 32 / 2**20
-    result["memory"] = memory(small, folder, work, budget, [100, 1000, 5000])
+    result["memory"] = memory(small, folder, work, budget, [100, 1000, 4000])
     result.update(
         machine=info,
         folder_cache_mib=round(cache_mib, 1),
@@ -196,7 +196,7 @@ def main() -> None:
         ],
     ]
     mem = "; ".join(
-        f"batch {m['batch_size']}, {m['examples']:,} examples: "
+        f"batch {m['batch_size']}, {m['split']} ({m['examples']:,} examples): "
         f"+{m['peak_anon_above_start_mib']} MiB"
         for m in result["memory"]
     )
