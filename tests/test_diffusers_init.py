@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,7 @@ class Records(logging.Handler):
 
 
 @pytest.fixture
-def logged() -> object:
+def logged() -> Iterator[list[logging.LogRecord]]:
     handler = Records()
     loggers = [logging.getLogger(name) for name in ("diffusers", "transformers")]
     for logger in loggers:

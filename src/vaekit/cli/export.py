@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="X|measure",
         help="the config's scaling_factor, which diffusion pipelines multiply latents by. "
         "Default: measured on the run's training images (1 / the standard deviation of "
-        "posterior samples of up to 256 evenly spaced images); a run started from "
+        "posterior samples of up to 128 evenly spaced images); a run started from "
         "model.init keeps its starting model's unless you pass measure",
     )
     p.add_argument(
@@ -65,7 +65,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     model = load(args.run)
     config, state = diffusers_model(model)
     check_units(model)
-    config["scaling_factor"] = scaling_factor(args, model, config)
+    config["scaling_factor"] = choose_factor(args, model, config)
     out = write_diffusers(
         args.out,
         config,
@@ -79,7 +79,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def scaling_factor(args: argparse.Namespace, model: Any, config: dict[str, Any]) -> float:
+def choose_factor(args: argparse.Namespace, model: Any, config: dict[str, Any]) -> float:
     """The factor --scaling-factor gives, model.init's (kept unless `measure` is asked
     for), or the one measured on the run's training images; printed with its origin."""
     from ..evaluation.latent_scale import scaling_factor, training_images
@@ -92,8 +92,8 @@ def scaling_factor(args: argparse.Namespace, model: Any, config: dict[str, Any])
     if args.scaling_factor is None and init:
         where = f"the scaling_factor {args.run} keeps from model.init {init}"
         factor = check_factor(config.get("scaling_factor", 0.18215), where)
-        print(f"scaling_factor {factor:.6g}, kept from model.init {init} (measure: "
-              "--scaling-factor measure)")  # fmt: skip
+        print(f"scaling_factor {factor:.6g}, kept from model.init {init}", end="")
+        print(" (to measure it on the training images: --scaling-factor measure)")
         return factor
     factor, n = scaling_factor(model, training_images(model, args.run))
     print(

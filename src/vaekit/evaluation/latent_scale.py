@@ -28,7 +28,7 @@ from ..data.dataset import evenly_spaced, to_float
 from ..errors import ConfigError, VaekitError
 from ..io.checkpoint import STATE_FILE
 
-MOST_IMAGES = 256  # training images the factor is measured on, evenly spaced
+MOST_IMAGES = 128  # training images the factor is measured on, evenly spaced
 BATCH = 16  # images encoded at a time
 ASK = "pass --scaling-factor X (1 / the standard deviation of your latents)"
 
