@@ -178,8 +178,11 @@ def test_a_non_finite_scaling_factor_is_refused(
         assert not (tmp_path / "out").exists()
     assert export(run, tmp_path / "out", "--scaling-factor", "measure") == 0
     for bad in ("nan", "inf", "0"):
-        with pytest.raises(SystemExit):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as e:
             export(run, tmp_path / "other", "--scaling-factor", bad)
+        code, err = int(str(e.value.code)), capsys.readouterr().err
+        assert_one_line_error(code, err, f"must be a finite number > 0; got {bad!r}")
 
 
 def test_an_out_whose_links_never_end_is_one_line(
