@@ -42,12 +42,13 @@ def scaling_factor(model: Any, x: torch.Tensor, seed: int = 0) -> tuple[float, i
     total = squares = torch.zeros((), dtype=torch.float64)
     count = 0
     model.eval()
+    device = next(model.parameters()).device
     with torch.no_grad():
         for chunk in idx.split(BATCH):
-            images = model.prepare(to_float(x.index_select(0, chunk)))
+            images = model.prepare(to_float(x.index_select(0, chunk)).to(device))
             mean, logvar = model.encode(images)  # (B, D) each
-            eps = torch.randn(mean.shape, generator=generator)
-            z = (mean + torch.exp(0.5 * logvar) * eps).double()
+            eps = torch.randn(mean.shape, generator=generator).to(device)  # the same draws
+            z = (mean + torch.exp(0.5 * logvar) * eps).double().cpu()
             total, squares = total + z.sum(), squares + z.square().sum()
             count += z.numel()
     variance = (squares - total * total / count) / max(count - 1, 1)
