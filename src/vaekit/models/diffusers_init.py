@@ -26,6 +26,7 @@ from ..config import ModelConfig
 from ..errors import ConfigError
 from ..io.checkpoint import non_finite
 from ..io.export import CLASS_NAME
+from ..io.export import WEIGHTS as WEIGHTS_FILE
 from . import protocol
 from .autoencoderkl import (
     INSTALL,
@@ -277,6 +278,12 @@ def _from_pretrained(ref: str) -> Any:
                 **kwargs,
             )
     except Exception as e:  # missing weights, offline, corrupt, or a config it cannot build
+        folder = Path(where, kwargs.get("subfolder", ""))
+        if folder.is_dir() and not any(folder.glob(f"{WEIGHTS_FILE}*")):
+            raise ConfigError(
+                f"model.init {PREFIX}{ref}: the folder holds a config.json but no weights "
+                f"({WEIGHTS_FILE}.safetensors); save the model with diffusers' save_pretrained"
+            ) from None
         raise _unreadable(ref, e) from None
     _check_loaded(f"{PREFIX}{ref}", info)
     return model
