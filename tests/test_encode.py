@@ -205,6 +205,7 @@ def test_user_errors_are_one_line(
         (["--out", str(tmp_path / "z.npy"), "--samples", "2"], ("means only", ".npz")),
         (["--data", str(small), "--out", str(tmp_path / "z.npz")], ("small", "(1, 28, 28)")),
         (["--data", "no-such-thing", "--out", str(tmp_path / "z.npz")], ("no-such-thing",)),
+        (["--data", "", "--out", str(tmp_path / "z.npz")], ("data source is empty",)),
     ]
     for flags, needles in cases:
         code = cli.main(["encode", run, *flags])

@@ -188,6 +188,11 @@ def source_data(model: Any, name: str | None = None, progress: bool = False) -> 
         cfg = dataclasses.replace(own.data, val_fraction=0.0)
         data = load_data(cfg, seed=own.train.seed, progress=progress)
         return _with_carve(data, own.data)
+    if not name.strip():  # "" would be read as the current directory, a folder
+        raise ConfigError(
+            "the data source is empty; name a dataset (mnist, fashion-mnist, noise), an "
+            ".npz, .npy, .csv or .parquet file, a folder of images or hf:OWNER/NAME"
+        )
     run_config = getattr(model, "run_config", None)
     cfg, seed = (
         (DataConfig(), 0) if run_config is None else (run_config.data, run_config.train.seed)
