@@ -12,6 +12,7 @@ it unlabelled too, with a warning saying which images to move.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ from PIL import Image
 
 from ..config import DataConfig
 from ..errors import DataError
-from . import folder_cache
+from . import augment, folder_cache
 from .dataset import Dataset, split
 from .images import EXTENSIONS
 
@@ -54,6 +55,8 @@ def load_folder(
         raise DataError(
             f"{root} holds no images{extra}; add .png, .jpg, .jpeg, .bmp, .webp, .gif or .tif files"
         )
+    if "crop" in cfg.augment:  # random crops need a margin around each image (augment.py)
+        cfg = dataclasses.replace(cfg, image_size=augment.decoded_size(cfg.image_size))
     mode = "L" if cfg.channels == 1 else "RGB"
     limit = int(max_pixels) if max_pixels is not None else Image.MAX_IMAGE_PIXELS
     key = folder_cache.cache_key(files, cfg.image_size, mode, limit)
