@@ -85,8 +85,8 @@ def test_an_epochs_last_batches_make_one_step_of_their_own() -> None:
 
 
 def test_a_remainder_step_is_the_mean_over_its_own_batches(tmp_path: Path) -> None:
-    # 48 rows in batches of 8, 4 at a time: a step of 4 batches, then one of 2, which
-    # updates as one batch of 16 (its examples in the same order) would
+    # 48 rows in batches of 8, 4 at a time: a step of 4 batches, then one of 2 (its loss
+    # the mean over those 2 batches)
     rows = {"data.noise_examples": 48, "train.epochs": 1}
     parts = _train(tmp_path / "parts", **rows, **{"train.batch_size": 8, "train.accumulate": 4})
     assert parts.history[-1]["step"] == 2
