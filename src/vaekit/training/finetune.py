@@ -51,8 +51,13 @@ def warn_fine_tune_lr(config: Config) -> None:
         return
     print(
         f"vaekit: warning: optim.lr {lr:g} is above the latent-diffusion recipe's "
-        f"{RECIPE_LR:g} (at batch {RECIPE_BATCH}) for fine-tuning {config.model.init}; it "
+        f"{_short(RECIPE_LR)} (at batch {RECIPE_BATCH}) for fine-tuning {config.model.init}; it "
         f"can wreck the pretrained latents in the first steps: use --config {PRESET} "
         "(lr 1e-5) or a lower --lr",
         file=sys.stderr,
     )
+
+
+def _short(x: float) -> str:
+    """1e-4, not 0.0001 or 1e-04."""
+    return f"{x:.0e}".replace("e-0", "e-")
