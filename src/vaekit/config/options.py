@@ -53,10 +53,10 @@ class DataConfig:
     channels: int = opt(0, "folders: 1 (grayscale) or 3 (RGB); 0 picks RGB", min=0, max=3)
     augment: list[str] = opt(
         [],
-        "folders: training-batch augmentation, drawn per batch from (train.seed, step): "
-        "'crop' decodes images at image_size + 2 x image_size/16 (rounded up) and takes a "
-        "random image_size crop of each training image (validation and test images: the "
-        "centre crop), 'flip' mirrors half of them left to right; e.g. crop,flip",
+        "augmentation of the training batches, drawn from (train.seed, step): 'crop' "
+        "(folders) decodes the images at image_size + 2 x ceil(image_size/16) and takes a "
+        "random image_size window of each (validation and test images: the centre one), "
+        "'flip' mirrors a random half of them left to right; e.g. crop,flip",
         choices=("crop", "flip"),
     )
     test_fraction: float = opt(

@@ -69,19 +69,15 @@ def centred(data: Dataset, image_size: int) -> Dataset:
         )
     assert data.shape[1:] == (image_size + 2 * m,) * 2, (data.shape, image_size)
 
-    def centre(x: torch.Tensor | None) -> torch.Tensor | None:
-        return None if x is None else x[:, :, m : m + image_size, m : m + image_size]
-
-    def copied(x: torch.Tensor | None) -> torch.Tensor | None:
-        c = centre(x)
-        return None if c is None else c.contiguous()
+    def centre(x: torch.Tensor) -> torch.Tensor:
+        return x[:, :, m : m + image_size, m : m + image_size]
 
     full = data.x_train
     return dataclasses.replace(
         data,
         x_train=centre(full),
-        x_val=copied(data.x_val),
-        x_test=copied(data.x_test),
+        x_val=None if data.x_val is None else centre(data.x_val).contiguous(),
+        x_test=centre(data.x_test).contiguous(),
         x_train_full=full,
     )
 
