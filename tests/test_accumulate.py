@@ -194,3 +194,17 @@ def test_a_frozen_encoder_keeps_the_starting_latents_exactly(tmp_path: Path, arc
     encoder = {id(p) for m in encoder_side(trained) for p in m.parameters()}
     decoder = [p for p in trained.parameters() if id(p) not in encoder]
     assert encoder and len(saved["optimizer"]["state"]) == len(decoder)  # none for the encoder
+
+
+def test_two_gloo_processes_accumulating_match_one_process(tmp_path: Path) -> None:
+    # DDP all-reduces once per optimizer step (no_sync on the other batches): 2 ranks x
+    # 2 batches of 16 rows accumulated match one process's 2 batches of 32 accumulated
+    from test_ddp import assert_same_training, one_process, torchrun
+
+    work = tmp_path / "work"
+    work.mkdir()
+    ddp = tmp_path / "ddp"
+    torchrun("--epochs", "1", "--train.accumulate", "2", "--out", str(ddp), cwd=work)
+    single = tmp_path / "single"
+    one_process(single, epochs=1, **{"train.accumulate": 2})
+    assert_same_training(ddp, single)

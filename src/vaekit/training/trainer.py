@@ -11,6 +11,11 @@ tearing it down (device, DDP, run directory, data, model, step, tracker) is the 
 base class `TrainerSession` (session.py); this module is the loop. The work at an epoch's
 end (evaluation, saving, images, callbacks) is `_end_epoch` here. SIGINT and SIGTERM
 save the state at the next step boundary and raise `TrainingInterrupted`.
+
+With `train.accumulate` N, the loop hands the step N batches per optimizer step (an
+epoch's last N' < N batches make a step of their own); the state's step counts and every
+save, stop and callback fall between optimizer steps, never inside one, so a resumed run
+continues bit-identically. `data.augment` crops and flips each batch (data/augment.py).
 """
 
 from __future__ import annotations
