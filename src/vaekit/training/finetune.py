@@ -11,8 +11,9 @@ from torch import nn
 from ..config import Config
 from ..models import VAE
 
-# Stable Diffusion's VAE fine-tunes (ft-EMA, ft-MSE): Adam at 1e-4 on batches of 192
-# (16 GPUs x 12 images), https://huggingface.co/stabilityai/sd-vae-ft-mse
+# Stable Diffusion's VAE fine-tunes (ft-EMA, ft-MSE) ran on batches of 192 (16 A100s x 12,
+# https://huggingface.co/stabilityai/sd-vae-ft-mse; the card gives no learning rate):
+# 1e-4 is the rate taken for them, the most a fine-tune should use at any batch
 RECIPE_LR = 1e-4
 RECIPE_BATCH = 192
 PRESET = "sd-vae-finetune"

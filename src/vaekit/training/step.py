@@ -9,8 +9,9 @@ the step's record, left on the device; steplog.py reads records in batches.
 Gradient accumulation (`train.accumulate` N): a step is then N calls, one per batch
 (`part` = (i, n)): each backpropagates its loss / n into the gradients, and the last one
 clips, checks and applies them. N batches of B take the update one batch of N x B would:
-every loss is a batch mean, so the mean of n batch means is the big batch's (a run's
-noise comes from one generator in the same order, so on the CPU even the draws agree).
+every loss is a batch mean, so the mean of n batch means is the big batch's (the noise
+comes from the run's one generator in the same order: on the CPU, when a batch's noise is
+whole blocks of 16 values, even the draws are the same).
 A non-finite loss in any of the n batches, or a non-finite accumulated gradient, skips
 the whole step. The adversarial term's discriminator accumulates its gradients alike and
 steps once per optimizer step, after the VAE's, so every batch of a step is judged by the
