@@ -13,7 +13,7 @@ hold every aspect ratio, so here the margin is the same on all four sides.
 The crop offsets and flips of a batch are a pure function of (train.seed, the optimizer
 step, the batch's place in it): a resumed run and every DDP rank draw the same, and the
 run's own generator (the model's noise) is untouched. They are applied to the batch's
-uint8 rows in one indexing operation, with no per-image Python work.
+uint8 rows by two gathers, with no per-image Python work.
 """
 
 from __future__ import annotations
@@ -108,23 +108,22 @@ def apply(
 ) -> torch.Tensor:
     """Random size[0] x size[1] windows of uint8 rows (B, C, H, W) within `augment.margin`
     of their centre (the whole row when 0), mirrored left-right for a random half:
-    (B, C, *size), by one gather. The draws come from `generator` (CPU)."""
-    b, c = rows.shape[:2]
+    (B, C, *size), by two gathers. The draws come from `generator` (CPU)."""
+    b, c, _, full_w = rows.shape
     h, w = size
     span = 2 * augment.margin + 1
     offsets = torch.randint(0, span, (b, 2), generator=generator) if augment.margin else None
     flips = torch.rand(b, generator=generator) < 0.5 if augment.flip else None
-    device = rows.device
     top = torch.zeros(b, dtype=torch.long) if offsets is None else offsets[:, 0]
     left = torch.zeros(b, dtype=torch.long) if offsets is None else offsets[:, 1]
-    ys = (top[:, None] + torch.arange(h)).to(device)  # (B, h)
+    ys = (top[:, None] + torch.arange(h)).to(rows.device)  # (B, h)
     across = torch.arange(w).expand(b, w)
     if flips is not None:
         across = torch.where(flips[:, None], w - 1 - across, across)
-    xs = (left[:, None] + across).to(device)  # (B, w)
-    batch = torch.arange(b, device=device)[:, None, None, None]
-    channel = torch.arange(c, device=device)[None, :, None, None]
-    return rows[batch, channel, ys[:, None, :, None], xs[:, None, None, :]]  # (B, C, h, w)
+    xs = (left[:, None] + across).to(rows.device)  # (B, w)
+    # two gathers (rows, then columns): half the time of one 4-index advanced indexing
+    picked = rows.gather(2, ys[:, None, :, None].expand(b, c, h, full_w))  # (B, C, h, W)
+    return picked.gather(3, xs[:, None, None, :].expand(b, c, h, w))  # (B, C, h, w)
 
 
 def gather_augmented(
