@@ -120,7 +120,7 @@ class TrainerSession:
         t = self.config.train
         show = t.progress and dist.main
         if self.model is None and saved is None:  # model.init's folder, before the data
-            diffusers_init.check_reference(self.config.model.init)
+            diffusers_init.check_before_data(self.config.model)
         if dist.main:
             warn_fine_tune_lr(self.config)
         data = training_data(self.data, self.config, show)
