@@ -168,6 +168,47 @@ def test_the_discriminator_steps_once_per_optimizer_step(tmp_path: Path) -> None
     assert saved["global_step"] == 8 and steps == {8}  # 32 batches, 8 updates of each
 
 
+def test_an_accumulating_run_with_the_adversarial_term_resumes_bit_identically(
+    tmp_path: Path,
+) -> None:
+    on = {"loss.adversarial_weight": 0.5, "loss.adversarial_channels": 8}
+    options = {**EVEN, **on, "loss.adversarial_start": 2}
+    options.update({"train.batch_size": 16, "train.accumulate": 2})  # 8 steps an epoch
+    whole = _train(tmp_path / "whole", **options).run_dir
+
+    class StopAt(vaekit.Callback):
+        def on_step_end(self, trainer) -> None:
+            if trainer.state.global_step == 5:
+                trainer.stop()
+
+    cfg = tiny_config(tmp_path / "halves", **options)
+    vaekit.Trainer(None, cfg, callbacks=[StopAt()]).fit()
+    saved = checkpoint.load_state(tmp_path / "halves" / checkpoint.STATE_FILE)
+    assert (saved["global_step"], saved["step_in_epoch"]) == (5, 10)
+    halves = vaekit.train(cfg, resume=True)
+    assert (halves / "model.safetensors").read_bytes() == (whole / "model.safetensors").read_bytes()
+    a, b = (checkpoint.load_state(r / checkpoint.STATE_FILE)["adversary"] for r in (whole, halves))
+    for key, value in a["discriminator"].items():
+        assert torch.equal(value, b["discriminator"][key]), key
+
+
+def test_checkpoints_and_flips_count_optimizer_steps(tmp_path: Path) -> None:
+    # train.checkpoint_every counts optimizer steps; flips need no folder
+    saves = []
+    options = {"train.batch_size": 8, "train.accumulate": 4, "train.checkpoint_every": 3}
+    cfg = tiny_config(tmp_path / "run", **{**EVEN, **options, "data.augment": ["flip"]})
+    trainer = vaekit.Trainer(None, cfg)
+    original = trainer._save
+
+    def counted(model: bool = False) -> None:
+        saves.append(trainer.state.global_step)
+        original(model)
+
+    trainer._save = counted  # type: ignore[method-assign]
+    trainer.fit()
+    assert saves == [3, 6, 8, 9, 12, 15, 16]  # every 3 steps, and at each epoch's end (8)
+
+
 @pytest.mark.parametrize("value", ["0", "-2", "1.5", "many"])
 def test_nonsensical_accumulation_is_refused_in_one_line(
     value: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
