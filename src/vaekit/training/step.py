@@ -117,13 +117,15 @@ class Step:
             self.scaler.scale(loss).backward()
         if self.adversary is not None:
             self._adversary_backward(x, terms, i, n)
-        self._parts.append(torch.stack([terms.loss.detach(), terms.nelbo, terms.recon, terms.kl]))
-        if not last:
-            return None
+        losses = [terms.loss.detach(), terms.nelbo, terms.recon, terms.kl]
+        if n > 1:  # the step's means: one batch of n x B would report them
+            self._parts.append(torch.stack(losses))
+            if not last:
+                return None
+            losses = list(torch.stack(self._parts).mean(0).unbind())
+            self._parts = []
         self.scaler.unscale_(self.optimizer)
         norm = grad_norm(self.params, self.grad_clip)
-        losses = self._parts[0] if n == 1 else torch.stack(self._parts).mean(0)
-        self._parts = []
         # 1.0 when a loss or the gradient is not finite: then no update may happen
         bad = self.dist.max_((~torch.isfinite(losses[0] + norm)).float())
         if self.skip_on_device:
