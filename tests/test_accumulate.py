@@ -104,6 +104,17 @@ def test_a_remainder_step_is_the_mean_over_its_own_batches(tmp_path: Path) -> No
     assert len(norms) == 2  # step callbacks run once per optimizer step
 
 
+def test_a_remainder_step_updates_as_one_batch_of_its_examples(tmp_path: Path) -> None:
+    # 16 rows in batches of 8, 4 at a time: the epoch's only step is a remainder of 2
+    # batches, which must update as one batch of 16 does (SGD: the scale matters)
+    rows = {"data.noise_examples": 16, "train.epochs": 3, "optim.name": "sgd"}
+    parts = _train(tmp_path / "parts", **rows, **{"train.batch_size": 8, "train.accumulate": 4})
+    whole = _train(tmp_path / "whole", **rows, **{"train.batch_size": 16})
+    a, b = whole.model.state_dict(), parts.model.state_dict()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-6)
+
+
 def test_a_non_finite_batch_skips_the_whole_accumulated_step(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
