@@ -3,6 +3,8 @@
 Each image is decoded as images.py says (RGB or L, resized and centre-cropped); the decoded
 array (N, C, H, W) is streamed into `<folder>/.vaekit-cache/<key>.npy` (or a user cache
 directory) so later runs skip decoding and can memory-map large folders (folder_cache.py).
+With `data.augment crop` the images are decoded (and keyed) at augment.decoded_size, a
+margin larger, for random crops; `load_data` then takes their centres (augment.centred).
 
 Labels: when every readable image lies inside a first-level subfolder and there are at least
 two such subfolders, the subfolder names are the classes (sorted; label = index). Otherwise the
