@@ -92,6 +92,7 @@ def load_folder(
         "source": "folder",
         "path": str(root),
         "images": int(x.shape[0]),
+        "files": list(meta["files"]),  # the images' paths under root, in row order
         "skipped": skipped,
         "ignored_non_images": ignored,
         "cache": None if cache is None else str(cache),
