@@ -197,6 +197,8 @@ def good_values(fx: Fixtures, target: str) -> dict[str, Any]:
         values["n"] = 10
     if target == "vaekit.data.fetch":
         values["name"] = "mnist"
+    if target in ("vaekit.encode", "vaekit.score"):
+        values["data"] = x
     if target == "vaekit.TrainResult":
         values["model"] = fx.model
     return values

@@ -25,6 +25,7 @@ from .training.callbacks import Callback  # noqa: E402
 from .training.trainer import Trainer, TrainResult, train  # noqa: E402
 
 train, evaluate, load_config = checked(train), checked(evaluate), checked(load_config)
+encode, score = checked(encode), checked(score)
 check_methods(Trainer, ["__init__"])
 
 __all__ = [
