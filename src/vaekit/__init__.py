@@ -15,7 +15,8 @@ __version__ = "0.2.0.dev0"
 from .config import Config, load_config  # noqa: E402
 from .errors import VaekitError  # noqa: E402
 from .evaluation.evaluate import evaluate  # noqa: E402
-from .models import VAE, load, register  # noqa: E402
+from .loading import load  # noqa: E402
+from .models import VAE, register  # noqa: E402
 from .training.callbacks import Callback  # noqa: E402
 from .training.trainer import Trainer, TrainResult, train  # noqa: E402
 

@@ -63,6 +63,7 @@ class Pretrained(nn.Module):
 
     run_config: Config | None  # the configuration of the run that trained it, if known
     class_names: list[str]  # the dataset's label names, if any
+    data_source: dict[str, Any] | None = None  # where its data came from: data/provenance.py
     # the VAE's halves and settings (set by VAE.__init__), which architecture() records
     encoder: nn.Module
     decoder: nn.Module
@@ -171,6 +172,8 @@ class Pretrained(nn.Module):
         }
         if config is not None:
             meta["config"] = config.to_dict()
+        if self.data_source is not None:
+            meta["data_source"] = dict(self.data_source)
         return meta
 
     def save_pretrained(
@@ -206,6 +209,10 @@ class Pretrained(nn.Module):
         model.load_state_dict(tensors, strict=True)
         model.run_config = config
         model.class_names = list(meta["class_names"])
+        data_source = meta.get("data_source")  # absent before vaekit 0.3
+        if data_source is not None and not isinstance(data_source, dict):
+            raise CheckpointError(f"{source}: 'data_source' must be an object")
+        model.data_source = data_source
         return model.to(device).eval()
 
     @classmethod

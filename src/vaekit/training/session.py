@@ -18,7 +18,7 @@ import torch
 
 from .. import objectives
 from ..config import Config
-from ..data import Dataset, batch_indices
+from ..data import Dataset, batch_indices, provenance
 from ..data.dataset import resident
 from ..errors import ConfigError
 from ..io import checkpoint, fileio
@@ -123,13 +123,15 @@ class TrainerSession:
         model = self.model = build_model(self.model, self.config, data, device, saved)
         self.config = resolved(self.config, model)
         check_data(data, model)
+        fingerprint = data.fingerprint()
+        passed = self.data is not None  # Trainer(data=...): no command can reload it
+        model.data_source = provenance.record(self.config.data, passed, fingerprint, data.name)
         batches = len(batch_indices(torch.arange(data.x_train.shape[0]), t.batch_size))
         precision = resolve_precision(t.precision, device)
         adversary = build_adversary(self.config, model, device, precision, dist.enabled)
         step = Step(model, self.config, device, precision, batches * t.epochs, dist, adversary)
         generator = torch.Generator(device=device).manual_seed(t.seed)
         perceptual = perceptual_term(self.config, device)
-        fingerprint = data.fingerprint()
         if saved is not None:  # after everything that draws from the global RNG at set-up
             self.state = restore(
                 saved, self.config, run_dir, model, step, generator, fingerprint, batches

@@ -1,0 +1,271 @@
+"""Load a model from any source, with the examples a command reads: the one place that
+every command taking a RUN (and `vaekit.load`) goes through.
+
+A source is a run directory, a model folder, `hf://OWNER/NAME`, or any diffusers
+AutoencoderKL: `diffusers:PATH_OR_REPO[/SUBFOLDER]`, or a local folder that diffusers'
+`save_pretrained` wrote (vaekit's own export included), recognised by its config.json's
+`_class_name`. A diffusers model is read by models/diffusers_init.py (diffusers'
+`AutoencoderKL.from_pretrained`, through the Hugging Face cache) and has no fixed input
+size: it is built at the size of the data it reads (images in [0, 1] for vaekit, mapped
+to diffusers' [-1, 1] inside the pair, models/autoencoderkl.py).
+
+The examples come from `data` (anything `vaekit train --data` takes), read with the
+model's data settings (its image size and channels; the split options of the run), or,
+without it, from where the run's data came from (config.json's `data_source`,
+data/provenance.py): a named dataset, noise or a Hugging Face dataset reload; a file or
+folder reloads if its fingerprint is still the one training saw, and is refused if not;
+data passed from Python (`Trainer(data=...)`) cannot reload and is refused, asking for
+--data. A run saved before the record existed reloads its config's dataset, as before.
+
+Split: `test` (the default) is the source's own test split (named datasets, an .npz's
+x_test, a Hugging Face test split) or, for a source without one, the part training holds
+out with data.test_fraction and data.split_seed (the run's, or the defaults 0.1 and 0);
+`all` is every example of the source.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import DataConfig, ModelConfig
+from .data import Dataset, load_data, provenance
+from .errors import CheckpointError, ConfigError, DataError
+from .io.export import CLASS_NAME
+from .models import VAE, diffusers_init
+from .models import load as load_folder
+
+SPLITS = ("test", "all")
+PREFIX = diffusers_init.PREFIX
+ASK = "pass --data SOURCE (a dataset name, an .npz/.npy/.csv/.parquet file, a folder or hf:...)"
+
+
+@dataclass
+class Examples:
+    """The examples a command reads, as stored ((N, C, H, W) uint8 images or float data),
+    their labels if any, the source's name and the split they are."""
+
+    x: torch.Tensor
+    y: torch.Tensor | None
+    class_names: list[str]
+    source: str
+    split: str
+
+    @property
+    def name(self) -> str:
+        """'the test split of fashion-mnist', 'all of shapes'."""
+        if self.split != "test":
+            return f"all of {self.source}"
+        return f"the test split of {self.source}"
+
+    @property
+    def dataset(self) -> str:
+        """The source, and its split unless it is the test split: 'shapes (all splits)'."""
+        return self.source if self.split == "test" else f"{self.source} (all splits)"
+
+
+def diffusers_reference(source: str | Path) -> str | None:
+    """The PATH_OR_REPO of a diffusers AutoencoderKL source, or None for a vaekit model:
+    `diffusers:REF`, or a local folder whose config.json names diffusers' class."""
+    text = str(source)
+    if text.startswith(PREFIX):
+        return diffusers_init.reference(text)
+    config = Path(text).expanduser() / "config.json"
+    try:
+        meta = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None  # not there or not JSON: the vaekit loader names the problem
+    found = meta.get("_class_name") if isinstance(meta, dict) else None
+    if found is None or meta.get("library_name") == "vaekit":
+        return None
+    if found != CLASS_NAME:
+        raise CheckpointError(
+            f"{text} holds a diffusers {found}; vaekit reads a diffusers {CLASS_NAME} "
+            "(or a vaekit run or model folder)"
+        )
+    return text
+
+
+def load(
+    source: str | Path, *, image_size: int | None = None, device: str | torch.device = "cpu"
+) -> VAE:
+    """A model from a run directory, a model folder, `hf://OWNER/NAME`, or a diffusers
+    AutoencoderKL (`diffusers:PATH_OR_REPO`, or a folder diffusers wrote), built for
+    `image_size` pixels (default: its config's sample_size)."""
+    ref = diffusers_reference(source)
+    if ref is None:
+        return load_folder(source, device)
+    pair = _read_diffusers(ref)
+    size = image_size or _sample_size(ref)
+    return _diffusers_vae(pair, ref, (int(pair[0].get("in_channels", 3)), size, size), device)
+
+
+def load_with_data(
+    source: str | Path,
+    data: str | None = None,
+    *,
+    split: str = "test",
+    image_size: int | None = None,
+    settings: DataConfig | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> tuple[VAE, Examples]:
+    """The model at `source` (as `load` reads it) and the examples of `split` ('test' or
+    'all') of `data`, or of the run's own data when `data` is None (see the module's
+    docstring for when that is refused). `image_size` sizes a diffusers model's images
+    (default: its sample_size); `settings` are the data.* options `data` is read with
+    (default: the run's, else the defaults), with the model's image size and channels."""
+    if split not in SPLITS:
+        raise ConfigError(f"--split must be one of {', '.join(SPLITS)}; got {split!r}")
+    ref = diffusers_reference(source)
+    if ref is not None:
+        return _diffusers_with_data(ref, data, split, image_size, settings, device, progress)
+    model = load_folder(source, device)
+    if data is None:
+        dataset = _own_data(model, str(source), progress)
+    else:
+        cfg = settings or (model.run_config.data if model.run_config else DataConfig())
+        c, h, _ = model.input_shape
+        dataset = _read(data, cfg, h, c, progress)
+    examples = _split(dataset, split)
+    check_fits(model, examples, str(source), data)
+    return model, examples
+
+
+def _own_data(model: VAE, source: str, progress: bool) -> Dataset:
+    """The data the run trained on, reloaded from its record, or one line asking for --data."""
+    record = model.data_source
+    if provenance.passed_from_python(record):
+        raise DataError(
+            f"{source} was trained on data passed from Python (Trainer(data=...)), which "
+            f"vaekit cannot reload: {ASK}"
+        )
+    if model.run_config is None:
+        raise DataError(f"{source} records no training data: {ASK}")
+    cfg = model.run_config
+    data_cfg = cfg.data
+    if record is not None and record.get("path"):  # found from any working directory
+        data_cfg = dataclasses.replace(data_cfg, name=str(record["path"]))
+    dataset = load_data(data_cfg, seed=cfg.train.seed, progress=progress)
+    if record is not None and record.get("fingerprint"):
+        now = dataset.fingerprint()
+        if now != record["fingerprint"]:
+            raise DataError(
+                f"{record['path']} changed since {source} was trained on it (fingerprint "
+                f"{now}, trained on {record['fingerprint']}), so its test split may hold "
+                f"training examples: pass --data {record['path']} to use it as it is now"
+            )
+    return dataset
+
+
+def _read(data: str, cfg: DataConfig, size: int, channels: int, progress: bool) -> Dataset:
+    """`data` read with `cfg`'s options at `size` pixels and `channels` (folders, Hugging
+    Face images), every example kept (no limit_train / limit_test of a run)."""
+    cfg = dataclasses.replace(
+        cfg,
+        name=data,
+        image_size=size,
+        channels=channels if channels in (1, 3) else cfg.channels,
+        limit_train=0,
+        limit_test=0,
+    )
+    return load_data(cfg, progress=progress)
+
+
+def _split(data: Dataset, split: str) -> Examples:
+    if split == "test":
+        x, y = data.x_test, data.y_test
+    else:
+        splits = [(data.x_train, data.y_train), (data.x_val, data.y_val)]
+        kept = [(a, b) for a, b in [*splits, (data.x_test, data.y_test)] if a is not None]
+        x = torch.cat([a for a, _ in kept if a.shape[0]] or [data.x_test])
+        labels = [b for a, b in kept if a.shape[0] and b is not None]
+        rows = [a for a, _ in kept if a.shape[0]]
+        y = torch.cat(labels) if labels and len(labels) == len(rows) else None
+    examples = Examples(x, y, list(data.class_names), data.name, split)
+    if x.shape[0] < 1:
+        raise DataError(f"{examples.name} holds no examples; pass --split all, or other --data")
+    return examples
+
+
+def check_fits(model: VAE, examples: Examples, source: str, data: str | None) -> None:
+    """One line when the examples cannot go through the model: their shape, or no labels
+    for a class-conditional model."""
+    shape = tuple(examples.x.shape[1:])
+    if shape != tuple(model.input_shape):
+        given = f"--data {data}" if data else examples.name
+        raise DataError(
+            f"{given} holds examples of shape {shape}, but {source} takes "
+            f"{tuple(model.input_shape)}; pass data of that shape"
+        )
+    if model.conditional and examples.y is None:
+        raise DataError(f"{source} is class-conditional, but {examples.name} has no labels")
+
+
+# -- diffusers AutoencoderKL ------------------------------------------------------------------
+Pair = tuple[dict[str, Any], dict[str, Any], dict[str, torch.Tensor]]
+
+
+def _read_diffusers(ref: str) -> Pair:
+    """The encoder's and decoder's arguments and the weights of the AutoencoderKL at `ref`
+    (diffusers_init reads it; its one-line errors say diffusers:REF, not model.init)."""
+    try:
+        return diffusers_init.load(PREFIX + ref)
+    except ConfigError as e:
+        raise ConfigError(str(e).removeprefix("model.init ")) from None
+
+
+def _sample_size(ref: str) -> int:
+    """The image size of a diffusers config (sample_size), read after the model loaded (so
+    from the local folder or the Hugging Face cache, offline too)."""
+    from diffusers import AutoencoderKL
+
+    where, kwargs = str(Path(ref).expanduser()), {}
+    if not Path(where).exists() and ref.count("/") == 2:  # OWNER/NAME/SUBFOLDER on the Hub
+        owner, name, sub = ref.split("/")
+        where, kwargs = f"{owner}/{name}", {"subfolder": sub}
+    elif not Path(where).exists():
+        where = ref
+    config = AutoencoderKL.load_config(where, **kwargs)
+    size = config.get("sample_size", 256) if isinstance(config, dict) else 256
+    return int(size[0] if isinstance(size, (list, tuple)) else size)
+
+
+def _diffusers_vae(
+    pair: Pair, ref: str, shape: tuple[int, int, int], device: str | torch.device
+) -> VAE:
+    """vaekit's autoencoderkl VAE for images of `shape`, holding the pair's weights exactly
+    (a fixed-scale Laplace likelihood: the L1 term of the latent-diffusion recipe)."""
+    encoder_args, decoder_args, weights = pair
+    where = f"{PREFIX}{ref}"
+    latent = diffusers_init.latent_shape(encoder_args, shape, where)
+    plan = diffusers_init.Plan(encoder_args, decoder_args, weights, "laplace", latent)
+    arguments = diffusers_init.vae_arguments(plan, ModelConfig(), shape, None)
+    arguments.pop(diffusers_init.WEIGHTS)
+    model = VAE(**arguments)
+    model.load_state_dict(weights, strict=True)
+    return model.to(device).eval()
+
+
+def _diffusers_with_data(
+    ref: str,
+    data: str | None,
+    split: str,
+    image_size: int | None,
+    settings: DataConfig | None,
+    device: str | torch.device,
+    progress: bool,
+) -> tuple[VAE, Examples]:
+    if data is None:
+        raise DataError(f"{PREFIX}{ref} is a diffusers {CLASS_NAME}, which records no data: {ASK}")
+    pair = _read_diffusers(ref)
+    channels = int(pair[0].get("in_channels", 3))
+    size = image_size or _sample_size(ref)
+    examples = _split(_read(data, settings or DataConfig(), size, channels, progress), split)
+    c, h, w = (int(s) for s in examples.x.shape[1:])
+    return _diffusers_vae(pair, ref, (c, h, w), device), examples
