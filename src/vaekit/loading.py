@@ -214,10 +214,33 @@ Pair = tuple[dict[str, Any], dict[str, Any], dict[str, torch.Tensor]]
 def _read_diffusers(ref: str) -> Pair:
     """The encoder's and decoder's arguments and the weights of the AutoencoderKL at `ref`
     (diffusers_init reads it; its one-line errors say diffusers:REF, not model.init)."""
+    _check_offline(ref)
     try:
         return diffusers_init.load(PREFIX + ref)
     except ConfigError as e:
         raise ConfigError(str(e).removeprefix("model.init ")) from None
+
+
+def _check_offline(ref: str) -> None:
+    """Offline (HF_HUB_OFFLINE=1), a Hub repo must be in the Hugging Face cache: say so in
+    one line, naming the cache, instead of diffusers' "no file named config.json"."""
+    if Path(ref).expanduser().exists() or ref.count("/") not in (1, 2):
+        return
+    try:
+        from huggingface_hub import constants, try_to_load_from_cache
+    except ImportError:
+        return  # diffusers needs huggingface_hub: its own import error says so
+    if not constants.HF_HUB_OFFLINE:
+        return
+    owner, name, *sub = ref.split("/")
+    repo_id = f"{owner}/{name}"
+    found = try_to_load_from_cache(repo_id, "/".join([*sub, "config.json"]))
+    if not isinstance(found, str):
+        raise ConfigError(
+            f"{PREFIX}{ref}: {repo_id} is not in the Hugging Face cache "
+            f"({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE=1 forbids downloading it; "
+            "connect once (unset HF_HUB_OFFLINE) or point diffusers: at a local folder"
+        )
 
 
 def _sample_size(ref: str) -> int:
