@@ -19,7 +19,8 @@ from .config import DataConfig
 from .errors import ConfigError, DataError
 from .evaluation.evaluate import evaluate
 from .io import checkpoint
-from .loading import diffusers_reference, load_with_data
+from .loading import load_with_data
+from .models.diffusers_model import reference_of
 from .models.pretrained import resolve
 
 COLUMNS = (  # key, heading, format
@@ -89,7 +90,7 @@ def _shared(sources: Sequence[str]) -> tuple[DataConfig, int | None]:
     """The data options of the first run among `sources` (else the defaults), and its image
     size: the split every model is compared on, and the size diffusers models read at."""
     for source in sources:
-        if diffusers_reference(source) is not None:
+        if reference_of(source) is not None:
             continue
         meta = checkpoint.read_meta(resolve(source))
         config = meta["config"]

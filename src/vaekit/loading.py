@@ -4,10 +4,8 @@ every command taking a RUN (and `vaekit.load`) goes through.
 A source is a run directory, a model folder, `hf://OWNER/NAME`, or any diffusers
 AutoencoderKL: `diffusers:PATH_OR_REPO[/SUBFOLDER]`, or a local folder that diffusers'
 `save_pretrained` wrote (vaekit's own export included), recognised by its config.json's
-`_class_name`. A diffusers model is read by models/diffusers_init.py (diffusers'
-`AutoencoderKL.from_pretrained`, through the Hugging Face cache) and has no fixed input
-size: it is built at the size of the data it reads (images in [0, 1] for vaekit, mapped
-to diffusers' [-1, 1] inside the pair, models/autoencoderkl.py).
+`_class_name` (models/diffusers_model.py). A diffusers model has no fixed input size: it
+is built at the size of the data it reads.
 
 The examples come from `data` (anything `vaekit train --data` takes), read with the
 model's data settings (its image size and channels; the split options of the run), or,
@@ -26,22 +24,20 @@ out with data.test_fraction and data.split_seed (the run's, or the defaults 0.1 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from .config import DataConfig, ModelConfig
+from .config import DataConfig
 from .data import Dataset, load_data, provenance
-from .errors import CheckpointError, ConfigError, DataError
+from .errors import ConfigError, DataError
 from .io.export import CLASS_NAME
-from .models import VAE, diffusers_init
+from .models import VAE, diffusers_model
 from .models import load as load_folder
 
 SPLITS = ("test", "all")
-PREFIX = diffusers_init.PREFIX
+PREFIX: str = diffusers_model.PREFIX
 ASK = "pass --data SOURCE (a dataset name, an .npz/.npy/.csv/.parquet file, a folder or hf:...)"
 
 
@@ -69,40 +65,16 @@ class Examples:
         return self.source if self.split == "test" else f"{self.source} (all splits)"
 
 
-def diffusers_reference(source: str | Path) -> str | None:
-    """The PATH_OR_REPO of a diffusers AutoencoderKL source, or None for a vaekit model:
-    `diffusers:REF`, or a local folder whose config.json names diffusers' class."""
-    text = str(source)
-    if text.startswith(PREFIX):
-        return diffusers_init.reference(text)
-    config = Path(text).expanduser() / "config.json"
-    try:
-        meta = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None  # not there or not JSON: the vaekit loader names the problem
-    found = meta.get("_class_name") if isinstance(meta, dict) else None
-    if found is None or meta.get("library_name") == "vaekit":
-        return None
-    if found != CLASS_NAME:
-        raise CheckpointError(
-            f"{text} holds a diffusers {found}; vaekit reads a diffusers {CLASS_NAME} "
-            "(or a vaekit run or model folder)"
-        )
-    return text
-
-
 def load(
-    source: str | Path, *, image_size: int | None = None, device: str | torch.device = "cpu"
+    source: str | Path, device: str | torch.device = "cpu", *, image_size: int | None = None
 ) -> VAE:
     """A model from a run directory, a model folder, `hf://OWNER/NAME`, or a diffusers
     AutoencoderKL (`diffusers:PATH_OR_REPO`, or a folder diffusers wrote), built for
     `image_size` pixels (default: its config's sample_size)."""
-    ref = diffusers_reference(source)
+    ref = diffusers_model.reference_of(source)
     if ref is None:
         return load_folder(source, device)
-    pair = _read_diffusers(ref)
-    size = image_size or _sample_size(ref)
-    return _diffusers_vae(pair, ref, (int(pair[0].get("in_channels", 3)), size, size), device)
+    return diffusers_model.load(ref, image_size, device)
 
 
 def load_with_data(
@@ -122,7 +94,7 @@ def load_with_data(
     (default: the run's, else the defaults), with the model's image size and channels."""
     if split not in SPLITS:
         raise ConfigError(f"--split must be one of {', '.join(SPLITS)}; got {split!r}")
-    ref = diffusers_reference(source)
+    ref = diffusers_model.reference_of(source)
     if ref is not None:
         return _diffusers_with_data(ref, data, split, image_size, settings, device, progress)
     model = load_folder(source, device)
@@ -151,7 +123,12 @@ def _own_data(model: VAE, source: str, progress: bool) -> Dataset:
     data_cfg = cfg.data
     if record is not None and record.get("path"):  # found from any working directory
         data_cfg = dataclasses.replace(data_cfg, name=str(record["path"]))
-    dataset = load_data(data_cfg, seed=cfg.train.seed, progress=progress)
+    try:
+        dataset = load_data(data_cfg, seed=cfg.train.seed, progress=progress)
+    except DataError as e:
+        if record is None or not record.get("path"):
+            raise
+        raise DataError(f"{e}; or {ASK}") from None  # a run from another machine, say
     if record is not None and record.get("fingerprint"):
         now = dataset.fingerprint()
         if now != record["fingerprint"]:
@@ -207,74 +184,6 @@ def check_fits(model: VAE, examples: Examples, source: str, data: str | None) ->
         raise DataError(f"{source} is class-conditional, but {examples.name} has no labels")
 
 
-# -- diffusers AutoencoderKL ------------------------------------------------------------------
-Pair = tuple[dict[str, Any], dict[str, Any], dict[str, torch.Tensor]]
-
-
-def _read_diffusers(ref: str) -> Pair:
-    """The encoder's and decoder's arguments and the weights of the AutoencoderKL at `ref`
-    (diffusers_init reads it; its one-line errors say diffusers:REF, not model.init)."""
-    _check_offline(ref)
-    try:
-        return diffusers_init.load(PREFIX + ref)
-    except ConfigError as e:
-        raise ConfigError(str(e).removeprefix("model.init ")) from None
-
-
-def _check_offline(ref: str) -> None:
-    """Offline (HF_HUB_OFFLINE=1), a Hub repo must be in the Hugging Face cache: say so in
-    one line, naming the cache, instead of diffusers' "no file named config.json"."""
-    if Path(ref).expanduser().exists() or ref.count("/") not in (1, 2):
-        return
-    try:
-        from huggingface_hub import constants, try_to_load_from_cache
-    except ImportError:
-        return  # diffusers needs huggingface_hub: its own import error says so
-    if not constants.HF_HUB_OFFLINE:
-        return
-    owner, name, *sub = ref.split("/")
-    repo_id = f"{owner}/{name}"
-    found = try_to_load_from_cache(repo_id, "/".join([*sub, "config.json"]))
-    if not isinstance(found, str):
-        raise ConfigError(
-            f"{PREFIX}{ref}: {repo_id} is not in the Hugging Face cache "
-            f"({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE=1 forbids downloading it; "
-            "connect once (unset HF_HUB_OFFLINE) or point diffusers: at a local folder"
-        )
-
-
-def _sample_size(ref: str) -> int:
-    """The image size of a diffusers config (sample_size), read after the model loaded (so
-    from the local folder or the Hugging Face cache, offline too)."""
-    from diffusers import AutoencoderKL
-
-    where, kwargs = str(Path(ref).expanduser()), {}
-    if not Path(where).exists() and ref.count("/") == 2:  # OWNER/NAME/SUBFOLDER on the Hub
-        owner, name, sub = ref.split("/")
-        where, kwargs = f"{owner}/{name}", {"subfolder": sub}
-    elif not Path(where).exists():
-        where = ref
-    config = AutoencoderKL.load_config(where, **kwargs)
-    size = config.get("sample_size", 256) if isinstance(config, dict) else 256
-    return int(size[0] if isinstance(size, (list, tuple)) else size)
-
-
-def _diffusers_vae(
-    pair: Pair, ref: str, shape: tuple[int, int, int], device: str | torch.device
-) -> VAE:
-    """vaekit's autoencoderkl VAE for images of `shape`, holding the pair's weights exactly
-    (a fixed-scale Laplace likelihood: the L1 term of the latent-diffusion recipe)."""
-    encoder_args, decoder_args, weights = pair
-    where = f"{PREFIX}{ref}"
-    latent = diffusers_init.latent_shape(encoder_args, shape, where)
-    plan = diffusers_init.Plan(encoder_args, decoder_args, weights, "laplace", latent)
-    arguments = diffusers_init.vae_arguments(plan, ModelConfig(), shape, None)
-    arguments.pop(diffusers_init.WEIGHTS)
-    model = VAE(**arguments)
-    model.load_state_dict(weights, strict=True)
-    return model.to(device).eval()
-
-
 def _diffusers_with_data(
     ref: str,
     data: str | None,
@@ -286,9 +195,9 @@ def _diffusers_with_data(
 ) -> tuple[VAE, Examples]:
     if data is None:
         raise DataError(f"{PREFIX}{ref} is a diffusers {CLASS_NAME}, which records no data: {ASK}")
-    pair = _read_diffusers(ref)
+    pair = diffusers_model.read(ref)
     channels = int(pair[0].get("in_channels", 3))
-    size = image_size or _sample_size(ref)
+    size = image_size or diffusers_model.sample_size(ref)
     examples = _split(_read(data, settings or DataConfig(), size, channels, progress), split)
     c, h, w = (int(s) for s in examples.x.shape[1:])
-    return _diffusers_vae(pair, ref, (c, h, w), device), examples
+    return diffusers_model.build(pair, ref, (c, h, w), device), examples

@@ -53,11 +53,11 @@ def _out_path(args: argparse.Namespace, default: str) -> Path:
     """Where a picture command writes, checked before anything loads: --out, else
     RUN/DEFAULT (a Hub or diffusers model: ./DEFAULT, not its cache or folder)."""
     from ..io import outputs
-    from ..loading import diffusers_reference
+    from ..models.diffusers_model import reference_of
 
     if args.out:
         return outputs.check_file(args.out, example=default)
-    if str(args.run).startswith("hf://") or diffusers_reference(args.run) is not None:
+    if str(args.run).startswith("hf://") or reference_of(args.run) is not None:
         return outputs.check_file(default)  # never into a cache or another library's model
     path = Path(args.run) / default
     if path.parent.is_dir():  # a RUN that is no folder is named by the load instead
