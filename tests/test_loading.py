@@ -50,7 +50,8 @@ def test_config_json_records_data_passed_from_python(python_run: Path) -> None:
 def test_a_python_trained_run_refuses_to_evaluate_without_data(
     python_run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for command in ("evaluate", "reconstruct", "interpolate", "latents", "kl", "report"):
+    commands = ("evaluate", "reconstruct", "interpolate", "latents", "kl", "report", "explore")
+    for command in commands:
         code, _, err = run(capsys, command, python_run)
         assert_one_line_error(code, err, "passed from Python", "--data")
 
@@ -80,6 +81,19 @@ def test_a_python_trained_run_evaluates_on_the_data_given(
     args = ["report", python_run, "--data", tmp_path / "mine.npy", "--out", report]
     code, _, _ = run(capsys, *args, "--iw-samples", "0")
     assert code == 0 and "mine" in (report / "report.html").read_text()
+
+
+def test_explore_serves_the_data_given(
+    python_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: Any
+) -> None:
+    from vaekit.viz.explore import server
+
+    served = []
+    monkeypatch.setattr(server.ExplorerServer, "serve_forever", lambda self: served.append(self))
+    np.save(tmp_path / "mine.npy", images(50, seed=1))
+    code, out, _ = run(capsys, "explore", python_run, "--data", tmp_path / "mine.npy", "--port", 0)
+    assert code == 0 and "http://127.0.0.1:" in out
+    assert served[0].RequestHandlerClass.explorer.x.shape[0] == 5
 
 
 def test_data_of_another_shape_is_one_line(
