@@ -178,3 +178,13 @@ def test_a_run_without_the_record_evaluates_its_configs_data_as_before(
     (old / "model.safetensors").write_bytes((trained_run / "model.safetensors").read_bytes())
     code, out, _ = run(capsys, "evaluate", old, "--json")
     assert code == 0 and json.loads(out)["n"] == 26  # 10% of the 256 noise examples
+
+
+def test_data_loaded_from_the_config_and_passed_in_stays_reloadable(tmp_path: Path) -> None:
+    """`vaekit reproduce` loads config.data once and passes it to each Trainer: its runs
+    record the config's dataset, not "passed from Python"."""
+    from vaekit.data import load_data
+
+    config = tiny_config(tmp_path / "run")
+    result = vaekit.Trainer(None, config, data=load_data(config.data, progress=False)).fit()
+    assert vaekit.load(result.run_dir).data_source == {"kind": "noise", "name": "noise"}

@@ -280,4 +280,5 @@ def load_data(cfg: DataConfig, seed: int = 0, progress: bool = True) -> Dataset:
                 " an .npz, .npy, .csv or .parquet file, a folder or hf:OWNER/NAME"
             )
     data = data.limit(cfg.limit_train, cfg.limit_test)
+    data.info["loaded_as"] = name  # provenance.record: the config's own data, reloadable
     return carve_validation(data, cfg.val_fraction, cfg.split_seed)

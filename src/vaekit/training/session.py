@@ -124,7 +124,8 @@ class TrainerSession:
         self.config = resolved(self.config, model)
         check_data(data, model)
         fingerprint = data.fingerprint()
-        passed = self.data is not None  # Trainer(data=...): no command can reload it
+        # Trainer(data=...) is data no command can reload, unless load_data(config.data) made it
+        passed = self.data is not None and data.info.get("loaded_as") != self.config.data.name
         model.data_source = provenance.record(self.config.data, passed, fingerprint, data.name)
         batches = len(batch_indices(torch.arange(data.x_train.shape[0]), t.batch_size))
         precision = resolve_precision(t.precision, device)
