@@ -79,7 +79,7 @@ def load(
 
 def load_with_data(
     source: str | Path,
-    data: str | None = None,
+    data: str | Path | None = None,
     *,
     split: str = "test",
     image_size: int | None = None,
@@ -94,6 +94,7 @@ def load_with_data(
     (default: the run's, else the defaults), with the model's image size and channels."""
     if split not in SPLITS:
         raise ConfigError(f"--split must be one of {', '.join(SPLITS)}; got {split!r}")
+    data = None if data is None else str(data)
     ref = diffusers_model.reference_of(source)
     if ref is not None:
         return _diffusers_with_data(ref, data, split, image_size, settings, device, progress)

@@ -12,7 +12,11 @@ from typing import Any
 
 from .parser import count
 
-COMMON_HELP = "RUN is a run directory written by `vaekit train` (or hf://OWNER/NAME)"
+COMMON_HELP = (
+    "RUN is a run directory written by `vaekit train`, a model folder, hf://OWNER/NAME, or a "
+    "diffusers AutoencoderKL (diffusers:PATH_OR_REPO, or a folder diffusers saved; it needs "
+    "--data)"
+)
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
