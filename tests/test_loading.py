@@ -96,6 +96,23 @@ def test_explore_serves_the_data_given(
     assert served[0].RequestHandlerClass.explorer.x.shape[0] == 5
 
 
+def test_every_split_is_a_choice_of_split(
+    python_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vaekit import loading
+    from vaekit.cli import core
+
+    assert core.SPLITS == loading.SPLITS
+    np.save(tmp_path / "mine.npy", images(50, seed=1))
+    counts = {}
+    for split in core.SPLITS:
+        args = ["evaluate", python_run, "--data", tmp_path / "mine.npy", "--split", split]
+        code, out, _ = run(capsys, *args, "--json")
+        counts[split] = json.loads(out)["n"]
+    # 5 held out for test, then data.val_fraction (0.1) of the other 45: 4 for validation
+    assert counts == {"test": 5, "train": 41, "val": 4, "all": 50}
+
+
 def test_data_of_another_shape_is_one_line(
     python_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

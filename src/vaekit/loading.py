@@ -18,7 +18,8 @@ data passed from Python (`Trainer(data=...)`) cannot reload and is refused, aski
 Split: `test` (the default) is the source's own test split (named datasets, an .npz's
 x_test, a Hugging Face test split) or, for a source without one, the part training holds
 out with data.test_fraction and data.split_seed (the run's, or the defaults 0.1 and 0);
-`all` is every example of the source.
+`train` and `val` are the rows training steps on and validates on (data.val_fraction of the
+rest, or the source's own validation split); `all` is every example of the source.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from .io.export import CLASS_NAME
 from .models import VAE, diffusers_model
 from .models import load as load_folder
 
-SPLITS = ("test", "all")
+SPLITS = ("test", "train", "val", "all")
+SPLIT_NAMES = {"test": "test", "train": "training", "val": "validation"}
 PREFIX: str = diffusers_model.PREFIX
 ASK = "pass --data SOURCE (a dataset name, an .npz/.npy/.csv/.parquet file, a folder or hf:...)"
 
@@ -55,14 +57,16 @@ class Examples:
     @property
     def name(self) -> str:
         """'the test split of fashion-mnist', 'all of shapes'."""
-        if self.split != "test":
+        if self.split == "all":
             return f"all of {self.source}"
-        return f"the test split of {self.source}"
+        return f"the {SPLIT_NAMES[self.split]} split of {self.source}"
 
     @property
     def dataset(self) -> str:
         """The source, and its split unless it is the test split: 'shapes (all splits)'."""
-        return self.source if self.split == "test" else f"{self.source} (all splits)"
+        if self.split == "test":
+            return self.source
+        return f"{self.source} ({'all splits' if self.split == 'all' else self.split + ' split'})"
 
 
 def load(
@@ -158,6 +162,12 @@ def _read(data: str, cfg: DataConfig, size: int, channels: int, progress: bool) 
 def _split(data: Dataset, split: str) -> Examples:
     if split == "test":
         x, y = data.x_test, data.y_test
+    elif split == "train":  # the rows training stepped on: without the validation split
+        x, y = data.x_train, data.y_train
+    elif split == "val":
+        if data.x_val is None:
+            raise DataError(f"{data.name} has no validation split (data.val_fraction 0)")
+        x, y = data.x_val, data.y_val
     else:
         splits = [(data.x_train, data.y_train), (data.x_val, data.y_val)]
         kept = [(a, b) for a, b in [*splits, (data.x_test, data.y_test)] if a is not None]

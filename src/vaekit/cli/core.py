@@ -184,6 +184,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+SPLITS = ("test", "train", "val", "all")  # loading.SPLITS, not imported: --help stays light
+
+
 def add_data_flags(p: argparse.ArgumentParser, image_size: bool = True) -> None:
     """--data, --split (and --image-size): where a command's examples come from."""
     p.add_argument(
@@ -198,7 +201,8 @@ def add_data_flags(p: argparse.ArgumentParser, image_size: bool = True) -> None:
         choices=SPLITS,
         default="test",
         help="test: the source's test split, or the part training holds out from a source "
-        "without one (data.test_fraction, data.split_seed); all: every example (default test)",
+        "without one (data.test_fraction, data.split_seed); train, val: the rows training "
+        "steps on and validates on; all: every example (default test)",
     )
     if image_size:
         add_image_size_flag(p)
@@ -212,9 +216,6 @@ def add_image_size_flag(p: argparse.ArgumentParser) -> None:
         help="diffusers models (no fixed input size): the size images are read and drawn at "
         "(default: the model's sample_size); a vaekit run always uses its own",
     )
-
-
-SPLITS = ("test", "all")
 
 
 def load_run(args: argparse.Namespace, progress: bool = False) -> tuple[Any, Any]:
