@@ -102,6 +102,13 @@ def test_a_diffusers_model_without_data_is_one_line(
     assert_one_line_error(code, err, "records no data", "--data")
 
 
+def test_a_report_of_a_diffusers_model_is_one_line(
+    base: Path, pictures: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "report", base, "--data", pictures, "--out", tmp_path / "r")
+    assert_one_line_error(code, err, "not a vaekit run", "vaekit evaluate")
+
+
 def test_another_diffusers_class_is_one_line(
     tmp_path: Path, pictures: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -18,6 +18,7 @@ from ..evaluation.summary import metrics_rows, number
 from ..io import fileio
 from ..io.card import describe_architecture, describe_latent
 from ..models import VAE
+from ..models.diffusers_model import reference_of
 from ..models.pretrained import resolve
 from . import figures
 
@@ -162,6 +163,11 @@ def build_report(
         raise ConfigError(
             f"report: --iw-samples must be >= 0 and --max-test, --batch-size "
             f">= 1; got {iw_samples}, {max_test}, {batch_size}"
+        )
+    if reference_of(run) is not None:  # no run: no curves, no configuration to report
+        raise ConfigError(
+            f"{run} is a diffusers AutoencoderKL, not a vaekit run: use `vaekit evaluate "
+            f"{run} --data SOURCE` or `vaekit compare` for its numbers"
         )
     if out_dir is None and str(run).startswith("hf://"):
         raise ConfigError(f"{run} is a downloaded model: pass --out DIR for its report")
