@@ -99,6 +99,8 @@ def load_with_data(
     if split not in SPLITS:
         raise ConfigError(f"--split must be one of {', '.join(SPLITS)}; got {split!r}")
     data = None if data is None else str(data)
+    if data is not None and not data.strip():  # never the working directory as a folder
+        raise ConfigError(f"--data is empty: {ASK}")
     ref = diffusers_model.reference_of(source)
     if ref is not None:
         return _diffusers_with_data(ref, data, split, image_size, settings, device, progress)
