@@ -92,16 +92,8 @@ def _check_offline(ref: str) -> None:
 def sample_size(ref: str) -> int:
     """The image size of a diffusers config (sample_size), read after the model loaded (so
     from the local folder or the Hugging Face cache, offline too)."""
-    from diffusers import AutoencoderKL
-
-    where, kwargs = str(Path(ref).expanduser()), {}
-    if not Path(where).exists() and ref.count("/") == 2:  # OWNER/NAME/SUBFOLDER on the Hub
-        owner, name, sub = ref.split("/")
-        where, kwargs = f"{owner}/{name}", {"subfolder": sub}
-    elif not Path(where).exists():
-        where = ref
-    config = AutoencoderKL.load_config(where, **kwargs)
-    size = config.get("sample_size", 256) if isinstance(config, dict) else 256
+    config = diffusers_init._read_config(ref)[3]  # where from_pretrained read it
+    size = config.get("sample_size", 256)
     return int(size[0] if isinstance(size, (list, tuple)) else size)
 
 
