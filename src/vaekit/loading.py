@@ -116,8 +116,10 @@ def load_with_data(
     return model, examples
 
 
-def _own_data(model: VAE, source: str, progress: bool) -> Dataset:
-    """The data the run trained on, reloaded from its record, or one line asking for --data."""
+def own_data_config(model: VAE, source: str) -> DataConfig:
+    """The data.* options that reload the data `model` trained on (a file or folder by the
+    absolute path it recorded), or one line asking for --data: data passed from Python, or
+    a model that records no training configuration."""
     record = model.data_source
     if provenance.passed_from_python(record):
         raise DataError(
@@ -126,10 +128,17 @@ def _own_data(model: VAE, source: str, progress: bool) -> Dataset:
         )
     if model.run_config is None:
         raise DataError(f"{source} records no training data: {ASK}")
-    cfg = model.run_config
-    data_cfg = cfg.data
+    data_cfg = model.run_config.data
     if record is not None and record.get("path"):  # found from any working directory
         data_cfg = dataclasses.replace(data_cfg, name=str(record["path"]))
+    return data_cfg
+
+
+def _own_data(model: VAE, source: str, progress: bool) -> Dataset:
+    """The data the run trained on, reloaded from its record, or one line asking for --data."""
+    data_cfg = own_data_config(model, source)
+    record = model.data_source
+    cfg = model.training_config()
     try:
         dataset = load_data(data_cfg, seed=cfg.train.seed, progress=progress)
     except DataError as e:
