@@ -15,6 +15,7 @@ from ..config import Config
 from ..errors import CheckpointError, ConfigError, TrainingDiverged
 from ..io.checkpoint import STATE_FILE, check_state_dict, non_finite
 from ..models import VAE
+from ..wording import option
 
 if TYPE_CHECKING:
     from .step import Step
@@ -201,7 +202,7 @@ def check_resume_config(saved: dict[str, Any], config: Config, run_dir: Path) ->
                 diffs.append(f"{dotted}: {before!r} -> {value!r}")
     if diffs:
         raise ConfigError(
-            f"--resume: the config differs from the run in {run_dir} ("
+            f"{option('resume')}: the config differs from the run in {run_dir} ("
             f"{'; '.join(diffs[:6])}); resume with the run's own config.yaml"
         )
 
@@ -215,7 +216,7 @@ def check_resume_architecture(
     diffs = [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in now if saved.get(k) != now.get(k)]
     if diffs:
         raise ConfigError(
-            f"--resume: the model differs from the one the run in {run_dir} saved "
+            f"{option('resume')}: the model differs from the one the run in {run_dir} saved "
             f"({'; '.join(d[:120] for d in diffs[:4])}); resume with the same architecture"
         )
 
@@ -252,7 +253,7 @@ def restore(
     check_resume_architecture(architecture, model.architecture(), run_dir)
     if saved.get("data") not in (None, data):  # vaekit 0.1 recorded no fingerprint
         raise ConfigError(
-            f"--resume: the training data differ from the data the run in {run_dir} was "
+            f"{option('resume')}: the training data differ from the data the run in {run_dir} was "
             f"trained on (fingerprint {saved['data']!r}, now {data!r}); resume with the same "
             "data, or start a new run"
         )
@@ -268,8 +269,8 @@ def restore(
         ) from None
     if state.epoch >= config.train.epochs:
         raise ConfigError(
-            f"--resume: the run in {run_dir} already finished {state.epoch} epochs; raise "
-            "--epochs to train further"
+            f"{option('resume')}: the run in {run_dir} already finished {state.epoch} epochs; "
+            f"raise {option('epochs')} to train further"
         )
     return state
 
@@ -284,6 +285,6 @@ def check_finite(models: tuple[torch.nn.Module, ...], step: int, run_dir: Path) 
     if bad:
         raise TrainingDiverged(
             f"training diverged: the weights are no longer finite ({', '.join(bad[:3])}) "
-            f"after step {step}; the last good checkpoint in {run_dir} is kept. Lower --lr "
-            "or set optim.grad_clip"
+            f"after step {step}; the last good checkpoint in {run_dir} is kept. Lower "
+            f"{option('lr')} or set optim.grad_clip"
         )
