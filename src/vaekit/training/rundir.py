@@ -19,11 +19,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import yaml
+
 from .. import tracking
 from ..config import Config
 from ..errors import ConfigError
 from ..io import checkpoint, fileio, outputs
 from ..models import VAE
+from ..models.described import FAMILY, model_section
 from ..wording import option
 from . import runlock
 
@@ -155,13 +158,18 @@ def _prepare(run_dir: Path, resume: bool, overwrite: bool) -> None:
 
 
 def config_yaml(config: Config, model: VAE) -> str:
-    """config.yaml; for a model of the user's own, a first line saying the `model` section
-    did not build it (config.json records its architecture)."""
-    custom = model.custom_architectures()
-    if not custom:
+    """config.yaml; for a model of the user's own, without the options that name vaekit's
+    families (model.arch, hidden, channels, ...), which did not build it, and with a first
+    line saying what did (config.json records its architecture)."""
+    if model_section(model, config.model)[1]:
         return config.to_yaml()
+    record = config.to_dict()
+    for key in FAMILY:
+        record["model"].pop(key, None)
+    halves = " + ".join(type(m).__name__ for m in (model.encoder, model.decoder))
     return (
-        f"# The model is {' + '.join(custom)}, registered by the code that trained it and "
-        "recorded in config.json;\n# the model section below did not build it. Resume with "
-        "that code imported (vaekit --import MODULE train ... --resume).\n" + config.to_yaml()
+        f"# The model is {halves}, the code that trained it, recorded in config.json; the "
+        "model section below\n# gives its settings, and no model.arch: none of vaekit's "
+        "families built it. Resume with\n# that code imported (vaekit --import MODULE train "
+        "... --resume).\n" + yaml.safe_dump(record, sort_keys=False)
     )

@@ -21,6 +21,7 @@ from ..io.checkpoint import STATE_FILE
 from ..models import VAE
 from ..models.autoencoderkl import is_autoencoderkl
 from ..models.conv import ConvEncoder
+from ..models.described import model_section
 from ..models.linear_path import MAX_VALUES, init_from_pca
 from ..normalize import Normalization, fit
 from ..wording import option
@@ -242,11 +243,9 @@ def perceptual_term(config: Config, device: torch.device) -> Any:
 
 
 def resolved(config: Config, model: VAE) -> Config:
-    """The config with model.likelihood 'auto' replaced by what the model uses, so that
-    config.yaml and state.pt say what was trained."""
-    if config.model.likelihood != "auto":
-        return config
-    m = dataclasses.replace(
-        config.model, likelihood=model.likelihood, learn_scale=model.learn_scale
-    )
-    return dataclasses.replace(config, model=m)
+    """The config with its `model` section written from the model trained (model.likelihood
+    'auto' resolved, a custom or model.init model's settings, a model built in Python with
+    other settings than the config's), so that config.yaml and state.pt say what was
+    trained (models/described.py)."""
+    section, _ = model_section(model, config.model)
+    return dataclasses.replace(config, model=section)

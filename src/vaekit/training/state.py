@@ -15,6 +15,7 @@ from ..config import Config
 from ..errors import CheckpointError, ConfigError, TrainingDiverged
 from ..io.checkpoint import STATE_FILE, check_state_dict, non_finite
 from ..models import VAE
+from ..models.described import DERIVED
 from ..wording import option
 
 if TYPE_CHECKING:
@@ -185,7 +186,11 @@ def legacy_config(saved: dict[str, Any] | None, config: Config) -> Config:
     return config
 
 
-def check_resume_config(saved: dict[str, Any], config: Config, run_dir: Path) -> None:
+def check_resume_config(
+    saved: dict[str, Any], config: Config, run_dir: Path, exempt: tuple[str, ...] = ()
+) -> None:
+    """The resumed config against the saved one; `exempt`: dotted keys compared elsewhere
+    (the model's own settings, by its architecture record)."""
     now = config.to_dict()
     # an option added after the run was saved is missing there: it had the default's
     # effect, or the old one LEGACY names
@@ -198,7 +203,7 @@ def check_resume_config(saved: dict[str, Any], config: Config, run_dir: Path) ->
             dotted = f"{section}.{key}"
             default = LEGACY.get(dotted, defaults[section][key])
             before = saved.get(section, {}).get(key, default)
-            if dotted not in RESUME_FREE and before != value:
+            if dotted not in RESUME_FREE and dotted not in exempt and before != value:
                 diffs.append(f"{dotted}: {before!r} -> {value!r}")
     if diffs:
         raise ConfigError(
@@ -246,10 +251,13 @@ def restore(
             f"checkpoint {path} is at step {state.step_in_epoch} of an epoch of "
             f"{steps_per_epoch} steps; it belongs to another run or data"
         )
-    check_resume_config(saved["config"], config, run_dir)
     architecture = saved.get("architecture")
     if architecture is not None and not isinstance(architecture, dict):
         raise CheckpointError(f"checkpoint {path} is incomplete or corrupt ('architecture')")
+    # the model's settings are compared through its architecture record (below): a run saved
+    # before config.yaml recorded them from the model resumes too
+    exempt = () if architecture is None else tuple(f"model.{k}" for k in DERIVED)
+    check_resume_config(saved["config"], config, run_dir, exempt)
     check_resume_architecture(architecture, model.architecture(), run_dir)
     if saved.get("data") not in (None, data):  # vaekit 0.1 recorded no fingerprint
         raise ConfigError(
