@@ -93,7 +93,7 @@ def test_a_custom_spatial_laplace_model_is_recorded_as_it_is(tmp_path: Path) -> 
     assert section["latent_dim"] == 196 and section["latent_channels"] == 4
     assert section["likelihood"] == "laplace"
     assert "arch" not in section and "hidden" not in section  # no family built it
-    assert text.startswith("# The model is SpatialEncoder + SpatialDecoder")
+    assert text.startswith("# The model is test-record-spatial-encoder + test-record-spatial")
     # and the run resumes from its own config.yaml
     resumed = vaekit.load_config(str(run / "config.yaml"), {"train.epochs": 2})
     vaekit.Trainer(None, resumed, resume=True).fit()

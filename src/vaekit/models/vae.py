@@ -366,11 +366,19 @@ class VAE(Pretrained):
         return images.view(n, steps, *per_example)
 
 
-def load(path: str | Path, device: str | torch.device = "cpu") -> VAE:
+def load(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    *,
+    encoder: nn.Module | None = None,
+    decoder: nn.Module | None = None,
+) -> VAE:
     """Load a trained model from a run directory, a model folder or `hf://OWNER/NAME`.
 
     Strict: the weights must match the architecture in config.json exactly, and the
     comparison happens before any weight is copied. A custom architecture must be
-    registered in this process (`@vaekit.register`) first.
+    registered in this process (`@vaekit.register`) first, or its halves handed over
+    built as they were trained (`encoder=`, `decoder=`; needed for classes that were
+    not registered).
     """
-    return VAE.from_folder(resolve(path), device)
+    return VAE.from_folder(resolve(path), device, encoder, decoder)

@@ -27,6 +27,7 @@ from ..errors import ConfigError
 from ..io import checkpoint, fileio, outputs
 from ..models import VAE
 from ..models.described import FAMILY, model_section
+from ..models.registry import registered_name
 from ..wording import option
 from . import runlock
 
@@ -166,9 +167,11 @@ def config_yaml(config: Config, model: VAE) -> str:
     record = config.to_dict()
     for key in FAMILY:
         record["model"].pop(key, None)
-    halves = " + ".join(type(m).__name__ for m in (model.encoder, model.decoder))
+    halves = " + ".join(
+        registered_name(m) or type(m).__name__ for m in (model.encoder, model.decoder)
+    )
     return (
-        f"# The model is {halves}, the code that trained it, recorded in config.json; the "
+        f"# The model is {halves}, from the code that trained it, recorded in config.json; the "
         "model section below\n# gives its settings, and no model.arch: none of vaekit's "
         "families built it. Resume with\n# that code imported (vaekit --import MODULE train "
         "... --resume).\n" + yaml.safe_dump(record, sort_keys=False)
