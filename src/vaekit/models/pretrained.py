@@ -63,6 +63,7 @@ class Pretrained(nn.Module):
 
     run_config: Config | None  # the configuration of the run that trained it, if known
     class_names: list[str]  # the dataset's label names, if any
+    column_names: list[str]  # a table model's: the training table's column names, if known
     # the VAE's halves and settings (set by VAE.__init__), which architecture() records
     encoder: nn.Module
     decoder: nn.Module
@@ -181,6 +182,8 @@ class Pretrained(nn.Module):
             "architecture": self.architecture(),
             "class_names": [str(n) for n in names],
         }
+        if getattr(self, "column_names", []):
+            meta["column_names"] = [str(n) for n in self.column_names]
         if config is not None:
             meta["config"] = config.to_dict()
         return meta
@@ -225,6 +228,9 @@ class Pretrained(nn.Module):
         model.load_state_dict(tensors, strict=True)
         model.run_config = config
         model.class_names = list(meta["class_names"])
+        columns = meta.get("column_names", [])
+        if isinstance(columns, list) and len(columns) == model.input_shape[0]:
+            model.column_names = [str(c) for c in columns]
         return model.to(device).eval()
 
     @classmethod
