@@ -128,7 +128,8 @@ def _save_examples(out: Path, examples: Any, model: Any, nrow: int, **more: Any)
     if model.is_table:
         raise ConfigError(
             f"this model's examples are table rows, which make no picture; write them as "
-            f"numbers with --out {out.with_suffix('.csv')} (or .parquet, .npy)"
+            f"numbers with --out {out.with_suffix('.csv')} (or {out.with_suffix('.npy').name}, "
+            f"{out.with_suffix('.parquet').name})"
         )
     grid.save_grid(out, examples, nrow=nrow, scale=grid.auto_scale(model.input_shape[1]))
 
