@@ -286,10 +286,12 @@ class Trainer(TrainerSession):
         self._save()
         code = 128 + (signum or signal.SIGINT)
         config, out = shlex.quote(str(run.run_dir / "config.yaml")), shlex.quote(str(run.run_dir))
+        command = f"vaekit train --config {config} --out {out} --resume"
         how = (
-            f"vaekit train --config {config} --out {out} --resume"
+            command
             if on_command_line()
-            else "Trainer(model, config, resume=True).fit(), config.train.out the same"
+            else "Trainer(model, config, resume=True).fit() with the same config.train.out, "
+            f"or from a shell: {command}"
         )
         raise TrainingInterrupted(
             f"interrupted at epoch {epoch + 1}, step {self.state.step_in_epoch}; state saved in "
