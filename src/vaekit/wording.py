@@ -44,3 +44,9 @@ def option(name: str, value: object = None) -> str:
     if value is None:
         return cli if _CLI.get() else python
     return f"{cli} {value}" if _CLI.get() else f"{python}={value!r}"
+
+
+def setting(key: str, value: object, cli_text: str) -> str:
+    """A config key set to `value`, as the caller passes it: `--model.channels 8,16` on the
+    command line (`cli_text`), `{'model.channels': [8, 16]}` (an override) in Python."""
+    return f"--{key} {cli_text}" if _CLI.get() else f"{{{key!r}: {value!r}}}"

@@ -9,6 +9,7 @@ import dataclasses
 from typing import Any
 
 from ..config import ModelConfig
+from ..config.fields import MAX_WIDTH
 from . import autoencoderkl, builtin, registry
 
 # model.* options that name a built-in family's halves: a model of the user's own has none
@@ -39,8 +40,11 @@ def model_section(model: Any, cfg: ModelConfig) -> tuple[ModelConfig, bool]:
     halves are one of vaekit's families (False: a model of the user's own, whose FAMILY
     options describe nothing and are left at their defaults)."""
     shape = model.latent_shape
+    # a spatial latent's size is its shape's (model.latent_dim is then ignored): recorded
+    # where the option can hold it
+    fits = shape is None or model.latent_dim <= MAX_WIDTH
     values: dict[str, Any] = {
-        "latent_dim": model.latent_dim,
+        "latent_dim": model.latent_dim if fits else cfg.latent_dim,
         "latent_channels": shape[0] if shape is not None else 0,
         "likelihood": model.likelihood,
         "obs_scale": model.obs_scale,
