@@ -53,8 +53,14 @@ class VAE(Pretrained):
 
     `VAE(encoder, decoder, latent_dim=16, input_shape=(1, 28, 28))` wraps any encoder
     and decoder that follow the protocol above (see the module docstring); their classes
-    carry `@vaekit.register(name)` so that the model saves and loads. Inputs are float
-    tensors (N, C, H, W) in [0, 1]. `decode` returns the likelihood's parameters.
+    carry `@vaekit.register(name)` so that config.json can name them (unregistered ones
+    save their weights; loading then takes them: `from_pretrained(path, encoder=...)`).
+
+    One units contract: `encode`, `decode_images`, `reconstruct`, `sample`, `interpolate`
+    (and `vaekit.evaluate`) take and give the user's units: uint8 or float images, a table
+    model's rows (N, F), the raw values of a normalised run. `prepare` brings data to the
+    model's units, where `posterior`, `decode` (the likelihood's parameters), `mean`,
+    `elbo_terms` and `log_importance_weights` work.
     """
 
     def __init__(
