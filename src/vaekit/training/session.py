@@ -118,7 +118,7 @@ class TrainerSession:
         t = self.config.train
         show = t.progress and dist.main
         if self.model is None and saved is None:  # model.init's folder, before the data
-            diffusers_init.check_reference(self.config.model.init)
+            diffusers_init.check_before_data(self.config.model)
         data = training_data(self.data, self.config, show)
         model = self.model = build_model(self.model, self.config, data, device, saved)
         columns = data.info.get("columns")  # a table's: what the model writes back has them
