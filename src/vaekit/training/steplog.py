@@ -44,6 +44,7 @@ class StepLog:
         self.max_skipped, self.run_dir, self.batch_size = max_skipped, run_dir, batch_size
         self.take_back = take_back
         self.pending: list[torch.Tensor] = []
+        self.batches = 0  # the batches of the pending records (the bar counts batches)
         self.sums = [0.0] * len(COLUMNS)
         self.applied = 0  # updates applied this epoch
         self.adversarial = adversarial
@@ -60,8 +61,10 @@ class StepLog:
             unit="step",
         )
 
-    def add(self, record: torch.Tensor) -> None:
+    def add(self, record: torch.Tensor, batches: int = 1) -> None:
+        """One optimizer step's record; `batches`: the batches it was accumulated over."""
         self.pending.append(record)
+        self.batches += batches
         if len(self.pending) >= SYNC_EVERY:
             self.flush()
 
@@ -92,7 +95,8 @@ class StepLog:
                 )
         self.state.skipped_updates += skipped
         self.take_back(skipped)
-        self.bar.update(len(rows))
+        self.bar.update(self.batches)
+        self.batches = 0
         if not self.bar.disable:
             rate = (self.bar.n - self.first) * self.batch_size / self.seconds()
             self.bar.set_postfix(loss=f"{rows[-1][0]:.2f}", samples_s=f"{rate:,.0f}", refresh=False)

@@ -11,6 +11,11 @@ tearing it down (device, DDP, run directory, data, model, step, tracker) is the 
 base class `TrainerSession` (session.py); this module is the loop. The work at an epoch's
 end (evaluation, saving, images, callbacks) is `_end_epoch` here. SIGINT and SIGTERM
 save the state at the next step boundary and raise `TrainingInterrupted`.
+
+With `train.accumulate` N, the loop hands the step N batches per optimizer step (an
+epoch's last N' < N batches make a step of their own); the state's step counts and every
+save, stop and callback fall between optimizer steps, never inside one, so a resumed run
+continues bit-identically. `data.augment` crops and flips each batch (data/augment.py).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Any, cast
 import torch
 
 from ..config import Config
-from ..data import Dataset, as_dataset, batch_indices, epoch_permutation
+from ..data import Dataset, as_dataset, augment, batch_indices, epoch_permutation
 from ..data.dataset import gather
 from ..errors import TrainingInterrupted
 from ..io import checkpoint
@@ -35,10 +40,12 @@ from ..viz.figures import write_images
 from ..wording import on_command_line
 from . import selection
 from .callbacks import Callback, as_callbacks, call
+from .finetune import eval_encoder
 from .interrupt import StopFlag
 from .session import TrainerSession, _Run
 from .setup import checked_arguments
 from .state import TrainState, check_finite, snapshot
+from .step import accumulation_part
 from .steplog import StepLog
 
 
@@ -89,6 +96,7 @@ class Trainer(TrainerSession):
         self.state = TrainState()
         self._stopping = False
         self._run: _Run | None = None
+        self._augment = augment.from_options(self.config.data.augment, self.config.data.image_size)
 
     def stop(self) -> None:
         """Ask the loop to stop after the current step (from a callback, say)."""
@@ -112,13 +120,18 @@ class Trainer(TrainerSession):
                 log = self._start_epoch(epoch)
                 batches = self._batches(epoch)
                 for i in range(self.state.step_in_epoch, len(batches)):
-                    if run.dist.any(signals.signum != 0, run.device):
+                    part = accumulation_part(i, len(batches), self.config.train.accumulate)
+                    # stops and saves happen between optimizer steps, never inside one
+                    if part[0] == 0 and run.dist.any(signals.signum != 0, run.device):
                         self._interrupt(log, epoch, signals.signum)
-                    x, y = self._batch(batches[i])
-                    record = run.step(x, y, self.state.global_step, run.generator, self._shard)
+                    x, y = self._batch(batches[i], part[0])
+                    step = self.state.global_step
+                    record = run.step(x, y, step, run.generator, self._shard, part)
+                    if record is None:  # more batches to accumulate
+                        continue
                     self.state.global_step += 1
                     self.state.step_in_epoch = i + 1
-                    log.add(record)
+                    log.add(record, batches=part[1])
                     self._after_step(log, record)
                     if self._stopping:
                         break
@@ -141,7 +154,7 @@ class Trainer(TrainerSession):
 
     def _start_epoch(self, epoch: int) -> StepLog:
         run, t = self._require_run(), self.config.train
-        self._require_model().train()
+        self._train_mode()
         total = len(batch_indices(torch.arange(run.x_train.shape[0]), t.batch_size))
         return StepLog(
             self.state,
@@ -156,17 +169,29 @@ class Trainer(TrainerSession):
             adversarial=run.step.adversary is not None,
         )
 
+    def _train_mode(self) -> None:
+        """The model in train mode; a frozen encoder (train.freeze_encoder) in eval mode."""
+        model = self._require_model().train()
+        if self.config.train.freeze_encoder:
+            eval_encoder(model)
+
     def _batches(self, epoch: int) -> list[torch.Tensor]:
         """This epoch's minibatches of row indices: a pure function of (seed, epoch)."""
         run = self._require_run()
         order = epoch_permutation(run.x_train.shape[0], self.config.train.seed, epoch)
         return batch_indices(order.to(run.x_train.device), self.config.train.batch_size)
 
-    def _batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Images (B, C, H, W) in [0, 1] on the device (binarized when asked), labels; under
-        DDP this rank's rows, binarized as one process would."""
+    def _batch(self, idx: torch.Tensor, part: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Images (B, C, H, W) in [0, 1] on the device (cropped and flipped as data.augment
+        says, binarized when asked), labels; under DDP this rank's rows, augmented and
+        binarized as one process would. `part`: the batch's place in its optimizer step."""
         run = self._require_run()
-        x = gather(run.x_train, idx, run.device)
+        if self._augment.active:  # drawn from (seed, step, part): no generator moves
+            g = augment.batch_draws(self.config.train.seed, self.state.global_step, part)
+            size = self._require_model().input_shape[1:]
+            x = augment.gather_augmented(run.x_train, idx, run.device, self._augment, size, g)
+        else:
+            x = gather(run.x_train, idx, run.device)
         normalization = self._require_model().normalization
         if not normalization.identity:
             x = normalization.to_model(x)
@@ -195,7 +220,7 @@ class Trainer(TrainerSession):
             run.tracker.log_scalars(dict(zip(names, record[:4].tolist(), strict=True)), step)
             # with keep: best the files hold the best epoch's pictures: these go to trackers only
             run.tracker.log_images(self._write_images(to_disk=t.keep == "last"), step)
-            self._require_model().train()
+            self._train_mode()
         self._hook_everywhere("on_step_end")
 
     def _hook_everywhere(self, hook: str) -> None:
