@@ -1,6 +1,13 @@
-"""vaekit's 128px training step against diffusers' AutoencoderKL recipe, alternating in one run.
+"""vaekit's training step against diffusers' AutoencoderKL recipe, alternating in one run.
 
     python benchmarks/diffusers_recipe.py [--rounds 3] [--threads 1] [--no-bf16]
+    python benchmarks/diffusers_recipe.py --preset kl-f8-128 --size 64|128|256
+
+By default 128 px and Stable Diffusion's VAE at a quarter of its width (ARCH below);
+`--preset kl-f8-128` takes the architecture of that preset instead (its model.channels,
+blocks_per_level and latent_channels), and `--size` the image side, so the recipe and
+vaekit are compared at the sizes a latent-diffusion user trains at (results:
+diffusers_recipe_<preset>_<size>.json/.md).
 
 The reference is the training loop of diffusers'
 examples/research_projects/autoencoderkl/train_autoencoderkl.py, written out below with
@@ -46,7 +53,7 @@ pair that counts its FLOPs (torch's FlopCounterMode, forward + backward), then t
 turns each round (the order rotating), each timing one step pair; images/s per side is
 the median over rounds, each ratio is taken within a round (load shifts both alike) and
 its median reported. The fraction is achieved FLOP/s over the machine's measured bf16
-matmul throughput (a 4096^3 torch.matmul at the same thread count). Writes
+matmul throughput (a 4096^3 torch.matmul at the same thread count; --peak-size). Writes
 benchmarks/results/diffusers_recipe.json and .md.
 """
 
@@ -54,6 +61,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import statistics
 import sys
@@ -130,6 +138,29 @@ CONV = {  # vaekit's conv VAE: 3 stride-2 levels -> the same 4 x 16 x 16 latent
     "model.blocks_per_level": 2,
     "model.latent_channels": 4,
 }
+
+
+def configure(size: int, preset: str) -> None:
+    """The image side and, with a preset, its AutoencoderKL architecture, in the module's
+    settings (ARCH, SIZE and what derives from them) before any side is built."""
+    global SIZE
+    SIZE = size
+    ARCH["sample_size"] = size
+    OBJECTIVE["loss.perceptual_weight"] = PERCEPTUAL_SCALE * 3 * size * size
+    if preset:
+        model = vaekit.load_config(preset).model
+        if model.arch != "autoencoderkl":
+            raise SystemExit(f"--preset {preset} is not an autoencoderkl preset")
+        levels = len(model.channels)
+        ARCH["block_out_channels"] = list(model.channels)
+        ARCH["down_block_types"] = ["DownEncoderBlock2D"] * levels
+        ARCH["up_block_types"] = ["UpDecoderBlock2D"] * levels
+        ARCH["layers_per_block"] = model.blocks_per_level
+        ARCH["latent_channels"] = model.latent_channels or 4
+        ARCH["norm_num_groups"] = math.gcd(32, *model.channels)  # as vaekit builds it
+    AUTOENCODERKL["model.channels"] = ARCH["block_out_channels"]
+    AUTOENCODERKL["model.blocks_per_level"] = ARCH["layers_per_block"]
+    AUTOENCODERKL["model.latent_channels"] = ARCH["latent_channels"]
 
 
 class LPIPSStandIn(torch.nn.Module):
@@ -301,7 +332,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     g = torch.Generator().manual_seed(0)
     x_u8 = torch.randint(0, 256, (BATCH, 3, SIZE, SIZE), generator=g, dtype=torch.uint8)
     inputs = {"u8": x_u8, "pm1": to_float(x_u8) * 2 - 1}  # collate_fn: contiguous float
-    peak = {"bf16": matmul_peak(torch.bfloat16), "fp32": matmul_peak(torch.float32)}
+    n = args.peak_size
+    peak = {"bf16": matmul_peak(torch.bfloat16, n), "fp32": matmul_peak(torch.float32, n)}
     print(f"matmul peak: {peak['bf16'] / 1e12:.2f} TFLOP/s bf16", file=sys.stderr, flush=True)
     sides = build_sides(not args.no_bf16)
     flops, params = {}, {}
@@ -365,7 +397,7 @@ def summarise(m: dict[str, Any]) -> tuple[dict[str, Any], list[list[str]]]:
             ]
         )
     header = [
-        f"128x128 RGB, batch {BATCH}, adversarial term on",
+        f"{SIZE}x{SIZE} RGB, batch {BATCH}, adversarial term on",
         "params",
         "GFLOP / 2 steps",
         "images/s (median)",
@@ -408,11 +440,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (fixed)")
     parser.add_argument("--no-bf16", action="store_true", help="fp32 sides only")
-    parser.add_argument("--name", default="diffusers_recipe", help="results file name")
+    parser.add_argument("--name", default="", help="results file name (default: see above)")
+    parser.add_argument("--size", type=int, default=SIZE, choices=(64, 128, 256))
+    parser.add_argument("--preset", default="", help="an autoencoderkl preset's architecture")
+    parser.add_argument(
+        "--peak-size",
+        type=int,
+        default=4096,
+        help="side of the matmul that measures the peak (smaller where bf16 is emulated: "
+        "a 4096^3 bf16 matmul takes minutes on CPUs without native bf16)",
+    )
     parser.add_argument(
         "--resummarise", action="store_true", help="rewrite the tables from the results JSON"
     )
     args = parser.parse_args(argv)
+    differs = args.preset or args.size != 128  # the default's results keep their name
+    suffix = f"_{args.preset or 'quarter-sd'}_{args.size}" if differs else ""
+    args.name = args.name or f"diffusers_recipe{suffix}"
+    configure(args.size, args.preset)
     if args.resummarise:
         return resummarise(args.name)
     start = time.perf_counter()
@@ -423,6 +468,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "machine": info,
         "architecture": ARCH,
+        "preset": args.preset or None,
+        "size": SIZE,
         "vaekit_conv": CONV,
         "batch": BATCH,
         "rounds": args.rounds,
@@ -438,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         "discriminator steps; two vaekit steps, each updating both) after a warm-up pair; "
         "ratios are taken within a round. Load average during the run: "
         f"{min(m['load']):.2f} to {max(m['load']):.2f}.",
-        f"Measured matmul throughput (4096^3, {args.threads} thread(s)): "
+        f"Measured matmul throughput ({args.peak_size}^3, {args.threads} thread(s)): "
         f"{peak['bf16'] / 1e12:.2f} TFLOP/s bf16, {peak['fp32'] / 1e12:.2f} TFLOP/s fp32. "
         "FLOPs: torch's FlopCounterMode over a step pair, forward + backward.",
         "As written: the script's LPIPS runs under torch.no_grad() and its discriminator "

@@ -258,29 +258,6 @@ def test_faces128_runs_end_to_end_on_a_folder(tmp_path: Path) -> None:
     assert model.class_names == ["a", "b"]
 
 
-KL_F8_PARAMS = 12_581_131
-
-
-def test_kl_f8_128_trains_a_spatial_latent_on_a_folder(tmp_path: Path) -> None:
-    """The latent-diffusion preset: a 4x16x16 latent of 128x128 images, from the CLI."""
-    folder = _write_folder(tmp_path / "photos", 6, 128)
-    out = tmp_path / "run"
-    result = run_cli(
-        *("train", "--config", "kl-f8-128", "--data", str(folder), "--out", str(out)),
-        *("--epochs", "1", "--batch-size", "4", "--data.test_fraction", "0.34"),
-        *("--train.progress", "false", "--train.eval_batch_size", "4"),
-        *("--loss.perceptual_backbone_weights", "random"),
-        *("--loss.perceptual_lin_weights", "random"),
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
-    assert math.isfinite(record["val_nelbo"])
-    model = vaekit.load(out)
-    assert model.latent_shape == (4, 16, 16) and _n_params(model) == KL_F8_PARAMS
-    assert f"{KL_F8_PARAMS:,} parameters" in resolve_config_path("kl-f8-128").read_text()
-
-
 def test_shapes64_preset_is_the_stated_small_conv_model() -> None:
     cfg = load_config("shapes64")
     assert cfg.model.arch == "conv" and cfg.data.image_size == 64

@@ -6,6 +6,7 @@ These run only where CUDA is present; on a CPU-only machine every test here is s
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -14,8 +15,11 @@ import pytest
 import torch
 
 import vaekit
+from akl_layouts import LAYOUTS, PATHS, check_pair
 from conftest import nan_on_odd_steps
+from test_fast_ops import LAYOUTS as NORM_LAYOUTS
 from vaekit.data.dataset import gather, resident
+from vaekit.models.fast_ops import GroupNorm
 from vaekit.models.mlp import MLPDecoder
 
 pytestmark = pytest.mark.skipif(
@@ -312,3 +316,73 @@ def test_a_non_finite_discriminator_step_on_the_gpu_changes_nothing() -> None:
     assert all(torch.equal(before[k], p.detach()) for k, p in params.items())
     after = [s["step"] for s in adversary.optimizer.state.values()]
     assert all(torch.equal(a, b) for a, b in zip(steps, after, strict=True))  # not counted
+
+
+# -- diffusers' AutoencoderKL at the layouts people use (issue 22), on the GPU -------------
+@pytest.mark.parametrize("size", [(5, 7), (32, 32), (32, 48)])
+@pytest.mark.parametrize("layout", list(NORM_LAYOUTS))
+@pytest.mark.parametrize("act", [False, True])
+def test_the_fast_group_norm_on_the_gpu_takes_every_layout(
+    size: tuple[int, int], layout: str, act: bool
+) -> None:
+    """Off the CPU the fast GroupNorm is torch's group_norm (+ SiLU): the same values and
+    gradients as the float64 CPU computation, for any input layout (see test_fast_ops)."""
+    view, _ = NORM_LAYOUTS[layout]
+    g = torch.Generator().manual_seed(1)
+    x, gy = (torch.randn(1, 8, *size, generator=g, dtype=torch.float64) for _ in range(2))
+    norm = GroupNorm(4, 8, act=act)
+    with torch.no_grad():
+        norm.weight.normal_(1.0, 0.3, generator=g)
+        norm.bias.normal_(0.0, 0.3, generator=g)
+    ref_norm = copy.deepcopy(norm).double()
+    norm.to(CUDA)
+    xa = view(x.float().to(CUDA)).requires_grad_(True)
+    xb = x.clone().requires_grad_(True)
+    ours = norm(xa)
+    ref = torch.nn.functional.group_norm(xb, 4, ref_norm.weight, ref_norm.bias, norm.eps)
+    ref = torch.nn.functional.silu(ref) if act else ref
+    torch.testing.assert_close(ours.double().cpu(), ref, rtol=1e-5, atol=1e-5)
+    ours.backward(view(gy.float().to(CUDA)))
+    ref.backward(gy)
+    torch.testing.assert_close(xa.grad.double().cpu(), xb.grad, rtol=1e-4, atol=1e-5)
+    for a, b in ((norm.weight, ref_norm.weight), (norm.bias, ref_norm.bias)):
+        torch.testing.assert_close(a.grad.double().cpu(), b.grad, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_the_autoencoderkl_pair_computes_diffusers_on_the_gpu(layout: str, path: str) -> None:
+    """vaekit's pair against diffusers' AutoencoderKL with the same weights, on the GPU, at
+    each layout, in float32, channels_last and bf16 autocast (akl_layouts.check_pair).
+    float32 means float32: cuDNN's TF32 convolutions (on by default) are switched off;
+    torch's matmuls are float32 unless asked otherwise."""
+    pytest.importorskip("diffusers", reason="needs vaekit[diffusers]")
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        check_pair(layout, path, CUDA)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_two_level_autoencoderkl_trains_at_64px_on_the_gpu(
+    tiny, tmp_path: Path, precision: str
+) -> None:
+    """Issue 22's `--model.arch autoencoderkl --model.channels 8,16` at 64 px, on the GPU:
+    the one-image probe and the mid block's 32x32 maps at batch 1 and 8."""
+    pytest.importorskip("diffusers", reason="needs vaekit[diffusers]")
+    import numpy as np
+
+    images = torch.randint(0, 256, (17, 3, 64, 64), dtype=torch.uint8).numpy()
+    np.savez(tmp_path / "images.npz", x_train=images)
+    settings = {
+        "data.name": str(tmp_path / "images.npz"),
+        "model.arch": "autoencoderkl",
+        "model.channels": [8, 16],
+        "train.device": "cuda",
+        "train.precision": precision,
+        "train.batch_size": 8,
+    }
+    run = vaekit.train(tiny(f"akl-{precision}", **settings))
+    assert math.isfinite(_records(run)[-1]["train_nelbo"])
+    model = vaekit.load(run, device="cuda")
+    assert model.latent_shape == (4, 32, 32)
+    x = torch.rand(1, 3, 64, 64, device=CUDA)
+    assert model.reconstruct(x).shape == x.shape

@@ -70,8 +70,9 @@ def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def one_process(out: Path, epochs: int) -> Path:
+def one_process(out: Path, epochs: int, **options: object) -> Path:
     overrides = {
+        **options,
         "data.name": "noise",
         "data.noise_examples": 256,
         "data.binarize": "dynamic",

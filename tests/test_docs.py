@@ -5,10 +5,11 @@ of a ```bash block is a command (plain `vaekit ...` lines through `vaekit.cli.ma
 this process, to skip a second's import each; anything else through bash), and every
 ```python block is executed. Commands are made cheap, never different in kind: training
 on MNIST or Fashion-MNIST uses the `noise` data instead, every `vaekit train` runs one
-epoch on at most 256 examples (a resume: two), and scripts/make_shapes.py writes 150
-images instead of 3000. A block after `<!-- not run: REASON -->`, and a line matching
-SKIP below, is not run; test_what_is_not_run_says_why lists them (run with -rA or -s).
-A block after `<!-- file: NAME -->` is the file NAME the page asks the reader to save: it
+epoch on at most 256 examples (a resume: two), presets with LPIPS use random LPIPS
+networks, and scripts/make_shapes.py writes 150 images instead of 3000. A block after
+`<!-- not run: REASON -->`, and a line matching SKIP below, is not run;
+test_what_is_not_run_says_why lists them (run with -rA or -s). A block after
+`<!-- file: NAME -->` is the file NAME the page asks the reader to save: it
 is written into the page's directory (which is on the Python path while the page runs).
 """
 
@@ -44,6 +45,9 @@ SKIP = [
     (r"vaekit data fetch", "downloads Fashion-MNIST where no local copy exists"),
 ]
 MNIST_PRESETS = ("fashion-mlp", "mnist-mlp", "kingma2013-mnist")
+# presets with LPIPS: random LPIPS networks keep the code path without the 530 MB download
+LPIPS_PRESETS = ("sd-vae-finetune",)
+RANDOM_LPIPS = "--loss.perceptual_backbone_weights random --loss.perceptual_lin_weights random"
 CHEAP = [
     "--data.noise_examples",
     "256",
@@ -133,6 +137,8 @@ def cheapen(command: str) -> str:
         args = re.sub(r"--epochs \d+", "--epochs 2", args)
     else:
         args += " --epochs 1"
+    if config and config.group(1) in LPIPS_PRESETS:
+        args += " " + RANDOM_LPIPS
     args = args.rstrip() + " " + " ".join(CHEAP) + " "
     return command[: train.start(1)] + args + command[train.end(1) :]
 

@@ -11,29 +11,70 @@ import torch.nn.functional as F
 from vaekit.models.fast_ops import Conv2d, GroupNorm, _GroupNormAct, upsample_conv
 
 
-@pytest.mark.parametrize("size", [(5, 7), (32, 32)])  # both forward paths (see GroupNorm)
-@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def _contiguous(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous()
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def _attention_output(x: torch.Tensor) -> torch.Tensor:
+    """channels_last with the strides diffusers' attention block hands on (its output
+    reshaped from (B, HW, C), plus the residual): for a batch of one, a batch stride of C,
+    which torch's `suggest_memory_format` takes for NCHW (the failure of issue 22)."""
+    n, c, h, w = x.shape
+    y = x.contiguous(memory_format=torch.channels_last)
+    return y.as_strided(y.shape, (c if n == 1 else c * h * w, 1, w * c, c))
+
+
+def _permuted(x: torch.Tensor) -> torch.Tensor:
+    """Neither contiguous nor channels_last: (N, C, W, H) memory seen as (N, C, H, W)."""
+    return x.transpose(2, 3).contiguous().transpose(2, 3)
+
+
+def _sliced(x: torch.Tensor) -> torch.Tensor:
+    """Neither contiguous nor channels_last: every other channel of a wider tensor."""
+    return torch.stack([x, torch.zeros_like(x)], 2).flatten(1, 2)[:, ::2]
+
+
+LAYOUTS = {
+    "contiguous": (_contiguous, torch.contiguous_format),
+    "channels_last": (_channels_last, torch.channels_last),
+    "attention-output": (_attention_output, torch.channels_last),
+    "permuted": (_permuted, torch.contiguous_format),
+    "sliced": (_sliced, torch.contiguous_format),
+}
+
+
+# below and above the 32x32 at which the forward keeps channels_last, and non-square
+@pytest.mark.parametrize("size", [(5, 7), (32, 32), (32, 48)])
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize("act", [False, True])
 def test_group_norm_matches_torch_in_value_and_gradient(
-    size: tuple[int, int], layout: torch.memory_format, act: bool
+    size: tuple[int, int], batch: int, layout: str, act: bool
 ) -> None:
+    """Any input layout, on both forward paths: torch's native_group_norm refuses input
+    that is not contiguous in the layout it infers from the strides; ours must not."""
+    view, out_layout = LAYOUTS[layout]
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(2, 8, *size, generator=g, dtype=torch.float64).to(memory_format=layout)
+    x = torch.randn(batch, 8, *size, generator=g, dtype=torch.float64)
     w = torch.randn(8, generator=g, dtype=torch.float64)
     b = torch.randn(8, generator=g, dtype=torch.float64)
-    gy = torch.randn(2, 8, *size, generator=g, dtype=torch.float64)
-    ours_in = [t.clone().requires_grad_(True) for t in (x, w, b)]
+    gy = torch.randn(batch, 8, *size, generator=g, dtype=torch.float64)
     ref_in = [t.clone().requires_grad_(True) for t in (x, w, b)]
+    ours_in = [t.requires_grad_(True) for t in (view(x.clone()), w, b)]
+    assert torch.equal(ours_in[0], x)
     ours = _GroupNormAct.apply(*ours_in, 4, 1e-5, act)
     ref = F.group_norm(ref_in[0], 4, ref_in[1], ref_in[2], 1e-5)
     ref = F.silu(ref) if act else ref
-    assert ours.is_contiguous(memory_format=layout)  # the layout it came in
+    assert ours.is_contiguous(memory_format=out_layout)  # the layout it came in
     torch.testing.assert_close(ours, ref)
-    ours.backward(gy)
+    ours.backward(view(gy))
     ref.backward(gy)
     for a, r in zip(ours_in, ref_in, strict=True):
         torch.testing.assert_close(a.grad, r.grad)
-    assert ours_in[0].grad.is_contiguous(memory_format=layout)
 
 
 def test_group_norm_gradcheck() -> None:

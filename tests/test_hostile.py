@@ -157,6 +157,8 @@ def command_cases(run: Path, work: Path) -> Iterator[dict[str, Any]]:
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     base = {
         "evaluate": ["evaluate", str(run)],
+        "encode": ["encode", str(run), "--out", str(work / "z.npz")],
+        "score": ["score", str(run), "--out", str(work / "s.npz")],
         "sample": ["sample", str(run), "--out", str(work / "s.png")],
         "reconstruct": ["reconstruct", str(run), "--out", str(work / "r.png")],
         "interpolate": ["interpolate", str(run), "--out", str(work / "i.png")],

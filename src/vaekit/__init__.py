@@ -14,7 +14,9 @@ __version__ = "0.2.0.dev0"
 
 from .config import Config, load_config  # noqa: E402
 from .errors import VaekitError  # noqa: E402
+from .evaluation.encode import encode  # noqa: E402
 from .evaluation.evaluate import evaluate  # noqa: E402
+from .evaluation.score import score  # noqa: E402
 from .models import VAE, load, register  # noqa: E402
 from .training.callbacks import Callback  # noqa: E402
 from .training.trainer import Trainer, TrainResult, train  # noqa: E402
@@ -27,9 +29,11 @@ __all__ = [
     "Trainer",
     "VaekitError",
     "__version__",
+    "encode",
     "evaluate",
     "load",
     "load_config",
     "register",
+    "score",
     "train",
 ]

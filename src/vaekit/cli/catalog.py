@@ -5,8 +5,12 @@ module: parse, call the library, print; nothing else."""
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from .parser import Parser
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,10 +58,37 @@ def cmd_presets(args: argparse.Namespace) -> int:
     for name in preset_names():
         cfg = load_config(name)
         print(
-            f"{name:18} data={cfg.data.name} arch={cfg.model.arch} latent={cfg.model.latent_dim}"
+            f"{name:18} data={cfg.data.name} arch={cfg.model.arch} latent={latent_text(cfg)}"
             f" likelihood={cfg.model.likelihood}"
         )
     return 0
+
+
+def latent_text(cfg: Config) -> str:
+    """The latent of the model a config builds: '4x16x16' for a spatial map (as the model
+    computes it from the images' size; 'Cx(H/f)x(W/f)' where the size comes from a named
+    dataset), '20' for a vector, or "model.init's" (the starting model decides)."""
+    from ..data.sources import DATASET_NAMES
+    from ..models.autoencoderkl import from_model_config
+    from ..models.conv import latent_map_shape
+    from ..models.diffusers_init import latent_shape
+
+    m = cfg.model
+    if m.init:  # the starting model's config.json sets it (not read here: maybe a download)
+        return "model.init's"
+    if m.arch != "autoencoderkl" and not (m.arch == "conv" and m.latent_channels):
+        return str(m.latent_dim)
+    channels = cfg.data.channels or 3
+    if cfg.data.name in DATASET_NAMES:  # their own size, not data.image_size's
+        factor = 2 ** (len(m.channels) - (m.arch == "autoencoderkl"))
+        return f"{m.latent_channels or 4}x(H/{factor})x(W/{factor})"
+    shape = (channels, cfg.data.image_size, cfg.data.image_size)
+    if m.arch == "conv":
+        c, h, w = latent_map_shape(shape, list(m.channels), m.latent_channels)
+    else:
+        encoder_args = from_model_config(m, channels)[0]
+        c, h, w = latent_shape(encoder_args, shape, "model.arch autoencoderkl")
+    return f"{c}x{h}x{w}"
 
 
 COMMANDS = {

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import Any
 
 FORMATS = ("diffusers",)
+MEASURE = "measure"
 
 
-def _factor(text: str) -> float:
+def _factor(text: str) -> float | str:
+    if text == MEASURE:
+        return MEASURE
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number; got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"must be a number or {MEASURE}; got {text!r}") from None
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a finite number > 0; got {text!r}")
     return value
@@ -35,10 +39,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--scaling-factor",
         type=_factor,
-        metavar="X",
-        help="the config's scaling_factor, which diffusion pipelines multiply latents by "
-        "(default: the one of the model.init model, else diffusers' 0.18215); set it to "
-        "1 / the standard deviation of your latents",
+        metavar="X|measure",
+        help="the config's scaling_factor, which diffusion pipelines multiply latents by. "
+        "Default: measured on the run's training images (1 / the standard deviation of "
+        "posterior samples of up to 128 evenly spaced images); a run started from "
+        "model.init keeps its starting model's unless you pass measure",
     )
     p.add_argument(
         "--overwrite",
@@ -49,19 +54,53 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from functools import partial
+
     from ..io.export import check_target, write_diffusers
     from ..models import load
     from ..models.autoencoderkl import diffusers_model
+    from ..models.diffusers_export import check_rebuilt, check_units
 
     check_target(args.out, args.overwrite, args.run)  # before anything loads
     model = load(args.run)
     config, state = diffusers_model(model)
-    if args.scaling_factor is not None:
-        config["scaling_factor"] = args.scaling_factor
-    out = write_diffusers(args.out, config, state, overwrite=args.overwrite, run=args.run)
+    check_units(model)
+    config["scaling_factor"] = choose_factor(args, model, config)
+    out = write_diffusers(
+        args.out,
+        config,
+        state,
+        overwrite=args.overwrite,
+        run=args.run,
+        check=partial(check_rebuilt, model),
+    )
     print(f"wrote {out}: config.json, diffusion_pytorch_model.safetensors")
     print(f"load it with: diffusers.AutoencoderKL.from_pretrained({str(out)!r})")
     return 0
+
+
+def choose_factor(args: argparse.Namespace, model: Any, config: dict[str, Any]) -> float:
+    """The factor --scaling-factor gives, model.init's (kept unless `measure` is asked
+    for), or the one measured on the run's training images; printed with its origin."""
+    from ..evaluation.latent_scale import scaling_factor, training_images
+    from ..io.export import check_factor
+
+    if isinstance(args.scaling_factor, float):
+        print(f"scaling_factor {args.scaling_factor:.6g} (--scaling-factor)")
+        return args.scaling_factor
+    init = model.run_config.model.init if model.run_config is not None else ""
+    if args.scaling_factor is None and init:
+        where = f"the scaling_factor {args.run} keeps from model.init {init}"
+        factor = check_factor(config.get("scaling_factor", 0.18215), where)
+        print(f"scaling_factor {factor:.6g}, kept from model.init {init}", end="")
+        print(" (to measure it on the training images: --scaling-factor measure)")
+        return factor
+    factor, n = scaling_factor(model, training_images(model, args.run))
+    print(
+        f"scaling_factor {factor:.6g}: 1 / the standard deviation of the latents (posterior "
+        f"samples) of {n} training images"
+    )
+    return factor
 
 
 COMMANDS = {"export": cmd_export}

@@ -51,6 +51,14 @@ class DataConfig:
         max=1024,
     )
     channels: int = opt(0, "folders: 1 (grayscale) or 3 (RGB); 0 picks RGB", min=0, max=3)
+    augment: list[str] = opt(
+        [],
+        "augmentation of the training batches, drawn from (train.seed, step): 'crop' "
+        "(folders) decodes the images at image_size + 2 x ceil(image_size/16) and takes a "
+        "random image_size window of each (validation and test images: the centre one), "
+        "'flip' mirrors a random half of them left to right; e.g. crop,flip",
+        choices=("crop", "flip"),
+    )
     test_fraction: float = opt(
         0.1,
         "fraction held out as the test set when the data has no test split",

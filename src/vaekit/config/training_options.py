@@ -123,6 +123,21 @@ class TrainConfig:
         min=0,
         max=MAX_STEPS,
     )
+    accumulate: int = opt(
+        1,
+        "gradient accumulation: one optimizer step per N batches of train.batch_size, the "
+        "same update as one batch of N x batch_size (the schedule, EMA, train.checkpoint_every "
+        "and the step numbers count optimizer steps); an epoch's last N' < N batches make "
+        "one step of their own",
+        min=1,
+        max=4096,
+    )
+    freeze_encoder: bool = opt(
+        False,
+        "train the decoder only (as Stable Diffusion's ft-EMA/ft-MSE decoders were): the "
+        "encoder gets no gradient and no optimizer state and stays in eval mode, so the "
+        "starting model's latents are unchanged",
+    )
     max_skipped: int = opt(
         20, "stop after this many consecutive non-finite updates", min=1, max=MAX_STEPS
     )

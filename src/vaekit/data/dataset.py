@@ -34,6 +34,9 @@ class Dataset:
     info: dict[str, object] = field(default_factory=dict)  # split, skipped files, cache path...
     x_val: torch.Tensor | None = None  # (V, C, H, W) uint8; None: no validation set
     y_val: torch.Tensor | None = None  # (V,) int64
+    # data.augment crop: the training images as decoded, with a margin on every side;
+    # x_train is their centre (a view), and training batches crop them at random
+    x_train_full: torch.Tensor | None = None  # (N, C, H + 2m, W + 2m) uint8
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -83,6 +86,7 @@ class Dataset:
             dict(self.info),
             self.x_val,
             self.y_val,
+            None if self.x_train_full is None else cut(self.x_train_full, train),
         )
 
 

@@ -3,6 +3,8 @@
 Each image is decoded as images.py says (RGB or L, resized and centre-cropped); the decoded
 array (N, C, H, W) is streamed into `<folder>/.vaekit-cache/<key>.npy` (or a user cache
 directory) so later runs skip decoding and can memory-map large folders (folder_cache.py).
+With `data.augment crop` the images are decoded (and keyed) at augment.decoded_size, a
+margin larger, for random crops; `load_data` then takes their centres (augment.centred).
 
 Labels: when every readable image lies inside a first-level subfolder and there are at least
 two such subfolders, the subfolder names are the classes (sorted; label = index). Otherwise the
@@ -12,6 +14,7 @@ it unlabelled too, with a warning saying which images to move.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -22,7 +25,7 @@ from PIL import Image
 
 from ..config import DataConfig
 from ..errors import DataError
-from . import folder_cache
+from . import augment, folder_cache
 from .dataset import Dataset, split
 from .images import EXTENSIONS
 
@@ -54,6 +57,8 @@ def load_folder(
         raise DataError(
             f"{root} holds no images{extra}; add .png, .jpg, .jpeg, .bmp, .webp, .gif or .tif files"
         )
+    if "crop" in cfg.augment:  # random crops need a margin around each image (augment.py)
+        cfg = dataclasses.replace(cfg, image_size=augment.decoded_size(cfg.image_size))
     mode = "L" if cfg.channels == 1 else "RGB"
     limit = int(max_pixels) if max_pixels is not None else Image.MAX_IMAGE_PIXELS
     key = folder_cache.cache_key(files, cfg.image_size, mode, limit)
@@ -87,6 +92,7 @@ def load_folder(
         "source": "folder",
         "path": str(root),
         "images": int(x.shape[0]),
+        "files": list(meta["files"]),  # the images' paths under root, in row order
         "skipped": skipped,
         "ignored_non_images": ignored,
         "cache": None if cache is None else str(cache),

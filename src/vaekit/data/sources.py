@@ -14,6 +14,7 @@ import torch
 from ..config import DataConfig
 from ..errors import DataError, DownloadError
 from ..io.download import download as download_file
+from . import augment
 from .dataset import Dataset, as_labels
 from .files import SUFFIXES, load_file
 from .idx import read_idx
@@ -280,4 +281,7 @@ def load_data(cfg: DataConfig, seed: int = 0, progress: bool = True) -> Dataset:
                 " an .npz, .npy, .csv or .parquet file, a folder or hf:OWNER/NAME"
             )
     data = data.limit(cfg.limit_train, cfg.limit_test)
-    return carve_validation(data, cfg.val_fraction, cfg.split_seed)
+    data = carve_validation(data, cfg.val_fraction, cfg.split_seed)
+    if "crop" in cfg.augment:  # decoded with a margin (folder.py): the centres, and the rest
+        data = augment.centred(data, cfg.image_size)
+    return data

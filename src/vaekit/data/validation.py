@@ -42,9 +42,8 @@ def carve_validation(data: Dataset, fraction: float, seed: int) -> Dataset:
             f"{data.name} as a validation set (both sides need at least one); set "
             "data.val_fraction 0 for no validation set, or use more training data"
         )
-    perm = np.random.default_rng(seed).permutation(n)
-    train_rows = torch.from_numpy(np.sort(perm[n_val:]))
-    val_rows = torch.from_numpy(np.sort(perm[:n_val]))
+    kept, held = validation_rows(n, fraction, seed)
+    train_rows, val_rows = torch.from_numpy(kept), torch.from_numpy(held)
     x, y = data.x_train, data.y_train
     carved = dataclasses.replace(
         data,
@@ -56,6 +55,14 @@ def carve_validation(data: Dataset, fraction: float, seed: int) -> Dataset:
     return _recorded(
         carved, {"source": "carved", "fraction": fraction, "seed": seed, "train": n - n_val}
     )
+
+
+def validation_rows(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted positions, among n training rows, that stay for training and that
+    `carve_validation` holds out (`fraction` of them, at least one)."""
+    n_val = max(1, int(round(n * fraction)))
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
 def _rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

@@ -161,6 +161,7 @@ def importance_sampling(
     progress: bool = False,
     device: torch.device | str | None = None,
     workers: int = 0,
+    first: int = 0,
 ) -> IWEstimate:
     """log p(x) ~ log (1/K) sum_k p(x, z_k) / q(z_k|x), z_k ~ q(z|x) (Burda et al. 2015).
 
@@ -170,6 +171,8 @@ def importance_sampling(
     Weights are summed with logsumexp in float64. On the CPU, `workers` passes (default:
     torch's thread count) run at once, each single-threaded. `precision` 'bf16' runs the
     decoder under bf16 autocast (faster on CPUs with AMX; its error is in benchmarks/).
+    `first`: the index of x[0] in the whole set when x is one chunk of it (each example's
+    samples are seeded by that index, so chunks give the estimate of the whole).
     """
     if k < 1:
         raise ConfigError(f"the number of importance samples K must be at least 1; got {k}")
@@ -197,7 +200,7 @@ def importance_sampling(
             xb = model.prepare(x[s].to(device))
             yb = None if y is None else torch.as_tensor(y[s], device=device).long()
             eps = torch.stack(
-                [_example_noise(i, k, d, seed, device) for i in range(s.start, s.stop)], 1
+                [_example_noise(first + i, k, d, seed, device) for i in range(s.start, s.stop)], 1
             )  # (K, B, D)
             log_w = log_weights(model, xb, yb, eps, k_chunk, precision, bar)  # (K, B)
             lse = torch.logsumexp(log_w, 0)
@@ -228,7 +231,7 @@ def log_weights(
 ) -> torch.Tensor:
     """log p(x, z_k) - log q(z_k|x) for z_k = mu + sigma * eps_k: eps (K, B, D) for the
     B images x, decoded k_chunk samples at a time; (K, B) in float64."""
-    mu, logvar = model.encode(x, y)  # (B, D) each
+    mu, logvar = model.posterior(x, y)  # (B, D) each
     k, b, d = eps.shape
     chunks = []
     for start in range(0, k, k_chunk):

@@ -8,16 +8,20 @@ folder is exactly what diffusers writes and reads. It is written beside OUT unde
 temporary name and renamed into place: a failed export leaves no half folder. An
 existing OUT is replaced (--overwrite) only when it is what an export writes and nothing
 else, and never when it is the run directory or holds or lies inside it: replacing one
-would delete the run.
+would delete the run. Before the rename a caller's check reads the folder back (vaekit's
+export: diffusers' `from_pretrained`, compared with the model it came from), so that a
+folder diffusers would rebuild into another model is refused and nothing written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +44,7 @@ def check_target(
     `run`, a folder inside it or one around it (--overwrite would delete the run)."""
     path = Path(out).expanduser()
     if path.is_symlink():  # write where it points: renaming over the link itself fails
-        path = path.resolve()
+        path = _resolve(path)
     overlap = _overlap(path, Path(run).expanduser()) if run is not None else None
     if overlap:
         raise ConfigError(f"{path} {overlap}; write the export to a folder of its own")
@@ -62,6 +66,29 @@ def check_target(
     return path
 
 
+def _resolve(path: Path) -> Path:
+    """`path` with its symbolic links followed, or one line when they cannot be (a loop)."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as e:  # Python < 3.13 raises RuntimeError on a loop
+        raise ConfigError(
+            f"{path} cannot be used as OUT: its symbolic links do not end ({e}); name a "
+            "plain folder"
+        ) from None
+
+
+def check_factor(value: object, where: str) -> float:
+    """A scaling factor diffusion pipelines can multiply latents by: a finite number > 0;
+    `where` names where it comes from in the refusal."""
+    number = value if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+    if not math.isfinite(number) or number <= 0:
+        raise ConfigError(
+            f"{where} is {value!r}, not a finite number > 0; pass --scaling-factor X, or "
+            "--scaling-factor measure to measure it on the training images"
+        )
+    return float(number)
+
+
 def _has_entries(path: Path) -> bool:
     try:
         return any(path.iterdir())
@@ -74,7 +101,7 @@ def _overlap(path: Path, run: Path) -> str | None:
     no local folder, such as hf://OWNER/NAME, overlaps nothing)."""
     if not run.is_dir():
         return None
-    here, there = path.resolve(), run.resolve()
+    here, there = _resolve(path), _resolve(run)
     if here == there:
         return "is the run directory itself"
     if there in here.parents:
@@ -105,11 +132,15 @@ def write_diffusers(
     state: dict[str, torch.Tensor],
     overwrite: bool = False,
     run: str | os.PathLike[str] | None = None,
+    check: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write an AutoencoderKL with `config` (its constructor's arguments) and `state` (its
     state dict) to the folder `out`, through diffusers' own save_pretrained; `run`, the
-    run directory it comes from, if any, is never written into or replaced."""
+    run directory it comes from, if any, is never written into or replaced. `check` reads
+    the written folder (under a temporary name) and raises to refuse it: nothing is
+    written then."""
     path = check_target(out, overwrite, run)
+    check_factor(config.get("scaling_factor", 0.18215), "the scaling_factor")
     try:
         from diffusers import AutoencoderKL
     except ImportError:
@@ -124,6 +155,8 @@ def write_diffusers(
         tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent))
         tmp.chmod(DIR_MODE)  # mkdtemp's is 0o700; a folder diffusers makes gets this
         model.save_pretrained(tmp, safe_serialization=True)
+        if check is not None:
+            check(tmp)
         _swap(tmp, path)
     except BaseException as e:
         if tmp is not None:

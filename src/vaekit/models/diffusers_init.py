@@ -11,7 +11,11 @@ diffusers one does before the first step. Export goes the other way (io/export.p
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +24,10 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import ConfigError
+from ..io.checkpoint import non_finite
 from ..io.export import CLASS_NAME
+from ..io.export import WEIGHTS as WEIGHTS_FILE
+from ..wording import setting
 from . import protocol
 from .autoencoderkl import (
     INSTALL,
@@ -85,7 +92,7 @@ def check_replaced(cfg: Any, encoder_args: dict[str, Any]) -> None:
             raise ConfigError(
                 f"model.{option} is {_text(value)} (from your options or the preset), but "
                 f"model.init {cfg.init} sets it from its config.json ({field} {_text(base)}): "
-                f"pass --model.{option} {_text(base)}"
+                f"pass {setting(f'model.{option}', base, _text(base))}"
             )
 
 
@@ -163,6 +170,18 @@ def check_reference(init: str) -> None:
         )
 
 
+def check_before_data(cfg: Any) -> None:
+    """What model.init can be refused for from its config.json alone (a small file, read
+    through the Hugging Face cache for a Hub repo): a missing folder, a config that is no
+    AutoencoderKL's, model.* options it replaces set to other values. Run before the data
+    are decoded and the weights are read or downloaded."""
+    check_reference(cfg.init)
+    ref = reference(cfg.init)
+    if ref is not None:
+        _, _, _, config = _read_config(ref)
+        check_replaced(cfg, split_config(config)[0])
+
+
 def load(init: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, torch.Tensor]]:
     """The encoder's and decoder's arguments and the weights (in vaekit's keys) of the
     AutoencoderKL that model.init names."""
@@ -176,10 +195,36 @@ def load(init: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, torch.Ten
             "its input, so they must be equal"
         )
     state = {k: v.detach().float().clone() for k, v in model.state_dict().items()}
+    bad = non_finite(state)
+    if bad:  # refused here, not reported after the first step as a diverged run
+        raise ConfigError(
+            f"the starting model in {ref} has non-finite weights in {_some(bad)}; "
+            f"model.init starts only from an {CLASS_NAME} whose weights are all finite"
+        )
     return encoder_args, decoder_args, from_diffusers_keys(state)
 
 
-def _from_pretrained(ref: str) -> Any:
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """diffusers' and transformers' loggers and Python warnings silenced: what goes wrong
+    in a load is vaekit's one line, not the lines diffusers logs before it raises (or the
+    "newly initialized" weights it warns about, which _check_loaded refuses)."""
+    loggers = [logging.getLogger(name) for name in ("diffusers", "transformers")]
+    levels = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.CRITICAL + 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _read_config(ref: str) -> tuple[Any, str, dict[str, Any], dict[str, Any]]:
+    """diffusers' AutoencoderKL class, where from_pretrained reads `ref` (a folder or a
+    repo id) with its keyword arguments (a subfolder), and the config.json there."""
     try:
         from diffusers import AutoencoderKL
     except ImportError:
@@ -201,29 +246,46 @@ def _from_pretrained(ref: str) -> Any:
         owner, name, sub = ref.split("/")
         where, kwargs = f"{owner}/{name}", {"subfolder": sub}
     try:
-        config = AutoencoderKL.load_config(where, **kwargs)
-        found = config.get("_class_name") if isinstance(config, dict) else None
-        if found != CLASS_NAME:
-            raise ConfigError(
-                f"model.init {PREFIX}{ref} holds a {found or 'config without _class_name'}, "
-                f"not a diffusers {CLASS_NAME}"
-            )
-        # low_cpu_mem_usage=False: the same plain load with or without accelerate installed
-        model, info = AutoencoderKL.from_pretrained(
-            where,
-            torch_dtype=torch.float32,
-            low_cpu_mem_usage=False,
-            ignore_mismatched_sizes=True,  # reported below with the rest, not as a traceback
-            output_loading_info=True,
-            **kwargs,
-        )
-    except ConfigError:
-        raise
-    except Exception as e:  # missing, offline, corrupt, or a config diffusers cannot build
+        with quiet():
+            config = AutoencoderKL.load_config(where, **kwargs)
+    except Exception as e:  # missing, offline, or not JSON
+        raise _unreadable(ref, e) from None
+    found = config.get("_class_name") if isinstance(config, dict) else None
+    if found != CLASS_NAME:
         raise ConfigError(
-            f"model.init {PREFIX}{ref}: no diffusers {CLASS_NAME} could be read there "
-            f"({first_line(e)})"
-        ) from None
+            f"model.init {PREFIX}{ref} holds a {found or 'config without _class_name'}, "
+            f"not a diffusers {CLASS_NAME}"
+        )
+    return AutoencoderKL, where, kwargs, config
+
+
+def _unreadable(ref: str, e: BaseException) -> ConfigError:
+    return ConfigError(
+        f"model.init {PREFIX}{ref}: no diffusers {CLASS_NAME} could be read there ({first_line(e)})"
+    )
+
+
+def _from_pretrained(ref: str) -> Any:
+    autoencoderkl, where, kwargs, _ = _read_config(ref)
+    try:
+        with quiet():
+            # low_cpu_mem_usage=False: the same plain load with or without accelerate
+            model, info = autoencoderkl.from_pretrained(
+                where,
+                torch_dtype=torch.float32,
+                low_cpu_mem_usage=False,
+                ignore_mismatched_sizes=True,  # reported below with the rest, not as a traceback
+                output_loading_info=True,
+                **kwargs,
+            )
+    except Exception as e:  # missing weights, offline, corrupt, or a config it cannot build
+        folder = Path(where, kwargs.get("subfolder", ""))
+        if folder.is_dir() and not any(folder.glob(f"{WEIGHTS_FILE}*")):
+            raise ConfigError(
+                f"model.init {PREFIX}{ref}: the folder holds a config.json but no weights "
+                f"({WEIGHTS_FILE}.safetensors); save the model with diffusers' save_pretrained"
+            ) from None
+        raise _unreadable(ref, e) from None
     _check_loaded(f"{PREFIX}{ref}", info)
     return model
 

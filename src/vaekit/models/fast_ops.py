@@ -33,6 +33,25 @@ def _layout(x: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+# the spatial size (H*W) from which the CPU forward runs torch's channels_last kernel on
+# channels_last input; below it, on a contiguous copy (see _GroupNormAct)
+CHANNELS_LAST_NORM = 32 * 32
+
+
+def _kernel_input(x: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
+    """x in a layout torch's native_group_norm accepts: it requires its input to be
+    contiguous in the layout `suggest_memory_format` names, which is stricter than
+    `is_contiguous(memory_format=)`. Channels_last input of a large map is re-viewed with
+    the canonical channels_last strides (x is channels_last-contiguous, so only the strides
+    of size-1 dimensions change and the view reads the same elements: a batch of one out
+    of diffusers' attention has a batch stride of C, which torch takes for NCHW); any other
+    input, a permuted or sliced view included, becomes a contiguous copy (or stays itself)."""
+    if fmt != torch.channels_last or math.prod(x.shape[2:]) < CHANNELS_LAST_NORM:
+        return x.contiguous()
+    n, c, h, w = x.shape
+    return x.as_strided((n, c, h, w), (c * h * w, 1, w * c, c))
+
+
 class _GroupNormAct(torch.autograd.Function):
     """GroupNorm (+ SiLU) with a fast path for channels_last tensors on the CPU.
 
@@ -41,7 +60,7 @@ class _GroupNormAct(torch.autograd.Function):
     channels, for one). So the backward always runs on contiguous copies, and the forward
     too where the spatial size is small; the copies cost far less than they save (forward +
     backward of a (64, 32, 64, 64) bf16 tensor, one core: 52 ms against torch's 279 ms).
-    Fusing the SiLU keeps one activation.
+    Fusing the SiLU keeps one activation. The output has the input's layout.
     """
 
     @staticmethod
@@ -57,8 +76,7 @@ class _GroupNormAct(torch.autograd.Function):
         n, c = x.shape[:2]
         hw = math.prod(x.shape[2:])
         fmt = _layout(x)
-        if fmt == torch.channels_last and hw < 32 * 32:
-            x = x.contiguous()
+        x = _kernel_input(x, fmt)
         y, mean, rstd = torch.native_group_norm(x, weight, bias, n, c, hw, groups, eps)
         ctx.groups, ctx.act, ctx.fmt = groups, act, fmt
         ctx.save_for_backward(x, weight, mean, rstd, y if act else None)

@@ -63,26 +63,40 @@ class Adversary:
     def update(self, x: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One discriminator step on real images x and reconstructions `fake` (detached);
         its hinge loss and 1.0 where the update was skipped (non-finite), on the device."""
+        loss = self.backward(x, fake, first=True)
+        return loss, self.apply(loss)
+
+    def backward(
+        self, x: torch.Tensor, fake: torch.Tensor, *, first: bool, scale: float = 1.0
+    ) -> torch.Tensor:
+        """Add the gradient of `scale` x the hinge loss on (x, fake) to the discriminator's
+        (from zero when `first`): one of the batches of an accumulated step. The loss."""
         self.discriminator.requires_grad_(True)
         try:
             with autocast(self.device, self.precision):
                 real_logits = self.discriminator(x.detach())
                 fake_logits = self.discriminator(fake.detach())
             loss = objectives.hinge_d_loss(real_logits, fake_logits)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
+            if first:
+                self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss if scale == 1.0 else loss * scale).backward()
         finally:
             self.discriminator.requires_grad_(False)
+        return loss.detach()
+
+    def apply(self, loss: torch.Tensor) -> torch.Tensor:
+        """The update of the gradients `backward` added up, unless they or `loss` (the
+        step's losses, summed) are not finite; 1.0 where it was skipped, on the device."""
         self.scaler.unscale_(self.optimizer)
         norm = grad_norm(self.params, 0.0)
-        bad = (~torch.isfinite(loss.detach() + norm)).float()
+        bad = (~torch.isfinite(loss + norm)).float()
         if self.skip_on_device:
             self.optimizer.found_inf = bad  # type: ignore[attr-defined]
             self.optimizer.step()
         elif not bad.item():
             self.scaler.step(self.optimizer)
         self.scaler.update()
-        return loss.detach(), bad
+        return bad
 
     def state_dict(self) -> dict[str, Any]:
         return {

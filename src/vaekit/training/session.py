@@ -19,6 +19,7 @@ import torch
 from .. import objectives
 from ..config import Config
 from ..data import Dataset, batch_indices
+from ..data.augment import training_rows
 from ..data.dataset import resident
 from ..errors import ConfigError
 from ..io import checkpoint, fileio
@@ -27,6 +28,7 @@ from ..tracking import Tracker
 from . import selection
 from .adversary import build_adversary
 from .distributed import Dist
+from .finetune import freeze_encoder, warn_fine_tune_lr
 from .precision import resolve_precision
 from .rundir import config_yaml, owned_run_dir
 from .setup import (
@@ -40,7 +42,7 @@ from .setup import (
     training_data,
 )
 from .state import TrainState, legacy_config, restore
-from .step import Step
+from .step import Step, optimizer_steps
 
 
 @dataclass
@@ -118,15 +120,23 @@ class TrainerSession:
         t = self.config.train
         show = t.progress and dist.main
         if self.model is None and saved is None:  # model.init's folder, before the data
-            diffusers_init.check_reference(self.config.model.init)
+            diffusers_init.check_before_data(self.config.model)
+        if dist.main:
+            warn_fine_tune_lr(self.config)
         data = training_data(self.data, self.config, show)
         model = self.model = build_model(self.model, self.config, data, device, saved)
+        columns = data.info.get("columns")  # a table's: what the model writes back has them
+        if isinstance(columns, list) and len(columns) == model.input_shape[0]:
+            model.column_names = [str(c) for c in columns]
         self.config = resolved(self.config, model)
         check_data(data, model)
         batches = len(batch_indices(torch.arange(data.x_train.shape[0]), t.batch_size))
         precision = resolve_precision(t.precision, device)
         adversary = build_adversary(self.config, model, device, precision, dist.enabled)
-        step = Step(model, self.config, device, precision, batches * t.epochs, dist, adversary)
+        if t.freeze_encoder:  # before the optimizer: the encoder gets no state there
+            freeze_encoder(model)
+        steps = optimizer_steps(batches, t.accumulate) * t.epochs
+        step = Step(model, self.config, device, precision, steps, dist, adversary)
         generator = torch.Generator(device=device).manual_seed(t.seed)
         perceptual = perceptual_term(self.config, device)
         fingerprint = data.fingerprint()
@@ -147,7 +157,8 @@ class TrainerSession:
         if dist.main:
             fileio.write_text(run_dir / "config.yaml", config_yaml(self.config, model))
         tracker = Tracker(run_dir, self.config, enabled=dist.main, resume=self.resume)
-        x_train = resident(data.x_train, device)  # moved once when it fits; gathered there
+        # moved once when it fits; gathered there (data.augment crop: the uncropped images)
+        x_train = resident(training_rows(data, self.config.data.augment), device)
         y_train = data.y_train.to(x_train.device) if data.y_train is not None else None
         parts = (step, generator, tracker, x_train, y_train, fingerprint)
         return _Run(device, dist, run_dir, data, show, *parts)

@@ -5,10 +5,23 @@ A step is forward (under the run's precision), backward, the gradient norm (clip
 `optim.grad_clip` says so), and an update that happens only when the loss and the norm
 are finite (openai/vdvae's guard: non-finite values never reach the weights). It returns
 the step's record, left on the device; steplog.py reads records in batches.
+
+Gradient accumulation (`train.accumulate` N): a step is then N calls, one per batch
+(`part` = (i, n)): each backpropagates its loss / n into the gradients, and the last one
+clips, checks and applies them. N batches of B take the update one batch of N x B would:
+every loss is a batch mean, so the mean of n batch means is the big batch's (the noise
+comes from the run's one generator in the same order: on the CPU, when a batch's noise is
+whole blocks of 16 values, even the draws are the same).
+A non-finite loss in any of the n batches, or a non-finite accumulated gradient, skips
+the whole step. The adversarial term's discriminator accumulates its gradients alike and
+steps once per optimizer step, after the VAE's, so every batch of a step is judged by the
+same discriminator as in one big batch; the recipe's adaptive weight is the one part
+computed per batch (a ratio of gradient norms does not add up over batches).
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -20,6 +33,19 @@ from .adversary import Adversary
 from .distributed import Dist
 from .optim import WeightAverage, grad_norm, make_optimizer, make_schedule
 from .precision import autocast
+
+
+def optimizer_steps(batches: int, accumulate: int) -> int:
+    """Optimizer steps in an epoch of `batches` batches: one per `accumulate`, and one
+    for a remainder."""
+    return -(-batches // accumulate)
+
+
+def accumulation_part(i: int, batches: int, accumulate: int) -> tuple[int, int]:
+    """Batch i of an epoch of `batches` as (its place in its optimizer step, the step's
+    batches): `accumulate`, or fewer for the epoch's remainder."""
+    start = i - i % accumulate
+    return i - start, min(accumulate, batches - start)
 
 
 class Step:
@@ -51,6 +77,9 @@ class Step:
         )
         self.objective: nn.Module | None = None
         self.adversary = adversary  # the discriminator's side of the adversarial term
+        # the records of the batches of the step being accumulated (see __call__)
+        self._parts: list[torch.Tensor] = []
+        self._adversarial: list[torch.Tensor] = []
 
     def attach(self, objective: nn.Module) -> None:
         """The objective to minimise (objectives.Objective); wrapped for DDP when distributed.
@@ -69,19 +98,36 @@ class Step:
         step: int,
         generator: torch.Generator,
         shard: tuple[int, int] | None,
-    ) -> torch.Tensor:
-        """One step on batch x (B, C, H, W); its record on the device: loss, -ELBO,
-        reconstruction, KL, gradient norm, [with an adversary: the columns of
-        `_adversary_step`,] and 1.0 where the update was skipped."""
+        part: tuple[int, int] = (0, 1),
+    ) -> torch.Tensor | None:
+        """Batch x (B, C, H, W), the i-th of the n batches of optimizer step `step` (`part`
+        = (i, n)). At the last, the step's record on the device: loss, -ELBO,
+        reconstruction, KL (means over the n batches), gradient norm, [with an adversary:
+        the columns of `_adversary_apply`,] and 1.0 where the update was skipped; else None."""
         assert self.objective is not None, "attach() the objective first"
-        with autocast(self.device, self.precision):
+        i, n = part
+        last = i == n - 1
+        if i == 0:
+            self.optimizer.zero_grad(set_to_none=True)
+            self._parts = []
+        with self._no_sync(last), autocast(self.device, self.precision):
             terms = self.objective(x, y, step, generator, shard)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(terms.loss).backward()
+        with self._no_sync(last):
+            loss = terms.loss if n == 1 else terms.loss / n  # n batch means: their mean
+            self.scaler.scale(loss).backward()
+        if self.adversary is not None:
+            self._adversary_backward(x, terms, i, n)
+        losses = [terms.loss.detach(), terms.nelbo, terms.recon, terms.kl]
+        if n > 1:  # the step's means: one batch of n x B would report them
+            self._parts.append(torch.stack(losses))
+            if not last:
+                return None
+            losses = list(torch.stack(self._parts).mean(0).unbind())
+            self._parts = []
         self.scaler.unscale_(self.optimizer)
         norm = grad_norm(self.params, self.grad_clip)
-        # 1.0 when the loss or the gradient is not finite: then no update may happen
-        bad = self.dist.max_((~torch.isfinite(terms.loss.detach() + norm)).float())
+        # 1.0 when a loss or the gradient is not finite: then no update may happen
+        bad = self.dist.max_((~torch.isfinite(losses[0] + norm)).float())
         if self.skip_on_device:
             self.optimizer.found_inf = bad  # type: ignore[attr-defined]
             self.optimizer.step()
@@ -94,21 +140,44 @@ class Step:
             if self.average is not None:
                 self.average.update()
         self.scaler.update()
-        adversarial = self._adversary_step(x, terms) if self.adversary is not None else []
-        values = [terms.loss.detach(), terms.nelbo, terms.recon, terms.kl, norm]
-        return torch.stack([*values, *adversarial, bad])
+        adversarial = self._adversary_apply() if self.adversary is not None else []
+        return torch.stack([*losses, norm, *adversarial, bad])
 
-    def _adversary_step(self, x: torch.Tensor, terms: StepTerms) -> list[torch.Tensor]:
-        """The discriminator's update where the term is on. Its record columns: the
-        generator term g_loss, its weight, the discriminator's hinge loss, 1.0 where the
-        term was on, 1.0 where the discriminator's update was skipped (non-finite)."""
+    def _no_sync(self, last: bool) -> Any:
+        """DDP all-reduces the gradients once per optimizer step: at its last batch."""
+        if last or not self.dist.enabled:
+            return contextlib.nullcontext()
+        assert self.objective is not None
+        return self.objective.no_sync()  # type: ignore[operator]
+
+    def _adversary_backward(self, x: torch.Tensor, terms: StepTerms, i: int, n: int) -> None:
+        """Where the term is on: the discriminator's gradient on this batch (1/n of it);
+        its record columns kept for `_adversary_apply`: the generator term g_loss, its
+        weight and the discriminator's hinge loss."""
         assert self.adversary is not None
+        if i == 0:
+            self._adversarial = []
         if terms.fake is None or terms.adversarial is None or terms.adversarial_weight is None:
-            off = torch.zeros((), device=terms.loss.device)
+            return  # before adversarial_start (the same for every batch of a step)
+        scale = 1.0 if n == 1 else 1.0 / n
+        d_loss = self.adversary.backward(x, terms.fake, first=i == 0, scale=scale)
+        self._adversarial.append(torch.stack([terms.adversarial, terms.adversarial_weight, d_loss]))
+
+    def _adversary_apply(self) -> list[torch.Tensor]:
+        """The discriminator's update where the term is on. Its record columns: the
+        generator term g_loss, its weight, the discriminator's hinge loss (means over the
+        step's batches), 1.0 where the term was on, 1.0 where the discriminator's update
+        was skipped (non-finite)."""
+        assert self.adversary is not None
+        parts, self._adversarial = self._adversarial, []
+        if not parts:
+            off = torch.zeros((), device=self.device)
             return [off, off, off, off, off]  # before adversarial_start: not counted
-        d_loss, d_bad = self.adversary.update(x, terms.fake)
-        on = torch.ones((), device=d_loss.device)
-        return [terms.adversarial, terms.adversarial_weight, d_loss, on, d_bad]
+        means = parts[0] if len(parts) == 1 else torch.stack(parts).mean(0)
+        # the sum of the batches' losses: non-finite when any of them is
+        d_bad = self.adversary.apply(torch.stack(parts)[:, 2].sum())
+        on = torch.ones((), device=d_bad.device)
+        return [*means, on, d_bad]
 
     def take_back(self, skipped: int) -> None:
         """The schedule counts applied updates only: undo `skipped` of its steps (on a GPU

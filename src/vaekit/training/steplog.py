@@ -12,6 +12,7 @@ import torch
 
 from ..errors import TrainingDiverged
 from ..progress import bar as progress_bar
+from ..wording import option
 from .distributed import Dist
 from .state import TrainState
 
@@ -43,6 +44,7 @@ class StepLog:
         self.max_skipped, self.run_dir, self.batch_size = max_skipped, run_dir, batch_size
         self.take_back = take_back
         self.pending: list[torch.Tensor] = []
+        self.batches = 0  # the batches of the pending records (the bar counts batches)
         self.sums = [0.0] * len(COLUMNS)
         self.applied = 0  # updates applied this epoch
         self.adversarial = adversarial
@@ -59,8 +61,10 @@ class StepLog:
             unit="step",
         )
 
-    def add(self, record: torch.Tensor) -> None:
+    def add(self, record: torch.Tensor, batches: int = 1) -> None:
+        """One optimizer step's record; `batches`: the batches it was accumulated over."""
         self.pending.append(record)
+        self.batches += batches
         if len(self.pending) >= SYNC_EVERY:
             self.flush()
 
@@ -87,11 +91,12 @@ class StepLog:
                 raise TrainingDiverged(
                     f"training diverged: {self.state.consecutive_skips} consecutive non-finite "
                     f"updates up to step {step}; the last good checkpoint in {self.run_dir} is "
-                    "kept. Lower --lr or set optim.grad_clip"
+                    f"kept. Lower {option('lr')} or set optim.grad_clip"
                 )
         self.state.skipped_updates += skipped
         self.take_back(skipped)
-        self.bar.update(len(rows))
+        self.bar.update(self.batches)
+        self.batches = 0
         if not self.bar.disable:
             rate = (self.bar.n - self.first) * self.batch_size / self.seconds()
             self.bar.set_postfix(loss=f"{rows[-1][0]:.2f}", samples_s=f"{rate:,.0f}", refresh=False)

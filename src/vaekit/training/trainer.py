@@ -11,6 +11,11 @@ tearing it down (device, DDP, run directory, data, model, step, tracker) is the 
 base class `TrainerSession` (session.py); this module is the loop. The work at an epoch's
 end (evaluation, saving, images, callbacks) is `_end_epoch` here. SIGINT and SIGTERM
 save the state at the next step boundary and raise `TrainingInterrupted`.
+
+With `train.accumulate` N, the loop hands the step N batches per optimizer step (an
+epoch's last N' < N batches make a step of their own); the state's step counts and every
+save, stop and callback fall between optimizer steps, never inside one, so a resumed run
+continues bit-identically. `data.augment` crops and flips each batch (data/augment.py).
 """
 
 from __future__ import annotations
@@ -26,18 +31,21 @@ from typing import Any, cast
 import torch
 
 from ..config import Config
-from ..data import Dataset, as_dataset, batch_indices, epoch_permutation
+from ..data import Dataset, as_dataset, augment, batch_indices, epoch_permutation
 from ..data.dataset import gather
 from ..errors import TrainingInterrupted
 from ..io import checkpoint
 from ..models import VAE
 from ..viz.figures import write_images
+from ..wording import on_command_line
 from . import selection
-from .callbacks import Callback, as_callbacks
+from .callbacks import Callback, as_callbacks, call
+from .finetune import eval_encoder
 from .interrupt import StopFlag
 from .session import TrainerSession, _Run
 from .setup import checked_arguments
 from .state import TrainState, check_finite, snapshot
+from .step import accumulation_part
 from .steplog import StepLog
 
 
@@ -62,9 +70,10 @@ class Trainer(TrainerSession):
     with the config's data.* options (`vaekit.data.from_torch`; None loads `config.data`);
     without a validation set of its own (x_val), `data.val_fraction` of its training rows
     are held out as one. The test set (x_test) is never read: training evaluates and
-    selects on validation. `callbacks`: `Callback` objects, or functions of the epoch
-    record that return True to stop. `resume` continues the run in `config.train.out`;
-    `overwrite` replaces it.
+    selects on validation. `callbacks`: `Callback` objects (hooks on_train_start,
+    on_step_end, on_validation_end, on_epoch_end, on_train_end, each returning None or a
+    bool, True to stop), or functions of the epoch record that return True to stop.
+    `resume` continues the run in `config.train.out`; `overwrite` replaces it.
     """
 
     def __init__(
@@ -87,6 +96,7 @@ class Trainer(TrainerSession):
         self.state = TrainState()
         self._stopping = False
         self._run: _Run | None = None
+        self._augment = augment.from_options(self.config.data.augment, self.config.data.image_size)
 
     def stop(self) -> None:
         """Ask the loop to stop after the current step (from a callback, say)."""
@@ -104,17 +114,24 @@ class Trainer(TrainerSession):
         """Train until `train.epochs` (from where a resumed run stopped) or a stop."""
         epochs = self.config.train.epochs
         with self._session() as run, StopFlag().installed() as signals:
-            for epoch in range(self.state.epoch, epochs):
+            self._hook_everywhere("on_train_start")
+            last = self.state.epoch if self._stopping else epochs  # a stop before any step
+            for epoch in range(self.state.epoch, last):
                 log = self._start_epoch(epoch)
                 batches = self._batches(epoch)
                 for i in range(self.state.step_in_epoch, len(batches)):
-                    if run.dist.any(signals.signum != 0, run.device):
+                    part = accumulation_part(i, len(batches), self.config.train.accumulate)
+                    # stops and saves happen between optimizer steps, never inside one
+                    if part[0] == 0 and run.dist.any(signals.signum != 0, run.device):
                         self._interrupt(log, epoch, signals.signum)
-                    x, y = self._batch(batches[i])
-                    record = run.step(x, y, self.state.global_step, run.generator, self._shard)
+                    x, y = self._batch(batches[i], part[0])
+                    step = self.state.global_step
+                    record = run.step(x, y, step, run.generator, self._shard, part)
+                    if record is None:  # more batches to accumulate
+                        continue
                     self.state.global_step += 1
                     self.state.step_in_epoch = i + 1
-                    log.add(record)
+                    log.add(record, batches=part[1])
                     self._after_step(log, record)
                     if self._stopping:
                         break
@@ -125,6 +142,7 @@ class Trainer(TrainerSession):
                 self._end_epoch(epoch, means)
                 if self._stopping:
                     break
+            call(self.callbacks, "on_train_end", self)
         trained = self.shown
         if self.config.train.keep == "best" and self.state.best_epoch and run.dist.main:
             trained = selection.best_model(trained, run.run_dir)
@@ -136,7 +154,7 @@ class Trainer(TrainerSession):
 
     def _start_epoch(self, epoch: int) -> StepLog:
         run, t = self._require_run(), self.config.train
-        self._require_model().train()
+        self._train_mode()
         total = len(batch_indices(torch.arange(run.x_train.shape[0]), t.batch_size))
         return StepLog(
             self.state,
@@ -151,17 +169,29 @@ class Trainer(TrainerSession):
             adversarial=run.step.adversary is not None,
         )
 
+    def _train_mode(self) -> None:
+        """The model in train mode; a frozen encoder (train.freeze_encoder) in eval mode."""
+        model = self._require_model().train()
+        if self.config.train.freeze_encoder:
+            eval_encoder(model)
+
     def _batches(self, epoch: int) -> list[torch.Tensor]:
         """This epoch's minibatches of row indices: a pure function of (seed, epoch)."""
         run = self._require_run()
         order = epoch_permutation(run.x_train.shape[0], self.config.train.seed, epoch)
         return batch_indices(order.to(run.x_train.device), self.config.train.batch_size)
 
-    def _batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Images (B, C, H, W) in [0, 1] on the device (binarized when asked), labels; under
-        DDP this rank's rows, binarized as one process would."""
+    def _batch(self, idx: torch.Tensor, part: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Images (B, C, H, W) in [0, 1] on the device (cropped and flipped as data.augment
+        says, binarized when asked), labels; under DDP this rank's rows, augmented and
+        binarized as one process would. `part`: the batch's place in its optimizer step."""
         run = self._require_run()
-        x = gather(run.x_train, idx, run.device)
+        if self._augment.active:  # drawn from (seed, step, part): no generator moves
+            g = augment.batch_draws(self.config.train.seed, self.state.global_step, part)
+            size = self._require_model().input_shape[1:]
+            x = augment.gather_augmented(run.x_train, idx, run.device, self._augment, size, g)
+        else:
+            x = gather(run.x_train, idx, run.device)
         normalization = self._require_model().normalization
         if not normalization.identity:
             x = normalization.to_model(x)
@@ -190,11 +220,15 @@ class Trainer(TrainerSession):
             run.tracker.log_scalars(dict(zip(names, record[:4].tolist(), strict=True)), step)
             # with keep: best the files hold the best epoch's pictures: these go to trackers only
             run.tracker.log_images(self._write_images(to_disk=t.keep == "last"), step)
-            self._require_model().train()
+            self._train_mode()
+        self._hook_everywhere("on_step_end")
+
+    def _hook_everywhere(self, hook: str) -> None:
+        """A hook every rank runs; a stop asked for in one process stops them all."""
         if self.callbacks:
-            for callback in self.callbacks:
-                callback.on_step_end(self)
-            self._stopping = run.dist.any(self._stopping, run.device)  # every rank stops
+            run = self._require_run()
+            self._stopping = call(self.callbacks, hook, self) or self._stopping
+            self._stopping = run.dist.any(self._stopping, run.device)
 
     def _end_epoch(self, epoch: int, means: dict[str, float]) -> None:
         """The epoch's record, validation, save, report line, images, callbacks."""
@@ -216,6 +250,8 @@ class Trainer(TrainerSession):
         report line, the images, early stopping, the callbacks."""
         run, t = self._require_run(), self.config.train
         best = selection.evaluate(self.shown, run.data, self.state, t, record)
+        if run.data.x_val is not None and call(self.callbacks, "on_validation_end", self, record):
+            self._stopping = True
         run.tracker.log_epoch(record)
         saved = t.keep == "last" or best
         self._save(model=saved)
@@ -228,8 +264,8 @@ class Trainer(TrainerSession):
             run.tracker.log_images(self._write_images(), self.state.global_step)
         run.history.append(record)
         self._stopping = self._stopping or stop
-        for callback in self.callbacks:
-            callback.on_epoch_end(self, record)
+        if call(self.callbacks, "on_epoch_end", self, record):
+            self._stopping = True
 
     def _write_images(self, to_disk: bool = True) -> dict[str, Any]:
         """samples.png and reconstructions.png (with `to_disk`; else the grids only) of
@@ -275,9 +311,16 @@ class Trainer(TrainerSession):
         self._save()
         code = 128 + (signum or signal.SIGINT)
         config, out = shlex.quote(str(run.run_dir / "config.yaml")), shlex.quote(str(run.run_dir))
+        command = f"vaekit train --config {config} --out {out} --resume"
+        how = (
+            command
+            if on_command_line()
+            else "Trainer(model, config, resume=True).fit() with the same config.train.out, "
+            f"or from a shell: {command}"
+        )
         raise TrainingInterrupted(
             f"interrupted at epoch {epoch + 1}, step {self.state.step_in_epoch}; state saved in "
-            f"{run.run_dir}. Resume with: vaekit train --config {config} --out {out} --resume",
+            f"{run.run_dir}. Resume with: {how}",
             code,
         )
 

@@ -1,0 +1,189 @@
+"""`vaekit encode` as a function: the posterior q(z|x) = N(mu, diag(exp(logvar))) of every
+example of a data source, and optionally K seeded draws z ~ q(z|x) each, computed a chunk
+of examples at a time and written as they come (io/records.py), so that memory holds one
+chunk of examples and of latents, whatever the size of the data.
+
+Examples are read in the user's units (uint8 images, float data, table rows) and brought
+to the model's scaling by `model.prepare`; the latents are the model's own (N(0, I) under
+the prior). A spatial latent keeps its shape (C, h, w) in arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data import Dataset
+from ..errors import ConfigError, DataError
+from ..io import outputs, records
+from ..models import VAE
+from ..models.protocol import as_input
+from ..progress import bar as progress_bar
+from .evaluate import _check_counts, check_input
+from .likelihood import _example_noise
+from .rows import Rows, select, source_data
+
+MAX_SAMPLES = 10_000  # draws per example: far beyond what a downstream model needs
+
+
+def rows_of(
+    model: VAE, data: Any, y: Any = None, split: str | None = None, progress: bool = False
+) -> Rows:
+    """The examples `data` stands for: an array or tensor of examples in the user's units
+    (with labels `y`), a `vaekit.data.Dataset`, or a data source as `--data` names it (read
+    with the model's data settings: `rows.source_data`); of `split` (default all)."""
+    if not isinstance(model, VAE):
+        raise ConfigError(f"the model must be a vaekit.VAE, not {type(model).__name__}")
+    if isinstance(data, str | Path):
+        data = source_data(model, str(data), progress=progress)
+    if isinstance(data, Dataset):
+        if y is not None:
+            raise ConfigError("y is taken from the Dataset; pass y only with an array")
+        return select(data, split or "all")
+    if split not in (None, "all"):
+        raise ConfigError(f"split={split!r} needs a Dataset or a data source, not an array")
+    if not isinstance(data, torch.Tensor | np.ndarray):
+        raise ConfigError(
+            "data must be an array or tensor of examples, a vaekit.data.Dataset or a data "
+            f"source name or path; got {type(data).__name__}"
+        )
+    # a C-ordered array (a memory-mapped .npy too) is wrapped, not copied: chunks read it
+    x = torch.from_numpy(np.ascontiguousarray(data)) if isinstance(data, np.ndarray) else data
+    if x.ndim in (1, 3):  # one row or one image
+        x = x[None]
+    labels = None if y is None else torch.as_tensor(y).long().reshape(-1)
+    if labels is not None and len(labels) != len(x):
+        raise DataError(f"{len(labels)} labels y for {len(x)} examples")
+    n = len(x)
+    zeros = np.zeros(n, dtype=np.int64)
+    return Rows("input", [("input", x, labels)], zeros, np.arange(n), np.arange(n))
+
+
+def check_model(model: Any, rows: Rows, what: str = "encode") -> None:
+    """The model can read these rows: a vaekit.VAE, and labels for a conditional one."""
+    if not isinstance(model, VAE):
+        raise ConfigError(f"{what} takes a vaekit.VAE, not {type(model).__name__}")
+    if model.conditional and not rows.labelled:
+        raise DataError(
+            f"this model is class-conditional and {rows.name} has no labels; pass data with "
+            "labels (y=...)"
+        )
+
+
+def chunks(rows: Rows, model: VAE, batch_size: int) -> Iterator[tuple[int, torch.Tensor, Any]]:
+    """(start, x, y) for each chunk of `batch_size` examples: x checked and in the user's
+    float units on the model's device (see evaluate.check_input), y the labels the model
+    needs (None for an unconditional one). x lives in a buffer that the next chunk reuses
+    (tensors of the same sizes each chunk keep the heap from growing with the data)."""
+    device = next(model.parameters()).device
+    floats: torch.Tensor | None = None
+    for start in range(0, len(rows), batch_size):
+        x, y = rows.read(start, min(start + batch_size, len(rows)))
+        # uint8 examples are finite and in [0, 1] once read as x / 255: without a
+        # normalisation only their shape needs checking (a pass over the values costs
+        # as much as an MLP encoder's first layer)
+        if x.dtype == torch.uint8 and model.normalization.identity:
+            _shape_checked(x[:1], model, rows.name)
+            if floats is None or len(floats) < len(x):
+                floats = torch.empty(x.shape, dtype=torch.float32)
+            xf = _shape_checked(torch.div(x, 255.0, out=floats[: len(x)]), model, rows.name)
+        else:
+            xf = check_input(x, model, rows.name)
+        xf = xf.to(device)
+        yield start, xf, (y.to(device) if model.conditional and y is not None else None)
+
+
+def encode(
+    model: VAE,
+    data: Any,
+    y: Any = None,
+    *,
+    out: str | Path | None = None,
+    split: str | None = None,
+    samples: int = 0,
+    batch_size: int = 1000,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict[str, np.ndarray] | Path:
+    """The posterior of every example of `data` (see `rows_of`): a dict of numpy arrays,
+    or, with `out`, the file written (.npy: the means; .npz: every array; .parquet/.csv:
+    one row per example), `batch_size` examples at a time.
+
+    Arrays: mu and logvar (N, D), or (N, C, h, w) for a spatial latent; with `samples` K,
+    z (N, K, ...) drawn as mu + exp(logvar / 2) * eps, eps seeded by `seed` and the
+    example's position alone (the chunk size changes only the rounding of batched
+    matmuls); id (N,), and split, label, class and file where the data have them.
+    Tables name the values z0..zD-1 (means), logvar0.., and sample{k}_z{d}.
+    """
+    rows = rows_of(model, data, y, split, progress)
+    check_model(model, rows)
+    _check_counts(batch_size=(batch_size, 1), seed=(seed, 0), samples=(samples, 0))
+    if samples > MAX_SAMPLES:
+        raise ConfigError(f"samples must be at most {MAX_SAMPLES}; got {samples}")
+    path = None if out is None else _output(out, samples)
+    shape = model.latent_shape or (model.latent_dim,)
+    fields: dict[str, records.Field] = {"mu": (shape, np.float32), "logvar": (shape, np.float32)}
+    columns = {
+        "mu": records.latent_columns("z", shape),
+        "logvar": records.latent_columns("logvar", shape),
+    }
+    if samples:
+        fields["z"] = ((samples, *shape), np.float32)
+        columns["z"] = [
+            f"sample{k}_z{d}" for k in range(samples) for d in range(len(columns["mu"]))
+        ]
+    was_training = model.training
+    model.eval()
+    bar = progress_bar(total=len(rows), show=progress, unit="example", desc="encode")
+    try:
+        with records.Records(path, len(rows), rows.names(0, len(rows)), fields, npy="mu",
+                             columns=columns) as written:  # fmt: skip
+            for start, x, yb in chunks(rows, model, batch_size):
+                written.write(start, _posterior(model, x, yb, start, samples, seed))
+                bar.update(len(x))
+            return written.finish()
+    finally:
+        bar.close()
+        model.train(was_training)
+
+
+def _output(out: str | Path, samples: int) -> Path:
+    path = outputs.check_file(out, "out", example="latents.npz")
+    if records.check_format(path, "out") == ".npy" and samples:
+        raise ConfigError(
+            f"{path}: an .npy file holds the posterior means only; write .npz, .parquet or "
+            ".csv to keep the samples"
+        )
+    return path
+
+
+def _shape_checked(x: torch.Tensor, model: VAE, source: str) -> torch.Tensor:
+    try:
+        return as_input(x, model.input_shape)
+    except DataError as e:
+        raise DataError(f"{source}: {e}") from None
+
+
+@torch.no_grad()
+def _posterior(
+    model: VAE, x: torch.Tensor, y: torch.Tensor | None, start: int, samples: int, seed: int
+) -> dict[str, np.ndarray]:
+    """mu, logvar (and z) of one chunk, starting at example `start`, as numpy arrays."""
+    mu, logvar = model.posterior(model.prepare(x), y)  # (B, D) each
+    shape = model.latent_shape or (model.latent_dim,)
+    out = {
+        "mu": mu.cpu().numpy().reshape(len(x), *shape),
+        "logvar": logvar.cpu().numpy().reshape(len(x), *shape),
+    }
+    if samples:
+        d = model.latent_dim
+        eps = torch.stack(
+            [_example_noise(start + i, samples, d, seed, mu.device) for i in range(len(x))]
+        )  # (B, K, D)
+        z = mu[:, None] + torch.exp(0.5 * logvar)[:, None] * eps
+        out["z"] = z.cpu().numpy().reshape(len(x), samples, *shape)
+    return out
