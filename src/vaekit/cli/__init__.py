@@ -61,13 +61,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("data needs an action: fetch NAME or list")
     from ..allocator import tune_malloc
     from ..errors import TrainingInterrupted, VaekitError
+    from ..wording import command_line
 
     tune_malloc()  # conv activations: reuse freed memory instead of fresh zeroed pages
     stdout = sys.stdout
     sys.stdout = cast(TextIO, _Stdout(stdout))
     try:
         import_modules(args.imports)
-        code = commands[args.command](args)
+        with command_line():  # errors name this command's flags, not Python's keywords
+            code = commands[args.command](args)
         sys.stdout.flush()  # a full disk or a closed pipe shows here, not at exit
         return code
     except StdoutFailed as e:

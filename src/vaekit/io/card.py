@@ -47,7 +47,7 @@ def describe_architecture(architecture: dict[str, Any]) -> str:
     """'mlp-encoder + mlp-decoder (hidden [512], activation relu)': the registered names
     and the arguments a reader chose, from config.json's architecture record."""
     halves = [architecture["encoder"], architecture["decoder"]]
-    names = " + ".join(str(h["name"]) for h in halves)
+    names = " + ".join(str(h.get("name") or h.get("class")) for h in halves)  # class: unregistered
     args: dict[str, Any] = {}
     for half in halves:
         args.update({k: v for k, v in half.get("args", {}).items() if k not in _DERIVED})

@@ -125,6 +125,9 @@ class TrainerSession:
             warn_fine_tune_lr(self.config)
         data = training_data(self.data, self.config, show)
         model = self.model = build_model(self.model, self.config, data, device, saved)
+        columns = data.info.get("columns")  # a table's: what the model writes back has them
+        if isinstance(columns, list) and len(columns) == model.input_shape[0]:
+            model.column_names = [str(c) for c in columns]
         self.config = resolved(self.config, model)
         check_data(data, model)
         fingerprint = data.fingerprint()
