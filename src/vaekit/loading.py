@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .config import DataConfig
 from .data import Dataset, load_data, provenance
@@ -70,14 +71,20 @@ class Examples:
 
 
 def load(
-    source: str | Path, device: str | torch.device = "cpu", *, image_size: int | None = None
+    source: str | Path,
+    device: str | torch.device = "cpu",
+    *,
+    image_size: int | None = None,
+    encoder: nn.Module | None = None,
+    decoder: nn.Module | None = None,
 ) -> VAE:
-    """A model from a run directory, a model folder, `hf://OWNER/NAME`, or a diffusers
-    AutoencoderKL (`diffusers:PATH_OR_REPO`, or a folder diffusers wrote), built for
-    `image_size` pixels (default: its config's sample_size)."""
+    """A model from a run directory, a model folder, `hf://OWNER/NAME` (`encoder=`,
+    `decoder=`: halves of classes that were not registered, as `vaekit.models.load` takes
+    them), or a diffusers AutoencoderKL (`diffusers:PATH_OR_REPO`, or a folder diffusers
+    wrote), built for `image_size` pixels (default: its config's sample_size)."""
     ref = diffusers_model.reference_of(source)
     if ref is None:
-        return load_folder(source, device)
+        return load_folder(source, device, encoder=encoder, decoder=decoder)
     return diffusers_model.load(ref, image_size, device)
 
 
