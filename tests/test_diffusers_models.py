@@ -95,6 +95,19 @@ def test_evaluate_reconstruct_and_sample_take_a_diffusers_folder(
     assert np.load(npy).shape == (2, 3, 32, 32)
 
 
+def test_encode_and_score_take_a_diffusers_folder(
+    base: Path, pictures: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "codes.npz"
+    code, _, _ = run(capsys, "encode", f"diffusers:{base}", "--data", pictures, "--out", out)
+    assert code == 0
+    codes = np.load(out)
+    model = vaekit.load(f"diffusers:{base}")
+    assert codes["mu"].shape[1:] == tuple(model.latent_shape)
+    code, _, err = run(capsys, "score", f"diffusers:{base}", "--out", tmp_path / "s.npz")
+    assert code == 1 and "--data" in err  # a diffusers model has no data of its own
+
+
 def test_a_diffusers_model_without_data_is_one_line(
     base: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -54,6 +54,22 @@ def test_a_python_trained_run_refuses_to_evaluate_without_data(
     for command in commands:
         code, _, err = run(capsys, command, python_run)
         assert_one_line_error(code, err, "passed from Python", "--data")
+    for command in ("encode", "score"):  # they wrote the config's default dataset's rows
+        out = python_run.parent / f"{command}.npy"
+        code, _, err = run(capsys, command, python_run, "--out", out)
+        assert_one_line_error(code, err, "passed from Python", "--data")
+        assert not out.exists()
+
+
+def test_a_python_trained_run_encodes_and_scores_the_data_given(
+    python_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    np.save(tmp_path / "mine.npy", images(30, seed=2))
+    for command in ("encode", "score"):
+        out = tmp_path / f"{command}.npz"
+        code, _, _ = run(capsys, command, python_run, "--data", tmp_path / "mine.npy", "--out", out)
+        assert code == 0
+        assert len(np.load(out)["id"]) == 30  # all of a --data source by default
 
 
 def test_a_python_trained_run_evaluates_on_the_data_given(
