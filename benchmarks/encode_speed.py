@@ -9,7 +9,7 @@ epoch on `--limit-train` images: encoding costs the same whatever the weights) e
 and scores all 70,000 Fashion-MNIST images (train, validation and test splits), in one
 process, the two sides taking turns each round:
 - reference: `torch.utils.data.DataLoader(TensorDataset(images), batch_size)` under
-  `torch.no_grad()`, calling `model.encode(model.prepare(xb))` (score: `model.elbo_terms`)
+  `torch.no_grad()`, calling `model.posterior(model.prepare(xb))` (score: `model.elbo_terms`)
   and concatenating the results in memory;
 - vaekit: `vaekit.encode(model, data, split="all", out="z.npy")` and `vaekit.score(...,
   out="s.npy")`, the library calls behind the commands, writing the files.
@@ -72,7 +72,7 @@ def speed(run: Path, work: Path, rounds: int, batch_size: int) -> dict:
         out = []
         with torch.no_grad():
             for (xb,) in loader:
-                mu, logvar = model.encode(model.prepare(xb))
+                mu, logvar = model.posterior(model.prepare(xb))
                 out.append((mu, logvar))
         torch.cat([m for m, _ in out])
 

@@ -360,11 +360,11 @@ def test_model_init_refuses_model_options_it_replaces(pretrained: Path) -> None:
     for option, value, base in (
         ("latent_channels", 8, "2"),
         ("blocks_per_level", 3, "1"),
-        ("channels", [4, 8], "8,16"),
+        ("channels", [4, 8], r"\[8, 16\]"),
     ):
         cfg = load_config(None, {**init, f"model.{option}": value}).model
-        with pytest.raises(ConfigError, match=f"pass --model.{option} {base}$"):
-            VAE.from_config(cfg, (3, 16, 16))
+        with pytest.raises(ConfigError, match=f"pass {{'model.{option}': {base}}}$"):
+            VAE.from_config(cfg, (3, 16, 16))  # from Python: the override, not the flag
     # the starting model's own values, and model.arch, are no conflict
     same = {"model.latent_channels": 2, "model.channels": [8, 16], "model.arch": "conv"}
     model = VAE.from_config(load_config(None, {**init, **same}).model, (3, 16, 16))

@@ -29,7 +29,7 @@ def images(n: int, seed: int = 0) -> np.ndarray:
 def posterior(model: VAE, x: np.ndarray) -> np.ndarray:
     """The posterior means of x computed directly, for comparison."""
     with torch.no_grad():
-        mu, _ = model.encode(model.prepare(torch.from_numpy(np.array(x))))
+        mu, _ = model.posterior(model.prepare(torch.from_numpy(np.array(x))))
     return mu.numpy()
 
 

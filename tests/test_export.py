@@ -83,7 +83,7 @@ def test_the_export_measures_the_scaling_factor_on_the_training_images(
     cfg = model.training_config()
     x = vaekit.data.load_data(cfg.data, seed=cfg.train.seed, progress=False).x_train
     with torch.no_grad():
-        mean, logvar = model.encode(model.prepare(x))
+        mean, logvar = model.posterior(model.prepare(x))
         draws = [mean + (0.5 * logvar).exp() * torch.randn(mean.shape) for _ in range(8)]
     assert factor == pytest.approx(1 / torch.cat(draws).std().item(), rel=0.03)
     assert factor != pytest.approx(0.18215, rel=0.1)  # diffusers' default, which it was

@@ -444,7 +444,9 @@ def test_the_resume_command_of_an_interrupted_run_is_shell_quoted_and_works(
     with pytest.raises(TrainingInterrupted) as caught:
         vaekit.Trainer(None, config, callbacks=[CtrlC()]).fit()
     assert not (tmp_path / ODD / LOCK).exists()
-    command = shlex.split(str(caught.value).partition("Resume with: ")[2])
+    message = str(caught.value)  # from Python: the keyword first, then the shell's command
+    assert "Resume with: Trainer(model, config, resume=True).fit()" in message
+    command = shlex.split(message.partition("from a shell: ")[2])
     run = str(tmp_path / ODD)
     assert command == ["vaekit", "train", "--config", f"{run}/config.yaml", "--out", run,
                        "--resume"]  # fmt: skip

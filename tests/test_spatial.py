@@ -38,11 +38,13 @@ def test_the_latent_map_is_the_image_downsampled_by_2_per_level(levels: int, sid
     assert model.latent_dim == 4 * side * side
     assert not model.heads  # the posterior comes from a conv, not from linear heads
     x = torch.rand(2, 3, 64, 64)
-    mu, logvar = model.encode(x)
+    mu, logvar = model.posterior(x)  # inside the VAE: flattened
     assert mu.shape == logvar.shape == (2, 4 * side * side)
     maps = model.encoder(x)  # the encoder's own output: the maps
     torch.testing.assert_close(model.latents(mu), maps[0])
     assert model.decode(mu).shape == (2, 3, 64, 64)
+    mu_map, _ = model.encode(x)  # to the user: maps, as diffusers' latent_dist gives them
+    torch.testing.assert_close(mu_map, maps[0])
 
 
 def test_the_kl_is_per_element_of_the_map_in_closed_form() -> None:

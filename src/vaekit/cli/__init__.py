@@ -14,12 +14,12 @@ from collections.abc import Callable
 from typing import Any, TextIO, cast
 
 from .. import __version__
-from . import catalog, core, encode, export, generate, hub, inspect, reproduce
+from . import catalog, compare, core, encode, export, generate, hub, inspect, reproduce
 from .parser import Parser, one_line
 
 # modules that register subcommands: each has register(sub) and a COMMANDS dict; this
 # order is the order `vaekit --help` lists them in
-MODULES = [core, encode, generate, catalog, inspect, reproduce, hub, export]
+MODULES = [core, compare, encode, generate, catalog, inspect, reproduce, hub, export]
 
 
 def build_parser() -> tuple[Parser, dict[str, Callable[[argparse.Namespace], int]]]:
@@ -61,13 +61,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("data needs an action: fetch NAME or list")
     from ..allocator import tune_malloc
     from ..errors import TrainingInterrupted, VaekitError
+    from ..wording import command_line
 
     tune_malloc()  # conv activations: reuse freed memory instead of fresh zeroed pages
     stdout = sys.stdout
     sys.stdout = cast(TextIO, _Stdout(stdout))
     try:
         import_modules(args.imports)
-        code = commands[args.command](args)
+        with command_line():  # errors name this command's flags, not Python's keywords
+            code = commands[args.command](args)
         sys.stdout.flush()  # a full disk or a closed pipe shows here, not at exit
         return code
     except StdoutFailed as e:

@@ -1,6 +1,7 @@
 """The commands that draw with a trained model: sample (decoded draws from the prior),
 reconstruct (test images above their reconstructions) and interpolate (a path between
-test images' posterior means), each into a PNG grid or an .npy file of numbers. Like every
+test images' posterior means), each into a PNG grid or a file of numbers (.npy; .npz;
+a table model's rows .csv or .parquet with its training table's column names). Like every
 cli module: parse, call the library, print; nothing else."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .core import _load_run
+from .core import add_data_flags, add_image_size_flag, load_run
 from .parser import count
 
 
@@ -26,14 +27,26 @@ def _sample_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--n", type=count(1, 10_000), default=64)
     p.add_argument("--seed", type=count(0, 2**63 - 1), default=0)
     p.add_argument("--label", help="class-conditional models: class index or name")
-    p.add_argument("--out", help="PNG path, or .npy for numbers (default: RUN/samples.png)")
+    p.add_argument(
+        "--out",
+        help="PNG path, or .npy for numbers; a table model's rows also .csv or .parquet, "
+        "with the training table's column names (default: RUN/samples.png)",
+    )
+    add_image_size_flag(p)
 
 
 def _reconstruct_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("reconstruct", help="originals above, reconstructions below")
     p.add_argument("run")
     p.add_argument("--n", type=count(1, 10_000), default=16)
-    p.add_argument("--out", help="PNG path, or .npy for numbers (default: RUN/reconstructions.png)")
+    p.add_argument(
+        "--out",
+        help="PNG path (originals above reconstructions), or numbers: .npy the "
+        "reconstructions (sample's layout), .npz the originals `x` and their "
+        "`reconstruction`; a table model's also .csv or .parquet (default: "
+        "RUN/reconstructions.png)",
+    )
+    add_data_flags(p)
 
 
 def _interpolate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,17 +57,19 @@ def _interpolate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--method", choices=("linear", "slerp"), default="linear")
     p.add_argument("--seed", type=count(0, 2**63 - 1), default=0)
     p.add_argument("--out", help="PNG path, or .npy for numbers (default: RUN/interpolation.png)")
+    add_data_flags(p)
 
 
 def _out_path(args: argparse.Namespace, default: str) -> Path:
     """Where a picture command writes, checked before anything loads: --out, else
-    RUN/DEFAULT (a Hub model: ./DEFAULT, not its cache)."""
+    RUN/DEFAULT (a Hub or diffusers model: ./DEFAULT, not its cache or folder)."""
     from ..io import outputs
+    from ..models.diffusers_model import reference_of
 
     if args.out:
         return outputs.check_file(args.out, example=default)
-    if str(args.run).startswith("hf://"):
-        return outputs.check_file(default)
+    if str(args.run).startswith("hf://") or reference_of(args.run) is not None:
+        return outputs.check_file(default)  # never into a cache or another library's model
     path = Path(args.run) / default
     if path.parent.is_dir():  # a RUN that is no folder is named by the load instead
         outputs.check_file(path, example=default)
@@ -83,10 +98,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from ..errors import ConfigError
-    from ..models import load
+    from ..loading import load
 
     out = _out_path(args, "samples.png")
-    model = load(args.run)
+    model = load(args.run, image_size=args.image_size)
     label = _label(model, args.label)
     if model.conditional and label is None:
         raise ConfigError("this model is class-conditional: pass --label (a class name or index)")
@@ -96,26 +111,29 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _save_examples(out: Path, examples: Any, model: Any, nrow: int) -> None:
-    """Examples in the user's units: as numbers in an .npy file, else as a PNG grid (which a
-    table's rows, 1x1 "pixels" each, cannot be)."""
+def _save_examples(out: Path, examples: Any, model: Any, nrow: int, **more: Any) -> None:
+    """Examples in the user's units: as numbers (.npy; .npz with `more` arrays beside them;
+    a table model's rows also .csv / .parquet under its training table's column names), else
+    as a PNG grid (which a table's rows, 1x1 "pixels" each, cannot be)."""
     from ..errors import ConfigError
-    from ..io import fileio
+    from ..io import outputs
     from ..viz import grid
 
-    if out.suffix == ".npy":
-        import io
-
-        import numpy as np
-
-        buffer = io.BytesIO()
-        np.save(buffer, examples.cpu().numpy(), allow_pickle=False)
-        fileio.write_bytes(out, buffer.getvalue())
+    if out.suffix in outputs.NUMBERS:
+        if out.suffix in (".csv", ".parquet") and not model.is_table:
+            raise ConfigError(
+                f"--out {out}: a {out.suffix} file holds table rows and this model's examples "
+                f"are images; write them as numbers with --out {out.with_suffix('.npy')}"
+            )
+        arrays = {"x": examples, **more} if more else {"x": examples}
+        numpy = {k: v.detach().cpu().numpy() for k, v in arrays.items()}
+        outputs.write_numbers(out, numpy, getattr(model, "column_names", []))
         return
     if model.is_table:
         raise ConfigError(
             f"this model's examples are table rows, which make no picture; write them as "
-            f"numbers with --out {out.with_suffix('.npy')}"
+            f"numbers with --out {out.with_suffix('.csv')} (or {out.with_suffix('.npy').name}, "
+            f"{out.with_suffix('.parquet').name})"
         )
     grid.save_grid(out, examples, nrow=nrow, scale=grid.auto_scale(model.input_shape[1]))
 
@@ -124,14 +142,20 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     import torch
 
     from ..data import to_float
+    from ..io.outputs import NUMBERS
 
     out = _out_path(args, "reconstructions.png")
-    model, data = _load_run(args.run)
-    n = min(args.n, data.x_test.shape[0])
-    x = to_float(data.x_test[:n])
-    y = data.y_test[:n] if model.conditional else None
-    images = torch.cat([x, model.reconstruct(x, y)])
-    _save_examples(out, images, model, nrow=n)
+    model, examples = load_run(args)
+    n = min(args.n, examples.x.shape[0])
+    x = to_float(examples.x[:n])
+    x = x.flatten(1) if model.is_table else x  # rows (n, F) in, rows out
+    y = examples.y[:n] if model.conditional and examples.y is not None else None
+    recon = model.reconstruct(x, y)
+    if out.suffix not in NUMBERS:  # a picture: the originals above their reconstructions
+        _save_examples(out, torch.cat([x, recon]), model, nrow=n)
+    else:  # numbers: sample's layout; an .npz holds the originals beside them
+        more = {"reconstruction": recon} if out.suffix == ".npz" else {}
+        _save_examples(out, x if more else recon, model, nrow=n, **more)
     print(out)
     return 0
 
@@ -142,16 +166,16 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     from ..data import to_float
 
     out = _out_path(args, "interpolation.png")
-    model, data = _load_run(args.run)
+    model, examples = load_run(args)
     g = torch.Generator().manual_seed(args.seed)
-    idx = torch.randperm(data.x_test.shape[0], generator=g)[: 2 * args.pairs]
+    idx = torch.randperm(examples.x.shape[0], generator=g)[: 2 * args.pairs]
     if idx.numel() < 2:
         from ..errors import DataError
 
-        raise DataError("interpolation needs at least two test images")
+        raise DataError(f"interpolation needs at least two examples; {examples.name} has one")
     pairs = idx.numel() // 2
-    x = to_float(data.x_test[idx])
-    y = data.y_test[idx] if model.conditional else None
+    x = to_float(examples.x[idx])
+    y = examples.y[idx] if model.conditional and examples.y is not None else None
     path = model.interpolate(
         x[:pairs],
         x[pairs : 2 * pairs],

@@ -46,6 +46,12 @@ def read_npy(path: Path) -> np.ndarray:
 def read_table(path: Path) -> np.ndarray:
     """The numeric columns of a .csv (first row: column names) or .parquet file as a float
     array (N, F); a column that is not numeric is refused by name, not dropped."""
+    return read_table_columns(path)[0]
+
+
+def read_table_columns(path: Path) -> tuple[np.ndarray, list[str]]:
+    """`read_table`'s array and the table's column names (a trained model keeps them, so
+    that what it writes back has the same columns)."""
     try:
         import pandas as pd
     except ImportError:
@@ -77,16 +83,17 @@ def read_table(path: Path) -> np.ndarray:
         )
     if frame.shape[1] == 0:
         raise DataError(f"{path} has no columns")
-    return frame.to_numpy(dtype=np.float64)
+    return frame.to_numpy(dtype=np.float64), [str(c) for c in frame.columns]
 
 
 def load_file(path: Path, cfg: DataConfig) -> Dataset:
     """An .npy, .csv or .parquet file of examples, split into train and test."""
+    columns: list[str] = []
     try:
         if path.suffix.lower() == ".npy":
             array, layout = read_npy(path), cfg.layout
         else:
-            array, layout = read_table(path), "table"
+            (array, columns), layout = read_table_columns(path), "table"
     except FileNotFoundError:
         raise DataError(f"data file {path} does not exist") from None
     except OSError as e:
@@ -94,6 +101,8 @@ def load_file(path: Path, cfg: DataConfig) -> Dataset:
     x = as_examples(np.asarray(array), str(path), layout)
     train, test, _, _, info = split(x, None, cfg.test_fraction, cfg.split_seed)
     info.update(source=path.suffix.lower().lstrip("."), path=str(path))
+    if columns:
+        info["columns"] = columns
     return Dataset(
         path.stem,
         torch.from_numpy(np.ascontiguousarray(train)),

@@ -173,7 +173,7 @@ def _posterior(
     model: VAE, x: torch.Tensor, y: torch.Tensor | None, start: int, samples: int, seed: int
 ) -> dict[str, np.ndarray]:
     """mu, logvar (and z) of one chunk, starting at example `start`, as numpy arrays."""
-    mu, logvar = model.encode(model.prepare(x), y)  # (B, D) each
+    mu, logvar = model.posterior(model.prepare(x), y)  # (B, D) each
     shape = model.latent_shape or (model.latent_dim,)
     out = {
         "mu": mu.cpu().numpy().reshape(len(x), *shape),

@@ -46,7 +46,7 @@ def scaling_factor(model: Any, x: torch.Tensor, seed: int = 0) -> tuple[float, i
     with torch.no_grad():
         for chunk in idx.split(BATCH):
             images = model.prepare(to_float(x.index_select(0, chunk)).to(device))
-            mean, logvar = model.encode(images)  # (B, D) each
+            mean, logvar = model.posterior(images)  # (B, D) each
             eps = torch.randn(mean.shape, generator=generator).to(device)  # the same draws
             z = (mean + torch.exp(0.5 * logvar) * eps).double().cpu()
             total, squares = total + z.sum(), squares + z.square().sum()

@@ -231,7 +231,7 @@ def log_weights(
 ) -> torch.Tensor:
     """log p(x, z_k) - log q(z_k|x) for z_k = mu + sigma * eps_k: eps (K, B, D) for the
     B images x, decoded k_chunk samples at a time; (K, B) in float64."""
-    mu, logvar = model.encode(x, y)  # (B, D) each
+    mu, logvar = model.posterior(x, y)  # (B, D) each
     k, b, d = eps.shape
     chunks = []
     for start in range(0, k, k_chunk):

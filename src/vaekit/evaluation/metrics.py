@@ -111,7 +111,7 @@ def reconstruction_metrics(
         s = slice(i, i + batch_size)
         yb = _labels(y, s, device)
         xb = model.prepare(x[s].to(device))
-        recon = model.mean(model.decode(model.encode(xb, yb)[0], yb))
+        recon = model.mean(model.decode(model.posterior(xb, yb)[0], yb))
         parts = [mse(xb, recon).sum()]
         if images:
             parts += [psnr(xb, recon).sum(), ssim(xb, recon).sum()]
@@ -133,7 +133,7 @@ def posterior(
     mus, logvars = [], []
     for i in range(0, x.shape[0], batch_size):
         s = slice(i, i + batch_size)
-        mu, logvar = model.encode(model.prepare(x[s].to(device)), _labels(y, s, device))
+        mu, logvar = model.posterior(model.prepare(x[s].to(device)), _labels(y, s, device))
         mus.append(mu.cpu())
         logvars.append(logvar.cpu())
     if not mus:

@@ -45,7 +45,7 @@ def pairs(
         for i in range(0, x.shape[0], batch_size):
             yb = None if y is None else torch.as_tensor(y[i : i + batch_size], device=device).long()
             xb = model.prepare(x[i : i + batch_size].to(device))
-            yield xb, model.mean(model.decode(model.encode(xb, yb)[0], yb))
+            yield xb, model.mean(model.decode(model.posterior(xb, yb)[0], yb))
 
 
 def lpips_network(lpips: str | Distance, device: torch.device) -> tuple[Distance, str]:

@@ -26,6 +26,7 @@ from safetensors.torch import save as st_save
 from .. import untrusted_files
 from ..config import from_dict
 from ..errors import CheckpointError, ConfigError
+from ..wording import option
 from . import fileio
 
 MODEL_FILE = "model.safetensors"
@@ -172,11 +173,13 @@ def load_state(path: str | Path) -> dict[str, Any]:
     """Read a training state, refusing anything but tensors and plain data."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"no resume state at {path}; start the run without --resume")
+        raise CheckpointError(
+            f"no resume state at {path}; start the run without {option('resume')}"
+        )
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is damage
         raise CheckpointError(
             f"checkpoint {path} is incomplete or corrupt (not a torch "
-            "archive); delete it, or restart the run with --overwrite"
+            f"archive); delete it, or restart the run with {option('overwrite')}"
         )
     try:
         state = torch_load(path)

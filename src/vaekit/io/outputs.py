@@ -1,5 +1,6 @@
 """Where a command writes: checked before it loads data or trains, so that a bad --out is
-one line at once instead of a traceback after minutes of work.
+one line at once instead of a traceback after minutes of work; and `write_numbers`, the
+.npy / .npz / .csv / .parquet files of numbers that sample and reconstruct write.
 
 A usable output location is a directory (existing, or creatable under the nearest existing
 one) that this process can create files in; a path through a dangling symlink, a symlink
@@ -11,10 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
 
 from ..errors import ConfigError
 from . import fileio
@@ -126,3 +132,48 @@ def check_file(path: str | os.PathLike[str], what: str = "--out", example: str =
             raise error
         _probe(_nearest_directory(path, what, path.parent), what, path, path.name)
     return path
+
+
+NUMBERS = (".npy", ".npz", ".csv", ".parquet")  # what a command writes numbers to
+
+
+def write_numbers(path: Path, arrays: dict[str, np.ndarray], columns: Sequence[str] = ()) -> None:
+    """Arrays a command computed, by `path`'s suffix: .npy the first one, .npz all of them
+    by name, .csv / .parquet the first one as a table of rows (N, F) under `columns` (names
+    of the training table's columns; x0, x1, ... when unknown). Written atomically."""
+    import numpy as np
+
+    first = next(iter(arrays.values()))
+    buffer = io.BytesIO()
+    if path.suffix == ".npy":
+        np.save(buffer, first, allow_pickle=False)
+    elif path.suffix == ".npz":
+        np.savez(buffer, **arrays)  # type: ignore[arg-type]
+    elif path.suffix in (".csv", ".parquet"):
+        rows = first.reshape(first.shape[0], -1)
+        names = list(columns) if len(columns) == rows.shape[1] else []
+        frame = _frame(rows, names or [f"x{i}" for i in range(rows.shape[1])], path)
+        if path.suffix == ".csv":
+            frame.to_csv(buffer, index=False)
+        else:
+            frame.to_parquet(buffer, index=False)
+    else:
+        raise ConfigError(f"--out {path}: write numbers to {', '.join(NUMBERS)}")
+    fileio.write_bytes(path, buffer.getvalue())
+
+
+def _frame(rows: np.ndarray, names: list[str], path: Path) -> Any:
+    try:
+        import pandas as pd
+    except ImportError:
+        raise ConfigError(
+            f"writing {path.suffix} files needs pandas (pip install 'vaekit[tables]')"
+        ) from None
+    if path.suffix == ".parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "writing .parquet files needs pyarrow (pip install 'vaekit[tables]')"
+            ) from None
+    return pd.DataFrame(rows, columns=names)

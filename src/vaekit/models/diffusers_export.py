@@ -58,7 +58,7 @@ def check_rebuilt(model: Any, folder: Path, seed: int = 0) -> None:
     generator = torch.Generator().manual_seed(seed)
     x = torch.rand(SAMPLES, *model.input_shape, generator=generator)  # images in [0, 1]
     with torch.no_grad():
-        mean, logvar = model.encode(x)  # (B, D) each
+        mean, logvar = model.posterior(model.prepare(x))  # (B, D) each
         posterior = rebuilt.encode(2 * x - 1).latent_dist  # diffusers' units: [-1, 1]
         images = (rebuilt.decode(posterior.mean).sample + 1) / 2
         pairs = {

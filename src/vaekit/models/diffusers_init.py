@@ -27,6 +27,7 @@ from ..errors import ConfigError
 from ..io.checkpoint import non_finite
 from ..io.export import CLASS_NAME
 from ..io.export import WEIGHTS as WEIGHTS_FILE
+from ..wording import setting
 from . import protocol
 from .autoencoderkl import (
     INSTALL,
@@ -91,7 +92,7 @@ def check_replaced(cfg: Any, encoder_args: dict[str, Any]) -> None:
             raise ConfigError(
                 f"model.{option} is {_text(value)} (from your options or the preset), but "
                 f"model.init {cfg.init} sets it from its config.json ({field} {_text(base)}): "
-                f"pass --model.{option} {_text(base)}"
+                f"pass {setting(f'model.{option}', base, _text(base))}"
             )
 
 

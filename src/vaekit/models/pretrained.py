@@ -64,6 +64,8 @@ class Pretrained(nn.Module):
 
     run_config: Config | None  # the configuration of the run that trained it, if known
     class_names: list[str]  # the dataset's label names, if any
+    data_source: dict[str, Any] | None = None  # where its data came from: data/provenance.py
+    column_names: list[str]  # a table model's: the training table's column names, if known
     # the VAE's halves and settings (set by VAE.__init__), which architecture() records
     encoder: nn.Module
     decoder: nn.Module
@@ -116,12 +118,20 @@ class Pretrained(nn.Module):
 
     @classmethod
     def from_architecture(
-        cls: type[P], architecture: dict[str, Any], source: str = "config.json"
+        cls: type[P],
+        architecture: dict[str, Any],
+        source: str = "config.json",
+        encoder: nn.Module | None = None,
+        decoder: nn.Module | None = None,
     ) -> P:
         """A freshly initialised model from an `architecture()` record, through the registry
-        only (never an import named by the record)."""
+        only (never an import named by the record); `encoder`, `decoder`: the halves, built
+        by the caller, where the record names classes that are not registered (or to use
+        instead of the registered ones: of the same class)."""
         if not isinstance(architecture, dict):
             raise CheckpointError(f"{source}: 'architecture' must be an object")
+        given = {"encoder": encoder, "decoder": decoder}
+        _check_given(architecture, given, source)
         settings = {k: architecture.get(k) for k in protocol.SETTINGS}
         missing = [k for k in ("latent_dim", "input_shape", "likelihood") if settings[k] is None]
         if missing:
@@ -129,8 +139,11 @@ class Pretrained(nn.Module):
         kwargs = {k: v for k, v in settings.items() if v is not None}
 
         def halves() -> tuple[nn.Module, nn.Module]:
-            encoder = registry.build(architecture.get("encoder"), "encoder", source)
-            return encoder, registry.build(architecture.get("decoder"), "decoder", source)
+            built = [
+                given[role] or registry.build(architecture.get(role), role, source)
+                for role in ("encoder", "decoder")
+            ]
+            return built[0], built[1]
 
         latent = kwargs["latent_dim"] if isinstance(kwargs["latent_dim"], int) else 1
         protocol.check_size(halves, latent, f"the architecture {source} records")
@@ -142,9 +155,10 @@ class Pretrained(nn.Module):
             raise CheckpointError(f"{source}: the architecture cannot be built ({first})") from None
 
     def custom_architectures(self) -> list[str]:
-        """The registered names of this model's halves that are not vaekit's own."""
+        """The registered names (a class that is not registered: its name) of this model's
+        halves that are not vaekit's own."""
         return [
-            type(m).vaekit_name  # type: ignore[attr-defined]
+            registry.registered_name(m) or type(m).__name__
             for m in (self.encoder, self.decoder)
             if not type(m).__module__.startswith("vaekit.")
         ]
@@ -170,8 +184,12 @@ class Pretrained(nn.Module):
             "architecture": self.architecture(),
             "class_names": [str(n) for n in names],
         }
+        if getattr(self, "column_names", []):
+            meta["column_names"] = [str(n) for n in self.column_names]
         if config is not None:
             meta["config"] = config.to_dict()
+        if self.data_source is not None:
+            meta["data_source"] = dict(self.data_source)
         return meta
 
     def save_pretrained(
@@ -190,15 +208,22 @@ class Pretrained(nn.Module):
 
     # -- loading --------------------------------------------------------------------------
     @classmethod
-    def from_folder(cls: type[P], folder: Path, device: str | torch.device = "cpu") -> P:
+    def from_folder(
+        cls: type[P],
+        folder: Path,
+        device: str | torch.device = "cpu",
+        encoder: nn.Module | None = None,
+        decoder: nn.Module | None = None,
+    ) -> P:
         """The model in a local model folder, strictly: architecture from config.json
-        through the registry, then the weights, compared before any is copied."""
+        through the registry (or the `encoder` and `decoder` given), then the weights,
+        compared before any is copied."""
         device = check_device(device)
         meta = checkpoint.read_meta(folder)
         source = str(folder / checkpoint.CONFIG_FILE)
         config: Config | None = meta["config"]
         if "architecture" in meta:
-            model = cls.from_architecture(meta["architecture"], source)
+            model = cls.from_architecture(meta["architecture"], source, encoder, decoder)
         else:  # written by vaekit 0.1: the built-in architecture its config describes,
             assert config is not None  # whose conv decoder could only be GroupNorm's
             legacy = dataclasses.replace(config.model, decoder_norm="group")
@@ -208,6 +233,13 @@ class Pretrained(nn.Module):
         model.load_state_dict(tensors, strict=True)
         model.run_config = config
         model.class_names = list(meta["class_names"])
+        data_source = meta.get("data_source")  # absent before vaekit 0.3
+        if data_source is not None and not isinstance(data_source, dict):
+            raise CheckpointError(f"{source}: 'data_source' must be an object")
+        model.data_source = data_source
+        columns = meta.get("column_names", [])
+        if isinstance(columns, list) and len(columns) == model.input_shape[0]:
+            model.column_names = [str(c) for c in columns]
         return model.to(device).eval()
 
     @classmethod
@@ -217,12 +249,17 @@ class Pretrained(nn.Module):
         *,
         revision: str | None = None,
         device: str | torch.device = "cpu",
+        encoder: nn.Module | None = None,
+        decoder: nn.Module | None = None,
     ) -> P:
         """A model from a local folder (a run directory or a `save_pretrained` folder), a
         Hub repo id `OWNER/NAME` or `hf://OWNER/NAME` (needs vaekit[hub]; `revision` is a
-        branch, tag or commit). Its architecture must be registered in this process."""
+        branch, tag or commit). Its architecture must be registered in this process, or
+        its halves handed over built (`encoder=`, `decoder=`: a model whose classes were
+        not registered needs them), the weights checked strictly against them."""
         check_device(device)  # before a download
-        return cls.from_folder(resolve(path_or_repo_id, revision=revision, repo_ids=True), device)
+        folder = resolve(path_or_repo_id, revision=revision, repo_ids=True)
+        return cls.from_folder(folder, device, encoder, decoder)
 
     # -- sharing --------------------------------------------------------------------------
     def push_to_hub(
@@ -257,3 +294,35 @@ class Pretrained(nn.Module):
         if not dry_run:
             hub.upload(plan, private=private, message=commit_message)
         return plan
+
+
+def _check_given(
+    architecture: dict[str, Any], given: dict[str, nn.Module | None], source: str
+) -> None:
+    """The halves a caller hands over must be modules of the classes the record names; the
+    halves recorded by an unregistered class must be handed over (one line names them)."""
+    missing = []
+    for role, module in given.items():
+        entry = architecture.get(role)
+        recorded = entry.get("class") or entry.get("name") if isinstance(entry, dict) else None
+        if module is None:
+            if isinstance(entry, dict) and "name" not in entry and "class" in entry:
+                missing.append((role, str(entry["class"])[:120]))
+            continue
+        if not isinstance(module, nn.Module):
+            raise ConfigError(f"{role}= takes an nn.Module, not {type(module).__name__}")
+        mine = registry.spec(module, role)
+        if recorded != (mine.get("class") or mine.get("name")):
+            raise ConfigError(
+                f"{source} records the {role} as {recorded}; the {role} given is "
+                f"{mine.get('class') or mine.get('name')}"
+            )
+    if missing:
+        said = " and ".join(f"the {role} is {name}" for role, name in missing)
+        keywords = ", ".join(f"{role}=..." for role, _ in missing)
+        raise CheckpointError(
+            f"{source}: {said}, not registered, so config.json holds the weights but not how "
+            f"to build {'them' if len(missing) > 1 else 'it'}: pass "
+            f"{'them' if len(missing) > 1 else 'it'} built as trained, "
+            f"VAE.from_pretrained(path, {keywords}) or vaekit.load(path, {keywords})"
+        )

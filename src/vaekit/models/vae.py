@@ -54,8 +54,14 @@ class VAE(Pretrained):
 
     `VAE(encoder, decoder, latent_dim=16, input_shape=(1, 28, 28))` wraps any encoder
     and decoder that follow the protocol above (see the module docstring); their classes
-    carry `@vaekit.register(name)` so that the model saves and loads. Inputs are float
-    tensors (N, C, H, W) in [0, 1]. `decode` returns the likelihood's parameters.
+    carry `@vaekit.register(name)` so that config.json can name them (unregistered ones
+    save their weights; loading then takes them: `from_pretrained(path, encoder=...)`).
+
+    One units contract: `encode`, `decode_images`, `reconstruct`, `sample`, `interpolate`
+    (and `vaekit.evaluate`) take and give the user's units: uint8 or float images, a table
+    model's rows (N, F), the raw values of a normalised run. `prepare` brings data to the
+    model's units, where `posterior`, `decode` (the likelihood's parameters), `mean`,
+    `elbo_terms` and `log_importance_weights` work.
     """
 
     def __init__(
@@ -96,6 +102,7 @@ class VAE(Pretrained):
         self.label_dim = int(label_dim)
         self.run_config = None  # the training configuration, once trained or loaded
         self.class_names: list[str] = []  # the dataset's label names, if any
+        self.column_names: list[str] = []  # a table model's: its training table's columns
         if self.conditional:
             self.label_embedding = nn.Embedding(self.num_classes, self.label_dim)
         self.encoder = encoder
@@ -135,11 +142,12 @@ class VAE(Pretrained):
             y = y.expand(n)
         return self.label_embedding(y)
 
-    def encode(
+    def posterior(
         self, x: torch.Tensor, y: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """q(z|x): the posterior mean and log-variance, each (B, D), in float32."""
-        protocol.check_examples(x, self.input_shape)
+        """q(z|x) for x already in the model's units (`prepare`d): the posterior mean and
+        log-variance, each (B, D) in float32 (a spatial latent flattened: see `latents`).
+        The training step, the bounds and the metrics call this; users call `encode`."""
         cond = self._cond(y, x.shape[0], x.device)
         h = self.encoder(x) if cond is None else self.encoder(x, cond)
         if self.heads:  # h: features (B, F)
@@ -148,6 +156,21 @@ class VAE(Pretrained):
         if self.latent_shape is not None:  # maps (B, C_z, h, w) -> (B, D)
             mu, logvar = mu.flatten(1), logvar.flatten(1)
         return mu.float(), losses.clamp_logvar(logvar)
+
+    def encode(
+        self, x: torch.Tensor | np.ndarray, y: Any = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(z|x) of examples in the user's units (as `reconstruct` takes them: uint8 or
+        float images, a table model's rows (N, F), unnormalised data of a normalised run):
+        the posterior mean and log-variance, each (N, D), or for a spatial latent maps
+        (N, C_z, h, w) as diffusers' `latent_dist` gives them; on the model's device, with
+        gradients (wrap it in torch.no_grad() to save memory). `decode_images` takes the
+        mean back."""
+        mu, logvar = self.posterior(self.prepare(x).to(self._device()), y)
+        return self.latents(mu), self.latents(logvar)
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
 
     def latents(self, z: torch.Tensor) -> torch.Tensor:
         """z (B, D) as the decoder takes it: the map (B, C_z, h, w) for a spatial latent,
@@ -173,7 +196,7 @@ class VAE(Pretrained):
         generator: torch.Generator | None = None,
         eps: torch.Tensor | None = None,
     ) -> VAEOutput:
-        mu, logvar = self.encode(x, y)
+        mu, logvar = self.posterior(x, y)
         z = losses.reparameterize(mu, logvar, generator, eps=eps)
         return VAEOutput(mu, logvar, z, self.decode(z, y))
 
@@ -243,7 +266,7 @@ class VAE(Pretrained):
     ) -> torch.Tensor:
         """log p(x, z_k) - log q(z_k|x) for z_k ~ q(z|x), as (K, B), all K in one batch."""
         b = x.shape[0]
-        mu, logvar = self.encode(x, y)
+        mu, logvar = self.posterior(x, y)
         z = losses.reparameterize(mu, logvar, generator, samples=k, eps=eps)  # (K, B, D)
         y_rep = None if y is None else torch.as_tensor(y, device=x.device).repeat(k)
         params = self.decode(z.reshape(k * b, -1), y_rep)  # (K*B, C*k, H, W)
@@ -256,7 +279,8 @@ class VAE(Pretrained):
     def sample(
         self, n: int, y: torch.Tensor | int | None = None, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """n images decoded from z ~ N(0, I): the means of p(x|z), (n, C, H, W)."""
+        """n examples decoded from z ~ N(0, I): the means of p(x|z) in the user's units,
+        images (n, C, H, W) or a table model's rows (n, F)."""
         n = protocol.count("n", n)
         protocol.check_labels(y, n)
         limits.check_fits(
@@ -264,18 +288,28 @@ class VAE(Pretrained):
             f"sampling {n:,} images of {self.input_shape}",
             "ask for fewer (the images are held in memory together)",
         )
-        device = next(self.parameters()).device
+        device = self._device()
         z = torch.randn((n, self.latent_dim), generator=generator, device=device)
         if y is not None:
             y = torch.as_tensor(y, device=device).long().reshape(-1).expand(n)
-        out = self.decode_images(z, y)
-        return out.flatten(1) if self.is_table else out
+        return self.decode_images(z, y)
 
     @torch.no_grad()
-    def decode_images(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """The images latent codes z (N, latent_dim) decode to: the means of p(x|z), in the
-        user's units (what sample, interpolate and reconstruct return)."""
-        return self.normalization.to_user(self._decoded_means(z, y))
+    def decode_images(self, z: torch.Tensor | np.ndarray, y: Any = None) -> torch.Tensor:
+        """What latent codes z decode to, in the user's units: the means of p(x|z), images
+        (N, C, H, W) or a table model's rows (N, F). z is shaped as `encode` returns it:
+        (N, D), or for a spatial latent maps (N, C_z, h, w) (flat (N, D) too)."""
+        z = torch.as_tensor(z)
+        shapes = [(self.latent_dim,)] + ([self.latent_shape] if self.latent_shape else [])
+        if z.dim() < 2 or tuple(z.shape[1:]) not in shapes or not z.is_floating_point():
+            accepted = " or ".join(f"(N, {', '.join(map(str, s))})" for s in shapes)
+            raise DataError(
+                f"latent codes of shape {tuple(z.shape)} ({z.dtype}) do not fit this model, "
+                f"which decodes float {accepted}, as encode returns them"
+            )
+        z = z.to(self._device(), torch.float32).flatten(1)
+        out = self.normalization.to_user(self._decoded_means(z, y))
+        return out.flatten(1) if self.is_table else out
 
     def _decoded_means(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """The images z decode to, DECODE_ROWS at a time: a decoder's activations for a huge
@@ -296,7 +330,7 @@ class VAE(Pretrained):
     ) -> torch.Tensor:
         """Decode the posterior mean of each example: (N, C, H, W), in the user's units
         (uint8 input: [0, 1]); table rows (N, F) come back as (N, F)."""
-        mu, _ = self.encode(self.prepare(x), y)
+        mu, _ = self.posterior(self.prepare(x).to(self._device()), y)
         out = self.normalization.to_user(self.mean(self.decode(mu, y)))
         return out.view(x.shape) if self.is_table else out
 
@@ -312,13 +346,16 @@ class VAE(Pretrained):
     ) -> torch.Tensor:
         """Decode `steps` points between the posterior means of x1 and x2.
 
-        x1, x2: (N, C, H, W) or (C, H, W). Returns (N, steps, C, H, W). `method` is
-        'linear' or 'slerp' (spherical, which keeps points at the prior's typical radius).
+        x1, x2: (N, C, H, W) or one example (C, H, W) (a table model: rows (N, F) or one row
+        (F,)), in the user's units. Returns (N, steps, C, H, W) (rows: (N, steps, F), or as
+        x1 holds them).
+        `method` is 'linear' or 'slerp' (spherical: it keeps points at the prior's typical
+        radius).
         """
         steps = protocol.count("steps", steps, low=1)
         check_method(method)  # before any encoding
         x1, x2 = (torch.as_tensor(x) for x in (x1, x2))
-        if x1.dim() == 3:
+        if x1.dim() == (1 if self.is_table else 3):  # one example
             x1, x2 = x1.unsqueeze(0), x2.unsqueeze(0)
         if x1.shape != x2.shape:
             raise ConfigError(
@@ -331,20 +368,29 @@ class VAE(Pretrained):
             f"{n:,} interpolations of {steps:,} steps",
             "ask for fewer steps or pairs",
         )
-        mu1, _ = self.encode(self.prepare(x1), y1)
-        mu2, _ = self.encode(self.prepare(x2), y2)
+        mu1, _ = self.posterior(self.prepare(x1).to(self._device()), y1)
+        mu2, _ = self.posterior(self.prepare(x2).to(self._device()), y2)
         z = latent_path(mu1, mu2, steps, method)  # (N, steps, D)
         y = None if y1 is None else torch.as_tensor(y1).repeat_interleave(steps)
         images = self.decode_images(z.reshape(n * steps, -1), y)
-        return images.view(n, steps, *images.shape[1:])
+        per_example = x1.shape[1:] if self.is_table else images.shape[1:]  # rows as given
+        return images.view(n, steps, *per_example)
 
 
-def load(path: str | Path, device: str | torch.device = "cpu") -> VAE:
+def load(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    *,
+    encoder: nn.Module | None = None,
+    decoder: nn.Module | None = None,
+) -> VAE:
     """Load a trained model from a run directory, a model folder or `hf://OWNER/NAME`.
 
     Strict: the weights must match the architecture in config.json exactly, and the
     comparison happens before any weight is copied. A custom architecture must be
-    registered in this process (`@vaekit.register`) first.
+    registered in this process (`@vaekit.register`) first, or its halves handed over
+    built as they were trained (`encoder=`, `decoder=`; needed for classes that were
+    not registered).
     """
     check_device(device)  # before a download
-    return VAE.from_folder(resolve(path), device)
+    return VAE.from_folder(resolve(path), device, encoder, decoder)

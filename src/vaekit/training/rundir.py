@@ -19,11 +19,16 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import yaml
+
 from .. import tracking
 from ..config import Config
 from ..errors import ConfigError
 from ..io import checkpoint, fileio, outputs
 from ..models import VAE
+from ..models.described import FAMILY, model_section
+from ..models.registry import registered_name
+from ..wording import option
 from . import runlock
 
 RUN_FILES = (
@@ -56,8 +61,9 @@ def owned_run_dir(config: Config, resume: bool, overwrite: bool) -> Iterator[Pat
     created is removed again if the run ends with it empty."""
     if resume and overwrite:
         raise ConfigError(
-            "--resume and --overwrite contradict each other: --resume continues the run in "
-            "--out, --overwrite deletes it and starts anew; pass one of them"
+            f"{option('resume')} and {option('overwrite')} contradict each other: resuming "
+            f"continues the run in {option('out')}, overwriting deletes it and starts anew; "
+            "pass one of them"
         )
     run_dir, created = _create(config)
     try:
@@ -75,7 +81,7 @@ def _create(config: Config) -> tuple[Path, bool]:
     whether this call created it (a folder that was there before is never removed)."""
     if config.train.out:
         existed = os.path.lexists(config.train.out)
-        return outputs.make_dir(config.train.out), not existed
+        return outputs.make_dir(config.train.out, option("out")), not existed
     parent = outputs.make_dir("runs", "the default --out folder")
     stem = f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     for i in range(1, 1000):
@@ -87,7 +93,7 @@ def _create(config: Config) -> tuple[Path, bool]:
         except OSError as e:
             raise ConfigError(f"cannot create the run directory {run_dir} ({e.strerror})") from None
         return run_dir, True
-    raise ConfigError(f"runs/{stem}-2 to -999 exist already; pass --out")
+    raise ConfigError(f"runs/{stem}-2 to -999 exist already; set {option('out')}")
 
 
 def _contents(run_dir: Path) -> tuple[list[Path], list[Path], list[Path]]:
@@ -96,7 +102,7 @@ def _contents(run_dir: Path) -> tuple[list[Path], list[Path], list[Path]]:
     try:
         entries = sorted(run_dir.iterdir())
     except OSError as e:  # e.g. a directory without read permission
-        raise ConfigError(f"--out {run_dir}: cannot list it ({e.strerror})") from None
+        raise ConfigError(f"{option('out')} {run_dir}: cannot list it ({e.strerror})") from None
     for path in entries:
         name, real_dir = path.name, path.is_dir() and not path.is_symlink()
         if name == runlock.LOCK_FILE or name.startswith(f"{runlock.LOCK_FILE}."):
@@ -119,26 +125,27 @@ def _names(paths: list[Path]) -> str:
 def _prepare(run_dir: Path, resume: bool, overwrite: bool) -> None:
     """What --resume and --overwrite may do here; called while holding the lock."""
     own, temporary, other = _contents(run_dir)
+    resume_, overwrite_, out = option("resume"), option("overwrite"), option("out")
     if resume and not (run_dir / checkpoint.STATE_FILE).is_file():
         raise ConfigError(
-            f"--resume: {run_dir} holds no resume state "
-            f"({checkpoint.STATE_FILE}); start it without --resume"
+            f"{resume_}: {run_dir} holds no resume state "
+            f"({checkpoint.STATE_FILE}); start it without {resume_}"
         )
     if overwrite and other:
         raise ConfigError(
-            f"--overwrite: {run_dir} holds {_names(other)}, which no run writes; --overwrite "
-            "deletes only a run's own files: move those away or choose another --out"
+            f"{overwrite_}: {run_dir} holds {_names(other)}, which no run writes; overwriting "
+            f"deletes only a run's own files: move those away or choose another {out}"
         )
     if not resume and not overwrite:
         if other:
             raise ConfigError(
-                f"--out {run_dir} is not empty: it holds files that no run writes "
+                f"{out} {run_dir} is not empty: it holds files that no run writes "
                 f"({_names(other)}); choose a new or empty directory"
             )
         if own:
             raise ConfigError(
-                f"--out {run_dir} already holds a run; pass --resume to continue "
-                "it, --overwrite to replace it, or choose another --out"
+                f"{out} {run_dir} already holds a run; pass {resume_} to continue "
+                f"it, {overwrite_} to replace it, or choose another {out}"
             )
         return
     for path in temporary:  # left by a killed run; never loaded
@@ -152,13 +159,20 @@ def _prepare(run_dir: Path, resume: bool, overwrite: bool) -> None:
 
 
 def config_yaml(config: Config, model: VAE) -> str:
-    """config.yaml; for a model of the user's own, a first line saying the `model` section
-    did not build it (config.json records its architecture)."""
-    custom = model.custom_architectures()
-    if not custom:
+    """config.yaml; for a model of the user's own, without the options that name vaekit's
+    families (model.arch, hidden, channels, ...), which did not build it, and with a first
+    line saying what did (config.json records its architecture)."""
+    if model_section(model, config.model)[1]:
         return config.to_yaml()
+    record = config.to_dict()
+    for key in FAMILY:
+        record["model"].pop(key, None)
+    halves = " + ".join(
+        registered_name(m) or type(m).__name__ for m in (model.encoder, model.decoder)
+    )
     return (
-        f"# The model is {' + '.join(custom)}, registered by the code that trained it and "
-        "recorded in config.json;\n# the model section below did not build it. Resume with "
-        "that code imported (vaekit --import MODULE train ... --resume).\n" + config.to_yaml()
+        f"# The model is {halves}, from the code that trained it, recorded in config.json; the "
+        "model section below\n# gives its settings, and no model.arch: none of vaekit's "
+        "families built it. Resume with\n# that code imported (vaekit --import MODULE train "
+        "... --resume).\n" + yaml.safe_dump(record, sort_keys=False)
     )

@@ -27,6 +27,7 @@ from pathlib import Path
 from .. import untrusted_files
 from ..errors import ConfigError
 from ..io import fileio
+from ..wording import option
 
 LOCK_FILE = ".vaekit.lock"
 _WRITING_GRACE_S = 2.0  # an empty lock younger than this is being written by its creator
@@ -115,16 +116,17 @@ def acquire(directory: Path) -> Owner:
                 continue
             if holder is not None and holder.alive():
                 raise ConfigError(
-                    f"--out {directory} is in use by {holder.describe()}, which is training "
-                    f"into it; wait for it to finish or choose another --out (if that run is "
+                    f"{option('out')} {directory} is in use by {holder.describe()}, which is "
+                    f"training into it; wait for it to finish or choose another {option('out')} "
+                    "(if that run is "
                     f"known to be over, delete {lock})"
                 ) from None
             _take_over(lock, holder)
             continue
         except OSError as e:
             raise ConfigError(
-                f"--out {directory}: cannot create files there ({e.strerror}); choose a "
-                "writable --out"
+                f"{option('out')} {directory}: cannot create files there ({e.strerror}); "
+                f"choose a writable {option('out')}"
             ) from None
         try:  # no fsync: other processes see it at once, and after a crash it is stale
             with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -132,10 +134,13 @@ def acquire(directory: Path) -> Owner:
         except OSError as e:  # a full disk
             lock.unlink(missing_ok=True)
             raise ConfigError(
-                f"--out {directory}: cannot write its lock file {LOCK_FILE} ({e.strerror})"
+                f"{option('out')} {directory}: cannot write its lock file {LOCK_FILE} "
+                f"({e.strerror})"
             ) from None
         return me
-    raise ConfigError(f"--out {directory}: other processes keep taking its lock; try again")
+    raise ConfigError(
+        f"{option('out')} {directory}: other processes keep taking its lock; try again"
+    )
 
 
 def _take_over(lock: Path, stale: Owner | None) -> None:

@@ -17,6 +17,7 @@ from ..errors import ConfigError
 from ..evaluation.likelihood import elbo_stats
 from ..io import checkpoint
 from ..models import VAE
+from ..wording import option
 from .state import TrainState
 
 
@@ -88,7 +89,7 @@ def check_patience_left(state: TrainState, t: TrainConfig, run_dir: Path) -> Non
     """A resume of a run that stopped early would only stop again: say so, and how to go on."""
     if state.epoch and out_of_patience(state, t):
         raise ConfigError(
-            f"--resume: the run in {run_dir} stopped early at epoch {state.epoch}: no better "
-            f"validation -ELBO for {state.epoch - state.best_epoch} epochs (train.patience "
-            f"{t.patience}); raise train.patience to train further"
+            f"{option('resume')}: the run in {run_dir} stopped early at epoch {state.epoch}: "
+            f"no better validation -ELBO for {state.epoch - state.best_epoch} epochs "
+            f"(train.patience {t.patience}); raise train.patience to train further"
         )

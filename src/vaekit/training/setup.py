@@ -21,8 +21,10 @@ from ..io.checkpoint import STATE_FILE
 from ..models import VAE
 from ..models.autoencoderkl import is_autoencoderkl
 from ..models.conv import ConvEncoder
+from ..models.described import model_section
 from ..models.linear_path import MAX_VALUES, init_from_pca
 from ..normalize import Normalization, fit
+from ..wording import option
 from .selection import require_validation
 
 
@@ -61,12 +63,14 @@ def resolve_device(name: str) -> torch.device:
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
             raise ConfigError(
-                f"--device {name} was asked for but CUDA is not available here; "
-                "use --device cpu or auto"
+                f"{option('device', name)} was asked for but CUDA is not available here; "
+                f"use {option('device', 'cpu')} or 'auto'"
             )
         index = torch.cuda.current_device() if device.index is None else device.index
         if index >= count:  # tensors report cuda:N: name N ("cuda" alone: the current)
-            raise ConfigError(f"--device {name}: this machine has {count} GPU(s), 0 to {count - 1}")
+            raise ConfigError(
+                f"{option('device', name)}: this machine has {count} GPU(s), 0 to {count - 1}"
+            )
         return torch.device("cuda", index)
     return torch.device("cpu")  # "cpu:3" names no other memory: tensors report plain cpu
 
@@ -151,9 +155,9 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 def out_of_memory(device: torch.device, batch_size: int) -> VaekitError:
     return VaekitError(
-        f"out of memory on {device} with --batch-size {batch_size}: try a smaller batch "
-        f"(e.g. --batch-size {max(1, batch_size // 2)}) or a smaller model; the last saved "
-        "checkpoint is kept"
+        f"out of memory on {device} with {option('batch_size', batch_size)}: try a smaller "
+        f"batch (e.g. {option('batch_size', max(1, batch_size // 2))}) or a smaller model; "
+        "the last saved checkpoint is kept"
     )
 
 
@@ -239,11 +243,9 @@ def perceptual_term(config: Config, device: torch.device) -> Any:
 
 
 def resolved(config: Config, model: VAE) -> Config:
-    """The config with model.likelihood 'auto' replaced by what the model uses, so that
-    config.yaml and state.pt say what was trained."""
-    if config.model.likelihood != "auto":
-        return config
-    m = dataclasses.replace(
-        config.model, likelihood=model.likelihood, learn_scale=model.learn_scale
-    )
-    return dataclasses.replace(config, model=m)
+    """The config with its `model` section written from the model trained (model.likelihood
+    'auto' resolved, a custom or model.init model's settings, a model built in Python with
+    other settings than the config's), so that config.yaml and state.pt say what was
+    trained (models/described.py)."""
+    section, _ = model_section(model, config.model)
+    return dataclasses.replace(config, model=section)

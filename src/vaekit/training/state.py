@@ -15,6 +15,8 @@ from ..config import Config
 from ..errors import CheckpointError, ConfigError, TrainingDiverged
 from ..io.checkpoint import STATE_FILE, check_state_dict, non_finite
 from ..models import VAE
+from ..models.described import DERIVED
+from ..wording import option
 
 if TYPE_CHECKING:
     from .step import Step
@@ -184,7 +186,11 @@ def legacy_config(saved: dict[str, Any] | None, config: Config) -> Config:
     return config
 
 
-def check_resume_config(saved: dict[str, Any], config: Config, run_dir: Path) -> None:
+def check_resume_config(
+    saved: dict[str, Any], config: Config, run_dir: Path, exempt: tuple[str, ...] = ()
+) -> None:
+    """The resumed config against the saved one; `exempt`: dotted keys compared elsewhere
+    (the model's own settings, by its architecture record)."""
     now = config.to_dict()
     # an option added after the run was saved is missing there: it had the default's
     # effect, or the old one LEGACY names
@@ -197,11 +203,11 @@ def check_resume_config(saved: dict[str, Any], config: Config, run_dir: Path) ->
             dotted = f"{section}.{key}"
             default = LEGACY.get(dotted, defaults[section][key])
             before = saved.get(section, {}).get(key, default)
-            if dotted not in RESUME_FREE and before != value:
+            if dotted not in RESUME_FREE and dotted not in exempt and before != value:
                 diffs.append(f"{dotted}: {before!r} -> {value!r}")
     if diffs:
         raise ConfigError(
-            f"--resume: the config differs from the run in {run_dir} ("
+            f"{option('resume')}: the config differs from the run in {run_dir} ("
             f"{'; '.join(diffs[:6])}); resume with the run's own config.yaml"
         )
 
@@ -215,7 +221,7 @@ def check_resume_architecture(
     diffs = [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in now if saved.get(k) != now.get(k)]
     if diffs:
         raise ConfigError(
-            f"--resume: the model differs from the one the run in {run_dir} saved "
+            f"{option('resume')}: the model differs from the one the run in {run_dir} saved "
             f"({'; '.join(d[:120] for d in diffs[:4])}); resume with the same architecture"
         )
 
@@ -245,14 +251,17 @@ def restore(
             f"checkpoint {path} is at step {state.step_in_epoch} of an epoch of "
             f"{steps_per_epoch} steps; it belongs to another run or data"
         )
-    check_resume_config(saved["config"], config, run_dir)
     architecture = saved.get("architecture")
     if architecture is not None and not isinstance(architecture, dict):
         raise CheckpointError(f"checkpoint {path} is incomplete or corrupt ('architecture')")
+    # the model's settings are compared through its architecture record (below): a run saved
+    # before config.yaml recorded them from the model resumes too
+    exempt = () if architecture is None else tuple(f"model.{k}" for k in DERIVED)
+    check_resume_config(saved["config"], config, run_dir, exempt)
     check_resume_architecture(architecture, model.architecture(), run_dir)
     if saved.get("data") not in (None, data):  # vaekit 0.1 recorded no fingerprint
         raise ConfigError(
-            f"--resume: the training data differ from the data the run in {run_dir} was "
+            f"{option('resume')}: the training data differ from the data the run in {run_dir} was "
             f"trained on (fingerprint {saved['data']!r}, now {data!r}); resume with the same "
             "data, or start a new run"
         )
@@ -268,8 +277,8 @@ def restore(
         ) from None
     if state.epoch >= config.train.epochs:
         raise ConfigError(
-            f"--resume: the run in {run_dir} already finished {state.epoch} epochs; raise "
-            "--epochs to train further"
+            f"{option('resume')}: the run in {run_dir} already finished {state.epoch} epochs; "
+            f"raise {option('epochs')} to train further"
         )
     return state
 
@@ -284,6 +293,6 @@ def check_finite(models: tuple[torch.nn.Module, ...], step: int, run_dir: Path) 
     if bad:
         raise TrainingDiverged(
             f"training diverged: the weights are no longer finite ({', '.join(bad[:3])}) "
-            f"after step {step}; the last good checkpoint in {run_dir} is kept. Lower --lr "
-            "or set optim.grad_clip"
+            f"after step {step}; the last good checkpoint in {run_dir} is kept. Lower "
+            f"{option('lr')} or set optim.grad_clip"
         )

@@ -12,6 +12,7 @@ import torch
 
 from ..errors import TrainingDiverged
 from ..progress import bar as progress_bar
+from ..wording import option
 from .distributed import Dist
 from .state import TrainState
 
@@ -90,7 +91,7 @@ class StepLog:
                 raise TrainingDiverged(
                     f"training diverged: {self.state.consecutive_skips} consecutive non-finite "
                     f"updates up to step {step}; the last good checkpoint in {self.run_dir} is "
-                    "kept. Lower --lr or set optim.grad_clip"
+                    f"kept. Lower {option('lr')} or set optim.grad_clip"
                 )
         self.state.skipped_updates += skipped
         self.take_back(skipped)

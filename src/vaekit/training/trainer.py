@@ -37,8 +37,9 @@ from ..errors import TrainingInterrupted
 from ..io import checkpoint
 from ..models import VAE
 from ..viz.figures import write_images
+from ..wording import on_command_line
 from . import selection
-from .callbacks import Callback, as_callbacks
+from .callbacks import Callback, as_callbacks, call
 from .finetune import eval_encoder
 from .interrupt import StopFlag
 from .session import TrainerSession, _Run
@@ -69,9 +70,10 @@ class Trainer(TrainerSession):
     with the config's data.* options (`vaekit.data.from_torch`; None loads `config.data`);
     without a validation set of its own (x_val), `data.val_fraction` of its training rows
     are held out as one. The test set (x_test) is never read: training evaluates and
-    selects on validation. `callbacks`: `Callback` objects, or functions of the epoch
-    record that return True to stop. `resume` continues the run in `config.train.out`;
-    `overwrite` replaces it.
+    selects on validation. `callbacks`: `Callback` objects (hooks on_train_start,
+    on_step_end, on_validation_end, on_epoch_end, on_train_end, each returning None or a
+    bool, True to stop), or functions of the epoch record that return True to stop.
+    `resume` continues the run in `config.train.out`; `overwrite` replaces it.
     """
 
     def __init__(
@@ -112,7 +114,9 @@ class Trainer(TrainerSession):
         """Train until `train.epochs` (from where a resumed run stopped) or a stop."""
         epochs = self.config.train.epochs
         with self._session() as run, StopFlag().installed() as signals:
-            for epoch in range(self.state.epoch, epochs):
+            self._hook_everywhere("on_train_start")
+            last = self.state.epoch if self._stopping else epochs  # a stop before any step
+            for epoch in range(self.state.epoch, last):
                 log = self._start_epoch(epoch)
                 batches = self._batches(epoch)
                 for i in range(self.state.step_in_epoch, len(batches)):
@@ -138,6 +142,7 @@ class Trainer(TrainerSession):
                 self._end_epoch(epoch, means)
                 if self._stopping:
                     break
+            call(self.callbacks, "on_train_end", self)
         trained = self.shown
         if self.config.train.keep == "best" and self.state.best_epoch and run.dist.main:
             trained = selection.best_model(trained, run.run_dir)
@@ -216,10 +221,14 @@ class Trainer(TrainerSession):
             # with keep: best the files hold the best epoch's pictures: these go to trackers only
             run.tracker.log_images(self._write_images(to_disk=t.keep == "last"), step)
             self._train_mode()
+        self._hook_everywhere("on_step_end")
+
+    def _hook_everywhere(self, hook: str) -> None:
+        """A hook every rank runs; a stop asked for in one process stops them all."""
         if self.callbacks:
-            for callback in self.callbacks:
-                callback.on_step_end(self)
-            self._stopping = run.dist.any(self._stopping, run.device)  # every rank stops
+            run = self._require_run()
+            self._stopping = call(self.callbacks, hook, self) or self._stopping
+            self._stopping = run.dist.any(self._stopping, run.device)
 
     def _end_epoch(self, epoch: int, means: dict[str, float]) -> None:
         """The epoch's record, validation, save, report line, images, callbacks."""
@@ -241,6 +250,8 @@ class Trainer(TrainerSession):
         report line, the images, early stopping, the callbacks."""
         run, t = self._require_run(), self.config.train
         best = selection.evaluate(self.shown, run.data, self.state, t, record)
+        if run.data.x_val is not None and call(self.callbacks, "on_validation_end", self, record):
+            self._stopping = True
         run.tracker.log_epoch(record)
         saved = t.keep == "last" or best
         self._save(model=saved)
@@ -253,8 +264,8 @@ class Trainer(TrainerSession):
             run.tracker.log_images(self._write_images(), self.state.global_step)
         run.history.append(record)
         self._stopping = self._stopping or stop
-        for callback in self.callbacks:
-            callback.on_epoch_end(self, record)
+        if call(self.callbacks, "on_epoch_end", self, record):
+            self._stopping = True
 
     def _write_images(self, to_disk: bool = True) -> dict[str, Any]:
         """samples.png and reconstructions.png (with `to_disk`; else the grids only) of
@@ -300,9 +311,16 @@ class Trainer(TrainerSession):
         self._save()
         code = 128 + (signum or signal.SIGINT)
         config, out = shlex.quote(str(run.run_dir / "config.yaml")), shlex.quote(str(run.run_dir))
+        command = f"vaekit train --config {config} --out {out} --resume"
+        how = (
+            command
+            if on_command_line()
+            else "Trainer(model, config, resume=True).fit() with the same config.train.out, "
+            f"or from a shell: {command}"
+        )
         raise TrainingInterrupted(
             f"interrupted at epoch {epoch + 1}, step {self.state.step_in_epoch}; state saved in "
-            f"{run.run_dir}. Resume with: vaekit train --config {config} --out {out} --resume",
+            f"{run.run_dir}. Resume with: {how}",
             code,
         )
 

@@ -94,7 +94,7 @@ class Explorer:
         x = self.model.prepare(self.x[index : index + 1])
         y = None if self.y is None else int(self.y[index])
         with self.lock:
-            mu, _ = self.model.encode(x, self._label(y, 1) if self.model.conditional else None)
+            mu, _ = self.model.posterior(x, self._label(y, 1) if self.model.conditional else None)
         return {"index": index, "z": [round(float(v), 5) for v in mu[0]], "label": y}
 
     def image(self, index: int) -> bytes:
