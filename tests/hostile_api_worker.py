@@ -172,6 +172,7 @@ def good_values(fx: Fixtures, target: str) -> dict[str, Any]:
         "input_shape": SHAPE, "model": fx.model, "x": x, "x1": x[:2], "x2": x[2:],
         "z": z, "n": 3, "steps": 3, "k": 2, "params": model.decode(z).detach(),
         "path": str(fx.folder), "path_or_repo_id": str(fx.folder), "folder": fx.folder,
+        "source": str(fx.folder),
         "architecture": model.architecture(), "name_or_path": "noise-demo",
         "normalization": Normalization(), "save_directory": fx.fresh("saved"),
         "repo_id": "someone/tiny-vae", "dry_run": True, "name": "hostile-sweep",

@@ -26,7 +26,7 @@ from .training.callbacks import Callback  # noqa: E402
 from .training.trainer import Trainer, TrainResult, train  # noqa: E402
 
 train, evaluate, load_config = checked(train), checked(evaluate), checked(load_config)
-encode, score = checked(encode), checked(score)
+encode, score, load = checked(encode), checked(score), checked(load)
 check_methods(Trainer, ["__init__"])
 
 __all__ = [
