@@ -220,7 +220,7 @@ def test_case05_latent_codes_of_the_wrong_size_are_one_line(shape: tuple[int, ..
     model = spatial()
     assert model.latent_shape == (2, 2, 2)
     for method in (model.latents, model.decode, model.decode_images):
-        with pytest.raises(DataError, match=r"latent codes z must be a float tensor \(B, 8\)"):
+        with pytest.raises(DataError, match=r"latent codes .*\(\w, 8\)"):
             method(torch.zeros(shape))
     assert model.decode(torch.zeros(3, 8)).shape == (3, 1, 8, 8)  # the right size still works
     assert model.decode(torch.zeros(3, 2, 2, 2)).shape == (3, 1, 8, 8)
