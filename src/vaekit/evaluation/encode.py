@@ -55,7 +55,7 @@ def rows_of(
     x = torch.from_numpy(np.ascontiguousarray(data)) if isinstance(data, np.ndarray) else data
     if x.ndim in (1, 3):  # one row or one image
         x = x[None]
-    labels = None if y is None else torch.as_tensor(y).long().reshape(-1)
+    labels = None if y is None else _labels(y)
     if labels is not None and len(labels) != len(x):
         raise DataError(f"{len(labels)} labels y for {len(x)} examples")
     n = len(x)
@@ -187,3 +187,20 @@ def _posterior(
         z = mu[:, None] + torch.exp(0.5 * logvar)[:, None] * eps
         out["z"] = z.cpu().numpy().reshape(len(x), samples, *shape)
     return out
+
+
+def _labels(y: Any) -> torch.Tensor:
+    """Labels y (a tensor, array or list of whole numbers) as a long tensor (N,)."""
+    try:
+        labels = torch.as_tensor(np.asarray(y) if isinstance(y, (list, tuple)) else y)
+    except (TypeError, ValueError, RuntimeError, IndexError):
+        labels = None
+    if (
+        labels is None
+        or labels.dtype.is_floating_point
+        or labels.dtype.is_complex
+        or labels.dtype == torch.bool
+    ):
+        kind = type(y).__name__ if labels is None else str(labels.dtype)
+        raise DataError(f"labels y must be whole numbers (a tensor, array or list); got {kind}")
+    return labels.long().reshape(-1)
