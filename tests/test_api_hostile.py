@@ -376,6 +376,14 @@ def test_case09_evaluating_a_run_from_elsewhere_writes_nothing_into_its_data_fol
     assert result.returncode == 0, result.stderr
     assert not (folder / ".vaekit-cache").exists()
     assert list((home / ".cache" / "vaekit" / "folders").glob("*/*.npy"))
+    # the folder the user names with --data is theirs: its cache goes beside it, as train's
+    for command in ("evaluate", "encode"):
+        out = ["--out", str(tmp_path / "z.npz")] if command == "encode" else []
+        fresh = {"HOME": str(tmp_path / f"home-{command}")}  # no cache of it anywhere yet
+        result = run_cli(command, str(run), "--data", str(folder), *out, env=fresh)
+        assert result.returncode == 0, result.stderr
+        assert (folder / ".vaekit-cache").is_dir(), command
+        shutil.rmtree(folder / ".vaekit-cache")
 
 
 def test_case09_autoencoderkl_with_learn_scale_and_likelihood_auto_is_refused() -> None:
