@@ -121,10 +121,10 @@ class TrainerSession:
         show = t.progress and dist.main
         if self.model is None and saved is None:  # model.init's folder, before the data
             diffusers_init.check_before_data(self.config.model)
-        if dist.main:
-            warn_fine_tune_lr(self.config)
         data = training_data(self.data, self.config, show)
         model = self.model = build_model(self.model, self.config, data, device, saved)
+        if dist.main:  # after model.init loaded: a failed load is its one line alone
+            warn_fine_tune_lr(self.config)
         columns = data.info.get("columns")  # a table's: what the model writes back has them
         if isinstance(columns, list) and len(columns) == model.input_shape[0]:
             model.column_names = [str(c) for c in columns]
