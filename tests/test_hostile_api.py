@@ -117,7 +117,7 @@ def sweep(src: Path, work: Path, cases: list[dict[str, Any]]) -> list[dict[str, 
             [sys.executable, str(ROOT / "tests" / "hostile_api_worker.py"), str(MEMORY_LIMIT),
              str(work)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            text=True, env=env,
+            text=True, env=env, cwd=work,  # relative paths a case passes land in `work`
         )  # fmt: skip
         assert worker.stdin is not None and worker.stdout is not None
         while pending:
