@@ -236,3 +236,12 @@ def test_wrong_python_arguments_are_one_clear_error(trained_run: Path, tmp_path:
         assert "\n" not in str(error.value)
     got = vaekit.encode(model, x, y=[0.0, 1.0, 2.0, 1.0])  # whole numbers as floats are labels
     assert got["label"].tolist() == [0, 1, 2, 1]
+
+
+def test_one_image_as_data_is_told_to_use_a_folder(
+    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = tmp_path / "cat.png"
+    Image.fromarray(images(1)[0, 0]).save(image)
+    code = cli.main(["encode", str(trained_run), "--data", str(image), "--out", "z.npz"])
+    assert_one_line_error(code, capsys.readouterr().err, "is one image", "folder of images")

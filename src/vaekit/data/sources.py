@@ -247,6 +247,12 @@ def _noise_images(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndar
     return images, rng.integers(0, 10, size=n).astype(np.int64)
 
 
+def _image_extensions() -> frozenset[str]:
+    from .images import EXTENSIONS  # Pillow, only when a path is looked at
+
+    return EXTENSIONS
+
+
 def load_data(cfg: DataConfig, seed: int = 0, progress: bool = True) -> Dataset:
     """Resolve `cfg.name` to a dataset: a named one, noise, an .npz/.npy/.csv/.parquet file,
     a folder or a Hugging Face dataset (hf:...); limited to `cfg.limit_train` /
@@ -273,6 +279,11 @@ def load_data(cfg: DataConfig, seed: int = 0, progress: bool = True) -> Dataset:
             data = load_folder(path, cfg, progress=progress)
         elif path.suffix in SUFFIXES:
             data = load_file(path, cfg)
+        elif path.suffix.lower() in _image_extensions():
+            raise DataError(
+                f"--data {name[:100]!r} is one image; --data takes a folder of images: put "
+                f"it in a folder and pass the folder ({path.parent / 'my-images'}/ say)"
+            )
         elif path.suffix == ".npz" or exists:  # a FIFO or device is refused there
             data = load_npz(path, cfg)
         else:
