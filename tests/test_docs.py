@@ -254,6 +254,28 @@ def test_the_configuration_reference_is_generated_from_the_config() -> None:
         assert f"| `{key}` |" in page and f.metadata["help"].replace("|", "\\|") in page, key
 
 
+def test_the_module_map_is_generated_from_the_code() -> None:
+    """docs/architecture.md names every module, with its docstring's first paragraph."""
+    page = (DOCS / "architecture.md").read_text()
+    assert page == docgen.render_architecture(), (
+        "docs/architecture.md is stale: run `python -m vaekit.docgen architecture > "
+        "docs/architecture.md`"
+    )
+    for path in Path(vaekit.__file__).parent.rglob("*.py"):
+        name = path.relative_to(Path(vaekit.__file__).parent).as_posix()
+        assert f"| `{name}` |" in page, f"{name} is missing from docs/architecture.md"
+
+
+def test_the_module_map_finds_a_new_module(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "__init__.py").write_text('"""The root."""\n')
+    (tmp_path / "sub" / "__init__.py").write_text('"""An area.\n\nMore."""\n')
+    (tmp_path / "sub" / "new.py").write_text('"""A new concept | with a bar."""\n')
+    page = docgen.render_architecture(tmp_path)
+    assert "| `sub/new.py` | A new concept \\| with a bar. |" in page
+    assert "| `sub/__init__.py` | An area. |" in page
+
+
 def test_every_page_is_linked_from_the_index() -> None:
     index = (DOCS / "README.md").read_text()
     for page in PAGES:

@@ -17,7 +17,8 @@ from .errors import VaekitError  # noqa: E402
 from .evaluation.encode import encode  # noqa: E402
 from .evaluation.evaluate import evaluate  # noqa: E402
 from .evaluation.score import score  # noqa: E402
-from .models import VAE, load, register  # noqa: E402
+from .loading import load  # noqa: E402
+from .models import VAE, register  # noqa: E402
 from .training.callbacks import Callback  # noqa: E402
 from .training.trainer import Trainer, TrainResult, train  # noqa: E402
 

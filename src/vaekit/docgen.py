@@ -1,14 +1,18 @@
-"""Write docs/configuration.md from the config dataclasses, so the reference cannot drift.
+"""Write the docs pages that are read off the code, so that they cannot drift:
 
-    python -m vaekit.docgen > docs/configuration.md
+    python -m vaekit.docgen > docs/configuration.md               # from the config dataclasses
+    python -m vaekit.docgen architecture > docs/architecture.md   # from the module docstrings
 
-tests/test_docs.py fails when the checked-in page differs from this output.
+tests/test_docs.py fails when a checked-in page differs from this output.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import sys
 import typing
+from pathlib import Path
 from typing import Any
 
 from . import config as cfg
@@ -99,8 +103,47 @@ def render() -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+PACKAGE = Path(__file__).resolve().parent
+
+ARCHITECTURE_HEAD = """# How vaekit is built
+
+<!-- Generated from the module docstrings by `python -m vaekit.docgen architecture`; do not
+edit: change a module's docstring instead. -->
+
+Every module of `src/vaekit`, with the first paragraph of its docstring. One concept per
+module. The areas import in one direction, and `tests/test_layout.py` reads every import
+statement to hold it, with no cycle between modules:
+
+- `cli` parses arguments and calls the library; nothing imports it.
+- `training` (the one loop) is imported only by `cli`, `experiments` and the package's
+  public API; it may use `evaluation` and `viz` (it draws the sample grids of each epoch).
+- `evaluation`, `viz` and `publish` use `models`, `data` and `io`; `viz` may use
+  `evaluation` (the report evaluates), never `training`.
+- `models` and `data` never import each other; `io` imports neither.
+- `objectives` (one minibatch's loss) uses `models` and `losses`, never `training`.
+"""
+
+
+def render_architecture(package: Path = PACKAGE) -> str:
+    """docs/architecture.md: the module map, one row a module, grouped by area."""
+    lines = [ARCHITECTURE_HEAD]
+    area = None
+    for path in sorted(package.rglob("*.py"), key=lambda p: p.relative_to(package).parts):
+        rel = path.relative_to(package)
+        here = rel.parts[0] if len(rel.parts) > 1 else "the package root"
+        if here != area:
+            area = here
+            lines += ["", f"## {area if area == 'the package root' else area + '/'}", ""]
+            lines += ["| module | what it is |", "|---|---|"]
+        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+        first = " ".join(doc.strip().split("\n\n")[0].split())
+        lines.append(f"| `{rel.as_posix()}` | {_cell(first)} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
-    print(render(), end="")
+    page = sys.argv[1] if len(sys.argv) > 1 else "configuration"
+    print(render_architecture() if page == "architecture" else render(), end="")
 
 
 if __name__ == "__main__":

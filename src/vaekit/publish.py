@@ -22,25 +22,28 @@ from .models.pretrained import resolve
 
 
 def _card_stats(
-    run_dir: Path, model: VAE, iw_samples: int, run_evaluate: bool, seed: int, progress: bool
+    run_dir: Path,
+    model: VAE,
+    iw_samples: int,
+    run_evaluate: bool,
+    seed: int,
+    progress: bool,
+    data: str | None = None,
 ) -> tuple[dict[str, Any], str]:
     """The numbers for the card and a sentence saying where they come from."""
     if run_evaluate:
-        from .data import load_data
         from .evaluation.evaluate import evaluate
+        from .loading import load_with_data
 
         try:
-            cfg = model.training_config()
-            data = load_data(cfg.data, seed=cfg.train.seed, progress=progress)
+            model, examples = load_with_data(run_dir, data, progress=progress)
         except DataError as e:
             raise DataError(
                 f"{e}; or push with --no-evaluate to use the test numbers of the training log"
             ) from None
-        y = data.y_test if model.conditional else None
-        stats = evaluate(model, data.x_test, y, seed=seed, iw_samples=iw_samples, progress=progress)
-        how = (
-            f"`vaekit evaluate` on the test set of {data.name} ({stats['n']:,} images), seed {seed}"
-        )
+        y = examples.y if model.conditional else None
+        stats = evaluate(model, examples.x, y, seed=seed, iw_samples=iw_samples, progress=progress)
+        how = f"`vaekit evaluate` on {examples.name} ({stats['n']:,} images), seed {seed}"
         if iw_samples:
             how += f", log p(x) from K = {iw_samples} importance samples per image"
         return stats, how
@@ -63,8 +66,11 @@ def plan_push(
     run_evaluate: bool = True,
     seed: int = 0,
     progress: bool = False,
+    data: str | None = None,
 ) -> hub.PushPlan:
-    """Check the run loads strictly, evaluate it and write the card; nothing leaves the disk."""
+    """Check the run loads strictly, evaluate it (on `data`'s test split, or on the data it
+    trained on: `vaekit.loading.load_with_data`) and write the card; nothing leaves the
+    disk."""
     if str(run).startswith("hf://"):
         raise ConfigError(f"push takes a local run directory, not {run}")
     if iw_samples < 0:
@@ -72,7 +78,7 @@ def plan_push(
     hub.check_repo_id(repo_id)
     run_dir = resolve(run)
     model = load(run_dir)  # never upload weights that do not load
-    stats, source = _card_stats(run_dir, model, iw_samples, run_evaluate, seed, progress)
+    stats, source = _card_stats(run_dir, model, iw_samples, run_evaluate, seed, progress, data)
     images = [f for f in hub.IMAGE_FILES if (run_dir / f).is_file()]
     text = card.model_card(
         repo_id,
@@ -80,6 +86,7 @@ def plan_push(
         parameters=sum(p.numel() for p in model.parameters()),
         class_names=model.class_names,
         config=model.run_config,
+        data_source=model.data_source,
         custom=model.custom_architectures(),
         records=tracking.read_metrics(run_dir),
         evaluation=metrics_rows(stats),
@@ -104,6 +111,7 @@ def push(
     message: str | None = None,
     seed: int = 0,
     progress: bool = False,
+    data: str | None = None,
 ) -> hub.PushPlan:
     """Upload a run's model folder, images and model card to `repo_id` in one commit.
 
@@ -112,7 +120,13 @@ def push(
     """
     hub.client("vaekit push")  # before the evaluation, not after it
     plan = plan_push(
-        run, repo_id, iw_samples=iw_samples, run_evaluate=run_evaluate, seed=seed, progress=progress
+        run,
+        repo_id,
+        iw_samples=iw_samples,
+        run_evaluate=run_evaluate,
+        seed=seed,
+        progress=progress,
+        data=data,
     )
     hub.upload(plan, private=private, message=message)
     return plan

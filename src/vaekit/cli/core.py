@@ -12,7 +12,11 @@ from typing import Any
 
 from .parser import count
 
-COMMON_HELP = "RUN is a run directory written by `vaekit train` (or hf://OWNER/NAME)"
+COMMON_HELP = (
+    "RUN is a run directory written by `vaekit train`, a model folder, hf://OWNER/NAME, or a "
+    "diffusers AutoencoderKL (diffusers:PATH_OR_REPO, or a folder diffusers saved; it needs "
+    "--data)"
+)
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -106,6 +110,7 @@ def _evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="prior samples, and test images, the FID compares (default 10000)",
     )
     add_reconstruction_flags(p)
+    add_data_flags(p)
     p.add_argument("--batch-size", type=count(1, 2**20), default=1000)
     p.add_argument("--seed", type=count(0, 2**63 - 1), default=0)
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
@@ -179,15 +184,52 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_run(run: str) -> tuple[Any, Any]:
-    """The model and its test set."""
-    from ..data import load_data
-    from ..models import load
+SPLITS = ("test", "train", "val", "all")  # loading.SPLITS, not imported: --help stays light
 
-    model = load(run)
-    cfg = model.training_config()
-    data = load_data(cfg.data, seed=cfg.train.seed, progress=False)
-    return model, data
+
+def add_data_flags(p: argparse.ArgumentParser, image_size: bool = True) -> None:
+    """--data, --split (and --image-size): where a command's examples come from."""
+    p.add_argument(
+        "--data",
+        metavar="SOURCE",
+        help="the examples to use: anything `vaekit train --data` takes (a dataset name, an "
+        ".npz/.npy/.csv/.parquet file, a folder of images, hf:OWNER/NAME), read at the "
+        "model's image size (default: the data the run trained on)",
+    )
+    p.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="test",
+        help="test: the source's test split, or the part training holds out from a source "
+        "without one (data.test_fraction, data.split_seed); train, val: the rows training "
+        "steps on and validates on; all: every example (default test)",
+    )
+    if image_size:
+        add_image_size_flag(p)
+
+
+def add_image_size_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--image-size",
+        type=count(8, 4096),
+        metavar="PIXELS",
+        help="diffusers models (no fixed input size): the size images are read and drawn at "
+        "(default: the model's sample_size); a vaekit run always uses its own",
+    )
+
+
+def load_run(args: argparse.Namespace, progress: bool = False) -> tuple[Any, Any]:
+    """The model args.run names and the examples of args.data / args.split (the run's own
+    data without --data): vaekit.loading.load_with_data."""
+    from ..loading import load_with_data
+
+    return load_with_data(
+        args.run,
+        args.data,
+        split=args.split,
+        image_size=getattr(args, "image_size", None),
+        progress=progress,
+    )
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -195,11 +237,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..evaluation.likelihood import DEFAULT_BUDGET
     from ..evaluation.summary import summary
 
-    model, data = _load_run(args.run)
-    y = data.y_test if model.conditional else None
+    model, examples = load_run(args, progress=not args.json)
+    y = examples.y if model.conditional else None
     stats = evaluate(
         model,
-        data.x_test,
+        examples.x,
         y,
         batch_size=args.batch_size,
         seed=args.seed,
@@ -214,7 +256,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(stats, indent=2, sort_keys=True))
         return 0
-    print(summary(stats, data.name))
+    print(summary(stats, examples.dataset))
     return 0
 
 

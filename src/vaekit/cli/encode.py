@@ -77,11 +77,11 @@ def _model_and_data(run: str, data: str | None) -> tuple[Any, Any, str]:
     """The model, its data (--data read with the run's data settings, else the run's own)
     and the default split for it."""
     from ..evaluation.rows import source_data
-    from ..models import load
+    from ..loading import load
 
-    model = load(run)
+    model = load(run)  # a run, a model folder, hf://... or a diffusers AutoencoderKL
     split = "test" if data is None else "all"
-    return model, source_data(model, data, progress=data is not None), split
+    return model, source_data(model, data, progress=data is not None, source=run), split
 
 
 def _prepare(args: argparse.Namespace) -> tuple[Any, Any, str]:

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .core import _load_run
+from .core import add_data_flags, add_image_size_flag, load_run
 from .parser import count
 
 
@@ -32,6 +32,7 @@ def _sample_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="PNG path, or .npy for numbers; a table model's rows also .csv or .parquet, "
         "with the training table's column names (default: RUN/samples.png)",
     )
+    add_image_size_flag(p)
 
 
 def _reconstruct_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,6 +46,7 @@ def _reconstruct_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "`reconstruction`; a table model's also .csv or .parquet (default: "
         "RUN/reconstructions.png)",
     )
+    add_data_flags(p)
 
 
 def _interpolate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -55,17 +57,19 @@ def _interpolate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--method", choices=("linear", "slerp"), default="linear")
     p.add_argument("--seed", type=count(0, 2**63 - 1), default=0)
     p.add_argument("--out", help="PNG path, or .npy for numbers (default: RUN/interpolation.png)")
+    add_data_flags(p)
 
 
 def _out_path(args: argparse.Namespace, default: str) -> Path:
     """Where a picture command writes, checked before anything loads: --out, else
-    RUN/DEFAULT (a Hub model: ./DEFAULT, not its cache)."""
+    RUN/DEFAULT (a Hub or diffusers model: ./DEFAULT, not its cache or folder)."""
     from ..io import outputs
+    from ..models.diffusers_model import reference_of
 
     if args.out:
         return outputs.check_file(args.out, example=default)
-    if str(args.run).startswith("hf://"):
-        return outputs.check_file(default)
+    if str(args.run).startswith("hf://") or reference_of(args.run) is not None:
+        return outputs.check_file(default)  # never into a cache or another library's model
     path = Path(args.run) / default
     if path.parent.is_dir():  # a RUN that is no folder is named by the load instead
         outputs.check_file(path, example=default)
@@ -94,10 +98,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from ..errors import ConfigError
-    from ..models import load
+    from ..loading import load
 
     out = _out_path(args, "samples.png")
-    model = load(args.run)
+    model = load(args.run, image_size=args.image_size)
     label = _label(model, args.label)
     if model.conditional and label is None:
         raise ConfigError("this model is class-conditional: pass --label (a class name or index)")
@@ -141,11 +145,11 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     from ..io.outputs import NUMBERS
 
     out = _out_path(args, "reconstructions.png")
-    model, data = _load_run(args.run)
-    n = min(args.n, data.x_test.shape[0])
-    x = to_float(data.x_test[:n])
+    model, examples = load_run(args)
+    n = min(args.n, examples.x.shape[0])
+    x = to_float(examples.x[:n])
     x = x.flatten(1) if model.is_table else x  # rows (n, F) in, rows out
-    y = data.y_test[:n] if model.conditional else None
+    y = examples.y[:n] if model.conditional and examples.y is not None else None
     recon = model.reconstruct(x, y)
     if out.suffix not in NUMBERS:  # a picture: the originals above their reconstructions
         _save_examples(out, torch.cat([x, recon]), model, nrow=n)
@@ -162,16 +166,16 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     from ..data import to_float
 
     out = _out_path(args, "interpolation.png")
-    model, data = _load_run(args.run)
+    model, examples = load_run(args)
     g = torch.Generator().manual_seed(args.seed)
-    idx = torch.randperm(data.x_test.shape[0], generator=g)[: 2 * args.pairs]
+    idx = torch.randperm(examples.x.shape[0], generator=g)[: 2 * args.pairs]
     if idx.numel() < 2:
         from ..errors import DataError
 
-        raise DataError("interpolation needs at least two test images")
+        raise DataError(f"interpolation needs at least two examples; {examples.name} has one")
     pairs = idx.numel() // 2
-    x = to_float(data.x_test[idx])
-    y = data.y_test[idx] if model.conditional else None
+    x = to_float(examples.x[idx])
+    y = examples.y[idx] if model.conditional and examples.y is not None else None
     path = model.interpolate(
         x[:pairs],
         x[pairs : 2 * pairs],

@@ -41,6 +41,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "the training log instead of evaluating (no dataset needed)",
     )
     p.add_argument("--seed", type=count(0, 2**63 - 1), default=0, help="seed of the evaluation")
+    p.add_argument(
+        "--data",
+        metavar="SOURCE",
+        help="evaluate the card's numbers on the test split of SOURCE (anything `vaekit "
+        "train --data` takes) instead of the data the run trained on",
+    )
     p.add_argument("--message", help="commit message")
     p.add_argument(
         "--dry-run",
@@ -58,6 +64,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         "run_evaluate": not args.no_evaluate,
         "seed": args.seed,
         "progress": sys.stderr.isatty(),
+        "data": args.data,
     }
     if args.dry_run:
         plan = plan_push(args.run, args.repo_id, **options)

@@ -9,8 +9,9 @@ from typing import Any
 
 from .core import (
     COMMON_HELP,
-    _load_run,
+    add_data_flags,
     add_reconstruction_flags,
+    load_run,
     reconstruction_options,
 )
 from .generate import _out_path
@@ -53,6 +54,7 @@ def _report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--seed", type=count(0, 2**63 - 1), default=0)
     p.add_argument("--out", help="directory for the report and its pictures (default: RUN)")
     add_reconstruction_flags(p)
+    add_data_flags(p)
 
 
 def _explore_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -71,6 +73,7 @@ def _explore_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="address to listen on (default 127.0.0.1: this machine only)",
     )
     p.add_argument("--verbose", action="store_true", help="log every request")
+    add_data_flags(p)
 
 
 def _manifold_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -92,6 +95,7 @@ def _manifold_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="test images used to find the most active dimensions",
     )
     p.add_argument("--out", help="PNG path (default: RUN/manifold.png)")
+    add_data_flags(p, image_size=False)
 
 
 def _latents_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -105,6 +109,7 @@ def _latents_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="number of test images to plot (default 2000)",
     )
     p.add_argument("--out", help="PNG path (default: RUN/latents.png)")
+    add_data_flags(p)
 
 
 def _curves_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -118,6 +123,7 @@ def _kl_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("run")
     p.add_argument("--max-test", type=count(1, 10**9), default=1000, metavar="N")
     p.add_argument("--out", help="PNG path (default: RUN/kl.png)")
+    add_data_flags(p)
 
 
 def _out(args: argparse.Namespace, name: str) -> Path:
@@ -127,10 +133,10 @@ def _out(args: argparse.Namespace, name: str) -> Path:
 
 
 def _test_set(args: argparse.Namespace) -> tuple[Any, Any, Any, list[str]]:
-    model, data = _load_run(args.run)
-    x = data.x_test[: args.max_test]
-    y = None if data.y_test is None else data.y_test[: args.max_test]
-    return model, x, y, list(data.class_names)
+    model, examples = load_run(args)
+    x = examples.x[: args.max_test]
+    y = None if examples.y is None else examples.y[: args.max_test]
+    return model, x, y, examples.class_names
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -147,6 +153,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
         progress=True,
+        data=args.data,
+        split=args.split,
+        image_size=args.image_size,
         **reconstruction_options(args),
     )
     print(path)
@@ -156,7 +165,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_explore(args: argparse.Namespace) -> int:
     from ..viz.explore import serve
 
-    serve(args.run, args.host, args.port, args.verbose)
+    serve(
+        args.run,
+        args.host,
+        args.port,
+        args.verbose,
+        data=args.data,
+        split=args.split,
+        image_size=args.image_size,
+    )
     return 0
 
 

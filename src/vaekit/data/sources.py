@@ -292,6 +292,7 @@ def load_data(cfg: DataConfig, seed: int = 0, progress: bool = True) -> Dataset:
                 " an .npz, .npy, .csv or .parquet file, a folder or hf:OWNER/NAME"
             )
     data = data.limit(cfg.limit_train, cfg.limit_test)
+    data.info["loaded_as"] = name  # provenance.record: the config's own data, reloadable
     data = carve_validation(data, cfg.val_fraction, cfg.split_seed)
     if "crop" in cfg.augment:  # decoded with a margin (folder.py): the centres, and the rest
         data = augment.centred(data, cfg.image_size)

@@ -26,6 +26,7 @@ from ..data import Dataset, load_data
 from ..data.dataset import split_indices
 from ..data.validation import validation_rows
 from ..errors import ConfigError, DataError
+from ..loading import own_data_config
 
 SPLITS = ("train", "val", "test", "all")
 
@@ -177,17 +178,21 @@ def _splits(data: Dataset) -> dict[str, Split]:
     return out
 
 
-def source_data(model: Any, name: str | None = None, progress: bool = False) -> Dataset:
+def source_data(
+    model: Any, name: str | None = None, progress: bool = False, source: str = "the model"
+) -> Dataset:
     """The data source `name` (anything `--data` takes; None: the run's own data, with its
-    limits), read with the settings the model was trained with (its test fraction, split
-    and validation seeds; no limit_train / limit_test), images decoded to the model's
-    channels and size. The validation set is not carved from the training rows, which
-    would copy them into memory, but recorded in info["carve"] for `select`."""
+    limits, or the one-line refusal where it cannot be reloaded: data passed from Python, a
+    model without a training configuration), read with the settings the model was trained
+    with (its test fraction, split and validation seeds; no limit_train / limit_test),
+    images decoded to the model's channels and size. The validation set is not carved from
+    the training rows, which would copy them into memory, but recorded in info["carve"] for
+    `select`. `source` names the model in the refusal."""
     if name is None:
-        own = model.training_config()  # (or the one-line refusal: no data recorded)
-        cfg = dataclasses.replace(own.data, val_fraction=0.0)
-        data = load_data(cfg, seed=own.train.seed, progress=progress)
-        return _with_carve(data, own.data)
+        own = own_data_config(model, source)
+        cfg = dataclasses.replace(own, val_fraction=0.0)
+        data = load_data(cfg, seed=model.training_config().train.seed, progress=progress)
+        return _with_carve(data, own)
     if not name.strip():  # "" would be read as the current directory, a folder
         raise ConfigError(
             "the data source is empty; name a dataset (mnist, fashion-mnist, noise), an "

@@ -83,12 +83,14 @@ def _summary(
     class_names: Sequence[str],
     config: Config | None,
     last: dict[str, Any],
+    data_source: dict[str, Any] | None = None,
 ) -> list[list[str]]:
     c, h, w = architecture["input_shape"]
     data = f"{c}x{h}x{w} images"
     num_classes = architecture.get("num_classes", 0)
+    named = data_name(config, data_source)
     rows = [
-        ["data", f"{config.data.name} ({data})" if config else data],
+        ["data", f"{named} ({data})" if named else data],
         [
             "model",
             f"{describe_architecture(architecture)}; {describe_latent(architecture)}; "
@@ -114,6 +116,25 @@ def _summary(
     return rows
 
 
+def _configuration(config: Config | None, data_source: dict[str, Any] | None) -> str:
+    if config is None:
+        return ""
+    note = ""
+    if data_source is not None and data_source.get("kind") == "python":
+        note = "# data.name was not used: the data was passed from Python (Trainer(data=...))\n"
+    return f"## Configuration\n\n```yaml\n{note}{config.to_yaml().rstrip()}\n```\n"
+
+
+def data_name(config: Config | None, data_source: dict[str, Any] | None) -> str | None:
+    """How the card names the training data: config.json's `data_source` record (data
+    passed from Python is said so), else the config's data.name (runs before the record)."""
+    if data_source is None:
+        return config.data.name if config is not None else None
+    if data_source.get("kind") == "python":
+        return "data passed from Python (Trainer(data=...))"
+    return str(data_source.get("name") or (config.data.name if config else "")) or None
+
+
 def model_card(
     repo_id: str,
     *,
@@ -121,6 +142,7 @@ def model_card(
     parameters: int,
     class_names: Sequence[str] = (),
     config: Config | None = None,
+    data_source: dict[str, Any] | None = None,
     custom: Sequence[str] = (),
     records: Sequence[dict[str, Any]] = (),
     evaluation: Sequence[tuple[str, str, str]] = (),
@@ -132,12 +154,15 @@ def model_card(
     `architecture` is config.json's record; `custom` names the registered architectures
     that are not vaekit's own (the card says to import them before loading);
     `evaluation` holds (metric, value, note) rows and `source` where they come from;
-    `records` are metrics.jsonl lines; `images` the PNG files uploaded beside the card.
+    `records` are metrics.jsonl lines; `images` the PNG files uploaded beside the card;
+    `data_source` the record of where the training data came from (data/provenance.py):
+    the Hub's `datasets:` tag names a dataset only when the model was trained on it.
     """
     meta: dict[str, Any] = {"library_name": "vaekit", "tags": list(TAGS)}
     meta["pipeline_tag"] = "unconditional-image-generation"
-    if config is not None and config.data.name in HUB_DATASETS:
-        meta["datasets"] = [HUB_DATASETS[config.data.name]]
+    named = data_name(config, data_source)
+    if named in HUB_DATASETS:
+        meta["datasets"] = [HUB_DATASETS[named]]
     last = dict(records[-1]) if records else {}
     samples = "".join(f"\n![{CAPTIONS[f]}]({f})\n\n*{CAPTIONS[f]}.*\n" for f in images)
     registered = ""
@@ -154,7 +179,7 @@ def model_card(
         meta=yaml.safe_dump(meta, sort_keys=False).rstrip(),
         repo_id=repo_id,
         summary=table(
-            ["", ""], _summary(architecture, parameters, class_names, config, last)
+            ["", ""], _summary(architecture, parameters, class_names, config, last, data_source)
         ).rstrip(),
         shape=f"(16, {c}, {h}, {w})",
         registered=registered,
@@ -164,7 +189,5 @@ def model_card(
         else "",
         training=_training(records),
         samples=f"## Samples\n{samples}" if images else "",
-        configuration=f"## Configuration\n\n```yaml\n{config.to_yaml().rstrip()}\n```\n"
-        if config is not None
-        else "",
+        configuration=_configuration(config, data_source),
     )

@@ -63,6 +63,7 @@ class Pretrained(nn.Module):
 
     run_config: Config | None  # the configuration of the run that trained it, if known
     class_names: list[str]  # the dataset's label names, if any
+    data_source: dict[str, Any] | None = None  # where its data came from: data/provenance.py
     column_names: list[str]  # a table model's: the training table's column names, if known
     # the VAE's halves and settings (set by VAE.__init__), which architecture() records
     encoder: nn.Module
@@ -186,6 +187,8 @@ class Pretrained(nn.Module):
             meta["column_names"] = [str(n) for n in self.column_names]
         if config is not None:
             meta["config"] = config.to_dict()
+        if self.data_source is not None:
+            meta["data_source"] = dict(self.data_source)
         return meta
 
     def save_pretrained(
@@ -228,6 +231,10 @@ class Pretrained(nn.Module):
         model.load_state_dict(tensors, strict=True)
         model.run_config = config
         model.class_names = list(meta["class_names"])
+        data_source = meta.get("data_source")  # absent before vaekit 0.3
+        if data_source is not None and not isinstance(data_source, dict):
+            raise CheckpointError(f"{source}: 'data_source' must be an object")
+        model.data_source = data_source
         columns = meta.get("column_names", [])
         if isinstance(columns, list) and len(columns) == model.input_shape[0]:
             model.column_names = [str(c) for c in columns]

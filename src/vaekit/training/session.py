@@ -18,7 +18,7 @@ import torch
 
 from .. import objectives
 from ..config import Config
-from ..data import Dataset, batch_indices
+from ..data import Dataset, batch_indices, provenance
 from ..data.augment import training_rows
 from ..data.dataset import resident
 from ..errors import ConfigError
@@ -130,6 +130,10 @@ class TrainerSession:
             model.column_names = [str(c) for c in columns]
         self.config = resolved(self.config, model)
         check_data(data, model)
+        fingerprint = data.fingerprint()
+        # Trainer(data=...) is data no command can reload, unless load_data(config.data) made it
+        passed = self.data is not None and data.info.get("loaded_as") != self.config.data.name
+        model.data_source = provenance.record(self.config.data, passed, fingerprint, data.name)
         batches = len(batch_indices(torch.arange(data.x_train.shape[0]), t.batch_size))
         precision = resolve_precision(t.precision, device)
         adversary = build_adversary(self.config, model, device, precision, dist.enabled)
@@ -139,7 +143,6 @@ class TrainerSession:
         step = Step(model, self.config, device, precision, steps, dist, adversary)
         generator = torch.Generator(device=device).manual_seed(t.seed)
         perceptual = perceptual_term(self.config, device)
-        fingerprint = data.fingerprint()
         if saved is not None:  # after everything that draws from the global RNG at set-up
             self.state = restore(
                 saved, self.config, run_dir, model, step, generator, fingerprint, batches

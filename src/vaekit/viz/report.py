@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__, templates, tracking
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
 from ..evaluation.summary import metrics_rows, number
 from ..io import fileio
 from ..io.card import describe_architecture, describe_latent
-from ..models import VAE, load
+from ..models import VAE
+from ..models.diffusers_model import reference_of
 from ..models.pretrained import resolve
 from . import figures
 
@@ -143,32 +144,40 @@ def build_report(
     rfid: str | Any | None = None,
     lpips: str | Any | None = None,
     fid_weights: str | None = None,
+    data: str | None = None,
+    split: str = "test",
+    image_size: int | None = None,
 ) -> Path:
     """Evaluate the run, write its pictures and RUN/report.html; returns the report's path.
 
     `iw_samples` (K of the log p(x) estimate, 0 to skip) and `max_test` (how many test
     images to evaluate) trade precision for time; the figures use the same images.
     `rfid`, `lpips` and `fid_weights`: as for `evaluate`; their numbers join the table.
+    `data`, `split`, `image_size`: the examples, as `vaekit.loading.load_with_data` reads
+    them (default: the test split of the data the run trained on).
     """
-    from ..data import load_data
     from ..evaluation.evaluate import evaluate
+    from ..loading import load_with_data
 
     if iw_samples < 0 or max_test < 1 or batch_size < 1:
         raise ConfigError(
             f"report: --iw-samples must be >= 0 and --max-test, --batch-size "
             f">= 1; got {iw_samples}, {max_test}, {batch_size}"
         )
+    if reference_of(run) is not None:  # no run: no curves, no configuration to report
+        raise ConfigError(
+            f"{run} is a diffusers AutoencoderKL, not a vaekit run: use `vaekit evaluate "
+            f"{run} --data SOURCE` or `vaekit compare` for its numbers"
+        )
     if out_dir is None and str(run).startswith("hf://"):
         raise ConfigError(f"{run} is a downloaded model: pass --out DIR for its report")
     run_dir = resolve(run)
     out = Path(out_dir) if out_dir is not None else run_dir
-    model = load(run_dir)
-    cfg = model.training_config()
-    data = load_data(cfg.data, seed=cfg.train.seed, progress=progress)
-    if data.x_test.shape[0] < 1:
-        raise DataError(f"the test set of {data.name} holds no images; a report needs some")
-    x = data.x_test[:max_test]
-    y = None if data.y_test is None else data.y_test[:max_test]
+    model, examples = load_with_data(
+        run_dir, data, split=split, image_size=image_size, progress=progress
+    )
+    x = examples.x[:max_test]
+    y = None if examples.y is None else examples.y[:max_test]
     started = time.perf_counter()
     stats = evaluate(
         model,
@@ -187,8 +196,8 @@ def build_report(
     written = {}
     if figures.write_images(model, x, y, out, seed=seed):  # nothing for a table
         written = {"samples": out / "samples.png", "reconstructions": out / "reconstructions.png"}
-    written.update(figures.write_all(out, model, x, y, data.class_names, records, seed=seed))
-    page = render(run_dir.name, model, data.name, stats, records, written, seed, seconds)
+    written.update(figures.write_all(out, model, x, y, examples.class_names, records, seed=seed))
+    page = render(run_dir.name, model, examples.dataset, stats, records, written, seed, seconds)
     path = out / REPORT_FILE
     fileio.write_text(path, page)
     return path

@@ -359,16 +359,23 @@ def make_server(
     return server
 
 
-def serve(run: str, host: str = "127.0.0.1", port: int = 8000, verbose: bool = False) -> None:
-    """Load RUN and its test set, and serve the explorer until interrupted."""
-    from ...data import load_data
-    from ...models import load
+def serve(
+    run: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    verbose: bool = False,
+    *,
+    data: str | None = None,
+    split: str = "test",
+    image_size: int | None = None,
+) -> None:
+    """Load RUN and its examples (`vaekit.loading.load_with_data`: the test split of the
+    data it trained on, or of `data`), and serve the explorer until interrupted."""
+    from ...loading import load_with_data
 
-    model = load(run)
-    cfg = model.training_config()
-    data = load_data(cfg.data, seed=cfg.train.seed, progress=False)
+    model, examples = load_with_data(run, data, split=split, image_size=image_size)
     server = make_server(
-        Explorer(model, data.x_test, data.y_test, data.class_names), host, port, verbose
+        Explorer(model, examples.x, examples.y, examples.class_names), host, port, verbose
     )
     bound = server.server_address[1]
     shown = f"[{host}]" if ":" in host else host
