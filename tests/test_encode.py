@@ -154,7 +154,9 @@ def test_a_folder_carries_its_file_names(trained_run: Path, tmp_path: Path) -> N
     assert set(got["file"]) < set(names) and len(got["file"]) == len(got["mu"])
 
 
-def test_tables_encode_from_csv_and_parquet(tmp_path: Path) -> None:
+def test_tables_encode_from_csv_and_parquet(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     rng = np.random.default_rng(0)
     frame = pd.DataFrame(rng.normal(size=(80, 5)), columns=list("abcde"))
     frame.to_csv(tmp_path / "rows.csv", index=False)
@@ -168,6 +170,13 @@ def test_tables_encode_from_csv_and_parquet(tmp_path: Path) -> None:
     rows = frame.to_numpy(dtype=np.float32)
     assert np.array_equal(table["id"], np.arange(80))
     assert np.allclose(table[[f"z{i}" for i in range(4)]], posterior(model, rows), atol=1e-5)
+    # columns are read by position: a reordered table would be encoded silently wrong
+    frame[list("bacde")].to_csv(tmp_path / "reordered.csv", index=False)
+    for command in ("encode", "score"):
+        flags = ["--data", str(tmp_path / "reordered.csv"), "--out", str(tmp_path / "r.csv")]
+        code = cli.main([command, str(run), *flags])
+        assert_one_line_error(code, capsys.readouterr().err, "b, a, c, d, e", "in that order")
+    assert not (tmp_path / "r.csv").exists()
 
 
 def test_a_spatial_latent_keeps_its_shape(tmp_path: Path) -> None:
