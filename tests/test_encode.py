@@ -172,8 +172,9 @@ def test_tables_encode_from_csv_and_parquet(
     assert np.allclose(table[[f"z{i}" for i in range(4)]], posterior(model, rows), atol=1e-5)
     # columns are read by position: a reordered table would be encoded silently wrong
     frame[list("bacde")].to_csv(tmp_path / "reordered.csv", index=False)
-    for command in ("encode", "score"):
-        flags = ["--data", str(tmp_path / "reordered.csv"), "--out", str(tmp_path / "r.csv")]
+    for command in ("encode", "score", "evaluate"):
+        flags = ["--data", str(tmp_path / "reordered.csv")]
+        flags += [] if command == "evaluate" else ["--out", str(tmp_path / "r.csv")]
         code = cli.main([command, str(run), *flags])
         assert_one_line_error(code, capsys.readouterr().err, "b, a, c, d, e", "in that order")
     assert not (tmp_path / "r.csv").exists()

@@ -26,7 +26,7 @@ from ..data import Dataset, load_data
 from ..data.dataset import split_indices
 from ..data.validation import validation_rows
 from ..errors import ConfigError, DataError
-from ..loading import own_data_config
+from ..loading import check_columns, own_data_config
 
 SPLITS = ("train", "val", "test", "all")
 
@@ -208,22 +208,8 @@ def source_data(
         images["image_size"] = h
     full = dataclasses.replace(cfg, name=name, limit_train=0, limit_test=0, **images)
     data = load_data(dataclasses.replace(full, val_fraction=0.0), seed=seed, progress=progress)
-    _check_columns(model, data)
+    check_columns(model, data)
     return _with_carve(data, full)
-
-
-def _check_columns(model: Any, data: Dataset) -> None:
-    """A table's columns are read by position: a table whose names differ from the training
-    table's (reordered, renamed) would be encoded silently wrong, so it is refused."""
-    trained = [str(c) for c in getattr(model, "column_names", None) or []]
-    columns = data.info.get("columns")
-    given = [str(c) for c in columns] if isinstance(columns, list) else []
-    if trained and given and given != trained:
-        order = " (the same columns in another order)" if sorted(given) == sorted(trained) else ""
-        raise DataError(
-            f"{data.name} has columns {', '.join(given)[:200]}{order}; the model was trained "
-            f"on {', '.join(trained)[:200]} in that order: give it a table with those columns"
-        )
 
 
 def _with_carve(data: Dataset, cfg: DataConfig) -> Dataset:
