@@ -240,7 +240,7 @@ def test_an_iterable_dataset_is_read_into_memory_within_the_limit(
     from vaekit.data import iterable
 
     monkeypatch.setattr(iterable, "memory_limit", lambda: 100_000)
-    with pytest.raises(DataError, match="iterable dataset.*passed the limit of 97.7 KiB"):
+    with pytest.raises(DataError, match="iterable dataset.*the limit of 97.7 KiB"):
         from_torch(Endless())
 
 

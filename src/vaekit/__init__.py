@@ -12,6 +12,9 @@ them with `vaekit.Trainer(model, config).fit()`.
 
 __version__ = "0.2.0.dev0"
 
+# the public API checks its arguments against their annotations (vaekit.arguments); the
+# VAE's methods, load and register are checked in vaekit.models
+from .arguments import check_methods, checked  # noqa: E402
 from .config import Config, load_config  # noqa: E402
 from .errors import VaekitError  # noqa: E402
 from .evaluation.encode import encode  # noqa: E402
@@ -21,6 +24,10 @@ from .loading import load  # noqa: E402
 from .models import VAE, register  # noqa: E402
 from .training.callbacks import Callback  # noqa: E402
 from .training.trainer import Trainer, TrainResult, train  # noqa: E402
+
+train, evaluate, load_config = checked(train), checked(evaluate), checked(load_config)
+encode, score, load = checked(encode), checked(score), checked(load)
+check_methods(Trainer, ["__init__"])
 
 __all__ = [
     "VAE",

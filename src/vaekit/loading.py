@@ -175,7 +175,7 @@ def _read(data: str, cfg: DataConfig, size: int, channels: int, progress: bool) 
         limit_train=0,
         limit_test=0,
     )
-    return load_data(cfg, progress=progress)
+    return load_data(cfg, progress=progress, own_folder=True)  # the user's own --data
 
 
 def _split(data: Dataset, split: str) -> Examples:

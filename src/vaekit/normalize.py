@@ -25,6 +25,9 @@ import torch
 from .errors import ConfigError, DataError
 
 KINDS = ("none", "minmax", "standardize")
+# the scales (and shift sizes) a normalisation may have: data divided by a smaller scale,
+# in float32, would overflow to infinity, and a model would report a -ELBO of NaN
+SCALES = (1e-12, 1e12)
 CHUNK_ROWS = 4096  # rows reduced at a time: bounded memory on large (memory-mapped) sets
 
 
@@ -102,8 +105,14 @@ class Normalization:
             raise ConfigError(
                 f"normalization needs 'shift' and 'scale' lists of {channels} finite numbers"
             )
-        if any(s <= 0 for s in scale):
-            raise ConfigError("normalization 'scale' values must be > 0")
+        if not all(SCALES[0] <= s <= SCALES[1] for s in scale) or any(
+            abs(s) > SCALES[1] for s in shift
+        ):
+            raise ConfigError(
+                f"normalization 'scale' values must lie in [{SCALES[0]:g}, {SCALES[1]:g}] and "
+                f"'shift' values within +-{SCALES[1]:g} (float32 data divided by them must "
+                f"stay finite); got scale {scale!r:.60} shift {shift!r:.60}"
+            )
         bounded = record.get("bounded", True)
         if not isinstance(bounded, bool):
             raise ConfigError(f"normalization 'bounded' must be true or false; got {bounded!r}")
@@ -127,6 +136,14 @@ def fit(x: torch.Tensor, kind: str) -> Normalization:
     else:
         shift, scale = mean, std
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # a constant channel
+    if not (
+        scale.min() >= SCALES[0] and scale.max() <= SCALES[1] and shift.abs().max() <= SCALES[1]
+    ):
+        raise DataError(
+            f"data.normalize {kind}: the data's channels vary by {scale.min().item():.3g} to "
+            f"{scale.max().item():.3g} around {shift.abs().max().item():.3g}, outside "
+            f"[{SCALES[0]:g}, {SCALES[1]:g}]; rescale the data first"
+        )
     return Normalization(
         kind, tuple(shift.tolist()), tuple(scale.tolist()), bounded=kind == "minmax"
     )

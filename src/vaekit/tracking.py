@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
+from . import __version__, untrusted_files
 from .config import Config
 from .errors import ConfigError
 from .io import fileio
@@ -139,7 +139,7 @@ def read_metrics(run_dir: Path) -> Metrics:
         return records
     for line in lines:
         try:
-            record = json.loads(line) if line.strip() else None
+            record = untrusted_files.loads_json(line, "metrics.jsonl") if line.strip() else None
         except (ValueError, RecursionError):
             record = None
         if not isinstance(record, dict):
@@ -316,7 +316,7 @@ def _mlflow(config: Config, run_dir: Path, name: str, resume: bool) -> _MlflowBa
     try:
         client = MlflowClient(tracking_uri=uri)
         if resume and record.is_file():  # continue the same MLflow run
-            saved = json.loads(record.read_text(encoding="utf-8"))
+            saved = untrusted_files.read_json(record)
             if saved.get("tracking_uri") == uri:
                 client.update_run(saved["run_id"], status="RUNNING")
                 return _MlflowBackend(client, saved["run_id"])

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from .. import untrusted_files
 from ..errors import ConfigError
 from .options import SECTIONS, Config, iter_fields
 
@@ -219,7 +220,7 @@ class _StrictLoader(yaml.SafeLoader):
 
 def read_yaml(path: Path) -> Any:
     """A config file's YAML, checked: a regular file of at most MAX_YAML_BYTES, UTF-8,
-    well-formed, no key twice, not nested past Python's recursion limit."""
+    well-formed, no key twice, nested at most MAX_DEPTH levels (untrusted_files)."""
     try:
         if not path.is_file() or path.stat().st_size > MAX_YAML_BYTES:
             raise ConfigError(
@@ -229,9 +230,11 @@ def read_yaml(path: Path) -> Any:
         loader = _StrictLoader(text)
         loader.name = str(path)
         try:
-            return loader.get_single_data()
+            return untrusted_files.check_depth(loader.get_single_data(), f"config {path}")
         finally:
             loader.dispose()
+    except untrusted_files.TextLimitError as e:
+        raise ConfigError(str(e)) from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         reason = str(e).splitlines()[0]
         raise ConfigError(f"config {path} is not valid YAML: {reason}") from None

@@ -3,10 +3,16 @@ arrays, torch and Hugging Face datasets and noise, as (N, C, H, W) tensors (uint
 float data kept float; a table's F features as C channels of 1x1), or rows streamed from
 their source."""
 
+from ..arguments import checked
 from .arrays import from_arrays
 from .dataset import Dataset, batch_indices, epoch_permutation, to_float
 from .sources import DATASET_NAMES, NAMED, fetch, load_data
 from .torch_source import as_dataset, from_torch
+
+# the public functions check their arguments against their annotations on every call
+from_arrays, as_dataset, from_torch = checked(from_arrays), checked(as_dataset), checked(from_torch)
+batch_indices, to_float = checked(batch_indices), checked(to_float)
+epoch_permutation, fetch, load_data = checked(epoch_permutation), checked(fetch), checked(load_data)
 
 __all__ = [
     "DATASET_NAMES",

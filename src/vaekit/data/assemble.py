@@ -68,6 +68,23 @@ class Options:
     limit_test: int = 0
 
 
+# bytes per example that vaekit's bookkeeping takes before any row is read: the seeded
+# permutation, the sorted train and test indices, the labels and the streaming index
+INDEX_BYTES = 40
+
+
+def check_index_memory(name: str, n: int) -> None:
+    """Refuse a source of `n` examples whose indices alone (INDEX_BYTES each) would pass
+    the memory limit, before any index is built (a __len__ of 10**9 asks for 40 GB)."""
+    needed, limit = n * INDEX_BYTES, memory_limit()
+    if needed > limit:
+        raise DataError(
+            f"{name} has {n:,} examples: indexing them would need about "
+            f"{human_bytes(needed)} of memory, over the limit of {human_bytes(limit)}; give "
+            f"at most {limit // INDEX_BYTES:,} (torch.utils.data.Subset takes a part)"
+        )
+
+
 def stream_choice(value: object) -> str:
     """data.stream as 'auto', 'true' or 'false' (Python callers may pass a bool)."""
     text = {True: "true", False: "false"}.get(value, value) if isinstance(value, bool) else value
@@ -78,6 +95,7 @@ def stream_choice(value: object) -> str:
 
 def assemble(name: str, train: Source, test: Source | None, options: Options) -> Dataset:
     """The Dataset of `train` (and `test`, else a held-out fraction of train)."""
+    check_index_memory(name, train.n + (0 if test is None else test.n))
     if test is not None and test.row_shape != train.row_shape:
         raise DataError(
             f"{test.name} holds images of shape {test.row_shape} but {train.name} holds "

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .. import limits
 from ..errors import DataError
 from .streaming import head
 from .untrusted import MAX_CLASSES
@@ -218,6 +219,7 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     Deriving it instead of drawing from a running generator lets a run resumed
     mid-epoch, and every DDP rank, compute exactly the same order.
     """
+    limits.check_fits(n * 8, f"a permutation of {n:,} examples", "use fewer examples")
     g = torch.Generator().manual_seed((seed * 1_000_003 + epoch * 7_919 + 12_345) % 2**63)
     return torch.randperm(n, generator=g)
 

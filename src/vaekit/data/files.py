@@ -64,7 +64,7 @@ def read_table_columns(path: Path) -> tuple[np.ndarray, list[str]]:
     if size * TABLE_PARSE_FACTOR > limit:
         raise over_limit(str(path), size * TABLE_PARSE_FACTOR, limit)
     try:
-        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        frame = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
     except ImportError:
         raise DataError(
             f"reading {path.suffix} files needs pyarrow (pip install 'vaekit[tables]')"
@@ -90,7 +90,7 @@ def load_file(path: Path, cfg: DataConfig) -> Dataset:
     """An .npy, .csv or .parquet file of examples, split into train and test."""
     columns: list[str] = []
     try:
-        if path.suffix == ".npy":
+        if path.suffix.lower() == ".npy":
             array, layout = read_npy(path), cfg.layout
         else:
             (array, columns), layout = read_table_columns(path), "table"
@@ -100,7 +100,7 @@ def load_file(path: Path, cfg: DataConfig) -> Dataset:
         raise DataError(f"cannot read {path}: {e.strerror or e}") from None
     x = as_examples(np.asarray(array), str(path), layout)
     train, test, _, _, info = split(x, None, cfg.test_fraction, cfg.split_seed)
-    info.update(source=path.suffix.lstrip("."), path=str(path))
+    info.update(source=path.suffix.lower().lstrip("."), path=str(path))
     if columns:
         info["columns"] = columns
     return Dataset(

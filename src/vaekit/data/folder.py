@@ -39,12 +39,15 @@ def load_folder(
     *,
     max_pixels: int | None = None,
     ram_budget: int = RAM_BUDGET,
+    own: bool = True,
 ) -> Dataset:
     """Decode (or load from the cache) every image under `path` and split it into train/test.
 
     `max_pixels` bounds width*height of any file (default: Pillow's MAX_IMAGE_PIXELS); larger
     files are refused like unreadable ones. A cached array above `ram_budget` bytes is
-    memory-mapped rather than read into memory.
+    memory-mapped rather than read into memory. The cache is written beside the folder
+    only when it is the user's `own` (here the default; load_data passes False for the
+    folder a run's config names); a cache found there is read either way.
     """
     root = Path(path).expanduser()
     if not root.is_dir():
@@ -62,7 +65,8 @@ def load_folder(
     mode = "L" if cfg.channels == 1 else "RGB"
     limit = int(max_pixels) if max_pixels is not None else Image.MAX_IMAGE_PIXELS
     key = folder_cache.cache_key(files, cfg.image_size, mode, limit)
-    dirs = folder_cache.cache_dirs(root, cfg)
+    dirs = folder_cache.cache_dirs(root, cfg)  # read from
+    writable = folder_cache.cache_dirs(root, cfg, own)  # written to
 
     cache: Path | None
     hit = next(
@@ -75,7 +79,7 @@ def load_folder(
             raise folder_cache.strict_error(f"{root / rel}: {reason}")
     else:
         x, meta, cache = folder_cache.build(
-            root, [f[0] for f in files], dirs, key, cfg, mode, limit, progress, ram_budget
+            root, [f[0] for f in files], writable, key, cfg, mode, limit, progress, ram_budget
         )
     skipped = [str(root / rel) for rel in meta["skipped"]]
     if skipped:

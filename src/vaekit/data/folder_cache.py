@@ -19,6 +19,7 @@ from typing import IO
 import numpy as np
 from tqdm import tqdm
 
+from .. import untrusted_files
 from ..config import DataConfig
 from ..errors import DataError
 from ..io.fileio import atomic_open, write_json
@@ -52,19 +53,22 @@ def cache_key(
     return hashlib.sha256(json.dumps(spec, separators=(",", ":")).encode()).hexdigest()
 
 
-def cache_dirs(root: Path, cfg: DataConfig) -> list[Path]:
-    """Where this folder's cache may live, in order of preference."""
+def cache_dirs(root: Path, cfg: DataConfig, own: bool = True) -> list[Path]:
+    """Where this folder's cache may live, in order of preference: beside the folder only
+    when it is the user's `own` (the --data of train), else in vaekit's cache directory,
+    keyed by the folder (a run from elsewhere names a folder vaekit must not write into)."""
     tag = hashlib.sha256(str(root).encode()).hexdigest()[:16]
     if cfg.cache_dir:
         return [Path(cfg.cache_dir).expanduser() / tag]
-    return [root / CACHE_DIRNAME, Path.home() / ".cache" / "vaekit" / "folders" / tag]
+    beside = [root / CACHE_DIRNAME] if own else []
+    return [*beside, Path.home() / ".cache" / "vaekit" / "folders" / tag]
 
 
 def read_cache(d: Path, key: str, ram_budget: int) -> tuple[np.ndarray, dict, Path] | None:
     """The cached array and its metadata, or None when absent or unusable (then it is rebuilt)."""
     npy, meta_path = d / f"{key}.npy", d / f"{key}.json"
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = untrusted_files.load_json_file(meta_path)
         x = _load_npy(npy, ram_budget)
     except (OSError, ValueError, EOFError, DataError):
         return None
@@ -263,7 +267,7 @@ def _prune(d: Path, key: str, meta: dict) -> None:
             continue
         if p.suffix == ".json":
             try:
-                old = json.loads(p.read_text(encoding="utf-8"))
+                old = untrusted_files.load_json_file(p)
                 stale = old.get("shape", [None])[1:] == meta["shape"][1:]
             except (OSError, ValueError):
                 stale = True

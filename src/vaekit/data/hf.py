@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import untrusted_files
 from ..config import DataConfig
 from ..errors import DataError
 from .arrays import row_dtype
@@ -161,6 +162,8 @@ def _open(datasets: Any, target: str, spec: str) -> Any:
     """The dataset (dict) at `target`: a save_to_disk folder, a local folder of data files,
     or a Hub name (cached, or downloaded when online)."""
     path = Path(target).expanduser()
+    if path.is_dir():
+        _check_json_files(path, spec)
     try:
         if path.is_dir() and any((path / f).is_file() for f in ("state.json", "dataset_dict.json")):
             return datasets.load_from_disk(str(path))
@@ -177,6 +180,23 @@ def _open(datasets: Any, target: str, spec: str) -> Any:
         if not _from_library(e):
             raise
         raise DataError(f"--data {spec}: cannot load {target} ({_first_line(e)})") from None
+
+
+def _check_json_files(folder: Path, spec: str) -> None:
+    """The metadata the datasets library reads in a save_to_disk folder (and in each
+    split's folder), bounded in size and depth before it parses them (its parser would end
+    in a RecursionError on a file nested 100,000 levels deep)."""
+    names = ("state.json", "dataset_info.json", "dataset_dict.json")
+    found = [folder / n for n in names] + [p for n in names for p in folder.glob(f"*/{n}")]
+    for path in found[:1000]:
+        if not path.is_file():
+            continue
+        try:
+            untrusted_files.load_json_file(path)
+        except untrusted_files.TextLimitError as e:
+            raise DataError(f"--data {spec}: {e}") from None
+        except (OSError, ValueError):
+            pass  # the library names what else is wrong with it
 
 
 LIBRARIES = ("datasets", "huggingface_hub", "pyarrow", "fsspec")

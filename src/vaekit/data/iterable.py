@@ -13,10 +13,14 @@ import numpy as np
 from ..errors import DataError
 from ..limits import human_bytes
 from .arrays import row_dtype
-from .assemble import Source
+from .assemble import INDEX_BYTES, Source
 from .examples import layout_of, stack_images, to_array
 from .streaming import CHUNK_ROWS
 from .untrusted import memory_limit
+
+# bytes each example takes beside its row while it is read and indexed: its label in a
+# Python list, and the split's indices (assemble.INDEX_BYTES)
+ROW_OVERHEAD = 36 + INDEX_BYTES
 
 
 class MemorySource(Source):
@@ -39,13 +43,22 @@ def read_iterable(iterable: Any, name: str, column: str, label_column: str) -> M
     the memory limit (an iterable may never end)."""
     limit, chunks, labels = memory_limit(), [], []
     pending: list[np.ndarray] = []
-    layout, first, dtype, size, count = None, (), np.dtype(np.uint8), 0, 0
+    layout, first, dtype, count, most = None, (), np.dtype(np.uint8), 0, 0
     for example in iterable:
         where = f"{name}[{count}]"
         if layout is None:
             layout = layout_of(example, column, label_column, name)
             image = to_array(layout.image_of(example, where), where)
             first, dtype = image.shape, row_dtype(image)
+            # the rows the limit holds, each with its label and index: known from the first
+            most = limit // (int(np.prod(first)) * dtype.itemsize + ROW_OVERHEAD)
+        if count >= most:  # refused at once, not after the rows (and time) are spent
+            raise DataError(
+                f"{name} is an iterable dataset, read into memory since it cannot be read "
+                f"by index, and holds more than the {most:,} examples that fit the limit of "
+                f"{human_bytes(limit)}; give a map-style dataset (with __len__ and "
+                "__getitem__), or fewer examples"
+            )
         pending.append(to_array(layout.image_of(example, where), where))
         if layout.label is not None:
             labels.append(layout.label_of(example, where))
@@ -53,13 +66,7 @@ def read_iterable(iterable: Any, name: str, column: str, label_column: str) -> M
         if len(pending) == CHUNK_ROWS:
             at = range(count - CHUNK_ROWS, count)
             chunks.append(stack_images(pending, first, dtype, name, at))
-            pending, size = [], size + chunks[-1].nbytes
-            if size > limit:
-                raise DataError(
-                    f"{name} is an iterable dataset, read into memory since it cannot be read "
-                    f"by index, and passed the limit of {human_bytes(limit)} after {count:,} "
-                    "examples; give a map-style dataset (with __len__ and __getitem__)"
-                )
+            pending = []
     if pending:
         at = range(count - len(pending), count)
         chunks.append(stack_images(pending, first, dtype, name, at))

@@ -253,11 +253,15 @@ def _image_extensions() -> frozenset[str]:
     return EXTENSIONS
 
 
-def load_data(cfg: DataConfig, seed: int = 0, progress: bool = True) -> Dataset:
+def load_data(
+    cfg: DataConfig, seed: int = 0, progress: bool = True, *, own_folder: bool = False
+) -> Dataset:
     """Resolve `cfg.name` to a dataset: a named one, noise, an .npz/.npy/.csv/.parquet file,
     a folder or a Hugging Face dataset (hf:...); limited to `cfg.limit_train` /
     `cfg.limit_test` examples, then with its validation set (its own, or
-    `cfg.val_fraction` of the training examples: validation.py)."""
+    `cfg.val_fraction` of the training examples: validation.py). A folder's decoded cache
+    is written beside it only for `own_folder` (train's --data), else into vaekit's cache
+    directory (a run's config.json may name any folder)."""
     name = cfg.name
     if name.startswith("hf:"):
         from .hf import load_hf  # the datasets library, only when asked for
@@ -276,15 +280,15 @@ def load_data(cfg: DataConfig, seed: int = 0, progress: bool = True) -> Dataset:
         if is_dir:
             from .folder import load_folder
 
-            data = load_folder(path, cfg, progress=progress)
-        elif path.suffix in SUFFIXES:
+            data = load_folder(path, cfg, progress=progress, own=own_folder)
+        elif path.suffix.lower() in SUFFIXES:  # t.CSV is a table too
             data = load_file(path, cfg)
         elif path.suffix.lower() in _image_extensions():
             raise DataError(
                 f"--data {name[:100]!r} is one image; --data takes a folder of images: put "
                 f"it in a folder and pass the folder ({path.parent / 'my-images'}/ say)"
             )
-        elif path.suffix == ".npz" or exists:  # a FIFO or device is refused there
+        elif path.suffix.lower() == ".npz" or exists:  # a FIFO or device is refused there
             data = load_npz(path, cfg)
         else:
             raise DataError(

@@ -66,19 +66,6 @@ def rows_of(
     return Rows("input", [("input", x, labels)], zeros, np.arange(n), np.arange(n))
 
 
-def _labels(y: Any) -> torch.Tensor:
-    """Class labels `y` as whole numbers: strings, fractions and NaNs are refused, not cast."""
-    try:
-        labels = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y)
-    except (TypeError, ValueError, RuntimeError):
-        labels = None
-    if labels is None or labels.is_complex() or labels.dtype == torch.bool:
-        raise ConfigError(f"y must be whole-number class labels; got {type(y).__name__}")
-    if labels.is_floating_point() and not bool((labels == labels.round()).all()):
-        raise ConfigError("y must be whole-number class labels; got fractions or NaN")
-    return labels.long().reshape(-1)
-
-
 def check_model(model: Any, rows: Rows, what: str = "encode") -> None:
     """The model can read these rows: a vaekit.VAE, and labels for a conditional one."""
     if not isinstance(model, VAE):
@@ -212,3 +199,20 @@ def _posterior(
         z = mu[:, None] + torch.exp(0.5 * logvar)[:, None] * eps
         out["z"] = z.cpu().numpy().reshape(len(x), samples, *shape)
     return out
+
+
+def _labels(y: Any) -> torch.Tensor:
+    """Labels y (a tensor, array or list of whole numbers) as a long tensor (N,)."""
+    try:
+        labels = torch.as_tensor(np.asarray(y) if isinstance(y, (list, tuple)) else y)
+    except (TypeError, ValueError, RuntimeError, IndexError):
+        labels = None
+    if (
+        labels is None
+        or labels.dtype.is_floating_point
+        or labels.dtype.is_complex
+        or labels.dtype == torch.bool
+    ):
+        kind = type(y).__name__ if labels is None else str(labels.dtype)
+        raise DataError(f"labels y must be whole numbers (a tensor, array or list); got {kind}")
+    return labels.long().reshape(-1)

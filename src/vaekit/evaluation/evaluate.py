@@ -92,6 +92,9 @@ def evaluate(
     _check_counts(batch_size=(batch_size, 1), iw_samples=(iw_samples, 0), seed=(seed, 0))
     if fid is not None or rfid is not None:
         _check_counts(fid_samples=(fid_samples, 2))
+    for what, asked in (("FID", fid), ("rFID", rfid), ("LPIPS", lpips)):
+        if asked is not None and not (isinstance(asked, str) and asked == "none"):
+            reconstruction.check_images(model, what)  # before any work: tables have none
     was_training = model.training
     model.eval()
     try:

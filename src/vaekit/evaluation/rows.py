@@ -207,7 +207,9 @@ def source_data(
     if images:
         images["image_size"] = h
     full = dataclasses.replace(cfg, name=name, limit_train=0, limit_test=0, **images)
-    data = load_data(dataclasses.replace(full, val_fraction=0.0), seed=seed, progress=progress)
+    data = load_data(
+        dataclasses.replace(full, val_fraction=0.0), seed=seed, progress=progress, own_folder=True
+    )  # the user's own --data: its cache may go beside it
     check_columns(model, data)
     return _with_carve(data, full)
 

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ConfigError
 from ..io import records
 from ..models import VAE
 from ..progress import bar as progress_bar
@@ -55,8 +54,6 @@ def score(
     rows = rows_of(model, data, y, split, progress)
     check_model(model, rows, "score")
     _check_counts(batch_size=(batch_size, 1), seed=(seed, 0), iw_samples=(iw_samples, 0))
-    if not isinstance(sort, bool):
-        raise ConfigError(f"sort must be True or False; got {sort!r}")
     path = None if out is None else check_out(out, "scores.parquet")
     values = _scores(model, rows, iw_samples, batch_size, seed, budget, precision, progress)
     names = rows.names(0, len(rows))

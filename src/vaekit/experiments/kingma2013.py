@@ -12,7 +12,6 @@ as the paper trains on the whole training set."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import sys
 import time
@@ -23,10 +22,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from PIL import Image
 
+from .. import untrusted_files
 from ..config import Config, load_config
 from ..data import Dataset, load_data
 from ..data.sources import find_local
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..evaluation.likelihood import elbo_stats
 from ..evaluation.metrics import active_units
 from ..io import fileio
@@ -317,8 +317,9 @@ def _one_latent_size(
     curve, else trained (the 2-D manifold model on its own budget)."""
     folder = out / f"nz-{latent_dim}"
     saved = folder / "curve.json"
-    if saved.is_file() and json.loads(saved.read_text()).get("key") == key:
-        curve = json.loads(saved.read_text())["curve"]
+    cached = untrusted_files.read_json(saved, DataError) if saved.is_file() else {}
+    if isinstance(cached, dict) and cached.get("key") == key:
+        curve = cached["curve"]
         return load(folder, resolve_device(config.train.device)), curve
     saved.unlink(missing_ok=True)  # another budget's curve: train.overwrite keeps no stranger
     samples = b.samples if latent_dim != 2 else b.manifold_samples

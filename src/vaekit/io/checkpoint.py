@@ -11,7 +11,6 @@ Building a model from these files is `models.VAE.from_folder`'s job.
 from __future__ import annotations
 
 import io
-import json
 import pickle
 import struct
 import warnings
@@ -24,6 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from .. import untrusted_files
 from ..config import from_dict
 from ..errors import CheckpointError, ConfigError
 from ..wording import option
@@ -64,7 +64,7 @@ def read_meta(directory: Path) -> dict[str, Any]:
             f"{directory} is not a vaekit run or model folder: {CONFIG_FILE} is missing"
         )
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        meta = untrusted_files.load_json_file(path)
         if not isinstance(meta, dict):
             raise ValueError("not a JSON object")
         if "architecture" in meta and not isinstance(meta["architecture"], dict):
@@ -148,16 +148,18 @@ def local_dir(path: str | Path) -> Path:
 
 def torch_load(path: Path) -> Any:
     """torch.load on the CPU with weights_only=True (no code from the file runs), for files
-    a user names. On junk (text, a garbled or truncated pickle) the unpickler raises
+    a user names, every floating tensor in it checked finite (a CheckpointError naming the
+    file and the tensor). On junk (text, a garbled or truncated pickle) the unpickler raises
     KeyError, IndexError, struct.error and the like, which say nothing and which callers
     would not expect: those become UnpicklingError. Its warnings about odd pickle
     protocols are silenced, as they would bury a one-line error."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
         except (KeyError, IndexError, TypeError, AttributeError, OverflowError, struct.error) as e:
             raise pickle.UnpicklingError(f"garbled pickle data: {type(e).__name__}") from None
+    return untrusted_files.check_finite(loaded, str(path))
 
 
 def save_state(path: str | Path, state: dict[str, Any]) -> None:

@@ -16,7 +16,6 @@ folder diffusers would rebuild into another model is refused and nothing written
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import shutil
@@ -27,6 +26,7 @@ from typing import Any
 
 import torch
 
+from .. import untrusted_files
 from ..errors import ConfigError, VaekitError
 from .fileio import DIR_MODE, TMP_PREFIX
 
@@ -115,7 +115,7 @@ def _not_an_export(path: Path) -> str | None:
     """Why the folder `path` is not what write_diffusers writes (an AutoencoderKL's
     config.json and diffusion_pytorch_model* weight files, nothing else), or None."""
     try:
-        config = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+        config = untrusted_files.load_json_file(path / CONFIG_FILE)
     except (OSError, ValueError):
         return f"holds no readable {CONFIG_FILE}"
     if not isinstance(config, dict) or config.get("_class_name") != CLASS_NAME:

@@ -7,14 +7,13 @@ pickle), plus a model card (README.md, see card.py) and sample images. The clien
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from .. import __version__, untrusted_files
 from ..errors import CheckpointError, ConfigError, VaekitError
 from .checkpoint import CONFIG_FILE, MODEL_FILE
 
@@ -151,8 +150,8 @@ def download(uri: str) -> Path:
                 "loads config.json + model.safetensors, never pickles)"
             )
     try:
-        library = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8")).get("library_name")
-    except (ValueError, UnicodeDecodeError, AttributeError):
+        library = untrusted_files.load_json_file(folder / CONFIG_FILE).get("library_name")
+    except (ValueError, OSError, AttributeError):
         library = None  # read_meta names the damage when it loads the file
     else:
         if library != "vaekit":

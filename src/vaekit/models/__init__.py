@@ -1,9 +1,22 @@
 """Models: the VAE, its protocol for encoders and decoders, the built-in MLP and conv
 families (registered as mlp-encoder, mlp-decoder, conv-encoder, conv-decoder), the
-registry that names architectures in config.json, and saving and loading."""
+registry that names architectures in config.json, and saving and loading.
 
+The VAE's public methods, `load` and `register` check their arguments against their
+annotations on every call (`vaekit.arguments`), except INTERNAL: the training loop's
+building blocks, called on tensors the model made itself, in its own units."""
+
+from ..arguments import check_methods, checked, public_methods
 from .paths import slerp
 from .registry import register
 from .vae import VAE, VAEOutput, load
 
-__all__ = ["VAE", "VAEOutput", "load", "register", "slerp"]
+INTERNAL = frozenset(
+    {"forward", "elbo_terms", "log_importance_weights", "log_likelihood", "mean", "prepare",
+     "from_folder", "set_normalization", "posterior"}
+)  # fmt: skip
+check_methods(VAE, public_methods(VAE, skip=INTERNAL))
+load = checked(load)
+register = checked(register)
+
+__all__ = ["INTERNAL", "VAE", "VAEOutput", "load", "register", "slerp"]

@@ -27,6 +27,8 @@ def vae_arguments(
     Likelihood 'auto' is Bernoulli for data in [0, 1], else a Gaussian with a learned
     scale. The model's size is checked first. With model.init, the weights to start from
     come as one more entry, `diffusers_init.WEIGHTS`."""
+    protocol.check_settings(1, input_shape, "gaussian", 1.0, 0, 1)  # input_shape: (C, H, W)
+    _check_table(cfg, input_shape)
     bounded = Normalization.from_record(normalization, int(input_shape[0])).bounded
     likelihood, learn_scale = cfg.likelihood, cfg.learn_scale
     if likelihood == "auto":
@@ -75,6 +77,29 @@ def vae_arguments(
         "label_dim": cfg.label_dim,
         "normalization": normalization,
     }
+
+
+def _check_table(cfg: ModelConfig, input_shape: Sequence[int]) -> None:
+    """Table rows ((F, 1, 1): a .csv or .parquet file, or (N, F) arrays) train MLP models:
+    a conv or autoencoderkl VAE, or a spatial latent, needs images, and saying so beats
+    their own refusals ('too many levels for 1x1 images', 'set data.image_size')."""
+    if tuple(int(s) for s in input_shape[1:]) != (1, 1):
+        return
+    asked = [
+        what
+        for what, on in (
+            (f"model.init {cfg.init}", bool(cfg.init)),
+            (f"model.arch {cfg.arch}", cfg.arch != "mlp"),
+            ("model.latent_channels (a spatial latent)", bool(cfg.latent_channels)),
+        )
+        if on
+    ]
+    if asked:
+        raise ConfigError(
+            f"the data are table rows ({int(input_shape[0])} features per row), and tables "
+            f"train MLP models; {asked[0]} needs images: use model.arch mlp"
+            + (" and model.latent_channels 0" if cfg.latent_channels else "")
+        )
 
 
 def _check_linear_path(cfg: ModelConfig, likelihood: str) -> None:

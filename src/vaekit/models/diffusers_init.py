@@ -72,8 +72,8 @@ def plan(cfg: Any, shape: tuple[int, int, int], likelihood: str, learn_scale: bo
         check_replaced(cfg, encoder_args)
     else:
         (encoder_args, decoder_args), weights = from_model_config(cfg, shape[0]), None
-    if cfg.likelihood == "auto":
-        likelihood, learn_scale = "laplace", False
+    if cfg.likelihood == "auto":  # learn_scale as asked: true is refused below, not dropped
+        likelihood, learn_scale = "laplace", bool(cfg.learn_scale)
     check_settings(likelihood, learn_scale, cfg.conditional)
     where = f"model.init {cfg.init}" if cfg.init else "model.arch autoencoderkl"
     latent = latent_shape(encoder_args, shape, where)

@@ -11,12 +11,12 @@ Laplace of the latent-diffusion recipe's L1 term.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .. import untrusted_files
 from ..config import ModelConfig
 from ..errors import CheckpointError, ConfigError
 from ..io.export import CLASS_NAME
@@ -35,7 +35,7 @@ def reference_of(source: str | Path) -> str | None:
         return diffusers_init.reference(text)
     config = Path(text).expanduser() / "config.json"
     try:
-        meta = json.loads(config.read_text(encoding="utf-8"))
+        meta = untrusted_files.load_json_file(config)  # bounded in size and depth
     except (OSError, ValueError, UnicodeDecodeError):
         return None  # not there or not JSON: the vaekit loader names the problem
     found = meta.get("_class_name") if isinstance(meta, dict) else None

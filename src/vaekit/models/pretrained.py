@@ -25,6 +25,7 @@ from torch import nn
 
 from .. import __version__
 from ..config import Config, ModelConfig
+from ..devices import check_device
 from ..errors import CheckpointError, ConfigError, DataError
 from ..io import card, checkpoint, hub
 from ..normalize import Normalization
@@ -217,6 +218,7 @@ class Pretrained(nn.Module):
         """The model in a local model folder, strictly: architecture from config.json
         through the registry (or the `encoder` and `decoder` given), then the weights,
         compared before any is copied."""
+        device = check_device(device)
         meta = checkpoint.read_meta(folder)
         source = str(folder / checkpoint.CONFIG_FILE)
         config: Config | None = meta["config"]
@@ -255,6 +257,7 @@ class Pretrained(nn.Module):
         branch, tag or commit). Its architecture must be registered in this process, or
         its halves handed over built (`encoder=`, `decoder=`: a model whose classes were
         not registered needs them), the weights checked strictly against them."""
+        check_device(device)  # before a download
         folder = resolve(path_or_repo_id, revision=revision, repo_ids=True)
         return cls.from_folder(folder, device, encoder, decoder)
 

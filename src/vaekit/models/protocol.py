@@ -23,6 +23,9 @@ from .. import limits
 from ..errors import ConfigError, DataError, VaekitError
 
 LIKELIHOODS = ("bernoulli", "gaussian", "laplace")
+# a probe input of more values than this (a 3 x 1024 x 1024 image has 3.1 M) runs on the
+# meta device: an edited config.json of input_shape [3, 16000, 16000] asks for no memory
+PROBE_VALUES = 1 << 22
 # the VAE's own settings, as config.json's architecture record holds them
 SETTINGS = (
     "latent_dim",
@@ -107,11 +110,14 @@ def encoder_features(
     image (and, with cond_dim, a zero label embedding) goes through the encoder. An
     `out_features` attribute, where the encoder declares one, must agree."""
     device = next(encoder.parameters(), torch.empty(0)).device
-    x = torch.zeros(1, *input_shape, device=device)
+    x = torch.zeros(1, *input_shape, device=_probe_device(input_shape, device))
     cond = torch.zeros(1, cond_dim, device=device) if cond_dim else None
     out = probe(encoder, "encoder", x, cond, f"one image of shape {input_shape}")
     declared = getattr(encoder, "out_features", None)
     if torch.is_tensor(out) and out.dim() == 2 and latent_shape is None:
+        heads = 2 * (int(out.shape[1]) + 1) * latent_dim * 4  # the VAE's mean and log-variance
+        limits.check_fits(heads, f"the mean and log-variance heads of latent_dim {latent_dim:,}",
+                          "make latent_dim smaller")  # fmt: skip
         if isinstance(declared, int) and declared != out.shape[1]:
             raise ConfigError(
                 f"the encoder {type(encoder).__name__} declares out_features {declared} but "
@@ -144,8 +150,8 @@ def check_decoder(
     `z_shape`, to (1, C*k, H, W), or fails here."""
     c, h, w = input_shape
     expected = (1, c * (2 if learn_scale else 1), h, w)
-    z = torch.zeros(1, z_shape) if isinstance(z_shape, int) else torch.zeros(1, *z_shape)
-    z = z.to(next(decoder.parameters(), z).device)
+    shape = (z_shape,) if isinstance(z_shape, int) else tuple(z_shape)
+    z = torch.zeros(1, *shape, device=_probe_device(shape, next(decoder.parameters(), None)))
     size = str(z_shape) if isinstance(z_shape, int) else f"shape {tuple(z_shape)}"
     out = probe(decoder, "decoder", z, None, f"a latent of {size}")
     if not torch.is_tensor(out) or tuple(out.shape) != expected:
@@ -167,13 +173,37 @@ def probe(
     module.eval()
     try:
         with torch.no_grad():
+            if x.is_meta:  # shapes only: no image of gigabytes is allocated
+                return _on_meta(module, x, cond)
             return module(x) if cond is None else module(x, cond)
-    except (RuntimeError, ValueError, TypeError, IndexError) as e:
+    except (RuntimeError, ValueError, TypeError, IndexError, NotImplementedError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"the {role} {type(module).__name__} failed on {what}: {first}") from None
     finally:
         for m, flag in flags:
             m.training = flag
+
+
+def _probe_device(shape: Sequence[int], near: Any) -> torch.device:
+    """Where a probe input of `shape` is made: beside the module's weights (`near`, a
+    device or a tensor), or on the meta device when it holds more than PROBE_VALUES."""
+    if math.prod(shape) > PROBE_VALUES:
+        return torch.device("meta")
+    return near.device if torch.is_tensor(near) else torch.device(near or "cpu")
+
+
+def _on_meta(module: nn.Module, x: torch.Tensor, cond: torch.Tensor | None) -> Any:
+    """module(x[, cond]) on PyTorch's meta device, its weights swapped for meta tensors of
+    their shapes for the call (torch.func.functional_call): shapes are computed and checked,
+    and nothing the size of x or of an activation is allocated."""
+    from torch.func import functional_call
+
+    meta = {
+        name: torch.empty_like(t, device="meta")
+        for name, t in itertools.chain(module.named_parameters(), module.named_buffers())
+    }
+    args = (x.to("meta"),) if cond is None else (x.to("meta"), cond.to("meta"))
+    return functional_call(module, meta, args, strict=False, tie_weights=True)
 
 
 def shapes(out: Any) -> str:
@@ -218,6 +248,41 @@ def check_size(
         f"{what}, {count:,} parameters,",
         "make it smaller (latent_dim, hidden, channels)",
     )
+
+
+def check_z(z: Any, latent_dim: int, latent_shape: tuple[int, ...] | None) -> None:
+    """z a float tensor (B, latent_dim), or for a spatial latent also the map (B, C_z, h, w);
+    a DataError that says which shapes the model takes otherwise."""
+    shapes_ok = [(latent_dim,)] + ([tuple(latent_shape)] if latent_shape is not None else [])
+    if (
+        torch.is_tensor(z)
+        and (z.is_floating_point() or z.is_meta)
+        and z.dim() >= 2
+        and tuple(z.shape[1:]) in shapes_ok
+    ):
+        return
+    what = f"a tensor {tuple(z.shape)} of {z.dtype}" if torch.is_tensor(z) else type(z).__name__
+    takes = " or ".join(f"(B, {', '.join(map(str, s))})" for s in shapes_ok)
+    raise DataError(f"latent codes z must be a float tensor {takes} for this model; got {what}")
+
+
+def check_labels(y: Any, n: int) -> None:
+    """Labels for n examples: one label (for all) or n of them."""
+    if y is None or isinstance(y, int):
+        return
+    count = y.numel() if torch.is_tensor(y) else np.size(y)
+    if count not in (1, n):
+        raise DataError(f"labels y must be one class or {n} classes (one per example); got {count}")
+
+
+def check_examples(x: Any, input_shape: tuple[int, int, int]) -> None:
+    """x a float tensor (B, C, H, W) of the model's input shape (the model's units)."""
+    if not (torch.is_tensor(x) and x.dim() == 4 and tuple(x.shape[1:]) == tuple(input_shape)):
+        got = f"a tensor {tuple(x.shape)}" if torch.is_tensor(x) else type(x).__name__
+        raise DataError(
+            f"examples must be a tensor (B, {', '.join(map(str, input_shape))}) for this "
+            f"model; got {got}"
+        )
 
 
 def as_input(x: Any, input_shape: tuple[int, int, int]) -> torch.Tensor:

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .. import limits, losses
+from ..devices import check_device
 from ..errors import ConfigError, DataError
 from ..normalize import Normalization
 from . import protocol
@@ -174,11 +175,13 @@ class VAE(Pretrained):
     def latents(self, z: torch.Tensor) -> torch.Tensor:
         """z (B, D) as the decoder takes it: the map (B, C_z, h, w) for a spatial latent,
         else z itself."""
+        protocol.check_z(z, self.latent_dim, self.latent_shape)
         return z if self.latent_shape is None else z.reshape(z.shape[0], *self.latent_shape)
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """p(x|z): the likelihood's parameters (B, C*k, H, W); z is (B, D) (or, for a
         spatial latent, already the map)."""
+        protocol.check_z(z, self.latent_dim, self.latent_shape)
         if self.latent_shape is not None:
             return self.decoder(self.latents(z))
         cond = self._cond(y, z.shape[0], z.device)
@@ -279,6 +282,7 @@ class VAE(Pretrained):
         """n examples decoded from z ~ N(0, I): the means of p(x|z) in the user's units,
         images (n, C, H, W) or a table model's rows (n, F)."""
         n = protocol.count("n", n)
+        protocol.check_labels(y, n)
         limits.check_fits(
             n * math.prod(self.input_shape) * 4,
             f"sampling {n:,} images of {self.input_shape}",
@@ -388,4 +392,5 @@ def load(
     built as they were trained (`encoder=`, `decoder=`; needed for classes that were
     not registered).
     """
+    check_device(device)  # before a download
     return VAE.from_folder(resolve(path), device, encoder, decoder)

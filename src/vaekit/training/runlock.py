@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .. import untrusted_files
 from ..errors import ConfigError
 from ..io import fileio
 from ..wording import option
@@ -76,7 +77,7 @@ def _me() -> Owner:
 def _parse(text: str) -> Owner | None:
     """The owner a lock file names (fields added by later versions are ignored)."""
     try:
-        data = json.loads(text)
+        data = untrusted_files.loads_json(text, "the lock file")
     except ValueError:
         return None
     if not isinstance(data, dict):

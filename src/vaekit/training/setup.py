@@ -93,7 +93,7 @@ def training_data(given: Dataset | None, config: Config, show: bool) -> Dataset:
     if given is not None:
         data = carve_validation(given, cfg.val_fraction, cfg.split_seed)
     else:
-        data = load_data(cfg, config.train.seed, show)
+        data = load_data(cfg, config.train.seed, show, own_folder=True)  # cache beside it
     require_validation(data, config.train)
     split = data.info.get("validation")
     if show and isinstance(split, dict):
