@@ -5,6 +5,9 @@ as arguments, recorded by name in config.json and rebuilt on load, never unpickl
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,7 @@ import torch
 from torch import nn
 
 import vaekit
-from conftest import tiny_config
+from conftest import ROOT, tiny_config
 from vaekit.errors import CheckpointError, ConfigError
 
 
@@ -126,3 +129,47 @@ def test_an_unregistered_module_as_an_argument_is_one_clear_line(tmp_path: Path)
     assert "\n" not in message
     assert "the module Linear as its argument 'backbone'" in message
     assert "@vaekit.register" in message
+
+
+def test_halves_a_script_defined_load_where_the_script_is_imported(tmp_path: Path) -> None:
+    """A script records its classes as __main__.E2; loading imports them from its module."""
+    script = tmp_path / "my_halves.py"
+    script.write_text(
+        "import sys\n"
+        "import torch\n"
+        "from torch import nn\n"
+        "import vaekit\n"
+        "class E2(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.net = nn.Sequential(nn.Flatten(), nn.Linear(784, 16))\n"
+        "    def forward(self, x):\n"
+        "        return self.net(x)\n"
+        "class D2(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.net = nn.Linear(4, 784)\n"
+        "    def forward(self, z):\n"
+        "        return self.net(z).view(-1, 1, 28, 28)\n"
+        "if __name__ == '__main__':\n"
+        "    sys.path.insert(0, sys.argv[2])\n"
+        "    from conftest import tiny_config\n"
+        "    model = vaekit.VAE(E2(), D2(), latent_dim=4, input_shape=(1, 28, 28))\n"
+        "    vaekit.Trainer(model, tiny_config(sys.argv[1])).fit()\n"
+    )
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    tests = str(Path(__file__).parent)
+    subprocess.run([sys.executable, str(script), str(run), tests], check=True, env=env)
+    assert json.loads((run / "config.json").read_text())["architecture"]["encoder"] == {
+        "class": "__main__.E2"
+    }
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import my_halves
+    finally:
+        sys.path.remove(str(tmp_path))
+    model = vaekit.load(run, encoder=my_halves.E2(), decoder=my_halves.D2())
+    assert model.encode(torch.rand(2, 1, 28, 28))[0].shape == (2, 4)
+    with pytest.raises(ConfigError, match=r"records the decoder as __main__.D2; the decoder"):
+        vaekit.load(run, encoder=my_halves.E2(), decoder=my_halves.E2())

@@ -109,3 +109,15 @@ def test_errors_from_python_name_keywords_and_from_the_cli_flags(
     assert cli.main(args) == 1
     err = capsys.readouterr().err
     assert "pass --resume to continue it, --overwrite to replace it" in err
+
+
+def test_a_numpy_bool_stops_training_like_a_bool(tmp_path: Path) -> None:
+    """`return record["val_nelbo"] > np.float64(...)` gives numpy.bool_: one truth value."""
+
+    class Stop(vaekit.Callback):
+        def on_validation_end(self, trainer: Any, record: dict[str, Any]) -> Any:
+            return np.float64(record["val_nelbo"]) > -np.inf
+
+    cfg = tiny_config(tmp_path / "run", **{"train.epochs": 3})
+    result = vaekit.Trainer(None, cfg, callbacks=[Stop()]).fit()
+    assert result.stopped_early and len(result.history) == 1

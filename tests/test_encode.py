@@ -154,7 +154,9 @@ def test_a_folder_carries_its_file_names(trained_run: Path, tmp_path: Path) -> N
     assert set(got["file"]) < set(names) and len(got["file"]) == len(got["mu"])
 
 
-def test_tables_encode_from_csv_and_parquet(tmp_path: Path) -> None:
+def test_tables_encode_from_csv_and_parquet(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     rng = np.random.default_rng(0)
     frame = pd.DataFrame(rng.normal(size=(80, 5)), columns=list("abcde"))
     frame.to_csv(tmp_path / "rows.csv", index=False)
@@ -168,6 +170,14 @@ def test_tables_encode_from_csv_and_parquet(tmp_path: Path) -> None:
     rows = frame.to_numpy(dtype=np.float32)
     assert np.array_equal(table["id"], np.arange(80))
     assert np.allclose(table[[f"z{i}" for i in range(4)]], posterior(model, rows), atol=1e-5)
+    # columns are read by position: a reordered table would be encoded silently wrong
+    frame[list("bacde")].to_csv(tmp_path / "reordered.csv", index=False)
+    for command in ("encode", "score", "evaluate"):
+        flags = ["--data", str(tmp_path / "reordered.csv")]
+        flags += [] if command == "evaluate" else ["--out", str(tmp_path / "r.csv")]
+        code = cli.main([command, str(run), *flags])
+        assert_one_line_error(code, capsys.readouterr().err, "b, a, c, d, e", "in that order")
+    assert not (tmp_path / "r.csv").exists()
 
 
 def test_a_spatial_latent_keeps_its_shape(tmp_path: Path) -> None:
@@ -216,3 +226,30 @@ def test_user_errors_are_one_line(
     assert_one_line_error(int(exit_.value.code or 0), capsys.readouterr().err, "dev")
     with pytest.raises(vaekit.VaekitError, match="unknown split 'dev'"):
         vaekit.encode(vaekit.load(run), "noise", split="dev")
+
+
+def test_wrong_python_arguments_are_one_clear_error(trained_run: Path, tmp_path: Path) -> None:
+    model = vaekit.load(trained_run)
+    x = images(4)
+    cases = [
+        (vaekit.encode, {"y": "abc"}, "y must be whole numbers"),
+        (vaekit.encode, {"y": ["cat", "dog", "cat", "dog"]}, "y must be whole numbers"),
+        (vaekit.score, {"y": [0.5, 1.0, 2.0, 3.0]}, "y must be whole numbers"),  # not cast to 0
+        (vaekit.encode, {"out": 5}, "out must be a path"),
+        (vaekit.score, {"out": tmp_path / "s.json"}, "got .json"),
+        (vaekit.score, {"sort": "yes"}, "sort must be bool"),
+        (vaekit.encode, {"split": "dev"}, "unknown split 'dev'"),
+    ]
+    for function, kwargs, needle in cases:
+        with pytest.raises(vaekit.VaekitError, match=needle) as error:
+            function(model, x, **kwargs)
+        assert "\n" not in str(error.value)
+
+
+def test_one_image_as_data_is_told_to_use_a_folder(
+    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = tmp_path / "cat.png"
+    Image.fromarray(images(1)[0, 0]).save(image)
+    code = cli.main(["encode", str(trained_run), "--data", str(image), "--out", "z.npz"])
+    assert_one_line_error(code, capsys.readouterr().err, "is one image", "folder of images")

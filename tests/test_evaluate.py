@@ -319,3 +319,18 @@ def test_a_pass_holds_at_most_the_budget_in_the_decoders_widest_tensor(
     # 25 rows fit: 2 examples x 10 samples per pass (with the output's size, 3 x 32 x 32,
     # it would have been 266 rows: all 12 examples in one pass)
     assert rows == [1] + [20] * 6  # the first: decoder_width's one-example probe
+
+
+@pytest.mark.parametrize("likelihood", ["gaussian", "laplace"])
+def test_a_table_models_bits_per_dim_has_no_pixel_bins(likelihood: str) -> None:
+    """The +8 bits of an 8-bit pixel's bin belong to images in [0, 1], not table rows."""
+    from vaekit.normalize import fit
+
+    torch.manual_seed(0)
+    rows = torch.randn(32, 5) * 30 + 160
+    record = fit(rows.view(32, 5, 1, 1), "standardize").record()
+    cfg = ModelConfig(hidden=[8], latent_dim=2, likelihood=likelihood)
+    model = vaekit.VAE.from_config(cfg, (5, 1, 1), normalization=record).eval()
+    stats = vaekit.evaluate(model, rows, iw_samples=2, image_metrics=False)
+    assert stats["nelbo_bits_per_dim"] == pytest.approx(stats["nelbo"] / (5 * math.log(2)))
+    assert stats["nll_bits_per_dim"] == pytest.approx(-stats["log_px"] / (5 * math.log(2)))

@@ -72,3 +72,12 @@ def test_user_errors_are_one_line(trained_run: Path, capsys: pytest.CaptureFixtu
         vaekit.score(model, np.zeros((2, 1, 28, 28), np.uint8), iw_samples=-1)
     with pytest.raises(vaekit.VaekitError, match="values must lie in"):
         vaekit.score(model, np.full((2, 1, 28, 28), 3.0, np.float32))
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz", ".csv"])
+def test_out_in_a_folder_not_yet_made(trained_run: Path, tmp_path: Path, suffix: str) -> None:
+    """As `vaekit sample --out new/x.npy` does, encode and score make the folders."""
+    for command in ("encode", "score"):
+        out = tmp_path / command / "new" / f"x{suffix}"
+        assert cli.main([command, str(trained_run), "--out", str(out)]) == 0
+        assert out.is_file()

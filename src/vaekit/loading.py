@@ -118,6 +118,7 @@ def load_with_data(
         cfg = settings or (model.run_config.data if model.run_config else DataConfig())
         c, h, _ = model.input_shape
         dataset = _read(data, cfg, h, c, progress)
+        check_columns(model, dataset)
     examples = _split(dataset, split)
     check_fits(model, examples, str(source), data)
     return model, examples
@@ -197,6 +198,20 @@ def _split(data: Dataset, split: str) -> Examples:
     if x.shape[0] < 1:
         raise DataError(f"{examples.name} holds no examples; pass --split all, or other --data")
     return examples
+
+
+def check_columns(model: VAE, data: Dataset) -> None:
+    """A table's columns are read by position: a table whose names differ from the training
+    table's (reordered, renamed) would be read silently wrong, so it is refused."""
+    trained = [str(c) for c in getattr(model, "column_names", None) or []]
+    columns = data.info.get("columns")
+    given = [str(c) for c in columns] if isinstance(columns, list) else []
+    if trained and given and given != trained:
+        order = " (the same columns in another order)" if sorted(given) == sorted(trained) else ""
+        raise DataError(
+            f"{data.name} has columns {', '.join(given)[:200]}{order}; the model was trained "
+            f"on {', '.join(trained)[:200]} in that order: give it a table with those columns"
+        )
 
 
 def check_fits(model: VAE, examples: Examples, source: str, data: str | None) -> None:

@@ -247,6 +247,12 @@ def _noise_images(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndar
     return images, rng.integers(0, 10, size=n).astype(np.int64)
 
 
+def _image_extensions() -> frozenset[str]:
+    from .images import EXTENSIONS  # Pillow, only when a path is looked at
+
+    return EXTENSIONS
+
+
 def load_data(
     cfg: DataConfig, seed: int = 0, progress: bool = True, *, own_folder: bool = False
 ) -> Dataset:
@@ -277,6 +283,11 @@ def load_data(
             data = load_folder(path, cfg, progress=progress, own=own_folder)
         elif path.suffix.lower() in SUFFIXES:  # t.CSV is a table too
             data = load_file(path, cfg)
+        elif path.suffix.lower() in _image_extensions():
+            raise DataError(
+                f"--data {name[:100]!r} is one image; --data takes a folder of images: put "
+                f"it in a folder and pass the folder ({path.parent / 'my-images'}/ say)"
+            )
         elif path.suffix.lower() == ".npz" or exists:  # a FIFO or device is refused there
             data = load_npz(path, cfg)
         else:

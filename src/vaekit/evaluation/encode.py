@@ -10,6 +10,7 @@ the prior). A spatial latent keeps its shape (C, h, w) in arrays.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from ..models.protocol import as_input
 from ..progress import bar as progress_bar
 from .evaluate import _check_counts, check_input
 from .likelihood import _example_noise
-from .rows import Rows, select, source_data
+from .rows import SPLITS, Rows, select, source_data
 
 MAX_SAMPLES = 10_000  # draws per example: far beyond what a downstream model needs
 
@@ -44,6 +45,8 @@ def rows_of(
         if y is not None:
             raise ConfigError("y is taken from the Dataset; pass y only with an array")
         return select(data, split or "all")
+    if split is not None and split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if split not in (None, "all"):
         raise ConfigError(f"split={split!r} needs a Dataset or a data source, not an array")
     if not isinstance(data, torch.Tensor | np.ndarray):
@@ -151,8 +154,17 @@ def encode(
         model.train(was_training)
 
 
+def check_out(out: Any, example: str) -> Path:
+    """`out` as a file to write numbers to (.npy, .npz, .parquet, .csv), or a ConfigError."""
+    if not isinstance(out, str | os.PathLike):
+        raise ConfigError(f"out must be a path (a str or Path); got {type(out).__name__}")
+    path = outputs.check_file(out, "out", example=example)
+    records.check_format(path, "out")
+    return path
+
+
 def _output(out: str | Path, samples: int) -> Path:
-    path = outputs.check_file(out, "out", example="latents.npz")
+    path = check_out(out, "latents.npz")
     if records.check_format(path, "out") == ".npy" and samples:
         raise ConfigError(
             f"{path}: an .npy file holds the posterior means only; write .npz, .parquet or "

@@ -189,13 +189,21 @@ def _check_counts(**counts: tuple[Any, int]) -> None:
             raise ConfigError(f"{name} must be a whole number from {low} to {high}; got {value!r}")
 
 
+def _pixels(model: VAE) -> bool:
+    """The model's units are 8-bit images read as x / 255 (not table rows, not normalised)."""
+    norm = model.normalization
+    return not model.is_table and norm.identity and norm.bounded
+
+
 def _elbo(
     model: VAE, x: torch.Tensor, y: torch.Tensor | None, batch_size: int, seed: int
 ) -> dict[str, Any]:
     stats: dict[str, Any] = elbo_stats(model, x, y, batch_size, seed)
     stats["n"] = int(x.shape[0])
     dims = math.prod(model.input_shape)
-    stats["nelbo_bits_per_dim"] = metrics.bits_per_dim(stats["nelbo"], dims, model.likelihood)
+    stats["nelbo_bits_per_dim"] = metrics.bits_per_dim(
+        stats["nelbo"], dims, model.likelihood, _pixels(model)
+    )
     return stats
 
 
@@ -217,7 +225,9 @@ def _log_px(
     stats["iw_elbo"] = float(iw.elbo.mean())
     stats["iw_ess"] = float(iw.ess.mean())
     dims = math.prod(model.input_shape)
-    stats["nll_bits_per_dim"] = metrics.bits_per_dim(-stats["log_px"], dims, model.likelihood)
+    stats["nll_bits_per_dim"] = metrics.bits_per_dim(
+        -stats["log_px"], dims, model.likelihood, _pixels(model)
+    )
     if precision != "fp32":
         stats["iw_precision"] = precision
     return stats

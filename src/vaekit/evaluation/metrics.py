@@ -27,15 +27,19 @@ if TYPE_CHECKING:  # the [metrics] extra, imported at run time only when FID is 
 INCEPTION_WEIGHTS = inception.FILE  # the file torch-fidelity loads
 
 
-def bits_per_dim(nats: float, dims: int, likelihood: str = "bernoulli") -> float:
+def bits_per_dim(
+    nats: float, dims: int, likelihood: str = "bernoulli", pixels: bool = True
+) -> float:
     """Nats per example -> bits per dimension: nats / (D ln 2).
 
     Bernoulli likelihoods are probabilities of discrete pixels. Gaussian and Laplace are
-    densities over [0, 1]; the probability of an 8-bit pixel's bin (width 1/256) is about
-    density / 256, so they get log2(256) = 8 more bits per dimension.
+    densities over [0, 1]; with `pixels` (8-bit images read as x / 255) the probability of
+    a pixel's bin (width 1/256) is about density / 256, so they get log2(256) = 8 more
+    bits per dimension. Other data (table rows, normalised values) are continuous: their
+    density's bits, without the 8.
     """
     bits = nats / (dims * math.log(2.0))
-    return bits if likelihood == "bernoulli" else bits + 8.0
+    return bits if likelihood == "bernoulli" or not pixels else bits + 8.0
 
 
 # -- image metrics ---------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from ..data import Dataset, load_data
 from ..data.dataset import split_indices
 from ..data.validation import validation_rows
 from ..errors import ConfigError, DataError
-from ..loading import own_data_config
+from ..loading import check_columns, own_data_config
 
 SPLITS = ("train", "val", "test", "all")
 
@@ -210,6 +210,7 @@ def source_data(
     data = load_data(
         dataclasses.replace(full, val_fraction=0.0), seed=seed, progress=progress, own_folder=True
     )  # the user's own --data: its cache may go beside it
+    check_columns(model, data)
     return _with_carve(data, full)
 
 

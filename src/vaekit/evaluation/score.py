@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..io import outputs, records
+from ..io import records
 from ..models import VAE
 from ..progress import bar as progress_bar
-from .encode import check_model, chunks, rows_of
+from .encode import check_model, check_out, chunks, rows_of
 from .evaluate import MAX_IW_SAMPLES, _check_counts
 from .likelihood import DEFAULT_BUDGET, importance_sampling
 
@@ -54,10 +54,7 @@ def score(
     rows = rows_of(model, data, y, split, progress)
     check_model(model, rows, "score")
     _check_counts(batch_size=(batch_size, 1), seed=(seed, 0), iw_samples=(iw_samples, 0))
-    path = None
-    if out is not None:
-        path = outputs.check_file(out, "out", example="scores.parquet")
-        records.check_format(path, "out")
+    path = None if out is None else check_out(out, "scores.parquet")
     values = _scores(model, rows, iw_samples, batch_size, seed, budget, precision, progress)
     names = rows.names(0, len(rows))
     if sort:

@@ -71,6 +71,8 @@ class Records:
         self._written = 0
         if self.suffix in (".parquet", ".csv"):
             self._need_tables()
+        if path is not None:  # as every --out: the folders check_file allowed are made
+            path.parent.mkdir(parents=True, exist_ok=True)
         if self.suffix == ".npz" or (self.suffix == ".npy" and npy is not None):
             wanted = [npy] if self.suffix == ".npy" else list(fields)
             for name in wanted:

@@ -296,6 +296,18 @@ class Pretrained(nn.Module):
         return plan
 
 
+def _same_class(recorded: object, given: object) -> bool:
+    """A class a script defines is `__main__.X` there and `script.X` where it is imported
+    (or the other way round): the two name one class, whose weights are then checked."""
+    if recorded == given or not isinstance(recorded, str) or not isinstance(given, str):
+        return recorded == given
+    main = "__main__."
+    for script, other in ((recorded, given), (given, recorded)):
+        if script.startswith(main) and other.endswith("." + script[len(main) :]):
+            return True
+    return False
+
+
 def _check_given(
     architecture: dict[str, Any], given: dict[str, nn.Module | None], source: str
 ) -> None:
@@ -312,7 +324,7 @@ def _check_given(
         if not isinstance(module, nn.Module):
             raise ConfigError(f"{role}= takes an nn.Module, not {type(module).__name__}")
         mine = registry.spec(module, role)
-        if recorded != (mine.get("class") or mine.get("name")):
+        if not _same_class(recorded, mine.get("class") or mine.get("name")):
             raise ConfigError(
                 f"{source} records the {role} as {recorded}; the {role} given is "
                 f"{mine.get('class') or mine.get('name')}"

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import numpy as np
+
 from ..config import Config
 from ..errors import ConfigError
 from ..models import VAE
@@ -81,6 +83,8 @@ def call(callbacks: list[Callback], hook: str, trainer: TrainerView, *args: Any)
     stop = False
     for callback in callbacks:
         answer = getattr(callback, hook)(trainer, *args)
+        if isinstance(answer, np.bool_):  # `return loss > limit` on numpy numbers: one bool
+            answer = bool(answer)
         if answer is None or answer is False:
             continue
         if answer is True:

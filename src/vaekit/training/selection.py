@@ -66,8 +66,13 @@ def epoch_line(record: dict[str, Any], epochs: int, best: bool) -> str:
         val = f", validation -ELBO {record['val_nelbo']:.2f}" + (" (best)" if best else "")
     return (
         f"epoch {record['epoch']}/{epochs}: train -ELBO {record['train_nelbo']:.2f}{val} "
-        f"nats, {record['samples_per_s']:,.0f} samples/s"
+        f"nats, {_rate(record['samples_per_s'])} samples/s"
     )
+
+
+def _rate(per_s: float) -> str:
+    """Whole samples/s, or 2 significant digits under 10 (a big model on a CPU: not 0)."""
+    return f"{per_s:,.0f}" if per_s >= 10 else f"{per_s:.2g}"
 
 
 def stop_line(state: TrainState) -> str:
