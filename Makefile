@@ -47,8 +47,10 @@ demo: data
 	@echo "report: $(DEMO_RUN)/report.html (open it in a browser); latent explorer: $(VENV)/bin/vaekit explore $(DEMO_RUN)"
 
 # The quality gates first (seconds), then the suite: lint, formatting, types (mypy on src/).
+# The suite runs in one pytest-xdist worker per core (PYTEST_WORKERS=0 runs it in this process).
+PYTEST_WORKERS ?= auto
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 lint: venv
 	$(VENV)/bin/ruff check src tests benchmarks scripts examples

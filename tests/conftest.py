@@ -19,6 +19,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # The suite never reaches the internet: downloads are off here and in child processes;
 # tests/test_download.py lifts this for its local server on 127.0.0.1.
 os.environ["VAEKIT_OFFLINE"] = "1"
+# `make test` runs the suite in pytest-xdist workers, one per core: each worker (and the CLI
+# processes it starts) computes on one thread, so the workers do not fight over the cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 # diffusers' AutoencoderKL at its smallest: two levels of 8 and 16 channels, a 2-channel latent
