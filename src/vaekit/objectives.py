@@ -29,7 +29,10 @@ class StepTerms:
     loss: torch.Tensor  # () the objective being minimised
     nelbo: torch.Tensor  # () batch-mean negative ELBO (beta = 1), for reporting
     recon: torch.Tensor  # () batch-mean -log p(x|z)
-    kl: torch.Tensor  # () batch-mean KL(q(z|x) || p(z))
+    # () batch-mean KL(q(z|x) || p(z)); for a model without a density (model.has_density
+    # False: the VQ-VAE) its latent term, codebook + beta * commitment, and nelbo is then
+    # recon + that term, the VQ-VAE's objective (model.term_names names them)
+    kl: torch.Tensor
     # with the adversarial term on at this step: the reconstruction means (detached), for
     # the discriminator's update; the generator term g_loss and its weight (detached)
     fake: torch.Tensor | None = None
@@ -94,8 +97,11 @@ def compute(
     out = model(x, y, generator, eps)
     terms, kl_per_dim = model.elbo_terms(x, y, out=out)
     recon, kl = terms.recon.mean(), terms.kl.mean()
-    kl_term = losses.free_bits_kl(kl_per_dim, cfg.free_bits) if cfg.free_bits > 0 else kl
-    loss = recon + losses.beta_at(step, cfg.beta, cfg.kl_warmup_steps) * kl_term
+    if model.has_density:
+        kl_term = losses.free_bits_kl(kl_per_dim, cfg.free_bits) if cfg.free_bits > 0 else kl
+        loss = recon + losses.beta_at(step, cfg.beta, cfg.kl_warmup_steps) * kl_term
+    else:  # the VQ-VAE: -log p(x|z_q) + codebook + beta * commitment (check_objective)
+        loss = recon + kl
     nll, mean = recon, None  # nll: what the adaptive weight balances the adversary against
     if perceptual is not None and cfg.perceptual_weight > 0:
         # gradients flow through the perceptual network into the decoder: no no_grad here
@@ -167,6 +173,30 @@ def adaptive_weight(nll: torch.Tensor, g_loss: torch.Tensor, layer: torch.Tensor
     return weight.clamp(0.0, 1e4).detach()
 
 
+def check_objective(model: VAE, cfg: LossConfig) -> None:
+    """The loss options a model can take: the KL's weight, warm-up and free bits, and the
+    IWAE bound need a posterior with a density (a VQ-VAE's latent term is weighed by
+    model.commitment)."""
+    if model.has_density:
+        return
+    asked = [
+        what
+        for what, on in (
+            (f"loss.beta {cfg.beta}", cfg.beta != 1.0),
+            (f"loss.kl_warmup_steps {cfg.kl_warmup_steps}", cfg.kl_warmup_steps > 0),
+            (f"loss.free_bits {cfg.free_bits}", cfg.free_bits > 0),
+            (f"loss.iw_samples {cfg.iw_samples}", cfg.iw_samples > 1),
+        )
+        if on
+    ]
+    if asked:
+        raise ConfigError(
+            f"{asked[0]} acts on a Gaussian posterior's KL; a model.posterior "
+            f"{model.posterior_kind} model has none (its codebook and commitment losses are "
+            "weighed by model.commitment): leave it at its default"
+        )
+
+
 class Objective(nn.Module):
     """`compute` as a module, so that DistributedDataParallel wraps the whole forward pass
     (its gradient hooks need the forward to go through the wrapper)."""
@@ -179,6 +209,7 @@ class Objective(nn.Module):
         discriminator: nn.Module | None = None,
     ) -> None:
         super().__init__()
+        check_objective(model, cfg)
         self.model, self.cfg = model, cfg
         self._perceptual = [perceptual]  # a list: frozen, so not a submodule DDP would sync
         self._discriminator = [discriminator]  # updated by training/adversary.py, not here

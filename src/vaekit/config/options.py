@@ -212,6 +212,42 @@ class ModelConfig:
         "map's, 2^levels for sides that are multiples of it; the sides must be exactly f "
         "times the map's). gaussian or laplace likelihood",
     )
+    posterior: str = opt(
+        "gaussian",
+        "q(z|x): gaussian (a diagonal Gaussian, the VAE) or vq (a vector quantiser over a "
+        "codebook, the VQ-VAE of van den Oord et al. 2017: straight-through gradients, "
+        "trained by the likelihood + codebook + commitment losses; it has no ELBO or "
+        "sampling without a prior over its codes). mlp and conv",
+        choices=("gaussian", "vq"),
+    )
+    codebook_size: int = opt(512, "vq: codes in the codebook (K)", min=2, max=1 << 20)
+    code_dim: int = opt(
+        0,
+        "vq with a latent vector: values per code (latent_dim is split into latent_dim / "
+        "code_dim codes); 0: the whole vector is one code. A spatial latent's codes are its "
+        "cells, latent_channels values each",
+        min=0,
+        max=MAX_WIDTH,
+    )
+    commitment: float = opt(
+        0.25, "vq: beta, the weight of the commitment loss ||z_e - sg[e]||^2", min=0.0, max=1e6
+    )
+    ema_decay: float = opt(
+        0.0,
+        "vq: move the codebook by exponential moving averages of the encoder outputs each "
+        "code takes, with this decay (0.99 is the paper's), instead of by the codebook loss; "
+        "0: by the loss",
+        min=0.0,
+        max=1.0,
+        exclusive_max=True,
+    )
+    restart_dead: float = opt(
+        0.0,
+        "vq: a code whose moving-average count of latents per batch falls below this is "
+        "moved onto a random encoder output of the batch (e.g. 1.0); 0: no restarts",
+        min=0.0,
+        max=1e9,
+    )
     init: str = opt(
         "",
         "start from trained weights: diffusers:PATH_OR_REPO fine-tunes a diffusers "

@@ -10,13 +10,16 @@ from ..arguments import check_methods, checked, public_methods
 from .paths import slerp
 from .registry import register
 from .vae import VAE, VAEOutput, load
+from .vqvae import VQVAE
 
 INTERNAL = frozenset(
     {"forward", "elbo_terms", "log_importance_weights", "log_likelihood", "mean", "prepare",
      "from_folder", "set_normalization", "posterior"}
 )  # fmt: skip
 check_methods(VAE, public_methods(VAE, skip=INTERNAL))
+# the VQ-VAE's own methods (those it inherits are checked above)
+check_methods(VQVAE, [m for m in public_methods(VQVAE, skip=INTERNAL) if m in vars(VQVAE)])
 load = checked(load)
 register = checked(register)
 
-__all__ = ["INTERNAL", "VAE", "VAEOutput", "load", "register", "slerp"]
+__all__ = ["INTERNAL", "VAE", "VQVAE", "VAEOutput", "load", "register", "slerp"]

@@ -16,6 +16,8 @@ from . import diffusers_init, protocol
 from .conv import ConvDecoder, ConvEncoder, latent_map_shape
 from .mlp import MLPDecoder, MLPEncoder
 
+POSTERIOR = "posterior"  # the entry of vae_arguments that names a non-Gaussian posterior
+
 
 def vae_arguments(
     cfg: ModelConfig,
@@ -37,6 +39,7 @@ def vae_arguments(
     if cfg.conditional and num_classes < 1:
         raise ConfigError("model.conditional needs labelled data (num_classes >= 1)")
     _check_linear_path(cfg, likelihood)
+    posterior = _posterior(cfg)
     c, h, w = (int(s) for s in input_shape)
     shape = (c, h, w)
     kl = diffusers_init.plan(cfg, shape, likelihood, learn_scale)
@@ -57,14 +60,15 @@ def vae_arguments(
         blocks, spatial, path = cfg.blocks_per_level, cfg.latent_channels, cfg.linear_path
         norm = decoder_norm(cfg.decoder_norm)
         z_dim = 0 if spatial else cfg.latent_dim
+        moments = 1 if posterior else 2  # a quantised posterior reads one map, z_e
         return (
-            ConvEncoder(shape, cfg.channels, blocks, cond, spatial, path, z_dim),
+            ConvEncoder(shape, cfg.channels, blocks, cond, spatial, path, z_dim, moments),
             ConvDecoder(shape, cfg.channels, blocks, z_features, per_pixel, spatial, norm, path),
         )
 
     protocol.check_size(halves, latent_dim, f"the {cfg.arch} VAE of model.* for {shape}")
     encoder, decoder = halves()
-    return {
+    return (posterior or {}) | {
         "encoder": encoder,
         "decoder": decoder,
         "latent_dim": latent_dim,
@@ -100,6 +104,31 @@ def _check_table(cfg: ModelConfig, input_shape: Sequence[int]) -> None:
             f"train MLP models; {asked[0]} needs images: use model.arch mlp"
             + (" and model.latent_channels 0" if cfg.latent_channels else "")
         )
+
+
+def _posterior(cfg: ModelConfig) -> dict[str, Any] | None:
+    """vae_arguments' entries of a quantised posterior (model.posterior vq), or None."""
+    if cfg.posterior == "gaussian":
+        return None
+    if cfg.init or cfg.arch not in ("mlp", "conv"):
+        what = f"model.init {cfg.init}" if cfg.init else f"model.arch {cfg.arch}"
+        raise ConfigError(
+            f"model.posterior {cfg.posterior} is built for model.arch mlp and conv; {what} "
+            "is not supported with it yet"
+        )
+    if cfg.linear_path:
+        raise ConfigError(
+            f"model.linear_path starts a Gaussian posterior at PCA; model.posterior "
+            f"{cfg.posterior} does not take it"
+        )
+    return {
+        POSTERIOR: {"name": cfg.posterior},
+        "codebook_size": cfg.codebook_size,
+        "code_dim": cfg.code_dim,
+        "commitment": cfg.commitment,
+        "ema_decay": cfg.ema_decay,
+        "restart_dead": cfg.restart_dead,
+    }
 
 
 def _check_linear_path(cfg: ModelConfig, likelihood: str) -> None:

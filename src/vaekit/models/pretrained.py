@@ -32,6 +32,22 @@ from ..normalize import Normalization
 from . import builtin, diffusers_init, protocol, registry
 
 P = TypeVar("P", bound="Pretrained")
+# the models of a posterior other than the Gaussian, by config.json's architecture
+# ['posterior']['name'] (and model.posterior): filled by their modules (vqvae.py)
+POSTERIORS: dict[str, type[Pretrained]] = {}
+
+
+def posterior_class(cls: type[P], record: Any, source: str) -> tuple[type[P], dict[str, Any]]:
+    """The class to build for a posterior record (None: the Gaussian, `cls` itself) and the
+    record's settings, or a CheckpointError naming what is wrong."""
+    if record is None:
+        return cls, {}
+    name = record.get("name") if isinstance(record, dict) else None
+    model = POSTERIORS.get(name) if isinstance(name, str) else None
+    if model is None or not issubclass(model, cls):
+        known = ", ".join(sorted(POSTERIORS))
+        raise CheckpointError(f"{source}: unknown posterior {record!r} (known: {known})")
+    return model, {k: v for k, v in record.items() if k != "name"}  # type: ignore[return-value]
 
 
 def resolve(path: str | Path, *, revision: str | None = None, repo_ids: bool = False) -> Path:
@@ -94,7 +110,8 @@ class Pretrained(nn.Module):
         `Normalization.record()` of the data (see `builtin.vae_arguments`)."""
         arguments = builtin.vae_arguments(cfg, input_shape, num_classes, normalization)
         weights = arguments.pop(diffusers_init.WEIGHTS, None)
-        model = cls(**arguments)
+        model_cls, _ = posterior_class(cls, arguments.pop(builtin.POSTERIOR, None), "model.*")
+        model = model_cls(**arguments)
         if weights is not None:  # model.init: start from these weights, exactly
             model.load_state_dict(weights, strict=True)
         return model
@@ -102,7 +119,7 @@ class Pretrained(nn.Module):
     def architecture(self) -> dict[str, Any]:
         """What config.json records to rebuild this model: each half as a registered name
         and its JSON arguments, and the VAE's own settings."""
-        return {
+        record = {
             "encoder": registry.spec(self.encoder, "encoder"),
             "decoder": registry.spec(self.decoder, "decoder"),
             "latent_dim": self.latent_dim,
@@ -115,6 +132,10 @@ class Pretrained(nn.Module):
             "label_dim": self.label_dim,
             "normalization": self.normalization.record(),
         }
+        posterior = getattr(self, "posterior_record", None)  # none: the Gaussian
+        if posterior is not None:
+            record["posterior"] = posterior()
+        return record
 
     @classmethod
     def from_architecture(
@@ -137,6 +158,8 @@ class Pretrained(nn.Module):
         if missing:
             raise CheckpointError(f"{source}: 'architecture' lacks {', '.join(missing)}")
         kwargs = {k: v for k, v in settings.items() if v is not None}
+        model_cls, posterior = posterior_class(cls, architecture.get("posterior"), source)
+        kwargs.update(posterior)
 
         def halves() -> tuple[nn.Module, nn.Module]:
             built = [
@@ -149,7 +172,7 @@ class Pretrained(nn.Module):
         protocol.check_size(halves, latent, f"the architecture {source} records")
         encoder, decoder = halves()
         try:
-            return cls(encoder, decoder, **kwargs)
+            return model_cls(encoder, decoder, **kwargs)
         except Exception as e:  # anything a recorded setting can make the constructor raise
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise CheckpointError(f"{source}: the architecture cannot be built ({first})") from None

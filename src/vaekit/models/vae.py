@@ -64,6 +64,14 @@ class VAE(Pretrained):
     `elbo_terms` and `log_importance_weights` work.
     """
 
+    # the posterior's kind, and whether the model has a density p(x) (an ELBO, log p(x),
+    # samples from its prior); a quantised posterior has neither (vqvae.py)
+    posterior_kind = "gaussian"
+    has_density = True
+    # the names of the objective's terms (ELBOTerms.nelbo, .recon, .kl) in training and
+    # validation records: train_nelbo, val_kl, ...
+    term_names = ("nelbo", "recon", "kl")
+
     def __init__(
         self,
         encoder: nn.Module,
@@ -107,6 +115,18 @@ class VAE(Pretrained):
             self.label_embedding = nn.Embedding(self.num_classes, self.label_dim)
         self.encoder = encoder
         self.decoder = decoder
+        self._build_posterior(encoder)
+        protocol.check_decoder(
+            decoder,
+            self.input_shape,
+            self.latent_shape or self.latent_dim + (self.label_dim if self.conditional else 0),
+            likelihood,
+            self.learn_scale,
+        )
+
+    def _build_posterior(self, encoder: nn.Module) -> None:
+        """q(z|x)'s parts beside the encoder: the mean and log-variance heads on an
+        encoder of features (a quantised posterior builds its own: vqvae.py)."""
         features = protocol.encoder_features(
             encoder,
             self.input_shape,
@@ -118,13 +138,6 @@ class VAE(Pretrained):
         if features is not None:
             self.mu_head = nn.Linear(features, self.latent_dim)
             self.logvar_head = nn.Linear(features, self.latent_dim)  # log sigma^2, never sigma^2
-        protocol.check_decoder(
-            decoder,
-            self.input_shape,
-            self.latent_shape or self.latent_dim + (self.label_dim if self.conditional else 0),
-            likelihood,
-            self.learn_scale,
-        )
 
     # -- the two halves -------------------------------------------------------------------
     def _cond(self, y: torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor | None:

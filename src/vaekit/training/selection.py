@@ -14,6 +14,7 @@ from typing import Any
 from ..config import TrainConfig
 from ..data import Dataset
 from ..errors import ConfigError
+from ..evaluation.codebook import codebook_stats
 from ..evaluation.likelihood import elbo_stats
 from ..io import checkpoint
 from ..models import VAE
@@ -50,8 +51,13 @@ def evaluate(
         return False
     y = data.y_val if model.conditional else None
     stats = elbo_stats(model.eval(), data.x_val, y, t.eval_batch_size, seed=t.seed)
-    record.update({f"val_{k}": v for k, v in stats.items()})
-    return state.improved(stats["nelbo"])
+    values = dict(zip(model.term_names, stats.values(), strict=True))  # nelbo, recon, kl
+    if model.has_density:
+        record.update({f"val_{k}": v for k, v in values.items()})
+    else:  # a VQ-VAE: its objective and terms, and how it uses its codebook
+        values.update(codebook_stats(model, data.x_val, t.eval_batch_size))
+        record.update({f"val_{k}": v for k, v in values.items()})
+    return state.improved(values[model.term_names[0]])
 
 
 def out_of_patience(state: TrainState, t: TrainConfig) -> bool:
@@ -61,11 +67,12 @@ def out_of_patience(state: TrainState, t: TrainConfig) -> bool:
 
 def epoch_line(record: dict[str, Any], epochs: int, best: bool) -> str:
     """The line a run prints at an epoch's end."""
+    key, what = ("nelbo", "-ELBO") if "train_nelbo" in record else ("objective", "objective")
     val = ""
-    if "val_nelbo" in record:
-        val = f", validation -ELBO {record['val_nelbo']:.2f}" + (" (best)" if best else "")
+    if f"val_{key}" in record:
+        val = f", validation {what} {record[f'val_{key}']:.2f}" + (" (best)" if best else "")
     return (
-        f"epoch {record['epoch']}/{epochs}: train -ELBO {record['train_nelbo']:.2f}{val} "
+        f"epoch {record['epoch']}/{epochs}: train {what} {record[f'train_{key}']:.2f}{val} "
         f"nats, {_rate(record['samples_per_s'])} samples/s"
     )
 

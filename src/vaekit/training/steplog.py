@@ -39,8 +39,10 @@ class StepLog:
         total: int,
         show: bool,
         adversarial: bool = False,
+        names: tuple[str, ...] = COLUMNS[:3],
     ) -> None:
         self.state, self.dist = state, dist
+        self.names = (*names, COLUMNS[3])  # the model's term_names, then grad_norm
         self.max_skipped, self.run_dir, self.batch_size = max_skipped, run_dir, batch_size
         self.take_back = take_back
         self.pending: list[torch.Tensor] = []
@@ -126,7 +128,7 @@ class StepLog:
             "seconds": seconds,
             "samples_per_s": (self.state.step_in_epoch - self.first) * self.batch_size / seconds,
         }
-        for name, total in zip(COLUMNS, self.sums, strict=True):
+        for name, total in zip(self.names, self.sums, strict=True):
             record[f"train_{name}"] = total / done if done else float("nan")
         if self.adversarial:  # NaN in epochs before loss.adversarial_start
             for name, total in zip(ADVERSARIAL, self.adv_sums, strict=True):

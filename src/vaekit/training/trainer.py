@@ -167,6 +167,7 @@ class Trainer(TrainerSession):
             total=total,
             show=run.show,
             adversarial=run.step.adversary is not None,
+            names=self._require_model().term_names,
         )
 
     def _train_mode(self) -> None:

@@ -320,18 +320,15 @@ def write_images(
     labels = None
     if model.conditional:
         labels = torch.arange(n, device=device) % max(1, model.num_classes)
-    samples = model.sample(n, labels, generator=g)
     k = min(8, x.shape[0])
     xk = to_float(x[:k].to(device))
     yk = y[:k].to(device) if model.conditional and y is not None else None
     recon = model.reconstruct(xk, yk)
     scale = grid.auto_scale(model.input_shape[1])
-    grid_samples = grid.make_grid(samples, nrow=8)
-    grid_recon = grid.make_grid(torch.cat([xk, recon]), nrow=k)
-    if run_dir is None:
-        return {"samples": grid_samples, "reconstructions": grid_recon}
-    fileio.write_bytes(run_dir / "samples.png", grid.png_bytes(grid.to_pil(grid_samples, scale)))
-    fileio.write_bytes(
-        run_dir / "reconstructions.png", grid.png_bytes(grid.to_pil(grid_recon, scale))
-    )
-    return {"samples": grid_samples, "reconstructions": grid_recon}
+    grids = {"reconstructions": grid.make_grid(torch.cat([xk, recon]), nrow=k)}
+    if model.has_density:  # a VQ-VAE without a prior over its codes has no samples
+        grids["samples"] = grid.make_grid(model.sample(n, labels, generator=g), nrow=8)
+    if run_dir is not None:
+        for name, image in grids.items():
+            fileio.write_bytes(run_dir / f"{name}.png", grid.png_bytes(grid.to_pil(image, scale)))
+    return grids
