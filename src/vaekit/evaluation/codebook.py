@@ -4,18 +4,19 @@ takes everything) and the fraction of the K codes used at least once."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 
-from ..models import VAE
+from ..models import VAE, VQVAE
 from ..models.quantizer import perplexity, usage
 
 
 @torch.no_grad()
 def code_counts(model: VAE, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """How many latents of the examples x (user's units) each code took: (K,) int64."""
-    quantize = model.quantize  # a VQVAE's
+    model = cast(VQVAE, model)
+    quantize = model.quantize
     device = next(model.parameters()).device
     counts = torch.zeros(quantize.codebook_size, dtype=torch.long, device=device)
     was_training = model.training

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ import torch
 from ..data import Dataset
 from ..errors import ConfigError, DataError
 from ..io import outputs, records
-from ..models import VAE
+from ..models import VAE, VQVAE
 from ..models.protocol import as_input
 from ..progress import bar as progress_bar
 from .evaluate import _check_counts, check_input
@@ -121,12 +121,18 @@ def encode(
     example's position alone (the chunk size changes only the rounding of batched
     matmuls); id (N,), and split, label, class and file where the data have them.
     Tables name the values z0..zD-1 (means), logvar0.., and sample{k}_z{d}.
+    A VQ-VAE's arrays are its integer codes instead: codes (N, h, w) for a spatial latent,
+    (N, D // code_dim) for a vector, int64 (table columns code0..).
     """
     rows = rows_of(model, data, y, split, progress)
     check_model(model, rows)
     _check_counts(batch_size=(batch_size, 1), seed=(seed, 0), samples=(samples, 0))
     if samples > MAX_SAMPLES:
         raise ConfigError(f"samples must be at most {MAX_SAMPLES}; got {samples}")
+    if samples and not model.has_density:
+        raise ConfigError(
+            "a VQ-VAE's posterior is one code per latent, with nothing to draw: drop samples"
+        )
     path = None if out is None else _output(out, samples)
     shape = model.latent_shape or (model.latent_dim,)
     fields: dict[str, records.Field] = {"mu": (shape, np.float32), "logvar": (shape, np.float32)}
@@ -134,6 +140,12 @@ def encode(
         "mu": records.latent_columns("z", shape),
         "logvar": records.latent_columns("logvar", shape),
     }
+    main = "mu"
+    if not model.has_density:  # a VQ-VAE: its integer codes, (h, w) or (D // code_dim,)
+        code_shape = cast(VQVAE, model).code_shape()
+        fields = {"codes": (code_shape, np.int64)}
+        columns = {"codes": records.latent_columns("code", code_shape)}
+        main = "codes"
     if samples:
         fields["z"] = ((samples, *shape), np.float32)
         columns["z"] = [
@@ -143,10 +155,14 @@ def encode(
     model.eval()
     bar = progress_bar(total=len(rows), show=progress, unit="example", desc="encode")
     try:
-        with records.Records(path, len(rows), rows.names(0, len(rows)), fields, npy="mu",
+        with records.Records(path, len(rows), rows.names(0, len(rows)), fields, npy=main,
                              columns=columns) as written:  # fmt: skip
             for start, x, yb in chunks(rows, model, batch_size):
-                written.write(start, _posterior(model, x, yb, start, samples, seed))
+                if main == "codes":
+                    codes = cast(VQVAE, model).encode_codes(x, yb)
+                    written.write(start, {"codes": codes.cpu().numpy()})
+                else:
+                    written.write(start, _posterior(model, x, yb, start, samples, seed))
                 bar.update(len(x))
             return written.finish()
     finally:

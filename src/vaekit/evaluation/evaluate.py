@@ -17,7 +17,10 @@ from ..data.streaming import LazyRows
 from ..errors import ConfigError, DataError
 from ..models import VAE
 from ..models.protocol import as_input
+from ..models.vqvae import NO_DENSITY
+from ..wording import on_command_line
 from . import metrics, perceptual_scores
+from .codebook import codebook_stats
 from .likelihood import DEFAULT_BUDGET, elbo_stats, importance_sampling
 from .perceptual_scores import Distance
 
@@ -90,6 +93,7 @@ def evaluate(
     if not isinstance(model, VAE):
         raise ConfigError(f"evaluate takes a vaekit.VAE, not {type(model).__name__}")
     _check_counts(batch_size=(batch_size, 1), iw_samples=(iw_samples, 0), seed=(seed, 0))
+    _check_density(model, iw_samples, fid)
     if fid is not None or rfid is not None:
         _check_counts(fid_samples=(fid_samples, 2))
     for what, asked in (("FID", fid), ("rFID", rfid), ("LPIPS", lpips)):
@@ -105,6 +109,8 @@ def evaluate(
         parts: list[tuple[str, Callable[[], dict[str, Any]]]] = [
             ("elbo", lambda: _elbo(model, xf, y, batch_size, seed))
         ]
+        if not model.has_density:  # a VQ-VAE: its objective's terms, no bound
+            parts = [("objective", lambda: _objective(model, xf, y, batch_size, seed))]
         if iw_samples > 0:
             parts.append(
                 (
@@ -116,7 +122,9 @@ def evaluate(
             parts.append(
                 ("image_metrics", lambda: metrics.reconstruction_metrics(model, xf, y, batch_size))
             )
-        if latent_metrics:
+        if latent_metrics and not model.has_density:
+            parts.append(("codebook", lambda: codebook_stats(model, xf, batch_size)))
+        elif latent_metrics:
             parts.append(("latent_metrics", lambda: _latents(model, xf, y, batch_size)))
         return _timed(first, parts)
     finally:
@@ -193,6 +201,33 @@ def _pixels(model: VAE) -> bool:
     """The model's units are 8-bit images read as x / 255 (not table rows, not normalised)."""
     norm = model.normalization
     return not model.is_table and norm.identity and norm.bounded
+
+
+def _check_density(model: VAE, iw_samples: int, fid: Any) -> None:
+    """log p(x) and FID of prior samples need a density and a prior: a VQ-VAE without a
+    prior over its codes has neither (its reconstructions and codebook are evaluated)."""
+    if model.has_density:
+        return
+    cli = on_command_line()
+    for asked, what, name in ((iw_samples > 0, "log p(x)", "iw-samples"), (fid, "FID", "fid")):
+        if asked is not None and asked is not False and asked != "none":
+            drop = f"--{name}" if cli else f"{name.replace('-', '_')}="
+            raise ConfigError(
+                f"{NO_DENSITY}; {what} cannot be estimated: drop {drop} (reconstructions, "
+                "rFID, LPIPS and the codebook's perplexity are evaluated)"
+            )
+
+
+def _objective(
+    model: VAE, x: torch.Tensor, y: torch.Tensor | None, batch_size: int, seed: int
+) -> dict[str, Any]:
+    """A VQ-VAE's objective and its terms, per example (the ELBO's place), and why there
+    is no bound."""
+    stats = elbo_stats(model, x, y, batch_size, seed)
+    out: dict[str, Any] = dict(zip(model.term_names, stats.values(), strict=True))
+    out["n"] = int(x.shape[0])
+    out["no_density"] = NO_DENSITY
+    return out
 
 
 def _elbo(

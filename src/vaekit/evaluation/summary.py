@@ -24,6 +24,12 @@ METRIC_LABELS = {
     "rfid": ("rFID", "reconstructions against the test images"),
     "fid": ("FID", "prior samples against the test set"),
     "n": ("test images", "evaluated"),
+    "objective": ("VQ-VAE objective", "reconstruction + codebook + beta x commitment, nats"),
+    "vq": ("codebook + commitment", "nats per example"),
+    "perplexity": ("codebook perplexity", "exp(entropy) of the code frequencies"),
+    "codebook_usage": ("codebook usage", "the fraction of the codes used"),
+    "codes_used": ("codes used", "at least once on the test set"),
+    "codebook_size": ("codebook size", "codes"),
 }
 HIDDEN = {"iw_samples", "log_px_stderr", "seconds", "kl_per_dim", "activity"}
 
@@ -64,13 +70,22 @@ def metrics_rows(stats: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 def summary(stats: dict[str, Any], dataset: str = "the test set") -> str:
     """The lines `vaekit evaluate` prints for a result of `evaluate`."""
-    lines = [
-        f"test set: {stats['n']} examples of {dataset}, nats per example",
-        f"  negative ELBO      {stats['nelbo']:11.3f}   "
-        f"({stats['nelbo_bits_per_dim']:.4f} bits/dim)",
-        f"  reconstruction     {stats['recon']:11.3f}",
-        f"  KL                 {stats['kl']:11.3f}",
-    ]
+    lines = [f"test set: {stats['n']} examples of {dataset}, nats per example"]
+    if "nelbo" in stats:
+        lines += [
+            f"  negative ELBO      {stats['nelbo']:11.3f}   "
+            f"({stats['nelbo_bits_per_dim']:.4f} bits/dim)",
+            f"  reconstruction     {stats['recon']:11.3f}",
+            f"  KL                 {stats['kl']:11.3f}",
+        ]
+    else:  # a VQ-VAE
+        lines += [
+            f"  objective          {stats['objective']:11.3f}   (reconstruction + codebook "
+            "+ beta x commitment)",
+            f"  reconstruction     {stats['recon']:11.3f}",
+            f"  codebook + commit. {stats['vq']:11.3f}",
+            f"  no -ELBO or log p(x): {stats['no_density']}",
+        ]
     if "log_px" in stats:
         k = stats["iw_samples"]
         lines.append(
@@ -109,6 +124,12 @@ def summary(stats: dict[str, Any], dataset: str = "the test set") -> str:
         shown = ", ".join(f"z{i} {kl[i]:.2f}" for i in order[:8])
         more = f", ... ({len(kl) - 8} more)" if len(kl) > 8 else ""
         lines.append(f"  KL per dimension   {shown}{more}")
+    if "perplexity" in stats:
+        lines.append(
+            f"  codebook           perplexity {stats['perplexity']:.2f} of "
+            f"{stats['codebook_size']:,} codes, {stats['codes_used']:,} used "
+            f"({100 * stats['codebook_usage']:.1f}%)"
+        )
     if "fid" in stats:
         lines.append(
             f"  FID                {stats['fid']:11.3f}   (prior samples vs test set, "

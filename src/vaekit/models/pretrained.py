@@ -47,7 +47,7 @@ def posterior_class(cls: type[P], record: Any, source: str) -> tuple[type[P], di
     if model is None or not issubclass(model, cls):
         known = ", ".join(sorted(POSTERIORS))
         raise CheckpointError(f"{source}: unknown posterior {record!r} (known: {known})")
-    return model, {k: v for k, v in record.items() if k != "name"}  # type: ignore[return-value]
+    return model, {k: v for k, v in record.items() if k != "name"}
 
 
 def resolve(path: str | Path, *, revision: str | None = None, repo_ids: bool = False) -> Path:

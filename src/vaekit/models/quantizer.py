@@ -60,6 +60,9 @@ def usage(counts: torch.Tensor) -> float:
 class VectorQuantizer(nn.Module):
     """A codebook of `codebook_size` vectors of `code_dim` values (see the module doc)."""
 
+    cluster_size: torch.Tensor  # (K,) buffers, with ema_decay or restart_dead
+    embed_sum: torch.Tensor  # (K, C) with ema_decay
+
     def __init__(
         self,
         codebook_size: int,
@@ -155,7 +158,7 @@ class VectorQuantizer(nn.Module):
     ) -> None:
         """One training batch's moving averages, EMA codebook and restarts."""
         decay = self.ema_decay or USAGE_DECAY
-        size: torch.Tensor = self.cluster_size
+        size = self.cluster_size
         size.mul_(decay).add_(counts.to(size.dtype), alpha=1.0 - decay)
         weight = self.embedding.weight
         if self.ema_decay:

@@ -228,6 +228,8 @@ def training_curves(records: list[dict[str, Any]]) -> Figure | None:
         ("nelbo", "negative ELBO"),
         ("recon", "reconstruction -log p(x|z)"),
         ("kl", "KL(q(z|x) || p(z))"),
+        ("objective", "VQ-VAE objective"),  # a VQ-VAE's records
+        ("vq", "codebook + beta x commitment"),
     ):
         series = {
             label: pts
@@ -283,7 +285,7 @@ def write_all(
         name = f"interpolation_{method}"
         images = interpolation(model, x, method=method, seed=seed, y=y)
         written[name] = save_png(run_dir / FILES[name], tiles(images, 10))
-    if model.latent_dim >= 2 and not model.is_table:
+    if model.latent_dim >= 2 and not model.is_table and model.has_density:
         images = manifold(model, n_manifold, x=x, y=y)
         written["manifold"] = save_png(
             run_dir / FILES["manifold"], grid.to_pil(grid.make_grid(images, nrow=n_manifold))
@@ -294,7 +296,8 @@ def write_all(
     curves = training_curves(records or [])
     if curves is not None:
         written["curves"] = save_png(run_dir / FILES["curves"], curves)
-    written["kl"] = save_png(run_dir / FILES["kl"], kl_chart(model, x, y))
+    if model.has_density:  # a VQ-VAE has no KL
+        written["kl"] = save_png(run_dir / FILES["kl"], kl_chart(model, x, y))
     return written
 
 

@@ -112,6 +112,10 @@ def _epoch_table(records: list[dict[str, Any]]) -> str:
             "train_kl",
             "val_kl",
             "test_kl",
+            "train_objective",  # a VQ-VAE's
+            "val_objective",
+            "train_vq",
+            "val_perplexity",
             "samples_per_s",
             "skipped_updates",
         )
@@ -186,7 +190,7 @@ def build_report(
         y if model.conditional else None,
         batch_size=batch_size,
         seed=seed,
-        iw_samples=iw_samples,
+        iw_samples=iw_samples if model.has_density else 0,  # a VQ-VAE has no log p(x)
         progress=progress,
         rfid=rfid,
         lpips=lpips,
@@ -194,9 +198,8 @@ def build_report(
     )
     seconds = time.perf_counter() - started
     records = tracking.read_metrics(run_dir)
-    written = {}
-    if figures.write_images(model, x, y, out, seed=seed):  # nothing for a table
-        written = {"samples": out / "samples.png", "reconstructions": out / "reconstructions.png"}
+    grids = figures.write_images(model, x, y, out, seed=seed)  # nothing for a table
+    written = {name: out / f"{name}.png" for name in grids}
     written.update(figures.write_all(out, model, x, y, examples.class_names, records, seed=seed))
     page = render(run_dir.name, model, examples.dataset, stats, records, written, seed, seconds)
     path = out / REPORT_FILE
@@ -240,6 +243,8 @@ def render(
         if k
         else "no importance-weighted estimate (--iw-samples 0)"
     )
+    if "no_density" in stats:  # a VQ-VAE
+        iw_note = str(stats["no_density"])
     title = f"vaekit report: {name}"
     return templates.render(
         "report.html",
