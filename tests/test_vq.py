@@ -80,20 +80,20 @@ def test_codebook_and_commitment_losses_by_hand() -> None:
 
 
 def test_ema_update_by_hand() -> None:
-    q = quantizer([[0.0, 0.0], [4.0, 4.0], [9.0, 9.0]], ema_decay=0.5).train()
+    q = quantizer([[0.0, 0.0], [4.0, 4.0], [9.0, 9.0]], ema_decay=0.8).train()
     z = torch.tensor([[1.0, 0.0], [0.0, 1.0], [3.0, 5.0]])  # codes 0, 0, 1; code 2 unused
     out = q(z)
     assert out.codes.flatten().tolist() == [0, 0, 1]
     assert torch.equal(out.codebook, torch.zeros(3))  # EMA: no codebook loss
     assert not q.embedding.weight.requires_grad
-    size = 0.5 * torch.ones(3) + 0.5 * torch.tensor([2.0, 1.0, 0.0])
-    sums = 0.5 * torch.tensor([[0.0, 0], [4, 4], [9, 9]]) + 0.5 * torch.tensor(
+    size = 0.8 * torch.ones(3) + 0.2 * torch.tensor([2.0, 1.0, 0.0])
+    sums = 0.8 * torch.tensor([[0.0, 0], [4, 4], [9, 9]]) + 0.2 * torch.tensor(
         [[1.0, 1.0], [3, 5], [0, 0]]
     )
     assert torch.allclose(q.cluster_size, size) and torch.allclose(q.embed_sum, sums)
-    n, eps = size.sum(), 1e-5
+    n, eps = size.sum(), 1e-5  # Laplace smoothing: (N_k + eps) / (n + K eps) * n
     smoothed = (size + eps) / (n + 3 * eps) * n
-    assert torch.allclose(q.embedding.weight, sums / smoothed[:, None])
+    torch.testing.assert_close(q.embedding.weight, sums / smoothed[:, None], rtol=5e-7, atol=0)
     q.eval()  # evaluation never moves the codebook
     before = q.embedding.weight.clone()
     q(z)
