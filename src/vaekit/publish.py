@@ -42,6 +42,7 @@ def _card_stats(
                 f"{e}; or push with --no-evaluate to use the test numbers of the training log"
             ) from None
         y = examples.y if model.conditional else None
+        iw_samples = iw_samples if model.has_density else 0  # a VQ-VAE has no log p(x)
         stats = evaluate(model, examples.x, y, seed=seed, iw_samples=iw_samples, progress=progress)
         how = f"`vaekit evaluate` on {examples.name} ({stats['n']:,} images), seed {seed}"
         if iw_samples:

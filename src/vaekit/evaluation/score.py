@@ -23,7 +23,7 @@ from ..io import records
 from ..models import VAE
 from ..progress import bar as progress_bar
 from .encode import check_model, check_out, chunks, rows_of
-from .evaluate import MAX_IW_SAMPLES, _check_counts
+from .evaluate import MAX_IW_SAMPLES, _check_counts, _check_density
 from .likelihood import DEFAULT_BUDGET, importance_sampling
 
 
@@ -45,12 +45,13 @@ def score(
     """Per-example scores of `data` (as `encode.rows_of` takes it): a dict of numpy arrays,
     or, with `out`, the file written (.npy: one structured array; .npz; .parquet/.csv).
 
-    Arrays (N,): nelbo, recon, kl (float64, nats); with `iw_samples` K, log_px and iw_ess
+    Arrays (N,): nelbo, recon, kl (float64, nats; a VQ-VAE's: objective, recon, vq); with `iw_samples` K, log_px and iw_ess
     (the effective sample size, 1..K: near 1, the estimate rests on one sample); id, and
     split, label, class and file where the data have them. `sort`: most anomalous first
     (highest -log p(x) with K, else highest nelbo). `budget` and `precision` are those of
     `likelihood.importance_sampling`.
     """
+    _check_density(model, iw_samples, None)  # a VQ-VAE has no log p(x)
     rows = rows_of(model, data, y, split, progress)
     check_model(model, rows, "score")
     _check_counts(batch_size=(batch_size, 1), seed=(seed, 0), iw_samples=(iw_samples, 0))
@@ -58,7 +59,7 @@ def score(
     values = _scores(model, rows, iw_samples, batch_size, seed, budget, precision, progress)
     names = rows.names(0, len(rows))
     if sort:
-        key = -values["log_px"] if iw_samples else values["nelbo"]
+        key = -values["log_px"] if iw_samples else values[model.term_names[0]]
         order = np.argsort(-key, kind="stable")
         names = {k: v[order] for k, v in names.items()}
         values = {k: v[order] for k, v in values.items()}
@@ -82,7 +83,8 @@ def _scores(
     if k > MAX_IW_SAMPLES:
         raise ValueError(f"iw_samples {k} over {MAX_IW_SAMPLES}")  # _check_counts refuses it
     n = len(rows)
-    names = ("nelbo", "recon", "kl", *(("log_px", "iw_ess") if k else ()))
+    terms_named = model.term_names  # nelbo, recon, kl (a VQ-VAE: objective, recon, vq)
+    names = (*terms_named, *(("log_px", "iw_ess") if k else ()))
     values = {name: np.empty(n, dtype=np.float64) for name in names}
     device = next(model.parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)  # as likelihood.elbo_stats draws
@@ -94,9 +96,8 @@ def _scores(
             s = slice(start, start + len(x))
             with torch.no_grad():
                 terms, _ = model.elbo_terms(model.prepare(x), y, generator=g)
-            values["nelbo"][s] = terms.nelbo.double().cpu().numpy()
-            values["recon"][s] = terms.recon.double().cpu().numpy()
-            values["kl"][s] = terms.kl.double().cpu().numpy()
+            for name, term in zip(terms_named, (terms.nelbo, terms.recon, terms.kl), strict=True):
+                values[name][s] = term.double().cpu().numpy()
             if k:
                 iw = importance_sampling(
                     model, x, k, y, seed=seed + 1, budget=budget, precision=precision, first=start

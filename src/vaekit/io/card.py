@@ -36,12 +36,18 @@ def table(header: list[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def describe_latent(architecture: dict[str, Any]) -> str:
-    """'a 20-D latent vector' or 'a 4x16x16 spatial latent (1,024 values)'."""
+    """'a 20-D latent vector' or 'a 4x16x16 spatial latent (1,024 values)', and a VQ-VAE's
+    codebook ('quantised by a codebook of 512 codes')."""
     shape = architecture.get("latent_shape")
     if isinstance(shape, list) and shape:
         values = architecture["latent_dim"]
-        return f"a {'x'.join(map(str, shape))} spatial latent ({values:,} values)"
-    return f"a {architecture['latent_dim']}-D latent vector"
+        text = f"a {'x'.join(map(str, shape))} spatial latent ({values:,} values)"
+    else:
+        text = f"a {architecture['latent_dim']}-D latent vector"
+    posterior = architecture.get("posterior")
+    if isinstance(posterior, dict) and "codebook_size" in posterior:
+        text += f", quantised by a codebook of {posterior['codebook_size']:,} codes"
+    return text
 
 
 def describe_architecture(architecture: dict[str, Any]) -> str:
@@ -68,6 +74,9 @@ def _training(records: Sequence[dict[str, Any]]) -> str:
         return ""
     shown = records[-10:]
     columns = [("train_nelbo", "train -ELBO"), ("val_nelbo", "validation -ELBO")]
+    if any("train_objective" in r for r in shown):  # a VQ-VAE: no ELBO
+        columns = [("train_objective", "train objective"), ("val_objective", "val objective")]
+        columns.append(("val_perplexity", "validation codebook perplexity"))
     if any("test_nelbo" in r for r in shown):
         columns.append(("test_nelbo", "test -ELBO (logged in training)"))
     rows = [

@@ -251,6 +251,11 @@ def kl_chart(
 ) -> Figure:
     """A bar per latent dimension: its mean KL over x; inactive units (Burda et al. 2015:
     Cov_x(E_q[z_d|x]) <= threshold) in grey."""
+    if not model.has_density:
+        raise ConfigError(
+            "a VQ-VAE's posterior is a point mass on its codes: it has no KL per dimension "
+            "(evaluate reports its codebook's perplexity and usage)"
+        )
     kl = metrics.kl_per_dimension(model, x, y).tolist()
     units = metrics.active_units(model, x, y, threshold=threshold)
     active = (units.activity > threshold).tolist()
