@@ -179,8 +179,8 @@ def test_a_diffusers_autoencoderkl_fine_tunes_and_exports_exactly_on_the_gpu(
     diffusers = pytest.importorskip("diffusers", reason="needs vaekit[diffusers]")
     import numpy as np
 
-    from vaekit.io.export import write_diffusers
-    from vaekit.models.autoencoderkl import diffusers_model
+    from vaekit.diffusers.autoencoderkl import diffusers_model
+    from vaekit.diffusers.export import write_diffusers
 
     torch.manual_seed(0)
     base = tmp_path / "base"

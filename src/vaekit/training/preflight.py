@@ -16,10 +16,10 @@ from ..config import Config, validate
 from ..data import Dataset, load_data
 from ..data.dataset import evenly_spaced, mean_image, to_float
 from ..data.validation import carve_validation
+from ..diffusers.autoencoderkl import is_autoencoderkl
 from ..errors import ConfigError, DataError, VaekitError
 from ..io.checkpoint import STATE_FILE
 from ..models import VAE
-from ..models.autoencoderkl import is_autoencoderkl
 from ..models.conv import ConvEncoder
 from ..models.described import model_section
 from ..models.linear_path import MAX_VALUES, init_from_pca
