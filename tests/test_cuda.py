@@ -18,7 +18,7 @@ import vaekit
 from akl_layouts import LAYOUTS, PATHS, check_pair
 from conftest import nan_on_odd_steps
 from test_fast_ops import LAYOUTS as NORM_LAYOUTS
-from vaekit.data.dataset import gather, resident
+from vaekit.data.core.dataset import gather, resident
 from vaekit.models.fast_ops import GroupNorm
 from vaekit.models.mlp import MLPDecoder
 
