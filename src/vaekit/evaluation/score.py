@@ -48,8 +48,8 @@ def score(
     Arrays (N,): nelbo, recon, kl (float64, nats; a VQ-VAE's: objective, recon, vq); with
     `iw_samples` K, log_px and iw_ess (the effective sample size, 1..K: near 1, the
     estimate rests on one sample); id, and split, label, class and file where the data
-    have them. `sort`: most anomalous first (highest -log p(x) with K, else highest nelbo). `budget` and `precision` are those of
-    `likelihood.importance_sampling`.
+    have them. `sort`: most anomalous first (highest -log p(x) with K, else highest
+    nelbo). `budget` and `precision` are those of `likelihood.importance_sampling`.
     """
     _check_density(model, iw_samples, None)  # a VQ-VAE has no log p(x)
     rows = rows_of(model, data, y, split, progress)
