@@ -15,7 +15,7 @@ import torch
 import vaekit
 from conftest import TINY_FLAGS, assert_clean_error, run_cli
 from vaekit.errors import ConfigError
-from vaekit.models import VQVAE
+from vaekit.models import VAE, VQVAE
 from vaekit.models.quantizer import VectorQuantizer, perplexity, usage
 
 VQ = {"model.posterior": "vq", "model.codebook_size": 8, "model.code_dim": 2}
@@ -212,3 +212,40 @@ def test_vq_through_the_cli(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     page = (run / "report.html").read_text()
     assert "codebook perplexity" in page and "no density p(x)" in page
+
+
+# -- the VQGAN preset ---------------------------------------------------------------------------
+def test_vq_f8_128_preset_is_the_stated_vqgan_and_trains_its_recipe(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from vaekit import cli
+    from vaekit.config import load_config, resolve_config_path
+
+    cfg = load_config("vq-f8-128")
+    model = VAE.from_config(cfg.model, (3, 128, 128))
+    assert isinstance(model, VQVAE) and model.latent_shape == (4, 16, 16)
+    n = sum(p.numel() for p in model.parameters())
+    assert f"{n:,} parameters" in resolve_config_path("vq-f8-128").read_text()
+    assert cfg.loss.perceptual == "lpips-vgg" and cfg.loss.adversarial_weight > 0
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        coarse = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+        Image.fromarray(np.kron(coarse, np.ones((8, 8, 1), dtype=np.uint8))).save(
+            folder / f"{i}.png"
+        )
+    run = tmp_path / "run"
+    args = ["train", "--config", "vq-f8-128", "--data", str(folder), "--out", str(run)]
+    args += ["--data.image_size", "32", "--model.channels", "8,8,8", "--batch-size", "2"]
+    args += ["--model.blocks_per_level", "1", "--model.codebook_size", "16", "--epochs", "1"]
+    args += ["--data.test_fraction", "0.25", "--data.val_fraction", "0"]
+    args += ["--loss.adversarial_start", "1", "--loss.adversarial_channels", "4"]
+    args += ["--loss.perceptual_backbone_weights", "random"]
+    args += ["--loss.perceptual_lin_weights", "random"]
+    args += ["--train.precision", "fp32", "--train.progress", "false"]
+    assert cli.main(args) == 0
+    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["step"] == 3 and math.isfinite(last["train_objective"])
+    assert math.isfinite(last["train_disc_loss"]) and last["train_adv_weight"] > 0
+    assert vaekit.load(run).encode_codes(torch.rand(1, 3, 32, 32)).shape == (1, 4, 4)
