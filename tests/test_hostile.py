@@ -56,8 +56,17 @@ LONG_AT_MAX = {
     "model.channels",
     "model.blocks_per_level",
     "data.image_size",
+    "model.codebook_size",  # a million codes: seconds of distances per batch
 }
 RUN_OPTIONS = {"train.out", "train.resume"}  # set by each case itself
+# options that act only on a quantised posterior: their cases train a VQ-VAE
+VQ_OPTIONS = {
+    "model.codebook_size",
+    "model.code_dim",
+    "model.commitment",
+    "model.ema_decay",
+    "model.restart_dead",
+}
 
 
 # -- the worker -------------------------------------------------------------------------------
@@ -148,6 +157,7 @@ def config_cases(work: Path) -> Iterator[dict[str, Any]]:
             out = work / "runs" / f"{len(case_id)}-{abs(hash(case_id))}"
             argv = ["train", "--data", "noise", *TINY_FLAGS, "--out", str(out)]
             argv += [f"--{key}", value] if not (typ is bool and value == "") else [f"--{key}"]
+            argv += ["--model.posterior", "vq"] if key in VQ_OPTIONS else []
             yield {"id": case_id, "argv": argv, "check": "run", "run": str(out)}
 
 

@@ -117,6 +117,16 @@ def test_dead_codes_restart_on_encoder_outputs() -> None:
     assert torch.equal(q2.embedding.weight[1].detach(), torch.tensor([100.0, 100.0]))
 
 
+def test_big_codebooks_search_in_chunks_with_the_same_codes(monkeypatch) -> None:
+    from vaekit.models import quantizer as module
+
+    q = VectorQuantizer(64, 3)
+    z = torch.randn(1000, 3, generator=torch.Generator().manual_seed(0))
+    whole = q.nearest(z)
+    monkeypatch.setattr(module, "DISTANCES", 64 * 7)  # chunks of 7 rows
+    assert torch.equal(q.nearest(z), whole)
+
+
 def test_perplexity_and_usage_of_known_assignments() -> None:
     assert math.isclose(perplexity(torch.tensor([2, 2, 0, 0])), 2.0)
     assert math.isclose(perplexity(torch.tensor([5, 0, 0])), 1.0)

@@ -145,6 +145,21 @@ def data_name(config: Config | None, data_source: dict[str, Any] | None) -> str 
     return str(data_source.get("name") or (config.data.name if config else "")) or None
 
 
+def _use(repo_id: str, architecture: dict[str, Any]) -> dict[str, str]:
+    """The card's two usage lines: sampling, or for a VQ-VAE (no prior over its codes
+    yet) reconstructing and encoding to codes."""
+    c, h, w = architecture["input_shape"]
+    if isinstance(architecture.get("posterior"), dict):  # a VQ-VAE: it cannot sample
+        return {
+            "use_command": f"vaekit encode hf://{repo_id} --data SOURCE --out codes.npy",
+            "use_python": f"codes = model.encode_codes(images)  # images (N, {c}, {h}, {w})",
+        }
+    return {
+        "use_command": f"vaekit sample hf://{repo_id} --out samples.png",
+        "use_python": f"images = model.sample(16)  # (16, {c}, {h}, {w}), values in [0, 1]",
+    }
+
+
 def model_card(
     repo_id: str,
     *,
@@ -183,7 +198,6 @@ def model_card(
             "that code, which carries `@vaekit.register(...)`, before loading (vaekit never "
             "runs code from the files).\n"
         )
-    c, h, w = architecture["input_shape"]
     return templates.render(
         "modelcard.md",
         meta=yaml.safe_dump(meta, sort_keys=False).rstrip(),
@@ -191,7 +205,7 @@ def model_card(
         summary=table(
             ["", ""], _summary(architecture, parameters, class_names, config, last, data_source)
         ).rstrip(),
-        shape=f"(16, {c}, {h}, {w})",
+        **_use(repo_id, architecture),
         registered=registered,
         source=source,
         evaluation=table(["metric", "value", ""], [list(r) for r in evaluation])

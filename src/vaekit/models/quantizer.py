@@ -31,6 +31,9 @@ import torch
 from torch import nn
 
 USAGE_DECAY = 0.99  # the moving average of code counts that restarts read without ema_decay
+# distances computed at once (rows x codes): above it, the rows go in chunks, so that a big
+# codebook and a big batch never need a distance matrix of gigabytes
+DISTANCES = 1 << 25
 EPS = 1e-5  # Laplace smoothing of the moving-average counts
 
 
@@ -118,8 +121,17 @@ class VectorQuantizer(nn.Module):
     # -- the quantisation -------------------------------------------------------------------
     def nearest(self, rows: torch.Tensor) -> torch.Tensor:
         """The index of the nearest code of each row (N, C), as diffusers computes it."""
+        weight = self.embedding.weight.float()
+        step = max(1, DISTANCES // self.codebook_size)
         with torch.no_grad():
-            return torch.argmin(torch.cdist(rows.float(), self.embedding.weight.float()), dim=1)
+            if rows.shape[0] <= step:  # one pass: diffusers' computation exactly
+                return torch.argmin(torch.cdist(rows.float(), weight), dim=1)
+            return torch.cat(
+                [
+                    torch.argmin(torch.cdist(part.float(), weight), dim=1)
+                    for part in rows.split(step)
+                ]
+            )
 
     def forward(self, z: torch.Tensor, generator: torch.Generator | None = None) -> Quantized:
         """Quantise z_e, a map (B, C, h, w) or vectors (B, D); in training mode also move

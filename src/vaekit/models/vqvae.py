@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import losses
+from .. import limits, losses
 from ..errors import ConfigError
 from . import protocol
 from .pretrained import POSTERIORS
@@ -104,6 +104,11 @@ class VQVAE(VAE):
                 "takes code_dim of the latent's values)"
             )
         self.code_dim = int(code_dim)
+        limits.check_fits(
+            codebook_size * width * 4 * (4 if ema_decay else 3),  # + Adam's moments or EMA sums
+            f"a codebook of {codebook_size:,} codes of {width:,} values",
+            "make model.codebook_size or the code (latent_channels, code_dim) smaller",
+        )
         self.quantize = VectorQuantizer(
             codebook_size, width, float(commitment), float(ema_decay), float(restart_dead)
         )
