@@ -259,3 +259,20 @@ def test_vq_f8_128_preset_is_the_stated_vqgan_and_trains_its_recipe(tmp_path: Pa
     assert last["step"] == 3 and math.isfinite(last["train_objective"])
     assert math.isfinite(last["train_disc_loss"]) and last["train_adv_weight"] > 0
     assert vaekit.load(run).encode_codes(torch.rand(1, 3, 32, 32)).shape == (1, 4, 4)
+
+
+def test_two_gloo_processes_move_the_ema_codebook_as_one_process(tmp_path: Path) -> None:
+    """Under DDP the EMA counts and sums are the global batch's (all-reduced), and no rank
+    draws the Gaussian's noise (dynamic binarization reads the same generator): two ranks
+    train the model and codebook one process trains, to test_ddp's tolerance."""
+    from test_ddp import ATOL, RTOL, one_process, torchrun, weights
+
+    vq = {**VQ, "model.ema_decay": 0.9, "model.codebook_size": 16}
+    flags = [part for key, value in vq.items() for part in (f"--{key}", str(value))]
+    work = tmp_path / "work"
+    work.mkdir()
+    torchrun(*flags, "--epochs", "1", "--out", str(tmp_path / "ddp"), cwd=work)
+    two, one = weights(tmp_path / "ddp"), weights(one_process(tmp_path / "one", 1, **vq))
+    assert {"quantize.cluster_size", "quantize.embed_sum"} <= set(two)
+    for key in two:
+        torch.testing.assert_close(two[key], one[key], atol=ATOL, rtol=RTOL, msg=key)

@@ -168,14 +168,17 @@ class VectorQuantizer(nn.Module):
         counts: torch.Tensor,
         generator: torch.Generator | None,
     ) -> None:
-        """One training batch's moving averages, EMA codebook and restarts."""
+        """One training batch's moving averages, EMA codebook and restarts. Under DDP the
+        counts and sums are the global batch's (all-reduced), so every rank moves the
+        codebook alike; restarted codes take rank 0's encoder outputs."""
         decay = self.ema_decay or USAGE_DECAY
         size = self.cluster_size
-        size.mul_(decay).add_(counts.to(size.dtype), alpha=1.0 - decay)
+        counts = _all_reduced(counts.to(size.dtype))
+        size.mul_(decay).add_(counts, alpha=1.0 - decay)
         weight = self.embedding.weight
         if self.ema_decay:
             sums = torch.zeros_like(self.embed_sum).index_add_(0, codes, rows)  # (K, C)
-            self.embed_sum.mul_(decay).add_(sums, alpha=1.0 - decay)
+            self.embed_sum.mul_(decay).add_(_all_reduced(sums), alpha=1.0 - decay)
             n = size.sum()
             smoothed = (size + EPS) / (n + self.codebook_size * EPS) * n  # no division by 0
             weight.copy_(self.embed_sum / smoothed.unsqueeze(1))
@@ -185,7 +188,27 @@ class VectorQuantizer(nn.Module):
                 pick = torch.randint(
                     rows.shape[0], (dead.numel(),), generator=generator, device=rows.device
                 )
-                weight[dead] = rows[pick].to(weight.dtype)
+                weight[dead] = _from_rank0(rows[pick].to(weight.dtype))
                 size[dead] = self.restart_dead  # a grace of one batch before the next check
                 if self.ema_decay:
                     self.embed_sum[dead] = weight[dead] * self.restart_dead
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _all_reduced(t: torch.Tensor) -> torch.Tensor:
+    """t summed over the processes of a distributed run (t itself in one process)."""
+    if _distributed() and torch.distributed.get_world_size() > 1:
+        t = t.clone()
+        torch.distributed.all_reduce(t)
+    return t
+
+
+def _from_rank0(t: torch.Tensor) -> torch.Tensor:
+    """Rank 0's t on every process of a distributed run (t itself in one process)."""
+    if _distributed() and torch.distributed.get_world_size() > 1:
+        t = t.contiguous()
+        torch.distributed.broadcast(t, src=0)
+    return t

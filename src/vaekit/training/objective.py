@@ -93,7 +93,10 @@ def compute(
             torch.full_like(nelbo, float("nan")),
             torch.full_like(nelbo, float("nan")),
         )
-    eps = shard_noise((b, d), 0, shard, generator, x.device) if shard else None
+    # a quantised posterior draws no noise: one process would not move the generator
+    eps = (
+        shard_noise((b, d), 0, shard, generator, x.device) if shard and model.has_density else None
+    )
     out = model(x, y, generator, eps)
     terms, kl_per_dim = model.elbo_terms(x, y, out=out)
     recon, kl = terms.recon.mean(), terms.kl.mean()
