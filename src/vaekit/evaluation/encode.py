@@ -26,7 +26,7 @@ from ..models.protocol import as_input
 from ..progress import bar as progress_bar
 from .evaluate import _check_counts, check_input
 from .likelihood import _example_noise
-from .rows import SPLITS, Rows, select, source_data
+from .rows import SPLITS, Rows, select
 
 MAX_SAMPLES = 10_000  # draws per example: far beyond what a downstream model needs
 
@@ -36,11 +36,13 @@ def rows_of(
 ) -> Rows:
     """The examples `data` stands for: an array or tensor of examples in the user's units
     (with labels `y`), a `vaekit.data.Dataset`, or a data source as `--data` names it (read
-    with the model's data settings: `rows.source_data`); of `split` (default all)."""
+    with the model's data settings: `loading.data_of`); of `split` (default all)."""
     if not isinstance(model, VAE):
         raise ConfigError(f"the model must be a vaekit.VAE, not {type(model).__name__}")
     if isinstance(data, str | Path):
-        data = source_data(model, str(data), progress=progress)
+        from ..loading import data_of
+
+        data = data_of(model, str(data), split=split or "all", progress=progress)
     if isinstance(data, Dataset):
         if y is not None:
             raise ConfigError("y is taken from the Dataset; pass y only with an array")
