@@ -253,3 +253,28 @@ def test_one_image_as_data_is_told_to_use_a_folder(
     Image.fromarray(images(1)[0, 0]).save(image)
     code = cli.main(["encode", str(trained_run), "--data", str(image), "--out", "z.npz"])
     assert_one_line_error(code, capsys.readouterr().err, "is one image", "folder of images")
+
+
+def test_a_source_of_one_example_is_used_whole_and_other_splits_name_split_all(
+    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One example cannot be split into train and test: all of it (encode's and score's
+    default for --data) reads it whole; another split is one line naming --split all."""
+    model = vaekit.load(trained_run)
+    x = images(1, seed=6)
+    np.save(tmp_path / "one.npy", x)
+    folder = tmp_path / "one-image"
+    folder.mkdir()
+    Image.fromarray(x[0, 0]).save(folder / "only.png")
+    for source in (tmp_path / "one.npy", folder):
+        encode(str(trained_run), "--data", str(source), "--out", str(tmp_path / "z.npz"))
+        got = np.load(tmp_path / "z.npz")
+        assert np.array_equal(got["id"], [0]) and np.allclose(got["mu"], posterior(model, x))
+        assert cli.main(["score", str(trained_run), "--data", str(source), "--out",
+                         str(tmp_path / "s.npz")]) == 0  # fmt: skip
+        assert len(np.load(tmp_path / "s.npz")["nelbo"]) == 1
+        capsys.readouterr()
+        code = cli.main(["evaluate", str(trained_run), "--data", str(source), "--json"])
+        assert_one_line_error(code, capsys.readouterr().err, "1 example", "--split all")
+        assert cli.main(["evaluate", str(trained_run), "--data", str(source), "--split", "all"]) == 0
+    assert len(vaekit.encode(model, str(tmp_path / "one.npy"))["mu"]) == 1  # Python: all
