@@ -278,3 +278,16 @@ def test_a_source_of_one_example_is_used_whole_and_other_splits_name_split_all(
         assert_one_line_error(code, capsys.readouterr().err, "1 example", "--split all")
         assert cli.main(["evaluate", str(trained_run), "--data", str(source), "--split", "all"]) == 0
     assert len(vaekit.encode(model, str(tmp_path / "one.npy"))["mu"]) == 1  # Python: all
+
+
+def test_the_validation_split_of_noise_is_the_one_it_draws(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    """noise draws its validation set (it is not carved from the training rows)."""
+    model = vaekit.load(trained_run)
+    config = model.training_config()
+    data = vaekit.data.load_data(config.data, seed=config.train.seed, progress=False)
+    assert data.x_val is not None and data.info["validation"]["source"] == "generated"
+    for split, x in (("val", data.x_val), ("train", data.x_train)):
+        encode(str(trained_run), "--split", split, "--out", str(tmp_path / f"{split}.npy"))
+        assert np.allclose(np.load(tmp_path / f"{split}.npy"), posterior(model, x), atol=1e-6)
