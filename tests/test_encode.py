@@ -290,4 +290,4 @@ def test_the_validation_split_of_noise_is_the_one_it_draws(
     assert data.x_val is not None and data.info["validation"]["source"] == "generated"
     for split, x in (("val", data.x_val), ("train", data.x_train)):
         encode(str(trained_run), "--split", split, "--out", str(tmp_path / f"{split}.npy"))
-        assert np.allclose(np.load(tmp_path / f"{split}.npy"), posterior(model, x), atol=1e-6)
+        assert np.allclose(np.load(tmp_path / f"{split}.npy"), posterior(model, x.numpy()), atol=1e-6)
