@@ -276,7 +276,8 @@ def test_a_source_of_one_example_is_used_whole_and_other_splits_name_split_all(
         capsys.readouterr()
         code = cli.main(["evaluate", str(trained_run), "--data", str(source), "--json"])
         assert_one_line_error(code, capsys.readouterr().err, "1 example", "--split all")
-        assert cli.main(["evaluate", str(trained_run), "--data", str(source), "--split", "all"]) == 0
+        args = ["evaluate", str(trained_run), "--data", str(source), "--split", "all"]
+        assert cli.main(args) == 0
     assert len(vaekit.encode(model, str(tmp_path / "one.npy"))["mu"]) == 1  # Python: all
 
 
@@ -290,4 +291,5 @@ def test_the_validation_split_of_noise_is_the_one_it_draws(
     assert data.x_val is not None and data.info["validation"]["source"] == "generated"
     for split, x in (("val", data.x_val), ("train", data.x_train)):
         encode(str(trained_run), "--split", split, "--out", str(tmp_path / f"{split}.npy"))
-        assert np.allclose(np.load(tmp_path / f"{split}.npy"), posterior(model, x.numpy()), atol=1e-6)
+        got = np.load(tmp_path / f"{split}.npy")
+        assert np.allclose(got, posterior(model, x.numpy()), atol=1e-6)
