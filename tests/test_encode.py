@@ -72,6 +72,32 @@ def test_a_smaller_chunk_gives_identical_output(trained_run: Path, tmp_path: Pat
     assert np.array_equal(np.load(out)["z"], small["z"])
 
 
+def test_samples_are_drawn_a_chunk_of_draws_at_a_time(
+    trained_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With --samples K the draws held at once follow --batch-size, not batch x K: each
+    piece written holds about batch / K examples' K draws (one example's at least)."""
+    from vaekit.io import records
+
+    pieces: list[tuple[int, tuple[int, ...]]] = []
+    write = records.Records.write
+
+    def spy(self: records.Records, start: int, chunk: dict[str, np.ndarray]) -> None:
+        pieces.append((start, chunk["z"].shape))
+        write(self, start, chunk)
+
+    monkeypatch.setattr(records.Records, "write", spy)
+    model, x = vaekit.load(trained_run), images(50)
+    got = vaekit.encode(model, x, samples=5, seed=3, batch_size=20, out=tmp_path / "z.npz")
+    assert all(shape[1:] == (5, 4) and shape[0] * 5 <= 20 for _, shape in pieces), pieces
+    assert [start for start, _ in pieces] == list(range(0, 50, 4))  # in order, every example
+    pieces.clear()
+    vaekit.encode(model, x[:3], samples=200, batch_size=20)  # K > batch: one example at a time
+    assert [shape for _, shape in pieces] == [(1, 200, 4)] * 3
+    whole = vaekit.encode(model, x, samples=5, seed=3, batch_size=1000)
+    assert np.allclose(np.load(got)["z"], whole["z"], rtol=0, atol=1e-6)
+
+
 def test_samples_are_seeded_draws_from_the_posterior(trained_run: Path, tmp_path: Path) -> None:
     model = vaekit.load(trained_run)
     x = images(8)
