@@ -184,7 +184,7 @@ def _shape_checked(x: torch.Tensor, model: VAE, source: str) -> torch.Tensor:
         raise DataError(f"{source}: {e}") from None
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def _posterior(
     model: VAE,
     x: torch.Tensor,
