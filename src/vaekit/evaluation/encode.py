@@ -1,10 +1,10 @@
 """`vaekit encode` as a function: the posterior q(z|x) = N(mu, diag(exp(logvar))) of every
 example of a data source, and optionally K seeded draws z ~ q(z|x) each, computed a chunk
 of examples at a time and written as they come (io/records.py), so that memory holds one
-chunk of examples and of latents, whatever the size of the data; K draws each are written
-batch_size / K examples at a time, so the draws held at once follow the chunk, not K.
+chunk of examples and of latents, whatever the size of the data.
 
-Examples are read in the user's units (uint8 images, float data, table rows) and brought
+K draws each are made and written batch_size / K examples at a time, so that the draws
+held at once follow the chunk, not K. Examples are read in the user's units (uint8 images, float data, table rows) and brought
 to the model's scaling by `model.prepare`; the latents are the model's own (N(0, I) under
 the prior). A spatial latent keeps its shape (C, h, w) in arrays.
 """
