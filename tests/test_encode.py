@@ -196,6 +196,14 @@ def test_tables_encode_from_csv_and_parquet(
     rows = frame.to_numpy(dtype=np.float32)
     assert np.array_equal(table["id"], np.arange(80))
     assert np.allclose(table[[f"z{i}" for i in range(4)]], posterior(model, rows), atol=1e-5)
+    scored = tmp_path / "s.csv"  # score reads the same table source
+    assert (
+        cli.main(["score", str(run), "--data", str(tmp_path / "rows.csv"), "--out", str(scored)])
+        == 0
+    )
+    scores = pd.read_csv(scored)
+    assert np.array_equal(scores["id"], np.arange(80))
+    assert np.allclose(scores["nelbo"], vaekit.score(model, rows)["nelbo"], rtol=1e-6)
     # columns are read by position: a reordered table would be encoded silently wrong
     frame[list("bacde")].to_csv(tmp_path / "reordered.csv", index=False)
     for command in ("encode", "score", "evaluate"):
