@@ -218,7 +218,8 @@ def own_data(model: VAE, source: str, progress: bool = False, ask: str = ASK) ->
         raise DataError(
             f"{record['path']} changed since {source} was trained on it (fingerprint "
             f"{fingerprint(dataset)}, trained on {trained}), so its test split may hold "
-            f"training examples: {ask.replace('SOURCE', str(record['path']))}"
+            f"training examples: "
+            + (f"pass --data {record['path']} to use it as it is now" if ask == ASK else ask)
         )
     return dataset
 

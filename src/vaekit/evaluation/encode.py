@@ -4,9 +4,10 @@ of examples at a time and written as they come (io/records.py), so that memory h
 chunk of examples and of latents, whatever the size of the data.
 
 K draws each are made and written batch_size / K examples at a time, so that the draws
-held at once follow the chunk, not K. Examples are read in the user's units (uint8 images, float data, table rows) and brought
-to the model's scaling by `model.prepare`; the latents are the model's own (N(0, I) under
-the prior). A spatial latent keeps its shape (C, h, w) in arrays.
+held at once follow the chunk, not K. Examples are read in the user's units (uint8 images,
+float data, table rows) and brought to the model's scaling by `model.prepare`; the latents
+are the model's own (N(0, I) under the prior). A spatial latent keeps its shape (C, h, w)
+in arrays.
 """
 
 from __future__ import annotations
