@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ..data.dataset import evenly_spaced, to_float
+from ..data.core.dataset import evenly_spaced, to_float
 from ..errors import ConfigError, VaekitError
 
 MOST_IMAGES = 128  # training images the factor is measured on, evenly spaced

@@ -23,13 +23,14 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from .. import __version__
 from ..config import Config, ModelConfig
 from ..devices import check_device
+from ..diffusers import init as diffusers_init
 from ..errors import CheckpointError, ConfigError, DataError
 from ..io import card, checkpoint, hub
 from ..normalize import Normalization
-from . import builtin, diffusers_init, protocol, registry
+from ..version import __version__
+from . import builtin, protocol, registry
 
 P = TypeVar("P", bound="Pretrained")
 

@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..models.registry import ARGS, register
 from .autoencoderkl_fast import use_fast_ops
-from .registry import ARGS, register
 
 ENCODER, DECODER = "autoencoderkl-encoder", "autoencoderkl-decoder"
 INSTALL = "pip install 'vaekit[diffusers]'"
