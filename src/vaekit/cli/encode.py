@@ -15,7 +15,10 @@ DATA_HELP = (
     ".parquet file, a folder of images, hf:OWNER/NAME), read with the run's data settings "
     "(default: the run's own data)"
 )
-SPLIT_HELP = "which examples: train, val, test or all (default: all of --data, else test)"
+SPLIT_HELP = (
+    "which examples: train, val, test or all (default: all of --data, else test); a source "
+    "too small to hold out a test split (one example) is read with all only"
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
