@@ -166,9 +166,10 @@ def read(
     progress: bool = False,
 ) -> Dataset:
     """`data` read with `cfg`'s options (a run's split seeds and test fraction; no limits),
-    images decoded to the model's input `shape` (C, H, W) where it takes square images of
-    1 or 3 channels. A source too small to hold out a test split (a file or folder of one
-    example, say) is read whole for `split` all, and refused in one line for another split."""
+    images decoded to the model's input `shape` (C, H, W) where it takes square images (at
+    its channels, where those are 1 or 3). A source too small to hold out a test split (a
+    file or folder of one example, say) is read whole for `split` all, and refused in one
+    line for another split."""
     c, h, w = (int(s) for s in shape)
     cfg = dataclasses.replace(cfg, name=data, limit_train=0, limit_test=0)
     if h == w > 1:  # images: decoded at the model's size (and channels)
