@@ -196,6 +196,9 @@ def test_a_file_changed_since_training_is_refused(
     np.save(data, images(100, seed=7))  # the same shape, other images
     code, _, err = run(capsys, "evaluate", run_dir)
     assert_one_line_error(code, err, "changed since", f"--data {data.resolve()}")
+    for command in ("encode", "score"):  # they read the run's data through loading too
+        code, _, err = run(capsys, command, run_dir, "--out", data.parent / f"{command}.npy")
+        assert_one_line_error(code, err, "changed since", f"--data {data.resolve()}")
     code, out, _ = run(capsys, "evaluate", run_dir, "--data", data, "--json")
     assert code == 0 and json.loads(out)["n"] == 10
 
