@@ -10,7 +10,7 @@ from typing import Any
 
 from ..config import ModelConfig
 from ..config.fields import MAX_WIDTH
-from . import autoencoderkl, builtin, registry
+from . import autoencoderkl, builtin, record
 
 # model.* options that name a built-in family's halves: a model of the user's own has none
 FAMILY = (
@@ -67,8 +67,8 @@ def _family(model: Any, cfg: ModelConfig) -> dict[str, Any] | None:
     halves = (type(model.encoder), type(model.decoder))
     if name is None or any(t.__module__.split(".")[0] != "vaekit" for t in halves):
         return None
-    enc = getattr(model.encoder, registry.ARGS, {})
-    dec = getattr(model.decoder, registry.ARGS, {})
+    enc = record.arguments(model.encoder)
+    dec = record.arguments(model.decoder)
     if name == "mlp-encoder":
         return {
             "arch": "mlp",
