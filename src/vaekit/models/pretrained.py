@@ -28,8 +28,7 @@ from ..config import Config, ModelConfig
 from ..devices import check_device
 from ..errors import CheckpointError, ConfigError, DataError
 from ..io import card, checkpoint, hub
-from ..normalize import Normalization
-from . import builtin, diffusers_init, protocol, registry
+from . import builtin, diffusers_init, protocol, record, registry
 
 P = TypeVar("P", bound="Pretrained")
 
@@ -57,27 +56,16 @@ def resolve(path: str | Path, *, revision: str | None = None, repo_ids: bool = F
     return checkpoint.local_dir(path)
 
 
-class Pretrained(nn.Module):
+class Pretrained(record.Recorded, nn.Module):
     """The base class of `VAE` (see models/vae.py): from_config / architecture /
-    from_architecture, and save_pretrained / from_pretrained / push_to_hub. The attributes
-    are the VAE's."""
+    from_architecture, and save_pretrained / from_pretrained / push_to_hub, for any model
+    whose settings are recorded (record.Recorded): its constructor's arguments."""
 
     run_config: Config | None  # the configuration of the run that trained it, if known
     class_names: list[str]  # the dataset's label names, if any
     data_source: dict[str, Any] | None = None  # where its data came from: data/provenance.py
     column_names: list[str]  # a table model's: the training table's column names, if known
-    # the VAE's halves and settings (set by VAE.__init__), which architecture() records
-    encoder: nn.Module
-    decoder: nn.Module
-    latent_dim: int
-    latent_shape: tuple[int, ...] | None  # (C_z, h, w) for a spatial latent
-    input_shape: tuple[int, int, int]
-    likelihood: str
-    obs_scale: float
-    learn_scale: bool
-    num_classes: int
-    label_dim: int
-    normalization: Normalization
+    input_shape: tuple[int, int, int]  # (C, H, W) of the data it reads
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -100,20 +88,13 @@ class Pretrained(nn.Module):
         return model
 
     def architecture(self) -> dict[str, Any]:
-        """What config.json records to rebuild this model: each half as a registered name
-        and its JSON arguments, and the VAE's own settings."""
+        """What config.json records to rebuild this model: its settings (`settings()`), a
+        module as a registered name and its JSON arguments."""
         return {
-            "encoder": registry.spec(self.encoder, "encoder"),
-            "decoder": registry.spec(self.decoder, "decoder"),
-            "latent_dim": self.latent_dim,
-            "latent_shape": None if self.latent_shape is None else list(self.latent_shape),
-            "input_shape": list(self.input_shape),
-            "likelihood": self.likelihood,
-            "obs_scale": self.obs_scale,
-            "learn_scale": self.learn_scale,
-            "num_classes": self.num_classes,
-            "label_dim": self.label_dim,
-            "normalization": self.normalization.record(),
+            name: registry.spec(value, name)
+            if isinstance(value, nn.Module)
+            else record.as_json(value)
+            for name, value in self.settings().items()
         }
 
     @classmethod
@@ -132,11 +113,14 @@ class Pretrained(nn.Module):
             raise CheckpointError(f"{source}: 'architecture' must be an object")
         given = {"encoder": encoder, "decoder": decoder}
         _check_given(architecture, given, source)
-        settings = {k: architecture.get(k) for k in protocol.SETTINGS}
-        missing = [k for k in ("latent_dim", "input_shape", "likelihood") if settings[k] is None]
+        missing = [k for k in cls.required_settings if architecture.get(k) is None]
         if missing:
             raise CheckpointError(f"{source}: 'architecture' lacks {', '.join(missing)}")
-        kwargs = {k: v for k, v in settings.items() if v is not None}
+        kwargs = {
+            k: architecture[k]
+            for k in cls.recorded_settings
+            if k not in cls.module_settings and architecture.get(k) is not None
+        }
 
         def halves() -> tuple[nn.Module, nn.Module]:
             built = [
@@ -145,11 +129,12 @@ class Pretrained(nn.Module):
             ]
             return built[0], built[1]
 
-        latent = kwargs["latent_dim"] if isinstance(kwargs["latent_dim"], int) else 1
+        latent = kwargs.get("latent_dim")
+        latent = latent if isinstance(latent, int) else 1
         protocol.check_size(halves, latent, f"the architecture {source} records")
         encoder, decoder = halves()
         try:
-            return cls(encoder, decoder, **kwargs)
+            return cls(encoder=encoder, decoder=decoder, **kwargs)
         except Exception as e:  # anything a recorded setting can make the constructor raise
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise CheckpointError(f"{source}: the architecture cannot be built ({first})") from None
@@ -159,8 +144,8 @@ class Pretrained(nn.Module):
         halves that are not vaekit's own."""
         return [
             registry.registered_name(m) or type(m).__name__
-            for m in (self.encoder, self.decoder)
-            if not type(m).__module__.startswith("vaekit.")
+            for m in self.settings().values()
+            if isinstance(m, nn.Module) and not type(m).__module__.startswith("vaekit.")
         ]
 
     def training_config(self) -> Config:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import nn
 
@@ -54,3 +54,53 @@ def record_arguments(cls: type[nn.Module]) -> None:
 def arguments(module: nn.Module) -> dict[str, Any]:
     """The arguments `module` was built with, as recorded ({} for a class not recorded)."""
     return dict(getattr(module, ARGS, {}))
+
+
+class Recorded:
+    """A model whose settings are its constructor's arguments, recorded once: their names
+    come from the signature of the class's `__init__` when the class is defined (a
+    `**kwargs` there passes the base class's settings on), and the constructor keeps each
+    as the attribute of that name, as it resolved it (a default filled in, a shape as a
+    tuple). `settings()` reads them, so config.json's record (`Pretrained.architecture`),
+    the settings a run reports (described.py) and the rebuild on load (`from_architecture`)
+    come from the one signature, and the Gaussian VAE's forward pass pays nothing for it.
+
+    `module_settings` are the arguments that are modules (recorded by registered name);
+    `required_settings` the ones a record must hold (the others default as the
+    constructor's signature says, for records written before a setting existed)."""
+
+    recorded_settings: ClassVar[tuple[str, ...]] = ()
+    module_settings: ClassVar[tuple[str, ...]] = ()
+    required_settings: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return  # the base class's settings
+        names: list[str] = []
+        for p in list(inspect.signature(init).parameters.values())[1:]:  # without self
+            if p.kind is p.VAR_KEYWORD:  # passed on to the base class's constructor
+                names += getattr(super(cls, cls), "recorded_settings", ())
+            elif p.kind is not p.VAR_POSITIONAL:
+                names.append(p.name)
+        cls.recorded_settings = tuple(dict.fromkeys(names))
+
+    def settings(self) -> dict[str, Any]:
+        """Each of the constructor's arguments as the model holds it now."""
+        missing = [n for n in self.recorded_settings if not hasattr(self, n)]
+        if missing:  # a model class that breaks the rule above: a bug, not a user's error
+            raise TypeError(
+                f"{type(self).__name__} keeps no attribute for its constructor's argument "
+                f"{missing[0]!r}; a Recorded model keeps each argument under its name"
+            )
+        return {name: getattr(self, name) for name in self.recorded_settings}
+
+
+def as_json(value: Any) -> Any:
+    """A setting as config.json holds it: tuples as lists, an object with a `record()`
+    method (a Normalization) as its record, anything else as it is."""
+    if isinstance(value, (tuple, list)):
+        return [as_json(v) for v in value]
+    record = getattr(value, "record", None)
+    return record() if callable(record) else value

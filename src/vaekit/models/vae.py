@@ -62,7 +62,13 @@ class VAE(Pretrained):
     model's rows (N, F), the raw values of a normalised run. `prepare` brings data to the
     model's units, where `posterior`, `decode` (the likelihood's parameters), `mean`,
     `elbo_terms` and `log_importance_weights` work.
+
+    Its settings are its constructor's arguments, each kept under its name (record.py):
+    config.json records them, `from_architecture` passes them back.
     """
+
+    module_settings = ("encoder", "decoder")
+    required_settings = ("latent_dim", "input_shape", "likelihood")
 
     def __init__(
         self,
