@@ -79,10 +79,10 @@ from vaekit.data import Dataset
 from vaekit.data.dataset import to_float
 from vaekit.evaluation.perceptual import build_perceptual, from_config
 from vaekit.models.discriminator import build_discriminator
-from vaekit.objectives import Objective
 from vaekit.training.adversary import build_adversary
 from vaekit.training.distributed import Dist
-from vaekit.training.setup import build_model
+from vaekit.training.objective import Objective
+from vaekit.training.preflight import build_model
 from vaekit.training.step import Step
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -15,9 +15,10 @@ import torch
 
 import vaekit
 from conftest import assert_one_line_error, tiny_config
-from vaekit import cli, objectives
+from vaekit import cli
 from vaekit.errors import TrainingInterrupted
 from vaekit.io import checkpoint
+from vaekit.training import objective
 from vaekit.training.finetune import encoder_side
 from vaekit.training.step import accumulation_part, optimizer_steps
 
@@ -118,7 +119,7 @@ def test_a_remainder_step_updates_as_one_batch_of_its_examples(tmp_path: Path) -
 def test_a_non_finite_batch_skips_the_whole_accumulated_step(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = objectives.compute
+    original = objective.compute
     calls = []
 
     def nan_in_the_second_batch(*args, **kwargs):
@@ -128,7 +129,7 @@ def test_a_non_finite_batch_skips_the_whole_accumulated_step(
             terms.loss = terms.loss * float("nan")
         return terms
 
-    monkeypatch.setattr(objectives, "compute", nan_in_the_second_batch)
+    monkeypatch.setattr(objective, "compute", nan_in_the_second_batch)
     # 32 rows, batches of 8, 4 at a time: one optimizer step in the epoch
     result = _train(
         tmp_path / "run",
@@ -148,7 +149,7 @@ def test_an_accumulating_run_resumed_mid_epoch_is_bit_identical(
 ) -> None:
     options = {"train.batch_size": 8, "train.accumulate": 4, "optim.ema": ema}
     full = _train(tmp_path / "full", **options)
-    original = objectives.compute
+    original = objective.compute
     calls = []
 
     def interrupt_in_the_second_step(*args, **kwargs):
@@ -157,14 +158,14 @@ def test_an_accumulating_run_resumed_mid_epoch_is_bit_identical(
             os.kill(os.getpid(), signal.SIGINT)  # the handler only sets a flag
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(objectives, "compute", interrupt_in_the_second_step)
+    monkeypatch.setattr(objective, "compute", interrupt_in_the_second_step)
     cfg = tiny_config(tmp_path / "cut", **{**EVEN, **options})
     with pytest.raises(TrainingInterrupted):
         vaekit.train(cfg)
     saved = checkpoint.load_state(Path(cfg.train.out) / checkpoint.STATE_FILE)
     # the step in progress finished first: saves fall between optimizer steps
     assert (saved["epoch"], saved["step_in_epoch"], saved["global_step"]) == (0, 8, 2)
-    monkeypatch.setattr(objectives, "compute", original)
+    monkeypatch.setattr(objective, "compute", original)
     vaekit.train(cfg, resume=True)
     a = (full.run_dir / "model.safetensors").read_bytes()
     assert (Path(cfg.train.out) / "model.safetensors").read_bytes() == a

@@ -18,12 +18,13 @@ from torch.utils.data import Dataset as TorchDataset
 
 import vaekit
 from conftest import TINY_FLAGS, assert_clean_error, run_cli, tiny_config
-from vaekit import cli, objectives
+from vaekit import cli
 from vaekit.data import from_torch
 from vaekit.data.dataset import split_indices
 from vaekit.data.streaming import LazyRows
 from vaekit.data.validation import carve_validation
 from vaekit.errors import ConfigError, DataError, VaekitError
+from vaekit.training import objective
 
 datasets = pytest.importorskip("datasets")
 
@@ -91,13 +92,13 @@ def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 def record_batches(monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
     """Every training batch the objective sees, in order."""
     seen: list[torch.Tensor] = []
-    original = objectives.compute
+    original = objective.compute
 
     def spy(model: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         seen.append(x.detach().clone())
         return original(model, x, *args, **kwargs)
 
-    monkeypatch.setattr(objectives, "compute", spy)
+    monkeypatch.setattr(objective, "compute", spy)
     return seen
 
 

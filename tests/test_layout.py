@@ -23,7 +23,6 @@ FORBIDDEN = {
     "viz": {"training", "experiments", "publish", "cli"},
     "training": {"experiments", "publish", "cli"},
     "publish": {"training", "experiments", "cli"},
-    "objectives": {"training", "evaluation", "viz", "cli"},
 }
 # who may import training/ and cli/ at all ("" is the package root: vaekit.train, Trainer)
 ONLY_IMPORTED_BY = {"training": {"training", "cli", "experiments", ""}, "cli": {"cli", "__main__"}}

@@ -57,7 +57,7 @@ def test_training_lowers_the_loss(tiny) -> None:
 
 
 def test_training_starts_the_decoder_at_the_training_mean(tiny, monkeypatch) -> None:
-    from vaekit.training import setup
+    from vaekit.training import preflight as setup
 
     seen: list[torch.Tensor] = []
     original = setup.init_output_bias
@@ -169,16 +169,16 @@ def test_resume_continues_to_more_epochs(tiny) -> None:
 
 
 def test_dynamic_binarization_trains_on_binary_pixels(tiny, monkeypatch) -> None:
-    from vaekit import objectives
+    from vaekit.training import objective
 
     seen = []
-    original = objectives.compute
+    original = objective.compute
 
     def spy(model, x, *args, **kwargs):
         seen.append(x.detach().clone())
         return original(model, x, *args, **kwargs)
 
-    monkeypatch.setattr(objectives, "compute", spy)
+    monkeypatch.setattr(objective, "compute", spy)
     vaekit.train(tiny("binary", **{"data.binarize": "dynamic"}))
     values = torch.cat(seen).unique()
     assert set(values.tolist()) <= {0.0, 1.0}

@@ -120,7 +120,7 @@ statement to hold it, with no cycle between modules:
 - `evaluation`, `viz` and `publish` use `models`, `data` and `io`; `viz` may use
   `evaluation` (the report evaluates), never `training`.
 - `models` and `data` never import each other; `io` imports neither.
-- `objectives` (one minibatch's loss) uses `models` and `losses`, never `training`.
+- `training/objective.py` (one minibatch's loss) is used by `training` only.
 """
 
 

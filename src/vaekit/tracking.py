@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, untrusted_files
+from . import untrusted_files
 from .config import Config
 from .errors import ConfigError
 from .io import fileio
+from .version import __version__
 
 METRICS_FILE = "metrics.jsonl"
 WANDB_ID_FILE = "wandb_run_id"  # so that --resume continues the same wandb run

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO, cast
 
-from .. import __version__
+from ..version import __version__
 from . import catalog, compare, core, encode, export, generate, hub, inspect, reproduce
 from .parser import Parser, one_line
 

@@ -17,9 +17,9 @@ from ..data.streaming import LazyRows
 from ..errors import ConfigError, DataError
 from ..models import VAE
 from ..models.protocol import as_input
-from . import metrics, reconstruction
+from . import metrics, perceptual_scores
 from .likelihood import DEFAULT_BUDGET, elbo_stats, importance_sampling
-from .reconstruction import Distance
+from .perceptual_scores import Distance
 
 
 def check_input(x: Any, model: VAE, source: str = "input") -> torch.Tensor:
@@ -94,7 +94,7 @@ def evaluate(
         _check_counts(fid_samples=(fid_samples, 2))
     for what, asked in (("FID", fid), ("rFID", rfid), ("LPIPS", lpips)):
         if asked is not None and not (isinstance(asked, str) and asked == "none"):
-            reconstruction.check_images(model, what)  # before any work: tables have none
+            perceptual_scores.check_images(model, what)  # before any work: tables have none
     was_training = model.training
     model.eval()
     try:
@@ -157,15 +157,15 @@ def _quality_parts(
     if fid is not None:
         parts.append(("fid", partial(_frechet, "fid", metrics.fid, model, x, y, fid, fid_args)))
     if rfid is not None:
-        rfid_part = partial(_frechet, "rfid", reconstruction.rfid, model, x, y, rfid, fid_args)
+        rfid_part = partial(_frechet, "rfid", perceptual_scores.rfid, model, x, y, rfid, fid_args)
         parts.append(("rfid", rfid_part))
     if lpips is not None and lpips != "none":
-        distance, name = reconstruction.lpips_network(lpips, next(model.parameters()).device)
+        distance, name = perceptual_scores.lpips_network(lpips, next(model.parameters()).device)
         parts.append(
             (
                 "lpips",
                 lambda: {
-                    "lpips": reconstruction.lpips(model, x, y, distance, batch_size),
+                    "lpips": perceptual_scores.lpips(model, x, y, distance, batch_size),
                     "lpips_net": name,
                 },
             )
@@ -254,7 +254,7 @@ def _frechet(
     fid_args: tuple[int, int, int, str | None],
 ) -> dict[str, Any]:
     """`key` ('fid': prior samples, or 'rfid': reconstructions, against x) and the feature
-    network it used, from `distance` (metrics.fid or reconstruction.rfid)."""
+    network it used, from `distance` (metrics.fid or perceptual_scores.rfid)."""
     n, seed, batch_size, weights = fid_args
     value = distance(
         model, x, y, feature=feature, n=n, seed=seed, batch_size=batch_size, weights=weights

@@ -1,6 +1,6 @@
 """Numbers beyond the bound: bits per dimension, reconstruction MSE / PSNR / SSIM, KL per
 latent dimension, active units, and FID of prior samples (LPIPS and rFID of reconstructions:
-reconstruction.py; the Inception weights: inception.py).
+perceptual_scores.py; the Inception weights: inception.py).
 
 PSNR, SSIM and FID are torchmetrics' (imported when first used), so that vaekit's numbers
 are the ones other libraries report; tests/test_metrics.py checks they stay equal."""

@@ -33,7 +33,7 @@ from ..io import fileio
 from ..models import VAE, load
 from ..progress import bar as progress_bar
 from ..training.callbacks import Callback, TrainerView
-from ..training.setup import resolve_device
+from ..training.preflight import resolve_device
 from ..training.trainer import Trainer
 from ..viz import charts, grid
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import __version__, untrusted_files
+from .. import untrusted_files
 from ..errors import CheckpointError, ConfigError, VaekitError
+from ..version import __version__
 from .checkpoint import CONFIG_FILE, MODEL_FILE
 
 CARD_FILE = "README.md"

@@ -23,11 +23,11 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from .. import __version__
 from ..config import Config, ModelConfig
 from ..devices import check_device
 from ..errors import CheckpointError, ConfigError, DataError
 from ..io import card, checkpoint, hub
+from ..version import __version__
 from . import builtin, diffusers_init, protocol, record, registry
 
 P = TypeVar("P", bound="Pretrained")

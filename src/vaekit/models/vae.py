@@ -35,7 +35,7 @@ from ..devices import check_device
 from ..errors import ConfigError, DataError
 from ..normalize import Normalization
 from . import protocol
-from .paths import check_method, latent_path
+from .latent_paths import check_method, latent_path
 from .pretrained import Pretrained, resolve
 
 DECODE_ROWS = 4096  # latents decoded at once by sample() and interpolate()

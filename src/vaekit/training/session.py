@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 
-from .. import objectives
 from ..config import Config
 from ..data import Dataset, batch_indices, provenance
 from ..data.augment import training_rows
@@ -25,13 +24,12 @@ from ..errors import ConfigError
 from ..io import checkpoint, fileio
 from ..models import VAE, diffusers_init
 from ..tracking import Tracker
-from . import selection
+from . import objective, selection
 from .adversary import build_adversary
 from .distributed import Dist
 from .finetune import freeze_encoder, warn_fine_tune_lr
 from .precision import resolve_precision
-from .rundir import config_yaml, owned_run_dir
-from .setup import (
+from .preflight import (
     build_model,
     check_data,
     is_out_of_memory,
@@ -41,6 +39,7 @@ from .setup import (
     resolved,
     training_data,
 )
+from .rundir import config_yaml, owned_run_dir
 from .state import TrainState, legacy_config, restore
 from .step import Step, optimizer_steps
 
@@ -156,7 +155,7 @@ class TrainerSession:
                 )
         # the objective is a module so that DDP wraps the whole forward pass (and its hooks)
         discriminator = adversary.discriminator if adversary is not None else None
-        step.attach(objectives.Objective(model, self.config.loss, perceptual, discriminator))
+        step.attach(objective.Objective(model, self.config.loss, perceptual, discriminator))
         if dist.main:
             fileio.write_text(run_dir / "config.yaml", config_yaml(self.config, model))
         tracker = Tracker(run_dir, self.config, enabled=dist.main, resume=self.resume)

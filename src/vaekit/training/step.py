@@ -28,9 +28,9 @@ import torch
 from torch import nn
 
 from ..config import Config
-from ..objectives import StepTerms
 from .adversary import Adversary
 from .distributed import Dist
+from .objective import StepTerms
 from .optim import WeightAverage, grad_norm, make_optimizer, make_schedule
 from .precision import autocast
 
@@ -82,7 +82,7 @@ class Step:
         self._adversarial: list[torch.Tensor] = []
 
     def attach(self, objective: nn.Module) -> None:
-        """The objective to minimise (objectives.Objective); wrapped for DDP when distributed.
+        """The objective to minimise (objective.Objective); wrapped for DDP when distributed.
 
         Attach after a resume has restored the weights: DDP starts every rank from rank
         0's."""

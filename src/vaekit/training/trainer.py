@@ -42,8 +42,8 @@ from . import selection
 from .callbacks import Callback, as_callbacks, call
 from .finetune import eval_encoder
 from .interrupt import StopFlag
+from .preflight import checked_arguments
 from .session import TrainerSession, _Run
-from .setup import checked_arguments
 from .state import TrainState, check_finite, snapshot
 from .step import accumulation_part
 from .steplog import StepLog

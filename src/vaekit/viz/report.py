@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import __version__, templates, tracking
+from .. import templates, tracking
 from ..errors import ConfigError
 from ..evaluation.summary import metrics_rows, number
 from ..io import fileio
@@ -20,6 +20,7 @@ from ..io.card import describe_architecture, describe_latent
 from ..models import VAE
 from ..models.diffusers_model import reference_of
 from ..models.pretrained import resolve
+from ..version import __version__
 from . import figures
 
 REPORT_FILE = "report.html"

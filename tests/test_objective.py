@@ -13,11 +13,12 @@ import torch
 
 import vaekit
 from conftest import assert_clean_error, run_cli, tiny_config
-from vaekit import losses, objectives
+from vaekit import losses
 from vaekit.config import LossConfig, ModelConfig
 from vaekit.errors import ConfigError, DownloadError
 from vaekit.evaluation import perceptual
 from vaekit.models import VAE
+from vaekit.training import objective
 
 
 def _model(seed: int = 0, **kw: object) -> VAE:
@@ -46,7 +47,7 @@ def test_warmup_weights_the_kl_by_the_schedule_at_each_step() -> None:
     cfg = LossConfig(beta=0.5, kl_warmup_steps=4)
     seen = []
     for step in (0, 1, 3, 10):
-        t = objectives.compute(model, x, None, cfg, step, torch.Generator().manual_seed(0))
+        t = objective.compute(model, x, None, cfg, step, torch.Generator().manual_seed(0))
         loss = float(t.loss.detach())
         seen.append(loss)
         weight = 0.5 * min(1.0, (step + 1) / 4)  # 0.125, 0.25, 0.5, 0.5
@@ -89,11 +90,11 @@ def test_free_bits_change_the_training_gradient_and_train(tmp_path: Path) -> Non
     model, x = _model(), _x()
     g = {}
     for bits in (0.0, 10.0):  # 10 nats per dimension: above every dimension's KL here
-        terms = objectives.compute(
+        terms = objective.compute(
             model, x, None, LossConfig(free_bits=bits), 0, torch.Generator().manual_seed(0)
         )
         g[bits] = _grads(model, terms.loss)
-    recon_only = objectives.compute(
+    recon_only = objective.compute(
         model, x, None, LossConfig(beta=0.0), 0, torch.Generator().manual_seed(0)
     )
     g_recon = _grads(model, recon_only.loss)
@@ -176,7 +177,7 @@ def test_perceptual_gradients_reach_the_decoder() -> None:
     grads = {}
     for weight in (0.0, 100.0):
         cfg = LossConfig(perceptual="lpips-vgg", perceptual_weight=weight)
-        terms = objectives.compute(model, x, None, cfg, 0, torch.Generator().manual_seed(0), lpips)
+        terms = objective.compute(model, x, None, cfg, 0, torch.Generator().manual_seed(0), lpips)
         grads[weight] = _grads(model, terms.loss)
     head = "decoder.head.weight"
     difference = (grads[100.0][head] - grads[0.0][head]).abs().max()

@@ -18,7 +18,7 @@ from conftest import assert_clean_error, run_cli
 from vaekit.config import ModelConfig
 from vaekit.data import load_data
 from vaekit.errors import ConfigError
-from vaekit.evaluation import metrics, reconstruction
+from vaekit.evaluation import metrics, perceptual_scores
 from vaekit.evaluation.perceptual import build_perceptual
 
 SIDE = 16  # LPIPS's VGG needs at least 16 px
@@ -72,7 +72,7 @@ def test_rfid_is_torchmetrics_fid_of_the_images_and_their_reconstructions(
     trained: tuple[vaekit.VAE, torch.Tensor],
 ) -> None:
     model, x = trained
-    value = reconstruction.rfid(model, x, feature="random", n=150, batch_size=64, seed=3)
+    value = perceptual_scores.rfid(model, x, feature="random", n=150, batch_size=64, seed=3)
     direct = FrechetInceptionDistance(feature=metrics.RandomFeatures(1, seed=3), normalize=True)
     direct.update(x.float() / 255, real=True)
     direct.update(model.reconstruct(x), real=False)
@@ -80,17 +80,17 @@ def test_rfid_is_torchmetrics_fid_of_the_images_and_their_reconstructions(
     stats = vaekit.evaluate(model, x, rfid="random", fid_samples=150, seed=3, latent_metrics=False)
     assert stats["rfid"] == pytest.approx(value, rel=1e-6) and stats["rfid_features"] == "random"
     assert "rfid" in stats["seconds"]
-    fewer = reconstruction.rfid(model, x, feature="random", n=100, seed=3)
+    fewer = perceptual_scores.rfid(model, x, feature="random", n=100, seed=3)
     assert fewer != value  # n counts: the first 100 images only
 
 
 def test_a_perfect_autoencoder_has_zero_rfid_and_zero_lpips() -> None:
     model, x = perfect_autoencoder(), _images(200)
     assert torch.equal(model.reconstruct(x), x)
-    shifted = reconstruction.rfid(model, x, feature="random", batch_size=64)
+    shifted = perceptual_scores.rfid(model, x, feature="random", batch_size=64)
     assert abs(shifted) < 1e-3
     distance = _random_lpips()
-    assert reconstruction.lpips(model, x[:40], None, distance, batch_size=16) == 0.0
+    assert perceptual_scores.lpips(model, x[:40], None, distance, batch_size=16) == 0.0
 
 
 def test_lpips_is_the_mean_distance_and_positive_for_real_reconstructions(
@@ -99,7 +99,7 @@ def test_lpips_is_the_mean_distance_and_positive_for_real_reconstructions(
     model, x = trained
     x = x[:40]  # VGG is the slow part: ~0.1 s per pair here
     distance = _random_lpips()
-    value = reconstruction.lpips(model, x, None, distance, batch_size=25)
+    value = perceptual_scores.lpips(model, x, None, distance, batch_size=25)
     with torch.no_grad():
         direct = distance(model.reconstruct(x), x.float() / 255)
     assert value > 0 and value == pytest.approx(float(direct.double().mean()), rel=1e-5)
@@ -113,9 +113,9 @@ def test_rfid_and_lpips_refuse_what_is_not_an_image() -> None:
     table = vaekit.VAE.from_config(cfg, (1, 1, 5)).eval()  # a row of 5 values
     rows = torch.rand(20, 1, 1, 5)
     with pytest.raises(ConfigError, match="rFID compares images"):
-        reconstruction.rfid(table, rows, feature="random")
+        perceptual_scores.rfid(table, rows, feature="random")
     with pytest.raises(ConfigError, match="LPIPS compares images"):
-        reconstruction.lpips(table, rows, None, _random_lpips(), batch_size=8)
+        perceptual_scores.lpips(table, rows, None, _random_lpips(), batch_size=8)
 
 
 def test_cli_evaluate_reports_rfid_and_lpips(trained_run: Path, tmp_path: Path) -> None:
@@ -125,7 +125,9 @@ def test_cli_evaluate_reports_rfid_and_lpips(trained_run: Path, tmp_path: Path) 
     stats = json.loads(result.stdout)
     model = vaekit.load(trained_run)
     data = load_data(model.run_config.data, seed=model.run_config.train.seed)
-    assert stats["rfid"] == pytest.approx(reconstruction.rfid(model, data.x_test, feature="random"))
+    assert stats["rfid"] == pytest.approx(
+        perceptual_scores.rfid(model, data.x_test, feature="random")
+    )
     assert stats["rfid_features"] == "random" and stats["lpips"] > 0
     assert stats["lpips_net"] == "lpips-vgg (random weights)"
     text = run_cli("evaluate", str(trained_run), "--rfid", "random", "--lpips", *random).stdout

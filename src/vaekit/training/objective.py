@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import losses
-from .config import LossConfig
-from .errors import ConfigError
-from .models import VAE
+from .. import losses
+from ..config import LossConfig
+from ..errors import ConfigError
+from ..models import VAE
 
 
 @dataclass
@@ -191,7 +191,7 @@ class Objective(nn.Module):
         generator: torch.Generator | None = None,
         shard: tuple[int, int] | None = None,
     ) -> StepTerms:
-        # `compute` is looked up at call time, so a patched objectives.compute is honoured
+        # `compute` is looked up at call time, so a patched objective.compute is honoured
         return compute(
             self.model,
             x,
