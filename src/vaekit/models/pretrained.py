@@ -28,7 +28,7 @@ from ..devices import check_device
 from ..errors import CheckpointError, ConfigError, DataError
 from ..io import card, checkpoint, hub
 from ..version import __version__
-from . import builtin, diffusers_init, protocol, record, registry
+from . import builtin, protocol, record, registry
 
 P = TypeVar("P", bound="Pretrained")
 
@@ -79,13 +79,8 @@ class Pretrained(record.Recorded, nn.Module):
         """The built-in MLP, conv or autoencoderkl VAE that `cfg` (the config's `model`
         section) describes, started from model.init's weights where it names some;
         `num_classes` counts only when `cfg.conditional`; `normalization` is a
-        `Normalization.record()` of the data (see `builtin.vae_arguments`)."""
-        arguments = builtin.vae_arguments(cfg, input_shape, num_classes, normalization)
-        weights = arguments.pop(diffusers_init.WEIGHTS, None)
-        model = cls(**arguments)
-        if weights is not None:  # model.init: start from these weights, exactly
-            model.load_state_dict(weights, strict=True)
-        return model
+        `Normalization.record()` of the data (see `builtin.build`)."""
+        return builtin.build(cfg, input_shape, num_classes, normalization).model(cls)
 
     def architecture(self) -> dict[str, Any]:
         """What config.json records to rebuild this model: its settings (`settings()`), a

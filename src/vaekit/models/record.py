@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
+import torch
 from torch import nn
 
 from ..errors import ConfigError
 
+M = TypeVar("M", bound=nn.Module)
 ARGS = "_vaekit_args"  # the instance attribute that holds its constructor's arguments
 
 
@@ -104,3 +106,22 @@ def as_json(value: Any) -> Any:
         return [as_json(v) for v in value]
     record = getattr(value, "record", None)
     return record() if callable(record) else value
+
+
+class Built(NamedTuple):
+    """What a builder makes of a config (builtin.build, diffusers_init.build): the two
+    halves, the model's other settings (its constructor's keyword arguments) and the
+    weights to start from (None: as initialised)."""
+
+    encoder: nn.Module
+    decoder: nn.Module
+    settings: dict[str, Any]
+    weights: dict[str, torch.Tensor] | None = None
+
+    def model(self, cls: type[M]) -> M:
+        """`cls` built of these halves and settings, started from the weights exactly where
+        there are some (model.init, a diffusers AutoencoderKL)."""
+        model = cls(encoder=self.encoder, decoder=self.decoder, **self.settings)
+        if self.weights is not None:
+            model.load_state_dict(self.weights, strict=True)
+        return model
