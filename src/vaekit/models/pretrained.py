@@ -67,6 +67,11 @@ class Pretrained(record.Recorded, nn.Module):
     column_names: list[str]  # a table model's: the training table's column names, if known
     input_shape: tuple[int, int, int]  # (C, H, W) of the data it reads
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are."""
+        return next(self.parameters()).device
+
     # -- construction -------------------------------------------------------------------
     @classmethod
     def from_config(
