@@ -61,11 +61,15 @@ class Pretrained(record.Recorded, nn.Module):
     from_architecture, and save_pretrained / from_pretrained / push_to_hub, for any model
     whose settings are recorded (record.Recorded): its constructor's arguments."""
 
-    run_config: Config | None  # the configuration of the run that trained it, if known
-    class_names: list[str]  # the dataset's label names, if any
-    data_source: dict[str, Any] | None = None  # where its data came from: data/provenance.py
-    column_names: list[str]  # a table model's: the training table's column names, if known
-    input_shape: tuple[int, int, int]  # (C, H, W) of the data it reads
+    input_shape: tuple[int, int, int]  # (C, H, W) of the data it reads (a setting)
+
+    def __init__(self) -> None:
+        """What a model knows of the run that trained it, once trained or loaded."""
+        super().__init__()
+        self.run_config: Config | None = None  # that run's configuration
+        self.class_names: list[str] = []  # the dataset's label names, if any
+        self.column_names: list[str] = []  # a table model's: its training table's columns
+        self.data_source: dict[str, Any] | None = None  # where its data came from
 
     @property
     def device(self) -> torch.device:
@@ -134,7 +138,7 @@ class Pretrained(record.Recorded, nn.Module):
         protocol.check_size(halves, latent, f"the architecture {source} records")
         encoder, decoder = halves()
         try:
-            return cls(encoder=encoder, decoder=decoder, **kwargs)
+            return record.Built(encoder, decoder, kwargs).model(cls)
         except Exception as e:  # anything a recorded setting can make the constructor raise
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise CheckpointError(f"{source}: the architecture cannot be built ({first})") from None
@@ -161,15 +165,15 @@ class Pretrained(record.Recorded, nn.Module):
 
     # -- saving ---------------------------------------------------------------------------
     def _meta(self, config: Config | None, class_names: list[str] | None) -> dict[str, Any]:
-        config = config if config is not None else getattr(self, "run_config", None)
-        names = class_names if class_names is not None else getattr(self, "class_names", [])
+        config = config if config is not None else self.run_config
+        names = class_names if class_names is not None else self.class_names
         meta: dict[str, Any] = {
             "library_name": "vaekit",
             "vaekit_version": __version__,
             "architecture": self.architecture(),
             "class_names": [str(n) for n in names],
         }
-        if getattr(self, "column_names", []):
+        if self.column_names:
             meta["column_names"] = [str(n) for n in self.column_names]
         if config is not None:
             meta["config"] = config.to_dict()
@@ -273,7 +277,7 @@ class Pretrained(record.Recorded, nn.Module):
             architecture=meta["architecture"],
             parameters=sum(p.numel() for p in self.parameters()),
             class_names=meta["class_names"],
-            config=config if config is not None else getattr(self, "run_config", None),
+            config=config if config is not None else self.run_config,
             custom=self.custom_architectures(),
         ).encode("utf-8")
         if not dry_run:

@@ -106,9 +106,6 @@ class VAE(Pretrained):
         self.num_classes = int(num_classes)
         self.conditional = self.num_classes > 0
         self.label_dim = int(label_dim)
-        self.run_config = None  # the training configuration, once trained or loaded
-        self.class_names: list[str] = []  # the dataset's label names, if any
-        self.column_names: list[str] = []  # a table model's: its training table's columns
         if self.conditional:
             self.label_embedding = nn.Embedding(self.num_classes, self.label_dim)
         self.encoder = encoder
