@@ -1,8 +1,9 @@
-"""A VAE as files: `Pretrained`, the VAE's base class, builds one from a config's `model`
-section (`from_config`), describes it for config.json (`architecture`) and rebuilds it from
-that record (`from_architecture`), and saves and loads it the Hugging Face way:
-`save_pretrained`, `from_pretrained`, `push_to_hub`; `resolve` finds the folder that `load`
-(vae.py) reads (a run directory, a model folder or `hf://OWNER/NAME`).
+"""A model as files: `Pretrained`, the base class of a model whose settings are recorded
+(record.py), builds one from a config's `model` section (`from_config`), writes its record
+for config.json (`architecture`) and rebuilds it from that record (`from_architecture`),
+and saves and loads it the Hugging Face way: `save_pretrained`, `from_pretrained`,
+`push_to_hub`; `resolve` finds the folder that `load` (vae.py) reads (a run directory, a
+model folder or `hf://OWNER/NAME`).
 
 The same behaviour as huggingface_hub's PyTorchModelHubMixin (whose config.json records
 constructor arguments, which for a VAE are modules, not JSON), written here so that the

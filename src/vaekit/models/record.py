@@ -1,10 +1,13 @@
-"""A module's constructor arguments, recorded once: what config.json writes to rebuild it.
+"""A model's and a module's constructor arguments, recorded once: what config.json writes
+to rebuild them, what a run reports of them and what loading passes back.
 
-`record_arguments(cls)` wraps a class's `__init__` so that each instance keeps the
-arguments it was built with (defaults filled in, `**kwargs` flattened), as diffusers'
-`@register_to_config` does; `arguments(module)` reads them back. `@vaekit.register`
-(registry.py) records every registered class this way, so an encoder or decoder built in
-Python saves and loads like one built from a config.
+A model (`Recorded`: the VAE, and the families built on it) takes its settings' names
+from its constructor's signature once, when the class is defined, and keeps each setting
+under its name. A registered encoder or decoder keeps the arguments it was built with
+(`record_arguments`, applied by `@vaekit.register`: defaults filled in, `**kwargs`
+flattened, as diffusers' `@register_to_config` does); `arguments(module)` reads them. A
+builder of a config returns `Built`: the halves, the settings and the weights to start
+from, which `Built.model(cls)` puts together.
 """
 
 from __future__ import annotations
