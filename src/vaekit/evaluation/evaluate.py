@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.streaming import LazyRows
+from ..data.core.streaming import LazyRows
 from ..errors import ConfigError, DataError
 from ..models import VAE
 from ..models.protocol import as_input

@@ -112,7 +112,7 @@ def as_json(value: Any) -> Any:
 
 
 class Built(NamedTuple):
-    """What a builder makes of a config (builtin.build, diffusers_init.build): the two
+    """What a builder makes of a config (models/builtin.py, diffusers/init.py): the two
     halves, the model's other settings (its constructor's keyword arguments) and the
     weights to start from (None: as initialised)."""
 

@@ -28,9 +28,9 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..models.record import arguments
+from ..models.registry import register
 from .autoencoderkl_fast import use_fast_ops
-from .record import arguments
-from .registry import register
 
 ENCODER, DECODER = "autoencoderkl-encoder", "autoencoderkl-decoder"
 INSTALL = "pip install 'vaekit[diffusers]'"
