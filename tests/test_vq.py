@@ -158,7 +158,8 @@ def test_vq_model_trains_saves_and_loads(tiny, tmp_path: Path) -> None:
     assert 1.0 <= record["val_perplexity"] <= 8.0
     loaded = vaekit.load(result.run_dir)
     assert isinstance(loaded, VQVAE) and loaded.architecture() == model.architecture()
-    assert loaded.architecture()["posterior"]["codebook_size"] == 8
+    record = loaded.architecture()  # config.json's: the settings, and the posterior's kind
+    assert record["posterior"] == "vq" and record["codebook_size"] == 8
     x = torch.rand(5, 1, 28, 28)
     codes = loaded.encode_codes(x)
     assert codes.shape == (5, 2) and codes.dtype == torch.int64

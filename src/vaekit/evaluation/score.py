@@ -86,7 +86,7 @@ def _scores(
     terms_named = model.term_names  # nelbo, recon, kl (a VQ-VAE: objective, recon, vq)
     names = (*terms_named, *(("log_px", "iw_ess") if k else ()))
     values = {name: np.empty(n, dtype=np.float64) for name in names}
-    device = next(model.parameters()).device
+    device = model.device
     g = torch.Generator(device=device).manual_seed(seed)  # as likelihood.elbo_stats draws
     was_training = model.training
     model.eval()
@@ -94,7 +94,7 @@ def _scores(
     try:
         for start, x, y in chunks(rows, model, batch_size):
             s = slice(start, start + len(x))
-            with torch.no_grad():
+            with torch.inference_mode():  # no autograd records, no version counters
                 terms, _ = model.elbo_terms(model.prepare(x), y, generator=g)
             for name, term in zip(terms_named, (terms.nelbo, terms.recon, terms.kl), strict=True):
                 values[name][s] = term.double().cpu().numpy()

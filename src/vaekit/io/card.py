@@ -44,9 +44,8 @@ def describe_latent(architecture: dict[str, Any]) -> str:
         text = f"a {'x'.join(map(str, shape))} spatial latent ({values:,} values)"
     else:
         text = f"a {architecture['latent_dim']}-D latent vector"
-    posterior = architecture.get("posterior")
-    if isinstance(posterior, dict) and "codebook_size" in posterior:
-        text += f", quantised by a codebook of {posterior['codebook_size']:,} codes"
+    if architecture.get("posterior") == "vq" and isinstance(architecture.get("codebook_size"), int):
+        text += f", quantised by a codebook of {architecture['codebook_size']:,} codes"
     return text
 
 
@@ -149,7 +148,7 @@ def _use(repo_id: str, architecture: dict[str, Any]) -> dict[str, str]:
     """The card's two usage lines: sampling, or for a VQ-VAE (no prior over its codes
     yet) reconstructing and encoding to codes."""
     c, h, w = architecture["input_shape"]
-    if isinstance(architecture.get("posterior"), dict):  # a VQ-VAE: it cannot sample
+    if architecture.get("posterior") == "vq":  # a VQ-VAE: it cannot sample
         return {
             "use_command": f"vaekit encode hf://{repo_id} --data SOURCE --out codes.npy",
             "use_python": f"codes = model.encode_codes(images)  # images (N, {c}, {h}, {w})",

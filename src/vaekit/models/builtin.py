@@ -16,20 +16,19 @@ from ..normalize import Normalization
 from . import protocol
 from .conv import ConvDecoder, ConvEncoder, latent_map_shape
 from .mlp import MLPDecoder, MLPEncoder
+from .record import Built
 
-POSTERIOR = "posterior"  # the entry of vae_arguments that names a non-Gaussian posterior
 
-
-def vae_arguments(
+def build(
     cfg: ModelConfig,
     input_shape: Sequence[int],
     num_classes: int = 0,
     normalization: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The arguments of `VAE(...)` for the built-in model `cfg` describes, its halves built.
-    Likelihood 'auto' is Bernoulli for data in [0, 1], else a Gaussian with a learned
-    scale. The model's size is checked first. With model.init, the weights to start from
-    come as one more entry, `diffusers_init.WEIGHTS`."""
+) -> Built:
+    """The built-in model `cfg` describes: its halves, the settings of `VAE(...)` (with
+    model.posterior vq, the quantiser's too: `VQVAE(...)`'s) and, with model.init, the
+    weights to start from. Likelihood 'auto' is Bernoulli for data in
+    [0, 1], else a Gaussian with a learned scale. The model's size is checked first."""
     protocol.check_settings(1, input_shape, "gaussian", 1.0, 0, 1)  # input_shape: (C, H, W)
     _check_table(cfg, input_shape)
     bounded = Normalization.from_record(normalization, int(input_shape[0])).bounded
@@ -45,7 +44,7 @@ def vae_arguments(
     shape = (c, h, w)
     kl = diffusers_init.plan(cfg, shape, likelihood, learn_scale)
     if kl is not None:  # diffusers' AutoencoderKL: model.arch autoencoderkl or model.init
-        return diffusers_init.vae_arguments(kl, cfg, shape, normalization)
+        return diffusers_init.build(kl, cfg, shape, normalization)
     latent_shape = _latent_shape(cfg, shape)
     latent_dim = math.prod(latent_shape) if latent_shape else cfg.latent_dim
 
@@ -68,10 +67,7 @@ def vae_arguments(
         )
 
     protocol.check_size(halves, latent_dim, f"the {cfg.arch} VAE of model.* for {shape}")
-    encoder, decoder = halves()
-    return (posterior or {}) | {
-        "encoder": encoder,
-        "decoder": decoder,
+    settings = (posterior or {}) | {
         "latent_dim": latent_dim,
         "latent_shape": latent_shape,
         "input_shape": shape,
@@ -82,6 +78,7 @@ def vae_arguments(
         "label_dim": cfg.label_dim,
         "normalization": normalization,
     }
+    return Built(*halves(), settings)
 
 
 def _check_table(cfg: ModelConfig, input_shape: Sequence[int]) -> None:
@@ -108,7 +105,7 @@ def _check_table(cfg: ModelConfig, input_shape: Sequence[int]) -> None:
 
 
 def _posterior(cfg: ModelConfig) -> dict[str, Any] | None:
-    """vae_arguments' entries of a quantised posterior (model.posterior vq), or None."""
+    """The quantiser's settings (model.posterior vq: `VQVAE`'s arguments), or None."""
     if cfg.posterior == "gaussian":
         return None
     if cfg.init or cfg.arch not in ("mlp", "conv"):
@@ -123,7 +120,6 @@ def _posterior(cfg: ModelConfig) -> dict[str, Any] | None:
             f"{cfg.posterior} does not take it"
         )
     return {
-        POSTERIOR: {"name": cfg.posterior},
         "codebook_size": cfg.codebook_size,
         "code_dim": cfg.code_dim,
         "commitment": cfg.commitment,

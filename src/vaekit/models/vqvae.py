@@ -38,8 +38,6 @@ NO_DENSITY = (
     "a VQ-VAE has no density p(x) without a prior over its codes, so it has no ELBO and no "
     "importance-weighted log p(x)"
 )
-# the posterior's settings, as config.json's architecture record holds them
-SETTINGS = ("codebook_size", "code_dim", "commitment", "ema_decay", "restart_dead")
 
 
 @dataclass
@@ -103,7 +101,7 @@ class VQVAE(VAE):
                 f"code_dim {code_dim} must divide latent_dim {self.latent_dim} (each code "
                 "takes code_dim of the latent's values)"
             )
-        self.code_dim = int(code_dim)
+        self.code_dim = int(code_dim)  # as given (0: the whole vector); the width: quantize
         limits.check_fits(
             codebook_size * width * 4 * (4 if ema_decay else 3),  # + Adam's moments or EMA sums
             f"a codebook of {codebook_size:,} codes of {width:,} values",
@@ -131,17 +129,22 @@ class VQVAE(VAE):
             f"image; a VQ-VAE's encoder returns features (B, F) or z_e {own}"
         )
 
-    def posterior_record(self) -> dict[str, Any]:
-        """config.json's record of the posterior (architecture['posterior'])."""
-        q = self.quantize
-        return {
-            "name": self.posterior_kind,
-            "codebook_size": q.codebook_size,
-            "code_dim": self.code_dim,
-            "commitment": q.commitment,
-            "ema_decay": q.ema_decay,
-            "restart_dead": q.restart_dead,
-        }
+    # the quantiser's settings, kept by the quantiser (the record reads them here)
+    @property
+    def codebook_size(self) -> int:
+        return self.quantize.codebook_size
+
+    @property
+    def commitment(self) -> float:
+        return self.quantize.commitment
+
+    @property
+    def ema_decay(self) -> float:
+        return self.quantize.ema_decay
+
+    @property
+    def restart_dead(self) -> float:
+        return self.quantize.restart_dead
 
     # -- the quantised posterior ------------------------------------------------------------
     def pre_quantize(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -201,7 +204,7 @@ class VQVAE(VAE):
     def encode_codes(self, x: torch.Tensor | np.ndarray, y: Any = None) -> torch.Tensor:
         """The integer codes of examples in the user's units: int64 (N, h, w) for a spatial
         latent, (N, D // code_dim) for a vector."""
-        return self.quantized(self.prepare(x).to(self._device()), y).codes
+        return self.quantized(self.prepare(x).to(self.device), y).codes
 
     @torch.no_grad()
     def decode_images(self, z: torch.Tensor | np.ndarray, y: Any = None) -> torch.Tensor:
@@ -225,7 +228,7 @@ class VQVAE(VAE):
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= k):
             raise ConfigError(f"codes must be from 0 to {k - 1}; got {int(codes.min())}.."
                               f"{int(codes.max())}")  # fmt: skip
-        return self.quantize.lookup(codes.long().to(self._device()))
+        return self.quantize.lookup(codes.long().to(self.device))
 
     def code_shape(self) -> tuple[int, ...]:
         """One example's codes: (h, w) for a spatial latent, (D // code_dim,) for a vector."""
