@@ -138,6 +138,8 @@ class Fixtures:
         self.model = VAE.from_config(ModelConfig(hidden=[8], latent_dim=2), SHAPE)
         spatial = ModelConfig(arch="conv", channels=[4, 8], latent_channels=2)
         self.spatial = VAE.from_config(spatial, SHAPE)
+        quantised = ModelConfig(**{**vars(spatial), "posterior": "vq", "codebook_size": 8})
+        self.vq = VAE.from_config(quantised, SHAPE)  # a VQVAE with a 2x2 map of codes
         self.folder = self.model.save_pretrained(work / "model")
         self.count = 0
 
@@ -166,6 +168,7 @@ def good_values(fx: Fixtures, target: str) -> dict[str, Any]:
     x = torch.rand(4, *SHAPE)
     halves = builtin.build(ModelConfig(hidden=[8], latent_dim=2), SHAPE)
     model = fx.spatial if target.startswith("spatial.") else fx.model
+    model = fx.vq if target.startswith("vq.") else model
     z = torch.zeros(4, model.latent_dim)
     values: dict[str, Any] = {
         "encoder": halves.encoder, "decoder": halves.decoder, "latent_dim": 2,
@@ -202,6 +205,8 @@ def good_values(fx: Fixtures, target: str) -> dict[str, Any]:
         values["data"] = x
     if target == "vaekit.TrainResult":
         values["model"] = fx.model
+    if target.startswith("vq."):  # a VQ-VAE's integer codes, as encode_codes gives them
+        values["z"] = values["codes"] = fx.vq.encode_codes(x)
     return values
 
 
@@ -241,6 +246,8 @@ def resolve(target: str, fx: Fixtures) -> Any:
         return getattr(type(fx.model) if isinstance(attr, classmethod) else fx.model, name)
     if owner == "spatial":
         return getattr(fx.spatial, name)
+    if owner == "vq":
+        return getattr(fx.vq, name)
     return getattr(importlib.import_module(owner), name)
 
 

@@ -35,7 +35,7 @@ import vaekit.models
 from conftest import ROOT
 from hostile_api_files import file_cases
 from hostile_api_worker import KINDS, Fixtures, good_values
-from vaekit.models import VAE
+from vaekit.models import VAE, VQVAE
 
 MEMORY_LIMIT = 4 * 2**30
 TIMEOUT = 60  # generous: two loaded cores; a real hang runs far past it
@@ -46,6 +46,13 @@ INTERNAL = getattr(vaekit.models, "INTERNAL", {"forward", "elbo_terms", "mean", 
                    "log_importance_weights", "log_likelihood", "from_folder",
                    "set_normalization"})  # fmt: skip
 SPATIAL = ("latents", "decode", "decode_images")
+# a VQ-VAE's own public methods, on a model with a map of codes (its constructor is
+# vaekit.VQVAE's case; what it inherits is the VAE's)
+VQ = tuple(
+    name
+    for name, member in vars(VQVAE).items()
+    if not name.startswith("_") and callable(member) and name not in INTERNAL
+)
 # kinds that say nothing new for a parameter: a device only for `device`, and the
 # data-shaped lies only where data go
 DEVICE_PARAMS = {"device"}
@@ -75,6 +82,8 @@ def targets() -> dict[str, inspect.Signature]:
         found[f"VAE.{name}"] = inspect.signature(member)
     for name in SPATIAL:
         found[f"spatial.{name}"] = inspect.signature(getattr(VAE, name))
+    for name in VQ:
+        found[f"vq.{name}"] = inspect.signature(getattr(VQVAE, name))
     return found
 
 

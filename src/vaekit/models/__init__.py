@@ -14,7 +14,7 @@ from .vqvae import VQVAE
 
 INTERNAL = frozenset(
     {"forward", "elbo_terms", "log_importance_weights", "log_likelihood", "mean", "prepare",
-     "from_folder", "set_normalization", "posterior"}
+     "from_folder", "set_normalization", "posterior", "pre_quantize", "quantized"}
 )  # fmt: skip
 check_methods(VAE, public_methods(VAE, skip=INTERNAL))
 # the VQ-VAE's own methods (those it inherits are checked above)

@@ -25,6 +25,7 @@ and resumed with the weights.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -143,18 +144,20 @@ class VectorQuantizer(nn.Module):
         e = self.embedding(codes)  # (N, C): this batch's codes, before the codebook moves
         if self.training and (self.ema_decay or self.restart_dead):
             self._update(rows.detach(), codes, counts, generator)
-        commitment = (rows - e.detach()).pow(2).reshape(b, -1).sum(1)
+        shape = self.code_shape(z)
+        per_example = (b, math.prod(shape[1:]) * self.code_dim)  # an empty batch too
+        commitment = (rows - e.detach()).pow(2).reshape(per_example).sum(1)
         if self.ema_decay:
             codebook = torch.zeros_like(commitment)
         else:
-            codebook = (e - rows.detach()).pow(2).reshape(b, -1).sum(1)
+            codebook = (e - rows.detach()).pow(2).reshape(per_example).sum(1)
         straight = rows + (e - rows).detach()  # the value of e, the gradient of z_e
         if z.dim() == 4:
             _, _, h, w = z.shape
             z_q = straight.reshape(b, h, w, self.code_dim).permute(0, 3, 1, 2)
         else:
-            z_q = straight.reshape(b, -1)
-        return Quantized(z_q, codes.reshape(self.code_shape(z)), codebook, commitment, counts)
+            z_q = straight.reshape(per_example)
+        return Quantized(z_q, codes.reshape(shape), codebook, commitment, counts)
 
     def loss(self, q: Quantized) -> torch.Tensor:
         """The latent term of the objective per example (B,): codebook + beta * commitment."""
