@@ -14,8 +14,10 @@ import torch
 
 import vaekit
 from conftest import TINY_FLAGS, assert_clean_error, run_cli
+from vaekit.config import ModelConfig
 from vaekit.errors import ConfigError
 from vaekit.models import VAE, VQVAE
+from vaekit.models.described import model_section
 from vaekit.models.quantizer import VectorQuantizer, perplexity, usage
 
 VQ = {"model.posterior": "vq", "model.codebook_size": 8, "model.code_dim": 2}
@@ -160,6 +162,8 @@ def test_vq_model_trains_saves_and_loads(tiny, tmp_path: Path) -> None:
     assert isinstance(loaded, VQVAE) and loaded.architecture() == model.architecture()
     record = loaded.architecture()  # config.json's: the settings, and the posterior's kind
     assert record["posterior"] == "vq" and record["codebook_size"] == 8
+    described, _ = model_section(loaded, ModelConfig())  # what config.yaml reports
+    assert (described.posterior, described.codebook_size, described.code_dim) == ("vq", 8, 2)
     x = torch.rand(5, 1, 28, 28)
     codes = loaded.encode_codes(x)
     assert codes.shape == (5, 2) and codes.dtype == torch.int64
