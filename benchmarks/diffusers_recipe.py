@@ -427,13 +427,21 @@ def summarise(m: dict[str, Any]) -> tuple[dict[str, Any], list[list[str]]]:
         "images/s (median)" if CLOCK is time.perf_counter else "images per CPU-s (median)",
         "x recipe as written, same precision",
         "x recipe as intended, same precision",
-        "VAE-updated images/s",
+        "VAE-updated " + ("images/s" if CLOCK is time.perf_counter else "images per CPU-s"),
         "x recipe as intended (VAE-updated), same precision",
         "GFLOP/s",
         "of bf16 matmul peak",
         "of fp32 matmul peak",
     ]
     return sides, [header, *rows]
+
+
+def peak_note(peak: dict[str, float]) -> str:
+    """The measured matmul throughputs, in GFLOP/s (a CPU without bf16 runs it at ~1)."""
+    return (
+        f"{peak['bf16'] / 1e9:.1f} GFLOP/s bf16, {peak['fp32'] / 1e9:.1f} GFLOP/s fp32. "
+        "FLOPs: torch's FlopCounterMode over a step pair, forward + backward."
+    )
 
 
 def resummarise(name: str) -> int:
@@ -443,8 +451,9 @@ def resummarise(name: str) -> int:
     from common import RESULTS
 
     result = json.loads((RESULTS / f"{name}.json").read_text())
-    global BATCH
+    global BATCH, CLOCK
     BATCH = result["batch"]
+    CLOCK = time.process_time if result.get("clock") == "cpu" else time.perf_counter
     raw = result.get("raw") or {  # a results file from before "raw" was kept
         "values": {n: s["images_per_s"] for n, s in result["sides"].items()},
         "flops": {n: s["gflop_per_step_pair"] * 1e9 for n, s in result["sides"].items()},
@@ -455,6 +464,11 @@ def resummarise(name: str) -> int:
     result["sides"], result["raw"] = sides, raw
     notes = result.get("notes") or [
         line for line in (RESULTS / f"{name}.md").read_text().split("\n\n")[1].splitlines()
+    ]
+    prefix = "Measured matmul throughput ("
+    notes = [  # the throughputs in GFLOP/s (earlier files: TFLOP/s, 0.00 for bf16 here)
+        line.split("): ")[0] + "): " + peak_note(raw["peak"]) if line.startswith(prefix) else line
+        for line in notes
     ]
     result["notes"] = notes
     md = write_results(name, result, table, notes)
@@ -532,8 +546,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratios are taken within a round. Load average during the run: "
         f"{min(m['load']):.2f} to {max(m['load']):.2f}.",
         f"Measured matmul throughput ({args.peak_size}^3, {args.threads} thread(s)): "
-        f"{peak['bf16'] / 1e12:.2f} TFLOP/s bf16, {peak['fp32'] / 1e12:.2f} TFLOP/s fp32. "
-        "FLOPs: torch's FlopCounterMode over a step pair, forward + backward.",
+        + peak_note(peak),
         "As written: the script's LPIPS runs under torch.no_grad() and its discriminator "
         "step neither back-propagates nor steps (fewer FLOPs, a discriminator that never "
         "trains); as intended: both fixed, the work vaekit does. The recipe's bf16 is the "
