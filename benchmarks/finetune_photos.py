@@ -2,7 +2,7 @@
 show with `vaekit compare` what it gains on held-out photographs of the new kind.
 
     apt-get install mate-backgrounds lomiri-wallpapers-16.04   # the photographs
-    python benchmarks/finetune_photos.py [--base-epochs 6] [--finetune-epochs 3] [--decoder-only]
+    python benchmarks/finetune_photos.py [--base-epochs 2] [--finetune-epochs 2] [--decoder-only]
 
 Two sets of real photographs from Debian packages (read where the packages put them,
 never committed; photo_quality.py's reading, resizing and cropping): set A, the 12
@@ -19,8 +19,8 @@ temporary directory (deleted at the end unless --work is given):
 - the held-out folders: --n-test 64x64 crops of the held-out photographs of each set.
 
 Then, each a `vaekit` command in a subprocess on one thread (`train.threads 1`, fp32):
-1. the base: kl-f8-128's architecture scaled down (`--model.channels 32,64,64`, two
-   blocks per level, 4 latent channels: a 4x16x16 latent at 64 px) and its objective
+1. the base: kl-f8-128's architecture scaled down (`--model.channels 32,64,64`, one
+   block per level, 4 latent channels: a 4x16x16 latent at 64 px) and its objective
    (Laplace likelihood of scale 1, KL 1e-6), trained from scratch on A at a from-scratch
    learning rate (1e-3, the preset's 1e-4 is for hours of GPU time);
 2. `vaekit export BASE --format diffusers` (the scaling factor measured on A);
@@ -72,7 +72,7 @@ HELD_OUT_B = (
 )
 SIZE, MARGIN = 64, 4  # data.augment crop's margin at 64 px: ceil(64 / 16)
 BASE = ["--data.image_size", str(SIZE), "--model.arch", "autoencoderkl"]
-BASE += ["--model.channels", "32,64,64", "--model.blocks_per_level", "2"]
+BASE += ["--model.channels", "32,64,64", "--model.blocks_per_level", "1"]
 BASE += ["--model.latent_channels", "4", "--model.likelihood", "laplace"]
 BASE += ["--model.obs_scale", "1.0", "--loss.beta", "1e-6", "--optim.name", "adamw"]
 BASE += ["--lr", "1e-3", "--optim.schedule", "cosine", "--optim.warmup_steps", "20"]
@@ -93,7 +93,9 @@ def photo_sets() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
 
 
 def write_folder(folder: Path, images: np.ndarray) -> Path:
-    """(N, 3, H, W) uint8 crops as PNG files in `folder`."""
+    """(N, 3, H, W) uint8 crops as PNG files in `folder` (kept if it holds them already)."""
+    if folder.is_dir() and len(list(folder.glob("*.png"))) == len(images):
+        return folder
     folder.mkdir(parents=True)
     for i, image in enumerate(images):
         Image.fromarray(image.transpose(1, 2, 0)).save(folder / f"{i:05d}.png")
@@ -193,11 +195,18 @@ def run(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     commands["fine-tune"] += ["--epochs", str(args.finetune_epochs), "--out", str(tuned_run)]
     if args.decoder_only:
         commands["fine-tune"] += ["--train.freeze_encoder", "true"]
+    if args.finetune_lr:
+        commands["fine-tune"] += ["--lr", str(args.finetune_lr)]
     commands["export fine-tune"] += ["--scaling-factor", "measure"]
+    done = work / "steps.json"  # --work: the steps done before, kept (see --work's help)
+    steps = json.loads(done.read_text()) if done.is_file() else {}
     for name, command in commands.items():
+        if name in steps:
+            continue
         out, cpu, wall = vaekit(*command)
         steps[name] = {"command": "vaekit " + " ".join(command), "cpu_s": cpu, "wall_s": wall}
         steps[name]["optimizer_steps"] = optimizer_steps(work / "runs", name)
+        done.write_text(json.dumps(steps))
         print(out.strip()[-400:], file=sys.stderr, flush=True)
     result: dict[str, Any] = {"steps": steps, "compare": {}, "latents": {}}
     for held in ("heldout_B", "heldout_A"):
@@ -245,14 +254,20 @@ def table(result: dict[str, Any]) -> list[list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base-epochs", type=int, default=6, help="the base's epochs on A")
-    parser.add_argument("--finetune-epochs", type=int, default=3, help="the fine-tune's on B")
+    parser.add_argument("--base-epochs", type=int, default=2, help="the base's epochs on A")
+    parser.add_argument("--finetune-epochs", type=int, default=2, help="the fine-tune's on B")
     parser.add_argument("--n-base", type=int, default=1600, help="64 px crops of set A")
     parser.add_argument("--n-finetune", type=int, default=800, help="72 px crops of set B")
     parser.add_argument("--n-test", type=int, default=400, help="held-out crops per set")
     parser.add_argument("--decoder-only", action="store_true", help="train.freeze_encoder")
+    parser.add_argument("--finetune-lr", type=float, default=0.0, help="(default: the preset's)")
     parser.add_argument("--lpips-weights", choices=("none", "random"), default="none")
-    parser.add_argument("--work", default="", help="keep the crops and runs here")
+    parser.add_argument(
+        "--work",
+        default="",
+        help="keep the crops, runs and exports here; run again with the same arguments, "
+        "the steps already done are not repeated",
+    )
     parser.add_argument("--name", default="finetune_photos", help="results file name")
     args = parser.parse_args(argv)
     info = machine()
@@ -271,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def notes(result: dict[str, Any], args: argparse.Namespace) -> list[str]:
     steps, crops_ = result["steps"], result["crops"]
+    decoder = ", decoder only" if args.decoder_only else ""
     held = result["compare"]["heldout_B"][0]["n"]
     lines = [
         f"Set A: mate-backgrounds' {12 - len(HELD_OUT_A)} training photographs "
@@ -282,7 +298,7 @@ def notes(result: dict[str, Any], args: argparse.Namespace) -> list[str]:
         f"Base: {steps['base']['optimizer_steps']} steps on A (batch 16, AdamW 1e-3), "
         f"{steps['base']['cpu_s']:.0f} CPU s; fine-tune: the sd-vae-finetune preset, "
         f"{steps['fine-tune']['optimizer_steps']} optimizer steps on B (8 x 2 accumulated, "
-        f"Adam 1e-5, EMA 0.999{', decoder only' if args.decoder_only else ''}), "
+        f"Adam {args.finetune_lr or 1e-5:g}, EMA 0.999{decoder}), "
         f"{steps['fine-tune']['cpu_s']:.0f} CPU s; one thread, fp32.",
         "LPIPS term: "
         + (

@@ -26,8 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import diffusers_recipe as recipe  # noqa: E402
 from common import machine, write_results  # noqa: E402
 
-from vaekit.data.dataset import to_float  # noqa: E402
-
 # families of aten operators, by a part of their name (the first that matches)
 FAMILIES = (
     ("convolution backward", ("convolution_backward",)),
@@ -72,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     g = torch.Generator().manual_seed(0)
     x_u8 = torch.randint(0, 256, (args.batch, 3, args.size, args.size), generator=g).byte()
     sides = {
-        "recipe fp32, as intended": (recipe.RecipeStep("fp32", True), to_float(x_u8) * 2 - 1),
+        "recipe fp32, as intended": (
+            recipe.RecipeStep("fp32", True),
+            recipe.to_float(x_u8) * 2 - 1,
+        ),
         "vaekit autoencoderkl fp32": (recipe.VaekitStep(recipe.AUTOENCODERKL, "fp32"), x_u8),
     }
     info = machine()
