@@ -63,7 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=64, choices=(64, 128, 256))
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--top", type=int, default=12, help="operators listed per side")
+    parser.add_argument("--resummarise", action="store_true", help="rewrite the table from JSON")
     args = parser.parse_args(argv)
+    if args.resummarise:
+        return resummarise(f"recipe_profile_{args.preset}_{args.size}", args.batch)
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
     recipe.configure(args.size, args.preset, args.batch)
@@ -79,37 +82,63 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     result: dict[str, Any] = {"machine": info, "preset": args.preset, "size": args.size}
     result["batch"], result["sides"] = args.batch, {}
-    families: dict[str, dict[str, float]] = {}
     for name, (pair, batch) in sides.items():
         ops, total = profile_pair(pair, batch)
         share: dict[str, float] = {}
         for o in ops:
             share[family(o["op"])] = share.get(family(o["op"]), 0.0) + o["self_cpu_ms"]
-        families[name] = share
         result["sides"][name] = {"total_self_cpu_ms": total, "families_ms": share}
         result["sides"][name]["top_ops"] = ops[: args.top]
         print(f"{name}: {total:.0f} ms", file=sys.stderr, flush=True)
-    names = list(sides)
+    name = f"recipe_profile_{args.preset}_{args.size}"
+    write_results(name, result, *render(result, args.batch))
+    return 0
+
+
+def render(result: dict[str, Any], batch: int) -> tuple[list[list[str]], list[str]]:
+    """The table (ms and share of the pair per family, each side) and the notes."""
+    names = list(result["sides"])
     labels = [label for label, _ in FAMILIES] + ["other (elementwise, reductions, ...)"]
-    table = [["self CPU ms, one step pair", *names]]
-    for label in labels:
-        table.append([label, *(f"{families[n].get(label, 0.0):,.0f}" for n in names)])
-    table.append(["total", *(f"{result['sides'][n]['total_self_cpu_ms']:,.0f}" for n in names)])
+    head = ["operator family, one step pair"]
+    head += [f"{n}: {unit}" for n in names for unit in ("ms", "share")]
+    table = [head]
+    for label in [*labels, "total"]:
+        row = [label]
+        for n in names:
+            side = result["sides"][n]
+            total = side["total_self_cpu_ms"]
+            ms = total if label == "total" else side["families_ms"].get(label, 0.0)
+            row += [f"{ms:,.0f}", f"{100 * ms / total:.1f}%"]
+        table.append(row)
     notes = [
-        f"{args.preset}'s architecture at {args.size}x{args.size}, batch {args.batch}, one "
-        "thread, fp32; one step pair per side after a warm-up pair (the recipe: generator "
-        "step + discriminator step; vaekit: two steps, each updating the VAE and the "
-        "discriminator). torch.profiler, CPU activities; self CPU time summed by operator "
-        "family (the JSON lists each side's top operators).",
+        f"{result['preset']}'s architecture at {result['size']}x{result['size']}, batch "
+        f"{batch}, one thread, fp32; one step pair per side after a warm-up pair (the "
+        "recipe: generator step + discriminator step; vaekit: two steps, each updating the "
+        "VAE and the discriminator). torch.profiler, CPU activities, self time summed by "
+        "operator family. The profiler's times are each operator's wall time: on a loaded "
+        "machine they include time-slicing (load average "
+        f"{result['machine'].get('load_average_1min', '?')} at the start), so read the "
+        "shares; the step's CPU cost is diffusers_recipe.py's.",
     ]
-    for name in names:
-        top = result["sides"][name]["top_ops"][:6]
+    for n in names:
+        top = result["sides"][n]["top_ops"][:6]
         notes.append(
-            f"Top operators, {name}: "
+            f"Top operators, {n}: "
             + "; ".join(f"{o['op']} {o['self_cpu_ms']:,.0f} ms ({o['calls']} calls)" for o in top)
             + "."
         )
-    write_results(f"recipe_profile_{args.preset}_{args.size}", result, table, notes)
+    return table, notes
+
+
+def resummarise(name: str, batch: int) -> int:
+    """The table and notes again from results/NAME.json (no profiling)."""
+    import json
+
+    from common import RESULTS
+
+    result = json.loads((RESULTS / f"{name}.json").read_text())
+    write_results(name, result, *render(result, result.get("batch", batch)))
+    print((RESULTS / f"{name}.md").read_text())
     return 0
 
 
