@@ -141,7 +141,7 @@ def import_modules(names: list[str]) -> None:
     import os
     import re
 
-    from ..errors import ConfigError
+    from ..errors import ConfigError, first_line
 
     for name in names:
         if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", name):
@@ -160,7 +160,6 @@ def import_modules(names: list[str]) -> None:
                 tb = tb.tb_next
             if isinstance(e, SyntaxError):
                 where = f" at {e.filename}:{e.lineno}"
-            first = str(e).splitlines()[0] if str(e) else ""
             raise ConfigError(
-                f"--import {name}: the module failed ({type(e).__name__}: {first}{where})"
+                f"--import {name}: the module failed ({first_line(e, named=True)}{where})"
             ) from None

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from .. import untrusted_files
-from ..errors import ConfigError
+from ..errors import ConfigError, first_line
 from .options import SECTIONS, Config, iter_fields
 
 
@@ -236,8 +236,7 @@ def read_yaml(path: Path) -> Any:
     except untrusted_files.TextLimitError as e:
         raise ConfigError(str(e)) from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
-        reason = str(e).splitlines()[0]
-        raise ConfigError(f"config {path} is not valid YAML: {reason}") from None
+        raise ConfigError(f"config {path} is not valid YAML: {first_line(e)}") from None
     except RecursionError:
         raise ConfigError(f"config {path} is nested too deeply to be a config") from None
     except OSError as e:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .. import limits
-from ..errors import ConfigError, DataError, VaekitError
+from ..errors import ConfigError, DataError, VaekitError, first_line
 
 LIKELIHOODS = ("bernoulli", "gaussian", "laplace")
 # a probe input of more values than this (a 3 x 1024 x 1024 image has 3.1 M) runs on the
@@ -177,8 +177,9 @@ def probe(
                 return _on_meta(module, x, cond)
             return module(x) if cond is None else module(x, cond)
     except (RuntimeError, ValueError, TypeError, IndexError, NotImplementedError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"the {role} {type(module).__name__} failed on {what}: {first}") from None
+        raise ConfigError(
+            f"the {role} {type(module).__name__} failed on {what}: {first_line(e)}"
+        ) from None
     finally:
         for m, flag in flags:
             m.training = flag

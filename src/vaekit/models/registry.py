@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, first_line
 
 M = TypeVar("M", bound=type[nn.Module])
 NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
@@ -213,7 +213,7 @@ def build(entry: Any, role: str, source: str, depth: int = 0) -> nn.Module:
     try:
         return cls(**args)
     except Exception as e:  # whatever the recorded arguments make the constructor raise
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(
-            f"{source}: the {role} {name!r} cannot be built from its recorded arguments ({first})"
+            f"{source}: the {role} {name!r} cannot be built from its recorded arguments "
+            f"({first_line(e)})"
         ) from None

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..config import Config
-from ..errors import CheckpointError, ConfigError, TrainingDiverged
+from ..errors import CheckpointError, ConfigError, TrainingDiverged, first_line
 from ..io.checkpoint import STATE_FILE, check_state_dict, non_finite
 from ..models import VAE
 from ..models.described import DERIVED
@@ -271,9 +271,8 @@ def restore(
         step.load_state_dict(saved)
         set_rng_state(generator, saved["rng"])
     except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(
-            f"checkpoint {path} does not fit this run's optimizer or generators ({first})"
+            f"checkpoint {path} does not fit this run's optimizer or generators ({first_line(e)})"
         ) from None
     if state.epoch >= config.train.epochs:
         raise ConfigError(
