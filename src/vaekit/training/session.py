@@ -17,9 +17,9 @@ from typing import Any
 import torch
 
 from ..config import Config
-from ..data import Dataset, batch_indices, provenance
+from ..data import Dataset, provenance
 from ..data.augment import training_rows
-from ..data.dataset import resident
+from ..data.dataset import num_batches, resident
 from ..errors import ConfigError
 from ..io import checkpoint, fileio
 from ..models import VAE, diffusers_init
@@ -133,7 +133,7 @@ class TrainerSession:
         # Trainer(data=...) is data no command can reload, unless load_data(config.data) made it
         passed = self.data is not None and data.info.get("loaded_as") != self.config.data.name
         model.data_source = provenance.record(self.config.data, passed, fingerprint, data.name)
-        batches = len(batch_indices(torch.arange(data.x_train.shape[0]), t.batch_size))
+        batches = num_batches(data.x_train.shape[0], t.batch_size)
         precision = resolve_precision(t.precision, device)
         adversary = build_adversary(self.config, model, device, precision, dist.enabled)
         if t.freeze_encoder:  # before the optimizer: the encoder gets no state there

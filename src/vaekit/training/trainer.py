@@ -32,7 +32,7 @@ import torch
 
 from ..config import Config
 from ..data import Dataset, as_dataset, augment, batch_indices, epoch_permutation
-from ..data.dataset import gather
+from ..data.dataset import gather, num_batches
 from ..errors import TrainingInterrupted
 from ..io import checkpoint
 from ..models import VAE
@@ -155,7 +155,7 @@ class Trainer(TrainerSession):
     def _start_epoch(self, epoch: int) -> StepLog:
         run, t = self._require_run(), self.config.train
         self._train_mode()
-        total = len(batch_indices(torch.arange(run.x_train.shape[0]), t.batch_size))
+        total = num_batches(run.x_train.shape[0], t.batch_size)
         return StepLog(
             self.state,
             run.dist,
