@@ -24,8 +24,17 @@ PACKAGE = SRC / "vaekit"
 # of lower layers, never one beside it or above it.
 LAYERS = [
     {"errors", "version", "wording", "templates", "configs"},
-    {"arguments", "devices", "limits", "normalize", "untrusted_files", "progress", "losses"},
-    {"allocator", "config"},
+    {
+        "allocator",
+        "arguments",
+        "devices",
+        "limits",
+        "losses",
+        "normalize",
+        "progress",
+        "untrusted_files",
+    },
+    {"config"},
     {"io"},
     {"data", "models"},
     {"loading"},
