@@ -113,7 +113,7 @@ def anon():
     for line in open("/proc/self/status"):
         if line.startswith("RssAnon:"):
             return int(line.split()[1]) * 1024
-import vaekit.data.folder as folder
+import vaekit.data.files.folder as folder
 from vaekit import cli
 folder.load_folder.__kwdefaults__["ram_budget"] = int(sys.argv[1])  # the budget we set
 base, peak, done = anon(), [0], [False]

@@ -16,7 +16,8 @@ from PIL import Image
 import vaekit
 from conftest import assert_one_line_error
 from vaekit import cli
-from vaekit.data import augment, load_data
+from vaekit.data import load_data
+from vaekit.data.core import augment
 from vaekit.errors import TrainingInterrupted
 from vaekit.training import objective
 

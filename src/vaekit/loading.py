@@ -4,7 +4,7 @@ every command taking a RUN (and `vaekit.load`) goes through.
 A source is a run directory, a model folder, `hf://OWNER/NAME`, or any diffusers
 AutoencoderKL: `diffusers:PATH_OR_REPO[/SUBFOLDER]`, or a local folder that diffusers'
 `save_pretrained` wrote (vaekit's own export included), recognised by its config.json's
-`_class_name` (models/diffusers_model.py). A diffusers model has no fixed input size: it
+`_class_name` (diffusers/model.py). A diffusers model has no fixed input size: it
 is built at the size of the data it reads.
 
 The examples come from `data` (anything `vaekit train --data` takes), read with the
@@ -33,9 +33,10 @@ from torch import nn
 
 from .config import DataConfig
 from .data import Dataset, load_data, provenance
+from .diffusers import model as diffusers_model
+from .diffusers.export import CLASS_NAME
 from .errors import ConfigError, DataError
-from .io.export import CLASS_NAME
-from .models import VAE, diffusers_model
+from .models import VAE
 from .models import load as load_folder
 
 SPLITS = ("test", "train", "val", "all")

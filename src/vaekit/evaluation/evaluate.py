@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..arguments import is_whole
-from ..data.streaming import LazyRows
+from ..data.core.streaming import LazyRows
 from ..errors import ConfigError, DataError
 from ..models import VAE
 from ..models.protocol import as_input

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from ..data import load_data
-from ..data.dataset import evenly_spaced, to_float
+from ..data.core.dataset import evenly_spaced, to_float
 from ..errors import ConfigError, VaekitError
 from ..io.checkpoint import STATE_FILE
 

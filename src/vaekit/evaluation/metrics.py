@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .. import losses
-from ..data.dataset import to_float
+from ..data.core.dataset import to_float
 from ..errors import ConfigError, first_line
 from ..models import VAE
 from . import inception

@@ -8,7 +8,7 @@ dataset with one split): the same number whichever split it fell in, so `--split
 lists the source in its own order. Sources that come split (mnist, fashion-mnist, noise,
 an .npz or Hugging Face dataset with its own test split) number each split from 0, and
 `--split all` lists train, val, then test. The splits are those the run trained with:
-the same test fraction, split seed and validation carve (data/validation.py).
+the same test fraction, split seed and validation carve (data/core/validation.py).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import torch
 
 from ..config import DataConfig
 from ..data import Dataset, load_data
-from ..data.dataset import split_indices
-from ..data.validation import validation_rows
+from ..data.core.dataset import split_indices
+from ..data.core.validation import validation_rows
 from ..errors import ConfigError, DataError
 from ..loading import check_columns, own_data_config
 

@@ -10,9 +10,10 @@ from typing import Any
 from torch import nn
 
 from ..config import ModelConfig
+from ..diffusers import init as diffusers_init
 from ..errors import ConfigError
 from ..normalize import Normalization
-from . import diffusers_init, protocol
+from . import protocol
 from .conv import ConvDecoder, ConvEncoder, latent_map_shape
 from .mlp import MLPDecoder, MLPEncoder
 

@@ -10,7 +10,8 @@ from typing import Any
 
 from ..config import ModelConfig
 from ..config.fields import MAX_WIDTH
-from . import autoencoderkl, builtin, registry
+from ..diffusers import autoencoderkl
+from . import builtin, registry
 
 # model.* options that name a built-in family's halves: a model of the user's own has none
 FAMILY = (

@@ -25,11 +25,12 @@ from torch import nn
 
 from ..config import Config, ModelConfig
 from ..devices import check_device
+from ..diffusers import init as diffusers_init
 from ..errors import CheckpointError, ConfigError, DataError, first_line
 from ..io import card, checkpoint, hub
 from ..normalize import Normalization
 from ..version import __version__
-from . import builtin, diffusers_init, protocol, registry
+from . import builtin, protocol, registry
 
 P = TypeVar("P", bound="Pretrained")
 

@@ -18,11 +18,12 @@ import torch
 
 from ..config import Config
 from ..data import Dataset, provenance
-from ..data.augment import training_rows
-from ..data.dataset import num_batches, resident
+from ..data.core.augment import training_rows
+from ..data.core.dataset import num_batches, resident
+from ..diffusers import init as diffusers_init
 from ..errors import ConfigError
 from ..io import checkpoint, fileio
-from ..models import VAE, diffusers_init
+from ..models import VAE
 from ..tracking import Tracker
 from . import objective, selection
 from .adversary import build_adversary

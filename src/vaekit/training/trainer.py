@@ -15,7 +15,7 @@ save the state at the next step boundary and raise `TrainingInterrupted`.
 With `train.accumulate` N, the loop hands the step N batches per optimizer step (an
 epoch's last N' < N batches make a step of their own); the state's step counts and every
 save, stop and callback fall between optimizer steps, never inside one, so a resumed run
-continues bit-identically. `data.augment` crops and flips each batch (data/augment.py).
+continues bit-identically. `data.augment` crops and flips each batch (data/core/augment.py).
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ from typing import Any, cast
 import torch
 
 from ..config import Config
-from ..data import Dataset, as_dataset, augment, batch_indices, epoch_permutation
-from ..data.dataset import gather, num_batches
+from ..data import Dataset, as_dataset, batch_indices, epoch_permutation
+from ..data.core import augment
+from ..data.core.dataset import gather, num_batches
 from ..errors import TrainingInterrupted
 from ..io import checkpoint
 from ..models import VAE

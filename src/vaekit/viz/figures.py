@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from PIL import Image
 
-from ..data.dataset import to_float
+from ..data.core.dataset import to_float
 from ..errors import ConfigError
 from ..evaluation import metrics
 from ..io import fileio

@@ -16,12 +16,12 @@ from typing import Any
 import torch
 
 from .. import templates, tracking
+from ..diffusers.model import reference_of
 from ..errors import ConfigError
 from ..evaluation.summary import metrics_rows, number
 from ..io import fileio
 from ..io.card import describe_architecture, describe_latent
 from ..models import VAE
-from ..models.diffusers_model import reference_of
 from ..models.pretrained import resolve
 from ..version import __version__
 from . import figures

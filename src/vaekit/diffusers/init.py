@@ -5,8 +5,8 @@ diffusers' own `AutoencoderKL.from_pretrained` reads it (a local folder, or a Hu
 through huggingface_hub's cache; `OWNER/NAME/SUBFOLDER` reads a pipeline's `vae`
 folder), so every file layout and weight format diffusers accepts works here. Its config
 becomes the arguments of vaekit's autoencoderkl pair and its weights are mapped onto the
-pair key for key (models/autoencoderkl.py), so the vaekit model computes exactly what the
-diffusers one does before the first step. Export goes the other way (io/export.py).
+pair key for key (autoencoderkl.py), so the vaekit model computes exactly what the
+diffusers one does before the first step. Export goes the other way (export.py).
 """
 
 from __future__ import annotations
@@ -25,10 +25,8 @@ import torch
 from ..config import ModelConfig
 from ..errors import ConfigError, first_line, require
 from ..io.checkpoint import non_finite
-from ..io.export import CLASS_NAME
-from ..io.export import WEIGHTS as WEIGHTS_FILE
+from ..models.protocol import check_size
 from ..wording import setting
-from . import protocol
 from .autoencoderkl import (
     check_settings,
     from_diffusers_keys,
@@ -36,6 +34,8 @@ from .autoencoderkl import (
     halves,
     split_config,
 )
+from .export import CLASS_NAME
+from .export import WEIGHTS as WEIGHTS_FILE
 
 PREFIX = "diffusers:"
 WEIGHTS = "initial_weights"  # the entry of vae_arguments() that holds model.init's weights
@@ -109,7 +109,7 @@ def vae_arguments(
         return halves(kl.encoder_args, kl.decoder_args)
 
     latent_dim = math.prod(kl.latent_shape)
-    protocol.check_size(pair, latent_dim, f"the autoencoderkl VAE of model.* for {shape}")
+    check_size(pair, latent_dim, f"the autoencoderkl VAE of model.* for {shape}")
     encoder, decoder = pair()
     arguments = {
         "encoder": encoder,

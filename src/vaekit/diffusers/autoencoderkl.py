@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, first_line, require
+from ..models.registry import ARGS, register
 from .autoencoderkl_fast import use_fast_ops
-from .registry import ARGS, register
 
 ENCODER, DECODER = "autoencoderkl-encoder", "autoencoderkl-decoder"
 # AutoencoderKL's config fields that each half takes (the rest is carried for export)

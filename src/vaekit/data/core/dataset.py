@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .. import limits
-from ..errors import DataError
+from ... import limits
+from ...errors import DataError
 from .streaming import head
 from .untrusted import MAX_CLASSES
 

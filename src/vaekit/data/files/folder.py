@@ -23,10 +23,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..config import DataConfig
-from ..errors import DataError
-from . import augment, folder_cache
-from .dataset import Dataset, split
+from ...config import DataConfig
+from ...errors import DataError
+from ..core import augment
+from ..core.dataset import Dataset, split
+from . import folder_cache
 from .images import EXTENSIONS
 
 RAM_BUDGET = 2 * 2**30  # cached arrays larger than this are memory-mapped instead of loaded
@@ -51,7 +52,7 @@ def load_folder(
     folder a run's config names); a cache found there is read either way.
     """
     root, files, ignored = _image_files(path)
-    if "crop" in cfg.augment:  # random crops need a margin around each image (augment.py)
+    if "crop" in cfg.augment:  # random crops need a margin around each image (core/augment.py)
         cfg = dataclasses.replace(cfg, image_size=augment.decoded_size(cfg.image_size))
     x, meta, cache, hit = _decoded(root, files, cfg, max_pixels, ram_budget, own, progress)
     skipped = _warn_skipped(root, meta["skipped"], named_above=not hit)

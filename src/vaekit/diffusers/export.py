@@ -28,7 +28,7 @@ import torch
 
 from .. import untrusted_files
 from ..errors import ConfigError, VaekitError, require
-from .fileio import DIR_MODE, TMP_PREFIX
+from ..io.fileio import DIR_MODE, TMP_PREFIX
 
 CONFIG_FILE = "config.json"
 CLASS_NAME = "AutoencoderKL"
