@@ -151,7 +151,9 @@ def import_modules(names: list[str]) -> None:
         try:
             importlib.import_module(name)
         except ImportError as e:
-            raise ConfigError(f"--import {name}: the module cannot be imported ({e})") from None
+            raise ConfigError(
+                f"--import {name}: the module cannot be imported ({first_line(e)})"
+            ) from None
         except Exception as e:  # the module itself failed: say where, in one line
             where = ""
             tb = e.__traceback__

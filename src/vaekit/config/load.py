@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from .. import untrusted_files
+from ..arguments import is_whole
 from ..errors import ConfigError, first_line
 from .options import SECTIONS, Config, iter_fields
 
@@ -44,9 +45,7 @@ def coerce(key: str, value: Any, typ: Any) -> Any:
             return False
         raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
     if typ is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
-        if isinstance(value, int):
+        if is_whole(value):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
