@@ -341,7 +341,7 @@ def hf_floats(n: int = N) -> Any:
 
 def test_a_float_hugging_face_dataset_trains_streamed(tmp_path: Path) -> None:
     from vaekit.config import DataConfig
-    from vaekit.data.rows.hf import load_hf
+    from vaekit.data.rows.read import load_hf
 
     train_rows, _, _ = split_indices(N, 0.1, 0)
     ds = hf_floats()
@@ -379,7 +379,7 @@ def test_hf_on_the_command_line_offline_with_its_test_split(
 
 def test_hf_names_parse_and_missing_splits_say_which_exist(tmp_path: Path) -> None:
     from vaekit.config import DataConfig
-    from vaekit.data.rows.hf import load_hf
+    from vaekit.data.rows.read import load_hf
 
     saved = tmp_path / "saved"
     datasets.DatasetDict({"validation": hf_dataset(40)}).save_to_disk(str(saved))
