@@ -357,6 +357,19 @@ def test_a_float_hugging_face_dataset_trains_streamed(tmp_path: Path) -> None:
     assert np.isfinite(result.history[-1]["val_nelbo"])
 
 
+def test_a_hugging_face_image_column_of_rgba_is_read_as_rgb_in_every_batch() -> None:
+    """The first example decides the rows' shape (RGB: three channels); the column is cast
+    to RGB with it, so the batches read later, in memory or streamed, are RGB too."""
+    pixels = np.random.default_rng(0).integers(0, 256, (6, 8, 8, 4), dtype=np.uint8)
+    rgba = [Image.fromarray(p, "RGBA") for p in pixels]
+    features = datasets.Features({"image": datasets.Image()})
+    ds = datasets.Dataset.from_dict({"image": rgba}, features=features)
+    expected = torch.from_numpy(np.stack([np.asarray(i.convert("RGB")) for i in rgba]))
+    for stream in (True, False):
+        data = from_torch(ds, ds, stream=stream)  # the test split given: train is all of ds
+        assert torch.equal(data.x_train[:], expected.permute(0, 3, 1, 2))
+
+
 def test_hf_on_the_command_line_offline_with_its_test_split(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], _offline: dict[str, str]
 ) -> None:
