@@ -104,8 +104,5 @@ def build(pair: Pair, ref: str, shape: tuple[int, int, int], device: str | torch
     where = f"{PREFIX}{ref}"
     latent = init.latent_shape(encoder_args, shape, where)
     plan = init.Plan(encoder_args, decoder_args, weights, "laplace", latent)
-    arguments = init.vae_arguments(plan, ModelConfig(), shape, None)
-    arguments.pop(init.WEIGHTS)
-    model = VAE(**arguments)
-    model.load_state_dict(weights, strict=True)
-    return model.to(device).eval()
+    built = init.build(plan, ModelConfig(), shape, None)
+    return built.model(VAE).to(device).eval()

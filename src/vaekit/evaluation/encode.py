@@ -82,7 +82,7 @@ def chunks(rows: Rows, model: VAE, batch_size: int) -> Iterator[tuple[int, torch
     float units on the model's device (see evaluate.check_input), y the labels the model
     needs (None for an unconditional one). x lives in a buffer that the next chunk reuses
     (tensors of the same sizes each chunk keep the heap from growing with the data)."""
-    device = next(model.parameters()).device
+    device = model.device
     floats: torch.Tensor | None = None
     for start in range(0, len(rows), batch_size):
         x, y = rows.read(start, min(start + batch_size, len(rows)))

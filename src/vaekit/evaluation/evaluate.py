@@ -160,7 +160,7 @@ def _quality_parts(
         rfid_part = partial(_frechet, "rfid", perceptual_scores.rfid, model, x, y, rfid, fid_args)
         parts.append(("rfid", rfid_part))
     if lpips is not None and lpips != "none":
-        distance, name = perceptual_scores.lpips_network(lpips, next(model.parameters()).device)
+        distance, name = perceptual_scores.lpips_network(lpips, model.device)
         parts.append(
             (
                 "lpips",

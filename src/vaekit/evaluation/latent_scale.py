@@ -42,7 +42,7 @@ def scaling_factor(model: Any, x: torch.Tensor, seed: int = 0) -> tuple[float, i
     total = squares = torch.zeros((), dtype=torch.float64)
     count = 0
     model.eval()
-    device = next(model.parameters()).device
+    device = model.device
     with torch.no_grad():
         for chunk in idx.split(BATCH):
             images = model.prepare(to_float(x.index_select(0, chunk)).to(device))

@@ -84,7 +84,7 @@ def _scores(
     n = len(rows)
     names = ("nelbo", "recon", "kl", *(("log_px", "iw_ess") if k else ()))
     values = {name: np.empty(n, dtype=np.float64) for name in names}
-    device = next(model.parameters()).device
+    device = model.device
     g = torch.Generator(device=device).manual_seed(seed)  # as likelihood.elbo_stats draws
     was_training = model.training
     model.eval()
