@@ -28,7 +28,7 @@ from ..tracking import Tracker
 from . import objective, selection
 from .adversary import build_adversary
 from .distributed import Dist
-from .finetune import freeze_encoder, warn_fine_tune_lr
+from .finetune import check_frozen_start, freeze_encoder, warn_fine_tune_lr
 from .precision import resolve_precision
 from .preflight import (
     build_model,
@@ -119,6 +119,7 @@ class TrainerSession:
         self.config = legacy_config(saved, self.config)  # a 0.1 run resumes without validation
         t = self.config.train
         show = t.progress and dist.main
+        check_frozen_start(self.config, self.model is not None, saved is not None)
         if self.model is None and saved is None:  # model.init's folder, before the data
             diffusers_init.check_before_data(self.config.model)
         data = training_data(self.data, self.config, show)
