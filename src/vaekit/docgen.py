@@ -120,8 +120,9 @@ cycle between modules. From the top:
 - `experiments`; then `training` (the one loop; it draws each epoch's sample grids with
   `viz`; `training/objective.py` is one minibatch's loss).
 - `viz`, `compare` and `publish`; then `tracking`; then `evaluation`; then `loading`.
-- `models`, `diffusers` (the bridge to diffusers' AutoencoderKL; it and `models` use
-  each other's modules, without a cycle) and `data` (which neither imports, nor it them);
+- `models`, `diffusers` (the bridge to diffusers' AutoencoderKL: it builds on `models`,
+  which reach into it at `init.py` and `autoencoderkl.py` only, without a cycle) and
+  `data` (which neither imports, nor it them);
   then `io`; then `config`. Inside `data`, the core imports neither wing (`files`,
   `rows`) and the wings do not import each other.
 - the leaves: `allocator`, `arguments`, `devices`, `limits`, `losses`, `normalize`,
