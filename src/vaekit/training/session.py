@@ -155,7 +155,9 @@ class TrainerSession:
                 )
         # the objective is a module so that DDP wraps the whole forward pass (and its hooks)
         discriminator = adversary.discriminator if adversary is not None else None
-        step.attach(objective.Objective(model, self.config.loss, perceptual, discriminator))
+        rank, world = (dist.rank, dist.world) if dist.enabled else (0, 1)
+        noise = objective.Noise(generator, rank, world)
+        step.attach(objective.Objective(model, self.config.loss, noise, perceptual, discriminator))
         if dist.main:
             fileio.write_text(run_dir / "config.yaml", config_yaml(self.config, model))
         tracker = Tracker(run_dir, self.config, enabled=dist.main, resume=self.resume)

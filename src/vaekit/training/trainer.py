@@ -125,8 +125,7 @@ class Trainer(TrainerSession):
                     if part[0] == 0 and run.dist.any(signals.signum != 0, run.device):
                         self._interrupt(log, epoch, signals.signum)
                     x, y = self._batch(batches[i], part[0])
-                    step = self.state.global_step
-                    record = run.step(x, y, step, run.generator, self._shard, part)
+                    record = run.step(x, y, self.state.global_step, part)
                     if record is None:  # more batches to accumulate
                         continue
                     self.state.global_step += 1
@@ -203,11 +202,6 @@ class Trainer(TrainerSession):
             y = y[run.dist.rank :: run.dist.world] if y is not None else None
         return x, y
 
-    @property
-    def _shard(self) -> tuple[int, int] | None:
-        dist = self._require_run().dist
-        return (dist.rank, dist.world) if dist.enabled else None
-
     def _after_step(self, log: StepLog, record: torch.Tensor) -> None:
         """Checkpoints every N steps, tracker images every N steps, step callbacks."""
         run, t = self._require_run(), self.config.train
@@ -216,8 +210,9 @@ class Trainer(TrainerSession):
             log.flush()
             self._save()
         if t.log_images_every and step % t.log_images_every == 0 and run.tracker.active:
+            values = dict(zip(log.columns, record.tolist(), strict=True))
             names = ("loss", "nelbo", "recon", "kl")  # trackers only: metrics.jsonl is per epoch
-            run.tracker.log_scalars(dict(zip(names, record[:4].tolist(), strict=True)), step)
+            run.tracker.log_scalars({name: values[name] for name in names}, step)
             # with keep: best the files hold the best epoch's pictures: these go to trackers only
             run.tracker.log_images(self._write_images(to_disk=t.keep == "last"), step)
             self._train_mode()
