@@ -1,5 +1,7 @@
-"""A run's session: what `Trainer.fit` sets up before its first step, holds while the loop
-in trainer.py runs, and tears down after its last.
+"""A run's session: what `Trainer.fit` sets up before its first step (device, DDP, the run
+directory, data, model, the step, the resumed state, the tracker), holds as one `Run`
+while the loop in trainer.py runs (which saves through `Run.save`), and tears down after
+its last.
 
     with open_run(config, model, data, resume, overwrite) as run:
         ...  # run.step(x, y, step), run.save(), run.config, run.state, ...
