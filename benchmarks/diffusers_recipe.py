@@ -76,7 +76,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import vaekit
 from vaekit.data import Dataset
-from vaekit.data.dataset import to_float
+from vaekit.data.core.dataset import to_float
 from vaekit.evaluation.perceptual import build_perceptual, from_config
 from vaekit.models.discriminator import build_discriminator
 from vaekit.training.adversary import build_adversary

@@ -31,7 +31,7 @@ from reference_loop import loss_function  # noqa: E402
 
 import vaekit  # noqa: E402
 from vaekit.data import batch_indices, epoch_permutation, load_data  # noqa: E402
-from vaekit.data.dataset import gather  # noqa: E402
+from vaekit.data.core.dataset import gather  # noqa: E402
 from vaekit.training import objective  # noqa: E402
 
 

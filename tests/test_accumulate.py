@@ -17,7 +17,7 @@ import vaekit
 from conftest import assert_one_line_error, tiny_config
 from vaekit import cli
 from vaekit.data import batch_indices
-from vaekit.data.dataset import num_batches
+from vaekit.data.core.dataset import num_batches
 from vaekit.errors import TrainingInterrupted
 from vaekit.io import checkpoint
 from vaekit.training import objective, session

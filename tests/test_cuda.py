@@ -18,7 +18,7 @@ import vaekit
 from akl_layouts import LAYOUTS, PATHS, check_pair
 from conftest import nan_on_odd_steps
 from test_fast_ops import LAYOUTS as NORM_LAYOUTS
-from vaekit.data.dataset import gather, resident
+from vaekit.data.core.dataset import gather, resident
 from vaekit.models.fast_ops import GroupNorm
 from vaekit.models.mlp import MLPDecoder
 
@@ -179,8 +179,8 @@ def test_a_diffusers_autoencoderkl_fine_tunes_and_exports_exactly_on_the_gpu(
     diffusers = pytest.importorskip("diffusers", reason="needs vaekit[diffusers]")
     import numpy as np
 
-    from vaekit.io.export import write_diffusers
-    from vaekit.models.autoencoderkl import diffusers_model
+    from vaekit.diffusers.autoencoderkl import diffusers_model
+    from vaekit.diffusers.export import write_diffusers
 
     torch.manual_seed(0)
     base = tmp_path / "base"

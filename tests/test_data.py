@@ -12,8 +12,8 @@ import torch
 
 from vaekit.config import DataConfig
 from vaekit.data import sources
-from vaekit.data.dataset import batch_indices, epoch_permutation
-from vaekit.data.idx import read_idx, write_idx
+from vaekit.data.core.dataset import batch_indices, epoch_permutation
+from vaekit.data.files.idx import read_idx, write_idx
 from vaekit.errors import DataError
 
 

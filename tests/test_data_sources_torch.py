@@ -20,9 +20,9 @@ import vaekit
 from conftest import TINY_FLAGS, assert_clean_error, run_cli, tiny_config
 from vaekit import cli
 from vaekit.data import from_torch
-from vaekit.data.dataset import split_indices
-from vaekit.data.streaming import LazyRows
-from vaekit.data.validation import carve_validation
+from vaekit.data.core.dataset import split_indices
+from vaekit.data.core.streaming import LazyRows
+from vaekit.data.core.validation import carve_validation
 from vaekit.errors import ConfigError, DataError, VaekitError
 from vaekit.training import objective
 
@@ -238,7 +238,7 @@ def test_an_iterable_dataset_is_read_into_memory_within_the_limit(
             while True:
                 yield x[0]
 
-    from vaekit.data import iterable
+    from vaekit.data.rows import iterable
 
     monkeypatch.setattr(iterable, "memory_limit", lambda: 100_000)
     with pytest.raises(DataError, match="iterable dataset.*the limit of 97.7 KiB"):
@@ -341,7 +341,7 @@ def hf_floats(n: int = N) -> Any:
 
 def test_a_float_hugging_face_dataset_trains_streamed(tmp_path: Path) -> None:
     from vaekit.config import DataConfig
-    from vaekit.data.hf import load_hf
+    from vaekit.data.rows.hf import load_hf
 
     train_rows, _, _ = split_indices(N, 0.1, 0)
     ds = hf_floats()
@@ -379,7 +379,7 @@ def test_hf_on_the_command_line_offline_with_its_test_split(
 
 def test_hf_names_parse_and_missing_splits_say_which_exist(tmp_path: Path) -> None:
     from vaekit.config import DataConfig
-    from vaekit.data.hf import load_hf
+    from vaekit.data.rows.hf import load_hf
 
     saved = tmp_path / "saved"
     datasets.DatasetDict({"validation": hf_dataset(40)}).save_to_disk(str(saved))
@@ -469,7 +469,7 @@ def test_other_objects_and_options_are_refused(tmp_path: Path) -> None:
 def test_a_dataset_over_the_memory_limit_streams_or_is_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from vaekit.data import assemble
+    from vaekit.data.rows import assemble
 
     monkeypatch.setattr(assemble, "memory_limit", lambda: 10_000)  # 200 rows: 12.5 KiB
     assert isinstance(from_torch(TensorDataset(images())).x_train, LazyRows)  # auto

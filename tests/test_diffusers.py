@@ -21,8 +21,9 @@ import vaekit
 from conftest import TINY_AUTOENCODERKL, assert_one_line_error
 from vaekit import cli
 from vaekit.config import load_config
+from vaekit.diffusers import autoencoderkl
 from vaekit.errors import ConfigError
-from vaekit.models import VAE, autoencoderkl
+from vaekit.models import VAE
 
 diffusers = pytest.importorskip("diffusers", reason="needs vaekit[diffusers]")
 TINY = {**TINY_AUTOENCODERKL, "sample_size": 16}

@@ -27,7 +27,7 @@ from PIL import Image
 import vaekit
 from conftest import ROOT, TINY_FLAGS, assert_one_line_error, nan_on_odd_steps, run_cli
 from vaekit.cli import main
-from vaekit.data.idx import write_idx
+from vaekit.data.files.idx import write_idx
 from vaekit.errors import CheckpointError, TrainingDiverged, TrainingInterrupted, VaekitError
 from vaekit.io import checkpoint, fileio
 from vaekit.training import objective
@@ -121,7 +121,7 @@ def test_case03_mixed_modes_and_sizes_are_converted_and_16_bit_keeps_contrast(
 
 def test_case04_decompression_bomb_is_refused_with_its_path(tmp_path: Path) -> None:
     from vaekit.config import DataConfig
-    from vaekit.data.folder import load_folder
+    from vaekit.data.files.folder import load_folder
 
     folder = tmp_path / "bomb"
     for i in range(3):

@@ -100,8 +100,8 @@ def test_resuming_a_run_saved_before_an_option_existed(tiny) -> None:
 
 
 def test_mean_image_averages_evenly_spaced_rows_in_unit_range(monkeypatch) -> None:
-    from vaekit.data import dataset
-    from vaekit.data.dataset import mean_image
+    from vaekit.data.core import dataset
+    from vaekit.data.core.dataset import mean_image
 
     monkeypatch.setattr(dataset, "CHUNK_ROWS", 3)  # 10 rows: four chunks
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.streaming import LazyRows
+from ..data.core.streaming import LazyRows
 from ..errors import ConfigError, DataError
 from ..models import VAE
 from ..models.protocol import as_input
@@ -189,7 +189,7 @@ def _quality_parts(
         rfid = partial(_frechet, "rfid", perceptual_scores.rfid, model, x, y, o.rfid, o)
         parts.append(("rfid", rfid))
     if o.lpips is not None and o.lpips != "none":
-        distance, name = perceptual_scores.lpips_network(o.lpips, next(model.parameters()).device)
+        distance, name = perceptual_scores.lpips_network(o.lpips, model.device)
         parts.append(
             (
                 "lpips",

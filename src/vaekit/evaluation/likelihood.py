@@ -32,7 +32,7 @@ def _batches(n: int, batch_size: int) -> list[slice]:
 
 
 def _device_of(model: VAE, device: torch.device | str | None) -> torch.device:
-    return torch.device(device) if device is not None else next(model.parameters()).device
+    return torch.device(device) if device is not None else model.device
 
 
 @torch.no_grad()
@@ -113,7 +113,7 @@ def decoder_width(model: VAE) -> int:
         if isinstance(output, torch.Tensor) and output.dim() > 0:
             widest = max(widest, output[0].numel())
 
-    device = next(model.parameters()).device
+    device = model.device
     y = torch.zeros(1, dtype=torch.long, device=device) if model.conditional else None
     hooks = [m.register_forward_hook(seen) for m in model.decoder.modules()]
     was_training = model.decoder.training

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .. import losses
-from ..data.dataset import to_float
+from ..data.core.dataset import to_float
 from ..errors import ConfigError
 from ..models import VAE
 from . import inception
@@ -92,10 +92,6 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Ten
     return value.double()
 
 
-def _device(model: VAE) -> torch.device:
-    return next(model.parameters()).device
-
-
 def _labels(y: torch.Tensor | None, s: slice, device: torch.device) -> torch.Tensor | None:
     return None if y is None else torch.as_tensor(y[s], device=device).long()
 
@@ -108,7 +104,7 @@ def reconstruction_metrics(
     ssim, of the decoded posterior means, averaged over examples (x in the user's units).
     PSNR and SSIM need a known data range and a picture: tables and unbounded data get
     mse only."""
-    device = _device(model)
+    device = model.device
     images = model.normalization.bounded and min(model.input_shape[1:]) > 1
     sums = torch.zeros(3, dtype=torch.float64)
     for i in range(0, x.shape[0], batch_size):
@@ -133,7 +129,7 @@ def posterior(
     model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, batch_size: int = 1000
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The posterior mean and log-variance of every image in x: two (N, D) on the CPU."""
-    device = _device(model)
+    device = model.device
     mus, logvars = [], []
     for i in range(0, x.shape[0], batch_size):
         s = slice(i, i + batch_size)
@@ -319,14 +315,14 @@ def fid(
     n = real.shape[0]
     if model.conditional and y is None:
         raise ConfigError("FID of a class-conditional model needs the test labels")
-    g = torch.Generator(device=_device(model)).manual_seed(seed)
+    g = torch.Generator(device=model.device).manual_seed(seed)
     fake = []
     for i in range(0, n, batch_size):
         m = min(batch_size, n - i)
         labels = (
             None
             if y is None or not model.conditional
-            else _labels(y, slice(i, i + m), _device(model))
+            else _labels(y, slice(i, i + m), model.device)
         )
         fake.append(model.sample(m, labels, generator=g).cpu())
     return fid_images(real, torch.cat(fake), feature, batch_size, weights, seed)

@@ -40,7 +40,7 @@ def pairs(
     """(images, reconstructions) batch by batch, both in [0, 1] on the model's device."""
     if model.conditional and y is None:
         raise ConfigError("reconstructing images with a class-conditional model needs their labels")
-    device = next(model.parameters()).device
+    device = model.device
     with torch.no_grad():
         for i in range(0, x.shape[0], batch_size):
             yb = None if y is None else torch.as_tensor(y[i : i + batch_size], device=device).long()
@@ -116,7 +116,7 @@ def rfid(
     if min(n, x.shape[0]) < 2:
         raise ConfigError("rFID needs at least 2 images")
     metric, prepare = metrics.fid_metric(feature, model.input_shape[0], weights, seed)
-    metric = metric.to(next(model.parameters()).device)
+    metric = metric.to(model.device)
     with torch.no_grad():
         for xb, recon in pairs(model, x[:n], None if y is None else y[:n], batch_size):
             metric.update(prepare(xb), real=True)

@@ -26,18 +26,6 @@ LIKELIHOODS = ("bernoulli", "gaussian", "laplace")
 # a probe input of more values than this (a 3 x 1024 x 1024 image has 3.1 M) runs on the
 # meta device: an edited config.json of input_shape [3, 16000, 16000] asks for no memory
 PROBE_VALUES = 1 << 22
-# the VAE's own settings, as config.json's architecture record holds them
-SETTINGS = (
-    "latent_dim",
-    "latent_shape",
-    "input_shape",
-    "likelihood",
-    "obs_scale",
-    "learn_scale",
-    "num_classes",
-    "label_dim",
-    "normalization",
-)
 
 
 def check_settings(

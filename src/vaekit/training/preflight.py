@@ -14,12 +14,12 @@ from torch import nn
 
 from ..config import Config, validate
 from ..data import Dataset, load_data
-from ..data.dataset import evenly_spaced, mean_image, to_float
-from ..data.validation import carve_validation
+from ..data.core.dataset import evenly_spaced, mean_image, to_float
+from ..data.core.validation import carve_validation
+from ..diffusers.autoencoderkl import is_autoencoderkl
 from ..errors import ConfigError, DataError, VaekitError
 from ..io.checkpoint import STATE_FILE
 from ..models import VAE
-from ..models.autoencoderkl import is_autoencoderkl
 from ..models.conv import ConvEncoder
 from ..models.described import model_section
 from ..models.linear_path import MAX_VALUES, init_from_pca
@@ -83,7 +83,7 @@ def fit_normalization(data: Dataset, kind: str) -> Normalization:
     return fit(data.x_train, kind)
 
 
-STORED = (torch.uint8, torch.float16, torch.float32)  # what data/arrays.py stores
+STORED = (torch.uint8, torch.float16, torch.float32)  # what data/core/arrays.py stores
 
 
 def training_data(given: Dataset | None, config: Config, show: bool) -> Dataset:
@@ -115,7 +115,7 @@ def check_data(data: Dataset, model: VAE) -> None:
         if x.dtype not in STORED:
             raise DataError(
                 f"{data.name}:{name} is stored as {x.dtype}; vaekit stores uint8, float16 "
-                "or float32 (vaekit.data.arrays.as_examples brings arrays there)"
+                "or float32 (vaekit.data.core.arrays.as_examples brings arrays there)"
             )
         if x.shape[0] == 0:
             raise DataError(f"{data.name}:{name} holds no examples")

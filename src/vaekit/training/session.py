@@ -26,16 +26,17 @@ import torch
 
 from ..config import Config
 from ..data import Dataset, provenance
-from ..data.augment import Augment, from_options, training_rows
-from ..data.dataset import num_batches, resident
+from ..data.core.augment import Augment, from_options, training_rows
+from ..data.core.dataset import num_batches, resident
+from ..diffusers import init as diffusers_init
 from ..errors import ConfigError
 from ..io import checkpoint, fileio
-from ..models import VAE, diffusers_init
+from ..models import VAE
 from ..tracking import Tracker
 from . import objective, selection
 from .adversary import build_adversary
 from .distributed import Dist
-from .finetune import freeze_encoder, warn_fine_tune_lr
+from .finetune import check_frozen_start, freeze_encoder, warn_fine_tune_lr
 from .precision import resolve_precision
 from .preflight import (
     build_model,
@@ -204,6 +205,7 @@ def _model_and_data(
 ) -> tuple[Config, VAE, Dataset]:
     """The model to train on its device, the data checked against it, and the config
     with its `model` section written from that model (`preflight.resolved`)."""
+    check_frozen_start(config, given_model is not None, saved is not None)
     if given_model is None and saved is None:  # model.init's folder, before the data
         diffusers_init.check_before_data(config.model)
     data = training_data(given_data, config, config.train.progress and dist.main)

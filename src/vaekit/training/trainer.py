@@ -16,7 +16,7 @@ the loop. The work at an epoch's end (evaluation, saving, images, callbacks) is
 With `train.accumulate` N, the loop hands the step N batches per optimizer step (an
 epoch's last N' < N batches make a step of their own); the state's step counts and every
 save, stop and callback fall between optimizer steps, never inside one, so a resumed run
-continues bit-identically. `data.augment` crops and flips each batch (data/augment.py).
+continues bit-identically. `data.augment` crops and flips each batch (data/core/augment.py).
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ from typing import Any
 import torch
 
 from ..config import Config
-from ..data import Dataset, as_dataset, augment, batch_indices, epoch_permutation
-from ..data.dataset import gather, num_batches
+from ..data import Dataset, as_dataset, batch_indices, epoch_permutation
+from ..data.core import augment
+from ..data.core.dataset import gather, num_batches
 from ..errors import TrainingInterrupted
 from ..models import VAE
 from ..viz.figures import write_images

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from .. import templates, tracking
+from ..diffusers.model import reference_of
 from ..errors import ConfigError
 from ..evaluation.summary import metrics_rows, number
 from ..io import fileio
 from ..io.card import describe_architecture, describe_latent
 from ..models import VAE
-from ..models.diffusers_model import reference_of
 from ..models.pretrained import resolve
 from ..version import __version__
 from . import figures

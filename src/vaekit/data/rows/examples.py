@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DataError
-from .arrays import as_rows, row_dtype
-from .untrusted import MAX_CLASSES
+from ...errors import DataError
+from ..core.arrays import as_rows, row_dtype
+from ..core.untrusted import MAX_CLASSES
 
 ACCEPTED = (
     "an image as a tensor, array or PIL image shaped (H, W), (C, H, W) or (H, W, C) with "

@@ -28,8 +28,9 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..models.record import arguments
+from ..models.registry import register
 from .autoencoderkl_fast import use_fast_ops
-from .registry import ARGS, register
 
 ENCODER, DECODER = "autoencoderkl-encoder", "autoencoderkl-decoder"
 INSTALL = "pip install 'vaekit[diffusers]'"
@@ -303,8 +304,8 @@ def diffusers_model(model: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor]
             f"{model.normalization.kind}; diffusers reads images in [-1, 1] only: export a "
             "model trained with data.normalize none"
         )
-    encoder = dict(getattr(model.encoder, ARGS))
-    decoder = dict(getattr(model.decoder, ARGS))
+    encoder = arguments(model.encoder)
+    decoder = arguments(model.decoder)
     differ = [k for k in SHARED if encoder.get(k) != decoder.get(k)]
     if differ:
         raise ConfigError(

@@ -17,8 +17,8 @@ from typing import IO
 
 import numpy as np
 
-from ..errors import DataError
-from ..limits import address_space_limit, human_bytes, physical_memory
+from ...errors import DataError
+from ...limits import address_space_limit, human_bytes, physical_memory
 
 # One dataset may take at most this fraction of the machine's memory (or of the process's
 # address-space limit, when lower): the rest is left to the model and the training step.

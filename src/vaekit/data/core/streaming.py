@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ...errors import DataError
 
 # fetch(indices into the source) -> rows (B, C, H, W) of the view's dtype, in the order asked for
 Fetch = Callable[[np.ndarray], np.ndarray]

@@ -18,11 +18,11 @@ import numpy as np
 from torch.utils.data import DataLoader, IterableDataset
 from torch.utils.data import Dataset as TorchDataset
 
-from ..config import DataConfig
-from ..errors import ConfigError, DataError
-from .arrays import row_dtype
+from ...config import DataConfig
+from ...errors import ConfigError, DataError
+from ..core.arrays import row_dtype
+from ..core.dataset import Dataset
 from .assemble import Options, Source, assemble, check_index_memory, stream_choice
-from .dataset import Dataset
 from .examples import Layout, layout_of, stack_images, to_array
 from .iterable import read_iterable
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ...errors import DataError
 from .dataset import Dataset
 from .streaming import is_lazy
 

@@ -17,8 +17,8 @@ from typing import IO
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
-from ..errors import DataError
-from .untrusted import open_regular
+from ...errors import DataError
+from ..core.untrusted import open_regular
 
 EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
 # What Pillow raises on corrupt, truncated or refused files (as in its own fuzz tests).

@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from .. import untrusted_files
-from ..config import DataConfig
-from ..errors import DataError
-from .arrays import row_dtype
+from ... import untrusted_files
+from ...config import DataConfig
+from ...errors import DataError
+from ..core.arrays import row_dtype
+from ..core.dataset import Dataset
 from .assemble import Options, Source, assemble, stream_choice
-from .dataset import Dataset
 from .examples import layout_of, stack_images, to_array
 from .iterable import read_iterable
 

@@ -19,14 +19,14 @@ from typing import IO
 import numpy as np
 from tqdm import tqdm
 
-from .. import untrusted_files
-from ..config import DataConfig
-from ..errors import DataError
-from ..io.fileio import atomic_open, write_json
-from ..progress import bar as progress_bar
+from ... import untrusted_files
+from ...config import DataConfig
+from ...errors import DataError
+from ...io.fileio import atomic_open, write_json
+from ...progress import bar as progress_bar
+from ..core.dataset import split_indices
+from ..core.untrusted import open_regular, read_npy_header
 from . import images
-from .dataset import split_indices
-from .untrusted import open_regular, read_npy_header
 
 CACHE_DIRNAME = ".vaekit-cache"
 CACHE_VERSION = 1  # bump when decoding changes: it is part of every cache key

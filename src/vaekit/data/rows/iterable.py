@@ -10,13 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
-from ..limits import human_bytes
-from .arrays import row_dtype
+from ...errors import DataError
+from ...limits import human_bytes
+from ..core.arrays import row_dtype
+from ..core.streaming import CHUNK_ROWS
+from ..core.untrusted import memory_limit
 from .assemble import INDEX_BYTES, Source
 from .examples import layout_of, stack_images, to_array
-from .streaming import CHUNK_ROWS
-from .untrusted import memory_limit
 
 # bytes each example takes beside its row while it is read and indexed: its label in a
 # Python list, and the split's indices (assemble.INDEX_BYTES)

@@ -23,10 +23,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..config import DataConfig
-from ..errors import DataError
-from . import augment, folder_cache
-from .dataset import Dataset, split
+from ...config import DataConfig
+from ...errors import DataError
+from ..core import augment
+from ..core.dataset import Dataset, split
+from . import folder_cache
 from .images import EXTENSIONS
 
 RAM_BUDGET = 2 * 2**30  # cached arrays larger than this are memory-mapped instead of loaded
@@ -60,7 +61,7 @@ def load_folder(
         raise DataError(
             f"{root} holds no images{extra}; add .png, .jpg, .jpeg, .bmp, .webp, .gif or .tif files"
         )
-    if "crop" in cfg.augment:  # random crops need a margin around each image (augment.py)
+    if "crop" in cfg.augment:  # random crops need a margin around each image (core/augment.py)
         cfg = dataclasses.replace(cfg, image_size=augment.decoded_size(cfg.image_size))
     mode = "L" if cfg.channels == 1 else "RGB"
     limit = int(max_pixels) if max_pixels is not None else Image.MAX_IMAGE_PIXELS

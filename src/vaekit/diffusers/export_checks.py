@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
-from .diffusers_init import quiet
+from .init import quiet
 
 TOLERANCE = 1e-3  # relative to max(1, the largest |output|), in float32
 SAMPLES = 2  # seeded images compared

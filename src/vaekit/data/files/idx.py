@@ -15,8 +15,8 @@ from typing import IO
 
 import numpy as np
 
-from ..errors import DataError
-from .untrusted import memory_limit, open_regular, over_limit
+from ...errors import DataError
+from ..core.untrusted import memory_limit, open_regular, over_limit
 
 # The third byte of the magic number names the element type (LeCun's IDX description).
 _DTYPES: dict[int, np.dtype] = {

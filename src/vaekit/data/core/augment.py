@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from ..errors import DataError
+from ...errors import DataError
 from .dataset import Dataset, to_float
 
 CHOICES = ("crop", "flip")

@@ -5,8 +5,8 @@ diffusers' own `AutoencoderKL.from_pretrained` reads it (a local folder, or a Hu
 through huggingface_hub's cache; `OWNER/NAME/SUBFOLDER` reads a pipeline's `vae`
 folder), so every file layout and weight format diffusers accepts works here. Its config
 becomes the arguments of vaekit's autoencoderkl pair and its weights are mapped onto the
-pair key for key (models/autoencoderkl.py), so the vaekit model computes exactly what the
-diffusers one does before the first step. Export goes the other way (io/export.py).
+pair key for key (autoencoderkl.py), so the vaekit model computes exactly what the
+diffusers one does before the first step. Export goes the other way (export.py).
 """
 
 from __future__ import annotations
@@ -25,10 +25,9 @@ import torch
 from ..config import ModelConfig
 from ..errors import ConfigError
 from ..io.checkpoint import non_finite
-from ..io.export import CLASS_NAME
-from ..io.export import WEIGHTS as WEIGHTS_FILE
+from ..models.protocol import check_size
+from ..models.record import Built
 from ..wording import setting
-from . import protocol
 from .autoencoderkl import (
     INSTALL,
     check_settings,
@@ -38,9 +37,10 @@ from .autoencoderkl import (
     halves,
     split_config,
 )
+from .export import CLASS_NAME
+from .export import WEIGHTS as WEIGHTS_FILE
 
 PREFIX = "diffusers:"
-WEIGHTS = "initial_weights"  # the entry of vae_arguments() that holds model.init's weights
 # the model.* options model.init's config replaces, each with its AutoencoderKL field
 REPLACED = {
     "channels": "block_out_channels",
@@ -101,21 +101,18 @@ def _text(value: Any) -> str:
     return ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
 
 
-def vae_arguments(
+def build(
     kl: Plan, cfg: Any, shape: tuple[int, int, int], normalization: dict[str, Any] | None
-) -> dict[str, Any]:
-    """The arguments of `VAE(...)` for the pair `kl` plans, its size checked first; the
-    weights of model.init, if any, under WEIGHTS."""
+) -> Built:
+    """The pair `kl` plans, its size checked first, with the settings of `VAE(...)` and the
+    weights of model.init, if any."""
 
     def pair() -> tuple[Any, Any]:
         return halves(kl.encoder_args, kl.decoder_args)
 
     latent_dim = math.prod(kl.latent_shape)
-    protocol.check_size(pair, latent_dim, f"the autoencoderkl VAE of model.* for {shape}")
-    encoder, decoder = pair()
-    arguments = {
-        "encoder": encoder,
-        "decoder": decoder,
+    check_size(pair, latent_dim, f"the autoencoderkl VAE of model.* for {shape}")
+    settings = {
         "latent_dim": latent_dim,
         "latent_shape": kl.latent_shape,
         "input_shape": shape,
@@ -124,9 +121,7 @@ def vae_arguments(
         "learn_scale": False,
         "normalization": normalization,
     }
-    if kl.weights is not None:
-        arguments[WEIGHTS] = kl.weights
-    return arguments
+    return Built(*pair(), settings, kl.weights)
 
 
 def latent_shape(

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .fast_ops import GroupNorm, upsample_conv
+from ..models.fast_ops import GroupNorm, upsample_conv
 
 
 def _fused(norm: nn.Module, act: bool) -> GroupNorm | None:

@@ -1,6 +1,6 @@
 """Any diffusers AutoencoderKL as a vaekit VAE: a folder written by diffusers'
 `save_pretrained` (vaekit's export included) or a Hub repo `OWNER/NAME[/SUBFOLDER]`,
-read by diffusers_init.py (diffusers' `AutoencoderKL.from_pretrained`, through the
+read by init.py (diffusers' `AutoencoderKL.from_pretrained`, through the
 Hugging Face cache) and built as vaekit's autoencoderkl pair holding its weights exactly.
 
 Such a model has no fixed input size: it is built for the images it is given (default:
@@ -19,11 +19,11 @@ import torch
 from .. import untrusted_files
 from ..config import ModelConfig
 from ..errors import CheckpointError, ConfigError
-from ..io.export import CLASS_NAME
-from . import diffusers_init
-from .vae import VAE
+from ..models.vae import VAE
+from . import init
+from .export import CLASS_NAME
 
-PREFIX: str = diffusers_init.PREFIX
+PREFIX: str = init.PREFIX
 Pair = tuple[dict[str, Any], dict[str, Any], dict[str, torch.Tensor]]
 
 
@@ -32,7 +32,7 @@ def reference_of(source: str | Path) -> str | None:
     `diffusers:REF`, or a local folder whose config.json names diffusers' class."""
     text = str(source)
     if text.startswith(PREFIX):
-        return diffusers_init.reference(text)
+        return init.reference(text)
     config = Path(text).expanduser() / "config.json"
     try:
         meta = untrusted_files.load_json_file(config)  # bounded in size and depth
@@ -59,10 +59,10 @@ def load(ref: str, image_size: int | None = None, device: str | torch.device = "
 
 def read(ref: str) -> Pair:
     """The encoder's and decoder's arguments and the weights of the AutoencoderKL at `ref`
-    (diffusers_init reads it; its one-line errors say diffusers:REF, not model.init)."""
+    (init.py reads it; its one-line errors say diffusers:REF, not model.init)."""
     _check_offline(ref)
     try:
-        return diffusers_init.load(PREFIX + ref)
+        return init.load(PREFIX + ref)
     except ConfigError as e:
         raise ConfigError(str(e).removeprefix("model.init ")) from None
 
@@ -92,7 +92,7 @@ def _check_offline(ref: str) -> None:
 def sample_size(ref: str) -> int:
     """The image size of a diffusers config (sample_size), read after the model loaded (so
     from the local folder or the Hugging Face cache, offline too)."""
-    config = diffusers_init._read_config(ref)[3]  # where from_pretrained read it
+    config = init._read_config(ref)[3]  # where from_pretrained read it
     size = config.get("sample_size", 256)
     return int(size[0] if isinstance(size, (list, tuple)) else size)
 
@@ -102,10 +102,7 @@ def build(pair: Pair, ref: str, shape: tuple[int, int, int], device: str | torch
     (a fixed-scale Laplace likelihood: the L1 term of the latent-diffusion recipe)."""
     encoder_args, decoder_args, weights = pair
     where = f"{PREFIX}{ref}"
-    latent = diffusers_init.latent_shape(encoder_args, shape, where)
-    plan = diffusers_init.Plan(encoder_args, decoder_args, weights, "laplace", latent)
-    arguments = diffusers_init.vae_arguments(plan, ModelConfig(), shape, None)
-    arguments.pop(diffusers_init.WEIGHTS)
-    model = VAE(**arguments)
-    model.load_state_dict(weights, strict=True)
-    return model.to(device).eval()
+    latent = init.latent_shape(encoder_args, shape, where)
+    plan = init.Plan(encoder_args, decoder_args, weights, "laplace", latent)
+    built = init.build(plan, ModelConfig(), shape, None)
+    return built.model(VAE).to(device).eval()

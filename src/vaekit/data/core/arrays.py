@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ...errors import DataError
 from .dataset import Dataset, as_labels, split
 
 LAYOUTS = ("auto", "nchw", "nhwc", "table")

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import DataError
-from ..limits import human_bytes
-from .dataset import Dataset, as_labels, split_indices
-from .streaming import CHUNK_ROWS, LazyRows
-from .untrusted import memory_limit
+from ...errors import DataError
+from ...limits import human_bytes
+from ..core.dataset import Dataset, as_labels, split_indices
+from ..core.streaming import CHUNK_ROWS, LazyRows
+from ..core.untrusted import memory_limit
 
 STREAM_CHOICES = ("auto", "true", "false")
 

@@ -28,7 +28,7 @@ import torch
 
 from .. import untrusted_files
 from ..errors import ConfigError, VaekitError
-from .fileio import DIR_MODE, TMP_PREFIX
+from ..io.fileio import DIR_MODE, TMP_PREFIX
 
 INSTALL = "pip install 'vaekit[diffusers]'"
 CONFIG_FILE = "config.json"

@@ -1,7 +1,7 @@
 """An .npz file (x_train; optional x_test, y_train, y_test, x_val, y_val) as a `Dataset`,
 read as a file that may be hostile: never unpickled, only a regular file, and every
 array's header checked against its member's size and against the memory limit before any
-array is decompressed or allocated (untrusted.py)."""
+array is decompressed or allocated (core/untrusted.py)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import DataConfig
-from ..errors import DataError
-from .arrays import as_examples
-from .dataset import Dataset, as_labels, split
-from .untrusted import (
+from ...config import DataConfig
+from ...errors import DataError
+from ..core.arrays import as_examples
+from ..core.dataset import Dataset, as_labels, split
+from ..core.untrusted import (
     NpyHeader,
     human_bytes,
     memory_limit,

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import DataConfig
-from ..errors import DataError
-from .arrays import as_examples
-from .dataset import Dataset, split
-from .untrusted import memory_limit, open_regular, over_limit, read_npy_header
+from ...config import DataConfig
+from ...errors import DataError
+from ..core.arrays import as_examples
+from ..core.dataset import Dataset, split
+from ..core.untrusted import memory_limit, open_regular, over_limit, read_npy_header
 
 SUFFIXES = (".npy", ".csv", ".parquet")
 TABLE_PARSE_FACTOR = 8  # memory a parsed CSV may take per byte of file (floats from text)
