@@ -56,10 +56,6 @@ LAYERS = [
 # imports nothing).
 BRIDGE = {"vaekit.diffusers", "vaekit.diffusers.init", "vaekit.diffusers.autoencoderkl"}
 MAX_MODULE_LINES, MAX_FUNCTION_LINES, DUPLICATE_LINES = 400, 60, 6
-# issue 24 ("The front door and the house"): a long function that its own rework (an
-# options dataclass for evaluate) splits; the integrator removes it from this list when
-# that work merges
-LONG_FUNCTIONS_ALLOWED = {"vaekit.evaluation.evaluate.evaluate"}
 
 
 def modules(src: Path = SRC) -> dict[str, Path]:
@@ -248,12 +244,7 @@ def test_no_module_is_over_400_lines() -> None:
 
 
 def test_no_function_is_over_60_lines() -> None:
-    assert {k: v for k, v in long_functions().items() if k not in LONG_FUNCTIONS_ALLOWED} == {}
-
-
-def test_the_allowed_long_functions_are_still_long() -> None:
-    """An entry of the allow-list that is no longer needed goes (or the name changed)."""
-    assert sorted(LONG_FUNCTIONS_ALLOWED - set(long_functions())) == []
+    assert long_functions() == {}
 
 
 def test_the_length_checks_find_a_long_module_and_function(tmp_path: Path) -> None:

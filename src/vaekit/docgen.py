@@ -129,9 +129,8 @@ cycle between modules. From the top:
   `progress`, `untrusted_files`, and below them `errors`, `version`, `wording`,
   `templates`, `configs`.
 
-The same test keeps each module under 400 lines and each function under 60 (but the one it
-lists, which a rework in progress splits), and finds any block of six identical code lines
-that stands in two places.
+The same test keeps each module under 400 lines and each function under 60, and finds any
+block of six identical code lines that stands in two places.
 """
 
 
