@@ -81,11 +81,14 @@ def _outline(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, fl
         t = np.linspace(0, 2 * math.pi, 96, endpoint=False)
         hx = 16 * np.sin(t) ** 3
         hy = 13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t)
-        return [(cx + r * a / 17, cy - r * (b + 2.5) / 15.5) for a, b in zip(hx, hy)]
+        return [(cx + r * a / 17, cy - r * (b + 2.5) / 15.5) for a, b in zip(hx, hy, strict=True)]
     k = 4 if shape == "square" else 3
     start = math.pi / 4 if k == 4 else -math.pi / 2  # axis-aligned square, triangle point up
     return [
-        (cx + r * math.cos(start + 2 * math.pi * j / k), cy + r * math.sin(start + 2 * math.pi * j / k))
+        (
+            cx + r * math.cos(start + 2 * math.pi * j / k),
+            cy + r * math.sin(start + 2 * math.pi * j / k),
+        )
         for j in range(k)
     ]
 
@@ -123,7 +126,7 @@ def make_factor_shapes(
     width = max(5, len(str(n - 1)))
     rows = [",".join(("file",) + FACTOR_NAMES)]
     for i, row in enumerate(factors):
-        values = dict(zip(FACTOR_NAMES, (int(v) for v in row)))
+        values = dict(zip(FACTOR_NAMES, (int(v) for v in row), strict=True))
         name = f"{FACTOR_SHAPES[values['shape']]}/{i:0{width}d}.png"
         factor_image(values, size).save(out / name, compress_level=1)
         rows.append(",".join([name] + [str(int(v)) for v in row]))
