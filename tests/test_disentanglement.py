@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from vaekit.errors import DataError
-from vaekit.evaluation.disentanglement import dci, dci_scores, mig
+from vaekit.evaluation.disentanglement import Stumps, dci, dci_scores, mig
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 1200
@@ -82,6 +82,20 @@ def test_dci_scores_by_hand() -> None:
     assert d == pytest.approx(4 / 6 * (1 - h(0.75, 0.25)) + 2 / 6, abs=1e-12)
     assert c == pytest.approx(0.5 + 0.5 * (1 - h(1 / 3, 2 / 3)), abs=1e-12)
     assert dci_scores(np.eye(3)) == pytest.approx((1.0, 1.0))
+    assert dci_scores(np.ones((3, 3))) == pytest.approx((0.0, 0.0))  # entropy in base K and D
+
+
+def test_stump_importance_is_the_squared_error_each_latent_removes() -> None:
+    # with leaves at the residuals' means, a step of rate a removes (2a - a^2) x the split's gain
+    rng = np.random.default_rng(4)
+    z = rng.normal(size=(300, 3))
+    y = np.eye(3)[
+        (z[:, 0] > 0).astype(int) + (z[:, 1] > 1)
+    ]  # (300, 3) one-hot of a factor of z0 and z1
+    stumps = Stumps(rounds=20, rate=0.3).fit(z, y)
+    removed = ((y - y.mean(0)) ** 2).sum() - ((y - stumps.predict(z)) ** 2).sum()
+    assert removed == pytest.approx((2 * 0.3 - 0.3**2) * stumps.importance.sum(), rel=1e-9)
+    assert stumps.importance[2] < 0.05 * stumps.importance.sum()  # z2 plays no part
 
 
 def test_permuting_latents_changes_neither_metric() -> None:
