@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -12,8 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import vaekit
+from conftest import assert_clean_error, run_cli, tiny_config
+from vaekit.cli import main
 from vaekit.errors import DataError
-from vaekit.evaluation.disentanglement import Stumps, dci, dci_scores, mig
+from vaekit.evaluation.disentanglement import Stumps, dci, dci_scores, mig, of_run
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 1200
@@ -151,3 +155,41 @@ def test_make_shapes_factors_records_what_each_image_shows(tmp_path: Path) -> No
     }
     base = np.asarray(make.factor_image(dict.fromkeys(make.FACTOR_NAMES, 0), 16))
     assert all(not np.array_equal(image, base) for image in drawn.values())  # each factor shows
+
+
+# ---- a trained model on the factor set --------------------------------------------------------
+
+
+def test_evaluate_disentanglement_scores_a_run_on_a_factor_set(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    folder = tmp_path / "factors"
+    load_make_shapes().make_factor_shapes(folder, n=120, size=16, seed=0)
+    config = tiny_config(tmp_path / "run", **{"data.name": str(folder), "data.image_size": 16})
+    run = vaekit.train(config)
+    result = run_cli("evaluate", str(run), "--data", str(folder), "--disentanglement", "--json")
+    assert result.returncode == 0, result.stderr
+    scores = json.loads(result.stdout)["disentanglement"]
+    assert scores["images"] == 120 and scores["factors"] == ["shape", "scale", "x", "y", "colour"]
+    for key in ("mig", "dci_disentanglement", "dci_completeness", "dci_informativeness"):
+        assert 0.0 <= scores[key] <= 1.0
+    again = of_run(vaekit.load(run), folder)  # the same in Python
+    assert again["mig_per_factor"] == pytest.approx(scores["mig_per_factor"])
+    assert again["dci_informativeness"] == pytest.approx(scores["dci_informativeness"])
+    assert main(["evaluate", str(run), "--data", str(folder), "--disentanglement"]) == 0
+    text = capsys.readouterr().out
+    assert "disentanglement (120 images, factors shape, scale, x, y, colour): MIG " in text
+
+
+def test_evaluate_disentanglement_needs_a_factor_set(tmp_path: Path) -> None:
+    folder = tmp_path / "shapes"
+    load_make_shapes().make_shapes(folder, n=30, size=16, seed=0)  # images, no factors.csv
+    run = vaekit.train(
+        tiny_config(tmp_path / "run", **{"data.name": str(folder), "data.image_size": 16})
+    )
+    assert_clean_error(
+        run_cli("evaluate", str(run), "--data", str(folder), "--disentanglement"),
+        "factors.csv not found",
+        "--factors",
+    )
+    assert_clean_error(run_cli("evaluate", str(run), "--disentanglement"), "needs --data FOLDER")

@@ -25,16 +25,22 @@ and it is invariant to monotone transforms of each latent (it splits on quantile
 
 Factors are the indices of a discrete grid (as `scripts/make_shapes.py --factors` records
 them in factors.csv; a column with more than `bins` distinct values is binned like a
-latent). Latents are the posterior means, (N, D).
+latent). Latents are the posterior means, (N, D). `of_run(model, folder)` scores a trained
+model on such a folder (`vaekit evaluate RUN --data FOLDER --disentanglement`).
 """
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from PIL import Image
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
+from ..models import VAE
 
 BINS = 20  # MIG's histogram bins per latent, as in Chen et al.'s and Locatello et al.'s code
 
@@ -222,3 +228,88 @@ def dci(
         "per_factor": accuracy,
         "importance": importance,
     }
+
+
+def read_factors(folder: str | Path) -> tuple[list[str], list[str], np.ndarray]:
+    """(factor names, image paths relative to `folder`, (N, K) int64 factors) of a factor set:
+    FOLDER/factors.csv, a header `file,NAME,...` and one row of whole numbers per image."""
+    path = Path(folder) / "factors.csv"
+    if not path.is_file():
+        raise DataError(
+            f"{path} not found: --disentanglement needs a folder with recorded factors; "
+            "write one with `python scripts/make_shapes.py OUT --factors`"
+        )
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    if len(rows) < 3 or rows[0][:1] != ["file"] or len(rows[0]) < 2:
+        raise DataError(f"{path}: expected a header `file,FACTOR,...` and 2 or more rows")
+    try:
+        values = np.array([[int(v) for v in row[1:]] for row in rows[1:]], dtype=np.int64)
+    except ValueError:
+        raise DataError(f"{path}: every factor must be a whole number (a grid index)") from None
+    if values.shape[1] != len(rows[0]) - 1:
+        raise DataError(f"{path}: some rows do not have one value per factor")
+    return rows[0][1:], [row[0] for row in rows[1:]], values
+
+
+def _images(folder: Path, files: list[str], shape: tuple[int, ...]) -> torch.Tensor:
+    """The images as uint8 (N, C, H, W), at the model's input shape."""
+    c, h, w = shape
+    mode = {1: "L", 3: "RGB"}.get(c)
+    if mode is None:
+        raise ConfigError(f"the model takes {c}-channel inputs; factor sets are images (1 or 3)")
+    out = np.empty((len(files), h, w, c), dtype=np.uint8)
+    for i, name in enumerate(files):
+        try:
+            with Image.open(folder / name) as im:
+                image = im.convert(mode)
+        except OSError as e:
+            raise DataError(f"{folder / name}: cannot read the image ({e})") from None
+        if image.size != (w, h):
+            raise DataError(
+                f"{folder / name} is {image.size[0]}x{image.size[1]} but the model takes "
+                f"{w}x{h}; write the factor set with --size {w}"
+            )
+        out[i] = np.asarray(image).reshape(h, w, c)
+    return torch.from_numpy(out).permute(0, 3, 1, 2)
+
+
+@torch.inference_mode()
+def posterior_means(model: VAE, x: torch.Tensor, batch_size: int = 500) -> np.ndarray:
+    """mu of q(z|x) for each example of x (user's units), flattened to (N, D)."""
+    if model.conditional:
+        raise ConfigError("--disentanglement scores unconditional models; this one is conditional")
+    means = [
+        model.posterior(model.prepare(x[i : i + batch_size]), None)[0].float().cpu().numpy()
+        for i in range(0, len(x), batch_size)
+    ]
+    return np.concatenate(means).reshape(len(x), -1)
+
+
+def of_run(model: VAE, folder: str | Path, seed: int = 0, batch_size: int = 500) -> dict[str, Any]:
+    """MIG and DCI of `model`'s posterior means on every image of a factor set `folder`:
+    {"images", "factors", "mig", "dci_disentanglement", "dci_completeness",
+    "dci_informativeness", "mig_per_factor", "informativeness_per_factor"}."""
+    names, files, factors = read_factors(folder)
+    z = posterior_means(model, _images(Path(folder), files, model.input_shape), batch_size)
+    gap, scores = mig(z, factors, names), dci(z, factors, names, seed=seed)
+    return {
+        "images": len(files),
+        "factors": names,
+        "mig": gap["mig"],
+        "dci_disentanglement": scores["disentanglement"],
+        "dci_completeness": scores["completeness"],
+        "dci_informativeness": scores["informativeness"],
+        "mig_per_factor": gap["per_factor"],
+        "informativeness_per_factor": scores["per_factor"],
+    }
+
+
+def summary_line(stats: dict[str, Any]) -> str:
+    """One line of of_run's numbers, for the CLI."""
+    return (
+        f"disentanglement ({stats['images']} images, factors {', '.join(stats['factors'])}): "
+        f"MIG {stats['mig']:.3f}, DCI disentanglement {stats['dci_disentanglement']:.3f}, "
+        f"completeness {stats['dci_completeness']:.3f}, "
+        f"informativeness {stats['dci_informativeness']:.3f}"
+    )
