@@ -17,7 +17,15 @@ import vaekit
 from conftest import assert_clean_error, run_cli, tiny_config
 from vaekit.cli import main
 from vaekit.errors import DataError
-from vaekit.evaluation.disentanglement import Stumps, dci, dci_scores, mig, of_run
+from vaekit.evaluation.disentanglement import (
+    Stumps,
+    _images,
+    dci,
+    dci_scores,
+    mig,
+    of_run,
+    read_factors,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 1200
@@ -193,3 +201,22 @@ def test_evaluate_disentanglement_needs_a_factor_set(tmp_path: Path) -> None:
         "--factors",
     )
     assert_clean_error(run_cli("evaluate", str(run), "--disentanglement"), "needs --data FOLDER")
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (b"", "expected a header"),
+        (b"\xff\xfe\x00garbage\n" * 3, "not a readable CSV"),
+        (b"file,shape\na.png,1\nb.png\n", "one value per factor"),
+        (b"file,shape\na.png,1\nb.png,x\n", "whole number"),
+        (b"file,shape\na.png,1\n../../b.png,2\n", "outside the folder"),
+        (b"file,shape\na.png,1\nb.png,2\n", "cannot read the image"),
+    ],
+)
+def test_a_damaged_factor_set_is_a_one_line_error(tmp_path: Path, text: bytes, needle: str) -> None:
+    (tmp_path / "factors.csv").write_bytes(text)
+    (tmp_path / "a.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match=needle):
+        _, files, _ = read_factors(tmp_path)
+        _images(tmp_path, files, (3, 16, 16))

@@ -239,16 +239,23 @@ def read_factors(folder: str | Path) -> tuple[list[str], list[str], np.ndarray]:
             f"{path} not found: --disentanglement needs a folder with recorded factors; "
             "write one with `python scripts/make_shapes.py OUT --factors`"
         )
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f))
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [row for row in csv.reader(f) if row]
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path}: not a readable CSV file ({e})") from None
     if len(rows) < 3 or rows[0][:1] != ["file"] or len(rows[0]) < 2:
         raise DataError(f"{path}: expected a header `file,FACTOR,...` and 2 or more rows")
+    if any(len(row) != len(rows[0]) for row in rows):
+        raise DataError(f"{path}: some rows do not have one value per factor")
     try:
         values = np.array([[int(v) for v in row[1:]] for row in rows[1:]], dtype=np.int64)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise DataError(f"{path}: every factor must be a whole number (a grid index)") from None
-    if values.shape[1] != len(rows[0]) - 1:
-        raise DataError(f"{path}: some rows do not have one value per factor")
+    root = Path(folder).resolve()
+    for row in rows[1:]:
+        if not (root / row[0]).resolve().is_relative_to(root):
+            raise DataError(f"{path}: {row[0]!r} is outside the folder; name images inside it")
     return rows[0][1:], [row[0] for row in rows[1:]], values
 
 
@@ -263,7 +270,7 @@ def _images(folder: Path, files: list[str], shape: tuple[int, ...]) -> torch.Ten
         try:
             with Image.open(folder / name) as im:
                 image = im.convert(mode)
-        except OSError as e:
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
             raise DataError(f"{folder / name}: cannot read the image ({e})") from None
         if image.size != (w, h):
             raise DataError(
