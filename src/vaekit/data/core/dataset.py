@@ -240,3 +240,9 @@ def batch_indices(
     n = perm.numel()
     stop = (n // batch_size) * batch_size if drop_last and n >= batch_size else n
     return [perm[i : i + batch_size] for i in range(0, stop, batch_size)]
+
+
+def num_batches(n: int, batch_size: int) -> int:
+    """len(batch_indices(...)) of n rows, without building them: whole batches only, or
+    one short batch when there are fewer rows than a batch."""
+    return n // batch_size if n >= batch_size else min(n, 1)
