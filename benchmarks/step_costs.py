@@ -30,9 +30,9 @@ from reference_loop import VAE as ReferenceVAE  # noqa: E402
 from reference_loop import loss_function  # noqa: E402
 
 import vaekit  # noqa: E402
-from vaekit import objectives  # noqa: E402
 from vaekit.data import batch_indices, epoch_permutation, load_data  # noqa: E402
-from vaekit.data.dataset import gather  # noqa: E402
+from vaekit.data.core.dataset import gather  # noqa: E402
+from vaekit.training import objective  # noqa: E402
 
 
 def cpu_us(fn: Callable[[], object], calls: int) -> float:
@@ -85,7 +85,7 @@ def main() -> None:
             if precision == "bf16"
             else contextlib.nullcontext()
         ):
-            terms = objectives.compute(model, x, None, cfg.loss, 0, g)
+            terms = objective.compute(model, x, None, cfg.loss, 0, objective.Noise(g))
         model.zero_grad(set_to_none=True)
         terms.loss.backward()
         return terms.loss

@@ -33,8 +33,8 @@ from common import machine, median, write_results  # noqa: E402
 from mlp_speed import vaekit_epochs  # noqa: E402
 
 import vaekit  # noqa: E402
-from vaekit import objectives  # noqa: E402
 from vaekit.data import load_data  # noqa: E402
+from vaekit.training import objective  # noqa: E402
 from vaekit.training.optim import make_optimizer  # noqa: E402
 
 BATCH = 128
@@ -86,7 +86,7 @@ def main() -> None:
 
         def run(x: torch.Tensor) -> torch.Tensor:
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                terms = objectives.compute(model, x, None, cfg.loss, 0, rng)
+                terms = objective.compute(model, x, None, cfg.loss, 0, objective.Noise(rng))
             terms.loss.backward()
             return terms.loss.detach()
 

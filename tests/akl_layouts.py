@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vaekit.models import autoencoderkl
+from vaekit.diffusers import autoencoderkl
 
 # name: (AutoencoderKL's levels, layers per block, image channels, (H, W)). Each puts the
 # mid block (attention, then GroupNorm) on a map of 32x32 or more, where the fast GroupNorm

@@ -104,20 +104,20 @@ TINY_FLAGS = ["--data.noise_examples", "256", "--model.hidden", "32", "--latent-
 
 def nan_on_odd_steps(monkeypatch: pytest.MonkeyPatch) -> object:
     """Make every other training step's loss NaN (the 1st, 3rd, ...); return the real
-    `objectives.compute`."""
-    from vaekit import objectives
+    `objective.compute`."""
+    from vaekit.training import objective
 
-    original = objectives.compute
+    original = objective.compute
     calls = []
 
-    def spy(*args: object, **kwargs: object) -> objectives.StepTerms:
+    def spy(*args: object, **kwargs: object) -> objective.StepTerms:
         calls.append(1)
         terms = original(*args, **kwargs)
         if len(calls) % 2:
             terms.loss = terms.loss * float("nan")
         return terms
 
-    monkeypatch.setattr(objectives, "compute", spy)
+    monkeypatch.setattr(objective, "compute", spy)
     return original
 
 

@@ -271,7 +271,7 @@ def _folder_cache(fx: Any, mutation: str) -> Any:
     from PIL import Image
 
     from vaekit.config import DataConfig
-    from vaekit.data.folder import load_folder
+    from vaekit.data.files.folder import load_folder
 
     folder = fx.fresh("images")
     folder.mkdir()

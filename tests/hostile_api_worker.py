@@ -164,11 +164,11 @@ def good_values(fx: Fixtures, target: str) -> dict[str, Any]:
     from vaekit.normalize import Normalization
 
     x = torch.rand(4, *SHAPE)
-    halves = builtin.vae_arguments(ModelConfig(hidden=[8], latent_dim=2), SHAPE)
+    halves = builtin.build(ModelConfig(hidden=[8], latent_dim=2), SHAPE)
     model = fx.spatial if target.startswith("spatial.") else fx.model
     z = torch.zeros(4, model.latent_dim)
     values: dict[str, Any] = {
-        "encoder": halves["encoder"], "decoder": halves["decoder"], "latent_dim": 2,
+        "encoder": halves.encoder, "decoder": halves.decoder, "latent_dim": 2,
         "input_shape": SHAPE, "model": fx.model, "x": x, "x1": x[:2], "x2": x[2:],
         "z": z, "n": 3, "steps": 3, "k": 2, "params": model.decode(z).detach(),
         "path": str(fx.folder), "path_or_repo_id": str(fx.folder), "folder": fx.folder,

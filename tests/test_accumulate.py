@@ -15,9 +15,12 @@ import torch
 
 import vaekit
 from conftest import assert_one_line_error, tiny_config
-from vaekit import cli, objectives
+from vaekit import cli
+from vaekit.data import batch_indices
+from vaekit.data.core.dataset import num_batches
 from vaekit.errors import TrainingInterrupted
 from vaekit.io import checkpoint
+from vaekit.training import objective, session
 from vaekit.training.finetune import encoder_side
 from vaekit.training.step import accumulation_part, optimizer_steps
 
@@ -84,6 +87,13 @@ def test_an_epochs_last_batches_make_one_step_of_their_own() -> None:
     assert optimizer_steps(7, 3) == 3 and optimizer_steps(6, 3) == 2 and optimizer_steps(2, 4) == 1
 
 
+def test_an_epochs_batches_are_counted_without_building_them() -> None:
+    for n in (0, 1, 7, 8, 9, 31, 64):
+        for batch_size in (1, 8, 32):
+            batches = batch_indices(torch.arange(n), batch_size)
+            assert num_batches(n, batch_size) == len(batches), (n, batch_size)
+
+
 def test_a_remainder_step_is_the_mean_over_its_own_batches(tmp_path: Path) -> None:
     # 48 rows in batches of 8, 4 at a time: a step of 4 batches, then one of 2 (its loss
     # the mean over those 2 batches)
@@ -118,7 +128,7 @@ def test_a_remainder_step_updates_as_one_batch_of_its_examples(tmp_path: Path) -
 def test_a_non_finite_batch_skips_the_whole_accumulated_step(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = objectives.compute
+    original = objective.compute
     calls = []
 
     def nan_in_the_second_batch(*args, **kwargs):
@@ -128,7 +138,7 @@ def test_a_non_finite_batch_skips_the_whole_accumulated_step(
             terms.loss = terms.loss * float("nan")
         return terms
 
-    monkeypatch.setattr(objectives, "compute", nan_in_the_second_batch)
+    monkeypatch.setattr(objective, "compute", nan_in_the_second_batch)
     # 32 rows, batches of 8, 4 at a time: one optimizer step in the epoch
     result = _train(
         tmp_path / "run",
@@ -148,7 +158,7 @@ def test_an_accumulating_run_resumed_mid_epoch_is_bit_identical(
 ) -> None:
     options = {"train.batch_size": 8, "train.accumulate": 4, "optim.ema": ema}
     full = _train(tmp_path / "full", **options)
-    original = objectives.compute
+    original = objective.compute
     calls = []
 
     def interrupt_in_the_second_step(*args, **kwargs):
@@ -157,14 +167,14 @@ def test_an_accumulating_run_resumed_mid_epoch_is_bit_identical(
             os.kill(os.getpid(), signal.SIGINT)  # the handler only sets a flag
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(objectives, "compute", interrupt_in_the_second_step)
+    monkeypatch.setattr(objective, "compute", interrupt_in_the_second_step)
     cfg = tiny_config(tmp_path / "cut", **{**EVEN, **options})
     with pytest.raises(TrainingInterrupted):
         vaekit.train(cfg)
     saved = checkpoint.load_state(Path(cfg.train.out) / checkpoint.STATE_FILE)
     # the step in progress finished first: saves fall between optimizer steps
     assert (saved["epoch"], saved["step_in_epoch"], saved["global_step"]) == (0, 8, 2)
-    monkeypatch.setattr(objectives, "compute", original)
+    monkeypatch.setattr(objective, "compute", original)
     vaekit.train(cfg, resume=True)
     a = (full.run_dir / "model.safetensors").read_bytes()
     assert (Path(cfg.train.out) / "model.safetensors").read_bytes() == a
@@ -203,20 +213,21 @@ def test_an_accumulating_run_with_the_adversarial_term_resumes_bit_identically(
         assert torch.equal(value, b["discriminator"][key]), key
 
 
-def test_checkpoints_and_flips_count_optimizer_steps(tmp_path: Path) -> None:
+def test_checkpoints_and_flips_count_optimizer_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # train.checkpoint_every counts optimizer steps; flips need no folder
     saves = []
     options = {"train.batch_size": 8, "train.accumulate": 4, "train.checkpoint_every": 3}
     cfg = tiny_config(tmp_path / "run", **{**EVEN, **options, "data.augment": ["flip"]})
-    trainer = vaekit.Trainer(None, cfg)
-    original = trainer._save
+    original = session.Run.save
 
-    def counted(model: bool = False) -> None:
-        saves.append(trainer.state.global_step)
-        original(model)
+    def counted(run: session.Run, model: bool = False) -> None:
+        saves.append(run.state.global_step)
+        original(run, model)
 
-    trainer._save = counted  # type: ignore[method-assign]
-    trainer.fit()
+    monkeypatch.setattr(session.Run, "save", counted)
+    vaekit.Trainer(None, cfg).fit()
     assert saves == [3, 6, 8, 9, 12, 15, 16]  # every 3 steps, and at each epoch's end (8)
 
 

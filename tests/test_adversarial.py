@@ -16,12 +16,12 @@ from torch import nn
 
 import vaekit
 from conftest import tiny_config
-from vaekit import objectives
 from vaekit.config import Config, LossConfig, ModelConfig, load_config
 from vaekit.errors import ConfigError
 from vaekit.io import checkpoint
 from vaekit.models import VAE
 from vaekit.models.discriminator import PatchDiscriminator, build_discriminator, patch_side
+from vaekit.training import objective
 from vaekit.training.adversary import Adversary, check_fits
 
 ON = {"loss.adversarial_weight": 0.5, "loss.adversarial_channels": 8}
@@ -73,15 +73,15 @@ def test_the_term_changes_training_from_its_start_step_on_not_before(
 ) -> None:
     start = 5
     losses: dict[str, list[float]] = {"off": [], "on": []}
-    original = objectives.compute
+    original = objective.compute
     seen = losses["off"]
 
-    def spy(*args: Any, **kwargs: Any) -> objectives.StepTerms:
+    def spy(*args: Any, **kwargs: Any) -> objective.StepTerms:
         terms = original(*args, **kwargs)
         seen.append(float(terms.loss.detach()))
         return terms
 
-    monkeypatch.setattr(objectives, "compute", spy)
+    monkeypatch.setattr(objective, "compute", spy)
     watches = {}
     for name, options in (("off", {}), ("on", {**ON, "loss.adversarial_start": start})):
         seen = losses[name]
@@ -161,26 +161,26 @@ def test_the_adaptive_weight_is_the_recipes_formula() -> None:
     layer = nn.Parameter(torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
     a, b = torch.tensor([[3.0, 0.0], [0.0, 4.0]]), torch.tensor([[0.0, 1.0], [0.0, 0.0]])
     nll, g = (layer * a).sum(), (layer * b).sum()  # gradients a and b at the layer
-    weight = objectives.adaptive_weight(nll, g, layer)
+    weight = objective.adaptive_weight(nll, g, layer)
     assert float(weight) == pytest.approx(5.0 / (1.0 + 1e-4), rel=1e-6)  # ||a|| / (||b|| + 1e-4)
     assert not weight.requires_grad
-    zero = objectives.adaptive_weight(nll, (layer * 0).sum(), layer)
+    zero = objective.adaptive_weight(nll, (layer * 0).sum(), layer)
     assert float(zero) == 1e4  # 5 / 1e-4, clamped
-    unused = objectives.adaptive_weight(nll, torch.tensor(1.0, requires_grad=True), layer)
+    unused = objective.adaptive_weight(nll, torch.tensor(1.0, requires_grad=True), layer)
     assert float(unused) == 1e4  # a gradient that never reaches the layer counts as 0
 
 
 def test_the_loss_adds_the_weighted_generator_term_at_the_decoders_last_layer() -> None:
     torch.manual_seed(0)
     model = VAE.from_config(ModelConfig(hidden=[16], latent_dim=3), (1, 28, 28))
-    assert objectives.last_layer(model.decoder) is model.decoder.head.weight
+    assert objective.last_layer(model.decoder) is model.decoder.head.weight
     d = build_discriminator(1, 4, 2, seed=0, device=torch.device("cpu")).requires_grad_(False)
     x = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(1))
     cfg = LossConfig(adversarial_weight=0.5, adversarial_start=3)
 
-    def terms(step: int) -> objectives.StepTerms:
-        noise = torch.Generator().manual_seed(2)
-        return objectives.compute(model, x, None, cfg, step, noise, discriminator=d)
+    def terms(step: int) -> objective.StepTerms:
+        noise = objective.Noise(torch.Generator().manual_seed(2))
+        return objective.compute(model, x, None, cfg, step, noise, discriminator=d)
 
     before, on = terms(2), terms(3)
     assert before.fake is None and before.adversarial is None
@@ -192,7 +192,7 @@ def test_the_loss_adds_the_weighted_generator_term_at_the_decoders_last_layer() 
     assert float(on.adversarial) == pytest.approx(float(g_loss), rel=1e-6)
     out = model(x, None, torch.Generator().manual_seed(2))
     recon = -model.log_likelihood(x, out.params).mean()
-    by_hand = objectives.adaptive_weight(
+    by_hand = objective.adaptive_weight(
         recon, -d(model.mean(out.params)).mean(), model.decoder.head.weight
     )
     assert float(on.adversarial_weight) == pytest.approx(0.5 * float(by_hand), rel=1e-5)
@@ -209,9 +209,9 @@ def test_a_decoder_names_its_last_layer() -> None:
             self.last_layer = self.out
 
     named = Named()
-    assert objectives.last_layer(named) is named.out.weight
+    assert objective.last_layer(named) is named.out.weight
     with pytest.raises(ConfigError, match="loss.adversarial_weight 0"):
-        objectives.last_layer(nn.Sequential(nn.ReLU()))
+        objective.last_layer(nn.Sequential(nn.ReLU()))
 
 
 # -- resume -----------------------------------------------------------------------------------

@@ -164,7 +164,7 @@ def test_case02_a_deep_yaml_config_is_one_line(tmp_path: Path) -> None:
 def test_case03_an_endless_iterable_stops_at_the_row_count_the_limit_holds(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from vaekit.data import iterable
+    from vaekit.data.rows import iterable
 
     drawn = []
 

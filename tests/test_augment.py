@@ -15,9 +15,11 @@ from PIL import Image
 
 import vaekit
 from conftest import assert_one_line_error
-from vaekit import cli, objectives
-from vaekit.data import augment, load_data
-from vaekit.errors import TrainingInterrupted
+from vaekit import cli
+from vaekit.data import load_data
+from vaekit.data.core import augment
+from vaekit.errors import ConfigError, TrainingInterrupted
+from vaekit.training import objective
 
 SIZE = 32  # margin 2: decoded at 36
 
@@ -79,13 +81,13 @@ def test_a_folder_is_decoded_with_a_margin_and_evaluated_on_the_centres(tmp_path
 
 def _batches(monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
     seen: list[torch.Tensor] = []
-    original = objectives.compute
+    original = objective.compute
 
     def record(model, x, *args, **kwargs):
         seen.append(x.detach().clone())
         return original(model, x, *args, **kwargs)
 
-    monkeypatch.setattr(objectives, "compute", record)
+    monkeypatch.setattr(objective, "compute", record)
     return seen
 
 
@@ -112,7 +114,7 @@ def test_an_augmented_run_resumed_mid_epoch_is_bit_identical(
 ) -> None:
     folder = _folder(tmp_path / "images")
     full = vaekit.train(_config(folder, tmp_path / "full", **{"train.accumulate": 2}))
-    original = objectives.compute
+    original = objective.compute
     calls = []
 
     def interrupt(*args, **kwargs):
@@ -121,11 +123,11 @@ def test_an_augmented_run_resumed_mid_epoch_is_bit_identical(
             os.kill(os.getpid(), signal.SIGINT)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(objectives, "compute", interrupt)
+    monkeypatch.setattr(objective, "compute", interrupt)
     cfg = _config(folder, tmp_path / "cut", **{"train.accumulate": 2})
     with pytest.raises(TrainingInterrupted):
         vaekit.train(cfg)
-    monkeypatch.setattr(objectives, "compute", original)
+    monkeypatch.setattr(objective, "compute", original)
     vaekit.train(cfg, resume=True)
     weights = (full / "model.safetensors").read_bytes()
     assert (Path(cfg.train.out) / "model.safetensors").read_bytes() == weights
@@ -138,3 +140,12 @@ def test_crops_of_data_that_is_no_folder_are_refused_in_one_line(
     assert_one_line_error(cli.main(args), capsys.readouterr().err, "data.augment crop", "flip")
     args[4] = "spin"
     assert_one_line_error(cli.main(args), capsys.readouterr().err, "data.augment", "crop, flip")
+
+
+def test_a_repeated_augmentation_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["train", "--data", "noise", "--data.augment", "flip,flip", "--out", str(tmp_path)]
+    assert_one_line_error(cli.main(args), capsys.readouterr().err, "data.augment", "'flip' twice")
+    with pytest.raises(ConfigError, match="'crop' twice"):
+        vaekit.load_config(None, {"data.augment": ["crop", "flip", "crop"]})

@@ -15,8 +15,8 @@ from torch import nn
 
 from akl_layouts import LAYOUTS, PATHS, check_pair
 from conftest import TINY_AUTOENCODERKL
-from vaekit.models import autoencoderkl
-from vaekit.models.autoencoderkl_fast import UpsampleConv, use_fast_ops
+from vaekit.diffusers import autoencoderkl
+from vaekit.diffusers.autoencoderkl_fast import UpsampleConv, use_fast_ops
 from vaekit.models.fast_ops import GroupNorm
 
 diffusers = pytest.importorskip("diffusers", reason="needs vaekit[diffusers]")

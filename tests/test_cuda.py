@@ -18,7 +18,7 @@ import vaekit
 from akl_layouts import LAYOUTS, PATHS, check_pair
 from conftest import nan_on_odd_steps
 from test_fast_ops import LAYOUTS as NORM_LAYOUTS
-from vaekit.data.dataset import gather, resident
+from vaekit.data.core.dataset import gather, resident
 from vaekit.models.fast_ops import GroupNorm
 from vaekit.models.mlp import MLPDecoder
 
@@ -103,7 +103,7 @@ def test_non_finite_steps_on_the_gpu_are_skipped_and_counted(
 
 
 def test_auto_and_cuda_resolve_to_the_gpu_index_tensors_report() -> None:
-    from vaekit.training.setup import resolve_device
+    from vaekit.training.preflight import resolve_device
 
     for name in ("auto", "cuda"):
         device = resolve_device(name)
@@ -143,12 +143,12 @@ def test_an_interrupt_on_the_gpu_counts_skips_and_takes_back_their_schedule_step
     import os
     import signal
 
-    from vaekit import objectives
     from vaekit.errors import TrainingInterrupted
+    from vaekit.training import objective
 
-    original, calls = objectives.compute, []
+    original, calls = objective.compute, []
 
-    def spy(*args: object, **kwargs: object) -> objectives.StepTerms:
+    def spy(*args: object, **kwargs: object) -> objective.StepTerms:
         calls.append(1)
         terms = original(*args, **kwargs)
         if len(calls) in (2, 4):
@@ -157,7 +157,7 @@ def test_an_interrupt_on_the_gpu_counts_skips_and_takes_back_their_schedule_step
             os.kill(os.getpid(), signal.SIGINT)
         return terms
 
-    monkeypatch.setattr(objectives, "compute", spy)
+    monkeypatch.setattr(objective, "compute", spy)
     config = tiny("gpu-int", **{"train.device": "cuda", "train.epochs": 2})
     with pytest.raises(TrainingInterrupted):
         vaekit.train(config)
@@ -179,8 +179,8 @@ def test_a_diffusers_autoencoderkl_fine_tunes_and_exports_exactly_on_the_gpu(
     diffusers = pytest.importorskip("diffusers", reason="needs vaekit[diffusers]")
     import numpy as np
 
-    from vaekit.io.export import write_diffusers
-    from vaekit.models.autoencoderkl import diffusers_model
+    from vaekit.diffusers.autoencoderkl import diffusers_model
+    from vaekit.diffusers.export import write_diffusers
 
     torch.manual_seed(0)
     base = tmp_path / "base"

@@ -294,10 +294,10 @@ def test_an_interrupt_counts_the_skipped_steps_before_it_saves(
     import os
     import signal
 
-    from vaekit import objectives
     from vaekit.errors import TrainingInterrupted
+    from vaekit.training import objective
 
-    original, calls = objectives.compute, []
+    original, calls = objective.compute, []
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
@@ -308,7 +308,7 @@ def test_an_interrupt_counts_the_skipped_steps_before_it_saves(
             os.kill(os.getpid(), signal.SIGINT)  # the handler only sets a flag
         return terms
 
-    monkeypatch.setattr(objectives, "compute", spy)
+    monkeypatch.setattr(objective, "compute", spy)
     config = tiny_config(tmp_path / "run", **{"train.epochs": 2})
     with pytest.raises(TrainingInterrupted):
         vaekit.Trainer(None, config).fit()

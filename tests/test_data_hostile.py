@@ -23,8 +23,8 @@ import vaekit
 from conftest import TINY_FLAGS, assert_clean_error, run_cli
 from vaekit.config import DataConfig
 from vaekit.data import load_data
-from vaekit.data.folder import load_folder
-from vaekit.data.idx import read_idx, write_idx
+from vaekit.data.files.folder import load_folder
+from vaekit.data.files.idx import read_idx, write_idx
 from vaekit.errors import DataError
 
 MEMORY = 2 << 30  # address space of the CLI runs below: vaekit's own memory limit is then 1 GiB
@@ -92,7 +92,7 @@ def test_case04_npz_member_over_the_memory_limit_is_refused_before_decompressing
 
 def test_npz_over_the_limit_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The same bound on an honest compressed npz, with the limit lowered to 64 KiB."""
-    monkeypatch.setattr("vaekit.data.npz.memory_limit", lambda: 64 << 10)
+    monkeypatch.setattr("vaekit.data.files.npz.memory_limit", lambda: 64 << 10)
     path = tmp_path / "zeros.npz"
     np.savez_compressed(path, x_train=np.zeros((100, 28, 28), np.float32))  # 314 KB, 3x to scale
     assert path.stat().st_size < 8 << 10

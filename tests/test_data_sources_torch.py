@@ -18,12 +18,13 @@ from torch.utils.data import Dataset as TorchDataset
 
 import vaekit
 from conftest import TINY_FLAGS, assert_clean_error, run_cli, tiny_config
-from vaekit import cli, objectives
+from vaekit import cli
 from vaekit.data import from_torch
-from vaekit.data.dataset import split_indices
-from vaekit.data.streaming import LazyRows
-from vaekit.data.validation import carve_validation
+from vaekit.data.core.dataset import split_indices
+from vaekit.data.core.streaming import LazyRows
+from vaekit.data.core.validation import carve_validation
 from vaekit.errors import ConfigError, DataError, VaekitError
+from vaekit.training import objective
 
 datasets = pytest.importorskip("datasets")
 
@@ -91,13 +92,13 @@ def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 def record_batches(monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
     """Every training batch the objective sees, in order."""
     seen: list[torch.Tensor] = []
-    original = objectives.compute
+    original = objective.compute
 
     def spy(model: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         seen.append(x.detach().clone())
         return original(model, x, *args, **kwargs)
 
-    monkeypatch.setattr(objectives, "compute", spy)
+    monkeypatch.setattr(objective, "compute", spy)
     return seen
 
 
@@ -237,7 +238,7 @@ def test_an_iterable_dataset_is_read_into_memory_within_the_limit(
             while True:
                 yield x[0]
 
-    from vaekit.data import iterable
+    from vaekit.data.rows import iterable
 
     monkeypatch.setattr(iterable, "memory_limit", lambda: 100_000)
     with pytest.raises(DataError, match="iterable dataset.*the limit of 97.7 KiB"):
@@ -340,7 +341,7 @@ def hf_floats(n: int = N) -> Any:
 
 def test_a_float_hugging_face_dataset_trains_streamed(tmp_path: Path) -> None:
     from vaekit.config import DataConfig
-    from vaekit.data.hf import load_hf
+    from vaekit.data.rows.read import load_hf
 
     train_rows, _, _ = split_indices(N, 0.1, 0)
     ds = hf_floats()
@@ -354,6 +355,19 @@ def test_a_float_hugging_face_dataset_trains_streamed(tmp_path: Path) -> None:
     result = vaekit.Trainer(None, config(tmp_path, "hf-float"), data=streamed).fit()
     assert result.model.likelihood == "gaussian" and result.model.class_names == ["a", "b", "c"]
     assert np.isfinite(result.history[-1]["val_nelbo"])
+
+
+def test_a_hugging_face_image_column_of_rgba_is_read_as_rgb_in_every_batch() -> None:
+    """The first example decides the rows' shape (RGB: three channels); the column is cast
+    to RGB with it, so the batches read later, in memory or streamed, are RGB too."""
+    pixels = np.random.default_rng(0).integers(0, 256, (6, 8, 8, 4), dtype=np.uint8)
+    rgba = [Image.fromarray(p, "RGBA") for p in pixels]
+    features = datasets.Features({"image": datasets.Image()})
+    ds = datasets.Dataset.from_dict({"image": rgba}, features=features)
+    expected = torch.from_numpy(np.stack([np.asarray(i.convert("RGB")) for i in rgba]))
+    for stream in (True, False):
+        data = from_torch(ds, ds, stream=stream)  # the test split given: train is all of ds
+        assert torch.equal(data.x_train[:], expected.permute(0, 3, 1, 2))
 
 
 def test_hf_on_the_command_line_offline_with_its_test_split(
@@ -378,7 +392,7 @@ def test_hf_on_the_command_line_offline_with_its_test_split(
 
 def test_hf_names_parse_and_missing_splits_say_which_exist(tmp_path: Path) -> None:
     from vaekit.config import DataConfig
-    from vaekit.data.hf import load_hf
+    from vaekit.data.rows.read import load_hf
 
     saved = tmp_path / "saved"
     datasets.DatasetDict({"validation": hf_dataset(40)}).save_to_disk(str(saved))
@@ -468,7 +482,7 @@ def test_other_objects_and_options_are_refused(tmp_path: Path) -> None:
 def test_a_dataset_over_the_memory_limit_streams_or_is_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from vaekit.data import assemble
+    from vaekit.data.rows import assemble
 
     monkeypatch.setattr(assemble, "memory_limit", lambda: 10_000)  # 200 rows: 12.5 KiB
     assert isinstance(from_torch(TensorDataset(images())).x_train, LazyRows)  # auto

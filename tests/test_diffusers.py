@@ -21,8 +21,9 @@ import vaekit
 from conftest import TINY_AUTOENCODERKL, assert_one_line_error
 from vaekit import cli
 from vaekit.config import load_config
+from vaekit.diffusers import autoencoderkl
 from vaekit.errors import ConfigError
-from vaekit.models import VAE, autoencoderkl
+from vaekit.models import VAE
 
 diffusers = pytest.importorskip("diffusers", reason="needs vaekit[diffusers]")
 TINY = {**TINY_AUTOENCODERKL, "sample_size": 16}
@@ -217,11 +218,11 @@ def test_the_adversarial_term_fine_tunes_an_autoencoderkl_at_its_output_conv(
 ) -> None:
     """latent diffusion's recipe in full: L1 + KL + the PatchGAN term, whose adaptive weight
     compares gradients at the decoder's conv_out (not post_quant_conv, registered later)."""
-    from vaekit import objectives
+    from vaekit.training import objective
 
     cfg = load_config(None, {"model.arch": "autoencoderkl", "model.channels": [8, 16]}).model
     model = VAE.from_config(cfg, (3, 16, 16))
-    assert objectives.last_layer(model.decoder) is model.decoder.decoder.conv_out.weight
+    assert objective.last_layer(model.decoder) is model.decoder.decoder.conv_out.weight
     out = tmp_path / "adv"
     args = ["train", "--data", str(folder), "--model.init", f"diffusers:{pretrained}"]
     args += ["--data.image_size", "16", "--batch-size", "8", "--out", str(out), "--epochs", "2"]

@@ -16,9 +16,9 @@ import torch
 from PIL import Image, ImageFile
 
 from vaekit.config import DataConfig
-from vaekit.data import folder_cache, images
-from vaekit.data.folder import load_folder
-from vaekit.data.images import decode_image
+from vaekit.data.files import folder_cache, images
+from vaekit.data.files.folder import load_folder
+from vaekit.data.files.images import decode_image
 from vaekit.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -26,11 +26,11 @@ from PIL import Image
 
 import vaekit
 from conftest import ROOT, TINY_FLAGS, assert_one_line_error, nan_on_odd_steps, run_cli
-from vaekit import objectives
 from vaekit.cli import main
-from vaekit.data.idx import write_idx
+from vaekit.data.files.idx import write_idx
 from vaekit.errors import CheckpointError, TrainingDiverged, TrainingInterrupted, VaekitError
 from vaekit.io import checkpoint, fileio
+from vaekit.training import objective
 
 TINY = TINY_FLAGS
 
@@ -121,7 +121,7 @@ def test_case03_mixed_modes_and_sizes_are_converted_and_16_bit_keeps_contrast(
 
 def test_case04_decompression_bomb_is_refused_with_its_path(tmp_path: Path) -> None:
     from vaekit.config import DataConfig
-    from vaekit.data.folder import load_folder
+    from vaekit.data.files.folder import load_folder
 
     folder = tmp_path / "bomb"
     for i in range(3):
@@ -501,7 +501,7 @@ def test_case15_resume_mid_epoch_continues_the_same_order_bit_identically(
 ) -> None:
     overrides = {"train.epochs": 2, "data.noise_examples": 640, "optim.ema": ema}
     full = vaekit.train(tiny("full", **overrides))
-    original = objectives.compute
+    original = objective.compute
     calls = []
 
     def interrupt_at_step_7(*args, **kwargs):
@@ -510,14 +510,14 @@ def test_case15_resume_mid_epoch_continues_the_same_order_bit_identically(
             os.kill(os.getpid(), signal.SIGINT)  # the handler only sets a flag
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(objectives, "compute", interrupt_at_step_7)
+    monkeypatch.setattr(objective, "compute", interrupt_at_step_7)
     cfg = tiny("cut", **overrides)
     with pytest.raises(TrainingInterrupted) as err:
         vaekit.train(cfg)
     assert err.value.exit_code == 130
     state = checkpoint.load_state(Path(cfg.train.out) / "state.pt")
     assert (state["epoch"], state["step_in_epoch"]) == (0, 7)  # mid-epoch (10 steps each)
-    monkeypatch.setattr(objectives, "compute", original)
+    monkeypatch.setattr(objective, "compute", original)
     vaekit.train(cfg, resume=True)
     a, b = _weights(full), _weights(Path(cfg.train.out))
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -577,8 +577,8 @@ def test_case17_overflowing_logvar_under_autocast_keeps_the_loss_finite() -> Non
     x = torch.rand(4, 1, 8, 8)
     for dtype in (torch.bfloat16, torch.float16):
         with torch.autocast("cpu", dtype=dtype):
-            terms = objectives.compute(
-                model, x, None, cfg.loss, 0, torch.Generator().manual_seed(0)
+            terms = objective.compute(
+                model, x, None, cfg.loss, 0, objective.Noise(torch.Generator().manual_seed(0))
             )
         assert torch.isfinite(terms.loss) and torch.isfinite(terms.kl), dtype
         terms.loss.backward()
@@ -596,7 +596,7 @@ def test_case18_non_finite_updates_are_skipped_counted_and_stop_the_run(
     assert all(torch.isfinite(v).all() for v in _weights(run).values())
 
     good = _weights(run)
-    monkeypatch.setattr(objectives, "compute", lambda *a, **k: _always_nan(original, *a, **k))
+    monkeypatch.setattr(objective, "compute", lambda *a, **k: _always_nan(original, *a, **k))
     cfg = tiny("nan")
     cfg.train.epochs, cfg.train.max_skipped = 6, 3
     with pytest.raises(TrainingDiverged, match="3 consecutive non-finite updates up to step"):
@@ -617,6 +617,6 @@ def test_case19_out_of_memory_is_a_clear_message_suggesting_a_smaller_batch(
     def oom(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(objectives, "compute", oom)
+    monkeypatch.setattr(objective, "compute", oom)
     code, err = cli(capsys, "train", "--data", "noise", *TINY, "--out", str(tmp_path / "r"))
     assert_one_line_error(code, err, "out of memory", "--batch-size 32")

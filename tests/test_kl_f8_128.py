@@ -18,7 +18,8 @@ from PIL import Image
 import vaekit
 from vaekit import cli
 from vaekit.config import load_config, resolve_config_path
-from vaekit.models import VAE, autoencoderkl
+from vaekit.diffusers import autoencoderkl
+from vaekit.models import VAE
 
 diffusers = pytest.importorskip("diffusers", reason="needs vaekit[diffusers]")
 

@@ -15,7 +15,7 @@ from vaekit.config import load_config
 from vaekit.data import from_arrays
 from vaekit.errors import ConfigError
 from vaekit.models import linear_path
-from vaekit.training.setup import build_model, pca_images
+from vaekit.training.preflight import build_model, pca_images
 
 CONV = {
     "model.arch": "conv",
@@ -153,10 +153,10 @@ def test_a_learned_scale_keeps_its_log_scale_channels(tmp_path: Path) -> None:
 
 
 def test_the_adversarial_weight_is_still_taken_at_the_conv_head(tmp_path: Path) -> None:
-    from vaekit import objectives
+    from vaekit.training import objective
 
     model, _ = initial_model(tmp_path, **{"model.latent_dim": 3})
-    assert objectives.last_layer(model.decoder) is model.decoder.head.weight
+    assert objective.last_layer(model.decoder) is model.decoder.head.weight
 
 
 def test_a_conditional_vae_gets_a_path_from_z_only_at_the_start(tmp_path: Path) -> None:
@@ -193,7 +193,7 @@ def test_the_pca_reads_a_bounded_evenly_spaced_subset(monkeypatch: pytest.Monkey
     )
     assert pca_images(model, x).shape == (100, 3, 16, 16)
     assert pca_images(model, x, most=10).shape[0] == 10
-    monkeypatch.setattr("vaekit.training.setup.MAX_VALUES", 768 * 7)
+    monkeypatch.setattr("vaekit.training.preflight.MAX_VALUES", 768 * 7)
     rows = pca_images(model, x)
     assert rows.shape[0] == 7 and rows.dtype == torch.float32
     torch.testing.assert_close(rows[0], x[0].float() / 255)

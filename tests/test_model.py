@@ -8,7 +8,7 @@ import torch
 from vaekit.config import ModelConfig
 from vaekit.errors import VaekitError
 from vaekit.models import VAE, slerp
-from vaekit.training.setup import init_output_bias
+from vaekit.training.preflight import init_output_bias
 
 
 def tiny_model(**kw: object) -> VAE:

@@ -301,7 +301,7 @@ def test_resume_with_overwrite_is_one_line_error(
 @pytest.fixture
 def no_data(monkeypatch: pytest.MonkeyPatch) -> None:
     """Training that gets as far as loading its data fails the test."""
-    from vaekit.training import setup as setup_module  # training_data loads it there
+    from vaekit.training import preflight as setup_module  # training_data loads it there
 
     def load_data(*args: object, **kwargs: object) -> None:
         raise AssertionError("the data was loaded before the output location was checked")

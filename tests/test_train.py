@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import pickle
 from pathlib import Path
@@ -57,7 +58,7 @@ def test_training_lowers_the_loss(tiny) -> None:
 
 
 def test_training_starts_the_decoder_at_the_training_mean(tiny, monkeypatch) -> None:
-    from vaekit.training import setup
+    from vaekit.training import preflight as setup
 
     seen: list[torch.Tensor] = []
     original = setup.init_output_bias
@@ -99,8 +100,8 @@ def test_resuming_a_run_saved_before_an_option_existed(tiny) -> None:
 
 
 def test_mean_image_averages_evenly_spaced_rows_in_unit_range(monkeypatch) -> None:
-    from vaekit.data import dataset
-    from vaekit.data.dataset import mean_image
+    from vaekit.data.core import dataset
+    from vaekit.data.core.dataset import mean_image
 
     monkeypatch.setattr(dataset, "CHUNK_ROWS", 3)  # 10 rows: four chunks
 
@@ -168,17 +169,28 @@ def test_resume_continues_to_more_epochs(tiny) -> None:
         vaekit.train(cfg, resume=True)
 
 
+def test_a_fit_returns_the_resolved_config_and_leaves_the_given_one(tiny) -> None:
+    config = tiny("resolved")  # model.likelihood auto: the run resolves it
+    given = copy.deepcopy(config)
+    trainer = vaekit.Trainer(None, config)
+    result = trainer.fit()
+    assert trainer.config == config == given and config.model.likelihood == "auto"
+    assert result.model.run_config.model.likelihood == "bernoulli"  # noise in [0, 1]
+    saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())
+    assert saved["model"]["likelihood"] == "bernoulli"
+
+
 def test_dynamic_binarization_trains_on_binary_pixels(tiny, monkeypatch) -> None:
-    from vaekit import objectives
+    from vaekit.training import objective
 
     seen = []
-    original = objectives.compute
+    original = objective.compute
 
     def spy(model, x, *args, **kwargs):
         seen.append(x.detach().clone())
         return original(model, x, *args, **kwargs)
 
-    monkeypatch.setattr(objectives, "compute", spy)
+    monkeypatch.setattr(objective, "compute", spy)
     vaekit.train(tiny("binary", **{"data.binarize": "dynamic"}))
     values = torch.cat(seen).unique()
     assert set(values.tolist()) <= {0.0, 1.0}

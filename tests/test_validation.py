@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 import vaekit
 from conftest import tiny_config
 from vaekit.data import Dataset, load_data
-from vaekit.data.validation import carve_validation
+from vaekit.data.core.validation import carve_validation
 from vaekit.errors import ConfigError, DataError
 from vaekit.io import checkpoint
 from vaekit.viz.figures import write_images

@@ -10,8 +10,6 @@ wrap them in `vaekit.VAE(encoder, decoder, latent_dim=..., input_shape=...)` and
 them with `vaekit.Trainer(model, config).fit()`.
 """
 
-__version__ = "0.2.0.dev0"
-
 # the public API checks its arguments against their annotations (vaekit.arguments); the
 # VAE's methods, load and register are checked in vaekit.models
 from .arguments import check_methods, checked  # noqa: E402
@@ -24,6 +22,7 @@ from .loading import load  # noqa: E402
 from .models import VAE, register  # noqa: E402
 from .training.callbacks import Callback  # noqa: E402
 from .training.trainer import Trainer, TrainResult, train  # noqa: E402
+from .version import __version__
 
 train, evaluate, load_config = checked(train), checked(evaluate), checked(load_config)
 encode, score, load = checked(encode), checked(score), checked(load)

@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from .config import DataConfig
+from .diffusers.model import reference_of
 from .errors import ConfigError, DataError
 from .evaluation.evaluate import evaluate
 from .io import checkpoint
 from .loading import load_with_data
-from .models.diffusers_model import reference_of
 from .models.pretrained import resolve
 
 COLUMNS = (  # key, heading, format

@@ -69,9 +69,9 @@ def latent_text(cfg: Config) -> str:
     computes it from the images' size; 'Cx(H/f)x(W/f)' where the size comes from a named
     dataset), '20' for a vector, or "model.init's" (the starting model decides)."""
     from ..data.sources import DATASET_NAMES
-    from ..models.autoencoderkl import from_model_config
+    from ..diffusers.autoencoderkl import from_model_config
+    from ..diffusers.init import latent_shape
     from ..models.conv import latent_map_shape
-    from ..models.diffusers_init import latent_shape
 
     m = cfg.model
     if m.init:  # the starting model's config.json sets it (not read here: maybe a download)

@@ -56,10 +56,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from functools import partial
 
-    from ..io.export import check_target, write_diffusers
+    from ..diffusers.autoencoderkl import diffusers_model
+    from ..diffusers.export import check_target, write_diffusers
+    from ..diffusers.export_checks import check_rebuilt, check_units
     from ..models import load
-    from ..models.autoencoderkl import diffusers_model
-    from ..models.diffusers_export import check_rebuilt, check_units
 
     check_target(args.out, args.overwrite, args.run)  # before anything loads
     model = load(args.run)
@@ -82,8 +82,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def choose_factor(args: argparse.Namespace, model: Any, config: dict[str, Any]) -> float:
     """The factor --scaling-factor gives, model.init's (kept unless `measure` is asked
     for), or the one measured on the run's training images; printed with its origin."""
+    from ..diffusers.export import check_factor
     from ..evaluation.latent_scale import scaling_factor, training_images
-    from ..io.export import check_factor
 
     if isinstance(args.scaling_factor, float):
         print(f"scaling_factor {args.scaling_factor:.6g} (--scaling-factor)")

@@ -63,8 +63,8 @@ def _interpolate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
 def _out_path(args: argparse.Namespace, default: str) -> Path:
     """Where a picture command writes, checked before anything loads: --out, else
     RUN/DEFAULT (a Hub or diffusers model: ./DEFAULT, not its cache or folder)."""
+    from ..diffusers.model import reference_of
     from ..io import outputs
-    from ..models.diffusers_model import reference_of
 
     if args.out:
         return outputs.check_file(args.out, example=default)

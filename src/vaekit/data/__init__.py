@@ -1,13 +1,19 @@
 """Data: named datasets, .npz/.npy files, tables (.csv, .parquet), folders of images,
 arrays, torch and Hugging Face datasets and noise, as (N, C, H, W) tensors (uint8 images,
 float data kept float; a table's F features as C channels of 1x1), or rows streamed from
-their source."""
+their source.
+
+Three wings under the front door (sources.py: `load_data` reads `data.name` and hands it
+to the wing that reads it; provenance.py records where the data came from): core/ (the
+Dataset, batching in memory and streamed, the validation split, augmentation, the limits
+on hostile input), files/ (.npz, .npy, .csv, .parquet, IDX, folders of images) and rows/
+(torch and Hugging Face datasets). The wings import the core, never each other."""
 
 from ..arguments import checked
-from .arrays import from_arrays
-from .dataset import Dataset, batch_indices, epoch_permutation, to_float
+from .core.arrays import from_arrays
+from .core.dataset import Dataset, batch_indices, epoch_permutation, to_float
+from .rows.read import as_dataset, from_torch
 from .sources import DATASET_NAMES, NAMED, fetch, load_data
-from .torch_source import as_dataset, from_torch
 
 # the public functions check their arguments against their annotations on every call
 from_arrays, as_dataset, from_torch = checked(from_arrays), checked(as_dataset), checked(from_torch)

@@ -1,5 +1,6 @@
 """Where datasets come from: named datasets (found locally or downloaded), .npz files
-(read by npz.py), folders of images (folder.py), Hugging Face datasets (hf.py), noise."""
+(read by files/npz.py), folders of images (files/folder.py), Hugging Face datasets
+(rows/hf.py), noise."""
 
 from __future__ import annotations
 
@@ -14,12 +15,12 @@ import torch
 from ..config import DataConfig
 from ..errors import DataError, DownloadError
 from ..io.download import download as download_file
-from . import augment
-from .dataset import Dataset, as_labels
-from .files import SUFFIXES, load_file
-from .idx import read_idx
-from .npz import load_npz
-from .validation import carve_validation
+from .core import augment
+from .core.dataset import Dataset, as_labels
+from .core.validation import carve_validation
+from .files.idx import read_idx
+from .files.npz import load_npz
+from .files.single_array import SUFFIXES, load_file
 
 DEBIAN_DIR = Path("/usr/share/datasets")
 
@@ -248,7 +249,7 @@ def _noise_images(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndar
 
 
 def _image_extensions() -> frozenset[str]:
-    from .images import EXTENSIONS  # Pillow, only when a path is looked at
+    from .files.images import EXTENSIONS  # Pillow, only when a path is looked at
 
     return EXTENSIONS
 
@@ -259,12 +260,12 @@ def load_data(
     """Resolve `cfg.name` to a dataset: a named one, noise, an .npz/.npy/.csv/.parquet file,
     a folder or a Hugging Face dataset (hf:...); limited to `cfg.limit_train` /
     `cfg.limit_test` examples, then with its validation set (its own, or
-    `cfg.val_fraction` of the training examples: validation.py). A folder's decoded cache
+    `cfg.val_fraction` of the training examples: core/validation.py). A folder's decoded cache
     is written beside it only for `own_folder` (train's --data), else into vaekit's cache
     directory (a run's config.json may name any folder)."""
     name = cfg.name
     if name.startswith("hf:"):
-        from .hf import load_hf  # the datasets library, only when asked for
+        from .rows.read import load_hf  # the datasets library, only when asked for
 
         data = load_hf(name, cfg, progress)
     elif name in NAMED:
@@ -278,7 +279,7 @@ def load_data(
         except OSError as e:  # a name too long, a symlink loop
             raise DataError(f"--data {name[:100]!r} cannot be used ({e.strerror or e})") from None
         if is_dir:
-            from .folder import load_folder
+            from .files.folder import load_folder
 
             data = load_folder(path, cfg, progress=progress, own=own_folder)
         elif path.suffix.lower() in SUFFIXES:  # t.CSV is a table too
@@ -298,6 +299,6 @@ def load_data(
     data = data.limit(cfg.limit_train, cfg.limit_test)
     data.info["loaded_as"] = name  # provenance.record: the config's own data, reloadable
     data = carve_validation(data, cfg.val_fraction, cfg.split_seed)
-    if "crop" in cfg.augment:  # decoded with a margin (folder.py): the centres, and the rest
+    if "crop" in cfg.augment:  # decoded with a margin (files/folder.py): the centres, and the rest
         data = augment.centred(data, cfg.image_size)
     return data

@@ -1,6 +1,6 @@
 """Numbers beyond the bound: bits per dimension, reconstruction MSE / PSNR / SSIM, KL per
 latent dimension, active units, and FID of prior samples (LPIPS and rFID of reconstructions:
-reconstruction.py; the Inception weights: inception.py).
+perceptual_scores.py; the Inception weights: inception.py).
 
 PSNR, SSIM and FID are torchmetrics' (imported when first used), so that vaekit's numbers
 are the ones other libraries report; tests/test_metrics.py checks they stay equal."""
@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from .. import losses
-from ..data.dataset import to_float
-from ..errors import ConfigError
+from ..data.core.dataset import to_float
+from ..errors import ConfigError, first_line
 from ..models import VAE
 from . import inception
 
@@ -92,10 +92,6 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Ten
     return value.double()
 
 
-def _device(model: VAE) -> torch.device:
-    return next(model.parameters()).device
-
-
 def _labels(y: torch.Tensor | None, s: slice, device: torch.device) -> torch.Tensor | None:
     return None if y is None else torch.as_tensor(y[s], device=device).long()
 
@@ -108,7 +104,7 @@ def reconstruction_metrics(
     ssim, of the decoded posterior means, averaged over examples (x in the user's units).
     PSNR and SSIM need a known data range and a picture: tables and unbounded data get
     mse only."""
-    device = _device(model)
+    device = model.device
     images = model.normalization.bounded and min(model.input_shape[1:]) > 1
     sums = torch.zeros(3, dtype=torch.float64)
     for i in range(0, x.shape[0], batch_size):
@@ -133,7 +129,7 @@ def posterior(
     model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, batch_size: int = 1000
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The posterior mean and log-variance of every image in x: two (N, D) on the CPU."""
-    device = _device(model)
+    device = model.device
     mus, logvars = [], []
     for i in range(0, x.shape[0], batch_size):
         s = slice(i, i + batch_size)
@@ -222,10 +218,9 @@ def _torchmetrics_fid() -> type[FrechetInceptionDistance]:
     try:
         from torchmetrics.image.fid import FrechetInceptionDistance  # imported on first use
     except (ImportError, RuntimeError) as e:  # torch-fidelity installed, torchvision broken
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ConfigError(
-            f"torchmetrics' FID does not import here ({reason}): torch-fidelity is installed "
-            "but its torchvision does not import beside this torch; fix torchvision, or "
+            f"torchmetrics' FID does not import here ({first_line(e)}): torch-fidelity is "
+            "installed but its torchvision does not import beside this torch; fix torchvision, or "
             "pip uninstall torch-fidelity and use --fid random"
         ) from None
     return FrechetInceptionDistance
@@ -247,9 +242,8 @@ def _inception_metric(weights: str | None) -> FrechetInceptionDistance:
     try:
         return fid_cls(feature=2048, normalize=False, feature_extractor_weights_path=str(path))
     except Exception as e:  # a state_dict that does not fit surfaces as several types
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ConfigError(
-            f"the Inception weights {path} could not be loaded ({reason}); pass "
+            f"the Inception weights {path} could not be loaded ({first_line(e)}); pass "
             f"--fid-weights PATH to a local {inception.FILE}, or use --fid random"
         ) from None
 
@@ -319,14 +313,14 @@ def fid(
     n = real.shape[0]
     if model.conditional and y is None:
         raise ConfigError("FID of a class-conditional model needs the test labels")
-    g = torch.Generator(device=_device(model)).manual_seed(seed)
+    g = torch.Generator(device=model.device).manual_seed(seed)
     fake = []
     for i in range(0, n, batch_size):
         m = min(batch_size, n - i)
         labels = (
             None
             if y is None or not model.conditional
-            else _labels(y, slice(i, i + m), _device(model))
+            else _labels(y, slice(i, i + m), model.device)
         )
         fake.append(model.sample(m, labels, generator=g).cpu())
     return fid_images(real, torch.cat(fake), feature, batch_size, weights, seed)

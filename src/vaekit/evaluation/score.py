@@ -84,7 +84,7 @@ def _scores(
     n = len(rows)
     names = ("nelbo", "recon", "kl", *(("log_px", "iw_ess") if k else ()))
     values = {name: np.empty(n, dtype=np.float64) for name in names}
-    device = next(model.parameters()).device
+    device = model.device
     g = torch.Generator(device=device).manual_seed(seed)  # as likelihood.elbo_stats draws
     was_training = model.training
     model.eval()
@@ -92,7 +92,7 @@ def _scores(
     try:
         for start, x, y in chunks(rows, model, batch_size):
             s = slice(start, start + len(x))
-            with torch.no_grad():
+            with torch.inference_mode():  # no autograd records, no version counters
                 terms, _ = model.elbo_terms(model.prepare(x), y, generator=g)
             values["nelbo"][s] = terms.nelbo.double().cpu().numpy()
             values["recon"][s] = terms.recon.double().cpu().numpy()

@@ -13,8 +13,9 @@ from typing import Any
 
 import yaml
 
-from .. import __version__, templates
+from .. import templates
 from ..config import Config
+from ..version import __version__
 
 TAGS = ["vaekit", "vae", "variational-autoencoder", "generative-model", "pytorch", "safetensors"]
 # named datasets and their Hub ids, so the model page links its training data

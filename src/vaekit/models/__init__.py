@@ -7,7 +7,7 @@ annotations on every call (`vaekit.arguments`), except INTERNAL: the training lo
 building blocks, called on tensors the model made itself, in its own units."""
 
 from ..arguments import check_methods, checked, public_methods
-from .paths import slerp
+from .latent_paths import slerp
 from .registry import register
 from .vae import VAE, VAEOutput, load
 

@@ -10,23 +10,24 @@ from typing import Any
 from torch import nn
 
 from ..config import ModelConfig
+from ..diffusers import init as diffusers_init
 from ..errors import ConfigError
 from ..normalize import Normalization
-from . import diffusers_init, protocol
+from . import protocol
 from .conv import ConvDecoder, ConvEncoder, latent_map_shape
 from .mlp import MLPDecoder, MLPEncoder
+from .record import Built
 
 
-def vae_arguments(
+def build(
     cfg: ModelConfig,
     input_shape: Sequence[int],
     num_classes: int = 0,
     normalization: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The arguments of `VAE(...)` for the built-in model `cfg` describes, its halves built.
-    Likelihood 'auto' is Bernoulli for data in [0, 1], else a Gaussian with a learned
-    scale. The model's size is checked first. With model.init, the weights to start from
-    come as one more entry, `diffusers_init.WEIGHTS`."""
+) -> Built:
+    """The built-in model `cfg` describes: its halves, the settings of `VAE(...)` and, with
+    model.init, the weights to start from. Likelihood 'auto' is Bernoulli for data in
+    [0, 1], else a Gaussian with a learned scale. The model's size is checked first."""
     protocol.check_settings(1, input_shape, "gaussian", 1.0, 0, 1)  # input_shape: (C, H, W)
     _check_table(cfg, input_shape)
     bounded = Normalization.from_record(normalization, int(input_shape[0])).bounded
@@ -41,7 +42,7 @@ def vae_arguments(
     shape = (c, h, w)
     kl = diffusers_init.plan(cfg, shape, likelihood, learn_scale)
     if kl is not None:  # diffusers' AutoencoderKL: model.arch autoencoderkl or model.init
-        return diffusers_init.vae_arguments(kl, cfg, shape, normalization)
+        return diffusers_init.build(kl, cfg, shape, normalization)
     latent_shape = _latent_shape(cfg, shape)
     latent_dim = math.prod(latent_shape) if latent_shape else cfg.latent_dim
 
@@ -63,10 +64,7 @@ def vae_arguments(
         )
 
     protocol.check_size(halves, latent_dim, f"the {cfg.arch} VAE of model.* for {shape}")
-    encoder, decoder = halves()
-    return {
-        "encoder": encoder,
-        "decoder": decoder,
+    settings = {
         "latent_dim": latent_dim,
         "latent_shape": latent_shape,
         "input_shape": shape,
@@ -77,6 +75,7 @@ def vae_arguments(
         "label_dim": cfg.label_dim,
         "normalization": normalization,
     }
+    return Built(*halves(), settings)
 
 
 def _check_table(cfg: ModelConfig, input_shape: Sequence[int]) -> None:

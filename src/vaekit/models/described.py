@@ -10,7 +10,9 @@ from typing import Any
 
 from ..config import ModelConfig
 from ..config.fields import MAX_WIDTH
-from . import autoencoderkl, builtin, registry
+from ..diffusers import autoencoderkl
+from . import builtin, record
+from .vae import VAE
 
 # model.* options that name a built-in family's halves: a model of the user's own has none
 FAMILY = (
@@ -23,16 +25,11 @@ FAMILY = (
     "linear_path",
     "init",
 )
+OPTIONS = frozenset(f.name for f in dataclasses.fields(ModelConfig))
+# the VAE's settings (record.py) that model.* options of the same name set
+NAMED = tuple(name for name in VAE.recorded_settings if name in OPTIONS)
 # model.* options the model itself fixes (config.json's architecture record says them too)
-DERIVED = FAMILY + (
-    "latent_dim",
-    "latent_channels",
-    "likelihood",
-    "obs_scale",
-    "learn_scale",
-    "conditional",
-    "label_dim",
-)
+DERIVED = FAMILY + NAMED + ("latent_channels", "conditional")
 
 
 def model_section(model: Any, cfg: ModelConfig) -> tuple[ModelConfig, bool]:
@@ -43,15 +40,10 @@ def model_section(model: Any, cfg: ModelConfig) -> tuple[ModelConfig, bool]:
     # a spatial latent's size is its shape's (model.latent_dim is then ignored): recorded
     # where the option can hold it
     fits = shape is None or model.latent_dim <= MAX_WIDTH
-    values: dict[str, Any] = {
-        "latent_dim": model.latent_dim if fits else cfg.latent_dim,
-        "latent_channels": shape[0] if shape is not None else 0,
-        "likelihood": model.likelihood,
-        "obs_scale": model.obs_scale,
-        "learn_scale": model.learn_scale,
-        "conditional": model.num_classes > 0,
-        "label_dim": model.label_dim,
-    }
+    values: dict[str, Any] = {k: v for k, v in model.settings().items() if k in OPTIONS}
+    values["latent_dim"] = model.latent_dim if fits else cfg.latent_dim
+    values["latent_channels"] = shape[0] if shape is not None else 0
+    values["conditional"] = model.num_classes > 0
     family = _family(model, cfg)
     if family is None:
         defaults = ModelConfig()
@@ -67,8 +59,8 @@ def _family(model: Any, cfg: ModelConfig) -> dict[str, Any] | None:
     halves = (type(model.encoder), type(model.decoder))
     if name is None or any(t.__module__.split(".")[0] != "vaekit" for t in halves):
         return None
-    enc = getattr(model.encoder, registry.ARGS, {})
-    dec = getattr(model.decoder, registry.ARGS, {})
+    enc = record.arguments(model.encoder)
+    dec = record.arguments(model.decoder)
     if name == "mlp-encoder":
         return {
             "arch": "mlp",

@@ -1,8 +1,9 @@
-"""A VAE as files: `Pretrained`, the VAE's base class, builds one from a config's `model`
-section (`from_config`), describes it for config.json (`architecture`) and rebuilds it from
-that record (`from_architecture`), and saves and loads it the Hugging Face way:
-`save_pretrained`, `from_pretrained`, `push_to_hub`; `resolve` finds the folder that `load`
-(vae.py) reads (a run directory, a model folder or `hf://OWNER/NAME`).
+"""A model as files: `Pretrained`, the base class of a model whose settings are recorded
+(record.py), builds one from a config's `model` section (`from_config`), writes its record
+for config.json (`architecture`) and rebuilds it from that record (`from_architecture`),
+and saves and loads it the Hugging Face way: `save_pretrained`, `from_pretrained`,
+`push_to_hub`; `resolve` finds the folder that `load` (vae.py) reads (a run directory, a
+model folder or `hf://OWNER/NAME`).
 
 The same behaviour as huggingface_hub's PyTorchModelHubMixin (whose config.json records
 constructor arguments, which for a VAE are modules, not JSON), written here so that the
@@ -23,13 +24,12 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from .. import __version__
 from ..config import Config, ModelConfig
 from ..devices import check_device
-from ..errors import CheckpointError, ConfigError, DataError
+from ..errors import CheckpointError, ConfigError, DataError, first_line
 from ..io import card, checkpoint, hub
-from ..normalize import Normalization
-from . import builtin, diffusers_init, protocol, registry
+from ..version import __version__
+from . import builtin, protocol, record, registry
 
 P = TypeVar("P", bound="Pretrained")
 
@@ -57,27 +57,25 @@ def resolve(path: str | Path, *, revision: str | None = None, repo_ids: bool = F
     return checkpoint.local_dir(path)
 
 
-class Pretrained(nn.Module):
+class Pretrained(record.Recorded, nn.Module):
     """The base class of `VAE` (see models/vae.py): from_config / architecture /
-    from_architecture, and save_pretrained / from_pretrained / push_to_hub. The attributes
-    are the VAE's."""
+    from_architecture, and save_pretrained / from_pretrained / push_to_hub, for any model
+    whose settings are recorded (record.Recorded): its constructor's arguments."""
 
-    run_config: Config | None  # the configuration of the run that trained it, if known
-    class_names: list[str]  # the dataset's label names, if any
-    data_source: dict[str, Any] | None = None  # where its data came from: data/provenance.py
-    column_names: list[str]  # a table model's: the training table's column names, if known
-    # the VAE's halves and settings (set by VAE.__init__), which architecture() records
-    encoder: nn.Module
-    decoder: nn.Module
-    latent_dim: int
-    latent_shape: tuple[int, ...] | None  # (C_z, h, w) for a spatial latent
-    input_shape: tuple[int, int, int]
-    likelihood: str
-    obs_scale: float
-    learn_scale: bool
-    num_classes: int
-    label_dim: int
-    normalization: Normalization
+    input_shape: tuple[int, int, int]  # (C, H, W) of the data it reads (a setting)
+
+    def __init__(self) -> None:
+        """What a model knows of the run that trained it, once trained or loaded."""
+        super().__init__()
+        self.run_config: Config | None = None  # that run's configuration
+        self.class_names: list[str] = []  # the dataset's label names, if any
+        self.column_names: list[str] = []  # a table model's: its training table's columns
+        self.data_source: dict[str, Any] | None = None  # where its data came from
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are."""
+        return next(self.parameters()).device
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -91,29 +89,17 @@ class Pretrained(nn.Module):
         """The built-in MLP, conv or autoencoderkl VAE that `cfg` (the config's `model`
         section) describes, started from model.init's weights where it names some;
         `num_classes` counts only when `cfg.conditional`; `normalization` is a
-        `Normalization.record()` of the data (see `builtin.vae_arguments`)."""
-        arguments = builtin.vae_arguments(cfg, input_shape, num_classes, normalization)
-        weights = arguments.pop(diffusers_init.WEIGHTS, None)
-        model = cls(**arguments)
-        if weights is not None:  # model.init: start from these weights, exactly
-            model.load_state_dict(weights, strict=True)
-        return model
+        `Normalization.record()` of the data (see `builtin.build`)."""
+        return builtin.build(cfg, input_shape, num_classes, normalization).model(cls)
 
     def architecture(self) -> dict[str, Any]:
-        """What config.json records to rebuild this model: each half as a registered name
-        and its JSON arguments, and the VAE's own settings."""
+        """What config.json records to rebuild this model: its settings (`settings()`), a
+        module as a registered name and its JSON arguments."""
         return {
-            "encoder": registry.spec(self.encoder, "encoder"),
-            "decoder": registry.spec(self.decoder, "decoder"),
-            "latent_dim": self.latent_dim,
-            "latent_shape": None if self.latent_shape is None else list(self.latent_shape),
-            "input_shape": list(self.input_shape),
-            "likelihood": self.likelihood,
-            "obs_scale": self.obs_scale,
-            "learn_scale": self.learn_scale,
-            "num_classes": self.num_classes,
-            "label_dim": self.label_dim,
-            "normalization": self.normalization.record(),
+            name: registry.spec(value, name)
+            if isinstance(value, nn.Module)
+            else record.as_json(value)
+            for name, value in self.settings().items()
         }
 
     @classmethod
@@ -132,11 +118,14 @@ class Pretrained(nn.Module):
             raise CheckpointError(f"{source}: 'architecture' must be an object")
         given = {"encoder": encoder, "decoder": decoder}
         _check_given(architecture, given, source)
-        settings = {k: architecture.get(k) for k in protocol.SETTINGS}
-        missing = [k for k in ("latent_dim", "input_shape", "likelihood") if settings[k] is None]
+        missing = [k for k in cls.required_settings if architecture.get(k) is None]
         if missing:
             raise CheckpointError(f"{source}: 'architecture' lacks {', '.join(missing)}")
-        kwargs = {k: v for k, v in settings.items() if v is not None}
+        kwargs = {
+            k: architecture[k]
+            for k in cls.recorded_settings
+            if k not in cls.module_settings and architecture.get(k) is not None
+        }
 
         def halves() -> tuple[nn.Module, nn.Module]:
             built = [
@@ -145,22 +134,24 @@ class Pretrained(nn.Module):
             ]
             return built[0], built[1]
 
-        latent = kwargs["latent_dim"] if isinstance(kwargs["latent_dim"], int) else 1
+        latent = kwargs.get("latent_dim")
+        latent = latent if isinstance(latent, int) else 1
         protocol.check_size(halves, latent, f"the architecture {source} records")
         encoder, decoder = halves()
         try:
-            return cls(encoder, decoder, **kwargs)
+            return record.Built(encoder, decoder, kwargs).model(cls)
         except Exception as e:  # anything a recorded setting can make the constructor raise
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise CheckpointError(f"{source}: the architecture cannot be built ({first})") from None
+            raise CheckpointError(
+                f"{source}: the architecture cannot be built ({first_line(e)})"
+            ) from None
 
     def custom_architectures(self) -> list[str]:
         """The registered names (a class that is not registered: its name) of this model's
         halves that are not vaekit's own."""
         return [
             registry.registered_name(m) or type(m).__name__
-            for m in (self.encoder, self.decoder)
-            if not type(m).__module__.startswith("vaekit.")
+            for m in self.settings().values()
+            if isinstance(m, nn.Module) and not type(m).__module__.startswith("vaekit.")
         ]
 
     def training_config(self) -> Config:
@@ -176,15 +167,15 @@ class Pretrained(nn.Module):
 
     # -- saving ---------------------------------------------------------------------------
     def _meta(self, config: Config | None, class_names: list[str] | None) -> dict[str, Any]:
-        config = config if config is not None else getattr(self, "run_config", None)
-        names = class_names if class_names is not None else getattr(self, "class_names", [])
+        config = config if config is not None else self.run_config
+        names = class_names if class_names is not None else self.class_names
         meta: dict[str, Any] = {
             "library_name": "vaekit",
             "vaekit_version": __version__,
             "architecture": self.architecture(),
             "class_names": [str(n) for n in names],
         }
-        if getattr(self, "column_names", []):
+        if self.column_names:
             meta["column_names"] = [str(n) for n in self.column_names]
         if config is not None:
             meta["config"] = config.to_dict()
@@ -288,7 +279,7 @@ class Pretrained(nn.Module):
             architecture=meta["architecture"],
             parameters=sum(p.numel() for p in self.parameters()),
             class_names=meta["class_names"],
-            config=config if config is not None else getattr(self, "run_config", None),
+            config=config if config is not None else self.run_config,
             custom=self.custom_architectures(),
         ).encode("utf-8")
         if not dry_run:

@@ -22,8 +22,6 @@ beside its weights; loading it needs the module handed over
 
 from __future__ import annotations
 
-import functools
-import inspect
 import json
 import re
 from collections.abc import Callable
@@ -31,12 +29,12 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, first_line
+from . import record
 
 M = TypeVar("M", bound=type[nn.Module])
 NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _REGISTRY: dict[str, type[nn.Module]] = {}
-ARGS = "_vaekit_args"  # the instance attribute that holds its constructor's arguments
 MODULE = "vaekit_module"  # the key of a module argument's record: {MODULE: name, "args": ...}
 MAX_DEPTH = 16  # module arguments nested deeper than this are refused on load
 
@@ -63,7 +61,7 @@ def register(name: str) -> Callable[[M], M]:
                 f"architecture name {name!r} is already registered to {_qualified(taken)}; "
                 "choose another name"
             )
-        _record_arguments(cls)
+        record.record_arguments(cls)
         cls.vaekit_name = name  # type: ignore[attr-defined]
         _REGISTRY[name] = cls
         return cls
@@ -73,37 +71,6 @@ def register(name: str) -> Callable[[M], M]:
 
 def _qualified(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _record_arguments(cls: type[nn.Module]) -> None:
-    """Wrap cls.__init__ so that each instance keeps the arguments it was built with."""
-    init = cls.__dict__.get("__init__")
-    if init is not None and getattr(init, "_vaekit_wrapped", False):
-        return  # this very class is registered again
-    if init is None:  # no __init__ of its own: wrap the inherited one, for this class
-        init = cls.__init__
-    signature = inspect.signature(init)
-
-    @functools.wraps(init)
-    def __init__(self: nn.Module, *args: Any, **kwargs: Any) -> None:  # noqa: N807
-        init(self, *args, **kwargs)
-        if type(self) is cls:  # a subclass records its own arguments (if registered)
-            bound = signature.bind(self, *args, **kwargs)
-            bound.apply_defaults()
-            arguments = dict(list(bound.arguments.items())[1:])  # without self
-            for p in signature.parameters.values():
-                if p.kind is p.VAR_KEYWORD:
-                    arguments.update(arguments.pop(p.name, {}))
-                elif p.kind is p.VAR_POSITIONAL:
-                    if arguments.pop(p.name, ()):
-                        raise ConfigError(
-                            f"{cls.__name__}: arguments passed through *{p.name} cannot be "
-                            "recorded in config.json; pass them by name"
-                        )
-            object.__setattr__(self, ARGS, arguments)
-
-    __init__._vaekit_wrapped = True  # type: ignore[attr-defined]
-    cls.__init__ = __init__  # type: ignore[method-assign]
 
 
 def registered() -> list[str]:
@@ -128,7 +95,8 @@ def spec(module: nn.Module, role: str) -> dict[str, Any]:
     name = registered_name(module)
     if name is None:
         return {"class": _qualified(type(module))}
-    args = {k: _argument(v, f"the {role} {type(module).__name__}", k) for k, v in _args(module)}
+    owner = f"the {role} {type(module).__name__}"
+    args = {k: _argument(v, owner, k) for k, v in record.arguments(module).items()}
     try:
         text = json.dumps(args, allow_nan=False)
     except (TypeError, ValueError) as e:
@@ -138,10 +106,6 @@ def spec(module: nn.Module, role: str) -> dict[str, Any]:
             "and JSON arguments: pass numbers, strings, lists, dicts and registered modules"
         ) from None
     return {"name": name, "args": json.loads(text)}
-
-
-def _args(module: nn.Module) -> list[tuple[str, Any]]:
-    return list(getattr(module, ARGS, {}).items())
 
 
 def _argument(value: Any, owner: str, key: str, depth: int = 0) -> Any:
@@ -158,7 +122,7 @@ def _argument(value: Any, owner: str, key: str, depth: int = 0) -> Any:
                 "@vaekit.register('a-name')"
             )
         inner = f"the module {type(value).__name__}"
-        args = {k: _argument(v, inner, k, depth + 1) for k, v in _args(value)}
+        args = {k: _argument(v, inner, k, depth + 1) for k, v in record.arguments(value).items()}
         return {MODULE: name, "args": args}
     if isinstance(value, (list, tuple)):
         return [_argument(v, owner, key, depth) for v in value]
@@ -213,7 +177,7 @@ def build(entry: Any, role: str, source: str, depth: int = 0) -> nn.Module:
     try:
         return cls(**args)
     except Exception as e:  # whatever the recorded arguments make the constructor raise
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(
-            f"{source}: the {role} {name!r} cannot be built from its recorded arguments ({first})"
+            f"{source}: the {role} {name!r} cannot be built from its recorded arguments "
+            f"({first_line(e)})"
         ) from None

@@ -35,7 +35,7 @@ from ..devices import check_device
 from ..errors import ConfigError, DataError
 from ..normalize import Normalization
 from . import protocol
-from .paths import check_method, latent_path
+from .latent_paths import check_method, latent_path
 from .pretrained import Pretrained, resolve
 
 DECODE_ROWS = 4096  # latents decoded at once by sample() and interpolate()
@@ -62,7 +62,13 @@ class VAE(Pretrained):
     model's rows (N, F), the raw values of a normalised run. `prepare` brings data to the
     model's units, where `posterior`, `decode` (the likelihood's parameters), `mean`,
     `elbo_terms` and `log_importance_weights` work.
+
+    Its settings are its constructor's arguments, each kept under its name (record.py):
+    config.json records them, `from_architecture` passes them back.
     """
+
+    module_settings = ("encoder", "decoder")
+    required_settings = ("latent_dim", "input_shape", "likelihood")
 
     def __init__(
         self,
@@ -100,9 +106,6 @@ class VAE(Pretrained):
         self.num_classes = int(num_classes)
         self.conditional = self.num_classes > 0
         self.label_dim = int(label_dim)
-        self.run_config = None  # the training configuration, once trained or loaded
-        self.class_names: list[str] = []  # the dataset's label names, if any
-        self.column_names: list[str] = []  # a table model's: its training table's columns
         if self.conditional:
             self.label_embedding = nn.Embedding(self.num_classes, self.label_dim)
         self.encoder = encoder
@@ -166,11 +169,8 @@ class VAE(Pretrained):
         (N, C_z, h, w) as diffusers' `latent_dist` gives them; on the model's device, with
         gradients (wrap it in torch.no_grad() to save memory). `decode_images` takes the
         mean back."""
-        mu, logvar = self.posterior(self.prepare(x).to(self._device()), y)
+        mu, logvar = self.posterior(self.prepare(x).to(self.device), y)
         return self.latents(mu), self.latents(logvar)
-
-    def _device(self) -> torch.device:
-        return next(self.parameters()).device
 
     def latents(self, z: torch.Tensor) -> torch.Tensor:
         """z (B, D) as the decoder takes it: the map (B, C_z, h, w) for a spatial latent,
@@ -288,7 +288,7 @@ class VAE(Pretrained):
             f"sampling {n:,} images of {self.input_shape}",
             "ask for fewer (the images are held in memory together)",
         )
-        device = self._device()
+        device = self.device
         z = torch.randn((n, self.latent_dim), generator=generator, device=device)
         if y is not None:
             y = torch.as_tensor(y, device=device).long().reshape(-1).expand(n)
@@ -307,7 +307,7 @@ class VAE(Pretrained):
                 f"latent codes of shape {tuple(z.shape)} ({z.dtype}) do not fit this model, "
                 f"which decodes float {accepted}, as encode returns them"
             )
-        z = z.to(self._device(), torch.float32).flatten(1)
+        z = z.to(self.device, torch.float32).flatten(1)
         out = self.normalization.to_user(self._decoded_means(z, y))
         return out.flatten(1) if self.is_table else out
 
@@ -330,7 +330,7 @@ class VAE(Pretrained):
     ) -> torch.Tensor:
         """Decode the posterior mean of each example: (N, C, H, W), in the user's units
         (uint8 input: [0, 1]); table rows (N, F) come back as (N, F)."""
-        mu, _ = self.posterior(self.prepare(x).to(self._device()), y)
+        mu, _ = self.posterior(self.prepare(x).to(self.device), y)
         out = self.normalization.to_user(self.mean(self.decode(mu, y)))
         return out.view(x.shape) if self.is_table else out
 
@@ -368,8 +368,8 @@ class VAE(Pretrained):
             f"{n:,} interpolations of {steps:,} steps",
             "ask for fewer steps or pairs",
         )
-        mu1, _ = self.posterior(self.prepare(x1).to(self._device()), y1)
-        mu2, _ = self.posterior(self.prepare(x2).to(self._device()), y2)
+        mu1, _ = self.posterior(self.prepare(x1).to(self.device), y1)
+        mu2, _ = self.posterior(self.prepare(x2).to(self.device), y2)
         z = latent_path(mu1, mu2, steps, method)  # (N, steps, D)
         y = None if y1 is None else torch.as_tensor(y1).repeat_interleave(steps)
         images = self.decode_images(z.reshape(n * steps, -1), y)

@@ -3,7 +3,7 @@ PatchGAN (models/discriminator.py), its Adam (betas 0.5, 0.9, as the latent-diff
 recipe), and its update on each step from `loss.adversarial_start` on.
 
 The update takes the step's real images and its reconstructions, detached (the VAE's step
-computed them: objectives.StepTerms.fake), and minimises the hinge loss; like the VAE's
+computed them: objective.StepTerms.fake), and minimises the hinge loss; like the VAE's
 step it applies no update whose loss or gradient is not finite. The discriminator's
 weights, BatchNorm statistics, optimizer and gradient scaler are part of state.pt (not of
 the saved model); it draws no random numbers after its initialisation, which has a
@@ -19,11 +19,11 @@ from typing import Any
 
 import torch
 
-from .. import objectives
 from ..config import Config
 from ..errors import ConfigError
 from ..models import VAE
 from ..models.discriminator import PatchDiscriminator, build_discriminator, patch_side
+from . import objective
 from .optim import OPTIMIZERS, grad_norm
 from .precision import autocast
 
@@ -76,7 +76,7 @@ class Adversary:
             with autocast(self.device, self.precision):
                 real_logits = self.discriminator(x.detach())
                 fake_logits = self.discriminator(fake.detach())
-            loss = objectives.hinge_d_loss(real_logits, fake_logits)
+            loss = objective.hinge_d_loss(real_logits, fake_logits)
             if first:
                 self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss if scale == 1.0 else loss * scale).backward()
@@ -132,7 +132,7 @@ def check_fits(config: Config, model: VAE, distributed: bool) -> None:
             f"loss.adversarial_layers {cfg.adversarial_layers} needs images of at least "
             f"{3 * 2**cfg.adversarial_layers} pixels a side, but the model takes {h}x{w}; {fix}"
         )
-    objectives.last_layer(model.decoder)
+    objective.last_layer(model.decoder)
 
 
 def build_adversary(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from PIL import Image
 
-from ..data.dataset import to_float
+from ..data.core.dataset import to_float
 from ..errors import ConfigError
 from ..evaluation import metrics
 from ..io import fileio
@@ -61,17 +61,13 @@ def save_png(path: str | Path, image: Image.Image | Figure) -> Path:
     return Path(path)
 
 
-def _device(model: VAE) -> torch.device:
-    return next(model.parameters()).device
-
-
 def _labels(model: VAE, y: torch.Tensor | None, n: int) -> torch.Tensor | None:
     """Labels to condition on: the given ones, or class 0 for a conditional model."""
     if not model.conditional:
         return None
     if y is None:
-        return torch.zeros(n, dtype=torch.long, device=_device(model))
-    return y.to(_device(model))
+        return torch.zeros(n, dtype=torch.long, device=model.device)
+    return y.to(model.device)
 
 
 def most_active_dims(
@@ -131,7 +127,7 @@ def manifold(
             f"dims must be two different latent dimensions in "
             f"[0, {model.latent_dim}); got {list(dims)}"
         )
-    z = manifold_latents(n, model.latent_dim, dims).to(_device(model))
+    z = manifold_latents(n, model.latent_dim, dims).to(model.device)
     return model.decode_images(z, _labels(model, None, z.shape[0])).cpu()
 
 
@@ -155,7 +151,7 @@ def interpolation(
     if pairs < 1:
         raise ConfigError("interpolation needs at least two images")
     a, b = idx[:pairs], idx[pairs : 2 * pairs]
-    xf = to_float(x[idx].to(_device(model)))
+    xf = to_float(x[idx].to(model.device))
     ya = yb = None
     if model.conditional:
         ya, yb = (
@@ -315,7 +311,7 @@ def write_images(
     if model.is_table:
         return {}
     model.eval()
-    device = next(model.parameters()).device
+    device = model.device
     g = torch.Generator(device=device).manual_seed(seed)
     labels = None
     if model.conditional:

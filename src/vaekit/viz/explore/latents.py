@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ...data.dataset import to_float
+from ...data.core.dataset import to_float
 from ...errors import VaekitError
 from ...evaluation import metrics
 from ...models import VAE

@@ -23,8 +23,7 @@ from typing import Any, Literal, overload
 
 from ... import templates
 from ...errors import VaekitError
-from .latents import MAX_STEPS, Z_LIMIT, BadRequest, Explorer
-from .limits import (
+from .client_limits import (
     DRAIN_TIME,
     MAX_CONNECTIONS,
     REQUEST_DEADLINE,
@@ -33,6 +32,7 @@ from .limits import (
     check_framing,
     read_head,
 )
+from .latents import MAX_STEPS, Z_LIMIT, BadRequest, Explorer
 
 SOCKET_TIMEOUT = 10.0  # seconds one read or one reply may wait on a silent client
 NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
