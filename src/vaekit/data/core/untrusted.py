@@ -17,7 +17,7 @@ from typing import IO
 
 import numpy as np
 
-from ...errors import DataError
+from ...errors import DataError, first_line
 from ...limits import address_space_limit, human_bytes, physical_memory
 
 # One dataset may take at most this fraction of the machine's memory (or of the process's
@@ -38,12 +38,28 @@ _KINDS = {
     stat.S_IFBLK: "a block device",
 }
 
+# bytes per example that vaekit's bookkeeping takes before any row is read: the seeded
+# permutation, the sorted train and test indices, the labels and the streaming index
+INDEX_BYTES = 40
+
 
 def memory_limit() -> int:
     """The most bytes one dataset's arrays may take: MEMORY_FRACTION of the smaller of
     physical memory and RLIMIT_AS, at least MEMORY_FLOOR."""
     known = [m for m in (physical_memory(), address_space_limit()) if m is not None]
     return max(MEMORY_FLOOR, int(min(known) * MEMORY_FRACTION))
+
+
+def check_index_memory(name: str, n: int) -> None:
+    """Refuse a source of `n` examples whose indices alone (INDEX_BYTES each) would pass
+    the memory limit, before any index is built (a __len__ of 10**9 asks for 40 GB)."""
+    needed, limit = n * INDEX_BYTES, memory_limit()
+    if needed > limit:
+        raise DataError(
+            f"{name} has {n:,} examples: indexing them would need about "
+            f"{human_bytes(needed)} of memory, over the limit of {human_bytes(limit)}; give "
+            f"at most {limit // INDEX_BYTES:,} (torch.utils.data.Subset takes a part)"
+        )
 
 
 def over_limit(what: str, needed: int, limit: int) -> DataError:
@@ -102,7 +118,7 @@ def read_npy_header(f: IO[bytes], size: int, source: str) -> NpyHeader:
         else:
             raise ValueError(f"unknown .npy format version {version}")
     except (ValueError, SyntaxError, EOFError) as e:
-        raise DataError(f"{source} is not a valid .npy array ({_first_line(e)})") from None
+        raise DataError(f"{source} is not a valid .npy array ({first_line(e)})") from None
     if dtype.hasobject:
         raise DataError(
             f"{source} holds Python objects (pickled arrays), which vaekit never loads; "
@@ -118,8 +134,3 @@ def read_npy_header(f: IO[bytes], size: int, source: str) -> NpyHeader:
             f"but the file holds {max(0, size - offset)}; it is truncated or corrupt"
         )
     return NpyHeader(tuple(shape), dtype, offset, nbytes)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
