@@ -16,6 +16,7 @@ import vaekit
 from conftest import TINY_FLAGS, assert_clean_error, run_cli
 from vaekit.config import ModelConfig
 from vaekit.errors import ConfigError
+from vaekit.io import card
 from vaekit.models import VAE, VQVAE
 from vaekit.models.described import model_section
 from vaekit.models.quantizer import VectorQuantizer, perplexity, usage
@@ -164,6 +165,9 @@ def test_vq_model_trains_saves_and_loads(tiny, tmp_path: Path) -> None:
     assert record["posterior"] == "vq" and record["codebook_size"] == 8
     described, _ = model_section(loaded, ModelConfig())  # what config.yaml reports
     assert (described.posterior, described.codebook_size, described.code_dim) == ("vq", 8, 2)
+    text = card.model_card("alice/vq", architecture=record, parameters=1)  # the Hub's card
+    assert "a codebook of 8 codes" in text and "encode_codes" in text
+    assert "model.sample" not in text and "vaekit sample" not in text
     x = torch.rand(5, 1, 28, 28)
     codes = loaded.encode_codes(x)
     assert codes.shape == (5, 2) and codes.dtype == torch.int64
