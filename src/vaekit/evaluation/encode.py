@@ -138,23 +138,7 @@ def encode(
             "a VQ-VAE's posterior is one code per latent, with nothing to draw: drop samples"
         )
     path = None if out is None else _output(out, samples)
-    shape = model.latent_shape or (model.latent_dim,)
-    fields: dict[str, records.Field] = {"mu": (shape, np.float32), "logvar": (shape, np.float32)}
-    columns = {
-        "mu": records.latent_columns("z", shape),
-        "logvar": records.latent_columns("logvar", shape),
-    }
-    main = "mu"
-    if not model.has_density:  # a VQ-VAE: its integer codes, (h, w) or (D // code_dim,)
-        code_shape = cast(VQVAE, model).code_shape()
-        fields = {"codes": (code_shape, np.int64)}
-        columns = {"codes": records.latent_columns("code", code_shape)}
-        main = "codes"
-    if samples:
-        fields["z"] = ((samples, *shape), np.float32)
-        columns["z"] = [
-            f"sample{k}_z{d}" for k in range(samples) for d in range(len(columns["mu"]))
-        ]
+    fields, columns, main = _fields(model, samples)
     was_training = model.training
     model.eval()
     bar = progress_bar(total=len(rows), show=progress, unit="example", desc="encode")
@@ -174,6 +158,30 @@ def encode(
     finally:
         bar.close()
         model.train(was_training)
+
+
+def _fields(model: VAE, samples: int) -> tuple[dict[str, records.Field], dict[str, list[str]], str]:
+    """The arrays encode writes, their table columns and the one an .npy file holds: mu,
+    logvar (and z), or a VQ-VAE's integer codes, (h, w) or (D // code_dim,) each."""
+    if not model.has_density:
+        code_shape = cast(VQVAE, model).code_shape()
+        return (
+            {"codes": (code_shape, np.int64)},
+            {"codes": records.latent_columns("code", code_shape)},
+            "codes",
+        )
+    shape = model.latent_shape or (model.latent_dim,)
+    fields: dict[str, records.Field] = {"mu": (shape, np.float32), "logvar": (shape, np.float32)}
+    columns = {
+        "mu": records.latent_columns("z", shape),
+        "logvar": records.latent_columns("logvar", shape),
+    }
+    if samples:
+        fields["z"] = ((samples, *shape), np.float32)
+        columns["z"] = [
+            f"sample{k}_z{d}" for k in range(samples) for d in range(len(columns["mu"]))
+        ]
+    return fields, columns, "mu"
 
 
 def check_out(out: Any, example: str) -> Path:

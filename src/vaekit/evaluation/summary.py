@@ -68,24 +68,29 @@ def metrics_rows(stats: dict[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
-def summary(stats: dict[str, Any], dataset: str = "the test set") -> str:
-    """The lines `vaekit evaluate` prints for a result of `evaluate`."""
-    lines = [f"test set: {stats['n']} examples of {dataset}, nats per example"]
+def _terms(stats: dict[str, Any]) -> list[str]:
+    """The objective's lines: the negative ELBO and its terms, or a VQ-VAE's objective and
+    terms and why it has no bound."""
     if "nelbo" in stats:
-        lines += [
+        return [
             f"  negative ELBO      {stats['nelbo']:11.3f}   "
             f"({stats['nelbo_bits_per_dim']:.4f} bits/dim)",
             f"  reconstruction     {stats['recon']:11.3f}",
             f"  KL                 {stats['kl']:11.3f}",
         ]
-    else:  # a VQ-VAE
-        lines += [
-            f"  objective          {stats['objective']:11.3f}   (reconstruction + codebook "
-            "+ beta x commitment)",
-            f"  reconstruction     {stats['recon']:11.3f}",
-            f"  codebook + commit. {stats['vq']:11.3f}",
-            f"  no -ELBO or log p(x): {stats['no_density']}",
-        ]
+    return [
+        f"  objective          {stats['objective']:11.3f}   (reconstruction + codebook "
+        "+ beta x commitment)",
+        f"  reconstruction     {stats['recon']:11.3f}",
+        f"  codebook + commit. {stats['vq']:11.3f}",
+        f"  no -ELBO or log p(x): {stats['no_density']}",
+    ]
+
+
+def summary(stats: dict[str, Any], dataset: str = "the test set") -> str:
+    """The lines `vaekit evaluate` prints for a result of `evaluate`."""
+    lines = [f"test set: {stats['n']} examples of {dataset}, nats per example"]
+    lines += _terms(stats)
     if "log_px" in stats:
         k = stats["iw_samples"]
         lines.append(

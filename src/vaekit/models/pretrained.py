@@ -80,6 +80,13 @@ class Pretrained(record.Recorded, nn.Module):
     whose settings are recorded (record.Recorded): its constructor's arguments."""
 
     input_shape: tuple[int, int, int]  # (C, H, W) of the data it reads (a setting)
+    # the posterior's kind (config.json names one other than the Gaussian), whether the
+    # model has a density p(x) (an ELBO, log p(x), samples from its prior: a VQ-VAE has
+    # none), and the names of the objective's terms (ELBOTerms' nelbo, recon, kl) in the
+    # training and validation records (train_nelbo, val_kl, ...)
+    posterior_kind = GAUSSIAN
+    has_density = True
+    term_names = ("nelbo", "recon", "kl")
 
     def __init__(self) -> None:
         """What a model knows of the run that trained it, once trained or loaded."""
@@ -121,9 +128,8 @@ class Pretrained(record.Recorded, nn.Module):
             else record.as_json(value)
             for name, value in self.settings().items()
         }
-        kind = getattr(self, "posterior_kind", GAUSSIAN)
-        if kind != GAUSSIAN:  # the Gaussian's files stay as they were
-            spec[POSTERIOR] = kind
+        if self.posterior_kind != GAUSSIAN:  # the Gaussian's files stay as they were
+            spec[POSTERIOR] = self.posterior_kind
         return spec
 
     @classmethod

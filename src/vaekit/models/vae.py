@@ -69,13 +69,6 @@ class VAE(Pretrained):
 
     module_settings = ("encoder", "decoder")
     required_settings = ("latent_dim", "input_shape", "likelihood")
-    # the posterior's kind, and whether the model has a density p(x) (an ELBO, log p(x),
-    # samples from its prior); a quantised posterior has neither (vqvae.py)
-    posterior_kind = "gaussian"
-    has_density = True
-    # the names of the objective's terms (ELBOTerms.nelbo, .recon, .kl) in training and
-    # validation records: train_nelbo, val_kl, ...
-    term_names = ("nelbo", "recon", "kl")
 
     def __init__(
         self,
@@ -127,8 +120,7 @@ class VAE(Pretrained):
         )
 
     def _build_posterior(self, encoder: nn.Module) -> None:
-        """q(z|x)'s parts beside the encoder: the mean and log-variance heads on an
-        encoder of features (a quantised posterior builds its own: vqvae.py)."""
+        """q(z|x)'s heads on an encoder of features (a VQ-VAE's: vqvae.py)."""
         features = protocol.encoder_features(
             encoder,
             self.input_shape,

@@ -105,11 +105,7 @@ def compute(
     out = model(x, y, noise.generator, eps)
     terms, kl_per_dim = model.elbo_terms(x, y, out=out)
     recon, kl = terms.recon.mean(), terms.kl.mean()
-    if model.has_density:
-        kl_term = losses.free_bits_kl(kl_per_dim, cfg.free_bits) if cfg.free_bits > 0 else kl
-        loss = recon + losses.beta_at(step, cfg.beta, cfg.kl_warmup_steps) * kl_term
-    else:  # the VQ-VAE: -log p(x|z_q) + codebook + beta * commitment (check_objective)
-        loss = recon + kl
+    loss = recon + latent_term(model, cfg, step, kl, kl_per_dim)
     nll, mean = recon, None  # nll: what the adaptive weight balances the adversary against
     if perceptual is not None and cfg.perceptual_weight > 0:
         # gradients flow through the perceptual network into the decoder: no no_grad here
@@ -128,6 +124,17 @@ def compute(
             weight,
         )
     return result
+
+
+def latent_term(
+    model: VAE, cfg: LossConfig, step: int, kl: torch.Tensor, kl_per_dim: torch.Tensor
+) -> torch.Tensor:
+    """The latent term as the loss weighs it: beta x the KL (warmed up, with free bits), or
+    a VQ-VAE's codebook + beta x commitment loss as it is (see `check_objective`)."""
+    if not model.has_density:
+        return kl
+    kl_term = losses.free_bits_kl(kl_per_dim, cfg.free_bits) if cfg.free_bits > 0 else kl
+    return losses.beta_at(step, cfg.beta, cfg.kl_warmup_steps) * kl_term
 
 
 def adversarial_on(cfg: LossConfig, step: int) -> bool:
