@@ -113,6 +113,21 @@ def test_a_family_records_its_own_settings_and_loads_with_them(tmp_path: Path) -
         assert torch.equal(a, b)
 
 
+class Fixed(VAE):
+    """A model whose constructor fixes some of the VAE's settings: its record holds only
+    what its constructor takes."""
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, latent_dim: int = 4) -> None:
+        super().__init__(encoder, decoder, latent_dim=latent_dim, input_shape=(1, 28, 28))
+
+
+def test_a_model_that_fixes_settings_records_and_loads_only_its_own(tmp_path: Path) -> None:
+    model = Fixed(custom_arch.ConvFeatures(), custom_arch.ConvPixels(latent_dim=4))
+    assert sorted(model.architecture()) == ["decoder", "encoder", "latent_dim"]
+    loaded = Fixed.from_pretrained(model.save_pretrained(tmp_path / "fixed"))
+    assert loaded.input_shape == (1, 28, 28) and loaded.latent_dim == 4
+
+
 def test_a_model_class_that_drops_an_argument_is_a_bug_said_at_once() -> None:
     class Forgetful(VAE):
         def __init__(self, encoder: nn.Module, decoder: nn.Module, *, depth: int = 2,

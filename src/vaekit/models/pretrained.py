@@ -118,7 +118,8 @@ class Pretrained(record.Recorded, nn.Module):
             raise CheckpointError(f"{source}: 'architecture' must be an object")
         given = {"encoder": encoder, "decoder": decoder}
         _check_given(architecture, given, source)
-        missing = [k for k in cls.required_settings if architecture.get(k) is None]
+        required = [k for k in cls.required_settings if k in cls.recorded_settings]
+        missing = [k for k in required if architecture.get(k) is None]
         if missing:
             raise CheckpointError(f"{source}: 'architecture' lacks {', '.join(missing)}")
         kwargs = {
