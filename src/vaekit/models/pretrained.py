@@ -128,19 +128,23 @@ class Pretrained(record.Recorded, nn.Module):
             if k not in cls.module_settings and architecture.get(k) is not None
         }
 
-        def halves() -> tuple[nn.Module, nn.Module]:
-            built = [
-                given[role] or registry.build(architecture.get(role), role, source)
-                for role in ("encoder", "decoder")
-            ]
-            return built[0], built[1]
+        def build(role: str) -> nn.Module:
+            module = given.get(role)
+            return (
+                registry.build(architecture.get(role), role, source) if module is None else module
+            )
 
         latent = kwargs.get("latent_dim")
         latent = latent if isinstance(latent, int) else 1
-        protocol.check_size(halves, latent, f"the architecture {source} records")
-        encoder, decoder = halves()
+        protocol.check_size(
+            lambda: (build("encoder"), build("decoder")),
+            latent,
+            f"the architecture {source} records",
+        )
+        modules = {role: build(role) for role in cls.module_settings}  # a family's too
+        halves = modules.pop("encoder"), modules.pop("decoder")
         try:
-            return record.Built(encoder, decoder, kwargs).model(cls)
+            return record.Built(*halves, {**modules, **kwargs}).model(cls)
         except Exception as e:  # anything a recorded setting can make the constructor raise
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise CheckpointError(f"{source}: the architecture cannot be built ({first})") from None
