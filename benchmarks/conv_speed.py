@@ -211,7 +211,7 @@ def step_images_per_s(
     from vaekit.evaluation.perceptual import from_config
 
     perceptual = from_config(config.loss, device)
-    g = torch.Generator().manual_seed(0)
+    noise = objective.Noise(torch.Generator().manual_seed(0))
     batch, n = config.train.batch_size, x_u8.shape[0]
     start = 0.0
     for step in range(warmup + steps):
@@ -220,7 +220,7 @@ def step_images_per_s(
         i = (step * batch) % (n - batch + 1)
         x = to_float(x_u8[i : i + batch])
         with _autocast(device, config.train.precision):
-            terms = objective.compute(model, x, None, config.loss, step, g, perceptual)
+            terms = objective.compute(model, x, None, config.loss, step, noise, perceptual)
         optimizer.zero_grad(set_to_none=True)
         terms.loss.backward()
         torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None], foreach=True)

@@ -81,7 +81,7 @@ from vaekit.evaluation.perceptual import build_perceptual, from_config
 from vaekit.models.discriminator import build_discriminator
 from vaekit.training.adversary import build_adversary
 from vaekit.training.distributed import Dist
-from vaekit.training.objective import Objective
+from vaekit.training.objective import Noise, Objective
 from vaekit.training.preflight import build_model
 from vaekit.training.step import Step
 
@@ -283,14 +283,14 @@ class VaekitStep:
         self.step = Step(model, config, device, precision, 10**6, Dist(), adversary)
         perceptual = from_config(config.loss, device, seed=config.train.seed)
         assert adversary is not None
-        self.step.attach(Objective(model, config.loss, perceptual, adversary.discriminator))
-        self.generator = torch.Generator().manual_seed(0)
+        noise = Noise(torch.Generator().manual_seed(0))
+        self.step.attach(Objective(model, config.loss, noise, perceptual, adversary.discriminator))
         self.parameters = sum(p.numel() for p in model.parameters())
         self.count = 0
 
     def __call__(self, x_u8: torch.Tensor) -> None:
         for _ in range(2):
-            record = self.step(to_float(x_u8), None, self.count, self.generator, None)
+            record = self.step(to_float(x_u8), None, self.count)
             assert record[-2] == 0.0 and record[-3] == 1.0  # the adversary on, not skipped
             self.count += 1
 

@@ -85,7 +85,7 @@ def main() -> None:
             if precision == "bf16"
             else contextlib.nullcontext()
         ):
-            terms = objective.compute(model, x, None, cfg.loss, 0, g)
+            terms = objective.compute(model, x, None, cfg.loss, 0, objective.Noise(g))
         model.zero_grad(set_to_none=True)
         terms.loss.backward()
         return terms.loss

@@ -86,7 +86,7 @@ def main() -> None:
 
         def run(x: torch.Tensor) -> torch.Tensor:
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                terms = objective.compute(model, x, None, cfg.loss, 0, rng)
+                terms = objective.compute(model, x, None, cfg.loss, 0, objective.Noise(rng))
             terms.loss.backward()
             return terms.loss.detach()
 

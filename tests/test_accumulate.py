@@ -16,9 +16,11 @@ import torch
 import vaekit
 from conftest import assert_one_line_error, tiny_config
 from vaekit import cli
+from vaekit.data import batch_indices
+from vaekit.data.core.dataset import num_batches
 from vaekit.errors import TrainingInterrupted
 from vaekit.io import checkpoint
-from vaekit.training import objective
+from vaekit.training import objective, session
 from vaekit.training.finetune import encoder_side
 from vaekit.training.step import accumulation_part, optimizer_steps
 
@@ -83,6 +85,13 @@ def test_an_epochs_last_batches_make_one_step_of_their_own() -> None:
         (0, 1),
     ]
     assert optimizer_steps(7, 3) == 3 and optimizer_steps(6, 3) == 2 and optimizer_steps(2, 4) == 1
+
+
+def test_an_epochs_batches_are_counted_without_building_them() -> None:
+    for n in (0, 1, 7, 8, 9, 31, 64):
+        for batch_size in (1, 8, 32):
+            batches = batch_indices(torch.arange(n), batch_size)
+            assert num_batches(n, batch_size) == len(batches), (n, batch_size)
 
 
 def test_a_remainder_step_is_the_mean_over_its_own_batches(tmp_path: Path) -> None:
@@ -204,20 +213,21 @@ def test_an_accumulating_run_with_the_adversarial_term_resumes_bit_identically(
         assert torch.equal(value, b["discriminator"][key]), key
 
 
-def test_checkpoints_and_flips_count_optimizer_steps(tmp_path: Path) -> None:
+def test_checkpoints_and_flips_count_optimizer_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # train.checkpoint_every counts optimizer steps; flips need no folder
     saves = []
     options = {"train.batch_size": 8, "train.accumulate": 4, "train.checkpoint_every": 3}
     cfg = tiny_config(tmp_path / "run", **{**EVEN, **options, "data.augment": ["flip"]})
-    trainer = vaekit.Trainer(None, cfg)
-    original = trainer._save
+    original = session.Run.save
 
-    def counted(model: bool = False) -> None:
-        saves.append(trainer.state.global_step)
-        original(model)
+    def counted(run: session.Run, model: bool = False) -> None:
+        saves.append(run.state.global_step)
+        original(run, model)
 
-    trainer._save = counted  # type: ignore[method-assign]
-    trainer.fit()
+    monkeypatch.setattr(session.Run, "save", counted)
+    vaekit.Trainer(None, cfg).fit()
     assert saves == [3, 6, 8, 9, 12, 15, 16]  # every 3 steps, and at each epoch's end (8)
 
 

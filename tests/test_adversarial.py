@@ -179,7 +179,7 @@ def test_the_loss_adds_the_weighted_generator_term_at_the_decoders_last_layer() 
     cfg = LossConfig(adversarial_weight=0.5, adversarial_start=3)
 
     def terms(step: int) -> objective.StepTerms:
-        noise = torch.Generator().manual_seed(2)
+        noise = objective.Noise(torch.Generator().manual_seed(2))
         return objective.compute(model, x, None, cfg, step, noise, discriminator=d)
 
     before, on = terms(2), terms(3)

@@ -18,7 +18,7 @@ from conftest import assert_one_line_error
 from vaekit import cli
 from vaekit.data import load_data
 from vaekit.data.core import augment
-from vaekit.errors import TrainingInterrupted
+from vaekit.errors import ConfigError, TrainingInterrupted
 from vaekit.training import objective
 
 SIZE = 32  # margin 2: decoded at 36
@@ -140,3 +140,12 @@ def test_crops_of_data_that_is_no_folder_are_refused_in_one_line(
     assert_one_line_error(cli.main(args), capsys.readouterr().err, "data.augment crop", "flip")
     args[4] = "spin"
     assert_one_line_error(cli.main(args), capsys.readouterr().err, "data.augment", "crop, flip")
+
+
+def test_a_repeated_augmentation_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["train", "--data", "noise", "--data.augment", "flip,flip", "--out", str(tmp_path)]
+    assert_one_line_error(cli.main(args), capsys.readouterr().err, "data.augment", "'flip' twice")
+    with pytest.raises(ConfigError, match="'crop' twice"):
+        vaekit.load_config(None, {"data.augment": ["crop", "flip", "crop"]})

@@ -341,7 +341,7 @@ def hf_floats(n: int = N) -> Any:
 
 def test_a_float_hugging_face_dataset_trains_streamed(tmp_path: Path) -> None:
     from vaekit.config import DataConfig
-    from vaekit.data.rows.hf import load_hf
+    from vaekit.data.rows.read import load_hf
 
     train_rows, _, _ = split_indices(N, 0.1, 0)
     ds = hf_floats()
@@ -355,6 +355,19 @@ def test_a_float_hugging_face_dataset_trains_streamed(tmp_path: Path) -> None:
     result = vaekit.Trainer(None, config(tmp_path, "hf-float"), data=streamed).fit()
     assert result.model.likelihood == "gaussian" and result.model.class_names == ["a", "b", "c"]
     assert np.isfinite(result.history[-1]["val_nelbo"])
+
+
+def test_a_hugging_face_image_column_of_rgba_is_read_as_rgb_in_every_batch() -> None:
+    """The first example decides the rows' shape (RGB: three channels); the column is cast
+    to RGB with it, so the batches read later, in memory or streamed, are RGB too."""
+    pixels = np.random.default_rng(0).integers(0, 256, (6, 8, 8, 4), dtype=np.uint8)
+    rgba = [Image.fromarray(p, "RGBA") for p in pixels]
+    features = datasets.Features({"image": datasets.Image()})
+    ds = datasets.Dataset.from_dict({"image": rgba}, features=features)
+    expected = torch.from_numpy(np.stack([np.asarray(i.convert("RGB")) for i in rgba]))
+    for stream in (True, False):
+        data = from_torch(ds, ds, stream=stream)  # the test split given: train is all of ds
+        assert torch.equal(data.x_train[:], expected.permute(0, 3, 1, 2))
 
 
 def test_hf_on_the_command_line_offline_with_its_test_split(
@@ -379,7 +392,7 @@ def test_hf_on_the_command_line_offline_with_its_test_split(
 
 def test_hf_names_parse_and_missing_splits_say_which_exist(tmp_path: Path) -> None:
     from vaekit.config import DataConfig
-    from vaekit.data.rows.hf import load_hf
+    from vaekit.data.rows.read import load_hf
 
     saved = tmp_path / "saved"
     datasets.DatasetDict({"validation": hf_dataset(40)}).save_to_disk(str(saved))

@@ -72,6 +72,32 @@ def test_a_smaller_chunk_gives_identical_output(trained_run: Path, tmp_path: Pat
     assert np.array_equal(np.load(out)["z"], small["z"])
 
 
+def test_samples_are_drawn_a_chunk_of_draws_at_a_time(
+    trained_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With --samples K the draws held at once follow --batch-size, not batch x K: each
+    piece written holds about batch / K examples' K draws (one example's at least)."""
+    from vaekit.io import records
+
+    pieces: list[tuple[int, tuple[int, ...]]] = []
+    write = records.Records.write
+
+    def spy(self: records.Records, start: int, chunk: dict[str, np.ndarray]) -> None:
+        pieces.append((start, chunk["z"].shape))
+        write(self, start, chunk)
+
+    monkeypatch.setattr(records.Records, "write", spy)
+    model, x = vaekit.load(trained_run), images(50)
+    got = vaekit.encode(model, x, samples=5, seed=3, batch_size=20, out=tmp_path / "z.npz")
+    assert all(shape[1:] == (5, 4) and shape[0] * 5 <= 20 for _, shape in pieces), pieces
+    assert [start for start, _ in pieces] == list(range(0, 50, 4))  # in order, every example
+    pieces.clear()
+    vaekit.encode(model, x[:3], samples=200, batch_size=20)  # K > batch: one example at a time
+    assert [shape for _, shape in pieces] == [(1, 200, 4)] * 3
+    whole = vaekit.encode(model, x, samples=5, seed=3, batch_size=1000)
+    assert np.allclose(np.load(got)["z"], whole["z"], rtol=0, atol=1e-6)
+
+
 def test_samples_are_seeded_draws_from_the_posterior(trained_run: Path, tmp_path: Path) -> None:
     model = vaekit.load(trained_run)
     x = images(8)
@@ -170,6 +196,14 @@ def test_tables_encode_from_csv_and_parquet(
     rows = frame.to_numpy(dtype=np.float32)
     assert np.array_equal(table["id"], np.arange(80))
     assert np.allclose(table[[f"z{i}" for i in range(4)]], posterior(model, rows), atol=1e-5)
+    scored = tmp_path / "s.csv"  # score reads the same table source
+    assert (
+        cli.main(["score", str(run), "--data", str(tmp_path / "rows.csv"), "--out", str(scored)])
+        == 0
+    )
+    scores = pd.read_csv(scored)
+    assert np.array_equal(scores["id"], np.arange(80))
+    assert np.allclose(scores["nelbo"], vaekit.score(model, rows)["nelbo"], rtol=1e-6)
     # columns are read by position: a reordered table would be encoded silently wrong
     frame[list("bacde")].to_csv(tmp_path / "reordered.csv", index=False)
     for command in ("encode", "score", "evaluate"):
@@ -253,3 +287,43 @@ def test_one_image_as_data_is_told_to_use_a_folder(
     Image.fromarray(images(1)[0, 0]).save(image)
     code = cli.main(["encode", str(trained_run), "--data", str(image), "--out", "z.npz"])
     assert_one_line_error(code, capsys.readouterr().err, "is one image", "folder of images")
+
+
+def test_a_source_of_one_example_is_used_whole_and_other_splits_name_split_all(
+    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One example cannot be split into train and test: all of it (encode's and score's
+    default for --data) reads it whole; another split is one line naming --split all."""
+    model = vaekit.load(trained_run)
+    x = images(1, seed=6)
+    np.save(tmp_path / "one.npy", x)
+    folder = tmp_path / "one-image"
+    folder.mkdir()
+    Image.fromarray(x[0, 0]).save(folder / "only.png")
+    for source in (tmp_path / "one.npy", folder):
+        encode(str(trained_run), "--data", str(source), "--out", str(tmp_path / "z.npz"))
+        got = np.load(tmp_path / "z.npz")
+        assert np.array_equal(got["id"], [0]) and np.allclose(got["mu"], posterior(model, x))
+        assert cli.main(["score", str(trained_run), "--data", str(source), "--out",
+                         str(tmp_path / "s.npz")]) == 0  # fmt: skip
+        assert len(np.load(tmp_path / "s.npz")["nelbo"]) == 1
+        capsys.readouterr()
+        code = cli.main(["evaluate", str(trained_run), "--data", str(source), "--json"])
+        assert_one_line_error(code, capsys.readouterr().err, "1 example", "--split all")
+        args = ["evaluate", str(trained_run), "--data", str(source), "--split", "all"]
+        assert cli.main(args) == 0
+    assert len(vaekit.encode(model, str(tmp_path / "one.npy"))["mu"]) == 1  # Python: all
+
+
+def test_the_validation_split_of_noise_is_the_one_it_draws(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    """noise draws its validation set (it is not carved from the training rows)."""
+    model = vaekit.load(trained_run)
+    config = model.training_config()
+    data = vaekit.data.load_data(config.data, seed=config.train.seed, progress=False)
+    assert data.x_val is not None and data.info["validation"]["source"] == "generated"
+    for split, x in (("val", data.x_val), ("train", data.x_train)):
+        encode(str(trained_run), "--split", split, "--out", str(tmp_path / f"{split}.npy"))
+        got = np.load(tmp_path / f"{split}.npy")
+        assert np.allclose(got, posterior(model, x.numpy()), atol=1e-6)

@@ -20,6 +20,7 @@ from vaekit.config import ModelConfig
 from vaekit.data import load_data, to_float
 from vaekit.data.sources import make_noise
 from vaekit.errors import ConfigError
+from vaekit.evaluation.evaluate import EvaluateOptions, evaluate_with
 from vaekit.evaluation.likelihood import importance_sampling, log_likelihood_broadcast
 
 SIGMA = 0.3  # the decoder's fixed standard deviation
@@ -253,6 +254,22 @@ def test_evaluate_reports_every_number(trained: tuple[vaekit.VAE, torch.Tensor])
     assert set(stats["seconds"]) == {"elbo", "log_px", "image_metrics", "latent_metrics"}
     again = vaekit.evaluate(model, x, iw_samples=10)
     assert again["log_px"] == stats["log_px"]  # seeded
+
+
+def test_the_options_record_gives_what_the_keywords_give(
+    trained: tuple[vaekit.VAE, torch.Tensor],
+) -> None:
+    model, x = trained
+    options = EvaluateOptions(batch_size=64, seed=3, iw_samples=4, latent_metrics=False)
+    record = evaluate_with(model, x[:100], None, options)
+    keywords = vaekit.evaluate(model, x[:100], batch_size=64, seed=3, iw_samples=4,
+                               latent_metrics=False)  # fmt: skip
+    assert set(record["seconds"]) == set(keywords["seconds"]) == {"elbo", "log_px", "image_metrics"}
+    for key in ("nelbo", "log_px", "iw_elbo", "mse", "ssim"):
+        assert record[key] == keywords[key], key
+    assert record["nelbo"] != vaekit.evaluate(model, x[:100], seed=4)["nelbo"]  # seeded
+    with pytest.raises(ConfigError, match="iw_samples"):
+        evaluate_with(model, x, None, EvaluateOptions(iw_samples=-1))
 
 
 def test_cli_evaluate_prints_and_emits_the_same_numbers(trained_run: Path) -> None:

@@ -13,7 +13,8 @@ import yaml
 from PIL import Image
 from safetensors.torch import load_file
 
-from conftest import TINY_AUTOENCODERKL
+import vaekit
+from conftest import TINY_AUTOENCODERKL, assert_one_line_error, tiny_config
 from vaekit import cli
 from vaekit.io import checkpoint
 
@@ -108,3 +109,19 @@ def test_model_init_above_the_recipes_rate_warns_in_one_line(
         return
     assert len(lines) == 1
     assert all(s in lines[0] for s in ("optim.lr 0.001", "1e-4", "sd-vae-finetune"))
+
+
+def test_freezing_the_encoder_of_a_model_built_from_scratch_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["train", "--data", "noise", "--data.noise_examples", "64", "--epochs", "1"]
+    args += ["--train.freeze_encoder", "true", "--out", str(tmp_path / "run")]
+    assert_one_line_error(cli.main(args), capsys.readouterr().err, "freeze_encoder", "model.init")
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+    # a model passed in is the user's own starting point (pretrained, or a deliberate
+    # random-feature experiment): its encoder is frozen as asked
+    config = tiny_config(tmp_path / "given", **{"train.freeze_encoder": True})
+    model = vaekit.Trainer(None, tiny_config(tmp_path / "first")).fit().model
+    before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    after = vaekit.Trainer(model, config).fit().model.encoder.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)

@@ -196,21 +196,56 @@ def test_a_file_changed_since_training_is_refused(
     np.save(data, images(100, seed=7))  # the same shape, other images
     code, _, err = run(capsys, "evaluate", run_dir)
     assert_one_line_error(code, err, "changed since", f"--data {data.resolve()}")
+    for command in ("encode", "score"):  # they read the run's data through loading too
+        code, _, err = run(capsys, command, run_dir, "--out", data.parent / f"{command}.npy")
+        assert_one_line_error(code, err, "changed since", f"--data {data.resolve()}")
     code, out, _ = run(capsys, "evaluate", run_dir, "--data", data, "--json")
     assert code == 0 and json.loads(out)["n"] == 10
 
 
-def test_a_run_without_the_record_evaluates_its_configs_data_as_before(
+def _before_the_record(run_dir: Path, to: Path, state: bool = True) -> Path:
+    """A copy of run_dir as vaekit 0.2 wrote it: config.json without `data_source`."""
+    to.mkdir()
+    meta = json.loads((run_dir / "config.json").read_text())
+    meta.pop("data_source")
+    (to / "config.json").write_text(json.dumps(meta))
+    files = ("model.safetensors", "state.pt") if state else ("model.safetensors",)
+    for name in files:
+        (to / name).write_bytes((run_dir / name).read_bytes())
+    return to
+
+
+def test_a_run_from_before_the_record_evaluates_its_configs_data_as_its_state_shows(
     trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    old = tmp_path / "old"
-    old.mkdir()
-    meta = json.loads((trained_run / "config.json").read_text())
-    assert meta.pop("data_source") == {"kind": "noise", "name": "noise"}
-    (old / "config.json").write_text(json.dumps(meta))
-    (old / "model.safetensors").write_bytes((trained_run / "model.safetensors").read_bytes())
+    """state.pt's fingerprint shows that the config's dataset is what the run trained on."""
+    old = _before_the_record(trained_run, tmp_path / "old")
     code, out, _ = run(capsys, "evaluate", old, "--json")
     assert code == 0 and json.loads(out)["n"] == 26  # 10% of the 256 noise examples
+    code, _, _ = run(capsys, "encode", old, "--out", tmp_path / "z.npy")
+    assert code == 0 and np.load(tmp_path / "z.npy").shape == (26, 4)
+
+
+def test_a_python_run_from_before_the_record_is_refused_without_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """vaekit 0.2 recorded no data_source: a run trained from Python on images of the
+    config's dataset's shape silently evaluated that dataset. Its state.pt's fingerprint
+    is not the config's data's, so it is refused, asking for --data."""
+    x = torch.from_numpy(images(120))
+    trained = vaekit.Trainer(None, tiny_config(tmp_path / "py"), data=TensorDataset(x)).fit()
+    old = _before_the_record(trained.run_dir, tmp_path / "old")
+    for command in ("evaluate", "encode", "score"):
+        out = ("--out", tmp_path / f"{command}.npy") if command != "evaluate" else ()
+        code, _, err = run(capsys, command, old, *out)
+        assert_one_line_error(code, err, "other data than its config's", "--data")
+    np.save(tmp_path / "mine.npy", x.numpy())
+    code, out, _ = run(capsys, "evaluate", old, "--data", tmp_path / "mine.npy", "--json")
+    assert code == 0 and json.loads(out)["n"] == 12
+    # a model folder from before the record, without its state.pt, cannot tell either way
+    folder = _before_the_record(trained.run_dir, tmp_path / "folder", state=False)
+    code, _, err = run(capsys, "evaluate", folder)
+    assert_one_line_error(code, err, "does not record what data", "--data")
 
 
 def test_data_loaded_from_the_config_and_passed_in_stays_reloadable(tmp_path: Path) -> None:

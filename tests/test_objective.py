@@ -27,6 +27,10 @@ def _model(seed: int = 0, **kw: object) -> VAE:
     return VAE.from_config(cfg, (1, 28, 28))
 
 
+def _noise(seed: int = 0) -> objective.Noise:
+    return objective.Noise(torch.Generator().manual_seed(seed))
+
+
 def _x(n: int = 16, seed: int = 0) -> torch.Tensor:
     return torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
 
@@ -41,13 +45,31 @@ def _grads(model: torch.nn.Module, loss: torch.Tensor) -> dict[str, torch.Tensor
     return {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
 
 
+# -- the noise source --------------------------------------------------------------------------
+@pytest.mark.parametrize("dim", [0, 1])
+def test_ranks_keep_their_rows_of_the_global_batchs_noise(dim: int) -> None:
+    # DDP: each of 3 ranks draws the global batch's noise and keeps rows rank::3, so the
+    # ranks' rows interleave into exactly one process's draw (the same generator seed)
+    shape = (4, 5, 3) if dim == 1 else (5, 3)  # one rank's: (K, B, D) or (B, D)
+    cpu = torch.device("cpu")
+    ranks = [objective.Noise(torch.Generator().manual_seed(7), r, 3) for r in range(3)]
+    parts = [noise.eps(shape, dim, cpu) for noise in ranks]
+    full = list(shape)
+    full[dim] *= 3
+    whole = torch.randn(full, generator=torch.Generator().manual_seed(7))
+    for rank, part in enumerate(parts):
+        assert part is not None and part.shape == shape
+        assert torch.equal(part, whole.index_select(dim, torch.arange(rank, full[dim], 3)))
+    assert objective.Noise(torch.Generator()).eps(shape, dim, cpu) is None  # one process
+
+
 # -- KL warm-up -------------------------------------------------------------------------------
 def test_warmup_weights_the_kl_by_the_schedule_at_each_step() -> None:
     model, x = _model(), _x()
     cfg = LossConfig(beta=0.5, kl_warmup_steps=4)
     seen = []
     for step in (0, 1, 3, 10):
-        t = objective.compute(model, x, None, cfg, step, torch.Generator().manual_seed(0))
+        t = objective.compute(model, x, None, cfg, step, _noise())
         loss = float(t.loss.detach())
         seen.append(loss)
         weight = 0.5 * min(1.0, (step + 1) / 4)  # 0.125, 0.25, 0.5, 0.5
@@ -90,13 +112,9 @@ def test_free_bits_change_the_training_gradient_and_train(tmp_path: Path) -> Non
     model, x = _model(), _x()
     g = {}
     for bits in (0.0, 10.0):  # 10 nats per dimension: above every dimension's KL here
-        terms = objective.compute(
-            model, x, None, LossConfig(free_bits=bits), 0, torch.Generator().manual_seed(0)
-        )
+        terms = objective.compute(model, x, None, LossConfig(free_bits=bits), 0, _noise())
         g[bits] = _grads(model, terms.loss)
-    recon_only = objective.compute(
-        model, x, None, LossConfig(beta=0.0), 0, torch.Generator().manual_seed(0)
-    )
+    recon_only = objective.compute(model, x, None, LossConfig(beta=0.0), 0, _noise())
     g_recon = _grads(model, recon_only.loss)
     key = "logvar_head.weight"  # only the KL pulls the log-variances towards the prior's
     assert not torch.allclose(g[0.0][key], g_recon[key])
@@ -177,7 +195,7 @@ def test_perceptual_gradients_reach_the_decoder() -> None:
     grads = {}
     for weight in (0.0, 100.0):
         cfg = LossConfig(perceptual="lpips-vgg", perceptual_weight=weight)
-        terms = objective.compute(model, x, None, cfg, 0, torch.Generator().manual_seed(0), lpips)
+        terms = objective.compute(model, x, None, cfg, 0, _noise(), lpips)
         grads[weight] = _grads(model, terms.loss)
     head = "decoder.head.weight"
     difference = (grads[100.0][head] - grads[0.0][head]).abs().max()

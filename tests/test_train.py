@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import pickle
 from pathlib import Path
@@ -166,6 +167,17 @@ def test_resume_continues_to_more_epochs(tiny) -> None:
     assert [r["epoch"] for r in records] == [1, 2]
     with pytest.raises(ConfigError, match="already finished 2 epochs"):
         vaekit.train(cfg, resume=True)
+
+
+def test_a_fit_returns_the_resolved_config_and_leaves_the_given_one(tiny) -> None:
+    config = tiny("resolved")  # model.likelihood auto: the run resolves it
+    given = copy.deepcopy(config)
+    trainer = vaekit.Trainer(None, config)
+    result = trainer.fit()
+    assert trainer.config == config == given and config.model.likelihood == "auto"
+    assert result.model.run_config.model.likelihood == "bernoulli"  # noise in [0, 1]
+    saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())
+    assert saved["model"]["likelihood"] == "bernoulli"
 
 
 def test_dynamic_binarization_trains_on_binary_pixels(tiny, monkeypatch) -> None:

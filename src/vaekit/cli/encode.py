@@ -15,7 +15,10 @@ DATA_HELP = (
     ".parquet file, a folder of images, hf:OWNER/NAME), read with the run's data settings "
     "(default: the run's own data)"
 )
-SPLIT_HELP = "which examples: train, val, test or all (default: all of --data, else test)"
+SPLIT_HELP = (
+    "which examples: train, val, test or all (default: all of --data, else test); a source "
+    "too small to hold out a test split (one example) is read with all only"
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -73,15 +76,14 @@ def _common(p: argparse.ArgumentParser, example: str) -> None:
     p.add_argument("--seed", type=count(0, 2**63 - 1), default=0)
 
 
-def _model_and_data(run: str, data: str | None) -> tuple[Any, Any, str]:
+def _model_and_data(run: str, data: str | None, split: str | None) -> tuple[Any, Any, str]:
     """The model, its data (--data read with the run's data settings, else the run's own)
-    and the default split for it."""
-    from ..evaluation.rows import source_data
-    from ..loading import load
+    and the split asked for (default: all of --data, else the test split)."""
+    from ..loading import data_of, load
 
     model = load(run)  # a run, a model folder, hf://... or a diffusers AutoencoderKL
-    split = "test" if data is None else "all"
-    return model, source_data(model, data, progress=data is not None, source=run), split
+    split = split or ("test" if data is None else "all")
+    return model, data_of(model, data, split=split, progress=data is not None, source=run), split
 
 
 def _prepare(args: argparse.Namespace) -> tuple[Any, Any, str]:
@@ -96,8 +98,7 @@ def _prepare(args: argparse.Namespace) -> tuple[Any, Any, str]:
             f"--out {path}: an .npy file holds the posterior means only; write .npz, .parquet "
             "or .csv to keep --samples"
         )
-    model, data, split = _model_and_data(args.run, args.data)
-    return model, data, args.split or split
+    return _model_and_data(args.run, args.data, args.split)
 
 
 def cmd_encode(args: argparse.Namespace) -> int:

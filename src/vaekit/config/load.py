@@ -77,6 +77,9 @@ def coerce(key: str, value: Any, typ: Any) -> Any:
 def _check(key: str, value: Any, f: dataclasses.Field[Any]) -> None:
     meta = f.metadata
     values = value if isinstance(value, list) else [value]
+    twice = [v for i, v in enumerate(values) if v in values[:i]]
+    if meta.get("choices") and twice:  # a set of choices: crop,crop is a typo
+        raise ConfigError(f"config key '{key}' lists {twice[0]!r} twice; name each once")
     for v in values:
         if meta.get("choices") and v not in meta["choices"]:
             raise ConfigError(

@@ -12,7 +12,7 @@ on hostile input), files/ (.npz, .npy, .csv, .parquet, IDX, folders of images) a
 from ..arguments import checked
 from .core.arrays import from_arrays
 from .core.dataset import Dataset, batch_indices, epoch_permutation, to_float
-from .rows.torch_source import as_dataset, from_torch
+from .rows.read import as_dataset, from_torch
 from .sources import DATASET_NAMES, NAMED, fetch, load_data
 
 # the public functions check their arguments against their annotations on every call

@@ -265,7 +265,7 @@ def load_data(
     directory (a run's config.json may name any folder)."""
     name = cfg.name
     if name.startswith("hf:"):
-        from .rows.hf import load_hf  # the datasets library, only when asked for
+        from .rows.read import load_hf  # the datasets library, only when asked for
 
         data = load_hf(name, cfg, progress)
     elif name in NAMED:

@@ -3,9 +3,11 @@ example of a data source, and optionally K seeded draws z ~ q(z|x) each, compute
 of examples at a time and written as they come (io/records.py), so that memory holds one
 chunk of examples and of latents, whatever the size of the data.
 
-Examples are read in the user's units (uint8 images, float data, table rows) and brought
-to the model's scaling by `model.prepare`; the latents are the model's own (N(0, I) under
-the prior). A spatial latent keeps its shape (C, h, w) in arrays.
+K draws each are made and written batch_size / K examples at a time, so that the draws
+held at once follow the chunk, not K. Examples are read in the user's units (uint8 images,
+float data, table rows) and brought to the model's scaling by `model.prepare`; the latents
+are the model's own (N(0, I) under the prior). A spatial latent keeps its shape (C, h, w)
+in arrays.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from ..models.protocol import as_input
 from ..progress import bar as progress_bar
 from .evaluate import _check_counts, check_input
 from .likelihood import _example_noise
-from .rows import SPLITS, Rows, select, source_data
+from .rows import SPLITS, Rows, select
 
 MAX_SAMPLES = 10_000  # draws per example: far beyond what a downstream model needs
 
@@ -36,11 +38,13 @@ def rows_of(
 ) -> Rows:
     """The examples `data` stands for: an array or tensor of examples in the user's units
     (with labels `y`), a `vaekit.data.Dataset`, or a data source as `--data` names it (read
-    with the model's data settings: `rows.source_data`); of `split` (default all)."""
+    with the model's data settings: `loading.data_of`); of `split` (default all)."""
     if not isinstance(model, VAE):
         raise ConfigError(f"the model must be a vaekit.VAE, not {type(model).__name__}")
     if isinstance(data, str | Path):
-        data = source_data(model, str(data), progress=progress)
+        from ..loading import data_of
+
+        data = data_of(model, str(data), split=split or "all", progress=progress)
     if isinstance(data, Dataset):
         if y is not None:
             raise ConfigError("y is taken from the Dataset; pass y only with an array")
@@ -146,7 +150,8 @@ def encode(
         with records.Records(path, len(rows), rows.names(0, len(rows)), fields, npy="mu",
                              columns=columns) as written:  # fmt: skip
             for start, x, yb in chunks(rows, model, batch_size):
-                written.write(start, _posterior(model, x, yb, start, samples, seed))
+                for at, part in _posterior(model, x, yb, start, samples, seed, batch_size):
+                    written.write(at, part)
                 bar.update(len(x))
             return written.finish()
     finally:
@@ -180,25 +185,39 @@ def _shape_checked(x: torch.Tensor, model: VAE, source: str) -> torch.Tensor:
         raise DataError(f"{source}: {e}") from None
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def _posterior(
-    model: VAE, x: torch.Tensor, y: torch.Tensor | None, start: int, samples: int, seed: int
-) -> dict[str, np.ndarray]:
-    """mu, logvar (and z) of one chunk, starting at example `start`, as numpy arrays."""
+    model: VAE,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    start: int,
+    samples: int,
+    seed: int,
+    batch_size: int,
+) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """mu, logvar (and z) of one chunk, starting at example `start`, as numpy arrays: the
+    whole chunk, or with `samples` K, parts of batch_size / K examples (one at least), so
+    that the draws held at once number about batch_size, whatever K is."""
     mu, logvar = model.posterior(model.prepare(x), y)  # (B, D) each
     shape = model.latent_shape or (model.latent_dim,)
-    out = {
-        "mu": mu.cpu().numpy().reshape(len(x), *shape),
-        "logvar": logvar.cpu().numpy().reshape(len(x), *shape),
-    }
-    if samples:
-        d = model.latent_dim
+    means = mu.cpu().numpy().reshape(len(x), *shape)
+    logvars = logvar.cpu().numpy().reshape(len(x), *shape)
+    if not samples:
+        yield start, {"mu": means, "logvar": logvars}
+        return
+    std = torch.exp(0.5 * logvar)
+    step = max(1, batch_size // samples)
+    for i in range(0, len(x), step):
+        j = min(i + step, len(x))
         eps = torch.stack(
-            [_example_noise(start + i, samples, d, seed, mu.device) for i in range(len(x))]
-        )  # (B, K, D)
-        z = mu[:, None] + torch.exp(0.5 * logvar)[:, None] * eps
-        out["z"] = z.cpu().numpy().reshape(len(x), samples, *shape)
-    return out
+            [
+                _example_noise(start + e, samples, model.latent_dim, seed, mu.device)
+                for e in range(i, j)
+            ]
+        )  # (b, K, D): each example's draws seeded by its position alone
+        z = mu[i:j, None] + std[i:j, None] * eps
+        part = {"mu": means[i:j], "logvar": logvars[i:j]}
+        yield start + i, {**part, "z": z.cpu().numpy().reshape(j - i, samples, *shape)}
 
 
 def _labels(y: Any) -> torch.Tensor:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -55,24 +56,57 @@ def _mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
     return mean, float(values.std(unbiased=True) / math.sqrt(n)) if n > 1 else 0.0
 
 
+Part = tuple[str, Callable[[], dict[str, Any]]]  # a named part of the numbers, and its work
+
+
+@dataclass(frozen=True)
+class EvaluateOptions:
+    """What `evaluate` computes and how: its keyword arguments as one record."""
+
+    batch_size: int = 1000  # examples per forward pass
+    seed: int = 0  # of the z-samples (the importance samples take seed + 1)
+    iw_samples: int = 0  # K importance samples per example for log p(x); 0: none
+    progress: bool = False  # a progress bar over the importance samples
+    budget: int = DEFAULT_BUDGET  # values one importance-sampling pass may hold
+    precision: str = "fp32"  # of the importance sampling
+    image_metrics: bool = True  # mse, psnr, ssim of the reconstructions
+    latent_metrics: bool = True  # kl_per_dim and active_units
+    fid: str | torch.nn.Module | None = None  # FID of prior samples (see `metrics.fid`)
+    fid_samples: int = 10_000  # images FID and rFID compare, at most
+    fid_weights: str | None = None  # a local file of the FID network's weights
+    rfid: str | torch.nn.Module | None = None  # FID of the reconstructions, the same choices
+    lpips: str | Distance | None = None  # LPIPS of the reconstructions
+
+    def check(self, model: VAE) -> None:
+        """One-line errors for options out of range or metrics the model cannot take,
+        before any work."""
+        counts = {"batch_size": (self.batch_size, 1), "iw_samples": (self.iw_samples, 0)}
+        _check_counts(**counts, seed=(self.seed, 0))
+        if self.fid is not None or self.rfid is not None:
+            _check_counts(fid_samples=(self.fid_samples, 2))
+        for what, asked in (("FID", self.fid), ("rFID", self.rfid), ("LPIPS", self.lpips)):
+            if asked is not None and not (isinstance(asked, str) and asked == "none"):
+                perceptual_scores.check_images(model, what)  # tables have no images
+
+
 def evaluate(
     model: VAE,
     x: torch.Tensor | np.ndarray,
     y: torch.Tensor | None = None,
     *,
-    batch_size: int = 1000,
-    seed: int = 0,
-    iw_samples: int = 0,
-    progress: bool = False,
-    budget: int = DEFAULT_BUDGET,
-    precision: str = "fp32",
-    image_metrics: bool = True,
-    latent_metrics: bool = True,
-    fid: str | torch.nn.Module | None = None,
-    fid_samples: int = 10_000,
-    fid_weights: str | None = None,
-    rfid: str | torch.nn.Module | None = None,
-    lpips: str | Distance | None = None,
+    batch_size: int = EvaluateOptions.batch_size,
+    seed: int = EvaluateOptions.seed,
+    iw_samples: int = EvaluateOptions.iw_samples,
+    progress: bool = EvaluateOptions.progress,
+    budget: int = EvaluateOptions.budget,
+    precision: str = EvaluateOptions.precision,
+    image_metrics: bool = EvaluateOptions.image_metrics,
+    latent_metrics: bool = EvaluateOptions.latent_metrics,
+    fid: str | torch.nn.Module | None = EvaluateOptions.fid,
+    fid_samples: int = EvaluateOptions.fid_samples,
+    fid_weights: str | None = EvaluateOptions.fid_weights,
+    rfid: str | torch.nn.Module | None = EvaluateOptions.rfid,
+    lpips: str | Distance | None = EvaluateOptions.lpips,
 ) -> dict[str, Any]:
     """Test-set numbers, nats per example: the same ones `vaekit evaluate` prints.
 
@@ -85,48 +119,50 @@ def evaluate(
     `rfid`: FID of the reconstructions against the images, the same choices; both compare
     up to `fid_samples` images. `lpips`: LPIPS of the reconstructions, 'lpips-vgg',
     'lpips-alex' (weights downloaded on first use) or a distance (see
-    `perceptual.build_perceptual`). `seconds` is the wall time of each part.
+    `perceptual.build_perceptual`). `seconds` is the wall time of each part. The options
+    are `EvaluateOptions`' (`evaluate_with` takes them as one record).
     """
+    options = EvaluateOptions(
+        batch_size=batch_size, seed=seed, iw_samples=iw_samples, progress=progress,
+        budget=budget, precision=precision, image_metrics=image_metrics,
+        latent_metrics=latent_metrics, fid=fid, fid_samples=fid_samples,
+        fid_weights=fid_weights, rfid=rfid, lpips=lpips,
+    )  # fmt: skip
+    return evaluate_with(model, x, y, options)
+
+
+def evaluate_with(
+    model: VAE, x: torch.Tensor | np.ndarray, y: torch.Tensor | None, options: EvaluateOptions
+) -> dict[str, Any]:
+    """`evaluate` with its options as one record."""
     if not isinstance(model, VAE):
         raise ConfigError(f"evaluate takes a vaekit.VAE, not {type(model).__name__}")
-    _check_counts(batch_size=(batch_size, 1), iw_samples=(iw_samples, 0), seed=(seed, 0))
-    if fid is not None or rfid is not None:
-        _check_counts(fid_samples=(fid_samples, 2))
-    for what, asked in (("FID", fid), ("rFID", rfid), ("LPIPS", lpips)):
-        if asked is not None and not (isinstance(asked, str) and asked == "none"):
-            perceptual_scores.check_images(model, what)  # before any work: tables have none
+    options.check(model)
     was_training = model.training
     model.eval()
     try:
         xf = check_input(x, model)
-        fid_args = (fid_samples, seed, batch_size, fid_weights)
         # first the parts that need an extra or downloaded weights: a missing one fails at once
-        first = _quality_parts(model, xf, y, fid, rfid, lpips, fid_args)
-        parts: list[tuple[str, Callable[[], dict[str, Any]]]] = [
-            ("elbo", lambda: _elbo(model, xf, y, batch_size, seed))
-        ]
-        if iw_samples > 0:
-            parts.append(
-                (
-                    "log_px",
-                    lambda: _log_px(model, xf, y, iw_samples, seed, budget, precision, progress),
-                )
-            )
-        if image_metrics:
-            parts.append(
-                ("image_metrics", lambda: metrics.reconstruction_metrics(model, xf, y, batch_size))
-            )
-        if latent_metrics:
-            parts.append(("latent_metrics", lambda: _latents(model, xf, y, batch_size)))
-        return _timed(first, parts)
+        first = _quality_parts(model, xf, y, options)
+        return _timed(first, _parts(model, xf, y, options))
     finally:
         model.train(was_training)
 
 
-def _timed(
-    first: list[tuple[str, Callable[[], dict[str, Any]]]],
-    then: list[tuple[str, Callable[[], dict[str, Any]]]],
-) -> dict[str, Any]:
+def _parts(model: VAE, x: torch.Tensor, y: torch.Tensor | None, o: EvaluateOptions) -> list[Part]:
+    """The ELBO, and the log p(x), image and latent parts asked for."""
+    parts: list[Part] = [("elbo", partial(_elbo, model, x, y, o.batch_size, o.seed))]
+    if o.iw_samples > 0:
+        parts.append(("log_px", partial(_log_px, model, x, y, o)))
+    if o.image_metrics:
+        image = partial(metrics.reconstruction_metrics, model, x, y, o.batch_size)
+        parts.append(("image_metrics", image))
+    if o.latent_metrics:
+        parts.append(("latent_metrics", partial(_latents, model, x, y, o.batch_size)))
+    return parts
+
+
+def _timed(first: list[Part], then: list[Part]) -> dict[str, Any]:
     """Run `first`, then `then`, timing each part; the results in the order `then`, `first`."""
     seconds: dict[str, float] = {}
     results: dict[str, dict[str, Any]] = {}
@@ -142,30 +178,23 @@ def _timed(
 
 
 def _quality_parts(
-    model: VAE,
-    x: torch.Tensor,
-    y: torch.Tensor | None,
-    fid: str | torch.nn.Module | None,
-    rfid: str | torch.nn.Module | None,
-    lpips: str | Distance | None,
-    fid_args: tuple[int, int, int, str | None],
-) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
+    model: VAE, x: torch.Tensor, y: torch.Tensor | None, o: EvaluateOptions
+) -> list[Part]:
     """The FID, rFID and LPIPS parts asked for (LPIPS's network is built, and its weights
     downloaded, here)."""
-    batch_size = fid_args[2]
-    parts: list[tuple[str, Callable[[], dict[str, Any]]]] = []
-    if fid is not None:
-        parts.append(("fid", partial(_frechet, "fid", metrics.fid, model, x, y, fid, fid_args)))
-    if rfid is not None:
-        rfid_part = partial(_frechet, "rfid", perceptual_scores.rfid, model, x, y, rfid, fid_args)
-        parts.append(("rfid", rfid_part))
-    if lpips is not None and lpips != "none":
-        distance, name = perceptual_scores.lpips_network(lpips, model.device)
+    parts: list[Part] = []
+    if o.fid is not None:
+        parts.append(("fid", partial(_frechet, "fid", metrics.fid, model, x, y, o.fid, o)))
+    if o.rfid is not None:
+        rfid = partial(_frechet, "rfid", perceptual_scores.rfid, model, x, y, o.rfid, o)
+        parts.append(("rfid", rfid))
+    if o.lpips is not None and o.lpips != "none":
+        distance, name = perceptual_scores.lpips_network(o.lpips, model.device)
         parts.append(
             (
                 "lpips",
                 lambda: {
-                    "lpips": perceptual_scores.lpips(model, x, y, distance, batch_size),
+                    "lpips": perceptual_scores.lpips(model, x, y, distance, o.batch_size),
                     "lpips_net": name,
                 },
             )
@@ -208,17 +237,11 @@ def _elbo(
 
 
 def _log_px(
-    model: VAE,
-    x: torch.Tensor,
-    y: torch.Tensor | None,
-    k: int,
-    seed: int,
-    budget: int,
-    precision: str,
-    progress: bool,
+    model: VAE, x: torch.Tensor, y: torch.Tensor | None, o: EvaluateOptions
 ) -> dict[str, Any]:
+    k, precision = o.iw_samples, o.precision
     iw = importance_sampling(
-        model, x, k, y, seed=seed + 1, budget=budget, precision=precision, progress=progress
+        model, x, k, y, seed=o.seed + 1, budget=o.budget, precision=precision, progress=o.progress
     )
     stats: dict[str, Any] = {"iw_samples": k}
     stats["log_px"], stats["log_px_stderr"] = _mean_and_stderr(iw.log_px)
@@ -251,12 +274,18 @@ def _frechet(
     x: torch.Tensor,
     y: torch.Tensor | None,
     feature: str | torch.nn.Module,
-    fid_args: tuple[int, int, int, str | None],
+    o: EvaluateOptions,
 ) -> dict[str, Any]:
     """`key` ('fid': prior samples, or 'rfid': reconstructions, against x) and the feature
     network it used, from `distance` (metrics.fid or perceptual_scores.rfid)."""
-    n, seed, batch_size, weights = fid_args
     value = distance(
-        model, x, y, feature=feature, n=n, seed=seed, batch_size=batch_size, weights=weights
+        model,
+        x,
+        y,
+        feature=feature,
+        n=o.fid_samples,
+        seed=o.seed,
+        batch_size=o.batch_size,
+        weights=o.fid_weights,
     )
     return {key: value, f"{key}_features": _feature_name(feature)}

@@ -10,9 +10,9 @@ diffusers' training scripts), and their variance includes the posterior's own. H
 are drawn with a seeded generator, on up to MOST_IMAGES evenly spaced training images
 (bounded time and memory on a large set), BATCH at a time, the sums kept in float64.
 
-The images are the run's own training images, reloaded from its recorded data options;
-a run whose data cannot be reloaded as they were (passed from Python, changed or gone
-since; the fingerprint in state.pt tells) is refused in one line that asks for the factor.
+The images are the run's own training images, reloaded as every command reloads a run's
+data (loading.own_data); a run whose data cannot be reloaded as they were (passed from
+Python, changed or gone since) is refused in one line that asks for the factor.
 """
 
 from __future__ import annotations
@@ -23,10 +23,8 @@ from typing import Any
 
 import torch
 
-from ..data import load_data
 from ..data.core.dataset import evenly_spaced, to_float
 from ..errors import ConfigError, VaekitError
-from ..io.checkpoint import STATE_FILE
 
 MOST_IMAGES = 128  # training images the factor is measured on, evenly spaced
 BATCH = 16  # images encoded at a time
@@ -63,38 +61,21 @@ def scaling_factor(model: Any, x: torch.Tensor, seed: int = 0) -> tuple[float, i
 
 def training_images(model: Any, run: str | Path) -> torch.Tensor:
     """The training images (N, C, H, W, as stored) of the run `run` that trained `model`,
-    reloaded from its data options, or one line asking for the factor instead."""
-    why = "it records no training configuration"
-    cfg = getattr(model, "run_config", None)
-    if cfg is not None:
-        try:
-            data = load_data(cfg.data, seed=cfg.train.seed, progress=False)
-            why = _differs(data, model, Path(run))
-        except VaekitError as e:
-            why = f"data.name {cfg.data.name!r}: {e}"
-    if why:
+    reloaded as every command reloads a run's data (`loading.own_data`), or one line
+    asking for the factor instead."""
+    from ..loading import carved, own_data
+
+    try:
+        data = carved(own_data(model, str(run), ask=ASK))
+    except VaekitError as e:
         raise ConfigError(
-            f"the scaling factor is measured on the run's training images, and those of "
-            f"{run} cannot be reloaded ({why}); {ASK}"
+            f"the scaling factor is measured on the run's training images, which cannot be "
+            f"reloaded here: {e}"
+        ) from None
+    if data.shape != tuple(model.input_shape):
+        raise ConfigError(
+            f"the scaling factor is measured on the run's training images, and data.name "
+            f"{data.name!r} now gives images of shape {data.shape}, where the model reads "
+            f"{tuple(model.input_shape)}: {ASK}"
         )
     return data.x_train
-
-
-def _differs(data: Any, model: Any, run: Path) -> str:
-    """Why the reloaded `data` are not the images the run trained on ('' when they are)."""
-    name = f"data.name {model.run_config.data.name!r}"
-    if data.shape != tuple(model.input_shape):
-        return f"{name} now gives images of shape {data.shape}, the model reads {model.input_shape}"
-    state = run / STATE_FILE
-    if not state.is_file():  # a model folder without its training state: cannot be told
-        return ""
-    try:  # memory-mapped: only the fingerprint is read, not the weights
-        recorded = torch.load(state, map_location="cpu", weights_only=True, mmap=True)["data"]
-    except Exception as e:  # a damaged file; KeyError: saved without the record
-        return f"{STATE_FILE} cannot be read ({type(e).__name__})"
-    if recorded is not None and recorded != data.fingerprint():
-        return (
-            f"{name} now gives other images than it was trained on: data passed from "
-            "Python, or changed since"
-        )
-    return ""

@@ -21,12 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import DataConfig
-from ..data import Dataset, load_data
+from ..data import Dataset
 from ..data.core.dataset import split_indices
 from ..data.core.validation import validation_rows
 from ..errors import ConfigError, DataError
-from ..loading import check_columns, own_data_config
 
 SPLITS = ("train", "val", "test", "all")
 
@@ -143,7 +141,7 @@ Split = tuple[Any, torch.Tensor | None, np.ndarray, np.ndarray]  # x, y, positio
 def _splits(data: Dataset) -> dict[str, Split]:
     """Each split's rows (x, y), the positions of its examples in them, and their ids (see
     the module docstring). A validation set still to carve (info["carve"], set by
-    `source_data`) is carved here by position: no row is read or copied."""
+    `loading.data_of`) is carved here by position: no row is read or copied."""
     n_train, n_test = len(data.x_train), len(data.x_test)
     n_val = 0 if data.x_val is None else len(data.x_val)
     validation, carve = data.info.get("validation"), data.info.get("carve")
@@ -176,50 +174,3 @@ def _splits(data: Dataset) -> dict[str, Split]:
         if len(ids) != len(positions) or len(positions) > len(x):  # a record that lies
             raise RuntimeError(f"{data.name}: {len(ids)} ids for {len(x)} {name} examples")
     return out
-
-
-def source_data(
-    model: Any, name: str | None = None, progress: bool = False, source: str = "the model"
-) -> Dataset:
-    """The data source `name` (anything `--data` takes; None: the run's own data, with its
-    limits, or the one-line refusal where it cannot be reloaded: data passed from Python, a
-    model without a training configuration), read with the settings the model was trained
-    with (its test fraction, split and validation seeds; no limit_train / limit_test),
-    images decoded to the model's channels and size. The validation set is not carved from
-    the training rows, which would copy them into memory, but recorded in info["carve"] for
-    `select`. `source` names the model in the refusal."""
-    if name is None:
-        own = own_data_config(model, source)
-        cfg = dataclasses.replace(own, val_fraction=0.0)
-        data = load_data(cfg, seed=model.training_config().train.seed, progress=progress)
-        return _with_carve(data, own)
-    if not name.strip():  # "" would be read as the current directory, a folder
-        raise ConfigError(
-            "the data source is empty; name a dataset (mnist, fashion-mnist, noise), an "
-            ".npz, .npy, .csv or .parquet file, a folder of images or hf:OWNER/NAME"
-        )
-    run_config = getattr(model, "run_config", None)
-    cfg, seed = (
-        (DataConfig(), 0) if run_config is None else (run_config.data, run_config.train.seed)
-    )
-    c, h, w = model.input_shape
-    images = {"channels": c} if c in (1, 3) and h == w > 1 else {}
-    if images:
-        images["image_size"] = h
-    full = dataclasses.replace(cfg, name=name, limit_train=0, limit_test=0, **images)
-    data = load_data(
-        dataclasses.replace(full, val_fraction=0.0), seed=seed, progress=progress, own_folder=True
-    )  # the user's own --data: its cache may go beside it
-    check_columns(model, data)
-    return _with_carve(data, full)
-
-
-def _with_carve(data: Dataset, cfg: DataConfig) -> Dataset:
-    """`data` (loaded without a validation carve) with the carve it would have had."""
-    if data.x_val is not None or cfg.val_fraction <= 0:
-        return data
-    n = len(data.x_train)
-    if n - max(1, int(round(n * cfg.val_fraction))) < 1:
-        return data  # too few to carve: the source is used as train and test
-    record = {"fraction": cfg.val_fraction, "seed": cfg.split_seed}
-    return dataclasses.replace(data, info={**data.info, "carve": record})

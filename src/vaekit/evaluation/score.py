@@ -92,7 +92,7 @@ def _scores(
     try:
         for start, x, y in chunks(rows, model, batch_size):
             s = slice(start, start + len(x))
-            with torch.no_grad():
+            with torch.inference_mode():  # no autograd records, no version counters
                 terms, _ = model.elbo_terms(model.prepare(x), y, generator=g)
             values["nelbo"][s] = terms.nelbo.double().cpu().numpy()
             values["recon"][s] = terms.recon.double().cpu().numpy()

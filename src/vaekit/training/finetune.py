@@ -9,6 +9,7 @@ import sys
 from torch import nn
 
 from ..config import Config
+from ..errors import ConfigError
 from ..models import VAE
 
 # Stable Diffusion's VAE fine-tunes (ft-EMA, ft-MSE) ran on batches of 192 (16 A100s x 12,
@@ -28,6 +29,20 @@ def encoder_side(model: VAE) -> list[nn.Module]:
     if model.conditional:
         parts.append(model.label_embedding)
     return parts
+
+
+def check_frozen_start(config: Config, model_given: bool, resuming: bool) -> None:
+    """train.freeze_encoder keeps the starting model's encoder: one that vaekit would build
+    with random weights (no model.init, no model passed in) is refused. A frozen random
+    encoder trains a decoder on random features, which nobody asks for by this switch;
+    that experiment stays open to a model passed in. A resume rebuilds the model it saved."""
+    if not config.train.freeze_encoder or model_given or resuming or config.model.init:
+        return
+    raise ConfigError(
+        "train.freeze_encoder trains the decoder of a pretrained model, but this model starts "
+        "from random weights: set model.init diffusers:PATH_OR_REPO, or pass the pretrained "
+        "model to vaekit.Trainer(model, config)"
+    )
 
 
 def freeze_encoder(model: VAE) -> None:

@@ -37,24 +37,31 @@ class StepTerms:
     adversarial_weight: torch.Tensor | None = None
 
 
-def shard_noise(
-    shape: tuple[int, ...],
-    dim: int,
-    shard: tuple[int, int],
-    generator: torch.Generator | None,
-    device: torch.device,
-) -> torch.Tensor:
-    """Rows rank::world (along `dim`) of N(0, I) noise drawn for the whole global batch.
+@dataclass(frozen=True)
+class Noise:
+    """A run's source of the reparameterization noise eps ~ N(0, I): its generator and,
+    under DDP, this process's place among the ranks (`rank` of `world`).
 
-    Every DDP rank draws the same numbers and keeps its own rows, so a sharded step sees
-    exactly the noise one process would see for the same examples (and the ranks'
-    generators stay in step).
+    With one process the model draws eps from `generator` itself. Under DDP every rank
+    draws the noise of the whole global batch and keeps its own rows (rank::world), so a
+    sharded step sees exactly the noise one process would see for the same examples (and
+    the ranks' generators stay in step).
     """
-    rank, world = shard
-    full = list(shape)
-    full[dim] *= world
-    eps = torch.randn(full, generator=generator, device=device, dtype=torch.float32)
-    return eps[(slice(None),) * dim + (slice(rank, None, world),)]  # eps[..., rank::world, ...]
+
+    generator: torch.Generator | None = None
+    rank: int = 0
+    world: int = 1
+
+    def eps(self, shape: tuple[int, ...], dim: int, device: torch.device) -> torch.Tensor | None:
+        """This rank's rows (along `dim`) of the global batch's noise, `shape` being this
+        rank's; None with one process (the model then draws from `generator`)."""
+        if self.world == 1:
+            return None
+        full = list(shape)
+        full[dim] *= self.world
+        eps = torch.randn(full, generator=self.generator, device=device, dtype=torch.float32)
+        rows = slice(self.rank, None, self.world)
+        return eps[(slice(None),) * dim + (rows,)]  # eps[..., rank::world, ...]
 
 
 def compute(
@@ -63,25 +70,25 @@ def compute(
     y: torch.Tensor | None,
     cfg: LossConfig,
     step: int,
-    generator: torch.Generator | None = None,
+    noise: Noise | None = None,
     perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     *,
-    shard: tuple[int, int] | None = None,
     discriminator: nn.Module | None = None,
 ) -> StepTerms:
-    """The loss of one batch x (B, C, H, W) in [0, 1]: summed over dimensions, batch-averaged.
+    """The loss of one batch x (B, C, H, W) in [0, 1] at global step `step`: summed over
+    dimensions, batch-averaged.
 
-    `shard` = (rank, world): x holds rows rank::world of a global batch (DDP); the noise
-    is then drawn for the global batch (see `shard_noise`). `discriminator`: the
-    adversarial term's, used from step `cfg.adversarial_start` on (see the module's doc).
+    `noise`: where eps comes from (None: torch's global generator); under DDP x holds rows
+    rank::world of a global batch and the noise is drawn for the global batch (see
+    `Noise`). `discriminator`: the adversarial term's, used from step
+    `cfg.adversarial_start` on (see the module's doc).
     """
-    if shard is not None and shard[1] == 1:
-        shard = None  # one process: the plain noise
+    noise = noise if noise is not None else Noise()
     b, d = x.shape[0], model.latent_dim
     if cfg.iw_samples > 1:
         k = cfg.iw_samples
-        eps = shard_noise((k, b, d), 1, shard, generator, x.device) if shard else None
-        log_w = model.log_importance_weights(x, k, y, generator, eps)  # (K, B)
+        eps = noise.eps((k, b, d), 1, x.device)
+        log_w = model.log_importance_weights(x, k, y, noise.generator, eps)  # (K, B)
         loss = -losses.iw_bound(log_w).mean()
         nelbo = -log_w.mean()
         return StepTerms(
@@ -90,8 +97,7 @@ def compute(
             torch.full_like(nelbo, float("nan")),
             torch.full_like(nelbo, float("nan")),
         )
-    eps = shard_noise((b, d), 0, shard, generator, x.device) if shard else None
-    out = model(x, y, generator, eps)
+    out = model(x, y, noise.generator, noise.eps((b, d), 0, x.device))
     terms, kl_per_dim = model.elbo_terms(x, y, out=out)
     recon, kl = terms.recon.mean(), terms.kl.mean()
     kl_term = losses.free_bits_kl(kl_per_dim, cfg.free_bits) if cfg.free_bits > 0 else kl
@@ -169,28 +175,24 @@ def adaptive_weight(nll: torch.Tensor, g_loss: torch.Tensor, layer: torch.Tensor
 
 class Objective(nn.Module):
     """`compute` as a module, so that DistributedDataParallel wraps the whole forward pass
-    (its gradient hooks need the forward to go through the wrapper)."""
+    (its gradient hooks need the forward to go through the wrapper): a batch and its
+    global step are all a call needs; the noise source, the perceptual distance and the
+    discriminator are the objective's own."""
 
     def __init__(
         self,
         model: VAE,
         cfg: LossConfig,
+        noise: Noise,
         perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         discriminator: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        self.model, self.cfg = model, cfg
+        self.model, self.cfg, self.noise = model, cfg, noise
         self._perceptual = [perceptual]  # a list: frozen, so not a submodule DDP would sync
         self._discriminator = [discriminator]  # updated by training/adversary.py, not here
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        y: torch.Tensor | None,
-        step: int,
-        generator: torch.Generator | None = None,
-        shard: tuple[int, int] | None = None,
-    ) -> StepTerms:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None, step: int) -> StepTerms:
         # `compute` is looked up at call time, so a patched objective.compute is honoured
         return compute(
             self.model,
@@ -198,8 +200,7 @@ class Objective(nn.Module):
             y,
             self.cfg,
             step,
-            generator,
+            self.noise,
             self._perceptual[0],
-            shard=shard,
             discriminator=self._discriminator[0],
         )

@@ -34,6 +34,19 @@ from .objective import StepTerms
 from .optim import WeightAverage, grad_norm, make_optimizer, make_schedule
 from .precision import autocast
 
+# A step's record (what `Step.__call__` returns, left on the device; steplog.py reads it):
+# one value per column, in this order. The adversarial columns are there only with an
+# adversary: the generator term g_loss, its weight and the discriminator's hinge loss
+# (means over the step's batches), 1.0 where the term was on and 1.0 where the
+# discriminator's update was skipped. "skipped" is 1.0 where the VAE's update was.
+ADVERSARIAL = ("adv_loss", "adv_weight", "disc_loss", "adv_on", "disc_skipped")
+RECORD = ("loss", "nelbo", "recon", "kl", "grad_norm", *ADVERSARIAL, "skipped")
+
+
+def record_columns(adversarial: bool) -> tuple[str, ...]:
+    """The names of a step record's columns, in order, with or without an adversary."""
+    return RECORD if adversarial else tuple(c for c in RECORD if c not in ADVERSARIAL)
+
 
 def optimizer_steps(batches: int, accumulate: int) -> int:
     """Optimizer steps in an epoch of `batches` batches: one per `accumulate`, and one
@@ -96,14 +109,11 @@ class Step:
         x: torch.Tensor,
         y: torch.Tensor | None,
         step: int,
-        generator: torch.Generator,
-        shard: tuple[int, int] | None,
         part: tuple[int, int] = (0, 1),
     ) -> torch.Tensor | None:
         """Batch x (B, C, H, W), the i-th of the n batches of optimizer step `step` (`part`
-        = (i, n)). At the last, the step's record on the device: loss, -ELBO,
-        reconstruction, KL (means over the n batches), gradient norm, [with an adversary:
-        the columns of `_adversary_apply`,] and 1.0 where the update was skipped; else None."""
+        = (i, n)). At the last, the step's record on the device (the columns of
+        `record_columns`; losses are means over the n batches); else None."""
         assert self.objective is not None, "attach() the objective first"
         i, n = part
         last = i == n - 1
@@ -111,7 +121,7 @@ class Step:
             self.optimizer.zero_grad(set_to_none=True)
             self._parts = []
         with self._no_sync(last), autocast(self.device, self.precision):
-            terms = self.objective(x, y, step, generator, shard)
+            terms = self.objective(x, y, step)
         with self._no_sync(last):
             loss = terms.loss if n == 1 else terms.loss / n  # n batch means: their mean
             self.scaler.scale(loss).backward()
@@ -164,10 +174,8 @@ class Step:
         self._adversarial.append(torch.stack([terms.adversarial, terms.adversarial_weight, d_loss]))
 
     def _adversary_apply(self) -> list[torch.Tensor]:
-        """The discriminator's update where the term is on. Its record columns: the
-        generator term g_loss, its weight, the discriminator's hinge loss (means over the
-        step's batches), 1.0 where the term was on, 1.0 where the discriminator's update
-        was skipped (non-finite)."""
+        """The discriminator's update where the term is on; the record's ADVERSARIAL
+        columns (a non-finite discriminator loss skips its update)."""
         assert self.adversary is not None
         parts, self._adversarial = self._adversarial, []
         if not parts:

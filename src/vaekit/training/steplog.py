@@ -15,12 +15,12 @@ from ..progress import bar as progress_bar
 from ..wording import option
 from .distributed import Dist
 from .state import TrainState
+from .step import record_columns
 
 SYNC_EVERY = 25  # steps between reads of the step records
-COLUMNS = ("nelbo", "recon", "kl", "grad_norm")  # the record's columns 1-4, averaged
-# with the adversarial term, columns 5-9 (step.Step._adversary_step): the first three averaged
-# over the steps whose discriminator update was applied, the skipped ones counted
-ADVERSARIAL = ("adv_loss", "adv_weight", "disc_loss")
+AVERAGED = ("nelbo", "recon", "kl", "grad_norm")  # over the steps whose update was applied
+# with the adversarial term: over the steps whose discriminator update was applied
+ADVERSARIAL_AVERAGED = ("adv_loss", "adv_weight", "disc_loss")
 
 
 class StepLog:
@@ -45,10 +45,11 @@ class StepLog:
         self.take_back = take_back
         self.pending: list[torch.Tensor] = []
         self.batches = 0  # the batches of the pending records (the bar counts batches)
-        self.sums = [0.0] * len(COLUMNS)
+        self.columns = record_columns(adversarial)
+        self.sums = dict.fromkeys(AVERAGED, 0.0)
         self.applied = 0  # updates applied this epoch
         self.adversarial = adversarial
-        self.adv_sums = [0.0] * len(ADVERSARIAL)
+        self.adv_sums = dict.fromkeys(ADVERSARIAL_AVERAGED, 0.0)
         self.disc_applied = self.disc_skipped = 0  # the discriminator's updates this epoch
         self.first = state.step_in_epoch  # a resumed epoch starts part-way
         self.started = time.perf_counter()
@@ -75,12 +76,14 @@ class StepLog:
         rows = self.dist.mean_(torch.stack(self.pending).double()).tolist()  # global means
         self.pending.clear()
         skipped = 0
-        for i, (_loss, *values, bad) in enumerate(rows):
+        for i, row in enumerate(rows):
+            record = dict(zip(self.columns, row, strict=True))
             if self.adversarial:
-                values = self._add_adversarial(values)
-            if not bad:
+                self._add_adversarial(record)
+            if not record["skipped"]:
                 self.state.consecutive_skips = 0
-                self.sums = [s + v for s, v in zip(self.sums, values, strict=True)]
+                for name in AVERAGED:
+                    self.sums[name] += record[name]
                 self.applied += 1
                 continue
             skipped += 1  # never written into the weights
@@ -99,19 +102,17 @@ class StepLog:
         self.batches = 0
         if not self.bar.disable:
             rate = (self.bar.n - self.first) * self.batch_size / self.seconds()
-            self.bar.set_postfix(loss=f"{rows[-1][0]:.2f}", samples_s=f"{rate:,.0f}", refresh=False)
+            loss = f"{record['loss']:.2f}"  # the last step's
+            self.bar.set_postfix(loss=loss, samples_s=f"{rate:,.0f}", refresh=False)
 
-    def _add_adversarial(self, values: list[float]) -> list[float]:
-        """Count one record's adversarial columns; its other columns."""
-        *values, g_loss, weight, d_loss, on, d_skipped = values
-        if on and d_skipped:
+    def _add_adversarial(self, record: dict[str, float]) -> None:
+        """Count one record's adversarial columns."""
+        if record["adv_on"] and record["disc_skipped"]:
             self.disc_skipped += 1
-        elif on:
+        elif record["adv_on"]:
             self.disc_applied += 1
-            self.adv_sums = [
-                s + v for s, v in zip(self.adv_sums, (g_loss, weight, d_loss), strict=True)
-            ]
-        return values
+            for name in ADVERSARIAL_AVERAGED:
+                self.adv_sums[name] += record[name]
 
     def seconds(self) -> float:
         return max(time.perf_counter() - self.started, 1e-9)
@@ -126,10 +127,10 @@ class StepLog:
             "seconds": seconds,
             "samples_per_s": (self.state.step_in_epoch - self.first) * self.batch_size / seconds,
         }
-        for name, total in zip(COLUMNS, self.sums, strict=True):
+        for name, total in self.sums.items():
             record[f"train_{name}"] = total / done if done else float("nan")
         if self.adversarial:  # NaN in epochs before loss.adversarial_start
-            for name, total in zip(ADVERSARIAL, self.adv_sums, strict=True):
+            for name, total in self.adv_sums.items():
                 n = self.disc_applied
                 record[f"train_{name}"] = total / n if n else float("nan")
             record["disc_skipped_updates"] = self.disc_skipped

@@ -10,7 +10,6 @@ shape and dtype, and what is accepted.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -180,31 +179,3 @@ def _numpy(a: Any, name: str) -> np.ndarray:
     if isinstance(a, np.ndarray):
         return a
     raise DataError(f"{name} must be a numpy array or a tensor; got {type(a).__name__}")
-
-
-def row_dtype(example: np.ndarray) -> np.dtype:
-    """The dtype of a row source's rows (a torch or Hugging Face dataset), decided once from
-    its first example: float32 for floats (never float16: every later row must fit it too),
-    else uint8 (uint8, bool and integers in 0..255, as in `as_examples`)."""
-    return np.dtype(np.float32) if example.dtype.kind == "f" else np.dtype(np.uint8)
-
-
-def as_rows(batch: np.ndarray, dtype: np.dtype, source: str, at: Sequence[int]) -> np.ndarray:
-    """Examples stacked (B, ...) as rows (B, C, H, W) of `dtype` (`row_dtype`), checked by
-    `as_examples`; `at` names each example (its index in the source) in a message. Float
-    rows are float32 as they come (never rounded), and an example that is not finite in
-    float32 is refused by its index."""
-    layout = "nchw" if batch.ndim == 4 and batch.shape[1] <= 4 else "auto"
-    what = f"{source} (examples of shape {batch.shape[1:]})"
-    if dtype == np.uint8:
-        return as_examples(batch, what, layout)
-    with np.errstate(over="ignore"):  # float64 beyond float32's range: inf, refused below
-        batch = batch.astype(np.float32, copy=False)
-    finite = np.isfinite(batch.reshape(len(batch), -1)).all(axis=1)
-    if not finite.all():
-        index = at[int(np.argmin(finite))]
-        raise DataError(
-            f"{source}[{index}] holds NaN or infinite values (or values beyond float32's "
-            "range); every value must be a finite number"
-        )
-    return as_examples(batch, what, layout, floats=np.dtype(np.float32))

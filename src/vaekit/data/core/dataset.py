@@ -179,13 +179,23 @@ def as_labels(array: np.ndarray, n: int, source: str) -> np.ndarray:
     return array.astype(np.int64)
 
 
+class TooFewToSplit(DataError):
+    """`n` examples cannot be split with a test fraction above 0: a side would be empty."""
+
+    def __init__(self, message: str, n: int = 0) -> None:
+        super().__init__(message)
+        self.n = n
+
+
 def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Sorted train and test row indices holding out `fraction` of n, by a seeded permutation."""
+    """Sorted train and test row indices holding out `fraction` of n, by a seeded
+    permutation; fraction 0 holds out none (every example is a training example)."""
     n_test = int(round(n * fraction))
-    if n_test < 1 or n - n_test < 1:
-        raise DataError(
+    if (fraction > 0 and n_test < 1) or n - n_test < 1:
+        raise TooFewToSplit(
             f"cannot split {n} examples with test_fraction={fraction}: both sides "
-            "need at least one example"
+            "need at least one example",
+            n,
         )
     perm = np.random.default_rng(seed).permutation(n)
     info = {
@@ -230,3 +240,9 @@ def batch_indices(
     n = perm.numel()
     stop = (n // batch_size) * batch_size if drop_last and n >= batch_size else n
     return [perm[i : i + batch_size] for i in range(0, stop, batch_size)]
+
+
+def num_batches(n: int, batch_size: int) -> int:
+    """len(batch_indices(...)) of n rows, without building them: whole batches only, or
+    one short batch when there are fewer rows than a batch."""
+    return n // batch_size if n >= batch_size else min(n, 1)

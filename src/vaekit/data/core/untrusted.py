@@ -38,12 +38,28 @@ _KINDS = {
     stat.S_IFBLK: "a block device",
 }
 
+# bytes per example that vaekit's bookkeeping takes before any row is read: the seeded
+# permutation, the sorted train and test indices, the labels and the streaming index
+INDEX_BYTES = 40
+
 
 def memory_limit() -> int:
     """The most bytes one dataset's arrays may take: MEMORY_FRACTION of the smaller of
     physical memory and RLIMIT_AS, at least MEMORY_FLOOR."""
     known = [m for m in (physical_memory(), address_space_limit()) if m is not None]
     return max(MEMORY_FLOOR, int(min(known) * MEMORY_FRACTION))
+
+
+def check_index_memory(name: str, n: int) -> None:
+    """Refuse a source of `n` examples whose indices alone (INDEX_BYTES each) would pass
+    the memory limit, before any index is built (a __len__ of 10**9 asks for 40 GB)."""
+    needed, limit = n * INDEX_BYTES, memory_limit()
+    if needed > limit:
+        raise DataError(
+            f"{name} has {n:,} examples: indexing them would need about "
+            f"{human_bytes(needed)} of memory, over the limit of {human_bytes(limit)}; give "
+            f"at most {limit // INDEX_BYTES:,} (torch.utils.data.Subset takes a part)"
+        )
 
 
 def over_limit(what: str, needed: int, limit: int) -> DataError:

@@ -1,5 +1,9 @@
-"""A vaekit `Dataset` from row sources (a torch or Hugging Face dataset): the split, the
-limits and the choice between reading the rows into memory and streaming them.
+"""The one protocol of row sources, and a vaekit `Dataset` assembled from them: a torch
+Dataset, a Hugging Face dataset, or rows read from an iterable of either, each seen as a
+`Source` (n examples of one split, read by index as rows and labels, its layout and
+kind of values read once from its first example: `Source.first`), then the split, the
+limits and the choice between reading the rows into memory and streaming them (read.py
+is the one path here, for torch and Hugging Face alike).
 
 Everything is decided by index first (the seeded train/test split of `split_indices`,
 `data.limit_train` / `limit_test`), so that only the rows a run uses are ever read. Then
@@ -7,22 +11,24 @@ Everything is decided by index first (the seeded train/test split of `split_indi
 while training), 'true' keeps them where they are (`LazyRows`: each batch is read when
 the trainer asks for it, in the same seeded order), and 'auto' streams when the rows
 would take more than half of the memory one dataset may take (`memory_limit`). Rows are
-uint8 or float32 as the source's first example decided (`arrays.row_dtype`), in memory
+uint8 or float32 as the source's first example decided (`examples.row_dtype`), in memory
 and streamed alike.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
+from ...config import DataConfig
 from ...errors import DataError
 from ...limits import human_bytes
 from ..core.dataset import Dataset, as_labels, split_indices
 from ..core.streaming import CHUNK_ROWS, LazyRows
-from ..core.untrusted import memory_limit
+from ..core.untrusted import check_index_memory, memory_limit
+from .examples import Layout, first_example
 
 STREAM_CHOICES = ("auto", "true", "false")
 
@@ -34,10 +40,19 @@ class Source:
     name: str  # for messages
     n: int
     row_shape: tuple[int, int, int]
-    dtype: np.dtype  # of the rows: arrays.row_dtype of the first example
+    first_shape: tuple[int, ...]  # the first example's image array, as its source gives it
+    dtype: np.dtype  # of the rows: examples.row_dtype of the first example
     labelled: bool
     class_names: list[str]
     kind: str  # 'torch', 'hf', 'memory'
+
+    def first(self, example: Any, cfg: DataConfig) -> Layout:
+        """Read the layout of the examples and the rows' shape and kind from the first
+        example, once (`examples.first_example`), and return the layout."""
+        first = first_example(example, cfg.column, cfg.label_column, self.name)
+        self.first_shape, self.dtype, self.row_shape = first.shape, first.dtype, first.row_shape
+        self.labelled = first.layout.label is not None
+        return first.layout
 
     def read(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         raise NotImplementedError
@@ -57,44 +72,9 @@ class Source:
         return out
 
 
-@dataclass(frozen=True)
-class Options:
-    """The data.* options a source is assembled with (see config/options.py)."""
-
-    stream: str = "auto"
-    test_fraction: float = 0.1
-    split_seed: int = 0
-    limit_train: int = 0
-    limit_test: int = 0
-
-
-# bytes per example that vaekit's bookkeeping takes before any row is read: the seeded
-# permutation, the sorted train and test indices, the labels and the streaming index
-INDEX_BYTES = 40
-
-
-def check_index_memory(name: str, n: int) -> None:
-    """Refuse a source of `n` examples whose indices alone (INDEX_BYTES each) would pass
-    the memory limit, before any index is built (a __len__ of 10**9 asks for 40 GB)."""
-    needed, limit = n * INDEX_BYTES, memory_limit()
-    if needed > limit:
-        raise DataError(
-            f"{name} has {n:,} examples: indexing them would need about "
-            f"{human_bytes(needed)} of memory, over the limit of {human_bytes(limit)}; give "
-            f"at most {limit // INDEX_BYTES:,} (torch.utils.data.Subset takes a part)"
-        )
-
-
-def stream_choice(value: object) -> str:
-    """data.stream as 'auto', 'true' or 'false' (Python callers may pass a bool)."""
-    text = {True: "true", False: "false"}.get(value, value) if isinstance(value, bool) else value
-    if text not in STREAM_CHOICES:
-        raise DataError(f"stream must be 'auto', 'true' or 'false' (or a bool), not {value!r}")
-    return str(text)
-
-
-def assemble(name: str, train: Source, test: Source | None, options: Options) -> Dataset:
-    """The Dataset of `train` (and `test`, else a held-out fraction of train)."""
+def assemble(name: str, train: Source, test: Source | None, cfg: DataConfig) -> Dataset:
+    """The Dataset of `train` (and `test`, else a held-out fraction of train), split and
+    limited as data.* says."""
     check_index_memory(name, train.n + (0 if test is None else test.n))
     if test is not None and test.row_shape != train.row_shape:
         raise DataError(
@@ -114,19 +94,17 @@ def assemble(name: str, train: Source, test: Source | None, options: Options) ->
         )
     info: dict[str, object] = {"source": train.kind}
     if test is None:
-        train_idx, test_idx, split_info = split_indices(
-            train.n, options.test_fraction, options.split_seed
-        )
+        train_idx, test_idx, split_info = split_indices(train.n, cfg.test_fraction, cfg.split_seed)
         info.update(split_info)
         test_source = train
     else:
         train_idx, test_idx, test_source = np.arange(train.n), np.arange(test.n), test
-    if options.limit_train:
-        train_idx = train_idx[: options.limit_train]
-    if options.limit_test:
-        test_idx = test_idx[: options.limit_test]
+    if cfg.limit_train:
+        train_idx = train_idx[: cfg.limit_train]
+    if cfg.limit_test:
+        test_idx = test_idx[: cfg.limit_test]
     rows = len(train_idx) + len(test_idx)
-    streamed = _streams(name, train.row_shape, train.dtype, rows, options.stream)
+    streamed = _streams(name, train.row_shape, train.dtype, rows, stream_choice(cfg.stream))
     info["streamed"] = streamed
     read = _view if streamed else _read_all
     x_train, y_train = read(train, train_idx)
@@ -188,3 +166,11 @@ def _numbered(*labels: torch.Tensor | None) -> list[str]:
     if not present:
         return []
     return [str(i) for i in range(max(int(y.max()) for y in present) + 1)]
+
+
+def stream_choice(value: object) -> str:
+    """data.stream as 'auto', 'true' or 'false' (Python callers may pass a bool)."""
+    text = {True: "true", False: "false"}.get(value, value) if isinstance(value, bool) else value
+    if text not in STREAM_CHOICES:
+        raise DataError(f"stream must be 'auto', 'true' or 'false' (or a bool), not {value!r}")
+    return str(text)

@@ -6,7 +6,7 @@ the one array- or image-valued column) and the label another (`data.label_column
 whole-number column named label/labels). PIL images become uint8 arrays. The layout and
 the kind of values are read from the first example and every later one must follow them:
 rows (N, C, H, W) are uint8 for uint8 (or bool, or whole-number) images, float32 for float
-images, kept as they are (`arrays.row_dtype`, `arrays.as_rows`). Anything vaekit cannot
+images, kept as they are (`row_dtype`, `as_rows`). Anything vaekit cannot
 use ends in one line naming the example, what it holds and what is accepted.
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ...errors import DataError
-from ..core.arrays import as_rows, row_dtype
+from ..core.arrays import as_examples
 from ..core.untrusted import MAX_CLASSES
 
 ACCEPTED = (
@@ -149,6 +149,32 @@ def layout_of(example: Any, column: str, label_column: str, source: str) -> Layo
     )
 
 
+@dataclass(frozen=True)
+class First:
+    """What a source's first example decides: the layout of every example, its image
+    array's shape, and the rows' kind of values (`row_dtype`) and shape (C, H, W)."""
+
+    layout: Layout
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    row_shape: tuple[int, int, int]
+
+
+def first_example(
+    example: Any,
+    column: str,
+    label_column: str,
+    source: str,
+) -> First:
+    """The layout, shape and kind that `source`'s first example decides."""
+    layout = layout_of(example, column, label_column, source)
+    where = f"{source}[0]"
+    array = to_array(layout.image_of(example, where), where)
+    dtype = row_dtype(array)
+    c, h, w = stack_images([array], array.shape, dtype, source, [0]).shape[1:]
+    return First(layout, array.shape, dtype, (int(c), int(h), int(w)))
+
+
 def _is_tuple_form(example: Any) -> bool:
     """(image, label, ...): a tuple whose first item may be an image, or a list whose first
     item is a tensor, array or PIL image (a list of lists is an array)."""
@@ -204,7 +230,7 @@ def stack_images(
     at: Sequence[int],
 ) -> np.ndarray:
     """Arrays of the first example's shape, as rows (N, C, H, W) of the source's `dtype`
-    (`arrays.row_dtype` of the first example): uint8 rows take uint8, bool and integer
+    (`row_dtype` of the first example): uint8 rows take uint8, bool and integer
     images, float32 rows float images; an example of the other kind is refused."""
     for array, index in zip(arrays, at, strict=True):
         if array.shape != first:
@@ -224,3 +250,31 @@ def stack_images(
 
 def _kind(dtype: np.dtype) -> str:
     return "float (stored as float32)" if dtype.kind == "f" else "uint8 (or whole numbers)"
+
+
+def row_dtype(example: np.ndarray) -> np.dtype:
+    """The dtype of a row source's rows (a torch or Hugging Face dataset), decided once from
+    its first example: float32 for floats (never float16: every later row must fit it too),
+    else uint8 (uint8, bool and integers in 0..255, as in `as_examples`)."""
+    return np.dtype(np.float32) if example.dtype.kind == "f" else np.dtype(np.uint8)
+
+
+def as_rows(batch: np.ndarray, dtype: np.dtype, source: str, at: Sequence[int]) -> np.ndarray:
+    """Examples stacked (B, ...) as rows (B, C, H, W) of `dtype` (`row_dtype`), checked by
+    `as_examples`; `at` names each example (its index in the source) in a message. Float
+    rows are float32 as they come (never rounded), and an example that is not finite in
+    float32 is refused by its index."""
+    layout = "nchw" if batch.ndim == 4 and batch.shape[1] <= 4 else "auto"
+    what = f"{source} (examples of shape {batch.shape[1:]})"
+    if dtype == np.uint8:
+        return as_examples(batch, what, layout)
+    with np.errstate(over="ignore"):  # float64 beyond float32's range: inf, refused below
+        batch = batch.astype(np.float32, copy=False)
+    finite = np.isfinite(batch.reshape(len(batch), -1)).all(axis=1)
+    if not finite.all():
+        index = at[int(np.argmin(finite))]
+        raise DataError(
+            f"{source}[{index}] holds NaN or infinite values (or values beyond float32's "
+            "range); every value must be a finite number"
+        )
+    return as_examples(batch, what, layout, floats=np.dtype(np.float32))

@@ -1,5 +1,6 @@
-"""Hugging Face datasets: `--data hf:OWNER/NAME[:SPLIT]` (or `hf:PATH` of a local copy),
-and `datasets.Dataset` objects given to the Trainer.
+"""Hugging Face datasets as row sources (assemble.py): `--data hf:OWNER/NAME[:SPLIT]` (or
+`hf:PATH` of a local copy) opened here, and `datasets.Dataset` objects given to the
+Trainer; read.py reads both as it reads a torch dataset.
 
 The `datasets` library does the work (the `[datasets]` extra, imported only here, only
 when used): its cache, its offline mode (HF_DATASETS_OFFLINE / HF_HUB_OFFLINE), its Arrow
@@ -21,11 +22,8 @@ import numpy as np
 from ... import untrusted_files
 from ...config import DataConfig
 from ...errors import DataError
-from ..core.arrays import row_dtype
-from ..core.dataset import Dataset
-from .assemble import Options, Source, assemble, stream_choice
-from .examples import layout_of, stack_images, to_array
-from .iterable import read_iterable
+from .assemble import Source
+from .examples import stack_images, to_array
 
 PREFIX = "hf:"
 SPLIT = re.compile(r"^(.+?)(?::([A-Za-z0-9_.\-\[\]%]+))?$")
@@ -37,20 +35,15 @@ class HFSource(Source):
 
     kind = "hf"
 
-    def __init__(self, ds: Any, name: str, column: str, label_column: str) -> None:
+    def __init__(self, ds: Any, name: str, cfg: DataConfig) -> None:
         self.name, self.n = name, int(ds.num_rows)
         if self.n == 0:
             raise DataError(f"{name} holds no examples")
         first = ds[0]
-        layout = layout_of(first, column, label_column, name)
+        layout = self.first(first, cfg)  # a PIL image neither L nor RGB is read as RGB
         self.image, self.label = layout.image, layout.label
-        image = _decoded(ds, self.image, first[self.image])
-        if image is not first[self.image]:  # a colour mode other than L and RGB: RGB
+        if _other_mode(ds, self.image, first[self.image]):  # and so is the whole column
             ds = ds.cast_column(self.image, _rgb_feature(ds.features[self.image]))
-        array = to_array(image, f"{name}[0][{self.image!r}]")
-        self.first_shape, self.dtype = array.shape, row_dtype(array)
-        self.row_shape = stack_images([array], array.shape, self.dtype, name, [0]).shape[1:]
-        self.labelled = self.label is not None
         feature = ds.features.get(self.label) if self.labelled else None
         self.class_names = list(getattr(feature, "names", None) or [])
         self.ds = ds.select_columns([self.image]).with_format("numpy")
@@ -84,31 +77,16 @@ class HFSource(Source):
         return labels
 
 
-def _decoded(ds: Any, column: str, value: Any) -> Any:
-    """The first image as RGB when its mode is neither L nor RGB (RGBA, P, CMYK, I;16)."""
+def _other_mode(ds: Any, column: str, value: Any) -> bool:
+    """An image column whose first image's mode is neither L nor RGB (RGBA, P, CMYK, I;16)."""
     mode = getattr(value, "mode", None)
-    if mode is None or mode in ("L", "RGB") or not hasattr(ds.features[column], "mode"):
-        return value
-    return value.convert("RGB")
+    return mode not in (None, "L", "RGB") and hasattr(ds.features[column], "mode")
 
 
 def _rgb_feature(feature: Any) -> Any:
     from datasets import Image
 
     return Image(mode="RGB", decode=getattr(feature, "decode", True))
-
-
-def hf_source(data: Any, name: str, column: str, label_column: str) -> Source:
-    """The source of a `datasets.Dataset` (an IterableDataset is read into memory)."""
-    kind = type(data).__name__
-    if kind == "Dataset":
-        return HFSource(data, name, column, label_column)
-    if kind == "IterableDataset":
-        return read_iterable(data, name, column, label_column)
-    raise DataError(
-        f"{name} is a datasets.{kind}; vaekit takes a datasets.Dataset (one split: "
-        "dataset['train']) or a DatasetDict with a 'train' split"
-    )
 
 
 def hf_splits(splits: Any, wanted: str, name: str) -> tuple[Any, Any]:
@@ -125,8 +103,9 @@ def hf_splits(splits: Any, wanted: str, name: str) -> tuple[Any, Any]:
     return splits[train], test
 
 
-def load_hf(spec: str, cfg: DataConfig, progress: bool = True) -> Dataset:
-    """`hf:OWNER/NAME[:SPLIT]` or `hf:PATH[:SPLIT]` through the datasets library."""
+def open_hf(spec: str, progress: bool = True) -> tuple[str, Any, Any]:
+    """The name and the (train, test) datasets of `hf:OWNER/NAME[:SPLIT]` or
+    `hf:PATH[:SPLIT]`, opened through the datasets library (test None: none is there)."""
     match = SPLIT.match(spec[len(PREFIX) :])
     if not match:
         raise DataError(f"--data {spec!r}: name a dataset as {PREFIX}OWNER/NAME[:SPLIT]")
@@ -148,14 +127,7 @@ def load_hf(spec: str, cfg: DataConfig, progress: bool = True) -> Dataset:
         train, test = splits, None
     else:
         train, test = hf_splits(splits, split, spec)
-    options = Options(
-        stream_choice(cfg.stream), cfg.test_fraction, cfg.split_seed, cfg.limit_train,
-        cfg.limit_test,
-    )  # fmt: skip
-    name = target.rstrip("/").rsplit("/", 1)[-1] or target
-    column, label = cfg.column, cfg.label_column
-    test_source = None if test is None else hf_source(test, f"{spec} test", column, label)
-    return assemble(name, hf_source(train, spec, column, label), test_source, options)
+    return target.rstrip("/").rsplit("/", 1)[-1] or target, train, test
 
 
 def _open(datasets: Any, target: str, spec: str) -> Any:

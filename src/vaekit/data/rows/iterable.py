@@ -1,7 +1,7 @@
 """An iterable dataset (torch's IterableDataset, a streaming Hugging Face dataset) read
 into memory: it cannot be read by index, so neither vaekit's seeded order nor a resume
 mid-epoch could replay it. It is read once, as rows of the first example's kind (uint8 or
-float32, `arrays.row_dtype`), and refused in one line once the rows pass the memory limit
+float32, `examples.row_dtype`), and refused in one line once the rows pass the memory limit
 (an iterable may never end)."""
 
 from __future__ import annotations
@@ -10,16 +10,16 @@ from typing import Any
 
 import numpy as np
 
+from ...config import DataConfig
 from ...errors import DataError
 from ...limits import human_bytes
-from ..core.arrays import row_dtype
 from ..core.streaming import CHUNK_ROWS
-from ..core.untrusted import memory_limit
-from .assemble import INDEX_BYTES, Source
-from .examples import layout_of, stack_images, to_array
+from ..core.untrusted import INDEX_BYTES, memory_limit
+from .assemble import Source
+from .examples import first_example, stack_images, to_array
 
 # bytes each example takes beside its row while it is read and indexed: its label in a
-# Python list, and the split's indices (assemble.INDEX_BYTES)
+# Python list, and the split's indices (untrusted.INDEX_BYTES)
 ROW_OVERHEAD = 36 + INDEX_BYTES
 
 
@@ -38,18 +38,18 @@ class MemorySource(Source):
         return self.x[indices], None if self.y is None else self.y[indices]
 
 
-def read_iterable(iterable: Any, name: str, column: str, label_column: str) -> MemorySource:
+def read_iterable(iterable: Any, name: str, cfg: DataConfig) -> MemorySource:
     """Every example of an iterable, as rows in memory: refused in one line once they pass
     the memory limit (an iterable may never end)."""
     limit, chunks, labels = memory_limit(), [], []
     pending: list[np.ndarray] = []
-    layout, first, dtype, count, most = None, (), np.dtype(np.uint8), 0, 0
+    layout, dtype, count, most = None, np.dtype(np.uint8), 0, 0
+    first: tuple[int, ...] = ()
     for example in iterable:
         where = f"{name}[{count}]"
         if layout is None:
-            layout = layout_of(example, column, label_column, name)
-            image = to_array(layout.image_of(example, where), where)
-            first, dtype = image.shape, row_dtype(image)
+            probe = first_example(example, cfg.column, cfg.label_column, name)
+            layout, first, dtype = probe.layout, probe.shape, probe.dtype
             # the rows the limit holds, each with its label and index: known from the first
             most = limit // (int(np.prod(first)) * dtype.itemsize + ROW_OVERHEAD)
         if count >= most:  # refused at once, not after the rows (and time) are spent
