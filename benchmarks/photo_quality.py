@@ -121,35 +121,43 @@ def load_photos(extra: str = "") -> dict[str, np.ndarray]:
             if name == "motorcycle"
             else getattr(skimage.data, name)()
         )
-    if not MATE.is_dir():
-        raise SystemExit(f"{MATE} is missing: apt-get install mate-backgrounds")
-    for path in sorted(MATE.glob("*.jpg")):
-        raw[path.stem] = np.asarray(Image.open(path).convert("RGB"))
+    raw |= read_jpgs(MATE, "apt-get install mate-backgrounds")
     if extra:
-        found = sorted(Path(extra).glob("*.jpg"))
-        if not found:
-            raise SystemExit(f"no .jpg in {extra}: apt-get install lomiri-wallpapers-16.04")
-        for path in found:
-            raw[f"extra/{path.stem}"] = np.asarray(Image.open(path).convert("RGB"))
+        found = read_jpgs(Path(extra), "apt-get install lomiri-wallpapers-16.04")
+        raw |= {f"extra/{name}": array for name, array in found.items()}
+    return resized(raw)
+
+
+def read_jpgs(folder: Path, install: str) -> dict[str, np.ndarray]:
+    """name (the file's stem) -> (H, W, 3) uint8 of every .jpg in `folder`; `install`: the
+    command that puts them there, for the message when there are none."""
+    found = sorted(folder.glob("*.jpg")) if folder.is_dir() else []
+    if not found:
+        raise SystemExit(f"no .jpg in {folder}: {install}")
+    return {path.stem: np.asarray(Image.open(path).convert("RGB")) for path in found}
+
+
+def resized(raw: dict[str, np.ndarray], short_side: int = SHORT_SIDE) -> dict[str, np.ndarray]:
+    """Each photograph resized (Lanczos) so that its short side is `short_side`."""
     photos = {}
     for name, array in raw.items():
         image = Image.fromarray(array)
-        scale = SHORT_SIDE / min(image.size)
+        scale = short_side / min(image.size)
         size = (round(image.width * scale), round(image.height * scale))
         photos[name] = np.asarray(image.resize(size, Image.Resampling.LANCZOS))
     return photos
 
 
-def crops(photos: list[np.ndarray], n: int, seed: int) -> np.ndarray:
-    """n random CROPxCROP crops, (n, 3, CROP, CROP) uint8: a photograph drawn uniformly,
+def crops(photos: list[np.ndarray], n: int, seed: int, size: int = CROP) -> np.ndarray:
+    """n random size x size crops, (n, 3, size, size) uint8: a photograph drawn uniformly,
     then a position uniformly inside it."""
     rng = np.random.default_rng(seed)
-    out = np.empty((n, 3, CROP, CROP), dtype=np.uint8)
+    out = np.empty((n, 3, size, size), dtype=np.uint8)
     for i in range(n):
         photo = photos[rng.integers(len(photos))]
-        top = rng.integers(photo.shape[0] - CROP + 1)
-        left = rng.integers(photo.shape[1] - CROP + 1)
-        out[i] = photo[top : top + CROP, left : left + CROP].transpose(2, 0, 1)
+        top = rng.integers(photo.shape[0] - size + 1)
+        left = rng.integers(photo.shape[1] - size + 1)
+        out[i] = photo[top : top + size, left : left + size].transpose(2, 0, 1)
     return out
 
 

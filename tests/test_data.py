@@ -12,7 +12,7 @@ import torch
 
 from vaekit.config import DataConfig
 from vaekit.data import sources
-from vaekit.data.core.dataset import batch_indices, epoch_permutation
+from vaekit.data.core.dataset import batch_indices, epoch_permutation, num_batches
 from vaekit.data.files.idx import read_idx, write_idx
 from vaekit.errors import DataError
 
@@ -214,3 +214,12 @@ def test_epoch_order_is_a_pure_function_of_seed_and_epoch() -> None:
     batches = batch_indices(epoch_permutation(100, 0, 0), 32)
     assert [len(b) for b in batches] == [32, 32, 32]  # the ragged last batch is dropped
     assert len(set(torch.cat(batches).tolist())) == 96
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 31, 32, 33, 96, 100])
+@pytest.mark.parametrize("drop_last", [True, False])
+def test_num_batches_counts_what_batch_indices_makes(n: int, drop_last: bool) -> None:
+    made = batch_indices(torch.arange(n), 32, drop_last)
+    assert num_batches(n, 32, drop_last) == len(made)
+    assert torch.equal(torch.cat([torch.arange(0), *made]), torch.arange(sum(map(len, made))))
+    assert sum(map(len, made)) == (n if not drop_last or n < 32 else n // 32 * 32)

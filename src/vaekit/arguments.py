@@ -24,7 +24,7 @@ import os
 import types
 import typing
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar, cast
 
 from .errors import ConfigError, VaekitError
 
@@ -52,6 +52,19 @@ def describe(value: Any) -> str:
         return f"a {type(value).__name__} of shape {tuple(value.shape)}"
     text = repr(value)
     return text if len(text) <= 60 and "\n" not in text else f"a {type(value).__name__}"
+
+
+def is_whole(
+    value: object, low: int | None = None, high: int | None = None, *, numpy: bool = False
+) -> TypeGuard[int]:
+    """Whether `value` is a whole number from `low` to `high` (None: no bound): an int,
+    never a bool; with `numpy`, also NumPy's integers (an argument, a label; not a setting
+    that is written to JSON)."""
+    kind = numbers.Integral if numpy else int
+    if isinstance(value, bool) or not isinstance(value, kind):
+        return False
+    number = int(cast(int, value))
+    return (low is None or number >= low) and (high is None or number <= high)
 
 
 def _resolve(annotation: Any, namespace: dict[str, Any]) -> Any:
@@ -92,7 +105,7 @@ def allows(annotation: Any, value: Any) -> bool:
     if annotation is bool:
         return isinstance(value, bool) or type(value).__name__ == "bool_"
     if annotation is int:
-        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        return is_whole(value, numpy=True)
     if annotation is float:
         return isinstance(value, numbers.Real) and not isinstance(value, bool)
     if annotation is str:

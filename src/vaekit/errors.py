@@ -1,6 +1,14 @@
-"""Errors a user can cause. The CLI prints them as one line, without a traceback."""
+"""Errors a user can cause. The CLI prints them as one line, without a traceback.
+
+Two helpers make such lines everywhere: `first_line(e)`, an exception's message as a
+line, and `require(extra, module, what)`, an optional extra imported or named in one
+line (not installed, or installed but not importable, with the reason)."""
 
 from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Any
 
 
 class VaekitError(Exception):
@@ -38,3 +46,49 @@ class TrainingInterrupted(VaekitError):
 
 class TrainingDiverged(VaekitError):
     """Too many consecutive non-finite updates; the last good checkpoint is kept."""
+
+
+def first_line(error: BaseException, named: bool = False) -> str:
+    """An exception's message on one line: its first line, or its type's name when it has
+    none; `named` puts the type's name in front ("OSError: disk full")."""
+    text = str(error).strip()
+    line = text.splitlines()[0] if text else ""
+    kind = type(error).__name__
+    if not line:
+        return kind
+    return f"{kind}: {line}" if named else line
+
+
+def require(
+    extra: str,
+    module: str,
+    what: str,
+    *,
+    attribute: str = "",
+    package: str = "",
+    also: str = "",
+    error: type[VaekitError] = ConfigError,
+) -> Any:
+    """`module` of the optional extra `vaekit[extra]`, imported (or its `attribute`, which a
+    lazily importing package such as diffusers imports only then); or `error` in one line:
+    "`what` needs `package`: pip install 'vaekit[extra]'`also`" where it is not installed,
+    "... is installed but cannot be imported: <why>" where it is there but does not import
+    (a dependency missing or broken beside this torch). `package` names what to install
+    where the module's top-level name does not ("the datasets library")."""
+    top = module.split(".")[0]
+    name = package or top
+    try:
+        imported = importlib.import_module(module)
+        return getattr(imported, attribute) if attribute else imported
+    except Exception as e:  # absent, or installed but broken (a torchvision unfit for torch)
+        if isinstance(e, ModuleNotFoundError) and not _installed(top):
+            raise error(f"{what} needs {name}: pip install 'vaekit[{extra}]'{also}") from None
+        raise error(f"{name} is installed but cannot be imported: {first_line(e)}") from None
+
+
+def _installed(package: str) -> bool:
+    """Whether the top-level `package` is there to import (None in sys.modules: not)."""
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):  # ValueError: a module object without a spec
+        return False

@@ -8,7 +8,6 @@ steps) and the sample / reconstruction grids (uint8 arrays (H, W, C)).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import secrets
@@ -20,7 +19,7 @@ import numpy as np
 
 from . import untrusted_files
 from .config import Config
-from .errors import ConfigError
+from .errors import ConfigError, first_line, require
 from .io import fileio
 from .version import __version__
 
@@ -160,17 +159,17 @@ def _sane(value: Any) -> bool:
     return isinstance(value, str) and len(value) < 1000 or isinstance(value, (list, dict))
 
 
-def _missing(kind: str) -> ConfigError:
-    return ConfigError(
-        f"--train.tracker {kind} needs the {kind} package: pip install "
-        f"'vaekit[{kind}]' (or drop {kind} from train.tracker)"
-    )
+def _require(kind: str, module: str = "", attribute: str = "") -> Any:
+    """The tracker's package (or `module` of it, or its `attribute`), or one line naming
+    the extra to install."""
+    drop = f" (or drop {kind} from train.tracker)"
+    where, package = f"--train.tracker {kind}", f"the {kind} package"
+    return require(kind, module or kind, where, attribute=attribute, package=package, also=drop)
 
 
 def _failed(kind: str, error: BaseException, fix: str) -> ConfigError:
-    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return ConfigError(
-        f"--train.tracker {kind} could not start ({type(error).__name__}: {first}); {fix}"
+        f"--train.tracker {kind} could not start ({first_line(error, named=True)}); {fix}"
     )
 
 
@@ -192,10 +191,7 @@ class _WandbBackend:
 
 
 def _wandb(config: Config, run_dir: Path, name: str, resume: bool) -> _WandbBackend:
-    try:
-        import wandb
-    except ImportError:
-        raise _missing("wandb") from None
+    wandb = _require("wandb")
     id_file = run_dir / WANDB_ID_FILE
     run_id = id_file.read_text().strip() if resume and id_file.is_file() else ""
     if not run_id:
@@ -241,11 +237,8 @@ class _TensorBoardBackend:
 
 
 def _tensorboard(config: Config, run_dir: Path) -> _TensorBoardBackend:
-    try:
-        import tensorboard  # noqa: F401  (torch's writer needs it; checked first for the message)
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise _missing("tensorboard") from None
+    _require("tensorboard")  # torch's writer needs it: checked first, for the message
+    SummaryWriter = _require("tensorboard", "torch.utils.tensorboard", "SummaryWriter")
     writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
     writer.add_text("config", "```yaml\n" + config.to_yaml() + "```", 0)
     return _TensorBoardBackend(writer)
@@ -303,16 +296,13 @@ def _mlflow_params(config: Config) -> dict[str, str]:
 
 
 def _mlflow(config: Config, run_dir: Path, name: str, resume: bool) -> _MlflowBackend:
-    try:
-        import mlflow  # noqa: F401  (first: its submodules may be cached without it)
-        from mlflow.entities import Param
-        from mlflow.exceptions import MlflowException
-        from mlflow.tracking import MlflowClient
-    except ImportError:
-        raise _missing("mlflow") from None
+    _require("mlflow")  # first: its submodules may be cached without it
+    Param = _require("mlflow", "mlflow.entities", "Param")
+    MlflowException = _require("mlflow", "mlflow.exceptions", "MlflowException")
+    MlflowClient = _require("mlflow", "mlflow.tracking", "MlflowClient")
     uri = mlflow_tracking_uri()
-    if uri.startswith("sqlite:") and importlib.util.find_spec("sqlalchemy") is None:
-        raise _missing("mlflow")  # mlflow-skinny alone has no sqlite store
+    if uri.startswith("sqlite:"):
+        _require("mlflow", "sqlalchemy")  # mlflow-skinny alone has no sqlite store
     record = run_dir / MLFLOW_RUN_FILE
     try:
         client = MlflowClient(tracking_uri=uri)
@@ -337,10 +327,9 @@ def _mlflow(config: Config, run_dir: Path, name: str, resume: bool) -> _MlflowBa
         if (run_dir / "config.yaml").is_file():
             client.log_artifact(run_id, str(run_dir / "config.yaml"))
     except MlflowException as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ConfigError(
             f"--tracker mlflow: the MLflow store {uri} cannot be used "
-            f"({reason}); check MLFLOW_TRACKING_URI"
+            f"({first_line(e)}); check MLFLOW_TRACKING_URI"
         ) from None
     fileio.write_json(
         record, {"tracking_uri": uri, "experiment_id": experiment_id, "run_id": run_id}

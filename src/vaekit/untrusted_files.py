@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CheckpointError, VaekitError
+from .errors import CheckpointError, VaekitError, first_line
 
 # No file vaekit reads nests deeper than a handful of levels; 64 leaves room for a user's
 # own architecture arguments and stays far below Python's recursion limit.
@@ -86,8 +86,7 @@ def read_json(path: str | Path, error: type[VaekitError] = CheckpointError) -> A
     except TextLimitError as e:
         raise error(str(e)) from None
     except (ValueError, UnicodeDecodeError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise error(f"{path} is not valid JSON ({first})") from None
+        raise error(f"{path} is not valid JSON ({first_line(e)})") from None
     except OSError as e:
         raise error(f"{path} cannot be read ({e.strerror or e})") from None
 

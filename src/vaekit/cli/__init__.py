@@ -141,7 +141,7 @@ def import_modules(names: list[str]) -> None:
     import os
     import re
 
-    from ..errors import ConfigError
+    from ..errors import ConfigError, first_line
 
     for name in names:
         if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", name):
@@ -151,7 +151,9 @@ def import_modules(names: list[str]) -> None:
         try:
             importlib.import_module(name)
         except ImportError as e:
-            raise ConfigError(f"--import {name}: the module cannot be imported ({e})") from None
+            raise ConfigError(
+                f"--import {name}: the module cannot be imported ({first_line(e)})"
+            ) from None
         except Exception as e:  # the module itself failed: say where, in one line
             where = ""
             tb = e.__traceback__
@@ -160,7 +162,6 @@ def import_modules(names: list[str]) -> None:
                 tb = tb.tb_next
             if isinstance(e, SyntaxError):
                 where = f" at {e.filename}:{e.lineno}"
-            first = str(e).splitlines()[0] if str(e) else ""
             raise ConfigError(
-                f"--import {name}: the module failed ({type(e).__name__}: {first}{where})"
+                f"--import {name}: the module failed ({first_line(e, named=True)}{where})"
             ) from None

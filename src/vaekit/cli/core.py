@@ -114,6 +114,12 @@ def _evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument("--batch-size", type=count(1, 2**20), default=1000)
     p.add_argument("--seed", type=count(0, 2**63 - 1), default=0)
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    p.add_argument(
+        "--disentanglement",
+        action="store_true",
+        help="also MIG and DCI of the posterior means on --data FOLDER, a factor set with "
+        "factors.csv (scripts/make_shapes.py --factors)",
+    )
 
 
 LPIPS_FLAGS = ("--lpips-backbone-weights", "--lpips-lin-weights")
@@ -233,10 +239,13 @@ def load_run(args: argparse.Namespace, progress: bool = False) -> tuple[Any, Any
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
     from ..evaluation.evaluate import evaluate
     from ..evaluation.likelihood import DEFAULT_BUDGET
     from ..evaluation.summary import summary
 
+    if args.disentanglement and not args.data:
+        raise ConfigError("--disentanglement needs --data FOLDER, a folder with factors.csv")
     model, examples = load_run(args, progress=not args.json)
     y = examples.y if model.conditional else None
     stats = evaluate(
@@ -253,10 +262,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         fid_samples=args.fid_samples,
         **reconstruction_options(args),
     )
+    if args.disentanglement:
+        from ..evaluation import disentanglement
+
+        stats["disentanglement"] = disentanglement.of_run(model, args.data, seed=args.seed)
     if args.json:
         print(json.dumps(stats, indent=2, sort_keys=True))
         return 0
     print(summary(stats, examples.dataset))
+    if args.disentanglement:
+        print(disentanglement.summary_line(stats["disentanglement"]))
     return 0
 
 

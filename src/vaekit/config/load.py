@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 
 from .. import untrusted_files
-from ..errors import ConfigError
+from ..arguments import is_whole
+from ..errors import ConfigError, first_line
 from .options import SECTIONS, Config, iter_fields
 
 
@@ -44,9 +45,7 @@ def coerce(key: str, value: Any, typ: Any) -> Any:
             return False
         raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
     if typ is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
-        if isinstance(value, int):
+        if is_whole(value):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
@@ -239,8 +238,7 @@ def read_yaml(path: Path) -> Any:
     except untrusted_files.TextLimitError as e:
         raise ConfigError(str(e)) from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
-        reason = str(e).splitlines()[0]
-        raise ConfigError(f"config {path} is not valid YAML: {reason}") from None
+        raise ConfigError(f"config {path} is not valid YAML: {first_line(e)}") from None
     except RecursionError:
         raise ConfigError(f"config {path} is nested too deeply to be a config") from None
     except OSError as e:

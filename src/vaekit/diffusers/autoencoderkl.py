@@ -27,13 +27,12 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, first_line, require
 from ..models.record import arguments
 from ..models.registry import register
 from .autoencoderkl_fast import use_fast_ops
 
 ENCODER, DECODER = "autoencoderkl-encoder", "autoencoderkl-decoder"
-INSTALL = "pip install 'vaekit[diffusers]'"
 # AutoencoderKL's config fields that each half takes (the rest is carried for export)
 ENCODER_FIELDS = (
     "in_channels",
@@ -66,17 +65,8 @@ DECODER_FIELDS = (
 
 def diffusers_vae() -> Any:
     """diffusers' VAE building blocks, or one line naming the extra to install."""
-    try:
-        from diffusers.models.autoencoders import vae
-    except ImportError:
-        raise ConfigError(
-            f"the autoencoderkl architecture (diffusers' AutoencoderKL) needs diffusers: {INSTALL}"
-        ) from None
-    except Exception as e:  # installed but broken (a torchvision that does not fit torch)
-        raise ConfigError(
-            f"diffusers is installed but cannot be imported: {first_line(e)}"
-        ) from None
-    return vae
+    what = "the autoencoderkl architecture (diffusers' AutoencoderKL)"
+    return require("diffusers", "diffusers.models.autoencoders.vae", what)
 
 
 def fast_ops(half: nn.Module) -> nn.Module:
@@ -87,12 +77,6 @@ def fast_ops(half: nn.Module) -> nn.Module:
 
     use_fast_ops(half, ResnetBlock2D, Upsample2D)
     return half
-
-
-def first_line(e: BaseException) -> str:
-    """An exception's message, on one line (its type when it has none)."""
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 @register(ENCODER)

@@ -27,10 +27,9 @@ from typing import Any
 import torch
 
 from .. import untrusted_files
-from ..errors import ConfigError, VaekitError
+from ..errors import ConfigError, VaekitError, require
 from ..io.fileio import DIR_MODE, TMP_PREFIX
 
-INSTALL = "pip install 'vaekit[diffusers]'"
 CONFIG_FILE = "config.json"
 CLASS_NAME = "AutoencoderKL"
 WEIGHTS = "diffusion_pytorch_model"  # how save_pretrained names the weights (any shard)
@@ -141,10 +140,9 @@ def write_diffusers(
     written then."""
     path = check_target(out, overwrite, run)
     check_factor(config.get("scaling_factor", 0.18215), "the scaling_factor")
-    try:
-        from diffusers import AutoencoderKL
-    except ImportError:
-        raise ConfigError(f"exporting to diffusers needs diffusers: {INSTALL}") from None
+    AutoencoderKL = require(
+        "diffusers", "diffusers", "exporting to diffusers", attribute=CLASS_NAME
+    )
     model: Any = AutoencoderKL(**config)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:  # a bug in the mapping, never the user's doing

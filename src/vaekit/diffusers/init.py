@@ -23,15 +23,13 @@ from typing import Any
 import torch
 
 from ..config import ModelConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, first_line, require
 from ..io.checkpoint import non_finite
 from ..models.protocol import check_size
 from ..models.record import Built
 from ..wording import setting
 from .autoencoderkl import (
-    INSTALL,
     check_settings,
-    first_line,
     from_diffusers_keys,
     from_model_config,
     halves,
@@ -220,14 +218,8 @@ def quiet() -> Iterator[None]:
 def _read_config(ref: str) -> tuple[Any, str, dict[str, Any], dict[str, Any]]:
     """diffusers' AutoencoderKL class, where from_pretrained reads `ref` (a folder or a
     repo id) with its keyword arguments (a subfolder), and the config.json there."""
-    try:
-        from diffusers import AutoencoderKL
-    except ImportError:
-        raise ConfigError(f"model.init {PREFIX}{ref} needs diffusers: {INSTALL}") from None
-    except Exception as e:  # installed but broken (a torchvision that does not fit torch)
-        raise ConfigError(
-            f"diffusers is installed but cannot be imported: {first_line(e)}"
-        ) from None
+    what = f"model.init {PREFIX}{ref}"
+    AutoencoderKL = require("diffusers", "diffusers", what, attribute="AutoencoderKL")
     where, kwargs = ref, {}
     local = Path(ref).expanduser()
     if local.exists():

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..arguments import is_whole
 from ..data.core.streaming import LazyRows
 from ..errors import ConfigError, DataError
 from ..models import VAE
@@ -214,7 +215,7 @@ def _check_counts(**counts: tuple[Any, int]) -> None:
     MAX_IW_SAMPLES), or a one-line ConfigError naming it."""
     for name, (value, low) in counts.items():
         high = MAX_IW_SAMPLES if name == "iw_samples" else 2**62
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        if not is_whole(value, low, high):
             raise ConfigError(f"{name} must be a whole number from {low} to {high}; got {value!r}")
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, first_line
 from ..io.checkpoint import torch_load
 from ..io.download import download
 
@@ -62,9 +62,8 @@ def check(path: Path) -> None:
     try:
         state = torch_load(path)
     except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ConfigError(
-            f"the Inception weights {path} are not a plain torch weights file ({first}); "
+            f"the Inception weights {path} are not a plain torch weights file ({first_line(e)}); "
             f"use torch-fidelity's {FILE}"
         ) from None
     if not isinstance(state, dict) or not isinstance(state.get("fc.weight"), torch.Tensor):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -174,10 +175,7 @@ def importance_sampling(
     `first`: the index of x[0] in the whole set when x is one chunk of it (each example's
     samples are seeded by that index, so chunks give the estimate of the whole).
     """
-    if k < 1:
-        raise ConfigError(f"the number of importance samples K must be at least 1; got {k}")
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    _check(k, precision)
     device = _device_of(model, device)
     workers = 1 if device.type != "cpu" else workers or torch.get_num_threads()
     rows = max(1, budget // decoder_width(model))  # decoded examples per pass
@@ -203,12 +201,31 @@ def importance_sampling(
                 [_example_noise(first + i, k, d, seed, device) for i in range(s.start, s.stop)], 1
             )  # (K, B, D)
             log_w = log_weights(model, xb, yb, eps, k_chunk, precision, bar)  # (K, B)
-            lse = torch.logsumexp(log_w, 0)
-            result.log_px[s] = (lse - math.log(k)).cpu()
-            result.elbo[s] = log_w.mean(0).cpu()
-            result.ess[s] = torch.exp(2 * lse - torch.logsumexp(2 * log_w, 0)).cpu()
+            result.log_px[s], result.elbo[s], result.ess[s] = _estimates(log_w)
 
-    passes = _batches(n, per_pass)
+    _run(one_pass, _batches(n, per_pass), workers)
+    bar.close()
+    return result
+
+
+def _check(k: int, precision: str) -> None:
+    if k < 1:
+        raise ConfigError(f"the number of importance samples K must be at least 1; got {k}")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+
+
+def _estimates(log_w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """From the log weights (K, B) of B examples: log p(x), the ELBO and the effective
+    sample size, each (B,) on the CPU."""
+    lse = torch.logsumexp(log_w, 0)
+    log_px = lse - math.log(log_w.shape[0])
+    ess = torch.exp(2 * lse - torch.logsumexp(2 * log_w, 0))
+    return log_px.cpu(), log_w.mean(0).cpu(), ess.cpu()
+
+
+def _run(one_pass: Callable[[slice], None], passes: list[slice], workers: int) -> None:
+    """Each pass, `workers` at a time (each single-threaded) where there are several."""
     with _single_threaded_ops(workers):
         if workers > 1 and len(passes) > 1:
             with ThreadPoolExecutor(workers) as pool:
@@ -216,8 +233,6 @@ def importance_sampling(
         else:
             for s in passes:
                 one_pass(s)
-    bar.close()
-    return result
 
 
 def log_weights(

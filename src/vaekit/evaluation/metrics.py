@@ -17,7 +17,7 @@ from torch import nn
 
 from .. import losses
 from ..data.core.dataset import to_float
-from ..errors import ConfigError
+from ..errors import ConfigError, first_line
 from ..models import VAE
 from . import inception
 
@@ -218,10 +218,9 @@ def _torchmetrics_fid() -> type[FrechetInceptionDistance]:
     try:
         from torchmetrics.image.fid import FrechetInceptionDistance  # imported on first use
     except (ImportError, RuntimeError) as e:  # torch-fidelity installed, torchvision broken
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ConfigError(
-            f"torchmetrics' FID does not import here ({reason}): torch-fidelity is installed "
-            "but its torchvision does not import beside this torch; fix torchvision, or "
+            f"torchmetrics' FID does not import here ({first_line(e)}): torch-fidelity is "
+            "installed but its torchvision does not import beside this torch; fix torchvision, or "
             "pip uninstall torch-fidelity and use --fid random"
         ) from None
     return FrechetInceptionDistance
@@ -243,9 +242,8 @@ def _inception_metric(weights: str | None) -> FrechetInceptionDistance:
     try:
         return fid_cls(feature=2048, normalize=False, feature_extractor_weights_path=str(path))
     except Exception as e:  # a state_dict that does not fit surfaces as several types
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ConfigError(
-            f"the Inception weights {path} could not be loaded ({reason}); pass "
+            f"the Inception weights {path} could not be loaded ({first_line(e)}); pass "
             f"--fid-weights PATH to a local {inception.FILE}, or use --fid random"
         ) from None
 

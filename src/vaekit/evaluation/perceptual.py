@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from ..config import LossConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, first_line
 from ..io.checkpoint import torch_load
 from ..io.download import download
 
@@ -163,8 +163,9 @@ def _load(path: Path, what: str) -> dict[str, torch.Tensor]:
     try:
         state = torch_load(path)
     except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ConfigError(f"{what} {path} is not a readable torch weights file ({first})") from None
+        raise ConfigError(
+            f"{what} {path} is not a readable torch weights file ({first_line(e)})"
+        ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -257,22 +257,13 @@ def reproduce_kingma2013(
     for latent_dim in (*b.latent_sizes, 2):
         model, curve = _one_latent_size(out, config, dataset, b, latent_dim, points, key, progress)
         if progress and curve:
-            last = curve[-1]
-            print(
-                f"N_z = {latent_dim:3d}: after {last['samples']:,} samples, bound "
-                f"{last['train_bound']:.2f} (train) {last['test_bound']:.2f} (test)",
-                file=sys.stderr,
-            )
+            _say(latent_dim, curve[-1])
         train_seconds += curve[-1]["seconds"] if curve else 0.0
         if latent_dim == 2:
             fileio.write_bytes(out / "manifold.png", grid.png_bytes(_manifold(model, b.manifold_n)))
         else:
             curves[latent_dim] = curve
-            # the paper's explanation of why superfluous latents do not overfit: the KL
-            # term switches them off; count the units still in use (Burda et al. 2015)
-            units[latent_dim] = active_units(
-                model, _subset(dataset.x_test, b.eval_examples), batch_size=1000
-            ).count
+            units[latent_dim] = _units_in_use(model, dataset, b)
     result = {
         "paper": "Kingma & Welling (2013), Figure 2 and Appendix A",
         "dataset": dataset.name,
@@ -288,6 +279,21 @@ def reproduce_kingma2013(
     fileio.write_json(out / "figure2.json", result)
     fileio.write_bytes(out / "figure2.png", charts.png_bytes(figure2(curves, dataset.name)))
     return result
+
+
+def _say(latent_dim: int, last: dict[str, float]) -> None:
+    """The last point of a latent size's curve, on stderr."""
+    print(
+        f"N_z = {latent_dim:3d}: after {last['samples']:,} samples, bound "
+        f"{last['train_bound']:.2f} (train) {last['test_bound']:.2f} (test)",
+        file=sys.stderr,
+    )
+
+
+def _units_in_use(model: VAE, dataset: Dataset, b: Budget) -> int:
+    """The paper's explanation of why superfluous latents do not overfit: the KL term
+    switches them off; the latent units still in use (Burda et al. 2015)."""
+    return active_units(model, _subset(dataset.x_test, b.eval_examples), batch_size=1000).count
 
 
 def _final(curves: dict[int, list[dict[str, float]]], units: dict[int, int]) -> dict[str, Any]:

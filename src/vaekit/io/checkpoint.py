@@ -25,7 +25,7 @@ from safetensors.torch import save as st_save
 
 from .. import untrusted_files
 from ..config import from_dict
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, first_line
 from ..wording import option
 from . import fileio
 
@@ -94,8 +94,9 @@ def read_weights(directory: Path) -> dict[str, torch.Tensor]:
     try:
         return st_load(path.read_bytes())
     except (SafetensorError, ValueError, OSError, RuntimeError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"checkpoint {path} is incomplete or corrupt ({reason})") from None
+        raise CheckpointError(
+            f"checkpoint {path} is incomplete or corrupt ({first_line(e)})"
+        ) from None
 
 
 def check_state_dict(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
@@ -184,17 +185,19 @@ def load_state(path: str | Path) -> dict[str, Any]:
     try:
         state = torch_load(path)
     except pickle.UnpicklingError as e:
-        first = str(e).splitlines()[0] if str(e) else ""
         if "weights_only" in str(e) or "Unsupported global" in str(e):
             raise CheckpointError(
                 f"checkpoint {path} contains Python objects that vaekit "
                 "refuses to load (it never executes code from a file); "
                 "it was not written by vaekit"
             ) from None
-        raise CheckpointError(f"checkpoint {path} is incomplete or corrupt ({first})") from None
+        raise CheckpointError(
+            f"checkpoint {path} is incomplete or corrupt ({first_line(e)})"
+        ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"checkpoint {path} is incomplete or corrupt ({first})") from None
+        raise CheckpointError(
+            f"checkpoint {path} is incomplete or corrupt ({first_line(e)})"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != 1:
         raise CheckpointError(
             f"checkpoint {path} is incomplete or corrupt (not a vaekit training state)"

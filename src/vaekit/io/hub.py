@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import untrusted_files
-from ..errors import CheckpointError, ConfigError, VaekitError
+from ..errors import CheckpointError, ConfigError, VaekitError, first_line, require
 from ..version import __version__
 from .checkpoint import CONFIG_FILE, MODEL_FILE
 
@@ -27,18 +27,9 @@ _REF_FORBIDDEN = frozenset(" ~^:?*[\\")  # and control characters: git check-ref
 
 
 def client(what: str) -> Any:
-    try:
-        import huggingface_hub
-    except ImportError:
-        raise VaekitError(
-            f"{what} needs the Hugging Face Hub client: pip install 'vaekit[hub]'"
-        ) from None
-    return huggingface_hub
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+    """huggingface_hub, or one line saying that `what` needs it."""
+    package = "the Hugging Face Hub client"
+    return require("hub", "huggingface_hub", what, package=package, error=VaekitError)
 
 
 def check_repo_id(repo_id: str) -> str:
@@ -142,7 +133,7 @@ def download(uri: str) -> Path:
         else:
             hint = "check the network, or the name"
         raise CheckpointError(
-            f"could not fetch {uri} from the Hugging Face Hub ({_first_line(e)}); {hint}"
+            f"could not fetch {uri} from the Hugging Face Hub ({first_line(e, named=True)}); {hint}"
         ) from None
     for name in (CONFIG_FILE, MODEL_FILE):
         if not (folder / name).is_file():
@@ -203,7 +194,7 @@ def upload(plan: PushPlan, *, private: bool = False, message: str | None = None)
     except Exception as e:  # the client raises its HTTP library's errors, OSError, ValueError
         raise VaekitError(
             f"could not push to {plan.repo_id} on the Hugging Face Hub "
-            f"({_first_line(e)}); log in with `hf auth login` or set HF_TOKEN, "
+            f"({first_line(e, named=True)}); log in with `hf auth login` or set HF_TOKEN, "
             "and check the network"
         ) from None
     plan.url = str(getattr(commit, "commit_url", "") or repo)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, require
 from . import fileio
 
 
@@ -163,17 +163,7 @@ def write_numbers(path: Path, arrays: dict[str, np.ndarray], columns: Sequence[s
 
 
 def _frame(rows: np.ndarray, names: list[str], path: Path) -> Any:
-    try:
-        import pandas as pd
-    except ImportError:
-        raise ConfigError(
-            f"writing {path.suffix} files needs pandas (pip install 'vaekit[tables]')"
-        ) from None
+    pd = require("tables", "pandas", f"writing {path.suffix} files")
     if path.suffix == ".parquet":
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            raise ConfigError(
-                "writing .parquet files needs pyarrow (pip install 'vaekit[tables]')"
-            ) from None
+        require("tables", "pyarrow", "writing .parquet files")
     return pd.DataFrame(rows, columns=names)

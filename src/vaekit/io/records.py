@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, require
 from .fileio import FILE_MODE, TMP_PREFIX
 
 FORMATS = (".npy", ".npz", ".parquet", ".csv")
@@ -92,16 +92,10 @@ class Records:
         return Path(name)
 
     def _need_tables(self) -> None:
-        try:
-            import pandas  # noqa: F401
-
-            if self.suffix == ".parquet":
-                import pyarrow  # noqa: F401
-        except ImportError as e:
-            raise ConfigError(
-                f"writing {self.suffix} files needs {e.name} (pip install 'vaekit[tables]'); "
-                "or write .npy or .npz"
-            ) from None
+        what, instead = f"writing {self.suffix} files", "; or write .npy or .npz"
+        require("tables", "pandas", what, also=instead)
+        if self.suffix == ".parquet":
+            require("tables", "pyarrow", what, also=instead)
 
     def write(self, start: int, chunk: dict[str, np.ndarray]) -> None:
         """Examples start..start+B-1 of each field (chunks come in order)."""

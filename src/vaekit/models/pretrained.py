@@ -26,7 +26,7 @@ from torch import nn
 
 from ..config import Config, ModelConfig
 from ..devices import check_device
-from ..errors import CheckpointError, ConfigError, DataError
+from ..errors import CheckpointError, ConfigError, DataError, first_line
 from ..io import card, checkpoint, hub
 from ..version import __version__
 from . import builtin, protocol, record, registry
@@ -146,8 +146,9 @@ class Pretrained(record.Recorded, nn.Module):
         try:
             return record.Built(*halves, {**modules, **kwargs}).model(cls)
         except Exception as e:  # anything a recorded setting can make the constructor raise
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise CheckpointError(f"{source}: the architecture cannot be built ({first})") from None
+            raise CheckpointError(
+                f"{source}: the architecture cannot be built ({first_line(e)})"
+            ) from None
 
     def custom_architectures(self) -> list[str]:
         """The registered names (a class that is not registered: its name) of this model's

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from .. import limits
-from ..errors import ConfigError, DataError, VaekitError
+from ..arguments import is_whole
+from ..errors import ConfigError, DataError, VaekitError, first_line
 
 LIKELIHOODS = ("bernoulli", "gaussian", "laplace")
 # a probe input of more values than this (a 3 x 1024 x 1024 image has 3.1 M) runs on the
@@ -37,16 +38,12 @@ def check_settings(
     label_dim: Any,
 ) -> None:
     """The VAE's own settings, each a clear error when it cannot work."""
-
-    def whole(value: Any, low: int) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool) and value >= low
-
-    if not whole(latent_dim, 1):
+    if not is_whole(latent_dim, 1):
         raise ConfigError(f"latent_dim must be a whole number >= 1; got {latent_dim!r}")
     if (
         not isinstance(input_shape, Sequence)
         or len(input_shape) != 3
-        or not all(whole(s, 1) for s in input_shape)
+        or not all(is_whole(s, 1) for s in input_shape)
     ):
         raise ConfigError(
             f"input_shape must be (C, H, W), three whole numbers >= 1; got {input_shape!r}"
@@ -55,7 +52,7 @@ def check_settings(
         raise ConfigError(f"likelihood must be one of {', '.join(LIKELIHOODS)}; got {likelihood!r}")
     if not isinstance(obs_scale, (int, float)) or not math.isfinite(obs_scale) or obs_scale <= 0:
         raise ConfigError(f"obs_scale must be a finite number > 0; got {obs_scale!r}")
-    if not whole(num_classes, 0) or not whole(label_dim, 1):
+    if not is_whole(num_classes, 0) or not is_whole(label_dim, 1):
         raise ConfigError(
             f"num_classes must be >= 0 and label_dim >= 1; got {num_classes!r}, {label_dim!r}"
         )
@@ -69,7 +66,7 @@ def check_latent_shape(latent_shape: Any, latent_dim: Any, num_classes: Any) -> 
     if (
         not isinstance(latent_shape, Sequence)
         or len(latent_shape) != 3
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in latent_shape)
+        or not all(is_whole(s, 1) for s in latent_shape)
     ):
         raise ConfigError(
             f"latent_shape must be (C, h, w), three whole numbers >= 1; got {latent_shape!r}"
@@ -165,8 +162,9 @@ def probe(
                 return _on_meta(module, x, cond)
             return module(x) if cond is None else module(x, cond)
     except (RuntimeError, ValueError, TypeError, IndexError, NotImplementedError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"the {role} {type(module).__name__} failed on {what}: {first}") from None
+        raise ConfigError(
+            f"the {role} {type(module).__name__} failed on {what}: {first_line(e)}"
+        ) from None
     finally:
         for m, flag in flags:
             m.training = flag
@@ -205,7 +203,7 @@ def shapes(out: Any) -> str:
 
 def count(name: str, value: object, low: int = 0) -> int:
     """A whole number >= low, or a one-line ConfigError naming the argument."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    if not is_whole(value, low):
         raise ConfigError(f"{name} must be a whole number >= {low}; got {value!r}")
     return value
 

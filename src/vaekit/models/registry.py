@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, first_line
 from . import record
 
 M = TypeVar("M", bound=type[nn.Module])
@@ -177,7 +177,7 @@ def build(entry: Any, role: str, source: str, depth: int = 0) -> nn.Module:
     try:
         return cls(**args)
     except Exception as e:  # whatever the recorded arguments make the constructor raise
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(
-            f"{source}: the {role} {name!r} cannot be built from its recorded arguments ({first})"
+            f"{source}: the {role} {name!r} cannot be built from its recorded arguments "
+            f"({first_line(e)})"
         ) from None

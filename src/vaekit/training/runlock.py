@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .. import untrusted_files
+from ..arguments import is_whole
 from ..errors import ConfigError
 from ..io import fileio
 from ..wording import option
@@ -84,7 +85,7 @@ def _parse(text: str) -> Owner | None:
         return None
     pid, host = data.get("pid"), data.get("host")
     started, token = data.get("started", ""), data.get("token", "")
-    if not (isinstance(pid, int) and not isinstance(pid, bool) and 0 < pid < 2**31):
+    if not is_whole(pid, 1, 2**31 - 1):
         return None  # os.kill(0 or -1, 0) would ask about whole process groups
     if not all(isinstance(v, str) for v in (host, started, token)):
         return None

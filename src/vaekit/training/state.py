@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..arguments import is_whole
 from ..config import Config
-from ..errors import CheckpointError, ConfigError, TrainingDiverged
+from ..errors import CheckpointError, ConfigError, TrainingDiverged, first_line
 from ..io.checkpoint import STATE_FILE, check_state_dict, non_finite
 from ..models import VAE
 from ..models.described import DERIVED
@@ -88,7 +89,7 @@ def _whole(saved: dict[str, Any], key: str, source: str) -> int:
     value = saved.get(key)
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         value = value.item()
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if not is_whole(value, 0):
         raise CheckpointError(
             f"checkpoint {source} is incomplete or corrupt ({key!r} is {value!r}, "
             "not a whole number >= 0)"
@@ -271,9 +272,8 @@ def restore(
         step.load_state_dict(saved)
         set_rng_state(generator, saved["rng"])
     except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(
-            f"checkpoint {path} does not fit this run's optimizer or generators ({first})"
+            f"checkpoint {path} does not fit this run's optimizer or generators ({first_line(e)})"
         ) from None
     if state.epoch >= config.train.epochs:
         raise ConfigError(

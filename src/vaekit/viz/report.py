@@ -9,8 +9,11 @@ from __future__ import annotations
 import base64
 import html
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from .. import templates, tracking
 from ..diffusers.model import reference_of
@@ -160,20 +163,7 @@ def build_report(
     from ..evaluation.evaluate import evaluate
     from ..loading import load_with_data
 
-    if iw_samples < 0 or max_test < 1 or batch_size < 1:
-        raise ConfigError(
-            f"report: --iw-samples must be >= 0 and --max-test, --batch-size "
-            f">= 1; got {iw_samples}, {max_test}, {batch_size}"
-        )
-    if reference_of(run) is not None:  # no run: no curves, no configuration to report
-        raise ConfigError(
-            f"{run} is a diffusers AutoencoderKL, not a vaekit run: use `vaekit evaluate "
-            f"{run} --data SOURCE` or `vaekit compare` for its numbers"
-        )
-    if out_dir is None and str(run).startswith("hf://"):
-        raise ConfigError(f"{run} is a downloaded model: pass --out DIR for its report")
-    run_dir = resolve(run)
-    out = Path(out_dir) if out_dir is not None else run_dir
+    run_dir, out = _folders(run, out_dir, iw_samples, max_test, batch_size)
     model, examples = load_with_data(
         run_dir, data, split=split, image_size=image_size, progress=progress
     )
@@ -194,14 +184,49 @@ def build_report(
     )
     seconds = time.perf_counter() - started
     records = tracking.read_metrics(run_dir)
-    written = {}
-    if figures.write_images(model, x, y, out, seed=seed):  # nothing for a table
-        written = {"samples": out / "samples.png", "reconstructions": out / "reconstructions.png"}
-    written.update(figures.write_all(out, model, x, y, examples.class_names, records, seed=seed))
+    written = _figures(out, model, x, y, examples.class_names, records, seed)
     page = render(run_dir.name, model, examples.dataset, stats, records, written, seed, seconds)
     path = out / REPORT_FILE
     fileio.write_text(path, page)
     return path
+
+
+def _folders(
+    run: str | Path, out_dir: str | Path | None, iw_samples: int, max_test: int, batch_size: int
+) -> tuple[Path, Path]:
+    """The run's folder and the report's, once the request is one a report can answer."""
+    if iw_samples < 0 or max_test < 1 or batch_size < 1:
+        raise ConfigError(
+            f"report: --iw-samples must be >= 0 and --max-test, --batch-size "
+            f">= 1; got {iw_samples}, {max_test}, {batch_size}"
+        )
+    if reference_of(run) is not None:  # no run: no curves, no configuration to report
+        raise ConfigError(
+            f"{run} is a diffusers AutoencoderKL, not a vaekit run: use `vaekit evaluate "
+            f"{run} --data SOURCE` or `vaekit compare` for its numbers"
+        )
+    if out_dir is None and str(run).startswith("hf://"):
+        raise ConfigError(f"{run} is a downloaded model: pass --out DIR for its report")
+    run_dir = resolve(run)
+    return run_dir, Path(out_dir) if out_dir is not None else run_dir
+
+
+def _figures(
+    out: Path,
+    model: VAE,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    class_names: Sequence[str],
+    records: list[dict[str, Any]],
+    seed: int,
+) -> dict[str, Path]:
+    """The report's pictures, written to `out`: samples and reconstructions (none for a
+    table), then the curves and latent figures; by their names in the page."""
+    written = {}
+    if figures.write_images(model, x, y, out, seed=seed):  # nothing for a table
+        written = {"samples": out / "samples.png", "reconstructions": out / "reconstructions.png"}
+    written.update(figures.write_all(out, model, x, y, class_names, records, seed=seed))
+    return written
 
 
 def render(

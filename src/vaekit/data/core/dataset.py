@@ -234,15 +234,14 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
+def num_batches(n: int, batch_size: int, drop_last: bool = True) -> int:
+    """How many batches an epoch of `n` examples has: whole batches only with `drop_last`
+    (but one short batch where all `n` are fewer than `batch_size`), else the last short."""
+    return n // batch_size if drop_last and n >= batch_size else -(-n // batch_size)
+
+
 def batch_indices(
     perm: torch.Tensor, batch_size: int, drop_last: bool = True
 ) -> list[torch.Tensor]:
-    n = perm.numel()
-    stop = (n // batch_size) * batch_size if drop_last and n >= batch_size else n
-    return [perm[i : i + batch_size] for i in range(0, stop, batch_size)]
-
-
-def num_batches(n: int, batch_size: int) -> int:
-    """len(batch_indices(...)) of n rows, without building them: whole batches only, or
-    one short batch when there are fewer rows than a batch."""
-    return n // batch_size if n >= batch_size else min(n, 1)
+    count = num_batches(perm.numel(), batch_size, drop_last)
+    return [perm[i * batch_size : (i + 1) * batch_size] for i in range(count)]

@@ -17,7 +17,7 @@ from typing import IO
 
 import numpy as np
 
-from ...errors import DataError
+from ...errors import DataError, first_line
 from ...limits import address_space_limit, human_bytes, physical_memory
 
 # One dataset may take at most this fraction of the machine's memory (or of the process's
@@ -118,7 +118,7 @@ def read_npy_header(f: IO[bytes], size: int, source: str) -> NpyHeader:
         else:
             raise ValueError(f"unknown .npy format version {version}")
     except (ValueError, SyntaxError, EOFError) as e:
-        raise DataError(f"{source} is not a valid .npy array ({_first_line(e)})") from None
+        raise DataError(f"{source} is not a valid .npy array ({first_line(e)})") from None
     if dtype.hasobject:
         raise DataError(
             f"{source} holds Python objects (pickled arrays), which vaekit never loads; "
@@ -134,8 +134,3 @@ def read_npy_header(f: IO[bytes], size: int, source: str) -> NpyHeader:
             f"but the file holds {max(0, size - offset)}; it is truncated or corrupt"
         )
     return NpyHeader(tuple(shape), dtype, offset, nbytes)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

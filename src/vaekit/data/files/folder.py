@@ -31,6 +31,7 @@ from . import folder_cache
 from .images import EXTENSIONS
 
 RAM_BUDGET = 2 * 2**30  # cached arrays larger than this are memory-mapped instead of loaded
+FileStat = tuple[str, int, int, int, int]  # path under the folder, size, mtime, inode, ctime
 
 
 def load_folder(
@@ -50,6 +51,28 @@ def load_folder(
     only when it is the user's `own` (here the default; load_data passes False for the
     folder a run's config names); a cache found there is read either way.
     """
+    root, files, ignored = _image_files(path)
+    if "crop" in cfg.augment:  # random crops need a margin around each image (core/augment.py)
+        cfg = dataclasses.replace(cfg, image_size=augment.decoded_size(cfg.image_size))
+    x, meta, cache, hit = _decoded(root, files, cfg, max_pixels, ram_budget, own, progress)
+    skipped = _warn_skipped(root, meta["skipped"], named_above=not hit)
+    y, class_names = _labels(root, meta["files"])
+    info: dict[str, object] = {
+        "source": "folder",
+        "path": str(root),
+        "images": int(x.shape[0]),
+        "files": list(meta["files"]),  # the images' paths under root, in row order
+        "skipped": skipped,
+        "ignored_non_images": ignored,
+        "cache": None if cache is None else str(cache),
+        "cache_hit": hit,
+    }
+    return _split(root.name, x, y, class_names, cfg, cache, ram_budget, info)
+
+
+def _image_files(path: str | Path) -> tuple[Path, list[FileStat], int]:
+    """The folder (resolved), its image files as `_scan` lists them, and how many other
+    files it ignored; a folder that is not there or holds no images is a DataError."""
     root = Path(path).expanduser()
     if not root.is_dir():
         what = "is not a folder" if root.exists() else "does not exist"
@@ -61,49 +84,53 @@ def load_folder(
         raise DataError(
             f"{root} holds no images{extra}; add .png, .jpg, .jpeg, .bmp, .webp, .gif or .tif files"
         )
-    if "crop" in cfg.augment:  # random crops need a margin around each image (core/augment.py)
-        cfg = dataclasses.replace(cfg, image_size=augment.decoded_size(cfg.image_size))
+    return root, files, ignored
+
+
+def _decoded(
+    root: Path,
+    files: list[FileStat],
+    cfg: DataConfig,
+    max_pixels: int | None,
+    ram_budget: int,
+    own: bool,
+    progress: bool,
+) -> tuple[np.ndarray, dict, Path | None, bool]:
+    """The images as an array, the cache's record of them, the cache file, and whether it
+    was a cache hit: read from a cache that fits, else decoded (and cached where `own`)."""
     mode = "L" if cfg.channels == 1 else "RGB"
     limit = int(max_pixels) if max_pixels is not None else Image.MAX_IMAGE_PIXELS
     key = folder_cache.cache_key(files, cfg.image_size, mode, limit)
     dirs = folder_cache.cache_dirs(root, cfg)  # read from
-    writable = folder_cache.cache_dirs(root, cfg, own)  # written to
-
-    cache: Path | None
     hit = next(
         (r for d in dirs if (r := folder_cache.read_cache(d, key, ram_budget)) is not None), None
     )
-    if hit is not None:
-        x, meta, cache = hit
-        if cfg.strict and meta["skipped"]:  # the cache was built without --strict
-            rel, reason = next(iter(meta["skipped"].items()))
-            raise folder_cache.strict_error(f"{root / rel}: {reason}")
-    else:
+    if hit is None:
+        writable = folder_cache.cache_dirs(root, cfg, own)  # written to
         x, meta, cache = folder_cache.build(
             root, [f[0] for f in files], writable, key, cfg, mode, limit, progress, ram_budget
         )
-    skipped = [str(root / rel) for rel in meta["skipped"]]
+        return x, meta, cache, False
+    x, meta, cache = hit
+    if cfg.strict and meta["skipped"]:  # the cache was built without --strict
+        rel, reason = next(iter(meta["skipped"].items()))
+        raise folder_cache.strict_error(f"{root / rel}: {reason}")
+    return x, meta, cache, True
+
+
+def _warn_skipped(root: Path, skipped_files: dict[str, str], named_above: bool) -> list[str]:
+    """The unreadable images' paths, counted in one line on stderr (`named_above`: the
+    decoding just named the first of them)."""
+    skipped = [str(root / rel) for rel in skipped_files]
     if skipped:
         plural = "" if len(skipped) == 1 else "s"
         named = folder_cache.MAX_NAMED_SKIPS
-        first = f" (the first {named} named above)" if len(skipped) > named and hit is None else ""
+        first = f" (the first {named} named above)" if len(skipped) > named and named_above else ""
         print(
             f"vaekit: skipped {len(skipped)} unreadable image{plural} in {root}{first}",
             file=sys.stderr,
         )
-
-    y, class_names = _labels(root, meta["files"])
-    info: dict[str, object] = {
-        "source": "folder",
-        "path": str(root),
-        "images": int(x.shape[0]),
-        "files": list(meta["files"]),  # the images' paths under root, in row order
-        "skipped": skipped,
-        "ignored_non_images": ignored,
-        "cache": None if cache is None else str(cache),
-        "cache_hit": hit is not None,
-    }
-    return _split(root.name, x, y, class_names, cfg, cache, ram_budget, info)
+    return skipped
 
 
 def _split(
@@ -141,7 +168,7 @@ def _split(
     )
 
 
-def _scan(root: Path) -> tuple[list[tuple[str, int, int, int, int]], int]:
+def _scan(root: Path) -> tuple[list[FileStat], int]:
     """Sorted (relative path, size, mtime_ns, inode, ctime_ns) of candidate images, and the
     count of other files.
 

@@ -17,7 +17,7 @@ from typing import IO
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
-from ...errors import DataError
+from ...errors import DataError, first_line
 from ..core.untrusted import open_regular
 
 EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
@@ -66,8 +66,7 @@ def _decode(
     except Image.UnidentifiedImageError:  # its own text names the file object, not the path
         raise DataError(f"{path}: cannot read image (not a format Pillow can identify)") from None
     except READ_ERRORS as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DataError(f"{path}: cannot read image ({reason})") from None
+        raise DataError(f"{path}: cannot read image ({first_line(e)})") from None
     out = _resize_crop(out, image_size)
     a = np.asarray(out, dtype=np.uint8)  # (H, W) or (H, W, 3)
     return a[None] if a.ndim == 2 else np.ascontiguousarray(a.transpose(2, 0, 1))

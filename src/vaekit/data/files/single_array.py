@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ...config import DataConfig
-from ...errors import DataError
+from ...errors import DataError, first_line, require
 from ..core.arrays import as_examples
 from ..core.dataset import Dataset, split
 from ..core.untrusted import memory_limit, open_regular, over_limit, read_npy_header
@@ -52,12 +52,10 @@ def read_table(path: Path) -> np.ndarray:
 def read_table_columns(path: Path) -> tuple[np.ndarray, list[str]]:
     """`read_table`'s array and the table's column names (a trained model keeps them, so
     that what it writes back has the same columns)."""
-    try:
-        import pandas as pd
-    except ImportError:
-        raise DataError(
-            f"reading {path.suffix} files needs pandas (pip install 'vaekit[tables]')"
-        ) from None
+    what = f"reading {path.suffix} files"
+    pd = require("tables", "pandas", what, error=DataError)
+    if path.suffix.lower() == ".parquet":
+        require("tables", "pyarrow", what, error=DataError)
     with open_regular(path) as f:
         size = os.fstat(f.fileno()).st_size
     limit = memory_limit()
@@ -65,13 +63,8 @@ def read_table_columns(path: Path) -> tuple[np.ndarray, list[str]]:
         raise over_limit(str(path), size * TABLE_PARSE_FACTOR, limit)
     try:
         frame = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
-    except ImportError:
-        raise DataError(
-            f"reading {path.suffix} files needs pyarrow (pip install 'vaekit[tables]')"
-        ) from None
     except Exception as e:  # pandas and pyarrow raise many types for a malformed file
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DataError(f"{path} cannot be read as a table ({first[:200]})") from None
+        raise DataError(f"{path} cannot be read as a table ({first_line(e)[:200]})") from None
     if frame.shape[0] == 0:
         raise DataError(f"{path} holds no rows")
     other = [str(c) for c, kind in frame.dtypes.items() if kind.kind not in "biuf"]

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ...arguments import is_whole
 from ...errors import DataError
 from ..core.arrays import as_examples
 from ..core.untrusted import MAX_CLASSES
@@ -76,7 +77,7 @@ def is_whole_number(value: Any) -> bool:
     """An int, a numpy integer or a 0-d integer tensor/array: what a class label is."""
     if isinstance(value, torch.Tensor | np.ndarray) and value.ndim == 0:
         value = value.item()
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+    return is_whole(value, numpy=True)
 
 
 def as_label(value: Any, where: str) -> int:

@@ -21,13 +21,12 @@ import numpy as np
 
 from ... import untrusted_files
 from ...config import DataConfig
-from ...errors import DataError
+from ...errors import DataError, first_line, require
 from .assemble import Source
 from .examples import stack_images, to_array
 
 PREFIX = "hf:"
 SPLIT = re.compile(r"^(.+?)(?::([A-Za-z0-9_.\-\[\]%]+))?$")
-INSTALL = "pip install 'vaekit[datasets]'"
 
 
 class HFSource(Source):
@@ -112,10 +111,8 @@ def open_hf(spec: str, progress: bool = True) -> tuple[str, Any, Any]:
     target, split = match.group(1), match.group(2) or ""
     if Path(spec[len(PREFIX) :]).expanduser().exists():  # a local path holding a colon
         target, split = spec[len(PREFIX) :], ""
-    try:
-        import datasets
-    except ImportError:
-        raise DataError(f"--data {spec} needs the datasets library: {INSTALL}") from None
+    package = "the datasets library"
+    datasets = require("datasets", "datasets", f"--data {spec}", package=package, error=DataError)
     if not progress:
         datasets.disable_progress_bars()
     splits = _open(datasets, target, spec)
@@ -143,15 +140,15 @@ def _open(datasets: Any, target: str, spec: str) -> Any:
     except ConnectionError as e:  # offline, or the Hub out of reach, and not cached
         raise DataError(
             f"--data {spec}: {target} is not in the datasets cache and the Hub cannot be "
-            f"reached ({_first_line(e)}); run once online (HF_HUB_OFFLINE unset) to cache it, "
+            f"reached ({first_line(e)[:300]}); run once online (HF_HUB_OFFLINE unset) to cache it, "
             "or give a local copy as hf:PATH"
         ) from None
     except (FileNotFoundError, ValueError, OSError) as e:
-        raise DataError(f"--data {spec}: cannot load {target} ({_first_line(e)})") from None
+        raise DataError(f"--data {spec}: cannot load {target} ({first_line(e)[:300]})") from None
     except Exception as e:  # DatasetNotFoundError, and the library failing on odd files
         if not _from_library(e):
             raise
-        raise DataError(f"--data {spec}: cannot load {target} ({_first_line(e)})") from None
+        raise DataError(f"--data {spec}: cannot load {target} ({first_line(e)[:300]})") from None
 
 
 def _check_json_files(folder: Path, spec: str) -> None:
@@ -183,8 +180,3 @@ def _from_library(error: BaseException) -> bool:
     while tb is not None:
         last, tb = tb.tb_frame.f_globals.get("__name__", ""), tb.tb_next
     return str(last).split(".")[0] in LIBRARIES
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return (text[0] if text else type(error).__name__)[:300]
