@@ -113,6 +113,53 @@ def test_a_family_records_its_own_settings_and_loads_with_them(tmp_path: Path) -
         assert torch.equal(a, b)
 
 
+@vaekit.register("test-record-scale")
+class Scale(nn.Module):
+    """A registered module a family takes as a setting (as a prior or a posterior would be)."""
+
+    def __init__(self, size: int = 4) -> None:
+        super().__init__()
+        self.log_scale = nn.Parameter(torch.zeros(size))
+
+
+class WithModule(VAE):
+    """A family member with a module of its own beside the halves."""
+
+    module_settings = (*VAE.module_settings, "scale")
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, *, scale: nn.Module,
+                 **settings: Any) -> None:  # fmt: skip
+        super().__init__(encoder, decoder, **settings)
+        self.scale = scale
+
+
+def test_a_family_with_a_module_of_its_own_records_it_by_name_and_loads_it(tmp_path: Path) -> None:
+    model = WithModule(custom_arch.ConvFeatures(), custom_arch.ConvPixels(latent_dim=4),
+                       scale=Scale(size=3), latent_dim=4, input_shape=(1, 28, 28))  # fmt: skip
+    with torch.no_grad():
+        model.scale.log_scale.fill_(0.5)
+    assert model.architecture()["scale"] == {"name": "test-record-scale", "args": {"size": 3}}
+    loaded = WithModule.from_pretrained(model.save_pretrained(tmp_path / "with"))
+    assert isinstance(loaded.scale, Scale) and torch.equal(
+        loaded.scale.log_scale, torch.full((3,), 0.5)
+    )
+
+
+class Fixed(VAE):
+    """A model whose constructor fixes some of the VAE's settings: its record holds only
+    what its constructor takes."""
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, latent_dim: int = 4) -> None:
+        super().__init__(encoder, decoder, latent_dim=latent_dim, input_shape=(1, 28, 28))
+
+
+def test_a_model_that_fixes_settings_records_and_loads_only_its_own(tmp_path: Path) -> None:
+    model = Fixed(custom_arch.ConvFeatures(), custom_arch.ConvPixels(latent_dim=4))
+    assert sorted(model.architecture()) == ["decoder", "encoder", "latent_dim"]
+    loaded = Fixed.from_pretrained(model.save_pretrained(tmp_path / "fixed"))
+    assert loaded.input_shape == (1, 28, 28) and loaded.latent_dim == 4
+
+
 def test_a_model_class_that_drops_an_argument_is_a_bug_said_at_once() -> None:
     class Forgetful(VAE):
         def __init__(self, encoder: nn.Module, decoder: nn.Module, *, depth: int = 2,

@@ -148,7 +148,8 @@ class Pretrained(record.Recorded, nn.Module):
             raise CheckpointError(f"{source}: 'architecture' must be an object")
         given = {"encoder": encoder, "decoder": decoder}
         _check_given(architecture, given, source)
-        missing = [k for k in cls.required_settings if architecture.get(k) is None]
+        required = [k for k in cls.required_settings if k in cls.recorded_settings]
+        missing = [k for k in required if architecture.get(k) is None]
         if missing:
             raise CheckpointError(f"{source}: 'architecture' lacks {', '.join(missing)}")
         cls = posterior_class(cls, architecture.get(POSTERIOR, GAUSSIAN), source)
@@ -158,19 +159,23 @@ class Pretrained(record.Recorded, nn.Module):
             if k not in cls.module_settings and architecture.get(k) is not None
         }
 
-        def halves() -> tuple[nn.Module, nn.Module]:
-            built = [
-                given[role] or registry.build(architecture.get(role), role, source)
-                for role in ("encoder", "decoder")
-            ]
-            return built[0], built[1]
+        def build(role: str) -> nn.Module:
+            module = given.get(role)
+            return (
+                registry.build(architecture.get(role), role, source) if module is None else module
+            )
 
         latent = kwargs.get("latent_dim")
         latent = latent if isinstance(latent, int) else 1
-        protocol.check_size(halves, latent, f"the architecture {source} records")
-        encoder, decoder = halves()
+        protocol.check_size(
+            lambda: (build("encoder"), build("decoder")),
+            latent,
+            f"the architecture {source} records",
+        )
+        modules = {role: build(role) for role in cls.module_settings}  # a family's too
+        halves = modules.pop("encoder"), modules.pop("decoder")
         try:
-            return record.Built(encoder, decoder, kwargs).model(cls)
+            return record.Built(*halves, {**modules, **kwargs}).model(cls)
         except Exception as e:  # anything a recorded setting can make the constructor raise
             raise CheckpointError(
                 f"{source}: the architecture cannot be built ({first_line(e)})"
