@@ -60,9 +60,8 @@ def build(
         blocks, spatial, path = cfg.blocks_per_level, cfg.latent_channels, cfg.linear_path
         norm = decoder_norm(cfg.decoder_norm)
         z_dim = 0 if spatial else cfg.latent_dim
-        moments = 1 if posterior else 2  # a quantised posterior reads one map, z_e
         return (
-            ConvEncoder(shape, cfg.channels, blocks, cond, spatial, path, z_dim, moments),
+            ConvEncoder(shape, cfg.channels, blocks, cond, spatial, path, z_dim),
             ConvDecoder(shape, cfg.channels, blocks, z_features, per_pixel, spatial, norm, path),
         )
 

@@ -145,9 +145,7 @@ class ConvEncoder(nn.Module):
     `channels`: channels per level, each level a stride-2 conv (halving the size) and
     `blocks_per_level` residual blocks. `linear_path`: a linear map of x added to the
     posterior mean (models/linear_path.py); a latent vector then needs `latent_dim`, and
-    the encoder returns (mu, logvar) (B, latent_dim) from heads of its own. `moments` 1:
-    a spatial latent's one map (z_e of a quantised posterior, models/vqvae.py) instead of
-    the pair.
+    the encoder returns (mu, logvar) (B, latent_dim) from heads of its own.
     """
 
     def __init__(
@@ -159,13 +157,9 @@ class ConvEncoder(nn.Module):
         latent_channels: int = 0,
         linear_path: bool = False,
         latent_dim: int = 0,
-        moments: int = 2,
     ) -> None:
         super().__init__()
         _check(input_shape, channels)
-        if moments not in (1, 2):
-            raise ValueError("moments: 2 (a Gaussian's mean and log-variance) or 1 (one map)")
-        self.moments_count = moments
         if latent_channels and cond_dim:
             raise ValueError("a spatial latent takes no label embedding")
         c, h, w = input_shape
@@ -182,7 +176,7 @@ class ConvEncoder(nn.Module):
         self.latent_channels = latent_channels
         self.out_features: int | None = None  # no features: the moments come from `moments`
         if latent_channels:  # the map's mean and log-variance, from the last level's features
-            self.moments = Conv2d(c_prev, moments * latent_channels, 3, padding=1)
+            self.moments = Conv2d(c_prev, 2 * latent_channels, 3, padding=1)
         else:
             self.out_features = self.flat_features + cond_dim
         self.linear: nn.Module | None = None
@@ -208,8 +202,6 @@ class ConvEncoder(nn.Module):
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         if self.stem.weight.is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)  # match the weights' layout
-        if self.latent_channels and self.moments_count == 1:  # z_e of a quantised posterior
-            return self.moments(self.body(x))  # (B, C_z, h, w)
         if self.latent_channels:
             mu, logvar = self.moments(self.body(x)).chunk(2, dim=1)  # each (B, C_z, h, w)
             if self.linear is not None:

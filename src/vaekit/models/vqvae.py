@@ -118,6 +118,10 @@ class VQVAE(VAE):
         out = protocol.probe(encoder, "encoder", x, None, f"one image of {self.input_shape}")
         own = (1, *self.latent_shape) if self.latent_shape else (1, self.latent_dim)
         self.heads = False
+        # a Gaussian's encoder (the built-in conv one of a spatial latent) gives a pair:
+        # z_e is its first map, the mean's place (its second goes unused)
+        self.pair = isinstance(out, (tuple, list)) and len(out) == 2
+        out = out[0] if self.pair else out
         if torch.is_tensor(out) and tuple(out.shape) == own:
             return
         if torch.is_tensor(out) and out.dim() == 2 and self.latent_shape is None:
@@ -126,7 +130,8 @@ class VQVAE(VAE):
             return
         raise ConfigError(
             f"the encoder {type(encoder).__name__} returned {protocol.shapes(out)} for one "
-            f"image; a VQ-VAE's encoder returns features (B, F) or z_e {own}"
+            f"image; a VQ-VAE's encoder returns features (B, F) or z_e {own} (or a pair "
+            "whose first is z_e)"
         )
 
     # the quantiser's settings, kept by the quantiser (the record reads them here)
@@ -150,6 +155,7 @@ class VQVAE(VAE):
     def pre_quantize(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """z_e for x in the model's units: (B, D), or (B, C, h, w) for a spatial latent."""
         h = self.encoder(x)
+        h = h[0] if self.pair else h
         z = self.pre_quant(h) if self.heads else h
         return z.float()
 
