@@ -111,3 +111,50 @@ def test_a_0_1_hub_folder_loads_from_the_cache(offline_cache: Path) -> None:
     original = vaekit.load(FIXTURES / "mlp")
     g1, g2 = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
     assert torch.equal(model.sample(3, generator=g1), original.sample(3, generator=g2))
+
+
+# vaekit 0.2 (tests/fixtures/v0_2, written at 55688cc), the same configs for 2 epochs
+# uninterrupted there: the final weights' digest and the epoch-2 train -ELBO
+FIXTURES_V02 = Path(__file__).parent / "fixtures" / "v0_2"
+EPOCH2_V02 = {
+    "mlp": ("18b6944698abf9b7e0b2f691a78763f119f35044a56af732c5e9aa2bd8facb4c", 543.6200714111328),
+    "conv": ("1c49faec5523eed17f00b65ca28c1b1af02a7d6810f3ddd6b4dc7b13246ea1a3", 756.3386383056641),
+    "akl": ("80ec84fdc71e5fa25a71eac55829d15c49e566c7260ebe886507990defc06d80", 770.6768493652344),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EPOCH2_V02))
+def test_a_0_2_run_loads_with_its_weights_and_samples(name: str) -> None:
+    model = vaekit.load(FIXTURES_V02 / name)
+    saved = load_file(str(FIXTURES_V02 / name / "model.safetensors"))
+    assert model.state_dict().keys() == saved.keys()
+    for key, value in saved.items():
+        assert torch.equal(model.state_dict()[key], value), key
+    assert model.input_shape == (1, 28, 28)
+    y = torch.arange(4) % 2 if model.conditional else None
+    images = model.sample(4, y, generator=torch.Generator().manual_seed(0))
+    assert images.shape == (4, 1, 28, 28) and 0 <= images.min() <= images.max() <= 1
+
+
+@pytest.mark.parametrize("name", sorted(EPOCH2_V02))
+def test_a_0_2_run_resumes_exactly_as_0_2_continued_it(name: str, tmp_path: Path) -> None:
+    run = Path(shutil.copytree(FIXTURES_V02 / name, tmp_path / name))
+    config = vaekit.load_config(
+        str(run / "config.yaml"), {"train.out": str(run), "train.epochs": 2}
+    )
+    vaekit.train(config, resume=True)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    digest, train_nelbo = EPOCH2_V02[name]
+    if weights_digest(run / "model.safetensors") != digest:  # another CPU: see the 0.1 test
+        assert records[-1]["train_nelbo"] == pytest.approx(train_nelbo, rel=1e-6, abs=0)
+    else:
+        assert records[-1]["train_nelbo"] == train_nelbo
+
+
+def test_a_0_2_run_evaluates_its_own_data_from_the_command_line(tmp_path: Path) -> None:
+    run = Path(shutil.copytree(FIXTURES_V02 / "conv", tmp_path / "conv"))
+    result = run_cli("evaluate", str(run), "--json", "--iw-samples", "2")
+    assert result.returncode == 0, result.stderr
+    stats = json.loads(result.stdout)
+    assert stats["n"] == 13 and stats["log_px"] < 0
