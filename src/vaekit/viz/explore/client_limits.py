@@ -14,6 +14,7 @@ copy that a proxy and this server read differently is how requests are smuggled.
 
 from __future__ import annotations
 
+import errno
 import io
 import math
 import re
@@ -36,6 +37,16 @@ MAX_HEADERS = 100  # header lines in a request
 MAX_HEAD = 65536  # bytes of all header lines together
 MAX_BODY = 1024  # bytes of request body read and discarded; the API takes none
 SINGLE = ("Host", "Content-Length", "Transfer-Encoding")  # framing: at most once each
+# the connection is gone: the client closed it, or Ctrl-C landed while its thread started and
+# the server closed the socket under the reply (socketserver shuts a request down then)
+GONE = (ConnectionError, TimeoutError)
+GONE_ERRNOS = (errno.EBADF, errno.ENOTCONN)
+
+
+def connection_gone(exc: BaseException | None) -> bool:
+    return isinstance(exc, GONE) or (isinstance(exc, OSError) and exc.errno in GONE_ERRNOS)
+
+
 TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a header name (RFC 9110 token)
 CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # tab is the only control allowed
 
@@ -259,6 +270,6 @@ class ExplorerServer(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         exc = sys.exc_info()[1]
-        if isinstance(exc, (ConnectionError, TimeoutError)):
-            return  # the client went away: nothing to report
+        if connection_gone(exc):
+            return  # the client went away, or the server is stopping: nothing to report
         print(f"vaekit explore: error serving {client_address[0]}: {exc!r}", file=sys.stderr)

@@ -30,6 +30,7 @@ from .client_limits import (
     DeadlineReader,
     ExplorerServer,
     check_framing,
+    connection_gone,
     read_head,
 )
 from .latents import MAX_STEPS, Z_LIMIT, BadRequest, Explorer
@@ -263,9 +264,11 @@ class Handler(BaseHTTPRequestHandler):
             self._route(url.path, params)
         except BadRequest as e:
             self.send_error(e.status, str(e))
-        except (ConnectionError, TimeoutError):  # the client stopped reading the reply
-            self.close_connection = True
-        except Exception as e:  # a bug: the traceback goes to the server's log, not the client
+        except Exception as e:
+            if connection_gone(e):  # the client stopped reading, or the server is stopping
+                self.close_connection = True
+                return
+            # a bug: the traceback goes to the server's log, not the client
             print(f"vaekit explore: internal error on {self.path[:200]}", file=sys.stderr)
             traceback.print_exc(file=sys.stderr)
             self.send_error(500, f"internal error ({type(e).__name__}); see the server log")
