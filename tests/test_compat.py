@@ -39,6 +39,25 @@ def weights_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def resume_to_epoch_2(run: Path, digest: str, train_nelbo: float) -> list[dict]:
+    """Resume `run` (one epoch written by an earlier vaekit) to epoch 2 and check it
+    continues as that version did uninterrupted; return the metrics records."""
+    config = vaekit.load_config(
+        str(run / "config.yaml"), {"train.out": str(run), "train.epochs": 2}
+    )
+    vaekit.train(config, resume=True)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    if weights_digest(run / "model.safetensors") != digest:
+        # 0.1 recorded its epoch 2 on an Intel Xeon; another CPU's kernels round the last
+        # bits differently (the same old code gives other bits there too), so off that CPU
+        # the resumed epoch must match the old version's to float rounding, not bit for bit
+        assert records[-1]["train_nelbo"] == pytest.approx(train_nelbo, rel=1e-6, abs=0)
+    else:
+        assert records[-1]["train_nelbo"] == train_nelbo
+    return records
+
+
 @pytest.fixture
 def copy_of(tmp_path: Path):
     def make(name: str) -> Path:
@@ -69,20 +88,7 @@ def test_a_0_1_run_loads_with_its_weights_and_samples(name: str) -> None:
 @pytest.mark.parametrize("name", RUNS)
 def test_a_0_1_run_resumes_exactly_as_0_1_continued_it(name: str, copy_of) -> None:
     run = copy_of(name)
-    config = vaekit.load_config(
-        str(run / "config.yaml"), {"train.out": str(run), "train.epochs": 2}
-    )
-    vaekit.train(config, resume=True)
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records] == [1, 2]
-    digest, train_nelbo = EPOCH2[name]
-    if weights_digest(run / "model.safetensors") != digest:
-        # 0.1 recorded its epoch 2 on an Intel Xeon; another CPU's kernels round the last
-        # bits differently (the same 0.1 code gives other bits there too), so off that CPU
-        # the resumed epoch must match 0.1's to float rounding, not bit for bit
-        assert records[-1]["train_nelbo"] == pytest.approx(train_nelbo, rel=1e-6, abs=0)
-    else:
-        assert records[-1]["train_nelbo"] == train_nelbo
+    records = resume_to_epoch_2(run, *EPOCH2[name])
     # 0.1 held out no validation set: the resumed run neither, and its config says so now
     assert not any(k.startswith("val_") for k in records[-1])
     assert "val_fraction: 0.0" in (run / "config.yaml").read_text()
@@ -138,18 +144,9 @@ def test_a_0_2_run_loads_with_its_weights_and_samples(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(EPOCH2_V02))
 def test_a_0_2_run_resumes_exactly_as_0_2_continued_it(name: str, tmp_path: Path) -> None:
-    run = Path(shutil.copytree(FIXTURES_V02 / name, tmp_path / name))
-    config = vaekit.load_config(
-        str(run / "config.yaml"), {"train.out": str(run), "train.epochs": 2}
+    resume_to_epoch_2(
+        Path(shutil.copytree(FIXTURES_V02 / name, tmp_path / name)), *EPOCH2_V02[name]
     )
-    vaekit.train(config, resume=True)
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records] == [1, 2]
-    digest, train_nelbo = EPOCH2_V02[name]
-    if weights_digest(run / "model.safetensors") != digest:  # another CPU: see the 0.1 test
-        assert records[-1]["train_nelbo"] == pytest.approx(train_nelbo, rel=1e-6, abs=0)
-    else:
-        assert records[-1]["train_nelbo"] == train_nelbo
 
 
 def test_a_0_2_run_evaluates_its_own_data_from_the_command_line(tmp_path: Path) -> None:
