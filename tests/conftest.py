@@ -102,6 +102,14 @@ TINY_FLAGS = ["--data.noise_examples", "256", "--model.hidden", "32", "--latent-
               "--epochs", "1", "--batch-size", "64", "--train.progress", "false"]  # fmt: skip
 
 
+# The perceptual + adversarial presets (kl-f8-128, vq-f8-128) shrunk for a test: the
+# PatchGAN from step 1 at 4 channels, LPIPS at random weights (no download), fp32, quiet.
+SHRUNK_GAN_RECIPE = ["--loss.adversarial_start", "1", "--loss.adversarial_channels", "4",
+                     "--loss.perceptual_backbone_weights", "random",
+                     "--loss.perceptual_lin_weights", "random",
+                     "--train.precision", "fp32", "--train.progress", "false"]  # fmt: skip
+
+
 def nan_on_odd_steps(monkeypatch: pytest.MonkeyPatch) -> object:
     """Make every other training step's loss NaN (the 1st, 3rd, ...); return the real
     `objective.compute`."""

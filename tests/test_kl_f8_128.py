@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 import vaekit
+from conftest import SHRUNK_GAN_RECIPE
 from vaekit import cli
 from vaekit.config import load_config, resolve_config_path
 from vaekit.diffusers import autoencoderkl
@@ -64,10 +65,7 @@ def test_a_shrunk_run_of_the_preset_exports_to_diffusers(tmp_path: Path) -> None
     args = ["train", "--config", "kl-f8-128", "--data", str(folder), "--out", str(run)]
     args += ["--data.image_size", "32", "--model.channels", "8,8,8,8", "--batch-size", "2"]
     args += ["--epochs", "1", "--data.test_fraction", "0.25", "--data.val_fraction", "0"]
-    args += ["--loss.adversarial_start", "1", "--loss.adversarial_channels", "4"]
-    args += ["--loss.perceptual_backbone_weights", "random"]
-    args += ["--loss.perceptual_lin_weights", "random"]
-    args += ["--train.precision", "fp32", "--train.progress", "false"]
+    args += SHRUNK_GAN_RECIPE
     assert cli.main(args) == 0
     last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["step"] == 3 and math.isfinite(last["train_nelbo"])

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import vaekit
-from conftest import TINY_FLAGS, assert_clean_error, run_cli
+from conftest import SHRUNK_GAN_RECIPE, TINY_FLAGS, assert_clean_error, run_cli
 from vaekit.config import ModelConfig
 from vaekit.errors import ConfigError
 from vaekit.io import card
@@ -259,10 +259,7 @@ def test_vq_f8_128_preset_is_the_stated_vqgan_and_trains_its_recipe(tmp_path: Pa
     args += ["--data.image_size", "32", "--model.channels", "8,8,8", "--batch-size", "2"]
     args += ["--model.blocks_per_level", "1", "--model.codebook_size", "16", "--epochs", "1"]
     args += ["--data.test_fraction", "0.25", "--data.val_fraction", "0"]
-    args += ["--loss.adversarial_start", "1", "--loss.adversarial_channels", "4"]
-    args += ["--loss.perceptual_backbone_weights", "random"]
-    args += ["--loss.perceptual_lin_weights", "random"]
-    args += ["--train.precision", "fp32", "--train.progress", "false"]
+    args += SHRUNK_GAN_RECIPE
     assert cli.main(args) == 0
     last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["step"] == 3 and math.isfinite(last["train_objective"])
