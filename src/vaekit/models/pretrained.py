@@ -37,6 +37,11 @@ P = TypeVar("P", bound="Pretrained")
 # (vqvae.py)
 POSTERIORS: dict[str, type[Pretrained]] = {}
 POSTERIOR, GAUSSIAN = "posterior", "gaussian"
+# the models of a prior other than N(0, I) with the Gaussian posterior, by the name the
+# architecture records under PRIOR (and model.prior): filled by their modules
+# (composed.py); a posterior's class says which priors it takes (`priors`)
+PRIORS: dict[str, type[Pretrained]] = {}
+PRIOR, STANDARD = "prior", "standard"
 
 
 def posterior_class(cls: type[P], name: Any, source: str) -> type[P]:
@@ -48,6 +53,26 @@ def posterior_class(cls: type[P], name: Any, source: str) -> type[P]:
     if model is None or not issubclass(model, cls):
         known = ", ".join([GAUSSIAN, *sorted(POSTERIORS)])
         raise CheckpointError(f"{source}: unknown posterior {name!r} (known: {known})")
+    return model
+
+
+def model_class(cls: type[P], posterior: Any, prior: Any, source: str) -> type[P]:
+    """The class to build for a posterior and a prior: `posterior_class`'s for the standard
+    normal prior, else the class registered for the prior (with the Gaussian posterior)
+    or the posterior's own where it takes that prior; else a CheckpointError."""
+    model = posterior_class(cls, posterior, source)
+    if prior == STANDARD:
+        return model
+    composed = PRIORS.get(prior) if isinstance(prior, str) else None
+    if composed is None or not issubclass(composed, cls):
+        known = ", ".join([STANDARD, *sorted(PRIORS)])
+        raise CheckpointError(f"{source}: unknown prior {prior!r} (known: {known})")
+    if posterior == GAUSSIAN:
+        return composed
+    if prior not in model.priors:
+        raise CheckpointError(
+            f"{source}: the prior {prior} does not compose with the posterior {posterior}"
+        )
     return model
 
 
@@ -87,6 +112,12 @@ class Pretrained(record.Recorded, nn.Module):
     posterior_kind = GAUSSIAN
     has_density = True
     term_names = ("nelbo", "recon", "kl")
+    # the priors the posterior composes with (PRIORS); whether the KL is the closed form of
+    # a diagonal Gaussian against N(0, I), split by latent dimension (active units' KL,
+    # free bits), or, where not, why not (a VampPrior's or a flow's Monte Carlo KL)
+    priors: tuple[str, ...] = (STANDARD,)
+    closed_form_kl = True
+    no_kl_per_dim = ""
 
     def __init__(self) -> None:
         """What a model knows of the run that trained it, once trained or loaded."""
@@ -116,7 +147,7 @@ class Pretrained(record.Recorded, nn.Module):
         `Normalization.record()` of the data (see `builtin.build`); model.posterior picks
         the class (a subclass of `cls`: `VQVAE` for vq)."""
         built = builtin.build(cfg, input_shape, num_classes, normalization)
-        return built.model(posterior_class(cls, cfg.posterior, "model.posterior"))
+        return built.model(model_class(cls, cfg.posterior, cfg.prior, "model.posterior"))
 
     def architecture(self) -> dict[str, Any]:
         """What config.json records to rebuild this model: its settings (`settings()`), a
@@ -152,7 +183,8 @@ class Pretrained(record.Recorded, nn.Module):
         missing = [k for k in required if architecture.get(k) is None]
         if missing:
             raise CheckpointError(f"{source}: 'architecture' lacks {', '.join(missing)}")
-        cls = posterior_class(cls, architecture.get(POSTERIOR, GAUSSIAN), source)
+        posterior = architecture.get(POSTERIOR, GAUSSIAN)
+        cls = model_class(cls, posterior, architecture.get(PRIOR, STANDARD), source)
         kwargs = {
             k: architecture[k]
             for k in cls.recorded_settings
