@@ -192,6 +192,13 @@ def check_objective(model: VAE, cfg: LossConfig) -> None:
     """The loss options a model can take: the KL's weight, warm-up and free bits, and the
     IWAE bound need a posterior with a density (a VQ-VAE's latent term is weighed by
     model.commitment)."""
+    if model.has_density and cfg.free_bits > 0 and not model.closed_form_kl:
+        prior = getattr(model, "prior", "standard")
+        raise ConfigError(
+            f"loss.free_bits acts on each latent dimension's KL, which a model.posterior "
+            f"{model.posterior_kind}, model.prior {prior} model has not ({model.no_kl_per_dim})"
+            ": set loss.free_bits 0"
+        )
     if model.has_density:
         return
     asked = [
