@@ -15,12 +15,12 @@ from torch.autograd.functional import jacobian
 from torch.distributions import Bernoulli, Categorical, Independent, MixtureSameFamily, Normal
 
 import vaekit
-from vaekit import cli
 from conftest import TINY_FLAGS, assert_one_line_error
+from vaekit import cli
 from vaekit.config import ModelConfig
 from vaekit.errors import ConfigError
 from vaekit.evaluation.likelihood import _example_noise, elbo_stats, importance_sampling
-from vaekit.models import VAE, ComposedVAE, IAFVAE
+from vaekit.models import IAFVAE, VAE, ComposedVAE
 from vaekit.models.flows import IAF, IAFStep
 from vaekit.models.priors import log_mixture
 

@@ -7,7 +7,7 @@ annotations on every call (`vaekit.arguments`), except INTERNAL: the training lo
 building blocks, called on tensors the model made itself, in its own units."""
 
 from ..arguments import check_methods, checked, public_methods
-from .composed import ComposedVAE, IAFVAE
+from .composed import IAFVAE, ComposedVAE
 from .latent_paths import slerp
 from .registry import register
 from .vae import VAE, VAEOutput, load
@@ -24,4 +24,14 @@ check_methods(VQVAE, [m for m in public_methods(VQVAE, skip=INTERNAL) if m in va
 load = checked(load)
 register = checked(register)
 
-__all__ = ["INTERNAL", "VAE", "ComposedVAE", "IAFVAE", "VQVAE", "VAEOutput", "load", "register", "slerp"]
+__all__ = [
+    "INTERNAL",
+    "VAE",
+    "ComposedVAE",
+    "IAFVAE",
+    "VQVAE",
+    "VAEOutput",
+    "load",
+    "register",
+    "slerp",
+]

@@ -37,6 +37,8 @@ def hidden_width(dim: int) -> int:
 class MaskedLinear(nn.Linear):
     """A linear layer whose weight is multiplied by a fixed 0/1 mask (out, in)."""
 
+    mask: torch.Tensor
+
     def __init__(self, mask: torch.Tensor) -> None:
         super().__init__(mask.shape[1], mask.shape[0])
         self.register_buffer("mask", mask.float(), persistent=False)  # rebuilt, not saved
