@@ -57,6 +57,7 @@ LONG_AT_MAX = {
     "model.blocks_per_level",
     "data.image_size",
     "model.codebook_size",  # a million codes: seconds of distances per batch
+    "model.pseudo_inputs",  # 65,536 pseudo-images through the encoder at every step
 }
 RUN_OPTIONS = {"train.out", "train.resume"}  # set by each case itself
 # options that act only on a quantised posterior: their cases train a VQ-VAE
@@ -66,6 +67,11 @@ VQ_OPTIONS = {
     "model.commitment",
     "model.ema_decay",
     "model.restart_dead",
+}
+# options that act only on a VampPrior or an IAF posterior: their cases train one
+COMPOSED_OPTIONS = {
+    "model.pseudo_inputs": ["--model.prior", "vamp"],
+    "model.flow_steps": ["--model.posterior", "iaf"],
 }
 
 
@@ -158,6 +164,7 @@ def config_cases(work: Path) -> Iterator[dict[str, Any]]:
             argv = ["train", "--data", "noise", *TINY_FLAGS, "--out", str(out)]
             argv += [f"--{key}", value] if not (typ is bool and value == "") else [f"--{key}"]
             argv += ["--model.posterior", "vq"] if key in VQ_OPTIONS else []
+            argv += COMPOSED_OPTIONS.get(key, [])
             yield {"id": case_id, "argv": argv, "check": "run", "run": str(out)}
 
 
