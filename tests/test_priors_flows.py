@@ -259,6 +259,14 @@ def test_vamp_takes_a_spatial_latent(tmp_path: Path) -> None:
     assert type(VAE.from_pretrained(tmp_path / "m")) is ComposedVAE
 
 
+def test_the_hub_card_names_the_flow_and_the_prior() -> None:
+    from vaekit.io import hub
+
+    plan = model("iaf", "vamp").push_to_hub("alice/tiny", dry_run=True)
+    text = plan.files[hub.CARD_FILE].decode()
+    assert "an IAF posterior of 2 flow steps, a VampPrior of 5 pseudo-inputs" in text
+
+
 def test_the_gaussian_vae_stays_the_plain_vae(tmp_path: Path) -> None:
     m = VAE.from_config(ModelConfig(hidden=[16], latent_dim=3), SHAPE)
     assert type(m) is VAE and m.closed_form_kl

@@ -37,7 +37,7 @@ def table(header: list[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def describe_latent(architecture: dict[str, Any]) -> str:
     """'a 20-D latent vector' or 'a 4x16x16 spatial latent (1,024 values)', and a VQ-VAE's
-    codebook ('quantised by a codebook of 512 codes')."""
+    codebook ('quantised by a codebook of 512 codes'), an IAF posterior, a VampPrior."""
     shape = architecture.get("latent_shape")
     if isinstance(shape, list) and shape:
         values = architecture["latent_dim"]
@@ -46,6 +46,10 @@ def describe_latent(architecture: dict[str, Any]) -> str:
         text = f"a {architecture['latent_dim']}-D latent vector"
     if architecture.get("posterior") == "vq" and isinstance(architecture.get("codebook_size"), int):
         text += f", quantised by a codebook of {architecture['codebook_size']:,} codes"
+    if architecture.get("posterior") == "iaf":
+        text += f", an IAF posterior of {architecture.get('flow_steps')} flow steps"
+    if architecture.get("prior") == "vamp":
+        text += f", a VampPrior of {architecture.get('pseudo_inputs')} pseudo-inputs"
     return text
 
 
