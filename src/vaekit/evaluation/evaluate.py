@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -17,9 +17,9 @@ import torch
 from ..arguments import is_whole
 from ..data.core.streaming import LazyRows
 from ..errors import ConfigError, DataError
-from ..models import VAE
+from ..models import VAE, VQVAE
 from ..models.protocol import as_input
-from ..models.vqvae import NO_DENSITY, NO_PRIOR
+from ..models.vqvae import NO_DENSITY
 from ..wording import on_command_line
 from . import metrics, perceptual_scores
 from .codebook import codebook_stats
@@ -249,7 +249,7 @@ def _check_density(model: VAE, iw_samples: int, fid: Any) -> None:
     for asked, what, name in asks:
         if asked is not None and asked is not False and asked != "none":
             drop = f"--{name}" if cli else f"{name.replace('-', '_')}="
-            why = NO_DENSITY if name != "fid" else NO_PRIOR
+            why = NO_DENSITY if name != "fid" else cast(VQVAE, model).no_prior_reason
             raise ConfigError(
                 f"{why}; {what} cannot be estimated: drop {drop} (reconstructions, rFID, "
                 "LPIPS and the codebook's perplexity are evaluated)"

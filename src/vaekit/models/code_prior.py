@@ -44,6 +44,10 @@ KIND = "gated-pixelcnn"
 TRAIN_AGAIN = "train it again with vaekit train-prior RUN"
 
 
+class StalePrior(CheckpointError):
+    """A code prior trained on the codes of another model than the one beside it."""
+
+
 def _gate(t: torch.Tensor) -> torch.Tensor:
     """tanh(a) * sigmoid(b) of the two halves of the channels (eq. 2)."""
     a, b = t.chunk(2, dim=1)
@@ -238,8 +242,8 @@ def write(
 
 def read(folder: Path, model_fingerprint: str) -> CodePrior | None:
     """The code prior saved in `folder` for the model of `model_fingerprint`, or None when
-    there is none; one CheckpointError for a file missing, corrupt, torn, or trained on
-    the codes of another model."""
+    there is none; one CheckpointError for a file missing, corrupt or torn, and a
+    StalePrior for a prior trained on the codes of another model."""
     weights, record_path = folder / WEIGHTS, folder / RECORD
     if not weights.exists() and not record_path.exists():
         return None
@@ -267,9 +271,9 @@ def read(folder: Path, model_fingerprint: str) -> CodePrior | None:
         ) from None
     checkpoint.check_state_dict(prior, tensors, str(weights))
     if record.get("model_fingerprint") != model_fingerprint:
-        raise CheckpointError(
+        raise StalePrior(
             f"the code prior in {folder} was trained on the codes of another model than its "
-            f"{checkpoint.MODEL_FILE} (trained again since?): {TRAIN_AGAIN}"
+            f"{checkpoint.MODEL_FILE} (trained again since): {TRAIN_AGAIN}"
         )
     prior.load_state_dict(tensors, strict=True)
     training = record.get("training")

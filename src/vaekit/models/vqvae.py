@@ -40,8 +40,8 @@ NO_PRIOR = (
     "one with vaekit train-prior RUN"
 )
 NO_DENSITY = (
-    "a VQ-VAE has no density p(x) without a prior over its codes, so it has no ELBO and no "
-    "importance-weighted log p(x)"
+    "a VQ-VAE's posterior is a point mass on its codes, with no density p(x), so it has no "
+    "ELBO and no importance-weighted log p(x)"
 )
 
 
@@ -228,6 +228,7 @@ class VQVAE(VAE):
                 f"{self.code_map_shape()} map"
             )
         object.__setattr__(self, "code_prior", prior)  # not a submodule (see above)
+        self.__dict__.pop("stale_prior", None)
 
     def sample(
         self, n: int, y: torch.Tensor | int | None = None, generator: torch.Generator | None = None
@@ -235,16 +236,29 @@ class VQVAE(VAE):
         """n images decoded from codes drawn from the code prior, in the user's units."""
         prior = self.code_prior
         if prior is None:
-            raise ConfigError(NO_PRIOR)
+            raise ConfigError(self.no_prior_reason)
         n = protocol.count("n", n)
         protocol.check_labels(y, n)
         prior.to(self.device)
         codes = prior.sample(n, generator).reshape(n, *self.code_shape())
         return self.decode_images(codes)
 
+    @property
+    def no_prior_reason(self) -> str:
+        """Why the model cannot sample: it has no code prior, or the one beside its weights
+        was trained on the codes of an earlier model (`read_prior`)."""
+        return self.__dict__.get("stale_prior") or NO_PRIOR
+
     def read_prior(self, folder: Path) -> None:
-        """The code prior saved beside the weights in `folder`, if there is one."""
-        self.attach_prior(code_prior.read(folder, code_prior.fingerprint(self.state_dict())))
+        """The code prior saved beside the weights in `folder`, if there is one. A prior
+        trained on another model's codes (the run trained further since) is left off, and
+        sampling says so: the model still reconstructs, encodes and evaluates."""
+        try:
+            prior = code_prior.read(folder, code_prior.fingerprint(self.state_dict()))
+        except code_prior.StalePrior as e:
+            self.__dict__["stale_prior"] = str(e)
+            return
+        self.attach_prior(prior)
 
     def save_pretrained(
         self,
