@@ -85,7 +85,7 @@ def train_prior(
         prior = CodePrior(model.codebook_size, model.code_map_shape(), channels, layers, kernel)
     train, val = _codes(model, data_of(model, data, source=source, progress=progress), seed)
     prior.to(model.device)
-    history, best = _fit(prior, train.to(model.device), val.to(model.device), epochs,
+    history, best = fit(prior, train.to(model.device), val.to(model.device), epochs,
                          batch_size, float(lr), seed, progress)  # fmt: skip
     prior.load_state_dict(best["weights"])
     prior.training_record = {
@@ -133,7 +133,7 @@ def _code_map(arrays: Any) -> torch.Tensor:
     return code_map(torch.from_numpy(np.ascontiguousarray(arrays["codes"])))
 
 
-def _fit(
+def fit(
     prior: CodePrior,
     train: torch.Tensor,
     val: torch.Tensor,
