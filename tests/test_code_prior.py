@@ -104,7 +104,8 @@ def test_the_nll_of_a_predictable_code_map_drops_when_trained() -> None:
     history, best = fit(prior, codes[:48], codes[48:], epochs=40, batch_size=16, lr=1e-2,
                         seed=0, progress=False)  # fmt: skip
     prior.load_state_dict(best["weights"])
-    after = float(prior.eval().nll(codes[48:]).mean())
+    with torch.no_grad():
+        after = float(prior.eval().nll(codes[48:]).mean())
     assert before > 0.9 * h * w * math.log(k)  # about uniform at the start
     assert after < math.log(k) + 1.0  # the first cell (1 of 6) and little else
     assert best["val_nll"] == min(r["val_nll"] for r in history) == pytest.approx(after, rel=1e-4)
@@ -159,7 +160,7 @@ def test_train_prior_load_sample_evaluate_report(prior_run: Path, capsys, tmp_pa
     a, b, c = (np.load(p) for p in paths)
     assert a.shape == (5, 1, 28, 28) and 0 <= a.min() and a.max() <= 1
     assert np.array_equal(a, b) and not np.array_equal(a, c)
-    codes = model.code_prior.sample(5, torch.Generator().manual_seed(3)).reshape(5, 7, 7)
+    codes = model.sample_codes(5, generator=torch.Generator().manual_seed(3))
     assert np.allclose(a, model.decode_images(codes).numpy())  # samples are decoded codes
     code, out, _ = main(capsys, "evaluate", str(prior_run), "--json", "--fid", "random",
                         "--fid-samples", "16")  # fmt: skip
@@ -222,3 +223,16 @@ def test_train_prior_from_python_saves_with_the_model(vq_run: Path, tmp_path: Pa
         vaekit.train_prior(gaussian)
     with pytest.raises(ConfigError, match="epochs must be"):
         vaekit.train_prior(model, epochs=0)
+
+
+def test_a_vector_latents_codes_are_a_one_row_map(tmp_path: Path) -> None:
+    vq = {"model.posterior": "vq", "model.codebook_size": 8, "model.code_dim": 2}
+    run = vaekit.train(tiny_config(tmp_path / "mlp", **vq))  # latent_dim 4: two codes
+    result = vaekit.train_prior(str(run), epochs=1, channels=4, layers=1)
+    assert result.saved_in == run and result.model.code_prior.code_shape == (1, 2)
+    model = vaekit.load(run)
+    codes = model.sample_codes(6, generator=torch.Generator().manual_seed(0))
+    assert codes.shape == (6, 2) and codes.dtype == torch.int64 and 0 <= codes.min() < 8
+    assert model.sample(6).shape == (6, 1, 28, 28)
+    stats = vaekit.evaluate(model, torch.rand(4, 1, 28, 28))
+    assert stats["prior_bits_per_code"] == pytest.approx(stats["prior_nll"] / (2 * math.log(2)))

@@ -234,14 +234,17 @@ class VQVAE(VAE):
         self, n: int, y: torch.Tensor | int | None = None, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """n images decoded from codes drawn from the code prior, in the user's units."""
+        protocol.check_labels(y, protocol.count("n", n))
+        return self.decode_images(self.sample_codes(n, generator))
+
+    def sample_codes(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n draws from the code prior, int64 codes shaped as `encode_codes` gives them."""
         prior = self.code_prior
         if prior is None:
             raise ConfigError(self.no_prior_reason)
         n = protocol.count("n", n)
-        protocol.check_labels(y, n)
         prior.to(self.device)
-        codes = prior.sample(n, generator).reshape(n, *self.code_shape())
-        return self.decode_images(codes)
+        return prior.sample(n, generator).reshape(n, *self.code_shape())
 
     @property
     def no_prior_reason(self) -> str:

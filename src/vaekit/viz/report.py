@@ -238,6 +238,19 @@ def _figures(
     return written
 
 
+def _captions(model: VAE) -> dict[str, tuple[str, bool]]:
+    """The figures' captions for this model (its manifold's and samples' depend on it)."""
+    pca = " (PCA to 2-D)." if model.latent_dim > 2 else "."
+    captions = dict(
+        CAPTIONS,
+        manifold=(_manifold_caption(model.latent_dim), True),
+        latents=("Posterior means of test images, coloured by label" + pca, False),
+    )
+    if not model.has_density:  # a VQ-VAE's samples come from its prior over the codes
+        captions["samples"] = CAPTIONS["code_samples"]
+    return captions
+
+
 def render(
     name: str,
     model: VAE,
@@ -250,14 +263,7 @@ def render(
 ) -> str:
     """The report page (templates/report.html) from an evaluation and the written PNGs."""
     cfg = model.training_config()
-    pca = " (PCA to 2-D)." if model.latent_dim > 2 else "."
-    captions = dict(
-        CAPTIONS,
-        manifold=(_manifold_caption(model.latent_dim), True),
-        latents=("Posterior means of test images, coloured by label" + pca, False),
-    )
-    if not model.has_density:  # a VQ-VAE's samples come from its prior over the codes
-        captions["samples"] = CAPTIONS["code_samples"]
+    captions = _captions(model)
     pictures = "".join(
         _figure(key, written[key].read_bytes(), *captions[key]) for key in ORDER if key in written
     )
