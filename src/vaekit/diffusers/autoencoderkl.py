@@ -32,6 +32,7 @@ from ..models.record import arguments
 from ..models.registry import register
 from .autoencoderkl_fast import use_fast_ops
 
+CLASS_NAME = "AutoencoderKL"
 ENCODER, DECODER = "autoencoderkl-encoder", "autoencoderkl-decoder"
 # AutoencoderKL's config fields that each half takes (the rest is carried for export)
 ENCODER_FIELDS = (
@@ -278,16 +279,12 @@ def diffusers_model(model: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor]
     if not is_autoencoderkl(model):
         names = "/".join(type(m).__name__ for m in (model.encoder, model.decoder))
         raise ConfigError(
-            f"this model's architecture ({names}) is not diffusers' AutoencoderKL: "
-            "--format diffusers exports models trained with model.arch autoencoderkl or "
-            "model.init diffusers:PATH_OR_REPO"
+            f"this model's architecture ({names}) is not diffusers' AutoencoderKL or "
+            "VQModel: --format diffusers exports models trained with model.arch "
+            "autoencoderkl (a VQModel with model.posterior vq) or model.init "
+            "diffusers:PATH_OR_REPO"
         )
-    if not model.normalization.identity:
-        raise ConfigError(
-            "this model was trained on data scaled by data.normalize "
-            f"{model.normalization.kind}; diffusers reads images in [-1, 1] only: export a "
-            "model trained with data.normalize none"
-        )
+    check_normalization(model)
     encoder = arguments(model.encoder)
     decoder = arguments(model.decoder)
     differ = [k for k in SHARED if encoder.get(k) != decoder.get(k)]
@@ -299,3 +296,13 @@ def diffusers_model(model: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor]
     config = {**decoder, **encoder, "sample_size": int(model.input_shape[1])}
     state = {k: v.detach().cpu().float() for k, v in model.state_dict().items()}
     return config, to_diffusers_keys(state)
+
+
+def check_normalization(model: Any) -> None:
+    """Refuse a model trained on data scaled by data.normalize: diffusers reads [-1, 1]."""
+    if not model.normalization.identity:
+        raise ConfigError(
+            "this model was trained on data scaled by data.normalize "
+            f"{model.normalization.kind}; diffusers reads images in [-1, 1] only: export a "
+            "model trained with data.normalize none"
+        )
