@@ -18,7 +18,7 @@ import logging
 import math
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ class Start:
     decoder_args: dict[str, Any]
     weights: dict[str, torch.Tensor]
     quantizer: dict[str, Any] | None = None
+    config: dict[str, Any] = field(default_factory=dict)  # its config.json, as diffusers read it
 
 
 @dataclass
@@ -82,6 +83,7 @@ def plan(cfg: Any, shape: tuple[int, int, int], likelihood: str, learn_scale: bo
     if cfg.init:
         start = load(cfg.init)
         check_class(cfg, start.class_name)
+        check_replaced(cfg, start.config)
         encoder_args, decoder_args, weights = start.encoder_args, start.decoder_args, start.weights
         if quantizer is not None and start.quantizer is not None:
             quantizer |= start.quantizer
@@ -125,16 +127,16 @@ def check_replaced(cfg: Any, config: dict[str, Any]) -> None:
     alone is not checked: it names the family, which model.init decides)."""
     defaults = ModelConfig()
     vq = config.get("_class_name") == vqmodel.CLASS_NAME
-    for option, field in (REPLACED_VQ if vq else REPLACED).items():
-        value, base = getattr(cfg, option), config.get(field)
+    for option, name in (REPLACED_VQ if vq else REPLACED).items():
+        value, base = getattr(cfg, option), config.get(name)
         if isinstance(base, tuple):
             base = list(base)
-        if field == "vq_embed_dim":
+        if name == "vq_embed_dim":
             base = base or config.get("latent_channels", 3)
         if value != getattr(defaults, option) and value != base:
             raise ConfigError(
                 f"model.{option} is {_text(value)} (from your options or the preset), but "
-                f"model.init {cfg.init} sets it from its config.json ({field} {_text(base)}): "
+                f"model.init {cfg.init} sets it from its config.json ({name} {_text(base)}): "
                 f"pass {setting(f'model.{option}', base, _text(base))}"
             )
 
@@ -232,7 +234,7 @@ def load(init: str) -> Start:
     model = _from_pretrained(ref)
     class_name = type(model).__name__
     vq = class_name == vqmodel.CLASS_NAME
-    config = dict(model.config)
+    config = {**dict(model.config), "_class_name": class_name}
     quantizer = None
     if vq:
         encoder_args, decoder_args, quantizer = vqmodel.split_config(config)
@@ -252,7 +254,7 @@ def load(init: str) -> Start:
         )
     layout = vqmodel if vq else autoencoderkl
     weights = layout.from_diffusers_keys(state)
-    return Start(class_name, encoder_args, decoder_args, weights, quantizer)
+    return Start(class_name, encoder_args, decoder_args, weights, quantizer, config)
 
 
 @contextlib.contextmanager

@@ -20,54 +20,32 @@ kept: the decoder half passes z_q along as VQModel.decode does.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, cast
 
 import torch
 from torch import nn
 
-from ..errors import ConfigError, first_line
-from ..models.record import arguments
+from ..errors import ConfigError
 from ..models.registry import register
-from .autoencoderkl import _plain, check_normalization, diffusers_vae, fast_ops
+from . import autoencoderkl
+from .autoencoderkl import _plain, build_pair, decoder_half, encoder_half
 
 CLASS_NAME = "VQModel"
 ENCODER, DECODER = "vqmodel-encoder", "vqmodel-decoder"
-# VQModel's config fields that each half takes (the rest rides along for export)
+# VQModel's config fields that each half takes (the rest rides along for export): the
+# AutoencoderKL's up to act_fn, then VQModel's own
 ENCODER_FIELDS = (
-    "in_channels",
-    "down_block_types",
-    "block_out_channels",
-    "layers_per_block",
-    "latent_channels",
-    "norm_num_groups",
-    "act_fn",
+    *autoencoderkl.ENCODER_FIELDS[:7],
     "vq_embed_dim",
     "mid_block_add_attention",
     "scaling_factor",
     "lookup_from_codebook",
     "force_upcast",
 )
-DECODER_FIELDS = (
-    "out_channels",
-    "up_block_types",
-    "block_out_channels",
-    "layers_per_block",
-    "latent_channels",
-    "norm_num_groups",
-    "act_fn",
-    "vq_embed_dim",
-    "norm_type",
-    "mid_block_add_attention",
-)
-SHARED = (
-    "block_out_channels",
-    "layers_per_block",
-    "latent_channels",
-    "norm_num_groups",
-    "vq_embed_dim",
-)
+DECODER_FIELDS: tuple[str, ...] = (*autoencoderkl.DECODER_FIELDS[:7], "vq_embed_dim")
+DECODER_FIELDS += ("norm_type", "mid_block_add_attention")
+SHARED = (*autoencoderkl.SHARED, "vq_embed_dim")
 # the quantiser's state that is vaekit's training state, not diffusers' weights
 MOVING_AVERAGES = ("quantize.cluster_size", "quantize.embed_sum")
 
@@ -94,19 +72,7 @@ class VQModelEncoder(nn.Module):
         force_upcast: bool = False,
     ) -> None:
         super().__init__()
-        self.encoder = fast_ops(
-            diffusers_vae().Encoder(
-                in_channels=in_channels,
-                out_channels=latent_channels,
-                down_block_types=tuple(down_block_types),
-                block_out_channels=tuple(block_out_channels),
-                layers_per_block=layers_per_block,
-                act_fn=act_fn,
-                norm_num_groups=norm_num_groups,
-                double_z=False,  # one map of latent_channels: no Gaussian's pair
-                mid_block_add_attention=mid_block_add_attention,
-            )
-        )
+        self.encoder = encoder_half(locals(), double_z=False)  # one map: no Gaussian's pair
         self.quant_conv = nn.Conv2d(latent_channels, vq_embed_dim or latent_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -132,19 +98,7 @@ class VQModelDecoder(nn.Module):
     ) -> None:
         super().__init__()
         self.post_quant_conv = nn.Conv2d(vq_embed_dim or latent_channels, latent_channels, 1)
-        self.decoder = fast_ops(
-            diffusers_vae().Decoder(
-                in_channels=latent_channels,
-                out_channels=out_channels,
-                up_block_types=tuple(up_block_types),
-                block_out_channels=tuple(block_out_channels),
-                layers_per_block=layers_per_block,
-                norm_num_groups=norm_num_groups,
-                act_fn=act_fn,
-                norm_type=norm_type,
-                mid_block_add_attention=mid_block_add_attention,
-            )
-        )
+        self.decoder = decoder_half(locals())
         self.spatial = norm_type == "spatial"  # SpatialNorm reads z_q, as VQModel.decode
 
     @property
@@ -167,13 +121,8 @@ def halves(
     encoder_args: dict[str, Any], decoder_args: dict[str, Any]
 ) -> tuple[nn.Module, nn.Module]:
     """The pair, built from its recorded arguments (diffusers' own errors become one line)."""
-    try:
-        return VQModelEncoder(**encoder_args), VQModelDecoder(**decoder_args)
-    except (ValueError, TypeError, AssertionError, RuntimeError) as e:
-        raise ConfigError(
-            f"the VQModel architecture (model.arch autoencoderkl, model.posterior vq) cannot "
-            f"be built: {first_line(e)}"
-        ) from None
+    what = "the VQModel architecture (model.arch autoencoderkl, model.posterior vq)"
+    return build_pair((VQModelEncoder, VQModelDecoder), encoder_args, decoder_args, what)
 
 
 def split_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -193,19 +142,7 @@ def from_model_config(cfg: Any, channels: int) -> tuple[dict[str, Any], dict[str
     """The pair model.* describes with model.arch autoencoderkl and model.posterior vq:
     autoencoderkl.py's mapping (model.channels, blocks_per_level, latent_channels, the
     GroupNorm groups), and model.code_dim as vq_embed_dim (0: latent_channels)."""
-    levels = list(cfg.channels)
-    if cfg.blocks_per_level < 1:
-        raise ConfigError("model.arch autoencoderkl needs model.blocks_per_level >= 1")
-    config = {
-        "in_channels": channels,
-        "out_channels": channels,
-        "down_block_types": ["DownEncoderBlock2D"] * len(levels),
-        "up_block_types": ["UpDecoderBlock2D"] * len(levels),
-        "block_out_channels": levels,
-        "layers_per_block": cfg.blocks_per_level,
-        "latent_channels": cfg.latent_channels or 4,
-        "norm_num_groups": math.gcd(32, *levels),
-    }
+    config = autoencoderkl.model_config(cfg, channels)
     if cfg.code_dim:
         config["vq_embed_dim"] = cfg.code_dim
     encoder, decoder, _ = split_config(config)
@@ -262,20 +199,6 @@ def moving_averages(
 # -- export ----------------------------------------------------------------------------
 def diffusers_model(model: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """The VQModel config and state dict a vaekit VQ-VAE of this architecture is."""
-    check_normalization(model)
-    encoder = arguments(model.encoder)
-    decoder = arguments(model.decoder)
-    differ = [k for k in SHARED if encoder.get(k) != decoder.get(k)]
-    if differ:
-        raise ConfigError(
-            f"this model's encoder and decoder differ in {', '.join(differ)}; one "
-            "VQModel config cannot describe them"
-        )
-    config = {
-        **decoder,
-        **encoder,
-        "num_vq_embeddings": int(model.quantize.codebook_size),
-        "sample_size": int(model.input_shape[1]),
-    }
-    state = {k: v.detach().cpu().float() for k, v in model.state_dict().items()}
+    config, state = autoencoderkl.exported(model, SHARED, CLASS_NAME)
+    config["num_vq_embeddings"] = int(model.quantize.codebook_size)
     return config, to_diffusers_keys(state)
