@@ -206,3 +206,35 @@ def test_evaluate_compare_and_sample_take_a_vqmodel_folder(
     assert rows[0]["latent_shape"] == [2, 8, 8]
     code, _, err = run(capsys, "sample", folder, "--n", "2", "--out", tmp_path / "s.png")
     assert_one_line_error(code, err, "samples through a prior over its codes")
+
+
+def test_a_skipped_step_leaves_the_ema_codebook_where_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every step's loss is NaN, so no update may happen: the EMA codebook and its moving
+    averages (moved in the training forward pass) must be put back with the step."""
+    from vaekit.training import objective
+
+    original = objective.compute
+
+    def always_nan(*args: object, **kwargs: object) -> objective.StepTerms:
+        terms = original(*args, **kwargs)
+        terms.loss = terms.loss * float("nan")
+        return terms
+
+    monkeypatch.setattr(objective, "compute", always_nan)
+    options = {"model.posterior": "vq", "model.codebook_size": 8, "model.code_dim": 2}
+    options |= {"model.ema_decay": 0.5, "model.restart_dead": 2.0, "model.hidden": [16]}
+    options |= {"model.latent_dim": 4, "data.name": "noise", "data.noise_examples": 64}
+    options |= {"train.batch_size": 16, "train.epochs": 1, "train.max_skipped": 100}
+    config = load_config(None, {**options, "train.out": str(tmp_path / "run")})
+    config.train.progress = False
+    torch.manual_seed(config.train.seed)  # the run's start: the same seed
+    start = VQVAE.from_config(config.model, (1, 28, 28)).quantize.state_dict()
+    assert len(start) == 3  # the codebook, the counts and the sums
+    run = vaekit.train(config)
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["skipped_updates"] == 4  # 48 training examples in batches of 16: all
+    after = vaekit.load(run).quantize.state_dict()
+    for key, tensor in start.items():
+        assert torch.equal(after[key], tensor), key
