@@ -209,7 +209,7 @@ def check_reference(init: str) -> None:
     if ref is not None and ref[0] in "/.~" and not Path(ref).expanduser().exists():
         raise ConfigError(
             f"model.init {PREFIX}{ref}: no such folder; point it at a saved diffusers "
-            "AutoencoderKL (config.json and its weights) or a Hub repo OWNER/NAME"
+            "AutoencoderKL or VQModel (config.json and its weights) or a Hub repo OWNER/NAME"
         )
 
 
