@@ -206,6 +206,14 @@ def test_evaluate_compare_and_sample_take_a_vqmodel_folder(
     assert rows[0]["latent_shape"] == [2, 8, 8]
     code, _, err = run(capsys, "sample", folder, "--n", "2", "--out", tmp_path / "s.png")
     assert_one_line_error(code, err, "samples through a prior over its codes")
+    npy = tmp_path / "codes.npy"
+    code, _, err = run(capsys, "encode", folder, "--data", pictures, "--out", npy)
+    assert code == 0, err
+    codes = np.load(npy)  # every image's, in the folder's order: diffusers' own codes
+    x = torch.from_numpy(np.stack([np.asarray(Image.open(pictures / f"{i:02d}.png")) for i in
+                                   range(20)])).permute(0, 3, 1, 2).float() / 255  # fmt: skip
+    assert codes.dtype == np.int64
+    assert np.array_equal(codes, diffusers_codes_and_images(folder, x)[0].numpy())
 
 
 def test_a_skipped_step_leaves_the_ema_codebook_where_it_was(
