@@ -31,8 +31,9 @@ from torch import nn
 
 from .. import limits, losses
 from ..errors import ConfigError
+from .composition import PRIORS
 from .flows import IAF, hidden_width
-from .pretrained import POSTERIORS, PRIORS
+from .pretrained import POSTERIORS
 from .priors import STANDARD, VAMP, VampPrior, log_mixture
 from .vae import VAE, VAEOutput
 

@@ -30,6 +30,7 @@ from ..errors import CheckpointError, ConfigError, DataError, first_line
 from ..io import card, checkpoint, hub
 from ..version import __version__
 from . import builtin, protocol, record, registry
+from .composition import PRIOR, STANDARD, model_class
 
 P = TypeVar("P", bound="Pretrained")
 # the models of a posterior other than the Gaussian, by the name config.json's
@@ -37,11 +38,6 @@ P = TypeVar("P", bound="Pretrained")
 # (vqvae.py)
 POSTERIORS: dict[str, type[Pretrained]] = {}
 POSTERIOR, GAUSSIAN = "posterior", "gaussian"
-# the models of a prior other than N(0, I) with the Gaussian posterior, by the name the
-# architecture records under PRIOR (and model.prior): filled by their modules
-# (composed.py); a posterior's class says which priors it takes (`priors`)
-PRIORS: dict[str, type[Pretrained]] = {}
-PRIOR, STANDARD = "prior", "standard"
 
 
 def posterior_class(cls: type[P], name: Any, source: str) -> type[P]:
@@ -53,26 +49,6 @@ def posterior_class(cls: type[P], name: Any, source: str) -> type[P]:
     if model is None or not issubclass(model, cls):
         known = ", ".join([GAUSSIAN, *sorted(POSTERIORS)])
         raise CheckpointError(f"{source}: unknown posterior {name!r} (known: {known})")
-    return model
-
-
-def model_class(cls: type[P], posterior: Any, prior: Any, source: str) -> type[P]:
-    """The class to build for a posterior and a prior: `posterior_class`'s for the standard
-    normal prior, else the class registered for the prior (with the Gaussian posterior)
-    or the posterior's own where it takes that prior; else a CheckpointError."""
-    model = posterior_class(cls, posterior, source)
-    if prior == STANDARD:
-        return model
-    composed = PRIORS.get(prior) if isinstance(prior, str) else None
-    if composed is None or not issubclass(composed, cls):
-        known = ", ".join([STANDARD, *sorted(PRIORS)])
-        raise CheckpointError(f"{source}: unknown prior {prior!r} (known: {known})")
-    if posterior == GAUSSIAN:
-        return composed
-    if prior not in model.priors:
-        raise CheckpointError(
-            f"{source}: the prior {prior} does not compose with the posterior {posterior}"
-        )
     return model
 
 
@@ -112,9 +88,8 @@ class Pretrained(record.Recorded, nn.Module):
     posterior_kind = GAUSSIAN
     has_density = True
     term_names = ("nelbo", "recon", "kl")
-    # the priors the posterior composes with (PRIORS); whether the KL is the closed form of
-    # a diagonal Gaussian against N(0, I), split by latent dimension (active units' KL,
-    # free bits), or, where not, why not (a VampPrior's or a flow's Monte Carlo KL)
+    # the priors the posterior composes with (composition.py); whether the KL is the closed
+    # form, split by latent dimension (free bits, KL per dimension), or else why not
     priors: tuple[str, ...] = (STANDARD,)
     closed_form_kl = True
     no_kl_per_dim = ""
@@ -132,6 +107,16 @@ class Pretrained(record.Recorded, nn.Module):
         """Where the model's weights are."""
         return next(self.parameters()).device
 
+    # -- the prior p(z) -------------------------------------------------------------------
+    @property
+    def has_prior(self) -> bool:
+        """Whether the model has a prior to sample from: N(0, I) always; a VQ-VAE once a
+        prior over its codes is trained (vqvae.py)."""
+        return True
+
+    def read_prior(self, folder: Path) -> None:
+        """Read the prior a model keeps beside its weights in `folder`: none for N(0, I)."""
+
     # -- construction -------------------------------------------------------------------
     @classmethod
     def from_config(
@@ -147,7 +132,8 @@ class Pretrained(record.Recorded, nn.Module):
         `Normalization.record()` of the data (see `builtin.build`); model.posterior picks
         the class (a subclass of `cls`: `VQVAE` for vq)."""
         built = builtin.build(cfg, input_shape, num_classes, normalization)
-        return built.model(model_class(cls, cfg.posterior, cfg.prior, "model.posterior"))
+        model = posterior_class(cls, cfg.posterior, "model.posterior")
+        return built.model(model_class(cls, model, cfg.posterior, cfg.prior, "model.prior"))
 
     def architecture(self) -> dict[str, Any]:
         """What config.json records to rebuild this model: its settings (`settings()`), a
@@ -184,7 +170,8 @@ class Pretrained(record.Recorded, nn.Module):
         if missing:
             raise CheckpointError(f"{source}: 'architecture' lacks {', '.join(missing)}")
         posterior = architecture.get(POSTERIOR, GAUSSIAN)
-        cls = model_class(cls, posterior, architecture.get(PRIOR, STANDARD), source)
+        model = posterior_class(cls, posterior, source)
+        cls = model_class(cls, model, posterior, architecture.get(PRIOR, STANDARD), source)
         kwargs = {
             k: architecture[k]
             for k in cls.recorded_settings
@@ -290,6 +277,7 @@ class Pretrained(record.Recorded, nn.Module):
         tensors = checkpoint.read_weights(folder)
         checkpoint.check_state_dict(model, tensors, str(folder / checkpoint.MODEL_FILE))
         model.load_state_dict(tensors, strict=True)
+        model.read_prior(folder)
         model.run_config = config
         model.class_names = list(meta["class_names"])
         data_source = meta.get("data_source")  # absent before vaekit 0.3
