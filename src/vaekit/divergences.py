@@ -8,11 +8,16 @@ beta-TCVAE (Chen et al. 2018, eq. 2): for z_i ~ q(z|x_i),
                                 + [sum_d log q(z_id) - log p(z_id)]        dimension-wise KL
 
 The aggregate q(z) = (1/N) sum_n q(z|x_n) over the N training examples is estimated from
-the minibatch of B: minibatch-weighted sampling (MWS, the paper's eq. 3: log q(z_i) ~
-logsumexp_j log q(z_i|x_j) - log(N B)) or minibatch-stratified sampling (MSS, its
-Appendix C.2: the weights of the reference implementation's
-`log_importance_weight_matrix`). The three terms add up to log q(z_i|x_i) - log p(z_i),
-the one-sample estimate of KL(q(z|x_i) || p(z)), exactly, whatever the estimator.
+the minibatch of B: minibatch-stratified sampling (MSS, the paper's Appendix: the weights
+of the reference implementation's `log_importance_weight_matrix`, each row summing to
+about 1) or minibatch-weighted sampling (MWS, the paper's eq. 3: log q(z_i) ~
+logsumexp_j log q(z_i|x_j) - log(N B), as the reference code has it). MWS's weights sum
+to 1/N, not 1: its log q(z) is log N too low for the joint and for each of the D
+marginals, so its TC is (D - 1) log N too high and its dimension-wise KL as much too low
+(their sum and every gradient are unaffected; tests/test_objectives_family.py measures
+it). MSS needs B >= 3; a smaller batch takes MWS. The three terms add up to
+log q(z_i|x_i) - log p(z_i), the one-sample estimate of KL(q(z|x_i) || p(z)), exactly,
+whatever the estimator.
 
 MMD (Gretton et al. 2012): the unbiased U-statistic of MMD^2 between samples of q(z) and
 of p(z), with WAE's kernels (Tolstikhin et al. 2018): the inverse multiquadric
@@ -57,7 +62,7 @@ def log_weights(
     log q(z_i) = logsumexp_j [log q(z_i|x_j) + w_ij]: MWS's -log(N B) everywhere, or MSS's
     (Chen et al.'s reference `log_importance_weight_matrix`)."""
     n, b = dataset_size, batch
-    if estimator == "mws" or b < 2:
+    if estimator == "mws" or b < 3:
         return torch.full((b, b), -math.log(n * b), device=device)
     m = b - 1
     w = torch.full((b, b), 1.0 / m, device=device)
@@ -72,7 +77,7 @@ def tc_decomposition(
     mu: torch.Tensor,
     logvar: torch.Tensor,
     dataset_size: int,
-    estimator: str = "mws",
+    estimator: str = "mss",
 ) -> TCTerms:
     """MI, TC and dimension-wise KL of samples z (B, D) of the diagonal Gaussian posteriors
     (mu, logvar) of a minibatch from a training set of `dataset_size`, against N(0, I)."""

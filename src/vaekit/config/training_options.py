@@ -99,10 +99,10 @@ class LossConfig:
         1.0, "tcvae: the dimension-wise KL's weight (gamma)", min=0.0, max=1e6
     )
     tc_estimator: str = opt(
-        "mws",
-        "tcvae: log q(z) from the minibatch by weighted (mws) or stratified (mss) sampling, "
-        "with the training set's size",
-        choices=("mws", "mss"),
+        "mss",
+        "tcvae: log q(z) from the minibatch by stratified (mss) or weighted (mws: its TC "
+        "and dim-KL carry +-(D-1) log N) sampling, N the training set's size",
+        choices=("mss", "mws"),
     )
     factorvae_hidden: int = opt(
         1000, "factorvae: the discriminator's hidden units per layer", min=1, max=4096

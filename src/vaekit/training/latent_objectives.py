@@ -5,8 +5,8 @@ run reports as its -ELBO (reconstruction + the closed-form KL of the same draw).
 
 - tcvae (Chen et al. 2018): alpha x MI + beta x TC + gamma x dimension-wise KL
   (`loss.mi_weight`, `tc_weight`, `dim_kl_weight`; divergences.tc_decomposition), log q(z)
-  estimated from the minibatch by `loss.tc_estimator` (mws or mss) with N the training
-  set's size; `loss.kl_warmup_steps` ramps the whole term. With 1, 1, 1 it is the ELBO
+  estimated from the minibatch by `loss.tc_estimator` (mss, the default, or mws) with N
+  the training set's size; `loss.kl_warmup_steps` ramps the whole term. With 1, 1, 1 it is the ELBO
   (its KL by one-sample Monte Carlo).
 - factorvae (Kim & Mnih 2018): the ELBO's beta x KL (warm-up, free bits) + gamma x TC
   (`loss.tc_weight`), TC ~ the mean logit of the discriminator D (log D / (1 - D)) at
