@@ -582,8 +582,8 @@ def test_every_option_gets_hostile_values() -> None:
     # an option of one objective is tried under it (a name that moved would be tried under none)
     keys = {key for key, _, _ in iter_fields()}
     assert set(OBJECTIVE_OPTIONS) <= keys
-    objectives = dict(option_values("loss.objective", *_field("loss.objective")))
-    assert set(OBJECTIVE_OPTIONS.values()) < set(objectives.values())
+    objectives = {value for _, value in option_values("loss.objective", *_field("loss.objective"))}
+    assert set(OBJECTIVE_OPTIONS.values()) < objectives
 
 
 def _field(key: str) -> tuple[Any, Any]:
