@@ -134,6 +134,29 @@ def test_tc_is_zero_for_a_factorised_aggregate_and_positive_for_a_correlated_one
     assert _tc_of(factorised, "mws") == pytest.approx(math.log(64), abs=0.02)
 
 
+def test_mss_estimates_the_whole_data_sets_q_from_a_batch_and_mws_n_times_too_low() -> None:
+    # N = 400 posteriors; batches of 40 drawn from them: q(z_i) = exp(log q(z_i|x_i) - MI),
+    # against the exact (1/N) sum_n q(z_i|x_n) over all 400
+    g = torch.Generator().manual_seed(0)
+    n, b = 400, 40
+    mu_all = torch.randn(n, 2, generator=g, dtype=torch.float64) * 2
+    logvar_all = torch.zeros_like(mu_all)
+    gaps: dict[str, list[torch.Tensor]] = {"mss": [], "mws": []}
+    for _ in range(50):
+        rows = torch.randperm(n, generator=g)[:b]
+        mu, logvar = mu_all[rows], logvar_all[rows]
+        z = mu + torch.randn(b, 2, generator=g, dtype=torch.float64)
+        pairs = divergences.log_q_pairs(z, mu_all, logvar_all).sum(2)  # (B, N)
+        exact = torch.logsumexp(pairs, dim=1) - math.log(n)
+        log_qz_x = pairs[torch.arange(b), rows]
+        for estimator, gap in gaps.items():
+            t = divergences.tc_decomposition(z, mu, logvar, n, estimator)
+            gap.append(log_qz_x - t.mi - exact)
+    mss, mws = torch.cat(gaps["mss"]), torch.cat(gaps["mws"])
+    assert float(mss.exp().mean()) == pytest.approx(1.0, abs=0.04)  # unbiased for q(z)
+    assert float(mws.mean()) == pytest.approx(-math.log(n), abs=0.5)
+
+
 # -- MMD --------------------------------------------------------------------------------------
 def _loop_kernel(a: list[float], b: list[float], kind: str) -> float:
     d2 = sum((x - y) ** 2 for x, y in zip(a, b, strict=True))

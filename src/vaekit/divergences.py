@@ -8,16 +8,18 @@ beta-TCVAE (Chen et al. 2018, eq. 2): for z_i ~ q(z|x_i),
                                 + [sum_d log q(z_id) - log p(z_id)]        dimension-wise KL
 
 The aggregate q(z) = (1/N) sum_n q(z|x_n) over the N training examples is estimated from
-the minibatch of B: minibatch-stratified sampling (MSS, the paper's Appendix: the weights
-of the reference implementation's `log_importance_weight_matrix`, each row summing to
-about 1) or minibatch-weighted sampling (MWS, the paper's eq. 3: log q(z_i) ~
-logsumexp_j log q(z_i|x_j) - log(N B), as the reference code has it). MWS's weights sum
-to 1/N, not 1: its log q(z) is log N too low for the joint and for each of the D
+the minibatch of B by minibatch-stratified sampling (MSS, the paper's Appendix, stratified
+by the sample's own posterior): q(z_i) ~ (1/N) q(z_i|x_i) + (N-1)/(N (B-1)) sum_{j != i}
+q(z_i|x_j), unbiased for q(z_i) when the batch is drawn without replacement, and exact
+when B = N. (The reference implementation's `log_importance_weight_matrix` puts the 1/N
+on the batch's first posterior in every row, not on the sample's own; this does not copy
+that.) Or by minibatch-weighted sampling (MWS, the paper's eq. 3: log q(z_i) ~
+logsumexp_j log q(z_i|x_j) - log(N B), as the reference code has it), whose weights sum
+to 1/N, not 1: its log q(z) is about log N too low for the joint and for each of the D
 marginals, so its TC is (D - 1) log N too high and its dimension-wise KL as much too low
 (their sum and every gradient are unaffected; tests/test_objectives_family.py measures
-it). MSS needs B >= 3; a smaller batch takes MWS. The three terms add up to
-log q(z_i|x_i) - log p(z_i), the one-sample estimate of KL(q(z|x_i) || p(z)), exactly,
-whatever the estimator.
+it). The three terms add up to log q(z_i|x_i) - log p(z_i), the one-sample estimate of
+KL(q(z|x_i) || p(z)), exactly, whatever the estimator.
 
 MMD (Gretton et al. 2012): the unbiased U-statistic of MMD^2 between samples of q(z) and
 of p(z), with WAE's kernels (Tolstikhin et al. 2018): the inverse multiquadric
@@ -60,16 +62,12 @@ def log_weights(
 ) -> torch.Tensor:
     """The log importance weights (B, B) of posterior j for sample i in the estimate
     log q(z_i) = logsumexp_j [log q(z_i|x_j) + w_ij]: MWS's -log(N B) everywhere, or MSS's
-    (Chen et al.'s reference `log_importance_weight_matrix`)."""
+    log(1/N) for the sample's own posterior and log((N-1)/(N (B-1))) for the others."""
     n, b = dataset_size, batch
-    if estimator == "mws" or b < 3:
+    if estimator == "mws" or b < 2:
         return torch.full((b, b), -math.log(n * b), device=device)
-    m = b - 1
-    w = torch.full((b, b), 1.0 / m, device=device)
-    w.view(-1)[:: m + 1] = 1.0 / n  # the sample's own posterior
-    w.view(-1)[1 :: m + 1] = (n - m) / (n * m)  # the stratum's representative
-    w[m - 1, 0] = (n - m) / (n * m)
-    return w.log()
+    w = torch.full((b, b), (n - 1) / (n * (b - 1)), device=device)
+    return w.fill_diagonal_(1.0 / n).log()
 
 
 def tc_decomposition(
