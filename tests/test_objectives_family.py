@@ -157,6 +157,15 @@ def test_mss_estimates_the_whole_data_sets_q_from_a_batch_and_mws_n_times_too_lo
     assert float(mws.mean()) == pytest.approx(-math.log(n), abs=0.5)
 
 
+def test_a_tc_batch_too_big_for_memory_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vaekit import limits
+
+    monkeypatch.setattr(limits, "available_memory", lambda: 2**20)
+    z = torch.zeros(64, 4097)
+    with pytest.raises(ConfigError, match="batch of 64 with 4,097 latents.*lower train.batch"):
+        divergences.tc_decomposition(z, z, z, 1000)
+
+
 # -- MMD --------------------------------------------------------------------------------------
 def _loop_kernel(a: list[float], b: list[float], kind: str) -> float:
     d2 = sum((x - y) ** 2 for x, y in zip(a, b, strict=True))

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import limits
 from .losses import LOG_2PI, clamp_logvar, log_standard_normal
 
 SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)  # WAE's IMQ kernel, summed over these
@@ -79,6 +80,13 @@ def tc_decomposition(
 ) -> TCTerms:
     """MI, TC and dimension-wise KL of samples z (B, D) of the diagonal Gaussian posteriors
     (mu, logvar) of a minibatch from a training set of `dataset_size`, against N(0, I)."""
+    b, d = z.shape
+    if b * b * d > 2**24:  # the (B, B, D) pairs take several float32 copies of that
+        limits.check_fits(
+            16 * b * b * d,
+            f"beta-TCVAE's log q(z) over a batch of {b:,} with {d:,} latents",
+            "lower train.batch_size, or use loss.objective factorvae",
+        )
     pairs = log_q_pairs(z, mu, logvar)  # (B, B, D)
     w = log_weights(z.shape[0], max(dataset_size, z.shape[0]), estimator, z.device)
     log_qz_x = pairs.diagonal(dim1=0, dim2=1).sum(0)  # (B,): log q(z_i|x_i)
