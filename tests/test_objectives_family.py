@@ -438,3 +438,14 @@ def test_what_the_model_or_run_cannot_give_is_refused_in_one_line(tmp_path: Path
         latent_objectives.check(model, LossConfig(objective="tcvae"), processes=1)
     latent_objectives.check(model, LossConfig(objective="infovae"), processes=1)  # composes
     assert Config().loss.objective == "elbo"
+
+
+def test_the_model_card_names_the_objective_instead_of_beta() -> None:
+    from vaekit.io import card
+
+    model = _model()
+    for name, said in (("elbo", "; beta 1"), ("tcvae", "; objective tcvae")):
+        config = load_config(None, {"loss.objective": name})
+        arch = model.architecture()
+        text = card.model_card("a/b", architecture=arch, parameters=1, config=config)
+        assert said in text and ("; beta" in text) == (name == "elbo"), text
