@@ -118,11 +118,13 @@ def _summary(
     if config is not None:
         t, o = config.train, config.optim
         kept = "; weights of the epoch with the best validation -ELBO" if t.keep == "best" else ""
+        objective = config.loss.objective  # another than the ELBO's: named, not its beta
+        weighed = f"beta {config.loss.beta:g}" if objective == "elbo" else f"objective {objective}"
         rows.append(
             [
                 "training",
                 f"{last.get('epoch', t.epochs)} epochs, {last.get('step', '?')} steps of "
-                f"batch {t.batch_size}; {o.name}, lr {o.lr:g}; beta {config.loss.beta:g}{kept}",
+                f"batch {t.batch_size}; {o.name}, lr {o.lr:g}; {weighed}{kept}",
             ]
         )
     rows.append(["vaekit", __version__])
