@@ -217,8 +217,17 @@ class ModelConfig:
         "q(z|x): gaussian (a diagonal Gaussian, the VAE) or vq (a vector quantiser over a "
         "codebook, the VQ-VAE of van den Oord et al. 2017: straight-through gradients, "
         "trained by the likelihood + codebook + commitment losses; it has no ELBO or "
-        "sampling without a prior over its codes). mlp and conv",
-        choices=("gaussian", "vq"),
+        "sampling without a prior over its codes); ladder (a hierarchical VAE of "
+        "model.latent_dims layers with top-down inference, the Ladder VAE of Sønderby et al. "
+        "2016; latent_dim is then ignored). mlp and conv",
+        choices=("gaussian", "vq", "ladder"),
+    )
+    latent_dims: list[int] = opt(
+        [],
+        "ladder: the sizes of its stochastic layers, from the bottom (z_1, read by the "
+        "decoder) to the top (z_L, whose prior is N(0, I)), e.g. 32,16; 2 to 16 layers",
+        min=1,
+        max=MAX_WIDTH,
     )
     codebook_size: int = opt(512, "vq: codes in the codebook (K)", min=2, max=1 << 20)
     code_dim: int = opt(

@@ -13,7 +13,7 @@ from ..config import ModelConfig
 from ..diffusers import init as diffusers_init
 from ..errors import ConfigError
 from ..normalize import Normalization
-from . import protocol
+from . import hierarchy, protocol
 from .conv import ConvDecoder, ConvEncoder, latent_map_shape
 from .mlp import MLPDecoder, MLPEncoder
 from .record import Built
@@ -47,11 +47,15 @@ def build(
         return diffusers_init.build(kl, cfg, shape, normalization)
     latent_shape = _latent_shape(cfg, shape)
     latent_dim = math.prod(latent_shape) if latent_shape else cfg.latent_dim
+    ladder = cfg.posterior == "ladder"
+    if ladder:  # the layers' sizes, checked (a clear error for a wrong list) before sizing
+        latent_dim = sum(hierarchy.check_dims(cfg.latent_dims))
 
     def halves() -> tuple[nn.Module, nn.Module]:
         cond = cfg.label_dim if cfg.conditional else 0
         per_pixel = 2 if learn_scale and likelihood != "bernoulli" else 1
-        z_features = cfg.latent_dim + cond  # the decoder sees z and the label embedding
+        # the decoder sees z (a ladder's: its bottom layer z_1) and the label embedding
+        z_features = (cfg.latent_dims[0] if ladder else cfg.latent_dim) + cond
         if cfg.arch == "mlp":
             return (
                 MLPEncoder(shape, cfg.hidden, cfg.activation, cond),
@@ -59,7 +63,7 @@ def build(
             )
         blocks, spatial, path = cfg.blocks_per_level, cfg.latent_channels, cfg.linear_path
         norm = decoder_norm(cfg.decoder_norm)
-        z_dim = 0 if spatial else cfg.latent_dim
+        z_dim = 0 if spatial or ladder else cfg.latent_dim
         return (
             ConvEncoder(shape, cfg.channels, blocks, cond, spatial, path, z_dim),
             ConvDecoder(shape, cfg.channels, blocks, z_features, per_pixel, spatial, norm, path),
@@ -104,7 +108,13 @@ def _check_table(cfg: ModelConfig, input_shape: Sequence[int]) -> None:
 
 
 def _posterior(cfg: ModelConfig) -> dict[str, Any] | None:
-    """The quantiser's settings (model.posterior vq: `VQVAE`'s arguments), or None."""
+    """The quantiser's settings (model.posterior vq: `VQVAE`'s arguments), the ladder's
+    (model.posterior ladder: `LadderVAE`'s), or None."""
+    if cfg.latent_dims and cfg.posterior != "ladder":
+        raise ConfigError(
+            "model.latent_dims sizes the layers of model.posterior ladder; set "
+            f"model.posterior ladder, or drop model.latent_dims (posterior {cfg.posterior})"
+        )
     if cfg.posterior == "gaussian":
         return None
     if cfg.init or cfg.arch not in ("mlp", "conv"):
@@ -118,6 +128,8 @@ def _posterior(cfg: ModelConfig) -> dict[str, Any] | None:
             f"model.linear_path starts a Gaussian posterior at PCA; model.posterior "
             f"{cfg.posterior} does not take it"
         )
+    if cfg.posterior == "ladder":
+        return _ladder(cfg)
     return {
         "codebook_size": cfg.codebook_size,
         "code_dim": cfg.code_dim,
@@ -125,6 +137,20 @@ def _posterior(cfg: ModelConfig) -> dict[str, Any] | None:
         "ema_decay": cfg.ema_decay,
         "restart_dead": cfg.restart_dead,
     }
+
+
+def _ladder(cfg: ModelConfig) -> dict[str, Any]:
+    """LadderVAE's own settings; what it cannot take, refused in one line each."""
+    if cfg.conditional:
+        raise ConfigError(
+            "a class-conditional ladder VAE is not built yet: set model.conditional false"
+        )
+    if cfg.latent_channels:
+        raise ConfigError(
+            "model.posterior ladder stacks latent vectors; set model.latent_channels 0 (a "
+            "spatial latent is not built for it)"
+        )
+    return {"latent_dims": list(hierarchy.check_dims(cfg.latent_dims))}
 
 
 def _check_linear_path(cfg: ModelConfig, likelihood: str) -> None:
