@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -128,8 +128,9 @@ class LadderVAE(VAE):
             for i in range(len(dims) - 1)
         )
         for net in self.p_nets:  # each p(z_i | z_{i+1}) starts at N(0, I)
-            nn.init.zeros_(net[-1].weight)
-            nn.init.zeros_(net[-1].bias)
+            last = cast(nn.Linear, cast(nn.Sequential, net)[-1])
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
 
     # -- the two passes ----------------------------------------------------------------------
     def bottom_up(
