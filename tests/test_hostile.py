@@ -67,6 +67,8 @@ VQ_OPTIONS = {
     "model.ema_decay",
     "model.restart_dead",
 }
+# options that act only on the hierarchical VAE: their cases train a ladder
+LADDER_OPTIONS = {"model.latent_dims"}
 
 
 # -- the worker -------------------------------------------------------------------------------
@@ -158,6 +160,7 @@ def config_cases(work: Path) -> Iterator[dict[str, Any]]:
             argv = ["train", "--data", "noise", *TINY_FLAGS, "--out", str(out)]
             argv += [f"--{key}", value] if not (typ is bool and value == "") else [f"--{key}"]
             argv += ["--model.posterior", "vq"] if key in VQ_OPTIONS else []
+            argv += ["--model.posterior", "ladder"] if key in LADDER_OPTIONS else []
             yield {"id": case_id, "argv": argv, "check": "run", "run": str(out)}
 
 
