@@ -46,16 +46,13 @@ def build(
     if kl is not None:  # diffusers' AutoencoderKL: model.arch autoencoderkl or model.init
         return diffusers_init.build(kl, cfg, shape, normalization)
     latent_shape = _latent_shape(cfg, shape)
-    latent_dim = math.prod(latent_shape) if latent_shape else cfg.latent_dim
-    ladder = cfg.posterior == "ladder"
-    if ladder:  # the layers' sizes, checked (a clear error for a wrong list) before sizing
-        latent_dim = sum(hierarchy.check_dims(cfg.latent_dims))
+    latent_dims = (posterior or {}).get("latent_dims")  # a ladder's layers, z_1 first
+    latent_dim = math.prod(latent_shape) if latent_shape else sum(latent_dims or [cfg.latent_dim])
 
     def halves() -> tuple[nn.Module, nn.Module]:
         cond = cfg.label_dim if cfg.conditional else 0
         per_pixel = 2 if learn_scale and likelihood != "bernoulli" else 1
-        # the decoder sees z (a ladder's: its bottom layer z_1) and the label embedding
-        z_features = (cfg.latent_dims[0] if ladder else cfg.latent_dim) + cond
+        z_features = (latent_dims[0] if latent_dims else cfg.latent_dim) + cond  # z or z_1, label
         if cfg.arch == "mlp":
             return (
                 MLPEncoder(shape, cfg.hidden, cfg.activation, cond),
@@ -63,7 +60,7 @@ def build(
             )
         blocks, spatial, path = cfg.blocks_per_level, cfg.latent_channels, cfg.linear_path
         norm = decoder_norm(cfg.decoder_norm)
-        z_dim = 0 if spatial or ladder else cfg.latent_dim
+        z_dim = 0 if spatial or latent_dims else cfg.latent_dim
         return (
             ConvEncoder(shape, cfg.channels, blocks, cond, spatial, path, z_dim),
             ConvDecoder(shape, cfg.channels, blocks, z_features, per_pixel, spatial, norm, path),
