@@ -183,6 +183,8 @@ def test_ladder_trains_with_per_layer_kl_records_saves_and_loads(tiny) -> None:
     assert isinstance(model, LadderVAE) and model.latent_dims == (4, 2)
     assert model.latent_dim == 6
     assert record["val_kl_1"] + record["val_kl_2"] == pytest.approx(record["val_kl"], rel=1e-9)
+    train = record["train_kl_1"] + record["train_kl_2"]  # means of each step's layer KLs
+    assert train == pytest.approx(record["train_kl"], rel=1e-5)
     loaded = vaekit.load(result.run_dir)
     assert isinstance(loaded, LadderVAE) and loaded.architecture() == model.architecture()
     x = torch.rand(6, 1, 28, 28)
@@ -259,6 +261,7 @@ def test_ladder_through_the_cli(tmp_path: Path) -> None:
     r = run_cli("report", str(run), "--max-test", "16")
     assert r.returncode == 0, r.stderr
     assert "val kl 2" in (run / "report.html").read_text()
+    assert "train kl 2" in (run / "report.html").read_text()
     r = run_cli("train", "--data", "noise", *TINY_FLAGS, *flags, "--out", str(run), "--resume",
                 "--epochs", "2")  # fmt: skip
     assert r.returncode == 0, r.stderr

@@ -21,7 +21,7 @@ from torch import nn
 from .. import losses
 from ..config import LossConfig
 from ..errors import ConfigError
-from ..models import VAE
+from ..models import VAE, LadderVAE
 
 
 @dataclass
@@ -38,6 +38,9 @@ class StepTerms:
     fake: torch.Tensor | None = None
     adversarial: torch.Tensor | None = None
     adversarial_weight: torch.Tensor | None = None
+    # a hierarchical VAE's batch-mean KL of each layer (L,), z_1 first (detached; NaN under
+    # the IWAE bound, as recon and kl are); None for every other model
+    layers: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -94,12 +97,9 @@ def compute(
         log_w = model.log_importance_weights(x, k, y, noise.generator, eps)  # (K, B)
         loss = -losses.iw_bound(log_w).mean()
         nelbo = -log_w.mean()
-        return StepTerms(
-            loss,
-            nelbo.detach(),
-            torch.full_like(nelbo, float("nan")),
-            torch.full_like(nelbo, float("nan")),
-        )
+        nan = torch.full_like(nelbo, float("nan"))
+        layers = nan.expand(len(model.latent_dims)) if isinstance(model, LadderVAE) else None
+        return StepTerms(loss, nelbo.detach(), nan, nan, layers=layers)
     # a quantised posterior draws no noise: one process would not move the generator
     eps = noise.eps((b, d), 0, x.device) if model.has_density else None
     out = model(x, y, noise.generator, eps)
@@ -113,6 +113,8 @@ def compute(
         term = cfg.perceptual_weight * perceptual(mean, x).mean()
         loss, nll = loss + term, nll + term
     result = StepTerms(loss, (recon + kl).detach(), recon.detach(), kl.detach())
+    if isinstance(model, LadderVAE):
+        result.layers = model.layer_kls(kl_per_dim.detach()).mean(0)
     if discriminator is not None and adversarial_on(cfg, step):
         mean = model.mean(out.params) if mean is None else mean
         g_loss = generator_loss(discriminator(mean))

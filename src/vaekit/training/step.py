@@ -43,9 +43,19 @@ ADVERSARIAL = ("adv_loss", "adv_weight", "disc_loss", "adv_on", "disc_skipped")
 RECORD = ("loss", "nelbo", "recon", "kl", "grad_norm", *ADVERSARIAL, "skipped")
 
 
-def record_columns(adversarial: bool) -> tuple[str, ...]:
-    """The names of a step record's columns, in order, with or without an adversary."""
-    return RECORD if adversarial else tuple(c for c in RECORD if c not in ADVERSARIAL)
+def record_columns(adversarial: bool, layers: int = 0) -> tuple[str, ...]:
+    """The names of a step record's columns, in order, with or without an adversary; a
+    hierarchical VAE's `layers` KLs (kl_1 ... kl_L) follow kl."""
+    columns = RECORD if adversarial else tuple(c for c in RECORD if c not in ADVERSARIAL)
+    if not layers:
+        return columns
+    at = columns.index("kl") + 1
+    return (*columns[:at], *layer_columns(layers), *columns[at:])
+
+
+def layer_columns(layers: int) -> tuple[str, ...]:
+    """A hierarchical VAE's per-layer KL columns: kl_1 (z_1) ... kl_L."""
+    return tuple(f"kl_{i + 1}" for i in range(layers))
 
 
 def optimizer_steps(batches: int, accumulate: int) -> int:
@@ -128,6 +138,8 @@ class Step:
         if self.adversary is not None:
             self._adversary_backward(x, terms, i, n)
         losses = [terms.loss.detach(), terms.nelbo, terms.recon, terms.kl]
+        if terms.layers is not None:  # a hierarchical VAE's KL per layer
+            losses += terms.layers.unbind()
         if n > 1:  # the step's means: one batch of n x B would report them
             self._parts.append(torch.stack(losses))
             if not last:

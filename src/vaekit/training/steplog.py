@@ -15,7 +15,7 @@ from ..progress import bar as progress_bar
 from ..wording import option
 from .distributed import Dist
 from .state import TrainState
-from .step import record_columns
+from .step import layer_columns, record_columns
 
 SYNC_EVERY = 25  # steps between reads of the step records
 AVERAGED = ("nelbo", "recon", "kl", "grad_norm")  # over the steps whose update was applied
@@ -40,6 +40,7 @@ class StepLog:
         show: bool,
         adversarial: bool = False,
         names: tuple[str, ...] = AVERAGED[:3],
+        layers: int = 0,
     ) -> None:
         self.state, self.dist = state, dist
         # the terms' columns under the model's term_names (a VQ-VAE: objective, recon, vq)
@@ -48,8 +49,8 @@ class StepLog:
         self.take_back = take_back
         self.pending: list[torch.Tensor] = []
         self.batches = 0  # the batches of the pending records (the bar counts batches)
-        self.columns = record_columns(adversarial)
-        self.sums = dict.fromkeys(AVERAGED, 0.0)
+        self.columns = record_columns(adversarial, layers)  # layers: a ladder's KLs
+        self.sums = dict.fromkeys((*AVERAGED, *layer_columns(layers)), 0.0)
         self.applied = 0  # updates applied this epoch
         self.adversarial = adversarial
         self.adv_sums = dict.fromkeys(ADVERSARIAL_AVERAGED, 0.0)
@@ -85,7 +86,7 @@ class StepLog:
                 self._add_adversarial(record)
             if not record["skipped"]:
                 self.state.consecutive_skips = 0
-                for name in AVERAGED:
+                for name in self.sums:
                     self.sums[name] += record[name]
                 self.applied += 1
                 continue

@@ -36,7 +36,7 @@ from ..data import Dataset, as_dataset, batch_indices, epoch_permutation
 from ..data.core import augment
 from ..data.core.dataset import gather, num_batches
 from ..errors import TrainingInterrupted
-from ..models import VAE
+from ..models import VAE, LadderVAE
 from ..viz.figures import write_images
 from ..wording import on_command_line
 from . import selection
@@ -161,6 +161,7 @@ class Trainer:
             show=run.show,
             adversarial=run.step.adversary is not None,
             names=run.model.term_names,
+            layers=len(run.model.latent_dims) if isinstance(run.model, LadderVAE) else 0,
         )
 
     def _batches(self, run: Run, epoch: int) -> list[torch.Tensor]:
