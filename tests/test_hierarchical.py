@@ -15,8 +15,11 @@ from torch.distributions import Bernoulli, Normal, kl_divergence
 import vaekit
 from conftest import TINY_FLAGS, assert_clean_error, run_cli
 from vaekit import losses
+from vaekit.config import ModelConfig
 from vaekit.errors import ConfigError
+from vaekit.io import card
 from vaekit.models import LadderVAE
+from vaekit.models.described import model_section
 from vaekit.models.mlp import MLPDecoder, MLPEncoder
 
 SHAPE = (1, 2, 2)  # four binary pixels
@@ -180,13 +183,17 @@ def test_ladder_trains_with_per_layer_kl_records_saves_and_loads(tiny) -> None:
     options = {"model.posterior": "ladder", "model.latent_dims": [4, 2], "train.epochs": 2}
     result = vaekit.Trainer(None, tiny("ladder", **options)).fit()
     model, record = result.model, result.history[-1]
-    assert isinstance(model, LadderVAE) and model.latent_dims == (4, 2)
+    assert isinstance(model, LadderVAE) and model.latent_dims == [4, 2]
     assert model.latent_dim == 6
     assert record["val_kl_1"] + record["val_kl_2"] == pytest.approx(record["val_kl"], rel=1e-9)
     train = record["train_kl_1"] + record["train_kl_2"]  # means of each step's layer KLs
     assert train == pytest.approx(record["train_kl"], rel=1e-5)
     loaded = vaekit.load(result.run_dir)
     assert isinstance(loaded, LadderVAE) and loaded.architecture() == model.architecture()
+    described, _ = model_section(loaded, ModelConfig())  # what config.yaml reports
+    assert (described.posterior, described.latent_dims) == ("ladder", [4, 2])
+    text = card.model_card("alice/ladder", architecture=loaded.architecture(), parameters=1)
+    assert "in 2 top-down layers of 4, 2 values" in text  # the Hub's card
     x = torch.rand(6, 1, 28, 28)
     assert torch.equal(loaded.reconstruct(x), model.eval().reconstruct(x))
     stats = vaekit.evaluate(loaded, x, iw_samples=8)

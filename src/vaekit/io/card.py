@@ -46,6 +46,9 @@ def describe_latent(architecture: dict[str, Any]) -> str:
         text = f"a {architecture['latent_dim']}-D latent vector"
     if architecture.get("posterior") == "vq" and isinstance(architecture.get("codebook_size"), int):
         text += f", quantised by a codebook of {architecture['codebook_size']:,} codes"
+    layers = architecture.get("latent_dims")
+    if architecture.get("posterior") == "ladder" and isinstance(layers, list):
+        text += f" in {len(layers)} top-down layers of {', '.join(map(str, layers))} values"
     return text
 
 

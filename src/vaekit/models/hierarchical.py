@@ -93,7 +93,7 @@ class LadderVAE(VAE):
                 "a ladder VAE's layers are vectors: set model.latent_channels 0 (a spatial "
                 "latent is not built for it)"
             )
-        self.latent_dims = dims
+        self.latent_dims = list(dims)  # a list, as model.latent_dims holds it
         self.ladder_hidden = int(ladder_hidden)
         # the decoder reads z_1: the VAE's checks see its size, then latent_dim is the sum
         super().__init__(encoder, decoder, **(settings | {"latent_dim": dims[0]}))
