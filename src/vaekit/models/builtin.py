@@ -26,9 +26,10 @@ def build(
     normalization: dict[str, Any] | None = None,
 ) -> Built:
     """The built-in model `cfg` describes: its halves, the settings of `VAE(...)` (with
-    model.posterior vq, the quantiser's too: `VQVAE(...)`'s) and, with model.init, the
-    weights to start from. Likelihood 'auto' is Bernoulli for data in
-    [0, 1], else a Gaussian with a learned scale. The model's size is checked first."""
+    model.posterior vq, the quantiser's too: `VQVAE(...)`'s; with ladder, its layers:
+    `LadderVAE(...)`'s) and, with model.init, the weights to start from. Likelihood 'auto'
+    is Bernoulli for data in [0, 1], else a Gaussian with a learned scale. The model's size
+    is checked first."""
     protocol.check_settings(1, input_shape, "gaussian", 1.0, 0, 1)  # input_shape: (C, H, W)
     _check_table(cfg, input_shape)
     bounded = Normalization.from_record(normalization, int(input_shape[0])).bounded
