@@ -17,6 +17,7 @@ from conftest import TINY_FLAGS, assert_clean_error, run_cli
 from vaekit import losses
 from vaekit.config import ModelConfig
 from vaekit.errors import ConfigError
+from vaekit.evaluation.likelihood import _example_noise, importance_sampling
 from vaekit.io import card
 from vaekit.models import LadderVAE
 from vaekit.models.described import model_section
@@ -166,6 +167,17 @@ def test_iw_bound_rises_to_log_px_by_integration() -> None:
     error = (k / ess - 1.0).sqrt() / math.sqrt(k)
     assert torch.all(error < 0.03)
     assert torch.all((losses.iw_bound(log_w).double() - exact).abs() < 4 * error + 0.002)
+
+
+def test_evaluate_estimates_log_px_by_the_ladders_own_weights() -> None:
+    model = tiny_ladder((2, 1))
+    k, seed = 16, 3
+    iw = importance_sampling(model, X, k, seed=seed, budget=40)  # chunks of K too
+    eps = torch.stack([_example_noise(i, k, 3, seed, torch.device("cpu")) for i in range(3)], 1)
+    with torch.no_grad():
+        log_w = model.log_importance_weights(X, k, eps=eps)  # (K, B)
+    torch.testing.assert_close(iw.log_px, losses.iw_bound(log_w).double(), rtol=0, atol=1e-5)
+    torch.testing.assert_close(iw.elbo, log_w.mean(0).double(), rtol=0, atol=1e-5)
 
 
 def test_sample_draws_top_down_from_the_prior() -> None:

@@ -268,7 +268,10 @@ def log_weights(
     bar: Any = None,
 ) -> torch.Tensor:
     """log p(x, z_k) - log q(z_k|x) for z_k = mu + sigma * eps_k: eps (K, B, D) for the
-    B images x, decoded k_chunk samples at a time; (K, B) in float64."""
+    B images x, decoded k_chunk samples at a time; (K, B) in float64. A family with
+    importance weights of its own (a ladder's whole top-down path) computes them itself."""
+    if type(model).log_importance_weights is not VAE.log_importance_weights:
+        return _own_log_weights(model, x, y, eps, k_chunk, precision, bar)
     mu, logvar = model.posterior(x, y)  # (B, D) each
     k, b, d = eps.shape
     chunks = []
@@ -285,4 +288,26 @@ def log_weights(
         chunks.append(log_w.double())  # (kk, B)
         if bar is not None:
             bar.update(kk * b)
+    return torch.cat(chunks, 0)
+
+
+def _own_log_weights(
+    model: VAE,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    eps: torch.Tensor,
+    k_chunk: int,
+    precision: str,
+    bar: Any,
+) -> torch.Tensor:
+    """`log_weights` by the model's own `log_importance_weights`, k_chunk samples at a time
+    from the same noise eps (K, B, D); (K, B) in float64."""
+    chunks = []
+    for start in range(0, eps.shape[0], k_chunk):
+        part = eps[start : start + k_chunk]
+        with _autocast(x.device, precision):
+            log_w = model.log_importance_weights(x, part.shape[0], y, eps=part)
+        chunks.append(log_w.double())
+        if bar is not None:
+            bar.update(part.shape[0] * x.shape[0])
     return torch.cat(chunks, 0)
