@@ -107,7 +107,8 @@ def _check_table(cfg: ModelConfig, input_shape: Sequence[int]) -> None:
 
 def _posterior(cfg: ModelConfig) -> dict[str, Any] | None:
     """The quantiser's settings (model.posterior vq: `VQVAE`'s arguments), the ladder's
-    (model.posterior ladder: `LadderVAE`'s), or None."""
+    (model.posterior ladder: `LadderVAE`'s), or None. With model.arch autoencoderkl or
+    model.init, diffusers' VQModel (diffusers/init.py)."""
     if cfg.latent_dims and cfg.posterior != "ladder":
         raise ConfigError(
             "model.latent_dims sizes the layers of model.posterior ladder; set "
@@ -115,12 +116,6 @@ def _posterior(cfg: ModelConfig) -> dict[str, Any] | None:
         )
     if cfg.posterior == "gaussian":
         return None
-    if cfg.init or cfg.arch not in ("mlp", "conv"):
-        what = f"model.init {cfg.init}" if cfg.init else f"model.arch {cfg.arch}"
-        raise ConfigError(
-            f"model.posterior {cfg.posterior} is built for model.arch mlp and conv; {what} "
-            "is not supported with it yet"
-        )
     if cfg.linear_path:
         raise ConfigError(
             f"model.linear_path starts a Gaussian posterior at PCA; model.posterior "
@@ -139,6 +134,12 @@ def _posterior(cfg: ModelConfig) -> dict[str, Any] | None:
 
 def _ladder(cfg: ModelConfig) -> dict[str, Any]:
     """LadderVAE's own settings; what it cannot take, refused in one line each."""
+    if cfg.init or cfg.arch not in ("mlp", "conv"):
+        what = f"model.init {cfg.init}" if cfg.init else f"model.arch {cfg.arch}"
+        raise ConfigError(
+            f"model.posterior ladder is built for model.arch mlp and conv; {what} is not "
+            "supported with it"
+        )
     if cfg.conditional:
         raise ConfigError(
             "a class-conditional ladder VAE is not built yet: set model.conditional false"
