@@ -268,10 +268,13 @@ def log_weights(
     bar: Any = None,
 ) -> torch.Tensor:
     """log p(x, z_k) - log q(z_k|x) for z_k = mu + sigma * eps_k: eps (K, B, D) for the
-    B images x, decoded k_chunk samples at a time; (K, B) in float64. A family with
-    importance weights of its own (a ladder's whole top-down path) computes them itself."""
-    if type(model).log_importance_weights is not VAE.log_importance_weights:
-        return _own_log_weights(model, x, y, eps, k_chunk, precision, bar)
+    B images x, decoded k_chunk samples at a time; (K, B) in float64. A model whose KL is
+    not the closed form (a VampPrior, a flow: models/composed.py), or whose weights are
+    its own (a ladder's whole top-down path: models/hierarchical.py), gives its own
+    weights for the same eps, with its own densities."""
+    own = type(model).log_importance_weights is not VAE.log_importance_weights
+    if not model.closed_form_kl or own:
+        return _model_log_weights(model, x, y, eps, k_chunk, precision, bar)
     mu, logvar = model.posterior(x, y)  # (B, D) each
     k, b, d = eps.shape
     chunks = []
@@ -291,7 +294,7 @@ def log_weights(
     return torch.cat(chunks, 0)
 
 
-def _own_log_weights(
+def _model_log_weights(
     model: VAE,
     x: torch.Tensor,
     y: torch.Tensor | None,
@@ -300,14 +303,15 @@ def _own_log_weights(
     precision: str,
     bar: Any,
 ) -> torch.Tensor:
-    """`log_weights` by the model's own `log_importance_weights`, k_chunk samples at a time
-    from the same noise eps (K, B, D); (K, B) in float64."""
+    """`log_weights` through the model's own `log_importance_weights`, k_chunk samples at
+    a time (the model keeps its densities in float32 under bf16 autocast)."""
+    k, b = eps.shape[:2]
     chunks = []
-    for start in range(0, eps.shape[0], k_chunk):
-        part = eps[start : start + k_chunk]
+    for start in range(0, k, k_chunk):
+        kk = min(k_chunk, k - start)
         with _autocast(x.device, precision):
-            log_w = model.log_importance_weights(x, part.shape[0], y, eps=part)
-        chunks.append(log_w.double())
+            log_w = model.log_importance_weights(x, kk, y, eps=eps[start : start + kk])
+        chunks.append(log_w.double())  # (kk, B)
         if bar is not None:
-            bar.update(part.shape[0] * x.shape[0])
+            bar.update(kk * b)
     return torch.cat(chunks, 0)

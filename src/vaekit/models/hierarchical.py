@@ -24,7 +24,6 @@ log q(z_i|z_{i+1}, x) (tests/test_hierarchical.py checks both against a plain lo
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -243,6 +242,10 @@ class LadderVAE(VAE):
         parts = kl_per_dim.split(list(self.latent_dims), dim=1)
         return torch.stack([p.sum(1) for p in parts], dim=1)
 
+    def layer_names(self) -> tuple[str, ...]:
+        """The records' names of the layers' KLs: kl_1 (z_1) ... kl_L."""
+        return tuple(f"kl_{i + 1}" for i in range(len(self.latent_dims)))
+
     def log_importance_weights(
         self,
         x: torch.Tensor,
@@ -261,22 +264,10 @@ class LadderVAE(VAE):
         log_q = losses.log_normal_diag(path.z, path.q_mu, path.q_logvar)
         return log_px_z + log_p - log_q
 
-    @torch.no_grad()
-    def sample(
-        self, n: int, y: torch.Tensor | int | None = None, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        """n examples drawn top-down: z_L ~ N(0, I), z_i ~ p(z_i | z_{i+1}), decoded from z_1:
-        the means of p(x|z_1) in the user's units."""
-        n = protocol.count("n", n)
-        if y is not None:
-            raise ConfigError("a ladder VAE is not class-conditional: sample without labels")
-        limits.check_fits(
-            n * math.prod(self.input_shape) * 4 + n * self.latent_dim * 4,
-            f"sampling {n:,} examples",
-            "ask for fewer (the images are held in memory together)",
-        )
-        path = self.top_down(None, None, shape=(n,), generator=generator)
-        return self.decode_images(path.z)
+    def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n draws of the prior, top-down: z_L ~ N(0, I), then z_i ~ p(z_i | z_{i+1}); all
+        layers (n, D). `sample` decodes them (from z_1); the MMD objectives compare them."""
+        return self.top_down(None, None, shape=(n,), generator=generator).z
 
 
 POSTERIORS[LadderVAE.posterior_kind] = LadderVAE

@@ -36,7 +36,7 @@ from ..data import Dataset, as_dataset, batch_indices, epoch_permutation
 from ..data.core import augment
 from ..data.core.dataset import gather, num_batches
 from ..errors import TrainingInterrupted
-from ..models import VAE, LadderVAE
+from ..models import VAE
 from ..viz.figures import write_images
 from ..wording import on_command_line
 from . import selection
@@ -159,9 +159,9 @@ class Trainer:
             description=f"epoch {epoch + 1}/{t.epochs}",
             total=num_batches(run.x_train.shape[0], t.batch_size),
             show=run.show,
-            adversarial=run.step.adversary is not None,
+            adversarial=run.step.adversary.columns if run.step.adversary is not None else (),
             names=run.model.term_names,
-            layers=len(run.model.latent_dims) if isinstance(run.model, LadderVAE) else 0,
+            extra=run.step.extra,
         )
 
     def _batches(self, run: Run, epoch: int) -> list[torch.Tensor]:
