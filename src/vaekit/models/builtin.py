@@ -47,13 +47,12 @@ def build(
     if kl is not None:  # diffusers' AutoencoderKL: model.arch autoencoderkl or model.init
         return diffusers_init.build(kl, cfg, shape, normalization)
     latent_shape = _latent_shape(cfg, shape)
-    latent_dims = (posterior or {}).get("latent_dims")  # a ladder's layers, z_1 first
-    latent_dim = math.prod(latent_shape) if latent_shape else sum(latent_dims or [cfg.latent_dim])
+    latent_dim, z_in = _latent_sizes(cfg, latent_shape, posterior)
 
     def halves() -> tuple[nn.Module, nn.Module]:
         cond = cfg.label_dim if cfg.conditional else 0
         per_pixel = 2 if learn_scale and likelihood != "bernoulli" else 1
-        z_features = (latent_dims[0] if latent_dims else cfg.latent_dim) + cond  # z or z_1, label
+        z_features = z_in + cond  # the decoder sees z (a ladder's z_1) and the label embedding
         if cfg.arch == "mlp":
             return (
                 MLPEncoder(shape, cfg.hidden, cfg.activation, cond),
@@ -61,7 +60,7 @@ def build(
             )
         blocks, spatial, path = cfg.blocks_per_level, cfg.latent_channels, cfg.linear_path
         norm = decoder_norm(cfg.decoder_norm)
-        z_dim = 0 if spatial or latent_dims else cfg.latent_dim
+        z_dim = 0 if spatial else cfg.latent_dim
         return (
             ConvEncoder(shape, cfg.channels, blocks, cond, spatial, path, z_dim),
             ConvDecoder(shape, cfg.channels, blocks, z_features, per_pixel, spatial, norm, path),
@@ -80,6 +79,17 @@ def build(
         "normalization": normalization,
     }
     return Built(*halves(), settings)
+
+
+def _latent_sizes(
+    cfg: ModelConfig, latent_shape: tuple[int, ...] | None, posterior: dict[str, Any] | None
+) -> tuple[int, int]:
+    """The latent's size and the decoder's input's: a spatial latent's values (the decoder
+    reads the map), a ladder's layers summed and its z_1, else model.latent_dim twice."""
+    layers = (posterior or {}).get("latent_dims")
+    if latent_shape:
+        return math.prod(latent_shape), cfg.latent_dim
+    return (sum(layers), layers[0]) if layers else (cfg.latent_dim, cfg.latent_dim)
 
 
 def _check_table(cfg: ModelConfig, input_shape: Sequence[int]) -> None:
