@@ -135,6 +135,10 @@ def test_a_run_from_scratch_exports_a_vqmodel_diffusers_reads(
     assert config["vq_embed_dim"] == 3 and config["latent_channels"] == 2
     x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(2))
     assert_same_model(model, out, x)
+    # an earlier VQModel export is replaced with --overwrite, as an AutoencoderKL's is
+    args = ["export", str(run), "--format", "diffusers", str(out), "--scaling-factor", "0.5"]
+    assert cli.main([*args, "--overwrite"]) == 0
+    assert json.loads((out / "config.json").read_text())["scaling_factor"] == 0.5
 
 
 def test_the_round_trip_through_a_run_is_exact(pictures: Path, tmp_path: Path) -> None:
