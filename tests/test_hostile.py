@@ -358,6 +358,40 @@ def file_cases(run: Path, work: Path) -> Iterator[dict[str, Any]]:
         yield from cases("metrics.jsonl", label, {"bytes": line.encode().hex()})
 
 
+def prior_cases(work: Path) -> Iterator[dict[str, Any]]:
+    """`vaekit train-prior` with each hostile value of each of its options and RUNs, and a
+    VQ-VAE run's code prior files damaged, then the commands that read them."""
+    vq = {"model.posterior": "vq", "model.codebook_size": 8, "model.code_dim": 2}
+    run = vaekit.train(tiny_config(work / "vq-template", **vq))
+    vaekit.train_prior(str(run), epochs=1, channels=4, layers=1)
+    target = work / "vq-train-prior"  # train-prior writes its files here, case after case
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(run, target)
+    base = ["train-prior", str(target), "--epochs", "1", "--channels", "4", "--layers", "1"]
+    parser, _ = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for action in sub.choices["train-prior"]._actions:
+        if action.option_strings and not isinstance(action, argparse._HelpAction):
+            flag = action.option_strings[-1]
+            for label, value in _argument_values(action):
+                yield {"id": f"train-prior {flag} {label}", "argv": [*base, flag, value]}
+    for label, path in _hostile_paths(work):
+        yield {"id": f"train-prior RUN={label}", "argv": ["train-prior", path, *base[2:]]}
+    readers = [["sample", "{run}", "--n", "2"], ["evaluate", "{run}", "--json"]]
+    for name in ("code_prior.safetensors", "code_prior.json"):
+        writes = [
+            (label, {"bytes": b.hex()}) for label, b in _bytes_mutations((run / name).read_bytes())
+        ]
+        writes += [("a directory", {"directory": True}), ("missing", {"delete": True})]
+        for (label, write), argv in ((w, a) for w in writes for a in readers):
+            damaged = work / "damaged" / f"{name}-{abs(hash((label, tuple(argv))))}"
+            yield {
+                "id": f"{name} {label}: {argv[0]}",
+                "argv": [a.replace("{run}", str(damaged)) for a in argv],
+                "setup": {"copy": str(run), "to": str(damaged), "file": name, "write": write},
+            }
+
+
 def data_cases(work: Path) -> Iterator[dict[str, Any]]:
     """`vaekit train --data X` on damaged .npz files and image folders."""
     good = work / "data" / "good.npz"
@@ -504,6 +538,7 @@ def all_cases(run: Path, work: Path) -> list[dict[str, Any]]:
         *config_cases(work),
         *command_cases(run, work),
         *file_cases(run, work),
+        *prior_cases(work),
         *data_cases(work),
     ]
     for case in cases:

@@ -101,6 +101,16 @@ class Pretrained(record.Recorded, nn.Module):
         """Where the model's weights are."""
         return next(self.parameters()).device
 
+    # -- the prior p(z) -------------------------------------------------------------------
+    @property
+    def has_prior(self) -> bool:
+        """Whether the model has a prior to sample from: N(0, I) always; a VQ-VAE once a
+        prior over its codes is trained (vqvae.py)."""
+        return True
+
+    def read_prior(self, folder: Path) -> None:
+        """Read the prior a model keeps beside its weights in `folder`: none for N(0, I)."""
+
     # -- construction -------------------------------------------------------------------
     @classmethod
     def from_config(
@@ -258,6 +268,7 @@ class Pretrained(record.Recorded, nn.Module):
         tensors = checkpoint.read_weights(folder)
         checkpoint.check_state_dict(model, tensors, str(folder / checkpoint.MODEL_FILE))
         model.load_state_dict(tensors, strict=True)
+        model.read_prior(folder)
         model.run_config = config
         model.class_names = list(meta["class_names"])
         data_source = meta.get("data_source")  # absent before vaekit 0.3

@@ -330,7 +330,7 @@ def write_images(
     recon = model.reconstruct(xk, yk)
     scale = grid.auto_scale(model.input_shape[1])
     grids = {"reconstructions": grid.make_grid(torch.cat([xk, recon]), nrow=k)}
-    if model.has_density:  # a VQ-VAE without a prior over its codes has no samples
+    if model.has_prior:  # a VQ-VAE without a prior over its codes has no samples
         grids["samples"] = grid.make_grid(model.sample(n, labels, generator=g), nrow=8)
     if run_dir is not None:
         for name, image in grids.items():
