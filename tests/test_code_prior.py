@@ -167,7 +167,8 @@ def test_train_prior_load_sample_evaluate_report(prior_run: Path, capsys, tmp_pa
     stats = json.loads(out)
     data = vaekit.loading.load_with_data(prior_run)[1]
     test_codes = code_map(model.encode_codes(data.x))
-    nats = float(model.code_prior.nll(test_codes).mean())
+    with torch.no_grad():
+        nats = float(model.code_prior.nll(test_codes).mean())
     assert stats["prior_nll"] == pytest.approx(nats, rel=1e-5)
     assert stats["prior_bits_per_code"] == pytest.approx(nats / (49 * math.log(2)))
     assert stats["prior_bits_per_dim"] == pytest.approx(nats / (784 * math.log(2)))
