@@ -155,7 +155,8 @@ class CodePrior(nn.Module):
         try:
             for i in range(h):
                 for j in range(w):
-                    probs = self(codes)[:, :, i, j].float().softmax(dim=1)  # (n, K)
+                    # row i reads rows <= i only: the rows below are not computed
+                    probs = self(codes[:, : i + 1])[:, :, i, j].float().softmax(dim=1)  # (n, K)
                     u = torch.rand(n, 1, generator=generator, device=where).to(device)
                     below = (probs.cumsum(dim=1) < u).sum(dim=1)  # inverse CDF
                     codes[:, i, j] = below.clamp(max=self.codebook_size - 1)
