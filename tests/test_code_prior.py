@@ -237,3 +237,21 @@ def test_a_vector_latents_codes_are_a_one_row_map(tmp_path: Path) -> None:
     assert model.sample(6).shape == (6, 1, 28, 28)
     stats = vaekit.evaluate(model, torch.rand(4, 1, 28, 28))
     assert stats["prior_bits_per_code"] == pytest.approx(stats["prior_nll"] / (2 * math.log(2)))
+
+
+def test_push_sends_the_prior_and_a_hub_load_brings_it(
+    prior_run: Path, offline_cache: Path
+) -> None:
+    from conftest import write_hub_cache
+    from vaekit.publish import plan_push
+
+    plan = plan_push(prior_run, "alice/vq", run_evaluate=False)
+    assert {"code_prior.safetensors", "code_prior.json"} <= set(plan.files)
+    files = {k: v if isinstance(v, bytes) else Path(v).read_bytes() for k, v in plan.files.items()}
+    write_hub_cache(offline_cache, "alice/vq", files)
+    model, original = vaekit.load("hf://alice/vq"), vaekit.load(prior_run)
+    assert model.has_prior
+    g = [torch.Generator().manual_seed(2) for _ in range(2)]
+    assert torch.equal(
+        model.sample_codes(3, generator=g[0]), original.sample_codes(3, generator=g[1])
+    )

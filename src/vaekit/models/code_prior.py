@@ -38,8 +38,7 @@ from ..errors import CheckpointError, ConfigError, first_line
 from ..io import checkpoint, fileio
 from ..version import __version__
 
-WEIGHTS, RECORD = "code_prior.safetensors", "code_prior.json"
-FILES = (WEIGHTS, RECORD)
+WEIGHTS, RECORD = FILES = checkpoint.PRIOR_FILES
 KIND = "gated-pixelcnn"
 TRAIN_AGAIN = "train it again with vaekit train-prior RUN"
 
