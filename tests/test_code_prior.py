@@ -219,6 +219,11 @@ def test_train_prior_from_python_saves_with_the_model(vq_run: Path, tmp_path: Pa
     loaded = vaekit.load(tmp_path / "saved")
     g = [torch.Generator().manual_seed(1) for _ in range(2)]
     assert torch.equal(model.sample(3, generator=g[0]), loaded.sample(3, generator=g[1]))
+    with torch.no_grad():  # trained further with the prior attached: its codes moved on
+        model.quantize.embedding.weight.add_(0.01)
+    model.save_pretrained(tmp_path / "moved")
+    assert (tmp_path / "moved" / "model.safetensors").exists()
+    assert not (tmp_path / "moved" / "code_prior.json").exists()
     gaussian = vaekit.train(tiny_config(tmp_path / "gaussian"))
     with pytest.raises(ConfigError, match="a Gaussian VAE, whose prior is N"):
         vaekit.train_prior(gaussian)

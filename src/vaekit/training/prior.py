@@ -93,10 +93,10 @@ def train_prior(
         "train_codes": len(train), "val_codes": len(val), "best_epoch": best["epoch"],
         "val_nll": best["val_nll"], "history": history,
     }  # fmt: skip
+    prior.model_fingerprint = code_prior.fingerprint(model.state_dict())  # whose codes
     model.attach_prior(prior.eval())
     if folder is not None:
-        code_prior.write(folder, prior, code_prior.fingerprint(model.state_dict()),
-                         prior.training_record)  # fmt: skip
+        code_prior.write(folder, prior)
     return PriorResult(model, history, folder)
 
 
