@@ -217,7 +217,8 @@ class ModelConfig:
         "q(z|x): gaussian (a diagonal Gaussian, the VAE) or vq (a vector quantiser over a "
         "codebook, the VQ-VAE of van den Oord et al. 2017: straight-through gradients, "
         "trained by the likelihood + codebook + commitment losses; it has no ELBO or "
-        "sampling without a prior over its codes). mlp and conv",
+        "sampling without a prior over its codes). mlp and conv; with autoencoderkl, "
+        "diffusers' VQModel",
         choices=("gaussian", "vq"),
     )
     codebook_size: int = opt(512, "vq: codes in the codebook (K)", min=2, max=1 << 20)
@@ -225,7 +226,8 @@ class ModelConfig:
         0,
         "vq with a latent vector: values per code (latent_dim is split into latent_dim / "
         "code_dim codes); 0: the whole vector is one code. A spatial latent's codes are its "
-        "cells, latent_channels values each",
+        "cells, latent_channels values each; autoencoderkl (diffusers' VQModel): the codes' "
+        "width, its vq_embed_dim (0: latent_channels)",
         min=0,
         max=MAX_WIDTH,
     )
@@ -251,9 +253,10 @@ class ModelConfig:
     init: str = opt(
         "",
         "start from trained weights: diffusers:PATH_OR_REPO fine-tunes a diffusers "
-        "AutoencoderKL (a local folder or a Hub repo OWNER/NAME[/SUBFOLDER]; needs "
-        "vaekit[diffusers]); its config sets the architecture (model.channels, blocks_per_level "
-        "and latent_channels, if set, must match it); empty: none",
+        "AutoencoderKL, or with model.posterior vq a VQModel (a local folder or a Hub repo "
+        "OWNER/NAME[/SUBFOLDER]; needs vaekit[diffusers]); its config sets the architecture "
+        "(model.channels, blocks_per_level and latent_channels, and a VQModel's "
+        "codebook_size and code_dim, if set, must match it); empty: none",
     )
 
 

@@ -104,15 +104,10 @@ def _check_table(cfg: ModelConfig, input_shape: Sequence[int]) -> None:
 
 
 def _posterior(cfg: ModelConfig) -> dict[str, Any] | None:
-    """The quantiser's settings (model.posterior vq: `VQVAE`'s arguments), or None."""
+    """The quantiser's settings (model.posterior vq: `VQVAE`'s arguments), or None. With
+    model.arch autoencoderkl or model.init, diffusers' VQModel (diffusers/init.py)."""
     if cfg.posterior == "gaussian":
         return None
-    if cfg.init or cfg.arch not in ("mlp", "conv"):
-        what = f"model.init {cfg.init}" if cfg.init else f"model.arch {cfg.arch}"
-        raise ConfigError(
-            f"model.posterior {cfg.posterior} is built for model.arch mlp and conv; {what} "
-            "is not supported with it yet"
-        )
     if cfg.linear_path:
         raise ConfigError(
             f"model.linear_path starts a Gaussian posterior at PCA; model.posterior "

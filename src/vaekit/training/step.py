@@ -13,7 +13,9 @@ every loss is a batch mean, so the mean of n batch means is the big batch's (the
 comes from the run's one generator in the same order: on the CPU, when a batch's noise is
 whole blocks of 16 values, even the draws are the same).
 A non-finite loss in any of the n batches, or a non-finite accumulated gradient, skips
-the whole step. The adversarial term's discriminator accumulates its gradients alike and
+the whole step, and with it what the forward passes moved in place (a VQ-VAE's EMA
+codebook and dead-code restarts: put back as they were before the step). The
+adversarial term's discriminator accumulates its gradients alike and
 steps once per optimizer step, after the VAE's, so every batch of a step is judged by the
 same discriminator as in one big batch; the recipe's adaptive weight is the one part
 computed per batch (a ratio of gradient norms does not add up over batches).
@@ -28,6 +30,7 @@ import torch
 from torch import nn
 
 from ..config import Config
+from ..models.quantizer import VectorQuantizer
 from .adversary import Adversary
 from .distributed import Dist
 from .objective import StepTerms
@@ -88,6 +91,12 @@ class Step:
             and bool(self.optimizer.defaults.get("fused"))
             and not self.scaler.is_enabled()
         )
+        # what the model's training forward pass moves in place (a VQ-VAE's EMA codebook):
+        # kept at each step's start, put back when the step is skipped ([]: a Gaussian VAE)
+        # (the tensors are read at each step: moving the model replaces its buffers)
+        self.quantizers = [m for m in model.modules() if isinstance(m, VectorQuantizer)]
+        self.moving: list[torch.Tensor] = []
+        self._before: list[torch.Tensor] = []
         self.objective: nn.Module | None = None
         self.adversary = adversary  # the discriminator's side of the adversarial term
         # the records of the batches of the step being accumulated (see __call__)
@@ -120,6 +129,9 @@ class Step:
         if i == 0:
             self.optimizer.zero_grad(set_to_none=True)
             self._parts = []
+            if self.quantizers:
+                self.moving = [t for q in self.quantizers for t in q.moving_state()]
+                self._before = [t.detach().clone() for t in self.moving]
         with self._no_sync(last), autocast(self.device, self.precision):
             terms = self.objective(x, y, step)
         with self._no_sync(last):
@@ -150,8 +162,18 @@ class Step:
             if self.average is not None:
                 self.average.update()
         self.scaler.update()
+        if self.moving:
+            self._put_back(bad)
         adversarial = self._adversary_apply() if self.adversary is not None else []
         return torch.stack([*losses, norm, *adversarial, bad])
+
+    @torch.no_grad()
+    def _put_back(self, bad: torch.Tensor) -> None:
+        """What the step's forward passes moved in place, as it was before them where the
+        step was skipped (`bad` 1.0; on the device: no sync)."""
+        skipped = bad > 0
+        for now, before in zip(self.moving, self._before, strict=True):
+            now.copy_(torch.where(skipped, before, now))
 
     def _no_sync(self, last: bool) -> Any:
         """DDP all-reduces the gradients once per optimizer step: at its last batch."""
