@@ -229,6 +229,11 @@ def test_train_prior_from_python_saves_with_the_model(vq_run: Path, tmp_path: Pa
         vaekit.train_prior(gaussian)
     with pytest.raises(ConfigError, match="epochs must be"):
         vaekit.train_prior(model, epochs=0)
+    folder = tmp_path / "diffusers-vqmodel"  # a folder diffusers wrote: no run to write into
+    folder.mkdir()
+    (folder / "config.json").write_text('{"_class_name": "VQModel"}')
+    with pytest.raises(ConfigError, match="no vaekit run folder"):
+        vaekit.train_prior(str(folder))
 
 
 def test_a_vector_latents_codes_are_a_one_row_map(tmp_path: Path) -> None:
