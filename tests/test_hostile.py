@@ -57,6 +57,8 @@ LONG_AT_MAX = {
     "model.blocks_per_level",
     "data.image_size",
     "model.codebook_size",  # a million codes: seconds of distances per batch
+    "model.pseudo_inputs",  # 65,536 pseudo-images through the encoder at every step
+    "loss.factorvae_hidden",  # 4,096 units a layer: a discriminator of 67M weights
 }
 RUN_OPTIONS = {"train.out", "train.resume"}  # set by each case itself
 # options that act only on a quantised posterior: their cases train a VQ-VAE
@@ -66,6 +68,27 @@ VQ_OPTIONS = {
     "model.commitment",
     "model.ema_decay",
     "model.restart_dead",
+}
+# options that act only on a VampPrior or an IAF posterior: their cases train one
+COMPOSED_OPTIONS = {
+    "model.pseudo_inputs": ["--model.prior", "vamp"],
+    "model.flow_steps": ["--model.posterior", "iaf"],
+}
+
+
+# options that act only under one loss.objective: their cases train with it
+OBJECTIVE_OPTIONS = {
+    "loss.tc_weight": "tcvae",
+    "loss.mi_weight": "tcvae",
+    "loss.dim_kl_weight": "tcvae",
+    "loss.tc_estimator": "tcvae",
+    "loss.factorvae_hidden": "factorvae",
+    "loss.factorvae_layers": "factorvae",
+    "loss.factorvae_lr": "factorvae",
+    "loss.mmd_weight": "wae_mmd",
+    "loss.mmd_kernel": "infovae",
+    "loss.wae_encoder": "wae_mmd",
+    "loss.info_alpha": "infovae",
 }
 
 
@@ -153,11 +176,16 @@ def config_cases(work: Path) -> Iterator[dict[str, Any]]:
         if key in RUN_OPTIONS:
             continue
         for label, value in option_values(key, f, typ):
+            if label == "choice" and (key in OBJECTIVE_OPTIONS or key == "loss.objective"):
+                label = f"choice {value}"  # each its own run (one id would share one --out)
             case_id = f"train --{key} {label}"
             out = work / "runs" / f"{len(case_id)}-{abs(hash(case_id))}"
             argv = ["train", "--data", "noise", *TINY_FLAGS, "--out", str(out)]
             argv += [f"--{key}", value] if not (typ is bool and value == "") else [f"--{key}"]
             argv += ["--model.posterior", "vq"] if key in VQ_OPTIONS else []
+            argv += COMPOSED_OPTIONS.get(key, [])
+            if key in OBJECTIVE_OPTIONS:
+                argv += ["--loss.objective", OBJECTIVE_OPTIONS[key]]
             yield {"id": case_id, "argv": argv, "check": "run", "run": str(out)}
 
 
@@ -593,6 +621,15 @@ def test_every_option_gets_hostile_values() -> None:
             assert f.metadata.get("max") is not None, f"{key} has no maximum"
             assert "above max" in values and "nan" in values, key
         default_of(f)  # every option has a default
+    # an option of one objective is tried under it (a name that moved would be tried under none)
+    keys = {key for key, _, _ in iter_fields()}
+    assert set(OBJECTIVE_OPTIONS) <= keys
+    objectives = {value for _, value in option_values("loss.objective", *_field("loss.objective"))}
+    assert set(OBJECTIVE_OPTIONS.values()) < objectives
+
+
+def _field(key: str) -> tuple[Any, Any]:
+    return next((f, typ) for k, f, typ in iter_fields() if k == key)
 
 
 if __name__ == "__main__":  # count the bad outcomes of another tree: python test_hostile.py SRC

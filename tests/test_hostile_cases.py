@@ -370,3 +370,19 @@ def test_make_demo_installs_only_what_the_demo_needs() -> None:
     installs = [line for line in plan("demo").splitlines() if "pip install" in line]
     assert installs and not any("[dev]" in line or "pytest" in line for line in installs)
     assert any("[dev]" in line for line in plan("test").splitlines())
+
+
+# -- loss.objective: the combinations an objective refuses, through the CLI ------------------
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--loss.objective", "tcvae", "--model.posterior", "vq"], "needs a posterior with a"),
+        (["--loss.objective", "wae_mmd", "--loss.free_bits", "0.5"], "no per-dimension KL"),
+        (["--loss.objective", "infovae", "--loss.beta", "4"], "loss.mmd_weight or info_alpha"),
+        (["--loss.objective", "factorvae", "--loss.iw_samples", "8"], "loss.iw_samples at 1"),
+    ],
+)
+def test_objective_combinations_that_cannot_work_are_one_line(
+    tmp_path: Path, extra: list[str], needle: str
+) -> None:
+    assert_clean_error(train_cli(tmp_path, *extra), needle)

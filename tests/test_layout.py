@@ -35,7 +35,7 @@ LAYERS = [
         "progress",
         "untrusted_files",
     },
-    {"config"},
+    {"config", "divergences"},
     {"io"},
     {"data", "models", "diffusers"},
     {"loading"},

@@ -217,9 +217,11 @@ class ModelConfig:
         "q(z|x): gaussian (a diagonal Gaussian, the VAE) or vq (a vector quantiser over a "
         "codebook, the VQ-VAE of van den Oord et al. 2017: straight-through gradients, "
         "trained by the likelihood + codebook + commitment losses; it has no ELBO or "
-        "sampling without a prior over its codes). mlp and conv; with autoencoderkl, "
-        "diffusers' VQModel",
-        choices=("gaussian", "vq"),
+        "sampling without a prior over its codes; mlp and conv, and with autoencoderkl "
+        "diffusers' VQModel) or iaf (the Gaussian followed by model.flow_steps inverse "
+        "autoregressive flow steps, Kingma et al. 2016: its KL is a Monte Carlo estimate; "
+        "mlp and conv, a latent vector)",
+        choices=("gaussian", "vq", "iaf"),
     )
     codebook_size: int = opt(512, "vq: codes in the codebook (K)", min=2, max=1 << 20)
     code_dim: int = opt(
@@ -250,6 +252,18 @@ class ModelConfig:
         min=0.0,
         max=1e9,
     )
+    prior: str = opt(
+        "standard",
+        "p(z): standard (N(0, I), the KL in closed form) or vamp (the VampPrior of Tomczak & "
+        "Welling 2018: a mixture of the posteriors of model.pseudo_inputs learned "
+        "pseudo-inputs; its KL is a Monte Carlo estimate). mlp and conv, with model.posterior "
+        "gaussian or iaf",
+        choices=("standard", "vamp"),
+    )
+    pseudo_inputs: int = opt(
+        500, "vamp: K, the learned pseudo-inputs (images) of the VampPrior", min=1, max=1 << 16
+    )
+    flow_steps: int = opt(2, "iaf: the flow's steps after the Gaussian posterior", min=1, max=64)
     init: str = opt(
         "",
         "start from trained weights: diffusers:PATH_OR_REPO fine-tunes a diffusers "

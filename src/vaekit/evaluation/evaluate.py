@@ -304,11 +304,10 @@ def _latents(
     model: VAE, x: torch.Tensor, y: torch.Tensor | None, batch_size: int
 ) -> dict[str, Any]:
     units = metrics.active_units(model, x, y, batch_size=batch_size)
-    return {
-        "kl_per_dim": metrics.kl_per_dimension(model, x, y, batch_size).tolist(),
-        "active_units": units.count,
-        "activity": units.activity.tolist(),
-    }
+    out: dict[str, Any] = {"active_units": units.count, "activity": units.activity.tolist()}
+    if model.closed_form_kl:  # else the KL does not split by dimension (no_kl_per_dim)
+        out["kl_per_dim"] = metrics.kl_per_dimension(model, x, y, batch_size).tolist()
+    return out
 
 
 def _frechet(

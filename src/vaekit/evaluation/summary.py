@@ -140,12 +140,14 @@ def summary(stats: dict[str, Any], dataset: str = "the test set") -> str:
             f"  rFID               {stats['rfid']:11.3f}   (reconstructions vs test images, "
             f"{stats['rfid_features']} features)"
         )
-    if "kl_per_dim" in stats:
-        kl = stats["kl_per_dim"]
+    if "active_units" in stats:
+        dims = len(stats.get("activity", stats.get("kl_per_dim", [])))
         lines.append(
-            f"  active units       {stats['active_units']} of {len(kl)} "
+            f"  active units       {stats['active_units']} of {dims} "
             "(Cov_x E_q[z_d] > 0.01, Burda et al. 2015)"
         )
+    if "kl_per_dim" in stats:
+        kl = stats["kl_per_dim"]
         order = sorted(range(len(kl)), key=lambda i: -kl[i])
         shown = ", ".join(f"z{i} {kl[i]:.2f}" for i in order[:8])
         more = f", ... ({len(kl) - 8} more)" if len(kl) > 8 else ""

@@ -31,24 +31,30 @@ from torch import nn
 
 from ..config import Config
 from ..models.quantizer import VectorQuantizer
-from .adversary import Adversary
+from .adversary import ADVERSARIAL, Adversary
 from .distributed import Dist
+from .latent_objectives import COLUMNS
 from .objective import StepTerms
 from .optim import WeightAverage, grad_norm, make_optimizer, make_schedule
 from .precision import autocast
 
 # A step's record (what `Step.__call__` returns, left on the device; steplog.py reads it):
-# one value per column, in this order. The adversarial columns are there only with an
-# adversary: the generator term g_loss, its weight and the discriminator's hinge loss
-# (means over the step's batches), 1.0 where the term was on and 1.0 where the
-# discriminator's update was skipped. "skipped" is 1.0 where the VAE's update was.
-ADVERSARIAL = ("adv_loss", "adv_weight", "disc_loss", "adv_on", "disc_skipped")
-RECORD = ("loss", "nelbo", "recon", "kl", "grad_norm", *ADVERSARIAL, "skipped")
+# one value per column, in this order: the ELBO's terms, another objective's own terms
+# (latent_objectives.COLUMNS: tcvae's mi, tc, dim_kl...), the gradient norm, an
+# adversary's columns (adversary.Adversary.columns: the PatchGAN's generator term g_loss,
+# its weight and the discriminator's hinge loss (means over the step's batches), 1.0 where
+# the term was on and 1.0 where the discriminator's update was skipped), and "skipped",
+# 1.0 where the VAE's update was.
+TERMS = ("loss", "nelbo", "recon", "kl")
 
 
-def record_columns(adversarial: bool) -> tuple[str, ...]:
-    """The names of a step record's columns, in order, with or without an adversary."""
-    return RECORD if adversarial else tuple(c for c in RECORD if c not in ADVERSARIAL)
+def record_columns(
+    adversarial: bool | tuple[str, ...], extra: tuple[str, ...] = ()
+) -> tuple[str, ...]:
+    """The names of a step record's columns, in order: with an adversary's columns (True:
+    the PatchGAN's) and an objective's `extra` terms."""
+    columns = ADVERSARIAL if adversarial is True else adversarial or ()
+    return (*TERMS, *extra, "grad_norm", *columns, "skipped")
 
 
 def optimizer_steps(batches: int, accumulate: int) -> int:
@@ -99,6 +105,7 @@ class Step:
         self._before: list[torch.Tensor] = []
         self.objective: nn.Module | None = None
         self.adversary = adversary  # the discriminator's side of the adversarial term
+        self.extra = COLUMNS[config.loss.objective]  # another objective's record columns
         # the records of the batches of the step being accumulated (see __call__)
         self._parts: list[torch.Tensor] = []
         self._adversarial: list[torch.Tensor] = []
@@ -139,7 +146,7 @@ class Step:
             self.scaler.scale(loss).backward()
         if self.adversary is not None:
             self._adversary_backward(x, terms, i, n)
-        losses = [terms.loss.detach(), terms.nelbo, terms.recon, terms.kl]
+        losses = [terms.loss.detach(), terms.nelbo, terms.recon, terms.kl, *terms.extra]
         if n > 1:  # the step's means: one batch of n x B would report them
             self._parts.append(torch.stack(losses))
             if not last:
@@ -165,7 +172,7 @@ class Step:
         if self.moving:
             self._put_back(bad)
         adversarial = self._adversary_apply() if self.adversary is not None else []
-        return torch.stack([*losses, norm, *adversarial, bad])
+        return torch.stack([*losses, norm, *adversarial, bad])  # record_columns' order
 
     @torch.no_grad()
     def _put_back(self, bad: torch.Tensor) -> None:
@@ -184,28 +191,29 @@ class Step:
 
     def _adversary_backward(self, x: torch.Tensor, terms: StepTerms, i: int, n: int) -> None:
         """Where the term is on: the discriminator's gradient on this batch (1/n of it);
-        its record columns kept for `_adversary_apply`: the generator term g_loss, its
-        weight and the discriminator's hinge loss."""
+        its record columns kept for `_adversary_apply`: the term's values (the PatchGAN's
+        g_loss and its weight) and the discriminator's loss."""
         assert self.adversary is not None
         if i == 0:
             self._adversarial = []
-        if terms.fake is None or terms.adversarial is None or terms.adversarial_weight is None:
+        if terms.fake is None:
             return  # before adversarial_start (the same for every batch of a step)
         scale = 1.0 if n == 1 else 1.0 / n
-        d_loss = self.adversary.backward(x, terms.fake, first=i == 0, scale=scale)
-        self._adversarial.append(torch.stack([terms.adversarial, terms.adversarial_weight, d_loss]))
+        real = x if terms.real is None else terms.real  # FactorVAE's: q(z)'s draws
+        d_loss = self.adversary.backward(real, terms.fake, first=i == 0, scale=scale)
+        self._adversarial.append(torch.stack([*self.adversary.term_values(terms), d_loss]))
 
     def _adversary_apply(self) -> list[torch.Tensor]:
-        """The discriminator's update where the term is on; the record's ADVERSARIAL
-        columns (a non-finite discriminator loss skips its update)."""
+        """The discriminator's update where the term is on; the record's adversary columns
+        (a non-finite discriminator loss skips its update)."""
         assert self.adversary is not None
         parts, self._adversarial = self._adversarial, []
         if not parts:
             off = torch.zeros((), device=self.device)
-            return [off, off, off, off, off]  # before adversarial_start: not counted
+            return [off] * len(self.adversary.columns)  # before adversarial_start: not counted
         means = parts[0] if len(parts) == 1 else torch.stack(parts).mean(0)
-        # the sum of the batches' losses: non-finite when any of them is
-        d_bad = self.adversary.apply(torch.stack(parts)[:, 2].sum())
+        # the sum of the batches' losses (the last value): non-finite when any of them is
+        d_bad = self.adversary.apply(torch.stack(parts)[:, -1].sum())
         on = torch.ones((), device=d_bad.device)
         return [*means, on, d_bad]
 

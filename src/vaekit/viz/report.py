@@ -125,6 +125,10 @@ def _epoch_table(records: list[dict[str, Any]]) -> str:
             "val_objective",
             "train_vq",
             "val_perplexity",
+            "train_mi",  # beta-TCVAE's terms (training/latent_objectives.py)
+            "train_tc",  # and FactorVAE's discriminator estimate
+            "train_dim_kl",
+            "train_mmd",  # WAE-MMD's, InfoVAE's
             "samples_per_s",
             "skipped_updates",
         )
