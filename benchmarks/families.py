@@ -294,7 +294,8 @@ def notes(result: dict[str, Any]) -> list[str]:
         "sides one after the other in one process, from the same initial weights of the same "
         "networks (the docstring of benchmarks/families.py gives them). samples / CPU-s: "
         "training images per CPU second over that window, the trainers' own per-epoch work "
-        "included; x pythae: vaekit's over pythae's.",
+        "included; x pythae: vaekit's over pythae's. vaekit's trainer flushes denormals "
+        "for the process, so pythae's side, after it, runs with them flushed too.",
         "Both sides evaluated by the same code on the same test images: -ELBO with one "
         "seeded z-sample per image on all 10,000; log p(x) by importance sampling on the "
         f"first {s['iw_images']:,} (± the standard error over images); PSNR/SSIM of "
