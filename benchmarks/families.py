@@ -37,6 +37,7 @@ import argparse
 import copy
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -85,7 +86,7 @@ FAMILIES: dict[str, Family] = {
             "num_embeddings": 256,
             "commitment_loss_factor": 0.25 * VQ_VALUES,
             "quantization_loss_factor": 1.0 * VQ_VALUES,
-        },  # fmt: skip
+        },
         CONV_VQ,
     ),
     "VAMP": Family({"model.prior": "vamp", "model.pseudo_inputs": 50}, {"number_components": 50}),
@@ -101,7 +102,7 @@ FAMILIES: dict[str, Family] = {
             "loss.mmd_weight": 10.0,
             "loss.mmd_kernel": "imq",
             "loss.wae_encoder": "deterministic",
-        },  # fmt: skip
+        },
         {"reg_weight": 10.0, "kernel_choice": "imq"},
         MSE,
     ),
@@ -174,10 +175,12 @@ def twin_of(family: Family, init: dict | None, work: Path) -> tuple[Any, bool]:
     return twin, set(fits) == set(own)
 
 
-def train_pythae(name: str, family: Family, twin: Any, budget_s: float, x: torch.Tensor) -> dict:
+def train_pythae(
+    name: str, family: Family, twin: Any, budget_s: float, x: torch.Tensor, out: Path
+) -> dict:
     assert family.pythae is not None
     model, trainer_cls, trainer_config = pyt.build(
-        name, twin, family.pythae, BASE["train.batch_size"], BASE["optim.lr"]
+        name, twin, family.pythae, BASE["train.batch_size"], BASE["optim.lr"], out
     )
     torch.manual_seed(0)
     stats = pyt.train(model, trainer_cls, trainer_config, x, budget_s)
@@ -191,7 +194,7 @@ def train_pythae(name: str, family: Family, twin: Any, budget_s: float, x: torch
 # -- the shared evaluation ------------------------------------------------------------------
 class Side:
     """What the evaluation reads of a trained model, in the model's units (x in [0, 1]);
-    vaekit's models and pythae's twins as they are, pythae's own parts in subclasses."""
+    vaekit's models and pythae's twins as they are."""
 
     def __init__(self, model: Any) -> None:
         self.model = model
@@ -334,7 +337,7 @@ def run_family(name: str, args: argparse.Namespace, data: Any, work: Path) -> di
     if "pythae" in args.sides and family.pythae is not None:
         twin, same_init = twin_of(family, init, work)
         print(f"[{name}] pythae: training for {args.budget_s} CPU-s", file=sys.stderr)
-        stats = train_pythae(name, family, twin, args.budget_s, data.x_train)
+        stats = train_pythae(name, family, twin, args.budget_s, data.x_train, work / "pythae")
         p = stats.pop("pythae_model")
         side: Any = Side(twin)
         if name in ("VAMP", "VAE_IAF"):
@@ -368,7 +371,10 @@ def main() -> None:
     data = load_data(config(FAMILIES["VAE"], Path("unused")).data, progress=False)
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="vaekit-bench-families-"))
-    rows = [run_family(n, args, data, work / n) for n in names]
+    try:
+        rows = [run_family(n, args, data, work / n) for n in names]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     info["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
     result = {"machine": info, "settings": vars(args), "base": BASE, "rows": rows,
               "wall_s": time.perf_counter() - started}  # fmt: skip

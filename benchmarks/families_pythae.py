@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -91,9 +90,11 @@ def wrappers() -> tuple[type, type]:
     return Encoder, Decoder
 
 
-def build(name: str, twin: VAE, settings: dict[str, Any], batch_size: int, lr: float) -> Any:
-    """pythae's model `name` on the twin's networks, and its trainer's config class and
-    settings: (model, trainer class, trainer config)."""
+def build(
+    name: str, twin: VAE, settings: dict[str, Any], batch_size: int, lr: float, out: Path
+) -> Any:
+    """pythae's model `name` on the twin's networks, its trainer class and the trainer's
+    config (its files under `out`): (model, trainer class, trainer config)."""
     import pythae.models as pm
     from pythae.trainers import (
         AdversarialTrainer,
@@ -113,8 +114,7 @@ def build(name: str, twin: VAE, settings: dict[str, Any], batch_size: int, lr: f
     config = config_cls(**common, **settings)
     encoder = encoder_cls(twin, vq=name == "VQVAE", deterministic=name == "WAE_MMD")
     model = model_cls(config, encoder=encoder, decoder=decoder_cls(twin))
-    out = tempfile.mkdtemp(prefix="vaekit-bench-pythae-")
-    shared = {"output_dir": out, "per_device_train_batch_size": batch_size, "no_cuda": True}
+    shared = {"output_dir": str(out), "per_device_train_batch_size": batch_size, "no_cuda": True}
     if name == "FactorVAE":  # its discriminator has an optimizer of its own
         trainer_config = AdversarialTrainerConfig(
             **shared,
