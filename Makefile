@@ -17,6 +17,15 @@ $(VENV)/.core-stamp: pyproject.toml
 	$(PIP) install -q -e .
 	touch $@
 
+# torch-fidelity (the Inception network of FID) goes beside the venv's packages, not among
+# them, and without its torchvision (which does not import beside the CPU torch): installed,
+# it would make every `import torchmetrics` import it. tests/test_inception_fid.py runs vaekit
+# with it on the path, as a user who ran `pip install --no-deps torch-fidelity` has it.
+FIDELITY_DIR := $(VENV)/extras/torch-fidelity
+$(VENV)/.fidelity-stamp: | $(VENV)/.core-stamp
+	$(PIP) install -q --no-deps --upgrade --target $(FIDELITY_DIR) "torch-fidelity==0.4.0"
+	touch $@
+
 $(VENV)/.deps-stamp: $(VENV)/.core-stamp
 	$(PIP) install -q -e ".[dev]"
 	touch $@
@@ -28,7 +37,7 @@ REPOINT = @$(PY) -c "import vaekit, pathlib, sys; sys.exit(pathlib.Path(vaekit._
 venv-core: $(VENV)/.core-stamp
 	$(REPOINT)
 
-venv: $(VENV)/.deps-stamp
+venv: $(VENV)/.deps-stamp $(VENV)/.fidelity-stamp
 	$(REPOINT)
 
 data: venv-core

@@ -163,6 +163,7 @@ def good_values(fx: Fixtures, target: str) -> dict[str, Any]:
     defaults; a required one missing here fails the coverage test)."""
     from vaekit.config import DataConfig, ModelConfig
     from vaekit.models import builtin
+    from vaekit.models.code_prior import CodePrior
     from vaekit.normalize import Normalization
 
     x = torch.rand(4, *SHAPE)
@@ -207,6 +208,11 @@ def good_values(fx: Fixtures, target: str) -> dict[str, Any]:
         values["model"] = fx.model
     if target.startswith("vq."):  # a VQ-VAE's integer codes, as encode_codes gives them
         values["z"] = values["codes"] = fx.vq.encode_codes(x)
+        values["prior"] = CodePrior(8, (2, 2), channels=4, layers=1)  # fits fx.vq's codes
+    if target == "vaekit.train_prior":  # a prior over fx.vq's codes of noise, small and short
+        values.update(run=fx.vq, data="noise", epochs=1, channels=4, layers=1)
+    if target == "vaekit.PriorResult":
+        values.update(model=fx.vq, saved_in=None)
     return values
 
 

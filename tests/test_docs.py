@@ -123,7 +123,7 @@ def cheapen(command: str) -> str:
     """The same command on cheap data: noise for (Fashion-)MNIST, one epoch, few examples."""
     command = re.sub(r"^python\b", shlex.quote(sys.executable), command)
     command = command.replace("scripts/", f"{ROOT}/scripts/").replace("--n 3000", "--n 150")
-    train = re.search(r"vaekit train\b(.*?)(?=\|\||&&|;|$)", command)
+    train = re.search(r"vaekit train\b(?!-)(.*?)(?=\|\||&&|;|$)", command)
     if not train:
         return command
     args = train.group(1)

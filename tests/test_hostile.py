@@ -57,6 +57,8 @@ LONG_AT_MAX = {
     "model.blocks_per_level",
     "data.image_size",
     "model.codebook_size",  # a million codes: seconds of distances per batch
+    "model.pseudo_inputs",  # 65,536 pseudo-images through the encoder at every step
+    "loss.factorvae_hidden",  # 4,096 units a layer: a discriminator of 67M weights
 }
 RUN_OPTIONS = {"train.out", "train.resume"}  # set by each case itself
 # options that act only on a quantised posterior: their cases train a VQ-VAE
@@ -66,6 +68,27 @@ VQ_OPTIONS = {
     "model.commitment",
     "model.ema_decay",
     "model.restart_dead",
+}
+# options that act only on a VampPrior or an IAF posterior: their cases train one
+COMPOSED_OPTIONS = {
+    "model.pseudo_inputs": ["--model.prior", "vamp"],
+    "model.flow_steps": ["--model.posterior", "iaf"],
+}
+
+
+# options that act only under one loss.objective: their cases train with it
+OBJECTIVE_OPTIONS = {
+    "loss.tc_weight": "tcvae",
+    "loss.mi_weight": "tcvae",
+    "loss.dim_kl_weight": "tcvae",
+    "loss.tc_estimator": "tcvae",
+    "loss.factorvae_hidden": "factorvae",
+    "loss.factorvae_layers": "factorvae",
+    "loss.factorvae_lr": "factorvae",
+    "loss.mmd_weight": "wae_mmd",
+    "loss.mmd_kernel": "infovae",
+    "loss.wae_encoder": "wae_mmd",
+    "loss.info_alpha": "infovae",
 }
 
 
@@ -153,11 +176,16 @@ def config_cases(work: Path) -> Iterator[dict[str, Any]]:
         if key in RUN_OPTIONS:
             continue
         for label, value in option_values(key, f, typ):
+            if label == "choice" and (key in OBJECTIVE_OPTIONS or key == "loss.objective"):
+                label = f"choice {value}"  # each its own run (one id would share one --out)
             case_id = f"train --{key} {label}"
             out = work / "runs" / f"{len(case_id)}-{abs(hash(case_id))}"
             argv = ["train", "--data", "noise", *TINY_FLAGS, "--out", str(out)]
             argv += [f"--{key}", value] if not (typ is bool and value == "") else [f"--{key}"]
             argv += ["--model.posterior", "vq"] if key in VQ_OPTIONS else []
+            argv += COMPOSED_OPTIONS.get(key, [])
+            if key in OBJECTIVE_OPTIONS:
+                argv += ["--loss.objective", OBJECTIVE_OPTIONS[key]]
             yield {"id": case_id, "argv": argv, "check": "run", "run": str(out)}
 
 
@@ -358,6 +386,40 @@ def file_cases(run: Path, work: Path) -> Iterator[dict[str, Any]]:
         yield from cases("metrics.jsonl", label, {"bytes": line.encode().hex()})
 
 
+def prior_cases(work: Path) -> Iterator[dict[str, Any]]:
+    """`vaekit train-prior` with each hostile value of each of its options and RUNs, and a
+    VQ-VAE run's code prior files damaged, then the commands that read them."""
+    vq = {"model.posterior": "vq", "model.codebook_size": 8, "model.code_dim": 2}
+    run = vaekit.train(tiny_config(work / "vq-template", **vq))
+    vaekit.train_prior(str(run), epochs=1, channels=4, layers=1)
+    target = work / "vq-train-prior"  # train-prior writes its files here, case after case
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(run, target)
+    base = ["train-prior", str(target), "--epochs", "1", "--channels", "4", "--layers", "1"]
+    parser, _ = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for action in sub.choices["train-prior"]._actions:
+        if action.option_strings and not isinstance(action, argparse._HelpAction):
+            flag = action.option_strings[-1]
+            for label, value in _argument_values(action):
+                yield {"id": f"train-prior {flag} {label}", "argv": [*base, flag, value]}
+    for label, path in _hostile_paths(work):
+        yield {"id": f"train-prior RUN={label}", "argv": ["train-prior", path, *base[2:]]}
+    readers = [["sample", "{run}", "--n", "2"], ["evaluate", "{run}", "--json"]]
+    for name in ("code_prior.safetensors", "code_prior.json"):
+        writes = [
+            (label, {"bytes": b.hex()}) for label, b in _bytes_mutations((run / name).read_bytes())
+        ]
+        writes += [("a directory", {"directory": True}), ("missing", {"delete": True})]
+        for (label, write), argv in ((w, a) for w in writes for a in readers):
+            damaged = work / "damaged" / f"{name}-{abs(hash((label, tuple(argv))))}"
+            yield {
+                "id": f"{name} {label}: {argv[0]}",
+                "argv": [a.replace("{run}", str(damaged)) for a in argv],
+                "setup": {"copy": str(run), "to": str(damaged), "file": name, "write": write},
+            }
+
+
 def data_cases(work: Path) -> Iterator[dict[str, Any]]:
     """`vaekit train --data X` on damaged .npz files and image folders."""
     good = work / "data" / "good.npz"
@@ -504,6 +566,7 @@ def all_cases(run: Path, work: Path) -> list[dict[str, Any]]:
         *config_cases(work),
         *command_cases(run, work),
         *file_cases(run, work),
+        *prior_cases(work),
         *data_cases(work),
     ]
     for case in cases:
@@ -558,6 +621,15 @@ def test_every_option_gets_hostile_values() -> None:
             assert f.metadata.get("max") is not None, f"{key} has no maximum"
             assert "above max" in values and "nan" in values, key
         default_of(f)  # every option has a default
+    # an option of one objective is tried under it (a name that moved would be tried under none)
+    keys = {key for key, _, _ in iter_fields()}
+    assert set(OBJECTIVE_OPTIONS) <= keys
+    objectives = {value for _, value in option_values("loss.objective", *_field("loss.objective"))}
+    assert set(OBJECTIVE_OPTIONS.values()) < objectives
+
+
+def _field(key: str) -> tuple[Any, Any]:
+    return next((f, typ) for k, f, typ in iter_fields() if k == key)
 
 
 if __name__ == "__main__":  # count the bad outcomes of another tree: python test_hostile.py SRC

@@ -21,7 +21,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import vaekit
-from conftest import ROOT, TINY_FLAGS, assert_clean_error, run_cli, tiny_config
+from conftest import (
+    ROOT,
+    TINY_FLAGS,
+    assert_clean_error,
+    assert_one_line_error,
+    run_cli,
+    tiny_config,
+)
 from vaekit.config import ModelConfig
 from vaekit.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 
@@ -172,6 +179,42 @@ def test_case06_a_seed_of_1e23_from_a_yaml_file_is_one_line(tmp_path: Path) -> N
     (tmp_path / "c.yaml").write_text("train:\n  seed: 1.0e+23\n")
     with pytest.raises(ConfigError, match="train.seed' must be >= 0 and <= 9223372036854775807"):
         vaekit.load_config(str(tmp_path / "c.yaml"))
+
+
+# the VQModel layout (issue 25: model.arch autoencoderkl with model.posterior vq), on its
+# options' hostile values: each is a run or one line
+VQMODEL = ["train", "--data", "noise", "--data.noise_examples", "32", "--model.arch",
+           "autoencoderkl", "--model.posterior", "vq", "--model.channels", "8,16",
+           "--model.latent_channels", "2", "--epochs", "1", "--batch-size", "16",
+           "--train.progress", "false"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "flags, needle",
+    [
+        (["--model.codebook_size", "1048576", "--model.code_dim", "4096"], "would need about"),
+        (["--model.linear_path", "true"], "model.linear_path needs model.arch conv"),
+        (["--model.conditional", "true"], "model.conditional does not fit"),
+        (["--model.likelihood", "bernoulli"], "not Bernoulli logits"),
+        (["--model.learn_scale", "true"], "no per-pixel scales"),
+        (["--model.blocks_per_level", "0"], "needs model.blocks_per_level >= 1"),
+        (["--model.init", "diffusers:/no/such/folder"], "no such folder; point it"),
+        (["--model.code_dim", "1"], None),  # codes of one value: a run
+    ],
+    ids=str,
+)
+def test_case06_the_vqmodel_layouts_options_run_or_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], needle: str | None
+) -> None:
+    from vaekit import cli
+
+    pytest.importorskip("diffusers", reason="needs vaekit[diffusers]")
+    code = cli.main([*VQMODEL, *flags, "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    if needle is None:
+        assert code == 0 and vaekit.load(tmp_path / "run").latent_shape == (1, 14, 14), err
+    else:
+        assert_one_line_error(code, err, needle)
 
 
 # -- case 9: malformed run files --------------------------------------------------------------
@@ -327,3 +370,19 @@ def test_make_demo_installs_only_what_the_demo_needs() -> None:
     installs = [line for line in plan("demo").splitlines() if "pip install" in line]
     assert installs and not any("[dev]" in line or "pytest" in line for line in installs)
     assert any("[dev]" in line for line in plan("test").splitlines())
+
+
+# -- loss.objective: the combinations an objective refuses, through the CLI ------------------
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--loss.objective", "tcvae", "--model.posterior", "vq"], "needs a posterior with a"),
+        (["--loss.objective", "wae_mmd", "--loss.free_bits", "0.5"], "no per-dimension KL"),
+        (["--loss.objective", "infovae", "--loss.beta", "4"], "loss.mmd_weight or info_alpha"),
+        (["--loss.objective", "factorvae", "--loss.iw_samples", "8"], "loss.iw_samples at 1"),
+    ],
+)
+def test_objective_combinations_that_cannot_work_are_one_line(
+    tmp_path: Path, extra: list[str], needle: str
+) -> None:
+    assert_clean_error(train_cli(tmp_path, *extra), needle)

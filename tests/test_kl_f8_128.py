@@ -91,10 +91,11 @@ def test_presets_prints_each_latent_as_the_model_has_it(
     a vector as its size; each the shape of the model the preset builds."""
     assert cli.main(["presets"]) == 0
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
-    for name in ("kl-f8-128", "faces128", "mnist-mlp"):
+    for name in ("kl-f8-128", "faces128", "mnist-mlp", "vq-f8-128"):
         cfg = load_config(name)
         shape = (1, 28, 28) if cfg.data.name == "mnist" else (3, 128, 128)
         model = VAE.from_config(cfg.model, shape)
         want = "x".join(map(str, model.latent_shape or (model.latent_dim,)))
         assert re.search(rf" latent={want} ", lines[name]), lines[name]
     assert " latent=4x16x16 " in lines["kl-f8-128"] and " latent=256 " in lines["faces128"]
+    assert " arch=autoencoderkl posterior=vq latent=4x16x16 " in lines["vq-f8-128"]

@@ -35,7 +35,7 @@ LAYERS = [
         "progress",
         "untrusted_files",
     },
-    {"config"},
+    {"config", "divergences"},
     {"io"},
     {"data", "models", "diffusers"},
     {"loading"},
@@ -50,11 +50,12 @@ LAYERS = [
 # The one place two areas of a layer meet, models/ and the diffusers bridge: the bridge
 # builds on models' protocol, registry and VAE, and models/ reaches into the bridge for two
 # modules only: init.py (how model.arch autoencoderkl or model.init builds the pair:
-# models/builtin.py, pretrained.py) and autoencoderkl.py (the pair's registered names:
-# models/described.py). The module graph has no cycle (the first test); nothing else in
-# models/ knows the bridge (its package __init__, named by `from ..diffusers import init`,
-# imports nothing).
+# models/builtin.py, pretrained.py) and autoencoderkl.py / vqmodel.py (the pairs'
+# registered names: models/described.py). The module graph has no cycle (the first test);
+# nothing else in models/ knows the bridge (its package __init__, named by
+# `from ..diffusers import init`, imports nothing).
 BRIDGE = {"vaekit.diffusers", "vaekit.diffusers.init", "vaekit.diffusers.autoencoderkl"}
+BRIDGE |= {"vaekit.diffusers.vqmodel"}
 MAX_MODULE_LINES, MAX_FUNCTION_LINES, DUPLICATE_LINES = 400, 60, 6
 
 

@@ -256,7 +256,7 @@ def test_vq_f8_128_preset_is_the_stated_vqgan_and_trains_its_recipe(tmp_path: Pa
         )
     run = tmp_path / "run"
     args = ["train", "--config", "vq-f8-128", "--data", str(folder), "--out", str(run)]
-    args += ["--data.image_size", "32", "--model.channels", "8,8,8", "--batch-size", "2"]
+    args += ["--data.image_size", "32", "--model.channels", "8,8,8,8", "--batch-size", "2"]
     args += ["--model.blocks_per_level", "1", "--model.codebook_size", "16", "--epochs", "1"]
     args += ["--data.test_fraction", "0.25", "--data.val_fraction", "0"]
     args += SHRUNK_GAN_RECIPE
@@ -264,7 +264,12 @@ def test_vq_f8_128_preset_is_the_stated_vqgan_and_trains_its_recipe(tmp_path: Pa
     last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["step"] == 3 and math.isfinite(last["train_objective"])
     assert math.isfinite(last["train_disc_loss"]) and last["train_adv_weight"] > 0
-    assert vaekit.load(run).encode_codes(torch.rand(1, 3, 32, 32)).shape == (1, 4, 4)
+    model = vaekit.load(run)
+    assert model.encode_codes(torch.rand(1, 3, 32, 32)).shape == (1, 4, 4)
+    # diffusers' VQModel layout: it exports as one (tests/test_vq_diffusers.py: exactly)
+    out = tmp_path / "exported"
+    assert cli.main(["export", str(run), "--format", "diffusers", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["_class_name"] == "VQModel"
 
 
 def test_two_gloo_processes_move_the_ema_codebook_as_one_process(tmp_path: Path) -> None:

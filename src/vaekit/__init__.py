@@ -21,11 +21,13 @@ from .evaluation.score import score  # noqa: E402
 from .loading import load  # noqa: E402
 from .models import VAE, VQVAE, register  # noqa: E402
 from .training.callbacks import Callback  # noqa: E402
+from .training.prior import PriorResult, train_prior  # noqa: E402
 from .training.trainer import Trainer, TrainResult, train  # noqa: E402
 from .version import __version__
 
 train, evaluate, load_config = checked(train), checked(evaluate), checked(load_config)
 encode, score, load = checked(encode), checked(score), checked(load)
+train_prior = checked(train_prior)
 check_methods(Trainer, ["__init__"])
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "VQVAE",
     "Callback",
     "Config",
+    "PriorResult",
     "TrainResult",
     "Trainer",
     "VaekitError",
@@ -44,4 +47,5 @@ __all__ = [
     "register",
     "score",
     "train",
+    "train_prior",
 ]

@@ -43,7 +43,6 @@ from .data import Dataset, load_data, provenance
 from .data.core.dataset import TooFewToSplit
 from .data.core.validation import carve_validation, validation_rows
 from .diffusers import model as diffusers_model
-from .diffusers.export import CLASS_NAME
 from .errors import ConfigError, DataError
 from .io import checkpoint
 from .io.checkpoint import STATE_FILE
@@ -364,9 +363,9 @@ def _diffusers_with_data(
     progress: bool,
 ) -> tuple[VAE, Examples]:
     if data is None:
-        raise DataError(f"{PREFIX}{ref} is a diffusers {CLASS_NAME}, which records no data: {ASK}")
+        raise DataError(f"{PREFIX}{ref} is a diffusers model, which records no data: {ASK}")
     pair = diffusers_model.read(ref)
-    channels = int(pair[0].get("in_channels", 3))
+    channels = int(pair.encoder_args.get("in_channels", 3))
     size = image_size or diffusers_model.sample_size(ref)
     dataset = read(data, (channels, size, size), settings or DataConfig(), 0, split, progress)
     examples = _split(dataset, split)

@@ -14,12 +14,12 @@ from collections.abc import Callable
 from typing import Any, TextIO, cast
 
 from ..version import __version__
-from . import catalog, compare, core, encode, export, generate, hub, inspect, reproduce
+from . import catalog, compare, core, encode, export, generate, hub, inspect, prior, reproduce
 from .parser import Parser, one_line
 
 # modules that register subcommands: each has register(sub) and a COMMANDS dict; this
 # order is the order `vaekit --help` lists them in
-MODULES = [core, compare, encode, generate, catalog, inspect, reproduce, hub, export]
+MODULES = [core, compare, encode, generate, prior, catalog, inspect, reproduce, hub, export]
 
 
 def build_parser() -> tuple[Parser, dict[str, Callable[[argparse.Namespace], int]]]:

@@ -57,9 +57,10 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
     for name in preset_names():
         cfg = load_config(name)
+        posterior = "" if cfg.model.posterior == "gaussian" else f" posterior={cfg.model.posterior}"
         print(
-            f"{name:18} data={cfg.data.name} arch={cfg.model.arch} latent={latent_text(cfg)}"
-            f" likelihood={cfg.model.likelihood}"
+            f"{name:18} data={cfg.data.name} arch={cfg.model.arch}{posterior} "
+            f"latent={latent_text(cfg)} likelihood={cfg.model.likelihood}"
         )
     return 0
 
@@ -69,7 +70,7 @@ def latent_text(cfg: Config) -> str:
     computes it from the images' size; 'Cx(H/f)x(W/f)' where the size comes from a named
     dataset), '20' for a vector, or "model.init's" (the starting model decides)."""
     from ..data.sources import DATASET_NAMES
-    from ..diffusers.autoencoderkl import from_model_config
+    from ..diffusers import autoencoderkl, vqmodel
     from ..diffusers.init import latent_shape
     from ..models.conv import latent_map_shape
 
@@ -79,14 +80,19 @@ def latent_text(cfg: Config) -> str:
     if m.arch != "autoencoderkl" and not (m.arch == "conv" and m.latent_channels):
         return str(m.latent_dim)
     channels = cfg.data.channels or 3
+    # a VQModel's codes are model.code_dim wide (its vq_embed_dim), if set
+    width = (m.code_dim if m.posterior == "vq" and m.arch == "autoencoderkl" else 0) or (
+        m.latent_channels or 4
+    )
     if cfg.data.name in DATASET_NAMES:  # their own size, not data.image_size's
         factor = 2 ** (len(m.channels) - (m.arch == "autoencoderkl"))
-        return f"{m.latent_channels or 4}x(H/{factor})x(W/{factor})"
+        return f"{width}x(H/{factor})x(W/{factor})"
     shape = (channels, cfg.data.image_size, cfg.data.image_size)
     if m.arch == "conv":
         c, h, w = latent_map_shape(shape, list(m.channels), m.latent_channels)
     else:
-        encoder_args = from_model_config(m, channels)[0]
+        layout = vqmodel if m.posterior == "vq" else autoencoderkl
+        encoder_args = layout.from_model_config(m, channels)[0]
         c, h, w = latent_shape(encoder_args, shape, "model.arch autoencoderkl")
     return f"{c}x{h}x{w}"
 

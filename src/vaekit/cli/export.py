@@ -27,9 +27,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "export",
         help="write a trained model in another library's format (diffusers)",
         description="Write RUN's model as a folder that diffusers.AutoencoderKL."
-        "from_pretrained(OUT) loads: config.json and diffusion_pytorch_model.safetensors, "
-        "written by diffusers itself. Models of the autoencoderkl architecture export "
-        "(model.arch autoencoderkl, or model.init diffusers:...). Needs vaekit[diffusers].",
+        "from_pretrained(OUT) loads (diffusers.VQModel's, for a VQ-VAE): config.json and "
+        "diffusion_pytorch_model.safetensors, written by diffusers itself. Models of the "
+        "autoencoderkl architecture export (model.arch autoencoderkl, with model.posterior "
+        "vq a VQModel, or model.init diffusers:...). Needs vaekit[diffusers].",
     )
     p.add_argument("run", metavar="RUN", help="a run directory written by `vaekit train`")
     p.add_argument(
@@ -49,21 +50,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--overwrite",
         action="store_true",
         help="replace an earlier export in OUT: a folder holding only an AutoencoderKL's "
-        "config.json and diffusion_pytorch_model* files (never a run directory)",
+        "(or VQModel's) config.json and diffusion_pytorch_model* files (never a run directory)",
     )
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from functools import partial
 
-    from ..diffusers.autoencoderkl import diffusers_model
+    from ..diffusers import autoencoderkl, vqmodel
     from ..diffusers.export import check_target, write_diffusers
     from ..diffusers.export_checks import check_rebuilt, check_units
     from ..models import load
 
     check_target(args.out, args.overwrite, args.run)  # before anything loads
     model = load(args.run)
-    config, state = diffusers_model(model)
+    layout = vqmodel if vqmodel.is_vqmodel(model) else autoencoderkl
+    config, state = layout.diffusers_model(model)
     check_units(model)
     config["scaling_factor"] = choose_factor(args, model, config)
     out = write_diffusers(
@@ -73,9 +75,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         run=args.run,
         check=partial(check_rebuilt, model),
+        class_name=layout.CLASS_NAME,
     )
     print(f"wrote {out}: config.json, diffusion_pytorch_model.safetensors")
-    print(f"load it with: diffusers.AutoencoderKL.from_pretrained({str(out)!r})")
+    print(f"load it with: diffusers.{layout.CLASS_NAME}.from_pretrained({str(out)!r})")
     return 0
 
 

@@ -18,6 +18,7 @@ from .. import untrusted_files
 from ..arguments import is_whole
 from ..errors import ConfigError, first_line
 from .options import SECTIONS, Config, iter_fields
+from .training_options import check_objective_options
 
 
 def _suggest(key: str, known: list[str]) -> str:
@@ -139,6 +140,7 @@ def validate(config: Config) -> Config:
             "config key 'loss.adversarial_weight' needs loss.iw_samples 1: the IWAE bound "
             "has no single reconstruction for the discriminator to judge"
         )
+    check_objective_options(config.loss)
     for name in config.train.tracker:
         if name not in ("wandb", "tensorboard", "mlflow"):
             raise ConfigError(

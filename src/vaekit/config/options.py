@@ -217,15 +217,19 @@ class ModelConfig:
         "q(z|x): gaussian (a diagonal Gaussian, the VAE) or vq (a vector quantiser over a "
         "codebook, the VQ-VAE of van den Oord et al. 2017: straight-through gradients, "
         "trained by the likelihood + codebook + commitment losses; it has no ELBO or "
-        "sampling without a prior over its codes). mlp and conv",
-        choices=("gaussian", "vq"),
+        "sampling without a prior over its codes; mlp and conv, and with autoencoderkl "
+        "diffusers' VQModel) or iaf (the Gaussian followed by model.flow_steps inverse "
+        "autoregressive flow steps, Kingma et al. 2016: its KL is a Monte Carlo estimate; "
+        "mlp and conv, a latent vector)",
+        choices=("gaussian", "vq", "iaf"),
     )
     codebook_size: int = opt(512, "vq: codes in the codebook (K)", min=2, max=1 << 20)
     code_dim: int = opt(
         0,
         "vq with a latent vector: values per code (latent_dim is split into latent_dim / "
         "code_dim codes); 0: the whole vector is one code. A spatial latent's codes are its "
-        "cells, latent_channels values each",
+        "cells, latent_channels values each; autoencoderkl (diffusers' VQModel): the codes' "
+        "width, its vq_embed_dim (0: latent_channels)",
         min=0,
         max=MAX_WIDTH,
     )
@@ -248,12 +252,25 @@ class ModelConfig:
         min=0.0,
         max=1e9,
     )
+    prior: str = opt(
+        "standard",
+        "p(z): standard (N(0, I), the KL in closed form) or vamp (the VampPrior of Tomczak & "
+        "Welling 2018: a mixture of the posteriors of model.pseudo_inputs learned "
+        "pseudo-inputs; its KL is a Monte Carlo estimate). mlp and conv, with model.posterior "
+        "gaussian or iaf",
+        choices=("standard", "vamp"),
+    )
+    pseudo_inputs: int = opt(
+        500, "vamp: K, the learned pseudo-inputs (images) of the VampPrior", min=1, max=1 << 16
+    )
+    flow_steps: int = opt(2, "iaf: the flow's steps after the Gaussian posterior", min=1, max=64)
     init: str = opt(
         "",
         "start from trained weights: diffusers:PATH_OR_REPO fine-tunes a diffusers "
-        "AutoencoderKL (a local folder or a Hub repo OWNER/NAME[/SUBFOLDER]; needs "
-        "vaekit[diffusers]); its config sets the architecture (model.channels, blocks_per_level "
-        "and latent_channels, if set, must match it); empty: none",
+        "AutoencoderKL, or with model.posterior vq a VQModel (a local folder or a Hub repo "
+        "OWNER/NAME[/SUBFOLDER]; needs vaekit[diffusers]); its config sets the architecture "
+        "(model.channels, blocks_per_level and latent_channels, and a VQModel's "
+        "codebook_size and code_dim, if set, must match it); empty: none",
     )
 
 

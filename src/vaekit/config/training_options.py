@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import ConfigError
 from .fields import MAX_BATCH, MAX_SEED, MAX_STEPS, opt
 
 
@@ -76,6 +77,68 @@ class LossConfig:
         "adversarial: the discriminator's learning rate (Adam, betas 0.5 and 0.9; 0: optim.lr)",
         min=0.0,
         max=1e3,
+    )
+    # the objectives of disentanglement and MMD (training/latent_objectives.py)
+    objective: str = opt(
+        "elbo",
+        "the objective: elbo (with beta, warm-up, free bits, IWAE), tcvae (beta-TCVAE), "
+        "factorvae (the ELBO + a discriminator's total correlation), wae_mmd, infovae",
+        choices=("elbo", "tcvae", "factorvae", "wae_mmd", "infovae"),
+    )
+    tc_weight: float = opt(
+        1.0,
+        "tcvae, factorvae: the total correlation's weight (beta-TCVAE's beta: 1 is the "
+        "ELBO's own; FactorVAE's gamma, added to the ELBO); disentangling asks for more",
+        min=0.0,
+        max=1e6,
+    )
+    mi_weight: float = opt(
+        1.0, "tcvae: the index-code mutual information's weight (alpha)", min=0.0, max=1e6
+    )
+    dim_kl_weight: float = opt(
+        1.0, "tcvae: the dimension-wise KL's weight (gamma)", min=0.0, max=1e6
+    )
+    tc_estimator: str = opt(
+        "mss",
+        "tcvae: log q(z) from the minibatch by stratified (mss) or weighted (mws: its TC "
+        "and dim-KL carry +-(D-1) log N) sampling, N the training set's size",
+        choices=("mss", "mws"),
+    )
+    factorvae_hidden: int = opt(
+        1000, "factorvae: the discriminator's hidden units per layer", min=1, max=4096
+    )
+    factorvae_layers: int = opt(
+        6, "factorvae: the discriminator's linear layers, its output layer included", min=2, max=16
+    )
+    factorvae_lr: float = opt(
+        1e-4,
+        "factorvae: the discriminator's learning rate (Adam, betas 0.5 and 0.9)",
+        min=0.0,
+        exclusive_min=True,
+        max=1e3,
+    )
+    mmd_weight: float = opt(
+        10.0,
+        "wae_mmd, infovae: lambda, the MMD's weight (infovae weighs the MMD by "
+        "info_alpha + lambda - 1)",
+        min=0.0,
+        max=1e6,
+    )
+    mmd_kernel: str = opt(
+        "imq",
+        "wae_mmd, infovae: the MMD's kernel, inverse multiquadric (summed over 7 scales) or RBF",
+        choices=("imq", "rbf"),
+    )
+    wae_encoder: str = opt(
+        "stochastic",
+        "wae_mmd: z drawn from q(z|x) (stochastic) or its mean (deterministic)",
+        choices=("stochastic", "deterministic"),
+    )
+    info_alpha: float = opt(
+        0.0,
+        "infovae: alpha; the KL is weighed by 1 - alpha (0: the ELBO's KL)",
+        min=-1e6,
+        max=1.0,
     )
 
 
@@ -173,3 +236,33 @@ class TrainConfig:
         min=0,
         max=MAX_STEPS,
     )
+
+
+# the options each objective other than the ELBO cannot take, and why: refused at load
+REFUSED_WITH = {
+    "iw_samples": ("tcvae", "factorvae", "wae_mmd", "infovae"),
+    "beta": ("tcvae", "wae_mmd", "infovae"),
+    "free_bits": ("tcvae", "wae_mmd", "infovae"),
+    "kl_warmup_steps": ("wae_mmd",),
+    "adversarial_weight": ("factorvae",),
+}
+INSTEAD = {
+    "iw_samples": "the IWAE bound is the ELBO's: leave loss.iw_samples at 1",
+    "beta": "weigh its terms by loss.tc_weight, mi_weight, dim_kl_weight (tcvae), "
+    "loss.mmd_weight or info_alpha (wae_mmd, infovae) instead",
+    "free_bits": "it has no per-dimension KL to floor: leave loss.free_bits at 0",
+    "kl_warmup_steps": "it has no KL term to warm up: leave loss.kl_warmup_steps at 0",
+    "adversarial_weight": "a run trains one discriminator, here FactorVAE's: leave "
+    "loss.adversarial_weight at 0",
+}
+
+
+def check_objective_options(loss: LossConfig) -> None:
+    """Refuse, in one line, an option the chosen `loss.objective` cannot take."""
+    defaults = LossConfig()
+    for key, objectives in REFUSED_WITH.items():
+        if loss.objective in objectives and getattr(loss, key) != getattr(defaults, key):
+            raise ConfigError(
+                f"config key 'loss.{key}' {getattr(loss, key)!r} does not apply to "
+                f"loss.objective {loss.objective}: {INSTEAD[key]}"
+            )

@@ -1,8 +1,10 @@
-"""The diffusers bridge, in one place: diffusers' AutoencoderKL as a vaekit model and back.
+"""The diffusers bridge, in one place: diffusers' AutoencoderKL and VQModel as vaekit models
+and back.
 
 - autoencoderkl.py: the pair (diffusers' own Encoder and Decoder modules, registered as
   autoencoderkl-encoder / autoencoderkl-decoder), its config and its state-dict keys;
-  autoencoderkl_fast.py: the CPU fast paths inside it.
+  autoencoderkl_fast.py: the CPU fast paths inside it; vqmodel.py: diffusers' VQModel
+  (the same halves with one output map, the codebook between them) as a vaekit VQ-VAE.
 - init.py: how model.* becomes the pair (`model.arch autoencoderkl` from scratch, or
   `model.init diffusers:PATH_OR_REPO` from an existing AutoencoderKL).
 - model.py: any diffusers AutoencoderKL as a vaekit VAE (`vaekit.load("diffusers:REF")`).

@@ -32,6 +32,7 @@ from ..models.record import arguments
 from ..models.registry import register
 from .autoencoderkl_fast import use_fast_ops
 
+CLASS_NAME = "AutoencoderKL"
 ENCODER, DECODER = "autoencoderkl-encoder", "autoencoderkl-decoder"
 # AutoencoderKL's config fields that each half takes (the rest is carried for export)
 ENCODER_FIELDS = (
@@ -67,6 +68,43 @@ def diffusers_vae() -> Any:
     """diffusers' VAE building blocks, or one line naming the extra to install."""
     what = "the autoencoderkl architecture (diffusers' AutoencoderKL)"
     return require("diffusers", "diffusers.models.autoencoders.vae", what)
+
+
+def encoder_half(args: dict[str, Any], double_z: bool) -> nn.Module:
+    """diffusers' Encoder on vaekit's fast paths, from a half's constructor arguments
+    `args` (the locals of AutoencoderKLEncoder's or vqmodel.py's __init__): their
+    latent_channels is its out_channels; `double_z`: a Gaussian's pair of maps."""
+    return fast_ops(
+        diffusers_vae().Encoder(
+            in_channels=args["in_channels"],
+            out_channels=args["latent_channels"],
+            down_block_types=tuple(args["down_block_types"]),
+            block_out_channels=tuple(args["block_out_channels"]),
+            layers_per_block=args["layers_per_block"],
+            act_fn=args["act_fn"],
+            norm_num_groups=args["norm_num_groups"],
+            double_z=double_z,
+            mid_block_add_attention=args["mid_block_add_attention"],
+        )
+    )
+
+
+def decoder_half(args: dict[str, Any]) -> nn.Module:
+    """diffusers' Decoder on vaekit's fast paths, from a half's constructor arguments
+    `args`: it reads latent_channels; norm_type, where given, is VQModel's."""
+    return fast_ops(
+        diffusers_vae().Decoder(
+            in_channels=args["latent_channels"],
+            out_channels=args["out_channels"],
+            up_block_types=tuple(args["up_block_types"]),
+            block_out_channels=tuple(args["block_out_channels"]),
+            layers_per_block=args["layers_per_block"],
+            norm_num_groups=args["norm_num_groups"],
+            act_fn=args["act_fn"],
+            norm_type=args.get("norm_type", "group"),
+            mid_block_add_attention=args["mid_block_add_attention"],
+        )
+    )
 
 
 def fast_ops(half: nn.Module) -> nn.Module:
@@ -106,19 +144,7 @@ class AutoencoderKLEncoder(nn.Module):
         force_upcast: bool = True,
     ) -> None:
         super().__init__()
-        self.encoder = fast_ops(
-            diffusers_vae().Encoder(
-                in_channels=in_channels,
-                out_channels=latent_channels,
-                down_block_types=tuple(down_block_types),
-                block_out_channels=tuple(block_out_channels),
-                layers_per_block=layers_per_block,
-                act_fn=act_fn,
-                norm_num_groups=norm_num_groups,
-                double_z=True,
-                mid_block_add_attention=mid_block_add_attention,
-            )
-        )
+        self.encoder = encoder_half(locals(), double_z=True)  # a pair: mean and log-variance
         moments = 2 * latent_channels
         self.quant_conv = nn.Conv2d(moments, moments, 1) if use_quant_conv else None
 
@@ -147,18 +173,7 @@ class AutoencoderKLDecoder(nn.Module):
         mid_block_add_attention: bool = True,
     ) -> None:
         super().__init__()
-        self.decoder = fast_ops(
-            diffusers_vae().Decoder(
-                in_channels=latent_channels,
-                out_channels=out_channels,
-                up_block_types=tuple(up_block_types),
-                block_out_channels=tuple(block_out_channels),
-                layers_per_block=layers_per_block,
-                norm_num_groups=norm_num_groups,
-                act_fn=act_fn,
-                mid_block_add_attention=mid_block_add_attention,
-            )
-        )
+        self.decoder = decoder_half(locals())
         self.post_quant_conv = (
             nn.Conv2d(latent_channels, latent_channels, 1) if use_post_quant_conv else None
         )
@@ -185,12 +200,19 @@ def halves(
     encoder_args: dict[str, Any], decoder_args: dict[str, Any]
 ) -> tuple[nn.Module, nn.Module]:
     """The pair, built from its recorded arguments (diffusers' own errors become one line)."""
+    pair = (AutoencoderKLEncoder, AutoencoderKLDecoder)
+    return build_pair(pair, encoder_args, decoder_args, "the autoencoderkl architecture")
+
+
+def build_pair(
+    pair: tuple[Any, Any], encoder_args: dict[str, Any], decoder_args: dict[str, Any], what: str
+) -> tuple[nn.Module, nn.Module]:
+    """The halves `pair` (classes) built from their arguments; diffusers' own errors
+    become one line naming `what`."""
     try:
-        return AutoencoderKLEncoder(**encoder_args), AutoencoderKLDecoder(**decoder_args)
+        return pair[0](**encoder_args), pair[1](**decoder_args)
     except (ValueError, TypeError, AssertionError, RuntimeError) as e:
-        raise ConfigError(
-            f"the autoencoderkl architecture cannot be built: {first_line(e)}"
-        ) from None
+        raise ConfigError(f"{what} cannot be built: {first_line(e)}") from None
 
 
 def split_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -209,6 +231,11 @@ def from_model_config(cfg: Any, channels: int) -> tuple[dict[str, Any], dict[str
     block_out_channels (one level per entry, a 2x downsampling between levels),
     model.blocks_per_level as layers_per_block, model.latent_channels as latent_channels;
     GroupNorm takes the most groups (up to diffusers' 32) that divide every level."""
+    return split_config(model_config(cfg, channels))
+
+
+def model_config(cfg: Any, channels: int) -> dict[str, Any]:
+    """The diffusers config fields model.* sets (see from_model_config)."""
     levels = list(cfg.channels)
     if cfg.blocks_per_level < 1:
         raise ConfigError("model.arch autoencoderkl needs model.blocks_per_level >= 1")
@@ -223,7 +250,7 @@ def from_model_config(cfg: Any, channels: int) -> tuple[dict[str, Any], dict[str
         "latent_channels": latent_channels,
         "norm_num_groups": math.gcd(32, *levels),
     }
-    return split_config(config)
+    return config
 
 
 def check_settings(likelihood: str, learn_scale: bool, conditional: bool) -> None:
@@ -278,24 +305,39 @@ def diffusers_model(model: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor]
     if not is_autoencoderkl(model):
         names = "/".join(type(m).__name__ for m in (model.encoder, model.decoder))
         raise ConfigError(
-            f"this model's architecture ({names}) is not diffusers' AutoencoderKL: "
-            "--format diffusers exports models trained with model.arch autoencoderkl or "
-            "model.init diffusers:PATH_OR_REPO"
+            f"this model's architecture ({names}) is not diffusers' AutoencoderKL or "
+            "VQModel: --format diffusers exports models trained with model.arch "
+            "autoencoderkl (a VQModel with model.posterior vq) or model.init "
+            "diffusers:PATH_OR_REPO"
         )
+    config, state = exported(model, SHARED, CLASS_NAME)
+    return config, to_diffusers_keys(state)
+
+
+def exported(
+    model: Any, shared: tuple[str, ...], class_name: str
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The diffusers config (both halves' arguments and sample_size) and the float32 state
+    dict (vaekit's keys) of a model of a diffusers pair, or one line saying why not."""
+    check_normalization(model)
+    encoder = arguments(model.encoder)
+    decoder = arguments(model.decoder)
+    differ = [k for k in shared if encoder.get(k) != decoder.get(k)]
+    if differ:
+        raise ConfigError(
+            f"this model's encoder and decoder differ in {', '.join(differ)}; one "
+            f"{class_name} config cannot describe them"
+        )
+    config = {**decoder, **encoder, "sample_size": int(model.input_shape[1])}
+    state = {k: v.detach().cpu().float() for k, v in model.state_dict().items()}
+    return config, state
+
+
+def check_normalization(model: Any) -> None:
+    """Refuse a model trained on data scaled by data.normalize: diffusers reads [-1, 1]."""
     if not model.normalization.identity:
         raise ConfigError(
             "this model was trained on data scaled by data.normalize "
             f"{model.normalization.kind}; diffusers reads images in [-1, 1] only: export a "
             "model trained with data.normalize none"
         )
-    encoder = arguments(model.encoder)
-    decoder = arguments(model.decoder)
-    differ = [k for k in SHARED if encoder.get(k) != decoder.get(k)]
-    if differ:
-        raise ConfigError(
-            f"this model's encoder and decoder differ in {', '.join(differ)}; one "
-            "AutoencoderKL config cannot describe them"
-        )
-    config = {**decoder, **encoder, "sample_size": int(model.input_shape[1])}
-    state = {k: v.detach().cpu().float() for k, v in model.state_dict().items()}
-    return config, to_diffusers_keys(state)

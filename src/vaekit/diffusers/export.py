@@ -1,7 +1,7 @@
 """Export to other libraries' formats: a folder `diffusers.AutoencoderKL.from_pretrained`
-loads.
+(or, for a VQ-VAE of diffusers' layout, `diffusers.VQModel.from_pretrained`) loads.
 
-diffusers writes the folder itself: an `AutoencoderKL` is built from the config, the
+diffusers writes the folder itself: an `AutoencoderKL` (a `VQModel`) is built from the config, the
 mapped weights are loaded into it strictly (every key, every shape) and its own
 `save_pretrained` writes config.json and diffusion_pytorch_model.safetensors, so the
 folder is exactly what diffusers writes and reads. It is written beside OUT under a
@@ -29,9 +29,12 @@ import torch
 from .. import untrusted_files
 from ..errors import ConfigError, VaekitError, require
 from ..io.fileio import DIR_MODE, TMP_PREFIX
+from . import autoencoderkl, vqmodel
 
 CONFIG_FILE = "config.json"
-CLASS_NAME = "AutoencoderKL"
+# the diffusers classes the bridge reads and writes
+CLASS_NAMES = (autoencoderkl.CLASS_NAME, vqmodel.CLASS_NAME)
+CLASS_NAME = autoencoderkl.CLASS_NAME
 WEIGHTS = "diffusion_pytorch_model"  # how save_pretrained names the weights (any shard)
 
 
@@ -60,7 +63,8 @@ def check_target(
         if why:
             raise ConfigError(
                 f"{path} {why}, so it is not an earlier export; --overwrite replaces only a "
-                f"folder of an {CLASS_NAME} {CONFIG_FILE} and {WEIGHTS}* files: name a new folder"
+                f"folder of an {CLASS_NAME}'s or a VQModel's {CONFIG_FILE} and {WEIGHTS}* "
+                "files: name a new folder"
             )
     return path
 
@@ -117,8 +121,8 @@ def _not_an_export(path: Path) -> str | None:
         config = untrusted_files.load_json_file(path / CONFIG_FILE)
     except (OSError, ValueError):
         return f"holds no readable {CONFIG_FILE}"
-    if not isinstance(config, dict) or config.get("_class_name") != CLASS_NAME:
-        return f"holds a {CONFIG_FILE} that is not an {CLASS_NAME}'s"
+    if not isinstance(config, dict) or config.get("_class_name") not in CLASS_NAMES:
+        return f"holds a {CONFIG_FILE} that is not an {CLASS_NAME}'s or a VQModel's"
     for entry in sorted(path.iterdir()):
         if not entry.is_file() or not (entry.name == CONFIG_FILE or entry.name.startswith(WEIGHTS)):
             return f"also holds {entry.name}"
@@ -132,21 +136,24 @@ def write_diffusers(
     overwrite: bool = False,
     run: str | os.PathLike[str] | None = None,
     check: Callable[[Path], None] | None = None,
+    class_name: str = CLASS_NAME,
 ) -> Path:
-    """Write an AutoencoderKL with `config` (its constructor's arguments) and `state` (its
-    state dict) to the folder `out`, through diffusers' own save_pretrained; `run`, the
+    """Write an AutoencoderKL (or the diffusers class `class_name`) with `config` (its
+    constructor's arguments) and `state` (its state dict) to the folder `out`, through
+    diffusers' own save_pretrained; `run`, the
     run directory it comes from, if any, is never written into or replaced. `check` reads
     the written folder (under a temporary name) and raises to refuse it: nothing is
     written then."""
     path = check_target(out, overwrite, run)
     check_factor(config.get("scaling_factor", 0.18215), "the scaling_factor")
-    AutoencoderKL = require(
-        "diffusers", "diffusers", "exporting to diffusers", attribute=CLASS_NAME
+    assert class_name in CLASS_NAMES, class_name
+    diffusers_class = require(
+        "diffusers", "diffusers", "exporting to diffusers", attribute=class_name
     )
-    model: Any = AutoencoderKL(**config)
+    model: Any = diffusers_class(**config)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:  # a bug in the mapping, never the user's doing
-        raise RuntimeError(f"AutoencoderKL weights do not map: {missing} {unexpected}")
+        raise RuntimeError(f"{class_name} weights do not map: {missing} {unexpected}")
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

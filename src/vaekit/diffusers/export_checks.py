@@ -1,5 +1,6 @@
 """What an export to diffusers must hold before it is written: a model trained on images
-in [0, 1], and a folder that diffusers rebuilds into the model it came from.
+in [0, 1], and a folder that diffusers rebuilds into the model it came from (an
+AutoencoderKL, or a VQModel for a VQ-VAE: its codes must then be the same, exactly).
 
 Units: vaekit's autoencoderkl reads images in [0, 1] and feeds its diffusers encoder
 2x - 1, which is diffusers' convention for images in [-1, 1]. A model trained on other
@@ -46,26 +47,22 @@ def check_units(model: Any) -> None:
 
 
 def check_rebuilt(model: Any, folder: Path, seed: int = 0) -> None:
-    """Refuse the export in `folder` unless diffusers' AutoencoderKL.from_pretrained
-    rebuilds it into a model that computes what `model` (a vaekit VAE) does."""
-    from diffusers import AutoencoderKL
+    """Refuse the export in `folder` unless diffusers' AutoencoderKL.from_pretrained (a
+    VQModel's, for a VQ-VAE) rebuilds it into a model that computes what `model` (a vaekit
+    VAE) does."""
+    import diffusers
 
+    vq = model.posterior_kind == "vq"
     with quiet():
-        rebuilt = AutoencoderKL.from_pretrained(
+        rebuilt = getattr(diffusers, "VQModel" if vq else "AutoencoderKL").from_pretrained(
             folder, torch_dtype=torch.float32, low_cpu_mem_usage=False
-        ).eval()
+        )
+    rebuilt.eval()
     model.eval()
     generator = torch.Generator().manual_seed(seed)
     x = torch.rand(SAMPLES, *model.input_shape, generator=generator)  # images in [0, 1]
     with torch.no_grad():
-        mean, logvar = model.posterior(model.prepare(x))  # (B, D) each
-        posterior = rebuilt.encode(2 * x - 1).latent_dist  # diffusers' units: [-1, 1]
-        images = (rebuilt.decode(posterior.mean).sample + 1) / 2
-        pairs = {
-            "the posterior means": (mean.view_as(posterior.mean), posterior.mean),
-            "the log-variances": (logvar.view_as(posterior.logvar), posterior.logvar),
-            "the decoded images": (model.decode(mean), images),
-        }
+        pairs = _vq_pairs(model, rebuilt, x) if vq else _kl_pairs(model, rebuilt, x)
     for name, (ours, theirs) in pairs.items():
         gap = (ours - theirs).abs().max().item()
         bound = TOLERANCE * max(1.0, theirs.abs().max().item())
@@ -76,3 +73,35 @@ def check_rebuilt(model: Any, folder: Path, seed: int = 0) -> None:
                 "images, so its config.json describes another model than the run's (edited "
                 "by hand?); nothing was written"
             )
+
+
+Pairs = dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+def _kl_pairs(model: Any, rebuilt: Any, x: torch.Tensor) -> Pairs:
+    """vaekit's and diffusers' AutoencoderKL posterior and decoded images on x."""
+    mean, logvar = model.posterior(model.prepare(x))  # (B, D) each
+    posterior = rebuilt.encode(2 * x - 1).latent_dist  # diffusers' units: [-1, 1]
+    images = (rebuilt.decode(posterior.mean).sample + 1) / 2
+    return {
+        "the posterior means": (mean.view_as(posterior.mean), posterior.mean),
+        "the log-variances": (logvar.view_as(posterior.logvar), posterior.logvar),
+        "the decoded images": (model.decode(mean), images),
+    }
+
+
+def _vq_pairs(model: Any, rebuilt: Any, x: torch.Tensor) -> Pairs:
+    """vaekit's and diffusers' VQModel latents (z_e), codes and decoded images on x. Both
+    quantise vaekit's z_e, so that the codes compare the codebooks exactly (a z_e that
+    rounds differently could fall on another code near a tie)."""
+    z_e = model.pre_quantize(model.prepare(x))  # (B, C, h, w)
+    latents = rebuilt.encode(2 * x - 1).latents
+    ours = model.quantize(z_e)
+    _, _, (_, _, codes) = rebuilt.quantize(z_e)
+    images = (rebuilt.decode(z_e).sample + 1) / 2  # VQModel.decode quantises z_e first
+    differ = (ours.codes.flatten() != codes.flatten()).float()  # 1 where a code differs
+    return {
+        "the latents (z_e)": (z_e, latents),
+        "the codes": (differ, torch.zeros_like(differ)),
+        "the decoded images": (model.decode(ours.z_q), images),
+    }

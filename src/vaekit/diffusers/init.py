@@ -1,5 +1,7 @@
-"""How model.* becomes diffusers' AutoencoderKL pair: `model.arch: autoencoderkl` from
-scratch, or `model.init: diffusers:PATH_OR_REPO`, which starts from an existing one.
+"""How model.* becomes diffusers' AutoencoderKL pair (or, with `model.posterior: vq`,
+diffusers' VQModel: vqmodel.py): `model.arch: autoencoderkl` from scratch, or
+`model.init: diffusers:PATH_OR_REPO`, which starts from an existing one (its config.json's
+class decides which, and model.posterior must agree).
 
 diffusers' own `AutoencoderKL.from_pretrained` reads it (a local folder, or a Hub repo
 through huggingface_hub's cache; `OWNER/NAME/SUBFOLDER` reads a pipeline's `vae`
@@ -16,7 +18,7 @@ import logging
 import math
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +30,9 @@ from ..io.checkpoint import non_finite
 from ..models.protocol import check_size
 from ..models.record import Built
 from ..wording import setting
-from .autoencoderkl import (
-    check_settings,
-    from_diffusers_keys,
-    from_model_config,
-    halves,
-    split_config,
-)
-from .export import CLASS_NAME
+from . import autoencoderkl, vqmodel
+from .autoencoderkl import check_settings
+from .export import CLASS_NAME, CLASS_NAMES
 from .export import WEIGHTS as WEIGHTS_FILE
 
 PREFIX = "diffusers:"
@@ -45,6 +42,21 @@ REPLACED = {
     "blocks_per_level": "layers_per_block",
     "latent_channels": "latent_channels",
 }
+# and a VQModel's too
+REPLACED_VQ = REPLACED | {"codebook_size": "num_vq_embeddings", "code_dim": "vq_embed_dim"}
+
+
+@dataclass
+class Start:
+    """A diffusers model that model.init names: its class, its halves' arguments, its
+    weights (in vaekit's keys) and, for a VQModel, the quantiser's settings."""
+
+    class_name: str
+    encoder_args: dict[str, Any]
+    decoder_args: dict[str, Any]
+    weights: dict[str, torch.Tensor]
+    quantizer: dict[str, Any] | None = None
+    config: dict[str, Any] = field(default_factory=dict)  # its config.json, as diffusers read it
 
 
 @dataclass
@@ -57,39 +69,74 @@ class Plan:
     weights: dict[str, torch.Tensor] | None
     likelihood: str
     latent_shape: tuple[int, int, int]
+    quantizer: dict[str, Any] | None = None  # a VQModel's: VQVAE's settings (None: a VAE)
 
 
 def plan(cfg: Any, shape: tuple[int, int, int], likelihood: str, learn_scale: bool) -> Plan | None:
-    """The autoencoderkl pair for model config `cfg` and images of `shape`, or None when
-    model.* asks for another family. Likelihood 'auto' is a fixed-scale Laplace (the L1
-    term of the latent-diffusion recipe)."""
+    """The autoencoderkl pair (a VQModel's with model.posterior vq) for model config `cfg`
+    and images of `shape`, or None when model.* asks for another family. Likelihood 'auto'
+    is a fixed-scale Laplace (the L1 term of the latent-diffusion recipe)."""
     if not cfg.init and cfg.arch != "autoencoderkl":
         return None
+    vq = cfg.posterior == "vq"
+    quantizer = _quantizer(cfg) if vq else None
     if cfg.init:
-        encoder_args, decoder_args, weights = load(cfg.init)
-        check_replaced(cfg, encoder_args)
+        start = load(cfg.init)
+        check_class(cfg, start.class_name)
+        check_replaced(cfg, start.config)
+        encoder_args, decoder_args, weights = start.encoder_args, start.decoder_args, start.weights
+        if quantizer is not None and start.quantizer is not None:
+            quantizer |= start.quantizer
+            weights = vqmodel.moving_averages(weights, cfg.ema_decay, cfg.restart_dead)
+    elif vq:
+        (encoder_args, decoder_args), weights = vqmodel.from_model_config(cfg, shape[0]), None
     else:
-        (encoder_args, decoder_args), weights = from_model_config(cfg, shape[0]), None
+        pair = autoencoderkl.from_model_config(cfg, shape[0])
+        (encoder_args, decoder_args), weights = pair, None
     if cfg.likelihood == "auto":  # learn_scale as asked: true is refused below, not dropped
         likelihood, learn_scale = "laplace", bool(cfg.learn_scale)
     check_settings(likelihood, learn_scale, cfg.conditional)
     where = f"model.init {cfg.init}" if cfg.init else "model.arch autoencoderkl"
     latent = latent_shape(encoder_args, shape, where)
-    return Plan(encoder_args, decoder_args, weights, likelihood, latent)
+    return Plan(encoder_args, decoder_args, weights, likelihood, latent, quantizer)
 
 
-def check_replaced(cfg: Any, encoder_args: dict[str, Any]) -> None:
-    """model.init's config sets the architecture: refuse a model.* option it replaces that
-    was set (not its default) to another value than the starting model's, rather than
-    train one model while config.yaml records another (model.arch alone is not checked:
-    it names the family, which model.init decides)."""
+def _quantizer(cfg: Any) -> dict[str, Any]:
+    """VQVAE's settings from model.* (model.code_dim is the pair's vq_embed_dim)."""
+    names = ("codebook_size", "code_dim", "commitment", "ema_decay", "restart_dead")
+    return {name: getattr(cfg, name) for name in names}
+
+
+def check_class(cfg: Any, class_name: str) -> None:
+    """model.posterior must be the one the starting model's class has: gaussian for an
+    AutoencoderKL, vq for a VQModel."""
+    posterior = "vq" if class_name == vqmodel.CLASS_NAME else "gaussian"
+    if cfg.posterior != posterior:
+        raise ConfigError(
+            f"model.init {cfg.init} holds a diffusers {class_name}, whose posterior is "
+            f"{posterior}, but model.posterior is {cfg.posterior}: pass "
+            f"{setting('model.posterior', posterior, posterior)} (or start from a diffusers "
+            f"{'VQModel' if cfg.posterior == 'vq' else CLASS_NAME})"
+        )
+
+
+def check_replaced(cfg: Any, config: dict[str, Any]) -> None:
+    """model.init's config (its config.json) sets the architecture: refuse a model.*
+    option it replaces that was set (not its default) to another value than the starting
+    model's, rather than train one model while config.yaml records another (model.arch
+    alone is not checked: it names the family, which model.init decides)."""
     defaults = ModelConfig()
-    for option, field in REPLACED.items():
-        value, base = getattr(cfg, option), encoder_args.get(field)
+    vq = config.get("_class_name") == vqmodel.CLASS_NAME
+    for option, name in (REPLACED_VQ if vq else REPLACED).items():
+        value, base = getattr(cfg, option), config.get(name)
+        if isinstance(base, tuple):
+            base = list(base)
+        if name == "vq_embed_dim":
+            base = base or config.get("latent_channels", 3)
         if value != getattr(defaults, option) and value != base:
             raise ConfigError(
                 f"model.{option} is {_text(value)} (from your options or the preset), but "
-                f"model.init {cfg.init} sets it from its config.json ({field} {_text(base)}): "
+                f"model.init {cfg.init} sets it from its config.json ({name} {_text(base)}): "
                 f"pass {setting(f'model.{option}', base, _text(base))}"
             )
 
@@ -102,15 +149,16 @@ def _text(value: Any) -> str:
 def build(
     kl: Plan, cfg: Any, shape: tuple[int, int, int], normalization: dict[str, Any] | None
 ) -> Built:
-    """The pair `kl` plans, its size checked first, with the settings of `VAE(...)` and the
-    weights of model.init, if any."""
+    """The pair `kl` plans, its size checked first, with the settings of `VAE(...)` (of
+    `VQVAE(...)` for a VQModel) and the weights of model.init, if any."""
+    layout = autoencoderkl if kl.quantizer is None else vqmodel
 
     def pair() -> tuple[Any, Any]:
-        return halves(kl.encoder_args, kl.decoder_args)
+        return layout.halves(kl.encoder_args, kl.decoder_args)
 
     latent_dim = math.prod(kl.latent_shape)
     check_size(pair, latent_dim, f"the autoencoderkl VAE of model.* for {shape}")
-    settings = {
+    settings = (kl.quantizer or {}) | {
         "latent_dim": latent_dim,
         "latent_shape": kl.latent_shape,
         "input_shape": shape,
@@ -129,6 +177,8 @@ def latent_shape(
     levels, so H and W must divide by 2**(levels - 1)."""
     c, h, w = shape
     channels = int(encoder_args.get("in_channels", 3))
+    # a VQModel's codes are vq_embed_dim wide (None: latent_channels, its default 3)
+    code_width = encoder_args.get("vq_embed_dim") or encoder_args.get("latent_channels", 4)
     if channels != c:
         raise ConfigError(f"{where} reads {channels}-channel images, but the data have {c}")
     factor = 2 ** (len(encoder_args.get("block_out_channels", [64])) - 1)
@@ -137,7 +187,7 @@ def latent_shape(
             f"{where} downsamples by {factor}: the images' height and width must divide by "
             f"{factor}; got {h}x{w} (set data.image_size)"
         )
-    return int(encoder_args.get("latent_channels", 4)), h // factor, w // factor
+    return int(code_width), h // factor, w // factor
 
 
 def reference(init: str) -> str | None:
@@ -147,7 +197,7 @@ def reference(init: str) -> str | None:
     if not init.startswith(PREFIX) or not init[len(PREFIX) :].strip():
         raise ConfigError(
             f"model.init {init!r}: write diffusers:PATH_OR_REPO (a folder holding a diffusers "
-            "AutoencoderKL, or a Hub repo OWNER/NAME[/SUBFOLDER]), or '' for none"
+            "AutoencoderKL or VQModel, or a Hub repo OWNER/NAME[/SUBFOLDER]), or '' for none"
         )
     return init[len(PREFIX) :]
 
@@ -159,7 +209,7 @@ def check_reference(init: str) -> None:
     if ref is not None and ref[0] in "/.~" and not Path(ref).expanduser().exists():
         raise ConfigError(
             f"model.init {PREFIX}{ref}: no such folder; point it at a saved diffusers "
-            "AutoencoderKL (config.json and its weights) or a Hub repo OWNER/NAME"
+            "AutoencoderKL or VQModel (config.json and its weights) or a Hub repo OWNER/NAME"
         )
 
 
@@ -172,16 +222,24 @@ def check_before_data(cfg: Any) -> None:
     ref = reference(cfg.init)
     if ref is not None:
         _, _, _, config = _read_config(ref)
-        check_replaced(cfg, split_config(config)[0])
+        check_class(cfg, config["_class_name"])
+        check_replaced(cfg, config)
 
 
-def load(init: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, torch.Tensor]]:
-    """The encoder's and decoder's arguments and the weights (in vaekit's keys) of the
-    AutoencoderKL that model.init names."""
+def load(init: str) -> Start:
+    """The diffusers AutoencoderKL or VQModel that model.init names: its halves'
+    arguments, its weights in vaekit's keys and a VQModel's quantiser settings."""
     ref = reference(init)
     assert ref is not None
     model = _from_pretrained(ref)
-    encoder_args, decoder_args = split_config(dict(model.config))
+    class_name = type(model).__name__
+    vq = class_name == vqmodel.CLASS_NAME
+    config = {**dict(model.config), "_class_name": class_name}
+    quantizer = None
+    if vq:
+        encoder_args, decoder_args, quantizer = vqmodel.split_config(config)
+    else:
+        encoder_args, decoder_args = autoencoderkl.split_config(config)
     if int(encoder_args.get("in_channels", 3)) != int(decoder_args.get("out_channels", 3)):
         raise ConfigError(
             f"model.init {init}: its in_channels and out_channels differ; vaekit reconstructs "
@@ -192,9 +250,11 @@ def load(init: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, torch.Ten
     if bad:  # refused here, not reported after the first step as a diverged run
         raise ConfigError(
             f"the starting model in {ref} has non-finite weights in {_some(bad)}; "
-            f"model.init starts only from an {CLASS_NAME} whose weights are all finite"
+            f"model.init starts only from a {class_name} whose weights are all finite"
         )
-    return encoder_args, decoder_args, from_diffusers_keys(state)
+    layout = vqmodel if vq else autoencoderkl
+    weights = layout.from_diffusers_keys(state)
+    return Start(class_name, encoder_args, decoder_args, weights, quantizer, config)
 
 
 @contextlib.contextmanager
@@ -216,10 +276,10 @@ def quiet() -> Iterator[None]:
 
 
 def _read_config(ref: str) -> tuple[Any, str, dict[str, Any], dict[str, Any]]:
-    """diffusers' AutoencoderKL class, where from_pretrained reads `ref` (a folder or a
+    """diffusers' class (AutoencoderKL or VQModel), where from_pretrained reads `ref` (a folder or a
     repo id) with its keyword arguments (a subfolder), and the config.json there."""
     what = f"model.init {PREFIX}{ref}"
-    AutoencoderKL = require("diffusers", "diffusers", what, attribute="AutoencoderKL")
+    AutoencoderKL = require("diffusers", "diffusers", what, attribute=CLASS_NAME)
     where, kwargs = ref, {}
     local = Path(ref).expanduser()
     if local.exists():
@@ -238,12 +298,12 @@ def _read_config(ref: str) -> tuple[Any, str, dict[str, Any], dict[str, Any]]:
     except Exception as e:  # missing, offline, or not JSON
         raise _unreadable(ref, e) from None
     found = config.get("_class_name") if isinstance(config, dict) else None
-    if found != CLASS_NAME:
+    if found not in CLASS_NAMES:
         raise ConfigError(
             f"model.init {PREFIX}{ref} holds a {found or 'config without _class_name'}, "
-            f"not a diffusers {CLASS_NAME}"
+            f"not a diffusers {CLASS_NAME} or VQModel"
         )
-    return AutoencoderKL, where, kwargs, config
+    return require("diffusers", "diffusers", what, attribute=found), where, kwargs, config
 
 
 def _unreadable(ref: str, e: BaseException) -> ConfigError:

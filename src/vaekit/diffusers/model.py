@@ -1,7 +1,7 @@
-"""Any diffusers AutoencoderKL as a vaekit VAE: a folder written by diffusers'
-`save_pretrained` (vaekit's export included) or a Hub repo `OWNER/NAME[/SUBFOLDER]`,
-read by init.py (diffusers' `AutoencoderKL.from_pretrained`, through the
-Hugging Face cache) and built as vaekit's autoencoderkl pair holding its weights exactly.
+"""Any diffusers AutoencoderKL as a vaekit VAE, and any diffusers VQModel as a vaekit
+VQ-VAE: a folder written by diffusers' `save_pretrained` (vaekit's export included) or a
+Hub repo `OWNER/NAME[/SUBFOLDER]`, read by init.py (diffusers' `from_pretrained`, through
+the Hugging Face cache) and built as vaekit's pair holding its weights exactly.
 
 Such a model has no fixed input size: it is built for the images it is given (default:
 its config's sample_size). Its images are in [0, 1] like every vaekit model's, diffusers'
@@ -12,7 +12,6 @@ Laplace of the latent-diffusion recipe's L1 term.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -20,11 +19,11 @@ from .. import untrusted_files
 from ..config import ModelConfig
 from ..errors import CheckpointError, ConfigError
 from ..models.vae import VAE
+from ..models.vqvae import VQVAE
 from . import init
-from .export import CLASS_NAME
+from .export import CLASS_NAME, CLASS_NAMES
 
 PREFIX: str = init.PREFIX
-Pair = tuple[dict[str, Any], dict[str, Any], dict[str, torch.Tensor]]
 
 
 def reference_of(source: str | Path) -> str | None:
@@ -41,25 +40,25 @@ def reference_of(source: str | Path) -> str | None:
     found = meta.get("_class_name") if isinstance(meta, dict) else None
     if found is None or meta.get("library_name") == "vaekit":
         return None
-    if found != CLASS_NAME:
+    if found not in CLASS_NAMES:
         raise CheckpointError(
-            f"{text} holds a diffusers {found}; vaekit reads a diffusers {CLASS_NAME} "
-            "(or a vaekit run or model folder)"
+            f"{text} holds a diffusers {found}; vaekit reads a diffusers {CLASS_NAME} or "
+            "VQModel (or a vaekit run or model folder)"
         )
     return text
 
 
 def load(ref: str, image_size: int | None = None, device: str | torch.device = "cpu") -> VAE:
-    """The AutoencoderKL at `ref` as a VAE for square images of `image_size` pixels
-    (default: its config's sample_size)."""
-    pair = read(ref)
+    """The AutoencoderKL (VQModel) at `ref` as a VAE (VQVAE) for square images of
+    `image_size` pixels (default: its config's sample_size)."""
+    start = read(ref)
     size = image_size or sample_size(ref)
-    return build(pair, ref, (int(pair[0].get("in_channels", 3)), size, size), device)
+    return build(start, ref, (int(start.encoder_args.get("in_channels", 3)), size, size), device)
 
 
-def read(ref: str) -> Pair:
-    """The encoder's and decoder's arguments and the weights of the AutoencoderKL at `ref`
-    (init.py reads it; its one-line errors say diffusers:REF, not model.init)."""
+def read(ref: str) -> init.Start:
+    """The halves' arguments, the weights and a VQModel's quantiser settings of the model
+    at `ref` (init.py reads it; its one-line errors say diffusers:REF, not model.init)."""
     _check_offline(ref)
     try:
         return init.load(PREFIX + ref)
@@ -97,12 +96,21 @@ def sample_size(ref: str) -> int:
     return int(size[0] if isinstance(size, (list, tuple)) else size)
 
 
-def build(pair: Pair, ref: str, shape: tuple[int, int, int], device: str | torch.device) -> VAE:
-    """vaekit's autoencoderkl VAE for images of `shape`, holding the pair's weights exactly
-    (a fixed-scale Laplace likelihood: the L1 term of the latent-diffusion recipe)."""
-    encoder_args, decoder_args, weights = pair
+def build(
+    start: init.Start, ref: str, shape: tuple[int, int, int], device: str | torch.device
+) -> VAE:
+    """vaekit's autoencoderkl VAE (a VQVAE for a VQModel: its codebook learnt by the loss,
+    beta 0.25) for images of `shape`, holding the model's weights exactly (a fixed-scale
+    Laplace likelihood: the L1 term of the latent-diffusion recipe)."""
     where = f"{PREFIX}{ref}"
-    latent = init.latent_shape(encoder_args, shape, where)
-    plan = init.Plan(encoder_args, decoder_args, weights, "laplace", latent)
+    latent = init.latent_shape(start.encoder_args, shape, where)
+    quantizer = None
+    if start.quantizer is not None:
+        cfg = ModelConfig()
+        quantizer = {"commitment": cfg.commitment, "ema_decay": 0.0, "restart_dead": 0.0}
+        quantizer |= start.quantizer
+    plan = init.Plan(
+        start.encoder_args, start.decoder_args, start.weights, "laplace", latent, quantizer
+    )
     built = init.build(plan, ModelConfig(), shape, None)
-    return built.model(VAE).to(device).eval()
+    return built.model(VAE if quantizer is None else VQVAE).to(device).eval()

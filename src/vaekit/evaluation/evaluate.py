@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ import torch
 from ..arguments import is_whole
 from ..data.core.streaming import LazyRows
 from ..errors import ConfigError, DataError
-from ..models import VAE
+from ..models import VAE, VQVAE
 from ..models.protocol import as_input
 from ..models.vqvae import NO_DENSITY
 from ..wording import on_command_line
@@ -25,6 +25,7 @@ from . import metrics, perceptual_scores
 from .codebook import codebook_stats
 from .likelihood import DEFAULT_BUDGET, elbo_stats, importance_sampling
 from .perceptual_scores import Distance
+from .prior import prior_stats
 
 
 def check_input(x: Any, model: VAE, source: str = "input") -> torch.Tensor:
@@ -167,6 +168,8 @@ def _parts(model: VAE, x: torch.Tensor, y: torch.Tensor | None, o: EvaluateOptio
         parts.append(("image_metrics", image))
     if o.latent_metrics and not model.has_density:  # its codebook's use instead
         parts.append(("codebook", partial(codebook_stats, model, x, o.batch_size)))
+    if not model.has_density and model.has_prior:  # a VQ-VAE's prior over its codes
+        parts.append(("prior", partial(prior_stats, model, x, o.batch_size)))
     elif o.latent_metrics:
         parts.append(("latent_metrics", partial(_latents, model, x, y, o.batch_size)))
     return parts
@@ -235,17 +238,21 @@ def _pixels(model: VAE) -> bool:
 
 
 def _check_density(model: VAE, iw_samples: int, fid: Any) -> None:
-    """log p(x) and FID of prior samples need a density and a prior: a VQ-VAE without a
-    prior over its codes has neither (its reconstructions and codebook are evaluated)."""
+    """log p(x) needs a density, FID of prior samples a prior: a VQ-VAE has no density,
+    and samples only with a prior over its codes (its reconstructions and codebook are
+    evaluated)."""
     if model.has_density:
         return
     cli = on_command_line()
-    for asked, what, name in ((iw_samples > 0, "log p(x)", "iw-samples"), (fid, "FID", "fid")):
+    asks: list[tuple[Any, str, str]] = [(iw_samples > 0, "log p(x)", "iw-samples")]
+    asks += [] if model.has_prior else [(fid, "FID of prior samples", "fid")]
+    for asked, what, name in asks:
         if asked is not None and asked is not False and asked != "none":
             drop = f"--{name}" if cli else f"{name.replace('-', '_')}="
+            why = NO_DENSITY if name != "fid" else cast(VQVAE, model).no_prior_reason
             raise ConfigError(
-                f"{NO_DENSITY}; {what} cannot be estimated: drop {drop} (reconstructions, "
-                "rFID, LPIPS and the codebook's perplexity are evaluated)"
+                f"{why}; {what} cannot be estimated: drop {drop} (reconstructions, rFID, "
+                "LPIPS and the codebook's perplexity are evaluated)"
             )
 
 
@@ -297,11 +304,10 @@ def _latents(
     model: VAE, x: torch.Tensor, y: torch.Tensor | None, batch_size: int
 ) -> dict[str, Any]:
     units = metrics.active_units(model, x, y, batch_size=batch_size)
-    return {
-        "kl_per_dim": metrics.kl_per_dimension(model, x, y, batch_size).tolist(),
-        "active_units": units.count,
-        "activity": units.activity.tolist(),
-    }
+    out: dict[str, Any] = {"active_units": units.count, "activity": units.activity.tolist()}
+    if model.closed_form_kl:  # else the KL does not split by dimension (no_kl_per_dim)
+        out["kl_per_dim"] = metrics.kl_per_dimension(model, x, y, batch_size).tolist()
+    return out
 
 
 def _frechet(

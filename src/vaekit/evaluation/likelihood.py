@@ -245,7 +245,11 @@ def log_weights(
     bar: Any = None,
 ) -> torch.Tensor:
     """log p(x, z_k) - log q(z_k|x) for z_k = mu + sigma * eps_k: eps (K, B, D) for the
-    B images x, decoded k_chunk samples at a time; (K, B) in float64."""
+    B images x, decoded k_chunk samples at a time; (K, B) in float64. A model whose KL is
+    not the closed form (a VampPrior, a flow: models/composed.py) gives its own weights
+    for the same eps, with its own densities."""
+    if not model.closed_form_kl:
+        return _model_log_weights(model, x, y, eps, k_chunk, precision, bar)
     mu, logvar = model.posterior(x, y)  # (B, D) each
     k, b, d = eps.shape
     chunks = []
@@ -259,6 +263,29 @@ def log_weights(
             + losses.log_standard_normal(z)
             - losses.log_normal_diag(z, mu, logvar)
         )
+        chunks.append(log_w.double())  # (kk, B)
+        if bar is not None:
+            bar.update(kk * b)
+    return torch.cat(chunks, 0)
+
+
+def _model_log_weights(
+    model: VAE,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    eps: torch.Tensor,
+    k_chunk: int,
+    precision: str,
+    bar: Any,
+) -> torch.Tensor:
+    """`log_weights` through the model's own `log_importance_weights`, k_chunk samples at
+    a time (the model keeps its densities in float32 under bf16 autocast)."""
+    k, b = eps.shape[:2]
+    chunks = []
+    for start in range(0, k, k_chunk):
+        kk = min(k_chunk, k - start)
+        with _autocast(x.device, precision):
+            log_w = model.log_importance_weights(x, kk, y, eps=eps[start : start + kk])
         chunks.append(log_w.double())  # (kk, B)
         if bar is not None:
             bar.update(kk * b)

@@ -19,7 +19,9 @@ from .. import losses
 from ..data.core.dataset import to_float
 from ..errors import ConfigError, first_line
 from ..models import VAE
-from . import inception
+from . import fidelity, inception
+
+fidelity.prepare()  # before torchmetrics is first imported (see fidelity.py)
 
 if TYPE_CHECKING:  # the [metrics] extra, imported at run time only when FID is asked for
     from torchmetrics.image.fid import FrechetInceptionDistance
@@ -236,7 +238,8 @@ def _inception_metric(weights: str | None) -> FrechetInceptionDistance:
     if not tm_fid._TORCH_FIDELITY_AVAILABLE:
         raise ConfigError(
             "FID with the Inception network needs torch-fidelity (pip install "
-            "'vaekit[inception]'); or use the random feature network (--fid random)"
+            "'vaekit[inception]', or pip install --no-deps torch-fidelity where torchvision "
+            "does not match torch); or use the random feature network (--fid random)"
         )
     path = inception.weights_file(weights)
     try:

@@ -30,6 +30,9 @@ METRIC_LABELS = {
     "codebook_usage": ("codebook usage", "the fraction of the codes used"),
     "codes_used": ("codes used", "at least once on the test set"),
     "codebook_size": ("codebook size", "codes"),
+    "prior_nll": ("-log p(codes)", "the code prior on the test codes, nats per example"),
+    "prior_bits_per_code": ("-log p(codes)", "bits per code"),
+    "prior_bits_per_dim": ("-log p(codes)", "bits per image dimension (C x H x W values)"),
 }
 HIDDEN = {"iw_samples", "log_px_stderr", "seconds", "kl_per_dim", "activity"}
 
@@ -87,6 +90,24 @@ def _terms(stats: dict[str, Any]) -> list[str]:
     ]
 
 
+def _codes(stats: dict[str, Any]) -> list[str]:
+    """A VQ-VAE's lines: how it uses its codebook, and its prior over the codes."""
+    lines = []
+    if "perplexity" in stats:
+        lines.append(
+            f"  codebook           perplexity {stats['perplexity']:.2f} of "
+            f"{stats['codebook_size']:,} codes, {stats['codes_used']:,} used "
+            f"({100 * stats['codebook_usage']:.1f}%)"
+        )
+    if "prior_nll" in stats:
+        lines.append(
+            f"  code prior         {stats['prior_nll']:11.3f}   (-log p(codes) of the test "
+            f"codes: {stats['prior_bits_per_code']:.4f} bits per code, "
+            f"{stats['prior_bits_per_dim']:.4f} bits per image dimension)"
+        )
+    return lines
+
+
 def summary(stats: dict[str, Any], dataset: str = "the test set") -> str:
     """The lines `vaekit evaluate` prints for a result of `evaluate`."""
     lines = [f"test set: {stats['n']} examples of {dataset}, nats per example"]
@@ -119,22 +140,19 @@ def summary(stats: dict[str, Any], dataset: str = "the test set") -> str:
             f"  rFID               {stats['rfid']:11.3f}   (reconstructions vs test images, "
             f"{stats['rfid_features']} features)"
         )
-    if "kl_per_dim" in stats:
-        kl = stats["kl_per_dim"]
+    if "active_units" in stats:
+        dims = len(stats.get("activity", stats.get("kl_per_dim", [])))
         lines.append(
-            f"  active units       {stats['active_units']} of {len(kl)} "
+            f"  active units       {stats['active_units']} of {dims} "
             "(Cov_x E_q[z_d] > 0.01, Burda et al. 2015)"
         )
+    if "kl_per_dim" in stats:
+        kl = stats["kl_per_dim"]
         order = sorted(range(len(kl)), key=lambda i: -kl[i])
         shown = ", ".join(f"z{i} {kl[i]:.2f}" for i in order[:8])
         more = f", ... ({len(kl) - 8} more)" if len(kl) > 8 else ""
         lines.append(f"  KL per dimension   {shown}{more}")
-    if "perplexity" in stats:
-        lines.append(
-            f"  codebook           perplexity {stats['perplexity']:.2f} of "
-            f"{stats['codebook_size']:,} codes, {stats['codes_used']:,} used "
-            f"({100 * stats['codebook_usage']:.1f}%)"
-        )
+    lines += _codes(stats)
     if "fid" in stats:
         lines.append(
             f"  FID                {stats['fid']:11.3f}   (prior samples vs test set, "

@@ -37,7 +37,7 @@ def table(header: list[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def describe_latent(architecture: dict[str, Any]) -> str:
     """'a 20-D latent vector' or 'a 4x16x16 spatial latent (1,024 values)', and a VQ-VAE's
-    codebook ('quantised by a codebook of 512 codes')."""
+    codebook ('quantised by a codebook of 512 codes'), an IAF posterior, a VampPrior."""
     shape = architecture.get("latent_shape")
     if isinstance(shape, list) and shape:
         values = architecture["latent_dim"]
@@ -46,6 +46,10 @@ def describe_latent(architecture: dict[str, Any]) -> str:
         text = f"a {architecture['latent_dim']}-D latent vector"
     if architecture.get("posterior") == "vq" and isinstance(architecture.get("codebook_size"), int):
         text += f", quantised by a codebook of {architecture['codebook_size']:,} codes"
+    if architecture.get("posterior") == "iaf":
+        text += f", an IAF posterior of {architecture.get('flow_steps')} flow steps"
+    if architecture.get("prior") == "vamp":
+        text += f", a VampPrior of {architecture.get('pseudo_inputs')} pseudo-inputs"
     return text
 
 
@@ -114,11 +118,13 @@ def _summary(
     if config is not None:
         t, o = config.train, config.optim
         kept = "; weights of the epoch with the best validation -ELBO" if t.keep == "best" else ""
+        objective = config.loss.objective  # another than the ELBO's: named, not its beta
+        weighed = f"beta {config.loss.beta:g}" if objective == "elbo" else f"objective {objective}"
         rows.append(
             [
                 "training",
                 f"{last.get('epoch', t.epochs)} epochs, {last.get('step', '?')} steps of "
-                f"batch {t.batch_size}; {o.name}, lr {o.lr:g}; beta {config.loss.beta:g}{kept}",
+                f"batch {t.batch_size}; {o.name}, lr {o.lr:g}; {weighed}{kept}",
             ]
         )
     rows.append(["vaekit", __version__])

@@ -7,6 +7,7 @@ annotations on every call (`vaekit.arguments`), except INTERNAL: the training lo
 building blocks, called on tensors the model made itself, in its own units."""
 
 from ..arguments import check_methods, checked, public_methods
+from .composed import IAFVAE, ComposedVAE
 from .latent_paths import slerp
 from .registry import register
 from .vae import VAE, VAEOutput, load
@@ -14,7 +15,8 @@ from .vqvae import VQVAE
 
 INTERNAL = frozenset(
     {"forward", "elbo_terms", "log_importance_weights", "log_likelihood", "mean", "prepare",
-     "from_folder", "set_normalization", "posterior", "pre_quantize", "quantized"}
+     "from_folder", "set_normalization", "posterior", "pre_quantize", "quantized",
+     "gaussian", "transform", "components", "log_prior", "sample_prior"}
 )  # fmt: skip
 check_methods(VAE, public_methods(VAE, skip=INTERNAL))
 # the VQ-VAE's own methods (those it inherits are checked above)
@@ -22,4 +24,14 @@ check_methods(VQVAE, [m for m in public_methods(VQVAE, skip=INTERNAL) if m in va
 load = checked(load)
 register = checked(register)
 
-__all__ = ["INTERNAL", "VAE", "VQVAE", "VAEOutput", "load", "register", "slerp"]
+__all__ = [
+    "INTERNAL",
+    "VAE",
+    "ComposedVAE",
+    "IAFVAE",
+    "VQVAE",
+    "VAEOutput",
+    "load",
+    "register",
+    "slerp",
+]

@@ -104,27 +104,38 @@ def _check_table(cfg: ModelConfig, input_shape: Sequence[int]) -> None:
 
 
 def _posterior(cfg: ModelConfig) -> dict[str, Any] | None:
-    """The quantiser's settings (model.posterior vq: `VQVAE`'s arguments), or None."""
-    if cfg.posterior == "gaussian":
+    """The settings of the posterior and prior other than the Gaussian's and N(0, I)'s:
+    the quantiser's (model.posterior vq: `VQVAE`'s arguments; with model.arch
+    autoencoderkl or model.init, diffusers' VQModel: diffusers/init.py), the flow's and
+    the VampPrior's (composed.py), or None."""
+    if cfg.posterior == "gaussian" and cfg.prior == "standard":
         return None
+    option = f"model.posterior {cfg.posterior}"
+    option = option if cfg.prior == "standard" else f"model.prior {cfg.prior}"
+    if cfg.linear_path:
+        raise ConfigError(
+            f"model.linear_path starts a Gaussian VAE at PCA; {option} does not take it"
+        )
+    if cfg.posterior == "vq":
+        if cfg.prior != "standard":
+            raise ConfigError(
+                f"model.prior {cfg.prior} needs a posterior with a density (gaussian or iaf); "
+                "a model.posterior vq model has none: set model.prior standard"
+            )
+        return {
+            "codebook_size": cfg.codebook_size,
+            "code_dim": cfg.code_dim,
+            "commitment": cfg.commitment,
+            "ema_decay": cfg.ema_decay,
+            "restart_dead": cfg.restart_dead,
+        }
     if cfg.init or cfg.arch not in ("mlp", "conv"):
         what = f"model.init {cfg.init}" if cfg.init else f"model.arch {cfg.arch}"
         raise ConfigError(
-            f"model.posterior {cfg.posterior} is built for model.arch mlp and conv; {what} "
-            "is not supported with it yet"
+            f"{option} is built for model.arch mlp and conv; {what} is not supported with it yet"
         )
-    if cfg.linear_path:
-        raise ConfigError(
-            f"model.linear_path starts a Gaussian posterior at PCA; model.posterior "
-            f"{cfg.posterior} does not take it"
-        )
-    return {
-        "codebook_size": cfg.codebook_size,
-        "code_dim": cfg.code_dim,
-        "commitment": cfg.commitment,
-        "ema_decay": cfg.ema_decay,
-        "restart_dead": cfg.restart_dead,
-    }
+    composed: dict[str, Any] = {"prior": cfg.prior, "pseudo_inputs": cfg.pseudo_inputs}
+    return composed | ({"flow_steps": cfg.flow_steps} if cfg.posterior == "iaf" else {})
 
 
 def _check_linear_path(cfg: ModelConfig, likelihood: str) -> None:

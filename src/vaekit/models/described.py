@@ -10,7 +10,7 @@ from typing import Any
 
 from ..config import ModelConfig
 from ..config.fields import MAX_WIDTH
-from ..diffusers import autoencoderkl
+from ..diffusers import autoencoderkl, vqmodel
 from . import builtin, record
 from .vae import VAE
 
@@ -85,5 +85,13 @@ def _family(model: Any, cfg: ModelConfig) -> dict[str, Any] | None:
             "arch": "autoencoderkl",
             "channels": list(enc["block_out_channels"]),
             "blocks_per_level": enc["layers_per_block"],
+        }
+    if name == vqmodel.ENCODER:  # the latent map is vq_embed_dim wide, the encoder's not
+        return {
+            "arch": "autoencoderkl",
+            "channels": list(enc["block_out_channels"]),
+            "blocks_per_level": enc["layers_per_block"],
+            "latent_channels": enc.get("latent_channels", 3),
+            "code_dim": enc.get("vq_embed_dim") or 0,
         }
     return None

@@ -1,4 +1,5 @@
-"""The PatchGAN discriminator of the latent-diffusion autoencoder recipe.
+"""The discriminators of the adversarial terms: the PatchGAN of the latent-diffusion
+autoencoder recipe, and FactorVAE's on latent codes (`LatentDiscriminator`, below).
 
 taming-transformers' `NLayerDiscriminator` (pix2pix's PatchGAN), which latent-diffusion
 and diffusers' research script `train_autoencoderkl.py` use as it is: a 4x4 stride-2
@@ -78,5 +79,46 @@ def build_discriminator(
     device, so torch's default initialisation never draws from the global RNG."""
     with torch.device("meta"):
         model = PatchDiscriminator(in_channels, channels, layers)
+    model = model.to_empty(device=device)
+    return model.reset_parameters(torch.Generator().manual_seed(seed))
+
+
+class LatentDiscriminator(nn.Module):
+    """FactorVAE's discriminator (Kim & Mnih 2018, Appendix): z (B, D) -> one logit (B, 1),
+    positive for a draw of q(z), negative for one of the product of its marginals: `layers`
+    linear layers, the hidden ones of `hidden` units with LeakyReLU(0.2) (the paper: 6 and
+    1,000; its two-way softmax is one logit here, the difference of its two)."""
+
+    def __init__(self, latent_dim: int, hidden: int = 1000, layers: int = 6) -> None:
+        super().__init__()
+        sizes = [latent_dim] + [hidden] * (layers - 1)
+        seq: list[nn.Module] = []
+        for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+            seq += [nn.Linear(a, b), nn.LeakyReLU(0.2)]
+        seq.append(nn.Linear(sizes[-1], 1))
+        self.main = nn.Sequential(*seq)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.main(z)
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator) -> LatentDiscriminator:
+        """torch's own initialisation of a Linear layer, U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+        for weights and biases, drawn from `generator` (on the CPU, then copied)."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                bound = m.in_features**-0.5
+                for p in (m.weight, m.bias):
+                    p.copy_(torch.rand(p.shape, generator=generator) * 2 * bound - bound)
+        return self
+
+
+def build_latent_discriminator(
+    latent_dim: int, hidden: int, layers: int, seed: int, device: torch.device
+) -> LatentDiscriminator:
+    """A LatentDiscriminator on `device`, initialised from `seed` alone (as
+    `build_discriminator`: nothing draws from the global RNG)."""
+    with torch.device("meta"):
+        model = LatentDiscriminator(latent_dim, hidden, layers)
     model = model.to_empty(device=device)
     return model.reset_parameters(torch.Generator().manual_seed(seed))

@@ -30,6 +30,7 @@ from ..errors import CheckpointError, ConfigError, DataError, first_line
 from ..io import card, checkpoint, hub
 from ..version import __version__
 from . import builtin, protocol, record, registry
+from .composition import PRIOR, STANDARD, model_class
 
 P = TypeVar("P", bound="Pretrained")
 # the models of a posterior other than the Gaussian, by the name config.json's
@@ -87,6 +88,11 @@ class Pretrained(record.Recorded, nn.Module):
     posterior_kind = GAUSSIAN
     has_density = True
     term_names = ("nelbo", "recon", "kl")
+    # the priors the posterior composes with (composition.py); whether the KL is the closed
+    # form, split by latent dimension (free bits, KL per dimension), or else why not
+    priors: tuple[str, ...] = (STANDARD,)
+    closed_form_kl = True
+    no_kl_per_dim = ""
 
     def __init__(self) -> None:
         """What a model knows of the run that trained it, once trained or loaded."""
@@ -100,6 +106,16 @@ class Pretrained(record.Recorded, nn.Module):
     def device(self) -> torch.device:
         """Where the model's weights are."""
         return next(self.parameters()).device
+
+    # -- the prior p(z) -------------------------------------------------------------------
+    @property
+    def has_prior(self) -> bool:
+        """Whether the model has a prior to sample from: N(0, I) always; a VQ-VAE once a
+        prior over its codes is trained (vqvae.py)."""
+        return True
+
+    def read_prior(self, folder: Path) -> None:
+        """Read the prior a model keeps beside its weights in `folder`: none for N(0, I)."""
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -116,7 +132,8 @@ class Pretrained(record.Recorded, nn.Module):
         `Normalization.record()` of the data (see `builtin.build`); model.posterior picks
         the class (a subclass of `cls`: `VQVAE` for vq)."""
         built = builtin.build(cfg, input_shape, num_classes, normalization)
-        return built.model(posterior_class(cls, cfg.posterior, "model.posterior"))
+        model = posterior_class(cls, cfg.posterior, "model.posterior")
+        return built.model(model_class(cls, model, cfg.posterior, cfg.prior, "model.prior"))
 
     def architecture(self) -> dict[str, Any]:
         """What config.json records to rebuild this model: its settings (`settings()`), a
@@ -152,7 +169,9 @@ class Pretrained(record.Recorded, nn.Module):
         missing = [k for k in required if architecture.get(k) is None]
         if missing:
             raise CheckpointError(f"{source}: 'architecture' lacks {', '.join(missing)}")
-        cls = posterior_class(cls, architecture.get(POSTERIOR, GAUSSIAN), source)
+        posterior = architecture.get(POSTERIOR, GAUSSIAN)
+        model = posterior_class(cls, posterior, source)
+        cls = model_class(cls, model, posterior, architecture.get(PRIOR, STANDARD), source)
         kwargs = {
             k: architecture[k]
             for k in cls.recorded_settings
@@ -258,6 +277,7 @@ class Pretrained(record.Recorded, nn.Module):
         tensors = checkpoint.read_weights(folder)
         checkpoint.check_state_dict(model, tensors, str(folder / checkpoint.MODEL_FILE))
         model.load_state_dict(tensors, strict=True)
+        model.read_prior(folder)
         model.run_config = config
         model.class_names = list(meta["class_names"])
         data_source = meta.get("data_source")  # absent before vaekit 0.3

@@ -97,6 +97,15 @@ class VectorQuantizer(nn.Module):
             f"restart_dead={self.restart_dead}"
         )
 
+    def moving_state(self) -> list[torch.Tensor]:
+        """What a training forward pass moves in place (EMA updates, restarts): the codebook
+        and its moving averages; [] when neither option is on. A training step that is
+        skipped puts them back (training/step.py)."""
+        if not (self.ema_decay or self.restart_dead):
+            return []
+        averages = [self.cluster_size] + ([self.embed_sum] if self.ema_decay else [])
+        return [self.embedding.weight, *averages]
+
     # -- shapes ---------------------------------------------------------------------------
     def rows(self, z: torch.Tensor) -> torch.Tensor:
         """z_e as rows of code_dim values (B * cells, C): a map (B, C, h, w) cell by cell

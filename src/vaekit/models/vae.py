@@ -283,8 +283,8 @@ class VAE(Pretrained):
     def sample(
         self, n: int, y: torch.Tensor | int | None = None, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """n examples decoded from z ~ N(0, I): the means of p(x|z) in the user's units,
-        images (n, C, H, W) or a table model's rows (n, F)."""
+        """n examples decoded from z ~ p(z) (`sample_prior`): the means of p(x|z) in the
+        user's units, images (n, C, H, W) or a table model's rows (n, F)."""
         n = protocol.count("n", n)
         protocol.check_labels(y, n)
         limits.check_fits(
@@ -293,10 +293,14 @@ class VAE(Pretrained):
             "ask for fewer (the images are held in memory together)",
         )
         device = self.device
-        z = torch.randn((n, self.latent_dim), generator=generator, device=device)
+        z = self.sample_prior(n, generator)
         if y is not None:
             y = torch.as_tensor(y, device=device).long().reshape(-1).expand(n)
         return self.decode_images(z, y)
+
+    def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n draws of the prior p(z), (n, D): N(0, I) here (a VampPrior's: composed.py)."""
+        return torch.randn((n, self.latent_dim), generator=generator, device=self.device)
 
     @torch.no_grad()
     def decode_images(self, z: torch.Tensor | np.ndarray, y: Any = None) -> torch.Tensor:
@@ -352,9 +356,8 @@ class VAE(Pretrained):
 
         x1, x2: (N, C, H, W) or one example (C, H, W) (a table model: rows (N, F) or one row
         (F,)), in the user's units. Returns (N, steps, C, H, W) (rows: (N, steps, F), or as
-        x1 holds them).
-        `method` is 'linear' or 'slerp' (spherical: it keeps points at the prior's typical
-        radius).
+        x1 holds them). `method` is 'linear' or 'slerp' (spherical: it keeps points at the
+        prior's typical radius).
         """
         steps = protocol.count("steps", steps, low=1)
         check_method(method)  # before any encoding
@@ -389,12 +392,9 @@ def load(
     decoder: nn.Module | None = None,
 ) -> VAE:
     """Load a trained model from a run directory, a model folder or `hf://OWNER/NAME`.
-
-    Strict: the weights must match the architecture in config.json exactly, and the
-    comparison happens before any weight is copied. A custom architecture must be
-    registered in this process (`@vaekit.register`) first, or its halves handed over
-    built as they were trained (`encoder=`, `decoder=`; needed for classes that were
-    not registered).
-    """
+    Strict: the weights must match the architecture in config.json exactly, compared
+    before any weight is copied. A custom architecture must be registered in this process
+    (`@vaekit.register`) first, or its halves handed over built as they were trained
+    (`encoder=`, `decoder=`; needed for classes that were not registered)."""
     check_device(device)  # before a download
     return VAE.from_folder(resolve(path), device, encoder, decoder)

@@ -9,7 +9,9 @@ spatial latent (C, h, w) is h x w codes of C values each, as diffusers' VQModel 
 q(z|x) is a point mass at z_q, so there is no density without a prior over the codes:
 the objective is -log p(x|z_q) + codebook + beta * commitment (the `kl` slot of
 `ELBOTerms` holds that latent term; `term_names` names it `vq` in the records), and
-`log_importance_weights` and `sample` refuse. Everything else (reconstruct, interpolate,
+`log_importance_weights` refuses. `sample` draws codes from the model's `code_prior` (a
+gated PixelCNN, code_prior.py, trained by `vaekit train-prior` and kept beside the
+weights), and refuses without one. Everything else (reconstruct, interpolate,
 decode_images, save and load) is the VAE's: `posterior` gives z_q as the mean and
 LOGVAR_MIN as the log-variance, the point mass as a Gaussian's moments.
 """
@@ -17,6 +19,7 @@ LOGVAR_MIN as the log-variance, the point mass as a Gaussian's moments.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,19 +27,21 @@ import torch
 from torch import nn
 
 from .. import limits, losses
+from ..config import Config
 from ..errors import ConfigError
-from . import protocol
+from . import code_prior, protocol
+from .code_prior import CodePrior
 from .pretrained import POSTERIORS
 from .quantizer import Quantized, VectorQuantizer
 from .vae import VAE, VAEOutput
 
 NO_PRIOR = (
-    "a VQ-VAE samples through a prior over its codes, which this run does not have; "
-    "use reconstruct, encode or decode the codes instead"
+    "a VQ-VAE samples through a prior over its codes, which this run does not have: train "
+    "one with vaekit train-prior RUN"
 )
 NO_DENSITY = (
-    "a VQ-VAE has no density p(x) without a prior over its codes, so it has no ELBO and no "
-    "importance-weighted log p(x)"
+    "a VQ-VAE's posterior is a point mass on its codes, with no density p(x), so it has no "
+    "ELBO and no importance-weighted log p(x)"
 )
 
 
@@ -75,6 +80,7 @@ class VQVAE(VAE):
     posterior_kind = "vq"
     has_density = False
     term_names = ("objective", "recon", "vq")
+    code_prior: CodePrior | None  # the prior over the codes (`attach_prior`), or None
 
     def __init__(
         self,
@@ -110,6 +116,7 @@ class VQVAE(VAE):
         self.quantize = VectorQuantizer(
             codebook_size, width, float(commitment), float(ema_decay), float(restart_dead)
         )
+        self.attach_prior(None)
 
     def _build_posterior(self, encoder: nn.Module) -> None:
         """z_e from the encoder: features (B, F) through a linear head to (B, D), or the
@@ -202,8 +209,73 @@ class VQVAE(VAE):
     def log_importance_weights(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         raise ConfigError(NO_DENSITY)
 
-    def sample(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        raise ConfigError(NO_PRIOR)
+    # -- the prior over the codes ----------------------------------------------------------
+    @property
+    def has_prior(self) -> bool:
+        """Whether a prior over the codes is attached (`attach_prior`): sampling needs one."""
+        return self.code_prior is not None
+
+    def attach_prior(self, prior: CodePrior | None) -> None:
+        """Make `prior` (None: none) this model's prior over its codes. It is kept outside
+        the model's modules: model.safetensors stays the VQ-VAE's weights alone, and the
+        optimizer of a VQ-VAE's training never sees it."""
+        if prior is not None and (
+            prior.codebook_size != self.codebook_size or prior.code_shape != self.code_map_shape()
+        ):
+            raise ConfigError(
+                f"a code prior over {prior.codebook_size} codes in a {prior.code_shape} map "
+                f"does not fit this model's {self.codebook_size} codes in a "
+                f"{self.code_map_shape()} map"
+            )
+        object.__setattr__(self, "code_prior", prior)  # not a submodule (see above)
+        self.__dict__.pop("stale_prior", None)
+
+    def sample(
+        self, n: int, y: torch.Tensor | int | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """n images decoded from codes drawn from the code prior, in the user's units."""
+        protocol.check_labels(y, protocol.count("n", n))
+        return self.decode_images(self.sample_codes(n, generator))
+
+    def sample_codes(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n draws from the code prior, int64 codes shaped as `encode_codes` gives them."""
+        prior = self.code_prior
+        if prior is None:
+            raise ConfigError(self.no_prior_reason)
+        n = protocol.count("n", n)
+        prior.to(self.device)
+        return prior.sample(n, generator).reshape(n, *self.code_shape())
+
+    @property
+    def no_prior_reason(self) -> str:
+        """Why the model cannot sample: it has no code prior, or the one beside its weights
+        was trained on the codes of an earlier model (`read_prior`)."""
+        return self.__dict__.get("stale_prior") or NO_PRIOR
+
+    def read_prior(self, folder: Path) -> None:
+        """The code prior saved beside the weights in `folder`, if there is one. A prior
+        trained on another model's codes (the run trained further since) is left off, and
+        sampling says so: the model still reconstructs, encodes and evaluates."""
+        try:
+            prior = code_prior.read(folder, code_prior.fingerprint(self.state_dict()))
+        except code_prior.StalePrior as e:
+            self.__dict__["stale_prior"] = str(e)
+            return
+        self.attach_prior(prior)
+
+    def save_pretrained(
+        self,
+        save_directory: str | Path,
+        *,
+        config: Config | None = None,
+        class_names: list[str] | None = None,
+    ) -> Path:
+        """The VAE's files, then the code prior's beside them where the model has one."""
+        directory = super().save_pretrained(save_directory, config=config, class_names=class_names)
+        if self.code_prior is not None:
+            weights = code_prior.fingerprint(self.state_dict())
+            code_prior.write(directory, self.code_prior, weights, self.code_prior.training_record)
+        return directory
 
     # -- codes ------------------------------------------------------------------------------
     @torch.no_grad()
@@ -235,6 +307,11 @@ class VQVAE(VAE):
             raise ConfigError(f"codes must be from 0 to {k - 1}; got {int(codes.min())}.."
                               f"{int(codes.max())}")  # fmt: skip
         return self.quantize.lookup(codes.long().to(self.device))
+
+    def code_map_shape(self) -> tuple[int, int]:
+        """The codes as the prior reads them, a map (h, w): a vector's n codes are (1, n)."""
+        shape = self.code_shape()
+        return (shape[0], shape[1]) if len(shape) == 2 else (1, shape[0])
 
     def code_shape(self) -> tuple[int, ...]:
         """One example's codes: (h, w) for a spatial latent, (D // code_dim,) for a vector."""

@@ -1,6 +1,7 @@
 """The discriminator's side of the adversarial term (`loss.adversarial_weight` > 0): the
 PatchGAN (models/discriminator.py), its Adam (betas 0.5, 0.9, as the latent-diffusion
-recipe), and its update on each step from `loss.adversarial_start` on.
+recipe), and its update on each step from `loss.adversarial_start` on; and, the same way,
+FactorVAE's discriminator on latent codes (`LatentAdversary`, loss.objective factorvae).
 
 The update takes the step's real images and its reconstructions, detached (the VAE's step
 computed them: objective.StepTerms.fake), and minimises the hinge loss; like the VAE's
@@ -18,20 +19,30 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from ..config import Config
 from ..errors import ConfigError
 from ..models import VAE
-from ..models.discriminator import PatchDiscriminator, build_discriminator, patch_side
+from ..models.discriminator import build_discriminator, build_latent_discriminator, patch_side
 from . import objective
 from .optim import OPTIMIZERS, grad_norm
 from .precision import autocast
 
-BETAS = (0.5, 0.9)  # the recipe's discriminator Adam
+BETAS = (0.5, 0.9)  # the recipe's discriminator Adam (and Kim & Mnih's)
+# the PatchGAN's columns in a step's record: g_loss, its weight, the hinge loss, on, skipped
+ADVERSARIAL = ("adv_loss", "adv_weight", "disc_loss", "adv_on", "disc_skipped")
 
 
 class Adversary:
-    """The discriminator and its optimizer: `update(x, fake)` takes one step."""
+    """The discriminator and its optimizer: `update(real, fake)` takes one step.
+
+    `columns`: its columns in a step's record (step.py): the term's values
+    (`term_values`), the discriminator's loss, 1.0 where the term was on, 1.0 where the
+    discriminator's update was skipped."""
+
+    columns: tuple[str, ...] = ADVERSARIAL
 
     def __init__(
         self, config: Config, model: VAE, device: torch.device, precision: str, distributed: bool
@@ -42,9 +53,24 @@ class Adversary:
         d = build_discriminator(
             c, cfg.adversarial_channels, cfg.adversarial_layers, config.train.seed, device
         )
-        self.discriminator: PatchDiscriminator = d.requires_grad_(False)  # on in update only
+        self._start(d, cfg.adversarial_lr or config.optim.lr, config, device, precision)
+
+    def term_values(self, terms: objective.StepTerms) -> list[torch.Tensor]:
+        """The record's values of the term in the VAE's loss: g_loss and its weight."""
+        assert terms.adversarial is not None and terms.adversarial_weight is not None
+        return [terms.adversarial, terms.adversarial_weight]
+
+    @staticmethod
+    def loss(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """The discriminator's loss on its logits: the hinge loss."""
+        return objective.hinge_d_loss(real, fake)
+
+    def _start(
+        self, d: nn.Module, lr: float, config: Config, device: torch.device, precision: str
+    ) -> None:
+        """Hold discriminator d, frozen outside its update, and make its Adam."""
+        self.discriminator = d.requires_grad_(False)  # on in update only
         self.params = list(d.parameters())
-        lr = cfg.adversarial_lr or config.optim.lr
         kwargs: dict[str, Any] = {"lr": lr, "betas": BETAS}
         self.optimizer: torch.optim.Optimizer = OPTIMIZERS["adam"](self.params, **kwargs)
         if config.optim.fused:
@@ -61,22 +87,22 @@ class Adversary:
         )
 
     def update(self, x: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One discriminator step on real images x and reconstructions `fake` (detached);
-        its hinge loss and 1.0 where the update was skipped (non-finite), on the device."""
+        """One discriminator step on real inputs x (images) and `fake` ones (reconstructions;
+        detached); its loss and 1.0 where the update was skipped (non-finite), on the device."""
         loss = self.backward(x, fake, first=True)
         return loss, self.apply(loss)
 
     def backward(
         self, x: torch.Tensor, fake: torch.Tensor, *, first: bool, scale: float = 1.0
     ) -> torch.Tensor:
-        """Add the gradient of `scale` x the hinge loss on (x, fake) to the discriminator's
+        """Add the gradient of `scale` x the loss on (x, fake) to the discriminator's
         (from zero when `first`): one of the batches of an accumulated step. The loss."""
         self.discriminator.requires_grad_(True)
         try:
             with autocast(self.device, self.precision):
                 real_logits = self.discriminator(x.detach())
                 fake_logits = self.discriminator(fake.detach())
-            loss = objective.hinge_d_loss(real_logits, fake_logits)
+            loss = self.loss(real_logits, fake_logits)
             if first:
                 self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss if scale == 1.0 else loss * scale).backward()
@@ -111,6 +137,32 @@ class Adversary:
         self.scaler.load_state_dict(state["scaler"])
 
 
+class LatentAdversary(Adversary):
+    """FactorVAE's discriminator (loss.objective factorvae): LatentDiscriminator on z, its
+    Adam at `loss.factorvae_lr` (Kim & Mnih's betas, the recipe's), trained on the step's
+    z as q(z) (real) against z permuted per dimension (fake) with the logistic loss; the
+    TC it gives the VAE's loss is latent_objectives.py's. Saved and resumed as the
+    PatchGAN is. DDP is refused before (latent_objectives.check)."""
+
+    columns = ("disc_loss", "disc_on", "disc_skipped")
+
+    def __init__(self, config: Config, model: VAE, device: torch.device, precision: str) -> None:
+        cfg = config.loss
+        d = build_latent_discriminator(
+            model.latent_dim, cfg.factorvae_hidden, cfg.factorvae_layers, config.train.seed, device
+        )
+        self._start(d, cfg.factorvae_lr, config, device, precision)
+
+    def term_values(self, terms: objective.StepTerms) -> list[torch.Tensor]:
+        return []  # its TC is a column of the objective's (latent_objectives.COLUMNS)
+
+    @staticmethod
+    def loss(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """-(mean log D(real) + mean log(1 - D(fake))) from logits, in float32."""
+        real, fake = real.float(), fake.float()
+        return F.softplus(-real).mean() + F.softplus(fake).mean()
+
+
 def check_fits(config: Config, model: VAE, distributed: bool) -> None:
     """Refuse what the term cannot do, before any step: DDP, images too small for the
     discriminator's layers, a decoder without a weight to take the adaptive weight at."""
@@ -138,7 +190,10 @@ def check_fits(config: Config, model: VAE, distributed: bool) -> None:
 def build_adversary(
     config: Config, model: VAE, device: torch.device, precision: str, distributed: bool
 ) -> Adversary | None:
-    """The run's Adversary, or None when loss.adversarial_weight is 0 (the default)."""
+    """The run's Adversary: FactorVAE's (loss.objective factorvae), the PatchGAN (when
+    loss.adversarial_weight > 0), or None (the default)."""
+    if config.loss.objective == "factorvae":
+        return LatentAdversary(config, model, device, precision)
     if config.loss.adversarial_weight <= 0:
         return None
     return Adversary(config, model, device, precision, distributed)

@@ -1,5 +1,6 @@
 """The training objective of one minibatch: negative ELBO (or IWAE bound), beta, free bits,
-and optional perceptual and adversarial terms.
+and optional perceptual and adversarial terms; another `loss.objective` (beta-TCVAE,
+FactorVAE, WAE-MMD, InfoVAE) replaces the latent term (latent_objectives.py).
 
 The adversarial term is the latent-diffusion autoencoder recipe's (taming-transformers'
 `LPIPSWithDiscriminator`, hinge loss): from step `loss.adversarial_start` on, the loss
@@ -22,6 +23,7 @@ from .. import losses
 from ..config import LossConfig
 from ..errors import ConfigError
 from ..models import VAE
+from . import latent_objectives
 
 
 @dataclass
@@ -38,6 +40,10 @@ class StepTerms:
     fake: torch.Tensor | None = None
     adversarial: torch.Tensor | None = None
     adversarial_weight: torch.Tensor | None = None
+    # FactorVAE's discriminator: its q(z) draws (the PatchGAN's real images are x itself)
+    real: torch.Tensor | None = None
+    # another objective than the ELBO: its terms, (), detached (latent_objectives.COLUMNS)
+    extra: tuple[torch.Tensor, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,7 @@ def compute(
     perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     *,
     discriminator: nn.Module | None = None,
+    dataset_size: int = 0,
 ) -> StepTerms:
     """The loss of one batch x (B, C, H, W) in [0, 1] at global step `step`: summed over
     dimensions, batch-averaged.
@@ -84,28 +91,28 @@ def compute(
     `noise`: where eps comes from (None: torch's global generator); under DDP x holds rows
     rank::world of a global batch and the noise is drawn for the global batch (see
     `Noise`). `discriminator`: the adversarial term's, used from step
-    `cfg.adversarial_start` on (see the module's doc).
+    `cfg.adversarial_start` on (see the module's doc), or FactorVAE's.
+    `dataset_size`: the training set's, for beta-TCVAE's estimator (latent_objectives.py).
     """
     noise = noise if noise is not None else Noise()
-    b, d = x.shape[0], model.latent_dim
     if cfg.iw_samples > 1:
-        k = cfg.iw_samples
-        eps = noise.eps((k, b, d), 1, x.device)
-        log_w = model.log_importance_weights(x, k, y, noise.generator, eps)  # (K, B)
-        loss = -losses.iw_bound(log_w).mean()
-        nelbo = -log_w.mean()
-        return StepTerms(
-            loss,
-            nelbo.detach(),
-            torch.full_like(nelbo, float("nan")),
-            torch.full_like(nelbo, float("nan")),
-        )
+        return _iw_terms(model, x, y, cfg.iw_samples, noise)
+    b, d = x.shape[0], model.latent_dim
     # a quantised posterior draws no noise: one process would not move the generator
     eps = noise.eps((b, d), 0, x.device) if model.has_density else None
+    if cfg.objective != "elbo" and latent_objectives.deterministic(cfg):
+        eps = torch.zeros((b, d), device=x.device)  # z = mu: WAE's deterministic encoder
     out = model(x, y, noise.generator, eps)
     terms, kl_per_dim = model.elbo_terms(x, y, out=out)
     recon, kl = terms.recon.mean(), terms.kl.mean()
-    loss = recon + latent_term(model, cfg, step, kl, kl_per_dim)
+    other = None
+    if cfg.objective == "elbo":  # the fast path: nothing more
+        loss = recon + latent_term(model, cfg, step, kl, kl_per_dim)
+    else:
+        other = latent_objectives.latent_loss(
+            model, cfg, step, out, (kl, kl_per_dim), noise.generator, dataset_size, discriminator
+        )
+        loss = recon + other.loss
     nll, mean = recon, None  # nll: what the adaptive weight balances the adversary against
     if perceptual is not None and cfg.perceptual_weight > 0:
         # gradients flow through the perceptual network into the decoder: no no_grad here
@@ -113,6 +120,8 @@ def compute(
         term = cfg.perceptual_weight * perceptual(mean, x).mean()
         loss, nll = loss + term, nll + term
     result = StepTerms(loss, (recon + kl).detach(), recon.detach(), kl.detach())
+    if other is not None:
+        result.extra, result.real, result.fake = other.record, other.real, other.fake
     if discriminator is not None and adversarial_on(cfg, step):
         mean = model.mean(out.params) if mean is None else mean
         g_loss = generator_loss(discriminator(mean))
@@ -126,6 +135,18 @@ def compute(
     return result
 
 
+def _iw_terms(
+    model: VAE, x: torch.Tensor, y: torch.Tensor | None, k: int, noise: Noise
+) -> StepTerms:
+    """The IWAE bound's loss with K = `k` samples (its terms are not separable: NaN)."""
+    eps = noise.eps((k, x.shape[0], model.latent_dim), 1, x.device)
+    log_w = model.log_importance_weights(x, k, y, noise.generator, eps)  # (K, B)
+    loss = -losses.iw_bound(log_w).mean()
+    nelbo = -log_w.mean()
+    nan = torch.full_like(nelbo, float("nan"))
+    return StepTerms(loss, nelbo.detach(), nan, nan)
+
+
 def latent_term(
     model: VAE, cfg: LossConfig, step: int, kl: torch.Tensor, kl_per_dim: torch.Tensor
 ) -> torch.Tensor:
@@ -133,8 +154,7 @@ def latent_term(
     a VQ-VAE's codebook + beta x commitment loss as it is (see `check_objective`)."""
     if not model.has_density:
         return kl
-    kl_term = losses.free_bits_kl(kl_per_dim, cfg.free_bits) if cfg.free_bits > 0 else kl
-    return losses.beta_at(step, cfg.beta, cfg.kl_warmup_steps) * kl_term
+    return latent_objectives.weighted_kl(cfg, step, kl, kl_per_dim)
 
 
 def adversarial_on(cfg: LossConfig, step: int) -> bool:
@@ -191,7 +211,14 @@ def adaptive_weight(nll: torch.Tensor, g_loss: torch.Tensor, layer: torch.Tensor
 def check_objective(model: VAE, cfg: LossConfig) -> None:
     """The loss options a model can take: the KL's weight, warm-up and free bits, and the
     IWAE bound need a posterior with a density (a VQ-VAE's latent term is weighed by
-    model.commitment)."""
+    model.commitment); another objective's: latent_objectives.check."""
+    if model.has_density and cfg.free_bits > 0 and not model.closed_form_kl:
+        prior = getattr(model, "prior", "standard")
+        raise ConfigError(
+            f"loss.free_bits acts on each latent dimension's KL, which a model.posterior "
+            f"{model.posterior_kind}, model.prior {prior} model has not ({model.no_kl_per_dim})"
+            ": set loss.free_bits 0"
+        )
     if model.has_density:
         return
     asked = [
@@ -225,10 +252,13 @@ class Objective(nn.Module):
         noise: Noise,
         perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         discriminator: nn.Module | None = None,
+        dataset_size: int = 0,
     ) -> None:
         super().__init__()
         check_objective(model, cfg)
+        latent_objectives.check(model, cfg, noise.world)
         self.model, self.cfg, self.noise = model, cfg, noise
+        self.dataset_size = dataset_size  # beta-TCVAE's N
         self._perceptual = [perceptual]  # a list: frozen, so not a submodule DDP would sync
         self._discriminator = [discriminator]  # updated by training/adversary.py, not here
 
@@ -243,4 +273,5 @@ class Objective(nn.Module):
             self.noise,
             self._perceptual[0],
             discriminator=self._discriminator[0],
+            dataset_size=self.dataset_size,
         )

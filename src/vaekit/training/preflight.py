@@ -17,6 +17,7 @@ from ..data import Dataset, load_data
 from ..data.core.dataset import evenly_spaced, mean_image, to_float
 from ..data.core.validation import carve_validation
 from ..diffusers.autoencoderkl import is_autoencoderkl
+from ..diffusers.vqmodel import is_vqmodel
 from ..errors import ConfigError, DataError, VaekitError
 from ..io.checkpoint import STATE_FILE
 from ..models import VAE
@@ -183,7 +184,8 @@ def build_model(
         norm.check_likelihood(cfg.likelihood, str(data.info.get("path", data.name)))
         model = VAE.from_config(cfg, data.shape, data.num_classes, norm.record())
         # a resumed run loads its weights; diffusers' pair (fresh or model.init) has no head
-        if cfg.init_output_bias and saved is None and not is_autoencoderkl(model):
+        diffusers_pair = is_autoencoderkl(model) or is_vqmodel(model)
+        if cfg.init_output_bias and saved is None and not diffusers_pair:
             mean = model.normalization.to_model(mean_image(data.x_train)[None])[0]
             init_output_bias(model, mean)
         if cfg.linear_path and saved is None:  # the path starts at the images' PCA

@@ -25,7 +25,7 @@ from .. import tracking
 from ..config import Config
 from ..errors import ConfigError
 from ..io import checkpoint, fileio, outputs
-from ..models import VAE
+from ..models import VAE, code_prior
 from ..models.described import FAMILY, model_section
 from ..models.registry import registered_name
 from ..wording import option
@@ -36,6 +36,7 @@ RUN_FILES = (
     checkpoint.CONFIG_FILE,
     checkpoint.MODEL_FILE,
     checkpoint.STATE_FILE,
+    *code_prior.FILES,  # a VQ-VAE's prior over its codes (vaekit train-prior)
     tracking.METRICS_FILE,
     "samples.png",
     "reconstructions.png",

@@ -183,7 +183,8 @@ def _prepare(
     rank, world = (dist.rank, dist.world) if dist.enabled else (0, 1)
     noise = objective.Noise(generator, rank, world)
     discriminator = adversary.discriminator if adversary is not None else None
-    step.attach(objective.Objective(model, config.loss, noise, perceptual, discriminator))
+    n = data.x_train.shape[0]  # beta-TCVAE's N
+    step.attach(objective.Objective(model, config.loss, noise, perceptual, discriminator, n))
     if dist.main:
         fileio.write_text(run_dir / "config.yaml", config_yaml(config, model))
     tracker = Tracker(run_dir, config, enabled=dist.main, resume=resume)

@@ -13,7 +13,9 @@ every loss is a batch mean, so the mean of n batch means is the big batch's (the
 comes from the run's one generator in the same order: on the CPU, when a batch's noise is
 whole blocks of 16 values, even the draws are the same).
 A non-finite loss in any of the n batches, or a non-finite accumulated gradient, skips
-the whole step. The adversarial term's discriminator accumulates its gradients alike and
+the whole step, and with it what the forward passes moved in place (a VQ-VAE's EMA
+codebook and dead-code restarts: put back as they were before the step). The
+adversarial term's discriminator accumulates its gradients alike and
 steps once per optimizer step, after the VAE's, so every batch of a step is judged by the
 same discriminator as in one big batch; the recipe's adaptive weight is the one part
 computed per batch (a ratio of gradient norms does not add up over batches).
@@ -28,24 +30,31 @@ import torch
 from torch import nn
 
 from ..config import Config
-from .adversary import Adversary
+from ..models.quantizer import VectorQuantizer
+from .adversary import ADVERSARIAL, Adversary
 from .distributed import Dist
+from .latent_objectives import COLUMNS
 from .objective import StepTerms
 from .optim import WeightAverage, grad_norm, make_optimizer, make_schedule
 from .precision import autocast
 
 # A step's record (what `Step.__call__` returns, left on the device; steplog.py reads it):
-# one value per column, in this order. The adversarial columns are there only with an
-# adversary: the generator term g_loss, its weight and the discriminator's hinge loss
-# (means over the step's batches), 1.0 where the term was on and 1.0 where the
-# discriminator's update was skipped. "skipped" is 1.0 where the VAE's update was.
-ADVERSARIAL = ("adv_loss", "adv_weight", "disc_loss", "adv_on", "disc_skipped")
-RECORD = ("loss", "nelbo", "recon", "kl", "grad_norm", *ADVERSARIAL, "skipped")
+# one value per column, in this order: the ELBO's terms, another objective's own terms
+# (latent_objectives.COLUMNS: tcvae's mi, tc, dim_kl...), the gradient norm, an
+# adversary's columns (adversary.Adversary.columns: the PatchGAN's generator term g_loss,
+# its weight and the discriminator's hinge loss (means over the step's batches), 1.0 where
+# the term was on and 1.0 where the discriminator's update was skipped), and "skipped",
+# 1.0 where the VAE's update was.
+TERMS = ("loss", "nelbo", "recon", "kl")
 
 
-def record_columns(adversarial: bool) -> tuple[str, ...]:
-    """The names of a step record's columns, in order, with or without an adversary."""
-    return RECORD if adversarial else tuple(c for c in RECORD if c not in ADVERSARIAL)
+def record_columns(
+    adversarial: bool | tuple[str, ...], extra: tuple[str, ...] = ()
+) -> tuple[str, ...]:
+    """The names of a step record's columns, in order: with an adversary's columns (True:
+    the PatchGAN's) and an objective's `extra` terms."""
+    columns = ADVERSARIAL if adversarial is True else adversarial or ()
+    return (*TERMS, *extra, "grad_norm", *columns, "skipped")
 
 
 def optimizer_steps(batches: int, accumulate: int) -> int:
@@ -88,8 +97,15 @@ class Step:
             and bool(self.optimizer.defaults.get("fused"))
             and not self.scaler.is_enabled()
         )
+        # what the model's training forward pass moves in place (a VQ-VAE's EMA codebook):
+        # kept at each step's start, put back when the step is skipped ([]: a Gaussian VAE)
+        # (the tensors are read at each step: moving the model replaces its buffers)
+        self.quantizers = [m for m in model.modules() if isinstance(m, VectorQuantizer)]
+        self.moving: list[torch.Tensor] = []
+        self._before: list[torch.Tensor] = []
         self.objective: nn.Module | None = None
         self.adversary = adversary  # the discriminator's side of the adversarial term
+        self.extra = COLUMNS[config.loss.objective]  # another objective's record columns
         # the records of the batches of the step being accumulated (see __call__)
         self._parts: list[torch.Tensor] = []
         self._adversarial: list[torch.Tensor] = []
@@ -120,6 +136,9 @@ class Step:
         if i == 0:
             self.optimizer.zero_grad(set_to_none=True)
             self._parts = []
+            if self.quantizers:
+                self.moving = [t for q in self.quantizers for t in q.moving_state()]
+                self._before = [t.detach().clone() for t in self.moving]
         with self._no_sync(last), autocast(self.device, self.precision):
             terms = self.objective(x, y, step)
         with self._no_sync(last):
@@ -127,7 +146,7 @@ class Step:
             self.scaler.scale(loss).backward()
         if self.adversary is not None:
             self._adversary_backward(x, terms, i, n)
-        losses = [terms.loss.detach(), terms.nelbo, terms.recon, terms.kl]
+        losses = [terms.loss.detach(), terms.nelbo, terms.recon, terms.kl, *terms.extra]
         if n > 1:  # the step's means: one batch of n x B would report them
             self._parts.append(torch.stack(losses))
             if not last:
@@ -150,8 +169,18 @@ class Step:
             if self.average is not None:
                 self.average.update()
         self.scaler.update()
+        if self.moving:
+            self._put_back(bad)
         adversarial = self._adversary_apply() if self.adversary is not None else []
-        return torch.stack([*losses, norm, *adversarial, bad])
+        return torch.stack([*losses, norm, *adversarial, bad])  # record_columns' order
+
+    @torch.no_grad()
+    def _put_back(self, bad: torch.Tensor) -> None:
+        """What the step's forward passes moved in place, as it was before them where the
+        step was skipped (`bad` 1.0; on the device: no sync)."""
+        skipped = bad > 0
+        for now, before in zip(self.moving, self._before, strict=True):
+            now.copy_(torch.where(skipped, before, now))
 
     def _no_sync(self, last: bool) -> Any:
         """DDP all-reduces the gradients once per optimizer step: at its last batch."""
@@ -162,28 +191,29 @@ class Step:
 
     def _adversary_backward(self, x: torch.Tensor, terms: StepTerms, i: int, n: int) -> None:
         """Where the term is on: the discriminator's gradient on this batch (1/n of it);
-        its record columns kept for `_adversary_apply`: the generator term g_loss, its
-        weight and the discriminator's hinge loss."""
+        its record columns kept for `_adversary_apply`: the term's values (the PatchGAN's
+        g_loss and its weight) and the discriminator's loss."""
         assert self.adversary is not None
         if i == 0:
             self._adversarial = []
-        if terms.fake is None or terms.adversarial is None or terms.adversarial_weight is None:
+        if terms.fake is None:
             return  # before adversarial_start (the same for every batch of a step)
         scale = 1.0 if n == 1 else 1.0 / n
-        d_loss = self.adversary.backward(x, terms.fake, first=i == 0, scale=scale)
-        self._adversarial.append(torch.stack([terms.adversarial, terms.adversarial_weight, d_loss]))
+        real = x if terms.real is None else terms.real  # FactorVAE's: q(z)'s draws
+        d_loss = self.adversary.backward(real, terms.fake, first=i == 0, scale=scale)
+        self._adversarial.append(torch.stack([*self.adversary.term_values(terms), d_loss]))
 
     def _adversary_apply(self) -> list[torch.Tensor]:
-        """The discriminator's update where the term is on; the record's ADVERSARIAL
-        columns (a non-finite discriminator loss skips its update)."""
+        """The discriminator's update where the term is on; the record's adversary columns
+        (a non-finite discriminator loss skips its update)."""
         assert self.adversary is not None
         parts, self._adversarial = self._adversarial, []
         if not parts:
             off = torch.zeros((), device=self.device)
-            return [off, off, off, off, off]  # before adversarial_start: not counted
+            return [off] * len(self.adversary.columns)  # before adversarial_start: not counted
         means = parts[0] if len(parts) == 1 else torch.stack(parts).mean(0)
-        # the sum of the batches' losses: non-finite when any of them is
-        d_bad = self.adversary.apply(torch.stack(parts)[:, 2].sum())
+        # the sum of the batches' losses (the last value): non-finite when any of them is
+        d_bad = self.adversary.apply(torch.stack(parts)[:, -1].sum())
         on = torch.ones((), device=d_bad.device)
         return [*means, on, d_bad]
 

@@ -19,8 +19,6 @@ from .step import record_columns
 
 SYNC_EVERY = 25  # steps between reads of the step records
 AVERAGED = ("nelbo", "recon", "kl", "grad_norm")  # over the steps whose update was applied
-# with the adversarial term: over the steps whose discriminator update was applied
-ADVERSARIAL_AVERAGED = ("adv_loss", "adv_weight", "disc_loss")
 
 
 class StepLog:
@@ -38,8 +36,9 @@ class StepLog:
         description: str,
         total: int,
         show: bool,
-        adversarial: bool = False,
+        adversarial: bool | tuple[str, ...] = False,
         names: tuple[str, ...] = AVERAGED[:3],
+        extra: tuple[str, ...] = (),
     ) -> None:
         self.state, self.dist = state, dist
         # the terms' columns under the model's term_names (a VQ-VAE: objective, recon, vq)
@@ -48,11 +47,17 @@ class StepLog:
         self.take_back = take_back
         self.pending: list[torch.Tensor] = []
         self.batches = 0  # the batches of the pending records (the bar counts batches)
-        self.columns = record_columns(adversarial)
-        self.sums = dict.fromkeys(AVERAGED, 0.0)
+        self.columns = record_columns(adversarial, extra)
+        # averaged over the applied updates: the ELBO's terms and the objective's own
+        self.sums = dict.fromkeys((*AVERAGED, *extra), 0.0)
         self.applied = 0  # updates applied this epoch
-        self.adversarial = adversarial
-        self.adv_sums = dict.fromkeys(ADVERSARIAL_AVERAGED, 0.0)
+        # an adversary's columns: its values, then "on" and "skipped"
+        adversary = self.columns[self.columns.index("grad_norm") + 1 : -1]
+        self.adversarial = bool(adversary)
+        self.on, self.skipped = adversary[-2:] if adversary else ("", "")
+        # over the steps whose discriminator update was applied (PatchGAN: adv_loss,
+        # adv_weight, disc_loss)
+        self.adv_sums = dict.fromkeys(adversary[:-2], 0.0)
         self.disc_applied = self.disc_skipped = 0  # the discriminator's updates this epoch
         self.first = state.step_in_epoch  # a resumed epoch starts part-way
         self.started = time.perf_counter()
@@ -85,7 +90,7 @@ class StepLog:
                 self._add_adversarial(record)
             if not record["skipped"]:
                 self.state.consecutive_skips = 0
-                for name in AVERAGED:
+                for name in self.sums:
                     self.sums[name] += record[name]
                 self.applied += 1
                 continue
@@ -110,11 +115,11 @@ class StepLog:
 
     def _add_adversarial(self, record: dict[str, float]) -> None:
         """Count one record's adversarial columns."""
-        if record["adv_on"] and record["disc_skipped"]:
+        if record[self.on] and record[self.skipped]:
             self.disc_skipped += 1
-        elif record["adv_on"]:
+        elif record[self.on]:
             self.disc_applied += 1
-            for name in ADVERSARIAL_AVERAGED:
+            for name in self.adv_sums:
                 self.adv_sums[name] += record[name]
 
     def seconds(self) -> float:

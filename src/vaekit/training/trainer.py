@@ -159,8 +159,9 @@ class Trainer:
             description=f"epoch {epoch + 1}/{t.epochs}",
             total=num_batches(run.x_train.shape[0], t.batch_size),
             show=run.show,
-            adversarial=run.step.adversary is not None,
+            adversarial=run.step.adversary.columns if run.step.adversary is not None else (),
             names=run.model.term_names,
+            extra=run.step.extra,
         )
 
     def _batches(self, run: Run, epoch: int) -> list[torch.Tensor]:

@@ -73,8 +73,12 @@ def _labels(model: VAE, y: torch.Tensor | None, n: int) -> torch.Tensor | None:
 def most_active_dims(
     model: VAE, x: torch.Tensor, k: int = 2, y: torch.Tensor | None = None
 ) -> list[int]:
-    """The k latent dimensions with the largest KL over x, most active first."""
-    kl = metrics.kl_per_dimension(model, x, y)
+    """The k latent dimensions with the largest KL over x (a model whose KL does not split
+    by dimension: the largest activity, Cov_x E_q[z_d]), most active first."""
+    if model.closed_form_kl:
+        kl = metrics.kl_per_dimension(model, x, y)
+    else:
+        kl = metrics.active_units(model, x, y).activity
     order = torch.argsort(kl, descending=True, stable=True)
     return [int(i) for i in order[:k]]
 
@@ -252,6 +256,8 @@ def kl_chart(
             "a VQ-VAE's posterior is a point mass on its codes: it has no KL per dimension "
             "(evaluate reports its codebook's perplexity and usage)"
         )
+    if not model.closed_form_kl:
+        raise ConfigError(f"this model has no KL per latent dimension: {model.no_kl_per_dim}")
     kl = metrics.kl_per_dimension(model, x, y).tolist()
     units = metrics.active_units(model, x, y, threshold=threshold)
     active = (units.activity > threshold).tolist()
@@ -297,7 +303,7 @@ def write_all(
     curves = training_curves(records or [])
     if curves is not None:
         written["curves"] = save_png(run_dir / FILES["curves"], curves)
-    if model.has_density:  # a VQ-VAE has no KL
+    if model.has_density and model.closed_form_kl:  # a VQ-VAE has no KL; a VampPrior's
         written["kl"] = save_png(run_dir / FILES["kl"], kl_chart(model, x, y))
     return written
 
@@ -330,7 +336,7 @@ def write_images(
     recon = model.reconstruct(xk, yk)
     scale = grid.auto_scale(model.input_shape[1])
     grids = {"reconstructions": grid.make_grid(torch.cat([xk, recon]), nrow=k)}
-    if model.has_density:  # a VQ-VAE without a prior over its codes has no samples
+    if model.has_prior:  # a VQ-VAE without a prior over its codes has no samples
         grids["samples"] = grid.make_grid(model.sample(n, labels, generator=g), nrow=8)
     if run_dir is not None:
         for name, image in grids.items():

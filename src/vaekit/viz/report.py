@@ -31,6 +31,12 @@ REPORT_FILE = "report.html"
 # figure name -> (caption, drawn pixel by pixel); the manifold's depends on the model
 CAPTIONS = {
     "samples": ("Prior samples: z ~ N(0, I) decoded to the mean of p(x|z).", True),
+    "code_samples": (
+        "Prior samples: code maps drawn cell by cell from the prior over the codes (a gated "
+        "PixelCNN, vaekit train-prior), looked up in the codebook and decoded to the mean "
+        "of p(x|z).",
+        True,
+    ),
     "reconstructions": (
         "Test images (top) and their reconstructions from the posterior mean (bottom).",
         True,
@@ -119,6 +125,10 @@ def _epoch_table(records: list[dict[str, Any]]) -> str:
             "val_objective",
             "train_vq",
             "val_perplexity",
+            "train_mi",  # beta-TCVAE's terms (training/latent_objectives.py)
+            "train_tc",  # and FactorVAE's discriminator estimate
+            "train_dim_kl",
+            "train_mmd",  # WAE-MMD's, InfoVAE's
             "samples_per_s",
             "skipped_updates",
         )
@@ -227,9 +237,22 @@ def _figures(
     """The report's pictures, written to `out`: samples and reconstructions (none for a
     table), then the curves and latent figures; by their names in the page."""
     grids = figures.write_images(model, x, y, out, seed=seed)  # nothing for a table
-    written = {name: out / f"{name}.png" for name in grids}  # a VQ-VAE: no samples
+    written = {name: out / f"{name}.png" for name in grids}  # none without a prior
     written.update(figures.write_all(out, model, x, y, class_names, records, seed=seed))
     return written
+
+
+def _captions(model: VAE) -> dict[str, tuple[str, bool]]:
+    """The figures' captions for this model (its manifold's and samples' depend on it)."""
+    pca = " (PCA to 2-D)." if model.latent_dim > 2 else "."
+    captions = dict(
+        CAPTIONS,
+        manifold=(_manifold_caption(model.latent_dim), True),
+        latents=("Posterior means of test images, coloured by label" + pca, False),
+    )
+    if not model.has_density:  # a VQ-VAE's samples come from its prior over the codes
+        captions["samples"] = CAPTIONS["code_samples"]
+    return captions
 
 
 def render(
@@ -244,12 +267,7 @@ def render(
 ) -> str:
     """The report page (templates/report.html) from an evaluation and the written PNGs."""
     cfg = model.training_config()
-    pca = " (PCA to 2-D)." if model.latent_dim > 2 else "."
-    captions = dict(
-        CAPTIONS,
-        manifold=(_manifold_caption(model.latent_dim), True),
-        latents=("Posterior means of test images, coloured by label" + pca, False),
-    )
+    captions = _captions(model)
     pictures = "".join(
         _figure(key, written[key].read_bytes(), *captions[key]) for key in ORDER if key in written
     )

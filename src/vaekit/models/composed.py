@@ -1,0 +1,220 @@
+"""The Gaussian VAE with a richer prior or posterior: a VampPrior (priors.py), an inverse
+autoregressive flow after the Gaussian posterior (flows.py), or both.
+
+One model holds the composition: q(z|x) is the diagonal Gaussian of the VAE's heads,
+followed (`IAFVAE`, model.posterior iaf) by T flow steps; p(z) is N(0, I) or (model.prior
+vamp) the VampPrior. Neither KL has a closed form, so the ELBO's KL is the single-sample
+Monte Carlo estimate at the sampled z,
+
+    KL ~ log q(z|x) - log p(z),   log q(z|x) = log N(z_0; mu, sigma^2) - log |det dz/dz_0|,
+
+and `log_importance_weights` gives log p(x|z_k) + log p(z_k) - log q(z_k|x) with exactly
+the same densities, so the IW estimate of log p(x) (evaluate --iw-samples, loss.iw_samples)
+is of this model. The MC KL does not split into latent dimensions (a VampPrior's density
+does not factorise, and a flow mixes them): free bits are refused and the records of a
+KL per dimension are left out (`no_kl_per_dim` says why), active units are kept.
+
+The plain Gaussian VAE (vae.py) stays as it is: closed-form KL, no flow, no prior
+network; model.posterior gaussian with model.prior standard builds it, not this class.
+`posterior` (encode, reconstruct, interpolate, active units) gives the flow's point at
+eps = 0, f(mu), with the Gaussian's log-variance; `sample` draws from the prior.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import limits, losses
+from ..errors import ConfigError
+from .composition import PRIORS
+from .flows import IAF, hidden_width
+from .pretrained import POSTERIORS
+from .priors import STANDARD, VAMP, VampPrior, log_mixture
+from .vae import VAE, VAEOutput
+
+PRIOR_KINDS = (STANDARD, VAMP)
+MAX_PSEUDO_INPUTS, MAX_FLOW_STEPS = 1 << 16, 64
+NO_KL_PER_DIM = (
+    "its KL is a Monte Carlo estimate, log q(z|x) - log p(z), which does not split into "
+    "latent dimensions"
+)
+
+
+@dataclass
+class ComposedOutput(VAEOutput):
+    log_q: torch.Tensor | None = None  # (B,) log q(z|x) at z, the flow's log-det included
+
+
+def _whole(name: str, value: Any, high: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= high:
+        raise ConfigError(f"{name} must be a whole number from 1 to {high}; got {value!r}")
+    return value
+
+
+class ComposedVAE(VAE):
+    """A VAE with the Gaussian posterior and the prior `prior` ('standard' or 'vamp', with
+    `pseudo_inputs` K), its KL by Monte Carlo (see the module doc)."""
+
+    priors = PRIOR_KINDS
+    closed_form_kl = False
+    no_kl_per_dim = NO_KL_PER_DIM
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        *,
+        prior: str = STANDARD,
+        pseudo_inputs: int = 500,
+        **settings: Any,
+    ) -> None:
+        if prior not in PRIOR_KINDS:
+            raise ConfigError(f"prior must be one of {', '.join(PRIOR_KINDS)}; got {prior!r}")
+        _whole("pseudo_inputs", pseudo_inputs, MAX_PSEUDO_INPUTS)
+        if settings.get("num_classes"):
+            raise ConfigError(
+                "a class-conditional VAE with a VampPrior or an IAF posterior is not built "
+                "yet: set model.conditional false"
+            )
+        super().__init__(encoder, decoder, **settings)
+        self.prior = prior
+        self.pseudo_inputs = int(pseudo_inputs)
+        self.vamp: VampPrior | None = None
+        if prior == VAMP:
+            limits.check_fits(
+                pseudo_inputs * math.prod(self.input_shape) * 4 * 4,
+                f"{pseudo_inputs:,} pseudo-inputs of {self.input_shape} (weights, gradients "
+                "and Adam's moments)",
+                "make model.pseudo_inputs smaller",
+            )
+            self.vamp = VampPrior(pseudo_inputs, self.input_shape, self.normalization.bounded)
+
+    # -- q(z|x) ---------------------------------------------------------------------------
+    def gaussian(
+        self, x: torch.Tensor, y: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The Gaussian heads' mean and log-variance for x in the model's units, (B, D)
+        each: q(z|x) itself, or the start of the flow."""
+        return VAE.posterior(self, x, y)
+
+    def transform(
+        self, z0: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """z_0 (..., D) drawn from N(mu, exp(logvar)) to z and log q(z|x) (...,)."""
+        return z0, losses.log_normal_diag(z0, mu, logvar)
+
+    # -- p(z) -----------------------------------------------------------------------------
+    def components(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The VampPrior's components: the Gaussian heads at the pseudo-inputs, (K, D) each."""
+        assert self.vamp is not None
+        return self.gaussian(self.vamp.inputs())
+
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) for z (..., D): (...,)."""
+        if self.vamp is None:
+            return losses.log_standard_normal(z)
+        return log_mixture(z, *self.components())
+
+    def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n draws of p(z), (n, D): a VampPrior's are a random pseudo-input's posterior."""
+        if self.vamp is None:
+            return super().sample_prior(n, generator)
+        return VampPrior.sample(n, *self.components(), generator)
+
+    # -- the bounds -----------------------------------------------------------------------
+    def forward(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        eps: torch.Tensor | None = None,
+    ) -> ComposedOutput:
+        mu, logvar = self.gaussian(x, y)
+        z, log_q = self.transform(losses.reparameterize(mu, logvar, generator, eps=eps), mu, logvar)
+        return ComposedOutput(mu, logvar, z, self.decode(z, y), log_q)
+
+    def elbo_terms(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        out: VAEOutput | None = None,
+    ) -> tuple[losses.ELBOTerms, torch.Tensor]:
+        """Per-example -log p(x|z) and the one-sample KL log q(z|x) - log p(z), and that KL
+        as (B, 1) (it does not split by dimension)."""
+        out = out if out is not None else self(x, y, generator)
+        assert isinstance(out, ComposedOutput) and out.log_q is not None
+        kl = out.log_q - self.log_prior(out.z)
+        terms = losses.ELBOTerms(recon=-self.log_likelihood(x, out.params), kl=kl)
+        return terms, kl.unsqueeze(1)
+
+    def log_importance_weights(
+        self,
+        x: torch.Tensor,
+        k: int,
+        y: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        eps: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """log p(x|z_k) + log p(z_k) - log q(z_k|x) for z_k ~ q(z|x), (K, B): the flow's
+        and the prior's exact densities, in float32 also under autocast (which then runs
+        the decoder only)."""
+        b = x.shape[0]
+        with torch.autocast(x.device.type, enabled=False):
+            mu, logvar = self.gaussian(x, y)
+            z0 = losses.reparameterize(mu, logvar, generator, samples=k, eps=eps)  # (K, B, D)
+            z, log_q = self.transform(z0, mu, logvar)
+            log_latent = self.log_prior(z) - log_q  # (K, B)
+        y_rep = None if y is None else torch.as_tensor(y, device=x.device).repeat(k)
+        params = self.decode(z.reshape(k * b, -1), y_rep).float()
+        x_rep = x.unsqueeze(0).expand(k, *x.shape).reshape(k * b, *x.shape[1:])
+        return self.log_likelihood(x_rep, params).view(k, b) + log_latent
+
+
+class IAFVAE(ComposedVAE):
+    """A ComposedVAE whose posterior is the Gaussian followed by `flow_steps` inverse
+    autoregressive flow steps (flows.py); a latent vector only."""
+
+    posterior_kind = "iaf"
+
+    def __init__(
+        self, encoder: nn.Module, decoder: nn.Module, *, flow_steps: int = 2, **settings: Any
+    ) -> None:
+        _whole("flow_steps", flow_steps, MAX_FLOW_STEPS)
+        if settings.get("latent_shape") is not None:
+            raise ConfigError(
+                "an IAF posterior is built for a latent vector (a spatial latent needs masked "
+                "convolutions, not built yet): set model.latent_channels 0"
+            )
+        super().__init__(encoder, decoder, **settings)
+        self.flow_steps = int(flow_steps)
+        d = self.latent_dim
+        limits.check_fits(
+            flow_steps * hidden_width(d) * d * 3 * 4 * 4,  # 3 masked layers, + grads, Adam
+            f"{flow_steps} flow steps over a latent of {d:,}",
+            "make model.flow_steps or model.latent_dim smaller",
+        )
+        self.flow = IAF(d, self.flow_steps)
+
+    def transform(
+        self, z0: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        z, log_det = self.flow(z0)
+        return z, losses.log_normal_diag(z0, mu, logvar) - log_det
+
+    def posterior(
+        self, x: torch.Tensor, y: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(z|x) summarised: the flow's point at eps = 0, f(mu) (B, D), which reconstruct,
+        encode and interpolate use, and the Gaussian's log-variance before the flow."""
+        mu, logvar = self.gaussian(x, y)
+        return self.flow(mu)[0], logvar
+
+
+POSTERIORS[IAFVAE.posterior_kind] = IAFVAE
+PRIORS[VAMP] = ComposedVAE

@@ -1,0 +1,103 @@
+"""The inverse autoregressive flow (Kingma et al. 2016, "Improved Variational Inference
+with Inverse Autoregressive Flow"): a posterior richer than a diagonal Gaussian.
+
+z_0 = mu + sigma_0 * eps comes from the Gaussian heads; each of T steps then maps
+z_{t-1} to z_t with the paper's numerically stable, LSTM-like update
+
+    (m_t, s_t) = MADE_t(z_{t-1}),   sigma_t = sigmoid(s_t),
+    z_t = sigma_t * z_{t-1} + (1 - sigma_t) * m_t,
+
+where MADE_t (Germain et al. 2015) is a masked MLP: output d sees only the inputs
+before d in the step's ordering, so dz_t/dz_{t-1} is triangular under that ordering with
+diagonal sigma_t, and log |det| = sum_d log sigma_t,d (log-sigmoid, stable for any s).
+The steps alternate the ordering (natural, reversed), as the paper's do. Then
+
+    log q(z_T|x) = log N(z_0; mu, sigma_0^2) - sum_t sum_d log sigma_t,d
+
+exactly (models/composed.py uses it in the KL and the importance weights). The flow has
+no context input from the encoder (pythae's VAE_IAF has none either): its steps are
+shared by all x, and q(z|x) varies with x through mu and sigma_0. The s outputs start
+near +2 (the paper: "close to +1 or +2"), so each step starts close to the identity.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+GATE_BIAS = 2.0  # the s outputs' initial bias: sigma_t starts near sigmoid(2) ~ 0.88
+
+
+def hidden_width(dim: int) -> int:
+    """The MADE's hidden width for a latent of `dim` values."""
+    return max(2 * dim, 16)
+
+
+class MaskedLinear(nn.Linear):
+    """A linear layer whose weight is multiplied by a fixed 0/1 mask (out, in)."""
+
+    mask: torch.Tensor
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        super().__init__(mask.shape[1], mask.shape[0])
+        self.register_buffer("mask", mask.float(), persistent=False)  # rebuilt, not saved
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight * self.mask, self.bias)
+
+
+def made_masks(order: torch.Tensor, hidden: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """MADE's masks for inputs whose autoregressive degrees are `order` (D,) (a permutation
+    of 1..D): hidden unit k has degree 1 + k mod (D - 1) and sees inputs of degree <= its
+    own; an output of degree d sees hidden units of degree < d, so it depends on the inputs
+    before it only. Returns the (hidden, D) and (D, hidden) masks."""
+    dim = order.numel()
+    degrees = torch.arange(hidden) % max(1, dim - 1) + 1  # (H,)
+    first = degrees[:, None] >= order[None, :]  # (H, D)
+    second = order[:, None] > degrees[None, :]  # (D, H)
+    return first, second
+
+
+class IAFStep(nn.Module):
+    """One flow step: a MADE over z (ordering `order`, degrees 1..D) giving m and s."""
+
+    def __init__(self, order: torch.Tensor, hidden: int) -> None:
+        super().__init__()
+        dim = order.numel()
+        first, second = made_masks(order, hidden)
+        self.hidden = MaskedLinear(first)
+        self.m = MaskedLinear(second)
+        self.s = MaskedLinear(second)
+        with torch.no_grad():
+            self.s.weight.mul_(0.1)
+            self.s.bias.fill_(GATE_BIAS)
+        self.dim = dim
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """z (..., D) -> (z_t (..., D), log |det dz_t/dz| (...,))."""
+        h = F.elu(self.hidden(z))  # (..., H)
+        m, s = self.m(h), self.s(h)  # (..., D) each
+        gate = torch.sigmoid(s)
+        return gate * z + (1.0 - gate) * m, F.logsigmoid(s).sum(-1)
+
+
+class IAF(nn.Module):
+    """T inverse autoregressive steps over a latent vector of `dim` values, the orderings
+    alternating natural and reversed; `forward(z0)` gives z_T and the summed log-det."""
+
+    def __init__(self, dim: int, steps: int) -> None:
+        super().__init__()
+        natural = torch.arange(1, dim + 1)
+        self.steps = nn.ModuleList(
+            IAFStep(natural if t % 2 == 0 else natural.flip(0), hidden_width(dim))
+            for t in range(steps)
+        )
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """z_0 (..., D) -> (z_T (..., D), sum_t log |det dz_t/dz_{t-1}| (...,))."""
+        log_det = torch.zeros(z.shape[:-1], device=z.device, dtype=z.dtype)
+        for step in self.steps:
+            z, step_log_det = step(z)
+            log_det = log_det + step_log_det
+        return z, log_det

@@ -1,0 +1,184 @@
+"""`vaekit train-prior RUN` as a function: a prior over a VQ-VAE's codes (the gated PixelCNN
+of models/code_prior.py), trained on the codes of the rows the run trained on, selected on
+the codes of its validation rows, and saved beside the run (code_prior.safetensors and
+code_prior.json), where `vaekit.load(RUN)` finds it.
+
+A short loop of its own, not the Trainer's (trainer.py): the Trainer trains a `VAE` on
+examples through the model's objective and owns a run directory (config.yaml, state.pt,
+metrics.jsonl, model.safetensors, all written for the model it trains). The prior is a
+second, small model inside a finished run, trained by cross-entropy on integer codes that
+are computed once, and it must leave every file of the run as it is; pushing it through
+the Trainer would mean a fake VAE, a fake data set and a second run directory. What the
+two share is shared by calling: the data the run trained on (`loading.data_of`), its
+training and validation rows and the codes of them (`evaluation.encode`), the epoch order
+(`epoch_permutation`, a pure function of seed and epoch) and the atomic writes.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data import Dataset, batch_indices, epoch_permutation
+from ..data.core.validation import validation_rows
+from ..errors import ConfigError, TrainingDiverged
+from ..evaluation.encode import encode
+from ..evaluation.prior import code_nll
+from ..loading import data_of, load
+from ..models import VAE, VQVAE, code_prior
+from ..models.code_prior import CodePrior, bits, code_map
+from ..models.pretrained import resolve
+
+VAL_FRACTION = 0.1  # of the training codes, held out where the run has no validation rows
+
+
+@dataclass
+class PriorResult:
+    """What `train_prior` returns."""
+
+    model: VQVAE  # the VQ-VAE with the trained prior attached (`model.code_prior`)
+    history: list[dict[str, Any]]  # per epoch: train_nll, val_nll (nats per example), ...
+    saved_in: Path | None  # the run folder the prior was saved in (None: a model was given)
+
+
+def train_prior(
+    run: str | Path | VAE,
+    *,
+    data: str | None = None,
+    epochs: int = 10,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    channels: int = 64,
+    layers: int = 5,
+    kernel: int = 3,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = False,
+) -> PriorResult:
+    """Train a gated PixelCNN prior over the codes of the VQ-VAE `run` (a run folder, or a
+    VQVAE in memory) and attach it; a run folder gets its files. `data`: anything --data
+    takes (default: the data the run trained on); its training rows train the prior, its
+    validation rows (else VAL_FRACTION of the training codes) choose the epoch kept."""
+    options = {"epochs": (epochs, 1), "batch_size": (batch_size, 1), "seed": (seed, 0)}
+    for name, (value, low) in options.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ConfigError(f"{name} must be a whole number >= {low}; got {value!r}")
+    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not 0 < lr <= 10:
+        raise ConfigError(f"lr must be a number above 0 and at most 10; got {lr!r}")
+    folder = None if isinstance(run, VAE) else _local_run(run)
+    model = run if isinstance(run, VAE) else load(run, device)
+    source = "the model" if folder is None else str(folder)
+    if not isinstance(model, VQVAE):
+        raise ConfigError(
+            f"{source} is a Gaussian VAE, whose prior is N(0, I); a prior over codes is "
+            "trained for a VQ-VAE (model.posterior vq)"
+        )
+    with torch.random.fork_rng(devices=[]):  # the prior's start: seeded, the caller's RNG kept
+        torch.manual_seed(seed)
+        prior = CodePrior(model.codebook_size, model.code_map_shape(), channels, layers, kernel)
+    train, val = _codes(model, data_of(model, data, source=source, progress=progress), seed)
+    prior.to(model.device)
+    history, best = fit(prior, train.to(model.device), val.to(model.device), epochs,
+                         batch_size, float(lr), seed, progress)  # fmt: skip
+    prior.load_state_dict(best["weights"])
+    prior.training_record = {
+        "epochs": epochs, "batch_size": batch_size, "lr": float(lr), "seed": seed,
+        "train_codes": len(train), "val_codes": len(val), "best_epoch": best["epoch"],
+        "val_nll": best["val_nll"], "history": history,
+    }  # fmt: skip
+    model.attach_prior(prior.eval())
+    if folder is not None:
+        code_prior.write(folder, prior, code_prior.fingerprint(model.state_dict()),
+                         prior.training_record)  # fmt: skip
+    return PriorResult(model, history, folder)
+
+
+def _local_run(run: Any) -> Path:
+    """The run folder the prior is saved in: a local folder (a Hub model or a diffusers one
+    has none to write to)."""
+    if not isinstance(run, (str, Path)):
+        raise ConfigError(f"run must be a run folder or a vaekit.VQVAE, not {type(run).__name__}")
+    if str(run).startswith(("hf://", "diffusers:")):
+        raise ConfigError(
+            f"{run} is no local run folder to save a prior in: download it, or train the prior "
+            "from Python on the loaded model (vaekit.train_prior(model, data=...))"
+        )
+    return resolve(run)
+
+
+def _codes(model: VQVAE, dataset: Dataset, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The code maps (N, h, w) of the training rows and of the validation rows, or, for
+    data without validation rows, of VAL_FRACTION of the training rows held out by `seed`."""
+    train = _code_map(encode(model, dataset, split="train"))
+    if dataset.x_val is not None or isinstance(dataset.info.get("carve"), dict):
+        return train, _code_map(encode(model, dataset, split="val"))
+    if len(train) < 2:
+        raise ConfigError(
+            f"{dataset.name} has {len(train)} training example and no validation rows: the "
+            "prior needs two at least, one to hold out"
+        )
+    kept, held = validation_rows(len(train), VAL_FRACTION, seed)
+    return train[torch.from_numpy(kept)], train[torch.from_numpy(held)]
+
+
+def _code_map(arrays: Any) -> torch.Tensor:
+    assert isinstance(arrays, dict)
+    return code_map(torch.from_numpy(np.ascontiguousarray(arrays["codes"])))
+
+
+def fit(
+    prior: CodePrior,
+    train: torch.Tensor,
+    val: torch.Tensor,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    progress: bool,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Adam on the mean NLL of minibatches of codes, in each epoch's seeded order; a
+    line per epoch; the history, and the epoch of the lowest validation NLL with its
+    weights."""
+    optimizer = torch.optim.Adam(prior.parameters(), lr=lr)
+    count = math.prod(prior.code_shape)
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {"val_nll": math.inf}
+    size = min(batch_size, len(train))  # fewer codes than a batch: one batch of them all
+    for epoch in range(epochs):
+        prior.train()
+        order = epoch_permutation(len(train), seed, epoch).to(train.device)
+        total = torch.zeros((), device=train.device)
+        batches = batch_indices(order, size)
+        for idx in batches:
+            loss = prior.nll(train[idx]).mean()
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"the code prior's loss is not finite at epoch {epoch + 1}: lower --lr "
+                    f"(now {lr:g})"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach()
+        record = {"epoch": epoch + 1, "train_nll": float(total) / len(batches)}
+        record["val_nll"] = float(code_nll(prior, val, batch_size).mean())
+        record["val_bits_per_code"] = bits(record["val_nll"], count)
+        history.append(record)
+        if record["val_nll"] < best["val_nll"]:
+            weights = copy.deepcopy(prior.state_dict())
+            best = {"epoch": epoch + 1, "val_nll": record["val_nll"], "weights": weights}
+        if progress:
+            print(
+                f"prior epoch {epoch + 1}/{epochs}: train {record['train_nll']:.3f}, val "
+                f"{record['val_nll']:.3f} nats per example ({record['val_bits_per_code']:.4f} "
+                "bits per code)" + (" *" if best["epoch"] == epoch + 1 else ""),
+                file=sys.stderr,
+            )
+    return history, best

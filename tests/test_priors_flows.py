@@ -1,0 +1,322 @@
+"""The VampPrior and the IAF posterior, each bound against an independent computation
+(a loop over the prior's components, torch.distributions, autograd's Jacobian, a plain
+importance-sampling loop), and the composed models through every path a user takes
+(train, save, load, evaluate --iw-samples, sample, report) and every refusal."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch.autograd.functional import jacobian
+from torch.distributions import Bernoulli, Categorical, Independent, MixtureSameFamily, Normal
+
+import vaekit
+from conftest import TINY_FLAGS, assert_one_line_error
+from vaekit import cli
+from vaekit.config import ModelConfig
+from vaekit.errors import ConfigError
+from vaekit.evaluation.likelihood import _example_noise, elbo_stats, importance_sampling
+from vaekit.models import IAFVAE, VAE, ComposedVAE
+from vaekit.models.flows import IAF, IAFStep
+from vaekit.models.priors import log_mixture
+
+SHAPE = (1, 6, 6)
+
+
+def model(posterior: str = "gaussian", prior: str = "vamp", **options: object) -> VAE:
+    cfg = ModelConfig(hidden=[16], latent_dim=3, posterior=posterior, prior=prior,
+                      pseudo_inputs=5, flow_steps=2, **options)  # type: ignore[arg-type]  # fmt: skip
+    m = VAE.from_config(cfg, SHAPE)
+    with torch.no_grad():  # spread the posteriors and the flow so the checks see them work
+        for p in m.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return m.eval()
+
+
+def images(n: int, seed: int = 1) -> torch.Tensor:
+    return torch.rand((n, *SHAPE), generator=torch.Generator().manual_seed(seed))
+
+
+# -- the VampPrior --------------------------------------------------------------------------------
+def test_vamp_log_density_is_a_loop_over_components_with_logsumexp() -> None:
+    m = model()
+    assert isinstance(m, ComposedVAE) and m.vamp is not None
+    z = torch.randn(7, 3) * 2
+    per_component = []
+    for u in m.vamp.inputs():  # each pseudo-input through the encoder on its own
+        mu, logvar = VAE.posterior(m, u.unsqueeze(0))
+        q = Independent(Normal(mu[0], torch.exp(0.5 * logvar[0])), 1)
+        per_component.append(q.log_prob(z))  # (7,)
+    expected = torch.logsumexp(torch.stack(per_component), 0) - math.log(5)
+    torch.testing.assert_close(m.log_prior(z), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_log_mixture_in_passes_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    mu, logvar, z = torch.randn(4, 3), torch.randn(4, 3), torch.randn(2, 5, 3)
+    whole = log_mixture(z, mu, logvar)
+    monkeypatch.setattr("vaekit.models.priors.ROWS_PER_PASS", 12)  # one z row per pass
+    torch.testing.assert_close(log_mixture(z, mu, logvar), whole)
+
+
+def test_vamp_kl_matches_a_monte_carlo_estimate_with_many_samples() -> None:
+    m = model()
+    x = images(1)
+    n = 40_000
+    with torch.no_grad():
+        terms, _ = m.elbo_terms(x.expand(n, *SHAPE), generator=torch.Generator().manual_seed(3))
+        mu, logvar = VAE.posterior(m, x)
+        mu_k, logvar_k = VAE.posterior(m, m.vamp.inputs())  # type: ignore[union-attr]
+    q = Independent(Normal(mu[0], torch.exp(0.5 * logvar[0])), 1)
+    p = MixtureSameFamily(
+        Categorical(torch.ones(5)), Independent(Normal(mu_k, torch.exp(0.5 * logvar_k)), 1)
+    )
+    z = q.sample((n,))
+    plain = q.log_prob(z) - p.log_prob(z)
+    stderr = math.sqrt(float(plain.var() + terms.kl.var()) / n)
+    assert abs(float(terms.kl.mean() - plain.mean())) < 4 * stderr
+    assert float(plain.mean()) > 0  # a KL, and far from 0 here: the check has teeth
+
+
+def test_monte_carlo_kl_with_the_standard_prior_matches_the_closed_form() -> None:
+    m = model("iaf", "standard")
+    m.flow = IAF(3, 0)  # no steps: q is the Gaussian, whose KL has a closed form
+    x = images(1).expand(40_000, *SHAPE)
+    with torch.no_grad():
+        terms, _ = m.elbo_terms(x, generator=torch.Generator().manual_seed(0))
+        mu, logvar = VAE.posterior(m, x[:1])
+    closed = 0.5 * float((mu.pow(2) + logvar.exp() - logvar - 1).sum())
+    assert abs(float(terms.kl.mean()) - closed) < 4 * float(terms.kl.std()) / 200
+
+
+# -- the inverse autoregressive flow --------------------------------------------------------------
+def spread(flow: torch.nn.Module) -> torch.nn.Module:
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    return flow
+
+
+def test_iaf_log_det_equals_the_autograd_jacobian() -> None:
+    flow = spread(IAF(4, 3))
+    for z0 in torch.randn(5, 4):
+        _, log_det = flow(z0)
+        j = jacobian(lambda v: flow(v)[0], z0)  # (4, 4)
+        torch.testing.assert_close(log_det, torch.linalg.slogdet(j).logabsdet, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_each_step_is_autoregressive_and_inverts_dimension_by_dimension(reverse: bool) -> None:
+    order = torch.arange(1, 5).flip(0) if reverse else torch.arange(1, 5)
+    step = spread(IAFStep(order, 8))
+    z = torch.randn(4)
+    j = jacobian(lambda v: step(v)[0], z)  # j[i, k] = dz_t,i / dz_k
+    ordered = j[order.argsort()][:, order.argsort()]  # rows and columns in the step's order
+    assert torch.equal(ordered.triu(1), torch.zeros(4, 4))  # lower-triangular in its ordering
+    assert bool((ordered.diagonal() > 0).all())  # sigma > 0: invertible
+    # invert it by solving for one dimension after another, in its order
+    out, _ = step(z)
+    back = torch.zeros(4)
+    for i in order.argsort():
+        h = torch.nn.functional.elu(step.hidden(back))
+        gate = torch.sigmoid(step.s(h))[i]
+        back[i] = (out[i] - (1 - gate) * step.m(h)[i]) / gate
+    torch.testing.assert_close(back, z, rtol=1e-4, atol=1e-5)
+
+
+def test_iaf_log_q_is_the_base_density_less_the_log_det() -> None:
+    m = model("iaf", "standard")
+    assert isinstance(m, IAFVAE)
+    x = images(1)
+    eps = torch.randn(1, 3)
+    with torch.no_grad():
+        out = m(x, eps=eps)
+        mu, logvar = VAE.posterior(m, x)
+    z0 = mu[0] + torch.exp(0.5 * logvar[0]) * eps[0]
+    j = jacobian(lambda v: m.flow(v)[0], z0)
+    base = Independent(Normal(mu[0], torch.exp(0.5 * logvar[0])), 1).log_prob(z0)
+    expected = base - torch.linalg.slogdet(j).logabsdet
+    torch.testing.assert_close(out.log_q[0], expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out.z[0], m.flow(z0)[0])
+
+
+# -- the importance-weighted bound ----------------------------------------------------------------
+def plain_log_px(m: VAE, x: torch.Tensor, k: int, seed: int) -> torch.Tensor:
+    """log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), one example and one sample at a time:
+    q through autograd's Jacobian of the flow, p(z) through torch.distributions."""
+    out = []
+    mu_k, logvar_k = VAE.posterior(m, m.vamp.inputs())  # type: ignore[union-attr]
+    prior = MixtureSameFamily(
+        Categorical(torch.ones(mu_k.shape[0])), Independent(Normal(mu_k, (0.5 * logvar_k).exp()), 1)
+    )
+    for i in range(x.shape[0]):
+        mu, logvar = VAE.posterior(m, x[i : i + 1])
+        q0 = Independent(Normal(mu[0], torch.exp(0.5 * logvar[0])), 1)
+        eps = _example_noise(i, k, 3, seed, torch.device("cpu"))
+        log_w = []
+        for e in eps:
+            z0 = mu[0] + torch.exp(0.5 * logvar[0]) * e
+            z = m.flow(z0)[0]
+            log_q = q0.log_prob(z0) - torch.linalg.slogdet(jacobian(lambda v: m.flow(v)[0], z0))[1]
+            logits = m.decode(z.unsqueeze(0))[0]
+            log_px_z = Bernoulli(logits=logits, validate_args=False).log_prob(x[i]).sum()
+            log_w.append(log_px_z + prior.log_prob(z) - log_q)
+        out.append(torch.logsumexp(torch.stack(log_w), 0) - math.log(k))
+    return torch.stack(out).double()
+
+
+def test_iw_estimate_matches_a_plain_loop_and_is_above_the_elbo() -> None:
+    m = model("iaf", "vamp")
+    x = images(4)
+    with torch.no_grad():
+        iw = importance_sampling(m, x, 6, seed=5, workers=1)
+        plain = plain_log_px(m, x, 6, seed=5)
+    torch.testing.assert_close(iw.log_px, plain, rtol=1e-5, atol=1e-4)
+    # on average over examples and draws, log p_K >= the ELBO (Burda et al. 2015)
+    many = images(200, seed=2)
+    with torch.no_grad():
+        log_px = importance_sampling(m, many, 32, seed=1, workers=1).log_px.mean()
+        elbo = -elbo_stats(m, many, seed=9)["nelbo"]
+    assert float(log_px) > elbo
+
+
+def vaekit_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """`vaekit ARGV` in this process (a fresh process each would double the test's time):
+    its standard output, after a zero exit."""
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return out
+
+
+def test_training_with_iw_samples_runs_on_the_model_s_own_weights(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    vaekit_cli(capsys, "train", "--data", "noise", *TINY_FLAGS, "--out", str(tmp_path / "r"),
+               "--model.prior", "vamp", "--model.pseudo_inputs", "4",
+               "--loss.iw_samples", "3")  # fmt: skip
+    assert isinstance(vaekit.load(tmp_path / "r"), ComposedVAE)
+
+
+# -- sampling -------------------------------------------------------------------------------------
+def test_samples_come_from_a_random_pseudo_input_s_posterior() -> None:
+    m = model()
+    with torch.no_grad():
+        mu_k, logvar_k = m.components()
+        z = m.sample_prior(4000, torch.Generator().manual_seed(0))
+    # every draw lies near one component: its distance in that component's sigmas is small
+    dist = ((z[:, None] - mu_k) / torch.exp(0.5 * logvar_k)).pow(2).sum(-1).min(1).values
+    assert float(dist.quantile(0.99)) < 20  # chi^2 with 3 degrees of freedom
+    torch.testing.assert_close(z.mean(0), mu_k.mean(0), atol=0.15, rtol=0.0)
+    assert m.sample(3, generator=torch.Generator().manual_seed(0)).shape == (3, *SHAPE)
+
+
+# -- the composition, through the CLI -------------------------------------------------------------
+CONV = ["--model.arch", "conv", "--model.channels", "4,8", "--model.blocks_per_level", "0",
+        "--data.image_size", "8"]  # fmt: skip
+OPTIONS = {
+    "vamp": ["--model.prior", "vamp", "--model.pseudo_inputs", "6"],
+    "iaf": ["--model.posterior", "iaf", "--model.flow_steps", "2"],
+    "iaf+vamp": ["--model.posterior", "iaf", "--model.prior", "vamp", "--model.pseudo_inputs", "6"],
+}
+
+
+@pytest.mark.parametrize("option", list(OPTIONS))
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_train_save_load_evaluate_sample_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], arch: str, option: str
+) -> None:
+    run = tmp_path / "run"
+    flags = [*TINY_FLAGS, "--data.noise_examples", "96", *(CONV if arch == "conv" else [])]
+    vaekit_cli(capsys, "train", "--data", "noise", *flags, "--out", str(run), *OPTIONS[option])
+    loaded = vaekit.load(run)
+    expected = IAFVAE if "iaf" in option else ComposedVAE
+    assert type(loaded) is expected
+    assert loaded.prior == ("vamp" if "vamp" in option else "standard")
+    architecture = json.loads((run / "config.json").read_text())["architecture"]
+    assert architecture.get("posterior", "gaussian") == ("iaf" if "iaf" in option else "gaussian")
+    assert architecture["prior"] == loaded.prior
+    stats = json.loads(vaekit_cli(capsys, "evaluate", str(run), "--iw-samples", "4", "--json"))
+    assert stats["log_px"] >= stats["iw_elbo"] and math.isfinite(stats["nelbo"])
+    assert "kl_per_dim" not in stats and "active_units" in stats
+    vaekit_cli(capsys, "sample", str(run), "--out", str(tmp_path / "s.png"))
+    assert (tmp_path / "s.png").stat().st_size > 0
+    vaekit_cli(capsys, "report", str(run), "--iw-samples", "2", "--max-test", "16")
+    assert (run / "report.html").exists()
+
+
+def test_vamp_takes_a_spatial_latent(tmp_path: Path) -> None:
+    cfg = ModelConfig(arch="conv", channels=[4, 8], blocks_per_level=0, latent_channels=2,
+                      prior="vamp", pseudo_inputs=3)  # fmt: skip
+    m = VAE.from_config(cfg, (1, 8, 8))
+    x = torch.rand(2, 1, 8, 8)
+    assert m.log_importance_weights(x, 3).shape == (3, 2)
+    assert m.sample(2).shape == (2, 1, 8, 8)
+    m.save_pretrained(tmp_path / "m")
+    assert type(VAE.from_pretrained(tmp_path / "m")) is ComposedVAE
+
+
+def test_the_hub_card_names_the_flow_and_the_prior() -> None:
+    from vaekit.io import hub
+
+    plan = model("iaf", "vamp").push_to_hub("alice/tiny", dry_run=True)
+    text = plan.files[hub.CARD_FILE].decode()
+    assert "an IAF posterior of 2 flow steps, a VampPrior of 5 pseudo-inputs" in text
+
+
+def test_the_gaussian_vae_stays_the_plain_vae(tmp_path: Path) -> None:
+    m = VAE.from_config(ModelConfig(hidden=[16], latent_dim=3), SHAPE)
+    assert type(m) is VAE and m.closed_form_kl
+    assert "prior" not in m.architecture() and "posterior" not in m.architecture()
+
+
+# -- refusals -------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "flags, needle",
+    [
+        (["--model.posterior", "iaf", "--loss.free_bits", "0.5"], "set loss.free_bits 0"),
+        (["--model.prior", "vamp", "--loss.free_bits", "0.5"], "set loss.free_bits 0"),
+        (["--model.posterior", "vq", "--model.prior", "vamp"], "set model.prior standard"),
+        ([*CONV, "--model.latent_channels", "2", "--model.posterior", "iaf"],
+         "set model.latent_channels 0"),
+        (["--model.prior", "vamp", "--model.arch", "autoencoderkl"], "mlp and conv"),
+        (["--model.prior", "vamp", "--model.conditional"], "set model.conditional false"),
+        ([*CONV, "--model.posterior", "iaf", "--model.linear_path", "--model.likelihood",
+          "gaussian"], "does not take it"),
+    ],
+)  # fmt: skip
+def test_what_cannot_work_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], needle: str
+) -> None:
+    code = cli.main(["train", "--data", "noise", *TINY_FLAGS, "--out", str(tmp_path / "o"), *flags])
+    assert_one_line_error(code, capsys.readouterr().err, needle)
+
+
+def test_the_kl_chart_is_refused_for_a_monte_carlo_kl() -> None:
+    from vaekit.viz.figures import kl_chart
+
+    with pytest.raises(ConfigError, match="no KL per latent dimension"):
+        kl_chart(model(), images(4))
+
+
+@pytest.mark.parametrize(
+    "setting, value", [("pseudo_inputs", 0), ("pseudo_inputs", 2.5), ("prior", "gmm")]
+)
+def test_bad_settings_in_python_are_one_line(setting: str, value: object) -> None:
+    cfg = ModelConfig(hidden=[16], latent_dim=3)
+    built = VAE.from_config(cfg, SHAPE)
+    with pytest.raises(ConfigError, match=setting):
+        ComposedVAE(built.encoder, built.decoder, latent_dim=3, input_shape=SHAPE,
+                    **{setting: value})  # type: ignore[arg-type]  # fmt: skip
+
+
+def test_an_unknown_prior_in_config_json_is_one_line(tmp_path: Path) -> None:
+    model().save_pretrained(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    meta["architecture"]["prior"] = "gmm"
+    (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(vaekit.errors.CheckpointError, match="unknown prior 'gmm'"):
+        VAE.from_pretrained(tmp_path / "m")
