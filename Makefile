@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 DEMO_RUN ?= runs/demo
 
-.PHONY: demo test venv venv-core data lint clean
+.PHONY: demo test venv venv-core data lint clean bench-families-deps bench-families
 
 # The demo needs vaekit and its core dependencies; the tests add the [dev] tools.
 $(VENV)/.core-stamp: pyproject.toml
@@ -65,6 +65,21 @@ lint: venv
 	$(VENV)/bin/ruff check src tests benchmarks scripts examples
 	$(VENV)/bin/ruff format --check src tests benchmarks scripts examples
 	$(VENV)/bin/mypy
+
+# benchmarks/families.py: vaekit's model families against pythae's. pythae is no vaekit
+# dependency: it goes into benchmarks/.pythae (gitignored) with --no-deps, beside the venv's
+# torch (make venv-core first; VENV=... names a venv of your own, which is not touched).
+PYTHAE_DIR := benchmarks/.pythae
+$(PYTHAE_DIR)/.stamp: benchmarks/requirements-pythae.txt
+	@test -x $(PY) || { echo "no $(PY): run make venv-core first, or pass VENV=PATH"; exit 1; }
+	$(PIP) install -q --no-deps --target $(PYTHAE_DIR) -r benchmarks/requirements-pythae.txt
+	touch $@
+
+bench-families-deps: $(PYTHAE_DIR)/.stamp
+
+FAMILIES ?= VAE,IWAE,VQVAE
+bench-families: bench-families-deps
+	OMP_NUM_THREADS=1 nice $(PY) benchmarks/families.py --families $(FAMILIES)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

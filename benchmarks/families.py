@@ -1,0 +1,390 @@
+"""vaekit's model families against pythae's implementations of the same models, on
+Fashion-MNIST, one table.
+
+    make bench-families-deps      # once: pythae 0.1.2 into benchmarks/.pythae (gitignored)
+    python benchmarks/families.py [--families VAE,IWAE,VQVAE] [--budget-s 30]
+        [--iw-samples 1000] [--iw-images 500] [--fid-samples 5000] [--sides vaekit,pythae]
+
+Each family is trained on both sides with the same networks, started from the same
+weights: an MLP 784-512-512-16 (ReLU) and back with Bernoulli pixels (pythae: BCE on the
+sigmoid); for the VQ-VAE vaekit's conv net (channels 32, 64, no residual blocks; a 7x7
+map of 8-value codes, a codebook of 256) and for WAE-MMD the MLP, both with the squared
+error (pythae's only loss for them; vaekit: a Gaussian of variance 1/2, whose -log p(x|z)
+is that summed squared error plus a constant). vaekit's side is its `Trainer` on the
+config below; pythae's is its `BaseTrainer` (FactorVAE: `AdversarialTrainer`) with its
+model class on vaekit's modules (families_pythae.py). Both: Adam at 1e-3, batch 128, all
+60,000 training images, fp32, one thread, the same budget of process CPU seconds from the
+first step (each side stops at the first step past it; `time.process_time`, which
+time-slicing by other processes does not inflate), one side after the other in this
+process.
+
+Both sides are evaluated by the same functions here, on the same test images: -ELBO (one
+seeded z-sample per image, all 10,000) from each model's `elbo_terms` or, for pythae's
+models with parts of their own (VampPrior, IAF), the same bound written out from those
+parts; log p(x) by importance sampling (K samples, the first `--iw-images` test images,
+logsumexp of the log weights here); PSNR/SSIM of posterior-mean reconstructions
+(vaekit.evaluation.metrics); FID of prior samples against test images with vaekit's seeded
+random feature network (`--fid random`); active units (Burda et al. 2015: Var_x E[z|x] >
+0.01); the VQ-VAE's codebook perplexity and usage (vaekit's codebook_stats, pythae's
+trained codebook copied into the twin's quantiser). A family vaekit does not have yet is
+skipped with the reason, so this can be rerun once it is merged. Writes
+benchmarks/results/families.json and .md (`--name`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vaekit import VaekitError
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import families_pythae as pyt  # noqa: E402
+from common import machine, write_results  # noqa: E402
+
+MSE = {"model.likelihood": "gaussian", "model.obs_scale": math.sqrt(0.5)}  # -log p = SSE + c
+CONV_VQ = {
+    **MSE,
+    "model.arch": "conv",
+    "model.channels": [32, 64],
+    "model.blocks_per_level": 0,  # no residual blocks: 1/3 of the step's work
+    "model.latent_channels": 8,
+    "model.posterior": "vq",
+    "model.codebook_size": 256,
+}
+VQ_VALUES = 7 * 7 * 8  # latent values per image: pythae means its VQ losses over them
+# z = the encoder's mean (pythae's WAE, vaekit's wae_encoder deterministic): neither side's
+# -ELBO or log p(x) means anything, so the table compares reconstructions and samples
+POINT_POSTERIOR = ("WAE_MMD",)
+
+
+@dataclass(frozen=True)
+class Family:
+    """One row pair: vaekit's config overrides (on top of the base network), pythae's model
+    settings (None: pythae has no such model), the base network's overrides."""
+
+    vaekit: dict[str, Any]
+    pythae: dict[str, Any] | None
+    base: dict[str, Any] = field(default_factory=dict)
+
+
+FAMILIES: dict[str, Family] = {
+    "VAE": Family({}, {}),
+    "IWAE": Family({"loss.iw_samples": 5}, {"number_samples": 5}),
+    "VQVAE": Family(
+        {},  # vaekit sums its codebook and commitment terms over the latent values,
+        # pythae means them: its factors times the values make the same objective
+        {
+            "num_embeddings": 256,
+            "commitment_loss_factor": 0.25 * VQ_VALUES,
+            "quantization_loss_factor": 1.0 * VQ_VALUES,
+        },
+        CONV_VQ,
+    ),
+    "VAMP": Family({"model.prior": "vamp", "model.pseudo_inputs": 50}, {"number_components": 50}),
+    "VAE_IAF": Family({"model.posterior": "iaf", "model.flow_steps": 2}, {"n_made_blocks": 2}),
+    "BetaTCVAE": Family(
+        {"loss.objective": "tcvae", "loss.tc_weight": 6.0, "loss.tc_estimator": "mss"},
+        {"beta": 6.0, "alpha": 1.0, "gamma": 1.0, "use_mss": True},
+    ),
+    "FactorVAE": Family({"loss.objective": "factorvae", "loss.tc_weight": 6.0}, {"gamma": 6.0}),
+    "WAE_MMD": Family(
+        {
+            "loss.objective": "wae_mmd",
+            "loss.mmd_weight": 10.0,
+            "loss.mmd_kernel": "imq",
+            "loss.wae_encoder": "deterministic",
+        },
+        {"reg_weight": 10.0, "kernel_choice": "imq"},
+        MSE,
+    ),
+    "INFOVAE_MMD": Family(
+        {"loss.objective": "infovae", "loss.mmd_weight": 10.0, "loss.info_alpha": 0.0},
+        {"alpha": 0.0, "lbd": 10.0, "kernel_choice": "imq"},
+    ),
+    "hierarchical": Family({"model.posterior": "ladder", "model.latent_dims": [16, 8]}, None),
+}
+BASE = {
+    "data.name": "fashion-mnist",
+    "data.val_fraction": 0.0,
+    "model.hidden": [512, 512],
+    "model.latent_dim": 16,
+    "optim.lr": 1e-3,
+    "train.batch_size": 128,
+    "train.epochs": 10_000,  # a cap: the CPU budget stops training
+    "train.threads": 1,
+    "train.precision": "fp32",
+    "train.progress": False,
+    "train.seed": 0,
+}
+
+
+# -- training -----------------------------------------------------------------------------------
+def config(family: Family, out: Path, own: bool = True) -> Any:
+    import vaekit
+
+    overrides = {**BASE, **family.base, **(family.vaekit if own else {})}
+    return vaekit.load_config("mnist-mlp", {**overrides, "train.out": str(out)})
+
+
+def train_vaekit(family: Family, budget_s: float, work: Path) -> tuple[Any, dict, dict]:
+    """vaekit's Trainer on the family's config until the budget: the model, its weights
+    before the first step, and steps, samples and CPU seconds."""
+    import vaekit
+
+    clock: dict[str, Any] = {"steps": 0}
+
+    class Budget(vaekit.Callback):
+        def on_train_start(self, trainer: Any) -> None:
+            clock["init"] = copy.deepcopy(trainer.model.state_dict())
+            clock["t0"] = time.process_time()
+
+        def on_step_end(self, trainer: Any) -> bool:
+            clock["steps"] += 1
+            clock["cpu_s"] = time.process_time() - clock["t0"]
+            return bool(clock["cpu_s"] >= budget_s)
+
+    cfg = config(family, work / "vaekit")
+    result = vaekit.Trainer(None, cfg, callbacks=[Budget()], overwrite=True).fit()
+    steps = clock["steps"]
+    stats = {"steps": steps, "samples": steps * cfg.train.batch_size, "cpu_s": clock["cpu_s"]}
+    return result.model.eval(), clock["init"], stats
+
+
+def twin_of(family: Family, init: dict | None, work: Path) -> tuple[Any, bool]:
+    """The base network (no family options) as a vaekit model, with the weights vaekit's run
+    started from where they fit; whether all of them did."""
+    from vaekit.models import VAE
+
+    torch.manual_seed(0)
+    cfg = config(family, work / "twin", own=False)
+    twin = VAE.from_config(cfg.model, (1, 28, 28))
+    own = twin.state_dict()
+    if init is None:
+        return twin, False
+    fits = {k: v for k, v in init.items() if k in own and v.shape == own[k].shape}
+    twin.load_state_dict(fits, strict=False)
+    return twin, set(fits) == set(own)
+
+
+def train_pythae(
+    name: str, family: Family, twin: Any, budget_s: float, x: torch.Tensor, out: Path
+) -> dict:
+    assert family.pythae is not None
+    model, trainer_cls, trainer_config = pyt.build(
+        name, twin, family.pythae, BASE["train.batch_size"], BASE["optim.lr"], out
+    )
+    torch.manual_seed(0)
+    stats = pyt.train(model, trainer_cls, trainer_config, x, budget_s)
+    twin.eval()
+    if name == "VQVAE":
+        pyt.copy_codebook(model, twin)
+    stats["pythae_model"] = model
+    return stats
+
+
+# -- the shared evaluation ------------------------------------------------------------------
+class Side:
+    """What the evaluation reads of a trained model, in the model's units (x in [0, 1]);
+    vaekit's models and pythae's twins as they are."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.density = bool(model.has_density)
+        # pythae's VampPrior and IAF: families_pythae.PythaeDensity, with the same methods
+
+    def terms(self, x: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        terms, _ = self.model.elbo_terms(x, generator=g)
+        return terms.recon, terms.kl
+
+    def log_weights(self, x: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
+        return self.model.log_importance_weights(x, k, generator=g)  # (K, B)
+
+    def sample(self, n: int, g: torch.Generator) -> torch.Tensor:
+        return self.model.sample(n, generator=g)
+
+    def mean(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.posterior(x)[0]
+
+
+@torch.no_grad()
+def evaluate(side: Side, x_test: torch.Tensor, args: argparse.Namespace) -> dict[str, Any]:
+    from vaekit.evaluation import metrics
+    from vaekit.evaluation.codebook import codebook_stats
+
+    x = x_test.float() / 255.0
+    out: dict[str, Any] = {}
+    started = time.process_time()
+    g = torch.Generator().manual_seed(0)
+    recon, latent = zip(
+        *(side.terms(x[i : i + 1000], g) for i in range(0, len(x), 1000)), strict=True
+    )
+    if side.density or hasattr(side.model, "quantize"):  # not pythae's WAE: a point mass
+        key = "nelbo" if side.density else "objective"
+        out[key] = float((torch.cat(recon) + torch.cat(latent)).mean())
+    if side.density and args.iw_samples:
+        g.manual_seed(1)
+        xi = x[: args.iw_images]
+        lw = [side.log_weights(xi[i : i + 4], args.iw_samples, g).double() for i in
+              range(0, len(xi), 4)]  # fmt: skip
+        log_px = torch.logsumexp(torch.cat(lw, 1), 0) - math.log(args.iw_samples)
+        out["log_px"] = float(log_px.mean())
+        out["log_px_stderr"] = float(log_px.std() / math.sqrt(len(log_px)))
+    means = torch.cat([side.mean(x[i : i + 1000]) for i in range(0, len(x), 1000)])
+    images = side.model.mean(side.model.decode(means))
+    out["psnr"] = float(metrics.psnr(x, images).mean())
+    out["ssim"] = float(metrics.ssim(x, images).mean())
+    if hasattr(side.model, "quantize"):
+        out.update(codebook_stats(side.model, x_test))
+    else:
+        out["active_units"] = int((means.double().var(0, unbiased=False) > 0.01).sum())
+    if args.fid_samples:
+        try:
+            g.manual_seed(2)
+            fake = torch.cat([side.sample(500, g) for _ in range(0, args.fid_samples, 500)])
+            real = x[: args.fid_samples]
+            out["fid_random"] = metrics.fid_images(real, fake[: len(real)], "random", seed=0)
+        except VaekitError as e:  # a VQ-VAE without a prior over its codes: no samples
+            out["fid_random"] = None
+            out["no_samples"] = str(e).splitlines()[0]
+    out["eval_cpu_s"] = time.process_time() - started
+    return out
+
+
+# -- the table ---------------------------------------------------------------------------------
+def _f(value: Any, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[list[str]]:
+    head = ["family", "side", "steps", "train CPU-s", "samples / CPU-s", "x pythae",
+            "-ELBO (VQ: objective)", f"log p(x), K={args.iw_samples}", "PSNR dB", "SSIM",
+            "FID (random net)", "active units (VQ: perplexity, usage)"]  # fmt: skip
+    out = [head]
+    for row in rows:
+        for side in ("vaekit", "pythae"):
+            r = row.get(side)
+            if r is None:
+                continue
+            speed = r["samples"] / r["cpu_s"]
+            other = row.get("pythae") if side == "vaekit" else None
+            ratio = f"{speed / (other['samples'] / other['cpu_s']):.2f}x" if other else ""
+            objective = r.get("nelbo", r.get("objective"))
+            log_px = r.get("log_px")
+            lp = "n/a" if log_px is None else f"{log_px:.2f} ± {r['log_px_stderr']:.2f}"
+            units = r.get("active_units")
+            if units is None:
+                units = f"{r['perplexity']:.1f}, {r['codebook_usage']:.0%}"
+            out.append([row["family"], side, str(r["steps"]), _f(r["cpu_s"], 1), _f(speed, 0),
+                        ratio, _f(objective), lp, _f(r["psnr"]), _f(r["ssim"], 4),
+                        _f(r.get("fid_random")), str(units)])  # fmt: skip
+    return out
+
+
+def notes(result: dict[str, Any]) -> list[str]:
+    s, m = result["settings"], result["machine"]
+    lines = [
+        f"Each side trained for {s['budget_s']:g} CPU seconds (process CPU time from its first "
+        "step; one thread, fp32, Adam 1e-3, batch 128, all 60,000 training images), the two "
+        "sides one after the other in one process, from the same initial weights of the same "
+        "networks (the docstring of benchmarks/families.py gives them). samples / CPU-s: "
+        "training images per CPU second over that window, the trainers' own per-epoch work "
+        "included; x pythae: vaekit's over pythae's. vaekit's trainer flushes denormals "
+        "for the process, so pythae's side, after it, runs with them flushed too.",
+        "Both sides evaluated by the same code on the same test images: -ELBO with one "
+        "seeded z-sample per image on all 10,000; log p(x) by importance sampling on the "
+        f"first {s['iw_images']:,} (± the standard error over images); PSNR/SSIM of "
+        "posterior-mean reconstructions on all 10,000; FID of "
+        f"{s['fid_samples']:,} prior samples against as many test images with vaekit's seeded "
+        "random feature network (comparable between rows only); active units: Var_x "
+        "E[z|x] > 0.01. pythae's networks are vaekit's modules, evaluated as vaekit models "
+        "(VampPrior and IAF: with pythae's trained prior and flow).",
+        f"Load average (1, 5, 15 min) at the end: {m.get('load_average_end')}; "
+        f"wall time {result['wall_s']:.0f} s.",
+    ]
+    for row in result["rows"]:
+        for key in ("vaekit_skipped",):
+            if key in row:
+                lines.append(f"{row['family']}: {row[key]}")
+        for side in ("vaekit", "pythae"):
+            if row.get(side, {}).get("no_samples"):
+                lines.append(f"{row['family']} ({side}) has no samples: {row[side]['no_samples']}")
+    return lines
+
+
+# -- the run ------------------------------------------------------------------------------------
+def run_family(name: str, args: argparse.Namespace, data: Any, work: Path) -> dict[str, Any]:
+    family = FAMILIES[name]
+    row: dict[str, Any] = {"family": name}
+    init = None
+    if "vaekit" in args.sides:
+        print(f"[{name}] vaekit: training for {args.budget_s} CPU-s", file=sys.stderr)
+        try:
+            model, init, stats = train_vaekit(family, args.budget_s, work)
+        except VaekitError as e:
+            row["vaekit_skipped"] = f"vaekit cannot train {name} (not merged yet?): {e}"
+            print(f"[{name}] skipped: {row['vaekit_skipped']}", file=sys.stderr)
+            return row
+        side: Any = Side(model)
+        side.density = side.density and name not in POINT_POSTERIOR
+        row["vaekit"] = {**stats, **evaluate(side, data.x_test, args)}
+    if "pythae" in args.sides and family.pythae is not None:
+        twin, same_init = twin_of(family, init, work)
+        print(f"[{name}] pythae: training for {args.budget_s} CPU-s", file=sys.stderr)
+        stats = train_pythae(name, family, twin, args.budget_s, data.x_train, work / "pythae")
+        p = stats.pop("pythae_model")
+        side = Side(twin)
+        if name in ("VAMP", "VAE_IAF"):
+            side = pyt.PythaeDensity(twin, p, "iaf" if name == "VAE_IAF" else "vamp")
+        side.density = side.density and name not in POINT_POSTERIOR
+        row["pythae"] = {**stats, "same_init": same_init, **evaluate(side, data.x_test, args)}
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--families", default="VAE,IWAE,VQVAE")
+    parser.add_argument("--budget-s", type=float, default=30.0, help="CPU seconds per side")
+    parser.add_argument("--iw-samples", type=int, default=1000)
+    parser.add_argument("--iw-images", type=int, default=500)
+    parser.add_argument("--fid-samples", type=int, default=5000)
+    parser.add_argument("--sides", default="vaekit,pythae")
+    parser.add_argument("--name", default="families")
+    args = parser.parse_args()
+    names = [n.strip() for n in args.families.split(",") if n.strip()]
+    unknown = [n for n in names if n not in FAMILIES]
+    if unknown:
+        parser.error(f"unknown families {unknown}; known: {', '.join(FAMILIES)}")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    if "pythae" in args.sides:
+        pyt.import_pythae()
+    from vaekit.data import load_data
+
+    info = machine()
+    data = load_data(config(FAMILIES["VAE"], Path("unused")).data, progress=False)
+    started = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="vaekit-bench-families-"))
+    try:
+        rows = [run_family(n, args, data, work / n) for n in names]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    info["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+    result = {"machine": info, "settings": vars(args), "base": BASE, "rows": rows,
+              "wall_s": time.perf_counter() - started}  # fmt: skip
+    print(write_results(args.name, result, table(rows, args), notes(result)))
+
+
+if __name__ == "__main__":
+    main()
