@@ -81,6 +81,7 @@ CHOICE_FLAGS = {
     ("model.arch", "conv"): ["--model.channels", "4,8"],
     ("model.arch", "autoencoderkl"): ["--model.channels", "4,8", "--model.latent_channels", "2"],
     ("model.posterior", "ladder"): ["--model.latent_dims", "2,1"],
+    ("data.augment", "crop"): ["--data.image_size", "8"],  # of 32 px images (CHOICE_DATA)
     **{
         ("loss.perceptual", name): [
             *("--loss.perceptual_backbone_weights", "random"),
@@ -90,8 +91,9 @@ CHOICE_FLAGS = {
         for name in ("lpips-vgg", "lpips-alex")
     },
 }
-# lpips-alex reads 31 px at least, more than the noise's 28: its case trains on these
-ALEX_DATA = "choice-data/32px.npz"
+# choices that the noise cannot train: lpips-alex reads 31 px at least (the noise has 28),
+# crop crops a folder's images; their cases train on data of their own, made in config_cases
+CHOICE_DATA = {"lpips-alex": "choice-data/32px.npz", "crop": "choice-data/folder"}
 
 # options that act only under one loss.objective: their cases train with it
 OBJECTIVE_OPTIONS = {
@@ -162,6 +164,7 @@ def option_values(key: str, f: Any, typ: Any) -> Iterator[tuple[str, str]]:
         if meta.get("max") is not None:
             yield "above max", str(int(meta["max"]) + 1)
         yield "min", "1" if key != "train.tracker" else ""
+        yield from ((f"choice {c}", c) for c in meta.get("choices", ()))  # data.augment's
         return
     if typ is bool:
         yield from [("garbage", "maybe"), ("empty", ""), ("true", "true"), ("false", "false")]
@@ -189,9 +192,13 @@ def option_values(key: str, f: Any, typ: Any) -> Iterator[tuple[str, str]]:
 
 def config_cases(work: Path) -> Iterator[dict[str, Any]]:
     """`vaekit train` with each hostile value of each config option."""
-    (work / ALEX_DATA).parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    np.savez(work / ALEX_DATA, x_train=rng.integers(0, 256, (72, 32, 32), dtype=np.uint8))
+    from PIL import Image
+
+    (work / CHOICE_DATA["crop"]).mkdir(parents=True, exist_ok=True)
+    images = np.random.default_rng(0).integers(0, 256, (72, 32, 32), dtype=np.uint8)
+    np.savez(work / CHOICE_DATA["lpips-alex"], x_train=images)
+    for i, image in enumerate(images[:12]):
+        Image.fromarray(image).save(work / CHOICE_DATA["crop"] / f"{i}.png")
     for key, f, typ in iter_fields():
         if key in RUN_OPTIONS:
             continue
@@ -203,7 +210,8 @@ def config_cases(work: Path) -> Iterator[dict[str, Any]]:
             argv += ["--model.posterior", "vq"] if key in VQ_OPTIONS else []
             argv += COMPOSED_OPTIONS.get(key, [])
             argv += CHOICE_FLAGS.get((key, value), [])
-            argv += ["--data", str(work / ALEX_DATA)] if value == "lpips-alex" else []
+            if value in CHOICE_DATA:
+                argv += ["--data", str(work / CHOICE_DATA[value])]
             if key in OBJECTIVE_OPTIONS:
                 argv += ["--loss.objective", OBJECTIVE_OPTIONS[key]]
             case = {"id": case_id, "argv": argv, "check": "run", "run": str(out)}
@@ -658,6 +666,7 @@ def test_every_config_case_trains_in_a_directory_of_its_own(tmp_path: Path) -> N
     assert len({c["id"] for c in cases}) == len({c["run"] for c in cases}) == len(cases)
     ids = {c["id"] for c in cases}  # and the extra flags of a choice name a real one
     assert {f"train --{key} choice {value}" for key, value in CHOICE_FLAGS} <= ids
+    assert all(any(i.endswith(f" choice {value}") for i in ids) for value in CHOICE_DATA)
 
 
 def _field(key: str) -> tuple[Any, Any]:
