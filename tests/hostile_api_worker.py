@@ -140,6 +140,8 @@ class Fixtures:
         self.spatial = VAE.from_config(spatial, SHAPE)
         quantised = ModelConfig(**{**vars(spatial), "posterior": "vq", "codebook_size": 8})
         self.vq = VAE.from_config(quantised, SHAPE)  # a VQVAE with a 2x2 map of codes
+        ladder = ModelConfig(hidden=[8], posterior="ladder", latent_dims=[2, 1])
+        self.ladder = VAE.from_config(ladder, SHAPE)  # a LadderVAE of two layers
         self.folder = self.model.save_pretrained(work / "model")
         self.count = 0
 
@@ -170,6 +172,7 @@ def good_values(fx: Fixtures, target: str) -> dict[str, Any]:
     halves = builtin.build(ModelConfig(hidden=[8], latent_dim=2), SHAPE)
     model = fx.spatial if target.startswith("spatial.") else fx.model
     model = fx.vq if target.startswith("vq.") else model
+    model = fx.ladder if target.startswith("ladder.") else model
     z = torch.zeros(4, model.latent_dim)
     values: dict[str, Any] = {
         "encoder": halves.encoder, "decoder": halves.decoder, "latent_dim": 2,
@@ -184,7 +187,7 @@ def good_values(fx: Fixtures, target: str) -> dict[str, Any]:
         "x_test": torch.randint(0, 255, (5, *SHAPE), dtype=torch.uint8),
         "train": Cheap(), "data": None, "seed": 0, "epoch": 0,
         "perm": torch.arange(10), "batch_size": 3, "history": [], "run_dir": fx.work,
-        "download": False, "progress": False,
+        "download": False, "progress": False, "latent_dims": [2, 1],
     }  # fmt: skip
     if target in ("vaekit.train", "vaekit.Trainer"):
         values["config"] = fx.config()
@@ -254,6 +257,8 @@ def resolve(target: str, fx: Fixtures) -> Any:
         return getattr(fx.spatial, name)
     if owner == "vq":
         return getattr(fx.vq, name)
+    if owner == "ladder":
+        return getattr(fx.ladder, name)
     return getattr(importlib.import_module(owner), name)
 
 

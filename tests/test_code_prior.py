@@ -167,7 +167,8 @@ def test_train_prior_load_sample_evaluate_report(prior_run: Path, capsys, tmp_pa
     stats = json.loads(out)
     data = vaekit.loading.load_with_data(prior_run)[1]
     test_codes = code_map(model.encode_codes(data.x))
-    nats = float(model.code_prior.nll(test_codes).mean())
+    with torch.no_grad():
+        nats = float(model.code_prior.nll(test_codes).mean())
     assert stats["prior_nll"] == pytest.approx(nats, rel=1e-5)
     assert stats["prior_bits_per_code"] == pytest.approx(nats / (49 * math.log(2)))
     assert stats["prior_bits_per_dim"] == pytest.approx(nats / (784 * math.log(2)))
@@ -218,11 +219,21 @@ def test_train_prior_from_python_saves_with_the_model(vq_run: Path, tmp_path: Pa
     loaded = vaekit.load(tmp_path / "saved")
     g = [torch.Generator().manual_seed(1) for _ in range(2)]
     assert torch.equal(model.sample(3, generator=g[0]), loaded.sample(3, generator=g[1]))
+    with torch.no_grad():  # trained further with the prior attached: its codes moved on
+        model.quantize.embedding.weight.add_(0.01)
+    model.save_pretrained(tmp_path / "moved")
+    assert (tmp_path / "moved" / "model.safetensors").exists()
+    assert not (tmp_path / "moved" / "code_prior.json").exists()
     gaussian = vaekit.train(tiny_config(tmp_path / "gaussian"))
     with pytest.raises(ConfigError, match="a Gaussian VAE, whose prior is N"):
         vaekit.train_prior(gaussian)
     with pytest.raises(ConfigError, match="epochs must be"):
         vaekit.train_prior(model, epochs=0)
+    folder = tmp_path / "diffusers-vqmodel"  # a folder diffusers wrote: no run to write into
+    folder.mkdir()
+    (folder / "config.json").write_text('{"_class_name": "VQModel"}')
+    with pytest.raises(ConfigError, match="no vaekit run folder"):
+        vaekit.train_prior(str(folder))
 
 
 def test_a_vector_latents_codes_are_a_one_row_map(tmp_path: Path) -> None:
@@ -236,3 +247,21 @@ def test_a_vector_latents_codes_are_a_one_row_map(tmp_path: Path) -> None:
     assert model.sample(6).shape == (6, 1, 28, 28)
     stats = vaekit.evaluate(model, torch.rand(4, 1, 28, 28))
     assert stats["prior_bits_per_code"] == pytest.approx(stats["prior_nll"] / (2 * math.log(2)))
+
+
+def test_push_sends_the_prior_and_a_hub_load_brings_it(
+    prior_run: Path, offline_cache: Path
+) -> None:
+    from conftest import write_hub_cache
+    from vaekit.publish import plan_push
+
+    plan = plan_push(prior_run, "alice/vq", run_evaluate=False)
+    assert {"code_prior.safetensors", "code_prior.json"} <= set(plan.files)
+    files = {k: v if isinstance(v, bytes) else Path(v).read_bytes() for k, v in plan.files.items()}
+    write_hub_cache(offline_cache, "alice/vq", files)
+    model, original = vaekit.load("hf://alice/vq"), vaekit.load(prior_run)
+    assert model.has_prior
+    g = [torch.Generator().manual_seed(2) for _ in range(2)]
+    assert torch.equal(
+        model.sample_codes(3, generator=g[0]), original.sample_codes(3, generator=g[1])
+    )

@@ -73,6 +73,7 @@ VQ_OPTIONS = {
 COMPOSED_OPTIONS = {
     "model.pseudo_inputs": ["--model.prior", "vamp"],
     "model.flow_steps": ["--model.posterior", "iaf"],
+    "model.latent_dims": ["--model.posterior", "ladder"],  # the ladder's layers
 }
 
 

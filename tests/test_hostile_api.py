@@ -35,7 +35,7 @@ import vaekit.models
 from conftest import ROOT
 from hostile_api_files import file_cases
 from hostile_api_worker import KINDS, Fixtures, good_values
-from vaekit.models import VAE, VQVAE
+from vaekit.models import VAE, VQVAE, LadderVAE
 
 MEMORY_LIMIT = 4 * 2**30
 TIMEOUT = 60  # generous: two loaded cores; a real hang runs far past it
@@ -53,6 +53,13 @@ VQ = tuple(
     for name, member in vars(VQVAE).items()
     if not name.startswith("_") and callable(member) and name not in INTERNAL
 )
+# a ladder VAE's own public methods (its passes are internal: LADDER_INTERNAL)
+LADDER = tuple(
+    name
+    for name, member in vars(LadderVAE).items()
+    if not name.startswith("_") and callable(member)
+    and name not in getattr(vaekit.models, "LADDER_INTERNAL", INTERNAL)
+)  # fmt: skip
 # kinds that say nothing new for a parameter: a device only for `device`, and the
 # data-shaped lies only where data go
 DEVICE_PARAMS = {"device"}
@@ -84,6 +91,8 @@ def targets() -> dict[str, inspect.Signature]:
         found[f"spatial.{name}"] = inspect.signature(getattr(VAE, name))
     for name in VQ:
         found[f"vq.{name}"] = inspect.signature(getattr(VQVAE, name))
+    for name in LADDER:
+        found[f"ladder.{name}"] = inspect.signature(getattr(LadderVAE, name))
     return found
 
 

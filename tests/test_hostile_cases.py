@@ -175,6 +175,40 @@ def test_case06_options_that_crashed_are_one_line(
     assert_clean_error(train_cli(tmp_path, flag, value), needle)
 
 
+LADDER = ("--model.posterior", "ladder", "--model.latent_dims", "4,2")
+
+
+@pytest.mark.parametrize(
+    "flags, needle",
+    [
+        (("--model.posterior", "ladder", "--model.latent_dims", ",".join(["65536"] * 16)),
+         "make model.latent_dims smaller"),
+        ((*LADDER, "--model.conditional", "true"), "class-conditional ladder VAE"),
+        ((*LADDER, "--model.arch", "conv", "--model.channels", "4", "--model.latent_channels",
+          "2"), "set model.latent_channels 0"),
+        ((*LADDER, "--model.arch", "conv", "--model.channels", "4", "--model.linear_path",
+          "--model.likelihood", "gaussian"), "model.posterior ladder does not take it"),
+        ((*LADDER[:2], "--model.latent_dims", "4"), "2 to 16 layer sizes"),
+        ((*LADDER, "--model.arch", "autoencoderkl"), "built for model.arch mlp and conv"),
+        (("--model.posterior", "vq", "--model.latent_dims", "4,2"), "drop model.latent_dims"),
+    ],
+)  # fmt: skip
+def test_case06_ladder_options_it_cannot_take_are_one_line(
+    tmp_path: Path, flags: tuple[str, ...], needle: str
+) -> None:
+    argv = ["train", "--data", "noise", *TINY_FLAGS, "--out", str(tmp_path / "o"), *flags]
+    assert_clean_error(run_cli(*argv, memory=4 * 2**30), needle)  # the harness's limit
+
+
+def test_case06_a_ladder_trains_with_the_iwae_bound_and_free_bits(tmp_path: Path) -> None:
+    result = train_cli(tmp_path, *LADDER, "--loss.iw_samples", "3")
+    assert result.returncode == 0, result.stderr
+    result = run_cli("train", "--data", "noise", *TINY_FLAGS, "--out", str(tmp_path / "fb"),
+                     *LADDER, "--loss.free_bits", "0.5", "--loss.kl_warmup_steps", "2")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert math.isfinite(json.loads((tmp_path / "fb" / "metrics.jsonl").read_text())["val_kl_2"])
+
+
 def test_case06_a_seed_of_1e23_from_a_yaml_file_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "c.yaml").write_text("train:\n  seed: 1.0e+23\n")
     with pytest.raises(ConfigError, match="train.seed' must be >= 0 and <= 9223372036854775807"):

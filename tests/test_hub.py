@@ -167,6 +167,8 @@ def test_download_asks_only_for_named_safe_files(
         "README.md",
         "samples.png",
         "reconstructions.png",
+        "code_prior.safetensors",  # a VQ-VAE's prior over its codes
+        "code_prior.json",
     }
     assert not any("*" in p or p.endswith(PICKLE_SUFFIXES) for p in patterns)
 

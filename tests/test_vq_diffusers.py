@@ -62,10 +62,11 @@ def assert_same_model(ours: VQVAE, folder: Path, x: torch.Tensor) -> None:
         (1, (16, 16), {}),
         (3, (8, 16), {}),  # non-square
         (3, (16, 24), {"vq_embed_dim": 3}),  # codes wider than the encoder's latent
+        (3, (16, 16), {"norm_type": "spatial", "block_out_channels": (32, 32)}),  # MoVQ
     ],
 )
 def test_a_vqmodel_starts_a_vq_vae_that_computes_what_diffusers_does(
-    tmp_path: Path, channels: int, size: tuple[int, int], config: dict[str, int]
+    tmp_path: Path, channels: int, size: tuple[int, int], config: dict[str, object]
 ) -> None:
     folder = save_vqmodel(tmp_path / "vq", channels, **config)
     cfg = load_config(None, {"model.init": f"diffusers:{folder}", "model.posterior": "vq"})
@@ -135,6 +136,10 @@ def test_a_run_from_scratch_exports_a_vqmodel_diffusers_reads(
     assert config["vq_embed_dim"] == 3 and config["latent_channels"] == 2
     x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(2))
     assert_same_model(model, out, x)
+    # an earlier VQModel export is replaced with --overwrite, as an AutoencoderKL's is
+    args = ["export", str(run), "--format", "diffusers", str(out), "--scaling-factor", "0.5"]
+    assert cli.main([*args, "--overwrite"]) == 0
+    assert json.loads((out / "config.json").read_text())["scaling_factor"] == 0.5
 
 
 def test_the_round_trip_through_a_run_is_exact(pictures: Path, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from .evaluation.encode import encode  # noqa: E402
 from .evaluation.evaluate import evaluate  # noqa: E402
 from .evaluation.score import score  # noqa: E402
 from .loading import load  # noqa: E402
-from .models import VAE, VQVAE, register  # noqa: E402
+from .models import VAE, VQVAE, LadderVAE, register  # noqa: E402
 from .training.callbacks import Callback  # noqa: E402
 from .training.prior import PriorResult, train_prior  # noqa: E402
 from .training.trainer import Trainer, TrainResult, train  # noqa: E402
@@ -33,6 +33,7 @@ check_methods(Trainer, ["__init__"])
 __all__ = [
     "VAE",
     "VQVAE",
+    "LadderVAE",
     "Callback",
     "Config",
     "PriorResult",

@@ -2,9 +2,9 @@
 every command taking a RUN (and `vaekit.load`) goes through.
 
 A source is a run directory, a model folder, `hf://OWNER/NAME`, or any diffusers
-AutoencoderKL: `diffusers:PATH_OR_REPO[/SUBFOLDER]`, or a local folder that diffusers'
-`save_pretrained` wrote (vaekit's own export included), recognised by its config.json's
-`_class_name` (diffusers/model.py). A diffusers model has no fixed input size: it
+AutoencoderKL or VQModel: `diffusers:PATH_OR_REPO[/SUBFOLDER]`, or a local folder that
+diffusers' `save_pretrained` wrote (vaekit's own export included), recognised by its
+config.json's `_class_name` (diffusers/model.py). A diffusers model has no fixed input size: it
 is built at the size of the data it reads.
 
 The examples come from `data` (anything `vaekit train --data` takes), read with the

@@ -99,6 +99,8 @@ def plan_push(
     plan.files[checkpoint.CONFIG_FILE] = run_dir / checkpoint.CONFIG_FILE
     plan.files[checkpoint.MODEL_FILE] = run_dir / checkpoint.MODEL_FILE
     plan.files.update({f: run_dir / f for f in images})
+    if not model.has_density and model.has_prior:  # a VQ-VAE's prior over its codes
+        plan.files.update({f: run_dir / f for f in checkpoint.PRIOR_FILES})
     return plan
 
 

@@ -220,8 +220,17 @@ class ModelConfig:
         "sampling without a prior over its codes; mlp and conv, and with autoencoderkl "
         "diffusers' VQModel) or iaf (the Gaussian followed by model.flow_steps inverse "
         "autoregressive flow steps, Kingma et al. 2016: its KL is a Monte Carlo estimate; "
-        "mlp and conv, a latent vector)",
-        choices=("gaussian", "vq", "iaf"),
+        "mlp and conv, a latent vector) or ladder (a hierarchical VAE of model.latent_dims "
+        "layers with top-down inference, the Ladder VAE of Sønderby et al. 2016; latent_dim "
+        "is then ignored; mlp and conv, a latent vector)",
+        choices=("gaussian", "vq", "iaf", "ladder"),
+    )
+    latent_dims: list[int] = opt(
+        [],
+        "ladder: the sizes of its stochastic layers, from the bottom (z_1, read by the "
+        "decoder) to the top (z_L, whose prior is N(0, I)), e.g. 32,16; 2 to 16 layers",
+        min=1,
+        max=MAX_WIDTH,
     )
     codebook_size: int = opt(512, "vq: codes in the codebook (K)", min=2, max=1 << 20)
     code_dim: int = opt(

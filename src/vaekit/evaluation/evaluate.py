@@ -17,13 +17,13 @@ import torch
 from ..arguments import is_whole
 from ..data.core.streaming import LazyRows
 from ..errors import ConfigError, DataError
-from ..models import VAE, VQVAE
+from ..models import VAE, VQVAE, LadderVAE
 from ..models.protocol import as_input
 from ..models.vqvae import NO_DENSITY
 from ..wording import on_command_line
 from . import metrics, perceptual_scores
 from .codebook import codebook_stats
-from .likelihood import DEFAULT_BUDGET, elbo_stats, importance_sampling
+from .likelihood import DEFAULT_BUDGET, elbo_stats, importance_sampling, layer_kl_stats
 from .perceptual_scores import Distance
 from .prior import prior_stats
 
@@ -272,6 +272,8 @@ def _elbo(
     model: VAE, x: torch.Tensor, y: torch.Tensor | None, batch_size: int, seed: int
 ) -> dict[str, Any]:
     stats: dict[str, Any] = elbo_stats(model, x, y, batch_size, seed)
+    if isinstance(model, LadderVAE):  # its KL per layer: kl_1 ... kl_L
+        stats.update(layer_kl_stats(model, x, y, batch_size, seed))
     stats["n"] = int(x.shape[0])
     dims = math.prod(model.input_shape)
     stats["nelbo_bits_per_dim"] = metrics.bits_per_dim(

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from .. import losses
 from ..errors import ConfigError
-from ..models import VAE
+from ..models import VAE, LadderVAE
 from ..progress import bar as progress_bar
 
 # Values per forward pass of the log p(x) estimate, counted in the decoder's widest tensor
@@ -61,6 +61,29 @@ def elbo_stats(
         total["recon"] += float(terms.recon.double().sum())
         total["kl"] += float(terms.kl.double().sum())
     return {k: v / max(n, 1) for k, v in total.items()}
+
+
+@torch.no_grad()
+def layer_kl_stats(
+    model: LadderVAE,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    batch_size: int = 1000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """A hierarchical VAE's KL per layer, kl_1 (z_1, read by the decoder) ... kl_L (the top),
+    mean per example over x: the draw of `elbo_stats` with the same seed, so they sum to
+    its kl."""
+    device = model.device
+    g = torch.Generator(device=device).manual_seed(seed)
+    total = torch.zeros(len(model.latent_dims), dtype=torch.float64)
+    for s in _batches(x.shape[0], batch_size):
+        xb = model.prepare(x[s].to(device))
+        yb = None if y is None else y[s].to(device)
+        _, kl_per_dim = model.elbo_terms(xb, yb, generator=g)
+        total += model.layer_kls(kl_per_dim).double().sum(0).cpu()
+    means = (total / max(x.shape[0], 1)).tolist()
+    return {f"kl_{i + 1}": v for i, v in enumerate(means)}
 
 
 # -- the importance-weighted estimate of log p(x) ---------------------------------------------
@@ -246,9 +269,11 @@ def log_weights(
 ) -> torch.Tensor:
     """log p(x, z_k) - log q(z_k|x) for z_k = mu + sigma * eps_k: eps (K, B, D) for the
     B images x, decoded k_chunk samples at a time; (K, B) in float64. A model whose KL is
-    not the closed form (a VampPrior, a flow: models/composed.py) gives its own weights
-    for the same eps, with its own densities."""
-    if not model.closed_form_kl:
+    not the closed form (a VampPrior, a flow: models/composed.py), or whose weights are
+    its own (a ladder's whole top-down path: models/hierarchical.py), gives its own
+    weights for the same eps, with its own densities."""
+    own = type(model).log_importance_weights is not VAE.log_importance_weights
+    if not model.closed_form_kl or own:
         return _model_log_weights(model, x, y, eps, k_chunk, precision, bar)
     mu, logvar = model.posterior(x, y)  # (B, D) each
     k, b, d = eps.shape

@@ -18,7 +18,7 @@ from torch import nn
 from .. import losses
 from ..data.core.dataset import to_float
 from ..errors import ConfigError, first_line
-from ..models import VAE
+from ..models import VAE, LadderVAE
 from . import fidelity, inception
 
 fidelity.prepare()  # before torchmetrics is first imported (see fidelity.py)
@@ -149,12 +149,31 @@ def kl_per_dimension(
 ) -> torch.Tensor:
     """Mean KL(q(z_d|x) || p(z_d)) over x for each latent dimension d, nats: (D,) float64.
 
-    The dimensions sum to the KL term of the ELBO (closed form, no sampling).
+    The dimensions sum to the KL term of the ELBO (closed form, no sampling). A hierarchical
+    VAE's (its layers z_1 ... z_L, concatenated) are each layer's KL to its prior given the
+    layer above, on elbo_stats' seeded draw (seed 0), whose KL they then sum to.
     """
+    if isinstance(model, LadderVAE):
+        return _sampled_kl_per_dimension(model, x, y, batch_size)
     mu, logvar = posterior(model, x, y, batch_size)
     if mu.shape[0] == 0:
         return torch.zeros(model.latent_dim, dtype=torch.float64)
     return losses.kl_standard_normal(mu, logvar).double().mean(0)
+
+
+@torch.no_grad()
+def _sampled_kl_per_dimension(
+    model: LadderVAE, x: torch.Tensor, y: torch.Tensor | None, batch_size: int
+) -> torch.Tensor:
+    device = model.device
+    g = torch.Generator(device=device).manual_seed(0)
+    total = torch.zeros(model.latent_dim, dtype=torch.float64)
+    for i in range(0, x.shape[0], batch_size):
+        s = slice(i, i + batch_size)
+        xb = model.prepare(x[s].to(device))
+        _, kl_per_dim = model.elbo_terms(xb, _labels(y, s, device), generator=g)
+        total += kl_per_dim.double().sum(0).cpu()
+    return total / max(x.shape[0], 1)
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,7 @@ def _terms(stats: dict[str, Any]) -> list[str]:
             f"({stats['nelbo_bits_per_dim']:.4f} bits/dim)",
             f"  reconstruction     {stats['recon']:11.3f}",
             f"  KL                 {stats['kl']:11.3f}",
+            *_layers(stats),
         ]
     return [
         f"  objective          {stats['objective']:11.3f}   (reconstruction + codebook "
@@ -106,6 +107,17 @@ def _codes(stats: dict[str, Any]) -> list[str]:
             f"{stats['prior_bits_per_dim']:.4f} bits per image dimension)"
         )
     return lines
+
+
+def _layers(stats: dict[str, Any]) -> list[str]:
+    """A hierarchical VAE's KL per layer (kl_1: z_1, read by the decoder), on one line."""
+    layers: list[float] = []
+    while f"kl_{len(layers) + 1}" in stats:
+        layers.append(stats[f"kl_{len(layers) + 1}"])
+    if not layers:
+        return []
+    shown = ", ".join(f"z_{i + 1} {kl:.3f}" for i, kl in enumerate(layers))
+    return [f"    per layer:       {shown} (z_1 is read by the decoder)"]
 
 
 def summary(stats: dict[str, Any], dataset: str = "the test set") -> str:

@@ -50,6 +50,9 @@ def describe_latent(architecture: dict[str, Any]) -> str:
         text += f", an IAF posterior of {architecture.get('flow_steps')} flow steps"
     if architecture.get("prior") == "vamp":
         text += f", a VampPrior of {architecture.get('pseudo_inputs')} pseudo-inputs"
+    layers = architecture.get("latent_dims")
+    if architecture.get("posterior") == "ladder" and isinstance(layers, list):
+        text += f" in {len(layers)} top-down layers of {', '.join(map(str, layers))} values"
     return text
 
 

@@ -32,6 +32,8 @@ from . import fileio
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 STATE_FILE = "state.pt"
+# a VQ-VAE's prior over its codes, beside its weights (models/code_prior.py): weights, record
+PRIOR_FILES = ("code_prior.safetensors", "code_prior.json")
 
 
 def write_model_folder(directory: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:

@@ -16,12 +16,12 @@ from typing import Any
 from .. import untrusted_files
 from ..errors import CheckpointError, ConfigError, VaekitError, first_line, require
 from ..version import __version__
-from .checkpoint import CONFIG_FILE, MODEL_FILE
+from .checkpoint import CONFIG_FILE, MODEL_FILE, PRIOR_FILES
 
 CARD_FILE = "README.md"
 IMAGE_FILES = ("samples.png", "reconstructions.png")
 # what a download fetches: named files only, so no pickle (.bin, .pt, .pkl) ever arrives
-FETCHED = (CONFIG_FILE, MODEL_FILE, CARD_FILE, *IMAGE_FILES)
+FETCHED = (CONFIG_FILE, MODEL_FILE, CARD_FILE, *IMAGE_FILES, *PRIOR_FILES)
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 _REF_FORBIDDEN = frozenset(" ~^:?*[\\")  # and control characters: git check-ref-format
 

@@ -8,6 +8,7 @@ building blocks, called on tensors the model made itself, in its own units."""
 
 from ..arguments import check_methods, checked, public_methods
 from .composed import IAFVAE, ComposedVAE
+from .hierarchical import LadderVAE  # registers model.posterior ladder
 from .latent_paths import slerp
 from .registry import register
 from .vae import VAE, VAEOutput, load
@@ -21,6 +22,11 @@ INTERNAL = frozenset(
 check_methods(VAE, public_methods(VAE, skip=INTERNAL))
 # the VQ-VAE's own methods (those it inherits are checked above)
 check_methods(VQVAE, [m for m in public_methods(VQVAE, skip=INTERNAL) if m in vars(VQVAE)])
+# the ladder's own (its passes are internal, as the VAE's posterior is)
+LADDER_INTERNAL = INTERNAL | {"bottom_up", "top_down", "prior_step", "layer_kls", "layer_names"}
+check_methods(
+    LadderVAE, [m for m in public_methods(LadderVAE, skip=LADDER_INTERNAL) if m in vars(LadderVAE)]
+)
 load = checked(load)
 register = checked(register)
 
@@ -29,6 +35,7 @@ __all__ = [
     "VAE",
     "ComposedVAE",
     "IAFVAE",
+    "LadderVAE",
     "VQVAE",
     "VAEOutput",
     "load",

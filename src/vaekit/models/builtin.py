@@ -13,7 +13,7 @@ from ..config import ModelConfig
 from ..diffusers import init as diffusers_init
 from ..errors import ConfigError
 from ..normalize import Normalization
-from . import protocol
+from . import hierarchy, protocol
 from .conv import ConvDecoder, ConvEncoder, latent_map_shape
 from .mlp import MLPDecoder, MLPEncoder
 from .record import Built
@@ -26,9 +26,10 @@ def build(
     normalization: dict[str, Any] | None = None,
 ) -> Built:
     """The built-in model `cfg` describes: its halves, the settings of `VAE(...)` (with
-    model.posterior vq, the quantiser's too: `VQVAE(...)`'s) and, with model.init, the
-    weights to start from. Likelihood 'auto' is Bernoulli for data in
-    [0, 1], else a Gaussian with a learned scale. The model's size is checked first."""
+    model.posterior vq, the quantiser's too: `VQVAE(...)`'s; with ladder, its layers:
+    `LadderVAE(...)`'s) and, with model.init, the weights to start from. Likelihood 'auto'
+    is Bernoulli for data in [0, 1], else a Gaussian with a learned scale. The model's size
+    is checked first."""
     protocol.check_settings(1, input_shape, "gaussian", 1.0, 0, 1)  # input_shape: (C, H, W)
     _check_table(cfg, input_shape)
     bounded = Normalization.from_record(normalization, int(input_shape[0])).bounded
@@ -46,12 +47,12 @@ def build(
     if kl is not None:  # diffusers' AutoencoderKL: model.arch autoencoderkl or model.init
         return diffusers_init.build(kl, cfg, shape, normalization)
     latent_shape = _latent_shape(cfg, shape)
-    latent_dim = math.prod(latent_shape) if latent_shape else cfg.latent_dim
+    latent_dim, z_in = _latent_sizes(cfg, latent_shape, posterior)
 
     def halves() -> tuple[nn.Module, nn.Module]:
         cond = cfg.label_dim if cfg.conditional else 0
         per_pixel = 2 if learn_scale and likelihood != "bernoulli" else 1
-        z_features = cfg.latent_dim + cond  # the decoder sees z and the label embedding
+        z_features = z_in + cond  # the decoder sees z (a ladder's z_1) and the label embedding
         if cfg.arch == "mlp":
             return (
                 MLPEncoder(shape, cfg.hidden, cfg.activation, cond),
@@ -78,6 +79,17 @@ def build(
         "normalization": normalization,
     }
     return Built(*halves(), settings)
+
+
+def _latent_sizes(
+    cfg: ModelConfig, latent_shape: tuple[int, ...] | None, posterior: dict[str, Any] | None
+) -> tuple[int, int]:
+    """The latent's size and the decoder's input's: a spatial latent's values (the decoder
+    reads the map), a ladder's layers summed and its z_1, else model.latent_dim twice."""
+    layers = (posterior or {}).get("latent_dims")
+    if latent_shape:
+        return math.prod(latent_shape), cfg.latent_dim
+    return (sum(layers), layers[0]) if layers else (cfg.latent_dim, cfg.latent_dim)
 
 
 def _check_table(cfg: ModelConfig, input_shape: Sequence[int]) -> None:
@@ -107,7 +119,12 @@ def _posterior(cfg: ModelConfig) -> dict[str, Any] | None:
     """The settings of the posterior and prior other than the Gaussian's and N(0, I)'s:
     the quantiser's (model.posterior vq: `VQVAE`'s arguments; with model.arch
     autoencoderkl or model.init, diffusers' VQModel: diffusers/init.py), the flow's and
-    the VampPrior's (composed.py), or None."""
+    the VampPrior's (composed.py), the ladder's layers (`LadderVAE`'s), or None."""
+    if cfg.latent_dims and cfg.posterior != "ladder":
+        raise ConfigError(
+            "model.latent_dims sizes the layers of model.posterior ladder; set "
+            f"model.posterior ladder, or drop model.latent_dims (posterior {cfg.posterior})"
+        )
     if cfg.posterior == "gaussian" and cfg.prior == "standard":
         return None
     option = f"model.posterior {cfg.posterior}"
@@ -134,8 +151,29 @@ def _posterior(cfg: ModelConfig) -> dict[str, Any] | None:
         raise ConfigError(
             f"{option} is built for model.arch mlp and conv; {what} is not supported with it yet"
         )
+    if cfg.posterior == "ladder":
+        return _ladder(cfg)
     composed: dict[str, Any] = {"prior": cfg.prior, "pseudo_inputs": cfg.pseudo_inputs}
     return composed | ({"flow_steps": cfg.flow_steps} if cfg.posterior == "iaf" else {})
+
+
+def _ladder(cfg: ModelConfig) -> dict[str, Any]:
+    """LadderVAE's own settings; what it cannot take, refused in one line each."""
+    if cfg.prior != "standard":
+        raise ConfigError(
+            f"model.prior {cfg.prior} replaces N(0, I); a ladder's prior is its own top-down "
+            "hierarchy (N(0, I) at the top): set model.prior standard"
+        )
+    if cfg.conditional:
+        raise ConfigError(
+            "a class-conditional ladder VAE is not built yet: set model.conditional false"
+        )
+    if cfg.latent_channels:
+        raise ConfigError(
+            "model.posterior ladder stacks latent vectors; set model.latent_channels 0 (a "
+            "spatial latent is not built for it)"
+        )
+    return {"latent_dims": list(hierarchy.check_dims(cfg.latent_dims))}
 
 
 def _check_linear_path(cfg: ModelConfig, likelihood: str) -> None:

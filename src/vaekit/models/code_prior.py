@@ -38,8 +38,7 @@ from ..errors import CheckpointError, ConfigError, first_line
 from ..io import checkpoint, fileio
 from ..version import __version__
 
-WEIGHTS, RECORD = "code_prior.safetensors", "code_prior.json"
-FILES = (WEIGHTS, RECORD)
+WEIGHTS, RECORD = FILES = checkpoint.PRIOR_FILES
 KIND = "gated-pixelcnn"
 TRAIN_AGAIN = "train it again with vaekit train-prior RUN"
 
@@ -109,6 +108,7 @@ class CodePrior(nn.Module):
             nn.Conv2d(channels, codebook_size, 1),
         )
         self.training_record: dict[str, Any] = {}  # how it was trained (its JSON file's)
+        self.model_fingerprint = ""  # of the VQ-VAE whose codes it models (`fingerprint`)
 
     def settings(self) -> dict[str, Any]:
         """The constructor's arguments, as the record file keeps them."""
@@ -155,7 +155,8 @@ class CodePrior(nn.Module):
         try:
             for i in range(h):
                 for j in range(w):
-                    probs = self(codes)[:, :, i, j].float().softmax(dim=1)  # (n, K)
+                    # row i reads rows <= i only: the rows below are not computed
+                    probs = self(codes[:, : i + 1])[:, :, i, j].float().softmax(dim=1)  # (n, K)
                     u = torch.rand(n, 1, generator=generator, device=where).to(device)
                     below = (probs.cumsum(dim=1) < u).sum(dim=1)  # inverse CDF
                     codes[:, i, j] = below.clamp(max=self.codebook_size - 1)
@@ -214,9 +215,7 @@ def fingerprint(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def write(
-    folder: str | Path, prior: CodePrior, model_fingerprint: str, training: dict[str, Any]
-) -> None:
+def write(folder: str | Path, prior: CodePrior) -> None:
     """code_prior.safetensors, then code_prior.json (settings, the VQ-VAE's fingerprint, the
     weights' SHA-256 and the training record), each written atomically: a reader finds
     the pair or refuses a torn one (`read`)."""
@@ -232,9 +231,9 @@ def write(
         "kind": KIND,
         "vaekit_version": __version__,
         "settings": prior.settings(),
-        "model_fingerprint": model_fingerprint,
+        "model_fingerprint": prior.model_fingerprint,
         "weights_sha256": hashlib.sha256(data).hexdigest(),
-        "training": training,
+        "training": prior.training_record,
     }
     fileio.write_bytes(folder / WEIGHTS, data)
     fileio.write_json(folder / RECORD, record)
@@ -278,4 +277,5 @@ def read(folder: Path, model_fingerprint: str) -> CodePrior | None:
     prior.load_state_dict(tensors, strict=True)
     training = record.get("training")
     prior.training_record = training if isinstance(training, dict) else {}
+    prior.model_fingerprint = model_fingerprint
     return prior.eval()

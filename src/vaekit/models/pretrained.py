@@ -35,7 +35,7 @@ from .composition import PRIOR, STANDARD, model_class
 P = TypeVar("P", bound="Pretrained")
 # the models of a posterior other than the Gaussian, by the name config.json's
 # architecture records under POSTERIOR (and model.posterior): filled by their modules
-# (vqvae.py)
+# (vqvae.py, hierarchical.py)
 POSTERIORS: dict[str, type[Pretrained]] = {}
 POSTERIOR, GAUSSIAN = "posterior", "gaussian"
 

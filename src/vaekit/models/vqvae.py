@@ -227,6 +227,8 @@ class VQVAE(VAE):
                 f"does not fit this model's {self.codebook_size} codes in a "
                 f"{self.code_map_shape()} map"
             )
+        if prior is not None and not prior.model_fingerprint:  # made for this model
+            prior.model_fingerprint = code_prior.fingerprint(self.state_dict())
         object.__setattr__(self, "code_prior", prior)  # not a submodule (see above)
         self.__dict__.pop("stale_prior", None)
 
@@ -270,11 +272,14 @@ class VQVAE(VAE):
         config: Config | None = None,
         class_names: list[str] | None = None,
     ) -> Path:
-        """The VAE's files, then the code prior's beside them where the model has one."""
+        """The VAE's files, then the code prior's beside them where the model has one whose
+        codes are still this model's (a model trained further since is saved without it)."""
         directory = super().save_pretrained(save_directory, config=config, class_names=class_names)
-        if self.code_prior is not None:
-            weights = code_prior.fingerprint(self.state_dict())
-            code_prior.write(directory, self.code_prior, weights, self.code_prior.training_record)
+        prior = self.code_prior
+        if prior is not None and prior.model_fingerprint == code_prior.fingerprint(
+            self.state_dict()
+        ):
+            code_prior.write(directory, prior)
         return directory
 
     # -- codes ------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from torch import nn
 from .. import losses
 from ..config import LossConfig
 from ..errors import ConfigError
-from ..models import VAE
+from ..models import VAE, LadderVAE
 from . import latent_objectives
 
 
@@ -119,9 +119,7 @@ def compute(
         mean = model.mean(out.params)
         term = cfg.perceptual_weight * perceptual(mean, x).mean()
         loss, nll = loss + term, nll + term
-    result = StepTerms(loss, (recon + kl).detach(), recon.detach(), kl.detach())
-    if other is not None:
-        result.extra, result.real, result.fake = other.record, other.real, other.fake
+    result = _terms(model, loss, (recon, kl, kl_per_dim), other)
     if discriminator is not None and adversarial_on(cfg, step):
         mean = model.mean(out.params) if mean is None else mean
         g_loss = generator_loss(discriminator(mean))
@@ -135,6 +133,23 @@ def compute(
     return result
 
 
+def _terms(
+    model: VAE,
+    loss: torch.Tensor,
+    elbo: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    other: latent_objectives.Latent | None,
+) -> StepTerms:
+    """A step's terms: the ELBO's (recon, kl and the KL per dimension), another objective's
+    record and draws, and a ladder's KL per layer (kl_1 ..., after the objective's)."""
+    recon, kl, kl_per_dim = elbo
+    result = StepTerms(loss, (recon + kl).detach(), recon.detach(), kl.detach())
+    if other is not None:
+        result.extra, result.real, result.fake = other.record, other.real, other.fake
+    if isinstance(model, LadderVAE):
+        result.extra = (*result.extra, *model.layer_kls(kl_per_dim.detach()).mean(0).unbind())
+    return result
+
+
 def _iw_terms(
     model: VAE, x: torch.Tensor, y: torch.Tensor | None, k: int, noise: Noise
 ) -> StepTerms:
@@ -144,7 +159,8 @@ def _iw_terms(
     loss = -losses.iw_bound(log_w).mean()
     nelbo = -log_w.mean()
     nan = torch.full_like(nelbo, float("nan"))
-    return StepTerms(loss, nelbo.detach(), nan, nan)
+    layers = (nan,) * len(model.latent_dims) if isinstance(model, LadderVAE) else ()
+    return StepTerms(loss, nelbo.detach(), nan, nan, extra=layers)
 
 
 def latent_term(

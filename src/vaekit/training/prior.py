@@ -28,6 +28,7 @@ import torch
 
 from ..data import Dataset, batch_indices, epoch_permutation
 from ..data.core.validation import validation_rows
+from ..diffusers.model import reference_of
 from ..errors import ConfigError, TrainingDiverged
 from ..evaluation.encode import encode
 from ..evaluation.prior import code_nll
@@ -93,10 +94,10 @@ def train_prior(
         "train_codes": len(train), "val_codes": len(val), "best_epoch": best["epoch"],
         "val_nll": best["val_nll"], "history": history,
     }  # fmt: skip
+    prior.model_fingerprint = code_prior.fingerprint(model.state_dict())  # whose codes
     model.attach_prior(prior.eval())
     if folder is not None:
-        code_prior.write(folder, prior, code_prior.fingerprint(model.state_dict()),
-                         prior.training_record)  # fmt: skip
+        code_prior.write(folder, prior)
     return PriorResult(model, history, folder)
 
 
@@ -105,10 +106,11 @@ def _local_run(run: Any) -> Path:
     has none to write to)."""
     if not isinstance(run, (str, Path)):
         raise ConfigError(f"run must be a run folder or a vaekit.VQVAE, not {type(run).__name__}")
-    if str(run).startswith(("hf://", "diffusers:")):
+    if str(run).startswith("hf://") or reference_of(run) is not None:
         raise ConfigError(
-            f"{run} is no local run folder to save a prior in: download it, or train the prior "
-            "from Python on the loaded model (vaekit.train_prior(model, data=...))"
+            f"{run} is no vaekit run folder to save a prior in (a Hub or diffusers model): "
+            "train the prior from Python on the loaded model (vaekit.train_prior(model, "
+            "data=...)) and save it with model.save_pretrained(DIR)"
         )
     return resolve(run)
 

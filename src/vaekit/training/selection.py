@@ -15,9 +15,9 @@ from ..config import TrainConfig
 from ..data import Dataset
 from ..errors import ConfigError
 from ..evaluation.codebook import codebook_stats
-from ..evaluation.likelihood import elbo_stats
+from ..evaluation.likelihood import elbo_stats, layer_kl_stats
 from ..io import checkpoint
-from ..models import VAE
+from ..models import VAE, LadderVAE
 from ..wording import option
 from .state import TrainState
 
@@ -52,6 +52,9 @@ def evaluate(
     y = data.y_val if model.conditional else None
     stats = elbo_stats(model.eval(), data.x_val, y, t.eval_batch_size, seed=t.seed)
     values = dict(zip(model.term_names, stats.values(), strict=True))  # nelbo, recon, kl
+    if isinstance(model, LadderVAE):  # its KL per layer, the same draw: val_kl_1 ...
+        layers = layer_kl_stats(model, data.x_val, y, t.eval_batch_size, seed=t.seed)
+        record.update({f"val_{k}": v for k, v in layers.items()})
     if model.has_density:
         record.update({f"val_{k}": v for k, v in values.items()})
     else:  # a VQ-VAE: its objective and terms, and how it uses its codebook

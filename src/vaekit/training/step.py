@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ..config import Config
+from ..models.hierarchical import LadderVAE
 from ..models.quantizer import VectorQuantizer
 from .adversary import ADVERSARIAL, Adversary
 from .distributed import Dist
@@ -106,6 +107,8 @@ class Step:
         self.objective: nn.Module | None = None
         self.adversary = adversary  # the discriminator's side of the adversarial term
         self.extra = COLUMNS[config.loss.objective]  # another objective's record columns
+        if isinstance(model, LadderVAE):  # and a ladder's KL per layer: kl_1 ... kl_L
+            self.extra = (*self.extra, *model.layer_names())
         # the records of the batches of the step being accumulated (see __call__)
         self._parts: list[torch.Tensor] = []
         self._adversarial: list[torch.Tensor] = []

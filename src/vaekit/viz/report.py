@@ -109,6 +109,16 @@ def _table(rows: list[tuple[str, str, str]]) -> str:
     return f"<table>{body}</table>"
 
 
+def _layer_columns(records: list[dict[str, Any]]) -> list[str]:
+    """train_kl_1, val_kl_1, ... for the layers the records hold (kl_1: z_1)."""
+    columns = []
+    i = 1
+    while any(f"val_kl_{i}" in r or f"train_kl_{i}" in r for r in records):
+        columns += [f"train_kl_{i}", f"val_kl_{i}"]
+        i += 1
+    return columns
+
+
 def _epoch_table(records: list[dict[str, Any]]) -> str:
     cols = [
         c
@@ -129,6 +139,7 @@ def _epoch_table(records: list[dict[str, Any]]) -> str:
             "train_tc",  # and FactorVAE's discriminator estimate
             "train_dim_kl",
             "train_mmd",  # WAE-MMD's, InfoVAE's
+            *_layer_columns(records),  # a hierarchical VAE's KL per layer
             "samples_per_s",
             "skipped_updates",
         )
