@@ -136,3 +136,11 @@ def test_replaced_options_are_refused_before_data_and_weights_are_read(
     args = ["train", "--data", str(tmp_path / "no-such-data"), "--out", str(tmp_path / "run")]
     code, err = cli.main([*args, "--model.init", f"diffusers:{other}"]), capsys.readouterr().err
     assert_one_line_error(code, err, "holds a UNet2DModel, not a diffusers AutoencoderKL")
+
+
+def test_a_size_refusal_does_not_point_noise_data_at_data_image_size() -> None:
+    """data.image_size resizes only folders: on the 28 px noise it changes nothing."""
+    from vaekit.diffusers.init import latent_shape
+
+    with pytest.raises(ConfigError, match="sets an image folder's size"):
+        latent_shape({"in_channels": 1, "block_out_channels": [1] * 4}, (1, 28, 28), "x")

@@ -75,7 +75,25 @@ COMPOSED_OPTIONS = {
     "model.flow_steps": ["--model.posterior", "iaf"],
     "model.latent_dims": ["--model.posterior", "ladder"],  # the ladder's layers
 }
-
+# choices that train only beside other options (or refuse, in one clear line, without
+# them): their cases add those, kept tiny, so that each choice trains and is checked
+CHOICE_FLAGS = {
+    ("model.arch", "conv"): ["--model.channels", "4,8"],
+    ("model.arch", "autoencoderkl"): ["--model.channels", "4,8", "--model.latent_channels", "2"],
+    ("model.posterior", "ladder"): ["--model.latent_dims", "2,1"],
+    ("data.augment", "crop"): ["--data.image_size", "8"],  # of 32 px images (CHOICE_DATA)
+    **{
+        ("loss.perceptual", name): [
+            *("--loss.perceptual_backbone_weights", "random"),
+            *("--loss.perceptual_lin_weights", "random"),
+            *("--data.noise_examples", "64"),
+        ]
+        for name in ("lpips-vgg", "lpips-alex")
+    },
+}
+# choices that the noise cannot train: lpips-alex reads 31 px at least (the noise has 28),
+# crop crops a folder's images; their cases train on data of their own, made in config_cases
+CHOICE_DATA = {"lpips-alex": "choice-data/32px.npz", "crop": "choice-data/folder"}
 
 # options that act only under one loss.objective: their cases train with it
 OBJECTIVE_OPTIONS = {
@@ -146,6 +164,7 @@ def option_values(key: str, f: Any, typ: Any) -> Iterator[tuple[str, str]]:
         if meta.get("max") is not None:
             yield "above max", str(int(meta["max"]) + 1)
         yield "min", "1" if key != "train.tracker" else ""
+        yield from ((f"choice {c}", c) for c in meta.get("choices", ()))  # data.augment's
         return
     if typ is bool:
         yield from [("garbage", "maybe"), ("empty", ""), ("true", "true"), ("false", "false")]
@@ -153,7 +172,7 @@ def option_values(key: str, f: Any, typ: Any) -> Iterator[tuple[str, str]]:
     if typ is str:
         yield from [("empty", ""), ("newline", "a\nb"), ("long", "x" * 5000), ("nan", "nan")]
         yield from [("path escape", "../../../etc/passwd"), ("dev null", "/dev/null")]
-        yield from (("choice", c) for c in meta.get("choices", ()))
+        yield from ((f"choice {c}", c) for c in meta.get("choices", ()))  # each its own run
         return
     yield from [("nan", "nan"), ("inf", "inf"), ("-inf", "-inf"), ("garbage", "abc")]
     yield from [("empty", ""), ("huge", "1e30"), ("int overflow", "9" * 40)]
@@ -173,21 +192,32 @@ def option_values(key: str, f: Any, typ: Any) -> Iterator[tuple[str, str]]:
 
 def config_cases(work: Path) -> Iterator[dict[str, Any]]:
     """`vaekit train` with each hostile value of each config option."""
+    from PIL import Image
+
+    (work / CHOICE_DATA["crop"]).mkdir(parents=True, exist_ok=True)
+    images = np.random.default_rng(0).integers(0, 256, (72, 32, 32), dtype=np.uint8)
+    np.savez(work / CHOICE_DATA["lpips-alex"], x_train=images)
+    for i, image in enumerate(images[:12]):
+        Image.fromarray(image).save(work / CHOICE_DATA["crop"] / f"{i}.png")
     for key, f, typ in iter_fields():
         if key in RUN_OPTIONS:
             continue
         for label, value in option_values(key, f, typ):
-            if label == "choice" and (key in OBJECTIVE_OPTIONS or key == "loss.objective"):
-                label = f"choice {value}"  # each its own run (one id would share one --out)
             case_id = f"train --{key} {label}"
             out = work / "runs" / f"{len(case_id)}-{abs(hash(case_id))}"
             argv = ["train", "--data", "noise", *TINY_FLAGS, "--out", str(out)]
             argv += [f"--{key}", value] if not (typ is bool and value == "") else [f"--{key}"]
             argv += ["--model.posterior", "vq"] if key in VQ_OPTIONS else []
             argv += COMPOSED_OPTIONS.get(key, [])
+            argv += CHOICE_FLAGS.get((key, value), [])
+            if value in CHOICE_DATA:
+                argv += ["--data", str(work / CHOICE_DATA[value])]
             if key in OBJECTIVE_OPTIONS:
                 argv += ["--loss.objective", OBJECTIVE_OPTIONS[key]]
-            yield {"id": case_id, "argv": argv, "check": "run", "run": str(out)}
+            case = {"id": case_id, "argv": argv, "check": "run", "run": str(out)}
+            if (key, value) == ("model.arch", "autoencoderkl"):  # the worker's first diffusers
+                case["timeout"] = 3 * TIMEOUT  # import: ~10 s of a loaded machine's time
+            yield case
 
 
 def command_cases(run: Path, work: Path) -> Iterator[dict[str, Any]]:
@@ -223,7 +253,7 @@ def command_cases(run: Path, work: Path) -> Iterator[dict[str, Any]]:
                     yield {"id": f"{name} {flag}", "argv": [*base[name], flag]}
                 continue
             for label, value in _argument_values(action):
-                if name in runs_forever and label in ("min", "choice"):
+                if name in runs_forever and (label == "min" or label.startswith("choice")):
                     continue
                 if flag == "--host" and label == "empty":  # all interfaces: not in a test
                     continue
@@ -238,7 +268,7 @@ def command_cases(run: Path, work: Path) -> Iterator[dict[str, Any]]:
 def _argument_values(action: argparse.Action) -> Iterator[tuple[str, str]]:
     yield from [("empty", ""), ("garbage", "abc"), ("nan", "nan"), ("newline", "a\nb")]
     if action.choices:
-        yield from (("choice", str(c)) for c in action.choices)
+        yield from ((f"choice {c}", str(c)) for c in action.choices)  # one id each
         return
     bounds = getattr(action.type, "__name__", "")
     if bounds.startswith("count("):
@@ -627,6 +657,16 @@ def test_every_option_gets_hostile_values() -> None:
     assert set(OBJECTIVE_OPTIONS) <= keys
     objectives = {value for _, value in option_values("loss.objective", *_field("loss.objective"))}
     assert set(OBJECTIVE_OPTIONS.values()) < objectives
+
+
+def test_every_config_case_trains_in_a_directory_of_its_own(tmp_path: Path) -> None:
+    """Cases that shared an id shared one --out: all but the first were refused ("already
+    holds a run"), so only each choice-valued option's first choice ever trained."""
+    cases = list(config_cases(tmp_path))
+    assert len({c["id"] for c in cases}) == len({c["run"] for c in cases}) == len(cases)
+    ids = {c["id"] for c in cases}  # and the extra flags of a choice name a real one
+    assert {f"train --{key} choice {value}" for key, value in CHOICE_FLAGS} <= ids
+    assert all(any(i.endswith(f" choice {value}") for i in ids) for value in CHOICE_DATA)
 
 
 def _field(key: str) -> tuple[Any, Any]:

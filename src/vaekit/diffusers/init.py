@@ -185,7 +185,8 @@ def latent_shape(
     if h % factor or w % factor:
         raise ConfigError(
             f"{where} downsamples by {factor}: the images' height and width must divide by "
-            f"{factor}; got {h}x{w} (set data.image_size)"
+            f"{factor}; got {h}x{w} (data.image_size sets an image folder's size; resize "
+            "other data to fit)"
         )
     return int(code_width), h // factor, w // factor
 
