@@ -237,6 +237,26 @@ def test_the_discriminator_tells_q_from_its_permuted_marginals_only_when_they_di
         assert abs(tc) < 0.3 and loss == pytest.approx(math.log(4), abs=0.05)
 
 
+def test_the_discriminators_update_is_one_pass_with_the_two_passes_gradient() -> None:
+    adversary = _latent_adversary()
+    d = adversary.discriminator
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(32, 3, generator=g)
+    fake = latent_objectives.permute_dims(z, g)
+    calls: list[int] = []
+    hook = d.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    loss = adversary.backward(z, fake, first=True)
+    hook.remove()
+    assert calls == [64]  # real and fake stacked: one product per layer, not two
+    d.requires_grad_(True)
+    two = adversary.loss(d(z), d(fake))
+    grads = torch.autograd.grad(two, list(d.parameters()))
+    d.requires_grad_(False)
+    assert float(loss) == pytest.approx(float(two.detach()), rel=1e-6)
+    for p, expected in zip(d.parameters(), grads, strict=True):
+        assert p.grad is not None and torch.allclose(p.grad, expected, rtol=1e-5, atol=1e-7)
+
+
 def test_permuting_dims_keeps_each_marginal_and_breaks_the_rows() -> None:
     z = torch.arange(40.0).view(10, 4)
     p = latent_objectives.permute_dims(z, torch.Generator().manual_seed(0))
