@@ -386,3 +386,42 @@ def test_the_two_level_autoencoderkl_trains_at_64px_on_the_gpu(
     assert model.latent_shape == (4, 32, 32)
     x = torch.rand(1, 3, 64, 64, device=CUDA)
     assert model.reconstruct(x).shape == x.shape
+
+
+FAMILIES = {  # session 11's model families, each as tiny as it trains
+    "vq": {"model.posterior": "vq", "model.codebook_size": 16},
+    "vamp": {"model.prior": "vamp", "model.pseudo_inputs": 8},
+    "iaf": {"model.posterior": "iaf", "model.flow_steps": 2},
+    "iaf-vamp": {"model.posterior": "iaf", "model.prior": "vamp", "model.pseudo_inputs": 8},
+    "ladder": {"model.posterior": "ladder", "model.latent_dims": [4, 2]},
+    "tcvae": {"loss.objective": "tcvae"},
+    "factorvae": {"loss.objective": "factorvae"},
+    "wae_mmd": {"loss.objective": "wae_mmd"},
+    "infovae": {"loss.objective": "infovae"},
+}
+
+
+def family_round_trip(tiny, name: str, precision: str, device: str) -> None:  # noqa: ANN001
+    """Train one family on `device`, load it there, evaluate (with the importance-weighted
+    bound where it has a density) and sample (a VQ-VAE through a code prior trained there)."""
+    settings = {**FAMILIES[name], "train.device": device, "train.precision": precision}
+    run = vaekit.train(tiny(f"{name}-{precision}", **settings))
+    assert math.isfinite(_records(run)[-1]["train_" + ("objective" if name == "vq" else "nelbo")])
+    if name == "vq":
+        vaekit.train_prior(run, epochs=1, device=device, channels=8, layers=2)
+    model = vaekit.load(run, device=device)
+    assert model.device.type == torch.device(device).type
+    x = torch.rand(16, 1, 28, 28)
+    stats = vaekit.evaluate(model, x, iw_samples=4 if model.has_density else 0, precision=precision)
+    assert math.isfinite(stats[model.term_names[0]])
+    if model.has_density:
+        assert math.isfinite(stats["log_px"]) and stats["log_px"] >= -stats["nelbo"] - 50
+    assert model.sample(4).shape == (4, 1, 28, 28)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_each_model_family_trains_evaluates_and_samples_on_the_gpu(
+    tiny, name: str, precision: str
+) -> None:
+    family_round_trip(tiny, name, precision, "cuda")
