@@ -32,7 +32,6 @@ from common import RESULTS, machine, write_results  # noqa: E402
 import vaekit  # noqa: E402
 from vaekit.config import load_config, preset_names  # noqa: E402
 from vaekit.data import load_data  # noqa: E402
-from vaekit.models.builtin import vae_arguments  # noqa: E402
 
 TRAINABLE = {"fashion-mnist", "mnist", "noise"}  # data this machine has (mnist -> fashion)
 
@@ -44,7 +43,7 @@ def size(name: str) -> dict[str, Any]:
         shape = (1, 28, 28)
     else:  # a folder preset: RGB at data.image_size
         shape = (3, cfg.data.image_size, cfg.data.image_size)
-    model = vaekit.VAE(**vae_arguments(cfg.model, shape))
+    model = vaekit.VAE.from_config(cfg.model, shape)  # the family's class (VQ-VAE, ...)
     latent = model.latent_shape or (model.latent_dim,)
     return {
         "parameters": sum(p.numel() for p in model.parameters()),
