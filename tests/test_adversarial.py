@@ -215,6 +215,17 @@ def test_a_decoder_names_its_last_layer() -> None:
 
 
 # -- resume -----------------------------------------------------------------------------------
+def assert_resumed_adversary(whole: Path, halves: Path) -> None:
+    """A run resumed half-way ends as the run trained straight through: the same VAE weights
+    (bytes), discriminator and discriminator optimizer state (also FactorVAE's)."""
+    assert (halves / "model.safetensors").read_bytes() == (whole / "model.safetensors").read_bytes()
+    a, b = (checkpoint.load_state(r / checkpoint.STATE_FILE)["adversary"] for r in (whole, halves))
+    for key, value in a["discriminator"].items():
+        assert torch.equal(value, b["discriminator"][key]), key
+    for i, state in a["optimizer"]["state"].items():
+        assert all(torch.equal(state[k], b["optimizer"]["state"][i][k]) for k in state)
+
+
 def test_resume_with_the_term_on_is_bit_identical(tmp_path: Path) -> None:
     options = {**ON, "loss.adversarial_start": 2, "train.epochs": 3}
     whole = vaekit.train(tiny_config(tmp_path / "whole", **options))
@@ -224,12 +235,7 @@ def test_resume_with_the_term_on_is_bit_identical(tmp_path: Path) -> None:
     saved = checkpoint.load_state(tmp_path / "halves" / checkpoint.STATE_FILE)
     assert saved["global_step"] == stop and saved["adversary"]["optimizer"]["state"]
     halves = vaekit.train(cfg, resume=True)
-    assert (halves / "model.safetensors").read_bytes() == (whole / "model.safetensors").read_bytes()
-    a, b = (checkpoint.load_state(r / checkpoint.STATE_FILE)["adversary"] for r in (whole, halves))
-    for key, value in a["discriminator"].items():
-        assert torch.equal(value, b["discriminator"][key]), key
-    for i, state in a["optimizer"]["state"].items():
-        assert all(torch.equal(state[k], b["optimizer"]["state"][i][k]) for k in state)
+    assert_resumed_adversary(whole, halves)
     last = _records(whole)[-1], _records(halves)[-1]
     assert last[0]["train_disc_loss"] == last[1]["train_disc_loss"]
     # the saved model is the VAE alone: the discriminator lives in state.pt only
