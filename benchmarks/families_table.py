@@ -94,8 +94,8 @@ def notes(result: dict[str, Any]) -> list[str]:
         "for the process, so pythae's side, after it, runs with them flushed too.",
         "Both sides evaluated by the same code on the same test images: -ELBO with one "
         "seeded z-sample per image on all 10,000; log p(x) by importance sampling on the "
-        f"first {s['iw_images']:,} "
-        + ("(± the standard error over images); " if seeds == 1 else "; ")
+        f"first {s['iw_images']:,}"
+        + (" (± the standard error over images); " if seeds == 1 else "; ")
         + "PSNR/SSIM of posterior-mean reconstructions on all 10,000; FID of "
         f"{s['fid_samples']:,} prior samples against as many test images with vaekit's seeded "
         "random feature network (comparable between rows only, at the same number of "
