@@ -36,12 +36,14 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+import multiprocessing
 import os
 import shutil
 import sys
 import tempfile
 import time
 import traceback
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -324,6 +326,18 @@ def run_family(
     return row
 
 
+def _job(job: tuple[str, int, argparse.Namespace, Any, Path]) -> tuple[dict[str, Any], list]:
+    """One family at one seed (a row, or its error), and the load average after it."""
+    name, seed, args, data, work = job
+    torch.set_num_threads(1)
+    try:
+        row = run_family(name, args, data, work, seed)
+    except Exception as e:  # the other families' rows still get written
+        traceback.print_exc()
+        row = {"family": name, "seed": seed, "error": f"{type(e).__name__}: {e}"}
+    return row, [round(v, 2) for v in os.getloadavg()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--families", default="all", help=f"all, or some of {', '.join(FAMILIES)}")
@@ -334,6 +348,9 @@ def main() -> None:
     parser.add_argument("--fid-samples", type=int, default=5000)
     parser.add_argument(
         "--prior-samples", type=int, default=1000, help="VQ-VAE: samples of each code prior"
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="families trained at once, one process each"
     )
     parser.add_argument("--sides", default="vaekit,pythae")
     parser.add_argument("--name", default="families")
@@ -353,20 +370,21 @@ def main() -> None:
     data = load_data(config(FAMILIES["VAE"], Path("unused")).data, progress=False)
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="vaekit-bench-families-"))
-    rows, loads = [], []
+    jobs = [
+        (n, seed, args, data, work / f"{n}-{seed}") for n in names for seed in range(args.seeds)
+    ]
     try:
-        for n in names:
-            for seed in range(args.seeds):
-                try:
-                    rows.append(run_family(n, args, data, work / f"{n}-{seed}", seed))
-                except Exception as e:  # the other families' rows still get written
-                    traceback.print_exc()
-                    rows.append({"family": n, "seed": seed, "error": f"{type(e).__name__}: {e}"})
-                loads.append([n, seed, [round(v, 2) for v in os.getloadavg()]])
+        if args.jobs > 1:  # worker processes, one thread each: the budget is CPU time
+            context = multiprocessing.get_context("fork")  # they inherit the data and pythae
+            with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+                done = list(pool.map(_job, jobs))
+        else:
+            done = [_job(job) for job in jobs]
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    rows = [row for row, _ in done]
+    info["load_average_per_family"] = [[r["family"], r["seed"], load] for r, load in done]
     info["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
-    info["load_average_per_family"] = loads
     result = {"machine": info, "settings": vars(args), "base": BASE, "rows": rows,
               "wall_s": time.perf_counter() - started}  # fmt: skip
     try:

@@ -102,6 +102,11 @@ def notes(result: dict[str, Any]) -> list[str]:
         "samples); active units: Var_x E[z|x] > 0.01. pythae's networks are vaekit's modules, "
         "evaluated as vaekit models (VampPrior and IAF: with pythae's trained prior and flow).",
     ]
+    if s.get("jobs", 1) > 1:
+        lines.append(
+            f"{s['jobs']} families (or seeds) trained at once, each in a worker process of one "
+            "thread; the budget and the rates are each process's own CPU time."
+        )
     if seeds > 1:
         lines.append(f"{seeds} seeds per family (training seed and initial weights): each cell "
                      "is the mean ± the standard deviation over them.")  # fmt: skip
