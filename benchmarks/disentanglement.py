@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--latent-dim", type=int, default=10)
     parser.add_argument("--seeds", type=int, default=3, help="training seeds 0..N-1")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at once")
     parser.add_argument("--name", default="disentanglement")
     args = parser.parse_args()
     info = machine()
@@ -98,8 +100,10 @@ def main() -> None:
             [sys.executable, str(ROOT / "scripts/make_shapes.py"), str(folder), "--n",
              str(args.n), "--size", str(args.size), "--factors"], check=True, env=ENV,
         )  # fmt: skip
-        rows = [one(name, flags, folder, Path(tmp), args, seed) for seed in range(args.seeds)
+        runs = [(name, flags, folder, Path(tmp), args, seed) for seed in range(args.seeds)
                 for name, flags in OBJECTIVES.items()]  # fmt: skip
+        with ThreadPoolExecutor(args.jobs) as pool:  # each run its own vaekit processes
+            rows = list(pool.map(lambda run: one(*run), runs))
     table = [["objective", "seeds", "MIG", "DCI dis.", "DCI compl.", "DCI inform.", "test -ELBO",
               "train s"]]  # fmt: skip
     for name in OBJECTIVES:
@@ -115,9 +119,10 @@ def main() -> None:
         f"a conv VAE (channels 32, 64; {args.latent_dim} latents), {args.epochs} epochs, batch "
         f"64, training seeds 0..{args.seeds - 1} for every objective (each cell: mean ± "
         "standard deviation over the seeds); MIG and DCI on all images' posterior means, "
-        "-ELBO on the run's test split; train s: wall seconds, which the machine's load "
-        f"inflates (load average at the end: {info['load_average_end']}). A short budget: a "
-        "comparison at this budget, not the methods' converged scores.",
+        f"-ELBO on the run's test split; train s: wall seconds ({args.jobs} runs at once), "
+        "which the machine's load inflates (load average at the end: "
+        f"{info['load_average_end']}). A short budget: a comparison at this budget, not the "
+        "methods' converged scores.",
     ]
     write_results(args.name, {"machine": info, "args": vars(args), "rows": rows},
                   table, notes)  # fmt: skip
