@@ -2,8 +2,9 @@
 Fashion-MNIST, one table.
 
     make bench-families-deps      # once: pythae 0.1.2 into benchmarks/.pythae (gitignored)
-    python benchmarks/families.py [--families VAE,IWAE,VQVAE] [--budget-s 30]
-        [--iw-samples 1000] [--iw-images 500] [--fid-samples 5000] [--sides vaekit,pythae]
+    python benchmarks/families.py [--families all | VAE,IWAE,VQVAE,...] [--budget-s 30]
+        [--seeds 1] [--jobs 1] [--iw-samples 1000] [--iw-images 500] [--fid-samples 5000]
+        [--prior-samples 1000] [--sides vaekit,pythae]
 
 Each family is trained on both sides with the same networks, started from the same
 weights: an MLP 784-512-512-16 (ReLU) and back with Bernoulli pixels (pythae: BCE on the
@@ -26,9 +27,14 @@ logsumexp of the log weights here); PSNR/SSIM of posterior-mean reconstructions
 (vaekit.evaluation.metrics); FID of prior samples against test images with vaekit's seeded
 random feature network (`--fid random`); active units (Burda et al. 2015: Var_x E[z|x] >
 0.01); the VQ-VAE's codebook perplexity and usage (vaekit's codebook_stats, pythae's
-trained codebook copied into the twin's quantiser). A family vaekit does not have yet is
-skipped with the reason, so this can be rerun once it is merged. Writes
-benchmarks/results/families.json and .md (`--name`).
+trained codebook copied into the twin's quantiser); for the VQ-VAE, a prior over its codes
+on each side (families_prior.py: vaekit's by `vaekit.train_prior`, pythae's
+`PixelCNNSampler`, the same CPU seconds), its bits per code on the test codes and the FID of
+`--prior-samples` images drawn through it. A family vaekit does not have yet is skipped
+with the reason, one that fails is listed with its error. `--seeds N` runs each family at
+seeds 0..N-1 (mean ± std in the table, families_table.py); `--jobs N` trains N of them at
+once, each in a one-thread worker process. Writes benchmarks/results/families.json and .md
+(`--name`).
 """
 
 from __future__ import annotations
