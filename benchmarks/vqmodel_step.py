@@ -9,8 +9,8 @@ The model is vq-f8-128's: diffusers' VQModel layout (4 levels of 2 ResNet blocks
 src/vaekit/diffusers/vqmodel.py), 6.9M parameters. vaekit builds it from the preset by the
 Trainer's own `build_model`; diffusers' `VQModel` is built from the config that
 `vaekit export --format diffusers` writes for it and loads the same weights, so both sides
-start from identical weights (checked below: the first batch's codes are identical and
-the reconstructions agree to float precision before anything is timed).
+start from identical weights (checked before anything is timed: the weights, the two
+encoders' z_e, the first batch's codes and the decoders' outputs; see `same_start`).
 
 The reference step is the generator step of diffusers' examples/vqgan/train_vqgan.py,
 written plainly: `fmap, commit_loss = model(pixel_values, return_dict=False)`, an L1
@@ -63,7 +63,7 @@ import torch.nn.functional as F
 import vaekit
 from vaekit.data import Dataset
 from vaekit.data.core.dataset import to_float
-from vaekit.diffusers.vqmodel import diffusers_model
+from vaekit.diffusers.vqmodel import diffusers_model, to_diffusers_keys
 from vaekit.evaluation.perceptual import build_perceptual, from_config
 from vaekit.training.distributed import Dist
 from vaekit.training.objective import Noise, Objective
@@ -164,21 +164,33 @@ class DiffusersSide:
 
 
 def same_start(vaekit_side: VaekitSide, ref: DiffusersSide, x_u8: torch.Tensor) -> dict:
-    """Before any step: the first batch's codes on both sides and the largest difference
-    between the decoders' outputs (in [0, 1] units)."""
+    """Before any step: whether the weights are identical; the largest difference between
+    the two encoders' z_e; the share of the first batch's codes that agree and, where they
+    do not, how far apart the two picks' distances to z_e are (near-ties: at the start the
+    1,024 codes all lie within 1/1024 of 0); the largest difference between the decoders'
+    outputs (in [0, 1] units) on the same z_q."""
     model, vq = vaekit_side.model, ref.model
+    mine = to_diffusers_keys(model.state_dict())
+    same = all(torch.equal(mine[k], v) for k, v in vq.state_dict().items())
     with torch.no_grad():
         model.eval()
         x = to_float(x_u8)
-        q = model.quantized(x)
-        codes, recon = q.codes.flatten(), model.decoder(q.z_q)  # the location, unclamped
+        z_e = model.pre_quantize(x)
+        q = model.quantize(z_e)
+        recon = model.decoder(q.z_q)  # the location, unclamped
         model.train()
         h = vq.encode(2 * x - 1).latents
         _, _, (_, _, ref_codes) = vq.quantize(h)
-        ref_recon = (vq.decode(h).sample + 1) / 2
+        ref_recon = (vq.decode(q.z_q, force_not_quantize=True).sample + 1) / 2
+        codes, ref_codes = q.codes.flatten(), ref_codes.flatten()
+        rows, weight = model.quantize.rows(h), vq.quantize.embedding.weight
+        gap = ((rows - weight[codes]).norm(dim=1) - (rows - weight[ref_codes]).norm(dim=1)).abs()
     return {
-        "codes_identical": bool(torch.equal(codes, ref_codes.flatten())),
-        "max_abs_recon_difference": float((recon - ref_recon).abs().max()),
+        "weights_identical": same,
+        "max_abs_z_e_difference": float((z_e - h).abs().max()),
+        "codes_identical_share": float((codes == ref_codes).double().mean()),
+        "max_distance_gap_where_codes_differ": float(gap.max()),
+        "max_abs_decoder_difference_same_z_q": float((recon - ref_recon).abs().max()),
     }
 
 
@@ -255,6 +267,69 @@ def summarise(m: dict[str, Any], unit: str) -> tuple[dict[str, Any], list[list[s
     return sides, [header, *rows]
 
 
+def notes_for(run: dict[str, Any], m: dict[str, Any]) -> list[str]:
+    """The results file's notes: the setting, the sides, the same-start check."""
+    load = [min(m["load"]), max(m["load"])]
+    return [
+        f"{run['size']}x{run['size']} RGB, batch {run['batch']}, {run['precision']}, "
+        f"{m['parameters']:,} parameters (vq-f8-128's VQModel layout), PatchGAN off on every "
+        f"side. {run['rounds']} rounds, the sides taking turns in one process "
+        f"({run['threads']} torch thread(s)), each timing one step on the same batch after a "
+        "warm-up step; ratios are taken within a round. "
+        + ("Clock: process CPU time. " if run["clock"] == "cpu" else "Clock: wall time. ")
+        + f"Load average (1 min) during the run: {load[0]:.2f} to {load[1]:.2f}.",
+        "diffusers VQModel: train_vqgan.py's generator step written plainly (L1 + commit_loss "
+        "[+ LPIPS], AdamW, cosine schedule). vaekit as VQModel: the preset's Step + Objective "
+        "with model.ema_decay 0, model.restart_dead 0 (codebook learned by its loss, as "
+        "VQModel's: the same work). vaekit preset: with its EMA codebook and dead-code "
+        "restarts (more work than VQModel does). LPIPS: vaekit's LPIPS-VGG at random weights "
+        "on both sides (see the script's docstring).",
+        "Same start (before any step, per setting): "
+        + "; ".join(
+            f"{tag}: weights identical {c['weights_identical']}, z_e within "
+            f"{c['max_abs_z_e_difference']:.1e}, {100 * c['codes_identical_share']:.1f}% of "
+            f"the codes identical (where not, the two codes' distances to z_e within "
+            f"{c['max_distance_gap_where_codes_differ']:.1e}: near-ties of the codebook at "
+            f"its start), decoders within {c['max_abs_decoder_difference_same_z_q']:.1e} on "
+            "the same z_q"
+            for tag, c in m["checks"].items()
+        )
+        + ".",
+    ]
+
+
+def recheck(name: str) -> int:
+    """results/NAME's same-start check computed again (the same seed, weights and batch as
+    the run's start) and its tables rewritten; the timings stay the run's."""
+    import json
+
+    from common import RESULTS
+
+    result = json.loads((RESULTS / f"{name}.json").read_text())
+    torch.set_num_threads(result["threads"])
+    torch.set_flush_denormal(True)
+    sides = result["sides"]
+    on = sorted({n[n.index("LPIPS ") + 6 : -1] for n in sides})  # "off", "on"
+    args = argparse.Namespace(size=result["size"], batch=result["batch"])
+    args.perceptual = "both" if len(on) == 2 else on[0]
+    g = torch.Generator().manual_seed(0)
+    x_u8 = torch.randint(0, 256, (args.batch, 3, args.size, args.size), generator=g,
+                         dtype=torch.uint8)  # fmt: skip
+    _, checks, params = build_sides(args, x_u8, result["precision"])
+    m = {"values": {n: s["samples_per_s"] for n, s in sides.items()}, "checks": checks}
+    m |= {"load": result["load_average_1min"], "parameters": params}
+    unit = "samples/s" if result["clock"] == "wall" else "samples per CPU-s"
+    result["sides"], table = summarise(m, unit)
+    result["same_start"] = checks
+    result["notes"] = notes_for(result, m) + [
+        "The same-start check was computed again after the run by `--recheck` (the same "
+        "seed, weights and batch); the timings are the run's."
+    ]
+    md = write_results(name, result, table, result["notes"])
+    print(md.read_text())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=128, choices=(64, 128, 256))
@@ -265,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     parser.add_argument("--clock", default="wall", choices=("wall", "cpu"))
     parser.add_argument("--name", default="")
+    parser.add_argument(
+        "--recheck", action="store_true", help="redo results/NAME's same-start check only"
+    )
     args = parser.parse_args(argv)
     global CLOCK
     if args.clock == "cpu":
@@ -274,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     threads = "" if args.threads == 1 else f"_{args.threads}t"
     bf16 = "_bf16" if args.precision == "bf16" else ""
     name = args.name or f"vqmodel_step_{args.size}{threads}{bf16}"
+    if args.recheck:
+        return recheck(name)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # vaekit's Trainer does this for the process: both sides
     start = time.perf_counter()
@@ -282,28 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     unit = "samples/s" if args.clock == "wall" else "samples per CPU-s"
     sides, table = summarise(m, unit)
     load = [min(m["load"]), max(m["load"])]
-    notes = [
-        f"{args.size}x{args.size} RGB, batch {args.batch}, {args.precision}, "
-        f"{m['parameters']:,} parameters (vq-f8-128's VQModel layout), PatchGAN off on every "
-        f"side. {args.rounds} rounds, the sides taking turns in one process "
-        f"({args.threads} torch thread(s)), each timing one step on the same batch after a "
-        "warm-up step; ratios are taken within a round. "
-        + ("Clock: process CPU time. " if args.clock == "cpu" else "Clock: wall time. ")
-        + f"Load average (1 min) during the run: {load[0]:.2f} to {load[1]:.2f}.",
-        "diffusers VQModel: train_vqgan.py's generator step written plainly (L1 + commit_loss "
-        "[+ LPIPS], AdamW, cosine schedule). vaekit as VQModel: the preset's Step + Objective "
-        "with model.ema_decay 0, model.restart_dead 0 (codebook learned by its loss, as "
-        "VQModel's: the same work). vaekit preset: with its EMA codebook and dead-code "
-        "restarts (more work than VQModel does). LPIPS: vaekit's LPIPS-VGG at random weights "
-        "on both sides (see the script's docstring).",
-        "Same start (before any step, per setting): "
-        + "; ".join(
-            f"{tag}: codes identical {c['codes_identical']}, decoder outputs within "
-            f"{c['max_abs_recon_difference']:.1e}"
-            for tag, c in m["checks"].items()
-        )
-        + ".",
-    ]
+    run = vars(args)
     result = {
         "machine": info,
         "preset": PRESET,
@@ -319,8 +378,8 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_1min": m["load"],
         "load_average_range": load,
         "wall_s": round(time.perf_counter() - start, 1),
-        "notes": notes,
     }
+    result["notes"] = notes = notes_for(run, m)
     md = write_results(name, result, table, notes)
     print(md.read_text())
     return 0
