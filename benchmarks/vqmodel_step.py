@@ -23,8 +23,10 @@ bf16 is the script's `--mixed_precision bf16` under accelerate: autocast over fp
 
 vaekit's side is `Step` + `Objective` as the Trainer builds them (build_model, Step,
 Objective, the perceptual term) on the preset: a Laplace likelihood (summed L1), the
-codebook + 12 x commitment terms, LPIPS x 49,152 when on; `train.precision` fp32 or bf16
-(autocast; the quantiser's distances and losses stay float32). Two vaekit sides:
+codebook + 12 x commitment terms, LPIPS x 49,152 when on; the preset's AdamW (vaekit's
+default `optim.fused`, where the reference has torch's default AdamW) and schedule; its
+gradient norm and non-finite guard every step; `train.precision` fp32 or bf16 (autocast;
+the quantiser's distances and losses stay float32). Two vaekit sides:
   - "as VQModel": model.ema_decay 0 and model.restart_dead 0, so its codebook learns by
     its loss exactly as VQModel's does (the same work as the reference);
   - "preset": the preset as it is, with its EMA codebook (decay 0.99) and dead-code
