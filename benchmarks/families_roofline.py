@@ -42,6 +42,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+import vaekit
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import families as fam  # noqa: E402
 import families_floor as floor  # noqa: E402
@@ -114,6 +116,66 @@ def peak_gflops(n: int) -> float:
     return 2 * n**3 / cpu_seconds(lambda: torch.mm(a, b), 1.0) / 1e9
 
 
+class _CountOneStep(vaekit.Callback):
+    """A vaekit Callback counting the FLOPs of the run's second step (FlopCounterMode)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps, self.mode = 0, FlopCounterMode(display=False)
+
+    def on_step_end(self, trainer: Any) -> bool:
+        self.steps += 1
+        if self.steps == 1:
+            self.mode.__enter__()
+        if self.steps == 2:
+            self.mode.__exit__(None, None, None)
+        return self.steps >= 2
+
+
+def factorvae_flops(work: Path) -> dict[str, Any]:
+    """The products' FLOPs of one FactorVAE step (families.py's settings; Kim & Mnih's
+    discriminator, 6 x 1000): vaekit's, from the discriminator's shapes and counted on its
+    Trainer's second step, and pythae's, counted on its model's forward and its
+    AdversarialTrainer's two backward passes (the autoencoder's, then the discriminator's)."""
+    from vaekit.models.discriminator import LatentDiscriminator
+
+    family, batch = fam.FAMILIES["FactorVAE"], fam.BASE["train.batch_size"]
+    cfg = fam.config(family, work / "vaekit")
+    d = LatentDiscriminator(cfg.model.latent_dim, cfg.loss.factorvae_hidden,
+                            cfg.loss.factorvae_layers)  # fmt: skip
+    d_shapes = linear_shapes(d)
+    per_row = 2 * sum(i * o for _, i, o in d_shapes)  # one row's forward through D
+    first = 2 * d_shapes[0][1] * d_shapes[0][2]  # the first layer's share of it
+    vae, _ = fam.twin_of(family, None, work / "twin")
+    vae_shapes = linear_shapes(vae)
+    parts = {
+        "vae_step": step_flops(vae_shapes, batch, vae_shapes[0][0])["total"],
+        # the VAE's TC term: D's forward on the batch's z, and its input gradient back to z
+        "tc_forward": batch * per_row,
+        "tc_backward": batch * per_row,
+        # D's update on z (again) and the permuted z, stacked: forward, weight gradients,
+        # input gradients of all but the first layer (its input is detached)
+        "d_forward": 2 * batch * per_row,
+        "d_grad_weight": 2 * batch * per_row,
+        "d_grad_input": 2 * batch * (per_row - first),
+    }
+    counter = _CountOneStep()
+    vaekit.Trainer(None, cfg, callbacks=[counter], overwrite=True).fit()
+    twin, _ = fam.twin_of(family, None, work / "pythae_twin")
+    assert family.pythae is not None
+    model, _, _ = pyt.build("FactorVAE", twin, family.pythae, batch, 1e-3, work / "pythae")
+    with FlopCounterMode(display=False) as pythae_counter:
+        out = model({"data": torch.rand(batch, *twin.input_shape)})
+        out.autoencoder_loss.backward(retain_graph=True)
+        out.discriminator_loss.backward()
+    return {
+        "vaekit_parts": parts,
+        "vaekit_from_shapes": sum(parts.values()),
+        "vaekit_counted": int(counter.mode.get_total_flops()),
+        "pythae_counted": int(pythae_counter.get_total_flops()),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget-s", type=float, default=10.0, help="CPU seconds per side")
@@ -139,6 +201,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="vaekit-bench-roofline-"))
     rounds, products = [], []
     try:
+        factor = factorvae_flops(work / "factorvae")
         for r in range(args.rounds):  # the products alone between the trainers' turns
             products.append(product_times(shapes, batch, first))
             rounds.append(floor.one_round(args, x, work / str(r)))
@@ -163,7 +226,8 @@ def main() -> None:
     info["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
     result = {"machine": info, "settings": vars(args), "shapes": shapes, "flops": flops,
               "peak_gflops": peak, "products": products, "rounds": rounds,
-              "rate_median": rate, "products_alone_gflops": alone_gflops}  # fmt: skip
+              "rate_median": rate, "products_alone_gflops": alone_gflops,
+              "factorvae": factor}  # fmt: skip
     layers = ", ".join(f"{i}-{o}" for _, i, o in shapes)
     notes = [
         f"One training step of the VAE family's network (Linear layers {layers}; batch "
@@ -182,6 +246,23 @@ def main() -> None:
         "step that did nothing but its products, at their speed alone; its x pythae is the "
         "most any implementation of the same step at the same precision could reach here.",
     ]
+    f, parts = factor, factor["vaekit_parts"]
+    notes.append(
+        f"FactorVAE (families.py's settings), the products of one step: vaekit's "
+        f"{f['vaekit_counted'] / 1e9:.3f} GFLOP counted by FlopCounterMode on its Trainer's "
+        f"second step ({f['vaekit_from_shapes'] / 1e9:.3f} from the shapes: the VAE "
+        f"{parts['vae_step'] / 1e9:.3f}; the discriminator's pass for the TC term "
+        f"{parts['tc_forward'] / 1e9:.3f} forward and {parts['tc_backward'] / 1e9:.3f} back "
+        f"to z; its update on z and the permuted z stacked, "
+        f"{parts['d_forward'] / 1e9:.3f} forward, {parts['d_grad_weight'] / 1e9:.3f} weight "
+        f"and {parts['d_grad_input'] / 1e9:.3f} input gradients), the VAE trained on all "
+        f"{batch}; pythae's {f['pythae_counted'] / 1e9:.3f} GFLOP (its model's forward and its "
+        f"AdversarialTrainer's two backward passes), the VAE trained on {batch // 2} of its "
+        f"{batch}. Per image drawn, vaekit's step does "
+        f"{f['vaekit_counted'] / f['pythae_counted']:.2f}x pythae's products. The update's "
+        f"forward on z repeats the TC term's ({parts['tc_forward'] / f['vaekit_counted']:.1%} "
+        "of vaekit's step)."
+    )
     print(write_results(args.name, result, rows, notes))
 
 
