@@ -17,7 +17,9 @@ sliders' range, and the draws of the model's own prior.
   prior's (`vaekit train-prior`), and without one sampling is refused in one line.
 
 Where the prior is not N(0, I) per dimension (VampPrior, ladder), each slider spans the
-prior's mean +- 4 sd of that dimension, from RANGE_DRAWS seeded draws.
+prior's mean +- 4 sd of that dimension, from RANGE_DRAWS seeded draws, and /decode takes
+values up to 4 times the farthest end of a range where that is beyond the explorer's
+usual limit (so that the prior's own draws decode).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class View:
     ranges: list[list[float]]  # each dimension's slider range [low, high]
     range_note: str
     sample_note: str  # why the model cannot sample ("" when it can)
+    z_limit: float  # the largest |z_d| /decode takes
     codes: dict[str, Any] | None = field(default=None)  # a VQ-VAE's code map and their use
 
     def info(self) -> dict[str, Any]:
@@ -62,6 +65,7 @@ class View:
             "can_sample": not self.sample_note,
             "sample_note": self.sample_note,
             "codes": self.codes,
+            "z_limit": self.z_limit,
         }
 
 
@@ -87,8 +91,9 @@ def _floats(values: torch.Tensor) -> list[float]:
 def view(model: VAE, x: torch.Tensor, y: torch.Tensor | None, z_limit: float) -> View:
     """The numbers the page shows for `model`, over the images x (the user's units)."""
     if isinstance(model, VQVAE):
-        return _vq_view(model, x)
-    ranges, range_note = _ranges(model, z_limit)
+        return _vq_view(model, x, z_limit)
+    ranges, range_note = _ranges(model)
+    z_limit = max(z_limit, SLIDER_SPAN * max(abs(v) for r in ranges for v in r))
     if model.closed_form_kl:  # the Gaussian VAE's closed form; a ladder's per-layer KLs
         kl = metrics.kl_per_dimension(model, x, y)
         if isinstance(model, LadderVAE):
@@ -101,7 +106,8 @@ def view(model: VAE, x: torch.Tensor, y: torch.Tensor | None, z_limit: float) ->
             note = (
                 "Sliders in order of activity (mean KL per dimension over the test images, nats)."
             )
-        return View(_floats(kl), None, _order(kl), note, float(kl.sum()), ranges, range_note, "")
+        kl_total = float(kl.sum())
+        return View(_floats(kl), None, _order(kl), note, kl_total, ranges, range_note, "", z_limit)
     activity = metrics.active_units(model, x, y).activity
     kl_total = likelihood.elbo_stats(model, x, y, seed=0)["kl"]
     point = "f(mu), the flow's point at eps = 0" if model.posterior_kind == "iaf" else "mu"
@@ -110,10 +116,11 @@ def view(model: VAE, x: torch.Tensor, y: torch.Tensor | None, z_limit: float) ->
         f"point {point}. No KL per dimension: {model.no_kl_per_dim}; the model's KL "
         f"estimate is {kl_total:.2f} nats per test image (one seeded draw)."
     )
-    return View(None, _floats(activity), _order(activity), note, kl_total, ranges, range_note, "")
+    order = _order(activity)
+    return View(None, _floats(activity), order, note, kl_total, ranges, range_note, "", z_limit)
 
 
-def _ranges(model: VAE, z_limit: float) -> tuple[list[list[float]], str]:
+def _ranges(model: VAE) -> tuple[list[list[float]], str]:
     """Each dimension's slider range: -4 to 4 under an N(0, I) prior, else the prior's mean
     +- 4 sd from seeded draws."""
     if prior_kind(model) == STANDARD and not isinstance(model, LadderVAE):
@@ -123,12 +130,12 @@ def _ranges(model: VAE, z_limit: float) -> tuple[list[list[float]], str]:
     g = torch.Generator(device=model.device).manual_seed(0)
     z = model.sample_prior(RANGE_DRAWS, g).double().cpu()
     mean, half = z.mean(0), (SLIDER_SPAN * z.std(0)).clamp(min=MIN_HALF_WIDTH)
-    low, high = (mean - half).clamp(min=-z_limit), (mean + half).clamp(max=z_limit)
+    low, high = mean - half, mean + half
     ranges = [[round(float(a), 2), round(float(b), 2)] for a, b in zip(low, high, strict=True)]
     return ranges, f"Each slider spans its dimension's prior mean +- 4 sd ({RANGE_DRAWS:,} draws)."
 
 
-def _vq_view(model: VQVAE, x: torch.Tensor) -> View:
+def _vq_view(model: VQVAE, x: torch.Tensor, z_limit: float) -> View:
     counts = codebook.code_counts(model, x)
     codes = {
         "shape": list(model.code_shape()),
@@ -144,7 +151,7 @@ def _vq_view(model: VQVAE, x: torch.Tensor) -> View:
     sample_note = "" if model.has_prior else model.no_prior_reason
     if sample_note:
         sample_note += "; encode a test image and edit its codes instead"
-    return View(None, None, [], note, None, [], "", sample_note, codes)
+    return View(None, None, [], note, None, [], "", sample_note, z_limit, codes)
 
 
 def sample(model: VAE, seed: int) -> dict[str, Any]:

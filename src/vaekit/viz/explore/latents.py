@@ -53,7 +53,7 @@ class Explorer:
         self.lock = threading.Lock()  # one decode at a time: the model is shared
         x, y = x_test[:rank_images], None if y_test is None else y_test[:rank_images]
         self.view = family.view(self.model, x, y, Z_LIMIT)
-        self.kl, self.order = self.view.kl, self.view.order
+        self.kl, self.order, self.z_limit = self.view.kl, self.view.order, self.view.z_limit
         self.max_query = 512 + 24 * model.latent_dim  # room for every z_d with 20 digits
 
     def info(self) -> dict[str, Any]:
@@ -70,7 +70,6 @@ class Explorer:
             "conditional": bool(m.conditional),
             "num_classes": int(m.num_classes),
             "class_names": self.class_names,
-            "z_limit": Z_LIMIT,
             "max_steps": MAX_STEPS,
         }
 

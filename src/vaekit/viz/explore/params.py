@@ -40,8 +40,8 @@ def parse_index(
     return int(text)
 
 
-def parse_z(text: str, dim: int) -> list[float]:
-    """A comma-separated latent vector: exactly `dim` finite decimal numbers within Z_LIMIT."""
+def parse_z(text: str, dim: int, limit: float = Z_LIMIT) -> list[float]:
+    """A comma-separated latent vector: exactly `dim` finite decimal numbers within `limit`."""
     parts = text.split(",") if text else []
     if len(parts) != dim:
         raise BadRequest(
@@ -53,8 +53,8 @@ def parse_z(text: str, dim: int) -> list[float]:
         if not NUMBER.fullmatch(part):
             raise BadRequest(f"z[{i}] = {part[:40]!r} is not a finite decimal number")
         value = float(part)
-        if not abs(value) <= Z_LIMIT:  # also catches overflow to inf (1e999)
-            raise BadRequest(f"z[{i}] = {part[:40]} is outside [-{Z_LIMIT:g}, {Z_LIMIT:g}]")
+        if not abs(value) <= limit:  # also catches overflow to inf (1e999)
+            raise BadRequest(f"z[{i}] = {part[:40]} is outside [-{limit:g}, {limit:g}]")
         z.append(value)
     return z
 

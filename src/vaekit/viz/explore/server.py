@@ -276,7 +276,7 @@ def _decode(ex: Explorer, params: dict[str, list[str]]) -> bytes:
         count = math.prod(ex.model.code_shape())
         codes = parse_codes(one(params, "codes") or "", count, ex.model.codebook_size)
         return ex.decode_codes(codes)
-    z = parse_z(one(params, "z") or "", ex.model.latent_dim)
+    z = parse_z(one(params, "z") or "", ex.model.latent_dim, ex.z_limit)
     if "label" in params and not ex.model.conditional:
         raise BadRequest("label: this model is not class-conditional")
     label = parse_index(params, "label", max(1, ex.model.num_classes), required=False)
