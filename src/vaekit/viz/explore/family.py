@@ -124,9 +124,8 @@ def _ranges(model: VAE) -> tuple[list[list[float]], str]:
     """Each dimension's slider range: -4 to 4 under an N(0, I) prior, else the prior's mean
     +- 4 sd from seeded draws."""
     if prior_kind(model) == STANDARD and not isinstance(model, LadderVAE):
-        return [
-            [-SLIDER_SPAN, SLIDER_SPAN]
-        ] * model.latent_dim, "The range shown is the prior's -4 to 4."
+        standard = [[-SLIDER_SPAN, SLIDER_SPAN]] * model.latent_dim
+        return standard, "The range shown is the prior's -4 to 4."
     g = torch.Generator(device=model.device).manual_seed(0)
     z = model.sample_prior(RANGE_DRAWS, g).double().cpu()
     mean, half = z.mean(0), (SLIDER_SPAN * z.std(0)).clamp(min=MIN_HALF_WIDTH)
