@@ -52,6 +52,7 @@ class Explorer:
         self.class_names = list(class_names or [])
         self.lock = threading.Lock()  # one decode at a time: the model is shared
         x, y = x_test[:rank_images], None if y_test is None else y_test[:rank_images]
+        self.n_ranked = int(x.shape[0])  # the test images the numbers are over
         self.view = family.view(self.model, x, y, Z_LIMIT)
         self.kl, self.order, self.z_limit = self.view.kl, self.view.order, self.view.z_limit
         self.max_query = 512 + 24 * model.latent_dim  # room for every z_d with 20 digits
@@ -67,6 +68,7 @@ class Explorer:
             **self.view.info(),
             "image_shape": list(m.input_shape),
             "n_test": int(self.x.shape[0]),
+            "n_ranked": self.n_ranked,
             "conditional": bool(m.conditional),
             "num_classes": int(m.num_classes),
             "class_names": self.class_names,
