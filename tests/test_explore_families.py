@@ -25,11 +25,15 @@ from vaekit.viz import explore, grid
 SHAPE = (1, 6, 6)
 
 
-def tiny(seed: int = 0, shape: tuple[int, int, int] = SHAPE, **options: Any) -> VAE:
-    """A tiny model of the family `options` names, its weights spread so that its prior
-    and posterior are far from their starting points (N(0, I), identity flows)."""
+def tiny(
+    seed: int = 0, shape: tuple[int, int, int] = SHAPE, classes: int = 0, **options: Any
+) -> VAE:
+    """A tiny model of the family `options` names (`classes`: class-conditional), its
+    weights spread so that its prior and posterior are far from their starting points
+    (N(0, I), identity flows)."""
     torch.manual_seed(seed)
-    model = VAE.from_config(ModelConfig(hidden=[16], latent_dim=3, **options), shape)
+    cfg = ModelConfig(hidden=[16], latent_dim=3, conditional=classes > 0, **options)
+    model = VAE.from_config(cfg, shape, num_classes=classes)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.3 * torch.randn_like(p))
@@ -44,7 +48,11 @@ def images(n: int = 40, shape: tuple[int, ...] = SHAPE) -> torch.Tensor:
 def served() -> Iterator[Any]:
     servers: list[explore.ExplorerServer] = []
 
-    def serve(model: VAE, x: torch.Tensor) -> tuple[explore.ExplorerServer, explore.Explorer]:
+    def serve(model: VAE | explore.Explorer, x: torch.Tensor | None = None) -> Any:
+        """A server of the explorer (or of one of `model` over x), and that explorer."""
+        if isinstance(model, explore.Explorer):
+            servers.append(start(model))
+            return servers[-1]
         ex = explore.Explorer(model, x)
         servers.append(start(ex))
         return servers[-1], ex
@@ -65,8 +73,8 @@ def pixels(png: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)), dtype=np.int16)
 
 
-def model_sample_pixels(model: VAE, seed: int) -> np.ndarray:
-    image = model.sample(1, generator=torch.Generator().manual_seed(seed))
+def model_sample_pixels(model: VAE, seed: int, label: int | None = None) -> np.ndarray:
+    image = model.sample(1, label, generator=torch.Generator().manual_seed(seed))
     return grid.make_grid(image, padding=0)[..., 0].astype(np.int16)
 
 
@@ -75,24 +83,36 @@ def draws(server: explore.ExplorerServer, seeds: range) -> torch.Tensor:
 
 
 # -- continuous latents -------------------------------------------------------------------
+SPATIAL = {"arch": "conv", "channels": [4, 8], "blocks_per_level": 0, "latent_channels": 2,
+           "shape": (1, 8, 8)}  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "options",
     [{}, {"prior": "vamp", "pseudo_inputs": 5}, {"posterior": "iaf"},
-     {"posterior": "ladder", "latent_dims": [3, 2]}],
-    ids=["gaussian", "vamp", "iaf", "ladder"],
+     {"posterior": "ladder", "latent_dims": [3, 2]},
+     {"prior": "vamp", "pseudo_inputs": 6, "classes": 3},
+     {"posterior": "ladder", "latent_dims": [3, 2], "classes": 3},
+     {"posterior": "iaf", **SPATIAL}],
+    ids=["gaussian", "vamp", "iaf", "ladder", "conditional-vamp", "conditional-ladder",
+         "spatial-iaf"],
 )  # fmt: skip
 def test_explorer_samples_are_the_models_own_prior_draws(
     served: Any, options: dict[str, Any]
 ) -> None:
     model = tiny(**options)
-    server, _ = served(model, images())
+    label = 2 if model.conditional else None
+    x = images(shape=options.get("shape", SHAPE))
+    ex = explore.Explorer(model, x, torch.arange(len(x)) % 3 if label else None)
+    server = served(ex)
     for seed in (0, 7, 123456789):
         z = json_of(server, f"/sample?seed={seed}")["z"]
         expected = model.sample_prior(1, torch.Generator().manual_seed(seed))[0]
         assert z == pytest.approx(expected.tolist(), abs=1e-6)
         # what the page decodes is the image model.sample draws with that seed
-        png = get(server, "/decode?z=" + ",".join(f"{v:.6f}" for v in z))[2]
-        assert np.abs(pixels(png) - model_sample_pixels(model, seed)).max() <= 1
+        query = "/decode?z=" + ",".join(f"{v:.6f}" for v in z)
+        png = get(server, query + ("" if label is None else f"&label={label}"))[2]
+        assert np.abs(pixels(png) - model_sample_pixels(model, seed, label)).max() <= 1
 
 
 def test_vamp_and_ladder_draws_are_not_standard_normal(served: Any) -> None:
