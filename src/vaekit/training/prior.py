@@ -26,13 +26,14 @@ import torch
 from ..data import Dataset
 from ..data.core.validation import validation_rows
 from ..diffusers.model import reference_of
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingDiverged
 from ..evaluation.encode import encode
 from ..loading import data_of, load
 from ..models import VAE, VQVAE, code_prior
 from ..models.code_prior import CodePrior, code_map
 from ..models.pretrained import resolve
-from .prior_loop import fit
+from . import prior_state, runlock
+from .prior_loop import Saving, fit
 
 VAL_FRACTION = 0.1  # of the training codes, held out where the run has no validation rows
 
@@ -59,39 +60,78 @@ def train_prior(
     seed: int = 0,
     device: str = "cpu",
     progress: bool = False,
+    resume: bool = False,
 ) -> PriorResult:
     """Train a gated PixelCNN prior over the codes of the VQ-VAE `run` (a run folder, or a
     VQVAE in memory) and attach it; a run folder gets its files. `data`: anything --data
     takes (default: the data the run trained on); its training rows train the prior, its
-    validation rows (else VAL_FRACTION of the training codes) choose the epoch kept."""
-    options = {"epochs": (epochs, 1), "batch_size": (batch_size, 1), "seed": (seed, 0)}
-    for name, (value, low) in options.items():
+    validation rows (else VAL_FRACTION of the training codes) choose the epoch kept.
+
+    In a run folder the training holds the run's lock (a second train-prior, or a `vaekit
+    train` into it, is refused in one line), saves its state at each epoch's end and on
+    SIGINT/SIGTERM (code_prior_state.pt), and `resume` continues it."""
+    checks = {"epochs": (epochs, 1), "batch_size": (batch_size, 1), "seed": (seed, 0)}
+    for name, (value, low) in checks.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ConfigError(f"{name} must be a whole number >= {low}; got {value!r}")
     if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not 0 < lr <= 10:
         raise ConfigError(f"lr must be a number above 0 and at most 10; got {lr!r}")
-    folder = None if isinstance(run, VAE) else _local_run(run)
-    model = run if isinstance(run, VAE) else load(run, device)
+    options = {"epochs": epochs, "batch_size": batch_size, "lr": float(lr), "channels": channels,
+               "layers": layers, "kernel": kernel, "seed": seed, "data": data}  # fmt: skip
+    if isinstance(run, VAE):
+        if resume:
+            raise ConfigError(
+                "resume=True continues a train-prior saved in a run folder; a model in memory "
+                "has none: pass the run folder"
+            )
+        return _train(run, None, options, device, progress, False)
+    folder = _local_run(run)
+    with runlock.held(folder, "the VQ-VAE run"):  # read and written by this process alone
+        return _train(load(folder, device), folder, options, device, progress, resume)
+
+
+def _train(
+    model: VAE,
+    folder: Path | None,
+    options: dict[str, Any],
+    device: str,
+    progress: bool,
+    resume: bool,
+) -> PriorResult:
+    """The prior of `model` trained on its codes, attached, and written into `folder`."""
     source = "the model" if folder is None else str(folder)
     if not isinstance(model, VQVAE):
         raise ConfigError(
             f"{source} is a Gaussian VAE, whose prior is N(0, I); a prior over codes is "
             "trained for a VQ-VAE (model.posterior vq)"
         )
+    o = options
     with torch.random.fork_rng(devices=[]):  # the prior's start: seeded, the caller's RNG kept
-        torch.manual_seed(seed)
-        prior = CodePrior(model.codebook_size, model.code_map_shape(), channels, layers, kernel)
-    train, val = _codes(model, data_of(model, data, source=source, progress=progress), seed)
+        torch.manual_seed(o["seed"])
+        shape = model.code_map_shape()
+        prior = CodePrior(model.codebook_size, shape, o["channels"], o["layers"], o["kernel"])
+    dataset = data_of(model, o["data"], source=source, progress=progress)
+    train, val = (c.to(model.device) for c in _codes(model, dataset, o["seed"]))
     prior.to(model.device)
-    history, best = fit(prior, train.to(model.device), val.to(model.device), epochs,
-                         batch_size, float(lr), seed, progress)  # fmt: skip
+    whose = code_prior.fingerprint(model.state_dict())  # the codes' model
+    saving = None
+    if folder is not None:
+        saved = prior_state.load(folder) if resume else None
+        saving = Saving(folder, options, prior_state.fingerprints(whose, train, val), saved)
+    history, best = fit(prior, train, val, o["epochs"], o["batch_size"], o["lr"], o["seed"],
+                        progress, saving)  # fmt: skip
+    if best["weights"] is None:
+        raise TrainingDiverged(
+            f"the code prior's validation NLL was never finite: lower the learning rate "
+            f"(now {o['lr']:g})"
+        )
     prior.load_state_dict(best["weights"])
     prior.training_record = {
-        "epochs": epochs, "batch_size": batch_size, "lr": float(lr), "seed": seed,
+        "epochs": o["epochs"], "batch_size": o["batch_size"], "lr": o["lr"], "seed": o["seed"],
         "train_codes": len(train), "val_codes": len(val), "best_epoch": best["epoch"],
         "val_nll": best["val_nll"], "history": history,
     }  # fmt: skip
-    prior.model_fingerprint = code_prior.fingerprint(model.state_dict())  # whose codes
+    prior.model_fingerprint = whose
     model.attach_prior(prior.eval())
     if folder is not None:
         code_prior.write(folder, prior)

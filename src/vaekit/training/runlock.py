@@ -103,8 +103,9 @@ def _read(lock: Path) -> Owner | None:
         time.sleep(0.05)  # created a moment ago; its owner is writing it
 
 
-def acquire(directory: Path) -> Owner:
-    """Create the lock in `directory` for this process, taking over a stale one."""
+def acquire(directory: Path, what: str = "") -> Owner:
+    """Create the lock in `directory` for this process, taking over a stale one. `what`
+    names the directory in the refusal (default: the --out of a training run)."""
     lock = directory / LOCK_FILE
     me = _me()
     for _ in range(5):  # each pass either creates the lock, refuses, or clears a stale one
@@ -116,11 +117,11 @@ def acquire(directory: Path) -> Owner:
             except FileNotFoundError:  # removed since: its owner finished
                 continue
             if holder is not None and holder.alive():
+                instead = "" if what else f" or choose another {option('out')}"
                 raise ConfigError(
-                    f"{option('out')} {directory} is in use by {holder.describe()}, which is "
-                    f"training into it; wait for it to finish or choose another {option('out')} "
-                    "(if that run is "
-                    f"known to be over, delete {lock})"
+                    f"{what or option('out')} {directory} is in use by {holder.describe()}, "
+                    f"which is training into it; wait for it to finish{instead} (if that run "
+                    f"is known to be over, delete {lock})"
                 ) from None
             _take_over(lock, holder)
             continue
@@ -174,9 +175,9 @@ def release(directory: Path, me: Owner) -> None:
 
 
 @contextlib.contextmanager
-def held(directory: Path) -> Iterator[None]:
+def held(directory: Path, what: str = "") -> Iterator[None]:
     """Hold the run directory's lock for the body, released whatever happens in it."""
-    me = acquire(directory)
+    me = acquire(directory, what)
     try:
         yield
     finally:
