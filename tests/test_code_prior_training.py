@@ -82,7 +82,9 @@ def test_an_interrupted_train_prior_resumes_to_the_uninterrupted_result(
     at_call(monkeypatch, 8, lambda: os.kill(os.getpid(), signal.SIGINT))
     code, _, err = main(capsys, "train-prior", str(cut), *OPTIONS)
     last = err.strip().splitlines()[-1]
-    assert code == 128 + signal.SIGINT and last.startswith("vaekit: interrupted at prior epoch 2, step 2")
+    assert code == 128 + signal.SIGINT and last.startswith(
+        "vaekit: interrupted at prior epoch 2, step 2"
+    )
     assert "Traceback" not in err and not (cut / "code_prior.json").exists()
     assert not (cut / ".vaekit.lock").exists()  # released however the training ends
     monkeypatch.undo()

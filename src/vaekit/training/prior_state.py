@@ -65,10 +65,10 @@ def load(folder: Path) -> dict[str, Any]:
         )
     try:
         return checkpoint.load_state(path)
-    except CheckpointError as e:
+    except CheckpointError:  # its message names the Trainer's remedies
         raise CheckpointError(
-            f"{path} cannot be resumed ({first_line(e)[:160]}); start the prior afresh "
-            f"without {option('resume')}"
+            f"{path} is incomplete or corrupt (not a train-prior state vaekit wrote); start "
+            f"the prior afresh without {option('resume')}"
         ) from None
 
 
@@ -84,9 +84,10 @@ def restore(
     """Load `saved` into the prior and the step's optimizer, after checking it continues
     this training; where it stands, its epochs' records and its best epoch."""
     path, resume = folder / STATE_FILE, option("resume")
-    kept = saved.get("options")
-    if not isinstance(kept, dict) or not isinstance(saved.get("prior"), dict):
+    parts = (saved.get("options"), saved.get("prior"), saved.get("fingerprints"))
+    if not all(isinstance(part, dict) for part in parts):
         raise CheckpointError(f"{path} is incomplete or corrupt: start the prior afresh")
+    kept: dict[str, Any] = saved["options"]
     diffs = [
         f"{flag(k)} {kept.get(k)!r} -> {v!r}"
         for k, v in options.items()
@@ -97,9 +98,9 @@ def restore(
             f"{resume}: the options differ from those of the train-prior saved in {folder} "
             f"({'; '.join(diffs[:4])}); resume with its options, or start afresh without {resume}"
         )
-    was = saved.get("fingerprints")
-    if not isinstance(was, dict) or was != fingerprints:
-        same_model = isinstance(was, dict) and was.get("model") == fingerprints["model"]
+    was = saved["fingerprints"]
+    if was != fingerprints:
+        same_model = was.get("model") == fingerprints["model"]
         what = "the codes of the data" if same_model else "the VQ-VAE"
         raise ConfigError(
             f"{resume}: {what} in {folder} changed since its prior's training was saved; start "
