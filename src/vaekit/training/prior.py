@@ -3,15 +3,13 @@ of models/code_prior.py), trained on the codes of the rows the run trained on, s
 the codes of its validation rows, and saved beside the run (code_prior.safetensors and
 code_prior.json), where `vaekit.load(RUN)` finds it.
 
-A short loop of its own, not the Trainer's (trainer.py): the Trainer trains a `VAE` on
-examples through the model's objective and owns a run directory (config.yaml, state.pt,
-metrics.jsonl, model.safetensors, all written for the model it trains). The prior is a
-second, small model inside a finished run, trained by cross-entropy on integer codes that
-are computed once, and it must leave every file of the run as it is; pushing it through
-the Trainer would mean a fake VAE, a fake data set and a second run directory. What the
-two share is shared by calling: the data the run trained on (`loading.data_of`), its
-training and validation rows and the codes of them (`evaluation.encode`), the epoch order
-(`epoch_permutation`, a pure function of seed and epoch) and the atomic writes.
+The training holds the run's lock (runlock.py) for as long as it reads and writes the
+run, and runs on the Trainer's parts (training/prior_loop.py), saving its resumable state
+beside the run (training/prior_state.py) so that `resume` continues it. What it shares
+with `vaekit train` besides: the data the run trained on (`loading.data_of`), its
+training and validation rows and the codes of them (`evaluation.encode`), and the atomic
+writes. It leaves the run's own files (config.yaml, config.json, model.safetensors,
+state.pt, metrics.jsonl) as they are.
 """
 
 from __future__ import annotations
