@@ -74,6 +74,8 @@ def train_prior(
             raise ConfigError(f"{name} must be a whole number >= {low}; got {value!r}")
     if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not 0 < lr <= 10:
         raise ConfigError(f"lr must be a number above 0 and at most 10; got {lr!r}")
+    if not isinstance(resume, bool):
+        raise ConfigError(f"resume must be True or False; got {type(resume).__name__}")
     options = {"epochs": epochs, "batch_size": batch_size, "lr": float(lr), "channels": channels,
                "layers": layers, "kernel": kernel, "seed": seed, "data": data}  # fmt: skip
     if isinstance(run, VAE):
