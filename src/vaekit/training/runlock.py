@@ -107,7 +107,7 @@ def acquire(directory: Path, what: str = "") -> Owner:
     """Create the lock in `directory` for this process, taking over a stale one. `what`
     names the directory in the refusal (default: the --out of a training run)."""
     lock = directory / LOCK_FILE
-    me = _me()
+    me, where = _me(), what or option("out")
     for _ in range(5):  # each pass either creates the lock, refuses, or clears a stale one
         try:
             fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, fileio.FILE_MODE)
@@ -119,7 +119,7 @@ def acquire(directory: Path, what: str = "") -> Owner:
             if holder is not None and holder.alive():
                 instead = "" if what else f" or choose another {option('out')}"
                 raise ConfigError(
-                    f"{what or option('out')} {directory} is in use by {holder.describe()}, "
+                    f"{where} {directory} is in use by {holder.describe()}, "
                     f"which is training into it; wait for it to finish{instead} (if that run "
                     f"is known to be over, delete {lock})"
                 ) from None
@@ -127,8 +127,8 @@ def acquire(directory: Path, what: str = "") -> Owner:
             continue
         except OSError as e:
             raise ConfigError(
-                f"{option('out')} {directory}: cannot create files there ({e.strerror}); "
-                f"choose a writable {option('out')}"
+                f"{where} {directory}: cannot create files there ({e.strerror}); "
+                + ("it must be writable" if what else f"choose a writable {option('out')}")
             ) from None
         try:  # no fsync: other processes see it at once, and after a crash it is stale
             with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -136,13 +136,10 @@ def acquire(directory: Path, what: str = "") -> Owner:
         except OSError as e:  # a full disk
             lock.unlink(missing_ok=True)
             raise ConfigError(
-                f"{option('out')} {directory}: cannot write its lock file {LOCK_FILE} "
-                f"({e.strerror})"
+                f"{where} {directory}: cannot write its lock file {LOCK_FILE} ({e.strerror})"
             ) from None
         return me
-    raise ConfigError(
-        f"{option('out')} {directory}: other processes keep taking its lock; try again"
-    )
+    raise ConfigError(f"{where} {directory}: other processes keep taking its lock; try again")
 
 
 def _take_over(lock: Path, stale: Owner | None) -> None:
