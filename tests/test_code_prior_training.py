@@ -1,7 +1,8 @@
 """`vaekit train-prior` on the Trainer's parts (training/prior_loop.py): an interrupted
 training resumes to the weights, optimizer state and records of an uninterrupted one; the
 run's lock refuses a second train-prior (and a `vaekit train`) while one trains; the step
-guard skips a non-finite update and the step log counts it; a resume that would continue
+guard skips a non-finite update and the step log counts it, and stops a run of them in
+one line; a resume that would continue
 another training is refused in one line."""
 
 from __future__ import annotations
@@ -158,3 +159,21 @@ def test_a_non_finite_step_is_skipped_and_counted_not_applied(
     assert first["step"] == 6 and second["step"] == 12
     assert all(torch.isfinite(p).all() for p in result.model.code_prior.parameters())
     assert all(math.isfinite(r["train_nll"]) for r in result.history)
+
+
+def test_a_prior_whose_updates_stay_non_finite_stops_in_one_line(
+    vq_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    run = copied(vq_run, tmp_path, "run")
+    forward = PriorNLL.forward
+
+    def poisoned(self: PriorNLL, codes: torch.Tensor, y: Any, step: int) -> StepTerms:
+        terms = forward(self, codes, y, step)
+        terms.loss = terms.loss * float("nan")
+        return terms
+
+    monkeypatch.setattr(PriorNLL, "forward", poisoned)  # 24 steps an epoch: 20 skips stop it
+    code, _, err = main(capsys, "train-prior", str(run), *OPTIONS[2:], "--batch-size", "4")
+    assert_one_line_error(code, err, "the code prior's training diverged: 20 consecutive",
+                          "lower --lr (now 0.001)")  # fmt: skip
+    assert not (run / "code_prior.json").exists() and not (run / ".vaekit.lock").exists()

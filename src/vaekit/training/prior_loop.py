@@ -36,7 +36,7 @@ from torch import nn
 from ..config import Config
 from ..data import batch_indices, epoch_permutation
 from ..data.core.dataset import num_batches
-from ..errors import TrainingInterrupted
+from ..errors import TrainingDiverged, TrainingInterrupted
 from ..evaluation.prior import code_nll
 from ..models.code_prior import CodePrior, bits
 from ..wording import on_command_line
@@ -124,8 +124,32 @@ def fit(
         if progress:
             at = f"epoch {loop.state.epoch + 1}, step {loop.state.step_in_epoch}"
             print(f"resuming the code prior in {saving.folder} at {at}", file=sys.stderr)
-    state = loop.state
-    with StopFlag().installed() if saving is not None else nullcontext(StopFlag()) as signals:
+    try:
+        _epochs(loop, train, val, (epochs, batch_size, seed), progress)
+    except TrainingDiverged as e:  # its advice names the Trainer's options: the prior's here
+        what = str(e).split(";")[0].removeprefix("training diverged: ")
+        raise TrainingDiverged(
+            f"the code prior's training diverged: {what}; lower {prior_state.flag('lr')} "
+            f"(now {lr:g})"
+        ) from None
+    return loop.history, loop.best
+
+
+def _epochs(
+    loop: _Loop,
+    train: torch.Tensor,
+    val: torch.Tensor,
+    schedule: tuple[int, int, int],
+    progress: bool,
+) -> None:
+    """The epochs left, from where `loop.state` stands: `schedule` (epochs, batch size,
+    seed); stops on SIGINT/SIGTERM with the state saved."""
+    epochs, batch_size, seed = schedule
+    state, step, prior = loop.state, loop.step, loop.prior
+    size = min(batch_size, len(train))
+    per_epoch, dist = num_batches(len(train), size), step.dist
+    stop = StopFlag().installed() if loop.saving is not None else nullcontext(StopFlag())
+    with stop as signals:
         for epoch in range(state.epoch, epochs):
             prior.train()
             log = _step_log(loop, dist, f"prior epoch {epoch + 1}/{epochs}", size, per_epoch,
@@ -142,7 +166,6 @@ def fit(
                 state.global_step, state.step_in_epoch = state.global_step + 1, i + 1
                 log.add(record)
             _end_epoch(loop, epoch, log.close(), val, batch_size, progress)
-    return loop.history, loop.best
 
 
 def _step_log(
