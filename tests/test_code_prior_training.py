@@ -2,8 +2,7 @@
 training resumes to the weights, optimizer state and records of an uninterrupted one; the
 run's lock refuses a second train-prior (and a `vaekit train`) while one trains; the step
 guard skips a non-finite update and the step log counts it, and stops a run of them in
-one line; a resume that would continue
-another training is refused in one line."""
+one line; a resume that would continue another training is refused in one line."""
 
 from __future__ import annotations
 
