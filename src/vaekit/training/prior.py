@@ -14,6 +14,7 @@ state.pt, metrics.jsonl) as they are.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,14 @@ def _train(
         prior = CodePrior(model.codebook_size, shape, o["channels"], o["layers"], o["kernel"])
     dataset = data_of(model, o["data"], source=source, progress=progress)
     train, val = (c.to(model.device) for c in _codes(model, dataset, o["seed"]))
+    if progress:
+        own = dataset.x_val is not None or isinstance(dataset.info.get("carve"), dict)
+        held = "the data's validation rows" if own else f"{VAL_FRACTION:.0%} held out by seed"
+        print(
+            f"code prior: {len(train):,} training code maps, {len(val):,} validation code "
+            f"maps ({held})",
+            file=sys.stderr,
+        )
     prior.to(model.device)
     whose = code_prior.fingerprint(model.state_dict())  # the codes' model
     saving = None
