@@ -173,6 +173,8 @@ def test_a_prior_whose_updates_stay_non_finite_stops_in_one_line(
 
     monkeypatch.setattr(PriorNLL, "forward", poisoned)  # 24 steps an epoch: 20 skips stop it
     code, _, err = main(capsys, "train-prior", str(run), *OPTIONS[2:], "--batch-size", "4")
+    split, _, err = err.partition("\n")  # what it trains on, then the one line
+    assert split.startswith("code prior: 96 training code maps, 10 validation code maps")
     assert_one_line_error(code, err, "the code prior's training diverged: 20 consecutive",
                           "lower --lr (now 0.001)")  # fmt: skip
     assert not (run / "code_prior.json").exists() and not (run / ".vaekit.lock").exists()

@@ -113,20 +113,16 @@ def _train(
         prior = CodePrior(model.codebook_size, shape, o["channels"], o["layers"], o["kernel"])
     dataset = data_of(model, o["data"], source=source, progress=progress)
     train, val = (c.to(model.device) for c in _codes(model, dataset, o["seed"]))
-    if progress:
-        own = dataset.x_val is not None or isinstance(dataset.info.get("carve"), dict)
-        held = "the data's validation rows" if own else f"{VAL_FRACTION:.0%} held out by seed"
-        print(
-            f"code prior: {len(train):,} training code maps, {len(val):,} validation code "
-            f"maps ({held})",
-            file=sys.stderr,
-        )
     prior.to(model.device)
     whose = code_prior.fingerprint(model.state_dict())  # the codes' model
     saving = None
     if folder is not None:
         saved = prior_state.load(folder) if resume else None
         saving = Saving(folder, options, prior_state.fingerprints(whose, train, val), saved)
+        if saved is not None:  # a resume that continues another training: one line, now
+            prior_state.check(saved, folder, options, saving.fingerprints)
+    if progress:
+        print(_split_line(dataset, len(train), len(val)), file=sys.stderr)
     history, best = fit(prior, train, val, o["epochs"], o["batch_size"], o["lr"], o["seed"],
                         progress, saving)  # fmt: skip
     if best["weights"] is None:
@@ -174,6 +170,13 @@ def _codes(model: VQVAE, dataset: Dataset, seed: int) -> tuple[torch.Tensor, tor
         )
     kept, held = validation_rows(len(train), VAL_FRACTION, seed)
     return train[torch.from_numpy(kept)], train[torch.from_numpy(held)]
+
+
+def _split_line(dataset: Dataset, train: int, val: int) -> str:
+    """What the prior trains and chooses on, as `vaekit train` says its split."""
+    own = dataset.x_val is not None or isinstance(dataset.info.get("carve"), dict)
+    held = "the data's validation rows" if own else f"{VAL_FRACTION:.0%} held out by seed"
+    return f"code prior: {train:,} training code maps, {val:,} validation code maps ({held})"
 
 
 def _code_map(arrays: Any) -> torch.Tensor:

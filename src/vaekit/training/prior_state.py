@@ -72,17 +72,11 @@ def load(folder: Path) -> dict[str, Any]:
         ) from None
 
 
-def restore(
-    saved: dict[str, Any],
-    folder: Path,
-    prior: CodePrior,
-    step: Step,
-    options: dict[str, Any],
-    fingerprints: dict[str, str],
-    steps_per_epoch: int,
-) -> tuple[TrainState, list[dict[str, Any]], dict[str, Any]]:
-    """Load `saved` into the prior and the step's optimizer, after checking it continues
-    this training; where it stands, its epochs' records and its best epoch."""
+def check(
+    saved: dict[str, Any], folder: Path, options: dict[str, Any], fingerprints: dict[str, str]
+) -> TrainState:
+    """Where `saved` stands, after checking that it continues this training: the same
+    options (but epochs, which must be more), model and codes; one line if not."""
     path, resume = folder / STATE_FILE, option("resume")
     parts = (saved.get("options"), saved.get("prior"), saved.get("fingerprints"))
     if not all(isinstance(part, dict) for part in parts):
@@ -107,15 +101,31 @@ def restore(
             f"the prior afresh without {resume}"
         )
     state = TrainState.from_dict(saved, str(path))
-    if state.step_in_epoch > steps_per_epoch:  # equal: saved after an epoch's last step
-        raise CheckpointError(
-            f"{path} is at step {state.step_in_epoch} of an epoch of {steps_per_epoch} steps; "
-            "start the prior afresh"
-        )
     if state.epoch >= options["epochs"]:
         raise ConfigError(
             f"{resume}: the prior in {folder} already finished {state.epoch} epochs; raise "
             f"{flag('epochs')} to train further"
+        )
+    return state
+
+
+def restore(
+    saved: dict[str, Any],
+    folder: Path,
+    prior: CodePrior,
+    step: Step,
+    options: dict[str, Any],
+    fingerprints: dict[str, str],
+    steps_per_epoch: int,
+) -> tuple[TrainState, list[dict[str, Any]], dict[str, Any]]:
+    """Load `saved` into the prior and the step's optimizer, after checking it continues
+    this training (`check`); where it stands, its epochs' records and its best epoch."""
+    path = folder / STATE_FILE
+    state = check(saved, folder, options, fingerprints)
+    if state.step_in_epoch > steps_per_epoch:  # equal: saved after an epoch's last step
+        raise CheckpointError(
+            f"{path} is at step {state.step_in_epoch} of an epoch of {steps_per_epoch} steps; "
+            "start the prior afresh"
         )
     try:
         checkpoint.check_state_dict(prior, saved["prior"], str(path))
