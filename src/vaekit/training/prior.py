@@ -14,7 +14,6 @@ state.pt, metrics.jsonl) as they are.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,12 +118,9 @@ def _train(
     if folder is not None:
         saved = prior_state.load(folder) if resume else None
         saving = Saving(folder, options, prior_state.fingerprints(whose, train, val), saved)
-        if saved is not None:  # a resume that continues another training: one line, now
-            prior_state.check(saved, folder, options, saving.fingerprints)
-    if progress:
-        print(_split_line(dataset, len(train), len(val)), file=sys.stderr)
+    split = _split_line(dataset, len(train), len(val))
     history, best = fit(prior, train, val, o["epochs"], o["batch_size"], o["lr"], o["seed"],
-                        progress, saving)  # fmt: skip
+                        progress, saving, split)  # fmt: skip
     if best["weights"] is None:
         raise TrainingDiverged(
             f"the code prior's validation NLL was never finite: lower the learning rate "

@@ -105,12 +105,14 @@ def fit(
     seed: int,
     progress: bool,
     saving: Saving | None = None,
+    note: str = "",
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Adam on the mean NLL of minibatches of codes (N, h, w), in each epoch's seeded order,
     through the Trainer's `Step`; a line per epoch. The epochs' records, and the epoch of
     the lowest validation NLL with its weights (weights None: none was finite). With
     `saving`, the state is saved at each epoch's end and on SIGINT/SIGTERM, and
-    `saving.saved` is continued."""
+    `saving.saved` is continued. `note`: a line shown (with `progress`) once a resumed
+    state has passed its checks, before the first step."""
     size = min(batch_size, len(train))  # fewer codes than a batch: one batch of them all
     per_epoch = num_batches(len(train), size)
     dist = _one_process()
@@ -124,6 +126,8 @@ def fit(
         if progress:
             at = f"epoch {loop.state.epoch + 1}, step {loop.state.step_in_epoch}"
             print(f"resuming the code prior in {saving.folder} at {at}", file=sys.stderr)
+    if progress and note:
+        print(note, file=sys.stderr)
     try:
         _epochs(loop, train, val, (epochs, batch_size, seed), progress)
     except TrainingDiverged as e:  # its advice names the Trainer's options: the prior's here
