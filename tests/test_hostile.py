@@ -488,6 +488,34 @@ def prior_cases(work: Path) -> Iterator[dict[str, Any]]:
             }
 
 
+def prior_state_cases(work: Path) -> Iterator[dict[str, Any]]:
+    """`vaekit train-prior --resume` on a damaged code_prior_state.pt (its resumable state)."""
+    vq = {"model.posterior": "vq", "model.codebook_size": 8, "model.code_dim": 2}
+    run = vaekit.train(tiny_config(work / "vq-state-template", **vq), overwrite=True)
+    vaekit.train_prior(str(run), epochs=1, channels=4, layers=1)
+    resume = ["train-prior", "{run}", "--epochs", "2", "--channels", "4", "--layers", "1",
+              "--resume"]  # fmt: skip
+    path = run / "code_prior_state.pt"
+    saved = torch.load(path, weights_only=True)
+    writes = [(label, {"bytes": b.hex()}) for label, b in _bytes_mutations(path.read_bytes())]
+    writes += [("a directory", {"directory": True}), ("missing", {"delete": True})]
+    for key in ("options", "fingerprints", "prior", "optimizer", "history", "best", "epoch"):
+        writes.append((f"no {key}", {"torch": {k: v for k, v in saved.items() if k != key}}))
+    shrunk = {k: v[:1] for k, v in saved["prior"].items()}
+    for key, value in (("epoch", -3), ("step_in_epoch", 10**9), ("options", "x"),
+                       ("options", {}), ("history", 5), ("best", None), ("prior", shrunk),
+                       ("fingerprints", {"model": "x", "codes": "y"})):  # fmt: skip
+        label = f"{key}={value!r}"[:60]
+        writes.append((label, {"torch": {**saved, key: value}}))
+    for label, write in writes:
+        damaged = work / "damaged" / f"code_prior_state-{abs(hash(label))}"
+        yield {
+            "id": f"code_prior_state.pt {label}: train-prior --resume",
+            "argv": [a.replace("{run}", str(damaged)) for a in resume],
+            "setup": {"copy": str(run), "to": str(damaged), "file": path.name, "write": write},
+        }
+
+
 def data_cases(work: Path) -> Iterator[dict[str, Any]]:
     """`vaekit train --data X` on damaged .npz files and image folders."""
     good = work / "data" / "good.npz"
@@ -636,6 +664,7 @@ def all_cases(run: Path, work: Path) -> list[dict[str, Any]]:
         *command_cases(run, work),
         *file_cases(run, work),
         *prior_cases(work),
+        *prior_state_cases(work),
         *data_cases(work),
     ]
     for case in cases:
