@@ -29,13 +29,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from vaekit.data import load_data, to_float
-from vaekit.models.quantizer import Quantized
+from vaekit.models.quantizer import Quantized, VectorQuantizer
+from vaekit.models.vqvae import VQVAE
 from vaekit.training.distributed import Dist
 from vaekit.training.objective import Noise, Objective
 from vaekit.training.preflight import build_model
@@ -56,7 +57,7 @@ def wrapped(module: torch.nn.Module, label: str) -> None:
         with record_function(label):
             return forward(*args, **kwargs)
 
-    module.forward = ranged  # type: ignore[method-assign]
+    module.forward = ranged  # type: ignore[method-assign,unused-ignore]
 
 
 def build_step(work: Path, wrap: bool = True) -> tuple[Step, torch.Tensor]:
@@ -64,7 +65,7 @@ def build_step(work: Path, wrap: bool = True) -> tuple[Step, torch.Tensor]:
     data = load_data(cfg.data, cfg.train.seed, progress=False)
     device = torch.device("cpu")
     torch.manual_seed(0)
-    model = build_model(None, cfg, data, device, None)
+    model = cast(VQVAE, build_model(None, cfg, data, device, None))
     step = Step(model, cfg, device, "fp32", 10**6, Dist(), None)
     noise = Noise(torch.Generator().manual_seed(0))
     objective = Objective(model, cfg.loss, noise, None, None)
@@ -79,7 +80,7 @@ def build_step(work: Path, wrap: bool = True) -> tuple[Step, torch.Tensor]:
 class FreeQuantizer(torch.nn.Module):
     """A quantiser that costs nothing: z_q = z_e, codes 0, zero losses (the floor)."""
 
-    def __init__(self, quantize: torch.nn.Module) -> None:
+    def __init__(self, quantize: VectorQuantizer) -> None:
         super().__init__()
         self.inner = quantize
 
@@ -104,8 +105,8 @@ def cpu_attribution(work: Path, x_u8: torch.Tensor, rounds: int, steps: int) -> 
     CPU ms of the nearest-code search alone on the step's z_e."""
     full, _ = build_step(work / "full", wrap=False)
     free, _ = build_step(work / "free", wrap=False)
-    model = free.objective.model  # type: ignore[union-attr]
-    model.quantize = FreeQuantizer(model.quantize)
+    model = cast(VQVAE, free.objective.model)  # type: ignore[union-attr]
+    model.quantize = FreeQuantizer(model.quantize)  # type: ignore[assignment]
     calls = {
         "step": lambda: full(to_float(x_u8), None, 5),
         "step, free quantiser": lambda: free(to_float(x_u8), None, 5),
@@ -116,9 +117,10 @@ def cpu_attribution(work: Path, x_u8: torch.Tensor, rounds: int, steps: int) -> 
     for _ in range(rounds):
         for name, call in calls.items():
             values[name].append(cpu_ms(call, steps))
-    quantize = full.objective.model.quantize  # type: ignore[union-attr]
+    vq = cast(VQVAE, full.objective.model)  # type: ignore[union-attr]
+    quantize = vq.quantize
     with torch.no_grad():
-        rows = quantize.rows(full.objective.model.pre_quantize(to_float(x_u8)))  # type: ignore
+        rows = quantize.rows(vq.pre_quantize(to_float(x_u8)))
         values["nearest-code search"] = [cpu_ms(lambda: quantize.nearest(rows), 50)]
     return {k: [round(v, 2) for v in vs] for k, vs in values.items()}
 

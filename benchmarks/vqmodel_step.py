@@ -57,7 +57,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +67,7 @@ from vaekit.data import Dataset
 from vaekit.data.core.dataset import to_float
 from vaekit.diffusers.vqmodel import diffusers_model, to_diffusers_keys
 from vaekit.evaluation.perceptual import build_perceptual, from_config
+from vaekit.models.vqvae import VQVAE
 from vaekit.training.distributed import Dist
 from vaekit.training.objective import Noise, Objective
 from vaekit.training.preflight import build_model
@@ -130,7 +131,7 @@ class LPIPSStandIn(torch.nn.Module):
         self.net = build_perceptual("lpips-vgg", "cpu", "random", "random")
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return self.net((a + 1) / 2, (b + 1) / 2)  # type: ignore[no-any-return]
+        return self.net((a + 1) / 2, (b + 1) / 2)
 
 
 class DiffusersSide:
@@ -171,7 +172,7 @@ def same_start(vaekit_side: VaekitSide, ref: DiffusersSide, x_u8: torch.Tensor) 
     do not, how far apart the two picks' distances to z_e are (near-ties: at the start the
     1,024 codes all lie within 1/1024 of 0); the largest difference between the decoders'
     outputs (in [0, 1] units) on the same z_q."""
-    model, vq = vaekit_side.model, ref.model
+    model, vq = cast(VQVAE, vaekit_side.model), ref.model
     mine = to_diffusers_keys(model.state_dict())
     same = all(torch.equal(mine[k], v) for k, v in vq.state_dict().items())
     with torch.no_grad():
