@@ -20,7 +20,7 @@ from conftest import assert_one_line_error, tiny_config
 from vaekit import cli
 from vaekit.errors import ConfigError
 from vaekit.models.code_prior import CodePrior, code_map
-from vaekit.training.prior import fit
+from vaekit.training.prior_loop import fit
 
 CONV_VQ = {
     "model.arch": "conv",

@@ -75,6 +75,30 @@ COMPOSED_OPTIONS = {
     "model.flow_steps": ["--model.posterior", "iaf"],
     "model.latent_dims": ["--model.posterior", "ladder"],  # the ladder's layers
 }
+# the richer families on each latent and conditioning the Gaussian VAE takes (a spatial
+# latent with labels is the Gaussian VAE's own one-line refusal; a ladder's spatial latent
+# is refused in one line): family_cases trains each at its option's hostile values
+FAMILIES = {
+    "vamp": ("model.pseudo_inputs", ["--model.prior", "vamp"]),
+    "iaf": ("model.flow_steps", ["--model.posterior", "iaf"]),
+    "iaf+vamp": ("model.flow_steps", ["--model.posterior", "iaf", "--model.prior", "vamp",
+                                      "--model.pseudo_inputs", "4"]),
+    "ladder": ("model.latent_dims", ["--model.posterior", "ladder"]),
+}  # fmt: skip
+CONV_TINY = ["--model.arch", "conv", "--model.channels", "4,8", "--model.blocks_per_level", "0"]
+LAYOUTS = {
+    "conv vector": CONV_TINY,
+    "conv spatial": [*CONV_TINY, "--model.latent_channels", "2"],
+    "conditional mlp": ["--model.conditional"],
+    "conditional conv": [*CONV_TINY, "--model.conditional"],
+    "conditional conv spatial": [*CONV_TINY, "--model.latent_channels", "2",
+                                 "--model.conditional"],
+}  # fmt: skip
+FAMILY_VALUES = {  # smallest, largest (not pseudo_inputs': LONG_AT_MAX), past the largest
+    "model.pseudo_inputs": ["1", "65537"],
+    "model.flow_steps": ["1", "64", "65"],
+    "model.latent_dims": ["1,1", "2,1", ",".join(["1"] * 17)],
+}
 # choices that train only beside other options (or refuse, in one clear line, without
 # them): their cases add those, kept tiny, so that each choice trains and is checked
 CHOICE_FLAGS = {
@@ -218,6 +242,19 @@ def config_cases(work: Path) -> Iterator[dict[str, Any]]:
             if (key, value) == ("model.arch", "autoencoderkl"):  # the worker's first diffusers
                 case["timeout"] = 3 * TIMEOUT  # import: ~10 s of a loaded machine's time
             yield case
+
+
+def family_cases(work: Path) -> Iterator[dict[str, Any]]:
+    """`vaekit train` of each richer family on each layout (LAYOUTS), at its option's
+    smallest, largest and past-largest values: a run, or one line that says why not."""
+    for family, (key, flags) in FAMILIES.items():
+        for layout, layout_flags in LAYOUTS.items():
+            for value in FAMILY_VALUES[key]:
+                case_id = f"train {family} on a {layout}: --{key} {value}"
+                out = work / "family-runs" / f"{len(case_id)}-{abs(hash(case_id))}"
+                argv = ["train", "--data", "noise", *TINY_FLAGS, "--data.noise_examples", "64",
+                        "--out", str(out), *flags, *layout_flags, f"--{key}", value]  # fmt: skip
+                yield {"id": case_id, "argv": argv, "check": "run", "run": str(out)}
 
 
 def command_cases(run: Path, work: Path) -> Iterator[dict[str, Any]]:
@@ -451,6 +488,34 @@ def prior_cases(work: Path) -> Iterator[dict[str, Any]]:
             }
 
 
+def prior_state_cases(work: Path) -> Iterator[dict[str, Any]]:
+    """`vaekit train-prior --resume` on a damaged code_prior_state.pt (its resumable state)."""
+    vq = {"model.posterior": "vq", "model.codebook_size": 8, "model.code_dim": 2}
+    run = vaekit.train(tiny_config(work / "vq-state-template", **vq), overwrite=True)
+    vaekit.train_prior(str(run), epochs=1, channels=4, layers=1)
+    resume = ["train-prior", "{run}", "--epochs", "2", "--channels", "4", "--layers", "1",
+              "--resume"]  # fmt: skip
+    path = run / "code_prior_state.pt"
+    saved = torch.load(path, weights_only=True)
+    writes = [(label, {"bytes": b.hex()}) for label, b in _bytes_mutations(path.read_bytes())]
+    writes += [("a directory", {"directory": True}), ("missing", {"delete": True})]
+    for key in ("options", "fingerprints", "prior", "optimizer", "history", "best", "epoch"):
+        writes.append((f"no {key}", {"torch": {k: v for k, v in saved.items() if k != key}}))
+    shrunk = {k: v[:1] for k, v in saved["prior"].items()}
+    for key, value in (("epoch", -3), ("step_in_epoch", 10**9), ("options", "x"),
+                       ("options", {}), ("history", 5), ("best", None), ("prior", shrunk),
+                       ("fingerprints", {"model": "x", "codes": "y"})):  # fmt: skip
+        label = f"{key}={value!r}"[:60]
+        writes.append((label, {"torch": {**saved, key: value}}))
+    for label, write in writes:
+        damaged = work / "damaged" / f"code_prior_state-{abs(hash(label))}"
+        yield {
+            "id": f"code_prior_state.pt {label}: train-prior --resume",
+            "argv": [a.replace("{run}", str(damaged)) for a in resume],
+            "setup": {"copy": str(run), "to": str(damaged), "file": path.name, "write": write},
+        }
+
+
 def data_cases(work: Path) -> Iterator[dict[str, Any]]:
     """`vaekit train --data X` on damaged .npz files and image folders."""
     good = work / "data" / "good.npz"
@@ -595,9 +660,11 @@ def prepare(case: dict[str, Any], work: Path) -> None:
 def all_cases(run: Path, work: Path) -> list[dict[str, Any]]:
     cases = [
         *config_cases(work),
+        *family_cases(work),
         *command_cases(run, work),
         *file_cases(run, work),
         *prior_cases(work),
+        *prior_state_cases(work),
         *data_cases(work),
     ]
     for case in cases:
@@ -667,6 +734,16 @@ def test_every_config_case_trains_in_a_directory_of_its_own(tmp_path: Path) -> N
     ids = {c["id"] for c in cases}  # and the extra flags of a choice name a real one
     assert {f"train --{key} choice {value}" for key, value in CHOICE_FLAGS} <= ids
     assert all(any(i.endswith(f" choice {value}") for i in ids) for value in CHOICE_DATA)
+
+
+def test_every_family_is_tried_on_every_layout(tmp_path: Path) -> None:
+    """vamp, iaf, iaf+vamp and the ladder each on a conv vector and spatial latent and with
+    labels (family_cases), each case in a directory of its own."""
+    cases = list(family_cases(tmp_path))
+    assert len({c["run"] for c in cases}) == len(cases)
+    for family in FAMILIES:
+        for layout in LAYOUTS:
+            assert any(c["id"].startswith(f"train {family} on a {layout}:") for c in cases)
 
 
 def _field(key: str) -> tuple[Any, Any]:

@@ -183,7 +183,6 @@ LADDER = ("--model.posterior", "ladder", "--model.latent_dims", "4,2")
     [
         (("--model.posterior", "ladder", "--model.latent_dims", ",".join(["65536"] * 16)),
          "make model.latent_dims smaller"),
-        ((*LADDER, "--model.conditional", "true"), "class-conditional ladder VAE"),
         ((*LADDER, "--model.arch", "conv", "--model.channels", "4", "--model.latent_channels",
           "2"), "set model.latent_channels 0"),
         ((*LADDER, "--model.arch", "conv", "--model.channels", "4", "--model.linear_path",

@@ -101,6 +101,51 @@ def test_the_tc_decomposition_is_the_plain_loops_and_adds_up_to_the_kl_estimate(
     assert torch.allclose(ours.sum(1), one_sample_kl, atol=1e-4)
 
 
+def _plain_tc(
+    z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, n: int, estimator: str
+) -> divergences.TCTerms:
+    """tc_decomposition as plain autograd writes it: log_q_pairs' (B, B, D) and
+    torch.logsumexp over the posteriors (vaekit's until session 12)."""
+    pairs = divergences.log_q_pairs(z, mu, logvar)  # (B, B, D)
+    w = divergences.log_weights(z.shape[0], max(n, z.shape[0]), estimator, z.device)
+    log_qz_x = pairs.diagonal(dim1=0, dim2=1).sum(0)
+    log_qz = torch.logsumexp(pairs.sum(2) + w, dim=1)
+    log_qz_marginals = torch.logsumexp(pairs + w.unsqueeze(2), dim=1).sum(1)
+    log_pz = -0.5 * (z.float().pow(2) + math.log(2 * math.pi)).sum(-1)
+    return divergences.TCTerms(
+        log_qz_x - log_qz, log_qz - log_qz_marginals, log_qz_marginals - log_pz
+    )
+
+
+@pytest.mark.parametrize("estimator", ["mss", "mws"])
+def test_the_tc_decomposition_and_its_gradient_are_the_plain_autograd_ones(estimator: str) -> None:
+    # float32, a batch of 64 with posteriors from narrow to wide (logvar -6 to 4): many
+    # pairs far below each row's maximum, where the exponent is clamped at -87
+    g = torch.Generator().manual_seed(3)
+    mu0 = torch.randn(64, 8, generator=g) * 2
+    logvar0 = torch.rand(64, 8, generator=g) * 10 - 6
+    eps = torch.randn(64, 8, generator=g)
+    values, grads = [], []
+    for tc in (divergences.tc_decomposition, _plain_tc):
+        mu, logvar = mu0.clone().requires_grad_(), logvar0.clone().requires_grad_()
+        z = mu + torch.exp(0.5 * logvar) * eps
+        t = tc(z, mu, logvar, 60_000, estimator)
+        (t.mi.mean() + 6.0 * t.tc.mean() + 2.0 * t.dim_kl.mean()).backward()
+        assert mu.grad is not None and logvar.grad is not None
+        values.append(torch.stack([t.mi, t.tc, t.dim_kl]).detach())
+        grads.append(torch.cat([mu.grad, logvar.grad]))
+    assert torch.allclose(values[0], values[1], rtol=1e-6, atol=1e-4 * values[1].abs().max())
+    assert torch.allclose(grads[0], grads[1], rtol=1e-5, atol=1e-6 * grads[1].abs().max())
+
+
+def test_the_tc_log_densities_gradient_is_the_derivative() -> None:
+    z, mu, logvar = (t.requires_grad_() for t in _posteriors(b=5, d=3, seed=1))
+    own, other = divergences.log_weight_values(5, 50, "mss")
+    assert torch.autograd.gradcheck(
+        lambda *a: divergences._Aggregate.apply(*a, own, other), (z, mu, logvar)
+    )
+
+
 def test_the_kl_estimate_of_the_terms_is_the_closed_form_kl_on_average() -> None:
     _, mu, logvar = _posteriors(b=8, d=2, seed=1)
     g = torch.Generator().manual_seed(2)

@@ -21,16 +21,34 @@ from vaekit.config import ModelConfig
 from vaekit.errors import ConfigError
 from vaekit.evaluation.likelihood import _example_noise, elbo_stats, importance_sampling
 from vaekit.models import IAFVAE, VAE, ComposedVAE
-from vaekit.models.flows import IAF, IAFStep
+from vaekit.models.flows import IAF, IAFStep, SpatialIAF
 from vaekit.models.priors import log_mixture
 
 SHAPE = (1, 6, 6)
 
 
-def model(posterior: str = "gaussian", prior: str = "vamp", **options: object) -> VAE:
+CONV_SHAPE = (1, 8, 8)
+# the models the checks run on: an MLP's latent vector, a conv model's vector and its spatial
+# latent (2 channels of 2x2), a class-conditional MLP (3 classes)
+KINDS = {
+    "mlp": ({}, SHAPE, 0),
+    "conv": ({"arch": "conv", "channels": [4, 8], "blocks_per_level": 0}, CONV_SHAPE, 0),
+    "conv-spatial": (
+        {"arch": "conv", "channels": [4, 8], "blocks_per_level": 0, "latent_channels": 2},
+        CONV_SHAPE,
+        0,
+    ),
+    "conditional": ({"conditional": True, "label_dim": 2}, SHAPE, 3),
+}
+
+
+def model(
+    posterior: str = "gaussian", prior: str = "vamp", kind: str = "mlp", **options: object
+) -> VAE:
+    extra, shape, classes = KINDS[kind]
     cfg = ModelConfig(hidden=[16], latent_dim=3, posterior=posterior, prior=prior,
-                      pseudo_inputs=5, flow_steps=2, **options)  # type: ignore[arg-type]  # fmt: skip
-    m = VAE.from_config(cfg, SHAPE)
+                      pseudo_inputs=5, flow_steps=2, **extra, **options)  # type: ignore[arg-type]  # fmt: skip
+    m = VAE.from_config(cfg, shape, classes)
     with torch.no_grad():  # spread the posteriors and the flow so the checks see them work
         for p in m.parameters():
             p.add_(0.3 * torch.randn_like(p))
@@ -62,14 +80,22 @@ def test_log_mixture_in_passes_equals_one_pass(monkeypatch: pytest.MonkeyPatch) 
     torch.testing.assert_close(log_mixture(z, mu, logvar), whole)
 
 
-def test_vamp_kl_matches_a_monte_carlo_estimate_with_many_samples() -> None:
-    m = model()
-    x = images(1)
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_vamp_kl_matches_a_monte_carlo_estimate_with_many_samples(kind: str) -> None:
+    m = model(kind=kind)
+    _, shape, classes = KINDS[kind]
+    x = torch.rand((1, *shape), generator=torch.Generator().manual_seed(1))
     n = 40_000
+    # a conditional model: this example's label, and the pseudo-inputs' labels 0 1 2 0 1
+    y, pseudo = (torch.tensor([2]), torch.arange(5) % classes) if classes else (None, None)
     with torch.no_grad():
-        terms, _ = m.elbo_terms(x.expand(n, *SHAPE), generator=torch.Generator().manual_seed(3))
-        mu, logvar = VAE.posterior(m, x)
-        mu_k, logvar_k = VAE.posterior(m, m.vamp.inputs())  # type: ignore[union-attr]
+        y_n = None if y is None else y.expand(n)
+        terms, _ = m.elbo_terms(
+            x.expand(n, *shape), y_n, generator=torch.Generator().manual_seed(3)
+        )
+        mu, logvar = VAE.posterior(m, x, y)
+        mu_k, logvar_k = VAE.posterior(m, m.vamp.inputs(), pseudo)  # type: ignore[union-attr]
+    assert mu.shape[1] == (8 if kind == "conv-spatial" else 3)
     q = Independent(Normal(mu[0], torch.exp(0.5 * logvar[0])), 1)
     p = MixtureSameFamily(
         Categorical(torch.ones(5)), Independent(Normal(mu_k, torch.exp(0.5 * logvar_k)), 1)
@@ -127,6 +153,46 @@ def test_each_step_is_autoregressive_and_inverts_dimension_by_dimension(reverse:
     torch.testing.assert_close(back, z, rtol=1e-4, atol=1e-5)
 
 
+def test_spatial_iaf_log_det_equals_the_autograd_jacobian_and_mixes_no_positions() -> None:
+    c, h, w = 3, 2, 2
+    flow = spread(SpatialIAF((c, h, w), 3))
+    order = [torch.arange(c), torch.arange(c).flip(0)]  # each step's channel ordering
+    for z0 in torch.randn(3, c * h * w):
+        _, log_det = flow(z0.unsqueeze(0))
+        j = jacobian(lambda v: flow(v.unsqueeze(0))[0][0], z0)  # (12, 12), z flattened C, h, w
+        torch.testing.assert_close(
+            log_det[0], torch.linalg.slogdet(j).logabsdet, rtol=1e-5, atol=1e-5
+        )
+        blocks = j.view(c, h * w, c, h * w)  # [out channel, out position, in channel, in pos]
+        for p in range(h * w):
+            for q in range(h * w):
+                if p != q:  # no position reads another
+                    assert torch.equal(blocks[:, p, :, q], torch.zeros(c, c))
+    # one step alone: autoregressive over the channels at every position
+    step_flow = spread(SpatialIAF((c, h, w), 1))
+    j = jacobian(lambda v: step_flow(v.unsqueeze(0))[0][0], torch.randn(c * h * w))
+    blocks = j.view(c, h * w, c, h * w)
+    for p in range(h * w):
+        block = blocks[:, p, :, p][order[0]][:, order[0]]
+        assert torch.equal(block.triu(1), torch.zeros(c, c)) and bool((block.diagonal() > 0).all())
+
+
+def test_the_spatial_iaf_model_s_log_q_is_the_base_density_less_the_log_det() -> None:
+    m = model("iaf", "standard", "conv-spatial")
+    assert isinstance(m, IAFVAE) and isinstance(m.flow, SpatialIAF) and m.latent_dim == 8
+    x = torch.rand((1, *CONV_SHAPE), generator=torch.Generator().manual_seed(1))
+    eps = torch.randn(1, 8)
+    with torch.no_grad():
+        out = m(x, eps=eps)
+        mu, logvar = VAE.posterior(m, x)
+    z0 = mu[0] + torch.exp(0.5 * logvar[0]) * eps[0]
+    j = jacobian(lambda v: m.flow(v.unsqueeze(0))[0][0], z0)
+    base = Independent(Normal(mu[0], torch.exp(0.5 * logvar[0])), 1).log_prob(z0)
+    torch.testing.assert_close(
+        out.log_q[0], base - torch.linalg.slogdet(j).logabsdet, rtol=1e-5, atol=1e-5
+    )
+
+
 def test_iaf_log_q_is_the_base_density_less_the_log_det() -> None:
     m = model("iaf", "standard")
     assert isinstance(m, IAFVAE)
@@ -144,28 +210,49 @@ def test_iaf_log_q_is_the_base_density_less_the_log_det() -> None:
 
 
 # -- the importance-weighted bound ----------------------------------------------------------------
-def plain_log_px(m: VAE, x: torch.Tensor, k: int, seed: int) -> torch.Tensor:
+def plain_log_px(
+    m: VAE, x: torch.Tensor, k: int, seed: int, y: torch.Tensor | None = None
+) -> torch.Tensor:
     """log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), one example and one sample at a time:
-    q through autograd's Jacobian of the flow, p(z) through torch.distributions."""
+    q through autograd's Jacobian of the flow, p(z) through torch.distributions (a
+    conditional model's components at the pseudo-labels 0, 1, ..., as many as it has)."""
     out = []
-    mu_k, logvar_k = VAE.posterior(m, m.vamp.inputs())  # type: ignore[union-attr]
+    pseudo = torch.arange(5) % m.num_classes if m.conditional else None
+    mu_k, logvar_k = VAE.posterior(m, m.vamp.inputs(), pseudo)  # type: ignore[union-attr]
     prior = MixtureSameFamily(
         Categorical(torch.ones(mu_k.shape[0])), Independent(Normal(mu_k, (0.5 * logvar_k).exp()), 1)
     )
     for i in range(x.shape[0]):
-        mu, logvar = VAE.posterior(m, x[i : i + 1])
+        yi = None if y is None else y[i : i + 1]
+        mu, logvar = VAE.posterior(m, x[i : i + 1], yi)
         q0 = Independent(Normal(mu[0], torch.exp(0.5 * logvar[0])), 1)
-        eps = _example_noise(i, k, 3, seed, torch.device("cpu"))
+        eps = _example_noise(i, k, m.latent_dim, seed, torch.device("cpu"))
         log_w = []
         for e in eps:
             z0 = mu[0] + torch.exp(0.5 * logvar[0]) * e
-            z = m.flow(z0)[0]
-            log_q = q0.log_prob(z0) - torch.linalg.slogdet(jacobian(lambda v: m.flow(v)[0], z0))[1]
-            logits = m.decode(z.unsqueeze(0))[0]
+
+            def flow(v: torch.Tensor) -> torch.Tensor:
+                return m.flow(v.unsqueeze(0))[0][0]
+
+            z = flow(z0)
+            log_q = q0.log_prob(z0) - torch.linalg.slogdet(jacobian(flow, z0))[1]
+            logits = m.decode(z.unsqueeze(0), yi)[0]
             log_px_z = Bernoulli(logits=logits, validate_args=False).log_prob(x[i]).sum()
             log_w.append(log_px_z + prior.log_prob(z) - log_q)
         out.append(torch.logsumexp(torch.stack(log_w), 0) - math.log(k))
     return torch.stack(out).double()
+
+
+@pytest.mark.parametrize("kind", ["conv-spatial", "conditional"])
+def test_iw_estimate_of_a_spatial_or_conditional_model_matches_a_plain_loop(kind: str) -> None:
+    m = model("iaf", "vamp", kind)
+    _, shape, classes = KINDS[kind]
+    x = torch.rand((3, *shape), generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([2, 0, 1]) if classes else None
+    with torch.no_grad():
+        iw = importance_sampling(m, x, 5, y, seed=5, workers=1)
+        plain = plain_log_px(m, x, 5, seed=5, y=y)
+    torch.testing.assert_close(iw.log_px, plain, rtol=1e-5, atol=1e-4)
 
 
 def test_iw_estimate_matches_a_plain_loop_and_is_above_the_elbo() -> None:
@@ -224,13 +311,17 @@ OPTIONS = {
 }
 
 
+ARCHS = {"mlp": [], "conv": CONV, "conv-spatial": [*CONV, "--model.latent_channels", "2"],
+         "conditional": ["--model.conditional"]}  # fmt: skip
+
+
 @pytest.mark.parametrize("option", list(OPTIONS))
-@pytest.mark.parametrize("arch", ["mlp", "conv"])
+@pytest.mark.parametrize("arch", list(ARCHS))
 def test_train_save_load_evaluate_sample_report(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], arch: str, option: str
 ) -> None:
     run = tmp_path / "run"
-    flags = [*TINY_FLAGS, "--data.noise_examples", "96", *(CONV if arch == "conv" else [])]
+    flags = [*TINY_FLAGS, "--data.noise_examples", "96", *ARCHS[arch]]
     vaekit_cli(capsys, "train", "--data", "noise", *flags, "--out", str(run), *OPTIONS[option])
     loaded = vaekit.load(run)
     expected = IAFVAE if "iaf" in option else ComposedVAE
@@ -242,10 +333,18 @@ def test_train_save_load_evaluate_sample_report(
     stats = json.loads(vaekit_cli(capsys, "evaluate", str(run), "--iw-samples", "4", "--json"))
     assert stats["log_px"] >= stats["iw_elbo"] and math.isfinite(stats["nelbo"])
     assert "kl_per_dim" not in stats and "active_units" in stats
-    vaekit_cli(capsys, "sample", str(run), "--out", str(tmp_path / "s.png"))
+    label = ["--label", "2"] if arch == "conditional" else []
+    vaekit_cli(capsys, "sample", str(run), *label, "--out", str(tmp_path / "s.png"))
     assert (tmp_path / "s.png").stat().st_size > 0
     vaekit_cli(capsys, "report", str(run), "--iw-samples", "2", "--max-test", "16")
     assert (run / "report.html").exists()
+    if arch == "conv-spatial":
+        assert loaded.latent_shape is not None and loaded.latent_shape[0] == 2
+        assert isinstance(getattr(loaded, "flow", SpatialIAF((1, 1, 1), 1)), SpatialIAF)
+    if arch == "conditional":
+        assert loaded.conditional
+        z = loaded.sample_prior(2, torch.Generator().manual_seed(0))
+        assert not torch.equal(*(loaded.decode_images(z, torch.tensor([c, c])) for c in (0, 5)))
 
 
 def test_vamp_takes_a_spatial_latent(tmp_path: Path) -> None:
@@ -280,10 +379,11 @@ def test_the_gaussian_vae_stays_the_plain_vae(tmp_path: Path) -> None:
         (["--model.posterior", "iaf", "--loss.free_bits", "0.5"], "set loss.free_bits 0"),
         (["--model.prior", "vamp", "--loss.free_bits", "0.5"], "set loss.free_bits 0"),
         (["--model.posterior", "vq", "--model.prior", "vamp"], "set model.prior standard"),
-        ([*CONV, "--model.latent_channels", "2", "--model.posterior", "iaf"],
-         "set model.latent_channels 0"),
+        ([*CONV, "--model.latent_channels", "2", "--model.posterior", "iaf",
+          "--model.conditional"], "set model.latent_channels 0"),
         (["--model.prior", "vamp", "--model.arch", "autoencoderkl"], "mlp and conv"),
-        (["--model.prior", "vamp", "--model.conditional"], "set model.conditional false"),
+        ([*CONV, "--model.latent_channels", "2", "--model.prior", "vamp",
+          "--model.conditional"], "set model.latent_channels 0"),
         ([*CONV, "--model.posterior", "iaf", "--model.linear_path", "--model.likelihood",
           "gaussian"], "does not take it"),
     ],

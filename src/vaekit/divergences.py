@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -58,17 +59,83 @@ def log_q_pairs(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torc
     return -0.5 * (diff.pow(2) * torch.exp(-logvar).unsqueeze(0) + logvar.unsqueeze(0) + LOG_2PI)
 
 
+def log_weight_values(batch: int, dataset_size: int, estimator: str) -> tuple[float, float]:
+    """The log importance weights of `log_weights`: (the sample's own posterior's, each
+    other posterior's)."""
+    n, b = dataset_size, batch
+    if estimator == "mws" or b < 2:
+        return -math.log(n * b), -math.log(n * b)
+    return math.log(1.0 / n), math.log((n - 1) / (n * (b - 1)))
+
+
 def log_weights(
     batch: int, dataset_size: int, estimator: str, device: torch.device
 ) -> torch.Tensor:
     """The log importance weights (B, B) of posterior j for sample i in the estimate
     log q(z_i) = logsumexp_j [log q(z_i|x_j) + w_ij]: MWS's -log(N B) everywhere, or MSS's
     log(1/N) for the sample's own posterior and log((N-1)/(N (B-1))) for the others."""
-    n, b = dataset_size, batch
-    if estimator == "mws" or b < 2:
-        return torch.full((b, b), -math.log(n * b), device=device)
-    w = torch.full((b, b), (n - 1) / (n * (b - 1)), device=device)
-    return w.fill_diagonal_(1.0 / n).log()
+    own, other = log_weight_values(batch, dataset_size, estimator)
+    return torch.full((batch, batch), other, device=device).fill_diagonal_(own)
+
+
+class _Aggregate(torch.autograd.Function):
+    """From samples z (B, D) of the diagonal Gaussians (mu, logvar) (B, D) (float32 or 64)
+    and the log weights w_ij = `own` where i = j, else `other`, the log densities of
+    `tc_decomposition`, each (B,): log q(z_i|x_i), log q(z_i) = logsumexp_j [log q(z_i|x_j)
+    + w_ij] and sum_d log q(z_id), log q(z_id) = logsumexp_j [log q(z_id|x_j) + w_ij].
+
+    The value of log_q_pairs' (B, B, D) reduced by torch.logsumexp, to float precision
+    (tests/test_objectives_family.py checks value and gradient), in fewer and cheaper
+    passes over the B x B x D values, its backward written out: the pairs are laid out
+    (i, d, j), so that each sum over j runs over contiguous memory (torch's broadcasting
+    lays them out (i, j, d)); each exponential is taken once, in place, and the backward
+    reuses it as the softmax; and each exponent is clamped at -87 first (`_log_sum_exp`)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, own: float, other: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b, d = z.shape
+        inv_std = torch.exp(-0.5 * logvar).T.contiguous()  # (D, B): posterior j's, per dim
+        t = torch.empty((b, d, b), dtype=z.dtype, device=z.device)  # laid out (i, d, j)
+        torch.sub(z.unsqueeze(2), mu.T, out=t).mul_(inv_std)  # (z_id - mu_jd) / std_jd
+        c = -0.5 * (logvar.T + LOG_2PI)  # (D, B)
+        pairs = torch.addcmul(c, t, t, value=-0.5, out=torch.empty_like(t))  # log q(z_id|x_j)
+        joint = pairs.sum(1)  # (B, B): log q(z_i|x_j)
+        log_qz_x = joint.diagonal().clone()
+        joint.diagonal().add_(own - other)  # the weights, less `other`
+        pairs.diagonal(dim1=0, dim2=2).add_(own - other)
+        log_qz, soft = _log_sum_exp(joint, other)  # (B,), (B, B)
+        log_qz_d, e = _log_sum_exp(pairs, other)  # (B, D), (B, D, B)
+        ctx.save_for_backward(t, e, soft, inv_std)
+        return log_qz_x, log_qz, log_qz_d.sum(1)
+
+    @staticmethod
+    def backward(
+        ctx: Any, g_own: torch.Tensor, g_joint: torch.Tensor, g_marginals: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
+        t, e, soft, inv_std = ctx.saved_tensors
+        # d(out) / d log q(z_id|x_j): from log q(z_i|x_i), log q(z_i), sum_d log q(z_id)
+        g_pairs = soft * g_joint.unsqueeze(1)
+        g_pairs.diagonal().add_(g_own)
+        g = torch.addcmul(g_pairs.unsqueeze(1), e, g_marginals.view(-1, 1, 1))
+        g_sum = g.sum(0)
+        # d log q(z_id|x_j) / d logvar_jd = (t^2 - 1) / 2, / d mu_jd = t / std_jd = -/ d z_id
+        gt = g.mul_(t)
+        g_logvar = 0.5 * ((gt * t).sum(0) - g_sum)
+        gt.mul_(inv_std)
+        return -gt.sum(2), gt.sum(0).T, g_logvar.T, None, None
+
+
+def _log_sum_exp(x: torch.Tensor, shift: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """logsumexp over x's last dimension, + `shift`, and the softmax there, taken in x's
+    memory. Each exponent (x - its row's max) is clamped at -87 first: exp of less is under
+    float32's smallest normal, nothing beside the maximum's 1 in the sum (under 1e-37 of
+    it), and many times slower to take than of -87."""
+    top = x.amax(-1, keepdim=True)
+    e = x.sub_(top).clamp_min_(-87.0).exp_()
+    total = e.sum(-1, keepdim=True)
+    return (total.log() + top).squeeze(-1) + shift, e.div_(total)
 
 
 def tc_decomposition(
@@ -87,11 +154,10 @@ def tc_decomposition(
             f"beta-TCVAE's log q(z) over a batch of {b:,} with {d:,} latents",
             "lower train.batch_size, or use loss.objective factorvae",
         )
-    pairs = log_q_pairs(z, mu, logvar)  # (B, B, D)
-    w = log_weights(z.shape[0], max(dataset_size, z.shape[0]), estimator, z.device)
-    log_qz_x = pairs.diagonal(dim1=0, dim2=1).sum(0)  # (B,): log q(z_i|x_i)
-    log_qz = torch.logsumexp(pairs.sum(2) + w, dim=1)  # (B,)
-    log_qz_marginals = torch.logsumexp(pairs + w.unsqueeze(2), dim=1).sum(1)  # (B,)
+    n = max(dataset_size, b)
+    own, other = log_weight_values(b, n, estimator)
+    mu, logvar = mu.float(), clamp_logvar(logvar)
+    log_qz_x, log_qz, log_qz_marginals = _Aggregate.apply(z.float(), mu, logvar, own, other)
     log_pz = log_standard_normal(z.float())
     return TCTerms(log_qz_x - log_qz, log_qz - log_qz_marginals, log_qz_marginals - log_pz)
 

@@ -61,8 +61,9 @@ def _explore_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = sub.add_parser(
         "explore",
         help="a latent explorer in the browser (local web server)",
-        description="Serve a page with one slider per latent dimension, the "
-        "decoded image, encoding of test images and interpolation. Binds "
+        description="Serve a page with one slider per latent dimension (a VQ-VAE: one "
+        "box per code), the decoded image, draws from the model's own prior, encoding of "
+        "test images and interpolation. Binds "
         f"127.0.0.1 unless --host says otherwise. {COMMON_HELP}.",
     )
     p.add_argument("run")

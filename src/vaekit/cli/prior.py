@@ -27,7 +27,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Train a gated PixelCNN prior over the codes of a VQ-VAE run (model."
         "posterior vq) on the codes of the run's training rows, keep the epoch with the "
         "lowest NLL on its validation rows, and save it beside the run "
-        "(code_prior.safetensors, code_prior.json).",
+        "(code_prior.safetensors, code_prior.json). It holds the run's lock while it trains and "
+        "saves its state at each epoch's end and on Ctrl-C (code_prior_state.pt): --resume "
+        "continues it.",
     )
     p.add_argument("run", help="a VQ-VAE run directory written by `vaekit train`")
     p.add_argument("--epochs", type=count(1, 100_000), default=10)
@@ -42,6 +44,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="the examples whose codes train the prior (default: the data the run trained on)",
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default cpu)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the train-prior saved in RUN (code_prior_state.pt: an interrupted one, "
+        "or a finished one with more --epochs), with the same options",
+    )
 
 
 def cmd_train_prior(args: argparse.Namespace) -> int:
@@ -58,6 +66,7 @@ def cmd_train_prior(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         progress=True,
+        resume=args.resume,
     )
     record = result.model.code_prior.training_record if result.model.code_prior else {}
     print(

@@ -220,7 +220,8 @@ class ModelConfig:
         "sampling without a prior over its codes; mlp and conv, and with autoencoderkl "
         "diffusers' VQModel) or iaf (the Gaussian followed by model.flow_steps inverse "
         "autoregressive flow steps, Kingma et al. 2016: its KL is a Monte Carlo estimate; "
-        "mlp and conv, a latent vector) or ladder (a hierarchical VAE of model.latent_dims "
+        "mlp and conv, a latent vector or a spatial latent, whose flow is autoregressive "
+        "over the channels at each position) or ladder (a hierarchical VAE of model.latent_dims "
         "layers with top-down inference, the Ladder VAE of Sønderby et al. 2016; latent_dim "
         "is then ignored; mlp and conv, a latent vector)",
         choices=("gaussian", "vq", "iaf", "ladder"),

@@ -164,10 +164,6 @@ def _ladder(cfg: ModelConfig) -> dict[str, Any]:
             f"model.prior {cfg.prior} replaces N(0, I); a ladder's prior is its own top-down "
             "hierarchy (N(0, I) at the top): set model.prior standard"
         )
-    if cfg.conditional:
-        raise ConfigError(
-            "a class-conditional ladder VAE is not built yet: set model.conditional false"
-        )
     if cfg.latent_channels:
         raise ConfigError(
             "model.posterior ladder stacks latent vectors; set model.latent_channels 0 (a "

@@ -39,6 +39,7 @@ from ..io import checkpoint, fileio
 from ..version import __version__
 
 WEIGHTS, RECORD = FILES = checkpoint.PRIOR_FILES
+STATE_FILE = "code_prior_state.pt"  # its training's resumable state (training/prior_state.py)
 KIND = "gated-pixelcnn"
 TRAIN_AGAIN = "train it again with vaekit train-prior RUN"
 

@@ -14,6 +14,14 @@ is of this model. The MC KL does not split into latent dimensions (a VampPrior's
 does not factorise, and a flow mixes them): free bits are refused and the records of a
 KL per dimension are left out (`no_kl_per_dim` says why), active units are kept.
 
+Both take the latents and the labels the Gaussian VAE takes: a vector or (for a spatial
+latent) a map, whose flow (`SpatialIAF`) is autoregressive over the channels at each
+position; a class-conditional model's encoder and decoder read the label as the Gaussian
+VAE's do, and its prior stays one p(z) for every class, as N(0, I) is: the VampPrior's
+pseudo-inputs carry fixed pseudo-labels, k mod the number of classes, so the mixture is
+of the conditional posteriors q(z|u_k, c_k) and approximates the aggregate posterior
+E_{x,y} q(z|x, y), as the unconditional one approximates E_x q(z|x).
+
 The plain Gaussian VAE (vae.py) stays as it is: closed-form KL, no flow, no prior
 network; model.posterior gaussian with model.prior standard builds it, not this class.
 `posterior` (encode, reconstruct, interpolate, active units) gives the flow's point at
@@ -32,7 +40,7 @@ from torch import nn
 from .. import limits, losses
 from ..errors import ConfigError
 from .composition import PRIORS
-from .flows import IAF, hidden_width
+from .flows import IAF, SpatialIAF, hidden_width
 from .pretrained import POSTERIORS
 from .priors import STANDARD, VAMP, VampPrior, log_mixture
 from .vae import VAE, VAEOutput
@@ -76,11 +84,6 @@ class ComposedVAE(VAE):
         if prior not in PRIOR_KINDS:
             raise ConfigError(f"prior must be one of {', '.join(PRIOR_KINDS)}; got {prior!r}")
         _whole("pseudo_inputs", pseudo_inputs, MAX_PSEUDO_INPUTS)
-        if settings.get("num_classes"):
-            raise ConfigError(
-                "a class-conditional VAE with a VampPrior or an IAF posterior is not built "
-                "yet: set model.conditional false"
-            )
         super().__init__(encoder, decoder, **settings)
         self.prior = prior
         self.pseudo_inputs = int(pseudo_inputs)
@@ -92,7 +95,9 @@ class ComposedVAE(VAE):
                 "and Adam's moments)",
                 "make model.pseudo_inputs smaller",
             )
-            self.vamp = VampPrior(pseudo_inputs, self.input_shape, self.normalization.bounded)
+            self.vamp = VampPrior(
+                pseudo_inputs, self.input_shape, self.normalization.bounded, self.num_classes
+            )
 
     # -- q(z|x) ---------------------------------------------------------------------------
     def gaussian(
@@ -110,9 +115,10 @@ class ComposedVAE(VAE):
 
     # -- p(z) -----------------------------------------------------------------------------
     def components(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The VampPrior's components: the Gaussian heads at the pseudo-inputs, (K, D) each."""
+        """The VampPrior's components: the Gaussian heads at the pseudo-inputs (a conditional
+        model's with their pseudo-labels), (K, D) each."""
         assert self.vamp is not None
-        return self.gaussian(self.vamp.inputs())
+        return self.gaussian(self.vamp.inputs(), self.vamp.labels)
 
     def log_prior(self, z: torch.Tensor) -> torch.Tensor:
         """log p(z) for z (..., D): (...,)."""
@@ -178,7 +184,8 @@ class ComposedVAE(VAE):
 
 class IAFVAE(ComposedVAE):
     """A ComposedVAE whose posterior is the Gaussian followed by `flow_steps` inverse
-    autoregressive flow steps (flows.py); a latent vector only."""
+    autoregressive flow steps (flows.py): over the latent vector, or for a spatial latent
+    over the channels at each position (`SpatialIAF`)."""
 
     posterior_kind = "iaf"
 
@@ -186,20 +193,17 @@ class IAFVAE(ComposedVAE):
         self, encoder: nn.Module, decoder: nn.Module, *, flow_steps: int = 2, **settings: Any
     ) -> None:
         _whole("flow_steps", flow_steps, MAX_FLOW_STEPS)
-        if settings.get("latent_shape") is not None:
-            raise ConfigError(
-                "an IAF posterior is built for a latent vector (a spatial latent needs masked "
-                "convolutions, not built yet): set model.latent_channels 0"
-            )
         super().__init__(encoder, decoder, **settings)
         self.flow_steps = int(flow_steps)
-        d = self.latent_dim
+        shape = self.latent_shape
+        d = self.latent_dim if shape is None else shape[0]  # the values one MADE orders
         limits.check_fits(
             flow_steps * hidden_width(d) * d * 3 * 4 * 4,  # 3 masked layers, + grads, Adam
-            f"{flow_steps} flow steps over a latent of {d:,}",
-            "make model.flow_steps or model.latent_dim smaller",
+            f"{flow_steps} flow steps over a latent of {d:,}"
+            + ("" if shape is None else " channels"),
+            "make model.flow_steps or the latent smaller",
         )
-        self.flow = IAF(d, self.flow_steps)
+        self.flow = IAF(d, self.flow_steps) if shape is None else SpatialIAF(shape, flow_steps)
 
     def transform(
         self, z0: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor

@@ -18,6 +18,12 @@ exactly (models/composed.py uses it in the KL and the importance weights). The f
 no context input from the encoder (pythae's VAE_IAF has none either): its steps are
 shared by all x, and q(z|x) varies with x through mu and sigma_0. The s outputs start
 near +2 (the paper: "close to +1 or +2"), so each step starts close to the identity.
+
+A spatial latent (C, h, w) takes `SpatialIAF`: the same steps over the C channels at each
+of the h*w positions, shared by all positions, i.e. MADE's masked layers as masked 1x1
+convolutions (a linear map of the channels at each position is a 1x1 convolution). Each
+position's channels are a flow of their own, so the Jacobian is block diagonal with
+triangular blocks, and log |det| = the sum over positions of each position's log-det.
 """
 
 from __future__ import annotations
@@ -101,3 +107,22 @@ class IAF(nn.Module):
             z, step_log_det = step(z)
             log_det = log_det + step_log_det
         return z, log_det
+
+
+class SpatialIAF(IAF):
+    """The IAF over a spatial latent `latent_shape` (C, h, w), flattened (..., C*h*w) as the
+    VAE holds it: at every position, T steps autoregressive over its C channels (masked 1x1
+    convolutions: one per-position MADE, its weights shared by all positions). The same
+    weights' names as `IAF(C, steps)`'s."""
+
+    def __init__(self, latent_shape: tuple[int, ...], steps: int) -> None:
+        super().__init__(int(latent_shape[0]), steps)
+        self.latent_shape = tuple(int(s) for s in latent_shape)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """z_0 (..., C*h*w) -> (z_T (..., C*h*w), the log-det summed over positions (...,))."""
+        c = self.latent_shape[0]
+        lead = z.shape[:-1]
+        per_position = z.reshape(*lead, c, -1).transpose(-1, -2)  # (..., h*w, C)
+        out, log_det = super().forward(per_position)  # log_det: (..., h*w)
+        return out.transpose(-1, -2).reshape(z.shape), log_det.sum(-1)

@@ -15,6 +15,10 @@ is D): `posterior` gives the q moments of every layer, each layer's conditioned 
 posterior mean of the layer above (so `encode`, `reconstruct` and `interpolate` are the
 VAE's), the decoder reads z_1 only, `sample` draws top-down from the prior.
 
+A class-conditional ladder (model.conditional) reads the label where the Gaussian VAE does:
+the encoder (so every q head, through the bottom-up pass) and the decoder (beside z_1); the
+top-down prior p(z) stays one for every class, as N(0, I) does for the Gaussian VAE.
+
 The bound, one path z ~ q per example: ELBO = log p(x|z_1) - sum_i KL(q(z_i|z_{i+1},x) ||
 p(z_i|z_{i+1})), each layer's KL in closed form given the sampled layer above (kl_per_dim
 (B, D) holds them, so free bits and the per-layer KLs kl_1 ... kl_L come from it). The
@@ -83,10 +87,6 @@ class LadderVAE(VAE):
                 f"latent_dim {given} does not fit latent_dims {list(dims)} (their sum is "
                 f"{sum(dims)})"
             )
-        if settings.get("num_classes"):
-            raise ConfigError(
-                "a class-conditional ladder VAE is not built yet: set model.conditional false"
-            )
         if settings.get("latent_shape") is not None:
             raise ConfigError(
                 "a ladder VAE's layers are vectors: set model.latent_channels 0 (a spatial "
@@ -101,7 +101,8 @@ class LadderVAE(VAE):
 
     def _build_posterior(self, encoder: nn.Module) -> None:
         """The encoder must give features (B, F): the bottom-up pass starts from them."""
-        features = protocol.encoder_features(encoder, self.input_shape, self.latent_dim, 0)
+        label = self.label_dim if self.conditional else 0
+        features = protocol.encoder_features(encoder, self.input_shape, self.latent_dim, label)
         if features is None:
             raise ConfigError(
                 f"a ladder VAE's encoder returns features (B, F); {type(encoder).__name__} "
@@ -135,8 +136,10 @@ class LadderVAE(VAE):
     def bottom_up(
         self, x: torch.Tensor, y: torch.Tensor | None = None
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """(mu^_i, log sigma^_i^2), each (B, d_i), for i = 1 ... L, from x in model units."""
-        h = self.encoder(x)
+        """(mu^_i, log sigma^_i^2), each (B, d_i), for i = 1 ... L, from x in model units
+        (and a conditional model's labels y, which the encoder reads as the VAE's does)."""
+        cond = self._cond(y, x.shape[0], x.device)
+        h = self.encoder(x) if cond is None else self.encoder(x, cond)
         hats = []
         for i, head in enumerate(self.q_heads):
             if i > 0:
@@ -205,9 +208,12 @@ class LadderVAE(VAE):
         return path.q_mu, path.q_logvar
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """p(x|z_1): the likelihood's parameters, for z (B, D) of all layers."""
+        """p(x|z_1, y): the likelihood's parameters, for z (B, D) of all layers (a
+        conditional model's decoder reads z_1 and the label embedding, as the VAE's)."""
         protocol.check_z(z, self.latent_dim, None)
-        return self.decoder(z[:, : self.latent_dims[0]])
+        z1 = z[:, : self.latent_dims[0]]
+        cond = self._cond(y, z.shape[0], z.device)
+        return self.decoder(z1 if cond is None else torch.cat([z1, cond.to(z1.dtype)], dim=1))
 
     def forward(
         self,
@@ -257,7 +263,8 @@ class LadderVAE(VAE):
         """log p(x, z_1..z_L) - log q(z_1..z_L | x) for K top-down paths per example: (K, B)."""
         b = x.shape[0]
         path = self.top_down(self.bottom_up(x, y), eps, shape=(k, b), generator=generator)
-        params = self.decode(path.z.reshape(k * b, -1))  # (K*B, C*k, H, W)
+        y_rep = None if y is None else torch.as_tensor(y, device=x.device).repeat(k)
+        params = self.decode(path.z.reshape(k * b, -1), y_rep)  # (K*B, C*k, H, W)
         x_rep = x.unsqueeze(0).expand(k, *x.shape).reshape(k * b, *x.shape[1:])
         log_px_z = self.log_likelihood(x_rep, params).view(k, b)
         log_p = losses.log_normal_diag(path.z, path.p_mu, path.p_logvar)  # all layers' priors

@@ -12,7 +12,10 @@ flow inverted, D sequential passes). The KL(q(z|x) || p(z)) has no closed form; 
 model (composed.py) estimates it as log q(z|x) - log p(z) at its sampled z. A sample
 of p(z) is a random pseudo-input's posterior: k ~ U{1..K}, z = mu_k + sigma_k * eps.
 Pseudo-inputs of bounded data (images in [0, 1]) pass through hardtanh(0, 1), as the
-paper's do, and start near the middle of the range.
+paper's do, and start near the middle of the range. A class-conditional model's encoder
+reads a label too: pseudo-input k carries the fixed pseudo-label k mod (the number of
+classes), so every class has K / classes components and p(z) stays one density for all
+labels (composed.py).
 """
 
 from __future__ import annotations
@@ -31,15 +34,23 @@ ROWS_PER_PASS = 4_000_000  # z rows x components x D values per pass of `log_mix
 
 
 class VampPrior(nn.Module):
-    """K pseudo-inputs of `input_shape` (C, H, W); `bounded`: the data are in [0, 1]."""
+    """K pseudo-inputs of `input_shape` (C, H, W); `bounded`: the data are in [0, 1];
+    `classes` (a class-conditional model's): the pseudo-labels are k mod `classes`."""
 
-    def __init__(self, count: int, input_shape: Sequence[int], bounded: bool) -> None:
+    labels: torch.Tensor | None
+
+    def __init__(
+        self, count: int, input_shape: Sequence[int], bounded: bool, classes: int = 0
+    ) -> None:
         super().__init__()
         start = 0.5 if bounded else 0.0
         g = torch.Generator().manual_seed(0)  # the same start for a rebuilt model
         init = start + 0.01 * torch.randn((count, *input_shape), generator=g)
         self.pseudo_inputs = nn.Parameter(init)  # (K, C, H, W)
         self.bounded = bool(bounded)
+        # fixed, so rebuilt with the model rather than saved (K,) or None
+        labels = torch.arange(count) % classes if classes else None
+        self.register_buffer("labels", labels, persistent=False)
 
     def inputs(self) -> torch.Tensor:
         """The pseudo-inputs as the encoder reads them: (K, C, H, W)."""

@@ -3,22 +3,17 @@ of models/code_prior.py), trained on the codes of the rows the run trained on, s
 the codes of its validation rows, and saved beside the run (code_prior.safetensors and
 code_prior.json), where `vaekit.load(RUN)` finds it.
 
-A short loop of its own, not the Trainer's (trainer.py): the Trainer trains a `VAE` on
-examples through the model's objective and owns a run directory (config.yaml, state.pt,
-metrics.jsonl, model.safetensors, all written for the model it trains). The prior is a
-second, small model inside a finished run, trained by cross-entropy on integer codes that
-are computed once, and it must leave every file of the run as it is; pushing it through
-the Trainer would mean a fake VAE, a fake data set and a second run directory. What the
-two share is shared by calling: the data the run trained on (`loading.data_of`), its
-training and validation rows and the codes of them (`evaluation.encode`), the epoch order
-(`epoch_permutation`, a pure function of seed and epoch) and the atomic writes.
+The training holds the run's lock (runlock.py) for as long as it reads and writes the
+run, and runs on the Trainer's parts (training/prior_loop.py), saving its resumable state
+beside the run (training/prior_state.py) so that `resume` continues it. What it shares
+with `vaekit train` besides: the data the run trained on (`loading.data_of`), its
+training and validation rows and the codes of them (`evaluation.encode`), and the atomic
+writes. It leaves the run's own files (config.yaml, config.json, model.safetensors,
+state.pt, metrics.jsonl) as they are.
 """
 
 from __future__ import annotations
 
-import copy
-import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,16 +21,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data import Dataset, batch_indices, epoch_permutation
+from ..data import Dataset
 from ..data.core.validation import validation_rows
 from ..diffusers.model import reference_of
 from ..errors import ConfigError, TrainingDiverged
 from ..evaluation.encode import encode
-from ..evaluation.prior import code_nll
 from ..loading import data_of, load
 from ..models import VAE, VQVAE, code_prior
-from ..models.code_prior import CodePrior, bits, code_map
+from ..models.code_prior import CodePrior, code_map
 from ..models.pretrained import resolve
+from . import prior_state, runlock
+from .prior_loop import Saving, fit
 
 VAL_FRACTION = 0.1  # of the training codes, held out where the run has no validation rows
 
@@ -62,39 +58,81 @@ def train_prior(
     seed: int = 0,
     device: str = "cpu",
     progress: bool = False,
+    resume: bool = False,
 ) -> PriorResult:
     """Train a gated PixelCNN prior over the codes of the VQ-VAE `run` (a run folder, or a
     VQVAE in memory) and attach it; a run folder gets its files. `data`: anything --data
     takes (default: the data the run trained on); its training rows train the prior, its
-    validation rows (else VAL_FRACTION of the training codes) choose the epoch kept."""
-    options = {"epochs": (epochs, 1), "batch_size": (batch_size, 1), "seed": (seed, 0)}
-    for name, (value, low) in options.items():
+    validation rows (else VAL_FRACTION of the training codes) choose the epoch kept.
+
+    In a run folder the training holds the run's lock (a second train-prior, or a `vaekit
+    train` into it, is refused in one line), saves its state at each epoch's end and on
+    SIGINT/SIGTERM (code_prior_state.pt), and `resume` continues it."""
+    checks = {"epochs": (epochs, 1), "batch_size": (batch_size, 1), "seed": (seed, 0)}
+    for name, (value, low) in checks.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ConfigError(f"{name} must be a whole number >= {low}; got {value!r}")
     if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not 0 < lr <= 10:
         raise ConfigError(f"lr must be a number above 0 and at most 10; got {lr!r}")
-    folder = None if isinstance(run, VAE) else _local_run(run)
-    model = run if isinstance(run, VAE) else load(run, device)
+    if not isinstance(resume, bool):
+        raise ConfigError(f"resume must be True or False; got {type(resume).__name__}")
+    options = {"epochs": epochs, "batch_size": batch_size, "lr": float(lr), "channels": channels,
+               "layers": layers, "kernel": kernel, "seed": seed, "data": data}  # fmt: skip
+    if isinstance(run, VAE):
+        if resume:
+            raise ConfigError(
+                "resume=True continues a train-prior saved in a run folder; a model in memory "
+                "has none: pass the run folder"
+            )
+        return _train(run, None, options, device, progress, False)
+    folder = _local_run(run)
+    with runlock.held(folder, "the VQ-VAE run"):  # read and written by this process alone
+        return _train(load(folder, device), folder, options, device, progress, resume)
+
+
+def _train(
+    model: VAE,
+    folder: Path | None,
+    options: dict[str, Any],
+    device: str,
+    progress: bool,
+    resume: bool,
+) -> PriorResult:
+    """The prior of `model` trained on its codes, attached, and written into `folder`."""
     source = "the model" if folder is None else str(folder)
     if not isinstance(model, VQVAE):
         raise ConfigError(
             f"{source} is a Gaussian VAE, whose prior is N(0, I); a prior over codes is "
             "trained for a VQ-VAE (model.posterior vq)"
         )
+    o = options
     with torch.random.fork_rng(devices=[]):  # the prior's start: seeded, the caller's RNG kept
-        torch.manual_seed(seed)
-        prior = CodePrior(model.codebook_size, model.code_map_shape(), channels, layers, kernel)
-    train, val = _codes(model, data_of(model, data, source=source, progress=progress), seed)
+        torch.manual_seed(o["seed"])
+        shape = model.code_map_shape()
+        prior = CodePrior(model.codebook_size, shape, o["channels"], o["layers"], o["kernel"])
+    dataset = data_of(model, o["data"], source=source, progress=progress)
+    train, val = (c.to(model.device) for c in _codes(model, dataset, o["seed"]))
     prior.to(model.device)
-    history, best = fit(prior, train.to(model.device), val.to(model.device), epochs,
-                         batch_size, float(lr), seed, progress)  # fmt: skip
+    whose = code_prior.fingerprint(model.state_dict())  # the codes' model
+    saving = None
+    if folder is not None:
+        saved = prior_state.load(folder) if resume else None
+        saving = Saving(folder, options, prior_state.fingerprints(whose, train, val), saved)
+    split = _split_line(dataset, len(train), len(val))
+    history, best = fit(prior, train, val, o["epochs"], o["batch_size"], o["lr"], o["seed"],
+                        progress, saving, split)  # fmt: skip
+    if best["weights"] is None:
+        raise TrainingDiverged(
+            f"the code prior's validation NLL was never finite: lower the learning rate "
+            f"(now {o['lr']:g})"
+        )
     prior.load_state_dict(best["weights"])
     prior.training_record = {
-        "epochs": epochs, "batch_size": batch_size, "lr": float(lr), "seed": seed,
+        "epochs": o["epochs"], "batch_size": o["batch_size"], "lr": o["lr"], "seed": o["seed"],
         "train_codes": len(train), "val_codes": len(val), "best_epoch": best["epoch"],
         "val_nll": best["val_nll"], "history": history,
     }  # fmt: skip
-    prior.model_fingerprint = code_prior.fingerprint(model.state_dict())  # whose codes
+    prior.model_fingerprint = whose
     model.attach_prior(prior.eval())
     if folder is not None:
         code_prior.write(folder, prior)
@@ -130,57 +168,13 @@ def _codes(model: VQVAE, dataset: Dataset, seed: int) -> tuple[torch.Tensor, tor
     return train[torch.from_numpy(kept)], train[torch.from_numpy(held)]
 
 
+def _split_line(dataset: Dataset, train: int, val: int) -> str:
+    """What the prior trains and chooses on, as `vaekit train` says its split."""
+    own = dataset.x_val is not None or isinstance(dataset.info.get("carve"), dict)
+    held = "the data's validation rows" if own else f"{VAL_FRACTION:.0%} held out by seed"
+    return f"code prior: {train:,} training code maps, {val:,} validation code maps ({held})"
+
+
 def _code_map(arrays: Any) -> torch.Tensor:
     assert isinstance(arrays, dict)
     return code_map(torch.from_numpy(np.ascontiguousarray(arrays["codes"])))
-
-
-def fit(
-    prior: CodePrior,
-    train: torch.Tensor,
-    val: torch.Tensor,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    seed: int,
-    progress: bool,
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Adam on the mean NLL of minibatches of codes, in each epoch's seeded order; a
-    line per epoch; the history, and the epoch of the lowest validation NLL with its
-    weights."""
-    optimizer = torch.optim.Adam(prior.parameters(), lr=lr)
-    count = math.prod(prior.code_shape)
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"val_nll": math.inf}
-    size = min(batch_size, len(train))  # fewer codes than a batch: one batch of them all
-    for epoch in range(epochs):
-        prior.train()
-        order = epoch_permutation(len(train), seed, epoch).to(train.device)
-        total = torch.zeros((), device=train.device)
-        batches = batch_indices(order, size)
-        for idx in batches:
-            loss = prior.nll(train[idx]).mean()
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"the code prior's loss is not finite at epoch {epoch + 1}: lower --lr "
-                    f"(now {lr:g})"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach()
-        record = {"epoch": epoch + 1, "train_nll": float(total) / len(batches)}
-        record["val_nll"] = float(code_nll(prior, val, batch_size).mean())
-        record["val_bits_per_code"] = bits(record["val_nll"], count)
-        history.append(record)
-        if record["val_nll"] < best["val_nll"]:
-            weights = copy.deepcopy(prior.state_dict())
-            best = {"epoch": epoch + 1, "val_nll": record["val_nll"], "weights": weights}
-        if progress:
-            print(
-                f"prior epoch {epoch + 1}/{epochs}: train {record['train_nll']:.3f}, val "
-                f"{record['val_nll']:.3f} nats per example ({record['val_bits_per_code']:.4f} "
-                "bits per code)" + (" *" if best["epoch"] == epoch + 1 else ""),
-                file=sys.stderr,
-            )
-    return history, best

@@ -37,6 +37,7 @@ RUN_FILES = (
     checkpoint.MODEL_FILE,
     checkpoint.STATE_FILE,
     *code_prior.FILES,  # a VQ-VAE's prior over its codes (vaekit train-prior)
+    code_prior.STATE_FILE,  # and the resumable state of its training
     tracking.METRICS_FILE,
     "samples.png",
     "reconstructions.png",

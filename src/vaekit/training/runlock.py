@@ -103,10 +103,11 @@ def _read(lock: Path) -> Owner | None:
         time.sleep(0.05)  # created a moment ago; its owner is writing it
 
 
-def acquire(directory: Path) -> Owner:
-    """Create the lock in `directory` for this process, taking over a stale one."""
+def acquire(directory: Path, what: str = "") -> Owner:
+    """Create the lock in `directory` for this process, taking over a stale one. `what`
+    names the directory in the refusal (default: the --out of a training run)."""
     lock = directory / LOCK_FILE
-    me = _me()
+    me, where = _me(), what or option("out")
     for _ in range(5):  # each pass either creates the lock, refuses, or clears a stale one
         try:
             fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, fileio.FILE_MODE)
@@ -116,18 +117,18 @@ def acquire(directory: Path) -> Owner:
             except FileNotFoundError:  # removed since: its owner finished
                 continue
             if holder is not None and holder.alive():
+                instead = "" if what else f" or choose another {option('out')}"
                 raise ConfigError(
-                    f"{option('out')} {directory} is in use by {holder.describe()}, which is "
-                    f"training into it; wait for it to finish or choose another {option('out')} "
-                    "(if that run is "
-                    f"known to be over, delete {lock})"
+                    f"{where} {directory} is in use by {holder.describe()}, "
+                    f"which is training into it; wait for it to finish{instead} (if that run "
+                    f"is known to be over, delete {lock})"
                 ) from None
             _take_over(lock, holder)
             continue
         except OSError as e:
             raise ConfigError(
-                f"{option('out')} {directory}: cannot create files there ({e.strerror}); "
-                f"choose a writable {option('out')}"
+                f"{where} {directory}: cannot create files there ({e.strerror}); "
+                + ("it must be writable" if what else f"choose a writable {option('out')}")
             ) from None
         try:  # no fsync: other processes see it at once, and after a crash it is stale
             with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -135,13 +136,10 @@ def acquire(directory: Path) -> Owner:
         except OSError as e:  # a full disk
             lock.unlink(missing_ok=True)
             raise ConfigError(
-                f"{option('out')} {directory}: cannot write its lock file {LOCK_FILE} "
-                f"({e.strerror})"
+                f"{where} {directory}: cannot write its lock file {LOCK_FILE} ({e.strerror})"
             ) from None
         return me
-    raise ConfigError(
-        f"{option('out')} {directory}: other processes keep taking its lock; try again"
-    )
+    raise ConfigError(f"{where} {directory}: other processes keep taking its lock; try again")
 
 
 def _take_over(lock: Path, stale: Owner | None) -> None:
@@ -174,9 +172,9 @@ def release(directory: Path, me: Owner) -> None:
 
 
 @contextlib.contextmanager
-def held(directory: Path) -> Iterator[None]:
+def held(directory: Path, what: str = "") -> Iterator[None]:
     """Hold the run directory's lock for the body, released whatever happens in it."""
-    me = acquire(directory)
+    me = acquire(directory, what)
     try:
         yield
     finally:

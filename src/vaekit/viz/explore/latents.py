@@ -1,5 +1,6 @@
-"""The model side of the latent explorer: validated decode, encode and interpolate, as PNG
-bytes, behind one lock (the model is shared by the server's threads)."""
+"""The model side of the latent explorer: validated decode, encode, interpolate and prior
+draws, images as PNG bytes, behind one lock (the model is shared by the server's threads).
+What it shows differs by model family (family.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import torch
 
 from ...data.core.dataset import to_float
 from ...errors import VaekitError
-from ...evaluation import metrics
-from ...models import VAE
-from .. import figures, grid
+from ...models import VAE, VQVAE
+from .. import grid
+from . import family
 
 MAX_SLIDERS = 16  # more sliders than this are no longer a usable interface
 Z_LIMIT = 100.0  # |z_d| beyond this is far outside the prior: refused, not decoded
@@ -51,8 +52,9 @@ class Explorer:
         self.class_names = list(class_names or [])
         self.lock = threading.Lock()  # one decode at a time: the model is shared
         x, y = x_test[:rank_images], None if y_test is None else y_test[:rank_images]
-        self.kl = [float(v) for v in metrics.kl_per_dimension(model, x, y)]
-        self.order = figures.most_active_dims(model, x, model.latent_dim, y)
+        self.n_ranked = int(x.shape[0])  # the test images the numbers are over
+        self.view = family.view(self.model, x, y, Z_LIMIT)
+        self.kl, self.order, self.z_limit = self.view.kl, self.view.order, self.view.z_limit
         self.max_query = 512 + 24 * model.latent_dim  # room for every z_d with 20 digits
 
     def info(self) -> dict[str, Any]:
@@ -62,13 +64,14 @@ class Explorer:
             "latent_shape": None if m.latent_shape is None else list(m.latent_shape),
             "shown": self.order[:MAX_SLIDERS],
             "order": self.order,
-            "kl": self.kl,
+            **family.family(m),
+            **self.view.info(),
             "image_shape": list(m.input_shape),
             "n_test": int(self.x.shape[0]),
+            "n_ranked": self.n_ranked,
             "conditional": bool(m.conditional),
             "num_classes": int(m.num_classes),
             "class_names": self.class_names,
-            "z_limit": Z_LIMIT,
             "max_steps": MAX_STEPS,
         }
 
@@ -90,12 +93,34 @@ class Explorer:
         return self._png(image, 1)
 
     @torch.no_grad()
+    def decode_codes(self, codes: list[int]) -> bytes:
+        """A VQ-VAE's map of codes (flat, as `encode` gives them) decoded."""
+        model = self.model
+        assert isinstance(model, VQVAE)
+        with self.lock:
+            image = model.decode_images(torch.tensor(codes).reshape(1, *model.code_shape()))
+        return self._png(image, 1)
+
+    @torch.no_grad()
     def encode(self, index: int) -> dict[str, Any]:
         x = self.model.prepare(self.x[index : index + 1])
         y = None if self.y is None else int(self.y[index])
         with self.lock:
             mu, _ = self.model.posterior(x, self._label(y, 1) if self.model.conditional else None)
-        return {"index": index, "z": [round(float(v), 5) for v in mu[0]], "label": y}
+            codes = self.model.quantized(x).codes if isinstance(self.model, VQVAE) else None
+        encoded = {"index": index, "z": [round(float(v), 5) for v in mu[0]], "label": y}
+        if codes is not None:
+            encoded["codes"] = codes.flatten().tolist()
+        return encoded
+
+    @torch.no_grad()
+    def sample(self, seed: int) -> dict[str, Any]:
+        """One draw of the model's own prior with `seed` (family.sample), or a 409 naming
+        why the model cannot sample and what works instead."""
+        if self.view.sample_note:
+            raise BadRequest(self.view.sample_note, 409)
+        with self.lock:
+            return family.sample(self.model, seed)
 
     def image(self, index: int) -> bytes:
         return self._png(to_float(self.x[index : index + 1]), 1)

@@ -12,17 +12,18 @@ import errno
 import io
 import ipaddress
 import json
-import re
+import math
 import socket
 import sys
 import time
 import traceback
 import urllib.parse
 from http.server import BaseHTTPRequestHandler
-from typing import Any, Literal, overload
+from typing import Any
 
 from ... import templates
 from ...errors import VaekitError
+from ...models import VQVAE
 from .client_limits import (
     DRAIN_TIME,
     MAX_CONNECTIONS,
@@ -33,68 +34,12 @@ from .client_limits import (
     connection_gone,
     read_head,
 )
-from .latents import MAX_STEPS, Z_LIMIT, BadRequest, Explorer
+from .latents import MAX_STEPS, BadRequest, Explorer
+from .params import INDEX, check_params, one, parse_codes, parse_index, parse_z
 
 SOCKET_TIMEOUT = 10.0  # seconds one read or one reply may wait on a silent client
-NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-INDEX = re.compile(r"\d{1,9}")
 PAGE = templates.read("explorer.html").encode("utf-8")
-ROUTES = ("/", "/info", "/decode", "/encode", "/image", "/interpolate")
-
-
-# -- parsing: strict, with messages that say what was wrong -------------------------------
-def _one(params: dict[str, list[str]], name: str, required: bool = True) -> str | None:
-    values = params.get(name)
-    if not values:
-        if required:
-            raise BadRequest(f"missing parameter '{name}'")
-        return None
-    if len(values) > 1:
-        raise BadRequest(f"parameter '{name}' is given {len(values)} times; give it once")
-    return values[0]
-
-
-@overload
-def parse_index(
-    params: dict[str, list[str]], name: str, n: int, required: Literal[True] = True
-) -> int: ...
-@overload
-def parse_index(params: dict[str, list[str]], name: str, n: int, required: bool) -> int | None: ...
-def parse_index(
-    params: dict[str, list[str]], name: str, n: int, required: bool = True
-) -> int | None:
-    text = _one(params, name, required)
-    if text is None:
-        return None
-    if not INDEX.fullmatch(text) or int(text) >= n:
-        raise BadRequest(f"'{name}' must be a whole number from 0 to {n - 1}; got {text[:40]!r}")
-    return int(text)
-
-
-def parse_z(text: str, dim: int) -> list[float]:
-    """A comma-separated latent vector: exactly `dim` finite decimal numbers within Z_LIMIT."""
-    parts = text.split(",") if text else []
-    if len(parts) != dim:
-        raise BadRequest(
-            f"z has {len(parts)} values; this model's latent space has {dim} dimensions"
-        )
-    z = []
-    for i, part in enumerate(parts):
-        part = part.strip()
-        if not NUMBER.fullmatch(part):
-            raise BadRequest(f"z[{i}] = {part[:40]!r} is not a finite decimal number")
-        value = float(part)
-        if not abs(value) <= Z_LIMIT:  # also catches overflow to inf (1e999)
-            raise BadRequest(f"z[{i}] = {part[:40]} is outside [-{Z_LIMIT:g}, {Z_LIMIT:g}]")
-        z.append(value)
-    return z
-
-
-def _check_params(params: dict[str, list[str]], allowed: tuple[str, ...], route: str) -> None:
-    for name in params:
-        if name not in allowed:
-            expected = ", ".join(allowed) or "none"
-            raise BadRequest(f"unknown parameter {name[:40]!r} for {route}; expected: {expected}")
+ROUTES = ("/", "/info", "/decode", "/encode", "/image", "/interpolate", "/sample")
 
 
 # -- the HTTP side ----------------------------------------------------------------------
@@ -281,16 +226,17 @@ class Handler(BaseHTTPRequestHandler):
             "/index.html": (),
             "/info": (),
             "/favicon.ico": (),
-            "/decode": ("z", "label"),
+            "/decode": ("z", "codes", "label"),
             "/encode": ("index",),
             "/image": ("index",),
             "/interpolate": ("a", "b", "steps", "method"),
+            "/sample": ("seed",),
         }
         if path not in allowed:
             raise BadRequest(
                 f"no such page {path[:80]!r}; the explorer serves {', '.join(ROUTES)}", 404
             )
-        _check_params(params, allowed[path], path)
+        check_params(params, allowed[path], path)
         if path in ("/", "/index.html"):
             self._reply(PAGE, "text/html; charset=utf-8")
         elif path == "/favicon.ico":
@@ -298,11 +244,10 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/info":
             self._reply(json.dumps(ex.info()).encode(), "application/json")
         elif path == "/decode":
-            z = parse_z(_one(params, "z") or "", ex.model.latent_dim)
-            if "label" in params and not ex.model.conditional:
-                raise BadRequest("label: this model is not class-conditional")
-            label = parse_index(params, "label", max(1, ex.model.num_classes), required=False)
-            self._reply(ex.decode(z, label), "image/png")
+            self._reply(_decode(ex, params), "image/png")
+        elif path == "/sample":
+            seed = parse_index(params, "seed", 1_000_000_000)
+            self._reply(json.dumps(ex.sample(seed)).encode(), "application/json")
         elif path == "/encode":
             index = parse_index(params, "index", n)
             self._reply(json.dumps(ex.encode(index)).encode(), "application/json")
@@ -310,15 +255,32 @@ class Handler(BaseHTTPRequestHandler):
             self._reply(ex.image(parse_index(params, "index", n)), "image/png")
         else:
             a, b = parse_index(params, "a", n), parse_index(params, "b", n)
-            steps_text = _one(params, "steps", required=False) or "10"
+            steps_text = one(params, "steps", required=False) or "10"
             if not INDEX.fullmatch(steps_text) or not 2 <= int(steps_text) <= MAX_STEPS:
                 raise BadRequest(
                     f"'steps' must be a whole number from 2 to {MAX_STEPS}; got {steps_text[:20]!r}"
                 )
-            method = _one(params, "method", required=False) or "linear"
+            method = one(params, "method", required=False) or "linear"
             if method not in ("linear", "slerp"):
                 raise BadRequest(f"'method' must be linear or slerp; got {method[:20]!r}")
             self._reply(ex.interpolate(a, b, int(steps_text), method), "image/png")
+
+
+def _decode(ex: Explorer, params: dict[str, list[str]]) -> bytes:
+    """/decode: z (a latent vector), or a VQ-VAE's codes, and a label where it takes one."""
+    if "codes" in params:
+        if not isinstance(ex.model, VQVAE):
+            raise BadRequest("codes: this model has no codes (it is not a VQ-VAE); give z")
+        if "z" in params:
+            raise BadRequest("give z or codes, not both")
+        count = math.prod(ex.model.code_shape())
+        codes = parse_codes(one(params, "codes") or "", count, ex.model.codebook_size)
+        return ex.decode_codes(codes)
+    z = parse_z(one(params, "z") or "", ex.model.latent_dim, ex.z_limit)
+    if "label" in params and not ex.model.conditional:
+        raise BadRequest("label: this model is not class-conditional")
+    label = parse_index(params, "label", max(1, ex.model.num_classes), required=False)
+    return ex.decode(z, label)
 
 
 def _is_loopback(host: str) -> bool:
