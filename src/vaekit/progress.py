@@ -13,7 +13,16 @@ from tqdm.auto import tqdm
 def interactive() -> bool:
     """True where a person watches: a terminal on stderr, or a Jupyter kernel."""
     stream = sys.stderr
-    return bool(getattr(stream, "isatty", lambda: False)()) or "ipykernel" in sys.modules
+    return bool(getattr(stream, "isatty", lambda: False)()) or in_kernel()
+
+
+def in_kernel() -> bool:
+    """Whether this process is a running Jupyter kernel: IPython's shell with a kernel, not
+    merely ipykernel imported (a notebook runner, or pytest after a notebook test, imports
+    it without being one)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return getattr(shell, "kernel", None) is not None
 
 
 def bar(iterable: Iterable[Any] | None = None, *, show: bool = True, **kwargs: Any) -> tqdm:
