@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+import vaekit
 from akl_layouts import LAYOUTS, PATHS, check_pair
 from conftest import TINY_AUTOENCODERKL
 from vaekit.diffusers import autoencoderkl
@@ -20,6 +21,7 @@ from vaekit.diffusers.autoencoderkl_fast import UpsampleConv, use_fast_ops
 from vaekit.models.fast_ops import GroupNorm
 
 diffusers = pytest.importorskip("diffusers", reason="needs vaekit[diffusers]")
+from diffusers.models.attention_processor import Attention  # noqa: E402
 from diffusers.models.autoencoders.vae import Decoder, Encoder  # noqa: E402
 from diffusers.models.resnet import ResnetBlock2D  # noqa: E402
 from diffusers.models.upsampling import Upsample2D  # noqa: E402
@@ -38,8 +40,9 @@ def halves() -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
                 nn.init.normal_(norm.weight, 1.0, 0.3)
                 nn.init.normal_(norm.bias, 0.0, 0.3)
     fast_enc, fast_dec = copy.deepcopy(enc), copy.deepcopy(dec)
-    assert use_fast_ops(fast_enc, ResnetBlock2D, Upsample2D) == 5  # 4 resnets + norm_out
-    assert use_fast_ops(fast_dec, ResnetBlock2D, Upsample2D) == 8  # 6 resnets, 1 up, norm_out
+    # the resnets, norm_out, the mid block's attention (hooked), the decoder's upsampler
+    assert use_fast_ops(fast_enc, ResnetBlock2D, Upsample2D, Attention) == 6  # 4 + 1 + 1
+    assert use_fast_ops(fast_dec, ResnetBlock2D, Upsample2D, Attention) == 9  # 6 + 1 + 1 + 1
     return enc, dec, fast_enc, fast_dec
 
 
@@ -166,3 +169,37 @@ def test_the_two_level_architecture_trains_at_64px_from_the_cli(tmp_path: Path) 
     assert cli.main(args) == 0
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["step"] >= 1 and np.isfinite(last["train_nelbo"])
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("posterior", ["gaussian", "vq"])
+def test_every_conv_of_the_trainers_model_reads_nchw_activations(
+    posterior: str, batch: int
+) -> None:
+    """The AutoencoderKL and VQModel layouts keep their weights NCHW, so every conv (and the
+    upsampling's transposed conv) must read NCHW activations. diffusers' attention returns
+    a channels_last-strided view, and fast_ops' GroupNorm keeps its input's layout: without
+    the attention's hook the mid block's output took every later conv of the half, forward
+    and backward, onto channels_last (vq-f8-128 at 256 px batch 1 trained at 0.73x
+    diffusers' VQModel step; at batch 1 torch's own GroupNorm turns it back to NCHW)."""
+    from vaekit.data import Dataset
+    from vaekit.data.core.dataset import to_float
+    from vaekit.training.preflight import build_model
+
+    options = {"model.arch": "autoencoderkl", "model.channels": [8, 16], "data.image_size": 32}
+    options |= {"model.posterior": posterior, "train.device": "cpu"}
+    config = vaekit.load_config(None, options)
+    x_u8 = torch.randint(0, 256, (batch, 3, 32, 32), dtype=torch.uint8)
+    model = build_model(None, config, Dataset("t", x_u8, x_u8), torch.device("cpu"), None)
+    seen: list[tuple[str, tuple[int, ...]]] = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d | UpsampleConv):
+            module.register_forward_pre_hook(
+                lambda m, args, name=name: (
+                    seen.append((name, args[0].stride())) if not args[0].is_contiguous() else None
+                )
+            )
+    assert any(isinstance(m, Attention) for m in model.modules())
+    model.train()
+    model(to_float(x_u8)).params.sum().backward()
+    assert seen == []

@@ -110,10 +110,11 @@ def decoder_half(args: dict[str, Any]) -> nn.Module:
 def fast_ops(half: nn.Module) -> nn.Module:
     """`half` (diffusers' Encoder or Decoder) with vaekit's CPU fast paths swapped in
     (autoencoderkl_fast.py: the same parameters, the same function)."""
+    from diffusers.models.attention_processor import Attention
     from diffusers.models.resnet import ResnetBlock2D
     from diffusers.models.upsampling import Upsample2D
 
-    use_fast_ops(half, ResnetBlock2D, Upsample2D)
+    use_fast_ops(half, ResnetBlock2D, Upsample2D, Attention)
     return half
 
 

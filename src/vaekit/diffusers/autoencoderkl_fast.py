@@ -12,6 +12,15 @@ changing a parameter name or shape, so state dicts still map 1:1 to AutoencoderK
   float32 group_norm with a cast back and forth around every conv;
 - each `Upsample2D` (nearest 2x, then a 3x3 conv) runs as `fast_ops.upsample_conv`: one
   stride-2 transposed conv with the equivalent 4x4 kernel, 4/9 of the multiply-adds.
+- each `Attention` (the mid blocks') hands its output back in its input's layout.
+  diffusers' processor returns a channels_last-strided view (a transpose and reshape) of
+  NCHW input. torch's GroupNorm happens to make it NCHW again at batch 1 only (it reads a
+  batch of one's strides as NCHW); fast_ops' GroupNorm keeps its input's layout, so every
+  later conv of the half, forward and backward, would run channels_last on NCHW weights:
+  slower on the CPU (a 128-channel 3x3 conv forward + backward: 1.8-2.1x at batch 1,
+  1.2x at batch 4; float32, one thread),
+  and each weight's gradient copied back to NCHW. The copy here is one activation of the
+  lowest resolution.
 
 In float32 the norms are bit-identical to torch.nn.GroupNorm + SiLU; the upsampling
 agrees to float32 rounding (tests/test_autoencoderkl_fast.py). diffusers is imported only
@@ -25,7 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..models.fast_ops import GroupNorm, upsample_conv
+from ..models.fast_ops import GroupNorm, _layout, upsample_conv
 
 
 def _fused(norm: nn.Module, act: bool) -> GroupNorm | None:
@@ -75,14 +84,28 @@ def _plain_upsampler(up: Any) -> bool:
     )
 
 
-def use_fast_ops(half: nn.Module, resnet_cls: Any, upsample_cls: Any) -> int:
+def _input_layout(module: nn.Module, args: tuple, output: Any) -> Any:
+    """A forward hook: a 4-d output in the layout of the 4-d input (see the docstring)."""
+    x = args[0] if args else None
+    if isinstance(output, torch.Tensor) and isinstance(x, torch.Tensor) and output.dim() == 4:
+        return output.contiguous(memory_format=_layout(x))
+    return output
+
+
+def use_fast_ops(
+    half: nn.Module, resnet_cls: Any, upsample_cls: Any, attention_cls: Any = None
+) -> int:
     """Swap the fast paths into diffusers' Encoder or Decoder `half`, in place; returns how
-    many modules were swapped. `resnet_cls` / `upsample_cls`: diffusers' ResnetBlock2D and
-    Upsample2D (only blocks of exactly these classes, in the plain configuration the VAE
-    builds, are touched; anything else keeps diffusers' own code)."""
+    many modules were swapped (or, for attentions, hooked). `resnet_cls` / `upsample_cls` /
+    `attention_cls`: diffusers' ResnetBlock2D, Upsample2D and Attention (only blocks of
+    exactly these classes, in the plain configuration the VAE builds, are touched; anything
+    else keeps diffusers' own code)."""
     swapped = 0
     module: Any
     for module in list(half.modules()):
+        if attention_cls is not None and type(module) is attention_cls:
+            module.register_forward_hook(_input_layout)
+            swapped += 1
         if type(module) is resnet_cls and _plain_resnet(module):
             norm1, norm2 = _fused(module.norm1, True), _fused(module.norm2, True)
             if norm1 is not None and norm2 is not None:
