@@ -17,12 +17,14 @@ The steps alternate the ordering (natural, reversed), as the paper's do. Then
 exactly (models/composed.py uses it in the KL and the importance weights). The s outputs
 start near +2 (the paper: "close to +1 or +2"), so each step starts close to the identity.
 
-The context h (model.flow_context, the paper's section 4): the encoder's extra output, of
-`context` values, read by every step's MADE beside z_{t-1}, unmasked (one more linear map
-into the MADE's hidden layer), so (m_t, s_t) = MADE_t(z_{t-1}, h). h depends on x only,
-not on z, so dz_t/dz_{t-1} stays triangular with diagonal sigma_t and the log-det above
-is unchanged. Without it (`context` 0, pythae's VAE_IAF's form) the steps are shared by
-all x, and q(z|x) varies with x through mu and sigma_0 only.
+The context h (model.flow_context; the paper's full IAF, whose encoder gives h beside mu
+and sigma_0 as an extra input to every step): `context` values, read by each step's MADE
+beside z_{t-1}, unmasked, (m_t, s_t) = MADE_t(z_{t-1}, h): one more linear map of h into
+the MADE's hidden layer and straight into m_t and s_t (the first value in the ordering
+reads no hidden unit, so only the latter reaches it). h depends on x only, not on z, so
+dz_t/dz_{t-1} stays triangular with diagonal sigma_t and the log-det above is unchanged.
+Without it (`context` 0, pythae's VAE_IAF's form) the steps are shared by all x, and
+q(z|x) varies with x through mu and sigma_0 only.
 
 A spatial latent (C, h, w) takes `SpatialIAF`: the same steps over the C channels at each
 of the h*w positions, shared by all positions, i.e. MADE's masked layers as masked 1x1
@@ -74,32 +76,39 @@ def made_masks(order: torch.Tensor, hidden: int) -> tuple[torch.Tensor, torch.Te
 
 class IAFStep(nn.Module):
     """One flow step: a MADE over z (ordering `order`, degrees 1..D) giving m and s; with
-    `context` > 0 its hidden layer also reads a context vector h of that size, unmasked."""
+    `context` > 0 its hidden layer, m and s also read a context vector h of that size,
+    unmasked."""
 
     def __init__(self, order: torch.Tensor, hidden: int, context: int = 0) -> None:
         super().__init__()
         dim = order.numel()
         first, second = made_masks(order, hidden)
         self.hidden = MaskedLinear(first)
-        self.context = nn.Linear(context, hidden, bias=False) if context else None
         self.m = MaskedLinear(second)
         self.s = MaskedLinear(second)
+        # h into the hidden layer and straight into m and s (the first output in the
+        # ordering reads no hidden unit: without this it would not see h)
+        self.context = nn.Linear(context, hidden + 2 * dim, bias=False) if context else None
         with torch.no_grad():
             self.s.weight.mul_(0.1)
             self.s.bias.fill_(GATE_BIAS)
-        self.dim = dim
+            if self.context is not None:
+                self.context.weight[hidden + dim :].mul_(0.1)  # the gates start as without h
+        self.dim, self.width = dim, hidden
 
     def forward(
         self, z: torch.Tensor, context: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """z (..., D) [and h (..., context)] -> (z_t (..., D), log |det dz_t/dz| (...,))."""
-        pre = self.hidden(z)  # (..., H)
-        if self.context is not None:
+        if self.context is None:
+            h = F.elu(self.hidden(z))  # (..., H)
+            m, s = self.m(h), self.s(h)  # (..., D) each
+        else:
             if context is None:
                 raise ValueError("this flow step reads a context: pass it")
-            pre = pre + self.context(context)
-        h = F.elu(pre)
-        m, s = self.m(h), self.s(h)  # (..., D) each
+            to_hidden, to_m, to_s = self.context(context).split([self.width, self.dim, self.dim], -1)
+            h = F.elu(self.hidden(z) + to_hidden)
+            m, s = self.m(h) + to_m, self.s(h) + to_s
         gate = torch.sigmoid(s)
         return gate * z + (1.0 - gate) * m, F.logsigmoid(s).sum(-1)
 
