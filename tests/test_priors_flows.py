@@ -230,7 +230,7 @@ def test_iaf_with_context_log_det_equals_the_autograd_jacobian_with_h_fixed(spat
     for z0 in torch.randn(3, d):
         ctx = torch.randn(1, 5, h, w) if spatial else torch.randn(1, 5)
         _, log_det = flow(z0.unsqueeze(0), ctx)
-        j = jacobian(lambda v: flow(v.unsqueeze(0), ctx)[0][0], z0)  # h fixed: dz_T/dz_0
+        j = jacobian(lambda v, ctx=ctx: flow(v.unsqueeze(0), ctx)[0][0], z0)  # h fixed
         torch.testing.assert_close(
             log_det[0], torch.linalg.slogdet(j).logabsdet, rtol=1e-5, atol=1e-5
         )
@@ -310,7 +310,7 @@ def plain_log_px(
         for e in eps:
             z0 = mu[0] + torch.exp(0.5 * logvar[0]) * e
 
-            def flow(v: torch.Tensor) -> torch.Tensor:
+            def flow(v: torch.Tensor, h: torch.Tensor | None = h) -> torch.Tensor:
                 return m.flow(v.unsqueeze(0), h)[0][0]
 
             z = flow(z0)
@@ -464,9 +464,9 @@ def test_a_context_model_saves_loads_and_pushes_with_its_context(tmp_path: Path)
     plan = m.push_to_hub("alice/tiny", dry_run=True)
     from vaekit.io import hub
 
-    assert "2 flow steps reading a context of 3 from the encoder" in plan.files[
-        hub.CARD_FILE
-    ].decode()
+    assert (
+        "2 flow steps reading a context of 3 from the encoder" in plan.files[hub.CARD_FILE].decode()
+    )
     assert json.loads(plan.files["config.json"])["architecture"]["flow_context"] == 3
 
 

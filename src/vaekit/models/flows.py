@@ -106,7 +106,8 @@ class IAFStep(nn.Module):
         else:
             if context is None:
                 raise ValueError("this flow step reads a context: pass it")
-            to_hidden, to_m, to_s = self.context(context).split([self.width, self.dim, self.dim], -1)
+            sizes = [self.width, self.dim, self.dim]
+            to_hidden, to_m, to_s = self.context(context).split(sizes, -1)
             h = F.elu(self.hidden(z) + to_hidden)
             m, s = self.m(h) + to_m, self.s(h) + to_s
         gate = torch.sigmoid(s)
