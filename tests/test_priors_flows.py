@@ -528,6 +528,25 @@ def test_bad_settings_in_python_are_one_line(setting: str, value: object) -> Non
                     **{setting: value})  # type: ignore[arg-type]  # fmt: skip
 
 
+def test_a_context_needs_an_encoder_of_features() -> None:
+    """An encoder that gives (mu, logvar) itself has no features for h's head: one line."""
+
+    class Moments(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Linear(36, 6)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.net(x.flatten(1)).chunk(2, dim=1)
+
+    decoder = VAE.from_config(ModelConfig(hidden=[16], latent_dim=3), SHAPE).decoder
+    assert isinstance(IAFVAE(Moments(), decoder, latent_dim=3, input_shape=SHAPE), IAFVAE)
+    with pytest.raises(ConfigError, match="set model.flow_context 0"):
+        IAFVAE(Moments(), decoder, latent_dim=3, input_shape=SHAPE, flow_context=2)
+    with pytest.raises(ConfigError, match="flow_context must be a whole number from 0 to 4096"):
+        IAFVAE(Moments(), decoder, latent_dim=3, input_shape=SHAPE, flow_context=-1)
+
+
 def test_an_unknown_prior_in_config_json_is_one_line(tmp_path: Path) -> None:
     model().save_pretrained(tmp_path / "m")
     meta = json.loads((tmp_path / "m" / "config.json").read_text())
