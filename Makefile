@@ -77,7 +77,7 @@ $(PYTHAE_DIR)/.stamp: benchmarks/requirements-pythae.txt
 
 bench-families-deps: $(PYTHAE_DIR)/.stamp
 
-FAMILIES ?= VAE,IWAE,VQVAE
+FAMILIES ?= all
 bench-families: bench-families-deps
 	OMP_NUM_THREADS=1 nice $(PY) benchmarks/families.py --families $(FAMILIES)
 

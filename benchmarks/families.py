@@ -2,8 +2,9 @@
 Fashion-MNIST, one table.
 
     make bench-families-deps      # once: pythae 0.1.2 into benchmarks/.pythae (gitignored)
-    python benchmarks/families.py [--families VAE,IWAE,VQVAE] [--budget-s 30]
-        [--iw-samples 1000] [--iw-images 500] [--fid-samples 5000] [--sides vaekit,pythae]
+    python benchmarks/families.py [--families all | VAE,IWAE,VQVAE,...] [--budget-s 30]
+        [--seeds 1] [--jobs 1] [--iw-samples 1000] [--iw-images 500] [--fid-samples 5000]
+        [--prior-samples 1000] [--sides vaekit,pythae]
 
 Each family is trained on both sides with the same networks, started from the same
 weights: an MLP 784-512-512-16 (ReLU) and back with Bernoulli pixels (pythae: BCE on the
@@ -26,9 +27,14 @@ logsumexp of the log weights here); PSNR/SSIM of posterior-mean reconstructions
 (vaekit.evaluation.metrics); FID of prior samples against test images with vaekit's seeded
 random feature network (`--fid random`); active units (Burda et al. 2015: Var_x E[z|x] >
 0.01); the VQ-VAE's codebook perplexity and usage (vaekit's codebook_stats, pythae's
-trained codebook copied into the twin's quantiser). A family vaekit does not have yet is
-skipped with the reason, so this can be rerun once it is merged. Writes
-benchmarks/results/families.json and .md (`--name`).
+trained codebook copied into the twin's quantiser); for the VQ-VAE, a prior over its codes
+on each side (families_prior.py: vaekit's by `vaekit.train_prior`, pythae's
+`PixelCNNSampler`, the same CPU seconds), its bits per code on the test codes and the FID of
+`--prior-samples` images drawn through it. A family vaekit does not have yet is skipped
+with the reason, one that fails is listed with its error. `--seeds N` runs each family at
+seeds 0..N-1 (mean ± std in the table, families_table.py); `--jobs N` trains N of them at
+once, each in a one-thread worker process. Writes benchmarks/results/families.json and .md
+(`--name`).
 """
 
 from __future__ import annotations
@@ -36,11 +42,14 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+import multiprocessing
 import os
 import shutil
 import sys
 import tempfile
 import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,9 +57,12 @@ from typing import Any
 import torch
 
 from vaekit import VaekitError
+from vaekit.evaluation.prior import prior_stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import families_prior as prior  # noqa: E402
 import families_pythae as pyt  # noqa: E402
+import families_table as tables  # noqa: E402
 from common import machine, write_results  # noqa: E402
 
 MSE = {"model.likelihood": "gaussian", "model.obs_scale": math.sqrt(0.5)}  # -log p = SSE + c
@@ -131,14 +143,14 @@ BASE = {
 
 
 # -- training -----------------------------------------------------------------------------------
-def config(family: Family, out: Path, own: bool = True) -> Any:
+def config(family: Family, out: Path, own: bool = True, seed: int = 0) -> Any:
     import vaekit
 
-    overrides = {**BASE, **family.base, **(family.vaekit if own else {})}
+    overrides = {**BASE, **family.base, **(family.vaekit if own else {}), "train.seed": seed}
     return vaekit.load_config("mnist-mlp", {**overrides, "train.out": str(out)})
 
 
-def train_vaekit(family: Family, budget_s: float, work: Path) -> tuple[Any, dict, dict]:
+def train_vaekit(family: Family, budget_s: float, work: Path, seed: int) -> tuple[Any, dict, dict]:
     """vaekit's Trainer on the family's config until the budget: the model, its weights
     before the first step, and steps, samples and CPU seconds."""
     import vaekit
@@ -155,20 +167,20 @@ def train_vaekit(family: Family, budget_s: float, work: Path) -> tuple[Any, dict
             clock["cpu_s"] = time.process_time() - clock["t0"]
             return bool(clock["cpu_s"] >= budget_s)
 
-    cfg = config(family, work / "vaekit")
+    cfg = config(family, work / "vaekit", seed=seed)
     result = vaekit.Trainer(None, cfg, callbacks=[Budget()], overwrite=True).fit()
     steps = clock["steps"]
     stats = {"steps": steps, "samples": steps * cfg.train.batch_size, "cpu_s": clock["cpu_s"]}
     return result.model.eval(), clock["init"], stats
 
 
-def twin_of(family: Family, init: dict | None, work: Path) -> tuple[Any, bool]:
+def twin_of(family: Family, init: dict | None, work: Path, seed: int) -> tuple[Any, bool]:
     """The base network (no family options) as a vaekit model, with the weights vaekit's run
     started from where they fit; whether all of them did."""
     from vaekit.models import VAE
 
-    torch.manual_seed(0)
-    cfg = config(family, work / "twin", own=False)
+    torch.manual_seed(seed)
+    cfg = config(family, work / "twin", own=False, seed=seed)
     twin = VAE.from_config(cfg.model, (1, 28, 28))
     own = twin.state_dict()
     if init is None:
@@ -179,13 +191,13 @@ def twin_of(family: Family, init: dict | None, work: Path) -> tuple[Any, bool]:
 
 
 def train_pythae(
-    name: str, family: Family, twin: Any, budget_s: float, x: torch.Tensor, out: Path
+    name: str, family: Family, twin: Any, budget_s: float, x: torch.Tensor, out: Path, seed: int
 ) -> dict:
     assert family.pythae is not None
     model, trainer_cls, trainer_config = pyt.build(
         name, twin, family.pythae, BASE["train.batch_size"], BASE["optim.lr"], out
     )
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     stats = pyt.train(model, trainer_cls, trainer_config, x, budget_s)
     twin.eval()
     if name == "VQVAE":
@@ -216,6 +228,17 @@ class Side:
 
     def mean(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.posterior(x)[0]
+
+
+class PythaeVQ(Side):
+    """pythae's VQ-VAE (the twin, with pythae's codebook) and its PixelCNNSampler."""
+
+    def __init__(self, twin: Any, sampler: Any) -> None:
+        super().__init__(twin)
+        self.sampler = sampler
+
+    def samples(self, n: int) -> torch.Tensor:
+        return prior.pythae_samples(self.sampler, n)
 
 
 @torch.no_grad()
@@ -249,12 +272,16 @@ def evaluate(side: Side, x_test: torch.Tensor, args: argparse.Namespace) -> dict
         out.update(codebook_stats(side.model, x_test))
     else:
         out["active_units"] = int((means.double().var(0, unbiased=False) > 0.01).sum())
-    if args.fid_samples:
+    n = args.prior_samples if hasattr(side.model, "quantize") else args.fid_samples
+    if n:
         try:
             g.manual_seed(2)
-            fake = torch.cat([side.sample(500, g) for _ in range(0, args.fid_samples, 500)])
-            real = x[: args.fid_samples]
-            out["fid_random"] = metrics.fid_images(real, fake[: len(real)], "random", seed=0)
+            if isinstance(side, PythaeVQ):  # its sampler's own loop and RNG
+                fake = side.samples(n)
+            else:
+                fake = torch.cat([side.sample(min(500, n - i), g) for i in range(0, n, 500)])
+            out["fid_random"] = metrics.fid_images(x[:n], fake, "random", seed=0)
+            out["fid_samples"] = n
         except VaekitError as e:  # a VQ-VAE without a prior over its codes: no samples
             out["fid_random"] = None
             out["no_samples"] = str(e).splitlines()[0]
@@ -262,110 +289,83 @@ def evaluate(side: Side, x_test: torch.Tensor, args: argparse.Namespace) -> dict
     return out
 
 
-# -- the table ---------------------------------------------------------------------------------
-def _f(value: Any, digits: int = 2) -> str:
-    return "n/a" if value is None else f"{value:,.{digits}f}"
-
-
-def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[list[str]]:
-    head = ["family", "side", "steps", "train CPU-s", "samples / CPU-s", "x pythae",
-            "-ELBO (VQ: objective)", f"log p(x), K={args.iw_samples}", "PSNR dB", "SSIM",
-            "FID (random net)", "active units (VQ: perplexity, usage)"]  # fmt: skip
-    out = [head]
-    for row in rows:
-        for side in ("vaekit", "pythae"):
-            r = row.get(side)
-            if r is None:
-                continue
-            speed = r["samples"] / r["cpu_s"]
-            other = row.get("pythae") if side == "vaekit" else None
-            ratio = f"{speed / (other['samples'] / other['cpu_s']):.2f}x" if other else ""
-            objective = r.get("nelbo", r.get("objective"))
-            log_px = r.get("log_px")
-            lp = "n/a" if log_px is None else f"{log_px:.2f} ± {r['log_px_stderr']:.2f}"
-            units = r.get("active_units")
-            if units is None:
-                units = f"{r['perplexity']:.1f}, {r['codebook_usage']:.0%}"
-            out.append([row["family"], side, str(r["steps"]), _f(r["cpu_s"], 1), _f(speed, 0),
-                        ratio, _f(objective), lp, _f(r["psnr"]), _f(r["ssim"], 4),
-                        _f(r.get("fid_random")), str(units)])  # fmt: skip
-    return out
-
-
-def notes(result: dict[str, Any]) -> list[str]:
-    s, m = result["settings"], result["machine"]
-    lines = [
-        f"Each side trained for {s['budget_s']:g} CPU seconds (process CPU time from its first "
-        "step; one thread, fp32, Adam 1e-3, batch 128, all 60,000 training images), the two "
-        "sides one after the other in one process, from the same initial weights of the same "
-        "networks (the docstring of benchmarks/families.py gives them). samples / CPU-s: "
-        "training images per CPU second over that window, the trainers' own per-epoch work "
-        "included; x pythae: vaekit's over pythae's. vaekit's trainer flushes denormals "
-        "for the process, so pythae's side, after it, runs with them flushed too.",
-        "Both sides evaluated by the same code on the same test images: -ELBO with one "
-        "seeded z-sample per image on all 10,000; log p(x) by importance sampling on the "
-        f"first {s['iw_images']:,} (± the standard error over images); PSNR/SSIM of "
-        "posterior-mean reconstructions on all 10,000; FID of "
-        f"{s['fid_samples']:,} prior samples against as many test images with vaekit's seeded "
-        "random feature network (comparable between rows only); active units: Var_x "
-        "E[z|x] > 0.01. pythae's networks are vaekit's modules, evaluated as vaekit models "
-        "(VampPrior and IAF: with pythae's trained prior and flow).",
-        f"Load average (1, 5, 15 min) at the end: {m.get('load_average_end')}; "
-        f"wall time {result['wall_s']:.0f} s.",
-    ]
-    for row in result["rows"]:
-        for key in ("vaekit_skipped",):
-            if key in row:
-                lines.append(f"{row['family']}: {row[key]}")
-        for side in ("vaekit", "pythae"):
-            if row.get(side, {}).get("no_samples"):
-                lines.append(f"{row['family']} ({side}) has no samples: {row[side]['no_samples']}")
-    return lines
-
-
 # -- the run ------------------------------------------------------------------------------------
-def run_family(name: str, args: argparse.Namespace, data: Any, work: Path) -> dict[str, Any]:
+def run_family(
+    name: str, args: argparse.Namespace, data: Any, work: Path, seed: int
+) -> dict[str, Any]:
     family = FAMILIES[name]
-    row: dict[str, Any] = {"family": name}
+    row: dict[str, Any] = {"family": name, "seed": seed}
     init = None
+    vq = name == "VQVAE"
     if "vaekit" in args.sides:
-        print(f"[{name}] vaekit: training for {args.budget_s} CPU-s", file=sys.stderr)
+        print(f"[{name} seed {seed}] vaekit: training for {args.budget_s} CPU-s", file=sys.stderr)
         try:
-            model, init, stats = train_vaekit(family, args.budget_s, work)
+            model, init, stats = train_vaekit(family, args.budget_s, work, seed)
         except VaekitError as e:
             row["vaekit_skipped"] = f"vaekit cannot train {name} (not merged yet?): {e}"
             print(f"[{name}] skipped: {row['vaekit_skipped']}", file=sys.stderr)
             return row
+        if vq and args.prior_samples:
+            print(f"[{name}] vaekit: code prior for {args.budget_s} CPU-s", file=sys.stderr)
+            stats.update(prior.train_vaekit_prior(model, data.x_train, args.budget_s, work))
+            stats.update(prior_stats(model, data.x_test))
         side: Any = Side(model)
         side.density = side.density and name not in POINT_POSTERIOR
         row["vaekit"] = {**stats, **evaluate(side, data.x_test, args)}
     if "pythae" in args.sides and family.pythae is not None:
-        twin, same_init = twin_of(family, init, work)
-        print(f"[{name}] pythae: training for {args.budget_s} CPU-s", file=sys.stderr)
-        stats = train_pythae(name, family, twin, args.budget_s, data.x_train, work / "pythae")
+        twin, same_init = twin_of(family, init, work, seed)
+        print(f"[{name} seed {seed}] pythae: training for {args.budget_s} CPU-s", file=sys.stderr)
+        stats = train_pythae(name, family, twin, args.budget_s, data.x_train, work / "pythae", seed)
         p = stats.pop("pythae_model")
         side = Side(twin)
         if name in ("VAMP", "VAE_IAF"):
             side = pyt.PythaeDensity(twin, p, "iaf" if name == "VAE_IAF" else "vamp")
+        if vq and args.prior_samples:  # the same images and CPU seconds as vaekit's prior
+            v = row.get("vaekit", {})
+            n, budget = v.get("prior_images", 10_000), v.get("prior_cpu_s", args.budget_s)
+            print(f"[{name}] pythae: PixelCNNSampler for {budget:.1f} CPU-s", file=sys.stderr)
+            sampler, more = prior.train_pythae_prior(p, data.x_train, n, budget, work / "pixelcnn")
+            stats.update({**more, **prior.pythae_prior_stats(sampler, p, data.x_test)})
+            side = PythaeVQ(twin, sampler)
         side.density = side.density and name not in POINT_POSTERIOR
         row["pythae"] = {**stats, "same_init": same_init, **evaluate(side, data.x_test, args)}
     return row
 
 
+def _job(job: tuple[str, int, argparse.Namespace, Any, Path]) -> tuple[dict[str, Any], list]:
+    """One family at one seed (a row, or its error), and the load average after it."""
+    name, seed, args, data, work = job
+    torch.set_num_threads(1)
+    try:
+        row = run_family(name, args, data, work, seed)
+    except Exception as e:  # the other families' rows still get written
+        traceback.print_exc()
+        row = {"family": name, "seed": seed, "error": f"{type(e).__name__}: {e}"}
+    return row, [round(v, 2) for v in os.getloadavg()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--families", default="VAE,IWAE,VQVAE")
+    parser.add_argument("--families", default="all", help=f"all, or some of {', '.join(FAMILIES)}")
     parser.add_argument("--budget-s", type=float, default=30.0, help="CPU seconds per side")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 of each family")
     parser.add_argument("--iw-samples", type=int, default=1000)
     parser.add_argument("--iw-images", type=int, default=500)
     parser.add_argument("--fid-samples", type=int, default=5000)
+    parser.add_argument(
+        "--prior-samples", type=int, default=1000, help="VQ-VAE: samples of each code prior"
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="families trained at once, one process each"
+    )
     parser.add_argument("--sides", default="vaekit,pythae")
     parser.add_argument("--name", default="families")
     args = parser.parse_args()
     names = [n.strip() for n in args.families.split(",") if n.strip()]
+    names = list(FAMILIES) if names == ["all"] else names
     unknown = [n for n in names if n not in FAMILIES]
     if unknown:
-        parser.error(f"unknown families {unknown}; known: {', '.join(FAMILIES)}")
+        parser.error(f"unknown families {unknown}; known: all, {', '.join(FAMILIES)}")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
     if "pythae" in args.sides:
@@ -376,14 +376,28 @@ def main() -> None:
     data = load_data(config(FAMILIES["VAE"], Path("unused")).data, progress=False)
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="vaekit-bench-families-"))
+    jobs = [
+        (n, seed, args, data, work / f"{n}-{seed}") for n in names for seed in range(args.seeds)
+    ]
     try:
-        rows = [run_family(n, args, data, work / n) for n in names]
+        if args.jobs > 1:  # worker processes, one thread each: the budget is CPU time
+            context = multiprocessing.get_context("fork")  # they inherit the data and pythae
+            with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+                done = list(pool.map(_job, jobs))
+        else:
+            done = [_job(job) for job in jobs]
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    rows = [row for row, _ in done]
+    info["load_average_per_family"] = [[r["family"], r["seed"], load] for r, load in done]
     info["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
     result = {"machine": info, "settings": vars(args), "base": BASE, "rows": rows,
               "wall_s": time.perf_counter() - started}  # fmt: skip
-    print(write_results(args.name, result, table(rows, args), notes(result)))
+    try:
+        table, notes = tables.table(rows, args), tables.notes(result)
+    except Exception:  # keep the measurements: the .json is written with the error as its table
+        table, notes = [["table failed"], [traceback.format_exc(limit=1)]], []
+    print(write_results(args.name, result, table, notes))
 
 
 if __name__ == "__main__":
