@@ -204,7 +204,7 @@ class ConvEncoder(nn.Module):
         if self.stem.weight.is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)  # match the weights' layout
         if self.latent_channels:
-            return self.map_posterior(x)[:2]  # each (B, C_z, h, w)
+            return self._maps(x)[:2]  # each (B, C_z, h, w)
         h = self.body(x).flatten(1)  # (B, C_L * H_L * W_L)
         if self.cond_dim:
             if cond is None:
@@ -220,6 +220,9 @@ class ConvEncoder(nn.Module):
         map is read too (models/composed.py)."""
         if self.stem.weight.is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)
+        return self._maps(x)
+
+    def _maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         features = self.body(x)
         mu, logvar = self.moments(features).chunk(2, dim=1)
         if self.linear is not None:
