@@ -393,6 +393,7 @@ FAMILIES = {  # session 11's model families, each as tiny as it trains
     "vamp": {"model.prior": "vamp", "model.pseudo_inputs": 8},
     "iaf": {"model.posterior": "iaf", "model.flow_steps": 2},
     "iaf-vamp": {"model.posterior": "iaf", "model.prior": "vamp", "model.pseudo_inputs": 8},
+    "iaf-context": {"model.posterior": "iaf", "model.flow_context": 4},
     "ladder": {"model.posterior": "ladder", "model.latent_dims": [4, 2]},
     "tcvae": {"loss.objective": "tcvae"},
     "factorvae": {"loss.objective": "factorvae"},

@@ -73,6 +73,7 @@ VQ_OPTIONS = {
 COMPOSED_OPTIONS = {
     "model.pseudo_inputs": ["--model.prior", "vamp"],
     "model.flow_steps": ["--model.posterior", "iaf"],
+    "model.flow_context": ["--model.posterior", "iaf"],
     "model.latent_dims": ["--model.posterior", "ladder"],  # the ladder's layers
 }
 # the richer families on each latent and conditioning the Gaussian VAE takes (a spatial
@@ -84,6 +85,9 @@ FAMILIES = {
     "iaf+vamp": ("model.flow_steps", ["--model.posterior", "iaf", "--model.prior", "vamp",
                                       "--model.pseudo_inputs", "4"]),
     "ladder": ("model.latent_dims", ["--model.posterior", "ladder"]),
+    "iaf+context": ("model.flow_context", ["--model.posterior", "iaf"]),
+    "iaf+vamp+context": ("model.flow_context", ["--model.posterior", "iaf", "--model.prior",
+                                                "vamp", "--model.pseudo_inputs", "4"]),
 }  # fmt: skip
 CONV_TINY = ["--model.arch", "conv", "--model.channels", "4,8", "--model.blocks_per_level", "0"]
 LAYOUTS = {
@@ -98,6 +102,7 @@ FAMILY_VALUES = {  # smallest, largest (not pseudo_inputs': LONG_AT_MAX), past t
     "model.pseudo_inputs": ["1", "65537"],
     "model.flow_steps": ["1", "64", "65"],
     "model.latent_dims": ["1,1", "2,1", ",".join(["1"] * 17)],
+    "model.flow_context": ["1", "4096", "4097"],  # 0, the default, is the iaf family's
 }
 # choices that train only beside other options (or refuse, in one clear line, without
 # them): their cases add those, kept tiny, so that each choice trains and is checked

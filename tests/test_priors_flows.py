@@ -209,6 +209,84 @@ def test_iaf_log_q_is_the_base_density_less_the_log_det() -> None:
     torch.testing.assert_close(out.z[0], m.flow(z0)[0])
 
 
+# -- the flow's context h (model.flow_context) ----------------------------------------------------
+def context_of(m: VAE, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor | None:
+    """h of x, computed apart from the model's `encoded`: its context head on the encoder's
+    features (a spatial latent's: the conv encoder's last level); None without one."""
+    head = getattr(m, "context_head", None)
+    if head is None:
+        return None
+    if m.latent_shape is not None:
+        return head(m.encoder.body(x))
+    cond = m._cond(y, x.shape[0], x.device)
+    return head(m.encoder(x) if cond is None else m.encoder(x, cond))
+
+
+@pytest.mark.parametrize("spatial", [False, True])
+def test_iaf_with_context_log_det_equals_the_autograd_jacobian_with_h_fixed(spatial: bool) -> None:
+    c, h, w = 3, 2, 2
+    flow = spread(SpatialIAF((c, h, w), 3, context=5) if spatial else IAF(4, 3, context=5))
+    d = c * h * w if spatial else 4
+    for z0 in torch.randn(3, d):
+        ctx = torch.randn(1, 5, h, w) if spatial else torch.randn(1, 5)
+        _, log_det = flow(z0.unsqueeze(0), ctx)
+        j = jacobian(lambda v, ctx=ctx: flow(v.unsqueeze(0), ctx)[0][0], z0)  # h fixed
+        torch.testing.assert_close(
+            log_det[0], torch.linalg.slogdet(j).logabsdet, rtol=1e-5, atol=1e-5
+        )
+
+
+def test_the_context_enters_each_step_unmasked_and_keeps_it_triangular() -> None:
+    order = torch.arange(1, 5)
+    step = spread(IAFStep(order, 8, context=3))
+    z, ctx = torch.randn(4), torch.randn(3)
+    j = jacobian(lambda v: step(v, ctx)[0], z)
+    assert torch.equal(j.triu(1), torch.zeros(4, 4)) and bool((j.diagonal() > 0).all())
+    # every output, the first one too (which reads no z), depends on h
+    jh = jacobian(lambda v: step(z, v)[0], ctx)  # (4, 3)
+    assert bool((jh.abs().sum(1) > 0).all())
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_the_context_changes_the_flow_s_output(kind: str) -> None:
+    m = model("iaf", "standard", kind, flow_context=4)
+    assert isinstance(m, IAFVAE) and m.context_head is not None
+    _, shape, classes = KINDS[kind]
+    x = torch.rand((2, *shape), generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 2]) if classes else None
+    eps = torch.randn(2, m.latent_dim)
+    with torch.no_grad():
+        mu, logvar, h = m.encoded(x, y)
+        torch.testing.assert_close(h, context_of(m, x, y))
+        z0 = mu + torch.exp(0.5 * logvar) * eps
+        out = m(x, y, eps=eps)
+        torch.testing.assert_close(out.z, m.flow(z0, h)[0])
+        other = m.flow(z0, h + 1.0)[0]  # the same z_0, another h
+        assert float((other - out.z).abs().min()) > 1e-4  # every value moves
+        m.context_head.weight.zero_()  # the model's own h, through the whole forward pass
+        moved = m(x, y, eps=eps)
+    assert float((moved.z - out.z).abs().min()) > 1e-4
+    assert float((moved.log_q - out.log_q).abs().min()) > 1e-6
+
+
+@pytest.mark.parametrize("kind", ["mlp", "conv-spatial"])
+def test_iaf_with_context_log_q_is_the_base_density_less_the_jacobian_s(kind: str) -> None:
+    m = model("iaf", "standard", kind, flow_context=3)
+    _, shape, _ = KINDS[kind]
+    x = torch.rand((1, *shape), generator=torch.Generator().manual_seed(1))
+    eps = torch.randn(1, m.latent_dim)
+    with torch.no_grad():
+        out = m(x, eps=eps)
+        mu, logvar = VAE.posterior(m, x)  # the Gaussian, without the context head
+        h = context_of(m, x)
+    z0 = mu[0] + torch.exp(0.5 * logvar[0]) * eps[0]
+    j = jacobian(lambda v: m.flow(v.unsqueeze(0), h)[0][0], z0)
+    base = Independent(Normal(mu[0], torch.exp(0.5 * logvar[0])), 1).log_prob(z0)
+    torch.testing.assert_close(
+        out.log_q[0], base - torch.linalg.slogdet(j).logabsdet, rtol=1e-5, atol=1e-5
+    )
+
+
 # -- the importance-weighted bound ----------------------------------------------------------------
 def plain_log_px(
     m: VAE, x: torch.Tensor, k: int, seed: int, y: torch.Tensor | None = None
@@ -225,14 +303,15 @@ def plain_log_px(
     for i in range(x.shape[0]):
         yi = None if y is None else y[i : i + 1]
         mu, logvar = VAE.posterior(m, x[i : i + 1], yi)
+        h = context_of(m, x[i : i + 1], yi)  # None without model.flow_context
         q0 = Independent(Normal(mu[0], torch.exp(0.5 * logvar[0])), 1)
         eps = _example_noise(i, k, m.latent_dim, seed, torch.device("cpu"))
         log_w = []
         for e in eps:
             z0 = mu[0] + torch.exp(0.5 * logvar[0]) * e
 
-            def flow(v: torch.Tensor) -> torch.Tensor:
-                return m.flow(v.unsqueeze(0))[0][0]
+            def flow(v: torch.Tensor, h: torch.Tensor | None = h) -> torch.Tensor:
+                return m.flow(v.unsqueeze(0), h)[0][0]
 
             z = flow(z0)
             log_q = q0.log_prob(z0) - torch.linalg.slogdet(jacobian(flow, z0))[1]
@@ -243,9 +322,12 @@ def plain_log_px(
     return torch.stack(out).double()
 
 
-@pytest.mark.parametrize("kind", ["conv-spatial", "conditional"])
-def test_iw_estimate_of_a_spatial_or_conditional_model_matches_a_plain_loop(kind: str) -> None:
-    m = model("iaf", "vamp", kind)
+@pytest.mark.parametrize("context", [0, 4])
+@pytest.mark.parametrize("kind", ["conv-spatial", "conditional", "mlp", "conv"])
+def test_iw_estimate_of_a_spatial_or_conditional_model_matches_a_plain_loop(
+    kind: str, context: int
+) -> None:
+    m = model("iaf", "vamp", kind, flow_context=context)
     _, shape, classes = KINDS[kind]
     x = torch.rand((3, *shape), generator=torch.Generator().manual_seed(1))
     y = torch.tensor([2, 0, 1]) if classes else None
@@ -308,6 +390,7 @@ OPTIONS = {
     "vamp": ["--model.prior", "vamp", "--model.pseudo_inputs", "6"],
     "iaf": ["--model.posterior", "iaf", "--model.flow_steps", "2"],
     "iaf+vamp": ["--model.posterior", "iaf", "--model.prior", "vamp", "--model.pseudo_inputs", "6"],
+    "iaf+context": ["--model.posterior", "iaf", "--model.flow_context", "8"],
 }
 
 
@@ -330,6 +413,10 @@ def test_train_save_load_evaluate_sample_report(
     architecture = json.loads((run / "config.json").read_text())["architecture"]
     assert architecture.get("posterior", "gaussian") == ("iaf" if "iaf" in option else "gaussian")
     assert architecture["prior"] == loaded.prior
+    if "iaf" in option:  # recorded, and read back: the context head's weights with it
+        context = 8 if "context" in option else 0
+        assert architecture["flow_context"] == context == getattr(loaded, "flow_context", -1)
+        assert (getattr(loaded, "context_head", None) is None) == (context == 0)
     stats = json.loads(vaekit_cli(capsys, "evaluate", str(run), "--iw-samples", "4", "--json"))
     assert stats["log_px"] >= stats["iw_elbo"] and math.isfinite(stats["nelbo"])
     assert "kl_per_dim" not in stats and "active_units" in stats
@@ -364,6 +451,34 @@ def test_the_hub_card_names_the_flow_and_the_prior() -> None:
     plan = model("iaf", "vamp").push_to_hub("alice/tiny", dry_run=True)
     text = plan.files[hub.CARD_FILE].decode()
     assert "an IAF posterior of 2 flow steps, a VampPrior of 5 pseudo-inputs" in text
+
+
+def test_a_context_model_saves_loads_and_pushes_with_its_context(tmp_path: Path) -> None:
+    m = model("iaf", "standard", "conv-spatial", flow_context=3)
+    m.save_pretrained(tmp_path / "m")
+    loaded = VAE.from_pretrained(tmp_path / "m")
+    assert isinstance(loaded, IAFVAE) and loaded.flow_context == 3
+    x, eps = torch.rand(2, *CONV_SHAPE), torch.randn(2, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, eps=eps).log_q, m(x, eps=eps).log_q)
+    plan = m.push_to_hub("alice/tiny", dry_run=True)
+    from vaekit.io import hub
+
+    assert (
+        "2 flow steps reading a context of 3 from the encoder" in plan.files[hub.CARD_FILE].decode()
+    )
+    assert json.loads(plan.files["config.json"])["architecture"]["flow_context"] == 3
+
+
+def test_an_iaf_run_saved_before_flow_context_loads_without_one(tmp_path: Path) -> None:
+    m = model("iaf", "standard")
+    m.save_pretrained(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    del meta["architecture"]["flow_context"]  # as written before the option existed
+    (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
+    loaded = VAE.from_pretrained(tmp_path / "m")
+    assert isinstance(loaded, IAFVAE) and loaded.flow_context == 0
+    assert loaded.context_head is None
 
 
 def test_the_gaussian_vae_stays_the_plain_vae(tmp_path: Path) -> None:
@@ -411,6 +526,25 @@ def test_bad_settings_in_python_are_one_line(setting: str, value: object) -> Non
     with pytest.raises(ConfigError, match=setting):
         ComposedVAE(built.encoder, built.decoder, latent_dim=3, input_shape=SHAPE,
                     **{setting: value})  # type: ignore[arg-type]  # fmt: skip
+
+
+def test_a_context_needs_an_encoder_of_features() -> None:
+    """An encoder that gives (mu, logvar) itself has no features for h's head: one line."""
+
+    class Moments(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Linear(36, 6)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.net(x.flatten(1)).chunk(2, dim=1)
+
+    decoder = VAE.from_config(ModelConfig(hidden=[16], latent_dim=3), SHAPE).decoder
+    assert isinstance(IAFVAE(Moments(), decoder, latent_dim=3, input_shape=SHAPE), IAFVAE)
+    with pytest.raises(ConfigError, match="set model.flow_context 0"):
+        IAFVAE(Moments(), decoder, latent_dim=3, input_shape=SHAPE, flow_context=2)
+    with pytest.raises(ConfigError, match="flow_context must be a whole number from 0 to 4096"):
+        IAFVAE(Moments(), decoder, latent_dim=3, input_shape=SHAPE, flow_context=-1)
 
 
 def test_an_unknown_prior_in_config_json_is_one_line(tmp_path: Path) -> None:

@@ -274,6 +274,16 @@ class ModelConfig:
         500, "vamp: K, the learned pseudo-inputs (images) of the VampPrior", min=1, max=1 << 16
     )
     flow_steps: int = opt(2, "iaf: the flow's steps after the Gaussian posterior", min=1, max=64)
+    flow_context: int = opt(
+        0,
+        "iaf: the size of the context h that the encoder gives beside the Gaussian's mean "
+        "and log-variance, read by every flow step (Kingma et al. 2016's full IAF: h depends "
+        "on x only, so the log-density stays exact); a spatial latent's h is a map of this "
+        "many channels at the latent's positions. 0: no context, the steps read z only "
+        "(pythae's VAE_IAF)",
+        min=0,
+        max=1 << 12,
+    )
     init: str = opt(
         "",
         "start from trained weights: diffusers:PATH_OR_REPO fine-tunes a diffusers "

@@ -48,6 +48,8 @@ def describe_latent(architecture: dict[str, Any]) -> str:
         text += f", quantised by a codebook of {architecture['codebook_size']:,} codes"
     if architecture.get("posterior") == "iaf":
         text += f", an IAF posterior of {architecture.get('flow_steps')} flow steps"
+        if architecture.get("flow_context"):
+            text += f" reading a context of {architecture['flow_context']} from the encoder"
     if architecture.get("prior") == "vamp":
         text += f", a VampPrior of {architecture.get('pseudo_inputs')} pseudo-inputs"
     layers = architecture.get("latent_dims")

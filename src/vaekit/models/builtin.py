@@ -154,7 +154,9 @@ def _posterior(cfg: ModelConfig) -> dict[str, Any] | None:
     if cfg.posterior == "ladder":
         return _ladder(cfg)
     composed: dict[str, Any] = {"prior": cfg.prior, "pseudo_inputs": cfg.pseudo_inputs}
-    return composed | ({"flow_steps": cfg.flow_steps} if cfg.posterior == "iaf" else {})
+    if cfg.posterior != "iaf":
+        return composed
+    return composed | {"flow_steps": cfg.flow_steps, "flow_context": cfg.flow_context}
 
 
 def _ladder(cfg: ModelConfig) -> dict[str, Any]:

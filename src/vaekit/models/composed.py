@@ -22,6 +22,12 @@ pseudo-inputs carry fixed pseudo-labels, k mod the number of classes, so the mix
 of the conditional posteriors q(z|u_k, c_k) and approximates the aggregate posterior
 E_{x,y} q(z|x, y), as the unconditional one approximates E_x q(z|x).
 
+An IAF posterior with model.flow_context K > 0 (Kingma et al.'s full form) has one more
+head on the encoder: h, K values (a linear map of the encoder's features) or, for a
+spatial latent, a map of K channels at the latent's positions (a 3x3 convolution of the
+conv encoder's last level, beside the mean and log-variance maps'); each flow step reads
+it (flows.py). `encoded` gives (mu, logvar, h); h is None without it.
+
 The plain Gaussian VAE (vae.py) stays as it is: closed-form KL, no flow, no prior
 network; model.posterior gaussian with model.prior standard builds it, not this class.
 `posterior` (encode, reconstruct, interpolate, active units) gives the flow's point at
@@ -46,7 +52,7 @@ from .priors import STANDARD, VAMP, VampPrior, log_mixture
 from .vae import VAE, VAEOutput
 
 PRIOR_KINDS = (STANDARD, VAMP)
-MAX_PSEUDO_INPUTS, MAX_FLOW_STEPS = 1 << 16, 64
+MAX_PSEUDO_INPUTS, MAX_FLOW_STEPS, MAX_FLOW_CONTEXT = 1 << 16, 64, 1 << 12
 NO_KL_PER_DIM = (
     "its KL is a Monte Carlo estimate, log q(z|x) - log p(z), which does not split into "
     "latent dimensions"
@@ -58,9 +64,9 @@ class ComposedOutput(VAEOutput):
     log_q: torch.Tensor | None = None  # (B,) log q(z|x) at z, the flow's log-det included
 
 
-def _whole(name: str, value: Any, high: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= high:
-        raise ConfigError(f"{name} must be a whole number from 1 to {high}; got {value!r}")
+def _whole(name: str, value: Any, high: int, low: int = 1) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ConfigError(f"{name} must be a whole number from {low} to {high}; got {value!r}")
     return value
 
 
@@ -107,8 +113,18 @@ class ComposedVAE(VAE):
         each: q(z|x) itself, or the start of the flow."""
         return VAE.posterior(self, x, y)
 
+    def encoded(
+        self, x: torch.Tensor, y: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The Gaussian heads' mean and log-variance and the flow's context (None here)."""
+        return (*self.gaussian(x, y), None)
+
     def transform(
-        self, z0: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
+        self,
+        z0: torch.Tensor,
+        mu: torch.Tensor,
+        logvar: torch.Tensor,
+        context: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """z_0 (..., D) drawn from N(mu, exp(logvar)) to z and log q(z|x) (...,)."""
         return z0, losses.log_normal_diag(z0, mu, logvar)
@@ -140,8 +156,9 @@ class ComposedVAE(VAE):
         generator: torch.Generator | None = None,
         eps: torch.Tensor | None = None,
     ) -> ComposedOutput:
-        mu, logvar = self.gaussian(x, y)
-        z, log_q = self.transform(losses.reparameterize(mu, logvar, generator, eps=eps), mu, logvar)
+        mu, logvar, h = self.encoded(x, y)
+        z0 = losses.reparameterize(mu, logvar, generator, eps=eps)
+        z, log_q = self.transform(z0, mu, logvar, h)
         return ComposedOutput(mu, logvar, z, self.decode(z, y), log_q)
 
     def elbo_terms(
@@ -172,9 +189,9 @@ class ComposedVAE(VAE):
         the decoder only)."""
         b = x.shape[0]
         with torch.autocast(x.device.type, enabled=False):
-            mu, logvar = self.gaussian(x, y)
+            mu, logvar, h = self.encoded(x, y)
             z0 = losses.reparameterize(mu, logvar, generator, samples=k, eps=eps)  # (K, B, D)
-            z, log_q = self.transform(z0, mu, logvar)
+            z, log_q = self.transform(z0, mu, logvar, h)
             log_latent = self.log_prior(z) - log_q  # (K, B)
         y_rep = None if y is None else torch.as_tensor(y, device=x.device).repeat(k)
         params = self.decode(z.reshape(k * b, -1), y_rep).float()
@@ -185,30 +202,82 @@ class ComposedVAE(VAE):
 class IAFVAE(ComposedVAE):
     """A ComposedVAE whose posterior is the Gaussian followed by `flow_steps` inverse
     autoregressive flow steps (flows.py): over the latent vector, or for a spatial latent
-    over the channels at each position (`SpatialIAF`)."""
+    over the channels at each position (`SpatialIAF`); with `flow_context` K > 0, each
+    step also reads a context h of K values (a map of K channels) from the encoder."""
 
     posterior_kind = "iaf"
 
     def __init__(
-        self, encoder: nn.Module, decoder: nn.Module, *, flow_steps: int = 2, **settings: Any
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        *,
+        flow_steps: int = 2,
+        flow_context: int = 0,
+        **settings: Any,
     ) -> None:
         _whole("flow_steps", flow_steps, MAX_FLOW_STEPS)
+        _whole("flow_context", flow_context, MAX_FLOW_CONTEXT, low=0)
         super().__init__(encoder, decoder, **settings)
-        self.flow_steps = int(flow_steps)
+        self.flow_steps, self.flow_context = int(flow_steps), int(flow_context)
         shape = self.latent_shape
         d = self.latent_dim if shape is None else shape[0]  # the values one MADE orders
         limits.check_fits(
-            flow_steps * hidden_width(d) * d * 3 * 4 * 4,  # 3 masked layers, + grads, Adam
+            flow_steps * hidden_width(d) * (3 * d + flow_context) * 4 * 4,  # + grads, Adam
             f"{flow_steps} flow steps over a latent of {d:,}"
-            + ("" if shape is None else " channels"),
-            "make model.flow_steps or the latent smaller",
+            + ("" if shape is None else " channels")
+            + (f" with a context of {flow_context:,}" if flow_context else ""),
+            "make model.flow_steps, model.flow_context or the latent smaller",
         )
-        self.flow = IAF(d, self.flow_steps) if shape is None else SpatialIAF(shape, flow_steps)
+        self.flow = (
+            IAF(d, flow_steps, flow_context)
+            if shape is None
+            else SpatialIAF(shape, flow_steps, flow_context)
+        )
+        self.context_head: nn.Module | None = None
+        if flow_context:
+            self.context_head = self._context_head(flow_context)
+
+    def _context_head(self, k: int) -> nn.Module:
+        """h's head: on the encoder's features (B, F), or for a spatial latent on the conv
+        encoder's last level (`map_posterior`); an encoder that gives neither is refused."""
+        if self.latent_shape is None and self.heads:
+            return nn.Linear(self.mu_head.in_features, k)
+        channels = getattr(self.encoder, "map_features", None)
+        if self.latent_shape is not None and hasattr(self.encoder, "map_posterior"):
+            assert isinstance(channels, int)
+            return nn.Conv2d(channels, k, 3, padding=1)
+        raise ConfigError(
+            f"model.flow_context reads the encoder's features, and the encoder "
+            f"{type(self.encoder).__name__} gives the posterior's moments itself; set "
+            "model.flow_context 0"
+        )
+
+    def encoded(
+        self, x: torch.Tensor, y: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The Gaussian's mean and log-variance (B, D) each and the flow's context h: (B,
+        K), for a spatial latent (B, K, h, w); None where flow_context is 0."""
+        if self.context_head is None:
+            return (*self.gaussian(x, y), None)
+        if self.latent_shape is not None:  # the conv encoder's maps and their features
+            mu, logvar, features = self.encoder.map_posterior(x)  # type: ignore[operator]
+            mu, logvar = mu.flatten(1), logvar.flatten(1)
+        else:
+            cond = self._cond(y, x.shape[0], x.device)
+            features = self.encoder(x) if cond is None else self.encoder(x, cond)
+            mu, logvar = self.mu_head(features), self.logvar_head(features)
+        h = self.context_head(features).float()
+        return mu.float(), losses.clamp_logvar(logvar), h
 
     def transform(
-        self, z0: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
+        self,
+        z0: torch.Tensor,
+        mu: torch.Tensor,
+        logvar: torch.Tensor,
+        context: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        z, log_det = self.flow(z0)
+        z, log_det = self.flow(z0, context)
         return z, losses.log_normal_diag(z0, mu, logvar) - log_det
 
     def posterior(
@@ -216,8 +285,8 @@ class IAFVAE(ComposedVAE):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """q(z|x) summarised: the flow's point at eps = 0, f(mu) (B, D), which reconstruct,
         encode and interpolate use, and the Gaussian's log-variance before the flow."""
-        mu, logvar = self.gaussian(x, y)
-        return self.flow(mu)[0], logvar
+        mu, logvar, h = self.encoded(x, y)
+        return self.flow(mu, h)[0], logvar
 
 
 POSTERIORS[IAFVAE.posterior_kind] = IAFVAE

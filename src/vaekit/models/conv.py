@@ -175,6 +175,7 @@ class ConvEncoder(nn.Module):
         self.cond_dim = cond_dim
         self.latent_channels = latent_channels
         self.out_features: int | None = None  # no features: the moments come from `moments`
+        self.map_features = c_prev  # the channels of the last level's features
         if latent_channels:  # the map's mean and log-variance, from the last level's features
             self.moments = Conv2d(c_prev, 2 * latent_channels, 3, padding=1)
         else:
@@ -203,10 +204,7 @@ class ConvEncoder(nn.Module):
         if self.stem.weight.is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)  # match the weights' layout
         if self.latent_channels:
-            mu, logvar = self.moments(self.body(x)).chunk(2, dim=1)  # each (B, C_z, h, w)
-            if self.linear is not None:
-                mu = mu + self.linear(x)
-            return mu, logvar
+            return self._maps(x)[:2]  # each (B, C_z, h, w)
         h = self.body(x).flatten(1)  # (B, C_L * H_L * W_L)
         if self.cond_dim:
             if cond is None:
@@ -215,6 +213,21 @@ class ConvEncoder(nn.Module):
         if self.linear is not None:  # x's NCHW order, whatever its layout
             return self.mu_head(h) + self.linear(x.flatten(1)), self.logvar_head(h)
         return h
+
+    def map_posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A spatial latent's mean and log-variance maps, each (B, C_z, h, w), and the last
+        level's features they are read from (B, channels[-1], h, w), where an IAF's context
+        map is read too (models/composed.py)."""
+        if self.stem.weight.is_contiguous(memory_format=torch.channels_last):
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self._maps(x)
+
+    def _maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        features = self.body(x)
+        mu, logvar = self.moments(features).chunk(2, dim=1)
+        if self.linear is not None:
+            mu = mu + self.linear(x)
+        return mu, logvar, features
 
 
 @register("conv-decoder")
