@@ -108,7 +108,13 @@ def test_an_interrupted_train_prior_resumes_to_the_uninterrupted_result(
         assert records[0][key] == records[1][key], key
     for one, other in zip(*(r["history"] for r in records), strict=True):
         assert one["val_nll"] == other["val_nll"] and one["step"] == other["step"]
-    # the state continues only this training: other options, or one that is finished
+
+    # the state continues only this training: other options, or one that is finished,
+    # refused before the data's codes are encoded (minutes on a large dataset)
+    def encoded(*_: Any) -> Any:
+        raise AssertionError("the codes were encoded before the resume was refused")
+
+    monkeypatch.setattr("vaekit.training.prior._codes", encoded)
     code, _, err = main(capsys, *command[1:-1], "--layers", "3", "--resume")
     assert_one_line_error(code, err, "--resume: the options differ", "--layers 2 -> 3")
     code, _, err = main(capsys, *command[1:])

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from . import limits
 from .losses import LOG_2PI, clamp_logvar, log_standard_normal
@@ -111,6 +112,7 @@ class _Aggregate(torch.autograd.Function):
         return log_qz_x, log_qz, log_qz_d.sum(1)
 
     @staticmethod
+    @once_differentiable  # the backward treats its saved tensors as constants
     def backward(
         ctx: Any, g_own: torch.Tensor, g_joint: torch.Tensor, g_marginals: torch.Tensor
     ) -> tuple[torch.Tensor | None, ...]:

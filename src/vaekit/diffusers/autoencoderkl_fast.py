@@ -17,9 +17,8 @@ changing a parameter name or shape, so state dicts still map 1:1 to AutoencoderK
   NCHW input. torch's GroupNorm happens to make it NCHW again at batch 1 only (it reads a
   batch of one's strides as NCHW); fast_ops' GroupNorm keeps its input's layout, so every
   later conv of the half, forward and backward, would run channels_last on NCHW weights:
-  slower on the CPU (a 128-channel 3x3 conv forward + backward: 1.8-2.1x at batch 1,
-  1.2x at batch 4; float32, one thread),
-  and each weight's gradient copied back to NCHW. The copy here is one activation of the
+  slower on the CPU (benchmarks/results/vqmodel_step_256.md against _256_nchw.md: the
+  whole step 0.73x diffusers' before this, 1.10x after), and each weight's gradient copied back to NCHW. The copy here is one activation of the
   lowest resolution.
 
 In float32 the norms are bit-identical to torch.nn.GroupNorm + SiLU; the upsampling

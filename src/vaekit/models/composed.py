@@ -223,7 +223,9 @@ class IAFVAE(ComposedVAE):
         shape = self.latent_shape
         d = self.latent_dim if shape is None else shape[0]  # the values one MADE orders
         limits.check_fits(
-            flow_steps * hidden_width(d) * (3 * d + flow_context) * 4 * 4,  # + grads, Adam
+            # each step's MADE (3 H d) and context layer (K (H + 2d)); x4 bytes, x4 with
+            # gradients and Adam's moments
+            flow_steps * (3 * hidden_width(d) * d + flow_context * (hidden_width(d) + 2 * d)) * 16,
             f"{flow_steps} flow steps over a latent of {d:,}"
             + ("" if shape is None else " channels")
             + (f" with a context of {flow_context:,}" if flow_context else ""),

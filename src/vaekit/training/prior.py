@@ -110,21 +110,21 @@ def _train(
         torch.manual_seed(o["seed"])
         shape = model.code_map_shape()
         prior = CodePrior(model.codebook_size, shape, o["channels"], o["layers"], o["kernel"])
+    whose = code_prior.fingerprint(model.state_dict())  # the codes' model
+    saved = _resumable(folder, options, whose) if resume and folder is not None else None
     dataset = data_of(model, o["data"], source=source, progress=progress)
     train, val = (c.to(model.device) for c in _codes(model, dataset, o["seed"]))
     prior.to(model.device)
-    whose = code_prior.fingerprint(model.state_dict())  # the codes' model
     saving = None
     if folder is not None:
-        saved = prior_state.load(folder) if resume else None
         saving = Saving(folder, options, prior_state.fingerprints(whose, train, val), saved)
     split = _split_line(dataset, len(train), len(val))
     history, best = fit(prior, train, val, o["epochs"], o["batch_size"], o["lr"], o["seed"],
                         progress, saving, split)  # fmt: skip
     if best["weights"] is None:
         raise TrainingDiverged(
-            f"the code prior's validation NLL was never finite: lower the learning rate "
-            f"(now {o['lr']:g})"
+            f"the code prior's validation NLL was never finite: lower "
+            f"{prior_state.flag('lr')} (now {o['lr']:g})"
         )
     prior.load_state_dict(best["weights"])
     prior.training_record = {
@@ -166,6 +166,17 @@ def _codes(model: VQVAE, dataset: Dataset, seed: int) -> tuple[torch.Tensor, tor
         )
     kept, held = validation_rows(len(train), VAL_FRACTION, seed)
     return train[torch.from_numpy(kept)], train[torch.from_numpy(held)]
+
+
+def _resumable(folder: Path, options: dict[str, Any], whose: str) -> dict[str, Any]:
+    """The saved state to resume, its options, epochs and VQ-VAE checked before the codes
+    are encoded (minutes on a large dataset), not after; the codes' own fingerprint is
+    checked once they exist."""
+    saved = prior_state.load(folder)
+    was = saved.get("fingerprints")
+    if isinstance(was, dict):
+        prior_state.check(saved, folder, options, {**was, "model": whose})
+    return saved
 
 
 def _split_line(dataset: Dataset, train: int, val: int) -> str:
