@@ -21,22 +21,13 @@ import torch
 
 import vaekit
 from conftest import assert_one_line_error, tiny_config
+from test_code_prior import CONV_VQ
 from vaekit import cli
 from vaekit.io.checkpoint import load_state
 from vaekit.models.code_prior import STATE_FILE
 from vaekit.training.objective import StepTerms
 from vaekit.training.prior_loop import PriorNLL
 
-CONV_VQ = {
-    "model.arch": "conv",
-    "model.channels": [4, 8],
-    "model.blocks_per_level": 0,
-    "model.latent_channels": 2,
-    "model.posterior": "vq",
-    "model.codebook_size": 16,
-    "data.noise_examples": 96,
-    "train.batch_size": 32,
-}
 OPTIONS = ["--epochs", "3", "--channels", "8", "--layers", "2", "--batch-size", "16"]
 
 
