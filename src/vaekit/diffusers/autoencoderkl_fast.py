@@ -18,8 +18,8 @@ changing a parameter name or shape, so state dicts still map 1:1 to AutoencoderK
   batch of one's strides as NCHW); fast_ops' GroupNorm keeps its input's layout, so every
   later conv of the half, forward and backward, would run channels_last on NCHW weights:
   slower on the CPU (benchmarks/results/vqmodel_step_256.md against _256_nchw.md: the
-  whole step 0.73x diffusers' before this, 1.10x after), and each weight's gradient copied back to NCHW. The copy here is one activation of the
-  lowest resolution.
+  whole step 0.73x diffusers' before this, 1.10x after), and each weight's gradient
+  copied back to NCHW. The copy here is one activation of the lowest resolution.
 
 In float32 the norms are bit-identical to torch.nn.GroupNorm + SiLU; the upsampling
 agrees to float32 rounding (tests/test_autoencoderkl_fast.py). diffusers is imported only
