@@ -36,7 +36,7 @@ from torch import nn
 from ..config import Config
 from ..data import batch_indices, epoch_permutation
 from ..data.core.dataset import num_batches
-from ..errors import TrainingDiverged, TrainingInterrupted
+from ..errors import TrainingInterrupted
 from ..evaluation.prior import code_nll
 from ..models.code_prior import CodePrior, bits
 from ..wording import on_command_line
@@ -79,6 +79,7 @@ class _Loop:
     prior: CodePrior
     step: Step
     saving: Saving | None
+    lr: float
     state: TrainState = field(default_factory=TrainState)
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] = field(
@@ -118,7 +119,7 @@ def fit(
     dist = _one_process()
     step = Step(prior, _config(lr), train.device, "fp32", per_epoch * epochs, dist)
     step.attach(PriorNLL(prior))
-    loop = _Loop(prior, step, saving)
+    loop = _Loop(prior, step, saving, lr)
     if saving is not None and saving.saved is not None:
         loop.state, loop.history, loop.best = prior_state.restore(
             saving.saved, saving.folder, prior, step, saving.options, saving.fingerprints,
@@ -128,14 +129,7 @@ def fit(
             print(f"resuming the code prior in {saving.folder} at {at}", file=sys.stderr)
     if progress and note:
         print(note, file=sys.stderr)
-    try:
-        _epochs(loop, train, val, (epochs, batch_size, seed), progress)
-    except TrainingDiverged as e:  # its advice names the Trainer's options: the prior's here
-        what = str(e).split(";")[0].removeprefix("training diverged: ")
-        raise TrainingDiverged(
-            f"the code prior's training diverged: {what}; lower {prior_state.flag('lr')} "
-            f"(now {lr:g})"
-        ) from None
+    _epochs(loop, train, val, (epochs, batch_size, seed), progress)
     return loop.history, loop.best
 
 
@@ -188,6 +182,10 @@ def _step_log(
         description=description,
         total=total,
         show=progress,
+        diverged=lambda skips, step: (  # the prior's own option, not the Trainer's
+            f"the code prior's training diverged: {skips} consecutive non-finite updates up "
+            f"to step {step}; lower {prior_state.flag('lr')} (now {loop.lr:g})"
+        ),
     )
 
 

@@ -39,8 +39,11 @@ class StepLog:
         adversarial: bool | tuple[str, ...] = False,
         names: tuple[str, ...] = AVERAGED[:3],
         extra: tuple[str, ...] = (),
+        diverged: Callable[[int, int], str] | None = None,
     ) -> None:
         self.state, self.dist = state, dist
+        # the one line when max_skipped updates in a row were non-finite: (skips, step) -> it
+        self.diverged = diverged or self._diverged
         # the terms' columns under the model's term_names (a VQ-VAE: objective, recon, vq)
         self.names = dict(zip(AVERAGED[:3], names, strict=True))
         self.max_skipped, self.run_dir, self.batch_size = max_skipped, run_dir, batch_size
@@ -68,6 +71,13 @@ class StepLog:
             leave=False,
             desc=description,
             unit="step",
+        )
+
+    def _diverged(self, skips: int, step: int) -> str:
+        return (
+            f"training diverged: {skips} consecutive non-finite updates up to step {step}; "
+            f"the last good checkpoint in {self.run_dir} is kept. Lower {option('lr')} or set "
+            "optim.grad_clip"
         )
 
     def add(self, record: torch.Tensor, batches: int = 1) -> None:
@@ -99,11 +109,7 @@ class StepLog:
             if self.state.consecutive_skips >= self.max_skipped:
                 self.bar.close()
                 step = self.state.global_step - len(rows) + i + 1
-                raise TrainingDiverged(
-                    f"training diverged: {self.state.consecutive_skips} consecutive non-finite "
-                    f"updates up to step {step}; the last good checkpoint in {self.run_dir} is "
-                    f"kept. Lower {option('lr')} or set optim.grad_clip"
-                )
+                raise TrainingDiverged(self.diverged(self.state.consecutive_skips, step))
         self.state.skipped_updates += skipped
         self.take_back(skipped)
         self.bar.update(self.batches)
