@@ -135,6 +135,7 @@ def open_run(
                 yield run
             finally:
                 run.tracker.close()
+                run.step.release()  # DDP's reducer goes before the process group
             dist.teardown(finished=True)
     except RuntimeError as e:  # torch.OutOfMemoryError is a RuntimeError too
         if not is_out_of_memory(e):

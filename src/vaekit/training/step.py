@@ -123,6 +123,14 @@ class Step:
             objective = nn.parallel.DistributedDataParallel(objective, device_ids=ids)
         self.objective = objective
 
+    def release(self) -> None:
+        """Drop the DDP wrapper (keeping the objective it wraps), so that its reducer and
+        the reducer's hold on the process group go before the group is destroyed: a gloo
+        group outliving `destroy_process_group` inside a live reducer could abort the
+        process at exit ("terminate called without an active exception")."""
+        if isinstance(self.objective, nn.parallel.DistributedDataParallel):
+            self.objective = self.objective.module
+
     def __call__(
         self,
         x: torch.Tensor,
