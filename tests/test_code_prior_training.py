@@ -28,7 +28,8 @@ from vaekit.models.code_prior import STATE_FILE
 from vaekit.training.objective import StepTerms
 from vaekit.training.prior_loop import PriorNLL
 
-OPTIONS = ["--epochs", "3", "--channels", "8", "--layers", "2", "--batch-size", "16"]
+# kernel 5, not the default: the printed resume command must carry every option
+OPTIONS = "--epochs 3 --channels 8 --layers 2 --kernel 5 --batch-size 16".split()
 
 
 @pytest.fixture(scope="module")

@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--lr", type=_rate, default=1e-3, help="Adam's learning rate (default 1e-3)")
     p.add_argument("--channels", type=count(1, 4096), default=64, help="per stack (default 64)")
     p.add_argument("--layers", type=count(1, 256), default=5, help="gated layers (default 5)")
+    p.add_argument(
+        "--kernel", type=count(1, 63), default=3, help="odd width of their convolutions (default 3)"
+    )
     p.add_argument("--seed", type=count(0, 2**63 - 1), default=0)
     p.add_argument(
         "--data",
@@ -63,6 +66,7 @@ def cmd_train_prior(args: argparse.Namespace) -> int:
         lr=args.lr,
         channels=args.channels,
         layers=args.layers,
+        kernel=args.kernel,
         seed=args.seed,
         device=args.device,
         progress=True,

@@ -226,7 +226,7 @@ def _interrupted(loop: _Loop, epoch: int, signum: int) -> TrainingInterrupted:
     """The one line an interrupted train-prior ends with: where its state is, how to resume."""
     assert loop.saving is not None
     folder, o = loop.saving.folder, loop.saving.options
-    names = ("epochs", "batch_size", "lr", "channels", "layers", "seed")
+    names = ("epochs", "batch_size", "lr", "channels", "layers", "kernel", "seed")
     flags = [f"--{k.replace('_', '-')} {o[k]}" for k in names]
     flags += [f"--data {shlex.quote(str(o['data']))}"] if o.get("data") is not None else []
     command = f"vaekit train-prior {shlex.quote(str(folder))} {' '.join(flags)} --resume"
