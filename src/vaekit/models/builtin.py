@@ -61,8 +61,11 @@ def build(
         blocks, spatial, path = cfg.blocks_per_level, cfg.latent_channels, cfg.linear_path
         norm = decoder_norm(cfg.decoder_norm)
         z_dim = 0 if spatial else cfg.latent_dim
+        layers = (posterior or {}).get("latent_dims")
+        # a ladder of maps: the encoder gives its last level, the decoder reads z_1's map
+        enc_spatial, spatial = (0, layers[0]) if spatial and layers else (spatial, spatial)
         return (
-            ConvEncoder(shape, cfg.channels, blocks, cond, spatial, path, z_dim),
+            ConvEncoder(shape, cfg.channels, blocks, cond, enc_spatial, path, z_dim),
             ConvDecoder(shape, cfg.channels, blocks, z_features, per_pixel, spatial, norm, path),
         )
 
@@ -166,11 +169,6 @@ def _ladder(cfg: ModelConfig) -> dict[str, Any]:
             f"model.prior {cfg.prior} replaces N(0, I); a ladder's prior is its own top-down "
             "hierarchy (N(0, I) at the top): set model.prior standard"
         )
-    if cfg.latent_channels:
-        raise ConfigError(
-            "model.posterior ladder stacks latent vectors; set model.latent_channels 0 (a "
-            "spatial latent is not built for it)"
-        )
     return {"latent_dims": list(hierarchy.check_dims(cfg.latent_dims))}
 
 
@@ -206,7 +204,9 @@ def _latent_shape(cfg: ModelConfig, shape: tuple[int, int, int]) -> tuple[int, i
             "model.conditional needs a latent vector (the label embedding joins z); "
             "set model.latent_channels 0"
         )
-    return latent_map_shape(shape, cfg.channels, cfg.latent_channels)
+    # a ladder's layers of maps: their channels (model.latent_dims) stacked
+    channels = sum(cfg.latent_dims) if cfg.posterior == "ladder" else cfg.latent_channels
+    return latent_map_shape(shape, cfg.channels, channels)
 
 
 def decoder_norm(option: str) -> str:

@@ -214,6 +214,13 @@ class ConvEncoder(nn.Module):
             return self.mu_head(h) + self.linear(x.flatten(1)), self.logvar_head(h)
         return h
 
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The last level's features (B, channels[-1], h, w), where a ladder of maps starts
+        its bottom-up pass (models/hierarchical.py)."""
+        if self.stem.weight.is_contiguous(memory_format=torch.channels_last):
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.body(x)
+
     def map_posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """A spatial latent's mean and log-variance maps, each (B, C_z, h, w), and the last
         level's features they are read from (B, channels[-1], h, w), where an IAF's context

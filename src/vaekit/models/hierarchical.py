@@ -15,6 +15,16 @@ is D): `posterior` gives the q moments of every layer, each layer's conditioned 
 posterior mean of the layer above (so `encode`, `reconstruct` and `interpolate` are the
 VAE's), the decoder reads z_1 only, `sample` draws top-down from the prior.
 
+Layers of maps (model.arch conv with model.latent_channels > 0: `latent_shape` (C, h, w),
+C = sum(c_i), latent_dims giving the channels c_i): z_i is a map (B, c_i, h, w) at the conv
+encoder's latent resolution, the bottom-up nets start from the encoder's last level (B, F,
+h, w) (`feature_map`), and they, the q heads and the prior nets are 3x3 convolutions
+(ladder_nets.py). z is the maps stacked along the channels (B, C, h, w), flattened to (B, D)
+as the VAE flattens a spatial latent (channel first: each layer's c_i*h*w values lie
+together), so the algebra, the bound, the per-layer KLs (summed over the map) and the
+weights below are the vectors'; the decoder reads z_1's map. Labels are refused with maps,
+as the Gaussian VAE refuses them with a spatial latent.
+
 A class-conditional ladder (model.conditional) reads the label where the Gaussian VAE does:
 the encoder (so every q head, through the bottom-up pass) and the decoder (beside z_1); the
 top-down prior p(z) stays one for every class, as N(0, I) does for the Gaussian VAE.
@@ -38,7 +48,8 @@ from torch import nn
 from .. import limits, losses
 from ..errors import ConfigError
 from . import protocol
-from .hierarchy import check_dims, kl_normal, precision_weighted
+from . import ladder_nets
+from .hierarchy import check_dims, check_map, kl_normal, precision_weighted
 from .pretrained import POSTERIORS
 from .vae import VAE, VAEOutput
 
@@ -65,7 +76,9 @@ class Path:
 class LadderVAE(VAE):
     """A VAE with a top-down hierarchy of Gaussian layers (see the module doc). The settings
     after the VAE's: `latent_dims` (d_1 ... d_L, bottom to top; `latent_dim` is their sum)
-    and `ladder_hidden`, the width of the deterministic bottom-up and top-down nets."""
+    and `ladder_hidden`, the width of the deterministic bottom-up and top-down nets. With
+    `latent_shape` (C, h, w), C = sum(latent_dims), the layers are maps of c_i = latent_dims[i]
+    channels at (h, w), and the nets 3x3 convolutions (ladder_nets.py)."""
 
     posterior_kind = "ladder"
 
@@ -81,26 +94,37 @@ class LadderVAE(VAE):
         dims = check_dims(list(latent_dims) if isinstance(latent_dims, tuple) else latent_dims)
         if not isinstance(ladder_hidden, int) or not 1 <= ladder_hidden <= 1 << 16:
             raise ConfigError(f"ladder_hidden must be from 1 to 65536; got {ladder_hidden!r}")
+        shape = settings.get("latent_shape")
+        shape = None if shape is None else check_map(shape, dims)
+        # values per layer, and the size and shape of z_1, the decoder's input
+        sizes = list(dims) if shape is None else [c * shape[1] * shape[2] for c in dims]
+        bottom: dict[str, Any] = {"latent_dim": sizes[0]}
+        if shape is not None:
+            bottom["latent_shape"] = (dims[0], *shape[1:])
         given = settings.get("latent_dim")
-        if given is not None and given not in (dims[0], sum(dims)):
+        if given is not None and given not in (sizes[0], sum(sizes)):
             raise ConfigError(
                 f"latent_dim {given} does not fit latent_dims {list(dims)} (their sum is "
-                f"{sum(dims)})"
-            )
-        if settings.get("latent_shape") is not None:
-            raise ConfigError(
-                "a ladder VAE's layers are vectors: set model.latent_channels 0 (a spatial "
-                "latent is not built for it)"
+                f"{sum(sizes)})"
             )
         self.latent_dims = list(dims)  # a list, as model.latent_dims holds it
+        self.layer_sizes = sizes
         self.ladder_hidden = int(ladder_hidden)
-        # the decoder reads z_1: the VAE's checks see its size, then latent_dim is the sum
-        super().__init__(encoder, decoder, **(settings | {"latent_dim": dims[0]}))
-        self.latent_dim = sum(dims)
-        self._build_ladder()
+        # the decoder reads z_1: the VAE's checks see its size, then the latent is all layers
+        super().__init__(encoder, decoder, **(settings | bottom))
+        self.latent_dim, self.latent_shape = sum(sizes), shape
+        self.up, self.q_heads, self.p_nets = ladder_nets.build(
+            self.latent_dims, self.ladder_hidden, self.features, shape is not None
+        )
 
     def _build_posterior(self, encoder: nn.Module) -> None:
-        """The encoder must give features (B, F): the bottom-up pass starts from them."""
+        """The encoder must give features (B, F), or for layers of maps the conv encoder's
+        last level (B, F, h, w) at the latent's (h, w) (`feature_map`): the bottom-up pass
+        starts from them."""
+        if self.latent_shape is not None:
+            self.heads = True
+            self.features = ladder_nets.map_features(encoder, self.input_shape, self.latent_shape)
+            return
         label = self.label_dim if self.conditional else 0
         features = protocol.encoder_features(encoder, self.input_shape, self.latent_dim, label)
         if features is None:
@@ -111,46 +135,34 @@ class LadderVAE(VAE):
         self.heads = True
         self.features = features
 
-    def _build_ladder(self) -> None:
-        """Bottom-up nets up_i (h_i -> h_{i+1}), the q heads (h_i -> mu^_i, log sigma^_i^2)
-        and the top-down prior nets (z_{i+1} -> mu_p_i, log sigma_p_i^2)."""
-        dims, w, f = self.latent_dims, self.ladder_hidden, self.features
-        params = f * w + (len(dims) - 2) * w * w + sum(2 * d * w for d in dims) * 2
-        limits.check_fits(params * 4 * 4, f"a ladder of {len(dims)} layers of width {w:,}",
-                          "make model.latent_dims smaller")  # fmt: skip
-        widths = [f] + [w] * (len(dims) - 1)
-        self.up = nn.ModuleList(
-            nn.Sequential(nn.Linear(widths[i], w), nn.SiLU()) for i in range(len(dims) - 1)
-        )
-        self.q_heads = nn.ModuleList(nn.Linear(widths[i], 2 * d) for i, d in enumerate(dims))
-        self.p_nets = nn.ModuleList(
-            nn.Sequential(nn.Linear(dims[i + 1], w), nn.SiLU(), nn.Linear(w, 2 * dims[i]))
-            for i in range(len(dims) - 1)
-        )
-        for net in self.p_nets:  # each p(z_i | z_{i+1}) starts at N(0, I)
-            last = cast(nn.Linear, cast(nn.Sequential, net)[-1])
-            nn.init.zeros_(last.weight)
-            nn.init.zeros_(last.bias)
-
     # -- the two passes ----------------------------------------------------------------------
     def bottom_up(
         self, x: torch.Tensor, y: torch.Tensor | None = None
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(mu^_i, log sigma^_i^2), each (B, d_i), for i = 1 ... L, from x in model units
         (and a conditional model's labels y, which the encoder reads as the VAE's does)."""
-        cond = self._cond(y, x.shape[0], x.device)
-        h = self.encoder(x) if cond is None else self.encoder(x, cond)
+        if self.latent_shape is not None:  # layers of maps: the conv encoder's last level
+            h = self.encoder.feature_map(x)  # type: ignore[operator]
+        else:
+            cond = self._cond(y, x.shape[0], x.device)
+            h = self.encoder(x) if cond is None else self.encoder(x, cond)
         hats = []
         for i, head in enumerate(self.q_heads):
             if i > 0:
                 h = self.up[i - 1](h)
-            mu, lv = head(h).float().chunk(2, dim=-1)
+            mu, lv = ladder_nets.moments(head(h))
             hats.append((mu, losses.clamp_logvar(lv)))
         return hats
 
     def prior_step(self, i: int, z_above: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """p(z_i | z_{i+1}) for the 0-based layer i < L - 1: its mean and log-variance."""
-        mu, lv = self.p_nets[i](z_above).float().chunk(2, dim=-1)
+        """p(z_i | z_{i+1}) for the 0-based layer i < L - 1: its mean and log-variance, for
+        z_above (..., size of layer i + 1), each (..., size of layer i)."""
+        if self.latent_shape is None:
+            mu, lv = ladder_nets.moments(self.p_nets[i](z_above))
+        else:  # the layer above as maps (N, c_{i+1}, h, w), the leading dims flattened
+            lead, (h, w) = z_above.shape[:-1], self.latent_shape[1:]
+            out = self.p_nets[i](z_above.reshape(-1, self.latent_dims[i + 1], h, w))
+            mu, lv = (m.reshape(*lead, self.layer_sizes[i]) for m in ladder_nets.moments(out))
         return mu, losses.clamp_logvar(lv)
 
     def top_down(
@@ -170,13 +182,13 @@ class LadderVAE(VAE):
             eps = torch.randn(
                 (*shape, self.latent_dim), generator=generator, device=device, dtype=torch.float32
             )
-        noise = list(eps.split(list(self.latent_dims), dim=-1))
+        noise = list(eps.split(self.layer_sizes, dim=-1))
         top = len(self.latent_dims) - 1
         zs: list[torch.Tensor] = []  # filled from the top: zs[0] is z_L
         q_mu, q_lv, p_mu, p_lv = [], [], [], []
         for i in range(top, -1, -1):
             if i == top:
-                mp = torch.zeros((*shape, self.latent_dims[i]), device=device)
+                mp = torch.zeros((*shape, self.layer_sizes[i]), device=device)
                 lp = torch.zeros_like(mp)
             else:
                 mp, lp = self.prior_step(i, zs[-1])
@@ -208,9 +220,12 @@ class LadderVAE(VAE):
         return path.q_mu, path.q_logvar
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """p(x|z_1, y): the likelihood's parameters, for z (B, D) of all layers (a
-        conditional model's decoder reads z_1 and the label embedding, as the VAE's)."""
-        protocol.check_z(z, self.latent_dim, None)
+        """p(x|z_1, y): the likelihood's parameters, for z (B, D) of all layers, or layers of
+        maps (B, sum c_i, h, w) (a conditional model's decoder reads z_1 and the label
+        embedding, as the VAE's; layers of maps: z_1's map (B, c_1, h, w))."""
+        protocol.check_z(z, self.latent_dim, self.latent_shape)
+        if self.latent_shape is not None:
+            return self.decoder(self.latents(z)[:, : self.latent_dims[0]])
         z1 = z[:, : self.latent_dims[0]]
         cond = self._cond(y, z.shape[0], z.device)
         return self.decoder(z1 if cond is None else torch.cat([z1, cond.to(z1.dtype)], dim=1))
@@ -245,7 +260,7 @@ class LadderVAE(VAE):
 
     def layer_kls(self, kl_per_dim: torch.Tensor) -> torch.Tensor:
         """Each layer's KL from the per-dimension KL (B, D): (B, L), layer z_1 first."""
-        parts = kl_per_dim.split(list(self.latent_dims), dim=1)
+        parts = kl_per_dim.split(self.layer_sizes, dim=1)
         return torch.stack([p.sum(1) for p in parts], dim=1)
 
     def layer_names(self) -> tuple[str, ...]:

@@ -47,3 +47,15 @@ def kl_normal(
     lv_q, lv_p = losses.clamp_logvar(lv_q), losses.clamp_logvar(lv_p)
     diff = (mu_q.float() - mu_p.float()).pow(2)
     return 0.5 * (lv_p - lv_q + (lv_q.exp() + diff) * torch.exp(-lv_p) - 1.0)
+
+
+def check_map(latent_shape: Any, dims: tuple[int, ...]) -> tuple[int, int, int]:
+    """Layers of maps: the latent (C, h, w) of their channels stacked, C = sum(c_i)."""
+    ok = isinstance(latent_shape, (list, tuple)) and len(latent_shape) == 3
+    shape = tuple(latent_shape) if ok else ()
+    if not ok or not all(isinstance(s, int) and s >= 1 for s in shape) or shape[0] != sum(dims):
+        raise ConfigError(
+            f"a ladder of maps of {list(dims)} channels has the latent_shape (C, h, w) of "
+            f"their channels stacked, C = {sum(dims)}; got {latent_shape!r}"
+        )
+    return int(shape[0]), int(shape[1]), int(shape[2])
