@@ -54,7 +54,8 @@ def describe_latent(architecture: dict[str, Any]) -> str:
         text += f", a VampPrior of {architecture.get('pseudo_inputs')} pseudo-inputs"
     layers = architecture.get("latent_dims")
     if architecture.get("posterior") == "ladder" and isinstance(layers, list):
-        text += f" in {len(layers)} top-down layers of {', '.join(map(str, layers))} values"
+        unit = "channels" if isinstance(shape, list) and shape else "values"  # maps or vectors
+        text += f" in {len(layers)} top-down layers of {', '.join(map(str, layers))} {unit}"
     return text
 
 

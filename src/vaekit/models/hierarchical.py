@@ -40,15 +40,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import nn
 
-from .. import limits, losses
+from .. import losses
 from ..errors import ConfigError
-from . import protocol
-from . import ladder_nets
+from . import ladder_nets, protocol
 from .hierarchy import check_dims, check_map, kl_normal, precision_weighted
 from .pretrained import POSTERIORS
 from .vae import VAE, VAEOutput

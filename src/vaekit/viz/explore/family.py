@@ -74,8 +74,9 @@ def prior_kind(model: VAE) -> str:
 
 
 def family(model: VAE) -> dict[str, Any]:
-    """The model's posterior and prior, and a ladder's layer sizes, as /info names them."""
-    layers = list(model.latent_dims) if isinstance(model, LadderVAE) else None
+    """The model's posterior and prior, and a ladder's layer sizes (values per layer: a
+    layer of maps holds c_i*h*w), as /info names them."""
+    layers = list(model.layer_sizes) if isinstance(model, LadderVAE) else None
     return {"posterior": model.posterior_kind, "prior": prior_kind(model), "layers": layers}
 
 
