@@ -88,6 +88,9 @@ FAMILIES = {
     "iaf+context": ("model.flow_context", ["--model.posterior", "iaf"]),
     "iaf+vamp+context": ("model.flow_context", ["--model.posterior", "iaf", "--model.prior",
                                                 "vamp", "--model.pseudo_inputs", "4"]),
+    # a ladder of maps: model.latent_channels switches it on (the channels are latent_dims')
+    "ladder of maps": ("model.latent_channels", ["--model.posterior", "ladder",
+                                                "--model.latent_dims", "2,1"]),
 }  # fmt: skip
 CONV_TINY = ["--model.arch", "conv", "--model.channels", "4,8", "--model.blocks_per_level", "0"]
 LAYOUTS = {
@@ -103,6 +106,7 @@ FAMILY_VALUES = {  # smallest, largest (not pseudo_inputs': LONG_AT_MAX), past t
     "model.flow_steps": ["1", "64", "65"],
     "model.latent_dims": ["1,1", "2,1", ",".join(["1"] * 17)],
     "model.flow_context": ["1", "4096", "4097"],  # 0, the default, is the iaf family's
+    "model.latent_channels": ["1", "4096", "4097"],  # any > 0: the ladder's maps
 }
 # choices that train only beside other options (or refuse, in one clear line, without
 # them): their cases add those, kept tiny, so that each choice trains and is checked

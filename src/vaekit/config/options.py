@@ -170,8 +170,9 @@ class ModelConfig:
         0,
         "conv: a spatial latent of this many channels at the last level's size (C x H/2^L "
         "x W/2^L for L levels of model.channels, as latent diffusion's autoencoders use; "
-        "latent_dim is then ignored); 0: a latent vector of latent_dim. autoencoderkl: its "
-        "latent channels (0: diffusers' 4)",
+        "latent_dim is then ignored); 0: a latent vector of latent_dim. With posterior "
+        "ladder, any value > 0 makes its layers maps of model.latent_dims channels. "
+        "autoencoderkl: its latent channels (0: diffusers' 4)",
         min=0,
         max=4096,
     )
@@ -223,13 +224,15 @@ class ModelConfig:
         "mlp and conv, a latent vector or a spatial latent, whose flow is autoregressive "
         "over the channels at each position) or ladder (a hierarchical VAE of model.latent_dims "
         "layers with top-down inference, the Ladder VAE of Sønderby et al. 2016; latent_dim "
-        "is then ignored; mlp and conv, a latent vector)",
+        "is then ignored; mlp and conv with a latent vector, and conv with layers of maps: "
+        "model.latent_channels > 0)",
         choices=("gaussian", "vq", "iaf", "ladder"),
     )
     latent_dims: list[int] = opt(
         [],
         "ladder: the sizes of its stochastic layers, from the bottom (z_1, read by the "
-        "decoder) to the top (z_L, whose prior is N(0, I)), e.g. 32,16; 2 to 16 layers",
+        "decoder) to the top (z_L, whose prior is N(0, I)), e.g. 32,16; 2 to 16 layers "
+        "(layers of maps, model.latent_channels > 0: their channels)",
         min=1,
         max=MAX_WIDTH,
     )
