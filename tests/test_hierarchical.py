@@ -480,3 +480,17 @@ def test_labels_with_a_ladder_of_maps_are_refused_as_the_gaussian_vaes(tmp_path:
         assert_clean_error(r, "model.conditional needs a latent vector")
         lines.append(r.stderr.strip())
     assert lines[0] == lines[1]
+
+
+def test_a_ladder_of_maps_needs_the_conv_encoders_map_and_a_fitting_shape() -> None:
+    def build(encoder: torch.nn.Module, shape: tuple[int, int, int]) -> LadderVAE:
+        decoder = ConvDecoder(MAP_INPUT, [3], 0, latent_channels=2)
+        return LadderVAE(encoder, decoder, latent_dims=[2, 1], input_shape=MAP_INPUT,
+                         latent_shape=shape)  # fmt: skip
+
+    with pytest.raises(ConfigError, match="reads the conv encoder's last level"):
+        build(MLPEncoder(MAP_INPUT, [6], "tanh", 0), (3, 2, 2))
+    with pytest.raises(ConfigError, match=r"their channels stacked, C = 3; got \(4, 2, 2\)"):
+        build(ConvEncoder(MAP_INPUT, [3], 0), (4, 2, 2))
+    with pytest.raises(ConfigError, match=r"not at the latent's size \(3, 3\)"):
+        build(ConvEncoder(MAP_INPUT, [3], 0), (3, 3, 3))

@@ -70,14 +70,15 @@ def map_features(
 ) -> int:
     """F, the channels of the conv encoder's last level (B, F, h, w) that a ladder of maps
     starts from (`feature_map`, at the latent's (h, w)); another encoder is refused."""
-    if not callable(getattr(encoder, "feature_map", None)):
+    feature_map = getattr(encoder, "feature_map", None)
+    if not callable(feature_map):
         raise ConfigError(
             f"a ladder of maps reads the conv encoder's last level (feature_map), which the "
             f"encoder {type(encoder).__name__} does not give; use model.arch conv"
         )
     device = next(encoder.parameters(), torch.empty(0)).device
     with torch.no_grad():
-        out = encoder.feature_map(torch.zeros(1, *input_shape, device=device))
+        out = feature_map(torch.zeros(1, *input_shape, device=device))
     if out.dim() != 4 or tuple(out.shape[2:]) != tuple(latent_shape[1:]):
         raise ConfigError(
             f"the encoder's last level is {tuple(out.shape)}, not at the latent's size "
