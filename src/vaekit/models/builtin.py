@@ -58,12 +58,9 @@ def build(
                 MLPEncoder(shape, cfg.hidden, cfg.activation, cond),
                 MLPDecoder(shape, cfg.hidden, cfg.activation, z_features, per_pixel),
             )
-        blocks, spatial, path = cfg.blocks_per_level, cfg.latent_channels, cfg.linear_path
+        blocks, path = cfg.blocks_per_level, cfg.linear_path
         norm = decoder_norm(cfg.decoder_norm)
-        z_dim = 0 if spatial else cfg.latent_dim
-        layers = (posterior or {}).get("latent_dims")
-        # a ladder of maps: the encoder gives its last level, the decoder reads z_1's map
-        enc_spatial, spatial = (0, layers[0]) if spatial and layers else (spatial, spatial)
+        enc_spatial, z_dim, spatial = _conv_latents(cfg, posterior)
         return (
             ConvEncoder(shape, cfg.channels, blocks, cond, enc_spatial, path, z_dim),
             ConvDecoder(shape, cfg.channels, blocks, z_features, per_pixel, spatial, norm, path),
@@ -93,6 +90,17 @@ def _latent_sizes(
     if latent_shape:
         return math.prod(latent_shape), cfg.latent_dim
     return (sum(layers), layers[0]) if layers else (cfg.latent_dim, cfg.latent_dim)
+
+
+def _conv_latents(cfg: ModelConfig, posterior: dict[str, Any] | None) -> tuple[int, int, int]:
+    """The conv encoder's latent_channels and latent_dim and the decoder's latent_channels:
+    model.latent_channels for both halves (and latent_dim, for a latent vector), or, for a
+    ladder of maps, 0 (the encoder gives its last level) and c_1 (the decoder reads z_1)."""
+    layers = (posterior or {}).get("latent_dims")
+    if cfg.latent_channels and layers:
+        return 0, 0, int(layers[0])
+    z_dim = 0 if cfg.latent_channels else cfg.latent_dim
+    return cfg.latent_channels, z_dim, cfg.latent_channels
 
 
 def _check_table(cfg: ModelConfig, input_shape: Sequence[int]) -> None:
