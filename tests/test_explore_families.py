@@ -164,6 +164,14 @@ def test_ladder_names_its_layers_and_shows_its_own_kl(served: Any) -> None:
     assert [r[0] for r in info["range"]] == pytest.approx(low, abs=0.006)
 
 
+def test_a_ladder_of_maps_names_each_layers_values(served: Any) -> None:
+    """Layers of maps of 2 and 1 channels at 2x2: 8 and 4 values, z_1's first."""
+    shape, maps = (1, 8, 8), {"arch": "conv", "channels": [4, 8], "blocks_per_level": 0}
+    model = tiny(shape=shape, posterior="ladder", latent_dims=[2, 1], latent_channels=1, **maps)
+    info = json_of(served(model, images(shape=shape))[0], "/info")
+    assert info["layers"] == [8, 4] and info["latent_dim"] == 12 and len(info["range"]) == 12
+
+
 def test_gaussian_numbers_and_range_are_as_before(served: Any) -> None:
     model, x = tiny(), images()
     info = json_of(served(model, x)[0], "/info")
