@@ -1,4 +1,5 @@
-"""The deterministic nets of a Ladder VAE (hierarchical.py), for its two layouts of layers:
+"""The deterministic nets of a Ladder VAE (hierarchical.py): linear layers for layers of
+vectors, 3x3 convolutions for layers of maps.
 
     vectors  z_i (B, d_i): Linear layers on the encoder's features (B, F);
     maps     z_i (B, c_i, h, w), all at the conv encoder's latent resolution: 3x3
