@@ -203,3 +203,21 @@ def test_every_conv_of_the_trainers_model_reads_nchw_activations(
     model.train()
     model(to_float(x_u8)).params.sum().backward()
     assert seen == []
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_the_attentions_layout_fix_applies_to_a_keyword_call(batch: int) -> None:
+    """diffusers may call an attention as attn(hidden_states=x): the hook must still hand
+    the output back in x's layout (it read args[0] only, so a keyword call kept diffusers'
+    channels_last-strided view), and give what a positional call gives."""
+    enc, _, fast_enc, _ = halves()
+    plain, attn = (
+        next(m for m in h.modules() if isinstance(m, Attention)) for h in (enc, fast_enc)
+    )
+    x = torch.randn(batch, 16, 4, 4)  # NCHW, as the mid block hands it on
+    by_keyword, by_position = attn(hidden_states=x), attn(x)
+    assert by_keyword.is_contiguous() and by_position.is_contiguous()
+    assert torch.equal(by_keyword, by_position)
+    # the hook is what makes it NCHW: diffusers' own attention returns a strided view
+    assert not plain(hidden_states=x).is_contiguous()
+    assert torch.equal(plain(hidden_states=x), by_keyword)

@@ -21,6 +21,7 @@ from vaekit.evaluation import likelihood, metrics
 from vaekit.models import VAE, VQVAE
 from vaekit.models.code_prior import CodePrior
 from vaekit.viz import explore, grid
+from vaekit.viz.explore.latents import BadRequest
 
 SHAPE = (1, 6, 6)
 
@@ -274,12 +275,68 @@ def test_page_draws_the_vampprior_and_edits_vq_codes(
     browser.wait_for(ready)
     assert browser.execute('return document.querySelectorAll("#codes input").length') == 4
     assert browser.execute('return document.getElementById("prior").disabled') is True
+    edited = [*browser.execute("return window.explorer.codes")]
+    edited[2] = (edited[2] + 1) % 8
     browser.execute(
-        'const c = document.getElementById("c2"); c.value = "5";'
+        f'const c = document.getElementById("c2"); c.value = "{edited[2]}";'
         'c.dispatchEvent(new Event("change"))'
     )
     browser.wait_for(
         'const i = document.getElementById("decoded"); return i.dataset.state === "ready" '
-        '&& i.dataset.z === "codes=0,0,5,0"'
+        f'&& i.dataset.z === "codes={",".join(map(str, edited))}"'
     )
     assert browser.execute('return document.getElementById("error").textContent') == ""
+
+
+DECODED = (
+    'const i = document.getElementById("decoded"); return window.explorer && '
+    'window.explorer.decodes > 0 && i.dataset.state === "ready" && i.dataset.z'
+)
+PAGE_STATE = """return {
+    boxes: [...document.querySelectorAll("#codes input")].map((i) => Number(i.value)),
+    codes: window.explorer.codes, decoded: document.getElementById("decoded").dataset.z,
+    encoded: !document.getElementById("encoded").hidden,
+    original: document.getElementById("original").getAttribute("src"),
+    caption: document.getElementById("encoded-caption").textContent,
+    note: document.getElementById("slider-note").textContent};"""
+
+
+def test_vq_page_opens_on_the_first_test_image_s_codes(
+    served: Any,
+    browser: Browser,  # noqa: F811 (the fixture imported above)
+) -> None:
+    """Not on an all-zero map: the boxes hold test image 0's codes, that map is decoded,
+    and the image is shown beside it."""
+    model, x = tiny_vq(), images(shape=(1, 8, 8))
+    first = model.encode_codes(x[:1]).flatten().tolist()
+    assert first != [0] * len(first)  # else the test could not tell
+    server, _ = served(model, x)
+    host, port = server.server_address[:2]
+    browser.get(f"http://{host}:{port}/")
+    assert browser.wait_for(DECODED) == "codes=" + ",".join(map(str, first))
+    page = browser.execute(PAGE_STATE)
+    assert page["boxes"] == page["codes"] == first
+    assert page["encoded"] and page["original"] == "/image?index=0"
+    assert page["caption"].startswith("test image 0: its codes are in the boxes")
+    assert page["note"].endswith("The map opened on test image 0's codes.")
+
+
+def test_vq_page_opens_on_zeros_saying_why_when_no_image_encodes(
+    served: Any,
+    browser: Browser,  # noqa: F811 (the fixture imported above)
+) -> None:
+    ex = explore.Explorer(tiny_vq(), images(shape=(1, 8, 8)))
+
+    def cannot_encode(index: int) -> dict[str, Any]:
+        raise BadRequest("no encoder here", 503)
+
+    ex.encode = cannot_encode  # type: ignore[method-assign]
+    server = served(ex)
+    host, port = server.server_address[:2]
+    browser.get(f"http://{host}:{port}/")
+    assert browser.wait_for(DECODED) == "codes=0,0,0,0"
+    page = browser.execute(PAGE_STATE)
+    assert page["boxes"] == [0, 0, 0, 0] and not page["encoded"]
+    assert page["note"].endswith("The map opened at all zeros: error 503: no encoder here."), page[
+        "note"
+    ]

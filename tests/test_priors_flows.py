@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -18,7 +19,7 @@ import vaekit
 from conftest import TINY_FLAGS, assert_one_line_error
 from vaekit import cli
 from vaekit.config import ModelConfig
-from vaekit.errors import ConfigError
+from vaekit.errors import ConfigError, DataError
 from vaekit.evaluation.likelihood import _example_noise, elbo_stats, importance_sampling
 from vaekit.models import IAFVAE, VAE, ComposedVAE
 from vaekit.models.flows import IAF, IAFStep, SpatialIAF
@@ -116,6 +117,44 @@ def test_monte_carlo_kl_with_the_standard_prior_matches_the_closed_form() -> Non
         mu, logvar = VAE.posterior(m, x[:1])
     closed = 0.5 * float((mu.pow(2) + logvar.exp() - logvar - 1).sum())
     assert abs(float(terms.kl.mean()) - closed) < 4 * float(terms.kl.std()) / 200
+
+
+@pytest.mark.parametrize("posterior", ["gaussian", "iaf"])
+def test_conditional_vamp_reads_its_pseudo_labels_once_and_refuses_damaged_ones(
+    posterior: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pseudo-labels' range check reads two values (a host sync each on a GPU): it runs
+    when they are first read and again only after they change, not at every step; damaged
+    labels (written in place, or replaced) are still refused in one line."""
+    m = model(posterior, kind="conditional", flow_context=2 if posterior == "iaf" else 0)
+    assert isinstance(m, ComposedVAE) and m.vamp is not None and m.vamp.labels is not None
+    reads: list[str] = []  # min/max of any tensor over the pseudo-labels' memory
+    labels_at = m.vamp.labels.data_ptr()
+
+    def counting(read: Any) -> Any:
+        def counted(t: torch.Tensor, *a: Any) -> Any:
+            if t.data_ptr() == labels_at:
+                reads.append(read.__name__)
+            return read(t, *a)
+
+        return counted
+
+    for name in ("min", "max"):
+        monkeypatch.setattr(torch.Tensor, name, counting(getattr(torch.Tensor, name)))
+    x, y = images(4), torch.tensor([0, 1, 2, 1])
+    m.train()
+    for _ in range(3):
+        m.elbo_terms(x, y)[0].kl.sum().backward()
+        m.sample(2, 1)
+    assert 0 < len(reads) <= 2, reads  # one check, not one per step
+    m.vamp.labels[1] = 7  # in place
+    with pytest.raises(DataError, match=r"^labels must be classes 0 to 2; got 0\.\.7$"):
+        m.elbo_terms(x, y)
+    m.vamp.labels = torch.arange(5) % 3 - 1  # replaced
+    with pytest.raises(DataError, match=r"^labels must be classes 0 to 2; got -1\.\.1$"):
+        m.sample(2, 1)
+    m.vamp.labels = torch.arange(5) % 3
+    assert torch.isfinite(m.elbo_terms(x, y)[0].kl).all()
 
 
 # -- the inverse autoregressive flow --------------------------------------------------------------

@@ -83,9 +83,10 @@ def _plain_upsampler(up: Any) -> bool:
     )
 
 
-def _input_layout(module: nn.Module, args: tuple, output: Any) -> Any:
-    """A forward hook: a 4-d output in the layout of the 4-d input (see the docstring)."""
-    x = args[0] if args else None
+def _input_layout(module: nn.Module, args: tuple, kwargs: dict[str, Any], output: Any) -> Any:
+    """A forward hook (with_kwargs): a 4-d output in the layout of the 4-d input, passed
+    by position or as `hidden_states=` (see the docstring)."""
+    x = args[0] if args else kwargs.get("hidden_states")
     if isinstance(output, torch.Tensor) and isinstance(x, torch.Tensor) and output.dim() == 4:
         return output.contiguous(memory_format=_layout(x))
     return output
@@ -103,7 +104,7 @@ def use_fast_ops(
     module: Any
     for module in list(half.modules()):
         if attention_cls is not None and type(module) is attention_cls:
-            module.register_forward_hook(_input_layout)
+            module.register_forward_hook(_input_layout, with_kwargs=True)
             swapped += 1
         if type(module) is resnet_cls and _plain_resnet(module):
             norm1, norm2 = _fused(module.norm1, True), _fused(module.norm2, True)

@@ -106,6 +106,13 @@ class ComposedVAE(VAE):
             )
 
     # -- q(z|x) ---------------------------------------------------------------------------
+    def _cond(self, y: torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor | None:
+        """The labels' embedding; the VampPrior's pseudo-labels are range-checked once, not
+        at every step (VampPrior.checked_labels)."""
+        if self.vamp is not None and y is not None and y is self.vamp.labels:
+            return self.label_embedding(self.vamp.checked_labels())
+        return super()._cond(y, n, device)
+
     def gaussian(
         self, x: torch.Tensor, y: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,7 +15,9 @@ Pseudo-inputs of bounded data (images in [0, 1]) pass through hardtanh(0, 1), as
 paper's do, and start near the middle of the range. A class-conditional model's encoder
 reads a label too: pseudo-input k carries the fixed pseudo-label k mod (the number of
 classes), so every class has K / classes components and p(z) stays one density for all
-labels (composed.py).
+labels (composed.py). Their range is checked when they are first read and again only after
+they change (`checked_labels`), not at every step: the check reads two values, a host
+sync each on a GPU.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import losses
+from . import protocol
 
 STANDARD, VAMP = "standard", "vamp"
 ROWS_PER_PASS = 4_000_000  # z rows x components x D values per pass of `log_mixture`
@@ -51,6 +54,19 @@ class VampPrior(nn.Module):
         # fixed, so rebuilt with the model rather than saved (K,) or None
         labels = torch.arange(count) % classes if classes else None
         self.register_buffer("labels", labels, persistent=False)
+        self.classes = int(classes)
+        self._checked: tuple[torch.Tensor, int] | None = None  # the labels last checked
+
+    def checked_labels(self) -> torch.Tensor:
+        """The pseudo-labels, their range checked if they are not the tensor last checked
+        or were written in place since (its version counter moved); else no check."""
+        labels = self.labels
+        assert labels is not None, "an unconditional VampPrior has no pseudo-labels"
+        last = self._checked
+        if last is None or last[0] is not labels or last[1] != labels._version:
+            protocol.check_classes(labels, self.classes)
+            self._checked = (labels, labels._version)
+        return labels
 
     def inputs(self) -> torch.Tensor:
         """The pseudo-inputs as the encoder reads them: (K, C, H, W)."""

@@ -261,6 +261,15 @@ def check_labels(y: Any, n: int) -> None:
         raise DataError(f"labels y must be one class or {n} classes (one per example); got {count}")
 
 
+def check_classes(y: torch.Tensor, classes: int) -> None:
+    """Labels y (integers) all classes 0 to classes - 1; reads two values (a host sync on
+    a GPU)."""
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= classes):
+        raise DataError(
+            f"labels must be classes 0 to {classes - 1}; got {int(y.min())}..{int(y.max())}"
+        )
+
+
 def check_examples(x: Any, input_shape: tuple[int, int, int]) -> None:
     """x a float tensor (B, C, H, W) of the model's input shape (the model's units)."""
     if not (torch.is_tensor(x) and x.dim() == 4 and tuple(x.shape[1:]) == tuple(input_shape)):

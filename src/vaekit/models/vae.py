@@ -140,11 +140,7 @@ class VAE(Pretrained):
         if y is None:
             raise ConfigError("this VAE is class-conditional: pass labels y")
         y = torch.as_tensor(y, device=device).long().reshape(-1)
-        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
-            raise DataError(
-                f"labels must be classes 0 to {self.num_classes - 1}; got "
-                f"{int(y.min())}..{int(y.max())}"
-            )
+        protocol.check_classes(y, self.num_classes)
         if y.numel() == 1 and n > 1:
             y = y.expand(n)
         return self.label_embedding(y)
