@@ -110,7 +110,8 @@ def notes(result: dict[str, Any]) -> list[str]:
     if seeds > 1:
         lines.append(f"{seeds} seeds per family (training seed and initial weights): each cell "
                      "is the mean ± the standard deviation over them.")  # fmt: skip
-    if s.get("prior_samples"):
+    vq_rows = [r for r in result["rows"] if "prior_cpu_s" in r.get("vaekit", {})]
+    if s.get("prior_samples") and vq_rows:  # only where a VQ-VAE row trained its prior
         lines.append(
             "VQVAE: after each side's VQ-VAE, a prior over its codes, trained on the codes of "
             "the same training images for the same CPU seconds (benchmarks/families_prior.py: "
@@ -118,14 +119,16 @@ def notes(result: dict[str, Any]) -> list[str]:
             "per code: its -log2 p of the 10,000 test images' codes over the 7x7 cells; FID of "
             f"{s['prior_samples']:,} samples through it against as many test images (fewer "
             "than the other rows: the FID of the VQ rows compares with the VQ rows only). "
-            + "; ".join(
-                _prior_line(r) for r in result["rows"] if "prior_cpu_s" in r.get("vaekit", {})
-            )  # fmt: skip
+            + "; ".join(_prior_line(r) for r in vq_rows)
         )
     lines.append(
         f"Load average (1, 5, 15 min) at the end: {m.get('load_average_end')}; "
         f"wall time {result['wall_s']:.0f} s."
     )
+    if seeds > 1:  # each seed's own: the machine is shared
+        lines.append("Load average after each family and seed: " + "; ".join(
+            f"{f} {seed}: {load}" for f, seed, load in m.get("load_average_per_family", [])
+        ) + ".")  # fmt: skip
     for row in result["rows"]:
         if "error" in row:
             lines.append(f"{row['family']} (seed {row['seed']}) failed: {row['error']}")

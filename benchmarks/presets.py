@@ -6,7 +6,9 @@ also trained as `vaekit train --config NAME` would (MNIST presets on Fashion-MNI
 MNIST is not installed here) and evaluated on the test set: the test -ELBO in nats per
 example, one seeded z per example (`vaekit evaluate`'s first number). The folder presets
 (`shapes64`, `faces128`, `kl-f8-128`, `vq-f8-128`, the factor-set presets) need a folder of
-images (and LPIPS weights), so they are counted, not trained. A VQ-VAE has no ELBO: its row
+images (and LPIPS weights), so they are counted, not trained here; the factor-set presets
+are trained and scored (MIG, DCI) by benchmarks/factor_presets.py, which generates their
+folder. A VQ-VAE has no ELBO: its row
 gives its test objective (reconstruction + codebook + commitment, nats), the PSNR of its
 reconstructions and its codebook's perplexity.
 
