@@ -184,7 +184,7 @@ LADDER = ("--model.posterior", "ladder", "--model.latent_dims", "4,2")
         (("--model.posterior", "ladder", "--model.latent_dims", ",".join(["65536"] * 16)),
          "make model.latent_dims smaller"),
         ((*LADDER, "--model.arch", "conv", "--model.channels", "4", "--model.latent_channels",
-          "2"), "set model.latent_channels 0"),
+          "2", "--model.conditional"), "set model.latent_channels 0"),  # labels with maps
         ((*LADDER, "--model.arch", "conv", "--model.channels", "4", "--model.linear_path",
           "--model.likelihood", "gaussian"), "model.posterior ladder does not take it"),
         ((*LADDER[:2], "--model.latent_dims", "4"), "2 to 16 layer sizes"),
