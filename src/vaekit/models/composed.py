@@ -273,7 +273,7 @@ class IAFVAE(ComposedVAE):
             mu, logvar, features = self.encoder.map_posterior(x)  # type: ignore[operator]
             mu, logvar = mu.flatten(1), logvar.flatten(1)
         else:
-            features = self.encoder_output(x, y)
+            features = self._encoder_output(x, y)
             mu, logvar = self.mu_head(features), self.logvar_head(features)
         h = self.context_head(features).float()
         return mu.float(), losses.clamp_logvar(logvar), h

@@ -143,7 +143,7 @@ class LadderVAE(VAE):
         if self.latent_shape is not None:  # layers of maps: the conv encoder's last level
             h = self.encoder.feature_map(x)  # type: ignore[operator]
         else:
-            h = self.encoder_output(x, y)
+            h = self._encoder_output(x, y)
         hats = []
         for i, head in enumerate(self.q_heads):
             if i > 0:

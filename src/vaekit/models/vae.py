@@ -145,7 +145,7 @@ class VAE(Pretrained):
             y = y.expand(n)
         return self.label_embedding(y)
 
-    def encoder_output(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Any:
+    def _encoder_output(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Any:
         """The encoder's output for x, given a conditional model's label embedding too."""
         cond = self._cond(y, x.shape[0], x.device)
         return self.encoder(x) if cond is None else self.encoder(x, cond)
@@ -156,7 +156,7 @@ class VAE(Pretrained):
         """q(z|x) for x already in the model's units (`prepare`d): the posterior mean and
         log-variance, each (B, D) in float32 (a spatial latent flattened: see `latents`).
         The training step, the bounds and the metrics call this; users call `encode`."""
-        h = self.encoder_output(x, y)
+        h = self._encoder_output(x, y)
         if self.heads:  # h: features (B, F)
             return self.mu_head(h).float(), losses.clamp_logvar(self.logvar_head(h))
         mu, logvar = h
