@@ -14,8 +14,8 @@ sliders' range, and the draws of the model's own prior.
   seeded draw); prior draws go top-down through the layers.
 - VQ-VAE: no sliders and no KL (no density): the page shows the code map (opening on the
   first test image's codes), the codes' use on the test images, and decodes edits of the
-  codes; prior draws are the code
-  prior's (`vaekit train-prior`), and without one sampling is refused in one line.
+  codes; prior draws are the code prior's (`vaekit train-prior`), and without one sampling
+  is refused in one line.
 
 Where the prior is not N(0, I) per dimension (VampPrior, ladder), each slider spans the
 prior's mean +- 4 sd of that dimension, from RANGE_DRAWS seeded draws, and /decode takes
